@@ -1,0 +1,55 @@
+// Package audit is wid's append-only, hash-chained event log: every
+// issuance, denial, join, login, resource change and rotation step. Events
+// are made durable in batches (group commit) before Emit returns. It must
+// never record private keys or join-token secrets.
+package audit
+
+import "time"
+
+// Event types.
+const (
+	TypeX509SVIDIssued  = "svid.x509.issued"
+	TypeJWTSVIDIssued   = "svid.jwt.issued"
+	TypeSVIDDenied      = "svid.denied"
+	TypeJoin            = "bot.join"
+	TypeJoinDenied      = "bot.join.denied"
+	TypeBotCertRenewed  = "bot.cert.renewed"
+	TypeResourceCreated = "resource.created"
+	TypeResourceUpdated = "resource.updated"
+	TypeResourceDeleted = "resource.deleted"
+	TypeAccessDenied    = "access.denied"
+	TypeTrustDomainInit = "trust_domain.created"
+	TypeAuthStarted     = "auth.started"
+	TypeCARotation      = "ca.rotation"
+)
+
+// Outcomes.
+const (
+	OutcomeSuccess = "success"
+	OutcomeDenied  = "denied"
+	OutcomeError   = "error"
+)
+
+// Event is one audit record. JSON field names are stable: they are what
+// `widctl audit ls --format json` prints and what the hash covers.
+type Event struct {
+	Seq        int64             `json:"seq"`
+	Time       time.Time         `json:"time"`
+	Type       string            `json:"type"`
+	Actor      string            `json:"actor"`
+	Host       string            `json:"host,omitempty"`
+	RemoteAddr string            `json:"remote_addr,omitempty"`
+	SPIFFEID   string            `json:"spiffe_id,omitempty"`
+	SVIDType   string            `json:"svid_type,omitempty"`
+	Serial     string            `json:"serial,omitempty"`
+	TTLSeconds int64             `json:"ttl_seconds,omitempty"`
+	DNSSANs    []string          `json:"dns_sans,omitempty"`
+	IPSANs     []string          `json:"ip_sans,omitempty"`
+	Attributes map[string]string `json:"attributes,omitempty"`
+	Outcome    string            `json:"outcome"`
+	Reason     string            `json:"reason,omitempty"`
+	Resource   string            `json:"resource,omitempty"`
+	Details    map[string]string `json:"details,omitempty"`
+	PrevHash   string            `json:"prev_hash,omitempty"`
+	Hash       string            `json:"hash,omitempty"`
+}

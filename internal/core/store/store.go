@@ -1,0 +1,111 @@
+// Package store keeps wid's state: resources (as JSON documents with a
+// revision), certificate authorities, small metadata and the audit log rows.
+// It knows nothing of what the documents mean; callers encode and validate.
+// Every multi-row change happens in one transaction.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound: no item of that kind and name.
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists: a create found the item there.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrConflict: the item's revision was not the one expected.
+	ErrConflict = errors.New("revision conflict")
+	// ErrAuditChain: an audit append did not follow the current head.
+	ErrAuditChain = errors.New("audit append does not follow the chain head")
+)
+
+// Item is one stored document.
+type Item struct {
+	Kind     string
+	Name     string
+	Revision int64
+	// Data is the document, normally JSON.
+	Data []byte
+}
+
+// OpType is what an Op does.
+type OpType int
+
+const (
+	// OpCreate fails with ErrAlreadyExists if the item exists.
+	OpCreate OpType = iota + 1
+	// OpUpdate fails with ErrNotFound if missing, ErrConflict if ExpectRevision is set and differs.
+	OpUpdate
+	// OpUpsert creates or replaces.
+	OpUpsert
+	// OpDelete fails with ErrNotFound if missing, ErrConflict if ExpectRevision is set and differs.
+	OpDelete
+)
+
+// Op is one change inside an atomic Apply.
+type Op struct {
+	Type OpType
+	Item Item
+	// ExpectRevision, when non-zero, must equal the stored revision (compare-and-set).
+	ExpectRevision int64
+}
+
+// AuditRow is one audit event as stored. Hash covers every other field
+// (see audit.HashRow), so editing any column is detectable.
+type AuditRow struct {
+	Seq      int64
+	Time     time.Time
+	Type     string
+	Actor    string
+	SPIFFEID string
+	Outcome  string
+	// Data is the whole event as canonical JSON.
+	Data     []byte
+	PrevHash string
+	Hash     string
+}
+
+// AuditFilter selects audit rows; zero fields match everything.
+type AuditFilter struct {
+	Types    []string
+	Actor    string
+	SPIFFEID string
+	Outcome  string
+	Since    time.Time
+	Until    time.Time
+	AfterSeq int64
+	// Limit > 0 returns the newest Limit matching rows; the result is always oldest first.
+	Limit int
+}
+
+// Backend is what the auth service needs from a database. SQLite now,
+// PostgreSQL later: keep it to what both do well.
+type Backend interface {
+	Get(ctx context.Context, kind, name string) (Item, error)
+	// List returns every item of a kind, ordered by name.
+	List(ctx context.Context, kind string) ([]Item, error)
+	// Apply performs ops in one transaction, all or nothing, and returns the
+	// resulting revision of each op's item (0 for deletes).
+	Apply(ctx context.Context, ops ...Op) ([]int64, error)
+
+	// GetMeta and PutMeta keep small facts such as the trust domain name.
+	GetMeta(ctx context.Context, key string) (string, error)
+	// PutMeta sets key only if it is unset or already equal; otherwise ErrConflict.
+	PutMetaOnce(ctx context.Context, key, value string) error
+
+	// AppendAudit appends rows in one transaction. rows[0].PrevHash must equal
+	// the current head hash and rows[0].Seq the head seq + 1 (else ErrAuditChain),
+	// each row following the previous one.
+	AppendAudit(ctx context.Context, rows []AuditRow) error
+	// AuditHead returns the last row's seq and hash ("" and 0 when empty), as
+	// recorded with the last append (kept apart from the rows so that deleting
+	// the newest row is detectable).
+	AuditHead(ctx context.Context) (seq int64, hash string, err error)
+	QueryAudit(ctx context.Context, f AuditFilter) ([]AuditRow, error)
+	// ScanAudit calls fn for every row in seq order starting after afterSeq.
+	ScanAudit(ctx context.Context, afterSeq int64, fn func(AuditRow) error) error
+
+	Close() error
+}
