@@ -71,7 +71,9 @@ type PingResponse struct {
 	Roles         []string `protobuf:"bytes,4,rep,name=roles,proto3" json:"roles,omitempty"`
 	ServerVersion string   `protobuf:"bytes,5,opt,name=server_version,json=serverVersion,proto3" json:"server_version,omitempty"`
 	// ca_pin is sha256:<hex> of the host CA's SubjectPublicKeyInfo.
-	CaPin         string `protobuf:"bytes,6,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
+	CaPin string `protobuf:"bytes,6,opt,name=ca_pin,json=caPin,proto3" json:"ca_pin,omitempty"`
+	// auth_addr is the address of the TLS listener, for join commands.
+	AuthAddr      string `protobuf:"bytes,7,opt,name=auth_addr,json=authAddr,proto3" json:"auth_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -148,11 +150,18 @@ func (x *PingResponse) GetCaPin() string {
 	return ""
 }
 
+func (x *PingResponse) GetAuthAddr() string {
+	if x != nil {
+		return x.AuthAddr
+	}
+	return ""
+}
+
 type CreateResourceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// resource is the resource's JSON document.
-	Resource []byte `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
-	// force replaces an existing resource of the same kind and name.
+	// resources are JSON documents, created all or none.
+	Resources [][]byte `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	// force replaces existing resources of the same kind and name.
 	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -188,9 +197,9 @@ func (*CreateResourceRequest) Descriptor() ([]byte, []int) {
 	return file_auth_v1_auth_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *CreateResourceRequest) GetResource() []byte {
+func (x *CreateResourceRequest) GetResources() [][]byte {
 	if x != nil {
-		return x.Resource
+		return x.Resources
 	}
 	return nil
 }
@@ -204,7 +213,7 @@ func (x *CreateResourceRequest) GetForce() bool {
 
 type CreateResourceResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resource      []byte                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
+	Resources     [][]byte               `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,9 +248,9 @@ func (*CreateResourceResponse) Descriptor() ([]byte, []int) {
 	return file_auth_v1_auth_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *CreateResourceResponse) GetResource() []byte {
+func (x *CreateResourceResponse) GetResources() [][]byte {
 	if x != nil {
-		return x.Resource
+		return x.Resources
 	}
 	return nil
 }
@@ -2287,19 +2296,20 @@ var File_auth_v1_auth_proto protoreflect.FileDescriptor
 const file_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"\x12auth/v1/auth.proto\x12\vwid.auth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\r\n" +
-	"\vPingRequest\"\xcf\x01\n" +
+	"\vPingRequest\"\xec\x01\n" +
 	"\fPingResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12#\n" +
 	"\ridentity_kind\x18\x02 \x01(\tR\fidentityKind\x12#\n" +
 	"\ridentity_name\x18\x03 \x01(\tR\fidentityName\x12\x14\n" +
 	"\x05roles\x18\x04 \x03(\tR\x05roles\x12%\n" +
 	"\x0eserver_version\x18\x05 \x01(\tR\rserverVersion\x12\x15\n" +
-	"\x06ca_pin\x18\x06 \x01(\tR\x05caPin\"I\n" +
-	"\x15CreateResourceRequest\x12\x1a\n" +
-	"\bresource\x18\x01 \x01(\fR\bresource\x12\x14\n" +
-	"\x05force\x18\x02 \x01(\bR\x05force\"4\n" +
-	"\x16CreateResourceResponse\x12\x1a\n" +
-	"\bresource\x18\x01 \x01(\fR\bresource\"<\n" +
+	"\x06ca_pin\x18\x06 \x01(\tR\x05caPin\x12\x1b\n" +
+	"\tauth_addr\x18\a \x01(\tR\bauthAddr\"K\n" +
+	"\x15CreateResourceRequest\x12\x1c\n" +
+	"\tresources\x18\x01 \x03(\fR\tresources\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"6\n" +
+	"\x16CreateResourceResponse\x12\x1c\n" +
+	"\tresources\x18\x01 \x03(\fR\tresources\"<\n" +
 	"\x12GetResourceRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"1\n" +

@@ -1,0 +1,53 @@
+// Package paths says where wid keeps things by default, so that widagent
+// and widctl agree without configuration.
+package paths
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// AdminSocketName is the admin socket's file name inside the data dir.
+const AdminSocketName = "admin.sock"
+
+// DefaultDataDir is /var/lib/wid for root, else $XDG_DATA_HOME/wid
+// (~/.local/share/wid).
+func DefaultDataDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/wid"
+	}
+	if x := os.Getenv("XDG_DATA_HOME"); x != "" {
+		return filepath.Join(x, "wid")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "wid")
+	}
+	return filepath.Join(os.TempDir(), "wid")
+}
+
+// AdminSocket is the admin socket of a data dir.
+func AdminSocket(dataDir string) string { return filepath.Join(dataDir, AdminSocketName) }
+
+// DefaultWorkloadSocket is /run/wid/workload.sock for root, else
+// $XDG_RUNTIME_DIR/wid/workload.sock.
+func DefaultWorkloadSocket() string {
+	if os.Geteuid() != 0 {
+		if x := os.Getenv("XDG_RUNTIME_DIR"); x != "" {
+			return filepath.Join(x, "wid", "workload.sock")
+		}
+		return filepath.Join(os.TempDir(), "wid-"+strconv.Itoa(os.Getuid()), "workload.sock")
+	}
+	return "/run/wid/workload.sock"
+}
+
+// ConfigDir is widctl's config dir: $XDG_CONFIG_HOME/widctl or ~/.config/widctl.
+func ConfigDir() string {
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
+		return filepath.Join(x, "widctl")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".config", "widctl")
+	}
+	return filepath.Join(os.TempDir(), "widctl")
+}
