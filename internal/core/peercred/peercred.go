@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 )
@@ -25,7 +24,7 @@ type Info struct {
 // AuthType implements credentials.AuthInfo.
 func (Info) AuthType() string { return "peercred" }
 
-// Of reads SO_PEERCRED from a unix connection.
+// Of reads the peer's credentials from a unix connection.
 func Of(conn net.Conn) (Info, error) {
 	uc, ok := conn.(*net.UnixConn)
 	if !ok {
@@ -35,20 +34,18 @@ func Of(conn net.Conn) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("reading peer credentials: %w", err)
 	}
-	var cred *unix.Ucred
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
+	var (
+		info Info
+		serr error
+	)
+	if err := raw.Control(func(fd uintptr) { info, serr = fromFD(int(fd)) }); err != nil {
 		return Info{}, fmt.Errorf("reading peer credentials: %w", err)
 	}
 	if serr != nil {
 		return Info{}, fmt.Errorf("reading peer credentials: %w", serr)
 	}
-	return Info{
-		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
-		PID:            cred.Pid, UID: cred.Uid, GID: cred.Gid,
-	}, nil
+	info.CommonAuthInfo = credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}
+	return info, nil
 }
 
 // FromContext returns the caller's credentials inside a gRPC handler.

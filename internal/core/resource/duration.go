@@ -40,7 +40,7 @@ func ParseDuration(s string) (Duration, error) {
 		return 0, fmt.Errorf("%q is not a duration: write it like 90s, 15m, 1h or 24h", s)
 	}
 	if d <= 0 {
-		return 0, fmt.Errorf("duration %q must be positive", s)
+		return 0, fmt.Errorf("duration %q must be positive: write a duration like 90s, 15m or 1h", s)
 	}
 	return Duration(d), nil
 }

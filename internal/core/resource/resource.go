@@ -75,14 +75,24 @@ func (h *Header) GetMetadata() *Metadata { return &h.Metadata }
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 
 func (h *Header) validateHeader(kind string) error {
+	res := resourceName(kind, h.Metadata.Name)
 	if h.Kind != kind {
-		return fmt.Errorf("kind is %q, want %q", h.Kind, kind)
+		return &FieldError{Resource: res, Field: "kind", Message: fmt.Sprintf("kind is %q but this is a %s: set kind: %s", h.Kind, kind, kind)}
+	}
+	if h.Version == "" {
+		return &FieldError{Resource: res, Field: "version", Message: fmt.Sprintf("version is missing: add version: %s", V1)}
 	}
 	if h.Version != V1 {
-		return fmt.Errorf("%s %q: version %q is not supported: use %q", kind, h.Metadata.Name, h.Version, V1)
+		return &FieldError{Resource: res, Field: "version", Message: fmt.Sprintf("version %q is not supported: use version: %s", h.Version, V1)}
 	}
 	if err := ValidateName(h.Metadata.Name); err != nil {
-		return fmt.Errorf("%s: metadata.name: %w", kind, err)
+		// The name itself is what is wrong, so the error names the kind only.
+		return &FieldError{Resource: kind, Field: "metadata.name", Message: "metadata.name: " + err.Error()}
+	}
+	for k := range h.Metadata.Labels {
+		if strings.TrimSpace(k) == "" {
+			return &FieldError{Resource: res, Field: "metadata.labels", Message: "metadata.labels has an empty key: give every label a name"}
+		}
 	}
 	return nil
 }
@@ -90,7 +100,7 @@ func (h *Header) validateHeader(kind string) error {
 // ValidateName checks a resource name.
 func ValidateName(name string) error {
 	if name == "" {
-		return fmt.Errorf("a name is required")
+		return fmt.Errorf("a name is required: use 1-63 lower-case letters, digits, '.', '_' or '-'")
 	}
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("name %q is invalid: use 1-63 lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit", name)
@@ -139,9 +149,9 @@ type Role struct {
 }
 
 type RoleSpec struct {
-	Allow   RoleConditions `json:"allow,omitempty" yaml:"allow,omitempty"`
-	Deny    RoleConditions `json:"deny,omitempty" yaml:"deny,omitempty"`
-	Options RoleOptions    `json:"options,omitempty" yaml:"options,omitempty"`
+	Allow   RoleConditions `json:"allow,omitempty,omitzero" yaml:"allow,omitempty"`
+	Deny    RoleConditions `json:"deny,omitempty,omitzero" yaml:"deny,omitempty"`
+	Options RoleOptions    `json:"options,omitempty,omitzero" yaml:"options,omitempty"`
 }
 
 type RoleConditions struct {
@@ -222,9 +232,9 @@ type WorkloadIdentity struct {
 
 type WorkloadIdentitySpec struct {
 	SPIFFE WorkloadSPIFFE `json:"spiffe" yaml:"spiffe"`
-	X509   WorkloadX509   `json:"x509,omitempty" yaml:"x509,omitempty"`
-	JWT    WorkloadJWT    `json:"jwt,omitempty" yaml:"jwt,omitempty"`
-	Rules  WorkloadRules  `json:"rules,omitempty" yaml:"rules,omitempty"`
+	X509   WorkloadX509   `json:"x509,omitempty,omitzero" yaml:"x509,omitempty"`
+	JWT    WorkloadJWT    `json:"jwt,omitempty,omitzero" yaml:"jwt,omitempty"`
+	Rules  WorkloadRules  `json:"rules,omitempty,omitzero" yaml:"rules,omitempty"`
 }
 
 type WorkloadSPIFFE struct {

@@ -1,0 +1,43 @@
+# wid's build. `make test` is what CI runs (.ci/run); it needs only Go.
+GO ?= go
+PKGS := ./...
+LDFLAGS := -X github.com/wid-project/wid/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all build test vet gen proto bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/widagent ./cmd/widctl
+
+vet:
+	$(GO) vet $(PKGS)
+
+# Build, vet, then every test with the race detector. The tests include the
+# freshness checks of generated files (protobuf code, completions, man pages).
+test:
+	$(GO) build $(PKGS)
+	$(GO) vet $(PKGS)
+	$(GO) test -race -timeout 20m $(PKGS)
+
+# Regenerate shell completions and man pages from the command tree.
+gen:
+	$(GO) run ./tools/gendocs
+
+# Regenerate the auth API's Go code (needs protoc; scripts/protogen.sh installs it as root).
+proto:
+	./scripts/protogen.sh
+
+# Benchmarks named by the issues; figures go in the issue notes.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/core/...
+	$(GO) run ./bench/issuance -clients 16 -duration 10s
+
+# Run each fuzz target for FUZZTIME (default 60s).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzMatchPath$$' -fuzztime $(FUZZTIME) ./internal/core/rbac
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/core/resource
+
+clean:
+	rm -rf bin dist .bin

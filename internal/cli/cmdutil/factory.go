@@ -1,0 +1,89 @@
+// Package cmdutil is what every widctl command shares: the Factory that
+// hands out configuration, the auth service client and the streams; the
+// mapping of errors to sentences and exit codes; argument and flag helpers.
+// Commands get everything through the Factory, so tests replace any part.
+package cmdutil
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"sync"
+
+	"github.com/spf13/pflag"
+	"github.com/wid-project/wid/internal/cli/iostreams"
+	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/core/client"
+)
+
+// Factory hands commands what they need, lazily: a command that fails on
+// its flags never reads the config file or dials the auth service.
+type Factory struct {
+	IOStreams *iostreams.IOStreams
+	// Config resolves the configuration once.
+	Config func() (*Config, error)
+	// Client connects to the auth service named by Config. The caller closes it.
+	Client func(ctx context.Context) (*client.Client, error)
+	// Logger logs debug details to stderr with --debug, and nothing otherwise.
+	Logger func() *slog.Logger
+	// GlobalFlags are the flags of every command; the root command adds them
+	// as persistent flags and Config reads them.
+	GlobalFlags *pflag.FlagSet
+}
+
+// NewFactory builds the Factory widctl runs with.
+func NewFactory(ios *iostreams.IOStreams) *Factory {
+	f := &Factory{IOStreams: ios, GlobalFlags: NewGlobalFlags()}
+	f.Config = sync.OnceValues(func() (*Config, error) { return LoadConfig(f.GlobalFlags) })
+	f.Logger = sync.OnceValue(func() *slog.Logger {
+		if cfg, err := f.Config(); err == nil && cfg.Debug {
+			return slog.New(slog.NewTextHandler(ios.ErrOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+		return slog.New(slog.DiscardHandler)
+	})
+	f.Client = func(ctx context.Context) (*client.Client, error) {
+		cfg, err := f.Config()
+		if err != nil {
+			return nil, err
+		}
+		return Dial(ctx, cfg, f.Logger())
+	}
+	return f
+}
+
+// Printer returns a printer on stdout in the configured format.
+func (f *Factory) Printer() (*output.Printer, error) {
+	cfg, err := f.Config()
+	if err != nil {
+		return nil, err
+	}
+	return &output.Printer{Out: f.IOStreams.Out, Format: cfg.Format, TTY: f.IOStreams.IsStdoutTTY()}, nil
+}
+
+// Dial connects to the auth service cfg names. Connecting is lazy: an auth
+// service that is down shows on the first call, as ExitUnavailable.
+func Dial(ctx context.Context, cfg *Config, log *slog.Logger) (*client.Client, error) {
+	if cfg.AdminSocket == "" && cfg.Auth == "" {
+		return nil, &Error{Code: ExitUnavailable, Message: "no auth service found: run widctl on the machine where widagent runs, set " + EnvVar(KeyAdminSocket) + ", or pass --auth HOST:PORT"}
+	}
+	cc := client.Config{AdminSocket: cfg.AdminSocket, Auth: cfg.Auth, CAPin: cfg.CAPin}
+	// The admin socket authenticates by peer credentials; an identity only
+	// matters over TCP.
+	if cfg.Auth != "" && cfg.Identity != "" {
+		id, err := client.LoadIdentity(cfg.Identity)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &Error{Code: ExitBadInput, Message: "no identity found in " + cfg.Identity + ": check --identity, or join or log in first", Err: err}
+		}
+		if err != nil {
+			return nil, &Error{Code: ExitBadInput, Message: err.Error(), Err: err}
+		}
+		cc.Identity = id
+	}
+	log.DebugContext(ctx, "connecting to the auth service", "target", cfg.Target(), "config_file", cfg.File, "identity", cfg.Identity)
+	c, err := client.Dial(cc)
+	if err != nil {
+		return nil, InputError(err)
+	}
+	return c, nil
+}

@@ -1,0 +1,91 @@
+package cmdutil
+
+import (
+	"context"
+	"fmt"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/resource"
+)
+
+// Resource calls go through these helpers so that every command sends and
+// reads resource documents the same way: JSON, as the auth API defines.
+
+// GetResource fetches kind/name.
+func GetResource(ctx context.Context, c *client.Client, kind, name string) (resource.Resource, error) {
+	resp, err := c.GetResource(ctx, &authv1.GetResourceRequest{Kind: kind, Name: name})
+	if err != nil {
+		return nil, err
+	}
+	return decodeAnswer(resp.GetResource())
+}
+
+// ListResources lists every resource of kind.
+func ListResources(ctx context.Context, c *client.Client, kind string) ([]resource.Resource, error) {
+	resp, err := c.ListResources(ctx, &authv1.ListResourcesRequest{Kind: kind})
+	if err != nil {
+		return nil, err
+	}
+	return decodeAnswers(resp.GetResources())
+}
+
+// CreateResources creates rs, all or none; force replaces existing ones.
+func CreateResources(ctx context.Context, c *client.Client, force bool, rs ...resource.Resource) ([]resource.Resource, error) {
+	docs := make([][]byte, len(rs))
+	for i, r := range rs {
+		b, err := resource.MarshalJSON(r)
+		if err != nil {
+			return nil, fmt.Errorf("encoding %s: %w", resource.Ref(r), err)
+		}
+		docs[i] = b
+	}
+	resp, err := c.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: docs, Force: force})
+	if err != nil {
+		return nil, err
+	}
+	return decodeAnswers(resp.GetResources())
+}
+
+// UpdateResource replaces r; its metadata.revision must be the stored one,
+// so that a concurrent change is refused rather than lost.
+func UpdateResource(ctx context.Context, c *client.Client, r resource.Resource) (resource.Resource, error) {
+	b, err := resource.MarshalJSON(r)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", resource.Ref(r), err)
+	}
+	resp, err := c.UpdateResource(ctx, &authv1.UpdateResourceRequest{Resource: b})
+	if err != nil {
+		return nil, err
+	}
+	return decodeAnswer(resp.GetResource())
+}
+
+// DeleteResource removes kind/name.
+func DeleteResource(ctx context.Context, c *client.Client, kind, name string) error {
+	_, err := c.DeleteResource(ctx, &authv1.DeleteResourceRequest{Kind: kind, Name: name})
+	return err
+}
+
+// DecodeResource reads a resource document the auth service sent.
+func DecodeResource(data []byte) (resource.Resource, error) { return decodeAnswer(data) }
+
+func decodeAnswer(data []byte) (resource.Resource, error) {
+	r, err := resource.Unmarshal(data)
+	if err != nil {
+		return nil, &Error{Code: ExitError, Message: fmt.Sprintf("the auth service sent a resource this widctl cannot read (%v): use a widctl of the same version as widagent", err), Err: err}
+	}
+	return r, nil
+}
+
+func decodeAnswers(docs [][]byte) ([]resource.Resource, error) {
+	out := make([]resource.Resource, 0, len(docs))
+	for _, d := range docs {
+		r, err := decodeAnswer(d)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}

@@ -1,0 +1,335 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/wid-project/wid/internal/core/store"
+)
+
+// ErrStopped is returned by Emit and Subscribe once Run has returned.
+var ErrStopped = errors.New("audit log is stopped")
+
+// maxBatch bounds one commit, so a burst cannot turn into one huge
+// transaction that keeps every caller in it waiting.
+const maxBatch = 512
+
+// appendAttempts is how often a batch is re-chained when another writer on
+// the same store (a second auth replica) moved the head first.
+const appendAttempts = 3
+
+type logState int
+
+const (
+	stateIdle logState = iota
+	stateRunning
+	stateStopped
+)
+
+// pending is one Emit waiting for its event to be committed.
+type pending struct {
+	ev   Event
+	data []byte
+	// done receives nil once ev is durable (with Seq and hashes filled in),
+	// or why it is not. Buffered so the writer never waits on a caller.
+	done chan error
+}
+
+// Log is the audit log of one trust domain. Emit records events; Run is the
+// single writer that commits them in batches; Query, Subscribe and Verify
+// read them.
+type Log struct {
+	backend store.Backend
+	logger  *slog.Logger
+
+	mu    sync.Mutex
+	state logState
+	queue []*pending
+	// wake tells Run that the queue is not empty. Capacity one: a signal
+	// already waiting covers every Emit that follows it.
+	wake chan struct{}
+
+	// seq and hash are the chain head as last committed; only Run touches
+	// them after Open.
+	seq  int64
+	hash string
+
+	subMu   sync.Mutex
+	subs    map[*subscriber]struct{}
+	subDone bool
+}
+
+// Open returns the log kept in b, continuing its chain from the recorded
+// head. Nothing is written until Run is running.
+func Open(ctx context.Context, b store.Backend, logger *slog.Logger) (*Log, error) {
+	seq, hash, err := b.AuditHead(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("opening audit log: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Log{
+		backend: b,
+		logger:  logger,
+		wake:    make(chan struct{}, 1),
+		seq:     seq,
+		hash:    hash,
+		subs:    make(map[*subscriber]struct{}),
+	}, nil
+}
+
+// Run is the log's writer; run it exactly once, alongside the services that
+// emit. It commits whatever Emit callers have queued as one transaction,
+// then wakes them, and repeats: while one batch commits the next one
+// gathers, so throughput grows with concurrency without any timer delay.
+//
+// When ctx is done Run stops accepting events, commits those already
+// queued, closes every subscription and returns nil. A failed commit fails
+// only the Emit calls in that batch: the service keeps refusing what it
+// cannot audit rather than stopping.
+func (l *Log) Run(ctx context.Context) error {
+	l.mu.Lock()
+	switch l.state {
+	case stateRunning:
+		l.mu.Unlock()
+		return errors.New("running audit log: already running")
+	case stateStopped:
+		l.mu.Unlock()
+		return fmt.Errorf("running audit log: %w", ErrStopped)
+	}
+	l.state = stateRunning
+	l.mu.Unlock()
+
+	// Commits outlive ctx: an event taken from the queue is written even if
+	// the service is shutting down, since its caller may already be waiting.
+	writeCtx := context.WithoutCancel(ctx)
+	for {
+		select {
+		case <-l.wake:
+			for ctx.Err() == nil {
+				batch := l.take()
+				if len(batch) == 0 {
+					break
+				}
+				l.commit(writeCtx, batch)
+			}
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+
+	l.mu.Lock()
+	l.state = stateStopped
+	l.mu.Unlock()
+	// No Emit can queue now; what is queued is bounded, so this ends.
+	for batch := l.take(); len(batch) > 0; batch = l.take() {
+		l.commit(writeCtx, batch)
+	}
+	l.closeSubscribers()
+	return nil
+}
+
+// take removes and returns up to maxBatch queued events, oldest first.
+func (l *Log) take() []*pending {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := min(len(l.queue), maxBatch)
+	if n == 0 {
+		return nil
+	}
+	batch := slices.Clone(l.queue[:n])
+	rest := copy(l.queue, l.queue[n:])
+	clear(l.queue[rest:]) // drop references to events handed out
+	l.queue = l.queue[:rest]
+	return batch
+}
+
+// commit chains batch onto the head, writes it in one transaction and
+// answers every caller in it.
+func (l *Log) commit(ctx context.Context, batch []*pending) {
+	rows := make([]store.AuditRow, len(batch))
+	var err error
+	for range appendAttempts {
+		seq, hash := l.seq, l.hash
+		for i, p := range batch {
+			seq++
+			rows[i] = store.AuditRow{
+				Seq:      seq,
+				Time:     p.ev.Time,
+				Type:     p.ev.Type,
+				Actor:    p.ev.Actor,
+				SPIFFEID: p.ev.SPIFFEID,
+				Outcome:  p.ev.Outcome,
+				Data:     p.data,
+				PrevHash: hash,
+			}
+			rows[i].Hash = HashRow(rows[i])
+			hash = rows[i].Hash
+		}
+		err = l.backend.AppendAudit(ctx, rows)
+		if err == nil {
+			break
+		}
+		// Either someone else moved the head, or the outcome of the commit
+		// is unknown (an I/O error after the data reached the disk): the
+		// recorded head settles both.
+		headSeq, headHash, headErr := l.backend.AuditHead(ctx)
+		if headErr != nil {
+			err = errors.Join(err, headErr)
+			break
+		}
+		if headSeq == seq && headHash == hash {
+			err = nil
+			break
+		}
+		l.seq, l.hash = headSeq, headHash
+		if !errors.Is(err, store.ErrAuditChain) {
+			break
+		}
+		l.logger.Warn("audit head moved under this writer; re-chaining batch",
+			"head_seq", headSeq, "batch_size", len(batch))
+	}
+	if err != nil {
+		err = fmt.Errorf("recording %d audit events: %w", len(batch), err)
+		l.logger.Error("audit commit failed", "batch_size", len(batch), "error", err)
+		for _, p := range batch {
+			p.done <- err
+		}
+		return
+	}
+
+	last := rows[len(rows)-1]
+	l.seq, l.hash = last.Seq, last.Hash
+	events := make([]Event, len(batch))
+	for i, p := range batch {
+		p.ev.Seq, p.ev.PrevHash, p.ev.Hash = rows[i].Seq, rows[i].PrevHash, rows[i].Hash
+		events[i] = p.ev
+		p.done <- nil
+	}
+	l.publish(events)
+}
+
+// Emit records ev and returns it as stored (Time set if it was zero and
+// made UTC; Seq, PrevHash and Hash filled in) only once it is durable, so a
+// caller that answers after Emit never answers for an unrecorded action.
+//
+// Emit waits for Run's next commit: called before Run starts, it waits for
+// Run (so a service's start-up order does not matter); after Run has
+// returned it fails with ErrStopped. If ctx ends first Emit returns its
+// error, and the event may still be recorded.
+func (l *Log) Emit(ctx context.Context, ev Event) (Event, error) {
+	if ev.Type == "" || ev.Outcome == "" {
+		return Event{}, fmt.Errorf("recording audit event: type and outcome are required (got type %q, outcome %q)", ev.Type, ev.Outcome)
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	ev.Time = ev.Time.UTC() // also drops the monotonic reading
+	ev.Seq, ev.PrevHash, ev.Hash = 0, "", ""
+	// Encoded here, in the caller's goroutine, to keep the single writer's
+	// work per event small. The stored form never carries seq or hashes:
+	// those live in their columns and the hash covers them there.
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return Event{}, fmt.Errorf("encoding audit event %s: %w", ev.Type, err)
+	}
+	p := &pending{ev: ev, data: data, done: make(chan error, 1)}
+
+	l.mu.Lock()
+	if l.state == stateStopped {
+		l.mu.Unlock()
+		return Event{}, fmt.Errorf("recording audit event %s: %w", ev.Type, ErrStopped)
+	}
+	l.queue = append(l.queue, p)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+
+	select {
+	case err := <-p.done:
+		if err != nil {
+			return Event{}, err
+		}
+		return p.ev, nil
+	case <-ctx.Done():
+		return Event{}, fmt.Errorf("waiting for audit event %s to be recorded: %w", ev.Type, ctx.Err())
+	}
+}
+
+// Query selects events; zero fields match everything.
+type Query struct {
+	// Types matches any of these event types.
+	Types    []string
+	Actor    string
+	SPIFFEID string
+	Outcome  string
+	// Since is inclusive, Until exclusive.
+	Since time.Time
+	Until time.Time
+	// AfterSeq matches events with a greater seq: where a reader left off.
+	AfterSeq int64
+	// Limit > 0 keeps the newest Limit matching events.
+	Limit int
+}
+
+func (q Query) filter() store.AuditFilter {
+	return store.AuditFilter{
+		Types:    q.Types,
+		Actor:    q.Actor,
+		SPIFFEID: q.SPIFFEID,
+		Outcome:  q.Outcome,
+		Since:    q.Since,
+		Until:    q.Until,
+		AfterSeq: q.AfterSeq,
+		Limit:    q.Limit,
+	}
+}
+
+// matches is filter() for events that have not been read from the store.
+func (q Query) matches(ev Event) bool {
+	return (len(q.Types) == 0 || slices.Contains(q.Types, ev.Type)) &&
+		(q.Actor == "" || q.Actor == ev.Actor) &&
+		(q.SPIFFEID == "" || q.SPIFFEID == ev.SPIFFEID) &&
+		(q.Outcome == "" || q.Outcome == ev.Outcome) &&
+		(q.Since.IsZero() || !ev.Time.Before(q.Since)) &&
+		(q.Until.IsZero() || ev.Time.Before(q.Until)) &&
+		ev.Seq > q.AfterSeq
+}
+
+// Query returns the events matching q, oldest first.
+func (l *Log) Query(ctx context.Context, q Query) ([]Event, error) {
+	rows, err := l.backend.QueryAudit(ctx, q.filter())
+	if err != nil {
+		return nil, fmt.Errorf("querying audit log: %w", err)
+	}
+	events := make([]Event, 0, len(rows))
+	for _, r := range rows {
+		ev, err := decodeRow(r)
+		if err != nil {
+			return nil, fmt.Errorf("querying audit log: %w", err)
+		}
+		events = append(events, ev)
+	}
+	return events, nil
+}
+
+// decodeRow rebuilds the event stored in r.
+func decodeRow(r store.AuditRow) (Event, error) {
+	var ev Event
+	if err := json.Unmarshal(r.Data, &ev); err != nil {
+		return Event{}, fmt.Errorf("decoding audit event %d: %w", r.Seq, err)
+	}
+	ev.Seq, ev.PrevHash, ev.Hash = r.Seq, r.PrevHash, r.Hash
+	return ev, nil
+}

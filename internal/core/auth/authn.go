@@ -1,0 +1,286 @@
+package auth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/issuer"
+	"github.com/wid-project/wid/internal/core/peercred"
+	"github.com/wid-project/wid/internal/core/rbac"
+	"github.com/wid-project/wid/internal/core/resource"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// Identity kinds.
+const (
+	KindAdmin = "admin"
+	KindUser  = "user"
+	KindBot   = "bot"
+)
+
+type listenerKind int
+
+const (
+	listenerAdmin listenerKind = iota
+	listenerTLS
+)
+
+// caller is who is making an RPC, resolved once per call.
+type caller struct {
+	Kind  string
+	Name  string
+	Roles []*resource.Role
+	// RemoteAddr is the TCP peer, or "uid:N" on the admin socket.
+	RemoteAddr string
+}
+
+// Actor is the caller's name in audit events: "admin@host", "alice" for a
+// user, "bot:NAME" for a bot.
+func (c *caller) Actor(s *Server) string {
+	switch c.Kind {
+	case KindAdmin:
+		return s.adminActor()
+	case KindBot:
+		return "bot:" + c.Name
+	case KindUser:
+		return c.Name
+	}
+	return "anonymous"
+}
+
+func (c *caller) roleNames() []string {
+	out := make([]string, len(c.Roles))
+	for i, r := range c.Roles {
+		out[i] = r.Metadata.Name
+	}
+	return out
+}
+
+type callerKey struct{}
+
+func callerFrom(ctx context.Context) *caller {
+	c, _ := ctx.Value(callerKey{}).(*caller)
+	if c == nil {
+		return &caller{}
+	}
+	return c
+}
+
+// Methods callable without a client certificate on the TLS listener.
+var anonymousMethods = map[string]bool{
+	"/wid.auth.v1.AuthService/Join": true,
+	"/wid.auth.v1.AuthService/Ping": true,
+}
+
+func (s *Server) unaryAuth(kind listenerKind) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		c, err := s.authenticate(ctx, kind, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		return handler(context.WithValue(ctx, callerKey{}, c), req)
+	}
+}
+
+func (s *Server) streamAuth(kind listenerKind) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		c, err := s.authenticate(ss.Context(), kind, info.FullMethod)
+		if err != nil {
+			return err
+		}
+		return handler(srv, &callerStream{ServerStream: ss, ctx: context.WithValue(ss.Context(), callerKey{}, c)})
+	}
+}
+
+type callerStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (cs *callerStream) Context() context.Context { return cs.ctx }
+
+func (s *Server) authenticate(ctx context.Context, kind listenerKind, method string) (*caller, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no peer information on the connection")
+	}
+	if kind == listenerAdmin {
+		cred, ok := p.AuthInfo.(peercred.Info)
+		if !ok {
+			return nil, status.Error(codes.Unauthenticated, "the admin socket could not read the caller's credentials")
+		}
+		remote := "uid:" + strconv.FormatUint(uint64(cred.UID), 10)
+		if cred.UID != 0 && int(cred.UID) != os.Geteuid() {
+			msg := fmt.Sprintf("uid %d may not use the admin socket: only root and the uid running widagent (%d) may; log in with widctl login instead", cred.UID, os.Geteuid())
+			s.recordDenial(ctx, audit.Event{Type: audit.TypeAccessDenied, Actor: remote, RemoteAddr: remote, Reason: msg, Details: map[string]string{"method": method}})
+			return nil, status.Error(codes.PermissionDenied, msg)
+		}
+		editor, err := s.res.role(ctx, rbac.RoleEditor)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "loading the editor role: %v", err)
+		}
+		return &caller{Kind: KindAdmin, Name: "admin", Roles: []*resource.Role{editor}, RemoteAddr: remote}, nil
+	}
+
+	remote := p.Addr.String()
+	tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+		if anonymousMethods[method] {
+			return &caller{RemoteAddr: remote}, nil
+		}
+		return nil, status.Error(codes.Unauthenticated, "this call needs a login: run widctl login, or join the agent first")
+	}
+	leaf := tlsInfo.State.PeerCertificates[0]
+	idKind, name, err := issuer.IdentityFromCert(leaf)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, "your certificate is not a wid identity: log in again")
+	}
+	// The TLS handshake accepted any wid client CA; each kind must come from its own.
+	pool := s.cas.CertPool(ca.TypeUser)
+	if idKind == KindBot {
+		pool = s.cas.CertPool(ca.TypeHost)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range tlsInfo.State.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, CurrentTime: s.clock()}); err != nil {
+		return nil, status.Error(codes.Unauthenticated, "your certificate was not issued by this trust domain for a "+idKind+": log in or join again")
+	}
+	var roleNames []string
+	switch idKind {
+	case KindBot:
+		bot, err := s.res.bot(ctx, name)
+		if err != nil {
+			return nil, status.Errorf(codes.Unauthenticated, "bot %q no longer exists: create it again and join with a new token", name)
+		}
+		roleNames = bot.Spec.Roles
+	case KindUser:
+		u, err := s.res.user(ctx, name)
+		if err != nil {
+			return nil, status.Errorf(codes.Unauthenticated, "user %q no longer exists: ask an admin", name)
+		}
+		roleNames = u.Spec.Roles
+	default:
+		return nil, status.Error(codes.Unauthenticated, "your certificate is not a user or bot identity: log in again")
+	}
+	roles, err := s.res.roles(ctx, roleNames)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "loading roles of %s %q: %v", idKind, name, err)
+	}
+	return &caller{Kind: idKind, Name: name, Roles: roles, RemoteAddr: remote}, nil
+}
+
+// authorize checks an admin rule and audits a denial.
+func (s *Server) authorize(ctx context.Context, kind, verb string) error {
+	c := callerFrom(ctx)
+	if c.Kind == "" {
+		return status.Error(codes.Unauthenticated, "this call needs a login: run widctl login, or join the agent first")
+	}
+	d := rbac.CheckRule(c.Roles, kind, verb)
+	if d.Allowed {
+		return nil
+	}
+	s.recordDenial(ctx, audit.Event{
+		Type: audit.TypeAccessDenied, Actor: c.Actor(s), RemoteAddr: c.RemoteAddr,
+		Reason: d.Reason, Resource: kind, Details: map[string]string{"verb": verb, "check": d.Check},
+	})
+	return status.Error(codes.PermissionDenied, d.Reason)
+}
+
+// recordDenial writes a denial event; failing to audit a denial is logged
+// but does not turn the denial into a different error.
+func (s *Server) recordDenial(ctx context.Context, ev audit.Event) {
+	ev.Outcome = audit.OutcomeDenied
+	if ev.Host == "" {
+		ev.Host = s.host
+	}
+	if _, err := s.audit.Emit(context.WithoutCancel(ctx), ev); err != nil {
+		s.log.Error("recording a denial in the audit log", "type", ev.Type, "actor", ev.Actor, "error", err)
+	}
+}
+
+// tlsConfig serves TLS 1.3 with a host-CA certificate and accepts client
+// certificates from the user and host CAs (checked per kind after the handshake).
+func (s *Server) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			cert, err := s.currentServerCert()
+			if err != nil {
+				return nil, err
+			}
+			pool := x509.NewCertPool()
+			for _, t := range []ca.Type{ca.TypeUser, ca.TypeHost} {
+				for _, c := range s.cas.Authorities(t) {
+					pool.AddCert(c)
+				}
+			}
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS13,
+				Certificates: []tls.Certificate{*cert},
+				ClientAuth:   tls.VerifyClientCertIfGiven,
+				ClientCAs:    pool,
+				NextProtos:   []string{"h2"},
+			}, nil
+		},
+	}
+}
+
+const serverCertTTL = 24 * time.Hour
+
+// currentServerCert returns the auth service's certificate, re-issuing it
+// past half its life so that a long-running service never serves an expired one.
+func (s *Server) currentServerCert() (*tls.Certificate, error) {
+	s.certMu.Lock()
+	defer s.certMu.Unlock()
+	now := s.clock()
+	if c := s.serverCert; c != nil && now.Before(c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/2)) {
+		return c, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generating the server key: %w", err)
+	}
+	dns := []string{"localhost"}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if s.host != "" {
+		dns = append(dns, s.host)
+	}
+	for _, n := range s.cfg.ServerNames {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
+	leaf, err := s.issuer.SignInternalCert(issuer.InternalParams{
+		CA: ca.TypeHost, PublicKey: key.Public(), TTL: serverCertTTL, Kind: "server", Name: "auth", DNSNames: dns, IPs: ips,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuing the server certificate: %w", err)
+	}
+	chain := [][]byte{leaf.Raw}
+	if hs, err := s.cas.Signer(ca.TypeHost); err == nil && hs.Cert != nil {
+		// The CA travels in the chain so that a client holding only the pin can check it.
+		chain = append(chain, hs.Cert.Raw)
+	}
+	s.serverCert = &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}
+	return s.serverCert, nil
+}

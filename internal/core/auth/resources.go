@@ -1,0 +1,220 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/wid-project/wid/internal/core/rbac"
+	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/store"
+)
+
+// resources reads and writes resources through the store, keeping decoded
+// roles, users and bots in memory: every RPC needs its caller's roles, and
+// the store should not be on that path. Writes go through here, so the cache
+// is dropped exactly when something changes.
+type resources struct {
+	db    store.Backend
+	mu    sync.RWMutex
+	cache map[string]resource.Resource // "kind/name"
+}
+
+func newResources(db store.Backend) *resources {
+	return &resources{db: db, cache: map[string]resource.Resource{}}
+}
+
+func (r *resources) get(ctx context.Context, kind, name string) (resource.Resource, error) {
+	key := kind + "/" + name
+	r.mu.RLock()
+	v, ok := r.cache[key]
+	r.mu.RUnlock()
+	if ok {
+		return v, nil
+	}
+	it, err := r.db.Get(ctx, kind, name)
+	if err != nil {
+		return nil, err
+	}
+	v, err = decodeItem(it)
+	if err != nil {
+		return nil, err
+	}
+	if kind == resource.KindRole || kind == resource.KindUser || kind == resource.KindBot {
+		r.mu.Lock()
+		r.cache[key] = v
+		r.mu.Unlock()
+	}
+	return v, nil
+}
+
+func decodeItem(it store.Item) (resource.Resource, error) {
+	v, err := resource.Unmarshal(it.Data)
+	if err != nil {
+		return nil, fmt.Errorf("stored %s %q is corrupt: %w", it.Kind, it.Name, err)
+	}
+	v.GetMetadata().Revision = it.Revision
+	return v, nil
+}
+
+func (r *resources) list(ctx context.Context, kind string) ([]resource.Resource, error) {
+	items, err := r.db.List(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]resource.Resource, 0, len(items))
+	for _, it := range items {
+		v, err := decodeItem(it)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (r *resources) role(ctx context.Context, name string) (*resource.Role, error) {
+	v, err := r.get(ctx, resource.KindRole, name)
+	if err != nil {
+		return nil, err
+	}
+	return v.(*resource.Role), nil
+}
+
+func (r *resources) user(ctx context.Context, name string) (*resource.User, error) {
+	v, err := r.get(ctx, resource.KindUser, name)
+	if err != nil {
+		return nil, err
+	}
+	return v.(*resource.User), nil
+}
+
+func (r *resources) bot(ctx context.Context, name string) (*resource.Bot, error) {
+	v, err := r.get(ctx, resource.KindBot, name)
+	if err != nil {
+		return nil, err
+	}
+	return v.(*resource.Bot), nil
+}
+
+// roles loads named roles; a missing role is skipped, because deleting a
+// role must not lock its holders out of everything else.
+func (r *resources) roles(ctx context.Context, names []string) ([]*resource.Role, error) {
+	out := make([]*resource.Role, 0, len(names))
+	for _, n := range names {
+		role, err := r.role(ctx, n)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, role)
+	}
+	return out, nil
+}
+
+// apply writes ops atomically and drops the cached copies of what they touch.
+func (r *resources) apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
+	revs, err := r.db.Apply(ctx, ops...)
+	r.mu.Lock()
+	for _, op := range ops {
+		delete(r.cache, op.Item.Kind+"/"+op.Item.Name)
+	}
+	r.mu.Unlock()
+	return revs, err
+}
+
+// op encodes a resource as a store op. The revision is the store's, not part of the document.
+func op(t store.OpType, v resource.Resource) (store.Op, error) {
+	md := v.GetMetadata()
+	expect := md.Revision
+	rev := md.Revision
+	md.Revision = 0
+	data, err := json.Marshal(v)
+	md.Revision = rev
+	if err != nil {
+		return store.Op{}, fmt.Errorf("encoding %s: %w", resource.Ref(v), err)
+	}
+	o := store.Op{Type: t, Item: store.Item{Kind: v.GetKind(), Name: md.Name, Data: data}}
+	if t == store.OpUpdate {
+		o.ExpectRevision = expect
+	}
+	return o, nil
+}
+
+func (r *resources) ensureBuiltinRoles(ctx context.Context) error {
+	for _, role := range rbac.BuiltinRoles() {
+		if _, err := r.db.Get(ctx, resource.KindRole, role.Metadata.Name); err == nil {
+			continue
+		}
+		o, err := op(store.OpCreate, role)
+		if err != nil {
+			return err
+		}
+		if _, err := r.apply(ctx, o); err != nil && !errors.Is(err, store.ErrAlreadyExists) {
+			return fmt.Errorf("creating built-in role %s: %w", role.Metadata.Name, err)
+		}
+	}
+	return nil
+}
+
+// holders lists who holds a role, to refuse deleting a role still in use.
+func (r *resources) holders(ctx context.Context, role string) ([]string, error) {
+	var out []string
+	for _, kind := range []string{resource.KindUser, resource.KindBot} {
+		list, err := r.list(ctx, kind)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range list {
+			var roles []string
+			switch t := v.(type) {
+			case *resource.User:
+				roles = t.Spec.Roles
+			case *resource.Bot:
+				roles = t.Spec.Roles
+			}
+			for _, n := range roles {
+				if n == role {
+					out = append(out, kind+" "+v.GetMetadata().Name)
+				}
+			}
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// checkRolesExist refuses users and bots that name roles that don't exist:
+// a typo there would silently grant nothing.
+func (r *resources) checkRolesExist(ctx context.Context, v resource.Resource, pending map[string]bool) error {
+	var roles []string
+	switch t := v.(type) {
+	case *resource.User:
+		roles = t.Spec.Roles
+	case *resource.Bot:
+		roles = t.Spec.Roles
+	default:
+		return nil
+	}
+	var missing []string
+	for _, n := range roles {
+		if pending[n] {
+			continue
+		}
+		if _, err := r.role(ctx, n); errors.Is(err, store.ErrNotFound) {
+			missing = append(missing, n)
+		} else if err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s names roles that do not exist: %s: create them first with widctl role create", resource.Ref(v), strings.Join(missing, ", "))
+	}
+	return nil
+}

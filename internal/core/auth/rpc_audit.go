@@ -1,0 +1,119 @@
+package auth
+
+import (
+	"context"
+	"errors"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/audit"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+const resourceAudit = "audit"
+
+func auditQuery(q *authv1.AuditQuery) audit.Query {
+	if q == nil {
+		return audit.Query{}
+	}
+	out := audit.Query{Types: q.Types, Actor: q.Actor, SPIFFEID: q.SpiffeId, Outcome: q.Outcome, AfterSeq: q.AfterSeq, Limit: int(q.Limit)}
+	if q.Since != nil {
+		out.Since = q.Since.AsTime()
+	}
+	if q.Until != nil {
+		out.Until = q.Until.AsTime()
+	}
+	return out
+}
+
+// EventToProto converts an audit event for the wire.
+func EventToProto(e audit.Event) *authv1.AuditEvent {
+	return &authv1.AuditEvent{
+		Seq: e.Seq, Time: timestamppb.New(e.Time), Type: e.Type, Actor: e.Actor, Host: e.Host, RemoteAddr: e.RemoteAddr,
+		SpiffeId: e.SPIFFEID, SvidType: e.SVIDType, Serial: e.Serial, TtlSeconds: e.TTLSeconds,
+		DnsSans: e.DNSSANs, IpSans: e.IPSANs, Attributes: e.Attributes, Outcome: e.Outcome, Reason: e.Reason,
+		Resource: e.Resource, Details: e.Details, PrevHash: e.PrevHash, Hash: e.Hash,
+	}
+}
+
+// EventFromProto is the inverse of EventToProto.
+func EventFromProto(p *authv1.AuditEvent) audit.Event {
+	return audit.Event{
+		Seq: p.Seq, Time: p.Time.AsTime(), Type: p.Type, Actor: p.Actor, Host: p.Host, RemoteAddr: p.RemoteAddr,
+		SPIFFEID: p.SpiffeId, SVIDType: p.SvidType, Serial: p.Serial, TTLSeconds: p.TtlSeconds,
+		DNSSANs: p.DnsSans, IPSANs: p.IpSans, Attributes: p.Attributes, Outcome: p.Outcome, Reason: p.Reason,
+		Resource: p.Resource, Details: p.Details, PrevHash: p.PrevHash, Hash: p.Hash,
+	}
+}
+
+func (s *Server) ListAuditEvents(ctx context.Context, req *authv1.ListAuditEventsRequest) (*authv1.ListAuditEventsResponse, error) {
+	if err := s.authorize(ctx, resourceAudit, verbList); err != nil {
+		return nil, err
+	}
+	evs, err := s.audit.Query(ctx, auditQuery(req.Query))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "reading the audit log: %v", err)
+	}
+	resp := &authv1.ListAuditEventsResponse{Events: make([]*authv1.AuditEvent, len(evs))}
+	for i, e := range evs {
+		resp.Events[i] = EventToProto(e)
+	}
+	return resp, nil
+}
+
+func (s *Server) StreamAuditEvents(req *authv1.StreamAuditEventsRequest, stream authv1.AuthService_StreamAuditEventsServer) error {
+	ctx := stream.Context()
+	if err := s.authorize(ctx, resourceAudit, verbList); err != nil {
+		return err
+	}
+	q := auditQuery(req.Query)
+	backlog := int(req.Backlog)
+	for {
+		ch, err := s.audit.Subscribe(ctx, q, backlog)
+		if err != nil {
+			return status.Errorf(codes.Internal, "following the audit log: %v", err)
+		}
+		for e := range ch {
+			if err := stream.Send(EventToProto(e)); err != nil {
+				return err
+			}
+			q.AfterSeq = e.Seq
+		}
+		if err := ctx.Err(); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return status.FromContextError(err).Err()
+		}
+		// The subscription was dropped because this stream fell behind:
+		// pick up after the last event sent, so nothing is lost or repeated.
+		backlog = 0
+		q.Limit = 0
+		evs, err := s.audit.Query(ctx, q)
+		if err != nil {
+			return status.Errorf(codes.Internal, "catching up on the audit log: %v", err)
+		}
+		for _, e := range evs {
+			if err := stream.Send(EventToProto(e)); err != nil {
+				return err
+			}
+			q.AfterSeq = e.Seq
+		}
+	}
+}
+
+func (s *Server) VerifyAudit(ctx context.Context, _ *authv1.VerifyAuditRequest) (*authv1.VerifyAuditResponse, error) {
+	if err := s.authorize(ctx, resourceAudit, verbRead); err != nil {
+		return nil, err
+	}
+	rep, err := s.audit.Verify(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "verifying the audit log: %v", err)
+	}
+	resp := &authv1.VerifyAuditResponse{Ok: len(rep.Problems) == 0, Events: rep.Events, HeadHash: rep.HeadHash}
+	for _, p := range rep.Problems {
+		resp.Problems = append(resp.Problems, &authv1.AuditProblem{Seq: p.Seq, Kind: p.Kind, Message: p.Message})
+	}
+	return resp, nil
+}

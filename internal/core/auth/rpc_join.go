@@ -1,0 +1,264 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/issuer"
+	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+const (
+	// DefaultTokenTTL is how long a join token lives unless told otherwise.
+	DefaultTokenTTL = time.Hour
+	// MaxTokenTTL caps join token lifetimes: a join token is a bearer secret.
+	MaxTokenTTL = 7 * 24 * time.Hour
+	// BotCertTTL is the lifetime of a bot's certificate; agents renew at half.
+	BotCertTTL = time.Hour
+)
+
+// newJoinToken makes a secret and its resource. Only the hash is stored; the
+// name is a prefix of the hash, so the secret finds its resource directly.
+func (s *Server) newJoinToken(bot string, ttl time.Duration, uses int, method string) (string, *resource.JoinToken, error) {
+	if ttl == 0 {
+		ttl = DefaultTokenTTL
+	}
+	if ttl < 0 || ttl > MaxTokenTTL {
+		return "", nil, status.Errorf(codes.InvalidArgument, "token TTL %s is out of range: use up to %s", resource.FormatDuration(ttl), resource.FormatDuration(MaxTokenTTL))
+	}
+	if uses == 0 {
+		uses = 1
+	}
+	if uses < 0 {
+		return "", nil, status.Error(codes.InvalidArgument, "token uses must be at least 1")
+	}
+	if method == "" {
+		method = resource.JoinMethodToken
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", nil, status.Errorf(codes.Internal, "generating a token: %v", err)
+	}
+	secret := hex.EncodeToString(raw[:])
+	name, hash := tokenName(secret)
+	t := &resource.JoinToken{
+		Header: resource.Header{Kind: resource.KindJoinToken, Version: resource.V1, Metadata: resource.Metadata{Name: name}},
+		Spec: resource.JoinTokenSpec{
+			Bot: bot, Method: method, Uses: uses, Expires: s.clock().Add(ttl).UTC().Truncate(time.Second), SecretHash: hash,
+		},
+	}
+	if err := t.Validate(); err != nil {
+		return "", nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return secret, t, nil
+}
+
+func tokenName(secret string) (name, hash string) {
+	sum := sha256.Sum256([]byte(secret))
+	hash = hex.EncodeToString(sum[:])
+	return hash[:16], hash
+}
+
+func (s *Server) CreateBot(ctx context.Context, req *authv1.CreateBotRequest) (*authv1.CreateBotResponse, error) {
+	if err := s.authorize(ctx, resource.KindBot, verbCreate); err != nil {
+		return nil, err
+	}
+	if err := s.authorize(ctx, resource.KindJoinToken, verbCreate); err != nil {
+		return nil, err
+	}
+	bot := &resource.Bot{
+		Header: resource.Header{Kind: resource.KindBot, Version: resource.V1, Metadata: resource.Metadata{Name: req.Name, Labels: req.Labels}},
+		Spec:   resource.BotSpec{Roles: req.Roles},
+	}
+	if err := bot.Validate(); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.res.checkRolesExist(ctx, bot, nil); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	secret, tok, err := s.newJoinToken(req.Name, time.Duration(req.TokenTtlSeconds)*time.Second, 1, resource.JoinMethodToken)
+	if err != nil {
+		return nil, err
+	}
+	botOp, err := op(store.OpCreate, bot)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	tokOp, err := op(store.OpCreate, tok)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	revs, err := s.res.apply(ctx, botOp, tokOp)
+	if err != nil {
+		return nil, storeError(resource.Ref(bot), err)
+	}
+	bot.Metadata.Revision, tok.Metadata.Revision = revs[0], revs[1]
+	if err := s.resourceEvent(ctx, audit.TypeResourceCreated, resource.Ref(bot), nil); err != nil {
+		return nil, err
+	}
+	if err := s.resourceEvent(ctx, audit.TypeResourceCreated, resource.Ref(tok), map[string]string{"bot": bot.Metadata.Name}); err != nil {
+		return nil, err
+	}
+	botDoc, _ := encode(bot)
+	tokDoc, _ := encode(tok)
+	return &authv1.CreateBotResponse{Bot: botDoc, Token: secret, JoinToken: tokDoc}, nil
+}
+
+func (s *Server) CreateJoinToken(ctx context.Context, req *authv1.CreateJoinTokenRequest) (*authv1.CreateJoinTokenResponse, error) {
+	if err := s.authorize(ctx, resource.KindJoinToken, verbCreate); err != nil {
+		return nil, err
+	}
+	if _, err := s.res.bot(ctx, req.Bot); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Errorf(codes.NotFound, "bot %q does not exist: create it with widctl bot add %s --roles ROLE", req.Bot, req.Bot)
+		}
+		return nil, storeError("bot/"+req.Bot, err)
+	}
+	secret, tok, err := s.newJoinToken(req.Bot, time.Duration(req.TtlSeconds)*time.Second, int(req.Uses), req.Method)
+	if err != nil {
+		return nil, err
+	}
+	o, err := op(store.OpCreate, tok)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	revs, err := s.res.apply(ctx, o)
+	if err != nil {
+		return nil, storeError(resource.Ref(tok), err)
+	}
+	tok.Metadata.Revision = revs[0]
+	if err := s.resourceEvent(ctx, audit.TypeResourceCreated, resource.Ref(tok), map[string]string{"bot": req.Bot}); err != nil {
+		return nil, err
+	}
+	doc, _ := encode(tok)
+	return &authv1.CreateJoinTokenResponse{Token: secret, JoinToken: doc}, nil
+}
+
+// errJoinDenied answers every join failure alike, so a caller cannot probe
+// which tokens exist; the audit log keeps the real reason.
+func (s *Server) joinDenied(ctx context.Context, req *authv1.JoinRequest, bot, token, reason, userMsg string) error {
+	c := callerFrom(ctx)
+	actor := "anonymous"
+	if bot != "" {
+		actor = "bot:" + bot
+	}
+	details := map[string]string{}
+	if token != "" {
+		details["token"] = token
+	}
+	s.recordDenial(ctx, audit.Event{
+		Type: audit.TypeJoinDenied, Actor: actor, Host: req.Host, RemoteAddr: c.RemoteAddr, Reason: reason, Details: details,
+	})
+	return status.Error(codes.PermissionDenied, userMsg)
+}
+
+func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.JoinResponse, error) {
+	if req.Token == "" {
+		return nil, s.joinDenied(ctx, req, "", "", "no join token given", "a join token is required: get one with widctl bot add or widctl token add")
+	}
+	name, hash := tokenName(req.Token)
+	v, err := s.res.get(ctx, resource.KindJoinToken, name)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, s.joinDenied(ctx, req, "", "", "unknown join token", "the join token is not valid: ask an admin for a new one (widctl token add --bot NAME)")
+		}
+		return nil, storeError("token", err)
+	}
+	tok := v.(*resource.JoinToken)
+	if subtle.ConstantTimeCompare([]byte(tok.Spec.SecretHash), []byte(hash)) != 1 {
+		return nil, s.joinDenied(ctx, req, "", name, "join token hash mismatch", "the join token is not valid: ask an admin for a new one (widctl token add --bot NAME)")
+	}
+	now := s.clock()
+	if !now.Before(tok.Spec.Expires) {
+		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name,
+			"join token expired at "+tok.Spec.Expires.Format(time.RFC3339),
+			fmt.Sprintf("the join token expired at %s: ask an admin for a new one (widctl token add --bot %s)", tok.Spec.Expires.Format(time.RFC3339), tok.Spec.Bot))
+	}
+	if tok.Spec.Used >= tok.Spec.Uses {
+		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name,
+			fmt.Sprintf("join token already used %d of %d times", tok.Spec.Used, tok.Spec.Uses),
+			fmt.Sprintf("the join token was already used: ask an admin for a new one (widctl token add --bot %s)", tok.Spec.Bot))
+	}
+	if tok.Spec.Method != resource.JoinMethodToken {
+		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "join method "+tok.Spec.Method+" is not a token join",
+			"this token is for the "+tok.Spec.Method+" join method, not a plain token join")
+	}
+	if _, err := s.res.bot(ctx, tok.Spec.Bot); err != nil {
+		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "bot "+tok.Spec.Bot+" does not exist", "the join token's bot no longer exists: ask an admin")
+	}
+	pub, err := issuer.ParseCSR(req.Csr)
+	if err != nil {
+		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "bad CSR: "+err.Error(), err.Error())
+	}
+	// Count the use with compare-and-set: two joins racing on a single-use
+	// token must not both succeed.
+	used := *tok
+	used.Spec.Used++
+	o, err := op(store.OpUpdate, &used)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := s.res.apply(ctx, o); err != nil {
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
+			return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "join token used concurrently", "the join token was already used: ask an admin for a new one")
+		}
+		return nil, storeError("token/"+name, err)
+	}
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: tok.Spec.Bot})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "issuing the bot certificate: %v", err)
+	}
+	c := callerFrom(ctx)
+	if _, err := s.audit.Emit(ctx, audit.Event{
+		Type: audit.TypeJoin, Actor: "bot:" + tok.Spec.Bot, Host: req.Host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
+		Serial: serialHex(cert.SerialNumber.Bytes()), TTLSeconds: int64(BotCertTTL / time.Second),
+		Details: map[string]string{"token": name, "method": tok.Spec.Method, "uses_left": strconv.Itoa(tok.Spec.Uses - used.Spec.Used)},
+	}); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the join could not be audited: %v", err)
+	}
+	resp := &authv1.JoinResponse{
+		Bot: tok.Spec.Bot, CertChain: [][]byte{cert.Raw}, ExpiresAt: timestamppb.New(cert.NotAfter), TrustDomain: s.td.Name(),
+	}
+	for _, hc := range s.cas.Authorities(ca.TypeHost) {
+		resp.HostCa = append(resp.HostCa, hc.Raw)
+	}
+	return resp, nil
+}
+
+func (s *Server) RenewBotCert(ctx context.Context, req *authv1.RenewBotCertRequest) (*authv1.RenewBotCertResponse, error) {
+	c := callerFrom(ctx)
+	if c.Kind != KindBot {
+		return nil, status.Error(codes.PermissionDenied, "only a joined bot can renew a bot certificate")
+	}
+	pub, err := issuer.ParseCSR(req.Csr)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: c.Name})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "issuing the bot certificate: %v", err)
+	}
+	if _, err := s.audit.Emit(ctx, audit.Event{
+		Type: audit.TypeBotCertRenewed, Actor: c.Actor(s), RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
+		Serial: serialHex(cert.SerialNumber.Bytes()), TTLSeconds: int64(BotCertTTL / time.Second),
+	}); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the renewal could not be audited: %v", err)
+	}
+	return &authv1.RenewBotCertResponse{CertChain: [][]byte{cert.Raw}, ExpiresAt: timestamppb.New(cert.NotAfter)}, nil
+}
+
+func serialHex(b []byte) string { return hex.EncodeToString(b) }

@@ -1,0 +1,271 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Verbs of admin rules.
+const (
+	verbCreate = "create"
+	verbRead   = "read"
+	verbList   = "list"
+	verbUpdate = "update"
+	verbDelete = "delete"
+)
+
+// storeError turns a store error about ref into a status people can act on.
+func storeError(ref string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return status.Errorf(codes.NotFound, "%s does not exist: list what there is with widctl get %s", ref, strings.SplitN(ref, "/", 2)[0])
+	case errors.Is(err, store.ErrAlreadyExists):
+		return status.Errorf(codes.AlreadyExists, "%s already exists: pass --force to replace it, or update it", ref)
+	case errors.Is(err, store.ErrConflict):
+		return status.Errorf(codes.Aborted, "%s changed while you were editing it: read it again and retry", ref)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return status.Errorf(codes.Internal, "storing %s: %v", ref, err)
+}
+
+// encode returns a resource's wire document, without secrets.
+func encode(v resource.Resource) ([]byte, error) {
+	if t, ok := v.(*resource.JoinToken); ok {
+		c := *t
+		c.Spec.SecretHash = ""
+		v = &c
+	}
+	return json.Marshal(v)
+}
+
+func decodeRequest(data []byte) (resource.Resource, error) {
+	v, err := resource.Unmarshal(data)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if v.GetKind() == resource.KindJoinToken {
+		return nil, status.Error(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add")
+	}
+	return v, nil
+}
+
+func (s *Server) resourceEvent(ctx context.Context, typ, ref string, details map[string]string) error {
+	c := callerFrom(ctx)
+	_, err := s.audit.Emit(ctx, audit.Event{
+		Type: typ, Actor: c.Actor(s), Host: s.host, RemoteAddr: c.RemoteAddr,
+		Outcome: audit.OutcomeSuccess, Resource: ref, Details: details,
+	})
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "the change to %s was made but could not be audited: %v", ref, err)
+	}
+	return nil
+}
+
+func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceRequest) (*authv1.CreateResourceResponse, error) {
+	if len(req.Resources) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "no resources given: the file holds no documents")
+	}
+	var (
+		list    []resource.Resource
+		ops     []store.Op
+		pending = map[string]bool{}
+		seen    = map[string]bool{}
+	)
+	for i, data := range req.Resources {
+		v, err := decodeRequest(data)
+		if err != nil {
+			if len(req.Resources) > 1 {
+				return nil, status.Errorf(codes.InvalidArgument, "document %d: %s", i+1, status.Convert(err).Message())
+			}
+			return nil, err
+		}
+		ref := resource.Ref(v)
+		if seen[ref] {
+			return nil, status.Errorf(codes.InvalidArgument, "%s appears twice: keep one", ref)
+		}
+		seen[ref] = true
+		if err := s.authorize(ctx, v.GetKind(), verbCreate); err != nil {
+			return nil, err
+		}
+		t := store.OpCreate
+		if req.Force {
+			if err := s.authorize(ctx, v.GetKind(), verbUpdate); err != nil {
+				return nil, err
+			}
+			t = store.OpUpsert
+		}
+		if v.GetKind() == resource.KindRole {
+			pending[v.GetMetadata().Name] = true
+		}
+		v.GetMetadata().Revision = 0
+		o, err := op(t, v)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		list = append(list, v)
+		ops = append(ops, o)
+	}
+	for _, v := range list {
+		if err := s.res.checkRolesExist(ctx, v, pending); err != nil {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+	}
+	revs, err := s.res.apply(ctx, ops...)
+	if err != nil {
+		ref := "resources"
+		if len(list) == 1 {
+			ref = resource.Ref(list[0])
+		} else if name := failedRef(err, list); name != "" {
+			ref = name
+		}
+		return nil, storeError(ref, err)
+	}
+	resp := &authv1.CreateResourceResponse{}
+	for i, v := range list {
+		v.GetMetadata().Revision = revs[i]
+		if err := s.resourceEvent(ctx, audit.TypeResourceCreated, resource.Ref(v), map[string]string{"forced": fmt.Sprint(req.Force)}); err != nil {
+			return nil, err
+		}
+		b, err := encode(v)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		resp.Resources = append(resp.Resources, b)
+	}
+	return resp, nil
+}
+
+// failedRef finds which resource a store error names, so a batch error says which document.
+func failedRef(err error, list []resource.Resource) string {
+	msg := err.Error()
+	for _, v := range list {
+		if strings.Contains(msg, v.GetKind()+"/"+v.GetMetadata().Name) || strings.Contains(msg, v.GetMetadata().Name) {
+			return resource.Ref(v)
+		}
+	}
+	return ""
+}
+
+func (s *Server) GetResource(ctx context.Context, req *authv1.GetResourceRequest) (*authv1.GetResourceResponse, error) {
+	kind, err := resource.NormalizeKind(req.Kind)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.authorize(ctx, kind, verbRead); err != nil {
+		return nil, err
+	}
+	v, err := s.res.get(ctx, kind, req.Name)
+	if err != nil {
+		return nil, storeError(kind+"/"+req.Name, err)
+	}
+	b, err := encode(v)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &authv1.GetResourceResponse{Resource: b}, nil
+}
+
+func (s *Server) ListResources(ctx context.Context, req *authv1.ListResourcesRequest) (*authv1.ListResourcesResponse, error) {
+	kind, err := resource.NormalizeKind(req.Kind)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := s.authorize(ctx, kind, verbList); err != nil {
+		return nil, err
+	}
+	list, err := s.res.list(ctx, kind)
+	if err != nil {
+		return nil, storeError(kind, err)
+	}
+	resp := &authv1.ListResourcesResponse{}
+	for _, v := range list {
+		b, err := encode(v)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		resp.Resources = append(resp.Resources, b)
+	}
+	return resp, nil
+}
+
+func (s *Server) UpdateResource(ctx context.Context, req *authv1.UpdateResourceRequest) (*authv1.UpdateResourceResponse, error) {
+	v, err := decodeRequest(req.Resource)
+	if err != nil {
+		return nil, err
+	}
+	ref := resource.Ref(v)
+	if err := s.authorize(ctx, v.GetKind(), verbUpdate); err != nil {
+		return nil, err
+	}
+	if err := s.res.checkRolesExist(ctx, v, nil); err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	o, err := op(store.OpUpdate, v)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	revs, err := s.res.apply(ctx, o)
+	if err != nil {
+		return nil, storeError(ref, err)
+	}
+	v.GetMetadata().Revision = revs[0]
+	if err := s.resourceEvent(ctx, audit.TypeResourceUpdated, ref, nil); err != nil {
+		return nil, err
+	}
+	b, err := encode(v)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &authv1.UpdateResourceResponse{Resource: b}, nil
+}
+
+func (s *Server) DeleteResource(ctx context.Context, req *authv1.DeleteResourceRequest) (*authv1.DeleteResourceResponse, error) {
+	kind, err := resource.NormalizeKind(req.Kind)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	ref := kind + "/" + req.Name
+	if err := s.authorize(ctx, kind, verbDelete); err != nil {
+		return nil, err
+	}
+	ops := []store.Op{{Type: store.OpDelete, Item: store.Item{Kind: kind, Name: req.Name}}}
+	switch kind {
+	case resource.KindRole:
+		holders, err := s.res.holders(ctx, req.Name)
+		if err != nil {
+			return nil, storeError(ref, err)
+		}
+		if len(holders) > 0 {
+			return nil, status.Errorf(codes.FailedPrecondition, "role %s is held by %s: take it away from them first", req.Name, strings.Join(holders, ", "))
+		}
+	case resource.KindBot:
+		// A bot's join tokens go with it, in the same transaction.
+		tokens, err := s.res.list(ctx, resource.KindJoinToken)
+		if err != nil {
+			return nil, storeError(ref, err)
+		}
+		for _, t := range tokens {
+			if t.(*resource.JoinToken).Spec.Bot == req.Name {
+				ops = append(ops, store.Op{Type: store.OpDelete, Item: store.Item{Kind: resource.KindJoinToken, Name: t.GetMetadata().Name}})
+			}
+		}
+	}
+	if _, err := s.res.apply(ctx, ops...); err != nil {
+		return nil, storeError(ref, err)
+	}
+	if err := s.resourceEvent(ctx, audit.TypeResourceDeleted, ref, nil); err != nil {
+		return nil, err
+	}
+	return &authv1.DeleteResourceResponse{}, nil
+}

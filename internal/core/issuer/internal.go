@@ -1,0 +1,171 @@
+package issuer
+
+import (
+	"crypto"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/wid-project/wid/internal/core/ca"
+)
+
+// Kinds of internal certificate holders.
+const (
+	KindUser   = "user"
+	KindBot    = "bot"
+	KindServer = "server"
+)
+
+// InternalParams is a request for one of wid's own mTLS certificates.
+type InternalParams struct {
+	// CA is the signing CA: user for users, user or host for bots, host for
+	// servers.
+	CA        ca.Type
+	PublicKey crypto.PublicKey
+	// TTL is the certificate's life; 0 means DefaultInternalTTL. It never
+	// outlives the signing CA certificate.
+	TTL time.Duration
+	// Kind is KindUser, KindBot or KindServer.
+	Kind string
+	// Name is the user, bot or server name: one SPIFFE path segment.
+	Name string
+	// DNSNames and IPs are for server certificates only.
+	DNSNames []string
+	IPs      []net.IP
+}
+
+// allowedCAs says which CA may sign each kind. Servers only get host
+// certificates and users only user certificates, so that a certificate from
+// one side cannot pose as the other.
+var allowedCAs = map[string][]ca.Type{
+	KindUser:   {ca.TypeUser},
+	KindBot:    {ca.TypeUser, ca.TypeHost},
+	KindServer: {ca.TypeHost},
+}
+
+// SignInternalCert signs a client certificate for a user or bot, or a server
+// certificate, for wid's own mTLS. The holder's kind and name are in the
+// subject (OU and CN) and in a URI SAN spiffe://<td>/_wid/<kind>/<name>,
+// which IdentityFromCert reads back.
+func (i *Issuer) SignInternalCert(p InternalParams) (*x509.Certificate, error) {
+	cas, ok := allowedCAs[p.Kind]
+	if !ok {
+		return nil, fmt.Errorf("unknown certificate kind %q: use user, bot or server", p.Kind)
+	}
+	if !slices.Contains(cas, p.CA) {
+		return nil, fmt.Errorf("a %s certificate cannot come from the %q CA", p.Kind, p.CA)
+	}
+	if p.Name == "" {
+		return nil, fmt.Errorf("a %s certificate needs a name", p.Kind)
+	}
+	id, err := spiffeid.FromSegments(i.cas.TrustDomain(), ReservedPath[1:], p.Kind, p.Name)
+	if err != nil {
+		return nil, fmt.Errorf("invalid %s name %q: %w", p.Kind, p.Name, err)
+	}
+	if err := checkPublicKey(p.PublicKey); err != nil {
+		return nil, err
+	}
+	ttl := p.TTL
+	switch {
+	case ttl < 0:
+		return nil, fmt.Errorf("TTL %s is negative", ttl)
+	case ttl == 0:
+		ttl = DefaultInternalTTL
+	}
+	var eku []x509.ExtKeyUsage
+	if p.Kind == KindServer {
+		if len(p.DNSNames) == 0 && len(p.IPs) == 0 {
+			return nil, errors.New("a server certificate needs at least one DNS name or IP address")
+		}
+		if err := checkSANs(p.DNSNames, p.IPs); err != nil {
+			return nil, err
+		}
+		// Server only: a server certificate must not be usable to log in.
+		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	} else {
+		if len(p.DNSNames) > 0 || len(p.IPs) > 0 {
+			return nil, fmt.Errorf("a %s certificate cannot hold DNS names or IP addresses", p.Kind)
+		}
+		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+
+	ks, err := i.cas.Signer(p.CA)
+	if err != nil {
+		return nil, fmt.Errorf("getting the %s CA: %w", p.CA, err)
+	}
+	notBefore, notAfter, err := validity(i.clock(), ttl, ks)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := ca.RandomSerial()
+	if err != nil {
+		return nil, err
+	}
+	skid, err := ca.SubjectKeyID(p.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject: pkix.Name{
+			Organization:       []string{i.cas.TrustDomain().Name()},
+			OrganizationalUnit: []string{p.Kind},
+			CommonName:         p.Name,
+		},
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              keyUsage(p.PublicKey),
+		ExtKeyUsage:           eku,
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		URIs:                  []*url.URL{id.URL()},
+		DNSNames:              p.DNSNames,
+		IPAddresses:           p.IPs,
+		SubjectKeyId:          skid,
+		AuthorityKeyId:        ks.Cert.SubjectKeyId,
+	}
+	cert, err := sign(tmpl, ks, p.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("signing %s certificate for %s: %w", p.Kind, p.Name, err)
+	}
+	return cert, nil
+}
+
+// IdentityFromCert returns the kind and name of the holder of an internal
+// certificate. It reads the certificate only: call it after TLS has verified
+// the chain against the user or host CA pool, which is what makes the answer
+// true.
+func IdentityFromCert(cert *x509.Certificate) (kind, name string, err error) {
+	if cert == nil {
+		return "", "", errors.New("no certificate given")
+	}
+	if len(cert.URIs) != 1 {
+		return "", "", fmt.Errorf("certificate has %d URI SANs, want 1", len(cert.URIs))
+	}
+	id, err := spiffeid.FromURI(cert.URIs[0])
+	if err != nil {
+		return "", "", fmt.Errorf("certificate URI SAN: %w", err)
+	}
+	segments := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if len(segments) != 3 || "/"+segments[0] != ReservedPath {
+		return "", "", fmt.Errorf("certificate names %s, not a wid user, bot or server", id)
+	}
+	kind, name = segments[1], segments[2]
+	if _, ok := allowedCAs[kind]; !ok {
+		return "", "", fmt.Errorf("certificate names unknown kind %q", kind)
+	}
+	// The subject is written from the same request; a difference means the
+	// certificate was not made by SignInternalCert.
+	if cert.Subject.CommonName != name || !slices.Equal(cert.Subject.OrganizationalUnit, []string{kind}) {
+		return "", "", fmt.Errorf("certificate subject does not match its URI SAN %s", id)
+	}
+	return kind, name, nil
+}

@@ -1,0 +1,191 @@
+// Package sqlite is wid's default store.Backend: one SQLite file (WAL mode,
+// modernc.org/sqlite, no cgo) holding resources, metadata and the audit log.
+//
+// All writes go through a single connection and start with BEGIN IMMEDIATE,
+// so writers inside one process queue in Go instead of racing for SQLite's
+// lock and never see SQLITE_BUSY; reads use a separate pool and, thanks to
+// WAL, never wait for the writer. It must never hold secrets in plain text:
+// callers encrypt what needs encrypting before it gets here.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	sqlitedriver "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/wid-project/wid/internal/core/store"
+)
+
+// busyTimeout bounds how long a connection waits for a lock held by another
+// process (an operator's sqlite3 shell, a second widagent by mistake).
+const busyTimeout = 5 * time.Second
+
+// timeLayout is RFC 3339 with a fixed nine-digit fraction: still readable in
+// the sqlite3 shell and parseable as time.RFC3339Nano, but unlike
+// RFC3339Nano (which trims trailing zeros) its text order is time order, so
+// range filters on the time index compare correctly as strings.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+// DB is a store.Backend on one SQLite file.
+type DB struct {
+	path string
+	// writer has exactly one connection: SQLite allows one writer at a time
+	// and queueing here is cheaper and fairer than busy-waiting in SQLite.
+	writer *sql.DB
+	// reader serves Get, List and audit reads concurrently with the writer.
+	reader *sql.DB
+}
+
+var _ store.Backend = (*DB)(nil)
+
+// Open opens (creating if needed) the database at path, applies pending
+// schema migrations and returns it ready for use. The parent directory is
+// created 0700 and the database files are made 0600: they hold the trust
+// domain's CA material.
+func Open(ctx context.Context, path string) (*DB, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("resolving database path %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("creating database directory: %w", err)
+	}
+	// Create the file ourselves so it never exists, even briefly, with the
+	// permissions SQLite would pick from the umask.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating database file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("creating database file: %w", err)
+	}
+	if err := os.Chmod(abs, 0o600); err != nil {
+		return nil, fmt.Errorf("restricting database file permissions: %w", err)
+	}
+
+	writer, err := sql.Open("sqlite", dsn(abs, false))
+	if err != nil {
+		return nil, fmt.Errorf("opening database %s: %w", abs, err)
+	}
+	writer.SetMaxOpenConns(1)
+	writer.SetMaxIdleConns(1)
+	writer.SetConnMaxLifetime(0)
+	writer.SetConnMaxIdleTime(0)
+
+	db := &DB{path: abs, writer: writer}
+	if err := db.init(ctx); err != nil {
+		_ = writer.Close()
+		return nil, err
+	}
+
+	reader, err := sql.Open("sqlite", dsn(abs, true))
+	if err != nil {
+		_ = writer.Close()
+		return nil, fmt.Errorf("opening database %s for reading: %w", abs, err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	reader.SetMaxOpenConns(n)
+	reader.SetMaxIdleConns(n)
+	db.reader = reader
+	if err := reader.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("opening database %s for reading: %w", abs, err)
+	}
+	return db, nil
+}
+
+// dsn builds the driver's connection string. The file: URI form is used so
+// that any character in the path is escaped rather than taken as syntax.
+func dsn(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(FULL)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Set("_txlock", "immediate")
+	}
+	u := url.URL{Scheme: "file", Path: path, RawQuery: q.Encode()}
+	return u.String()
+}
+
+func (db *DB) init(ctx context.Context) error {
+	var mode string
+	if err := db.writer.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("opening database %s: %w", db.path, err)
+	}
+	if mode != "wal" {
+		return fmt.Errorf("opening database %s: journal mode is %q, want wal", db.path, mode)
+	}
+	if err := migrate(ctx, db.writer); err != nil {
+		return fmt.Errorf("migrating database %s: %w", db.path, err)
+	}
+	// The -wal and -shm files now exist; SQLite gives them the database
+	// file's mode, but tighten them too in case they predate this run.
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if err := os.Chmod(db.path+suffix, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("restricting database file permissions: %w", err)
+		}
+	}
+	return nil
+}
+
+// Path is the database file's absolute path.
+func (db *DB) Path() string { return db.path }
+
+// Close closes both connection pools. The last connection to close
+// checkpoints the WAL into the main file.
+func (db *DB) Close() error {
+	var errs []error
+	if db.reader != nil {
+		if err := db.reader.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing database readers: %w", err))
+		}
+	}
+	if err := db.writer.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing database writer: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// writeTx runs fn in one BEGIN IMMEDIATE transaction on the writer
+// connection, committing if fn returns nil.
+func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing transaction: %w", err)
+	}
+	return nil
+}
+
+// isConstraint reports whether err is a SQLite constraint violation of the
+// given extended code (or any constraint violation when code is 0).
+func isConstraint(err error, code int) bool {
+	var se *sqlitedriver.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	if code == 0 {
+		return se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
+	}
+	return se.Code() == code
+}

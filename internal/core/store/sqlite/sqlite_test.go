@@ -1,0 +1,225 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wid-project/wid/internal/core/store"
+	"github.com/wid-project/wid/internal/core/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Backend {
+		db, err := Open(t.Context(), filepath.Join(t.TempDir(), "wid.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return db
+	})
+}
+
+func TestOpenCreatesPrivateFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data", "nested")
+	path := filepath.Join(dir, "wid.db")
+	db, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// A write makes sure the WAL exists.
+	if err := db.PutMetaOnce(t.Context(), "k", "v"); err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Mode().Perm(); got != 0o700 {
+		t.Errorf("directory mode = %o, want 700", got)
+	}
+	for _, name := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(name)
+		if err != nil {
+			t.Fatalf("stat %s: %v", name, err)
+		}
+		if got := st.Mode().Perm(); got != 0o600 {
+			t.Errorf("%s mode = %o, want 600", filepath.Base(name), got)
+		}
+	}
+}
+
+func TestOpenTightensExistingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wid.db")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.Mode().Perm(); got != 0o600 {
+		t.Errorf("mode = %o, want 600", got)
+	}
+}
+
+func TestPragmas(t *testing.T) {
+	db, err := Open(t.Context(), filepath.Join(t.TempDir(), "wid.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	want := map[string]string{
+		"journal_mode": "wal",
+		"busy_timeout": "5000",
+		"synchronous":  "2", // FULL
+		"foreign_keys": "1",
+	}
+	for _, pool := range []struct {
+		name string
+		db   *sql.DB
+	}{{"writer", db.writer}, {"reader", db.reader}} {
+		for pragma, v := range want {
+			var got string
+			if err := pool.db.QueryRowContext(t.Context(), "PRAGMA "+pragma).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != v {
+				t.Errorf("%s: PRAGMA %s = %s, want %s", pool.name, pragma, got, v)
+			}
+		}
+	}
+	// Reads must not be able to write behind the writer's back.
+	if _, err := db.reader.ExecContext(t.Context(), `INSERT INTO meta (key, value) VALUES ('x', 'y')`); err == nil {
+		t.Error("reader pool accepted a write")
+	}
+}
+
+func TestMigrationsAreIdempotent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wid.db")
+	for range 3 {
+		db, err := Open(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var rows, version int
+	if err := db.reader.QueryRowContext(t.Context(), `SELECT COUNT(*), MAX(version) FROM schema_version`).Scan(&rows, &version); err != nil {
+		t.Fatal(err)
+	}
+	if rows != schemaVersion() || version != schemaVersion() {
+		t.Fatalf("schema_version has %d rows up to %d, want %d up to %d", rows, version, schemaVersion(), schemaVersion())
+	}
+	seq, hash, err := db.AuditHead(t.Context())
+	if err != nil || seq != 0 || hash != "" {
+		t.Fatalf("audit head after reopen = %d %q %v, want a single empty head", seq, hash, err)
+	}
+}
+
+func TestConcurrentOpenOfNewFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wid.db")
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			db, err := Open(t.Context(), path)
+			if err == nil {
+				err = db.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestNewerSchemaIsRefused(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wid.db")
+	db, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := schemaVersion() + 1
+	if _, err := db.writer.ExecContext(t.Context(), `INSERT INTO schema_version (version, applied_at) VALUES (?, 'later')`, future); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Open(t.Context(), path)
+	if err == nil {
+		t.Fatal("opening a database from a newer wid succeeded")
+	}
+	for _, want := range []string{"newer", "upgrade wid"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+func TestDataSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wid.db")
+	ctx := t.Context()
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Apply(ctx, store.Op{Type: store.OpCreate, Item: store.Item{Kind: "role", Name: "r", Data: []byte("d")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	it, err := db.Get(ctx, "role", "r")
+	if err != nil || it.Revision != 1 || string(it.Data) != "d" {
+		t.Fatalf("after reopen Get = %+v, %v", it, err)
+	}
+}
+
+func TestOpenFailsOnCanceledContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	path := filepath.Join(t.TempDir(), "wid.db")
+	if _, err := Open(ctx, path); err == nil {
+		t.Fatal("Open with a canceled context succeeded")
+	}
+}
+
+func TestOpenReportsUnusablePath(t *testing.T) {
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "file")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(t.Context(), filepath.Join(blocker, "wid.db"))
+	if err == nil {
+		t.Fatal("Open under a regular file succeeded")
+	}
+	if !strings.Contains(err.Error(), "creating database directory") {
+		t.Fatalf("error %q does not say what failed", err)
+	}
+}
