@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"time"
@@ -23,8 +24,20 @@ import (
 func main() {
 	clients := flag.Int("clients", 16, "concurrent clients, each on its own connection")
 	duration := flag.Duration("duration", 10*time.Second, "how long to issue")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*clients, *duration); err != nil {
+		pprof.StopCPUProfile()
 		log.Fatal(err)
 	}
 }

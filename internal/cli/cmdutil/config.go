@@ -82,13 +82,13 @@ func DefaultConfigFile() string { return filepath.Join(paths.ConfigDir(), "confi
 // machine; the defaults found at run time are applied in LoadConfig.
 func NewGlobalFlags() *pflag.FlagSet {
 	fs := pflag.NewFlagSet("widctl", pflag.ContinueOnError)
-	fs.String(flagNames[KeyAdminSocket], "", "admin socket of a local widagent (default: <data-dir>/admin.sock of widagent's default data dir, when it exists)")
-	fs.String(flagNames[KeyAuth], "", "`HOST:PORT` of a remote auth service, reached over mTLS")
-	fs.String(flagNames[KeyCAPin], "", "pin of the auth service's CA, `sha256:HEX` as printed by widagent start (first contact with --auth)")
-	fs.String(flagNames[KeyIdentity], "", "`DIR` holding the bot or user identity to present to a remote auth service")
-	fs.String(flagNames[KeyFormat], string(output.Text), "output `FORMAT`: text, json or yaml")
+	fs.String(flagNames[KeyAdminSocket], "", "use the admin socket at `PATH` (default: the one in widagent's default data dir, if it exists)")
+	fs.String(flagNames[KeyAuth], "", "reach a remote auth service at `HOST:PORT` over mTLS")
+	fs.String(flagNames[KeyCAPin], "", "trust the auth service's CA with this `sha256:HEX` pin, printed by widagent start")
+	fs.String(flagNames[KeyIdentity], "", "present the bot or user identity saved in `DIR` over --auth")
+	fs.String(flagNames[KeyFormat], string(output.Text), "print results as `FORMAT`: text, json or yaml")
 	fs.Bool(flagNames[KeyDebug], false, "log debug details to stderr")
-	fs.String(ConfigFlag, "", "config `FILE` (default ~/.config/widctl/config.yaml)")
+	fs.String(ConfigFlag, "", "read settings from `FILE` (default ~/.config/widctl/config.yaml)")
 	return fs
 }
 

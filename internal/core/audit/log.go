@@ -22,7 +22,7 @@ const maxBatch = 512
 
 // appendAttempts is how often a batch is re-chained when another writer on
 // the same store (a second auth replica) moved the head first.
-const appendAttempts = 3
+const appendAttempts = 10
 
 type logState int
 

@@ -14,16 +14,21 @@ type subscriber struct {
 	live chan Event
 }
 
-// Subscribe streams the events matching q: first the newest backlog of those
-// already recorded (every recorded one after q.AfterSeq if backlog < 0, none
-// if backlog == 0), then each new one as it is committed, in seq order with
-// no duplicate and no gap between the two.
+// Subscribe streams the events matching q: first some already recorded,
+// then each new one as it is committed, in seq order with no duplicate and
+// no gap between the two. Which recorded ones come first:
+//
+//   - backlog > 0: the newest backlog of them (after q.AfterSeq, if set);
+//   - backlog < 0: all of them after q.AfterSeq;
+//   - backlog == 0: all of them after q.AfterSeq when it is set (the stream
+//     resumes right after that event), none otherwise (live only).
 //
 // The channel closes when ctx is done or the log stops, and also when the
 // subscriber falls more than 1024 events behind: rather than slow down
 // every Emit, the log drops it. To carry on after such a close, subscribe
-// again with q.AfterSeq set to the last seq received and backlog < 0. A
-// backlog < 0 with q.AfterSeq of 0 reads the whole log into memory.
+// again with q.AfterSeq set to the last seq received. The recorded events
+// are read into memory at once, so resume from a recent seq, and do not ask
+// for the whole of a large log with backlog < 0.
 func (l *Log) Subscribe(ctx context.Context, q Query, backlog int) (<-chan Event, error) {
 	sub := &subscriber{q: q, live: make(chan Event, subscriberBuffer)}
 	// Listen for live events before reading the backlog: an event committed
@@ -38,7 +43,7 @@ func (l *Log) Subscribe(ctx context.Context, q Query, backlog int) (<-chan Event
 	l.subMu.Unlock()
 
 	var history []Event
-	if backlog != 0 {
+	if backlog != 0 || q.AfterSeq > 0 {
 		hq := q
 		hq.Limit = max(backlog, 0)
 		var err error

@@ -3,6 +3,7 @@ package ca
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
@@ -78,6 +79,22 @@ func Fingerprint(spkiDER []byte) string {
 // (the leftmost 160 bits of the SHA-256 of the subjectPublicKey bits), the
 // method Go uses for the CA certificates it generates.
 func SubjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	// EC and Ed25519 keys are their own subjectPublicKey bits; skipping the
+	// DER round trip matters on the issuance path.
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if raw, err := k.Bytes(); err == nil {
+			sum := sha256.Sum256(raw)
+			return sum[:20], nil
+		}
+	case ed25519.PublicKey:
+		sum := sha256.Sum256(k)
+		return sum[:20], nil
+	}
+	return subjectKeyIDFromSPKI(pub)
+}
+
+func subjectKeyIDFromSPKI(pub crypto.PublicKey) ([]byte, error) {
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return nil, fmt.Errorf("encoding public key: %w", err)

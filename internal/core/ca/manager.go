@@ -35,8 +35,8 @@ type Manager struct {
 
 	// reloadMu serialises Init and Reload, and guards signers.
 	reloadMu sync.Mutex
-	// signers caches decrypted private keys by CA type and key set ID, so a
-	// reload decrypts only keys it has not seen.
+	// signers caches decrypted private keys by CA type, key set ID and
+	// sealed key, so a reload decrypts only keys it has not seen.
 	signers map[string]crypto.Signer
 
 	// state is replaced whole on every reload, so readers never see half of
@@ -52,9 +52,8 @@ type snapshot struct {
 }
 
 type authority struct {
-	doc      Document
-	revision int64
-	active   *KeySet
+	doc    Document
+	active *KeySet
 	// trusted holds the active and additional key sets, in document order.
 	trusted []*KeySet
 	certs   []*x509.Certificate
@@ -201,16 +200,17 @@ func (m *Manager) loadAuthority(item store.Item, signers map[string]crypto.Signe
 		return nil, fmt.Errorf("the %s CA in the store belongs to trust domain %q, not %q", doc.Type, doc.TrustDomain, m.td.Name())
 	}
 	a := &authority{
-		doc:      doc,
-		revision: item.Revision,
-		pool:     x509.NewCertPool(),
-		jwtKeys:  map[string]crypto.PublicKey{},
+		doc:     doc,
+		pool:    x509.NewCertPool(),
+		jwtKeys: map[string]crypto.PublicKey{},
 	}
 	for _, d := range doc.KeySets {
 		if d.State == KeyRetired {
 			continue
 		}
-		cacheKey := string(doc.Type) + "/" + d.ID
+		// The sealed bytes are part of the key: if they change in the store,
+		// they are opened (and checked) again rather than trusted from memory.
+		cacheKey := string(doc.Type) + "\x00" + d.ID + "\x00" + string(d.EncryptedPrivateKey)
 		ks, err := openKeySet(doc.Type, d, m.kek, m.signers[cacheKey])
 		if err != nil {
 			return nil, fmt.Errorf("loading %s CA key set %s: %w", doc.Type, d.ID, err)

@@ -125,7 +125,7 @@ func splitDocuments(data []byte) ([]document, error) {
 			return docs, nil
 		}
 		if err != nil {
-			return docs, fmt.Errorf("document %d: %s: fix the YAML syntax", num, strings.TrimPrefix(err.Error(), "yaml: "))
+			return docs, fmt.Errorf("document %d: %s: fix the YAML syntax", num, syntaxMessage(err))
 		}
 		if len(n.Content) == 0 {
 			continue
@@ -136,6 +136,46 @@ func splitDocuments(data []byte) ([]document, error) {
 		}
 		docs = append(docs, document{num: num, root: root})
 	}
+}
+
+// yamlParserProblems are the messages of yaml.v3's parser (as opposed to
+// its scanner). For these yaml.v3 reports the line counted from 0, or no
+// line at all on the first line; syntaxMessage counts from 1 for them.
+var yamlParserProblems = []string{
+	"did not find expected ',' or ']'",
+	"did not find expected ',' or '}'",
+	"did not find expected '-' indicator",
+	"did not find expected <document start>",
+	"did not find expected key",
+	"did not find expected node content",
+	"found duplicate %TAG directive",
+	"found duplicate %YAML directive",
+	"found incompatible YAML document",
+	"found undefined tag handle",
+}
+
+// syntaxMessage rewords a yaml.v3 syntax error as "line N: problem".
+func syntaxMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, problem, ok := strings.Cut(rest, ": "); ok {
+			if l, convErr := strconv.Atoi(n); convErr == nil {
+				line, msg = l, problem
+			}
+		}
+	}
+	readerProblem := strings.Contains(msg, "UTF-") || strings.Contains(msg, "control characters") || strings.HasPrefix(msg, "input error")
+	switch {
+	case readerProblem:
+		// The reader knows a byte offset, not a line.
+		return msg + " (the input must be UTF-8 or UTF-16 text)"
+	case slices.Contains(yamlParserProblems, msg), line == 0:
+		// Parser errors count lines from 0; any error without a line is
+		// on the first one.
+		line++
+	}
+	return fmt.Sprintf("line %d: %s", line, msg)
 }
 
 // yamlSafeJSON rewrites the string literals of a JSON document that use

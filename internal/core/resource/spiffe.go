@@ -97,7 +97,7 @@ func explainSPIFFEID(s string, td spiffeid.TrustDomain, err error) error {
 	}
 	if hasPath {
 		if problem := spiffePathProblem("/" + path); problem != "" {
-			return fmt.Errorf("SPIFFE ID %s: its path %s", quote(s), problem)
+			return fmt.Errorf("SPIFFE ID %s %s", quote(s), problem)
 		}
 	}
 	return fmt.Errorf("SPIFFE ID %s is invalid (%v): write spiffe://%s/PATH", quote(s), err, td.Name())

@@ -15,6 +15,10 @@ import (
 // scanPage is how many audit rows ScanAudit holds in memory at once.
 const scanPage = 1000
 
+// insertChunk is how many audit rows one INSERT carries: nine parameters
+// each, well under SQLite's limit of 32766.
+const insertChunk = 128
+
 const auditColumns = `seq, time, type, actor, spiffe_id, outcome, data, prev_hash, hash`
 
 // AppendAudit appends rows in one transaction, after checking that they
@@ -42,23 +46,27 @@ func (db *DB) AppendAudit(ctx context.Context, rows []store.AuditRow) error {
 			prevSeq, prevHash = r.Seq, r.Hash
 		}
 
-		stmt, err := tx.PrepareContext(ctx, `INSERT INTO audit_events (`+auditColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
-		if err != nil {
-			return fmt.Errorf("appending audit events: %w", err)
-		}
-		defer stmt.Close()
-		for _, r := range rows {
-			data := r.Data
-			if data == nil {
-				data = []byte{}
-			}
-			if _, err := stmt.ExecContext(ctx, r.Seq, formatTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash); err != nil {
-				if isConstraint(err, 0) {
-					// A row already holds this seq although the head says
-					// otherwise: the table was written around the head.
-					return fmt.Errorf("appending audit event %d: %v: %w", r.Seq, err, store.ErrAuditChain)
+		// Several rows per statement: the per-statement overhead, not the
+		// B-tree work, dominates a batch of small rows.
+		for chunk := range slices.Chunk(rows, insertChunk) {
+			args := make([]any, 0, len(chunk)*9)
+			for _, r := range chunk {
+				data := r.Data
+				if data == nil {
+					data = []byte{}
 				}
-				return fmt.Errorf("appending audit event %d: %w", r.Seq, err)
+				args = append(args, r.Seq, formatTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash)
+			}
+			q := `INSERT INTO audit_events (` + auditColumns + `) VALUES ` +
+				strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?, ?, ?, ?), `, len(chunk)), ", ")
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				first, last := chunk[0].Seq, chunk[len(chunk)-1].Seq
+				if isConstraint(err, 0) {
+					// A row already holds one of these seqs although the
+					// head says otherwise: the table was written around it.
+					return fmt.Errorf("appending audit events %d to %d: %v: %w", first, last, err, store.ErrAuditChain)
+				}
+				return fmt.Errorf("appending audit events %d to %d: %w", first, last, err)
 			}
 		}
 		last := rows[len(rows)-1]

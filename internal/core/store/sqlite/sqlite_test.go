@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -221,5 +222,37 @@ func TestOpenReportsUnusablePath(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "creating database directory") {
 		t.Fatalf("error %q does not say what failed", err)
+	}
+}
+
+func TestAppendAroundTheHeadIsAChainError(t *testing.T) {
+	ctx := t.Context()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "wid.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// A row written behind the head's back, as with the sqlite3 shell.
+	if _, err := db.writer.ExecContext(ctx, `INSERT INTO audit_events (seq, time, type, actor, spiffe_id, outcome, data, prev_hash, hash)
+		VALUES (2, '2030-01-01T00:00:00.000000000Z', 't', 'a', '', 'success', X'', 'h1', 'h2')`); err != nil {
+		t.Fatal(err)
+	}
+	rows := []store.AuditRow{
+		{Seq: 1, Type: "t", Outcome: "success", Hash: "h1"},
+		{Seq: 2, Type: "t", Outcome: "success", PrevHash: "h1", Hash: "x2"},
+	}
+	err = db.AppendAudit(ctx, rows)
+	if !errors.Is(err, store.ErrAuditChain) {
+		t.Fatalf("AppendAudit over an existing seq: %v, want ErrAuditChain", err)
+	}
+	if seq, _, _ := db.AuditHead(ctx); seq != 0 {
+		t.Fatalf("head moved to %d after a failed append", seq)
+	}
+	got, err := db.QueryAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Hash != "h2" {
+		t.Fatalf("rows after failed append = %+v, want only the planted one", got)
 	}
 }

@@ -1,0 +1,109 @@
+// Package bundle holds `widctl bundle`: the trust domain's trust bundle,
+// which relying parties use to verify the SVIDs the trust domain issues.
+package bundle
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/iostreams"
+	"github.com/wid-project/wid/internal/core/client"
+)
+
+// Bundle formats.
+const (
+	FormatPEM  = "pem"
+	FormatJWKS = "jwks"
+)
+
+// NewCmdBundle builds the `widctl bundle` group.
+func NewCmdBundle(f *cmdutil.Factory) *cobra.Command {
+	cmd := cmdutil.Group(&cobra.Command{
+		Use:   "bundle <command>",
+		Short: "Export the trust bundle that verifies the trust domain's SVIDs",
+		Example: `  widctl bundle export > bundle.pem
+  widctl bundle export --format jwks -o bundle.json`,
+	})
+	cmd.AddCommand(NewCmdExport(f, nil))
+	return cmd
+}
+
+// ExportOptions are the settings of `widctl bundle export`.
+type ExportOptions struct {
+	IO     *iostreams.IOStreams
+	Client func(context.Context) (*client.Client, error)
+
+	// Format is pem or jwks.
+	Format string
+	// Output is the file to write; empty writes to stdout.
+	Output string
+}
+
+// NewCmdExport builds `widctl bundle export`.
+func NewCmdExport(f *cmdutil.Factory, runF func(*ExportOptions) error) *cobra.Command {
+	opts := &ExportOptions{IO: f.IOStreams, Client: f.Client}
+	cmd := &cobra.Command{
+		Use:   "export [--format pem|jwks] [-o FILE]",
+		Short: "Export the trust bundle as PEM or as a SPIFFE JWKS bundle",
+		Long: `Export the trust domain's trust bundle.
+
+pem is the X.509 authorities that verify X509-SVIDs. jwks is the SPIFFE
+bundle: a JWK set with the x509-svid keys and the jwt-svid keys that verify
+JWT-SVIDs. This command's --format takes pem or jwks, not text, json or yaml.`,
+		Example: `  widctl bundle export > bundle.pem
+  widctl bundle export --format jwks -o /etc/wid/bundle.jwks`,
+		Args: cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.Format = strings.ToLower(strings.TrimSpace(opts.Format))
+			if opts.Format != FormatPEM && opts.Format != FormatJWKS {
+				return cmdutil.InputErrorf("unknown bundle format %q: use pem or jwks", opts.Format)
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return exportRun(cmd.Context(), opts)
+		},
+	}
+	// This --format shadows the global one: a bundle is PEM or JWKS, never a table.
+	cmd.Flags().StringVar(&opts.Format, "format", FormatPEM, "bundle `FORMAT`: pem or jwks")
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "write the bundle to `FILE` instead of stdout")
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{FormatPEM, FormatJWKS}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func exportRun(ctx context.Context, opts *ExportOptions) error {
+	c, err := opts.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	resp, err := c.GetBundle(ctx, &authv1.GetBundleRequest{})
+	if err != nil {
+		return err
+	}
+	data := resp.GetX509Pem()
+	if opts.Format == FormatJWKS {
+		data = resp.GetJwks()
+	}
+	if len(data) == 0 {
+		return fmt.Errorf("the auth service sent an empty %s bundle: check that widagent finished creating the trust domain", opts.Format)
+	}
+	if !bytes.HasSuffix(data, []byte("\n")) {
+		data = append(data, '\n')
+	}
+	if opts.Output == "" {
+		_, err := opts.IO.Out.Write(data)
+		return err
+	}
+	// Atomic, so that a service reading the bundle never sees half of it.
+	if err := client.WriteFileAtomic(opts.Output, data, 0o644); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(opts.IO.ErrOut, "wrote the %s bundle of %s (sequence %d) to %s\n", opts.Format, resp.GetTrustDomain(), resp.GetSequence(), opts.Output)
+	return err
+}

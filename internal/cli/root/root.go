@@ -1,0 +1,111 @@
+// Package root assembles widctl's command tree. It holds no command logic:
+// each noun lives in its own package.
+package root
+
+import (
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/wid-project/wid/internal/cli/audit"
+	"github.com/wid-project/wid/internal/cli/bot"
+	"github.com/wid-project/wid/internal/cli/bundle"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/completion"
+	"github.com/wid-project/wid/internal/cli/explain"
+	"github.com/wid-project/wid/internal/cli/resourcecmd"
+	"github.com/wid-project/wid/internal/cli/role"
+	"github.com/wid-project/wid/internal/cli/token"
+	"github.com/wid-project/wid/internal/cli/user"
+	"github.com/wid-project/wid/internal/cli/versioncmd"
+)
+
+// Command groups, in the order help lists them.
+const (
+	groupAccess    = "access"
+	groupResources = "resources"
+	groupTrust     = "trust"
+	groupOther     = "other"
+)
+
+// NewRootCmd builds widctl's command tree on f.
+func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
+	root := cmdutil.Group(&cobra.Command{
+		Use:   "widctl <command>",
+		Short: "Administer a wid trust domain",
+		Long: `widctl administers a wid trust domain: the roles that grant SPIFFE IDs, the
+users and bots that hold them, join tokens, the trust bundle and the audit log.
+
+It talks to the auth service that "widagent start" runs. On the same machine
+it finds the admin socket by itself; elsewhere pass --auth HOST:PORT with
+--ca-pin (printed by widagent start) and --identity.
+
+Settings come from flags, then WIDCTL_* environment variables (WIDCTL_AUTH,
+WIDCTL_ADMIN_SOCKET, WIDCTL_CA_PIN, WIDCTL_IDENTITY, WIDCTL_FORMAT,
+WIDCTL_DEBUG, WIDCTL_CONFIG), then the config file
+(~/.config/widctl/config.yaml; keys admin_socket, auth, ca_pin, identity,
+format, debug), then defaults. An admin socket and an auth address from the
+same place contradict each other; from different places, the higher one wins.
+
+Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
+
+` + cmdutil.ExitCodesHelp,
+		Example: `  # Next to a running "widagent start":
+  widctl role create web --spiffe-path '/svc/web/*' --max-ttl 1h
+  widctl bot add web-agent --roles web
+  widctl explain --bot web-agent --spiffe-id /svc/web/frontend
+  widctl audit ls --since 1h
+
+  # Against a remote auth service:
+  widctl --auth auth.example.com:3025 --ca-pin sha256:9f86d0... --identity ~/.wid/identity role ls`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	})
+	ios := f.IOStreams
+	root.SetIn(ios.In)
+	root.SetOut(ios.Out)
+	root.SetErr(ios.ErrOut)
+	root.PersistentFlags().AddFlagSet(f.GlobalFlags)
+	root.SetFlagErrorFunc(cmdutil.FlagErrorFunc)
+	// Groups run (to refuse unknown subcommands), so cobra would print two
+	// usage lines for them; their Use line already says "<command>".
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
+		"{{if .Runnable}}\n  {{.UseLine}}{{end}}{{if .HasAvailableSubCommands}}\n  {{.CommandPath}} [command]{{end}}",
+		"\n  {{.UseLine}}", 1))
+	root.CompletionOptions.DisableDefaultCmd = true
+	_ = root.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
+
+	root.AddGroup(
+		&cobra.Group{ID: groupAccess, Title: "Identities and access:"},
+		&cobra.Group{ID: groupResources, Title: "Resources of any kind:"},
+		&cobra.Group{ID: groupTrust, Title: "Trust and audit:"},
+		&cobra.Group{ID: groupOther, Title: "Other commands:"},
+	)
+	add := func(group string, cmds ...*cobra.Command) {
+		for _, c := range cmds {
+			c.GroupID = group
+			root.AddCommand(c)
+		}
+	}
+	add(groupAccess,
+		role.NewCmdRole(f),
+		user.NewCmdUser(f),
+		bot.NewCmdBot(f),
+		token.NewCmdToken(f),
+	)
+	add(groupResources,
+		resourcecmd.NewCmdCreate(f, nil),
+		resourcecmd.NewCmdGet(f, nil),
+		resourcecmd.NewCmdRemove(f, nil),
+	)
+	add(groupTrust,
+		explain.NewCmdExplain(f, nil),
+		bundle.NewCmdBundle(f),
+		audit.NewCmdAudit(f),
+	)
+	add(groupOther,
+		versioncmd.NewCmdVersion(f, nil),
+		completion.NewCmdCompletion(f, nil),
+	)
+	root.SetHelpCommandGroupID(groupOther)
+	return root
+}

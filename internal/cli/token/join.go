@@ -1,0 +1,74 @@
+package token
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/core/resource"
+)
+
+// Join is what `widctl bot add` and `widctl token add` print: a join token,
+// shown once, and the command that joins an agent with it. Its JSON and YAML
+// field names are stable.
+type Join struct {
+	Bot         string    `json:"bot" yaml:"bot"`
+	Roles       []string  `json:"roles,omitempty" yaml:"roles,omitempty"`
+	Token       string    `json:"token" yaml:"token"`
+	TokenName   string    `json:"token_name" yaml:"token_name"`
+	Uses        int       `json:"uses" yaml:"uses"`
+	Expires     time.Time `json:"expires" yaml:"expires"`
+	JoinCommand string    `json:"join_command" yaml:"join_command"`
+}
+
+// NewJoin assembles a Join from the auth service's answers.
+func NewJoin(ping *authv1.PingResponse, secret string, tokenDoc []byte) (*Join, error) {
+	r, err := cmdutil.DecodeResource(tokenDoc)
+	if err != nil {
+		return nil, err
+	}
+	t, ok := r.(*resource.JoinToken)
+	if !ok {
+		return nil, fmt.Errorf("the auth service answered with a %s instead of a join token", r.GetKind())
+	}
+	return &Join{
+		Bot:         t.Spec.Bot,
+		Token:       secret,
+		TokenName:   t.Metadata.Name,
+		Uses:        t.Spec.Uses,
+		Expires:     t.Spec.Expires,
+		JoinCommand: JoinCommand(ping.GetAuthAddr(), secret, ping.GetCaPin()),
+	}, nil
+}
+
+// JoinCommand is the command that joins an agent to the trust domain.
+func JoinCommand(authAddr, secret, caPin string) string {
+	if authAddr == "" {
+		// The auth service has no TCP listener to tell us about.
+		authAddr = "HOST:PORT"
+	}
+	return fmt.Sprintf("widagent start --roles agent --auth %s --join-token %s --ca-pin %s", authAddr, secret, caPin)
+}
+
+// Print writes j for people, or as JSON or YAML.
+func (j *Join) Print(p *output.Printer, intro string) error {
+	return p.Print(j, func(w io.Writer) error {
+		uses := "1 use"
+		if j.Uses != 1 {
+			uses = fmt.Sprintf("%d uses", j.Uses)
+		}
+		var b strings.Builder
+		if intro != "" {
+			b.WriteString(intro + "\n\n")
+		}
+		fmt.Fprintf(&b, "Join token for bot %s (%s, expires %s):\n  %s\n", j.Bot, uses, p.Time(j.Expires), j.Token)
+		b.WriteString("It is shown only this once.\n\n")
+		fmt.Fprintf(&b, "To join, run on the agent's machine:\n  %s\n", j.JoinCommand)
+		_, err := io.WriteString(w, b.String())
+		return err
+	})
+}

@@ -1,0 +1,204 @@
+// Package user holds `widctl user`: the people of a trust domain and the
+// roles they hold. Logging in comes with `widctl login`.
+package user
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/iostreams"
+	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/cli/resourcecmd"
+	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/resource"
+)
+
+// NewCmdUser builds the `widctl user` group.
+func NewCmdUser(f *cmdutil.Factory) *cobra.Command {
+	cmd := cmdutil.Group(&cobra.Command{
+		Use:   "user <command>",
+		Short: "Manage users: people and the roles they hold",
+		Long: `Users are people. Each holds roles, which say which SPIFFE IDs the user may
+get and which admin operations the user may do.`,
+		Example: `  widctl user add alice --roles dev,editor
+  widctl user update alice --roles dev
+  widctl user ls`,
+	})
+	cmd.AddCommand(
+		NewCmdAdd(f, nil),
+		resourcecmd.NewCmdListKind(f, resource.KindUser, resourcecmd.Help{
+			Short:   "List users",
+			Example: "  widctl user ls\n  widctl user ls --format json",
+		}, nil),
+		resourcecmd.NewCmdGetKind(f, resource.KindUser, resourcecmd.Help{
+			Short:   "Show a user",
+			Example: "  widctl user get alice\n  widctl user get alice --format yaml",
+		}, nil),
+		NewCmdUpdate(f, nil),
+		resourcecmd.NewCmdRemoveKind(f, resource.KindUser, resourcecmd.Help{
+			Short:   "Remove a user",
+			Example: "  widctl user rm alice",
+		}, nil),
+	)
+	return cmd
+}
+
+// AddOptions are the settings of `widctl user add`.
+type AddOptions struct {
+	IO      *iostreams.IOStreams
+	Client  func(context.Context) (*client.Client, error)
+	Printer func() (*output.Printer, error)
+
+	Name  string
+	Roles []string
+}
+
+// NewCmdAdd builds `widctl user add`.
+func NewCmdAdd(f *cmdutil.Factory, runF func(*AddOptions) error) *cobra.Command {
+	opts := &AddOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
+	cmd := &cobra.Command{
+		Use:   "add NAME --roles ROLE[,ROLE...]",
+		Short: "Add a user with roles",
+		Long:  `Add a user holding the given roles. The roles must exist.`,
+		Example: `  widctl user add alice --roles dev
+  widctl user add bob --roles dev,editor`,
+		Args: cmdutil.ExactArgs(1, "the user's name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Name = args[0]
+			if runF != nil {
+				return runF(opts)
+			}
+			return addRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the user holds, comma-separated")
+	return cmd
+}
+
+// User builds and checks the user the options describe.
+func (opts *AddOptions) User() (*resource.User, error) {
+	return newUser(opts.Name, opts.Roles)
+}
+
+func newUser(name string, roles []string) (*resource.User, error) {
+	if err := resource.ValidateName(name); err != nil {
+		return nil, cmdutil.InputError(err)
+	}
+	roles = nonEmpty(roles)
+	if len(roles) == 0 {
+		return nil, cmdutil.InputErrorf("user %q needs roles: pass --roles ROLE[,ROLE...]", name)
+	}
+	u := &resource.User{
+		Header: resource.Header{Kind: resource.KindUser, Version: resource.V1, Metadata: resource.Metadata{Name: name}},
+		Spec:   resource.UserSpec{Roles: roles},
+	}
+	if err := u.Validate(); err != nil {
+		return nil, cmdutil.InputError(err)
+	}
+	return u, nil
+}
+
+func addRun(ctx context.Context, opts *AddOptions) error {
+	u, err := opts.User()
+	if err != nil {
+		return err
+	}
+	p, err := opts.Printer()
+	if err != nil {
+		return err
+	}
+	c, err := opts.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	created, err := cmdutil.CreateResources(ctx, c, false, u)
+	if err != nil {
+		return err
+	}
+	if p.Format != output.Text {
+		return p.Resource(created[0])
+	}
+	_, err = fmt.Fprintf(opts.IO.Out, "added user %s with roles %s\n", u.Metadata.Name, strings.Join(u.Spec.Roles, ", "))
+	return err
+}
+
+// UpdateOptions are the settings of `widctl user update`.
+type UpdateOptions struct {
+	IO      *iostreams.IOStreams
+	Client  func(context.Context) (*client.Client, error)
+	Printer func() (*output.Printer, error)
+
+	Name  string
+	Roles []string
+}
+
+// NewCmdUpdate builds `widctl user update`.
+func NewCmdUpdate(f *cmdutil.Factory, runF func(*UpdateOptions) error) *cobra.Command {
+	opts := &UpdateOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
+	cmd := &cobra.Command{
+		Use:     "update NAME --roles ROLE[,ROLE...]",
+		Short:   "Replace a user's roles",
+		Long:    `Replace the roles a user holds. The change is made only if nobody changed the user since it was read.`,
+		Example: `  widctl user update alice --roles dev,editor`,
+		Args:    cmdutil.ExactArgs(1, "the user's name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Name = args[0]
+			if _, err := newUser(opts.Name, opts.Roles); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return updateRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the user holds from now on, comma-separated")
+	return cmd
+}
+
+func updateRun(ctx context.Context, opts *UpdateOptions) error {
+	p, err := opts.Printer()
+	if err != nil {
+		return err
+	}
+	c, err := opts.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cur, err := cmdutil.GetResource(ctx, c, resource.KindUser, opts.Name)
+	if err != nil {
+		return err
+	}
+	u, ok := cur.(*resource.User)
+	if !ok {
+		return fmt.Errorf("user/%s came back as a %s", opts.Name, cur.GetKind())
+	}
+	u.Spec.Roles = nonEmpty(opts.Roles)
+	if err := u.Validate(); err != nil {
+		return cmdutil.InputError(err)
+	}
+	updated, err := cmdutil.UpdateResource(ctx, c, u)
+	if err != nil {
+		return err
+	}
+	if p.Format != output.Text {
+		return p.Resource(updated)
+	}
+	_, err = fmt.Fprintf(opts.IO.Out, "user %s now holds %s\n", u.Metadata.Name, strings.Join(u.Spec.Roles, ", "))
+	return err
+}
+
+func nonEmpty(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
