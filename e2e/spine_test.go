@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,5 +257,37 @@ func TestJoinTokenReuseAndExpiry(t *testing.T) {
 	}
 	if out := a.widctl("audit", "ls", "--type", "bot.join.denied").must(t).stdout; !strings.Contains(out, "bot:web") {
 		t.Fatalf("widctl audit ls does not show the denied joins:\n%s", out)
+	}
+}
+
+// A non-admin uid on the admin socket is refused by peer credentials, in one
+// sentence, and audited.
+func TestAdminSocketRefusesOtherUIDs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run widctl under another uid")
+	}
+	a := startAgent(t, newDataDir(t))
+	// Open the file permissions so that the peer-credential check is what stands in the way.
+	for _, p := range []string{binDir, a.dataDir} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(a.socket, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "widctl"), "role", "ls")
+	cmd.Env = append(os.Environ(), "WIDCTL_ADMIN_SOCKET="+a.socket, "HOME=/tmp", "XDG_CONFIG_HOME=/tmp/wid-e2e-nobody")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 3 {
+		t.Fatalf("widctl as uid 65534: %v, want exit 3\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "uid 65534 may not use the admin socket") || strings.Contains(string(out), "rpc error") {
+		t.Fatalf("refusal is not one clear sentence:\n%s", out)
+	}
+	if evs := a.widctl("audit", "ls", "--type", "access.denied").must(t).stdout; !strings.Contains(evs, "uid:65534") {
+		t.Fatalf("the refusal is not audited:\n%s", evs)
 	}
 }

@@ -1,5 +1,5 @@
 // Command widctl administers a wid trust domain. It only wires: the command
-// tree, the streams and the exit code live in internal/cli.
+// tree, the streams and the exit codes live in internal/cli.
 package main
 
 import (
@@ -15,8 +15,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	f := cmdutil.NewFactory(iostreams.System())
-	err := root.NewRootCmd(f).ExecuteContext(ctx)
+	code := root.Run(ctx, cmdutil.NewFactory(iostreams.System()), os.Args[1:])
 	stop()
-	os.Exit(cmdutil.HandleError(f, err))
+	os.Exit(code)
 }

@@ -3,6 +3,7 @@
 package root
 
 import (
+	"context"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -108,4 +109,12 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 	)
 	root.SetHelpCommandGroupID(groupOther)
 	return root
+}
+
+// Run runs widctl with args on f and returns the exit code, having printed
+// any error. main and the end-to-end tests share it.
+func Run(ctx context.Context, f *cmdutil.Factory, args []string) int {
+	cmd := NewRootCmd(f)
+	cmd.SetArgs(args)
+	return cmdutil.HandleError(f, cmd.ExecuteContext(ctx))
 }

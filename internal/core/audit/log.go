@@ -20,9 +20,11 @@ var ErrStopped = errors.New("audit log is stopped")
 // transaction that keeps every caller in it waiting.
 const maxBatch = 512
 
-// appendAttempts is how often a batch is re-chained when another writer on
-// the same store (a second auth replica) moved the head first.
-const appendAttempts = 10
+// appendAttempts is how often a batch is re-chained when something else
+// moved the head first. That is a rare event (a stray second writer, an
+// append whose outcome was unknown): a store shared by busy replicas would
+// need the backend to serialize the chain, not more retries here.
+const appendAttempts = 3
 
 type logState int
 
@@ -43,7 +45,7 @@ type pending struct {
 
 // Log is the audit log of one trust domain. Emit records events; Run is the
 // single writer that commits them in batches; Query, Subscribe and Verify
-// read them.
+// read them. Keep one Log per store: it holds the chain head in memory.
 type Log struct {
 	backend store.Backend
 	logger  *slog.Logger
@@ -213,9 +215,13 @@ func (l *Log) commit(ctx context.Context, batch []*pending) {
 	for i, p := range batch {
 		p.ev.Seq, p.ev.PrevHash, p.ev.Hash = rows[i].Seq, rows[i].PrevHash, rows[i].Hash
 		events[i] = p.ev
+	}
+	// Publish before answering: once Emit has returned, its event is in
+	// every existing subscription and a later one sees it only as backlog.
+	l.publish(events)
+	for _, p := range batch {
 		p.done <- nil
 	}
-	l.publish(events)
 }
 
 // Emit records ev and returns it as stored (Time set if it was zero and

@@ -148,9 +148,10 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 
 // failedRef finds which resource a store error names, so a batch error says which document.
 func failedRef(err error, list []resource.Resource) string {
+	// The store names the item as "<verb> kind/name: ...".
 	msg := err.Error()
 	for _, v := range list {
-		if strings.Contains(msg, v.GetKind()+"/"+v.GetMetadata().Name) || strings.Contains(msg, v.GetMetadata().Name) {
+		if strings.Contains(msg, " "+resource.Ref(v)+":") {
 			return resource.Ref(v)
 		}
 	}

@@ -91,7 +91,7 @@ type Server struct {
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
 // listeners. Call Run to serve, or Close to release everything.
-func Open(ctx context.Context, cfg Config) (s *Server, err error) {
+func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("a data dir is required")
 	}
@@ -112,7 +112,7 @@ func Open(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the store in %s: %w", cfg.DataDir, err)
 	}
-	s = &Server{cfg: cfg, log: cfg.Logger, clock: clock, db: db}
+	s := &Server{cfg: cfg, log: cfg.Logger, clock: clock, db: db}
 	s.host, _ = os.Hostname()
 	defer func() {
 		if err != nil {

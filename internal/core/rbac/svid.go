@@ -208,8 +208,8 @@ func sansAllowed(roles []*resource.Role, path, field string, sans func(*resource
 
 // dnsAllows reports whether a granted DNS SAN pattern allows a requested
 // name: the same name ignoring case, or *.example.com for exactly one more
-// leftmost label that is not itself a wildcard (a requested *.a.example.com
-// would cover names *.example.com does not grant).
+// leftmost label. A requested wildcard is thus allowed only by the same
+// wildcard: *.a.example.com has two labels before example.com.
 func dnsAllows(pattern, name string) bool {
 	if strings.EqualFold(pattern, name) {
 		return true
@@ -218,7 +218,7 @@ func dnsAllows(pattern, name string) bool {
 		return false
 	}
 	label, rest, ok := strings.Cut(name, ".")
-	return ok && label != "" && label != "*" && strings.EqualFold(rest, pattern[2:])
+	return ok && label != "" && strings.EqualFold(rest, pattern[2:])
 }
 
 // dnsOverlaps reports whether a certificate for name could be used for a
@@ -232,7 +232,7 @@ func dnsOverlaps(pattern, name string) bool {
 		return false
 	}
 	label, rest, ok := strings.Cut(pattern, ".")
-	return ok && label != "" && label != "*" && strings.EqualFold(rest, name[2:])
+	return ok && label != "" && strings.EqualFold(rest, name[2:])
 }
 
 // ipAllows reports whether addr is inside a granted ip_sans entry.

@@ -14,8 +14,8 @@ func validRole() *Role {
 		Header: Header{Kind: KindRole, Version: V1, Metadata: Metadata{Name: "dev"}},
 		Spec: RoleSpec{
 			Allow: RoleConditions{
-				SPIFFE: []SPIFFEGrant{{Path: "/svc/*", DNSSANs: []string{"*.example.com"}, IPSANs: []string{"10.0.0.0/8", "fd00::1"}}},
-				Rules:  []Rule{{Resources: []string{KindRole, ResourceAudit}, Verbs: []string{VerbRead, VerbList}}},
+				SPIFFE:                 []SPIFFEGrant{{Path: "/svc/*", DNSSANs: []string{"*.example.com"}, IPSANs: []string{"10.0.0.0/8", "fd00::1"}}},
+				Rules:                  []Rule{{Resources: []string{KindRole, ResourceAudit}, Verbs: []string{VerbRead, VerbList}}},
 				WorkloadIdentityLabels: map[string][]string{"env": {"prod", "dev"}},
 			},
 			Deny:    RoleConditions{SPIFFE: []SPIFFEGrant{{Path: "/svc/admin"}}, Rules: []Rule{{Resources: []string{"*"}, Verbs: []string{VerbDelete}}}},

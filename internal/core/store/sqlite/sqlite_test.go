@@ -256,3 +256,38 @@ func TestAppendAroundTheHeadIsAChainError(t *testing.T) {
 		t.Fatalf("rows after failed append = %+v, want only the planted one", got)
 	}
 }
+
+// TestWriteTransactionsTakeTheLockAtBegin checks BEGIN IMMEDIATE: a write
+// transaction holds SQLite's write lock from its start, so it can never
+// fail half-way with SQLITE_BUSY when it first writes.
+func TestWriteTransactionsTakeTheLockAtBegin(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "wid.db")
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+
+	other, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(0)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	other.SetMaxOpenConns(1)
+
+	tx, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing written yet, and still the other connection cannot write.
+	if _, err := other.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('k', 'v')`); err == nil {
+		t.Fatal("another connection wrote while a write transaction was open: BEGIN was not IMMEDIATE")
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('k', 'v')`); err != nil {
+		t.Fatalf("write after the transaction ended: %v", err)
+	}
+}
