@@ -74,6 +74,10 @@ const envPrefix = "WIDCTL"
 // EnvVar is the environment variable for a config key.
 func EnvVar(key string) string { return envPrefix + "_" + strings.ToUpper(key) }
 
+// defaultAdminSocket is where a widagent started without flags puts its
+// admin socket; tests point it elsewhere.
+var defaultAdminSocket = func() string { return paths.AdminSocket(paths.DefaultDataDir()) }
+
 // DefaultConfigFile is where widctl looks for a config file when none is named.
 func DefaultConfigFile() string { return filepath.Join(paths.ConfigDir(), "config.yaml") }
 
@@ -196,7 +200,7 @@ func resolveTarget(cfg *Config, v *viper.Viper, flags *pflag.FlagSet, fileKeys m
 	case socket != "" && socketFrom > authFrom:
 		cfg.AdminSocket = expandHome(socket)
 	default:
-		def := paths.AdminSocket(paths.DefaultDataDir())
+		def := defaultAdminSocket()
 		if _, err := os.Stat(def); err == nil {
 			cfg.AdminSocket = def
 		}

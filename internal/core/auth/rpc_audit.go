@@ -87,19 +87,10 @@ func (s *Server) StreamAuditEvents(req *authv1.StreamAuditEventsRequest, stream 
 			return status.FromContextError(err).Err()
 		}
 		// The subscription was dropped because this stream fell behind:
-		// pick up after the last event sent, so nothing is lost or repeated.
-		backlog = 0
+		// resume after the last event sent (backlog < 0 means everything
+		// after AfterSeq), so nothing is lost or repeated.
+		backlog = -1
 		q.Limit = 0
-		evs, err := s.audit.Query(ctx, q)
-		if err != nil {
-			return status.Errorf(codes.Internal, "catching up on the audit log: %v", err)
-		}
-		for _, e := range evs {
-			if err := stream.Send(EventToProto(e)); err != nil {
-				return err
-			}
-			q.AfterSeq = e.Seq
-		}
 	}
 }
 

@@ -47,7 +47,9 @@ type Request struct {
 	ID      spiffeid.ID
 	DNSSANs []string
 	IPSANs  []net.IP
-	TTL     time.Duration
+	// TTL is the life asked for; zero lets the issuer choose its default,
+	// which it must cap at Decision.MaxTTL.
+	TTL time.Duration
 }
 
 // Decision is the outcome of a check and the reason for it.

@@ -50,29 +50,34 @@ func CheckSVID(roles []*resource.Role, req Request) Decision {
 		}
 	}
 
-	role, rule := firstAllowGrant(roles, path)
-	if role == nil {
+	// The allow grants that match the path, found once: the SAN checks
+	// below only look at these. Most requests match a few grants, so the
+	// array keeps them off the heap.
+	var buf [8]grantRef
+	matches := matchingGrants(buf[:0], roles, path)
+	if len(matches) == 0 {
 		d.Check = CheckPathNotGranted
 		d.Reason = pathNotGrantedReason(roles, req)
 		return d
 	}
-	d.Role, d.Rule = role.Metadata.Name, rule
+	first := matches[0]
+	d.Role, d.Rule = first.role.Metadata.Name, first.index+1
 
 	for _, san := range req.DNSSANs {
-		if !anyMatchingGrant(roles, path, func(g *resource.SPIFFEGrant) bool {
-			return slices.ContainsFunc(g.DNSSANs, func(p string) bool { return dnsAllows(p, san) })
+		if !slices.ContainsFunc(matches, func(m grantRef) bool {
+			return slices.ContainsFunc(m.grant().DNSSANs, func(p string) bool { return dnsAllows(p, san) })
 		}) {
 			d.Check = CheckDNSSANNotGranted
-			d.Reason = fmt.Sprintf("DNS SAN %q is not granted for %s: %s", san, path, sansAllowed(roles, path, "dns_sans", func(g *resource.SPIFFEGrant) []string { return g.DNSSANs }))
+			d.Reason = fmt.Sprintf("DNS SAN %q is not granted for %s: %s", san, path, sansAllowed(matches, "dns_sans", func(g *resource.SPIFFEGrant) []string { return g.DNSSANs }))
 			return d
 		}
 	}
 	for j, ip := range ips {
-		if !anyMatchingGrant(roles, path, func(g *resource.SPIFFEGrant) bool {
-			return slices.ContainsFunc(g.IPSANs, func(cidr string) bool { return ipAllows(cidr, ip) })
+		if !slices.ContainsFunc(matches, func(m grantRef) bool {
+			return slices.ContainsFunc(m.grant().IPSANs, func(entry string) bool { return ipAllows(entry, ip) })
 		}) {
 			d.Check = CheckIPSANNotGranted
-			d.Reason = fmt.Sprintf("IP SAN %s is not granted for %s: %s", req.IPSANs[j], path, sansAllowed(roles, path, "ip_sans", func(g *resource.SPIFFEGrant) []string { return g.IPSANs }))
+			d.Reason = fmt.Sprintf("IP SAN %s is not granted for %s: %s", req.IPSANs[j], path, sansAllowed(matches, "ip_sans", func(g *resource.SPIFFEGrant) []string { return g.IPSANs }))
 			return d
 		}
 	}
@@ -89,7 +94,7 @@ func CheckSVID(roles []*resource.Role, req Request) Decision {
 	}
 
 	d.Allowed = true
-	d.Reason = fmt.Sprintf("role %q allows %s (spec.allow.spiffe[%d] path %s)", role.Metadata.Name, req.ID, rule, role.Spec.Allow.SPIFFE[rule-1].Path)
+	d.Reason = fmt.Sprintf("role %q allows %s (spec.allow.spiffe[%d] path %s)", d.Role, req.ID, d.Rule, first.grant().Path)
 	return d
 }
 
@@ -129,31 +134,25 @@ func maxSVIDTTL(roles []*resource.Role) (time.Duration, string) {
 	return max, by
 }
 
-// firstAllowGrant finds the first allow grant, in role order, whose pattern
-// matches path; it returns its role and 1-based index.
-func firstAllowGrant(roles []*resource.Role, path string) (*resource.Role, int) {
+// grantRef points at allow grant index (from 0) of role.
+type grantRef struct {
+	role  *resource.Role
+	index int
+}
+
+func (g grantRef) grant() *resource.SPIFFEGrant { return &g.role.Spec.Allow.SPIFFE[g.index] }
+
+// matchingGrants appends the allow grants whose pattern matches path, in
+// role order, to dst.
+func matchingGrants(dst []grantRef, roles []*resource.Role, path string) []grantRef {
 	for _, r := range roles {
 		for i := range r.Spec.Allow.SPIFFE {
 			if MatchPath(r.Spec.Allow.SPIFFE[i].Path, path) {
-				return r, i + 1
+				dst = append(dst, grantRef{role: r, index: i})
 			}
 		}
 	}
-	return nil, 0
-}
-
-// anyMatchingGrant reports whether some allow grant that matches path
-// satisfies ok.
-func anyMatchingGrant(roles []*resource.Role, path string, ok func(*resource.SPIFFEGrant) bool) bool {
-	for _, r := range roles {
-		for i := range r.Spec.Allow.SPIFFE {
-			g := &r.Spec.Allow.SPIFFE[i]
-			if MatchPath(g.Path, path) && ok(g) {
-				return true
-			}
-		}
-	}
-	return false
+	return dst
 }
 
 func pathNotGrantedReason(roles []*resource.Role, req Request) string {
@@ -176,30 +175,23 @@ func pathNotGrantedReason(roles []*resource.Role, req Request) string {
 	return fmt.Sprintf("no role grants %s: roles %s allow %s", req.ID, roleNames(roles), list)
 }
 
-// sansAllowed says, per role with a grant matching path, which SANs of one
-// kind it allows: `role "a" allows dns_sans [x.example.com]`.
-func sansAllowed(roles []*resource.Role, path, field string, sans func(*resource.SPIFFEGrant) []string) string {
+// sansAllowed says, per role with a grant matching the path, which SANs of
+// one kind it allows: `role "a" allows dns_sans [x.example.com]`.
+func sansAllowed(matches []grantRef, field string, sans func(*resource.SPIFFEGrant) []string) string {
 	var parts []string
-	for _, r := range roles {
+	for i := 0; i < len(matches); {
+		r := matches[i].role
 		var allowed []string
-		matched := false
-		for i := range r.Spec.Allow.SPIFFE {
-			g := &r.Spec.Allow.SPIFFE[i]
-			if !MatchPath(g.Path, path) {
-				continue
-			}
-			matched = true
-			for _, s := range sans(g) {
+		for ; i < len(matches) && matches[i].role == r; i++ {
+			for _, s := range sans(matches[i].grant()) {
 				if !slices.Contains(allowed, s) {
 					allowed = append(allowed, s)
 				}
 			}
 		}
-		switch {
-		case !matched:
-		case len(allowed) == 0:
+		if len(allowed) == 0 {
 			parts = append(parts, fmt.Sprintf("role %q allows no %s", r.Metadata.Name, field))
-		default:
+		} else {
 			parts = append(parts, fmt.Sprintf("role %q allows %s %s", r.Metadata.Name, field, listOf(allowed)))
 		}
 	}
