@@ -3,15 +3,19 @@
 package audit
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	coreaudit "github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/resource"
 )
 
 // NewCmdAudit builds the `widctl audit` group.
@@ -102,7 +106,7 @@ type Filter struct {
 
 func (flt *Filter) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&flt.Types, "type", nil, "only events of `TYPE`, e.g. svid.denied or resource.created (repeatable)")
-	fs.StringVar(&flt.Actor, "actor", "", "only events by `ACTOR`, e.g. bot:web-agent, user:alice or admin")
+	fs.StringVar(&flt.Actor, "actor", "", "only events by `ACTOR`, as audit ls shows it: bot:web-agent, alice or admin@HOST")
 	fs.StringVar(&flt.SPIFFEID, "spiffe-id", "", "only events about this SPIFFE `ID` (or path)")
 	fs.StringVar(&flt.Outcome, "outcome", "", "only events with this `OUTCOME`: success, denied or error")
 }
@@ -128,6 +132,28 @@ func (flt *Filter) check() error {
 
 func (flt *Filter) query() *authv1.AuditQuery {
 	return &authv1.AuditQuery{Types: flt.Types, Actor: flt.Actor, SpiffeId: flt.SPIFFEID, Outcome: flt.Outcome}
+}
+
+// resolve turns a bare path in --spiffe-id into the full SPIFFE ID, which
+// is what events record, in the auth service's trust domain.
+func (flt *Filter) resolve(ctx context.Context, c *client.Client) error {
+	if !strings.HasPrefix(flt.SPIFFEID, "/") {
+		return nil
+	}
+	ping, err := c.Ping(ctx, &authv1.PingRequest{})
+	if err != nil {
+		return err
+	}
+	td, err := spiffeid.TrustDomainFromString(ping.GetTrustDomain())
+	if err != nil {
+		return fmt.Errorf("the auth service's trust domain %q is invalid: %w", ping.GetTrustDomain(), err)
+	}
+	id, err := resource.ParseSPIFFEID(td, flt.SPIFFEID)
+	if err != nil {
+		return cmdutil.InputErrorf("--spiffe-id: %v", err)
+	}
+	flt.SPIFFEID = id.String()
+	return nil
 }
 
 // ParseTime reads --since and --until: a duration back from now (1h, 30m)

@@ -90,6 +90,9 @@ func listRun(ctx context.Context, opts *ListOptions) error {
 		return err
 	}
 	defer c.Close()
+	if err := opts.resolve(ctx, c); err != nil {
+		return err
+	}
 	q := opts.query()
 	q.Limit = int32(opts.Limit)
 	if !opts.Since.IsZero() {

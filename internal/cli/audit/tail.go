@@ -69,6 +69,9 @@ func tailRun(ctx context.Context, opts *TailOptions) error {
 		return err
 	}
 	defer c.Close()
+	if err := opts.resolve(ctx, c); err != nil {
+		return err
+	}
 	stream, err := c.StreamAuditEvents(ctx, &authv1.StreamAuditEventsRequest{Query: opts.query(), Backlog: int32(opts.Backlog)})
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ package bundle
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -89,6 +90,11 @@ func exportRun(ctx context.Context, opts *ExportOptions) error {
 	data := resp.GetX509Pem()
 	if opts.Format == FormatJWKS {
 		data = resp.GetJwks()
+		// Indented for the people who read bundles; parsers do not mind.
+		var buf bytes.Buffer
+		if json.Indent(&buf, data, "", "  ") == nil {
+			data = buf.Bytes()
+		}
 	}
 	if len(data) == 0 {
 		return fmt.Errorf("the auth service sent an empty %s bundle: check that widagent finished creating the trust domain", opts.Format)

@@ -47,6 +47,10 @@ func unknownCommand(cmd *cobra.Command, args []string) error {
 		return nil
 	}
 	hint := ""
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		// cobra's own default, which it sets only on its error path.
+		cmd.SuggestionsMinimumDistance = 2
+	}
 	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 		hint = fmt.Sprintf(" (did you mean %q?)", s[0])
 	}

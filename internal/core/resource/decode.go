@@ -381,6 +381,11 @@ func checkNode(n *yaml.Node, t reflect.Type, kind, field string) error {
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return nil // null leaves the zero value; Validate decides if that is allowed
 	}
+	if n.Tag == "!!binary" {
+		// Binary values could carry bytes that are not UTF-8, which JSON
+		// cannot hold; no resource field is binary.
+		return atLine(n, "%s is tagged !!binary: resources hold text only, so write the value as plain text", field)
+	}
 	switch {
 	case t == durationType:
 		if n.Kind != yaml.ScalarNode {

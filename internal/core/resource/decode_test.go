@@ -297,6 +297,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"list for mapping", "kind: user\nversion: v1\nmetadata: {name: a}\nspec: [roles]\n", "line 4: spec must be a mapping of fields, not a list"},
 		{"mapping for string", replace(userYAML, "name: alice", "name: {first: alice}"), "line 4: metadata.name must be a single value, not a mapping"},
 		{"duplicate key", replace(userYAML, "spec:", "metadata:\n  name: bob\nspec:"), `line 5: field "metadata" appears twice in user (first on line 3): keep one`},
+		{"binary", "kind: user\nversion: v1\nmetadata: {name: a, description: !!binary /w==}\nspec: {roles: []}\n", "line 3: metadata.description is tagged !!binary"},
 		{"alias", "kind: user\nversion: v1\nmetadata: &m {name: a}\nspec:\n  roles: [*m]\n", "anchors and aliases are not supported"},
 		{"syntax", "kind: user\nversion: v1\nmetadata: {name: a\n", "document 1: line 3: did not find expected ',' or '}': fix the YAML syntax"},
 		{"syntax in second document", userYAML + "---\nkind: user\nversion: v1\n  bad: indent\n", "document 2: line 11: mapping values are not allowed in this context: fix the YAML syntax"},
@@ -328,5 +329,45 @@ func TestDecodeReportsEveryBadDocument(t *testing.T) {
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "document 1: line 4:") || !strings.HasPrefix(lines[1], "document 3: line 17: unknown kind") {
 		t.Errorf("error = %q, want one line for document 1 and one for document 3", err)
+	}
+}
+
+// Values that YAML would read as something else unless quoted must come
+// back as the same text, through YAML and through JSON.
+func TestRoundTripTrickyText(t *testing.T) {
+	for _, text := range []string{
+		"true", "null", "~", "1e3", "0x10", "2030-01-02", "<<", "- x", "a: b", "#x", "'q'", `"q"`,
+		" padded ", "line\nbreak", "tab\there", "nul\x00byte", "😀 é", "\u2028", strings.Repeat("long words ", 40), "",
+	} {
+		w := validWorkloadIdentity()
+		w.Metadata.Description = text
+		w.Metadata.Labels = map[string]string{"app": text}
+		w.Spec.Rules.Allow[0].Conditions[0].Eq = ptr(text)
+		w.Spec.Rules.Allow[0].Conditions = append(w.Spec.Rules.Allow[0].Conditions, Condition{Attribute: "workload.unix.user", In: []string{text, "x"}})
+		if err := w.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		y, err := MarshalYAML(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := Decode(y)
+		if err != nil {
+			t.Fatalf("%q: Decode(MarshalYAML) = %v\n%s", text, err, y)
+		}
+		if !reflect.DeepEqual(rs[0], w) {
+			t.Errorf("%q: YAML round trip changed the resource\n%s", text, y)
+		}
+		j, err := MarshalJSON(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := Unmarshal(j)
+		if err != nil {
+			t.Fatalf("%q: Unmarshal(MarshalJSON) = %v\n%s", text, err, j)
+		}
+		if !reflect.DeepEqual(back, w) {
+			t.Errorf("%q: JSON round trip changed the resource\n%s", text, j)
+		}
 	}
 }

@@ -11,8 +11,9 @@ type FieldError struct {
 	// Field is the dotted path of the field, with list indexes counted from 1
 	// as people count them: spec.allow.spiffe[1].path.
 	Field string
-	// Message is the sentence after the resource name; it starts with the
-	// field and says what to do.
+	// Message is the sentence after the resource name. It always starts
+	// with Field, so a caller that names the field differently (a CLI flag)
+	// can swap it, and it says what to do.
 	Message string
 }
 

@@ -1,8 +1,13 @@
 package resource
 
 import (
+	"bytes"
+	"errors"
+	"io"
 	"reflect"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // FuzzDecode feeds arbitrary bytes to Decode. It must never panic, and
@@ -35,6 +40,9 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
+		if err := knownFieldsDecode(data); err != nil {
+			t.Fatalf("Decode accepted what yaml.v3 with KnownFields refuses: %v", err)
+		}
 		for _, r := range rs {
 			if err := r.Validate(); err != nil {
 				t.Fatalf("Decode accepted an invalid resource: %v", err)
@@ -63,4 +71,44 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// knownFieldsDecode decodes data the plain yaml.v3 way, with KnownFields on
+// and each document into the type its kind names, so that the fuzzer checks
+// Decode's own schema walk is at least as strict.
+func knownFieldsDecode(data []byte) error {
+	data = yamlSafeJSON(data)
+	var kinds []string
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return err
+		}
+		kind := ""
+		if len(n.Content) > 0 {
+			if k := mappingValue(n.Content[0], "kind"); k != nil {
+				kind = k.Value
+			}
+		}
+		kinds = append(kinds, kind)
+	}
+	dec = yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	for _, kind := range kinds {
+		var target any = new(yaml.Node) // empty documents
+		if kind != "" {
+			r, err := New(kind)
+			if err != nil {
+				return err
+			}
+			target = r
+		}
+		if err := dec.Decode(target); err != nil {
+			return err
+		}
+	}
+	return nil
 }

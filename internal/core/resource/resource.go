@@ -5,7 +5,9 @@ package resource
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -89,10 +91,25 @@ func (h *Header) validateHeader(kind string) error {
 		// The name itself is what is wrong, so the error names the kind only.
 		return &FieldError{Resource: kind, Field: "metadata.name", Message: "metadata.name: " + err.Error()}
 	}
-	for k := range h.Metadata.Labels {
-		if strings.TrimSpace(k) == "" {
-			return &FieldError{Resource: res, Field: "metadata.labels", Message: "metadata.labels has an empty key: give every label a name"}
+	// Sorted, so that the same file always gets the same error.
+	for _, k := range slices.Sorted(maps.Keys(h.Metadata.Labels)) {
+		if err := ValidateLabelKey(k); err != nil {
+			return &FieldError{Resource: res, Field: "metadata.labels", Message: "metadata.labels: " + err.Error()}
 		}
+	}
+	return nil
+}
+
+var labelKeyRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$`)
+
+// ValidateLabelKey checks a label name. Label names are selected on by
+// roles, so they are plain words, as in Kubernetes (app.example.com/tier).
+func ValidateLabelKey(k string) error {
+	if k == "" {
+		return fmt.Errorf("a label has an empty name: give every label a name")
+	}
+	if !labelKeyRE.MatchString(k) {
+		return fmt.Errorf("label name %q is invalid: use up to 253 letters, digits, '.', '_', '-' or '/', starting and ending with a letter or digit", k)
 	}
 	return nil
 }

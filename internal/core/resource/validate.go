@@ -3,6 +3,7 @@ package resource
 import (
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -107,16 +108,15 @@ func (c *RoleConditions) validate(res, field string) error {
 		}
 	}
 	f := field + ".workload_identity_labels"
-	keys := make([]string, 0, len(c.WorkloadIdentityLabels))
-	for k := range c.WorkloadIdentityLabels {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys) // the first error found must not depend on map order
-	for _, k := range keys {
+	// Sorted, so that the same file always gets the same error.
+	for _, k := range slices.Sorted(maps.Keys(c.WorkloadIdentityLabels)) {
 		values := c.WorkloadIdentityLabels[k]
+		if k != Wildcard {
+			if err := ValidateLabelKey(k); err != nil {
+				return &FieldError{Resource: res, Field: f, Message: f + ": " + err.Error()}
+			}
+		}
 		switch {
-		case strings.TrimSpace(k) == "":
-			return fieldErrorf(res, f, "has an empty label name: name the label to select on, or use \"*\": [\"*\"] for every workload identity")
 		case len(values) == 0:
 			return fieldErrorf(res, f, "label %s lists no values, so it selects nothing: list values, or [\"*\"] for any value", quote(k))
 		case k == Wildcard && !(len(values) == 1 && values[0] == Wildcard):

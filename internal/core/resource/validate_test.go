@@ -78,6 +78,9 @@ func runValidate(t *testing.T, fresh func() Resource, cases func(r Resource) []v
 			if fe.Field != c.wantField {
 				t.Errorf("Field = %q, want %q", fe.Field, c.wantField)
 			}
+			if !strings.HasPrefix(fe.Message, fe.Field) {
+				t.Errorf("Message %q does not start with Field %q", fe.Message, fe.Field)
+			}
 		})
 	}
 }
@@ -92,7 +95,7 @@ func TestRoleValidate(t *testing.T) {
 			{"wrong version", func() { r.Version = "v2" }, "version", `role "dev": version "v2" is not supported: use version: v1`},
 			{"no version", func() { r.Version = "" }, "version", "version is missing: add version: v1"},
 			{"wrong kind", func() { r.Kind = KindUser }, "kind", `kind is "user" but this is a role: set kind: role`},
-			{"empty label key", func() { r.Metadata.Labels = map[string]string{"": "x"} }, "metadata.labels", "empty key"},
+			{"empty label key", func() { r.Metadata.Labels = map[string]string{"": "x"} }, "metadata.labels", "a label has an empty name"},
 			{"double slash", func() { a.SPIFFE[0].Path = "/svc//x" }, "spec.allow.spiffe[1].path",
 				`role "dev": spec.allow.spiffe[1].path "/svc//x" has an empty segment 2 ("//"): remove the extra "/"`},
 			{"dot segment", func() { a.SPIFFE[0].Path = "/svc/../x" }, "spec.allow.spiffe[1].path", `has a ".." segment`},
@@ -109,7 +112,9 @@ func TestRoleValidate(t *testing.T) {
 			{"unknown resource", func() { a.Rules[0].Resources = []string{"roles"} }, "spec.allow.rules[1].resources[1]", `"roles" is not something rules guard: use one of role, user, bot, token, workload_identity, audit, bundle, cert_authority, svid, or "*"`},
 			{"no verbs", func() { r.Spec.Deny.Rules[0].Verbs = nil }, "spec.deny.rules[1].verbs", "is empty"},
 			{"unknown verb", func() { a.Rules[0].Verbs = []string{"read", "write"} }, "spec.allow.rules[1].verbs[2]", `"write" is not a verb: use one of create, read, list, update, delete, or "*"`},
-			{"empty selector key", func() { a.WorkloadIdentityLabels = map[string][]string{"": {"x"}} }, "spec.allow.workload_identity_labels", "empty label name"},
+			{"empty selector key", func() { a.WorkloadIdentityLabels = map[string][]string{"": {"x"}} }, "spec.allow.workload_identity_labels", "a label has an empty name"},
+			{"bad selector key", func() { a.WorkloadIdentityLabels = map[string][]string{"<<": {"x"}} }, "spec.allow.workload_identity_labels", `label name "<<" is invalid`},
+			{"bad label key", func() { r.Metadata.Labels = map[string]string{"a b": "x"} }, "metadata.labels", `label name "a b" is invalid`},
 			{"selector no values", func() { a.WorkloadIdentityLabels = map[string][]string{"env": {}} }, "spec.allow.workload_identity_labels", `label "env" lists no values`},
 			{"star key", func() { a.WorkloadIdentityLabels = map[string][]string{"*": {"prod"}} }, "spec.allow.workload_identity_labels", `may only be used as "*": ["*"]`},
 			{"negative ttl", func() { r.Spec.Options.MaxSVIDTTL = Duration(-time.Hour) }, "spec.options.max_svid_ttl", "-1h is negative"},

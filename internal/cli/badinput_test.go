@@ -1,0 +1,141 @@
+package cli_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/wid-project/wid/internal/cli/clitest"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/root"
+)
+
+// run runs widctl in-process and returns its exit code and streams.
+func run(t *testing.T, f *cmdutil.Factory, s *clitest.Streams, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	code = root.Run(context.Background(), f, args)
+	return code, s.Out.String(), s.ErrOut.String()
+}
+
+// Every bad input the issue lists gets one sentence that says what is wrong
+// and what to do, exit code 2, and nothing sent to the auth service (the
+// factory fails the test if a command asks for a client).
+func TestBadInput(t *testing.T) {
+	dir := clitest.Isolate(t)
+	file := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	goodRole := "kind: role\nversion: v1\nmetadata:\n  name: web\nspec:\n  allow:\n    spiffe:\n      - path: /svc/web\n"
+	long := "/" + strings.Repeat("a", 2048)
+	configDir := filepath.Join(dir, "config", "widctl")
+	if err := os.MkdirAll(configDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	badConfig := file("bad-config.yaml", "format: json\nadmin-socket: /x\n")
+
+	tests := []struct {
+		name string
+		args []string
+		want string // a fragment of the one sentence on stderr
+		code int
+	}{
+		// SPIFFE paths and IDs.
+		{"double slash", []string{"role", "create", "web", "--spiffe-path", "/svc//web"}, `--spiffe-path: path pattern "/svc//web" has an empty segment 2 ("//")`, 2},
+		{"dot segment", []string{"role", "create", "web", "--spiffe-path", "/svc/./web"}, `has a "." segment`, 2},
+		{"dot dot segment", []string{"role", "create", "web", "--spiffe-path", "/svc/../web"}, `has a ".." segment`, 2},
+		{"percent", []string{"role", "create", "web", "--spiffe-path", "/svc/%2e"}, `has the character '%' in segment "%2e"`, 2},
+		{"trailing slash", []string{"role", "create", "web", "--spiffe-path", "/svc/"}, `ends with "/"`, 2},
+		{"no leading slash", []string{"role", "create", "web", "--spiffe-path", "svc"}, `must start with "/"`, 2},
+		{"deny path", []string{"role", "create", "web", "--spiffe-path", "/svc/*", "--deny-path", "/svc//x"}, `--deny-path: path pattern "/svc//x" has an empty segment`, 2},
+		{"path over 2048 bytes", []string{"role", "create", "web", "--spiffe-path", long}, "over the limit of 2048 bytes", 2},
+		{"upper-case trust domain", []string{"explain", "--bot", "b", "--spiffe-id", "spiffe://Example.ORG/svc/web"}, `has upper-case letters in its trust domain "Example.ORG": trust domains are lower-case, write "example.org"`, 2},
+		{"id over 2048 bytes", []string{"explain", "--bot", "b", "--spiffe-id", "spiffe://example.org" + long}, "over the limit of 2048 bytes", 2},
+		{"id with percent", []string{"explain", "--role", "r", "--spiffe-id", "spiffe://example.org/a%20b"}, "no percent-encoding", 2},
+		{"id with dot dot", []string{"audit", "ls", "--spiffe-id", "/svc/../x"}, `--spiffe-id: SPIFFE ID path "/svc/../x" has a ".." segment`, 2},
+		{"not an id", []string{"explain", "--user", "u", "--spiffe-id", "http://example.org/x"}, "is neither a SPIFFE ID nor a path", 2},
+		// Globs.
+		{"partial glob", []string{"role", "create", "web", "--spiffe-path", "/svc/web-*"}, `has the partial glob "web-*"`, 2},
+		{"inner double star", []string{"role", "update", "web", "--spiffe-path", "/svc/**/admin"}, "** is only allowed as the last segment", 2},
+		// CIDRs and SANs.
+		{"bad CIDR", []string{"role", "create", "web", "--spiffe-path", "/svc/*", "--ip-san", "10.0.0.0/33"}, `--ip-san: IP range "10.0.0.0/33" is not a CIDR`, 2},
+		{"not an IP", []string{"role", "create", "web", "--spiffe-path", "/svc/*", "--ip-san", "web"}, "--ip-san", 2},
+		{"IP as DNS SAN", []string{"role", "create", "web", "--spiffe-path", "/svc/*", "--dns-san", "10.1.2.3"}, `--dns-san "10.1.2.3" is an IP address: put it in --ip-san instead`, 2},
+		{"SANs without a path", []string{"role", "create", "web", "--deny-path", "/x", "--dns-san", "a.example.com"}, "--dns-san and --ip-san apply to the granted paths", 2},
+		{"explain IP is a CIDR", []string{"explain", "--bot", "b", "--spiffe-id", "/x", "--ip-san", "10.0.0.0/8"}, `--ip-san "10.0.0.0/8" is not an IP address`, 2},
+		// TTLs.
+		{"ttl not a duration", []string{"role", "create", "web", "--spiffe-path", "/x", "--max-ttl", "1 day"}, `invalid argument "1 day" for "--max-ttl" flag: "1 day" is not a duration: write it like 90s, 15m, 1h or 24h`, 2},
+		{"ttl negative", []string{"token", "add", "--bot", "b", "--ttl=-1h"}, `duration "-1h" must be positive`, 2},
+		{"ttl over the maximum", []string{"role", "create", "web", "--spiffe-path", "/x", "--max-ttl", "48h"}, "--max-ttl 48h is over the 24h that any SVID may live", 2},
+		{"explain ttl", []string{"explain", "--bot", "b", "--spiffe-id", "/x", "--ttl", "soon"}, `"soon" is not a duration`, 2},
+		{"bot token ttl", []string{"bot", "add", "b", "--roles", "r", "--token-ttl", "0"}, `duration "0" must be positive`, 2},
+		// Kinds, names and YAML.
+		{"unknown kind", []string{"get", "widget/x"}, `unknown kind "widget": use one of role, user, bot, token, workload_identity`, 2},
+		{"unknown kind to rm", []string{"rm", "widgets/x"}, `unknown kind "widgets"`, 2},
+		{"not kind/name", []string{"rm", "role"}, `"role" is not KIND/NAME`, 2},
+		{"unknown kind in file", []string{"create", "-f", file("kind.yaml", "kind: rolez\nversion: v1\nmetadata: {name: x}\nspec: {}\n")}, `unknown kind "rolez"`, 2},
+		{"unknown YAML key", []string{"create", "-f", file("key.yaml", goodRole+"    spife: []\n")}, `line 9: field "spife" not found`, 2},
+		{"two bad documents", []string{"create", "-f", file("two.yaml", "kind: role\nversion: v2\nmetadata: {name: a}\nspec: {}\n---\n"+goodRole+"---\nkind: user\nversion: v1\nmetadata: {name: B}\nspec: {roles: [web]}\n")}, "has 2 problems, nothing was sent:\n  document 1: ", 2},
+		{"missing file", []string{"create", "-f", filepath.Join(dir, "nope.yaml")}, "does not exist: check the path given to -f", 2},
+		{"no file", []string{"create"}, "no file given: pass -f FILE, or -f - to read from stdin", 2},
+		{"empty file", []string{"create", "-f", file("empty.yaml", "\n# nothing\n")}, "empty.yaml: no resource found", 2},
+		{"upper-case name", []string{"role", "create", "Web", "--spiffe-path", "/x"}, `name "Web" is invalid: use 1-63 lower-case letters`, 2},
+		{"role grants nothing", []string{"role", "create", "web"}, `role "web" grants nothing: give at least one --spiffe-path`, 2},
+		{"update changes nothing", []string{"role", "update", "web"}, "nothing to change", 2},
+		{"user without roles", []string{"user", "add", "alice"}, `user "alice" needs roles: pass --roles`, 2},
+		{"bot without roles", []string{"bot", "add", "ci"}, `bot "ci" needs roles`, 2},
+		{"token without bot", []string{"token", "add"}, "no bot given: pass --bot NAME", 2},
+		{"token uses", []string{"token", "add", "--bot", "ci", "--uses", "0"}, "--uses 0 is too few", 2},
+		// Output format.
+		{"bad --format", []string{"role", "ls", "--format", "xml"}, `unknown output format "xml": use text, json or yaml`, 2},
+		{"bad WIDCTL_FORMAT", []string{"audit", "verify", "--format", "csv"}, `unknown output format "csv"`, 2},
+		{"bad bundle format", []string{"bundle", "export", "--format", "json"}, `unknown bundle format "json": use pem or jwks`, 2},
+		// Audit filters.
+		{"bad since", []string{"audit", "ls", "--since", "yesterday"}, `--since "yesterday" is neither a duration back from now`, 2},
+		{"since after until", []string{"audit", "ls", "--since", "1h", "--until", "2h"}, "--since is not before --until", 2},
+		{"bad outcome", []string{"audit", "tail", "--outcome", "maybe"}, `--outcome "maybe" is unknown: use success, denied or error`, 2},
+		{"bad limit", []string{"audit", "ls", "--limit", "0"}, "--limit 0 is out of range", 2},
+		// Explain.
+		{"explain for nobody", []string{"explain", "--spiffe-id", "/x"}, "explain for whom? pass one of --user NAME, --bot NAME or --role NAME", 2},
+		{"explain for two", []string{"explain", "--user", "a", "--bot", "b", "--spiffe-id", "/x"}, "--user and --bot given together", 2},
+		{"explain without id", []string{"explain", "--user", "a"}, "no SPIFFE ID given: pass --spiffe-id", 2},
+		// Command line.
+		{"unknown command", []string{"rolez"}, `unknown command "rolez" for widctl (did you mean "role"?): run widctl --help to see the commands`, 2},
+		{"unknown subcommand", []string{"role", "craete"}, `unknown command "craete" for widctl role (did you mean "create"?)`, 2},
+		{"unknown flag", []string{"role", "ls", "--colour"}, "unknown flag: --colour: run widctl role ls --help to see the flags", 2},
+		{"missing argument", []string{"role", "get"}, "missing the role's name: run widctl role get NAME", 2},
+		{"extra argument", []string{"role", "get", "a", "b"}, `unexpected argument "b": run widctl role get NAME`, 2},
+		{"flag without value", []string{"role", "create", "web", "--max-ttl"}, "flag needs an argument: --max-ttl", 2},
+		{"bad completion shell", []string{"completion", "powershell"}, `no completion for shell "powershell": use bash, zsh or fish`, 2},
+		// Connection settings.
+		{"bad CA pin", []string{"--auth", "auth.example.com:3025", "--ca-pin", "sha256:abc", "role", "ls"}, `CA pin "sha256:abc" is malformed: it is sha256: followed by 64 hex digits`, 2},
+		{"socket and auth", []string{"--admin-socket", "/run/wid/admin.sock", "--auth", "a:1", "role", "ls"}, "use only one of them", 2},
+		{"unknown config key", []string{"--config", badConfig, "role", "ls"}, `line 2: unknown key "admin-socket": the known keys are admin_socket`, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, s := clitest.Factory(t)
+			code, stdout, stderr := run(t, f, s, tt.args...)
+			if code != tt.code {
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tt.code, stderr)
+			}
+			if !strings.HasPrefix(stderr, "error: ") || !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr = %q, want error: ...%s...", stderr, tt.want)
+			}
+			if tt.name != "two bad documents" && strings.Count(stderr, "\n") != 1 {
+				t.Errorf("stderr is not one line: %q", stderr)
+			}
+			if strings.Contains(stderr, "rpc error") || strings.Contains(stderr, "Usage:") {
+				t.Errorf("stderr leaks internals or usage: %q", stderr)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q, want nothing", stdout)
+			}
+		})
+	}
+}

@@ -1,0 +1,361 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/wid-project/wid/internal/cli/clitest"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/iostreams"
+	"github.com/wid-project/wid/internal/cli/root"
+	"github.com/wid-project/wid/internal/core/auth/authtest"
+)
+
+// widctl runs widctl in-process against a real auth service, as a user
+// would: through the admin socket unless the arguments say otherwise.
+type widctl struct {
+	t   *testing.T
+	srv *authtest.Server
+}
+
+func (w widctl) run(args ...string) (code int, stdout, stderr string) {
+	w.t.Helper()
+	return w.runIn(nil, args...)
+}
+
+func (w widctl) runIn(stdin []byte, args ...string) (code int, stdout, stderr string) {
+	w.t.Helper()
+	ios, in, out, errOut := iostreams.Test()
+	in.Write(stdin)
+	if !hasTargetFlag(args) {
+		args = append([]string{"--admin-socket", w.srv.AdminSocket}, args...)
+	}
+	code = root.Run(context.Background(), cmdutil.NewFactory(ios), args)
+	return code, out.String(), errOut.String()
+}
+
+// ok runs a command that must succeed and returns its stdout.
+func (w widctl) ok(args ...string) string {
+	w.t.Helper()
+	code, out, errOut := w.run(args...)
+	if code != 0 {
+		w.t.Fatalf("widctl %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+func hasTargetFlag(args []string) bool {
+	for _, a := range args {
+		if a == "--auth" || a == "--admin-socket" {
+			return true
+		}
+	}
+	return false
+}
+
+func start(t *testing.T) widctl {
+	t.Helper()
+	clitest.Isolate(t)
+	return widctl{t: t, srv: authtest.Start(t)}
+}
+
+// A role made with flags and the same role from a file print identically:
+// the YAML get prints is the document create -f takes.
+func TestRoleFromFlagsEqualsRoleFromFile(t *testing.T) {
+	w := start(t)
+	w.ok("role", "create", "europe-foo",
+		"--spiffe-path", "/region/europe/svc/foo", "--dns-san", "foo.example.com", "--ip-san", "10.0.0.0/8",
+		"--deny-path", "/region/europe/svc/foo/admin", "--max-ttl", "24h")
+	fromFlags := w.ok("get", "role/europe-foo", "--format", "yaml")
+
+	doc := strings.ReplaceAll(fromFlags, "europe-foo", "europe-bar")
+	code, out, errOut := w.runIn([]byte(doc), "create", "-f", "-")
+	if code != 0 || out != "created role/europe-bar\n" {
+		t.Fatalf("create -f: exit %d, %q %q", code, out, errOut)
+	}
+	fromFile := w.ok("get", "role/europe-bar", "--format", "yaml")
+	if strings.ReplaceAll(fromFile, "europe-bar", "europe-foo") != fromFlags {
+		t.Errorf("from flags:\n%s\nfrom the file:\n%s", fromFlags, fromFile)
+	}
+	if got := w.ok("role", "get", "europe-foo", "--format", "yaml"); got != fromFlags {
+		t.Errorf("role get differs from get role/NAME:\n%s", got)
+	}
+	if got, want := w.ok("role", "get", "europe-foo"), w.ok("get", "role/europe-foo"); got != want {
+		t.Errorf("role get text differs from get role/NAME:\n%s\n%s", got, want)
+	}
+	if !strings.Contains(fromFlags, "max_svid_ttl: 24h") || !strings.Contains(fromFlags, "- path: /region/europe/svc/foo/admin") {
+		t.Errorf("the role is not what the flags said:\n%s", fromFlags)
+	}
+}
+
+// What the auth service refuses reaches the user as its sentence, with the
+// exit code of its kind, and never as a raw gRPC error.
+func TestServerErrors(t *testing.T) {
+	w := start(t)
+	w.ok("role", "create", "web", "--spiffe-path", "/svc/web/*")
+	w.ok("bot", "add", "web-agent", "--roles", "web")
+	wrongPin := "sha256:" + strings.Repeat("00", 32)
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"already exists", []string{"role", "create", "web", "--spiffe-path", "/x"}, cmdutil.ExitBadInput, "role/web already exists"},
+		{"not found", []string{"role", "get", "nope"}, cmdutil.ExitNotFound, "role/nope does not exist"},
+		{"update not found", []string{"user", "update", "nope", "--roles", "web"}, cmdutil.ExitNotFound, "user/nope does not exist"},
+		{"role still held", []string{"rm", "role/web"}, cmdutil.ExitBadInput, "role web is held by bot web-agent"},
+		{"unknown role", []string{"user", "add", "alice", "--roles", "ghost"}, cmdutil.ExitBadInput, "ghost"},
+		{"token for a missing bot", []string{"token", "add", "--bot", "ghost"}, cmdutil.ExitNotFound, "ghost"},
+		{"join token by file", []string{"create", "-f", "-"}, cmdutil.ExitBadInput, "join tokens are made by the auth service"},
+		{"wrong CA pin", []string{"--auth", w.srv.Addr, "--ca-pin", wrongPin, "role", "ls"}, cmdutil.ExitAuth, "the auth service's CA does not match the pin " + wrongPin},
+		{"no login over TCP", []string{"--auth", w.srv.Addr, "--ca-pin", w.srv.CAPin, "role", "ls"}, cmdutil.ExitAuth, "needs a login"},
+		{"no CA known", []string{"--auth", w.srv.Addr, "role", "ls"}, cmdutil.ExitBadInput, "pass --ca-pin"},
+		{"unreachable socket", []string{"--admin-socket", w.srv.DataDir + "/nothing.sock", "role", "ls"}, cmdutil.ExitUnavailable, "cannot reach the auth service at " + w.srv.DataDir + "/nothing.sock: is widagent running?"},
+		{"unreachable address", []string{"--auth", "127.0.0.1:1", "--ca-pin", w.srv.CAPin, "role", "ls"}, cmdutil.ExitUnavailable, "cannot reach the auth service at 127.0.0.1:1"},
+	}
+	stdin := map[string]string{
+		"join token by file": "kind: token\nversion: v1\nmetadata: {name: abc}\nspec: {bot: web-agent, method: token, uses: 1, used: 0, expires: 2030-01-02T15:04:05Z}\n",
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errOut := w.runIn([]byte(stdin[tt.name]), tt.args...)
+			if code != tt.code {
+				t.Errorf("exit %d, want %d: %s", code, tt.code, errOut)
+			}
+			if !strings.HasPrefix(errOut, "error: ") || !strings.Contains(errOut, tt.want) || strings.Count(errOut, "\n") != 1 {
+				t.Errorf("stderr = %q, want one line with %q", errOut, tt.want)
+			}
+			if strings.Contains(errOut, "rpc error") || strings.Contains(errOut, "code =") {
+				t.Errorf("raw gRPC error shown: %q", errOut)
+			}
+			if out != "" {
+				t.Errorf("stdout = %q", out)
+			}
+		})
+	}
+}
+
+func TestBotAndTokens(t *testing.T) {
+	w := start(t)
+	w.ok("role", "create", "web", "--spiffe-path", "/svc/web/*")
+	out := w.ok("bot", "add", "web-agent", "--roles", "web", "--token-ttl", "30m", "--format", "json")
+	var j struct {
+		Bot         string    `json:"bot"`
+		Token       string    `json:"token"`
+		TokenName   string    `json:"token_name"`
+		Uses        int       `json:"uses"`
+		Expires     time.Time `json:"expires"`
+		JoinCommand string    `json:"join_command"`
+	}
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("bot add --format json: %v\n%s", err, out)
+	}
+	wantCmd := fmt.Sprintf("widagent start --roles agent --auth %s --join-token %s --ca-pin %s", w.srv.Addr, j.Token, w.srv.CAPin)
+	if j.Bot != "web-agent" || len(j.Token) < 32 || j.JoinCommand != wantCmd || j.Uses != 1 {
+		t.Errorf("bot add = %+v, want join command %q", j, wantCmd)
+	}
+	if d := time.Until(j.Expires); d < 25*time.Minute || d > 31*time.Minute {
+		t.Errorf("token expires in %v, want about 30m", d)
+	}
+
+	text := w.ok("token", "add", "--bot", "web-agent", "--uses", "3")
+	if !strings.Contains(text, "Join token for bot web-agent (3 uses, expires ") || !strings.Contains(text, "\n  widagent start --roles agent --auth "+w.srv.Addr+" --join-token ") {
+		t.Errorf("token add printed:\n%s", text)
+	}
+	secret := strings.TrimSpace(strings.Split(text, "\n")[1])
+
+	for _, format := range []string{"text", "json", "yaml"} {
+		ls := w.ok("token", "ls", "--format", format)
+		if strings.Contains(ls, secret) || strings.Contains(ls, j.Token) || strings.Contains(ls, "secret_hash") {
+			t.Errorf("token ls --format %s shows a secret:\n%s", format, ls)
+		}
+		if !strings.Contains(ls, j.TokenName) {
+			t.Errorf("token ls --format %s misses token %s:\n%s", format, j.TokenName, ls)
+		}
+	}
+	if ls := w.ok("token", "ls"); !strings.Contains(ls, "0/3") || !strings.HasPrefix(ls, "NAME ") {
+		t.Errorf("token ls:\n%s", ls)
+	}
+	if got := w.ok("token", "rm", j.TokenName); got != "removed token/"+j.TokenName+"\n" {
+		t.Errorf("token rm printed %q", got)
+	}
+	w.ok("bot", "rm", "web-agent")
+	code, _, errOut := w.run("token", "ls")
+	if code != 0 || !strings.Contains(errOut, "no join tokens") {
+		t.Errorf("after bot rm, token ls: exit %d, %q (a bot's tokens go with it)", code, errOut)
+	}
+}
+
+func TestExplainExitCodes(t *testing.T) {
+	w := start(t)
+	w.ok("role", "create", "web", "--spiffe-path", "/svc/*", "--deny-path", "/svc/admin", "--max-ttl", "1h")
+	w.ok("user", "add", "alice", "--roles", "web")
+
+	code, out, _ := w.run("explain", "--user", "alice", "--spiffe-id", "/svc/web")
+	if code != 0 || !strings.HasPrefix(out, "ALLOWED: user alice may get spiffe://example.org/svc/web\n") {
+		t.Errorf("allowed: exit %d\n%s", code, out)
+	}
+	code, out, errOut := w.run("explain", "--user", "alice", "--spiffe-id", "spiffe://example.org/svc/admin")
+	if code != cmdutil.ExitError || !strings.HasPrefix(out, "DENIED: user alice may not get spiffe://example.org/svc/admin\n") || errOut != "" {
+		t.Errorf("denied: exit %d\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "/svc/admin") || !strings.Contains(out, "Reason:") {
+		t.Errorf("the denial does not say why:\n%s", out)
+	}
+	code, out, _ = w.run("explain", "--role", "web", "--spiffe-id", "/svc/web", "--ttl", "2h", "--format", "json")
+	var e struct {
+		Allowed bool
+		Check   string
+		Reason  string
+	}
+	if err := json.Unmarshal([]byte(out), &e); err != nil || code != 1 || e.Allowed || e.Check != "ttl_over_max" {
+		t.Errorf("ttl over max: exit %d, %+v, %v\n%s", code, e, err, out)
+	}
+}
+
+func TestAuditAndBundle(t *testing.T) {
+	w := start(t)
+	w.ok("role", "create", "web", "--spiffe-path", "/svc/*")
+
+	ls := w.ok("audit", "ls", "--type", "resource.created")
+	lines := strings.Split(strings.TrimSpace(ls), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "TIME") || !strings.Contains(lines[1], "role/web") || !strings.Contains(lines[1], "success") {
+		t.Errorf("audit ls:\n%s", ls)
+	}
+	var events []struct {
+		Seq      int64
+		Type     string
+		Resource string
+		Hash     string
+	}
+	if err := json.Unmarshal([]byte(w.ok("audit", "ls", "--format", "json", "--since", "1h")), &events); err != nil || len(events) < 2 {
+		t.Fatalf("audit ls --format json: %v, %d events", err, len(events))
+	}
+	if last := events[len(events)-1]; last.Type != "resource.created" || last.Resource != "role/web" || last.Hash == "" {
+		t.Errorf("last event = %+v", last)
+	}
+	if out := w.ok("audit", "ls", "--until", "2000-01-01T00:00:00Z"); out != "" {
+		t.Errorf("events before 2000: %q", out)
+	}
+
+	verify := w.ok("audit", "verify")
+	if !strings.HasPrefix(verify, fmt.Sprintf("audit log verified: %d events, head ", len(events))) {
+		t.Errorf("audit verify: %q", verify)
+	}
+
+	td := spiffeid.RequireTrustDomainFromString(w.srv.TrustDomain)
+	pemOut := w.ok("bundle", "export")
+	xb, err := x509bundle.Parse(td, []byte(pemOut))
+	if err != nil || len(xb.X509Authorities()) == 0 {
+		t.Errorf("bundle export is not an X.509 bundle go-spiffe reads: %v", err)
+	}
+	file := t.TempDir() + "/bundle.jwks"
+	code, out, errOut := w.run("bundle", "export", "--format", "jwks", "-o", file)
+	if code != 0 || out != "" || !strings.Contains(errOut, "to "+file) {
+		t.Fatalf("bundle export -o: exit %d %q %q", code, out, errOut)
+	}
+	sb, err := spiffebundle.Load(td, file)
+	if err != nil || len(sb.X509Authorities()) == 0 || len(sb.JWTAuthorities()) == 0 {
+		t.Errorf("the JWKS is not a SPIFFE bundle with x509-svid and jwt-svid keys: %v", err)
+	}
+}
+
+// audit tail prints the backlog, then events as they happen, and ends
+// cleanly when interrupted.
+func TestAuditTail(t *testing.T) {
+	w := start(t)
+	w.ok("role", "create", "first", "--spiffe-path", "/a")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := newSyncBuffer()
+	ios, _, _, errOut := iostreams.Test()
+	ios.Out = out
+	done := make(chan int, 1)
+	go func() {
+		done <- root.Run(ctx, cmdutil.NewFactory(ios), []string{"--admin-socket", w.srv.AdminSocket, "audit", "tail", "--backlog", "1", "--format", "json"})
+	}()
+	waitFor(t, out, "role/first")
+	w.ok("role", "create", "second", "--spiffe-path", "/b")
+	waitFor(t, out, "role/second")
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("tail ended with %d: %s", code, errOut)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("tail did not stop when interrupted")
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want the backlog of 1 and 1 live event, got:\n%s", out.String())
+	}
+	for _, l := range lines {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Errorf("line is not one JSON event: %q", l)
+		}
+	}
+}
+
+func TestVersionShowsServer(t *testing.T) {
+	w := start(t)
+	out := w.ok("version")
+	if out != "widctl dev\nauth service test (trust domain example.org)\n" {
+		t.Errorf("version:\n%s", out)
+	}
+	code, out, _ := w.run("--admin-socket", w.srv.DataDir+"/none.sock", "version")
+	if code != 0 || !strings.Contains(out, "auth service: unknown (cannot reach the auth service at") {
+		t.Errorf("version without a server: exit %d\n%s", code, out)
+	}
+}
+
+// syncBuffer is a stdout that a test can watch while a command writes to it.
+type syncBuffer struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	written chan struct{}
+}
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{written: make(chan struct{}, 1)} }
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	select {
+	case b.written <- struct{}{}:
+	default:
+	}
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor waits until s has been written, woken by each write.
+func waitFor(t *testing.T, b *syncBuffer, s string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for !strings.Contains(b.String(), s) {
+		select {
+		case <-b.written:
+		case <-timeout:
+			t.Fatalf("%q never appeared in:\n%s", s, b.String())
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package token
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/cli/clitest"
+	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/core/resource"
+)
+
+func TestAddParsesFlags(t *testing.T) {
+	f, _ := clitest.Factory(t)
+	var got *AddOptions
+	cmd := NewCmdAdd(f, func(o *AddOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--bot", "web-agent", "--ttl", "15m", "--uses", "5"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Bot != "web-agent" || got.TTL != resource.Duration(15*time.Minute) || got.Uses != 5 {
+		t.Errorf("options = %+v", got)
+	}
+	cmd = NewCmdAdd(f, func(o *AddOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"--bot", "web-agent"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Uses != 1 || got.TTL != 0 {
+		t.Errorf("defaults = %+v, want one use and the server's default TTL", got)
+	}
+}
+
+func TestJoinPrintsTheCommandToRun(t *testing.T) {
+	doc := []byte(`{"kind":"token","version":"v1","metadata":{"name":"3f9a1c0b5d7e2a64"},"spec":{"bot":"web-agent","method":"token","uses":2,"used":0,"expires":"2026-01-01T13:00:00Z"}}`)
+	ping := &authv1.PingResponse{AuthAddr: "auth.example.com:3025", CaPin: "sha256:abcd"}
+	j, err := NewJoin(ping, "s3cr3t", doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	p := &output.Printer{Out: &buf, Format: output.Text}
+	if err := j.Print(p, "Added bot web-agent with roles web."); err != nil {
+		t.Fatal(err)
+	}
+	want := `Added bot web-agent with roles web.
+
+Join token for bot web-agent (2 uses, expires 2026-01-01T13:00:00Z):
+  s3cr3t
+It is shown only this once.
+
+To join, run on the agent's machine:
+  widagent start --roles agent --auth auth.example.com:3025 --join-token s3cr3t --ca-pin sha256:abcd
+`
+	if buf.String() != want {
+		t.Errorf("printed:\n%s\nwant:\n%s", buf.String(), want)
+	}
+	if got := JoinCommand("", "t", "sha256:x"); !strings.Contains(got, "--auth HOST:PORT") {
+		t.Errorf("without an auth address: %q", got)
+	}
+}
