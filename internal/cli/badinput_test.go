@@ -111,6 +111,7 @@ func TestBadInput(t *testing.T) {
 		{"missing argument", []string{"role", "get"}, "missing the role's name: run widctl role get NAME", 2},
 		{"extra argument", []string{"role", "get", "a", "b"}, `unexpected argument "b": run widctl role get NAME`, 2},
 		{"flag without value", []string{"role", "create", "web", "--max-ttl"}, "flag needs an argument: --max-ttl", 2},
+		{"help on nothing", []string{"help", "role", "nope"}, `there is no command "role nope": run widctl --help to see the commands`, 2},
 		{"bad completion shell", []string{"completion", "powershell"}, `no completion for shell "powershell": use bash, zsh or fish`, 2},
 		// Connection settings.
 		{"bad CA pin", []string{"--auth", "auth.example.com:3025", "--ca-pin", "sha256:abc", "role", "ls"}, `CA pin "sha256:abc" is malformed: it is sha256: followed by 64 hex digits`, 2},

@@ -3,6 +3,10 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -13,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/clitest"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
@@ -247,6 +252,25 @@ func TestAuditAndBundle(t *testing.T) {
 	}
 	if out := w.ok("audit", "ls", "--until", "2000-01-01T00:00:00Z"); out != "" {
 		t.Errorf("events before 2000: %q", out)
+	}
+
+	// Events record full SPIFFE IDs; a bare path is resolved in the trust domain.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.MarshalPKIXPublicKey(key.Public())
+	if _, err := w.srv.AdminClient(t).SignX509SVID(context.Background(), &authv1.SignX509SVIDRequest{SpiffeId: "/svc/web", PublicKey: pub}); err != nil {
+		t.Fatalf("issuing an SVID as admin: %v", err)
+	}
+	byPath := w.ok("audit", "ls", "--spiffe-id", "/svc/web")
+	byID := w.ok("audit", "ls", "--spiffe-id", "spiffe://example.org/svc/web")
+	if byPath != byID || !strings.Contains(byPath, "svid.x509.issued") || strings.Contains(byPath, "resource.created") {
+		t.Errorf("audit ls by path:\n%s\nby ID:\n%s", byPath, byID)
+	}
+	events = events[:0]
+	if err := json.Unmarshal([]byte(w.ok("audit", "ls", "--format", "json")), &events); err != nil {
+		t.Fatal(err)
 	}
 
 	verify := w.ok("audit", "verify")

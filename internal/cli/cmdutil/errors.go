@@ -106,6 +106,10 @@ func Explain(err error, target string) Report {
 	}
 	var e *Error
 	if errors.As(err, &e) {
+		if e.Message == "" && e.Err == nil {
+			// The command already said everything.
+			return Report{Code: e.Code}
+		}
 		r.Code = e.Code
 		r.Message = e.Message
 		if e.Message == "" && e.Err != nil {

@@ -77,7 +77,7 @@ func Files() (map[string][]byte, error) {
 // GenManTree names them (widctl-role-create.1).
 func manPages(cmd *cobra.Command, files map[string][]byte) error {
 	for _, c := range cmd.Commands() {
-		if !c.IsAvailableCommand() || c.IsAdditionalHelpTopicCommand() {
+		if !c.IsAvailableCommand() || c.IsAdditionalHelpTopicCommand() || c.Name() == "help" {
 			continue
 		}
 		if err := manPages(c, files); err != nil {

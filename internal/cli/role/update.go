@@ -110,7 +110,7 @@ func (opts *UpdateOptions) Apply(r *resource.Role) error {
 	return validate(r)
 }
 
-// nonEmpty drops the "" that --dns-san ” leaves, so it clears the list.
+// nonEmpty drops empty values, so that an empty --dns-san clears the list.
 func nonEmpty(ss []string) []string {
 	var out []string
 	for _, s := range ss {

@@ -107,8 +107,26 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 		versioncmd.NewCmdVersion(f, nil),
 		completion.NewCmdCompletion(f, nil),
 	)
+	root.SetHelpCommand(newHelpCmd())
 	root.SetHelpCommandGroupID(groupOther)
 	return root
+}
+
+// newHelpCmd replaces cobra's help command, which prints the root's help and
+// succeeds when asked about a command that does not exist.
+func newHelpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "help [command]",
+		Short:   "Help about any command",
+		Example: "  widctl help role create",
+		RunE: func(c *cobra.Command, args []string) error {
+			cmd, rest, err := c.Root().Find(args)
+			if err != nil || len(rest) > 0 {
+				return cmdutil.InputErrorf("there is no command %q: run widctl --help to see the commands", strings.Join(args, " "))
+			}
+			return cmd.Help()
+		},
+	}
 }
 
 // Run runs widctl with args on f and returns the exit code, having printed
