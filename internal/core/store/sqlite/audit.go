@@ -15,10 +15,6 @@ import (
 // scanPage is how many audit rows ScanAudit holds in memory at once.
 const scanPage = 1000
 
-// insertChunk is how many audit rows one INSERT carries: nine parameters
-// each, well under SQLite's limit of 32766.
-const insertChunk = 128
-
 const auditColumns = `seq, time, type, actor, spiffe_id, outcome, data, prev_hash, hash`
 
 // AppendAudit appends rows in one transaction, after checking that they
@@ -31,7 +27,7 @@ func (db *DB) AppendAudit(ctx context.Context, rows []store.AuditRow) error {
 	return db.writeTx(ctx, func(tx *sql.Tx) error {
 		var headSeq int64
 		var headHash string
-		err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&headSeq, &headHash)
+		err := tx.StmtContext(ctx, db.auditHeadGet).QueryRowContext(ctx).Scan(&headSeq, &headHash)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("appending audit events: the audit_head row is missing: %w", store.ErrAuditChain)
 		}
@@ -46,31 +42,23 @@ func (db *DB) AppendAudit(ctx context.Context, rows []store.AuditRow) error {
 			prevSeq, prevHash = r.Seq, r.Hash
 		}
 
-		// Several rows per statement: the per-statement overhead, not the
-		// B-tree work, dominates a batch of small rows.
-		for chunk := range slices.Chunk(rows, insertChunk) {
-			args := make([]any, 0, len(chunk)*9)
-			for _, r := range chunk {
-				data := r.Data
-				if data == nil {
-					data = []byte{}
-				}
-				args = append(args, r.Seq, formatTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash)
+		insert := tx.StmtContext(ctx, db.auditInsert)
+		for _, r := range rows {
+			data := r.Data
+			if data == nil {
+				data = []byte{}
 			}
-			q := `INSERT INTO audit_events (` + auditColumns + `) VALUES ` +
-				strings.TrimSuffix(strings.Repeat(`(?, ?, ?, ?, ?, ?, ?, ?, ?), `, len(chunk)), ", ")
-			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-				first, last := chunk[0].Seq, chunk[len(chunk)-1].Seq
+			if _, err := insert.ExecContext(ctx, r.Seq, formatTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash); err != nil {
 				if isConstraint(err, 0) {
-					// A row already holds one of these seqs although the
-					// head says otherwise: the table was written around it.
-					return fmt.Errorf("appending audit events %d to %d: %v: %w", first, last, err, store.ErrAuditChain)
+					// A row already holds this seq although the head says
+					// otherwise: the table was written around the head.
+					return fmt.Errorf("appending audit event %d: %v: %w", r.Seq, err, store.ErrAuditChain)
 				}
-				return fmt.Errorf("appending audit events %d to %d: %w", first, last, err)
+				return fmt.Errorf("appending audit event %d: %w", r.Seq, err)
 			}
 		}
 		last := rows[len(rows)-1]
-		if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, last.Seq, last.Hash); err != nil {
+		if _, err := tx.StmtContext(ctx, db.auditHeadSet).ExecContext(ctx, last.Seq, last.Hash); err != nil {
 			return fmt.Errorf("appending audit events: updating head: %w", err)
 		}
 		return nil

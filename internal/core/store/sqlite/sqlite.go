@@ -44,6 +44,9 @@ type DB struct {
 	writer *sql.DB
 	// reader serves Get, List and audit reads concurrently with the writer.
 	reader *sql.DB
+	// The audit append runs for every issuance: its statements are parsed
+	// once, on the one writer connection, instead of on every commit.
+	auditInsert, auditHeadGet, auditHeadSet *sql.Stmt
 }
 
 var _ store.Backend = (*DB)(nil)
@@ -101,7 +104,25 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("opening database %s for reading: %w", abs, err)
 	}
+	if err := db.prepareAudit(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("opening database %s: %w", abs, err)
+	}
 	return db, nil
+}
+
+func (db *DB) prepareAudit(ctx context.Context) error {
+	var err error
+	if db.auditInsert, err = db.writer.PrepareContext(ctx, `INSERT INTO audit_events (`+auditColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`); err != nil {
+		return fmt.Errorf("preparing audit insert: %w", err)
+	}
+	if db.auditHeadGet, err = db.writer.PrepareContext(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`); err != nil {
+		return fmt.Errorf("preparing audit head read: %w", err)
+	}
+	if db.auditHeadSet, err = db.writer.PrepareContext(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`); err != nil {
+		return fmt.Errorf("preparing audit head update: %w", err)
+	}
+	return nil
 }
 
 // dsn builds the driver's connection string. The file: URI form is used so
@@ -149,6 +170,11 @@ func (db *DB) Path() string { return db.path }
 // checkpoints the WAL into the main file.
 func (db *DB) Close() error {
 	var errs []error
+	for _, st := range []*sql.Stmt{db.auditInsert, db.auditHeadGet, db.auditHeadSet} {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
 	if db.reader != nil {
 		if err := db.reader.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("closing database readers: %w", err))
