@@ -31,7 +31,8 @@ proto:
 # Benchmarks named by the issues; figures go in the issue notes.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/core/...
-	$(GO) run ./bench/issuance -clients 16 -duration 10s
+	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
+	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
 
 # Run each fuzz target for FUZZTIME (default 60s).
 FUZZTIME ?= 60s

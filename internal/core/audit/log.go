@@ -26,6 +26,17 @@ const maxBatch = 512
 // need the backend to serialize the chain, not more retries here.
 const appendAttempts = 3
 
+// Group commit. Each commit costs a WAL write and an fsync whatever its
+// size, so under load the writer lingers a moment before taking a batch,
+// letting the callers already on their way join it: one fsync then covers
+// many events, and the CPU the commits no longer burn goes to issuing. An
+// idle log (nothing committed within busyGap) commits at once, so a lone
+// request never waits for the linger.
+const (
+	linger  = 400 * time.Microsecond
+	busyGap = 2 * time.Millisecond
+)
+
 type logState int
 
 const (
@@ -90,7 +101,8 @@ func Open(ctx context.Context, b store.Backend, logger *slog.Logger) (*Log, erro
 // Run is the log's writer; run it exactly once, alongside the services that
 // emit. It commits whatever Emit callers have queued as one transaction,
 // then wakes them, and repeats: while one batch commits the next one
-// gathers, so throughput grows with concurrency without any timer delay.
+// gathers, and under load Run lingers briefly (see linger) so that batches
+// grow with concurrency.
 //
 // When ctx is done Run stops accepting events, commits those already
 // queued, closes every subscription and returns nil. A failed commit fails
@@ -112,15 +124,21 @@ func (l *Log) Run(ctx context.Context) error {
 	// Commits outlive ctx: an event taken from the queue is written even if
 	// the service is shutting down, since its caller may already be waiting.
 	writeCtx := context.WithoutCancel(ctx)
+	var lastCommit time.Time
 	for {
 		select {
 		case <-l.wake:
 			for ctx.Err() == nil {
-				batch := l.take()
-				if len(batch) == 0 {
+				n := l.queued()
+				if n == 0 {
 					break
 				}
+				if n < maxBatch && time.Since(lastCommit) < busyGap {
+					time.Sleep(linger)
+				}
+				batch := l.take()
 				l.commit(writeCtx, batch)
+				lastCommit = time.Now()
 			}
 		case <-ctx.Done():
 		}
@@ -138,6 +156,13 @@ func (l *Log) Run(ctx context.Context) error {
 	}
 	l.closeSubscribers()
 	return nil
+}
+
+// queued is how many events wait for the writer.
+func (l *Log) queued() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue)
 }
 
 // take removes and returns up to maxBatch queued events, oldest first.
