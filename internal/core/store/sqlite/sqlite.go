@@ -86,9 +86,24 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	writer.SetConnMaxIdleTime(0)
 
 	db := &DB{path: abs, writer: writer}
-	if err := db.init(ctx); err != nil {
-		_ = writer.Close()
-		return nil, err
+	// Switching a new file to WAL takes an exclusive lock for which SQLite
+	// does not run the busy handler, so two processes opening the same new
+	// file at once see SQLITE_BUSY at once: retry that, within busyTimeout.
+	for deadline := time.Now().Add(busyTimeout); ; {
+		err := db.init(ctx)
+		if err == nil {
+			break
+		}
+		if !isBusy(err) || time.Now().After(deadline) {
+			_ = writer.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			_ = writer.Close()
+			return nil, fmt.Errorf("opening database %s: %w", abs, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 
 	reader, err := sql.Open("sqlite", dsn(abs, true))
@@ -201,6 +216,16 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("committing transaction: %w", err)
 	}
 	return nil
+}
+
+// isBusy reports whether err is SQLITE_BUSY or SQLITE_LOCKED.
+func isBusy(err error) bool {
+	var se *sqlitedriver.Error
+	if !errors.As(err, &se) {
+		return false
+	}
+	c := se.Code() & 0xff
+	return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
 }
 
 // isConstraint reports whether err is a SQLite constraint violation of the
