@@ -1517,8 +1517,12 @@ type ExplainRequest struct {
 	DnsSans       []string `protobuf:"bytes,4,rep,name=dns_sans,json=dnsSans,proto3" json:"dns_sans,omitempty"`
 	IpSans        []string `protobuf:"bytes,5,rep,name=ip_sans,json=ipSans,proto3" json:"ip_sans,omitempty"`
 	TtlSeconds    int64    `protobuf:"varint,6,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// workload_attributes asks which workload identities a workload with these
+	// attestation attributes would get from the principal (a bot), and why not
+	// for the others.
+	WorkloadAttributes map[string]string `protobuf:"bytes,7,rep,name=workload_attributes,json=workloadAttributes,proto3" json:"workload_attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ExplainRequest) Reset() {
@@ -1593,25 +1597,113 @@ func (x *ExplainRequest) GetTtlSeconds() int64 {
 	return 0
 }
 
+func (x *ExplainRequest) GetWorkloadAttributes() map[string]string {
+	if x != nil {
+		return x.WorkloadAttributes
+	}
+	return nil
+}
+
+type WorkloadExplanation struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Identity string                 `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	Allowed  bool                   `protobuf:"varint,2,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// spiffe_id is the filled-in SPIFFE ID, when the rules match.
+	SpiffeId string `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Reason   string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// check is the failed check: rules, template, not_selected (the bot's
+	// workload_identity_labels), or one of ExplainResponse's checks.
+	Check         string `protobuf:"bytes,5,opt,name=check,proto3" json:"check,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadExplanation) Reset() {
+	*x = WorkloadExplanation{}
+	mi := &file_auth_v1_auth_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadExplanation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadExplanation) ProtoMessage() {}
+
+func (x *WorkloadExplanation) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadExplanation.ProtoReflect.Descriptor instead.
+func (*WorkloadExplanation) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WorkloadExplanation) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *WorkloadExplanation) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *WorkloadExplanation) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *WorkloadExplanation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *WorkloadExplanation) GetCheck() string {
+	if x != nil {
+		return x.Check
+	}
+	return ""
+}
+
 type ExplainResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Allowed bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
 	// reason is one sentence for people.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// check is the failed check: path_not_granted, dns_san_not_granted, ip_san_not_granted, ttl_over_max, denied, no_roles.
-	Check         string   `protobuf:"bytes,3,opt,name=check,proto3" json:"check,omitempty"`
-	Role          string   `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
-	Rule          int32    `protobuf:"varint,5,opt,name=rule,proto3" json:"rule,omitempty"`
-	Roles         []string `protobuf:"bytes,6,rep,name=roles,proto3" json:"roles,omitempty"`
-	SpiffeId      string   `protobuf:"bytes,7,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	TtlSeconds    int64    `protobuf:"varint,8,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	Check      string   `protobuf:"bytes,3,opt,name=check,proto3" json:"check,omitempty"`
+	Role       string   `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
+	Rule       int32    `protobuf:"varint,5,opt,name=rule,proto3" json:"rule,omitempty"`
+	Roles      []string `protobuf:"bytes,6,rep,name=roles,proto3" json:"roles,omitempty"`
+	SpiffeId   string   `protobuf:"bytes,7,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	TtlSeconds int64    `protobuf:"varint,8,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// workloads answers workload_attributes, one entry per workload identity.
+	Workloads     []*WorkloadExplanation `protobuf:"bytes,9,rep,name=workloads,proto3" json:"workloads,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[27]
+	mi := &file_auth_v1_auth_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +1715,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[27]
+	mi := &file_auth_v1_auth_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +1728,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{27}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ExplainResponse) GetAllowed() bool {
@@ -1695,6 +1787,700 @@ func (x *ExplainResponse) GetTtlSeconds() int64 {
 	return 0
 }
 
+func (x *ExplainResponse) GetWorkloads() []*WorkloadExplanation {
+	if x != nil {
+		return x.Workloads
+	}
+	return nil
+}
+
+type WatchAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host names the agent's machine, for the audit log and agent tracking.
+	Host          string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAgentRequest) Reset() {
+	*x = WatchAgentRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAgentRequest) ProtoMessage() {}
+
+func (x *WatchAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAgentRequest.ProtoReflect.Descriptor instead.
+func (*WatchAgentRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WatchAgentRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+type AgentState struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Bundle      *AgentBundle           `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	// workload_identities are the JSON documents of every workload identity
+	// the calling bot may issue.
+	WorkloadIdentities [][]byte `protobuf:"bytes,3,rep,name=workload_identities,json=workloadIdentities,proto3" json:"workload_identities,omitempty"`
+	// generation grows with every state the auth service pushes.
+	Generation    int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentState) Reset() {
+	*x = AgentState{}
+	mi := &file_auth_v1_auth_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentState) ProtoMessage() {}
+
+func (x *AgentState) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentState.ProtoReflect.Descriptor instead.
+func (*AgentState) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *AgentState) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *AgentState) GetBundle() *AgentBundle {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+func (x *AgentState) GetWorkloadIdentities() [][]byte {
+	if x != nil {
+		return x.WorkloadIdentities
+	}
+	return nil
+}
+
+func (x *AgentState) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type AgentBundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// x509_authorities are the spiffe CA's DER certificates.
+	X509Authorities [][]byte `protobuf:"bytes,1,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`
+	// jwt_jwks is a JWKS of the jwt CA's public keys (use jwt-svid, kid set).
+	JwtJwks []byte `protobuf:"bytes,2,opt,name=jwt_jwks,json=jwtJwks,proto3" json:"jwt_jwks,omitempty"`
+	// wit_jwks is a JWKS of the wit CA's public keys (use wit-svid, kid set).
+	WitJwks []byte `protobuf:"bytes,3,opt,name=wit_jwks,json=witJwks,proto3" json:"wit_jwks,omitempty"`
+	// sequence is the bundle's spiffe_sequence.
+	Sequence      int64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentBundle) Reset() {
+	*x = AgentBundle{}
+	mi := &file_auth_v1_auth_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentBundle) ProtoMessage() {}
+
+func (x *AgentBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentBundle.ProtoReflect.Descriptor instead.
+func (*AgentBundle) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *AgentBundle) GetX509Authorities() [][]byte {
+	if x != nil {
+		return x.X509Authorities
+	}
+	return nil
+}
+
+func (x *AgentBundle) GetJwtJwks() []byte {
+	if x != nil {
+		return x.JwtJwks
+	}
+	return nil
+}
+
+func (x *AgentBundle) GetWitJwks() []byte {
+	if x != nil {
+		return x.WitJwks
+	}
+	return nil
+}
+
+func (x *AgentBundle) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+type IssueWorkloadSVIDsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// attributes are the workload's attestation attributes.
+	Attributes    map[string]string      `protobuf:"bytes,1,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Svids         []*WorkloadSVIDRequest `protobuf:"bytes,2,rep,name=svids,proto3" json:"svids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueWorkloadSVIDsRequest) Reset() {
+	*x = IssueWorkloadSVIDsRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueWorkloadSVIDsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueWorkloadSVIDsRequest) ProtoMessage() {}
+
+func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueWorkloadSVIDsRequest.ProtoReflect.Descriptor instead.
+func (*IssueWorkloadSVIDsRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *IssueWorkloadSVIDsRequest) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *IssueWorkloadSVIDsRequest) GetSvids() []*WorkloadSVIDRequest {
+	if x != nil {
+		return x.Svids
+	}
+	return nil
+}
+
+type WorkloadSVIDRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// identity names a workload_identity: the auth service matches its rules
+	// against the attributes and fills in its SPIFFE ID, DNS SANs and hint.
+	// Empty for an SVID from the agent's own config, which sets spiffe_id.
+	Identity string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// spiffe_id is a path or a full SPIFFE ID in the trust domain (config SVIDs).
+	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// type is x509, jwt or wit.
+	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	// csr (x509) is a DER PKCS#10 request; its signature must verify.
+	Csr []byte `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`
+	// public_key (wit) is a DER PKIX public key, bound in the token's cnf claim.
+	PublicKey []byte `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
+	// audience (jwt) is required for JWT-SVIDs.
+	Audience []string `protobuf:"bytes,6,rep,name=audience,proto3" json:"audience,omitempty"`
+	// ttl_seconds 0 means the identity's TTL, else the default for the type.
+	TtlSeconds int64 `protobuf:"varint,7,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// dns_sans (config SVIDs only; an identity's come from its spec).
+	DnsSans       []string `protobuf:"bytes,8,rep,name=dns_sans,json=dnsSans,proto3" json:"dns_sans,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadSVIDRequest) Reset() {
+	*x = WorkloadSVIDRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadSVIDRequest) ProtoMessage() {}
+
+func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadSVIDRequest.ProtoReflect.Descriptor instead.
+func (*WorkloadSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *WorkloadSVIDRequest) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *WorkloadSVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *WorkloadSVIDRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *WorkloadSVIDRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *WorkloadSVIDRequest) GetPublicKey() []byte {
+	if x != nil {
+		return x.PublicKey
+	}
+	return nil
+}
+
+func (x *WorkloadSVIDRequest) GetAudience() []string {
+	if x != nil {
+		return x.Audience
+	}
+	return nil
+}
+
+func (x *WorkloadSVIDRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *WorkloadSVIDRequest) GetDnsSans() []string {
+	if x != nil {
+		return x.DnsSans
+	}
+	return nil
+}
+
+type WorkloadSVIDResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// cert_chain (x509) is DER, leaf first.
+	CertChain [][]byte `protobuf:"bytes,2,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"`
+	// token (jwt, wit) is the JWS compact serialization.
+	Token string `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`
+	// serial is the certificate serial (hex) or the token's jti.
+	Serial    string                 `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Hint      string                 `protobuf:"bytes,6,opt,name=hint,proto3" json:"hint,omitempty"`
+	// error says why this SVID was refused; empty when it was issued.
+	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// check is the failed check, as in WorkloadExplanation.
+	Check         string `protobuf:"bytes,8,opt,name=check,proto3" json:"check,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WorkloadSVIDResult) Reset() {
+	*x = WorkloadSVIDResult{}
+	mi := &file_auth_v1_auth_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkloadSVIDResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkloadSVIDResult) ProtoMessage() {}
+
+func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkloadSVIDResult.ProtoReflect.Descriptor instead.
+func (*WorkloadSVIDResult) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *WorkloadSVIDResult) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *WorkloadSVIDResult) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *WorkloadSVIDResult) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *WorkloadSVIDResult) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *WorkloadSVIDResult) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *WorkloadSVIDResult) GetHint() string {
+	if x != nil {
+		return x.Hint
+	}
+	return ""
+}
+
+func (x *WorkloadSVIDResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *WorkloadSVIDResult) GetCheck() string {
+	if x != nil {
+		return x.Check
+	}
+	return ""
+}
+
+type IssueWorkloadSVIDsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results answer svids, in order.
+	Results       []*WorkloadSVIDResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueWorkloadSVIDsResponse) Reset() {
+	*x = IssueWorkloadSVIDsResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueWorkloadSVIDsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueWorkloadSVIDsResponse) ProtoMessage() {}
+
+func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueWorkloadSVIDsResponse.ProtoReflect.Descriptor instead.
+func (*IssueWorkloadSVIDsResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *IssueWorkloadSVIDsResponse) GetResults() []*WorkloadSVIDResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type Attestation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is chosen by the agent, unique per attestation, so that a batch sent
+	// again after a lost answer is recorded once.
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Time       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Attributes map[string]string      `protobuf:"bytes,3,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// spiffe_ids are the identities the workload was given.
+	SpiffeIds []string `protobuf:"bytes,4,rep,name=spiffe_ids,json=spiffeIds,proto3" json:"spiffe_ids,omitempty"`
+	// outcome is success (at least one identity) or denied (none).
+	Outcome string `protobuf:"bytes,5,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// reason says why the workload got nothing, or why identities did not match.
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// method is the Workload API or SDS method that was called.
+	Method        string `protobuf:"bytes,7,opt,name=method,proto3" json:"method,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Attestation) Reset() {
+	*x = Attestation{}
+	mi := &file_auth_v1_auth_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Attestation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Attestation) ProtoMessage() {}
+
+func (x *Attestation) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
+func (*Attestation) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Attestation) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Attestation) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *Attestation) GetAttributes() map[string]string {
+	if x != nil {
+		return x.Attributes
+	}
+	return nil
+}
+
+func (x *Attestation) GetSpiffeIds() []string {
+	if x != nil {
+		return x.SpiffeIds
+	}
+	return nil
+}
+
+func (x *Attestation) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *Attestation) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Attestation) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+type RecordAttestationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Host          string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Attestations  []*Attestation         `protobuf:"bytes,2,rep,name=attestations,proto3" json:"attestations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAttestationsRequest) Reset() {
+	*x = RecordAttestationsRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAttestationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAttestationsRequest) ProtoMessage() {}
+
+func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAttestationsRequest.ProtoReflect.Descriptor instead.
+func (*RecordAttestationsRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RecordAttestationsRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *RecordAttestationsRequest) GetAttestations() []*Attestation {
+	if x != nil {
+		return x.Attestations
+	}
+	return nil
+}
+
+type RecordAttestationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAttestationsResponse) Reset() {
+	*x = RecordAttestationsResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAttestationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAttestationsResponse) ProtoMessage() {}
+
+func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAttestationsResponse.ProtoReflect.Descriptor instead.
+func (*RecordAttestationsResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{38}
+}
+
 type AuditQuery struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Types    []string               `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
@@ -1713,7 +2499,7 @@ type AuditQuery struct {
 
 func (x *AuditQuery) Reset() {
 	*x = AuditQuery{}
-	mi := &file_auth_v1_auth_proto_msgTypes[28]
+	mi := &file_auth_v1_auth_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1725,7 +2511,7 @@ func (x *AuditQuery) String() string {
 func (*AuditQuery) ProtoMessage() {}
 
 func (x *AuditQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[28]
+	mi := &file_auth_v1_auth_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1738,7 +2524,7 @@ func (x *AuditQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
 func (*AuditQuery) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{28}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AuditQuery) GetTypes() []string {
@@ -1824,7 +2610,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_auth_v1_auth_proto_msgTypes[29]
+	mi := &file_auth_v1_auth_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +2622,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[29]
+	mi := &file_auth_v1_auth_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +2635,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{29}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -1994,7 +2780,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[30]
+	mi := &file_auth_v1_auth_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2006,7 +2792,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[30]
+	mi := &file_auth_v1_auth_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2019,7 +2805,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{30}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
@@ -2038,7 +2824,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[31]
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2050,7 +2836,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[31]
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2063,7 +2849,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{31}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -2084,7 +2870,7 @@ type StreamAuditEventsRequest struct {
 
 func (x *StreamAuditEventsRequest) Reset() {
 	*x = StreamAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[32]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2882,7 @@ func (x *StreamAuditEventsRequest) String() string {
 func (*StreamAuditEventsRequest) ProtoMessage() {}
 
 func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[32]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2895,7 @@ func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{32}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StreamAuditEventsRequest) GetQuery() *AuditQuery {
@@ -2134,7 +2920,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[33]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2932,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[33]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2945,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{33}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
 }
 
 type AuditProblem struct {
@@ -2174,7 +2960,7 @@ type AuditProblem struct {
 
 func (x *AuditProblem) Reset() {
 	*x = AuditProblem{}
-	mi := &file_auth_v1_auth_proto_msgTypes[34]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2972,7 @@ func (x *AuditProblem) String() string {
 func (*AuditProblem) ProtoMessage() {}
 
 func (x *AuditProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[34]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2985,7 @@ func (x *AuditProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
 func (*AuditProblem) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{34}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AuditProblem) GetSeq() int64 {
@@ -2235,7 +3021,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[35]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2247,7 +3033,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[35]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2260,7 +3046,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{35}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -2413,7 +3199,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x19\n" +
 	"\bx509_pem\x18\x02 \x01(\fR\ax509Pem\x12\x12\n" +
 	"\x04jwks\x18\x03 \x01(\fR\x04jwks\x12\x1a\n" +
-	"\bsequence\x18\x04 \x01(\x03R\bsequence\"\xd0\x01\n" +
+	"\bsequence\x18\x04 \x01(\x03R\bsequence\"\xfd\x02\n" +
 	"\x0eExplainRequest\x12%\n" +
 	"\x0eprincipal_kind\x18\x01 \x01(\tR\rprincipalKind\x12%\n" +
 	"\x0eprincipal_name\x18\x02 \x01(\tR\rprincipalName\x12\x1b\n" +
@@ -2421,7 +3207,17 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\bdns_sans\x18\x04 \x03(\tR\adnsSans\x12\x17\n" +
 	"\aip_sans\x18\x05 \x03(\tR\x06ipSans\x12\x1f\n" +
 	"\vttl_seconds\x18\x06 \x01(\x03R\n" +
-	"ttlSeconds\"\xd5\x01\n" +
+	"ttlSeconds\x12d\n" +
+	"\x13workload_attributes\x18\a \x03(\v23.wid.auth.v1.ExplainRequest.WorkloadAttributesEntryR\x12workloadAttributes\x1aE\n" +
+	"\x17WorkloadAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x01\n" +
+	"\x13WorkloadExplanation\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x18\n" +
+	"\aallowed\x18\x02 \x01(\bR\aallowed\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05check\x18\x05 \x01(\tR\x05check\"\x95\x02\n" +
 	"\x0fExplainResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
@@ -2431,7 +3227,73 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x05roles\x18\x06 \x03(\tR\x05roles\x12\x1b\n" +
 	"\tspiffe_id\x18\a \x01(\tR\bspiffeId\x12\x1f\n" +
 	"\vttl_seconds\x18\b \x01(\x03R\n" +
-	"ttlSeconds\"\x86\x02\n" +
+	"ttlSeconds\x12>\n" +
+	"\tworkloads\x18\t \x03(\v2 .wid.auth.v1.WorkloadExplanationR\tworkloads\"'\n" +
+	"\x11WatchAgentRequest\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\"\xb2\x01\n" +
+	"\n" +
+	"AgentState\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
+	"\x06bundle\x18\x02 \x01(\v2\x18.wid.auth.v1.AgentBundleR\x06bundle\x12/\n" +
+	"\x13workload_identities\x18\x03 \x03(\fR\x12workloadIdentities\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x03R\n" +
+	"generation\"\x8a\x01\n" +
+	"\vAgentBundle\x12)\n" +
+	"\x10x509_authorities\x18\x01 \x03(\fR\x0fx509Authorities\x12\x19\n" +
+	"\bjwt_jwks\x18\x02 \x01(\fR\ajwtJwks\x12\x19\n" +
+	"\bwit_jwks\x18\x03 \x01(\fR\awitJwks\x12\x1a\n" +
+	"\bsequence\x18\x04 \x01(\x03R\bsequence\"\xea\x01\n" +
+	"\x19IssueWorkloadSVIDsRequest\x12V\n" +
+	"\n" +
+	"attributes\x18\x01 \x03(\v26.wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntryR\n" +
+	"attributes\x126\n" +
+	"\x05svids\x18\x02 \x03(\v2 .wid.auth.v1.WorkloadSVIDRequestR\x05svids\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x01\n" +
+	"\x13WorkloadSVIDRequest\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x10\n" +
+	"\x03csr\x18\x04 \x01(\fR\x03csr\x12\x1d\n" +
+	"\n" +
+	"public_key\x18\x05 \x01(\fR\tpublicKey\x12\x1a\n" +
+	"\baudience\x18\x06 \x03(\tR\baudience\x12\x1f\n" +
+	"\vttl_seconds\x18\a \x01(\x03R\n" +
+	"ttlSeconds\x12\x19\n" +
+	"\bdns_sans\x18\b \x03(\tR\adnsSans\"\xf9\x01\n" +
+	"\x12WorkloadSVIDResult\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x02 \x03(\fR\tcertChain\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\tR\x05token\x12\x16\n" +
+	"\x06serial\x18\x04 \x01(\tR\x06serial\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x12\n" +
+	"\x04hint\x18\x06 \x01(\tR\x04hint\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x14\n" +
+	"\x05check\x18\b \x01(\tR\x05check\"W\n" +
+	"\x1aIssueWorkloadSVIDsResponse\x129\n" +
+	"\aresults\x18\x01 \x03(\v2\x1f.wid.auth.v1.WorkloadSVIDResultR\aresults\"\xbf\x02\n" +
+	"\vAttestation\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12H\n" +
+	"\n" +
+	"attributes\x18\x03 \x03(\v2(.wid.auth.v1.Attestation.AttributesEntryR\n" +
+	"attributes\x12\x1d\n" +
+	"\n" +
+	"spiffe_ids\x18\x04 \x03(\tR\tspiffeIds\x12\x18\n" +
+	"\aoutcome\x18\x05 \x01(\tR\aoutcome\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06method\x18\a \x01(\tR\x06method\x1a=\n" +
+	"\x0fAttributesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x19RecordAttestationsRequest\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12<\n" +
+	"\fattestations\x18\x02 \x03(\v2\x18.wid.auth.v1.AttestationR\fattestations\"\x1c\n" +
+	"\x1aRecordAttestationsResponse\"\x86\x02\n" +
 	"\n" +
 	"AuditQuery\x12\x14\n" +
 	"\x05types\x18\x01 \x03(\tR\x05types\x12\x14\n" +
@@ -2490,7 +3352,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x03R\x06events\x125\n" +
 	"\bproblems\x18\x03 \x03(\v2\x19.wid.auth.v1.AuditProblemR\bproblems\x12\x1b\n" +
-	"\thead_hash\x18\x04 \x01(\tR\bheadHash2\x81\v\n" +
+	"\thead_hash\x18\x04 \x01(\tR\bheadHash2\x98\r\n" +
 	"\vAuthService\x12;\n" +
 	"\x04Ping\x12\x18.wid.auth.v1.PingRequest\x1a\x19.wid.auth.v1.PingResponse\x12Y\n" +
 	"\x0eCreateResource\x12\".wid.auth.v1.CreateResourceRequest\x1a#.wid.auth.v1.CreateResourceResponse\x12P\n" +
@@ -2505,7 +3367,11 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\fSignX509SVID\x12 .wid.auth.v1.SignX509SVIDRequest\x1a!.wid.auth.v1.SignX509SVIDResponse\x12P\n" +
 	"\vSignJWTSVID\x12\x1f.wid.auth.v1.SignJWTSVIDRequest\x1a .wid.auth.v1.SignJWTSVIDResponse\x12J\n" +
 	"\tGetBundle\x12\x1d.wid.auth.v1.GetBundleRequest\x1a\x1e.wid.auth.v1.GetBundleResponse\x12D\n" +
-	"\aExplain\x12\x1b.wid.auth.v1.ExplainRequest\x1a\x1c.wid.auth.v1.ExplainResponse\x12\\\n" +
+	"\aExplain\x12\x1b.wid.auth.v1.ExplainRequest\x1a\x1c.wid.auth.v1.ExplainResponse\x12G\n" +
+	"\n" +
+	"WatchAgent\x12\x1e.wid.auth.v1.WatchAgentRequest\x1a\x17.wid.auth.v1.AgentState0\x01\x12e\n" +
+	"\x12IssueWorkloadSVIDs\x12&.wid.auth.v1.IssueWorkloadSVIDsRequest\x1a'.wid.auth.v1.IssueWorkloadSVIDsResponse\x12e\n" +
+	"\x12RecordAttestations\x12&.wid.auth.v1.RecordAttestationsRequest\x1a'.wid.auth.v1.RecordAttestationsResponse\x12\\\n" +
 	"\x0fListAuditEvents\x12#.wid.auth.v1.ListAuditEventsRequest\x1a$.wid.auth.v1.ListAuditEventsResponse\x12U\n" +
 	"\x11StreamAuditEvents\x12%.wid.auth.v1.StreamAuditEventsRequest\x1a\x17.wid.auth.v1.AuditEvent0\x01\x12P\n" +
 	"\vVerifyAudit\x12\x1f.wid.auth.v1.VerifyAuditRequest\x1a .wid.auth.v1.VerifyAuditResponseB/Z-github.com/wid-project/wid/api/auth/v1;authv1b\x06proto3"
@@ -2522,107 +3388,137 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_auth_v1_auth_proto_goTypes = []any{
-	(*PingRequest)(nil),              // 0: wid.auth.v1.PingRequest
-	(*PingResponse)(nil),             // 1: wid.auth.v1.PingResponse
-	(*CreateResourceRequest)(nil),    // 2: wid.auth.v1.CreateResourceRequest
-	(*CreateResourceResponse)(nil),   // 3: wid.auth.v1.CreateResourceResponse
-	(*GetResourceRequest)(nil),       // 4: wid.auth.v1.GetResourceRequest
-	(*GetResourceResponse)(nil),      // 5: wid.auth.v1.GetResourceResponse
-	(*ListResourcesRequest)(nil),     // 6: wid.auth.v1.ListResourcesRequest
-	(*ListResourcesResponse)(nil),    // 7: wid.auth.v1.ListResourcesResponse
-	(*UpdateResourceRequest)(nil),    // 8: wid.auth.v1.UpdateResourceRequest
-	(*UpdateResourceResponse)(nil),   // 9: wid.auth.v1.UpdateResourceResponse
-	(*DeleteResourceRequest)(nil),    // 10: wid.auth.v1.DeleteResourceRequest
-	(*DeleteResourceResponse)(nil),   // 11: wid.auth.v1.DeleteResourceResponse
-	(*CreateBotRequest)(nil),         // 12: wid.auth.v1.CreateBotRequest
-	(*CreateBotResponse)(nil),        // 13: wid.auth.v1.CreateBotResponse
-	(*CreateJoinTokenRequest)(nil),   // 14: wid.auth.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),  // 15: wid.auth.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),              // 16: wid.auth.v1.JoinRequest
-	(*JoinResponse)(nil),             // 17: wid.auth.v1.JoinResponse
-	(*RenewBotCertRequest)(nil),      // 18: wid.auth.v1.RenewBotCertRequest
-	(*RenewBotCertResponse)(nil),     // 19: wid.auth.v1.RenewBotCertResponse
-	(*SignX509SVIDRequest)(nil),      // 20: wid.auth.v1.SignX509SVIDRequest
-	(*SignX509SVIDResponse)(nil),     // 21: wid.auth.v1.SignX509SVIDResponse
-	(*SignJWTSVIDRequest)(nil),       // 22: wid.auth.v1.SignJWTSVIDRequest
-	(*SignJWTSVIDResponse)(nil),      // 23: wid.auth.v1.SignJWTSVIDResponse
-	(*GetBundleRequest)(nil),         // 24: wid.auth.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),        // 25: wid.auth.v1.GetBundleResponse
-	(*ExplainRequest)(nil),           // 26: wid.auth.v1.ExplainRequest
-	(*ExplainResponse)(nil),          // 27: wid.auth.v1.ExplainResponse
-	(*AuditQuery)(nil),               // 28: wid.auth.v1.AuditQuery
-	(*AuditEvent)(nil),               // 29: wid.auth.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),   // 30: wid.auth.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),  // 31: wid.auth.v1.ListAuditEventsResponse
-	(*StreamAuditEventsRequest)(nil), // 32: wid.auth.v1.StreamAuditEventsRequest
-	(*VerifyAuditRequest)(nil),       // 33: wid.auth.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),             // 34: wid.auth.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),      // 35: wid.auth.v1.VerifyAuditResponse
-	nil,                              // 36: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                              // 37: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                              // 38: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                              // 39: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                              // 40: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
+	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
+	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
+	(*CreateResourceRequest)(nil),      // 2: wid.auth.v1.CreateResourceRequest
+	(*CreateResourceResponse)(nil),     // 3: wid.auth.v1.CreateResourceResponse
+	(*GetResourceRequest)(nil),         // 4: wid.auth.v1.GetResourceRequest
+	(*GetResourceResponse)(nil),        // 5: wid.auth.v1.GetResourceResponse
+	(*ListResourcesRequest)(nil),       // 6: wid.auth.v1.ListResourcesRequest
+	(*ListResourcesResponse)(nil),      // 7: wid.auth.v1.ListResourcesResponse
+	(*UpdateResourceRequest)(nil),      // 8: wid.auth.v1.UpdateResourceRequest
+	(*UpdateResourceResponse)(nil),     // 9: wid.auth.v1.UpdateResourceResponse
+	(*DeleteResourceRequest)(nil),      // 10: wid.auth.v1.DeleteResourceRequest
+	(*DeleteResourceResponse)(nil),     // 11: wid.auth.v1.DeleteResourceResponse
+	(*CreateBotRequest)(nil),           // 12: wid.auth.v1.CreateBotRequest
+	(*CreateBotResponse)(nil),          // 13: wid.auth.v1.CreateBotResponse
+	(*CreateJoinTokenRequest)(nil),     // 14: wid.auth.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 15: wid.auth.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),                // 16: wid.auth.v1.JoinRequest
+	(*JoinResponse)(nil),               // 17: wid.auth.v1.JoinResponse
+	(*RenewBotCertRequest)(nil),        // 18: wid.auth.v1.RenewBotCertRequest
+	(*RenewBotCertResponse)(nil),       // 19: wid.auth.v1.RenewBotCertResponse
+	(*SignX509SVIDRequest)(nil),        // 20: wid.auth.v1.SignX509SVIDRequest
+	(*SignX509SVIDResponse)(nil),       // 21: wid.auth.v1.SignX509SVIDResponse
+	(*SignJWTSVIDRequest)(nil),         // 22: wid.auth.v1.SignJWTSVIDRequest
+	(*SignJWTSVIDResponse)(nil),        // 23: wid.auth.v1.SignJWTSVIDResponse
+	(*GetBundleRequest)(nil),           // 24: wid.auth.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),          // 25: wid.auth.v1.GetBundleResponse
+	(*ExplainRequest)(nil),             // 26: wid.auth.v1.ExplainRequest
+	(*WorkloadExplanation)(nil),        // 27: wid.auth.v1.WorkloadExplanation
+	(*ExplainResponse)(nil),            // 28: wid.auth.v1.ExplainResponse
+	(*WatchAgentRequest)(nil),          // 29: wid.auth.v1.WatchAgentRequest
+	(*AgentState)(nil),                 // 30: wid.auth.v1.AgentState
+	(*AgentBundle)(nil),                // 31: wid.auth.v1.AgentBundle
+	(*IssueWorkloadSVIDsRequest)(nil),  // 32: wid.auth.v1.IssueWorkloadSVIDsRequest
+	(*WorkloadSVIDRequest)(nil),        // 33: wid.auth.v1.WorkloadSVIDRequest
+	(*WorkloadSVIDResult)(nil),         // 34: wid.auth.v1.WorkloadSVIDResult
+	(*IssueWorkloadSVIDsResponse)(nil), // 35: wid.auth.v1.IssueWorkloadSVIDsResponse
+	(*Attestation)(nil),                // 36: wid.auth.v1.Attestation
+	(*RecordAttestationsRequest)(nil),  // 37: wid.auth.v1.RecordAttestationsRequest
+	(*RecordAttestationsResponse)(nil), // 38: wid.auth.v1.RecordAttestationsResponse
+	(*AuditQuery)(nil),                 // 39: wid.auth.v1.AuditQuery
+	(*AuditEvent)(nil),                 // 40: wid.auth.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 41: wid.auth.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 42: wid.auth.v1.ListAuditEventsResponse
+	(*StreamAuditEventsRequest)(nil),   // 43: wid.auth.v1.StreamAuditEventsRequest
+	(*VerifyAuditRequest)(nil),         // 44: wid.auth.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),               // 45: wid.auth.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),        // 46: wid.auth.v1.VerifyAuditResponse
+	nil,                                // 47: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 48: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 49: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 50: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 51: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 52: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 53: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 54: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 55: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	36, // 0: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	41, // 1: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 2: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 3: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	41, // 4: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	38, // 5: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	41, // 6: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	41, // 7: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	41, // 8: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	41, // 9: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	39, // 10: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	40, // 11: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	28, // 12: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	29, // 13: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	28, // 14: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	34, // 15: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	0,  // 16: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	2,  // 17: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	4,  // 18: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	6,  // 19: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	8,  // 20: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	10, // 21: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	12, // 22: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	14, // 23: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	16, // 24: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	18, // 25: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	20, // 26: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	22, // 27: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	24, // 28: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	26, // 29: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	30, // 30: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	32, // 31: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	33, // 32: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 33: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	3,  // 34: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	5,  // 35: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	7,  // 36: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	9,  // 37: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	11, // 38: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	13, // 39: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	15, // 40: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	17, // 41: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	19, // 42: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	21, // 43: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	23, // 44: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	25, // 45: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	27, // 46: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	31, // 47: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	29, // 48: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	35, // 49: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	33, // [33:50] is the sub-list for method output_type
-	16, // [16:33] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	47, // 0: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	55, // 1: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	55, // 2: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 3: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	55, // 4: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	49, // 5: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	55, // 6: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 7: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	27, // 8: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
+	31, // 9: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
+	51, // 10: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	33, // 11: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	55, // 12: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 13: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	55, // 14: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	52, // 15: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	36, // 16: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	55, // 17: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	55, // 18: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	55, // 19: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	53, // 20: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	54, // 21: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	39, // 22: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	40, // 23: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	39, // 24: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	45, // 25: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	0,  // 26: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	2,  // 27: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	4,  // 28: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	6,  // 29: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	8,  // 30: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	10, // 31: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	12, // 32: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	14, // 33: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	16, // 34: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	18, // 35: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	20, // 36: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	22, // 37: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	24, // 38: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	26, // 39: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	29, // 40: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	32, // 41: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	37, // 42: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	41, // 43: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	43, // 44: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	44, // 45: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 46: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	3,  // 47: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	5,  // 48: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	7,  // 49: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	9,  // 50: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	11, // 51: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	13, // 52: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	15, // 53: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	17, // 54: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	19, // 55: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	21, // 56: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	23, // 57: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	25, // 58: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	28, // 59: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	30, // 60: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	35, // 61: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	38, // 62: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	42, // 63: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	40, // 64: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	46, // 65: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	46, // [46:66] is the sub-list for method output_type
+	26, // [26:46] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -2636,7 +3532,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   41,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

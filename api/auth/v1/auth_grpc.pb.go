@@ -23,23 +23,26 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AuthService_Ping_FullMethodName              = "/wid.auth.v1.AuthService/Ping"
-	AuthService_CreateResource_FullMethodName    = "/wid.auth.v1.AuthService/CreateResource"
-	AuthService_GetResource_FullMethodName       = "/wid.auth.v1.AuthService/GetResource"
-	AuthService_ListResources_FullMethodName     = "/wid.auth.v1.AuthService/ListResources"
-	AuthService_UpdateResource_FullMethodName    = "/wid.auth.v1.AuthService/UpdateResource"
-	AuthService_DeleteResource_FullMethodName    = "/wid.auth.v1.AuthService/DeleteResource"
-	AuthService_CreateBot_FullMethodName         = "/wid.auth.v1.AuthService/CreateBot"
-	AuthService_CreateJoinToken_FullMethodName   = "/wid.auth.v1.AuthService/CreateJoinToken"
-	AuthService_Join_FullMethodName              = "/wid.auth.v1.AuthService/Join"
-	AuthService_RenewBotCert_FullMethodName      = "/wid.auth.v1.AuthService/RenewBotCert"
-	AuthService_SignX509SVID_FullMethodName      = "/wid.auth.v1.AuthService/SignX509SVID"
-	AuthService_SignJWTSVID_FullMethodName       = "/wid.auth.v1.AuthService/SignJWTSVID"
-	AuthService_GetBundle_FullMethodName         = "/wid.auth.v1.AuthService/GetBundle"
-	AuthService_Explain_FullMethodName           = "/wid.auth.v1.AuthService/Explain"
-	AuthService_ListAuditEvents_FullMethodName   = "/wid.auth.v1.AuthService/ListAuditEvents"
-	AuthService_StreamAuditEvents_FullMethodName = "/wid.auth.v1.AuthService/StreamAuditEvents"
-	AuthService_VerifyAudit_FullMethodName       = "/wid.auth.v1.AuthService/VerifyAudit"
+	AuthService_Ping_FullMethodName               = "/wid.auth.v1.AuthService/Ping"
+	AuthService_CreateResource_FullMethodName     = "/wid.auth.v1.AuthService/CreateResource"
+	AuthService_GetResource_FullMethodName        = "/wid.auth.v1.AuthService/GetResource"
+	AuthService_ListResources_FullMethodName      = "/wid.auth.v1.AuthService/ListResources"
+	AuthService_UpdateResource_FullMethodName     = "/wid.auth.v1.AuthService/UpdateResource"
+	AuthService_DeleteResource_FullMethodName     = "/wid.auth.v1.AuthService/DeleteResource"
+	AuthService_CreateBot_FullMethodName          = "/wid.auth.v1.AuthService/CreateBot"
+	AuthService_CreateJoinToken_FullMethodName    = "/wid.auth.v1.AuthService/CreateJoinToken"
+	AuthService_Join_FullMethodName               = "/wid.auth.v1.AuthService/Join"
+	AuthService_RenewBotCert_FullMethodName       = "/wid.auth.v1.AuthService/RenewBotCert"
+	AuthService_SignX509SVID_FullMethodName       = "/wid.auth.v1.AuthService/SignX509SVID"
+	AuthService_SignJWTSVID_FullMethodName        = "/wid.auth.v1.AuthService/SignJWTSVID"
+	AuthService_GetBundle_FullMethodName          = "/wid.auth.v1.AuthService/GetBundle"
+	AuthService_Explain_FullMethodName            = "/wid.auth.v1.AuthService/Explain"
+	AuthService_WatchAgent_FullMethodName         = "/wid.auth.v1.AuthService/WatchAgent"
+	AuthService_IssueWorkloadSVIDs_FullMethodName = "/wid.auth.v1.AuthService/IssueWorkloadSVIDs"
+	AuthService_RecordAttestations_FullMethodName = "/wid.auth.v1.AuthService/RecordAttestations"
+	AuthService_ListAuditEvents_FullMethodName    = "/wid.auth.v1.AuthService/ListAuditEvents"
+	AuthService_StreamAuditEvents_FullMethodName  = "/wid.auth.v1.AuthService/StreamAuditEvents"
+	AuthService_VerifyAudit_FullMethodName        = "/wid.auth.v1.AuthService/VerifyAudit"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -66,6 +69,20 @@ type AuthServiceClient interface {
 	SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, opts ...grpc.CallOption) (*SignJWTSVIDResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
+	// Agents (bots only).
+	// WatchAgent streams what an agent serves from: the trust bundle and the
+	// workload identities its bot may issue. The first message is the whole
+	// state; after every change the auth service pushes the whole state again.
+	// Agents never poll.
+	WatchAgent(ctx context.Context, in *WatchAgentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentState], error)
+	// IssueWorkloadSVIDs signs SVIDs for one attested workload. Each item is
+	// checked, audited and answered on its own (an identity's rules against the
+	// attributes, the bot's workload_identity_labels and SPIFFE path grants,
+	// the TTL), so one refusal does not fail the others.
+	IssueWorkloadSVIDs(ctx context.Context, in *IssueWorkloadSVIDsRequest, opts ...grpc.CallOption) (*IssueWorkloadSVIDsResponse, error)
+	// RecordAttestations writes an agent's attestation results to the audit
+	// log; it answers once they are durable.
+	RecordAttestations(ctx context.Context, in *RecordAttestationsRequest, opts ...grpc.CallOption) (*RecordAttestationsResponse, error)
 	// Audit.
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 	StreamAuditEvents(ctx context.Context, in *StreamAuditEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEvent], error)
@@ -220,6 +237,45 @@ func (c *authServiceClient) Explain(ctx context.Context, in *ExplainRequest, opt
 	return out, nil
 }
 
+func (c *authServiceClient) WatchAgent(ctx context.Context, in *WatchAgentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentState], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AuthService_ServiceDesc.Streams[0], AuthService_WatchAgent_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchAgentRequest, AgentState]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WatchAgentClient = grpc.ServerStreamingClient[AgentState]
+
+func (c *authServiceClient) IssueWorkloadSVIDs(ctx context.Context, in *IssueWorkloadSVIDsRequest, opts ...grpc.CallOption) (*IssueWorkloadSVIDsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueWorkloadSVIDsResponse)
+	err := c.cc.Invoke(ctx, AuthService_IssueWorkloadSVIDs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) RecordAttestations(ctx context.Context, in *RecordAttestationsRequest, opts ...grpc.CallOption) (*RecordAttestationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordAttestationsResponse)
+	err := c.cc.Invoke(ctx, AuthService_RecordAttestations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *authServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAuditEventsResponse)
@@ -232,7 +288,7 @@ func (c *authServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEv
 
 func (c *authServiceClient) StreamAuditEvents(ctx context.Context, in *StreamAuditEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEvent], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &AuthService_ServiceDesc.Streams[0], AuthService_StreamAuditEvents_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &AuthService_ServiceDesc.Streams[1], AuthService_StreamAuditEvents_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -283,6 +339,20 @@ type AuthServiceServer interface {
 	SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
+	// Agents (bots only).
+	// WatchAgent streams what an agent serves from: the trust bundle and the
+	// workload identities its bot may issue. The first message is the whole
+	// state; after every change the auth service pushes the whole state again.
+	// Agents never poll.
+	WatchAgent(*WatchAgentRequest, grpc.ServerStreamingServer[AgentState]) error
+	// IssueWorkloadSVIDs signs SVIDs for one attested workload. Each item is
+	// checked, audited and answered on its own (an identity's rules against the
+	// attributes, the bot's workload_identity_labels and SPIFFE path grants,
+	// the TTL), so one refusal does not fail the others.
+	IssueWorkloadSVIDs(context.Context, *IssueWorkloadSVIDsRequest) (*IssueWorkloadSVIDsResponse, error)
+	// RecordAttestations writes an agent's attestation results to the audit
+	// log; it answers once they are durable.
+	RecordAttestations(context.Context, *RecordAttestationsRequest) (*RecordAttestationsResponse, error)
 	// Audit.
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	StreamAuditEvents(*StreamAuditEventsRequest, grpc.ServerStreamingServer[AuditEvent]) error
@@ -338,6 +408,15 @@ func (UnimplementedAuthServiceServer) GetBundle(context.Context, *GetBundleReque
 }
 func (UnimplementedAuthServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
+}
+func (UnimplementedAuthServiceServer) WatchAgent(*WatchAgentRequest, grpc.ServerStreamingServer[AgentState]) error {
+	return status.Error(codes.Unimplemented, "method WatchAgent not implemented")
+}
+func (UnimplementedAuthServiceServer) IssueWorkloadSVIDs(context.Context, *IssueWorkloadSVIDsRequest) (*IssueWorkloadSVIDsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueWorkloadSVIDs not implemented")
+}
+func (UnimplementedAuthServiceServer) RecordAttestations(context.Context, *RecordAttestationsRequest) (*RecordAttestationsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordAttestations not implemented")
 }
 func (UnimplementedAuthServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
@@ -621,6 +700,53 @@ func _AuthService_Explain_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_WatchAgent_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchAgentRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AuthServiceServer).WatchAgent(m, &grpc.GenericServerStream[WatchAgentRequest, AgentState]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AuthService_WatchAgentServer = grpc.ServerStreamingServer[AgentState]
+
+func _AuthService_IssueWorkloadSVIDs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueWorkloadSVIDsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).IssueWorkloadSVIDs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_IssueWorkloadSVIDs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).IssueWorkloadSVIDs(ctx, req.(*IssueWorkloadSVIDsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_RecordAttestations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordAttestationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).RecordAttestations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_RecordAttestations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).RecordAttestations(ctx, req.(*RecordAttestationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAuditEventsRequest)
 	if err := dec(in); err != nil {
@@ -732,6 +858,14 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AuthService_Explain_Handler,
 		},
 		{
+			MethodName: "IssueWorkloadSVIDs",
+			Handler:    _AuthService_IssueWorkloadSVIDs_Handler,
+		},
+		{
+			MethodName: "RecordAttestations",
+			Handler:    _AuthService_RecordAttestations_Handler,
+		},
+		{
 			MethodName: "ListAuditEvents",
 			Handler:    _AuthService_ListAuditEvents_Handler,
 		},
@@ -741,6 +875,11 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchAgent",
+			Handler:       _AuthService_WatchAgent_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "StreamAuditEvents",
 			Handler:       _AuthService_StreamAuditEvents_Handler,
