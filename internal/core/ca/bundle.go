@@ -22,6 +22,9 @@ type bundleData struct {
 	bundle *spiffebundle.Bundle
 	pem    []byte
 	jwks   []byte
+	// jwtJWKS and witJWKS are the jwt and wit CAs' keys as plain JWKS.
+	jwtJWKS []byte
+	witJWKS []byte
 }
 
 // buildBundle makes the trust domain's SPIFFE bundle: the spiffe CA's trusted
@@ -33,7 +36,7 @@ type bundleData struct {
 // every change, needs no counter of its own in the store and comes out the
 // same on every auth replica. WIT authorities are left out: bundle consumers
 // built on older go-spiffe releases refuse JWKS entries with use "wit-svid".
-func buildBundle(td spiffeid.TrustDomain, spiffeCA, jwtCA *authority) (*bundleData, error) {
+func buildBundle(td spiffeid.TrustDomain, spiffeCA, jwtCA, witCA *authority) (*bundleData, error) {
 	b := spiffebundle.New(td)
 	b.SetX509Authorities(spiffeCA.certs)
 	b.SetJWTAuthorities(jwtCA.jwtKeys)
@@ -48,7 +51,15 @@ func buildBundle(td spiffeid.TrustDomain, spiffeCA, jwtCA *authority) (*bundleDa
 	for _, c := range spiffeCA.certs {
 		pemBytes = append(pemBytes, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	return &bundleData{bundle: b, pem: pemBytes, jwks: jwks}, nil
+	jwtJWKS, err := encodeJWKS(jwtCA.jwtKeys, UseJWTSVID)
+	if err != nil {
+		return nil, err
+	}
+	witJWKS, err := encodeJWKS(witCA.jwtKeys, UseWITSVID)
+	if err != nil {
+		return nil, err
+	}
+	return &bundleData{bundle: b, pem: pemBytes, jwks: jwks, jwtJWKS: jwtJWKS, witJWKS: witJWKS}, nil
 }
 
 // Bundle returns the trust domain's SPIFFE bundle (a copy the caller may

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,6 +43,10 @@ type Manager struct {
 	// state is replaced whole on every reload, so readers never see half of
 	// a change and never wait for a reload.
 	state atomic.Pointer[snapshot]
+
+	// onChange are called after every reload (see OnChange).
+	onChangeMu sync.Mutex
+	onChange   []func()
 }
 
 type snapshot struct {
@@ -179,7 +184,7 @@ func (m *Manager) Reload(ctx context.Context) error {
 		}
 		next.cas[t] = a
 	}
-	if next.bundle, err = buildBundle(m.td, next.cas[TypeSPIFFE], next.cas[TypeJWT]); err != nil {
+	if next.bundle, err = buildBundle(m.td, next.cas[TypeSPIFFE], next.cas[TypeJWT], next.cas[TypeWIT]); err != nil {
 		return err
 	}
 	next.hostPin = Fingerprint(next.cas[TypeHost].active.Cert.RawSubjectPublicKeyInfo)
@@ -188,7 +193,23 @@ func (m *Manager) Reload(ctx context.Context) error {
 	m.state.Store(next)
 	// Keys that left the store leave memory too.
 	m.signers = signers
+	m.onChangeMu.Lock()
+	fns := slices.Clone(m.onChange)
+	m.onChangeMu.Unlock()
+	for _, fn := range fns {
+		fn()
+	}
 	return nil
+}
+
+// OnChange registers fn to be called after every successful Init or Reload,
+// once the new CAs are in use: whoever serves something built from the CAs
+// (bundles pushed to agents) rebuilds it then. A reload that changed
+// nothing calls fn too; fn must be quick and must not call Reload.
+func (m *Manager) OnChange(fn func()) {
+	m.onChangeMu.Lock()
+	defer m.onChangeMu.Unlock()
+	m.onChange = append(m.onChange, fn)
 }
 
 func (m *Manager) loadAuthority(item store.Item, signers map[string]crypto.Signer) (*authority, error) {
