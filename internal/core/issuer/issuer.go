@@ -1,4 +1,4 @@
-// Package issuer mints X509-SVIDs, JWT-SVIDs and wid's own internal
+// Package issuer mints X509-SVIDs, JWT-SVIDs, WIT-SVIDs and wid's own internal
 // certificates with the keys of a ca.Manager. It checks what a certificate
 // or token must be by the SPIFFE standards (one URI SAN, trust domain, key
 // types, TTL bounds) but not who may have it: callers authorise first. It
