@@ -10,6 +10,7 @@ import "time"
 const (
 	TypeX509SVIDIssued  = "svid.x509.issued"
 	TypeJWTSVIDIssued   = "svid.jwt.issued"
+	TypeWITSVIDIssued   = "svid.wit.issued"
 	TypeSVIDDenied      = "svid.denied"
 	TypeJoin            = "bot.join"
 	TypeJoinDenied      = "bot.join.denied"
@@ -21,6 +22,10 @@ const (
 	TypeTrustDomainInit = "trust_domain.created"
 	TypeAuthStarted     = "auth.started"
 	TypeCARotation      = "ca.rotation"
+	// TypeAgentConnect: an agent opened its state stream (WatchAgent).
+	TypeAgentConnect = "agent.connect"
+	// TypeWorkloadAttest: an agent attested a workload and says what it got.
+	TypeWorkloadAttest = "workload.attest"
 )
 
 // Outcomes.
