@@ -31,6 +31,8 @@ type Config struct {
 	CAPin string
 	// Identity is the client certificate to present, if any (bots, users).
 	Identity *Identity
+	// DialOptions are added to the connection's own (interceptors, say).
+	DialOptions []grpc.DialOption
 }
 
 // Client is a connection to the auth service.
@@ -69,6 +71,7 @@ func Dial(cfg Config) (*Client, error) {
 	default:
 		return nil, errors.New("no auth service given: run widctl next to a running widagent, or pass --auth HOST:PORT")
 	}
+	opts = append(opts, cfg.DialOptions...)
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", shown, err)

@@ -131,6 +131,11 @@ func LoadIdentity(dir string) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity in %s: %w", dir, err)
 	}
+	// Save writes the key before the certificate: a crash between the two
+	// leaves a certificate for the previous key.
+	if pub, ok := id.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(signer.Public()) {
+		return nil, fmt.Errorf("identity in %s: the certificate is not for the saved key (interrupted renewal): remove the directory and join again", dir)
+	}
 	return id, nil
 }
 

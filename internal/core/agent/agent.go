@@ -1,0 +1,269 @@
+// Package agent is wid's agent: it joins the trust domain as a bot, follows
+// the auth service's pushed state (trust bundle and workload identities),
+// attests each local caller of its unix socket, and serves the SPIFFE
+// Workload API from an in-memory SVID cache that it renews at half life. It
+// also writes SVIDs to files for software that cannot speak the API.
+//
+// The agent generates every workload key itself and sends the auth service
+// only CSRs and public keys. It never serves an SVID past its expiry, and it
+// never polls: every change reaches it on one stream.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/attest"
+	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/rbac"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+)
+
+// Attestor tells who a Workload API caller is.
+type Attestor interface {
+	Attest(ctx context.Context, peer attest.Peer) (attest.Result, error)
+}
+
+// Config is everything the agent needs; widagent fills it from flags and
+// its config file.
+type Config struct {
+	// SocketPath is the Workload API's unix socket.
+	SocketPath string
+	// DataDir holds the agent's bot identity (<DataDir>/agent).
+	DataDir string
+	// Host names this machine in the auth service's audit log.
+	Host string
+
+	// AuthAddr is the auth service's host:port.
+	AuthAddr string
+	// CAPin pins the auth service's host CA on first contact.
+	CAPin string
+	// JoinToken joins the trust domain when the data dir holds no identity.
+	JoinToken string
+	// LocalIdentity, set when the agent runs in the auth service's own
+	// process, mints the agent's bot identity without a join token. The
+	// agent still talks to the auth service over AuthAddr, with mTLS.
+	LocalIdentity func(ctx context.Context) (*client.Identity, error)
+
+	// DiagAddr, when set, serves /healthz, /readyz and /metrics.
+	DiagAddr string
+	// SVIDs are SVIDs from the agent's own config.
+	SVIDs []ConfigSVID
+	// Outputs are SVIDs written to files.
+	Outputs []Output
+	// AllowUnauthenticatedVerifiers lets callers entitled to no identity
+	// fetch bundles and validate JWT-SVIDs, as SPIRE's option of that name.
+	AllowUnauthenticatedVerifiers bool
+
+	// Attestor defaults to the unix attestor.
+	Attestor Attestor
+	Logger   *slog.Logger
+	// OnListen, if set, is told the socket path and diagnostics address
+	// once they are listening.
+	OnListen func(socket, diag string)
+}
+
+// Agent is one running agent. Build it with New, run it with Run.
+type Agent struct {
+	cfg      Config
+	logger   *slog.Logger
+	metrics  *metrics
+	attestor Attestor
+	config   []*rbac.Workload
+	cache    *cache
+	attests  *attestLog
+
+	// conn is the current client of the auth service; replaced when the
+	// bot certificate is renewed.
+	conn atomic.Pointer[client.Client]
+	id   atomic.Pointer[client.Identity]
+
+	st           atomic.Pointer[state]
+	stateChanged *notifier
+	haveState    chan struct{}
+	haveOnce     sync.Once
+
+	watchMu     sync.Mutex
+	watchCancel context.CancelFunc
+
+	entMu  sync.Mutex
+	entGen *state
+	ents   map[string]*entitlements
+}
+
+// New checks cfg and builds the agent; nothing runs until Run.
+func New(cfg Config) (*Agent, error) {
+	if cfg.SocketPath == "" {
+		return nil, errors.New("the agent needs a workload socket path")
+	}
+	if cfg.AuthAddr == "" {
+		return nil, errors.New("the agent needs the auth service's address: pass --auth HOST:PORT")
+	}
+	if cfg.LocalIdentity == nil && cfg.DataDir == "" {
+		return nil, errors.New("the agent needs a data dir to keep its identity in")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Host == "" {
+		cfg.Host, _ = os.Hostname()
+	}
+	configSVIDs, err := compileConfigSVIDs(cfg.SVIDs)
+	if err != nil {
+		return nil, err
+	}
+	for i, o := range cfg.Outputs {
+		if err := o.validate(); err != nil {
+			return nil, fmt.Errorf("agent config outputs[%d]: %w", i+1, err)
+		}
+	}
+	a := &Agent{
+		cfg:          cfg,
+		logger:       cfg.Logger,
+		metrics:      newMetrics(),
+		attestor:     cfg.Attestor,
+		config:       configSVIDs,
+		stateChanged: newNotifier(),
+		haveState:    make(chan struct{}),
+		ents:         map[string]*entitlements{},
+	}
+	if a.attestor == nil {
+		a.attestor = attest.NewUnix(attest.UnixOptions{Logger: cfg.Logger})
+	}
+	a.cache = newCache(a.issue, cfg.Logger, a.metrics)
+	a.attests = newAttestLog(cfg.Logger)
+	return a, nil
+}
+
+// Run joins (or loads its identity), then serves until ctx ends. A part
+// that fails stops the others and its error is returned.
+func (a *Agent) Run(ctx context.Context) error {
+	id, err := a.obtainIdentity(ctx)
+	if err != nil {
+		return err
+	}
+	if err := a.useIdentity(id); err != nil {
+		return err
+	}
+	defer func() {
+		if c := a.conn.Load(); c != nil {
+			_ = c.Close()
+		}
+	}()
+
+	srv, lis, err := a.listen()
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	diagAddr := ""
+	diagReady := make(chan struct{})
+	if a.cfg.DiagAddr != "" {
+		d := &diagServer{addr: a.cfg.DiagAddr, ready: a.ready, m: a.metrics, bound: func(addr string) {
+			diagAddr = addr
+			close(diagReady)
+		}}
+		g.Go(func() error { return d.Run(ctx) })
+	} else {
+		close(diagReady)
+	}
+	g.Go(func() error { return a.watchLoop(ctx) })
+	g.Go(func() error { return a.cache.Run(ctx) })
+	g.Go(func() error { return a.attests.Run(ctx, a.sendAttestations) })
+	g.Go(func() error { return a.renewIdentityLoop(ctx) })
+	for i := range a.cfg.Outputs {
+		o := &a.cfg.Outputs[i]
+		g.Go(func() error { return a.runOutput(ctx, i, o) })
+	}
+	g.Go(func() error {
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(lis) }()
+		select {
+		case <-ctx.Done():
+			stopped := make(chan struct{})
+			go func() { srv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(2 * time.Second):
+				srv.Stop()
+			}
+			return nil
+		case err := <-errc:
+			if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				return fmt.Errorf("serving the Workload API: %w", err)
+			}
+			return nil
+		}
+	})
+	if a.cfg.OnListen != nil {
+		go func() {
+			select {
+			case <-diagReady:
+				a.cfg.OnListen(a.cfg.SocketPath, diagAddr)
+			case <-ctx.Done():
+			}
+		}()
+	}
+	err = g.Wait()
+	_ = os.Remove(a.cfg.SocketPath)
+	return err
+}
+
+// ready is nil once the agent can serve: it has a state from the auth
+// service (cached SVIDs stay servable while the stream is down).
+func (a *Agent) ready() error {
+	if a.st.Load() == nil {
+		return errors.New("no state from the auth service yet")
+	}
+	return nil
+}
+
+// waitState returns the current state, waiting for the first one up to a
+// bound: a workload that asks while the agent starts gets its SVID as soon
+// as the agent has one, rather than an error and a client-side backoff.
+func (a *Agent) waitState(ctx context.Context) (*state, error) {
+	if st := a.st.Load(); st != nil {
+		return st, nil
+	}
+	t := time.NewTimer(15 * time.Second)
+	defer t.Stop()
+	select {
+	case <-a.haveState:
+		return a.st.Load(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-t.C:
+		return nil, errNoState
+	}
+}
+
+var errNoState = errors.New("the agent has not reached the auth service yet")
+
+func (a *Agent) setState(st *state) {
+	prev := a.st.Swap(st)
+	a.haveOnce.Do(func() { close(a.haveState) })
+	if prev == nil || prev.generation != st.generation || !sameBundle(prev, st) {
+		a.cache.resetRefusals()
+	}
+	a.stateChanged.notify()
+}
+
+// identityDir is where a remote agent keeps its bot identity.
+func (a *Agent) identityDir() string { return filepath.Join(a.cfg.DataDir, "agent") }
+
+// client is the current connection to the auth service.
+func (a *Agent) client() *client.Client { return a.conn.Load() }
+
+// issue is the cache's way to the auth service.
+func (a *Agent) issue(ctx context.Context, req *authv1.IssueWorkloadSVIDsRequest) (*authv1.IssueWorkloadSVIDsResponse, error) {
+	return a.client().IssueWorkloadSVIDs(ctx, req)
+}

@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sync"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Bounds of the attestation log. The queue holds what the auth service has
+// not yet taken, across an outage; seen remembers which process instances
+// were already recorded with which result.
+const (
+	maxQueuedAttestations = 100_000
+	maxSeenAttestations   = 100_000
+	attestationBatch      = 1_000
+)
+
+// attestLog records each distinct attestation once and ships the records to
+// the auth service in batches, keeping them through an outage. A record
+// stays queued until the auth service has answered that it is durable; a
+// batch sent again after a lost answer carries the same ids, which the auth
+// service records once.
+type attestLog struct {
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	queue   []*authv1.Attestation
+	dropped int
+	seen    map[string]struct{}
+	order   []string
+	wake    chan struct{}
+}
+
+func newAttestLog(logger *slog.Logger) *attestLog {
+	return &attestLog{logger: logger, seen: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+}
+
+// record queues an attestation unless one with the same key (the same
+// process instance and binary, given the same identities) was recorded. A
+// workload calling a thousand times is one attestation, not a thousand
+// events; a new process, a new binary or a changed result is a new one.
+func (l *attestLog) record(key string, method string, attrs map[string]string, ids []string, reason string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.seen[key]; ok {
+		return
+	}
+	if len(l.order) >= maxSeenAttestations {
+		delete(l.seen, l.order[0])
+		l.order = l.order[1:]
+	}
+	l.seen[key] = struct{}{}
+	l.order = append(l.order, key)
+
+	outcome := "success"
+	if len(ids) == 0 {
+		outcome = "denied"
+	}
+	if len(l.queue) >= maxQueuedAttestations {
+		// Bounded memory beats an agent that dies of an outage: drop the
+		// oldest and say so.
+		l.queue = l.queue[1:]
+		l.dropped++
+		if l.dropped == 1 || l.dropped%1000 == 0 {
+			l.logger.Error("attestation records dropped while the auth service is unreachable", "dropped", l.dropped)
+		}
+	}
+	l.queue = append(l.queue, &authv1.Attestation{
+		Id: newID(), Time: timestamppb.Now(), Attributes: attrs, SpiffeIds: ids,
+		Outcome: outcome, Reason: reason, Method: method,
+	})
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Run ships queued records until ctx ends.
+func (l *attestLog) Run(ctx context.Context, send func(context.Context, []*authv1.Attestation) error) error {
+	failures := 0
+	for {
+		l.mu.Lock()
+		batch := l.queue[:min(len(l.queue), attestationBatch)]
+		l.mu.Unlock()
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-l.wake:
+				continue
+			}
+		}
+		if err := send(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failures++
+			wait := backoff(failures)
+			l.logger.Warn("recording attestations failed; keeping them and retrying", "queued", l.queued(), "error", err, "retry_in", wait.Round(time.Millisecond))
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+			continue
+		}
+		failures = 0
+		l.mu.Lock()
+		// Only records from the front were sent; drops while sending
+		// removed from the front too, so count what is still there.
+		n := 0
+		for n < len(batch) && n < len(l.queue) && l.queue[n] == batch[n] {
+			n++
+		}
+		l.queue = l.queue[n:]
+		l.mu.Unlock()
+	}
+}
+
+func (l *attestLog) queued() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.queue)
+}

@@ -1,0 +1,255 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// obtainIdentity returns the agent's bot identity: minted in-process next to
+// the auth service, else the one saved in the data dir, else a new one from
+// joining with the token.
+func (a *Agent) obtainIdentity(ctx context.Context) (*client.Identity, error) {
+	if a.cfg.LocalIdentity != nil {
+		id, err := a.cfg.LocalIdentity(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("getting the local agent's identity: %w", err)
+		}
+		return id, nil
+	}
+	dir := a.identityDir()
+	id, err := client.LoadIdentity(dir)
+	switch {
+	case err == nil && time.Now().Before(id.Expires()):
+		a.logger.Info("using the saved agent identity", "dir", dir, "expires", id.Expires())
+		return id, nil
+	case err == nil:
+		a.logger.Warn("the saved agent identity has expired; joining again", "dir", dir, "expired", id.Expires())
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		a.logger.Warn("the saved agent identity is unusable; joining again", "dir", dir, "error", err)
+	}
+	return a.join(ctx)
+}
+
+// join exchanges the join token for a bot identity and saves it.
+func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
+	dir := a.identityDir()
+	if a.cfg.JoinToken == "" {
+		return nil, fmt.Errorf("the agent has no identity in %s and no join token: create one with 'widctl bot add NAME --roles ROLE' (or 'widctl token add --bot NAME') and pass --join-token", dir)
+	}
+	if a.cfg.CAPin == "" {
+		return nil, errors.New("joining needs the auth service's CA pin: pass --ca-pin sha256:... as printed by widagent start on the auth host")
+	}
+	c, err := client.Dial(client.Config{Auth: a.cfg.AuthAddr, CAPin: a.cfg.CAPin})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	key, err := client.NewKey()
+	if err != nil {
+		return nil, fmt.Errorf("generating the agent's key: %w", err)
+	}
+	csr, err := client.NewCSR(key)
+	if err != nil {
+		return nil, fmt.Errorf("making the agent's CSR: %w", err)
+	}
+	resp, err := c.Join(ctx, &authv1.JoinRequest{Token: a.cfg.JoinToken, Csr: csr, Host: a.cfg.Host})
+	if err != nil {
+		return nil, fmt.Errorf("joining the trust domain at %s: %s", a.cfg.AuthAddr, status.Convert(err).Message())
+	}
+	id, err := client.NewIdentity(key, resp.CertChain, resp.HostCa)
+	if err != nil {
+		return nil, fmt.Errorf("joining the trust domain: %w", err)
+	}
+	if err := id.Save(dir); err != nil {
+		return nil, fmt.Errorf("saving the agent's identity: %w", err)
+	}
+	a.logger.Info("joined the trust domain", "bot", resp.Bot, "trust_domain", resp.TrustDomain, "expires", id.Expires())
+	return id, nil
+}
+
+// useIdentity dials the auth service with id and makes it current; the
+// previous connection is closed once calls on it have had time to finish.
+func (a *Agent) useIdentity(id *client.Identity) error {
+	c, err := client.Dial(client.Config{Auth: a.cfg.AuthAddr, Identity: id, DialOptions: []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(a.countUnary),
+		grpc.WithChainStreamInterceptor(a.countStream),
+	}})
+	if err != nil {
+		return err
+	}
+	a.id.Store(id)
+	if old := a.conn.Swap(c); old != nil {
+		a.restartWatch()
+		time.AfterFunc(30*time.Second, func() { _ = old.Close() })
+	}
+	return nil
+}
+
+func (a *Agent) countUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	a.metrics.authRPCs.WithLabelValues(method).Inc()
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+func (a *Agent) countStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	a.metrics.authRPCs.WithLabelValues(method).Inc()
+	return streamer(ctx, desc, cc, method, opts...)
+}
+
+// renewIdentityLoop renews the bot certificate at half its life. A bot that
+// was revoked rejoins when it has a token; otherwise the agent keeps serving
+// what it has until it expires, and says why.
+func (a *Agent) renewIdentityLoop(ctx context.Context) error {
+	failures := 0
+	for {
+		id := a.id.Load()
+		life := id.Leaf.NotAfter.Sub(id.Leaf.NotBefore)
+		at := id.Leaf.NotBefore.Add(life / 2)
+		if failures > 0 {
+			at = time.Now().Add(backoff(failures))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Until(at)):
+		}
+		next, err := a.renewIdentity(ctx, id)
+		if err != nil {
+			failures++
+			a.logger.Warn("renewing the agent's certificate failed", "error", err, "expires", id.Expires())
+			continue
+		}
+		if err := a.useIdentity(next); err != nil {
+			failures++
+			a.logger.Warn("using the renewed agent certificate failed", "error", err)
+			continue
+		}
+		failures = 0
+		a.logger.Info("renewed the agent's certificate", "expires", next.Expires())
+	}
+}
+
+func (a *Agent) renewIdentity(ctx context.Context, id *client.Identity) (*client.Identity, error) {
+	if a.cfg.LocalIdentity != nil {
+		return a.cfg.LocalIdentity(ctx)
+	}
+	key, err := client.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := client.NewCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := a.client().RenewBotCert(callCtx, &authv1.RenewBotCertRequest{Csr: csr})
+	if err != nil {
+		if code := status.Code(err); (code == codes.Unauthenticated || code == codes.PermissionDenied) && a.cfg.JoinToken != "" {
+			a.logger.Warn("the auth service refused the agent's certificate; joining again", "error", status.Convert(err).Message())
+			return a.join(ctx)
+		}
+		return nil, fmt.Errorf("renewing the agent's certificate: %s", status.Convert(err).Message())
+	}
+	hostCAs := make([][]byte, len(id.HostCAs))
+	for i, c := range id.HostCAs {
+		hostCAs[i] = c.Raw
+	}
+	next, err := client.NewIdentity(key, resp.CertChain, hostCAs)
+	if err != nil {
+		return nil, err
+	}
+	if err := next.Save(a.identityDir()); err != nil {
+		return nil, fmt.Errorf("saving the renewed identity: %w", err)
+	}
+	return next, nil
+}
+
+// restartWatch ends the current state stream so that it reopens on the
+// current connection.
+func (a *Agent) restartWatch() {
+	a.watchMu.Lock()
+	defer a.watchMu.Unlock()
+	if a.watchCancel != nil {
+		a.watchCancel()
+	}
+}
+
+// watchLoop keeps one stream open to the auth service and applies every
+// state it pushes. When the stream breaks it reconnects with jittered
+// backoff; meanwhile the cache serves what is still valid.
+func (a *Agent) watchLoop(ctx context.Context) error {
+	failures := 0
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(ctx)
+		a.watchMu.Lock()
+		a.watchCancel = cancel
+		a.watchMu.Unlock()
+		got, err := a.watchOnce(wctx)
+		cancel()
+		a.metrics.connected.Set(0)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if got {
+			failures = 0
+		}
+		if wctx.Err() != nil {
+			continue // restarted on purpose, on a new connection
+		}
+		failures++
+		wait := backoff(failures)
+		a.logger.Warn("lost the auth service's stream; serving cached SVIDs and retrying", "error", status.Convert(err).Message(), "retry_in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+	return nil
+}
+
+// watchOnce follows one stream; got says whether any state arrived.
+func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
+	stream, err := a.client().WatchAgent(ctx, &authv1.WatchAgentRequest{Host: a.cfg.Host})
+	if err != nil {
+		return false, err
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return got, err
+		}
+		st, skipped, err := newState(msg)
+		if err != nil {
+			a.logger.Error("the auth service sent a state the agent cannot use", "error", err)
+			continue
+		}
+		for _, s := range skipped {
+			a.logger.Warn("skipping a workload identity", "error", s)
+		}
+		if !got {
+			a.metrics.connected.Set(1)
+			a.logger.Info("following the auth service", "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence)
+		}
+		got = true
+		a.setState(st)
+	}
+}
+
+// sendAttestations ships a batch of attestation records.
+func (a *Agent) sendAttestations(ctx context.Context, batch []*authv1.Attestation) error {
+	callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err := a.client().RecordAttestations(callCtx, &authv1.RecordAttestationsRequest{Host: a.cfg.Host, Attestations: batch})
+	return err
+}

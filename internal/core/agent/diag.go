@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the agent's Prometheus series, on a registry of its own so
+// that two agents in one process (tests) do not collide.
+type metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	cached    *prometheus.GaugeVec
+	renewals  *prometheus.CounterVec
+	connected prometheus.Gauge
+	authRPCs  *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wid_agent_workload_requests_total",
+			Help: "Workload API requests, by method and gRPC status code.",
+		}, []string{"method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "wid_agent_workload_request_duration_seconds",
+			Help:    "Time to the first response of a Workload API request, by method.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method"}),
+		cached: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "wid_agent_cached_svids",
+			Help: "SVIDs held in the agent's cache, by type.",
+		}, []string{"type"}),
+		renewals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wid_agent_svid_issuances_total",
+			Help: "SVID issuances and renewals the agent asked for, by type and outcome.",
+		}, []string{"type", "outcome"}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wid_agent_auth_connected",
+			Help: "1 while the agent's stream from the auth service is up.",
+		}),
+		authRPCs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wid_agent_auth_rpcs_total",
+			Help: "Calls the agent made to the auth service, by method.",
+		}, []string{"method"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.authRPCs,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, k := range []string{kindX509, kindJWT, kindWIT} {
+		m.cached.WithLabelValues(k).Set(0)
+	}
+	return m
+}
+
+func (m *metrics) renewal(kind, outcome string) { m.renewals.WithLabelValues(kind, outcome).Inc() }
+
+func (m *metrics) setCached(n map[string]int) {
+	for _, k := range []string{kindX509, kindJWT, kindWIT} {
+		m.cached.WithLabelValues(k).Set(float64(n[k]))
+	}
+}
+
+// diagServer serves /healthz, /readyz and /metrics on addr.
+type diagServer struct {
+	addr  string
+	ready func() error
+	m     *metrics
+	// bound receives the address actually listened on (for ":0").
+	bound func(string)
+}
+
+func (d *diagServer) Run(ctx context.Context) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := d.ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(d.m.reg, promhttp.HandlerOpts{}))
+	lis, err := net.Listen("tcp", d.addr)
+	if err != nil {
+		return fmt.Errorf("listening for diagnostics on %s: %w", d.addr, err)
+	}
+	if d.bound != nil {
+		d.bound(lis.Addr().String())
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+	}()
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving diagnostics: %w", err)
+	}
+	return nil
+}

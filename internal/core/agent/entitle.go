@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/wid-project/wid/internal/core/rbac"
+	"github.com/wid-project/wid/internal/core/resource"
+)
+
+// ConfigSVID is an SVID listed in the agent's own config, as tbot's
+// spiffe-workload-api service lists them: no workload identity resource, only
+// the bot's SPIFFE path grants decide whether it is issued.
+type ConfigSVID struct {
+	Path    string                  `mapstructure:"path" yaml:"path"`
+	Hint    string                  `mapstructure:"hint" yaml:"hint"`
+	DNSSANs []string                `mapstructure:"dns_sans" yaml:"dns_sans"`
+	Rules   []resource.WorkloadRule `mapstructure:"rules" yaml:"rules"`
+}
+
+// compileConfigSVIDs turns config SVIDs into workload identities named
+// config/<n>, so that the same matching and templates apply to both.
+func compileConfigSVIDs(svids []ConfigSVID) ([]*rbac.Workload, error) {
+	var out []*rbac.Workload
+	for i, s := range svids {
+		wi := &resource.WorkloadIdentity{
+			Header: resource.Header{Kind: resource.KindWorkloadIdentity, Version: resource.V1,
+				Metadata: resource.Metadata{Name: fmt.Sprintf("config-%d", i+1)}},
+			Spec: resource.WorkloadIdentitySpec{
+				SPIFFE: resource.WorkloadSPIFFE{ID: s.Path, Hint: s.Hint},
+				X509:   resource.WorkloadX509{DNSSANs: s.DNSSANs},
+				Rules:  resource.WorkloadRules{Allow: s.Rules},
+			},
+		}
+		if err := wi.Validate(); err != nil {
+			return nil, fmt.Errorf("agent config svids[%d]: %w", i+1, err)
+		}
+		w, err := rbac.CompileWorkload(wi)
+		if err != nil {
+			return nil, fmt.Errorf("agent config svids[%d]: %w", i+1, err)
+		}
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// entitlement is one SPIFFE ID a workload may have, from a workload identity
+// or a config SVID.
+type entitlement struct {
+	// identity is the workload identity's name; empty for a config SVID.
+	identity string
+	// config is the config SVID's name (config-N); empty for an identity.
+	config  string
+	id      spiffeid.ID
+	dnsSANs []string
+	hint    string
+	x509TTL time.Duration
+	jwtTTL  time.Duration
+	// key identifies the SVID this entitlement gets: the same identity
+	// filled in to the same ID for two processes is one shared SVID, as
+	// SPIRE shares an entry's SVID between the workloads it matches.
+	key string
+}
+
+// entitlements is what one attested workload gets under one state.
+type entitlements struct {
+	list []entitlement
+	// misses say why the other identities do not apply, for the audit log
+	// and for the error a workload with nothing gets.
+	misses []string
+}
+
+func (e *entitlements) ids() []string {
+	out := make([]string, len(e.list))
+	for i, en := range e.list {
+		out[i] = en.id.String()
+	}
+	return out
+}
+
+// reason summarizes the misses in one line, capped so that a trust domain
+// with a thousand identities does not produce a thousand-clause sentence.
+func (e *entitlements) reason() string {
+	const show = 3
+	switch n := len(e.misses); {
+	case n == 0:
+		return ""
+	case n <= show:
+		return strings.Join(e.misses, "; ")
+	default:
+		return strings.Join(e.misses[:show], "; ") + fmt.Sprintf("; and %d more", n-show)
+	}
+}
+
+// entitle matches attrs against the state's identities and the config SVIDs.
+func entitle(st *state, config []*rbac.Workload, attrs map[string]string) *entitlements {
+	out := &entitlements{}
+	add := func(w *rbac.Workload, isConfig bool) {
+		m, miss := w.Match(attrs)
+		if miss != nil {
+			out.misses = append(out.misses, miss.Reason)
+			return
+		}
+		id, err := spiffeid.FromPath(st.td, m.Path)
+		if err != nil {
+			out.misses = append(out.misses, fmt.Sprintf("workload identity %q gives %s, which is not a valid SPIFFE ID path: %v", w.Name(), m.Path, err))
+			return
+		}
+		spec := w.Identity.Spec
+		en := entitlement{id: id, dnsSANs: m.DNSSANs, hint: m.Hint,
+			x509TTL: spec.X509.TTL.D(), jwtTTL: spec.JWT.TTL.D()}
+		if isConfig {
+			en.config = w.Name()
+		} else {
+			en.identity = w.Name()
+		}
+		en.key = w.Name() + "\x00" + id.String() + "\x00" + strings.Join(m.DNSSANs, ",")
+		out.list = append(out.list, en)
+	}
+	for _, w := range st.identities {
+		add(w, false)
+	}
+	for _, w := range config {
+		add(w, true)
+	}
+	return out
+}
+
+// uniqueHints drops every entitlement whose non-empty hint an earlier one
+// already has: the Workload API requires hints to be unique per response.
+func uniqueHints(list []entitlement) (kept []entitlement, dropped []entitlement) {
+	seen := map[string]bool{}
+	for _, en := range list {
+		if en.hint != "" {
+			if seen[en.hint] {
+				dropped = append(dropped, en)
+				continue
+			}
+			seen[en.hint] = true
+		}
+		kept = append(kept, en)
+	}
+	return kept, dropped
+}

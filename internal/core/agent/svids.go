@@ -1,0 +1,584 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	mrand "math/rand/v2"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"golang.org/x/sync/errgroup"
+)
+
+// SVID kinds, as the auth API names them.
+const (
+	kindX509 = "x509"
+	kindJWT  = "jwt"
+	kindWIT  = "wit"
+)
+
+// svid is one issued SVID with what the Workload API hands out for it. It is
+// never modified: a renewal replaces it.
+type svid struct {
+	kind     string
+	spiffeID string
+	hint     string
+	// chainDER is the certificate chain, DER, leaf first, concatenated (x509).
+	chainDER []byte
+	chain    [][]byte
+	// keyDER is the PKCS#8 private key (x509, and wit's key in DER).
+	keyDER []byte
+	// token is the JWS (jwt, wit).
+	token string
+	// keyJWK is the private key as a JWK (wit).
+	keyJWK  string
+	serial  string
+	issued  time.Time
+	expires time.Time
+}
+
+// renewAt is half-way through the SVID's life.
+func (s *svid) renewAt() time.Time { return s.issued.Add(s.expires.Sub(s.issued) / 2) }
+
+func (s *svid) valid(now time.Time) bool { return now.Before(s.expires) }
+
+// entry is one SVID the agent keeps: which entitlement it serves, the
+// attributes of the workload it was issued for, and its current SVID.
+type entry struct {
+	key       string
+	kind      string
+	ent       entitlement
+	audiences []string
+	attrs     map[string]string
+
+	// Guarded by cache.mu.
+	cur      *svid
+	inflight chan struct{} // closed when the running issuance ends
+	lastErr  error
+	lastUsed time.Time
+	watchers int // streams and outputs that hold this SVID
+	pinned   bool
+	failures int
+	retryAt  time.Time
+}
+
+// wanted reports whether the entry should be kept fresh: something watches
+// it, or a workload asked for it within its lifetime. Unwanted entries are
+// dropped at renewal time instead of renewed, so an idle agent makes no
+// auth calls for SVIDs nobody uses.
+func (e *entry) wanted(now time.Time) bool {
+	if e.pinned || e.watchers > 0 {
+		return true
+	}
+	if e.cur == nil {
+		return now.Sub(e.lastUsed) < time.Minute
+	}
+	return now.Sub(e.lastUsed) < e.cur.expires.Sub(e.cur.issued)
+}
+
+// issueFunc calls the auth service's IssueWorkloadSVIDs.
+type issueFunc func(ctx context.Context, req *authv1.IssueWorkloadSVIDsRequest) (*authv1.IssueWorkloadSVIDsResponse, error)
+
+// cache holds every SVID the agent serves, issues what is missing in
+// batches, and renews what is wanted at half its life.
+type cache struct {
+	issue   issueFunc
+	logger  *slog.Logger
+	metrics *metrics
+	changed *notifier
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	// kick wakes the renewal loop when an entry's schedule moves earlier.
+	kick chan struct{}
+}
+
+func newCache(issue issueFunc, logger *slog.Logger, m *metrics) *cache {
+	return &cache{issue: issue, logger: logger, metrics: m, changed: newNotifier(),
+		entries: map[string]*entry{}, kick: make(chan struct{}, 1)}
+}
+
+// denial is an SVID the auth service refused, with its reason.
+type denial struct {
+	spiffeID string
+	check    string
+	reason   string
+}
+
+func (d *denial) Error() string { return d.reason }
+
+// unavailableError is an SVID that could not be issued because the auth
+// service could not be reached, or answered with an error for the batch.
+type unavailableError struct{ err error }
+
+func (u *unavailableError) Error() string {
+	return "the auth service could not be reached to issue it: " + u.err.Error()
+}
+func (u *unavailableError) Unwrap() error { return u.err }
+
+func entryKey(kind string, en entitlement, audiences []string) string {
+	k := kind + "\x00" + en.key
+	if kind == kindJWT {
+		k += "\x00" + strings.Join(audiences, "\x00")
+	}
+	return k
+}
+
+// get returns a valid SVID for each entitlement, issuing those it lacks in
+// one batch. The SVIDs come back in the entitlements' order; an entitlement
+// that could not be served has a nil SVID and its error. A cached SVID still
+// valid is served even when its renewal fails: only expiry takes it away.
+func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audiences []string, attrs map[string]string) ([]*svid, []error) {
+	now := time.Now()
+	out := make([]*svid, len(ents))
+	errs := make([]error, len(ents))
+	entries := make([]*entry, len(ents))
+	var toIssue []*entry
+	var waits []chan struct{}
+
+	c.mu.Lock()
+	for i, en := range ents {
+		key := entryKey(kind, en, audiences)
+		e := c.entries[key]
+		if e == nil {
+			e = &entry{key: key, kind: kind, ent: en, audiences: audiences, attrs: attrs}
+			c.entries[key] = e
+		}
+		e.lastUsed = now
+		entries[i] = e
+		fresh := e.cur != nil && e.cur.valid(now)
+		// JWT-SVIDs are renewed when asked for after half their life,
+		// rather than in the background: they are minted per audience.
+		if fresh && kind == kindJWT && !now.Before(e.cur.renewAt()) && e.inflight == nil {
+			fresh = false
+			if now.Before(e.retryAt) {
+				fresh = true // a renewal failed a moment ago: serve what we have
+			}
+		}
+		switch {
+		case fresh:
+			out[i] = e.cur
+		case e.cur == nil && e.lastErr != nil && now.Before(e.retryAt) && e.inflight == nil:
+			// Refused or unreachable a moment ago: answer from that
+			// rather than calling the auth service on every request.
+			errs[i] = e.lastErr
+		case e.inflight != nil:
+			waits = append(waits, e.inflight)
+		default:
+			e.inflight = make(chan struct{})
+			e.attrs = attrs
+			toIssue = append(toIssue, e)
+			waits = append(waits, e.inflight)
+		}
+	}
+	c.mu.Unlock()
+
+	if len(toIssue) > 0 {
+		c.issueEntries(context.WithoutCancel(ctx), toIssue)
+	}
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			for i := range ents {
+				if out[i] == nil {
+					errs[i] = ctx.Err()
+				}
+			}
+			return out, errs
+		}
+	}
+	now = time.Now()
+	c.mu.Lock()
+	for i, e := range entries {
+		if out[i] != nil || errs[i] != nil {
+			continue
+		}
+		if e.cur != nil && e.cur.valid(now) {
+			out[i] = e.cur
+			continue
+		}
+		errs[i] = e.lastErr
+		if errs[i] == nil {
+			errs[i] = errors.New("no SVID was issued")
+		}
+	}
+	c.mu.Unlock()
+	return out, errs
+}
+
+// maxBatch bounds one IssueWorkloadSVIDs call; the auth service takes up
+// to 2,000 items.
+const maxBatch = 250
+
+// issueEntries issues new SVIDs for entries (each with inflight set) and
+// closes their inflight channels. Entries issued together for one workload
+// share its attributes; a renewal batch may mix workloads, so it is split
+// by attribute set.
+func (c *cache) issueEntries(ctx context.Context, entries []*entry) {
+	groups := map[string][]*entry{}
+	var order []string
+	for _, e := range entries {
+		fp := fingerprint(e.attrs)
+		if _, ok := groups[fp]; !ok {
+			order = append(order, fp)
+		}
+		groups[fp] = append(groups[fp], e)
+	}
+	var g errgroup.Group
+	g.SetLimit(4)
+	for _, fp := range order {
+		list := groups[fp]
+		for start := 0; start < len(list); start += maxBatch {
+			batch := list[start:min(start+maxBatch, len(list))]
+			g.Go(func() error {
+				c.issueBatch(ctx, batch)
+				return nil
+			})
+		}
+	}
+	_ = g.Wait()
+}
+
+// fingerprint is a canonical form of an attribute set.
+func fingerprint(attrs map[string]string) string {
+	keys := slices.Sorted(maps.Keys(attrs))
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(attrs[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+func (c *cache) issueBatch(ctx context.Context, batch []*entry) {
+	req := &authv1.IssueWorkloadSVIDsRequest{Attributes: batch[0].attrs, Svids: make([]*authv1.WorkloadSVIDRequest, len(batch))}
+	keys := make([]crypto.Signer, len(batch))
+	// Keys are made here, never by the auth service: only CSRs and public
+	// keys leave the agent.
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, e := range batch {
+		g.Go(func() error {
+			item, key, err := newRequestItem(e)
+			if err != nil {
+				return err
+			}
+			req.Svids[i], keys[i] = item, key
+			return nil
+		})
+	}
+	var resp *authv1.IssueWorkloadSVIDsResponse
+	err := g.Wait()
+	if err == nil {
+		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		resp, err = c.issue(callCtx, req)
+		cancel()
+		if err == nil && len(resp.GetResults()) != len(batch) {
+			err = fmt.Errorf("the auth service answered %d of %d SVID requests", len(resp.GetResults()), len(batch))
+		}
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	renewed := false
+	for i, e := range batch {
+		var s *svid
+		var itemErr error
+		if err != nil {
+			itemErr = &unavailableError{err}
+		} else {
+			s, itemErr = newSVID(e, resp.Results[i], keys[i], now)
+		}
+		if itemErr != nil {
+			e.lastErr = itemErr
+			e.failures++
+			e.retryAt = now.Add(backoff(e.failures))
+			var d *denial
+			if errors.As(itemErr, &d) {
+				// A refusal stands until the auth service pushes a new
+				// state (a role or identity changed): see resetRefusals.
+				e.retryAt = now.Add(24 * time.Hour)
+			}
+			c.metrics.renewal(e.kind, "error")
+			c.logger.Warn("issuing SVID failed", "kind", e.kind, "spiffe_id", e.ent.id.String(), "error", itemErr)
+		} else {
+			e.cur, e.lastErr, e.failures, e.retryAt = s, nil, 0, time.Time{}
+			c.metrics.renewal(e.kind, "ok")
+			renewed = true
+		}
+		close(e.inflight)
+		e.inflight = nil
+	}
+	c.metrics.setCached(c.countLocked())
+	if renewed {
+		c.changed.notify()
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func newRequestItem(e *entry) (*authv1.WorkloadSVIDRequest, crypto.Signer, error) {
+	item := &authv1.WorkloadSVIDRequest{Identity: e.ent.identity, Type: e.kind}
+	if e.ent.identity == "" {
+		item.SpiffeId = e.ent.id.Path()
+		item.DnsSans = e.ent.dnsSANs
+	}
+	switch e.kind {
+	case kindJWT:
+		item.Audience = e.audiences
+		return item, nil, nil
+	case kindX509:
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, fmt.Errorf("generating a key: %w", err)
+		}
+		item.Csr, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		if err != nil {
+			return nil, nil, fmt.Errorf("making a CSR: %w", err)
+		}
+		return item, key, nil
+	case kindWIT:
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, fmt.Errorf("generating a key: %w", err)
+		}
+		item.PublicKey, err = x509.MarshalPKIXPublicKey(key.Public())
+		if err != nil {
+			return nil, nil, fmt.Errorf("encoding a public key: %w", err)
+		}
+		return item, key, nil
+	}
+	return nil, nil, fmt.Errorf("unknown SVID kind %q", e.kind)
+}
+
+// newSVID checks one answer and pairs it with its key.
+func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, now time.Time) (*svid, error) {
+	if r.GetError() != "" {
+		return nil, &denial{spiffeID: e.ent.id.String(), check: r.GetCheck(), reason: r.GetError()}
+	}
+	s := &svid{kind: e.kind, spiffeID: r.GetSpiffeId(), hint: e.ent.hint, serial: r.GetSerial(),
+		issued: now, expires: r.GetExpiresAt().AsTime()}
+	if r.GetHint() != "" {
+		s.hint = r.GetHint()
+	}
+	if s.spiffeID != e.ent.id.String() {
+		return nil, fmt.Errorf("the auth service issued %s where %s was asked for", s.spiffeID, e.ent.id)
+	}
+	if !s.expires.After(now) {
+		return nil, fmt.Errorf("the auth service issued an SVID for %s that has already expired", s.spiffeID)
+	}
+	switch e.kind {
+	case kindX509:
+		if len(r.GetCertChain()) == 0 {
+			return nil, fmt.Errorf("the auth service issued no certificate for %s", s.spiffeID)
+		}
+		leaf, err := x509.ParseCertificate(r.CertChain[0])
+		if err != nil {
+			return nil, fmt.Errorf("the certificate issued for %s does not parse: %w", s.spiffeID, err)
+		}
+		if !publicKeysEqual(leaf.PublicKey, key.Public()) {
+			return nil, fmt.Errorf("the certificate issued for %s is not for the key the agent sent", s.spiffeID)
+		}
+		s.chain = r.CertChain
+		for _, der := range r.CertChain {
+			s.chainDER = append(s.chainDER, der...)
+		}
+		s.keyDER, err = x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the key for %s: %w", s.spiffeID, err)
+		}
+		s.expires = minTime(s.expires, leaf.NotAfter)
+	case kindJWT:
+		if r.GetToken() == "" {
+			return nil, fmt.Errorf("the auth service issued no token for %s", s.spiffeID)
+		}
+		s.token = r.Token
+	case kindWIT:
+		if r.GetToken() == "" {
+			return nil, fmt.Errorf("the auth service issued no token for %s", s.spiffeID)
+		}
+		s.token = r.Token
+		jwk := jose.JSONWebKey{Key: key, Algorithm: string(jose.ES256), Use: "sig"}
+		b, err := json.Marshal(jwk)
+		if err != nil {
+			return nil, fmt.Errorf("encoding the key for %s: %w", s.spiffeID, err)
+		}
+		s.keyJWK = string(b)
+	}
+	return s, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ak.Equal(b)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// backoff is the jittered wait before retry n (1, 2, ...): from about a
+// second, doubling, capped near 30 s.
+func backoff(n int) time.Duration {
+	d := time.Second << min(n-1, 5)
+	d = min(d, 30*time.Second)
+	return d/2 + mrand.N(d/2+1)
+}
+
+// resetRefusals lets refused SVIDs be asked for again, and retries
+// unreachable ones now: called when the auth service pushes a new state or
+// comes back.
+func (c *cache) resetRefusals() {
+	c.mu.Lock()
+	now := time.Now()
+	for _, e := range c.entries {
+		if e.lastErr != nil {
+			e.retryAt = now
+			e.failures = 0
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// watch marks entries as held by a stream or output; unwatch releases them.
+func (c *cache) watch(kind string, ents []entitlement, audiences []string, delta int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, en := range ents {
+		if e := c.entries[entryKey(kind, en, audiences)]; e != nil {
+			e.watchers = max(0, e.watchers+delta)
+		}
+	}
+}
+
+// pin keeps an entry fresh for as long as the agent runs (file outputs).
+func (c *cache) pin(kind string, en entitlement, audiences []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := entryKey(kind, en, audiences)
+	e := c.entries[key]
+	if e == nil {
+		e = &entry{key: key, kind: kind, ent: en, audiences: audiences, attrs: map[string]string{}}
+		c.entries[key] = e
+	}
+	e.pinned = true
+}
+
+func (c *cache) countLocked() map[string]int {
+	n := map[string]int{}
+	for _, e := range c.entries {
+		if e.cur != nil {
+			n[e.kind]++
+		}
+	}
+	return n
+}
+
+// Run renews wanted SVIDs at half their life (JWT-SVIDs excepted: see get),
+// drops the unwanted, and drops any SVID the moment it expires so it is
+// never served. Failed renewals retry with jittered backoff.
+func (c *cache) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := c.renewDue(ctx)
+		d := time.Until(next)
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(max(d, 10*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-c.kick:
+		}
+	}
+}
+
+// renewDue starts renewals that are due and returns when to look again.
+func (c *cache) renewDue(ctx context.Context) time.Time {
+	now := time.Now()
+	next := now.Add(time.Hour)
+	var due []*entry
+	dropped := false
+	c.mu.Lock()
+	for key, e := range c.entries {
+		if e.inflight != nil {
+			continue
+		}
+		if e.cur != nil && !e.cur.valid(now) {
+			e.cur = nil
+			dropped = true
+		}
+		if !e.wanted(now) {
+			delete(c.entries, key)
+			dropped = true
+			continue
+		}
+		if e.kind == kindJWT && !e.pinned {
+			// Renewed on demand; only expiry is watched here.
+			if e.cur != nil && e.cur.expires.Before(next) {
+				next = e.cur.expires
+			}
+			continue
+		}
+		at := now
+		if e.cur != nil {
+			at = e.cur.renewAt()
+			if e.cur.expires.Before(next) {
+				next = e.cur.expires
+			}
+		}
+		if e.retryAt.After(at) {
+			at = e.retryAt
+		}
+		if !at.After(now) {
+			e.inflight = make(chan struct{})
+			due = append(due, e)
+			continue
+		}
+		if at.Before(next) {
+			next = at
+		}
+	}
+	c.metrics.setCached(c.countLocked())
+	c.mu.Unlock()
+	if dropped {
+		c.changed.notify()
+	}
+	if len(due) > 0 {
+		slices.SortFunc(due, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
+		go c.issueEntries(ctx, due)
+	}
+	return next
+}

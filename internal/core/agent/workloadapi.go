@@ -1,0 +1,484 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/wid-project/wid/internal/core/attest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// listen opens the Workload API socket: its directory 0755 and the socket
+// 0777, so that any local process can ask (as with SPIRE): what it gets is
+// decided by attestation, not by file permissions.
+func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
+	path := a.cfg.SocketPath
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, nil, fmt.Errorf("creating the workload socket's directory: %w", err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, nil, err
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listening on the workload socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o777); err != nil {
+		_ = lis.Close()
+		return nil, nil, fmt.Errorf("opening the workload socket to local processes: %w", err)
+	}
+	srv := grpc.NewServer(
+		grpc.Creds(attest.Credentials()),
+		grpc.ChainUnaryInterceptor(a.unaryGate),
+		grpc.ChainStreamInterceptor(a.streamGate),
+		grpc.MaxRecvMsgSize(1<<20),
+	)
+	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadAPI{a: a})
+	return srv, lis, nil
+}
+
+// removeStaleSocket removes a socket file nobody answers on; a live one
+// means another agent owns the path.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checking the workload socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("%s exists and is not a socket: remove it or choose another --workload-socket", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		_ = c.Close()
+		return fmt.Errorf("another process serves the workload socket %s: stop it or choose another --workload-socket", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("removing the stale workload socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// The Workload API requires this header on every call, so that a browser or
+// an SSRF'd HTTP client cannot reach the socket by accident.
+const securityHeader = "workload.spiffe.io"
+
+func checkHeader(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(securityHeader); len(v) != 1 || v[0] != "true" {
+		return status.Error(codes.InvalidArgument, "security header missing from request: Workload API calls must carry the metadata workload.spiffe.io: true")
+	}
+	return nil
+}
+
+func shortMethod(full string) string { return full[strings.LastIndexByte(full, '/')+1:] }
+
+func (a *Agent) unaryGate(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	method := shortMethod(info.FullMethod)
+	resp, err := func() (any, error) {
+		if err := checkHeader(ctx); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}()
+	a.metrics.requests.WithLabelValues(method, status.Code(err).String()).Inc()
+	a.metrics.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
+	return resp, err
+}
+
+// timedStream observes the time to a stream's first response.
+type timedStream struct {
+	grpc.ServerStream
+	start  time.Time
+	method string
+	m      *metrics
+	sent   bool
+}
+
+func (s *timedStream) SendMsg(msg any) error {
+	if !s.sent {
+		s.sent = true
+		s.m.latency.WithLabelValues(s.method).Observe(time.Since(s.start).Seconds())
+	}
+	return s.ServerStream.SendMsg(msg)
+}
+
+func (a *Agent) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	method := shortMethod(info.FullMethod)
+	err := checkHeader(ss.Context())
+	if err == nil {
+		err = handler(srv, &timedStream{ServerStream: ss, start: time.Now(), method: method, m: a.metrics})
+	}
+	a.metrics.requests.WithLabelValues(method, status.Code(err).String()).Inc()
+	return err
+}
+
+// caller is an attested Workload API caller.
+type caller struct {
+	res  attest.Result
+	attr string // fingerprint of the attributes
+}
+
+func (a *Agent) attestCaller(ctx context.Context) (*caller, error) {
+	peer, ok := attest.PeerFromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Internal, "the agent could not tell which process is calling")
+	}
+	res, err := a.attestor.Attest(ctx, peer)
+	if err != nil {
+		return nil, status.Errorf(codes.PermissionDenied, "attesting the calling process failed: %v", err)
+	}
+	return &caller{res: res, attr: fingerprint(res.Attributes)}, nil
+}
+
+// entitle returns what the caller gets under st, from a cache keyed by
+// the caller's attributes (not its pid: a setuid changes what it gets) and
+// dropped whenever the state changes. The first time a process instance
+// gets a result it is recorded for the audit log.
+func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
+	a.entMu.Lock()
+	if a.entGen != st {
+		a.entGen = st
+		clear(a.ents)
+	}
+	e := a.ents[c.attr]
+	a.entMu.Unlock()
+	if e == nil {
+		e = entitle(st, a.config, c.res.Attributes)
+		a.entMu.Lock()
+		if a.entGen == st {
+			if len(a.ents) >= 10_000 {
+				clear(a.ents)
+			}
+			a.ents[c.attr] = e
+		}
+		a.entMu.Unlock()
+	}
+	ids := e.ids()
+	reason := ""
+	if len(ids) == 0 {
+		reason = e.reason()
+	}
+	a.attests.record(c.res.Key+"\x00"+c.attr+"\x00"+strings.Join(ids, ","), method, c.res.Attributes, ids, reason)
+	return e
+}
+
+// noIdentity is the answer for a caller entitled to nothing.
+func noIdentity(e *entitlements) error {
+	if r := e.reason(); r != "" {
+		return status.Errorf(codes.PermissionDenied, "no identity issued: %s", r)
+	}
+	return status.Error(codes.PermissionDenied, "no identity issued: no workload identity exists for this agent's bot")
+}
+
+// servingError turns the per-SVID errors of a response that ended up empty
+// into one status: unreachable auth is Unavailable (clients retry), refusal
+// is PermissionDenied.
+func servingError(errs []error) error {
+	var reasons []string
+	unavailable := false
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var u *unavailableError
+		if errors.As(err, &u) || errors.Is(err, errNoState) {
+			unavailable = true
+		}
+		if !slices.Contains(reasons, err.Error()) {
+			reasons = append(reasons, err.Error())
+		}
+	}
+	msg := "no identity issued: " + strings.Join(reasons, "; ")
+	if unavailable {
+		return status.Error(codes.Unavailable, msg)
+	}
+	return status.Error(codes.PermissionDenied, msg)
+}
+
+func stateError(err error) error {
+	if errors.Is(err, errNoState) {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return status.FromContextError(err).Err()
+}
+
+type workloadAPI struct {
+	workload.UnimplementedSpiffeWorkloadAPIServer
+	a *Agent
+}
+
+// follow runs build now and again after every change of state or SVIDs,
+// sending each response that differs from the last. build returns the
+// entitlements it holds so the cache keeps them fresh while watched.
+func (a *Agent) follow(ctx context.Context, kind string, build func(*state) (proto.Message, []entitlement, error), send func(proto.Message) error) error {
+	if _, err := a.waitState(ctx); err != nil {
+		return stateError(err)
+	}
+	var last proto.Message
+	var held []entitlement
+	defer func() { a.cache.watch(kind, held, nil, -1) }()
+	for {
+		stateCh, svidCh := a.stateChanged.wait(), a.cache.changed.wait()
+		msg, ents, err := build(a.st.Load())
+		a.cache.watch(kind, ents, nil, +1)
+		a.cache.watch(kind, held, nil, -1)
+		held = ents
+		if err != nil {
+			return err
+		}
+		if last == nil || !proto.Equal(msg, last) {
+			if err := send(msg); err != nil {
+				return err
+			}
+			last = msg
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-stateCh:
+		case <-svidCh:
+		}
+	}
+}
+
+// serve picks the caller's entitlements (one SPIFFE ID if asked for) with
+// unique hints, and gets their SVIDs of kind.
+func (a *Agent) serve(ctx context.Context, c *caller, st *state, kind, method, only string, audiences []string) ([]*svid, []entitlement, error) {
+	e := a.entitle(st, c, method)
+	if len(e.list) == 0 {
+		return nil, nil, noIdentity(e)
+	}
+	ents, _ := uniqueHints(e.list)
+	if only != "" {
+		ents = slices.DeleteFunc(slices.Clone(ents), func(en entitlement) bool { return en.id.String() != only })
+		if len(ents) == 0 {
+			return nil, nil, status.Errorf(codes.PermissionDenied, "no identity issued: this process is not entitled to %s", only)
+		}
+	}
+	svids, errs := a.cache.get(ctx, kind, ents, audiences, c.res.Attributes)
+	var got []*svid
+	for _, s := range svids {
+		if s != nil {
+			got = append(got, s)
+		}
+	}
+	if len(got) == 0 {
+		if ctx.Err() != nil {
+			return nil, ents, status.FromContextError(ctx.Err()).Err()
+		}
+		return nil, ents, servingError(errs)
+	}
+	return got, ents, nil
+}
+
+func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.SpiffeWorkloadAPI_FetchX509SVIDServer) error {
+	a := w.a
+	ctx := stream.Context()
+	c, err := a.attestCaller(ctx)
+	if err != nil {
+		return err
+	}
+	return a.follow(ctx, kindX509, func(st *state) (proto.Message, []entitlement, error) {
+		svids, ents, err := a.serve(ctx, c, st, kindX509, "FetchX509SVID", "", nil)
+		if err != nil {
+			return nil, ents, err
+		}
+		resp := &workload.X509SVIDResponse{Svids: make([]*workload.X509SVID, len(svids))}
+		for i, s := range svids {
+			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.spiffeID, X509Svid: s.chainDER, X509SvidKey: s.keyDER, Bundle: st.x509BundleDER, Hint: s.hint}
+		}
+		return resp, ents, nil
+	}, func(m proto.Message) error { return stream.Send(m.(*workload.X509SVIDResponse)) })
+}
+
+func (w *workloadAPI) FetchWITSVID(req *workload.WITSVIDRequest, stream workload.SpiffeWorkloadAPI_FetchWITSVIDServer) error {
+	a := w.a
+	ctx := stream.Context()
+	c, err := a.attestCaller(ctx)
+	if err != nil {
+		return err
+	}
+	return a.follow(ctx, kindWIT, func(st *state) (proto.Message, []entitlement, error) {
+		svids, ents, err := a.serve(ctx, c, st, kindWIT, "FetchWITSVID", req.GetSpiffeId(), nil)
+		if err != nil {
+			return nil, ents, err
+		}
+		resp := &workload.WITSVIDResponse{Svids: make([]*workload.WITSVID, len(svids))}
+		for i, s := range svids {
+			resp.Svids[i] = &workload.WITSVID{SpiffeId: s.spiffeID, WitSvid: s.token, WitSvidKey: s.keyJWK, Hint: s.hint}
+		}
+		return resp, ents, nil
+	}, func(m proto.Message) error { return stream.Send(m.(*workload.WITSVIDResponse)) })
+}
+
+// normalizeAudiences sorts and dedupes: the same audiences in another order
+// are the same JWT-SVID.
+func normalizeAudiences(aud []string) []string {
+	out := slices.Clone(aud)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func (w *workloadAPI) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
+	a := w.a
+	auds := normalizeAudiences(req.GetAudience())
+	if len(auds) == 0 || slices.Contains(auds, "") {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified: a JWT-SVID is minted for the audiences that will validate it")
+	}
+	c, err := a.attestCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.waitState(ctx)
+	if err != nil {
+		return nil, stateError(err)
+	}
+	svids, _, err := a.serve(ctx, c, st, kindJWT, "FetchJWTSVID", req.GetSpiffeId(), auds)
+	if err != nil {
+		return nil, err
+	}
+	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, len(svids))}
+	for i, s := range svids {
+		resp.Svids[i] = &workload.JWTSVID{SpiffeId: s.spiffeID, Svid: s.token, Hint: s.hint}
+	}
+	return resp, nil
+}
+
+// verifier checks that a caller may read bundles and validate tokens:
+// entitled to some identity, unless unauthenticated verifiers are allowed.
+func (a *Agent) verifier(ctx context.Context, st *state, method string) error {
+	if a.cfg.AllowUnauthenticatedVerifiers {
+		return nil
+	}
+	c, err := a.attestCaller(ctx)
+	if err != nil {
+		return err
+	}
+	if e := a.entitle(st, c, method); len(e.list) == 0 {
+		return noIdentity(e)
+	}
+	return nil
+}
+
+// followBundle sends the bundle response built from each state whenever the
+// bundle changes.
+func (a *Agent) followBundle(ctx context.Context, method string, build func(*state) proto.Message, send func(proto.Message) error) error {
+	st, err := a.waitState(ctx)
+	if err != nil {
+		return stateError(err)
+	}
+	if err := a.verifier(ctx, st, method); err != nil {
+		return err
+	}
+	var last *state
+	for {
+		ch := a.stateChanged.wait()
+		st := a.st.Load()
+		if last == nil || !sameBundle(last, st) {
+			if err := send(build(st)); err != nil {
+				return err
+			}
+			last = st
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ch:
+		}
+	}
+}
+
+func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream workload.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
+	return w.a.followBundle(stream.Context(), "FetchX509Bundles", func(st *state) proto.Message {
+		return &workload.X509BundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.x509BundleDER}}
+	}, func(m proto.Message) error { return stream.Send(m.(*workload.X509BundlesResponse)) })
+}
+
+func (w *workloadAPI) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchJWTBundlesServer) error {
+	return w.a.followBundle(stream.Context(), "FetchJWTBundles", func(st *state) proto.Message {
+		return &workload.JWTBundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.jwtJWKS}}
+	}, func(m proto.Message) error { return stream.Send(m.(*workload.JWTBundlesResponse)) })
+}
+
+func (w *workloadAPI) FetchWITBundles(_ *workload.WITBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchWITBundlesServer) error {
+	return w.a.followBundle(stream.Context(), "FetchWITBundles", func(st *state) proto.Message {
+		return &workload.WITBundlesResponse{Bundles: map[string]string{st.td.IDString(): string(st.witJWKS)}}
+	}, func(m proto.Message) error { return stream.Send(m.(*workload.WITBundlesResponse)) })
+}
+
+func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
+	a := w.a
+	if req.GetAudience() == "" {
+		return nil, status.Error(codes.InvalidArgument, "audience must be specified: give the audience the token must be for")
+	}
+	if req.GetSvid() == "" {
+		return nil, status.Error(codes.InvalidArgument, "svid must be specified: give the JWT-SVID to validate")
+	}
+	st, err := a.waitState(ctx)
+	if err != nil {
+		return nil, stateError(err)
+	}
+	if err := a.verifier(ctx, st, "ValidateJWTSVID"); err != nil {
+		return nil, err
+	}
+	token, err := jwtsvid.ParseAndValidate(req.GetSvid(), st.jwtBundle, []string{req.GetAudience()})
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID is not valid: %v", err)
+	}
+	claims, err := structpb.NewStruct(jsonClaims(token.Claims))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encoding the token's claims: %v", err)
+	}
+	return &workload.ValidateJWTSVIDResponse{SpiffeId: token.ID.String(), Claims: claims}, nil
+}
+
+// jsonClaims turns go-jose's decoded claims into what structpb accepts.
+func jsonClaims(in map[string]any) map[string]any {
+	out := make(map[string]any, len(in))
+	for k, v := range in {
+		out[k] = jsonValue(v)
+	}
+	return out
+}
+
+func jsonValue(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		return jsonClaims(t)
+	case []any:
+		out := make([]any, len(t))
+		for i, x := range t {
+			out[i] = jsonValue(x)
+		}
+		return out
+	case []string:
+		out := make([]any, len(t))
+		for i, x := range t {
+			out[i] = x
+		}
+		return out
+	case int64:
+		return float64(t)
+	case int:
+		return float64(t)
+	default:
+		return v
+	}
+}
