@@ -69,12 +69,26 @@ func token() *resource.JoinToken {
 	}
 }
 
+func workloadIdentity() *resource.WorkloadIdentity {
+	eq, glob := "1000", "/opt/web/*"
+	w := &resource.WorkloadIdentity{Header: resource.Header{Kind: resource.KindWorkloadIdentity, Version: resource.V1,
+		Metadata: resource.Metadata{Name: "web", Labels: map[string]string{"env": "prod", "tier": "front"}, Revision: 2}}}
+	w.Spec.SPIFFE = resource.WorkloadSPIFFE{ID: "/svc/web/{{ workload.unix.user }}", Hint: "web"}
+	w.Spec.X509 = resource.WorkloadX509{DNSSANs: []string{"web.internal"}, TTL: resource.Duration(time.Hour)}
+	w.Spec.JWT = resource.WorkloadJWT{TTL: resource.Duration(5 * time.Minute)}
+	w.Spec.Rules.Allow = []resource.WorkloadRule{
+		{Conditions: []resource.Condition{{Attribute: "workload.unix.uid", Eq: &eq}, {Attribute: "workload.unix.path", Glob: &glob}}},
+		{Conditions: []resource.Condition{{Attribute: "workload.unix.user", In: []string{"alice", "bob"}}, {Attribute: "workload.unix.gid", NotIn: []string{"0"}}}},
+	}
+	return w
+}
+
 // The golden files are what people and scripts see; a change to them is a
 // change to widctl's interface.
 func TestResourceFormats(t *testing.T) {
 	now := func() time.Time { return time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC) }
 	for _, format := range output.Formats {
-		for name, r := range map[string]resource.Resource{"role": role(), "token": token()} {
+		for name, r := range map[string]resource.Resource{"role": role(), "token": token(), "workload_identity": workloadIdentity()} {
 			t.Run(string(format)+"/"+name, func(t *testing.T) {
 				var buf bytes.Buffer
 				p := &output.Printer{Out: &buf, Format: format, TTY: true, Now: now}
@@ -88,6 +102,18 @@ func TestResourceFormats(t *testing.T) {
 			var buf bytes.Buffer
 			p := &output.Printer{Out: &buf, Format: format, Now: now}
 			if err := p.Resources(resource.KindRole, []resource.Resource{role(), role()}); err != nil {
+				t.Fatal(err)
+			}
+			clitest.Golden(t, buf.Bytes())
+		})
+		t.Run(string(format)+"/workload_identities", func(t *testing.T) {
+			var buf bytes.Buffer
+			p := &output.Printer{Out: &buf, Format: format, Now: now}
+			other := workloadIdentity()
+			other.Metadata = resource.Metadata{Name: "db"}
+			other.Spec.SPIFFE.Hint = ""
+			other.Spec.Rules.Allow = other.Spec.Rules.Allow[1:]
+			if err := p.Resources(resource.KindWorkloadIdentity, []resource.Resource{workloadIdentity(), other}); err != nil {
 				t.Fatal(err)
 			}
 			clitest.Golden(t, buf.Bytes())

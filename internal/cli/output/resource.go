@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/wid-project/wid/internal/cli/condition"
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
@@ -118,7 +119,7 @@ func (p *Printer) table(kind string) *Table {
 	case resource.KindJoinToken:
 		return NewTable(p.Out, "name", "bot", "method", "used", "expires")
 	case resource.KindWorkloadIdentity:
-		return NewTable(p.Out, "name", "spiffe id", "hint", "labels")
+		return NewTable(p.Out, "name", "spiffe id", "hint", "rules", "labels")
 	}
 	return NewTable(p.Out, "kind", "name")
 }
@@ -135,7 +136,7 @@ func (p *Printer) row(t *Table, r resource.Resource) {
 	case *resource.JoinToken:
 		t.Row(md.Name, v.Spec.Bot, v.Spec.Method, uses(v), p.Time(v.Spec.Expires))
 	case *resource.WorkloadIdentity:
-		t.Row(md.Name, v.Spec.SPIFFE.ID, v.Spec.SPIFFE.Hint, labels(md.Labels))
+		t.Row(md.Name, v.Spec.SPIFFE.ID, v.Spec.SPIFFE.Hint, ruleSummary(v.Spec.Rules), labels(md.Labels))
 	default:
 		t.Row(r.GetKind(), md.Name)
 	}
@@ -244,14 +245,24 @@ func workloadRules(r resource.WorkloadRules) []string {
 	for i, rule := range r.Allow {
 		conds := make([]string, len(rule.Conditions))
 		for j, c := range rule.Conditions {
-			conds[j] = condition(c)
+			conds[j] = conditionText(c)
 		}
 		out[i] = "allow if " + strings.Join(conds, " and ")
 	}
 	return out
 }
 
-func condition(c resource.Condition) string {
+// ruleSummary is every rule in the form `workload-identity create --rule`
+// takes, so that a rule seen in a table can be typed back.
+func ruleSummary(r resource.WorkloadRules) string {
+	out := make([]string, len(r.Allow))
+	for i, rule := range r.Allow {
+		out[i] = condition.FormatRule(rule)
+	}
+	return strings.Join(out, "; ")
+}
+
+func conditionText(c resource.Condition) string {
 	switch {
 	case c.Eq != nil:
 		return fmt.Sprintf("%s == %q", c.Attribute, *c.Eq)

@@ -115,7 +115,7 @@ func emptyHint(kind string) string {
 	case resource.KindJoinToken:
 		return "no join tokens: make one with widctl token add --bot NAME"
 	case resource.KindWorkloadIdentity:
-		return "no workload identities yet: create one with widctl create -f FILE"
+		return "no workload identities yet: create one with widctl workload-identity create NAME --spiffe-id TEMPLATE --rule CONDITION"
 	}
 	return "no " + kind + " resources"
 }

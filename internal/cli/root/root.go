@@ -18,6 +18,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/token"
 	"github.com/wid-project/wid/internal/cli/user"
 	"github.com/wid-project/wid/internal/cli/versioncmd"
+	"github.com/wid-project/wid/internal/cli/workloadidentity"
 )
 
 // Command groups, in the order help lists them.
@@ -34,7 +35,8 @@ func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 		Use:   "widctl <command>",
 		Short: "Administer a wid trust domain",
 		Long: `widctl administers a wid trust domain: the roles that grant SPIFFE IDs, the
-users and bots that hold them, join tokens, the trust bundle and the audit log.
+users and bots that hold them, join tokens, the workload identities agents
+issue, the trust bundle and the audit log.
 
 It talks to the auth service that "widagent start" runs. On the same machine
 it finds the admin socket by itself; elsewhere pass --auth HOST:PORT with
@@ -92,6 +94,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 		user.NewCmdUser(f),
 		bot.NewCmdBot(f),
 		token.NewCmdToken(f),
+		workloadidentity.NewCmdWorkloadIdentity(f),
 	)
 	add(groupResources,
 		resourcecmd.NewCmdCreate(f, nil),
