@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -381,5 +383,174 @@ func waitFor(t *testing.T, b *syncBuffer, s string) {
 		case <-timeout:
 			t.Fatalf("%q never appeared in:\n%s", s, b.String())
 		}
+	}
+}
+
+// A workload identity made with flags and the same one written as YAML by
+// hand print identically, and the per-noun commands show what the generic
+// ones show.
+func TestWorkloadIdentityFromFlagsEqualsFromFile(t *testing.T) {
+	w := start(t)
+	out := w.ok("workload-identity", "create", "per-uid",
+		"--spiffe-id", "/uid/{{ workload.unix.uid }}", "--hint", "per uid",
+		"--dns-san", "{{ workload.unix.user }}.users.example.com", "--x509-ttl", "1h", "--jwt-ttl", "5m",
+		"--label", "env=prod", "--description", "one SPIFFE ID per uid",
+		"--rule", "workload.unix.uid=1000|1001,workload.unix.path~/opt/app/*",
+		"--rule", `workload.unix.group=backup,workload.unix.user!=root,workload.unix.supplementary_gids!=0\,10|10`)
+	if out != "created workload_identity/per-uid\n" {
+		t.Errorf("create printed %q", out)
+	}
+	doc := `kind: workload_identity
+version: v1
+metadata:
+  name: from-file
+  description: one SPIFFE ID per uid
+  labels: {env: prod}
+spec:
+  spiffe: {id: "/uid/{{ workload.unix.uid }}", hint: per uid}
+  x509: {dns_sans: ["{{ workload.unix.user }}.users.example.com"], ttl: 1h}
+  jwt: {ttl: 5m}
+  rules:
+    allow:
+      - conditions:
+          - {attribute: workload.unix.uid, in: ["1000", "1001"]}
+          - {attribute: workload.unix.path, glob: /opt/app/*}
+      - conditions:
+          - {attribute: workload.unix.group, eq: backup}
+          - {attribute: workload.unix.user, not_eq: root}
+          - {attribute: workload.unix.supplementary_gids, not_in: ["0,10", "10"]}
+`
+	code, out, errOut := w.runIn([]byte(doc), "create", "-f", "-")
+	if code != 0 || out != "created workload_identity/from-file\n" {
+		t.Fatalf("create -f: exit %d, %q %q", code, out, errOut)
+	}
+	fromFlags := w.ok("get", "workload_identity/per-uid", "--format", "yaml")
+	fromFile := w.ok("get", "workload_identity/from-file", "--format", "yaml")
+	if strings.Replace(fromFile, "name: from-file\n", "name: per-uid\n", 1) != fromFlags {
+		t.Errorf("from flags:\n%s\nfrom the file:\n%s", fromFlags, fromFile)
+	}
+	for _, format := range []string{"text", "json", "yaml"} {
+		got := w.ok("wi", "get", "per-uid", "--format", format)
+		if want := w.ok("get", "workload_identity/per-uid", "--format", format); got != want {
+			t.Errorf("wi get --format %s differs from get workload_identity/NAME:\n%s\n%s", format, got, want)
+		}
+	}
+
+	ls := w.ok("workload-identity", "ls")
+	lines := strings.Split(strings.TrimSpace(ls), "\n")
+	if len(lines) != 3 || !regexp.MustCompile(`^NAME +SPIFFE ID +HINT +RULES +LABELS$`).MatchString(lines[0]) ||
+		!regexp.MustCompile(`^per-uid +/uid/\{\{ workload.unix.uid \}\} +per uid +workload.unix.uid=1000\|1001,workload.unix.path~/opt/app/\*; workload.unix.group=backup,.*supplementary_gids!=0\\,10\|10 +env=prod$`).MatchString(lines[2]) {
+		t.Errorf("wi ls:\n%s", ls)
+	}
+	// What ls shows as a rule is what --rule takes back.
+	rule := strings.Fields(strings.SplitN(lines[2], "; ", 2)[1])[0]
+	w.ok("wi", "create", "again", "--spiffe-id", "/again", "--rule", rule)
+	if got := w.ok("wi", "get", "again", "--format", "json"); !strings.Contains(got, `"not_in": [`+"\n"+`                "0,10",`) {
+		t.Errorf("the rule from ls did not come back the same:\n%s", got)
+	}
+
+	code, _, errOut = w.run("wi", "create", "per-uid", "--spiffe-id", "/x", "--rule", "workload.unix.uid=1")
+	if code != cmdutil.ExitBadInput || !strings.Contains(errOut, "workload_identity/per-uid already exists") || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("create over an existing one: exit %d %q", code, errOut)
+	}
+	if out := w.ok("wi", "create", "per-uid", "--force", "--spiffe-id", "/x", "--rule", "workload.unix.uid=1"); out != "created or replaced workload_identity/per-uid\n" {
+		t.Errorf("create --force printed %q", out)
+	}
+	if got := w.ok("get", "workload_identity/per-uid", "--format", "yaml"); !strings.Contains(got, "id: /x\n") || strings.Contains(got, "hint") {
+		t.Errorf("--force did not replace:\n%s", got)
+	}
+	if out := w.ok("workload-identity", "rm", "per-uid"); out != "removed workload_identity/per-uid\n" {
+		t.Errorf("rm printed %q", out)
+	}
+	if code, _, errOut := w.run("wi", "get", "per-uid"); code != cmdutil.ExitNotFound {
+		t.Errorf("after rm, get: exit %d %q", code, errOut)
+	}
+}
+
+// explain --workload-attrs: which workload identities a workload gets from
+// a bot's agent, and why not the others.
+func TestExplainWorkloadAttrs(t *testing.T) {
+	w := start(t)
+	w.ok("wi", "create", "per-uid", "--spiffe-id", "/uid/{{ workload.unix.uid }}", "--label", "env=prod", "--rule", "workload.unix.uid=1000|1001")
+	w.ok("wi", "create", "db", "--spiffe-id", "/svc/db", "--label", "env=prod", "--rule", "workload.unix.user=db")
+	w.ok("wi", "create", "staging", "--spiffe-id", "/staging/{{ workload.unix.user }}", "--label", "env=staging", "--rule", "workload.unix.uid=1000")
+	role := "kind: role\nversion: v1\nmetadata: {name: prod-workloads}\nspec:\n  allow:\n    spiffe: [{path: /**}]\n    workload_identity_labels: {env: [prod]}\n"
+	if code, _, errOut := w.runIn([]byte(role), "create", "-f", "-"); code != 0 {
+		t.Fatalf("creating the role: %s", errOut)
+	}
+	w.ok("bot", "add", "web-agent", "--roles", "prod-workloads")
+
+	// Without --bot, explain asks for the bot local-agent. widagent start
+	// makes it when it starts its agent; authtest runs no agent.
+	code, _, errOut := w.run("explain", "--workload-attrs", "workload.unix.uid=1000")
+	if code != cmdutil.ExitNotFound || !strings.Contains(errOut, "the bot local-agent does not exist: widagent start makes it when it runs an agent, or pass --bot NAME") {
+		t.Errorf("without the bot local-agent: exit %d %q", code, errOut)
+	}
+	w.ok("bot", "add", "local-agent", "--roles", "local-agent")
+
+	type answer struct {
+		Principal  string
+		Attributes map[string]string
+		Identities []struct {
+			Identity string
+			Issued   bool
+			SPIFFEID string `json:"spiffe_id"`
+			Reason   string
+			Check    string
+		}
+	}
+	explain := func(wantCode int, args ...string) answer {
+		t.Helper()
+		code, out, errOut := w.run(append([]string{"explain", "--format", "json"}, args...)...)
+		if code != wantCode {
+			t.Fatalf("explain %v: exit %d, want %d: %s", args, code, wantCode, errOut)
+		}
+		var a answer
+		if err := json.Unmarshal([]byte(out), &a); err != nil {
+			t.Fatalf("explain %v: %v\n%s", args, err, out)
+		}
+		return a
+	}
+	byName := func(a answer) map[string]string {
+		m := map[string]string{}
+		for _, i := range a.Identities {
+			if i.Issued {
+				m[i.Identity] = "issued " + i.SPIFFEID
+			} else {
+				m[i.Identity] = "refused " + i.Check
+			}
+		}
+		return m
+	}
+
+	// The bot local-agent may issue every workload identity.
+	a := explain(0, "--workload-attrs", "workload.unix.uid=1000,workload.unix.user=web")
+	got := byName(a)
+	want := map[string]string{"per-uid": "issued spiffe://example.org/uid/1000", "db": "refused rules", "staging": "issued spiffe://example.org/staging/web"}
+	if a.Principal != "bot local-agent" || !reflect.DeepEqual(got, want) {
+		t.Errorf("for local-agent: %+v\ngot %v\nwant %v", a, got, want)
+	}
+	for _, i := range a.Identities {
+		if i.Identity == "db" && !strings.Contains(i.Reason, "workload.unix.user") {
+			t.Errorf("the refusal of db does not say why: %q", i.Reason)
+		}
+	}
+
+	// web-agent's roles select only env=prod.
+	got = byName(explain(0, "--bot", "web-agent", "--workload-attrs", "workload.unix.uid=1000", "--workload-attrs", "workload.unix.user=web"))
+	if got["per-uid"] != "issued spiffe://example.org/uid/1000" || got["staging"] != "refused not_selected" || !strings.HasPrefix(got["db"], "refused ") {
+		t.Errorf("for web-agent: %v", got)
+	}
+
+	// Nothing issued is a "no": exit 1, with the table still printed.
+	code, out, _ := w.run("explain", "--workload-attrs", "workload.unix.uid=5,workload.unix.user=nobody")
+	if code != cmdutil.ExitError || !regexp.MustCompile(`(?m)^IDENTITY +RESULT +SPIFFE ID +REASON\n`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^per-uid +refused +- +\S`).MatchString(out) {
+		t.Errorf("nothing issued: exit %d\n%s", code, out)
+	}
+
+	code, _, errOut = w.run("explain", "--bot", "ghost", "--workload-attrs", "workload.unix.uid=1")
+	if code != cmdutil.ExitNotFound || !strings.Contains(errOut, "ghost") {
+		t.Errorf("unknown bot: exit %d %q", code, errOut)
 	}
 }

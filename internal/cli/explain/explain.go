@@ -1,5 +1,6 @@
 // Package explain holds `widctl explain`: would a user, bot or role get a
-// given SPIFFE ID, and if not, which check fails.
+// given SPIFFE ID, and if not, which check fails; and which workload
+// identities a bot's agent would issue a workload with given attributes.
 package explain
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/condition"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
@@ -33,30 +35,58 @@ type Options struct {
 	DNSSANs       []string
 	IPSANs        []string
 	TTL           resource.Duration
+	// WorkloadAttributes, when set, asks which workload identities a
+	// workload with these attributes gets from the bot PrincipalName,
+	// instead of asking about SPIFFEID.
+	WorkloadAttributes map[string]string
+	// DefaultBot says PrincipalName is DefaultWorkloadBot because no --bot was given.
+	DefaultBot bool
 }
+
+// DefaultWorkloadBot is the bot --workload-attrs explains for without
+// --bot: the agent that runs next to the auth service.
+const DefaultWorkloadBot = "local-agent"
 
 // NewCmdExplain builds `widctl explain`.
 func NewCmdExplain(f *cmdutil.Factory, runF func(*Options) error) *cobra.Command {
 	opts := &Options{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
 	var user, bot, role string
+	var attrs []string
 	cmd := &cobra.Command{
-		Use:   "explain (--user NAME | --bot NAME | --role NAME) --spiffe-id ID [flags]",
-		Short: "Say whether a user, bot or role may get a SPIFFE ID, and why",
-		Long: `Check a request the way the auth service would, without issuing anything:
-the SPIFFE ID, the SANs and the TTL against the roles of a user or bot, or
-against one role. The answer is ALLOWED or DENIED with the reason; a denial
-names the check that failed and the role and rule that decided.
+		Use:   "explain ((--user | --bot | --role) NAME --spiffe-id ID | --workload-attrs ATTR=VALUE,... [--bot NAME]) [flags]",
+		Short: "Say whether a SPIFFE ID or a workload identity would be issued, and why",
+		Long: `Check a request the way the auth service would, without issuing anything.
 
-Exits 0 when allowed and 1 when denied, so scripts can test the answer.`,
+With --spiffe-id: the SPIFFE ID, the SANs and the TTL against the roles of a
+user or bot, or against one role. The answer is ALLOWED or DENIED with the
+reason; a denial names the check that failed and the role and rule that
+decided. Exits 0 when allowed and 1 when denied.
+
+With --workload-attrs: which workload identities the agent of a bot would
+issue to a workload with these attestation attributes (the bot local-agent,
+the agent next to the auth service, unless --bot names another). Every
+workload identity gets a line: issued, with the SPIFFE ID filled in from the
+attributes, or refused, with the reason (no rule matches, the template
+cannot be filled in, or the bot's roles do not select it). Attributes are
+ATTR=VALUE pairs separated by commas, with \, for a comma inside a value;
+the flag may be repeated. Exits 0 when at least one identity is issued and 1
+when none is.`,
 		Example: `  widctl explain --bot web-agent --spiffe-id /svc/web
   widctl explain --user alice --spiffe-id spiffe://example.org/svc/admin --ttl 2h
-  widctl explain --role web --spiffe-id /svc/web --dns-san web.example.com --ip-san 10.1.2.3`,
+  widctl explain --role web --spiffe-id /svc/web --dns-san web.example.com --ip-san 10.1.2.3
+
+  # Which workload identities would uid 1000 running /opt/web/bin/server get?
+  widctl explain --workload-attrs workload.unix.uid=1000,workload.unix.user=web,workload.unix.path=/opt/web/bin/server
+  widctl explain --bot web-agent --workload-attrs workload.unix.uid=1000 --format json`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.setPrincipal(user, bot, role); err != nil {
-				return err
+			var err error
+			if cmd.Flags().Changed("workload-attrs") {
+				err = opts.setWorkload(attrs, user, bot, role, cmd)
+			} else if err = opts.setPrincipal(user, bot, role); err == nil {
+				err = opts.check()
 			}
-			if err := opts.check(); err != nil {
+			if err != nil {
 				return err
 			}
 			if runF != nil {
@@ -73,7 +103,43 @@ Exits 0 when allowed and 1 when denied, so scripts can test the answer.`,
 	fl.StringSliceVar(&opts.DNSSANs, "dns-san", nil, "a DNS SAN `NAME` asked for (repeatable, comma-separated)")
 	fl.StringSliceVar(&opts.IPSANs, "ip-san", nil, "an `IP` SAN asked for (repeatable, comma-separated)")
 	cmdutil.DurationVar(fl, &opts.TTL, "ttl", "the SVID lifetime asked for, as a `DURATION` (default: the issuer's default)")
+	fl.StringArrayVar(&attrs, "workload-attrs", nil, "explain which workload identities a workload with the `ATTR=VALUE,...` attributes gets (repeatable)")
 	return cmd
+}
+
+// setWorkload reads --workload-attrs and the bot it is asked for.
+func (opts *Options) setWorkload(attrs []string, user, bot, role string, cmd *cobra.Command) error {
+	for _, other := range []struct{ flag, value string }{{"user", user}, {"role", role}} {
+		if other.value != "" {
+			return cmdutil.InputErrorf("--workload-attrs asks what the agent of a bot would issue, not a %s: use --bot NAME, or no principal for the bot %s", other.flag, DefaultWorkloadBot)
+		}
+	}
+	for _, flag := range []string{"spiffe-id", "dns-san", "ip-san", "ttl"} {
+		if cmd.Flags().Changed(flag) {
+			return cmdutil.InputErrorf("--workload-attrs and --%s ask different questions: explain one of them at a time", flag)
+		}
+	}
+	opts.PrincipalKind, opts.PrincipalName = "bot", bot
+	if bot == "" {
+		opts.PrincipalName, opts.DefaultBot = DefaultWorkloadBot, true
+	}
+	if err := resource.ValidateName(opts.PrincipalName); err != nil {
+		return cmdutil.InputErrorf("--bot: %v", err)
+	}
+	opts.WorkloadAttributes = map[string]string{}
+	for _, a := range attrs {
+		parsed, err := condition.ParseAttributes(a)
+		if err != nil {
+			return cmdutil.InputErrorf("--workload-attrs: %v", err)
+		}
+		for k, v := range parsed {
+			if _, dup := opts.WorkloadAttributes[k]; dup {
+				return cmdutil.InputErrorf("--workload-attrs: attribute %s is given twice: a workload has one value for each", k)
+			}
+			opts.WorkloadAttributes[k] = v
+		}
+	}
+	return nil
 }
 
 func (opts *Options) setPrincipal(user, bot, role string) error {
@@ -86,7 +152,7 @@ func (opts *Options) setPrincipal(user, bot, role string) error {
 	}
 	switch len(given) {
 	case 0:
-		return cmdutil.InputErrorf("explain for whom? pass one of --user NAME, --bot NAME or --role NAME")
+		return cmdutil.InputErrorf("explain for whom? pass one of --user NAME, --bot NAME or --role NAME with --spiffe-id, or --workload-attrs ATTR=VALUE,... for a workload")
 	case 1:
 		return nil
 	}
@@ -141,6 +207,9 @@ func run(ctx context.Context, opts *Options) error {
 		return err
 	}
 	defer c.Close()
+	if opts.WorkloadAttributes != nil {
+		return runWorkload(ctx, c, p, opts)
+	}
 	resp, err := c.Explain(ctx, &authv1.ExplainRequest{
 		PrincipalKind: opts.PrincipalKind,
 		PrincipalName: opts.PrincipalName,
