@@ -110,6 +110,7 @@ func TestServerErrors(t *testing.T) {
 	w := start(t)
 	w.ok("role", "create", "web", "--spiffe-path", "/svc/web/*")
 	w.ok("bot", "add", "web-agent", "--roles", "web")
+	w.ok("wi", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.user=web")
 	wrongPin := "sha256:" + strings.Repeat("00", 32)
 
 	tests := []struct {
@@ -125,6 +126,8 @@ func TestServerErrors(t *testing.T) {
 		{"unknown role", []string{"user", "add", "alice", "--roles", "ghost"}, cmdutil.ExitBadInput, "ghost"},
 		{"token for a missing bot", []string{"token", "add", "--bot", "ghost"}, cmdutil.ExitNotFound, "ghost"},
 		{"join token by file", []string{"create", "-f", "-"}, cmdutil.ExitBadInput, "join tokens are made by the auth service"},
+		{"workload identity exists", []string{"wi", "create", "web", "--spiffe-id", "/x", "--rule", "workload.unix.uid=1"}, cmdutil.ExitBadInput, "workload_identity/web already exists"},
+		{"workload identity not found", []string{"workload-identity", "rm", "nope"}, cmdutil.ExitNotFound, "workload_identity/nope does not exist"},
 		{"wrong CA pin", []string{"--auth", w.srv.Addr, "--ca-pin", wrongPin, "role", "ls"}, cmdutil.ExitAuth, "the auth service's CA does not match the pin " + wrongPin},
 		{"no login over TCP", []string{"--auth", w.srv.Addr, "--ca-pin", w.srv.CAPin, "role", "ls"}, cmdutil.ExitAuth, "needs a login"},
 		{"no CA known", []string{"--auth", w.srv.Addr, "role", "ls"}, cmdutil.ExitBadInput, "pass --ca-pin"},
