@@ -16,7 +16,7 @@
 //
 // Spaces around a condition, its operator and its values are ignored.
 // Inside a value, \, is a comma and \| a "|" that does not separate values
-// (workload.unix.supplementary_gids=10\,20); every other backslash is
+// (workload.unix.path=/opt/a\,b/server); every other backslash is
 // itself, so glob escapes such as \* keep their meaning.
 package condition
 

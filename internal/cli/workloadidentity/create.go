@@ -58,7 +58,7 @@ hold. A workload matching any rule gets the identity. A condition is
 A workload that lacks an attribute fails every condition on it, != included.
 Spaces around conditions, operators and values are ignored. Inside a value,
 write \, for a comma and \| for a "|" that does not separate values, as in
-workload.unix.supplementary_gids=10\,20; other backslashes stay as they are.
+workload.unix.path=/opt/a\,b/server; other backslashes stay as they are.
 Quote rules for the shell, which gives "|", "*", "?" and "\" meanings of its own.
 
 The same workload identity written as YAML and created with "widctl create -f"
