@@ -237,3 +237,31 @@ func FormatRule(r resource.WorkloadRule) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// UnixAttributes are the attributes the unix attestor sets, for shell
+// completion; validation accepts any well-formed attribute name, since
+// other attestors add their own.
+var UnixAttributes = []string{
+	"workload.unix.pid", "workload.unix.uid", "workload.unix.gid", "workload.unix.path",
+	"workload.unix.sha256", "workload.unix.user", "workload.unix.group",
+}
+
+// CompleteAttribute offers the unix attribute names for the condition or
+// ATTR=VALUE pair being typed at the end of toComplete, after the commas of
+// the ones before it. It offers nothing once an operator is typed.
+func CompleteAttribute(toComplete string) []string {
+	done, last := "", toComplete
+	if i := strings.LastIndexByte(toComplete, ','); i >= 0 {
+		done, last = toComplete[:i+1], toComplete[i+1:]
+	}
+	if strings.ContainsAny(last, "=!~") {
+		return nil
+	}
+	var out []string
+	for _, a := range UnixAttributes {
+		if strings.HasPrefix(a, strings.TrimSpace(last)) {
+			out = append(out, done+a)
+		}
+	}
+	return out
+}

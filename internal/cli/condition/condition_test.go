@@ -174,3 +174,16 @@ func TestParseAttributes(t *testing.T) {
 		}
 	}
 }
+
+func TestCompleteAttribute(t *testing.T) {
+	for in, want := range map[string][]string{
+		"workload.unix.u":                        {"workload.unix.uid", "workload.unix.user"},
+		"workload.unix.uid=1000,workload.unix.g": {"workload.unix.uid=1000,workload.unix.gid", "workload.unix.uid=1000,workload.unix.group"},
+		"workload.unix.uid=10":                   nil,
+		"workload.k":                             nil,
+	} {
+		if got := CompleteAttribute(in); !reflect.DeepEqual(got, want) {
+			t.Errorf("CompleteAttribute(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -104,6 +104,9 @@ when none is.`,
 	fl.StringSliceVar(&opts.IPSANs, "ip-san", nil, "an `IP` SAN asked for (repeatable, comma-separated)")
 	cmdutil.DurationVar(fl, &opts.TTL, "ttl", "the SVID lifetime asked for, as a `DURATION` (default: the issuer's default)")
 	fl.StringArrayVar(&attrs, "workload-attrs", nil, "explain which workload identities a workload with the `ATTR=VALUE,...` attributes gets (repeatable)")
+	_ = cmd.RegisterFlagCompletionFunc("workload-attrs", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		return condition.CompleteAttribute(toComplete), cobra.ShellCompDirectiveNoSpace | cobra.ShellCompDirectiveNoFileComp
+	})
 	return cmd
 }
 

@@ -98,7 +98,17 @@ Existing workload identities are refused unless --force replaces them.`,
 	fs.StringArrayVar(&opts.Labels, "label", nil, "set the label `KEY=VALUE`, which roles select on (repeatable)")
 	fs.StringVar(&opts.Description, "description", "", "say what the workload identity is for in `TEXT`")
 	fs.BoolVar(&opts.Force, "force", false, "replace a workload identity of the same name")
+	_ = cmd.RegisterFlagCompletionFunc("rule", completeAttribute)
+	for _, name := range []string{"spiffe-id", "hint", "dns-san", "label", "description"} {
+		_ = cmd.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions)
+	}
 	return cmd
+}
+
+// completeAttribute completes the attribute names in --rule; what follows
+// them is the user's to type.
+func completeAttribute(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	return condition.CompleteAttribute(toComplete), cobra.ShellCompDirectiveNoSpace | cobra.ShellCompDirectiveNoFileComp
 }
 
 // createArgs wants the name alone, and recognizes a template that the
