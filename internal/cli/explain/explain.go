@@ -67,7 +67,8 @@ issue to a workload with these attestation attributes (the bot local-agent,
 the agent next to the auth service, unless --bot names another). Every
 workload identity gets a line: issued, with the SPIFFE ID filled in from the
 attributes, or refused, with the reason (no rule matches, the template
-cannot be filled in, or the bot's roles do not select it). Attributes are
+cannot be filled in, the bot's roles do not select it or do not grant the
+SPIFFE ID, SANs or TTL it gives). Attributes are
 ATTR=VALUE pairs separated by commas, with \, for a comma inside a value;
 the flag may be repeated. Exits 0 when at least one identity is issued and 1
 when none is.`,
