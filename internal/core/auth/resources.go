@@ -14,6 +14,63 @@ import (
 	"github.com/wid-project/wid/internal/core/store"
 )
 
+// workloadSet is every workload identity of the trust domain, as agents and
+// issuance need them: sorted by name, encoded and compiled once per revision.
+type workloadSet struct {
+	list   []*workloadEntry
+	byName map[string]*workloadEntry
+}
+
+type workloadEntry struct {
+	wi *resource.WorkloadIdentity
+	// doc is the identity's wire document (as GetResource returns it).
+	doc []byte
+	// compiled is nil when the stored identity does not compile; err says why.
+	compiled *rbac.Workload
+	err      error
+}
+
+// workloadIdentities returns every workload identity, from memory unless a
+// write changed them since the last read. The set is shared: never modify it.
+func (r *resources) workloadIdentities(ctx context.Context) (*workloadSet, error) {
+	r.mu.RLock()
+	set, gen, last := r.workloads, r.workloadsGen, r.lastWorkloads
+	r.mu.RUnlock()
+	if set != nil {
+		return set, nil
+	}
+	list, err := r.list(ctx, resource.KindWorkloadIdentity)
+	if err != nil {
+		return nil, err
+	}
+	set = &workloadSet{byName: make(map[string]*workloadEntry, len(list))}
+	for _, v := range list {
+		wi := v.(*resource.WorkloadIdentity)
+		e := &workloadEntry{wi: wi}
+		if last != nil {
+			if prev := last.byName[wi.Metadata.Name]; prev != nil && prev.wi.Metadata.Revision == wi.Metadata.Revision {
+				e = prev
+			}
+		}
+		if e.doc == nil {
+			if e.doc, err = encode(wi); err != nil {
+				return nil, err
+			}
+			e.compiled, e.err = rbac.CompileWorkload(wi)
+		}
+		set.list = append(set.list, e)
+		set.byName[wi.Metadata.Name] = e
+	}
+	sort.Slice(set.list, func(i, j int) bool { return set.list[i].wi.Metadata.Name < set.list[j].wi.Metadata.Name })
+	r.mu.Lock()
+	if r.workloadsGen == gen {
+		r.workloads = set
+	}
+	r.lastWorkloads = set
+	r.mu.Unlock()
+	return set, nil
+}
+
 // resources reads and writes resources through the store, keeping decoded
 // roles, users and bots in memory: every RPC needs its caller's roles, and
 // the store should not be on that path. Writes go through here, so the cache
@@ -22,10 +79,26 @@ type resources struct {
 	db    store.Backend
 	mu    sync.RWMutex
 	cache map[string]resource.Resource // "kind/name"
+
+	// workloads is every workload identity, compiled; nil when a write
+	// dropped it. workloadsGen counts those drops, so that a list read from
+	// the store before a write is not kept after it.
+	workloads    *workloadSet
+	workloadsGen uint64
+	// lastWorkloads is the previous set, whose compiled identities the next
+	// one reuses when their revision did not change.
+	lastWorkloads *workloadSet
+
+	// onChange is called after every write to a role, bot or workload
+	// identity: what agents are served from.
+	onChange func()
 }
 
-func newResources(db store.Backend) *resources {
-	return &resources{db: db, cache: map[string]resource.Resource{}}
+func newResources(db store.Backend, onChange func()) *resources {
+	if onChange == nil {
+		onChange = func() {}
+	}
+	return &resources{db: db, cache: map[string]resource.Resource{}, onChange: onChange}
 }
 
 func (r *resources) get(ctx context.Context, kind, name string) (resource.Resource, error) {
@@ -118,14 +191,29 @@ func (r *resources) roles(ctx context.Context, names []string) ([]*resource.Role
 	return out, nil
 }
 
-// apply writes ops atomically and drops the cached copies of what they touch.
+// apply writes ops atomically and drops the cached copies of what they
+// touch; then, if agents' state may have changed, it says so. Both happen
+// even when Apply failed: its outcome may be unknown, and a needless
+// reload or state check costs little.
 func (r *resources) apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
 	revs, err := r.db.Apply(ctx, ops...)
+	agentState := false
 	r.mu.Lock()
 	for _, op := range ops {
 		delete(r.cache, op.Item.Kind+"/"+op.Item.Name)
+		switch op.Item.Kind {
+		case resource.KindWorkloadIdentity:
+			r.workloads = nil
+			r.workloadsGen++
+			agentState = true
+		case resource.KindRole, resource.KindBot:
+			agentState = true
+		}
 	}
 	r.mu.Unlock()
+	if agentState {
+		r.onChange()
+	}
 	return revs, err
 }
 

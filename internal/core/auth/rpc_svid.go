@@ -226,6 +226,32 @@ func (s *Server) Explain(ctx context.Context, req *authv1.ExplainRequest) (*auth
 	if err != nil && err != store.ErrNotFound {
 		return nil, storeError("roles", err)
 	}
+	if len(req.WorkloadAttributes) > 0 {
+		if kind == "user" {
+			return nil, status.Error(codes.InvalidArgument, "workload attributes ask what an agent would issue, and users run no agents: explain for a bot or a role")
+		}
+		if err := s.authorize(ctx, resource.KindWorkloadIdentity, verbList); err != nil {
+			return nil, err
+		}
+		workloads, err := s.explainWorkloads(ctx, roles, req.WorkloadAttributes)
+		if err != nil {
+			return nil, err
+		}
+		if req.SpiffeId == "" {
+			return workloadsExplanation(kind, req.PrincipalName, roleNames, workloads), nil
+		}
+		resp, err := s.explainSVID(req, roles, roleNames)
+		if err != nil {
+			return nil, err
+		}
+		resp.Workloads = workloads
+		return resp, nil
+	}
+	return s.explainSVID(req, roles, roleNames)
+}
+
+// explainSVID explains an issuance of req.SpiffeId to roles.
+func (s *Server) explainSVID(req *authv1.ExplainRequest, roles []*resource.Role, roleNames []string) (*authv1.ExplainResponse, error) {
 	id, err := resource.ParseSPIFFEID(s.td, req.SpiffeId)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())

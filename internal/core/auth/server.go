@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -87,6 +88,21 @@ type Server struct {
 
 	certMu     sync.Mutex
 	serverCert *tls.Certificate
+
+	// changes wakes agent streams when what they serve from may have
+	// changed: resource writes and CA reloads call it.
+	changes *stateNotifier
+	// generation numbers the agent states pushed (see WatchAgent).
+	generation atomic.Int64
+	// stopping is closed when Run begins to stop, ending agent streams
+	// that would otherwise hold up a graceful stop.
+	stopping chan struct{}
+	stopOnce sync.Once
+	// agentHosts maps a bot's name to the host its agent last named, for
+	// audit events of calls that carry no host.
+	agentHosts sync.Map
+	// attestations remembers recently recorded attestation ids.
+	attestations *recentIDs
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
@@ -112,7 +128,12 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening the store in %s: %w", cfg.DataDir, err)
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, clock: clock, db: db}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger, clock: clock, db: db,
+		changes: newStateNotifier(), stopping: make(chan struct{}), attestations: newRecentIDs(maxRecentAttestations),
+	}
+	// Seeded with the time so that generations also grow across restarts.
+	s.generation.Store(clock().UnixMicro())
 	s.host, _ = os.Hostname()
 	defer func() {
 		if err != nil {
@@ -140,8 +161,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// is safe because nothing was ever issued.
 		s.log.Warn("trust domain setup was incomplete; completed it now", "trust_domain", td.Name())
 	}
+	s.cas.OnChange(s.changes.changed)
 	s.issuer = issuer.New(s.cas, clock)
-	s.res = newResources(db)
+	s.res = newResources(db, s.changes.changed)
 	if created || casCreated {
 		if err := s.res.ensureBuiltinRoles(ctx); err != nil {
 			return nil, err
@@ -269,6 +291,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	g.Go(func() error {
 		<-ctx.Done()
+		s.stopOnce.Do(func() { close(s.stopping) })
 		stopped := make(chan struct{})
 		go func() {
 			for _, srv := range servers {

@@ -80,3 +80,20 @@ func (s *Server) AdminClient(t testing.TB) *client.Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// LocalAgentClient connects to the TLS listener as the in-process agent's
+// bot (local-agent, holding the built-in local-agent role), as widagent
+// start does.
+func (s *Server) LocalAgentClient(t testing.TB) *client.Client {
+	t.Helper()
+	id, err := s.LocalAgentIdentity(context.Background(), "authtest")
+	if err != nil {
+		t.Fatalf("getting the local agent's identity: %v", err)
+	}
+	c, err := client.Dial(client.Config{Auth: s.Addr, Identity: id})
+	if err != nil {
+		t.Fatalf("dialing the auth service as the local agent: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}

@@ -1,0 +1,232 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/rbac"
+	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// agentPushInterval is the least time between two states pushed on one
+// stream: a burst of changes (a batch create, a rotation step) becomes one
+// push of the final state instead of one per change.
+const agentPushInterval = 50 * time.Millisecond
+
+// maxHostLength bounds the host name an agent gives, which goes into every
+// audit event of its calls.
+const maxHostLength = 253
+
+// stateNotifier tells agent streams that what they serve from may have
+// changed. It says nothing of what changed: each stream rebuilds its state
+// and pushes it only if it differs from the last one sent, so callers may
+// notify liberally.
+type stateNotifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newStateNotifier() *stateNotifier { return &stateNotifier{ch: make(chan struct{})} }
+
+// wait returns a channel closed at the next change. Take it before reading
+// the state, so that a change made while reading is not missed.
+func (n *stateNotifier) wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ch
+}
+
+// changed wakes every waiter. It never blocks.
+func (n *stateNotifier) changed() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	close(n.ch)
+	n.ch = make(chan struct{})
+}
+
+// StateChanged tells every agent stream to look again at what it serves:
+// call it after changing anything agents are served from outside the
+// resource API (the resource API and CA reloads already do).
+func (s *Server) StateChanged() { s.changes.changed() }
+
+// agentHost cleans the host an agent names.
+func agentHost(h string) string {
+	h = strings.TrimSpace(h)
+	if len(h) > maxHostLength {
+		h = h[:maxHostLength]
+	}
+	return h
+}
+
+// rememberAgentHost records where bot's agent runs; "" keeps what is known.
+func (s *Server) rememberAgentHost(bot, host string) {
+	if host != "" {
+		s.agentHosts.Store(bot, host)
+	}
+}
+
+// agentHostOf is the host bot's agent last named, or "".
+func (s *Server) agentHostOf(bot string) string {
+	if h, ok := s.agentHosts.Load(bot); ok {
+		return h.(string)
+	}
+	return ""
+}
+
+// requireBot refuses callers that are not bots, for the agent RPCs.
+func requireBot(c *caller, what string) error {
+	switch c.Kind {
+	case KindBot:
+		return nil
+	case "":
+		return status.Error(codes.Unauthenticated, what+" needs a bot identity: join the agent first")
+	}
+	return status.Errorf(codes.PermissionDenied, "only an agent's bot may %s, and you are the %s %q: join an agent with widctl bot add and widagent join instead", what, c.Kind, c.Name)
+}
+
+func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthService_WatchAgentServer) error {
+	ctx := stream.Context()
+	c := callerFrom(ctx)
+	if err := requireBot(c, "watch agent state"); err != nil {
+		return err
+	}
+	for _, verb := range []string{verbRead, verbList} {
+		if err := s.authorize(ctx, resource.KindWorkloadIdentity, verb); err != nil {
+			return err
+		}
+	}
+	host := agentHost(req.Host)
+	s.rememberAgentHost(c.Name, host)
+	if _, err := s.audit.Emit(ctx, audit.Event{
+		Type: audit.TypeAgentConnect, Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
+	}); err != nil {
+		return status.Errorf(codes.Unavailable, "the agent's connection could not be audited: %v", err)
+	}
+
+	var (
+		last     *authv1.AgentState
+		lastPush time.Time
+	)
+	for {
+		changed := s.changes.wait()
+		st, err := s.agentState(ctx, c.Name)
+		if err != nil {
+			return err
+		}
+		if last == nil || !sameAgentState(last, st) {
+			st.Generation = s.generation.Add(1)
+			if err := stream.Send(st); err != nil {
+				return err
+			}
+			last, lastPush = st, time.Now()
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+		}
+		// Coalesce a burst: the state is read after the wait, so the push
+		// that follows carries everything up to then.
+		if wait := agentPushInterval - time.Since(lastPush); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-s.stopping:
+				t.Stop()
+				return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+			}
+		}
+	}
+}
+
+// agentState builds what bot's agent serves from. The bot and its roles are
+// read again each time: a role change changes which identities it gets, and
+// a bot that was removed or lost the right to read workload identities ends
+// its stream.
+func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState, error) {
+	b, err := s.res.bot(ctx, bot)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, status.Errorf(codes.Unauthenticated, "bot %q no longer exists: create it again and join with a new token", bot)
+	}
+	if err != nil {
+		return nil, storeError("bot/"+bot, err)
+	}
+	roles, err := s.res.roles(ctx, b.Spec.Roles)
+	if err != nil {
+		return nil, storeError("roles", err)
+	}
+	for _, verb := range []string{verbRead, verbList} {
+		if d := rbac.CheckRule(roles, resource.KindWorkloadIdentity, verb); !d.Allowed {
+			return nil, status.Error(codes.PermissionDenied, d.Reason)
+		}
+	}
+	set, err := s.res.workloadIdentities(ctx)
+	if err != nil {
+		return nil, storeError(resource.KindWorkloadIdentity, err)
+	}
+	bundle, err := s.agentBundle()
+	if err != nil {
+		return nil, err
+	}
+	st := &authv1.AgentState{TrustDomain: s.td.Name(), Bundle: bundle}
+	for _, e := range set.list {
+		if rbac.SelectsWorkloadIdentity(roles, e.wi.Metadata.Labels) {
+			st.WorkloadIdentities = append(st.WorkloadIdentities, e.doc)
+		}
+	}
+	return st, nil
+}
+
+// agentBundle is the trust bundle as agents serve it.
+func (s *Server) agentBundle() (*authv1.AgentBundle, error) {
+	jwtJWKS, err := s.cas.JWTJWKS()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "building the JWT bundle: %v", err)
+	}
+	witJWKS, err := s.cas.WITJWKS()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "building the WIT bundle: %v", err)
+	}
+	b := &authv1.AgentBundle{JwtJwks: jwtJWKS, WitJwks: witJWKS, Sequence: int64(s.cas.BundleSequence())}
+	for _, c := range s.cas.Authorities(ca.TypeSPIFFE) {
+		b.X509Authorities = append(b.X509Authorities, c.Raw)
+	}
+	return b, nil
+}
+
+// sameAgentState compares two states but for their generation.
+func sameAgentState(a, b *authv1.AgentState) bool {
+	return a.TrustDomain == b.TrustDomain && proto.Equal(a.Bundle, b.Bundle) &&
+		slices.EqualFunc(a.WorkloadIdentities, b.WorkloadIdentities, bytes.Equal)
+}
+
+// describeLabels formats labels for reasons, sorted: {app=web env=prod}.
+func describeLabels(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "no labels"
+	}
+	parts := make([]string, 0, len(labels))
+	for k, v := range labels {
+		parts = append(parts, k+"="+v)
+	}
+	slices.Sort(parts)
+	return fmt.Sprintf("labels {%s}", strings.Join(parts, " "))
+}
