@@ -68,10 +68,9 @@ the agent next to the auth service, unless --bot names another). Every
 workload identity gets a line: issued, with the SPIFFE ID filled in from the
 attributes, or refused, with the reason (no rule matches, the template
 cannot be filled in, the bot's roles do not select it or do not grant the
-SPIFFE ID, SANs or TTL it gives). Attributes are
-ATTR=VALUE pairs separated by commas, with \, for a comma inside a value;
-the flag may be repeated. Exits 0 when at least one identity is issued and 1
-when none is.`,
+SPIFFE ID, SANs or TTL it gives). Attributes are ATTR=VALUE pairs separated
+by commas, with \, for a comma inside a value; the flag may be repeated.
+Exits 0 when at least one identity is issued and 1 when none is.`,
 		Example: `  widctl explain --bot web-agent --spiffe-id /svc/web
   widctl explain --user alice --spiffe-id spiffe://example.org/svc/admin --ttl 2h
   widctl explain --role web --spiffe-id /svc/web --dns-san web.example.com --ip-san 10.1.2.3
