@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -95,6 +96,10 @@ var (
 func startAgent(t *testing.T, dataDir string, extra ...string) *agent {
 	t.Helper()
 	args := append([]string{"start", "--data-dir", dataDir, "--auth-listen", "127.0.0.1:0"}, extra...)
+	if !slices.Contains(extra, "--workload-socket") {
+		// Each test's agent gets its own socket, not the user's default.
+		args = append(args, "--workload-socket", filepath.Join(dataDir, "workload.sock"))
+	}
 	cmd := exec.Command(filepath.Join(binDir, "widagent"), args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

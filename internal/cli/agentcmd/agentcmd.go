@@ -9,14 +9,21 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/auth"
+	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/paths"
 	"github.com/wid-project/wid/internal/version"
+	"golang.org/x/sync/errgroup"
 )
 
 // NewRootCmd builds widagent's command tree, printing to out and errOut.
@@ -35,7 +42,7 @@ serves it; widctl finds it through the admin socket.`,
 	root.SetOut(out)
 	root.SetErr(errOut)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return FlagError{err} })
-	root.AddCommand(newStartCmd(out, errOut), newVersionCmd(out))
+	root.AddCommand(newStartCmd(out, errOut), newAPICmd(out), newVersionCmd(out))
 	return root
 }
 
@@ -60,35 +67,75 @@ func newVersionCmd(out io.Writer) *cobra.Command {
 
 // StartOptions are widagent start's settings after flags, environment and config file.
 type StartOptions struct {
-	DataDir     string   `mapstructure:"data_dir"`
-	TrustDomain string   `mapstructure:"trust_domain"`
-	AuthListen  string   `mapstructure:"auth_listen"`
-	ServerNames []string `mapstructure:"server_names"`
-	LogLevel    string   `mapstructure:"log_level"`
+	Roles       []string `mapstructure:"roles" yaml:"roles"`
+	DataDir     string   `mapstructure:"data_dir" yaml:"data_dir"`
+	TrustDomain string   `mapstructure:"trust_domain" yaml:"trust_domain"`
+	AuthListen  string   `mapstructure:"auth_listen" yaml:"auth_listen"`
+	ServerNames []string `mapstructure:"server_names" yaml:"server_names"`
+	LogLevel    string   `mapstructure:"log_level" yaml:"log_level"`
+
+	// Agent settings.
+	Auth                          string             `mapstructure:"auth" yaml:"auth"`
+	JoinToken                     string             `mapstructure:"join_token" yaml:"join_token"`
+	CAPin                         string             `mapstructure:"ca_pin" yaml:"ca_pin"`
+	WorkloadSocket                string             `mapstructure:"workload_socket" yaml:"workload_socket"`
+	DiagAddr                      string             `mapstructure:"diag_addr" yaml:"diag_addr"`
+	NoDevIdentity                 bool               `mapstructure:"no_dev_identity" yaml:"no_dev_identity"`
+	AllowUnauthenticatedVerifiers bool               `mapstructure:"allow_unauthenticated_verifiers" yaml:"allow_unauthenticated_verifiers"`
+	SVIDs                         []agent.ConfigSVID `mapstructure:"svids" yaml:"svids"`
+	Outputs                       []agent.Output     `mapstructure:"outputs" yaml:"outputs"`
+}
+
+// flagKeys maps each flag to its config key.
+var flagKeys = map[string]string{
+	"roles": "roles", "data-dir": "data_dir", "trust-domain": "trust_domain", "auth-listen": "auth_listen",
+	"server-name": "server_names", "log-level": "log_level", "auth": "auth", "join-token": "join_token",
+	"ca-pin": "ca_pin", "workload-socket": "workload_socket", "diag-addr": "diag_addr",
+	"no-dev-identity": "no_dev_identity", "allow-unauthenticated-verifiers": "allow_unauthenticated_verifiers",
 }
 
 // configKeys are the keys a config file may hold; others are refused.
-var configKeys = map[string]bool{"data_dir": true, "trust_domain": true, "auth_listen": true, "server_names": true, "log_level": true}
+var configKeys = []string{"roles", "data_dir", "trust_domain", "auth_listen", "server_names", "log_level",
+	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
+	"allow_unauthenticated_verifiers", "svids", "outputs"}
 
 func newStartCmd(out, errOut io.Writer) *cobra.Command {
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   "start",
-		Short: "Start the auth service in the foreground",
-		Long: `Start the auth service in the foreground until SIGINT or SIGTERM.
+		Short: "Start the auth service and the agent in the foreground",
+		Long: `Start widagent in the foreground until SIGINT or SIGTERM.
+
+With no --roles, one process runs both the auth service and the agent: the
+agent joins its own auth service in-process (no token needed) as the bot
+local-agent, which holds the built-in role local-agent, and serves the SPIFFE
+Workload API on --workload-socket. On the first start of a fresh data dir it
+also creates the workload identity dev-uid, which gives processes of the
+starting user spiffe://<trust domain>/uid/<uid> (--no-dev-identity skips it;
+"widctl rm workload_identity/dev-uid" removes it).
 
 The first start on a data dir creates the trust domain: its CAs (ECDSA P-256,
 private keys encrypted at rest with a key in <data-dir>/keys), the built-in
 roles editor and local-agent, and the audit log. Later starts load it.
 
+--roles agent runs an agent alone, for another host: it joins with --auth,
+--join-token and --ca-pin, keeps its bot identity in <data-dir>/agent, and
+joins again only when that identity is gone or revoked.
+
 Settings come from flags, then WIDAGENT_* environment variables (for example
-WIDAGENT_DATA_DIR), then the --config YAML file (keys data_dir, trust_domain,
-auth_listen, server_names, log_level), then defaults.`,
-		Example: `  # A dev trust domain in ~/.local/share/wid, listening on 127.0.0.1:3025
+WIDAGENT_DATA_DIR), then the --config YAML file, then defaults. The config
+file takes the flags' names with underscores (data_dir, workload_socket, ...)
+and also svids (SVIDs the agent serves from its own config, each with path,
+hint, dns_sans and rules) and outputs (SVIDs written to files, each with type
+x509 or jwt, path, dir and, for jwt, audiences). Unknown keys are refused.`,
+		Example: `  # A whole dev trust domain (example.org) with its Workload API
   widagent start
 
   # A named trust domain with its own data dir
-  widagent start --trust-domain prod.example.com --data-dir /var/lib/wid --auth-listen 0.0.0.0:3025`,
+  widagent start --trust-domain prod.example.com --data-dir /var/lib/wid --auth-listen 0.0.0.0:3025
+
+  # An agent on another host, joining with a token from 'widctl bot add'
+  widagent start --roles agent --auth auth.example.com:3025 --join-token TOKEN --ca-pin sha256:...`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts, err := loadStartOptions(cmd.Flags(), configFile)
@@ -100,11 +147,19 @@ auth_listen, server_names, log_level), then defaults.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "YAML config file")
-	f.String("data-dir", paths.DefaultDataDir(), "where the store, keys and admin socket live")
+	f.StringSlice("roles", []string{"auth", "agent"}, "what this process runs: auth, agent, or both")
+	f.String("data-dir", paths.DefaultDataDir(), "where the store, keys, admin socket and agent identity live")
 	f.String("trust-domain", "", "trust domain to create on first start (default "+auth.DefaultTrustDomain+"); must match on later starts")
 	f.String("auth-listen", auth.DefaultListenAddr, "host:port of the auth service's TLS listener")
 	f.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
 	f.String("log-level", "info", "log level: debug, info, warn or error")
+	f.String("auth", "", "host:port of the auth service (--roles agent)")
+	f.String("join-token", "", "join token for the agent's first start (--roles agent); also WIDAGENT_JOIN_TOKEN")
+	f.String("ca-pin", "", "sha256:... pin of the auth service's CA, as printed by widagent start (--roles agent)")
+	f.String("workload-socket", paths.DefaultWorkloadSocket(), "unix socket of the SPIFFE Workload API")
+	f.String("diag-addr", "", "host:port for /healthz, /readyz and /metrics (off when empty)")
+	f.Bool("no-dev-identity", false, "do not create the dev-uid workload identity on a fresh data dir")
+	f.Bool("allow-unauthenticated-verifiers", false, "let callers with no identity fetch bundles and validate JWT-SVIDs")
 	return cmd
 }
 
@@ -113,7 +168,7 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 	v.SetEnvPrefix("WIDAGENT")
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
 	v.AutomaticEnv()
-	for flag, key := range map[string]string{"data-dir": "data_dir", "trust-domain": "trust_domain", "auth-listen": "auth_listen", "server-name": "server_names", "log-level": "log_level"} {
+	for flag, key := range flagKeys {
 		if err := v.BindPFlag(key, flags.Lookup(flag)); err != nil {
 			return StartOptions{}, fmt.Errorf("binding --%s: %w", flag, err)
 		}
@@ -130,20 +185,47 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 		if err := raw.ReadInConfig(); err == nil {
 			for _, k := range raw.AllKeys() {
 				top := strings.SplitN(k, ".", 2)[0]
-				if !configKeys[top] {
-					return StartOptions{}, fmt.Errorf("config file %s has unknown key %q: known keys are data_dir, trust_domain, auth_listen, server_names, log_level", configFile, k)
+				if !slices.Contains(configKeys, top) {
+					return StartOptions{}, fmt.Errorf("config file %s has unknown key %q: known keys are %s", configFile, k, strings.Join(configKeys, ", "))
 				}
 			}
 		}
 	}
 	var o StartOptions
-	if err := v.Unmarshal(&o); err != nil {
-		return StartOptions{}, fmt.Errorf("reading settings: %w", err)
+	// ErrorUnused refuses unknown keys inside svids and outputs too.
+	if err := v.Unmarshal(&o, func(c *mapstructure.DecoderConfig) {
+		c.ErrorUnused = true
+		// yaml tags, so that svids[].rules read like a workload identity's rules.
+		c.TagName = "yaml"
+	}); err != nil {
+		return StartOptions{}, fmt.Errorf("reading settings from %s: %s", configFileName(configFile), strings.ReplaceAll(err.Error(), "\n", " "))
 	}
 	if o.DataDir == "" {
 		return StartOptions{}, errors.New("--data-dir must not be empty")
 	}
+	for _, r := range o.Roles {
+		if r != "auth" && r != "agent" {
+			return StartOptions{}, FlagError{fmt.Errorf("role %q is unknown: --roles takes auth, agent or both", r)}
+		}
+	}
+	if len(o.Roles) == 0 {
+		return StartOptions{}, FlagError{errors.New("--roles is empty: give auth, agent or both")}
+	}
+	if !slices.Contains(o.Roles, "auth") {
+		if o.Auth == "" {
+			return StartOptions{}, FlagError{errors.New("--roles agent needs --auth HOST:PORT of the auth service")}
+		}
+	} else if o.Auth != "" || o.JoinToken != "" {
+		return StartOptions{}, FlagError{errors.New("--auth and --join-token are for an agent alone (--roles agent); with the auth service in this process the agent joins it directly")}
+	}
 	return o, nil
+}
+
+func configFileName(f string) string {
+	if f == "" {
+		return "flags and environment"
+	}
+	return f
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -160,33 +242,119 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level}))
-	srv, err := auth.Open(ctx, auth.Config{
-		DataDir: o.DataDir, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
-		ServerNames: o.ServerNames, Logger: logger, Version: version.Version,
-	})
-	if err != nil {
-		return err
+	runAuth, runAgent := slices.Contains(o.Roles, "auth"), slices.Contains(o.Roles, "agent")
+	host, _ := os.Hostname()
+	g, ctx := errgroup.WithContext(ctx)
+	var p printer
+	p.out = out
+
+	agentCfg := agent.Config{
+		SocketPath: o.WorkloadSocket, DataDir: o.DataDir, Host: host,
+		AuthAddr: o.Auth, CAPin: o.CAPin, JoinToken: o.JoinToken,
+		DiagAddr: o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs,
+		AllowUnauthenticatedVerifiers: o.AllowUnauthenticatedVerifiers,
+		Logger:                        logger.With("service", "agent"),
 	}
-	defer srv.Close()
-	info := srv.Info()
-	state := "loaded"
-	if info.Created {
-		state = "created"
+	if runAuth {
+		srv, err := auth.Open(ctx, auth.Config{
+			DataDir: o.DataDir, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
+			ServerNames: o.ServerNames, Logger: logger, Version: version.Version,
+		})
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		info := srv.Info()
+		state := "loaded"
+		if info.Created {
+			state = "created"
+		}
+		p.line("wid auth service %s", version.Version)
+		p.line("  trust domain:  %s (%s)", info.TrustDomain.IDString(), state)
+		p.line("  auth address:  %s", info.Addr)
+		p.line("  admin socket:  %s", info.AdminSocket)
+		p.line("  CA pin:        %s", info.CAPin)
+		agentCfg.AuthAddr = info.Addr
+		agentCfg.LocalIdentity = func(ctx context.Context) (*client.Identity, error) {
+			return srv.LocalAgentIdentity(ctx, host)
+		}
+		if !runAgent {
+			p.flush(info.AdminSocket, "")
+		}
+		g.Go(func() error { return srv.Run(ctx) })
+		if runAgent && info.Created && !o.NoDevIdentity {
+			uid := os.Getuid()
+			created, err := srv.EnsureDevIdentity(ctx, uid)
+			if err != nil {
+				return fmt.Errorf("creating the dev-uid workload identity: %w", err)
+			}
+			if created {
+				p.line("  dev identity:  workload_identity/dev-uid gives processes of uid %d %s", uid, info.TrustDomain.IDString()+"/uid/"+strconv.Itoa(uid))
+				p.line("                 (remove it with: widctl rm workload_identity/dev-uid)")
+			}
+		}
+		if runAgent {
+			agentCfg.OnListen = func(socket, diag string) { p.flush(info.AdminSocket, socket) }
+		}
 	}
-	fmt.Fprintf(out, "wid auth service %s\n", version.Version)
-	fmt.Fprintf(out, "  trust domain:  %s (%s)\n", info.TrustDomain.IDString(), state)
-	fmt.Fprintf(out, "  auth address:  %s\n", info.Addr)
-	fmt.Fprintf(out, "  admin socket:  %s\n", info.AdminSocket)
-	fmt.Fprintf(out, "  CA pin:        %s\n", info.CAPin)
-	if info.AdminSocket != paths.AdminSocket(paths.DefaultDataDir()) {
-		fmt.Fprintf(out, "\nTry: WIDCTL_ADMIN_SOCKET=%s widctl role ls\n", info.AdminSocket)
-	} else {
-		fmt.Fprintf(out, "\nTry: widctl role ls\n")
+	if runAgent {
+		if !runAuth {
+			agentCfg.OnListen = func(socket, diag string) { p.flush("", socket) }
+		}
+		inner := agentCfg.OnListen
+		agentCfg.OnListen = func(socket, diag string) {
+			if diag != "" {
+				p.line("  diagnostics:   http://%s/metrics", diag)
+			}
+			inner(socket, diag)
+		}
+		a, err := agent.New(agentCfg)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return a.Run(ctx) })
 	}
-	if f, ok := out.(*os.File); ok {
-		f.Sync()
+	return g.Wait()
+}
+
+// printer writes the start banner once everything it names is listening.
+type printer struct {
+	mu  sync.Mutex
+	out io.Writer
+}
+
+func (p *printer) line(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.out, format+"\n", args...)
+}
+
+func (p *printer) flush(adminSocket, workloadSocket string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var try []string
+	if workloadSocket != "" {
+		fmt.Fprintf(p.out, "  workload API:  unix://%s\n", workloadSocket)
+		fmt.Fprintf(p.out, "\nSPIFFE_ENDPOINT_SOCKET=unix://%s\n", workloadSocket)
+		try = append(try, fmt.Sprintf("SPIFFE_ENDPOINT_SOCKET=unix://%s widagent api fetch x509", workloadSocket))
 	}
-	return srv.Run(ctx)
+	if adminSocket != "" {
+		if adminSocket != paths.AdminSocket(paths.DefaultDataDir()) {
+			try = append(try, fmt.Sprintf("WIDCTL_ADMIN_SOCKET=%s widctl role ls", adminSocket))
+		} else {
+			try = append(try, "widctl role ls")
+		}
+	}
+	for i, t := range try {
+		if i == 0 {
+			fmt.Fprintf(p.out, "\nTry: %s\n", t)
+		} else {
+			fmt.Fprintf(p.out, "     %s\n", t)
+		}
+	}
+	if f, ok := p.out.(*os.File); ok {
+		_ = f.Sync()
+	}
 }
 
 // Message is what people see for err: the sentence, and with WID_DEBUG=1 the

@@ -26,6 +26,8 @@ type Output struct {
 	Dir string `mapstructure:"dir" yaml:"dir"`
 	// Audiences of a JWT-SVID.
 	Audiences []string `mapstructure:"audiences" yaml:"audiences"`
+	// TTL of the SVID; the auth service's default for the type when zero.
+	TTL time.Duration `mapstructure:"ttl" yaml:"ttl"`
 }
 
 // Files an output writes.
@@ -45,6 +47,9 @@ func (o *Output) validate() error {
 		}
 	default:
 		return fmt.Errorf("type %q is unknown: use x509 or jwt", o.Type)
+	}
+	if o.TTL < 0 {
+		return fmt.Errorf("ttl %s is negative", o.TTL)
 	}
 	if o.Dir == "" {
 		return errors.New("dir is missing: say where the files go")
@@ -82,7 +87,7 @@ func (a *Agent) runOutput(ctx context.Context, n int, o *Output) error {
 		return fmt.Errorf("agent config outputs[%d]: %w", n+1, err)
 	}
 	name := fmt.Sprintf("output-%d", n+1)
-	en := entitlement{config: name, id: id, key: name + "\x00" + id.String()}
+	en := entitlement{config: name, id: id, key: name + "\x00" + id.String(), x509TTL: o.TTL, jwtTTL: o.TTL}
 	auds := normalizeAudiences(o.Audiences)
 	if o.Type == kindX509 {
 		auds = nil

@@ -339,8 +339,15 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) {
 func newRequestItem(e *entry) (*authv1.WorkloadSVIDRequest, crypto.Signer, error) {
 	item := &authv1.WorkloadSVIDRequest{Identity: e.ent.identity, Type: e.kind}
 	if e.ent.identity == "" {
+		// A config SVID or output: the agent's config says what an
+		// identity's spec would (the auth service reads those itself).
 		item.SpiffeId = e.ent.id.Path()
 		item.DnsSans = e.ent.dnsSANs
+		ttl := e.ent.x509TTL
+		if e.kind == kindJWT {
+			ttl = e.ent.jwtTTL
+		}
+		item.TtlSeconds = int64(ttl / time.Second)
 	}
 	switch e.kind {
 	case kindJWT:
