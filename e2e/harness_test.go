@@ -51,6 +51,9 @@ type agent struct {
 	pin     string
 	socket  string
 	td      string
+	// workload is the Workload API socket; diag the diagnostics address.
+	workload string
+	diag     string
 	out     *syncBuffer
 	exited  chan struct{}
 }
@@ -90,6 +93,8 @@ var (
 	pinRE  = regexp.MustCompile(`CA pin:\s+(sha256:[0-9a-f]{64})`)
 	sockRE = regexp.MustCompile(`admin socket:\s+(\S+)`)
 	tdRE   = regexp.MustCompile(`trust domain:\s+spiffe://(\S+)`)
+	wlRE   = regexp.MustCompile(`workload API:\s+unix://(\S+)`)
+	diagRE = regexp.MustCompile(`diagnostics:\s+http://(\S+)/metrics`)
 )
 
 // startAgent runs `widagent start` on dataDir and waits until it prints its addresses.
@@ -123,7 +128,15 @@ func startAgent(t *testing.T, dataDir string, extra ...string) *agent {
 	go func() { cmd.Wait(); close(a.exited) }()
 	t.Cleanup(a.stop)
 	deadline := time.After(20 * time.Second)
-	for a.pin == "" || a.addr == "" || a.socket == "" {
+	roles := "auth,agent"
+	for i, x := range args {
+		if x == "--roles" && i+1 < len(args) {
+			roles = args[i+1]
+		}
+	}
+	wantAuth, wantAgent := strings.Contains(roles, "auth"), strings.Contains(roles, "agent")
+	wantDiag := slices.Contains(args, "--diag-addr")
+	for (wantAuth && (a.pin == "" || a.addr == "" || a.socket == "")) || (wantAgent && a.workload == "") || (wantDiag && a.diag == "") {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -140,6 +153,12 @@ func startAgent(t *testing.T, dataDir string, extra ...string) *agent {
 			}
 			if m := tdRE.FindStringSubmatch(l); m != nil {
 				a.td = m[1]
+			}
+			if m := wlRE.FindStringSubmatch(l); m != nil {
+				a.workload = m[1]
+			}
+			if m := diagRE.FindStringSubmatch(l); m != nil {
+				a.diag = m[1]
 			}
 		case <-deadline:
 			t.Fatalf("widagent did not become ready; stderr:\n%s", errBuf)

@@ -84,6 +84,11 @@ answers with what it is entitled to.`,
 
 // apiError turns a Workload API failure into one sentence.
 func apiError(addr string, err error) error {
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+			return fmt.Errorf("no Workload API socket at %s: start widagent, or point --socket or SPIFFE_ENDPOINT_SOCKET at its socket", path)
+		}
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("no answer from the Workload API at %s: is widagent running there?", addr)
 	}

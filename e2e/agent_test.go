@@ -1,0 +1,362 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+)
+
+var uid = strconv.Itoa(os.Getuid())
+
+// buildWorkload builds the mtls test workload once per test binary.
+var buildWorkload = sync.OnceValues(func() (string, error) {
+	out := filepath.Join(binDir, "mtls")
+	cmd := exec.Command("go", "build", "-o", out, "./testdata/mtls")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building the mtls workload: %v\n%s", err, b)
+	}
+	return out, nil
+})
+
+// copyBinary puts a copy of the workload at path, so that it runs as a
+// different binary (workload.unix.path) with the same content.
+func copyBinary(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTwoBinariesGetTheirOwnIdentitiesAndTalkMTLS: two processes whose
+// binaries differ get different SPIFFE IDs from rules on workload.unix.path,
+// and each sees the other's ID over spiffetls mTLS.
+func TestTwoBinariesGetTheirOwnIdentitiesAndTalkMTLS(t *testing.T) {
+	t.Parallel()
+	bin, err := buildWorkload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, newDataDir(t), "--no-dev-identity")
+	dir := t.TempDir()
+	server, client := filepath.Join(dir, "server"), filepath.Join(dir, "client")
+	copyBinary(t, bin, server)
+	copyBinary(t, bin, client)
+	a.widctl("workload-identity", "create", "server", "--spiffe-id", "/svc/server", "--rule", "workload.unix.path="+server).must(t)
+	a.widctl("workload-identity", "create", "client", "--spiffe-id", "/svc/client", "--rule", "workload.unix.path="+client+",workload.unix.uid="+uid).must(t)
+
+	env := append(os.Environ(), "SPIFFE_ENDPOINT_SOCKET=unix://"+a.workload)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := exec.CommandContext(ctx, server, "serve")
+	srv.Env = env
+	srvOut, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var srvErr strings.Builder
+	srv.Stderr = &srvErr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(srvOut)
+	if !lines.Scan() {
+		srv.Wait()
+		t.Fatalf("server printed nothing; stderr: %s", srvErr.String())
+	}
+	first := strings.Fields(lines.Text()) // listening ADDR as ID
+	if len(first) != 4 || first[3] != "spiffe://"+a.td+"/svc/server" {
+		t.Fatalf("server: %q", lines.Text())
+	}
+	cl := exec.CommandContext(ctx, client, "dial", first[1])
+	cl.Env = env
+	out, err := cl.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client: %v\n%s", err, out)
+	}
+	want := fmt.Sprintf("peer spiffe://%[1]s/svc/server says spiffe://%[1]s/svc/server\n", a.td)
+	if string(out) != want {
+		t.Fatalf("client printed %q, want %q", out, want)
+	}
+	if !lines.Scan() {
+		t.Fatalf("server said nothing about its peer; stderr: %s", srvErr.String())
+	}
+	if got := lines.Text(); got != fmt.Sprintf("peer spiffe://%[1]s/svc/client says spiffe://%[1]s/svc/client", a.td) {
+		t.Fatalf("server printed %q", got)
+	}
+	srv.Wait()
+
+	// A binary no rule names gets nothing, and is told why.
+	fetch := exec.Command(filepath.Join(binDir, "widagent"), "api", "fetch", "x509", "--socket", a.workload)
+	b, err := fetch.CombinedOutput()
+	if err == nil || !strings.Contains(string(b), "gave this process no identity") || !strings.Contains(string(b), "workload.unix.path is") {
+		t.Fatalf("an unmatched process: %v\n%s", err, b)
+	}
+}
+
+// TestFirstSVIDFromAFreshStart is the README's journey: widagent start on a
+// fresh data dir gives the starting user's processes an SVID at once.
+func TestFirstSVIDFromAFreshStart(t *testing.T) {
+	t.Parallel()
+	started := time.Now()
+	a := startAgent(t, newDataDir(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.workload))
+	if err != nil {
+		t.Fatalf("first fetch: %v\n%s", err, a.out)
+	}
+	t.Logf("fresh data dir to first SVID: %s", time.Since(started))
+	if svid.ID.String() != "spiffe://"+a.td+"/uid/"+uid {
+		t.Fatalf("first SVID is %s", svid.ID)
+	}
+	bundle := a.widctl("bundle", "export", "--format", "pem").must(t).stdout
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(bundle))
+	inter := x509.NewCertPool()
+	for _, c := range svid.Certificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := svid.Certificates[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("the first SVID does not verify against widctl bundle export: %v", err)
+	}
+	// widctl rm takes it away again.
+	a.widctl("rm", "workload_identity/dev-uid").must(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.workload))
+		if err != nil && strings.Contains(err.Error(), "PermissionDenied") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after removing dev-uid the fetch gave: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestIdleAgentDoesNotPoll: an agent with SVIDs cached and nothing
+// changing makes no calls to the auth service for 60 seconds.
+func TestIdleAgentDoesNotPoll(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes a minute")
+	}
+	t.Parallel()
+	a := startAgent(t, newDataDir(t), "--diag-addr", "127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.workload)); err != nil {
+		t.Fatal(err)
+	}
+	before := metricSum(t, a.diag, "wid_agent_auth_rpcs_total")
+	time.Sleep(60 * time.Second)
+	after := metricSum(t, a.diag, "wid_agent_auth_rpcs_total")
+	if after != before {
+		t.Fatalf("an idle agent made %v calls to the auth service in 60s", after-before)
+	}
+	if before == 0 {
+		t.Fatal("the agent's auth call counter never moved: the test measures nothing")
+	}
+}
+
+func metricSum(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	total := 0.0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err == nil {
+				total += v
+			}
+		}
+	}
+	return total
+}
+
+// TestAuthOutage: with the auth service killed for longer than half an
+// SVID's life, the agent keeps serving the cached SVID until it expires and
+// never after; once the auth service is back the workload gets a renewed
+// SVID, and attestations made during the outage reach the audit log.
+func TestAuthOutage(t *testing.T) {
+	t.Parallel()
+	authDir := newDataDir(t)
+	auth := startAgent(t, authDir, "--roles", "auth")
+	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
+	auth.widctl("workload-identity", "create", "short", "--spiffe-id", "/svc/short", "--x509-ttl", "8s", "--rule", "workload.unix.uid="+uid).must(t)
+	agentDir := newDataDir(t)
+	ag := startAgent(t, agentDir, "--roles", "agent", "--auth", auth.addr, "--join-token", tok, "--ca-pin", auth.pin)
+	if fi, err := os.Stat(filepath.Join(agentDir, "agent", "identity.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agent identity key: %v %v", err, fi)
+	}
+	addr := "unix://" + ag.workload
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	first, err := c.FetchX509SVID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiry := first.Certificates[0].NotAfter
+	serial := first.Certificates[0].SerialNumber.String()
+
+	auth.kill()
+	killed := time.Now()
+
+	// A process that first calls during the outage is attested; its record
+	// must survive the outage.
+	fetch := exec.Command(filepath.Join(binDir, "widagent"), "api", "fetch", "x509", "--socket", ag.workload)
+	if err := fetch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	outagePID := strconv.Itoa(fetch.Process.Pid)
+	fetch.Wait()
+
+	servedCached := false
+	for time.Now().Before(expiry.Add(2 * time.Second)) {
+		s, err := c.FetchX509SVID(ctx)
+		now := time.Now()
+		if err == nil {
+			if !now.Before(s.Certificates[0].NotAfter) {
+				t.Fatalf("the agent served an SVID that expired at %s at %s", s.Certificates[0].NotAfter, now)
+			}
+			if s.Certificates[0].SerialNumber.String() == serial {
+				servedCached = true
+			}
+		} else if now.Before(expiry.Add(-500 * time.Millisecond)) {
+			t.Fatalf("the agent stopped serving a valid cached SVID during the outage, %s before it expired: %v", expiry.Sub(now), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !servedCached {
+		t.Fatal("the cached SVID was never served during the outage")
+	}
+	if d := time.Since(killed); d < 4*time.Second {
+		t.Fatalf("the outage lasted %s, less than half the 8s TTL", d)
+	}
+
+	// Back on the same address and data dir.
+	startAgent(t, authDir, "--roles", "auth", "--auth-listen", auth.addr)
+	var renewed *x509svid.SVID
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		s, err := c.FetchX509SVID(ctx)
+		if err == nil && s.Certificates[0].SerialNumber.String() != serial && time.Now().Before(s.Certificates[0].NotAfter) {
+			renewed = s
+			break
+		}
+	}
+	if renewed == nil {
+		t.Fatalf("no renewed SVID after the auth service came back; agent log:\n%s", ag.out)
+	}
+
+	admin := auth.admin()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		resp, err := admin.ListAuditEvents(ctx, &authv1.ListAuditEventsRequest{Query: &authv1.AuditQuery{Types: []string{"workload.attest"}}})
+		if err == nil {
+			for _, ev := range resp.Events {
+				if ev.Attributes["workload.unix.pid"] == outagePID {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the attestation of pid %s during the outage never reached the audit log (%v)", outagePID, err)
+		}
+	}
+}
+
+// TestFileOutputsRotateAtomically: a reader looping over the output files
+// while the agent renews them never sees a partial file.
+func TestFileOutputsRotateAtomically(t *testing.T) {
+	t.Parallel()
+	dir := newDataDir(t)
+	out := filepath.Join(dir, "out", "svid")
+	cfg := filepath.Join(dir, "agent.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("outputs:\n  - type: x509\n    path: /svc/files\n    dir: %s\n    ttl: 4s\n", out)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	startAgent(t, dir, "--config", cfg)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(out, "svid.pem")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the output was never written")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fi, err := os.Stat(filepath.Join(out, "svid.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("svid.key: %v, mode %v", err, fi.Mode().Perm())
+	}
+	serials := map[string]bool{}
+	reads := 0
+	for end := time.Now().Add(7 * time.Second); time.Now().Before(end); reads++ {
+		for _, name := range []string{"svid.pem", "svid.key", "bundle.pem"} {
+			b, err := os.ReadFile(filepath.Join(out, name))
+			if err != nil {
+				t.Fatalf("reading %s: %v", name, err)
+			}
+			blocks := 0
+			for rest := b; ; {
+				var blk *pem.Block
+				blk, rest = pem.Decode(rest)
+				if blk == nil {
+					if len(strings.TrimSpace(string(rest))) != 0 {
+						t.Fatalf("%s has %d bytes that are not PEM: a partial file", name, len(rest))
+					}
+					break
+				}
+				blocks++
+				if name == "svid.pem" && blocks == 1 {
+					c, err := x509.ParseCertificate(blk.Bytes)
+					if err != nil {
+						t.Fatalf("svid.pem holds a certificate that does not parse: %v", err)
+					}
+					serials[c.SerialNumber.String()] = true
+				}
+				if name == "svid.key" {
+					if _, err := x509.ParsePKCS8PrivateKey(blk.Bytes); err != nil {
+						t.Fatalf("svid.key does not parse: %v", err)
+					}
+				}
+			}
+			if blocks == 0 {
+				t.Fatalf("%s is empty: a partial file", name)
+			}
+		}
+	}
+	if len(serials) < 2 {
+		t.Fatalf("saw %d SVID(s) in %d reads over 7s of a 4s TTL: the output was not renewed", len(serials), reads)
+	}
+	t.Logf("%d reads, %d renewals seen", reads, len(serials)-1)
+}
