@@ -54,8 +54,8 @@ type agent struct {
 	// workload is the Workload API socket; diag the diagnostics address.
 	workload string
 	diag     string
-	out     *syncBuffer
-	exited  chan struct{}
+	out      *syncBuffer
+	exited   chan struct{}
 }
 
 type syncBuffer struct {
