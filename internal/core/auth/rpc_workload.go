@@ -134,7 +134,14 @@ func (s *Server) checkWorkloadSVID(roles []*resource.Role, set *workloadSet, att
 	default:
 		g.ttl = defaultTTL(it.Type)
 	}
-	d := rbac.CheckSVID(roles, rbac.Request{ID: g.id, DNSSANs: g.dns, TTL: g.ttl})
+	// A workload identity's DNS SANs were written by an administrator in
+	// its spec: selecting the identity grants them, as Teleport's workload
+	// identities do. Only SANs an agent's own config asks for need a grant.
+	sans := g.dns
+	if it.Identity != "" {
+		sans = nil
+	}
+	d := rbac.CheckSVID(roles, rbac.Request{ID: g.id, DNSSANs: sans, TTL: g.ttl})
 	if !d.Allowed {
 		if !asked && d.Check == rbac.CheckTTLOverMax {
 			// The TTL check comes last, so everything else holds.
