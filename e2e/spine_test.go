@@ -74,19 +74,46 @@ func TestReadmeTour(t *testing.T) {
 	if a.td != "example.org" {
 		t.Fatalf("default trust domain = %q, want example.org", a.td)
 	}
-	for _, args := range [][]string{
-		{"role", "create", "web-issuer", "--spiffe-path", "/svc/*", "--deny-path", "/svc/admin", "--max-ttl", "4h"},
-		{"get", "role/web-issuer", "--format", "yaml"},
-		{"bot", "add", "web", "--roles", "web-issuer"},
-		{"audit", "ls"},
-		{"audit", "verify"},
-		{"bundle", "export", "--format", "jwks"},
-	} {
-		a.widctl(args...).must(t, args...)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
 	}
-	r := a.widctl("explain", "--bot", "web", "--spiffe-id", "spiffe://example.org/svc/admin")
-	if r.code == 0 || !strings.Contains(r.stdout+r.stderr, "/svc/admin") {
-		t.Fatalf("explain of a denied path: exit %d, output %q %q", r.code, r.stdout, r.stderr)
+	_, tour, ok := strings.Cut(string(readme), "## A short tour")
+	if !ok {
+		t.Fatal("README has no short tour")
+	}
+	_, block, _ := strings.Cut(tour, "```sh\n")
+	block, _, _ = strings.Cut(block, "```")
+	home := t.TempDir()
+	env := append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "HOME="+home,
+		"WIDCTL_ADMIN_SOCKET="+a.socket, "SPIFFE_ENDPOINT_SOCKET=unix://"+a.workload)
+	ran := 0
+	for _, line := range strings.Split(block, "\n") {
+		cmdline, _, _ := strings.Cut(line, "  #")
+		cmdline = strings.TrimSpace(cmdline)
+		if cmdline == "" || strings.HasPrefix(cmdline, "go build") || strings.HasPrefix(cmdline, "export PATH") {
+			continue
+		}
+		cmd := exec.Command("sh", "-c", cmdline)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		ran++
+		if strings.Contains(cmdline, "explain") && strings.Contains(cmdline, "/svc/admin") {
+			// The tour shows a refusal: it must fail, and say why.
+			if err == nil || !strings.Contains(string(out), "/svc/admin") {
+				t.Fatalf("%s: want a refusal naming /svc/admin, got %v\n%s", cmdline, err, out)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("README tour: %s: %v\n%s", cmdline, err, out)
+		}
+		if strings.HasPrefix(cmdline, "widagent api fetch x509") && !strings.Contains(string(out), "spiffe://example.org/svc/web") {
+			t.Fatalf("README tour: %s printed no spiffe://example.org/svc/web:\n%s", cmdline, out)
+		}
+	}
+	if ran < 8 {
+		t.Fatalf("ran only %d commands of the README tour", ran)
 	}
 }
 
