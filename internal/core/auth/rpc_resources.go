@@ -132,11 +132,21 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 		return nil, storeError(ref, err)
 	}
 	resp := &authv1.CreateResourceResponse{}
+	// One event per resource, queued together so that a file of a thousand
+	// documents is audited in a few commits rather than a thousand.
+	c := callerFrom(ctx)
+	events := make([]audit.Event, len(list))
 	for i, v := range list {
 		v.GetMetadata().Revision = revs[i]
-		if err := s.resourceEvent(ctx, audit.TypeResourceCreated, resource.Ref(v), map[string]string{"forced": fmt.Sprint(req.Force)}); err != nil {
-			return nil, err
+		events[i] = audit.Event{
+			Type: audit.TypeResourceCreated, Actor: c.Actor(s), Host: s.host, RemoteAddr: c.RemoteAddr,
+			Outcome: audit.OutcomeSuccess, Resource: resource.Ref(v), Details: map[string]string{"forced": fmt.Sprint(req.Force)},
 		}
+	}
+	if _, err := s.audit.EmitAll(ctx, events); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the resources were created but could not be audited: %v", err)
+	}
+	for _, v := range list {
 		b, err := encode(v)
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
