@@ -33,6 +33,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/core/...
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
+	# The Workload API against SPIRE 1.13.3 in the same run (SPIRE's build: minutes the first time).
+	./scripts/spire/build.sh
+	$(GO) build -ldflags "$(LDFLAGS)" -o .bin/wid/ ./cmd/widagent ./cmd/widctl
+	$(GO) run ./bench/workloadapi -system spire,wid -spire-bin .bin/spire-1.13.3 -wid-bin .bin/wid -clients 16 -duration 10s
 
 # Run each fuzz target for FUZZTIME (default 60s).
 FUZZTIME ?= 60s
