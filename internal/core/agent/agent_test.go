@@ -47,7 +47,7 @@ type env struct {
 	done   chan error
 }
 
-func start(t *testing.T, mutate ...func(*agent.Config)) *env {
+func start(t testing.TB, mutate ...func(*agent.Config)) *env {
 	t.Helper()
 	srv := authtest.Start(t)
 	e := &env{auth: srv, admin: srv.AdminClient(t)}
@@ -107,7 +107,7 @@ func eq(attr, v string) resource.WorkloadRule {
 	return resource.WorkloadRule{Conditions: []resource.Condition{{Attribute: attr, Eq: &v}}}
 }
 
-func (e *env) create(t *testing.T, wis ...*resource.WorkloadIdentity) {
+func (e *env) create(t testing.TB, wis ...*resource.WorkloadIdentity) {
 	t.Helper()
 	var docs [][]byte
 	for _, wi := range wis {
@@ -514,4 +514,37 @@ func TestFileOutputs(t *testing.T) {
 		t.Fatalf("jwt.token: %v", err)
 	}
 	_ = e
+}
+
+// BenchmarkFetchX509SVID: 16 go-spiffe clients, one connection each, ask
+// for their X509-SVID as fast as they can, through the whole agent
+// (attestation, entitlement, cache, response).
+func BenchmarkFetchX509SVID(b *testing.B) {
+	e := start(b)
+	e.create(b, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
+	ctx := context.Background()
+	// The identity reaches the agent a moment after it is created.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(e.addr)); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatal(err)
+		}
+	}
+	b.SetParallelism(8) // 16 clients on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c, err := workloadapi.New(ctx, workloadapi.WithAddr(e.addr))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer c.Close()
+		for pb.Next() {
+			if _, err := c.FetchX509SVID(ctx); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -74,6 +74,9 @@ type Peer struct {
 	// (non-linux). It tells the connecting process from a later one given
 	// the same pid.
 	StartTime uint64
+
+	// memo is the connection's last attestation (Credentials sets it).
+	memo *connMemo
 }
 
 // Result is what Attest found.

@@ -988,3 +988,65 @@ func BenchmarkAttestSelfParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestConnMemo: a connection's second attestation comes from its memo, and
+// the memo is dropped as soon as the binary or the credentials it vouched
+// for differ, or the connection closes.
+func TestConnMemo(t *testing.T) {
+	u := NewUnix(UnixOptions{})
+	p := selfPeer(t)
+	p.memo = newConnMemo()
+	ctx := t.Context()
+	first, err := u.Attest(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.memo.dir < 0 || p.memo.res.Key != first.Key {
+		t.Fatalf("the first attestation was not remembered: %+v", p.memo)
+	}
+	heldDir := p.memo.dir
+	again, err := u.Attest(ctx, p)
+	if err != nil || again.Key != first.Key || p.memo.dir != heldDir {
+		t.Fatalf("the second attestation did not come from the memo: %v, dir %d -> %d", err, heldDir, p.memo.dir)
+	}
+
+	// A memo whose binary no longer matches is not used: the full path
+	// runs again (and remembers the truth).
+	p.memo.exe.ino++
+	p.memo.res = Result{Key: "stale"}
+	res, err := u.Attest(ctx, p)
+	if err != nil || res.Key != first.Key {
+		t.Fatalf("a memo for another binary answered: %+v, %v", res, err)
+	}
+	// Likewise for credentials that changed (a setuid, say).
+	p.memo.status.euid++
+	p.memo.res = Result{Key: "stale"}
+	if res, err := u.Attest(ctx, p); err != nil || res.Key != first.Key {
+		t.Fatalf("a memo for other credentials answered: %+v, %v", res, err)
+	}
+	// And it expires.
+	p.memo.expires = time.Now().Add(-time.Second)
+	p.memo.res = Result{Key: "stale"}
+	if res, err := u.Attest(ctx, p); err != nil || res.Key != first.Key {
+		t.Fatalf("an expired memo answered: %+v, %v", res, err)
+	}
+
+	p.memo.close()
+	if p.memo.dir != -1 {
+		t.Fatal("closing the connection left its /proc directory open")
+	}
+	if res, err := u.Attest(ctx, p); err != nil || res.Key != first.Key || p.memo.dir != -1 {
+		t.Fatalf("attesting on a closed connection: %+v, %v, dir %d", res, err, p.memo.dir)
+	}
+}
+
+func BenchmarkAttestSelfMemo(b *testing.B) {
+	u := NewUnix(UnixOptions{})
+	p := selfPeer(b)
+	p.memo = newConnMemo()
+	for b.Loop() {
+		if _, err := u.Attest(b.Context(), p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

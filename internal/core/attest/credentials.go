@@ -52,10 +52,22 @@ func (transportCredentials) ServerHandshake(conn net.Conn) (net.Conn, credential
 	if err != nil {
 		return nil, nil, err
 	}
-	return conn, authInfo{
+	memo := newConnMemo()
+	return &memoConn{Conn: conn, memo: memo}, authInfo{
 		CommonAuthInfo: cred.CommonAuthInfo,
-		peer:           Peer{PID: cred.PID, UID: cred.UID, GID: cred.GID, StartTime: start},
+		peer:           Peer{PID: cred.PID, UID: cred.UID, GID: cred.GID, StartTime: start, memo: memo},
 	}, nil
+}
+
+// memoConn releases the connection's memo when the connection closes.
+type memoConn struct {
+	net.Conn
+	memo *connMemo
+}
+
+func (c *memoConn) Close() error {
+	c.memo.close()
+	return c.Conn.Close()
 }
 
 func (transportCredentials) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {

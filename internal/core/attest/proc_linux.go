@@ -54,6 +54,46 @@ func handshakeStartTime(pid int32) (uint64, error) {
 }
 
 func (u *Unix) attest(ctx context.Context, p Peer) (Result, error) {
+	m := p.memo
+	if m == nil {
+		return u.attestFull(ctx, p, nil)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if res, ok := recheck(m); ok {
+		return res, nil
+	}
+	m.forgetLocked()
+	return u.attestFull(ctx, p, m)
+}
+
+// recheck answers from the connection's memo when the process still runs
+// the binary it ran and with the uid, gid and groups it had: a stat of its
+// exe and a read of its status, through the directory held since then.
+func recheck(m *connMemo) (Result, bool) {
+	if m.dir < 0 || m.closed || time.Now().After(m.expires) {
+		return Result{}, false
+	}
+	exe, err := statExe(m.dir)
+	if err != nil || exe != m.exe {
+		return Result{}, false
+	}
+	bufp := getBuf()
+	defer putBuf(bufp)
+	b, err := readFileAt(m.dir, "status", bufp)
+	if err != nil {
+		return Result{}, false
+	}
+	st, err := parseStatus(b)
+	if err != nil || st != m.status {
+		return Result{}, false
+	}
+	return m.res, true
+}
+
+// attestFull attests p from scratch; with m, a success is remembered there
+// together with the open /proc/<pid> directory.
+func (u *Unix) attestFull(ctx context.Context, p Peer, m *connMemo) (Result, error) {
 	if p.PID <= 0 {
 		return Result{}, fmt.Errorf("attesting pid %d: the kernel reported no pid for the caller", p.PID)
 	}
@@ -65,7 +105,11 @@ func (u *Unix) attest(ctx context.Context, p Peer) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("attesting process %d: opening %s: %w", p.PID, dirPath, err)
 	}
-	defer unix.Close(dir)
+	defer func() {
+		if dir >= 0 {
+			unix.Close(dir)
+		}
+	}()
 	bufp := getBuf()
 	defer putBuf(bufp)
 
@@ -208,7 +252,14 @@ func (u *Unix) attest(ctx context.Context, p Peer) (Result, error) {
 	if status.groups != "" {
 		attrs[AttrSupplementaryGIDs] = status.groups
 	}
-	return Result{Attributes: attrs, Key: attestKey(p.PID, first.startTime, exe, attrs)}, nil
+	res := Result{Attributes: attrs, Key: attestKey(p.PID, first.startTime, exe, attrs)}
+	// Remember only what a recheck can vouch for: a process with an exe
+	// link to stat.
+	if m != nil && !m.closed && exe != (fileKey{}) {
+		m.dir, dir = dir, -1
+		m.res, m.exe, m.status, m.expires = res, exe, status, time.Now().Add(memoTTL)
+	}
+	return res, nil
 }
 
 // errExeChanged: /proc/<pid>/exe no longer is the file that was stat'ed.
