@@ -11,9 +11,9 @@
 # built from a writable copy outside our module (its go.mod is SPIRE's, ours is
 # never touched) and none of it is committed (.bin/ is ignored).
 #
-# Cost on 2 cores: spire-agent alone about 3.5 min cold, spire-server about 3x
-# that; seconds with a warm Go build cache. spire-server needs cgo (gcc) for
-# its sqlite3 datastore.
+# Cost on 2 cores (measured): spire-agent alone 2.5-3.5 min cold, both 7.5
+# min (12 with the machine busy); 4-11 s with a warm Go build cache.
+# spire-server needs cgo (gcc) for its sqlite3 datastore.
 #
 # Settings: SPIRE_VERSION (default 1.13.3), SPIRE_BIN_DIR (default
 # <repo>/.bin/spire-$SPIRE_VERSION).
