@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +18,10 @@ import (
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
-// Wid is widagent start (the auth service and the agent in one process, on
-// its embedded sqlite store) with identities created by widctl over the
-// admin socket.
+// Wid is configured as the SPIRE driver configures SPIRE: the auth service
+// (widagent start --roles auth, on its embedded sqlite store) and an agent
+// in its own process (--roles agent) that joins with a token, with
+// identities created by widctl over the admin socket.
 type Wid struct {
 	binDir string
 	uid    int
@@ -28,6 +29,7 @@ type Wid struct {
 
 	dir      string
 	home     string
+	auth     *process
 	agent    *process
 	started  bool
 	keepDirs bool
@@ -63,12 +65,16 @@ func (w *Wid) dataDir() string { return filepath.Join(w.dir, "data") }
 // SocketPath is the agent's Workload API socket.
 func (w *Wid) SocketPath() string { return filepath.Join(w.dir, "workload.sock") }
 
-// Processes is widagent, which is both the auth service and the agent.
+// Processes are the agent and the auth service.
 func (w *Wid) Processes() []Process {
-	if w.agent == nil {
-		return nil
+	var ps []Process
+	if w.agent != nil {
+		ps = append(ps, Process{Role: "agent", PID: w.agent.pid()})
 	}
-	return []Process{{Role: "auth+agent", PID: w.agent.pid()}}
+	if w.auth != nil {
+		ps = append(ps, Process{Role: "server", PID: w.auth.pid()})
+	}
+	return ps
 }
 
 // UIDSPIFFEID is the identity Start gives the current uid.
@@ -90,12 +96,17 @@ func (w *Wid) trustDomain() spiffeid.TrustDomain {
 
 var (
 	widTDRE    = regexp.MustCompile(`trust domain:\s+spiffe://(\S+)`)
+	widAddrRE  = regexp.MustCompile(`auth address:\s+(\S+)`)
+	widPinRE   = regexp.MustCompile(`CA pin:\s+(sha256:\S+)`)
+	widTryRE   = regexp.MustCompile(`^Try: `)
 	widReadyRE = regexp.MustCompile(`workload API:\s+(\S+)`)
+	widTokenRE = regexp.MustCompile(`--join-token (\S+)`)
 )
 
-// Start runs widagent start on a fresh data dir without the dev identity,
-// waits until it prints its addresses, and creates the workload identity
-// "uid" (spiffe://<td>/uid/<uid> for the current uid) with widctl.
+// Start runs the auth service on a fresh data dir, adds the bot "agent"
+// with the built-in role local-agent, starts the agent with its join token,
+// and creates the workload identity "uid" (spiffe://<td>/uid/<uid> for the
+// current uid) with widctl.
 func (w *Wid) Start(ctx context.Context) error {
 	if w.started {
 		return fmt.Errorf("wid was already started in %s", w.dir)
@@ -115,19 +126,27 @@ func (w *Wid) Start(ctx context.Context) error {
 	if err := os.Mkdir(w.home, 0o700); err != nil {
 		return err
 	}
-	pr, pw, err := os.Pipe()
+	var printed map[*regexp.Regexp]string
+	w.auth, printed, err = startWidagent(ctx, "auth", filepath.Join(w.dir, "auth.log"), widTryRE,
+		[]*regexp.Regexp{widTDRE, widAddrRE, widPinRE},
+		w.bin("widagent"), "start", "--roles", "auth", "--data-dir", w.dataDir(), "--auth-listen", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	w.agent, err = startProcess("widagent", filepath.Join(w.dir, "widagent.log"), pw,
-		w.bin("widagent"), "start", "--data-dir", w.dataDir(), "--workload-socket", w.SocketPath(),
-		"--auth-listen", "127.0.0.1:0", "--no-dev-identity")
-	pw.Close()
+	w.td, _ = spiffeid.TrustDomainFromString(printed[widTDRE])
+	out, err := w.widctl(ctx, "bot", "add", "agent", "--roles", "local-agent")
 	if err != nil {
-		pr.Close()
 		return err
 	}
-	if err := w.waitReady(ctx, pr); err != nil {
+	tok := widTokenRE.FindStringSubmatch(out)
+	if tok == nil {
+		return fmt.Errorf("widctl bot add printed no join token:\n%s", out)
+	}
+	w.agent, _, err = startWidagent(ctx, "agent", filepath.Join(w.dir, "agent.log"), widReadyRE, nil,
+		w.bin("widagent"), "start", "--roles", "agent", "--data-dir", filepath.Join(w.dir, "agent"),
+		"--auth", printed[widAddrRE], "--join-token", tok[1], "--ca-pin", printed[widPinRE],
+		"--workload-socket", w.SocketPath())
+	if err != nil {
 		return err
 	}
 	_, err = w.widctl(ctx, "workload-identity", "create", "uid",
@@ -135,14 +154,26 @@ func (w *Wid) Start(ctx context.Context) error {
 	return err
 }
 
-// waitReady reads widagent's stdout until it says where the Workload API
-// is, then keeps draining it so that widagent never blocks on a write.
-func (w *Wid) waitReady(ctx context.Context, stdout io.ReadCloser) error {
+// startWidagent starts a widagent process and reads its stdout until a
+// line matches ready, collecting the first submatch of each of want; then
+// it keeps draining stdout so that widagent never blocks on a write.
+func startWidagent(ctx context.Context, name, logPath string, ready *regexp.Regexp, want []*regexp.Regexp, argv ...string) (*process, map[*regexp.Regexp]string, error) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := startProcess(name, logPath, pw, argv...)
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		return nil, nil, err
+	}
+	found := map[*regexp.Regexp]string{}
 	var printed bytes.Buffer
-	ready := make(chan error, 1)
+	done := make(chan error, 1)
 	go func() {
-		defer stdout.Close()
-		sc := bufio.NewScanner(stdout)
+		defer pr.Close()
+		sc := bufio.NewScanner(pr)
 		signalled := false
 		for sc.Scan() {
 			if signalled {
@@ -150,31 +181,38 @@ func (w *Wid) waitReady(ctx context.Context, stdout io.ReadCloser) error {
 			}
 			l := sc.Text()
 			printed.WriteString(l + "\n")
-			if m := widTDRE.FindStringSubmatch(l); m != nil {
-				w.td, _ = spiffeid.TrustDomainFromString(m[1])
+			for _, re := range want {
+				if m := re.FindStringSubmatch(l); m != nil {
+					found[re] = m[1]
+				}
 			}
-			if widReadyRE.MatchString(l) {
+			if ready.MatchString(l) {
 				signalled = true
-				ready <- nil
+				done <- nil
 			}
 		}
 		if !signalled {
-			ready <- fmt.Errorf("widagent printed no workload API address; stdout:\n%s", printed.String())
+			done <- fmt.Errorf("widagent (%s) never printed a line matching %q; stdout:\n%s", name, ready, printed.String())
 		}
 	}()
-	timeout := time.After(30 * time.Second)
 	select {
-	case err := <-ready:
+	case err := <-done:
 		if err != nil {
-			if rerr := w.agent.running(); rerr != nil {
-				return rerr
+			if rerr := p.running(); rerr != nil {
+				return p, nil, rerr
+			}
+			return p, nil, err
+		}
+		for _, re := range want {
+			if found[re] == "" {
+				return p, nil, fmt.Errorf("widagent (%s) printed no line matching %q; stdout:\n%s", name, re, printed.String())
 			}
 		}
-		return err
-	case <-timeout:
-		return fmt.Errorf("widagent did not become ready within 30s; its log ends:\n%s", tail(w.agent.log))
+		return p, found, nil
+	case <-time.After(30 * time.Second):
+		return p, nil, fmt.Errorf("widagent (%s) did not become ready within 30s; its log ends:\n%s", name, tail(p.log))
 	case <-ctx.Done():
-		return ctx.Err()
+		return p, nil, ctx.Err()
 	}
 }
 
@@ -185,12 +223,16 @@ func (w *Wid) widctl(ctx context.Context, args ...string) (string, error) {
 	return run(ctx, []string{"HOME=" + w.home, "XDG_CONFIG_HOME=" + filepath.Join(w.home, ".config")}, argv...)
 }
 
-// Running reports an error if widagent has exited.
+// Running reports an error if a widagent process has exited.
 func (w *Wid) Running() error {
-	if w.agent == nil {
-		return nil
+	for _, p := range []*process{w.agent, w.auth} {
+		if p != nil {
+			if err := p.running(); err != nil {
+				return err
+			}
+		}
 	}
-	return w.agent.running()
+	return nil
 }
 
 // CreateIdentity creates the workload identity name, which gives the
@@ -238,10 +280,13 @@ func (w *Wid) CreateIdentities(ctx context.Context, names []string) ([]spiffeid.
 
 // Stop ends widagent and removes the temp dir.
 func (w *Wid) Stop() error {
-	var err error
-	if w.agent != nil {
-		err = w.agent.stop()
+	var errs []error
+	for _, p := range []*process{w.agent, w.auth} {
+		if p != nil {
+			errs = append(errs, p.stop())
+		}
 	}
+	err := errors.Join(errs...)
 	if w.dir != "" && !w.keepDirs {
 		os.RemoveAll(w.dir)
 	}

@@ -113,9 +113,9 @@ func TestWatchAgentPushesExactlyWhatTheBotMayIssue(t *testing.T) {
 		}
 	}
 	stream.none(t, quiet)
-	// One push may start the burst, each 50ms of it adds at most one, and
-	// one more may follow its end.
-	if limit := int(elapsed/(50*time.Millisecond)) + 2; pushes > limit {
+	// One push may start the burst, each push interval of it adds at most
+	// one, and one more may follow its end.
+	if limit := int(elapsed/auth.AgentPushIntervalForTest) + 2; pushes > limit {
 		t.Errorf("15 creates in %s made %d pushes, over %d: bursts are not coalesced", elapsed, pushes, limit)
 	}
 	t.Logf("15 creates in %s, %d pushes", elapsed, pushes)

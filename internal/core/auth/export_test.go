@@ -53,3 +53,6 @@ func (s *Server) CreateEachForTest(ctx context.Context, docs ...[]byte) error {
 	}
 	return nil
 }
+
+// AgentPushIntervalForTest is agentPushInterval, for tests outside the package.
+const AgentPushIntervalForTest = agentPushInterval

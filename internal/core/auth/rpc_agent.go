@@ -23,8 +23,11 @@ import (
 
 // agentPushInterval is the least time between two states pushed on one
 // stream: a burst of changes (a batch create, a rotation step) becomes one
-// push of the final state instead of one per change.
-const agentPushInterval = 50 * time.Millisecond
+// push of the final state instead of one per change. A change after a quiet
+// spell is pushed at once; one right behind another waits out the rest of
+// the interval, so keep it short: it is the delay an admin creating
+// identities one after another sees.
+const agentPushInterval = 10 * time.Millisecond
 
 // maxHostLength bounds the host name an agent gives, which goes into every
 // audit event of its calls.
