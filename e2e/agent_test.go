@@ -17,9 +17,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 var uid = strconv.Itoa(os.Getuid())
@@ -360,3 +366,101 @@ func TestFileOutputsRotateAtomically(t *testing.T) {
 	}
 	t.Logf("%d reads, %d renewals seen", reads, len(serials)-1)
 }
+
+// TestGoSpiffeAgainstWidagentStart: go-spiffe's sources, watcher and
+// validator against the real widagent start, and the header rule.
+func TestGoSpiffeAgainstWidagentStart(t *testing.T) {
+	t.Parallel()
+	a := startAgent(t, newDataDir(t))
+	addr := "unix://" + a.workload
+	opt := workloadapi.WithClientOptions(workloadapi.WithAddr(addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want := "spiffe://" + a.td + "/uid/" + uid
+
+	x509Source, err := workloadapi.NewX509Source(ctx, opt)
+	if err != nil {
+		t.Fatalf("NewX509Source: %v", err)
+	}
+	defer x509Source.Close()
+	svid, err := x509Source.GetX509SVID()
+	if err != nil || svid.ID.String() != want {
+		t.Fatalf("X509 source SVID %v, %v; want %s", svid, err, want)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, x509Source); err != nil {
+		t.Fatalf("x509svid.Verify: %v", err)
+	}
+
+	jwtSource, err := workloadapi.NewJWTSource(ctx, opt)
+	if err != nil {
+		t.Fatalf("NewJWTSource: %v", err)
+	}
+	defer jwtSource.Close()
+	token, err := jwtSource.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "e2e"})
+	if err != nil || token.ID.String() != want {
+		t.Fatalf("FetchJWTSVID: %v, %v", token, err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(token.Marshal(), jwtSource, []string{"e2e"}); err != nil {
+		t.Fatalf("jwtsvid.ParseAndValidate: %v", err)
+	}
+	validated, err := workloadapi.ValidateJWTSVID(ctx, token.Marshal(), "e2e", workloadapi.WithAddr(addr))
+	if err != nil || validated.ID.String() != want {
+		t.Fatalf("ValidateJWTSVID: %v, %v", validated, err)
+	}
+
+	bundles, err := workloadapi.NewBundleSource(ctx, opt)
+	if err != nil {
+		t.Fatalf("NewBundleSource: %v", err)
+	}
+	defer bundles.Close()
+	if b, err := bundles.GetX509BundleForTrustDomain(svid.ID.TrustDomain()); err != nil || len(b.X509Authorities()) == 0 {
+		t.Fatalf("bundle source has no X.509 bundle: %v", err)
+	}
+	if b, err := bundles.GetJWTBundleForTrustDomain(svid.ID.TrustDomain()); err != nil || len(b.JWTAuthorities()) == 0 {
+		t.Fatalf("bundle source has no JWT bundle: %v", err)
+	}
+
+	c, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := &firstUpdate{ch: make(chan *workloadapi.X509Context, 1)}
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.WatchX509Context(wctx, w) }()
+	select {
+	case u := <-w.ch:
+		if len(u.SVIDs) != 1 || u.SVIDs[0].ID.String() != want {
+			t.Fatalf("WatchX509Context update: %v", u.SVIDs)
+		}
+	case <-ctx.Done():
+		t.Fatal("WatchX509Context sent nothing")
+	}
+	wcancel()
+	<-done
+
+	// Without the security header: InvalidArgument.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := workload.NewSpiffeWorkloadAPIClient(conn).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a call without the security header: %v, want InvalidArgument", err)
+	}
+}
+
+type firstUpdate struct{ ch chan *workloadapi.X509Context }
+
+func (f *firstUpdate) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	select {
+	case f.ch <- c:
+	default:
+	}
+}
+func (f *firstUpdate) OnX509ContextWatchError(error) {}

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -547,4 +549,103 @@ func BenchmarkFetchX509SVID(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestConfigSVIDs: SVIDs from the agent's own config are served to the
+// workloads their rules match, next to workload identities.
+func TestConfigSVIDs(t *testing.T) {
+	mine, other := uid, "4294967294"
+	e := start(t, func(c *agent.Config) {
+		c.SVIDs = []agent.ConfigSVID{
+			{Path: "/config/{{ workload.unix.uid }}", Hint: "config", Rules: []resource.WorkloadRule{eq("workload.unix.uid", mine)}},
+			{Path: "/config/other", Rules: []resource.WorkloadRule{eq("workload.unix.uid", other)}},
+		}
+	})
+	ctx := ctxT(t, 20*time.Second)
+	resp, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr(e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp) != 1 || resp[0].ID.String() != "spiffe://example.org/config/"+uid || resp[0].Hint != "config" {
+		t.Fatalf("config SVIDs served: %v", resp)
+	}
+}
+
+// TestMisbehavingClientsDoNotHurtOthers: garbage on the socket, a client
+// that opens streams and drops them, and a flood of calls leave a
+// well-behaved client served.
+func TestMisbehavingClientsDoNotHurtOthers(t *testing.T) {
+	e := start(t)
+	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
+	ctx := ctxT(t, 30*time.Second)
+	good, err := workloadapi.New(ctx, workloadapi.WithAddr(e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := good.FetchX509SVID(ctx); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	// Garbage frames: not HTTP/2 at all, and a broken HTTP/2 preface.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.Dial("unix", e.socket)
+			if err != nil {
+				continue
+			}
+			if i%2 == 0 {
+				c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+			} else {
+				c.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x99\xff\xff\xff\xff\xff\xff"))
+			}
+			c.Close()
+		}
+	}()
+	// Streams opened and dropped mid-way, as fast as possible.
+	raw := rawClient(t, e)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sctx, cancel := context.WithCancel(withHeader(ctx))
+			if s, err := raw.FetchX509SVID(sctx, &workload.X509SVIDRequest{}); err == nil {
+				s.Recv()
+			}
+			cancel()
+		}
+	}()
+	// Meanwhile the good client keeps being served, quickly.
+	var worst time.Duration
+	for i := 0; i < 50; i++ {
+		t0 := time.Now()
+		if _, err := good.FetchX509SVID(ctx); err != nil {
+			t.Fatalf("a well-behaved client was refused while others misbehaved: %v", err)
+		}
+		worst = max(worst, time.Since(t0))
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("slowest of 50 fetches among misbehaving clients: %s", worst)
+	if worst > 2*time.Second {
+		t.Fatalf("a fetch took %s while others misbehaved", worst)
+	}
 }
