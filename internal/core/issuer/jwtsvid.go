@@ -62,20 +62,49 @@ func (i *Issuer) SignJWTSVID(p JWTParams) (*JWTSVID, error) {
 	if err != nil {
 		return nil, err
 	}
-	ks, err := i.cas.Signer(ca.TypeJWT)
+	t, err := i.planToken(ca.TypeJWT, "JWT-SVIDs", "JWT", ttl)
 	if err != nil {
-		return nil, fmt.Errorf("getting the jwt CA: %w", err)
+		return nil, err
+	}
+	token, err := jwt.Signed(t.signer).Claims(jwtClaims{
+		Subject:  p.ID.String(),
+		Audience: append([]string(nil), p.Audience...),
+		Expiry:   t.expiresAt.Unix(),
+		IssuedAt: t.issuedAt.Unix(),
+		ID:       t.jti,
+	}).Serialize()
+	if err != nil {
+		return nil, fmt.Errorf("signing JWT-SVID for %s: %w", p.ID, err)
+	}
+	return &JWTSVID{Token: token, JTI: t.jti, IssuedAt: t.issuedAt, ExpiresAt: t.expiresAt, KID: t.kid}, nil
+}
+
+// tokenPlan is what a signed token takes from its CA: a signer with the
+// active key's kid, and the token's times and id.
+type tokenPlan struct {
+	signer              jose.Signer
+	kid, jti            string
+	issuedAt, expiresAt time.Time
+}
+
+// planToken prepares a JWS token of type typ (JWT-SVIDs and WIT-SVIDs,
+// named by what) signed with ES256 by the active key of the CA caType,
+// living ttl but never past the key.
+func (i *Issuer) planToken(caType ca.Type, what, typ string, ttl time.Duration) (*tokenPlan, error) {
+	ks, err := i.cas.Signer(caType)
+	if err != nil {
+		return nil, fmt.Errorf("getting the %s CA: %w", caType, err)
 	}
 	key, ok := ks.Signer.(*ecdsa.PrivateKey)
 	if !ok || key.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("the jwt CA key %s is %s, but JWT-SVIDs are signed with ES256 (ECDSA P-256)", ks.ID, ks.Algorithm)
+		return nil, fmt.Errorf("the %s CA key %s is %s, but %s are signed with ES256 (ECDSA P-256)", caType, ks.ID, ks.Algorithm, what)
 	}
-	// JWTs carry whole seconds; truncating keeps the returned times equal
-	// to the token's claims. Unlike certificates, a JWT is not backdated:
+	// Tokens carry whole seconds; truncating keeps the returned times equal
+	// to the token's claims. Unlike certificates, a token is not backdated:
 	// iat says when it was issued.
 	issuedAt := i.clock().UTC().Truncate(time.Second)
 	if !issuedAt.Before(ks.NotAfter) {
-		return nil, fmt.Errorf("the jwt CA key expired at %s: rotate it", ks.NotAfter.Format(time.RFC3339))
+		return nil, fmt.Errorf("the %s CA key expired at %s: rotate it", caType, ks.NotAfter.Format(time.RFC3339))
 	}
 	expiresAt := issuedAt.Add(ttl)
 	if expiresAt.After(ks.NotAfter) {
@@ -87,20 +116,10 @@ func (i *Issuer) SignJWTSVID(p JWTParams) (*JWTSVID, error) {
 	}
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: ks.KID}},
-		(&jose.SignerOptions{}).WithType("JWT"),
+		(&jose.SignerOptions{}).WithType(jose.ContentType(typ)),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("setting up JWT signing: %w", err)
+		return nil, fmt.Errorf("setting up %s signing: %w", what, err)
 	}
-	token, err := jwt.Signed(signer).Claims(jwtClaims{
-		Subject:  p.ID.String(),
-		Audience: append([]string(nil), p.Audience...),
-		Expiry:   expiresAt.Unix(),
-		IssuedAt: issuedAt.Unix(),
-		ID:       jti,
-	}).Serialize()
-	if err != nil {
-		return nil, fmt.Errorf("signing JWT-SVID for %s: %w", p.ID, err)
-	}
-	return &JWTSVID{Token: token, JTI: jti, IssuedAt: issuedAt, ExpiresAt: expiresAt, KID: ks.KID}, nil
+	return &tokenPlan{signer: signer, kid: ks.KID, jti: jti, issuedAt: issuedAt, expiresAt: expiresAt}, nil
 }

@@ -2,8 +2,6 @@ package issuer
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"fmt"
 	"time"
 
@@ -80,44 +78,20 @@ func (i *Issuer) SignWITSVID(p WITParams) (*WITSVID, error) {
 	if err != nil {
 		return nil, err
 	}
-	ks, err := i.cas.Signer(ca.TypeWIT)
-	if err != nil {
-		return nil, fmt.Errorf("getting the wit CA: %w", err)
-	}
-	key, ok := ks.Signer.(*ecdsa.PrivateKey)
-	if !ok || key.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("the wit CA key %s is %s, but WIT-SVIDs are signed with ES256 (ECDSA P-256)", ks.ID, ks.Algorithm)
-	}
-	// Whole seconds, not backdated: iat says when it was issued.
-	issuedAt := i.clock().UTC().Truncate(time.Second)
-	if !issuedAt.Before(ks.NotAfter) {
-		return nil, fmt.Errorf("the wit CA key expired at %s: rotate it", ks.NotAfter.Format(time.RFC3339))
-	}
-	expiresAt := issuedAt.Add(ttl)
-	if expiresAt.After(ks.NotAfter) {
-		expiresAt = ks.NotAfter.UTC().Truncate(time.Second)
-	}
-	jti, err := randomHex128()
+	t, err := i.planToken(ca.TypeWIT, "WIT-SVIDs", witType, ttl)
 	if err != nil {
 		return nil, err
 	}
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: ks.KID}},
-		(&jose.SignerOptions{}).WithType(witType),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("setting up WIT signing: %w", err)
-	}
-	token, err := jwt.Signed(signer).Claims(witClaims{
+	token, err := jwt.Signed(t.signer).Claims(witClaims{
 		Issuer:   i.cas.TrustDomain().IDString(),
 		Subject:  p.ID.String(),
-		Expiry:   expiresAt.Unix(),
-		IssuedAt: issuedAt.Unix(),
-		ID:       jti,
+		Expiry:   t.expiresAt.Unix(),
+		IssuedAt: t.issuedAt.Unix(),
+		ID:       t.jti,
 		Confirm:  confirmation{JWK: jose.JSONWebKey{Key: p.PublicKey, Algorithm: string(alg)}},
 	}).Serialize()
 	if err != nil {
 		return nil, fmt.Errorf("signing WIT-SVID for %s: %w", p.ID, err)
 	}
-	return &WITSVID{Token: token, JTI: jti, IssuedAt: issuedAt, ExpiresAt: expiresAt, KID: ks.KID}, nil
+	return &WITSVID{Token: token, JTI: t.jti, IssuedAt: t.issuedAt, ExpiresAt: t.expiresAt, KID: t.kid}, nil
 }
