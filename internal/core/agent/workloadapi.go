@@ -131,8 +131,7 @@ func (a *Agent) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 
 // caller is an attested Workload API caller.
 type caller struct {
-	res  attest.Result
-	attr string // fingerprint of the attributes
+	res attest.Result
 }
 
 func (a *Agent) attestCaller(ctx context.Context) (*caller, error) {
@@ -144,20 +143,21 @@ func (a *Agent) attestCaller(ctx context.Context) (*caller, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.PermissionDenied, "attesting the calling process failed: %v", err)
 	}
-	return &caller{res: res, attr: fingerprint(res.Attributes)}, nil
+	return &caller{res: res}, nil
 }
 
-// entitle returns what the caller gets under st, from a cache keyed by
-// the caller's attributes (not its pid: a setuid changes what it gets) and
-// dropped whenever the state changes. The first time a process instance
-// gets a result it is recorded for the audit log.
+// entitle returns what the caller gets under st, from a cache keyed by the
+// attestation's Key (equal keys mean equal attributes, so a setuid, which
+// changes the attributes, changes the key) and dropped whenever the state
+// changes. The first time a process instance gets a result it is recorded
+// for the audit log.
 func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
 	a.entMu.Lock()
 	if a.entGen != st {
 		a.entGen = st
 		clear(a.ents)
 	}
-	e := a.ents[c.attr]
+	e := a.ents[c.res.Key]
 	a.entMu.Unlock()
 	if e == nil {
 		e = entitle(st, a.config, c.res.Attributes)
@@ -166,7 +166,7 @@ func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
 			if len(a.ents) >= 10_000 {
 				clear(a.ents)
 			}
-			a.ents[c.attr] = e
+			a.ents[c.res.Key] = e
 		}
 		a.entMu.Unlock()
 	}
@@ -175,7 +175,7 @@ func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
 	if len(ids) == 0 {
 		reason = e.reason()
 	}
-	a.attests.record(c.res.Key+"\x00"+c.attr+"\x00"+strings.Join(ids, ","), method, c.res.Attributes, ids, reason)
+	a.attests.record(c.res.Key+"\x00"+strings.Join(ids, ","), method, c.res.Attributes, ids, reason)
 	return e
 }
 
