@@ -33,6 +33,8 @@ const (
 	AuthService_CreateJoinToken_FullMethodName    = "/wid.auth.v1.AuthService/CreateJoinToken"
 	AuthService_Join_FullMethodName               = "/wid.auth.v1.AuthService/Join"
 	AuthService_RenewBotCert_FullMethodName       = "/wid.auth.v1.AuthService/RenewBotCert"
+	AuthService_CreateUser_FullMethodName         = "/wid.auth.v1.AuthService/CreateUser"
+	AuthService_Login_FullMethodName              = "/wid.auth.v1.AuthService/Login"
 	AuthService_SignX509SVID_FullMethodName       = "/wid.auth.v1.AuthService/SignX509SVID"
 	AuthService_SignJWTSVID_FullMethodName        = "/wid.auth.v1.AuthService/SignJWTSVID"
 	AuthService_GetBundle_FullMethodName          = "/wid.auth.v1.AuthService/GetBundle"
@@ -64,6 +66,13 @@ type AuthServiceClient interface {
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	// RenewBotCert re-issues the calling bot's certificate for a new key.
 	RenewBotCert(ctx context.Context, in *RenewBotCertRequest, opts ...grpc.CallOption) (*RenewBotCertResponse, error)
+	// Users and login.
+	// CreateUser adds a user and returns a one-time invite that sets the
+	// user's password at the first login. The invite is stored only as a hash.
+	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
+	// Login exchanges a user's password (or invite and new password) and a CSR
+	// for a user certificate. No client certificate needed.
+	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
 	// SVID issuance.
 	SignX509SVID(ctx context.Context, in *SignX509SVIDRequest, opts ...grpc.CallOption) (*SignX509SVIDResponse, error)
 	SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, opts ...grpc.CallOption) (*SignJWTSVIDResponse, error)
@@ -191,6 +200,26 @@ func (c *authServiceClient) RenewBotCert(ctx context.Context, in *RenewBotCertRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RenewBotCertResponse)
 	err := c.cc.Invoke(ctx, AuthService_RenewBotCert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateUserResponse)
+	err := c.cc.Invoke(ctx, AuthService_CreateUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoginResponse)
+	err := c.cc.Invoke(ctx, AuthService_Login_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -334,6 +363,13 @@ type AuthServiceServer interface {
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	// RenewBotCert re-issues the calling bot's certificate for a new key.
 	RenewBotCert(context.Context, *RenewBotCertRequest) (*RenewBotCertResponse, error)
+	// Users and login.
+	// CreateUser adds a user and returns a one-time invite that sets the
+	// user's password at the first login. The invite is stored only as a hash.
+	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
+	// Login exchanges a user's password (or invite and new password) and a CSR
+	// for a user certificate. No client certificate needed.
+	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	// SVID issuance.
 	SignX509SVID(context.Context, *SignX509SVIDRequest) (*SignX509SVIDResponse, error)
 	SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error)
@@ -396,6 +432,12 @@ func (UnimplementedAuthServiceServer) Join(context.Context, *JoinRequest) (*Join
 }
 func (UnimplementedAuthServiceServer) RenewBotCert(context.Context, *RenewBotCertRequest) (*RenewBotCertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewBotCert not implemented")
+}
+func (UnimplementedAuthServiceServer) CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateUser not implemented")
+}
+func (UnimplementedAuthServiceServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Login not implemented")
 }
 func (UnimplementedAuthServiceServer) SignX509SVID(context.Context, *SignX509SVIDRequest) (*SignX509SVIDResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignX509SVID not implemented")
@@ -628,6 +670,42 @@ func _AuthService_RenewBotCert_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_CreateUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).CreateUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_CreateUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).CreateUser(ctx, req.(*CreateUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_Login_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LoginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).Login(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_Login_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).Login(ctx, req.(*LoginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_SignX509SVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SignX509SVIDRequest)
 	if err := dec(in); err != nil {
@@ -840,6 +918,14 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewBotCert",
 			Handler:    _AuthService_RenewBotCert_Handler,
+		},
+		{
+			MethodName: "CreateUser",
+			Handler:    _AuthService_CreateUser_Handler,
+		},
+		{
+			MethodName: "Login",
+			Handler:    _AuthService_Login_Handler,
 		},
 		{
 			MethodName: "SignX509SVID",

@@ -8,13 +8,17 @@ import "time"
 
 // Event types.
 const (
-	TypeX509SVIDIssued  = "svid.x509.issued"
-	TypeJWTSVIDIssued   = "svid.jwt.issued"
-	TypeWITSVIDIssued   = "svid.wit.issued"
-	TypeSVIDDenied      = "svid.denied"
-	TypeJoin            = "bot.join"
-	TypeJoinDenied      = "bot.join.denied"
-	TypeBotCertRenewed  = "bot.cert.renewed"
+	TypeX509SVIDIssued = "svid.x509.issued"
+	TypeJWTSVIDIssued  = "svid.jwt.issued"
+	TypeWITSVIDIssued  = "svid.wit.issued"
+	TypeSVIDDenied     = "svid.denied"
+	TypeJoin           = "bot.join"
+	TypeJoinDenied     = "bot.join.denied"
+	TypeBotCertRenewed = "bot.cert.renewed"
+	// TypeLogin: a user logged in and got a user certificate.
+	TypeLogin = "user.login"
+	// TypeLoginDenied: a login was refused; the reason says why.
+	TypeLoginDenied     = "user.login.denied"
 	TypeResourceCreated = "resource.created"
 	TypeResourceUpdated = "resource.updated"
 	TypeResourceDeleted = "resource.deleted"

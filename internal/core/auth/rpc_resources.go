@@ -260,6 +260,11 @@ func (s *Server) DeleteResource(ctx context.Context, req *authv1.DeleteResourceR
 		if len(holders) > 0 {
 			return nil, status.Errorf(codes.FailedPrecondition, "role %s is held by %s: take it away from them first", req.Name, strings.Join(holders, ", "))
 		}
+	case resource.KindUser:
+		// A user's password and invite go with it, in the same transaction.
+		if _, err := s.db.Get(ctx, credentialKind, req.Name); err == nil {
+			ops = append(ops, store.Op{Type: store.OpDelete, Item: store.Item{Kind: credentialKind, Name: req.Name}})
+		}
 	case resource.KindBot:
 		// A bot's join tokens go with it, in the same transaction.
 		tokens, err := s.res.list(ctx, resource.KindJoinToken)

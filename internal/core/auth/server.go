@@ -103,6 +103,8 @@ type Server struct {
 	agentHosts sync.Map
 	// attestations remembers recently recorded attestation ids.
 	attestations *recentIDs
+	// unknown counts failed logins of names that are not users.
+	unknown unknownFailures
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/client"
@@ -31,6 +32,10 @@ func WithTrustDomain(td string) Option { return func(c *auth.Config) { c.TrustDo
 
 // WithDataDir reuses a data dir, e.g. to restart on the same store.
 func WithDataDir(dir string) Option { return func(c *auth.Config) { c.DataDir = dir } }
+
+// WithClock sets the auth service's clock (login lockouts, invite and
+// token expiry, certificate times).
+func WithClock(clock func() time.Time) Option { return func(c *auth.Config) { c.Clock = clock } }
 
 // Start opens and runs an auth service until the test ends.
 func Start(t testing.TB, opts ...Option) *Server {

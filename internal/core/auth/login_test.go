@@ -1,0 +1,247 @@
+package auth_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/auth"
+	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/resource"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// offsetClock is the real time moved forward by a settable offset: the
+// auth service's own TLS certificate stays valid for real clients while
+// lockouts and invites see the future.
+type offsetClock struct{ off atomic.Int64 }
+
+func (c *offsetClock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *offsetClock) advance(d time.Duration) { c.off.Add(int64(d)) }
+
+const alicePassword = "correct horse battery"
+
+// addUser creates role dev (max_session_ttl 4h) and user alice via the admin
+// socket and returns the invite.
+func addUser(t *testing.T, srv *authtest.Server, inviteTTL time.Duration) string {
+	t.Helper()
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	spec := grant("/team/alice/**")
+	spec.Options.MaxSessionTTL = resource.Duration(4 * time.Hour)
+	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{roleDoc(t, "dev", spec)}}); err != nil {
+		t.Fatalf("creating role: %v", err)
+	}
+	resp, err := admin.CreateUser(ctx, &authv1.CreateUserRequest{Name: "alice", Roles: []string{"dev"}, InviteTtlSeconds: int64(inviteTTL / time.Second)})
+	if err != nil {
+		t.Fatalf("creating user: %v", err)
+	}
+	if len(resp.Invite) < 32 || strings.Contains(string(resp.User), resp.Invite) {
+		t.Fatalf("invite %q is short or leaks into the user document %s", resp.Invite, resp.User)
+	}
+	return resp.Invite
+}
+
+func login(t *testing.T, srv *authtest.Server, req *authv1.LoginRequest) (*client.Identity, error) {
+	t.Helper()
+	c, err := client.Dial(client.Config{Auth: srv.Addr, CAPin: srv.CAPin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	key, _ := client.NewKey()
+	req.Csr, _ = client.NewCSR(key)
+	resp, err := c.Login(context.Background(), req)
+	if err != nil {
+		return nil, err
+	}
+	return client.NewIdentity(key, resp.CertChain, resp.HostCa)
+}
+
+// warmTLS makes the auth service issue its TLS certificate now, before a
+// test moves its clock forward.
+func warmTLS(t *testing.T, srv *authtest.Server) {
+	t.Helper()
+	c, err := client.Dial(client.Config{Auth: srv.Addr, CAPin: srv.CAPin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Ping(context.Background(), &authv1.PingRequest{}); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+}
+
+func wantDenied(t *testing.T, err error, code codes.Code, msg string) {
+	t.Helper()
+	if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), msg) {
+		t.Fatalf("got %v, want %s containing %q", err, code, msg)
+	}
+}
+
+func TestLoginInviteThenPassword(t *testing.T) {
+	srv := authtest.Start(t)
+	invite := addUser(t, srv, 0)
+
+	// The invite refuses weak passwords without being used up.
+	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: "short"})
+	wantDenied(t, err, codes.InvalidArgument, "at least 12 characters")
+	_, err = login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: "my name is Alice!!"})
+	wantDenied(t, err, codes.InvalidArgument, "contains the user name")
+
+	id, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword, TtlSeconds: int64(6 * time.Hour / time.Second)})
+	if err != nil {
+		t.Fatalf("login with invite: %v", err)
+	}
+	// Capped by dev's max_session_ttl (4h), not the 6h asked for.
+	if life := time.Until(id.Expires()); life > 4*time.Hour+time.Minute || life < 4*time.Hour-2*time.Minute {
+		t.Fatalf("certificate lives %s, want 4h (the role's max_session_ttl)", life)
+	}
+
+	// The certificate authenticates as alice with her roles.
+	c, err := client.Dial(client.Config{Auth: srv.Addr, Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ping, err := c.Ping(context.Background(), &authv1.PingRequest{})
+	if err != nil {
+		t.Fatalf("ping as alice: %v", err)
+	}
+	if ping.IdentityKind != auth.KindUser || ping.IdentityName != "alice" || strings.Join(ping.Roles, ",") != "dev" {
+		t.Fatalf("ping says %s %s %v, want user alice [dev]", ping.IdentityKind, ping.IdentityName, ping.Roles)
+	}
+
+	// The invite works once.
+	_, err = login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword})
+	wantDenied(t, err, codes.PermissionDenied, "invite was already used")
+
+	// The password works from now on, with the default TTL under the cap.
+	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword}); err != nil {
+		t.Fatalf("login with password: %v", err)
+	}
+
+	// A wrong password and an unknown user get the same answer.
+	_, errWrong := login(t, srv, &authv1.LoginRequest{User: "alice", Password: "not the password at all"})
+	_, errUnknown := login(t, srv, &authv1.LoginRequest{User: "mallory", Password: "not the password at all"})
+	wantDenied(t, errWrong, codes.Unauthenticated, "login failed")
+	if errWrong.Error() != errUnknown.Error() {
+		t.Fatalf("wrong password says %q but unknown user says %q", errWrong, errUnknown)
+	}
+
+	// Every attempt is audited, the reason only in the audit log.
+	denied := auditTypes(t, srv, "user.login.denied")
+	reasons := map[string]bool{}
+	for _, ev := range denied {
+		reasons[strings.SplitN(ev.Reason, " (", 2)[0]] = true
+	}
+	for _, want := range []string{"invite already used", "wrong password", "unknown user"} {
+		if !reasons[want] {
+			t.Errorf("no login denial audited with reason %q; got %v", want, reasons)
+		}
+	}
+	if ok := auditTypes(t, srv, "user.login"); len(ok) != 2 || ok[0].Actor != "alice" || ok[0].Serial == "" {
+		t.Errorf("successful logins audited: %v, want 2 by alice with serials", ok)
+	}
+}
+
+func TestLoginExpiredInvite(t *testing.T) {
+	clock := &offsetClock{}
+	srv := authtest.Start(t, authtest.WithClock(clock.now))
+	invite := addUser(t, srv, 10*time.Minute)
+	warmTLS(t, srv)
+	clock.advance(11 * time.Minute)
+	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword})
+	wantDenied(t, err, codes.PermissionDenied, "invite expired")
+	// A wrong invite is just a failed login.
+	_, err = login(t, srv, &authv1.LoginRequest{User: "alice", Invite: strings.Repeat("0", 64), Password: alicePassword})
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+}
+
+func TestLoginLockout(t *testing.T) {
+	clock := &offsetClock{}
+	srv := authtest.Start(t, authtest.WithClock(clock.now))
+	invite := addUser(t, srv, 0)
+	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range auth.MaxLoginFailures {
+		_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: "wrong password " + string(rune('a'+i))})
+		wantDenied(t, err, codes.Unauthenticated, "login failed")
+	}
+	// Locked: even the right password is refused.
+	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
+	wantDenied(t, err, codes.PermissionDenied, "too many failed attempts")
+
+	// An unknown name locks the same way, so a lockout reveals nothing.
+	for range auth.MaxLoginFailures {
+		_, err := login(t, srv, &authv1.LoginRequest{User: "mallory", Password: "guess guess guess"})
+		wantDenied(t, err, codes.Unauthenticated, "login failed")
+	}
+	_, err = login(t, srv, &authv1.LoginRequest{User: "mallory", Password: "guess guess guess"})
+	wantDenied(t, err, codes.PermissionDenied, "too many failed attempts")
+
+	clock.advance(auth.LockoutWindow + time.Second)
+	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword}); err != nil {
+		t.Fatalf("login after the lockout window: %v", err)
+	}
+	locked := 0
+	for _, ev := range auditTypes(t, srv, "user.login.denied") {
+		if ev.Actor == "alice" && strings.Contains(ev.Reason, "locked until") {
+			locked++
+		}
+	}
+	if locked < 2 {
+		t.Errorf("audit shows %d lock events for alice, want the locking failure and the refused attempt", locked)
+	}
+}
+
+func TestLoginLockoutSurvivesRestart(t *testing.T) {
+	// Unix socket paths are short: no t.TempDir().
+	dir, err := os.MkdirTemp("", "wid-auth-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// Each subtest's server stops when the subtest ends.
+	t.Run("lock", func(t *testing.T) {
+		srv := authtest.Start(t, authtest.WithDataDir(dir))
+		invite := addUser(t, srv, 0)
+		if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
+			t.Fatal(err)
+		}
+		for range auth.MaxLoginFailures {
+			login(t, srv, &authv1.LoginRequest{User: "alice", Password: "wrong wrong wrong"})
+		}
+	})
+	t.Run("after restart", func(t *testing.T) {
+		srv := authtest.Start(t, authtest.WithDataDir(dir))
+		_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
+		wantDenied(t, err, codes.PermissionDenied, "too many failed attempts")
+	})
+}
+
+func TestRemovedUserLosesPassword(t *testing.T) {
+	srv := authtest.Start(t)
+	invite := addUser(t, srv, 0)
+	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	if _, err := admin.DeleteResource(ctx, &authv1.DeleteResourceRequest{Kind: "user", Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	doc := []byte(`{"kind":"user","version":"v1","metadata":{"name":"alice"},"spec":{"roles":["dev"]}}`)
+	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{doc}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+}
