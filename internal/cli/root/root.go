@@ -16,6 +16,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/cli/role"
 	"github.com/wid-project/wid/internal/cli/token"
+	tuicmd "github.com/wid-project/wid/internal/cli/tui"
 	"github.com/wid-project/wid/internal/cli/user"
 	"github.com/wid-project/wid/internal/cli/versioncmd"
 	"github.com/wid-project/wid/internal/cli/workloadidentity"
@@ -105,6 +106,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 		explain.NewCmdExplain(f, nil),
 		bundle.NewCmdBundle(f),
 		audit.NewCmdAudit(f),
+		tuicmd.NewCmdTUI(f, nil),
 	)
 	add(groupOther,
 		versioncmd.NewCmdVersion(f, nil),

@@ -1,0 +1,186 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+)
+
+// Backlog is how many past audit events the dashboard shows on start.
+const Backlog = 500
+
+// Messages the feed sends to the model. Errors travel as messages too.
+type (
+	// ConnectedMsg: the auth service answered Ping.
+	ConnectedMsg struct{ Ping *authv1.PingResponse }
+	// ReconnectingMsg: the connection or a stream failed; the feed retries.
+	ReconnectingMsg struct{ Err error }
+	// EventMsg is one audit event, in sequence order.
+	EventMsg struct{ Event *authv1.AuditEvent }
+	// BundleMsg is the trust bundle as GetBundle returned it.
+	BundleMsg struct{ Bundle *authv1.GetBundleResponse }
+	// ResourcesMsg is a list of resources of one kind, as ListResources returned them.
+	ResourcesMsg struct {
+		Kind      string
+		Resources [][]byte
+	}
+)
+
+// Feed reads the auth service for the dashboard: Ping, the bundle, the roles
+// and the audit log (a backlog, then live), and hands the model messages on
+// a channel, so that Update never blocks on the network.
+type Feed struct {
+	client authv1.AuthServiceClient
+	ch     chan tea.Msg
+	// MinBackoff and MaxBackoff bound the wait between reconnects.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// NewFeed returns a feed over c. Run starts it.
+func NewFeed(c authv1.AuthServiceClient) *Feed {
+	return &Feed{client: c, ch: make(chan tea.Msg, 1024), MinBackoff: 250 * time.Millisecond, MaxBackoff: 5 * time.Second}
+}
+
+// Messages is where the feed's messages arrive.
+func (f *Feed) Messages() <-chan tea.Msg { return f.ch }
+
+// bundleEvent says whether an audit event may have changed the bundle.
+// There is no bundle stream yet: the Bundles tab calls GetBundle on start
+// and again whenever such an event arrives (a bundle stream can come with CA
+// rotation).
+func bundleEvent(typ string) bool {
+	return typ == "ca.rotation" || typ == "trust_domain.created" || typ == "auth.started"
+}
+
+func resourceEvent(typ string) bool {
+	return typ == "resource.created" || typ == "resource.updated" || typ == "resource.deleted"
+}
+
+// Run follows the auth service until ctx ends. On any error it reports
+// ReconnectingMsg, waits with a growing backoff, and resumes the audit
+// stream after the last sequence number seen: no event twice, none lost.
+func (f *Feed) Run(ctx context.Context) error {
+	var lastSeq int64
+	first := true
+	backoff := f.MinBackoff
+	for {
+		progressed, err := f.session(ctx, &lastSeq, first)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if progressed {
+			first = false
+			backoff = f.MinBackoff
+		}
+		if err == nil {
+			err = errors.New("the audit stream ended")
+		}
+		if !f.send(ctx, ReconnectingMsg{Err: err}) {
+			return nil
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, f.MaxBackoff)
+	}
+}
+
+// session is one connection: it returns when the stream fails. progressed
+// says whether the auth service answered at all.
+func (f *Feed) session(ctx context.Context, lastSeq *int64, first bool) (bool, error) {
+	ping, err := f.client.Ping(ctx, &authv1.PingRequest{})
+	if err != nil {
+		return false, err
+	}
+	req := &authv1.StreamAuditEventsRequest{Query: &authv1.AuditQuery{}, Backlog: Backlog}
+	if !first {
+		// Everything after the last event shown, however many.
+		req.Query.AfterSeq = *lastSeq
+		req.Backlog = -1
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := f.client.StreamAuditEvents(ctx, req)
+	if err != nil {
+		return false, err
+	}
+	if !f.send(ctx, ConnectedMsg{Ping: ping}) {
+		return true, nil
+	}
+	f.refreshBundle(ctx)
+	f.refreshResources(ctx)
+	for {
+		e, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		if err != nil {
+			return true, err
+		}
+		if e.Seq <= *lastSeq {
+			continue
+		}
+		*lastSeq = e.Seq
+		if !f.send(ctx, EventMsg{Event: e}) {
+			return true, nil
+		}
+		switch {
+		case bundleEvent(e.Type):
+			f.refreshBundle(ctx)
+		case resourceEvent(e.Type):
+			f.refreshResources(ctx)
+		}
+	}
+}
+
+func (f *Feed) refreshBundle(ctx context.Context) {
+	b, err := f.client.GetBundle(ctx, &authv1.GetBundleRequest{})
+	if err != nil {
+		return // the stream shows the connection's state
+	}
+	f.send(ctx, BundleMsg{Bundle: b})
+}
+
+func (f *Feed) refreshResources(ctx context.Context) {
+	for _, kind := range []string{"role", "workload_identity"} {
+		r, err := f.client.ListResources(ctx, &authv1.ListResourcesRequest{Kind: kind})
+		if err != nil {
+			continue
+		}
+		f.send(ctx, ResourcesMsg{Kind: kind, Resources: r.Resources})
+	}
+}
+
+func (f *Feed) send(ctx context.Context, m tea.Msg) bool {
+	select {
+	case f.ch <- m:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// waitFor is the command that delivers the feed's next message.
+func waitFor(ch <-chan tea.Msg) tea.Cmd {
+	if ch == nil {
+		return nil
+	}
+	return func() tea.Msg {
+		m, ok := <-ch
+		if !ok {
+			return nil
+		}
+		return feedMsg{m}
+	}
+}
+
+// feedMsg wraps what came from the feed, so that Update knows to wait for the next.
+type feedMsg struct{ tea.Msg }

@@ -1,0 +1,300 @@
+// Package tui is widctl's dashboard: a bubbletea root model and one model
+// per tab (SVIDs, Attestations, Bundles, Roles), fed by a Feed that reads
+// the auth service in its own goroutine. Nothing in Update blocks; it never
+// calls the auth service itself.
+package tui
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+)
+
+// MinWidth and MinHeight are the smallest terminal the dashboard draws in.
+const (
+	MinWidth  = 80
+	MinHeight = 24
+)
+
+var tabNames = []string{"SVIDs", "Attestations", "Bundles", "Roles"}
+
+// Options configure a Model.
+type Options struct {
+	// Target names the auth service: the admin socket path or host:port.
+	Target string
+	// Messages is where the feed's messages arrive (Feed.Messages); nil in
+	// tests that send messages themselves.
+	Messages <-chan tea.Msg
+	// Renderer draws styles; NewRenderer honours NO_COLOR.
+	Renderer *lipgloss.Renderer
+	// Now is the clock; tests fix it so that screens are stable.
+	Now func() time.Time
+	// NoTick turns off the once-a-second redraw (remaining-life bars), for tests.
+	NoTick bool
+}
+
+// Model is the dashboard's root model.
+type Model struct {
+	opts     Options
+	keys     keyMap
+	help     help.Model
+	st       styles
+	width    int
+	height   int
+	tab      int
+	showHelp bool
+
+	ping         *authv1.PingResponse
+	connected    bool
+	reconnectErr error
+
+	svids   *eventList
+	attests *eventList
+	bundle  *authv1.GetBundleResponse
+	res     map[string][][]byte
+}
+
+// New returns the dashboard model.
+func New(opts Options) *Model {
+	if opts.Renderer == nil {
+		opts.Renderer = lipgloss.DefaultRenderer()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	keys := newKeyMap()
+	st := newStyles(opts.Renderer)
+	h := help.New()
+	h.Styles.ShortKey = opts.Renderer.NewStyle().Bold(true)
+	h.Styles.FullKey = opts.Renderer.NewStyle().Bold(true)
+	h.Styles.ShortDesc = opts.Renderer.NewStyle()
+	h.Styles.FullDesc = opts.Renderer.NewStyle()
+	h.Styles.ShortSeparator = opts.Renderer.NewStyle().Faint(true)
+	h.Styles.FullSeparator = opts.Renderer.NewStyle().Faint(true)
+	h.Styles.Ellipsis = opts.Renderer.NewStyle().Faint(true)
+	m := &Model{
+		opts: opts, keys: keys, help: h, st: st,
+		svids:   newEventList(keys, st, svidColumns()),
+		attests: newEventList(keys, st, attestColumns()),
+		res:     map[string][][]byte{},
+	}
+	return m
+}
+
+type tickMsg time.Time
+
+func tick() tea.Cmd { return tea.Every(time.Second, func(t time.Time) tea.Msg { return tickMsg(t) }) }
+
+// Init waits for the feed.
+func (m *Model) Init() tea.Cmd {
+	cmds := []tea.Cmd{waitFor(m.opts.Messages)}
+	if !m.opts.NoTick {
+		cmds = append(cmds, tick())
+	}
+	return tea.Batch(cmds...)
+}
+
+// SetSize lays the tabs out in w x h.
+func (m *Model) SetSize(w, h int) {
+	m.width, m.height = w, h
+	m.help.Width = w
+	body := m.bodyHeight()
+	m.svids.SetSize(w, body)
+	m.attests.SetSize(w, body)
+}
+
+// header (2 lines), tab bar (1), tab title (1), help line (1).
+func (m *Model) bodyHeight() int { return max(m.height-5, 1) }
+
+func (m *Model) list() *eventList {
+	switch m.tab {
+	case 0:
+		return m.svids
+	case 1:
+		return m.attests
+	}
+	return nil
+}
+
+// Update handles keys, sizes and the feed's messages.
+func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	if fm, ok := msg.(feedMsg); ok {
+		m.handleFeed(fm.Msg)
+		return m, waitFor(m.opts.Messages)
+	}
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.SetSize(msg.Width, msg.Height)
+		return m, nil
+	case tickMsg:
+		return m, tick()
+	case tea.KeyMsg:
+		return m, m.handleKey(msg)
+	case ConnectedMsg, ReconnectingMsg, EventMsg, BundleMsg, ResourcesMsg:
+		m.handleFeed(msg)
+	}
+	return m, nil
+}
+
+func (m *Model) handleFeed(msg tea.Msg) {
+	switch msg := msg.(type) {
+	case ConnectedMsg:
+		m.ping, m.connected, m.reconnectErr = msg.Ping, true, nil
+	case ReconnectingMsg:
+		m.connected, m.reconnectErr = false, msg.Err
+	case EventMsg:
+		switch e := msg.Event; {
+		case svidEvent(e):
+			m.svids.add(e)
+		case attestEvent(e):
+			m.attests.add(e)
+		}
+	case BundleMsg:
+		m.bundle = msg.Bundle
+	case ResourcesMsg:
+		m.res[msg.Kind] = msg.Resources
+	}
+}
+
+func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
+	l := m.list()
+	if msg.String() == "ctrl+c" {
+		return tea.Quit
+	}
+	if l != nil && l.Capturing() {
+		return l.Update(msg)
+	}
+	switch {
+	case key.Matches(msg, m.keys.Quit):
+		return tea.Quit
+	case key.Matches(msg, m.keys.Help):
+		m.showHelp = !m.showHelp
+		return nil
+	case m.showHelp && key.Matches(msg, m.keys.Clear):
+		m.showHelp = false
+		return nil
+	case key.Matches(msg, m.keys.NextTab):
+		m.tab = (m.tab + 1) % len(tabNames)
+	case key.Matches(msg, m.keys.PrevTab):
+		m.tab = (m.tab + len(tabNames) - 1) % len(tabNames)
+	case key.Matches(msg, m.keys.Tab1):
+		m.tab = 0
+	case key.Matches(msg, m.keys.Tab2):
+		m.tab = 1
+	case key.Matches(msg, m.keys.Tab3):
+		m.tab = 2
+	case key.Matches(msg, m.keys.Tab4):
+		m.tab = 3
+	default:
+		if l != nil {
+			return l.Update(msg)
+		}
+	}
+	return nil
+}
+
+// View draws the screen.
+func (m *Model) View() string {
+	if m.width == 0 {
+		return "starting…"
+	}
+	if m.width < MinWidth || m.height < MinHeight {
+		return fmt.Sprintf("The terminal is %dx%d: widctl tui needs at least %dx%d.\nMake the window larger, or press q to quit.", m.width, m.height, MinWidth, MinHeight)
+	}
+	var b strings.Builder
+	b.WriteString(m.headerView())
+	b.WriteByte('\n')
+	b.WriteString(m.tabsView())
+	b.WriteByte('\n')
+	body := m.bodyHeight()
+	if m.showHelp {
+		b.WriteString(m.st.title.Render("Keys"))
+		b.WriteByte('\n')
+		b.WriteString(clip(strings.Split(m.help.FullHelpView(m.keys.FullHelp()), "\n"), m.width, body))
+	} else {
+		b.WriteString(fit(m.tabTitle(), m.width))
+		b.WriteByte('\n')
+		b.WriteString(m.tabView(body))
+	}
+	b.WriteByte('\n')
+	b.WriteString(fit(m.help.ShortHelpView(m.keys.ShortHelp()), m.width))
+	return b.String()
+}
+
+func (m *Model) headerView() string {
+	td, who := "…", "…"
+	if m.ping != nil {
+		td = m.ping.TrustDomain
+		who = m.ping.IdentityKind
+		if m.ping.IdentityName != "" {
+			who += " " + m.ping.IdentityName
+		}
+	}
+	state := m.st.warn.Render("connecting")
+	switch {
+	case m.connected:
+		state = m.st.ok.Render("connected")
+	case m.reconnectErr != nil:
+		state = m.st.denied.Render("reconnecting")
+	}
+	line1 := m.st.title.Render("wid · spiffe://"+td) + "  " + state
+	line2 := m.st.dim.Render("auth " + m.opts.Target + " · you are " + who)
+	if m.reconnectErr != nil && !m.connected {
+		line2 += m.st.dim.Render(" · " + m.reconnectErr.Error())
+	}
+	return fit(line1, m.width) + "\n" + fit(line2, m.width)
+}
+
+func (m *Model) tabsView() string {
+	var parts []string
+	for i, n := range tabNames {
+		label := fmt.Sprintf("%d %s", i+1, n)
+		if i == m.tab {
+			parts = append(parts, m.st.activeTab.Render("["+label+"]"))
+		} else {
+			parts = append(parts, m.st.tab.Render(" "+label+" "))
+		}
+	}
+	return fit(strings.Join(parts, ""), m.width)
+}
+
+func (m *Model) tabTitle() string {
+	now := m.opts.Now()
+	switch m.tab {
+	case 0:
+		var issued, deniedN int
+		for _, e := range m.svids.events {
+			if now.Sub(eventTime(e)) > time.Minute || eventTime(e).After(now) {
+				continue
+			}
+			if denied(e) {
+				deniedN++
+			} else {
+				issued++
+			}
+		}
+		return m.st.bold.Render("Issued SVIDs, newest first") + fmt.Sprintf("  · last minute: %d issued, %d denied", issued, deniedN)
+	case 1:
+		return m.st.bold.Render("Workload attestations, newest first")
+	case 2:
+		return m.st.bold.Render("Trust bundle") + "  · fetched on start and after every CA event"
+	}
+	return m.st.bold.Render("Roles and workload identities")
+}
+
+func (m *Model) tabView(h int) string {
+	now := m.opts.Now()
+	switch m.tab {
+	case 0, 1:
+		return m.list().View(now)
+	case 2:
+		return bundleView(m.bundle, now, m.st, m.width, h)
+	}
+	return rolesView(m.res, m.st, m.width, h)
+}

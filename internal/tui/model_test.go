@@ -1,0 +1,200 @@
+package tui
+
+import (
+	"bytes"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+	"github.com/charmbracelet/x/exp/golden"
+	"github.com/charmbracelet/x/exp/teatest"
+	"github.com/muesli/termenv"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// fixedNow is the clock of every golden screen.
+var fixedNow = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+
+func TestMain(m *testing.M) {
+	// Goldens hold text, not the colours of whatever terminal runs the tests.
+	lipgloss.SetColorProfile(termenv.Ascii)
+	os.Exit(m.Run())
+}
+
+func asciiRenderer() *lipgloss.Renderer {
+	r := lipgloss.NewRenderer(&bytes.Buffer{})
+	r.SetColorProfile(termenv.Ascii)
+	return r
+}
+
+func newTestModel(r *lipgloss.Renderer) *Model {
+	return New(Options{Target: "/var/lib/wid/admin.sock", Renderer: r, Now: func() time.Time { return fixedNow }, NoTick: true})
+}
+
+func at(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(fixedNow.Add(-d)) }
+
+// fakeFeed is what a small trust domain's feed says: fixed, so screens are stable.
+func fakeFeed(t *testing.T) []tea.Msg {
+	pemBytes, err := os.ReadFile("testdata/bundle.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := `{"kind":"role","version":"v1","metadata":{"name":"web-issuer"},"spec":{"allow":{"spiffe":[{"path":"/svc/web/*"}]},"deny":{"spiffe":[{"path":"/svc/web/admin"}]}}}`
+	editor := `{"kind":"role","version":"v1","metadata":{"name":"editor"},"spec":{"allow":{"rules":[{"resources":["*"],"verbs":["*"]}]}}}`
+	wi := `{"kind":"workload_identity","version":"v1","metadata":{"name":"web"},"spec":{"spiffe":{"id":"/svc/web/{{ workload.unix.uid }}"}}}`
+	return []tea.Msg{
+		ConnectedMsg{Ping: &authv1.PingResponse{TrustDomain: "example.org", IdentityKind: "admin"}},
+		EventMsg{Event: &authv1.AuditEvent{Seq: 1, Time: at(2 * time.Hour), Type: "auth.started", Actor: "auth"}},
+		EventMsg{Event: &authv1.AuditEvent{Seq: 2, Time: at(50 * time.Minute), Type: "svid.x509.issued", Actor: "bot:local-agent", Host: "node-1",
+			SpiffeId: "spiffe://example.org/svc/web/1000", SvidType: "x509", Serial: "5f3a9c0e12ab", TtlSeconds: 3600, DnsSans: []string{"web.internal"},
+			Attributes: map[string]string{"workload.unix.pid": "4242", "workload.unix.uid": "1000", "workload.unix.path": "/usr/bin/web"}, Outcome: "success"}},
+		EventMsg{Event: &authv1.AuditEvent{Seq: 3, Time: at(40 * time.Second), Type: "svid.jwt.issued", Actor: "user:alice",
+			SpiffeId: "spiffe://example.org/svc/api", SvidType: "jwt", Serial: "jti-7b21", TtlSeconds: 300, Outcome: "success"}},
+		EventMsg{Event: &authv1.AuditEvent{Seq: 4, Time: at(30 * time.Second), Type: "svid.denied", Actor: "user:bob",
+			SpiffeId: "spiffe://example.org/svc/web/admin", SvidType: "x509", TtlSeconds: 600, Outcome: "denied",
+			Reason: "role web-issuer denies /svc/web/admin"}},
+		EventMsg{Event: &authv1.AuditEvent{Seq: 5, Time: at(20 * time.Second), Type: "workload.attest", Actor: "bot:local-agent", Host: "node-1",
+			Attributes: map[string]string{"workload.unix.pid": "4242", "workload.unix.uid": "1000", "workload.unix.path": "/usr/bin/web",
+				"workload.unix.sha256": "9f86d081884c7d659a2feaa0c55ad015"}, Details: map[string]string{"spiffe_ids": "spiffe://example.org/svc/web/1000"}, Outcome: "success"}},
+		EventMsg{Event: &authv1.AuditEvent{Seq: 6, Time: at(10 * time.Second), Type: "workload.attest", Actor: "bot:local-agent", Host: "node-1",
+			Attributes: map[string]string{"workload.unix.pid": "777", "workload.unix.uid": "0", "workload.unix.path": "/usr/sbin/cron",
+				"workload.unix.sha256": "e3b0c44298fc1c149afbf4c8996fb924"}, Outcome: "denied", Reason: "workload.unix.uid is 0, want 1000"}},
+		BundleMsg{Bundle: &authv1.GetBundleResponse{TrustDomain: "example.org", Sequence: 3, X509Pem: pemBytes,
+			Jwks: []byte(`{"keys":[{"kty":"EC","crv":"P-256","kid":"k-2026-11","use":"jwt-svid"},{"kty":"EC","crv":"P-256","use":"x509-svid"}]}`)}},
+		ResourcesMsg{Kind: "role", Resources: [][]byte{[]byte(role), []byte(editor)}},
+		ResourcesMsg{Kind: "workload_identity", Resources: [][]byte{[]byte(wi)}},
+	}
+}
+
+func keyMsg(s string) tea.Msg {
+	switch s {
+	case "tab":
+		return tea.KeyMsg{Type: tea.KeyTab}
+	case "shift+tab":
+		return tea.KeyMsg{Type: tea.KeyShiftTab}
+	case "enter":
+		return tea.KeyMsg{Type: tea.KeyEnter}
+	case "esc":
+		return tea.KeyMsg{Type: tea.KeyEsc}
+	case "down":
+		return tea.KeyMsg{Type: tea.KeyDown}
+	}
+	return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)}
+}
+
+// run drives a model at w x h with the fake feed, then keys, and returns
+// the last screen.
+func run(t *testing.T, m *Model, w, h int, keys ...string) string {
+	t.Helper()
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(w, h))
+	for _, msg := range fakeFeed(t) {
+		tm.Send(msg)
+	}
+	for _, k := range keys {
+		tm.Send(keyMsg(k))
+	}
+	if err := tm.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	return tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).View()
+}
+
+func TestScreens(t *testing.T) {
+	cases := []struct {
+		name string
+		keys []string
+	}{
+		{"svids", nil},
+		{"attestations", []string{"2"}},
+		{"bundles", []string{"3"}},
+		{"roles", []string{"4"}},
+		{"tab_cycles", []string{"tab", "tab", "tab", "tab", "shift+tab"}},
+		{"filter_typing", []string{"/", "a", "l", "i"}},
+		{"filter", []string{"/", "d", "e", "n", "i", "e", "d", "enter"}},
+		{"filter_cleared", []string{"/", "d", "e", "n", "i", "e", "d", "enter", "esc"}},
+		{"detail", []string{"down", "down", "enter"}},
+		{"detail_attestation", []string{"2", "enter"}},
+		{"help", []string{"?"}},
+	}
+	for _, size := range []struct{ w, h int }{{80, 24}, {120, 40}} {
+		for _, c := range cases {
+			t.Run(c.name+"_"+itoa(size.w)+"x"+itoa(size.h), func(t *testing.T) {
+				out := run(t, newTestModel(asciiRenderer()), size.w, size.h, c.keys...)
+				checkSize(t, out, size.w, size.h)
+				golden.RequireEqual(t, []byte(out))
+			})
+		}
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// checkSize: a screen never draws more lines or wider lines than the terminal.
+func checkSize(t *testing.T, out string, w, h int) {
+	t.Helper()
+	lines := strings.Split(out, "\n")
+	if len(lines) != h {
+		t.Errorf("screen has %d lines, want %d", len(lines), h)
+	}
+	for i, l := range lines {
+		if lipgloss.Width(l) > w {
+			t.Errorf("line %d is %d wide, more than %d: %q", i, lipgloss.Width(l), w, l)
+		}
+	}
+}
+
+func TestTooSmall(t *testing.T) {
+	for _, size := range []struct{ w, h int }{{79, 24}, {80, 23}, {40, 10}} {
+		t.Run(itoa(size.w)+"x"+itoa(size.h), func(t *testing.T) {
+			out := run(t, newTestModel(asciiRenderer()), size.w, size.h)
+			if !strings.Contains(out, "needs at least 80x24") {
+				t.Errorf("screen at %dx%d does not say it is too small:\n%s", size.w, size.h, out)
+			}
+			golden.RequireEqual(t, []byte(out))
+		})
+	}
+}
+
+// TestResize: the model follows the terminal, from too small to big enough.
+func TestResize(t *testing.T) {
+	m := newTestModel(asciiRenderer())
+	m.Update(tea.WindowSizeMsg{Width: 60, Height: 20})
+	if !strings.Contains(m.View(), "needs at least") {
+		t.Fatalf("60x20 is drawn:\n%s", m.View())
+	}
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	checkSize(t, m.View(), 100, 30)
+}
+
+var sgr = regexp.MustCompile("\x1b\\[[0-9;]*m")
+
+// TestNoColor: with NO_COLOR set the screens carry no colour or style
+// escapes; without it, the same renderer on a colour terminal does (so the
+// test can fail).
+func TestNoColor(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "NO_COLOR" {
+				return v
+			}
+			return ""
+		}
+	}
+	colour := NewRenderer(&bytes.Buffer{}, env(""))
+	colour.SetColorProfile(termenv.TrueColor)
+	if out := run(t, newTestModel(colour), 80, 24); !sgr.MatchString(out) {
+		t.Fatalf("a colour renderer drew no escapes, so this test proves nothing:\n%q", out)
+	}
+	for _, keys := range [][]string{nil, {"2"}, {"3"}, {"4"}, {"enter"}, {"?"}} {
+		out := run(t, newTestModel(NewRenderer(&bytes.Buffer{}, env("1"))), 80, 24, keys...)
+		if loc := sgr.FindStringIndex(out); loc != nil {
+			t.Errorf("NO_COLOR screen after %v has an escape at %d:\n%q", keys, loc[0], out)
+		}
+	}
+}
