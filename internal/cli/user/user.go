@@ -5,9 +5,12 @@ package user
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
@@ -52,19 +55,24 @@ type AddOptions struct {
 	Client  func(context.Context) (*client.Client, error)
 	Printer func() (*output.Printer, error)
 
-	Name  string
-	Roles []string
+	Name      string
+	Roles     []string
+	InviteTTL resource.Duration
 }
 
 // NewCmdAdd builds `widctl user add`.
 func NewCmdAdd(f *cmdutil.Factory, runF func(*AddOptions) error) *cobra.Command {
 	opts := &AddOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
 	cmd := &cobra.Command{
-		Use:   "add NAME --roles ROLE[,ROLE...]",
-		Short: "Add a user with roles",
-		Long:  `Add a user holding the given roles. The roles must exist.`,
+		Use:   "add NAME --roles ROLE[,ROLE...] [--invite-ttl DURATION]",
+		Short: "Add a user with roles, and print the user's one-time invite",
+		Long: `Add a user holding the given roles. The roles must exist.
+
+The command prints a one-time invite and the widctl login command that uses
+it: the user's first login sets the password. The invite is shown only this
+once and expires after --invite-ttl.`,
 		Example: `  widctl user add alice --roles dev
-  widctl user add bob --roles dev,editor`,
+  widctl user add bob --roles dev,editor --invite-ttl 24h`,
 		Args: cmdutil.ExactArgs(1, "the user's name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
@@ -75,7 +83,27 @@ func NewCmdAdd(f *cmdutil.Factory, runF func(*AddOptions) error) *cobra.Command 
 		},
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the user holds, comma-separated")
+	cmdutil.DurationVar(cmd.Flags(), &opts.InviteTTL, "invite-ttl", "the invite expires after `DURATION` (default 1h)")
 	return cmd
+}
+
+// Invite is what `widctl user add` prints: the one-time invite, shown once,
+// and the command that logs in with it. Its JSON and YAML field names are stable.
+type Invite struct {
+	User         string    `json:"user" yaml:"user"`
+	Roles        []string  `json:"roles" yaml:"roles"`
+	Invite       string    `json:"invite" yaml:"invite"`
+	Expires      time.Time `json:"expires" yaml:"expires"`
+	LoginCommand string    `json:"login_command" yaml:"login_command"`
+}
+
+// LoginCommand is the command a new user runs to set a password and log in.
+func LoginCommand(authAddr, user, invite, caPin string) string {
+	if authAddr == "" {
+		// The auth service has no TCP listener to tell us about.
+		authAddr = "HOST:PORT"
+	}
+	return fmt.Sprintf("widctl login --auth %s --user %s --invite %s --ca-pin %s", authAddr, user, invite, caPin)
 }
 
 // User builds and checks the user the options describe.
@@ -115,15 +143,26 @@ func addRun(ctx context.Context, opts *AddOptions) error {
 		return err
 	}
 	defer c.Close()
-	created, err := cmdutil.CreateResources(ctx, c, false, u)
+	// Ping first: the login command needs the auth address and CA pin.
+	ping, err := c.Ping(ctx, &authv1.PingRequest{})
 	if err != nil {
 		return err
 	}
-	if p.Format != output.Text {
-		return p.Resource(created[0])
+	resp, err := c.CreateUser(ctx, &authv1.CreateUserRequest{
+		Name: u.Metadata.Name, Roles: u.Spec.Roles, InviteTtlSeconds: int64(opts.InviteTTL.D() / time.Second),
+	})
+	if err != nil {
+		return err
 	}
-	_, err = fmt.Fprintf(opts.IO.Out, "added user %s with roles %s\n", u.Metadata.Name, strings.Join(u.Spec.Roles, ", "))
-	return err
+	inv := &Invite{
+		User: u.Metadata.Name, Roles: u.Spec.Roles, Invite: resp.GetInvite(), Expires: resp.GetInviteExpiresAt().AsTime(),
+		LoginCommand: LoginCommand(ping.GetAuthAddr(), u.Metadata.Name, resp.GetInvite(), ping.GetCaPin()),
+	}
+	return p.Print(inv, func(w io.Writer) error {
+		_, err := fmt.Fprintf(w, "Added user %s with roles %s.\n\nInvite (expires %s):\n  %s\nIt is shown only this once.\n\nTo set a password and log in, the user runs:\n  %s\n",
+			inv.User, strings.Join(inv.Roles, ", "), p.Time(inv.Expires), inv.Invite, inv.LoginCommand)
+		return err
+	})
 }
 
 // UpdateOptions are the settings of `widctl user update`.
