@@ -38,6 +38,12 @@ func TestBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	badConfig := file("bad-config.yaml", "format: json\nadmin-socket: /x\n")
+	issued := filepath.Join(dir, "issued")
+	if err := os.Mkdir(issued, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	file("issued/svid.key", "an earlier key")
+	notADir := file("not-a-dir", "")
 
 	tests := []struct {
 		name string
@@ -135,6 +141,25 @@ func TestBadInput(t *testing.T) {
 		{"explain no attributes", []string{"explain", "--workload-attrs", ""}, "--workload-attrs: no attributes given", 2},
 		{"explain workload for a user", []string{"explain", "--user", "alice", "--workload-attrs", "workload.unix.uid=1"}, "--workload-attrs asks what the agent of a bot would issue, not a user: use --bot NAME", 2},
 		{"explain workload and SPIFFE ID", []string{"explain", "--bot", "b", "--workload-attrs", "workload.unix.uid=1", "--spiffe-id", "/x"}, "--workload-attrs and --spiffe-id ask different questions", 2},
+		// Issuing and inspecting SVIDs.
+		{"svid malformed path", []string{"svid", "issue", "/team//laptop"}, `SPIFFE ID path "/team//laptop" has an empty segment`, 2},
+		{"svid not an id", []string{"svid", "issue", "team/laptop"}, `"team/laptop" is neither a SPIFFE ID nor a path`, 2},
+		{"svid ttl not a duration", []string{"svid", "issue", "/x", "--ttl", "1d"}, `invalid argument "1d" for "--ttl" flag: "1d" is not a duration`, 2},
+		{"svid ttl over the maximum", []string{"svid", "issue", "/x", "--ttl", "48h"}, "--ttl 48h is over the 24h that any SVID may live: set 24h or less", 2},
+		{"svid ip san is a CIDR", []string{"svid", "issue", "/x", "--ip-san", "10.0.0.0/8"}, `--ip-san "10.0.0.0/8" is not an IP address`, 2},
+		{"svid bad dns san", []string{"svid", "issue", "/x", "--dns-san", "10.1.2.3"}, `--dns-san: DNS SAN "10.1.2.3"`, 2},
+		{"svid jwt without audience", []string{"svid", "issue", "/x", "--type", "jwt"}, "a JWT-SVID needs an audience: pass --audience", 2},
+		{"svid jwt with a key type", []string{"svid", "issue", "/x", "--type", "jwt", "--audience", "api", "--key-type", "rsa2048"}, "--key-type is for X509-SVIDs", 2},
+		{"svid unknown type", []string{"svid", "issue", "/x", "--type", "wit"}, `unknown SVID type "wit": use x509 or jwt`, 2},
+		{"svid unknown key type", []string{"svid", "issue", "/x", "--key-type", "p521"}, `unknown key type "p521": use p256, rsa2048 or ed25519`, 2},
+		{"svid x509 to stdout", []string{"svid", "issue", "/x", "--output", "-"}, "an X509-SVID is three files: give a directory", 2},
+		{"svid output under a file", []string{"svid", "issue", "/x", "--output", filepath.Join(notADir, "out")}, "cannot use the output directory " + filepath.Join(notADir, "out") + ": not a directory: choose another --output", 2},
+		{"svid output is a file", []string{"svid", "issue", "/x", "--output", notADir}, "--output " + notADir + " is not a directory", 2},
+		{"svid existing file", []string{"svid", "issue", "/x", "--output", issued}, "svid.key already exists in " + issued + ": pass --overwrite to replace", 2},
+		{"svid inspect garbage", []string{"svid", "inspect", file("garbage.pem", "not an SVID\n")}, "garbage.pem is neither an X509-SVID (PEM certificates) nor a JWT-SVID (a token)", 2},
+		{"svid inspect a key", []string{"svid", "inspect", file("only-key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")}, "holds PEM but no CERTIFICATE block", 2},
+		{"svid inspect bad token", []string{"svid", "inspect", file("bad.token", "a.b.c")}, "bad.token is not a JWT-SVID", 2},
+		{"svid inspect missing file", []string{"svid", "inspect", filepath.Join(dir, "nope.pem")}, "nope.pem does not exist", 2},
 		// Command line.
 		{"unknown command", []string{"rolez"}, `unknown command "rolez" for widctl (did you mean "role"?): run widctl --help to see the commands`, 2},
 		{"unknown subcommand", []string{"role", "craete"}, `unknown command "craete" for widctl role (did you mean "create"?)`, 2},

@@ -15,6 +15,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/explain"
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/cli/role"
+	"github.com/wid-project/wid/internal/cli/svid"
 	"github.com/wid-project/wid/internal/cli/token"
 	tuicmd "github.com/wid-project/wid/internal/cli/tui"
 	"github.com/wid-project/wid/internal/cli/user"
@@ -96,6 +97,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 		bot.NewCmdBot(f),
 		token.NewCmdToken(f),
 		workloadidentity.NewCmdWorkloadIdentity(f),
+		svid.NewCmdSVID(f),
 	)
 	add(groupResources,
 		resourcecmd.NewCmdCreate(f, nil),
