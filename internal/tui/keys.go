@@ -4,8 +4,8 @@ import "github.com/charmbracelet/bubbles/key"
 
 // keyMap is every key of the dashboard; ? shows it through bubbles/help.
 type keyMap struct {
-	NextTab, PrevTab, Tab1, Tab2, Tab3, Tab4 key.Binding
-	Up, Down, Filter, Clear, Open, Help, Quit  key.Binding
+	NextTab, PrevTab, Tab1, Tab2, Tab3, Tab4  key.Binding
+	Up, Down, Filter, Clear, Open, Help, Quit key.Binding
 }
 
 func newKeyMap() keyMap {

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"regexp"
 	"strconv"
@@ -196,5 +197,28 @@ func TestNoColor(t *testing.T) {
 		if loc := sgr.FindStringIndex(out); loc != nil {
 			t.Errorf("NO_COLOR screen after %v has an escape at %d:\n%q", keys, loc[0], out)
 		}
+	}
+}
+
+// TestReconnectingHeader: a broken connection shows in the header until the
+// feed is connected again, and the events already shown stay.
+func TestReconnectingHeader(t *testing.T) {
+	m := newTestModel(asciiRenderer())
+	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
+	for _, msg := range fakeFeed(t) {
+		m.Update(msg)
+	}
+	m.Update(ReconnectingMsg{Err: errors.New("auth service unavailable")})
+	out := m.View()
+	if !strings.Contains(out, "reconnecting") || strings.Contains(out, "connected ") {
+		t.Errorf("header after a broken stream:\n%s", out)
+	}
+	if !strings.Contains(out, "/svc/web/admin") {
+		t.Errorf("events vanished while reconnecting:\n%s", out)
+	}
+	golden.RequireEqual(t, []byte(out))
+	m.Update(ConnectedMsg{Ping: &authv1.PingResponse{TrustDomain: "example.org", IdentityKind: "admin"}})
+	if out := m.View(); strings.Contains(out, "reconnecting") || !strings.Contains(out, "connected") {
+		t.Errorf("header after reconnecting:\n%s", out)
 	}
 }

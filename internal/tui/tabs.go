@@ -236,11 +236,11 @@ func clip(lines []string, w, h int) string {
 
 // resource is the part of a role or workload identity the Roles tab shows.
 type resource struct {
-	Kind     string         `json:"kind"`
+	Kind     string `json:"kind"`
 	Metadata struct {
 		Name string `json:"name"`
 	} `json:"metadata"`
-	Spec     map[string]any `json:"spec"`
+	Spec map[string]any `json:"spec"`
 }
 
 // rolesView renders roles and workload identities with their grants.

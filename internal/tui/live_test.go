@@ -1,0 +1,186 @@
+package tui
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/charmbracelet/x/exp/teatest"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestLiveAuthService runs the dashboard against a real in-process auth
+// service: an SVID issued while it runs shows on the SVIDs tab within a
+// second, and a denial shows marked with its reason.
+func TestLiveAuthService(t *testing.T) {
+	srv := authtest.Start(t)
+	admin := srv.AdminClient(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	feed := NewFeed(admin)
+	go feed.Run(ctx)
+
+	m := New(Options{Target: srv.AdminSocket, Messages: feed.Messages(), Renderer: asciiRenderer(), NoTick: true})
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 40))
+	fast := []teatest.WaitForOption{teatest.WithDuration(time.Second), teatest.WithCheckInterval(10 * time.Millisecond)}
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
+		return bytes.Contains(b, []byte("connected")) && bytes.Contains(b, []byte("spiffe://example.org"))
+	}, teatest.WithDuration(5*time.Second))
+
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: "/svc/tui-live", PublicKey: pub, TtlSeconds: 600}); err != nil {
+		t.Fatalf("issuing an SVID: %v", err)
+	}
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("/svc/tui-live")) }, fast...)
+
+	_, err = admin.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: "spiffe://elsewhere.org/svc/tui-denied", PublicKey: pub, TtlSeconds: 600})
+	if err == nil {
+		t.Fatal("an SVID in another trust domain was issued")
+	}
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("DENIED")) }, fast...)
+
+	if err := tm.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*Model)
+	var issued, denials int
+	for _, e := range fm.svids.events {
+		switch {
+		case e.Type == "svid.x509.issued" && e.SpiffeId == "spiffe://example.org/svc/tui-live":
+			issued++
+		case e.Type == "svid.denied" && e.Reason != "":
+			denials++
+		}
+	}
+	if issued != 1 || denials != 1 {
+		t.Errorf("the SVIDs tab holds %d issuances of /svc/tui-live and %d denials with a reason, want 1 and 1", issued, denials)
+	}
+}
+
+// flakyClient is an auth service whose audit stream breaks after a few
+// events each time, and which sends some events again after a reconnect.
+type flakyClient struct {
+	authv1.AuthServiceClient // nil: only the methods below are called
+	mu                       sync.Mutex
+	events                   []*authv1.AuditEvent
+	requests                 []*authv1.StreamAuditEventsRequest
+}
+
+func (c *flakyClient) Ping(context.Context, *authv1.PingRequest, ...grpc.CallOption) (*authv1.PingResponse, error) {
+	return &authv1.PingResponse{TrustDomain: "example.org", IdentityKind: "admin"}, nil
+}
+
+func (c *flakyClient) GetBundle(context.Context, *authv1.GetBundleRequest, ...grpc.CallOption) (*authv1.GetBundleResponse, error) {
+	return &authv1.GetBundleResponse{TrustDomain: "example.org"}, nil
+}
+
+func (c *flakyClient) ListResources(context.Context, *authv1.ListResourcesRequest, ...grpc.CallOption) (*authv1.ListResourcesResponse, error) {
+	return &authv1.ListResourcesResponse{}, nil
+}
+
+func (c *flakyClient) StreamAuditEvents(_ context.Context, req *authv1.StreamAuditEventsRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[authv1.AuditEvent], error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.requests = append(c.requests, req)
+	// Serve from after_seq, but repeat the last event already sent (a
+	// server that overlaps), and break after three.
+	var out []*authv1.AuditEvent
+	for _, e := range c.events {
+		if e.Seq >= req.Query.GetAfterSeq() {
+			out = append(out, e)
+		}
+	}
+	if len(out) > 3 {
+		out = out[:3]
+	}
+	return &brokenStream{events: out}, nil
+}
+
+type brokenStream struct {
+	grpc.ClientStream
+	events []*authv1.AuditEvent
+}
+
+func (s *brokenStream) Recv() (*authv1.AuditEvent, error) {
+	if len(s.events) == 0 {
+		return nil, status.Error(codes.Unavailable, "connection reset")
+	}
+	e := s.events[0]
+	s.events = s.events[1:]
+	return e, nil
+}
+
+// TestFeedResumes: when the stream breaks the feed says "reconnecting",
+// asks for the events after the last it saw, and delivers every event once,
+// in order.
+func TestFeedResumes(t *testing.T) {
+	c := &flakyClient{}
+	for i := int64(1); i <= 10; i++ {
+		c.events = append(c.events, &authv1.AuditEvent{Seq: i, Type: "svid.x509.issued", SpiffeId: "spiffe://example.org/svc/x"})
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	feed := NewFeed(c)
+	feed.MinBackoff, feed.MaxBackoff = time.Millisecond, time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- feed.Run(ctx) }()
+
+	var seqs []int64
+	reconnects := 0
+	for len(seqs) < 10 {
+		select {
+		case msg := <-feed.Messages():
+			switch msg := msg.(type) {
+			case EventMsg:
+				seqs = append(seqs, msg.Event.Seq)
+			case ReconnectingMsg:
+				reconnects++
+				if status.Code(msg.Err) != codes.Unavailable && !errors.Is(msg.Err, context.Canceled) {
+					t.Errorf("reconnecting after %v, want the stream's error", msg.Err)
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got events %v only", seqs)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("feed stopped with %v", err)
+	}
+	for i, s := range seqs {
+		if s != int64(i+1) {
+			t.Fatalf("events came as %v, want 1..10 once each", seqs)
+		}
+	}
+	if reconnects < 3 {
+		t.Errorf("%d reconnects, want at least 3 (the stream breaks every three events)", reconnects)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if first := c.requests[0]; first.Backlog != Backlog || first.Query.GetAfterSeq() != 0 {
+		t.Errorf("first request: backlog %d after %d, want %d after 0", first.Backlog, first.Query.GetAfterSeq(), Backlog)
+	}
+	for _, r := range c.requests[1:] {
+		if r.Backlog != -1 || r.Query.GetAfterSeq() == 0 {
+			t.Errorf("a reconnect asked for backlog %d after %d, want everything after the last seq seen", r.Backlog, r.Query.GetAfterSeq())
+		}
+	}
+}
