@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -134,8 +135,8 @@ func decode(name string, data []byte) (*decoded, error) {
 	}
 	token := string(data)
 	if strings.Count(token, ".") == 2 && !strings.ContainsAny(token, " \n\t") {
-		if _, err := jwtsvid.ParseInsecure(token, nil); err != nil && !strings.Contains(err.Error(), "expired") {
-			return nil, cmdutil.InputErrorf("%s is not a JWT-SVID: %v", name, strings.TrimPrefix(err.Error(), "jwtsvid: "))
+		if _, _, err := jwtClaims(token); err != nil {
+			return nil, cmdutil.InputErrorf("%s is not a JWT-SVID: %v", name, err)
 		}
 		return &decoded{token: token}, nil
 	}
@@ -248,26 +249,43 @@ func inspectX509(certs []*x509.Certificate, bundle *spiffebundle.Bundle, now tim
 	return in
 }
 
+// jwtAlgorithms are those the JWT-SVID standard allows.
+var jwtAlgorithms = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.ES256, jose.ES384, jose.ES512, jose.PS256, jose.PS384, jose.PS512}
+
+// jwtClaims reads a token's claims and key ID without verifying anything,
+// so that an expired or foreign JWT-SVID can still be shown.
+func jwtClaims(token string) (*jwt.Claims, string, error) {
+	tok, err := jwt.ParseSigned(token, jwtAlgorithms)
+	if err != nil {
+		return nil, "", errors.New("it is not a signed JWT with an algorithm JWT-SVIDs allow")
+	}
+	var claims jwt.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		return nil, "", fmt.Errorf("its claims cannot be read: %v", err)
+	}
+	if _, err := spiffeid.FromString(claims.Subject); err != nil {
+		return nil, "", fmt.Errorf("its subject %q is not a SPIFFE ID", claims.Subject)
+	}
+	return &claims, tok.Headers[0].KeyID, nil
+}
+
 func inspectJWT(token string, bundle *spiffebundle.Bundle, audiences []string) (*Inspection, error) {
-	// ParseInsecure first, to show the claims even when the signature or
-	// the audience does not check out.
-	insecure, err := jwtsvid.ParseInsecure(token, nil)
-	in := &Inspection{Type: TypeJWT}
-	if err == nil {
-		in.SPIFFEID, in.Audience, in.NotAfter = insecure.ID.String(), insecure.Audience, insecure.Expiry
-		if jti, ok := insecure.Claims["jti"].(string); ok {
-			in.JTI = jti
-		}
-		if iat, ok := insecure.Claims["iat"].(float64); ok {
-			in.NotBefore = time.Unix(int64(iat), 0).UTC()
-		}
+	claims, kid, err := jwtClaims(token)
+	if err != nil {
+		return nil, cmdutil.InputErrorf("not a JWT-SVID: %v", err)
 	}
-	if jws, perr := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.ES256, jose.ES384, jose.ES512, jose.PS256, jose.PS384, jose.PS512}); perr == nil && len(jws.Signatures) > 0 {
-		in.IssuerKeyID = jws.Signatures[0].Header.KeyID
-		if key, ok := bundle.FindJWTAuthority(in.IssuerKeyID); ok {
-			in.IssuerKey = keyFingerprint(key)
-		}
+	in := &Inspection{Type: TypeJWT, SPIFFEID: claims.Subject, JTI: claims.ID, Audience: claims.Audience, IssuerKeyID: kid}
+	if claims.IssuedAt != nil {
+		in.NotBefore = claims.IssuedAt.Time().UTC()
 	}
+	if claims.Expiry != nil {
+		in.NotAfter = claims.Expiry.Time().UTC()
+	}
+	if key, ok := bundle.FindJWTAuthority(kid); ok {
+		in.IssuerKey = keyFingerprint(key)
+	}
+	// go-spiffe decides: signature by a key of the bundle, expiry, and the
+	// audience when one is asked for.
 	if _, err := jwtsvid.ParseAndValidate(token, bundle, audiences); err != nil {
 		in.Problem = strings.TrimPrefix(err.Error(), "jwtsvid: ")
 		return in, nil

@@ -389,7 +389,7 @@ func issueX509(ctx context.Context, opts *IssueOptions) (*IssueResult, error) {
 		SPIFFEID: svid.ID.String(), Type: TypeX509, Serial: resp.GetSerial(),
 		DNSSANs: svid.Certificates[0].DNSNames, KeyType: opts.KeyType,
 		ExpiresAt: svid.Certificates[0].NotAfter.UTC(),
-		Files: files,
+		Files:     files,
 	}
 	for _, ip := range svid.Certificates[0].IPAddresses {
 		res.IPSANs = append(res.IPSANs, ip.String())

@@ -1,8 +1,10 @@
 package svid_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -221,6 +225,12 @@ func TestInspectForeignSVID(t *testing.T) {
 	if code != cmdutil.ExitError || !strings.Contains(out, "spiffe://other.org/svc/x") || !strings.Contains(out, "NOT verified") {
 		t.Errorf("exit %d:\n%s", code, out)
 	}
+
+	token := other.ok("svid", "issue", "/svc/x", "--type", "jwt", "--audience", "api", "-o", "-")
+	code, out, _ = w.runIn(token, "svid", "inspect", "-")
+	if code != cmdutil.ExitError || !strings.Contains(out, "spiffe://other.org/svc/x") || !strings.Contains(out, `NOT verified: no bundle found for trust domain "other.org"`) {
+		t.Errorf("foreign JWT-SVID: exit %d:\n%s", code, out)
+	}
 }
 
 // What the auth service refuses reaches the user as its sentence, with a
@@ -252,5 +262,117 @@ func TestIssueRefusals(t *testing.T) {
 				t.Errorf("the output dir was left behind: %v", err)
 			}
 		})
+	}
+}
+
+// A person's SVID does what it is for: with go-spiffe's spiffetls it reaches
+// a server that authorizes exactly that SPIFFE ID, and another SVID of the
+// same trust domain does not.
+func TestIssuedSVIDWorksForMTLS(t *testing.T) {
+	w := start(t)
+	td := spiffeid.RequireTrustDomainFromString(w.srv.TrustDomain)
+	load := func(path string) (*x509svid.SVID, *x509bundle.Bundle) {
+		t.Helper()
+		dir := t.TempDir()
+		w.ok("svid", "issue", path, "-o", dir)
+		s, err := x509svid.Load(filepath.Join(dir, svid.FileCert), filepath.Join(dir, svid.FileKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := x509bundle.Load(td, filepath.Join(dir, svid.FileBundle))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, b
+	}
+	serverSVID, bundle := load("/svc/server")
+	alice, _ := load("/team/alice/laptop")
+	bob, _ := load("/team/bob/laptop")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0",
+		spiffetls.MTLSServerWithRawConfig(tlsconfig.AuthorizeID(alice.ID), serverSVID, bundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				line, err := bufio.NewReader(conn).ReadString('\n')
+				if err != nil {
+					return
+				}
+				peer, _ := spiffetls.PeerIDFromConn(conn)
+				fmt.Fprintf(conn, "hello %s, you said %s", peer, line)
+			}()
+		}
+	}()
+	call := func(s *x509svid.SVID) (string, error) {
+		conn, err := spiffetls.DialWithMode(ctx, "tcp", l.Addr().String(),
+			spiffetls.MTLSClientWithRawConfig(tlsconfig.AuthorizeID(serverSVID.ID), s, bundle))
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		if _, err := fmt.Fprintln(conn, "hi"); err != nil {
+			return "", err
+		}
+		return bufio.NewReader(conn).ReadString('\n')
+	}
+	got, err := call(alice)
+	if want := "hello spiffe://example.org/team/alice/laptop, you said hi\n"; err != nil || got != want {
+		t.Errorf("alice's SVID: %q, %v; want %q", got, err, want)
+	}
+	if got, err := call(bob); err == nil {
+		t.Errorf("bob's SVID reached a server that authorizes only alice: %q", got)
+	}
+}
+
+func TestIssueParsesFlags(t *testing.T) {
+	f, _ := clitest.Factory(t)
+	var got *svid.IssueOptions
+	cmd := svid.NewCmdIssue(f, func(o *svid.IssueOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"/team/alice/laptop", "--ttl", "2h", "--dns-san", "a.example.com,b.example.com", "--ip-san", "10.1.2.3", "--ip-san", "fd00::1",
+		"--key-type", "ED25519", "-o", "out", "--overwrite"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Path != "/team/alice/laptop" || got.TTL.D() != 2*time.Hour || got.Type != svid.TypeX509 || got.KeyType != svid.KeyEd25519 ||
+		got.Output != "out" || !got.Overwrite || strings.Join(got.DNSSANs, " ") != "a.example.com b.example.com" || strings.Join(got.IPSANs, " ") != "10.1.2.3 fd00::1" {
+		t.Errorf("options = %+v", got)
+	}
+
+	cmd = svid.NewCmdIssue(f, func(o *svid.IssueOptions) error { got = o; return nil })
+	cmd.SetArgs([]string{"spiffe://example.org/ci", "--type", "JWT", "--audience", "api,db", "--audience", "ci"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if got.Type != svid.TypeJWT || strings.Join(got.Audiences, " ") != "api db ci" || got.Output != "." {
+		t.Errorf("options = %+v", got)
+	}
+}
+
+// With --output - and --format json the token is in the JSON, and nothing
+// is written.
+func TestIssueJWTToStdoutAsJSON(t *testing.T) {
+	w := start(t)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	var res svid.IssueResult
+	if err := json.Unmarshal([]byte(w.ok("svid", "issue", "/ci", "--type", "jwt", "--audience", "api", "-o", "-", "--format", "json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jwtsvid.ParseAndValidate(res.Token, w.jwtBundle(), []string{"api"}); err != nil || len(res.Files) != 0 {
+		t.Errorf("result %+v: %v", res, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("%d files written", len(entries))
 	}
 }
