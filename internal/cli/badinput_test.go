@@ -145,6 +145,7 @@ func TestBadInput(t *testing.T) {
 		{"svid malformed path", []string{"svid", "issue", "/team//laptop"}, `SPIFFE ID path "/team//laptop" has an empty segment`, 2},
 		{"svid not an id", []string{"svid", "issue", "team/laptop"}, `"team/laptop" is neither a SPIFFE ID nor a path`, 2},
 		{"svid ttl not a duration", []string{"svid", "issue", "/x", "--ttl", "1d"}, `invalid argument "1d" for "--ttl" flag: "1d" is not a duration`, 2},
+		{"svid ttl under a second", []string{"svid", "issue", "/x", "--ttl", "1500ms"}, "--ttl 1.5s is not a whole number of seconds", 2},
 		{"svid ttl over the maximum", []string{"svid", "issue", "/x", "--ttl", "48h"}, "--ttl 48h is over the 24h that any SVID may live: set 24h or less", 2},
 		{"svid ip san is a CIDR", []string{"svid", "issue", "/x", "--ip-san", "10.0.0.0/8"}, `--ip-san "10.0.0.0/8" is not an IP address`, 2},
 		{"svid bad dns san", []string{"svid", "issue", "/x", "--dns-san", "10.1.2.3"}, `--dns-san: DNS SAN "10.1.2.3"`, 2},
@@ -160,6 +161,14 @@ func TestBadInput(t *testing.T) {
 		{"svid inspect a key", []string{"svid", "inspect", file("only-key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")}, "holds PEM but no CERTIFICATE block", 2},
 		{"svid inspect bad token", []string{"svid", "inspect", file("bad.token", "a.b.c")}, "bad.token is not a JWT-SVID", 2},
 		{"svid inspect missing file", []string{"svid", "inspect", filepath.Join(dir, "nope.pem")}, "nope.pem does not exist", 2},
+		// Logging in (the rows that need an auth service are in login_test.go).
+		{"login without user", []string{"login", "--auth", "auth.example.com:3025"}, "--user is required: pass --user NAME", 2},
+		{"login bad user name", []string{"login", "--auth", "auth.example.com:3025", "--user", "Alice Smith"}, "--user: ", 2},
+		{"login without auth", []string{"login", "--user", "alice"}, "no auth service to log in to: pass --auth HOST:PORT", 2},
+		{"login first contact without pin", []string{"login", "--auth", "auth.example.com:3025", "--user", "alice"}, "is not known yet: pass --ca-pin sha256:...", 2},
+		{"login without terminal", []string{"login", "--auth", "auth.example.com:3025", "--user", "alice", "--ca-pin", "sha256:" + strings.Repeat("ab", 32)}, "there is no terminal to read the password from: pass --password-stdin", 2},
+		{"login empty stdin", []string{"login", "--auth", "auth.example.com:3025", "--user", "alice", "--ca-pin", "sha256:" + strings.Repeat("ab", 32), "--password-stdin"}, "stdin held no password", 2},
+		{"status not logged in", []string{"status"}, "you are not logged in: run widctl login --auth HOST:PORT --user NAME", 3},
 		// Command line.
 		{"unknown command", []string{"rolez"}, `unknown command "rolez" for widctl (did you mean "role"?): run widctl --help to see the commands`, 2},
 		{"unknown subcommand", []string{"role", "craete"}, `unknown command "craete" for widctl role (did you mean "create"?)`, 2},

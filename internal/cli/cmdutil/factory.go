@@ -7,14 +7,17 @@ package cmdutil
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/spf13/pflag"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/paths"
 )
 
 // Factory hands commands what they need, lazily: a command that fails on
@@ -30,11 +33,13 @@ type Factory struct {
 	// GlobalFlags are the flags of every command; the root command adds them
 	// as persistent flags and Config reads them.
 	GlobalFlags *pflag.FlagSet
+	// Logins is where widctl login keeps the user's login; tests swap the keyring.
+	Logins *client.LoginStore
 }
 
 // NewFactory builds the Factory widctl runs with.
 func NewFactory(ios *iostreams.IOStreams) *Factory {
-	f := &Factory{IOStreams: ios, GlobalFlags: NewGlobalFlags()}
+	f := &Factory{IOStreams: ios, GlobalFlags: NewGlobalFlags(), Logins: &client.LoginStore{Dir: paths.ConfigDir(), Keyring: client.OSKeyring}}
 	f.Config = sync.OnceValues(func() (*Config, error) { return LoadConfig(f.GlobalFlags) })
 	f.Logger = sync.OnceValue(func() *slog.Logger {
 		if cfg, err := f.Config(); err == nil && cfg.Debug {
@@ -47,7 +52,7 @@ func NewFactory(ios *iostreams.IOStreams) *Factory {
 		if err != nil {
 			return nil, err
 		}
-		return Dial(ctx, cfg, f.Logger())
+		return DialWithLogin(ctx, cfg, f.Logins, f.Logger())
 	}
 	return f
 }
@@ -61,11 +66,53 @@ func (f *Factory) Printer() (*output.Printer, error) {
 	return &output.Printer{Out: f.IOStreams.Out, Format: cfg.Format, TTY: f.IOStreams.IsStdoutTTY()}, nil
 }
 
+// DialWithLogin is Dial that, with no admin socket and no --identity, uses
+// the login saved by widctl login: its auth address when none is given, its
+// certificate when the address is the login's.
+func DialWithLogin(ctx context.Context, cfg *Config, logins *client.LoginStore, log *slog.Logger) (*client.Client, error) {
+	if cfg.AdminSocket != "" || cfg.Identity != "" || logins == nil {
+		return Dial(ctx, cfg, log)
+	}
+	p, err := logins.Profile()
+	if errors.Is(err, client.ErrNoLogin) {
+		return Dial(ctx, cfg, log)
+	}
+	if err != nil {
+		return nil, &Error{Code: ExitBadInput, Message: err.Error(), Err: err}
+	}
+	if cfg.Auth != "" && cfg.Auth != p.Auth {
+		return Dial(ctx, cfg, log)
+	}
+	id, err := LoginIdentity(logins, p, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	log.DebugContext(ctx, "connecting to the auth service with the saved login", "auth", p.Auth, "user", p.User, "key_store", p.KeyStore)
+	c, err := client.Dial(client.Config{Auth: p.Auth, CAPin: p.CAPin, Identity: id})
+	if err != nil {
+		return nil, InputError(err)
+	}
+	return c, nil
+}
+
+// LoginIdentity loads the saved login's identity, refusing an expired one
+// with the one sentence that says what to do.
+func LoginIdentity(logins *client.LoginStore, p *client.Profile, now time.Time) (*client.Identity, error) {
+	id, err := logins.Identity(p)
+	if err != nil {
+		return nil, &Error{Code: ExitAuth, Message: err.Error(), Err: err}
+	}
+	if !now.Before(id.Expires()) {
+		return nil, &Error{Code: ExitAuth, Message: fmt.Sprintf("your login as %s to %s expired at %s: run widctl login", p.User, p.Auth, id.Expires().UTC().Format(time.RFC3339))}
+	}
+	return id, nil
+}
+
 // Dial connects to the auth service cfg names. Connecting is lazy: an auth
 // service that is down shows on the first call, as ExitUnavailable.
 func Dial(ctx context.Context, cfg *Config, log *slog.Logger) (*client.Client, error) {
 	if cfg.AdminSocket == "" && cfg.Auth == "" {
-		return nil, &Error{Code: ExitUnavailable, Message: "no auth service found: run widctl on the machine where widagent runs, set " + EnvVar(KeyAdminSocket) + ", or pass --auth HOST:PORT"}
+		return nil, &Error{Code: ExitUnavailable, Message: "no auth service found: run widctl on the machine where widagent runs, set " + EnvVar(KeyAdminSocket) + ", or pass --auth HOST:PORT (and log in with widctl login)"}
 	}
 	cc := client.Config{AdminSocket: cfg.AdminSocket, Auth: cfg.Auth, CAPin: cfg.CAPin}
 	// The admin socket authenticates by peer credentials; an identity only

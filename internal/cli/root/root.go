@@ -13,6 +13,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/completion"
 	"github.com/wid-project/wid/internal/cli/explain"
+	"github.com/wid-project/wid/internal/cli/login"
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/cli/role"
 	"github.com/wid-project/wid/internal/cli/svid"
@@ -92,6 +93,9 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 		}
 	}
 	add(groupAccess,
+		login.NewCmdLogin(f, nil),
+		login.NewCmdStatus(f, nil),
+		login.NewCmdLogout(f, nil),
 		role.NewCmdRole(f),
 		user.NewCmdUser(f),
 		bot.NewCmdBot(f),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -173,8 +174,11 @@ func (s *Server) GetResource(ctx context.Context, req *authv1.GetResourceRequest
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if err := s.authorize(ctx, kind, verbRead); err != nil {
-		return nil, err
+	// Everyone may read the roles they hold: widctl status shows what they grant.
+	if !(kind == resource.KindRole && slices.Contains(callerFrom(ctx).roleNames(), req.Name)) {
+		if err := s.authorize(ctx, kind, verbRead); err != nil {
+			return nil, err
+		}
 	}
 	v, err := s.res.get(ctx, kind, req.Name)
 	if err != nil {

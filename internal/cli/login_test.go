@@ -1,0 +1,335 @@
+package cli_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wid-project/wid/internal/cli/clitest"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/iostreams"
+	"github.com/wid-project/wid/internal/cli/root"
+	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/client"
+)
+
+// memKeyring is an OS keyring in memory; failing makes it act as if there
+// were no keyring at all.
+type memKeyring struct {
+	mu      sync.Mutex
+	m       map[string]string
+	failing bool
+}
+
+var errNoKeyring = errors.New("no Secret Service on the session bus")
+
+func (k *memKeyring) Set(s, a, v string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.failing {
+		return errNoKeyring
+	}
+	if k.m == nil {
+		k.m = map[string]string{}
+	}
+	k.m[s+"|"+a] = v
+	return nil
+}
+
+func (k *memKeyring) Get(s, a string) (string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.failing {
+		return "", errNoKeyring
+	}
+	v, ok := k.m[s+"|"+a]
+	if !ok {
+		return "", client.ErrKeyNotFound
+	}
+	return v, nil
+}
+
+func (k *memKeyring) Delete(s, a string) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.failing {
+		return errNoKeyring
+	}
+	if _, ok := k.m[s+"|"+a]; !ok {
+		return client.ErrKeyNotFound
+	}
+	delete(k.m, s+"|"+a)
+	return nil
+}
+
+func (k *memKeyring) len() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.m)
+}
+
+// person runs widctl as a user on a laptop: no admin socket, a keyring.
+type person struct {
+	t       *testing.T
+	srv     *authtest.Server
+	keyring *memKeyring
+	home    string
+}
+
+func (p person) run(stdin string, args ...string) (code int, stdout, stderr string) {
+	p.t.Helper()
+	ios, in, out, errOut := iostreams.Test()
+	in.WriteString(stdin)
+	f := cmdutil.NewFactory(ios)
+	f.Logins.Keyring = p.keyring
+	code = root.Run(context.Background(), f, args)
+	return code, out.String(), errOut.String()
+}
+
+// newPerson starts an auth service with role dev (/team/alice/**, DNS SANs,
+// max TTL 4h) and user alice, and returns alice's invite.
+func newPerson(t *testing.T) (person, string) {
+	t.Helper()
+	home := clitest.Isolate(t)
+	srv := authtest.Start(t)
+	admin := widctl{t: t, srv: srv}
+	admin.ok("role", "create", "dev", "--spiffe-path", "/team/alice/**", "--dns-san", "*.alice.dev.example", "--max-ttl", "4h")
+	var inv struct {
+		Invite       string `json:"invite"`
+		LoginCommand string `json:"login_command"`
+	}
+	out := admin.ok("user", "add", "alice", "--roles", "dev", "--format", "json")
+	if err := json.Unmarshal([]byte(out), &inv); err != nil {
+		t.Fatalf("user add printed %q: %v", out, err)
+	}
+	want := "widctl login --auth " + srv.Addr + " --user alice --invite " + inv.Invite + " --ca-pin " + srv.CAPin
+	if inv.LoginCommand != want {
+		t.Fatalf("login command = %q, want %q", inv.LoginCommand, want)
+	}
+	return person{t: t, srv: srv, keyring: &memKeyring{}, home: home}, inv.Invite
+}
+
+const password = "a long enough password"
+
+func (p person) firstLogin(invite string) (int, string, string) {
+	return p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--invite", invite, "--ca-pin", p.srv.CAPin, "--password-stdin")
+}
+
+// files lists the regular files under dir.
+func files(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			out = append(out, path)
+		}
+		return nil
+	})
+	return out
+}
+
+func TestLoginStatusCallLogout(t *testing.T) {
+	p, invite := newPerson(t)
+	code, out, errOut := p.firstLogin(invite)
+	if code != 0 {
+		t.Fatalf("login: exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "Logged in to "+p.srv.Addr+" as alice (roles dev)") || errOut != "" {
+		t.Fatalf("login said %q, stderr %q", out, errOut)
+	}
+	if p.keyring.len() != 1 {
+		t.Fatalf("keyring holds %d keys, want the login key", p.keyring.len())
+	}
+	cfgDir := filepath.Join(p.home, "config", "widctl")
+	prof, err := os.ReadFile(filepath.Join(cfgDir, "profile.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(prof), "PRIVATE") || !strings.Contains(string(prof), "ca_pin: "+p.srv.CAPin) || !strings.Contains(string(prof), "key_store: keyring") {
+		t.Fatalf("profile:\n%s", prof)
+	}
+	for _, f := range files(t, cfgDir) {
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), "PRIVATE KEY") {
+			t.Fatalf("%s holds the private key although the keyring took it", f)
+		}
+	}
+
+	code, out, errOut = p.run("", "status")
+	if code != 0 {
+		t.Fatalf("status: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"as alice", "Roles:   dev", "/team/alice/**  DNS SANs *.alice.dev.example  TTL up to 4h  (role dev)", "Key:     in the OS keyring", "Expires: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Any command without an admin socket now goes over mTLS as alice.
+	code, out, errOut = p.run("", "role", "get", "dev")
+	if code != 0 || !strings.Contains(out, "/team/alice/**") {
+		t.Fatalf("role get dev as alice: exit %d: %s %s", code, out, errOut)
+	}
+	code, _, errOut = p.run("", "user", "ls")
+	if code != cmdutil.ExitAuth || !strings.Contains(errOut, "list") {
+		t.Fatalf("user ls as alice: exit %d %q, want a denial (alice holds no admin rule)", code, errOut)
+	}
+
+	// The password alone works for the next login.
+	if code, _, errOut := p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--password-stdin"); code != 0 {
+		t.Fatalf("second login: exit %d: %s", code, errOut)
+	}
+
+	code, out, errOut = p.run("", "logout")
+	if code != 0 || !strings.Contains(out, "Logged out alice") {
+		t.Fatalf("logout: exit %d: %s %s", code, out, errOut)
+	}
+	if p.keyring.len() != 0 {
+		t.Error("logout left the key in the keyring")
+	}
+	if left := files(t, cfgDir); len(left) != 0 {
+		t.Errorf("logout left %v", left)
+	}
+	code, _, errOut = p.run("", "status")
+	if code != cmdutil.ExitAuth || !strings.Contains(errOut, "run widctl login") {
+		t.Errorf("status after logout: exit %d %q", code, errOut)
+	}
+}
+
+func TestLoginWithoutKeyring(t *testing.T) {
+	p, invite := newPerson(t)
+	p.keyring.failing = true
+	code, _, errOut := p.firstLogin(invite)
+	if code != 0 {
+		t.Fatalf("login: exit %d: %s", code, errOut)
+	}
+	keyFile := filepath.Join(p.home, "config", "widctl", "keys", p.srv.Addr, "alice.key")
+	if strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "warning: no OS keyring available") || !strings.Contains(errOut, keyFile) || !strings.Contains(errOut, "gnome-keyring") {
+		t.Errorf("warning = %q, want one line naming %s and how to get a keyring", errOut, keyFile)
+	}
+	fi, err := os.Stat(keyFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v, want mode 0600", fi, err)
+	}
+	if di, err := os.Stat(filepath.Dir(keyFile)); err != nil || di.Mode().Perm() != 0o700 {
+		t.Fatalf("key dir: %v, want mode 0700", di)
+	}
+	if code, out, errOut := p.run("", "status"); code != 0 || !strings.Contains(out, "key file (no keyring)") {
+		t.Fatalf("status: exit %d: %s %s", code, out, errOut)
+	}
+	if code, _, errOut := p.run("", "logout"); code != 0 {
+		t.Fatalf("logout: %s", errOut)
+	}
+	if left := files(t, filepath.Join(p.home, "config", "widctl")); len(left) != 0 {
+		t.Errorf("logout left %v", left)
+	}
+}
+
+// Every bad login input: one sentence, the right exit code, no login saved.
+func TestLoginBadInput(t *testing.T) {
+	p, invite := newPerson(t)
+	cfgDir := filepath.Join(p.home, "config", "widctl")
+	login := func(pw string, extra ...string) (int, string) {
+		args := append([]string{"login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", p.srv.CAPin, "--password-stdin"}, extra...)
+		code, _, errOut := p.run(pw+"\n", args...)
+		return code, errOut
+	}
+	check := func(name string, code int, errOut string, wantCode int, want string) {
+		t.Helper()
+		if code != wantCode || !strings.HasPrefix(errOut, "error: ") || !strings.Contains(errOut, want) || strings.Count(errOut, "\n") != 1 || strings.Contains(errOut, "rpc error") {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d and one sentence with %q", name, code, errOut, wantCode, want)
+		}
+	}
+
+	code, errOut := login(password)
+	check("password before the invite", code, errOut, cmdutil.ExitAuth, "login failed: the user name, password or invite is wrong")
+	code, errOut = login("short", "--invite", invite)
+	check("short new password", code, errOut, cmdutil.ExitBadInput, "at least 12 characters")
+	code, errOut = login(password, "--invite", invite)
+	if code != 0 {
+		t.Fatalf("login with the invite failed: %s", errOut)
+	}
+	p.run("", "logout")
+	code, errOut = login(password, "--invite", invite)
+	check("reused invite", code, errOut, cmdutil.ExitAuth, "the invite was already used")
+
+	code, wrong := login("the wrong password")
+	check("wrong password", code, wrong, cmdutil.ExitAuth, "login failed")
+	_, _, unknown := p.run("the wrong password\n", "login", "--auth", p.srv.Addr, "--user", "bob", "--ca-pin", p.srv.CAPin, "--password-stdin")
+	if unknown != wrong {
+		t.Errorf("unknown user says %q, wrong password says %q", unknown, wrong)
+	}
+
+	code, _, errOut = p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", "sha256:"+strings.Repeat("ab", 32), "--password-stdin")
+	check("wrong CA pin", code, errOut, cmdutil.ExitAuth, "does not match the pin")
+
+	code, _, errOut = p.run("", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", p.srv.CAPin)
+	check("no terminal", code, errOut, cmdutil.ExitBadInput, "pass --password-stdin")
+
+	for range 4 {
+		login("the wrong password")
+	}
+	code, errOut = login(password)
+	check("locked user", code, errOut, cmdutil.ExitAuth, "too many failed attempts")
+	if left := files(t, cfgDir); len(left) != 0 {
+		t.Errorf("failed logins left %v", left)
+	}
+}
+
+// A saved login refuses a different CA pin, and corrupt files say how to recover.
+func TestLoginSavedState(t *testing.T) {
+	p, invite := newPerson(t)
+	if code, _, errOut := p.firstLogin(invite); code != 0 {
+		t.Fatal(errOut)
+	}
+	cfgDir := filepath.Join(p.home, "config", "widctl")
+	code, _, errOut := p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", "sha256:"+strings.Repeat("cd", 32), "--password-stdin")
+	if code != cmdutil.ExitAuth || !strings.Contains(errOut, "differs from "+p.srv.CAPin) || !strings.Contains(errOut, "impersonating") {
+		t.Errorf("changed pin: exit %d %q", code, errOut)
+	}
+
+	// A corrupt key in the keyring.
+	for k := range p.keyring.m {
+		p.keyring.m[k] = "not a key"
+	}
+	code, _, errOut = p.run("", "status")
+	if code != cmdutil.ExitAuth || !strings.Contains(errOut, "login key of alice is corrupt: run widctl logout, then widctl login") {
+		t.Errorf("corrupt key: exit %d %q", code, errOut)
+	}
+
+	// Logging in again replaces the corrupt key; past its expiry the login
+	// says what to do.
+	if code, _, errOut := p.firstLoginAgain(); code != 0 {
+		t.Fatalf("login again: %s", errOut)
+	}
+	prof, err := p.loginStore().Profile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cmdutil.LoginIdentity(p.loginStore(), prof, prof.Expires.Add(time.Second))
+	if want := "your login as alice to " + p.srv.Addr + " expired at " + prof.Expires.Format(time.RFC3339) + ": run widctl login"; err == nil || err.Error() != want {
+		t.Errorf("expired login: %v, want %q", err, want)
+	}
+
+	// A corrupt profile.
+	if err := os.WriteFile(filepath.Join(cfgDir, "profile.yaml"), []byte("auth: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = p.run("", "role", "get", "dev")
+	if code != cmdutil.ExitBadInput || !strings.Contains(errOut, "profile.yaml is corrupt: remove it and run widctl login") {
+		t.Errorf("corrupt profile: exit %d %q", code, errOut)
+	}
+}
+
+func (p person) loginStore() *client.LoginStore {
+	return &client.LoginStore{Dir: filepath.Join(p.home, "config", "widctl"), Keyring: p.keyring}
+}
+
+func (p person) firstLoginAgain() (int, string, string) {
+	return p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--password-stdin")
+}

@@ -1,0 +1,255 @@
+package client
+
+import (
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/zalando/go-keyring"
+	"go.yaml.in/yaml/v3"
+)
+
+// KeyringService is the OS keyring service under which login keys are kept;
+// the account is "<auth>/<user>".
+const KeyringService = "wid"
+
+// Keyring is the part of an OS keyring a login needs. go-keyring's package
+// functions implement it (see OSKeyring); tests pass a map.
+type Keyring interface {
+	Set(service, account, secret string) error
+	Get(service, account string) (string, error)
+	Delete(service, account string) error
+}
+
+// ErrKeyNotFound is what a Keyring returns for a missing entry.
+var ErrKeyNotFound = keyring.ErrNotFound
+
+type osKeyring struct{}
+
+func (osKeyring) Set(s, a, v string) error        { return keyring.Set(s, a, v) }
+func (osKeyring) Get(s, a string) (string, error) { return keyring.Get(s, a) }
+func (osKeyring) Delete(s, a string) error        { return keyring.Delete(s, a) }
+
+// OSKeyring is the system's keyring: the Secret Service on Linux, the
+// Keychain on macOS, the Credential Manager on Windows.
+var OSKeyring Keyring = osKeyring{}
+
+// Where a login's key is kept.
+const (
+	KeyInKeyring = "keyring"
+	KeyInFile    = "file"
+)
+
+// Profile is the saved login: where, who, which CA, until when. It holds no
+// secret; the key is in the keyring or in a 0600 file.
+type Profile struct {
+	Auth        string    `yaml:"auth"`
+	User        string    `yaml:"user"`
+	CAPin       string    `yaml:"ca_pin"`
+	TrustDomain string    `yaml:"trust_domain,omitempty"`
+	Roles       []string  `yaml:"roles,omitempty"`
+	Expires     time.Time `yaml:"expires"`
+	// KeyStore is KeyInKeyring or KeyInFile.
+	KeyStore string `yaml:"key_store"`
+	// KeyringProblem says why Save put the key in a file.
+	KeyringProblem error `yaml:"-"`
+}
+
+// LoginStore keeps logins under Dir (~/.config/widctl): profile.yaml, the
+// certificates in certs/<auth>/ and, without a keyring, the key in keys/<auth>/.
+type LoginStore struct {
+	Dir     string
+	Keyring Keyring
+}
+
+// ErrNoLogin means there is no saved login.
+var ErrNoLogin = errors.New("not logged in")
+
+func (s *LoginStore) profilePath() string { return filepath.Join(s.Dir, "profile.yaml") }
+
+// safe turns host:port into one path segment.
+func safe(auth string) string { return strings.NewReplacer("/", "_", "\\", "_").Replace(auth) }
+
+// KeyFile is where a login's key goes without a keyring.
+func (s *LoginStore) KeyFile(auth, user string) string {
+	return filepath.Join(s.Dir, "keys", safe(auth), user+".key")
+}
+
+func (s *LoginStore) certFile(auth, user string) string {
+	return filepath.Join(s.Dir, "certs", safe(auth), user+".crt")
+}
+
+func (s *LoginStore) hostCAFile(auth, user string) string {
+	return filepath.Join(s.Dir, "certs", safe(auth), user+".host-ca.crt")
+}
+
+func account(auth, user string) string { return auth + "/" + user }
+
+// Profile reads the saved login; ErrNoLogin when there is none.
+func (s *LoginStore) Profile() (*Profile, error) {
+	data, err := os.ReadFile(s.profilePath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoLogin
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the login profile: %w", err)
+	}
+	var p Profile
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&p); err != nil || p.Auth == "" || p.User == "" || p.CAPin == "" {
+		return nil, fmt.Errorf("the login profile %s is corrupt: remove it and run widctl login", s.profilePath())
+	}
+	if _, err := ParsePin(p.CAPin); err != nil {
+		return nil, fmt.Errorf("the login profile %s is corrupt: remove it and run widctl login", s.profilePath())
+	}
+	return &p, nil
+}
+
+// Save stores a login: the key in the keyring or, failing that, a 0600
+// file (p.KeyringProblem then says why); then the certificate and the profile.
+func (s *LoginStore) Save(p *Profile, id *Identity) error {
+	auth, user := p.Auth, p.User
+	keyDER, err := x509.MarshalPKCS8PrivateKey(id.Key)
+	if err != nil {
+		return fmt.Errorf("encoding the login key: %w", err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	p.Expires, p.KeyStore, p.KeyringProblem = id.Expires().UTC(), KeyInKeyring, nil
+	var keyringErr error
+	if s.Keyring == nil {
+		keyringErr = errors.New("no keyring configured")
+	} else {
+		keyringErr = s.Keyring.Set(KeyringService, account(auth, user), string(keyPEM))
+	}
+	if keyringErr != nil {
+		p.KeyStore = KeyInFile
+		if err := writePrivate(s.KeyFile(auth, user), keyPEM); err != nil {
+			return err
+		}
+	} else {
+		// A key left in a file by an earlier login without a keyring must go.
+		os.Remove(s.KeyFile(auth, user))
+	}
+	var certs, cas []byte
+	for _, der := range id.Chain {
+		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	for _, c := range id.HostCAs {
+		cas = append(cas, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	if err := writePrivate(s.hostCAFile(auth, user), cas); err != nil {
+		return err
+	}
+	if err := writePrivate(s.certFile(auth, user), certs); err != nil {
+		return err
+	}
+	data, err := yaml.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("encoding the login profile: %w", err)
+	}
+	if err := writePrivate(s.profilePath(), data); err != nil {
+		return err
+	}
+	p.KeyringProblem = keyringErr
+	return nil
+}
+
+// writePrivate writes a file 0600 in a 0700 directory, atomically.
+func writePrivate(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("securing %s: %w", dir, err)
+	}
+	return WriteFileAtomic(path, data, 0o600)
+}
+
+// Identity loads the login's key and certificate.
+func (s *LoginStore) Identity(p *Profile) (*Identity, error) {
+	var keyPEM []byte
+	switch p.KeyStore {
+	case KeyInKeyring:
+		if s.Keyring == nil {
+			return nil, errors.New("the login key is in the OS keyring, which is not available now: run widctl login")
+		}
+		v, err := s.Keyring.Get(KeyringService, account(p.Auth, p.User))
+		if err != nil {
+			return nil, fmt.Errorf("reading the login key from the OS keyring: %w", err)
+		}
+		keyPEM = []byte(v)
+	case KeyInFile:
+		b, err := os.ReadFile(s.KeyFile(p.Auth, p.User))
+		if err != nil {
+			return nil, fmt.Errorf("reading the login key: %w", err)
+		}
+		keyPEM = b
+	default:
+		return nil, fmt.Errorf("the login profile %s is corrupt: remove it and run widctl login", s.profilePath())
+	}
+	certPEM, err := os.ReadFile(s.certFile(p.Auth, p.User))
+	if err != nil {
+		return nil, fmt.Errorf("reading the login certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(s.hostCAFile(p.Auth, p.User))
+	if err != nil {
+		return nil, fmt.Errorf("reading the auth service's CA: %w", err)
+	}
+	keys := pemBlocks(keyPEM, "PRIVATE KEY")
+	if len(keys) != 1 {
+		return nil, fmt.Errorf("the login key of %s is corrupt: run widctl logout, then widctl login", p.User)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(keys[0])
+	signer, ok := k.(crypto.Signer)
+	if err != nil || !ok {
+		return nil, fmt.Errorf("the login key of %s is corrupt: run widctl logout, then widctl login", p.User)
+	}
+	id, err := NewIdentity(signer, pemBlocks(certPEM, "CERTIFICATE"), pemBlocks(caPEM, "CERTIFICATE"))
+	if err != nil {
+		return nil, fmt.Errorf("the login certificate of %s is corrupt (%v): run widctl logout, then widctl login", p.User, err)
+	}
+	if pub, ok := id.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(signer.Public()) {
+		return nil, fmt.Errorf("the login certificate of %s is not for the saved key: run widctl logout, then widctl login", p.User)
+	}
+	return id, nil
+}
+
+// Remove deletes the login's key (keyring and file), certificate and
+// profile, and says where the key was found.
+func (s *LoginStore) Remove(p *Profile) (removed []string, err error) {
+	if s.Keyring != nil {
+		switch err := s.Keyring.Delete(KeyringService, account(p.Auth, p.User)); {
+		case err == nil:
+			removed = append(removed, "the key in the OS keyring")
+		case errors.Is(err, ErrKeyNotFound):
+		case p.KeyStore == KeyInKeyring:
+			return removed, fmt.Errorf("removing the login key from the OS keyring: %w", err)
+		}
+	}
+	for _, f := range []struct{ path, what string }{
+		{s.KeyFile(p.Auth, p.User), "the key file"},
+		{s.certFile(p.Auth, p.User), "the certificate"},
+		{s.hostCAFile(p.Auth, p.User), ""},
+		{s.profilePath(), "the profile"},
+	} {
+		switch err := os.Remove(f.path); {
+		case err == nil:
+			if f.what != "" {
+				removed = append(removed, f.what)
+			}
+		case errors.Is(err, fs.ErrNotExist):
+		default:
+			return removed, fmt.Errorf("removing %s: %w", f.path, err)
+		}
+	}
+	return removed, nil
+}
