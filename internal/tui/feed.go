@@ -34,15 +34,16 @@ type (
 // and the audit log (a backlog, then live), and hands the model messages on
 // a channel, so that Update never blocks on the network.
 type Feed struct {
-	client authv1.AuthServiceClient
-	ch     chan tea.Msg
+	client   authv1.AuthServiceClient
+	ch       chan tea.Msg
+	explains chan *authv1.ExplainRequest
 	// MinBackoff and MaxBackoff bound the wait between reconnects.
 	MinBackoff, MaxBackoff time.Duration
 }
 
 // NewFeed returns a feed over c. Run starts it.
 func NewFeed(c authv1.AuthServiceClient) *Feed {
-	return &Feed{client: c, ch: make(chan tea.Msg, 1024), MinBackoff: 250 * time.Millisecond, MaxBackoff: 5 * time.Second}
+	return &Feed{client: c, ch: make(chan tea.Msg, 1024), explains: make(chan *authv1.ExplainRequest, 1), MinBackoff: 250 * time.Millisecond, MaxBackoff: 5 * time.Second}
 }
 
 // Messages is where the feed's messages arrive.
@@ -64,6 +65,7 @@ func resourceEvent(typ string) bool {
 // ReconnectingMsg, waits with a growing backoff, and resumes the audit
 // stream after the last sequence number seen: no event twice, none lost.
 func (f *Feed) Run(ctx context.Context) error {
+	go f.explainLoop(ctx)
 	var lastSeq int64
 	first := true
 	backoff := f.MinBackoff
@@ -137,6 +139,33 @@ func (f *Feed) session(ctx context.Context, lastSeq *int64, first bool) (bool, e
 			f.refreshBundle(ctx)
 		case resourceEvent(e.Type):
 			f.refreshResources(ctx)
+		}
+	}
+}
+
+// Explain is the command that asks the auth service to explain req; the
+// answer arrives as an ExplainResultMsg. Only one question is in flight.
+func (f *Feed) Explain(req *authv1.ExplainRequest) tea.Cmd {
+	return func() tea.Msg {
+		select {
+		case f.explains <- req:
+			return nil
+		default:
+			return ExplainResultMsg{Request: req, Err: errors.New("the previous question is still being answered")}
+		}
+	}
+}
+
+func (f *Feed) explainLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case req := <-f.explains:
+			resp, err := f.client.Explain(ctx, req)
+			if !f.send(ctx, ExplainResultMsg{Request: req, Response: resp, Err: err}) {
+				return
+			}
 		}
 	}
 }

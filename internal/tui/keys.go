@@ -4,8 +4,8 @@ import "github.com/charmbracelet/bubbles/key"
 
 // keyMap is every key of the dashboard; ? shows it through bubbles/help.
 type keyMap struct {
-	NextTab, PrevTab, Tab1, Tab2, Tab3, Tab4  key.Binding
-	Up, Down, Filter, Clear, Open, Help, Quit key.Binding
+	NextTab, PrevTab, Tab1, Tab2, Tab3, Tab4           key.Binding
+	Up, Down, Filter, Clear, Open, Explain, Help, Quit key.Binding
 }
 
 func newKeyMap() keyMap {
@@ -21,6 +21,7 @@ func newKeyMap() keyMap {
 		Filter:  key.NewBinding(key.WithKeys("/"), key.WithHelp("/", "filter")),
 		Clear:   key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "clear filter / close")),
 		Open:    key.NewBinding(key.WithKeys("enter"), key.WithHelp("enter", "details")),
+		Explain: key.NewBinding(key.WithKeys("e"), key.WithHelp("e", "explain (Roles)")),
 		Help:    key.NewBinding(key.WithKeys("?"), key.WithHelp("?", "help")),
 		Quit:    key.NewBinding(key.WithKeys("q", "ctrl+c"), key.WithHelp("q", "quit")),
 	}
@@ -35,7 +36,7 @@ func (k keyMap) ShortHelp() []key.Binding {
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
 		{k.NextTab, k.PrevTab, k.Tab1, k.Tab2, k.Tab3, k.Tab4},
-		{k.Up, k.Down, k.Open, k.Filter, k.Clear},
+		{k.Up, k.Down, k.Open, k.Filter, k.Clear, k.Explain},
 		{k.Help, k.Quit},
 	}
 }

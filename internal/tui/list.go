@@ -60,12 +60,25 @@ func (l *eventList) Capturing() bool { return l.editing }
 func (l *eventList) add(e *authv1.AuditEvent) {
 	l.events = append(l.events, e)
 	if len(l.events) > maxEvents {
-		l.events = slices.Delete(l.events, 0, len(l.events)-maxEvents)
+		// The oldest go, from the list and from the end of what is shown.
+		drop := l.events[:len(l.events)-maxEvents]
+		l.events = slices.Clone(l.events[len(l.events)-maxEvents:])
+		gone := make(map[*authv1.AuditEvent]bool, len(drop))
+		for _, d := range drop {
+			gone[d] = true
+		}
+		for len(l.shown) > 0 && gone[l.shown[len(l.shown)-1]] {
+			l.shown = l.shown[:len(l.shown)-1]
+		}
 	}
+	// Only the new event is matched: with 500 events a second arriving,
+	// refiltering everything each time would not keep up.
+	if !l.matches(e) {
+		return
+	}
+	l.shown = slices.Insert(l.shown, 0, e)
 	// Keep the selected event selected as new ones arrive above it.
-	wasTop := l.cursor == 0
-	l.refilter()
-	if !wasTop && l.matches(e) {
+	if l.cursor > 0 {
 		l.cursor++
 		l.offset++
 	}

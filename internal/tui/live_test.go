@@ -31,7 +31,7 @@ func TestLiveAuthService(t *testing.T) {
 	feed := NewFeed(admin)
 	go feed.Run(ctx)
 
-	m := New(Options{Target: srv.AdminSocket, Messages: feed.Messages(), Renderer: asciiRenderer(), NoTick: true})
+	m := New(Options{Target: srv.AdminSocket, Messages: feed.Messages(), Explain: feed.Explain, Renderer: asciiRenderer(), NoTick: true})
 	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 40))
 	fast := []teatest.WaitForOption{teatest.WithDuration(time.Second), teatest.WithCheckInterval(10 * time.Millisecond)}
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
@@ -57,6 +57,17 @@ func TestLiveAuthService(t *testing.T) {
 	}
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("DENIED")) }, fast...)
 
+	// The Roles tab lists the built-in roles, and explains through the
+	// real auth service.
+	tm.Send(keyMsg("4"))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("editor")) }, fast...)
+	for _, k := range []string{"e", "/", "s", "v", "c", "/", "x", "enter"} {
+		tm.Send(keyMsg(k))
+	}
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
+		return bytes.Contains(b, []byte("ALLOWED spiffe://example.org/svc/x")) || bytes.Contains(b, []byte("failed check"))
+	}, fast...)
+
 	if err := tm.Quit(); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +80,9 @@ func TestLiveAuthService(t *testing.T) {
 		case e.Type == "svid.denied" && e.Reason != "":
 			denials++
 		}
+	}
+	if r := fm.roles.result; r == nil || r.Err != nil || r.Request.PrincipalName != "editor" {
+		t.Errorf("explain result %+v, want the auth service's answer about role editor", r)
 	}
 	if issued != 1 || denials != 1 {
 		t.Errorf("the SVIDs tab holds %d issuances of /svc/tui-live and %d denials with a reason, want 1 and 1", issued, denials)

@@ -35,6 +35,9 @@ type Options struct {
 	Renderer *lipgloss.Renderer
 	// Now is the clock; tests fix it so that screens are stable.
 	Now func() time.Time
+	// Explain asks the auth service to explain a decision, off the Update
+	// goroutine (Feed.Explain); nil leaves the Roles tab's form unanswered.
+	Explain func(*authv1.ExplainRequest) tea.Cmd
 	// NoTick turns off the once-a-second redraw (remaining-life bars), for tests.
 	NoTick bool
 }
@@ -57,7 +60,7 @@ type Model struct {
 	svids   *eventList
 	attests *eventList
 	bundle  *authv1.GetBundleResponse
-	res     map[string][][]byte
+	roles   *rolesTab
 }
 
 // New returns the dashboard model.
@@ -82,7 +85,7 @@ func New(opts Options) *Model {
 		opts: opts, keys: keys, help: h, st: st,
 		svids:   newEventList(keys, st, svidColumns()),
 		attests: newEventList(keys, st, attestColumns()),
-		res:     map[string][][]byte{},
+		roles:   newRolesTab(keys, st, opts.Explain),
 	}
 	return m
 }
@@ -107,6 +110,7 @@ func (m *Model) SetSize(w, h int) {
 	body := m.bodyHeight()
 	m.svids.SetSize(w, body)
 	m.attests.SetSize(w, body)
+	m.roles.SetSize(w, body)
 }
 
 // header (2 lines), tab bar (1), tab title (1), help line (1).
@@ -136,7 +140,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, tick()
 	case tea.KeyMsg:
 		return m, m.handleKey(msg)
-	case ConnectedMsg, ReconnectingMsg, EventMsg, BundleMsg, ResourcesMsg:
+	case ConnectedMsg, ReconnectingMsg, EventMsg, BundleMsg, ResourcesMsg, ExplainResultMsg:
 		m.handleFeed(msg)
 	}
 	return m, nil
@@ -158,7 +162,9 @@ func (m *Model) handleFeed(msg tea.Msg) {
 	case BundleMsg:
 		m.bundle = msg.Bundle
 	case ResourcesMsg:
-		m.res[msg.Kind] = msg.Resources
+		m.roles.set(msg.Kind, msg.Resources)
+	case ExplainResultMsg:
+		m.roles.Update(msg)
 	}
 }
 
@@ -169,6 +175,9 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 	}
 	if l != nil && l.Capturing() {
 		return l.Update(msg)
+	}
+	if m.tab == 3 && m.roles.Capturing() {
+		return m.roles.Update(msg)
 	}
 	switch {
 	case key.Matches(msg, m.keys.Quit):
@@ -194,6 +203,9 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 	default:
 		if l != nil {
 			return l.Update(msg)
+		}
+		if m.tab == 3 {
+			return m.roles.Update(msg)
 		}
 	}
 	return nil
@@ -285,7 +297,7 @@ func (m *Model) tabTitle() string {
 	case 2:
 		return m.st.bold.Render("Trust bundle") + "  · fetched on start and after every CA event"
 	}
-	return m.st.bold.Render("Roles and workload identities")
+	return m.st.bold.Render("Roles and workload identities") + "  · e on a role explains a decision"
 }
 
 func (m *Model) tabView(h int) string {
@@ -296,5 +308,5 @@ func (m *Model) tabView(h int) string {
 	case 2:
 		return bundleView(m.bundle, now, m.st, m.width, h)
 	}
-	return rolesView(m.res, m.st, m.width, h)
+	return m.roles.View()
 }

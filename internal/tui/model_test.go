@@ -122,6 +122,9 @@ func TestScreens(t *testing.T) {
 		{"detail", []string{"down", "down", "enter"}},
 		{"detail_attestation", []string{"2", "enter"}},
 		{"help", []string{"?"}},
+		{"roles_select", []string{"4", "j"}},
+		{"explain_form", []string{"4", "j", "e", "/", "s", "v", "c", "/", "w", "e", "b", "/", "a", "d", "m", "i", "n", "tab", "tab", "1", "h"}},
+		{"explain_bad_ttl", []string{"4", "j", "e", "/", "x", "tab", "tab", "s", "o", "o", "n", "enter"}},
 	}
 	for _, size := range []struct{ w, h int }{{80, 24}, {120, 40}} {
 		for _, c := range cases {
@@ -220,5 +223,41 @@ func TestReconnectingHeader(t *testing.T) {
 	m.Update(ConnectedMsg{Ping: &authv1.PingResponse{TrustDomain: "example.org", IdentityKind: "admin"}})
 	if out := m.View(); strings.Contains(out, "reconnecting") || !strings.Contains(out, "connected") {
 		t.Errorf("header after reconnecting:\n%s", out)
+	}
+}
+
+// TestExplainForm: e on a role opens the form, enter asks through
+// Options.Explain, and the answer shows the decision and the failing check.
+func TestExplainForm(t *testing.T) {
+	var asked *authv1.ExplainRequest
+	for _, size := range []struct{ w, h int }{{80, 24}, {120, 40}} {
+		t.Run(strconv.Itoa(size.w)+"x"+strconv.Itoa(size.h), func(t *testing.T) {
+			m := newTestModel(asciiRenderer())
+			m.roles.explain = func(req *authv1.ExplainRequest) tea.Cmd {
+				asked = req
+				return func() tea.Msg {
+					return ExplainResultMsg{Request: req, Response: &authv1.ExplainResponse{
+						Allowed: false, Reason: "role web-issuer denies /svc/web/admin", Check: "denied", Role: "web-issuer"}}
+				}
+			}
+			tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(size.w, size.h))
+			for _, msg := range fakeFeed(t) {
+				tm.Send(msg)
+			}
+			for _, k := range []string{"4", "j", "e", "/", "s", "v", "c", "/", "w", "e", "b", "/", "a", "d", "m", "i", "n", "tab", "w", "e", "b", ".", "i", "n", "tab", "1", "h", "enter"} {
+				tm.Send(keyMsg(k))
+			}
+			teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("failed check")) })
+			if err := tm.Quit(); err != nil {
+				t.Fatal(err)
+			}
+			out := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).View()
+			checkSize(t, out, size.w, size.h)
+			golden.RequireEqual(t, []byte(out))
+			want := &authv1.ExplainRequest{PrincipalKind: "role", PrincipalName: "web-issuer", SpiffeId: "/svc/web/admin", DnsSans: []string{"web.in"}, TtlSeconds: 3600}
+			if asked == nil || asked.String() != want.String() {
+				t.Errorf("asked %v, want %v", asked, want)
+			}
+		})
 	}
 }

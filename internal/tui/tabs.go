@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -232,79 +231,4 @@ func clip(lines []string, w, h int) string {
 		lines = append(lines, "")
 	}
 	return strings.Join(lines, "\n")
-}
-
-// resource is the part of a role or workload identity the Roles tab shows.
-type resource struct {
-	Kind     string `json:"kind"`
-	Metadata struct {
-		Name string `json:"name"`
-	} `json:"metadata"`
-	Spec map[string]any `json:"spec"`
-}
-
-// rolesView renders roles and workload identities with their grants.
-func rolesView(res map[string][][]byte, st styles, w, h int) string {
-	var lines []string
-	for _, kind := range []string{"role", "workload_identity"} {
-		title := map[string]string{"role": "Roles", "workload_identity": "Workload identities"}[kind]
-		lines = append(lines, st.header.Render(title))
-		items, ok := res[kind]
-		if !ok {
-			lines = append(lines, st.dim.Render("  loading…"))
-		}
-		var rs []resource
-		for _, raw := range items {
-			var r resource
-			if err := json.Unmarshal(raw, &r); err != nil {
-				continue
-			}
-			rs = append(rs, r)
-		}
-		slices.SortFunc(rs, func(a, b resource) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
-		for _, r := range rs {
-			lines = append(lines, "  "+st.bold.Render(r.Metadata.Name)+"  "+grants(kind, r.Spec))
-		}
-		lines = append(lines, "")
-	}
-	return clip(lines, w, h)
-}
-
-// grants summarises a spec: SPIFFE paths allowed and denied, or the identity's ID.
-func grants(kind string, spec map[string]any) string {
-	get := func(m any, keys ...string) any {
-		for _, k := range keys {
-			mm, ok := m.(map[string]any)
-			if !ok {
-				return nil
-			}
-			m = mm[k]
-		}
-		return m
-	}
-	paths := func(v any) []string {
-		var out []string
-		l, _ := v.([]any)
-		for _, g := range l {
-			if p, ok := get(g, "path").(string); ok {
-				out = append(out, p)
-			}
-		}
-		return out
-	}
-	if kind == "workload_identity" {
-		id, _ := get(spec, "spiffe", "id").(string)
-		return id
-	}
-	var parts []string
-	if a := paths(get(spec, "allow", "spiffe")); len(a) > 0 {
-		parts = append(parts, "allow "+strings.Join(a, ", "))
-	}
-	if d := paths(get(spec, "deny", "spiffe")); len(d) > 0 {
-		parts = append(parts, "deny "+strings.Join(d, ", "))
-	}
-	if len(parts) == 0 {
-		return "no SPIFFE grants"
-	}
-	return strings.Join(parts, "; ")
 }

@@ -70,6 +70,7 @@ func run(ctx context.Context, opts *Options) error {
 	m := tui.New(tui.Options{
 		Target:   c.Target,
 		Messages: feed.Messages(),
+		Explain:  feed.Explain,
 		Renderer: tui.NewRenderer(opts.IO.Out, opts.Getenv),
 	})
 	p := tea.NewProgram(m, tea.WithContext(ctx), tea.WithInput(opts.IO.In), tea.WithOutput(opts.IO.Out), tea.WithAltScreen())

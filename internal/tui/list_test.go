@@ -1,0 +1,44 @@
+package tui
+
+import (
+	"fmt"
+	"testing"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+)
+
+// TestEventListBounded: the list keeps the newest maxEvents, newest first,
+// filtered incrementally the same as from scratch, and the selection stays
+// on its event as new ones arrive.
+func TestEventListBounded(t *testing.T) {
+	l := newEventList(newKeyMap(), newStyles(asciiRenderer()), svidColumns())
+	l.SetSize(80, 20)
+	l.filter.SetValue("/svc/odd")
+	for i := 1; i <= maxEvents+100; i++ {
+		id := "/svc/even"
+		if i%2 == 1 {
+			id = "/svc/odd"
+		}
+		l.add(&authv1.AuditEvent{Seq: int64(i), Type: "svid.x509.issued", SpiffeId: "spiffe://example.org" + id + fmt.Sprint(i)})
+		if i == maxEvents {
+			l.Update(keyMsg("down"))
+			l.Update(keyMsg("down"))
+		}
+	}
+	if len(l.events) != maxEvents || l.events[0].Seq != 101 {
+		t.Fatalf("kept %d events from seq %d, want %d from 101", len(l.events), l.events[0].Seq, maxEvents)
+	}
+	incremental := append([]*authv1.AuditEvent(nil), l.shown...)
+	l.refilter()
+	if len(incremental) != len(l.shown) || len(incremental) != maxEvents/2 {
+		t.Fatalf("incremental filter shows %d, from scratch %d, want %d", len(incremental), len(l.shown), maxEvents/2)
+	}
+	for i := range incremental {
+		if incremental[i] != l.shown[i] {
+			t.Fatalf("at %d incremental shows seq %d, from scratch %d", i, incremental[i].Seq, l.shown[i].Seq)
+		}
+	}
+	if got := l.selected().Seq; got != maxEvents-5 {
+		t.Errorf("selection moved to seq %d, want it to stay on %d", got, maxEvents-5)
+	}
+}

@@ -1,0 +1,281 @@
+package tui
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"google.golang.org/grpc/status"
+)
+
+// ExplainResultMsg is the auth service's answer to an explain form.
+type ExplainResultMsg struct {
+	Request  *authv1.ExplainRequest
+	Response *authv1.ExplainResponse
+	Err      error
+}
+
+// resource is the part of a role or workload identity the Roles tab shows.
+type resource struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec map[string]any `json:"spec"`
+}
+
+// rolesTab lists roles and workload identities with their grants; e on a
+// role opens a form that asks the auth service to explain a decision.
+type rolesTab struct {
+	keys    keyMap
+	st      styles
+	res     map[string][]resource
+	cursor  int
+	width   int
+	height  int
+	form    bool
+	focus   int
+	inputs  []textinput.Model // SPIFFE ID, DNS SANs, TTL
+	formErr string
+	pending bool
+	result  *ExplainResultMsg
+	explain func(*authv1.ExplainRequest) tea.Cmd
+}
+
+var explainLabels = []string{"SPIFFE ID", "DNS SANs", "TTL"}
+
+func newRolesTab(keys keyMap, st styles, explain func(*authv1.ExplainRequest) tea.Cmd) *rolesTab {
+	t := &rolesTab{keys: keys, st: st, res: map[string][]resource{}, explain: explain}
+	for _, ph := range []string{"/svc/web/frontend", "web.internal, api.internal", "1h"} {
+		ti := textinput.New()
+		ti.Prompt = ""
+		ti.Placeholder = ph
+		t.inputs = append(t.inputs, ti)
+	}
+	return t
+}
+
+// SetSize gives the tab its area.
+func (t *rolesTab) SetSize(w, h int) {
+	t.width, t.height = w, h
+	for i := range t.inputs {
+		t.inputs[i].Width = max(w-16, 10)
+	}
+}
+
+// Capturing says whether the tab wants every key (the form is open).
+func (t *rolesTab) Capturing() bool { return t.form }
+
+func (t *rolesTab) set(kind string, raw [][]byte) {
+	var rs []resource
+	for _, b := range raw {
+		var r resource
+		if err := json.Unmarshal(b, &r); err != nil {
+			continue
+		}
+		rs = append(rs, r)
+	}
+	slices.SortFunc(rs, func(a, b resource) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
+	t.res[kind] = rs
+	t.cursor = min(t.cursor, max(len(t.res["role"])-1, 0))
+}
+
+func (t *rolesTab) selectedRole() string {
+	if roles := t.res["role"]; t.cursor < len(roles) {
+		return roles[t.cursor].Metadata.Name
+	}
+	return ""
+}
+
+func (t *rolesTab) Update(msg tea.Msg) tea.Cmd {
+	if r, ok := msg.(ExplainResultMsg); ok {
+		t.pending, t.result = false, &r
+		return nil
+	}
+	km, ok := msg.(tea.KeyMsg)
+	if !ok {
+		return nil
+	}
+	if t.form {
+		return t.updateForm(km)
+	}
+	switch {
+	case key.Matches(km, t.keys.Up):
+		t.cursor = max(t.cursor-1, 0)
+	case key.Matches(km, t.keys.Down):
+		t.cursor = min(t.cursor+1, max(len(t.res["role"])-1, 0))
+	case key.Matches(km, t.keys.Explain):
+		if t.selectedRole() == "" {
+			return nil
+		}
+		t.form, t.focus, t.formErr, t.result = true, 0, "", nil
+		for i := range t.inputs {
+			t.inputs[i].Blur()
+		}
+		return t.inputs[0].Focus()
+	}
+	return nil
+}
+
+func (t *rolesTab) updateForm(km tea.KeyMsg) tea.Cmd {
+	switch km.String() {
+	case "esc":
+		t.form = false
+		return nil
+	case "tab", "down":
+		return t.move(1)
+	case "shift+tab", "up":
+		return t.move(-1)
+	case "enter":
+		return t.submit()
+	}
+	var cmd tea.Cmd
+	t.inputs[t.focus], cmd = t.inputs[t.focus].Update(km)
+	return cmd
+}
+
+func (t *rolesTab) move(d int) tea.Cmd {
+	t.inputs[t.focus].Blur()
+	t.focus = (t.focus + d + len(t.inputs)) % len(t.inputs)
+	return t.inputs[t.focus].Focus()
+}
+
+func (t *rolesTab) submit() tea.Cmd {
+	req := &authv1.ExplainRequest{PrincipalKind: "role", PrincipalName: t.selectedRole(), SpiffeId: strings.TrimSpace(t.inputs[0].Value())}
+	if req.SpiffeId == "" {
+		t.formErr = "give a SPIFFE ID or path"
+		return nil
+	}
+	for _, s := range strings.Split(t.inputs[1].Value(), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			req.DnsSans = append(req.DnsSans, s)
+		}
+	}
+	if v := strings.TrimSpace(t.inputs[2].Value()); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.formErr = fmt.Sprintf("TTL %q is not a duration like 10m or 1h", v)
+			return nil
+		}
+		req.TtlSeconds = int64(d / time.Second)
+	}
+	t.formErr, t.pending, t.result = "", true, nil
+	if t.explain == nil {
+		t.pending = false
+		t.formErr = "explain is not available"
+		return nil
+	}
+	return t.explain(req)
+}
+
+func (t *rolesTab) View() string {
+	var lines []string
+	lines = append(lines, t.st.header.Render("Roles"))
+	roles, ok := t.res["role"]
+	if !ok {
+		lines = append(lines, t.st.dim.Render("  loading…"))
+	}
+	for i, r := range roles {
+		mark := "  "
+		if i == t.cursor {
+			mark = t.st.selected.Render("›") + " "
+		}
+		lines = append(lines, mark+t.st.bold.Render(r.Metadata.Name)+"  "+grants("role", r.Spec))
+	}
+	lines = append(lines, "", t.st.header.Render("Workload identities"))
+	wis, ok := t.res["workload_identity"]
+	if !ok {
+		lines = append(lines, t.st.dim.Render("  loading…"))
+	}
+	for _, r := range wis {
+		lines = append(lines, "  "+t.st.bold.Render(r.Metadata.Name)+"  "+grants("workload_identity", r.Spec))
+	}
+	if t.form || t.result != nil {
+		form := t.formView()
+		// The form takes the bottom of the tab; the list keeps the rest.
+		keep := max(t.height-len(form), 0)
+		if len(lines) > keep {
+			lines = lines[:keep]
+		}
+		for len(lines) < keep {
+			lines = append(lines, "")
+		}
+		lines = append(lines, form...)
+	}
+	return clip(lines, t.width, t.height)
+}
+
+func (t *rolesTab) formView() []string {
+	lines := []string{"", t.st.title.Render("Explain: may role " + t.selectedRole() + " issue…")}
+	for i, in := range t.inputs {
+		mark := "  "
+		if t.form && i == t.focus {
+			mark = "› "
+		}
+		lines = append(lines, fmt.Sprintf("%s%-10s %s", mark, explainLabels[i], in.View()))
+	}
+	switch {
+	case t.formErr != "":
+		lines = append(lines, t.st.denied.Render(t.formErr))
+	case t.pending:
+		lines = append(lines, t.st.dim.Render("asking the auth service…"))
+	case t.result != nil && t.result.Err != nil:
+		lines = append(lines, t.st.denied.Render("the auth service could not explain: "+status.Convert(t.result.Err).Message()))
+	case t.result != nil:
+		r := t.result.Response
+		if r.Allowed {
+			lines = append(lines, t.st.ok.Render("ALLOWED")+" "+r.SpiffeId+fmt.Sprintf(" by role %s, TTL %s", r.Role, time.Duration(r.TtlSeconds)*time.Second))
+		} else {
+			lines = append(lines, t.st.denied.Render("DENIED")+" "+r.Reason)
+			lines = append(lines, t.st.dim.Render("failed check: "+r.Check))
+		}
+	default:
+		lines = append(lines, t.st.dim.Render("tab moves, enter asks, esc closes"))
+	}
+	return lines
+}
+
+// grants summarises a spec: SPIFFE paths allowed and denied, or the identity's ID.
+func grants(kind string, spec map[string]any) string {
+	get := func(m any, keys ...string) any {
+		for _, k := range keys {
+			mm, ok := m.(map[string]any)
+			if !ok {
+				return nil
+			}
+			m = mm[k]
+		}
+		return m
+	}
+	paths := func(v any) []string {
+		var out []string
+		l, _ := v.([]any)
+		for _, g := range l {
+			if p, ok := get(g, "path").(string); ok {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	if kind == "workload_identity" {
+		id, _ := get(spec, "spiffe", "id").(string)
+		return id
+	}
+	var parts []string
+	if a := paths(get(spec, "allow", "spiffe")); len(a) > 0 {
+		parts = append(parts, "allow "+strings.Join(a, ", "))
+	}
+	if d := paths(get(spec, "deny", "spiffe")); len(d) > 0 {
+		parts = append(parts, "deny "+strings.Join(d, ", "))
+	}
+	if len(parts) == 0 {
+		return "no SPIFFE grants"
+	}
+	return strings.Join(parts, "; ")
+}
