@@ -133,6 +133,10 @@ func (opts *IssueOptions) check(cmd *cobra.Command) error {
 		limit := resource.FormatDuration(resource.MaxSVIDTTL)
 		return cmdutil.InputErrorf("--ttl %s is over the %s that any SVID may live: set %s or less", opts.TTL, limit, limit)
 	}
+	if ttl := opts.TTL.D(); ttl > 0 && ttl%time.Second != 0 {
+		// The request carries whole seconds, as SVID validity does.
+		return cmdutil.InputErrorf("--ttl %s is not a whole number of seconds: write it like 90s, 15m or 1h", opts.TTL)
+	}
 	switch opts.Type {
 	case TypeX509:
 		if len(opts.Audiences) > 0 {
