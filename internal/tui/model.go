@@ -244,7 +244,7 @@ func (m *Model) headerView() string {
 	if m.ping != nil {
 		td = m.ping.TrustDomain
 		who = m.ping.IdentityKind
-		if m.ping.IdentityName != "" {
+		if m.ping.IdentityName != "" && m.ping.IdentityName != m.ping.IdentityKind {
 			who += " " + m.ping.IdentityName
 		}
 	}

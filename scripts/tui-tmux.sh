@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Runs the real `widctl tui` in tmux against a real `widagent start`, sends
+# keys, captures the pane and checks what it shows. CI runs it; so can you:
+#   ./scripts/tui-tmux.sh
+# It installs tmux from Debian when it is missing (as root, or with sudo).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if ! command -v tmux >/dev/null; then
+	echo "tui-tmux: installing tmux" >&2
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq && $sudo apt-get install -y -qq tmux >/dev/null
+fi
+
+work=$(mktemp -d /tmp/wid-tui-tmux.XXXXXX)
+session="wid-tui-$$"
+agent_pid=""
+cleanup() {
+	tmux kill-session -t "$session" 2>/dev/null || true
+	if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; wait "$agent_pid" 2>/dev/null || true; fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+go build -o "$work/bin/" ./cmd/widagent ./cmd/widctl
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$work/bin/widagent" start --data-dir "$work/data" --auth-listen "127.0.0.1:$port" \
+	--workload-socket "$work/workload.sock" >"$work/agent.log" 2>&1 &
+agent_pid=$!
+
+fail() {
+	echo "tui-tmux: FAIL: $*" >&2
+	echo "--- pane ---" >&2
+	tmux capture-pane -p -t "$session" >&2 2>/dev/null || true
+	echo "--- widagent ---" >&2
+	tail -20 "$work/agent.log" >&2 || true
+	exit 1
+}
+
+# until TEXT [SECONDS]: poll until TEXT shows somewhere; a shell script has no
+# event to wait on, so it looks every 100 ms.
+until_file() { for _ in $(seq 1 "${2:-100}"); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
+pane() { tmux capture-pane -p -t "$session"; }
+until_pane() {
+	local deadline=$(( ${2:-5} * 10 ))
+	for _ in $(seq 1 "$deadline"); do pane | grep -qF -- "$1" && return 0; sleep 0.1; done
+	fail "the pane never showed \"$1\""
+}
+
+until_file "$work/data/admin.sock" 150 || fail "widagent start made no admin socket"
+until_file "$work/workload.sock" 150 || fail "widagent start made no workload socket"
+
+tmux new-session -d -s "$session" -x 120 -y 40 \
+	"env NO_COLOR=1 WIDCTL_ADMIN_SOCKET=$work/data/admin.sock $work/bin/widctl tui; sleep 30"
+until_pane "connected"
+until_pane "spiffe://example.org"
+
+# A workload fetches its SVID: it is issued while the dashboard watches.
+SPIFFE_ENDPOINT_SOCKET="unix://$work/workload.sock" "$work/bin/widagent" api fetch x509 >"$work/fetch.out" 2>&1 ||
+	fail "the workload could not fetch an X509-SVID: $(cat "$work/fetch.out")"
+until_pane "/uid/$(id -u)"
+until_pane "x509"
+
+tmux send-keys -t "$session" 2
+until_pane "Workload attestations"
+tmux send-keys -t "$session" 3
+until_pane "X.509 authorities"
+until_pane "kid "
+tmux send-keys -t "$session" 4
+until_pane "editor"
+until_pane "local-agent"
+tmux send-keys -t "$session" '?'
+until_pane "shift+tab"
+# One key at a time, each after the last one's effect: keys sent together
+# arrive as one read, which no single binding matches.
+tmux send-keys -t "$session" '?'
+until_pane "e on a role explains"
+tmux send-keys -t "$session" 1
+until_pane "last minute"
+tmux send-keys -t "$session" /
+until_pane "/filter"
+tmux send-keys -t "$session" -l "uid"
+until_pane "/uid"
+tmux send-keys -t "$session" Enter
+until_pane "esc clears"
+
+# The pane drew no colour: NO_COLOR is honoured end to end.
+if tmux capture-pane -p -e -t "$session" | grep -q $'\x1b\[[0-9;]*[1-9][0-9;]*m'; then
+	fail "colour escapes with NO_COLOR set"
+fi
+
+# Too small: it says so.
+tmux resize-window -t "$session" -x 60 -y 20 2>/dev/null || tmux resize-pane -t "$session" -x 60 -y 20
+until_pane "needs at least 80x24"
+tmux resize-window -t "$session" -x 120 -y 40 2>/dev/null || tmux resize-pane -t "$session" -x 120 -y 40
+until_pane "connected"
+
+tmux send-keys -t "$session" q
+for _ in $(seq 1 50); do pane | grep -qF "connected" || break; sleep 0.1; done
+pane | grep -qF "connected" && fail "q did not quit"
+echo "tui-tmux: ok"
