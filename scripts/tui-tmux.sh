@@ -91,6 +91,24 @@ if tmux capture-pane -p -e -t "$session" | grep -q $'\x1b\[[0-9;]*[1-9][0-9;]*m'
 	fail "colour escapes with NO_COLOR set"
 fi
 
+# Kill the auth service under it: "reconnecting"; start it again on the
+# same data dir: it resumes after the last event it showed, so the SVID
+# issued before shows once and the one issued after shows too.
+kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
+tmux send-keys -t "$session" Escape
+until_pane "reconnecting"
+rm -f "$work/workload.sock"
+"$work/bin/widagent" start --data-dir "$work/data" --auth-listen "127.0.0.1:$port" \
+	--workload-socket "$work/workload.sock" >>"$work/agent.log" 2>&1 &
+agent_pid=$!
+until_file "$work/workload.sock" 150 || fail "widagent start did not come back"
+until_pane "connected" 15
+SPIFFE_ENDPOINT_SOCKET="unix://$work/workload.sock" "$work/bin/widagent" api fetch x509 >"$work/fetch.out" 2>&1 ||
+	fail "the workload could not fetch an X509-SVID after the restart: $(cat "$work/fetch.out")"
+for _ in $(seq 1 50); do [ "$(pane | grep -cF " /uid/$(id -u) ")" -ge 2 ] && break; sleep 0.1; done
+rows=$(pane | grep -cF " /uid/$(id -u) " || true)
+[ "$rows" -eq 2 ] || fail "after the restart the SVIDs tab shows $rows issuances of /uid/$(id -u), want 2 (one before, one after)"
+
 # Too small: it says so.
 tmux resize-window -t "$session" -x 60 -y 20 2>/dev/null || tmux resize-pane -t "$session" -x 60 -y 20
 until_pane "needs at least 80x24"
