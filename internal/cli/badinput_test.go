@@ -145,6 +145,7 @@ func TestBadInput(t *testing.T) {
 		{"svid malformed path", []string{"svid", "issue", "/team//laptop"}, `SPIFFE ID path "/team//laptop" has an empty segment`, 2},
 		{"svid not an id", []string{"svid", "issue", "team/laptop"}, `"team/laptop" is neither a SPIFFE ID nor a path`, 2},
 		{"svid ttl not a duration", []string{"svid", "issue", "/x", "--ttl", "1d"}, `invalid argument "1d" for "--ttl" flag: "1d" is not a duration`, 2},
+		{"svid ttl under a second", []string{"svid", "issue", "/x", "--ttl", "1500ms"}, "--ttl 1.5s is not a whole number of seconds", 2},
 		{"svid ttl over the maximum", []string{"svid", "issue", "/x", "--ttl", "48h"}, "--ttl 48h is over the 24h that any SVID may live: set 24h or less", 2},
 		{"svid ip san is a CIDR", []string{"svid", "issue", "/x", "--ip-san", "10.0.0.0/8"}, `--ip-san "10.0.0.0/8" is not an IP address`, 2},
 		{"svid bad dns san", []string{"svid", "issue", "/x", "--dns-san", "10.1.2.3"}, `--dns-san: DNS SAN "10.1.2.3"`, 2},
