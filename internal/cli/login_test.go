@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 	"github.com/wid-project/wid/internal/cli/clitest"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
@@ -247,7 +249,7 @@ func TestLoginBadInput(t *testing.T) {
 	}
 
 	code, errOut := login(password)
-	check("password before the invite", code, errOut, cmdutil.ExitAuth, "login failed: the user name, password or invite is wrong")
+	check("password before the invite", code, errOut, cmdutil.ExitAuth, "login failed: the user name, password, invite or TOTP code is wrong")
 	code, errOut = login("short", "--invite", invite)
 	check("short new password", code, errOut, cmdutil.ExitBadInput, "at least 12 characters")
 	code, errOut = login(password, "--invite", invite)
@@ -332,4 +334,43 @@ func (p person) loginStore() *client.LoginStore {
 
 func (p person) firstLoginAgain() (int, string, string) {
 	return p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--password-stdin")
+}
+
+func TestLoginTOTP(t *testing.T) {
+	clitest.Isolate(t)
+	srv := authtest.Start(t)
+	admin := widctl{t: t, srv: srv}
+	admin.ok("role", "create", "dev", "--spiffe-path", "/team/bob/**")
+	var inv struct {
+		Invite string `json:"invite"`
+		TOTP   bool   `json:"totp"`
+	}
+	if err := json.Unmarshal([]byte(admin.ok("user", "add", "bob", "--roles", "dev", "--totp", "--format", "json")), &inv); err != nil || !inv.TOTP {
+		t.Fatalf("user add --totp: %+v %v", inv, err)
+	}
+	p := person{t: t, srv: srv, keyring: &memKeyring{}}
+	code, out, errOut := p.run(password+"\n", "login", "--auth", srv.Addr, "--user", "bob", "--invite", inv.Invite, "--ca-pin", srv.CAPin, "--password-stdin")
+	if code != 0 {
+		t.Fatalf("first login: %s", errOut)
+	}
+	i := strings.Index(out, "otpauth://")
+	if i < 0 {
+		t.Fatalf("first login did not show the TOTP secret:\n%s", out)
+	}
+	key, err := otp.NewKeyFromURL(strings.TrimSpace(out[i:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = p.run(password+"\n", "login", "--user", "bob", "--password-stdin")
+	if code != cmdutil.ExitAuth || !strings.Contains(errOut, "TOTP code is wrong") {
+		t.Fatalf("login without a code: exit %d %q", code, errOut)
+	}
+	totpCode, _ := totp.GenerateCode(key.Secret(), time.Now())
+	if code, out, errOut := p.run(password+"\n"+totpCode+"\n", "login", "--user", "bob", "--password-stdin"); code != 0 || strings.Contains(out, "otpauth") {
+		t.Fatalf("login with a code: exit %d %s %s", code, out, errOut)
+	}
+	stale, _ := totp.GenerateCode(key.Secret(), time.Now().Add(-5*time.Minute))
+	if code, _, errOut := p.run(password+"\n", "login", "--user", "bob", "--password-stdin", "--totp-code", stale); code != cmdutil.ExitAuth {
+		t.Fatalf("login with a stale code: exit %d %s", code, errOut)
+	}
 }

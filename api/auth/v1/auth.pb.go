@@ -1013,8 +1013,11 @@ type CreateUserRequest struct {
 	// invite_ttl_seconds is the invite's lifetime; 0 means the default (1h).
 	InviteTtlSeconds int64             `protobuf:"varint,3,opt,name=invite_ttl_seconds,json=inviteTtlSeconds,proto3" json:"invite_ttl_seconds,omitempty"`
 	Labels           map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// totp enrolls a TOTP second factor (RFC 6238): the first login returns
+	// its otpauth URI, and every later login needs a code.
+	Totp          bool `protobuf:"varint,5,opt,name=totp,proto3" json:"totp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateUserRequest) Reset() {
@@ -1073,6 +1076,13 @@ func (x *CreateUserRequest) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *CreateUserRequest) GetTotp() bool {
+	if x != nil {
+		return x.Totp
+	}
+	return false
 }
 
 type CreateUserResponse struct {
@@ -1147,7 +1157,9 @@ type LoginRequest struct {
 	Csr []byte `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`
 	// ttl_seconds is the wanted certificate lifetime; 0 means the default (8h).
 	// It is capped by the user's roles' max_session_ttl.
-	TtlSeconds    int64 `protobuf:"varint,5,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	TtlSeconds int64 `protobuf:"varint,5,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// totp_code is the current TOTP code, for users with a second factor.
+	TotpCode      string `protobuf:"bytes,6,opt,name=totp_code,json=totpCode,proto3" json:"totp_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1217,6 +1229,13 @@ func (x *LoginRequest) GetTtlSeconds() int64 {
 	return 0
 }
 
+func (x *LoginRequest) GetTotpCode() string {
+	if x != nil {
+		return x.TotpCode
+	}
+	return ""
+}
+
 type LoginResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	User  string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
@@ -1225,8 +1244,11 @@ type LoginResponse struct {
 	ExpiresAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	TrustDomain string                 `protobuf:"bytes,4,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	// host_ca are the DER certificates that verify the auth service.
-	HostCa        [][]byte `protobuf:"bytes,5,rep,name=host_ca,json=hostCa,proto3" json:"host_ca,omitempty"`
-	Roles         []string `protobuf:"bytes,6,rep,name=roles,proto3" json:"roles,omitempty"`
+	HostCa [][]byte `protobuf:"bytes,5,rep,name=host_ca,json=hostCa,proto3" json:"host_ca,omitempty"`
+	Roles  []string `protobuf:"bytes,6,rep,name=roles,proto3" json:"roles,omitempty"`
+	// totp_uri is the otpauth:// URI of the user's TOTP secret, returned once,
+	// at the login that uses the invite.
+	TotpUri       string `protobuf:"bytes,7,opt,name=totp_uri,json=totpUri,proto3" json:"totp_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1301,6 +1323,13 @@ func (x *LoginResponse) GetRoles() []string {
 		return x.Roles
 	}
 	return nil
+}
+
+func (x *LoginResponse) GetTotpUri() string {
+	if x != nil {
+		return x.TotpUri
+	}
+	return ""
 }
 
 type RenewBotCertRequest struct {
@@ -3444,26 +3473,28 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12!\n" +
 	"\ftrust_domain\x18\x04 \x01(\tR\vtrustDomain\x12\x17\n" +
-	"\ahost_ca\x18\x05 \x03(\fR\x06hostCa\"\xea\x01\n" +
+	"\ahost_ca\x18\x05 \x03(\fR\x06hostCa\"\xfe\x01\n" +
 	"\x11CreateUserRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05roles\x18\x02 \x03(\tR\x05roles\x12,\n" +
 	"\x12invite_ttl_seconds\x18\x03 \x01(\x03R\x10inviteTtlSeconds\x12B\n" +
-	"\x06labels\x18\x04 \x03(\v2*.wid.auth.v1.CreateUserRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x04 \x03(\v2*.wid.auth.v1.CreateUserRequest.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04totp\x18\x05 \x01(\bR\x04totp\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x88\x01\n" +
 	"\x12CreateUserResponse\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\fR\x04user\x12\x16\n" +
 	"\x06invite\x18\x02 \x01(\tR\x06invite\x12F\n" +
-	"\x11invite_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0finviteExpiresAt\"\x89\x01\n" +
+	"\x11invite_expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0finviteExpiresAt\"\xa6\x01\n" +
 	"\fLoginRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\x12\x16\n" +
 	"\x06invite\x18\x03 \x01(\tR\x06invite\x12\x10\n" +
 	"\x03csr\x18\x04 \x01(\fR\x03csr\x12\x1f\n" +
 	"\vttl_seconds\x18\x05 \x01(\x03R\n" +
-	"ttlSeconds\"\xcf\x01\n" +
+	"ttlSeconds\x12\x1b\n" +
+	"\ttotp_code\x18\x06 \x01(\tR\btotpCode\"\xea\x01\n" +
 	"\rLoginResponse\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1d\n" +
 	"\n" +
@@ -3472,7 +3503,8 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12!\n" +
 	"\ftrust_domain\x18\x04 \x01(\tR\vtrustDomain\x12\x17\n" +
 	"\ahost_ca\x18\x05 \x03(\fR\x06hostCa\x12\x14\n" +
-	"\x05roles\x18\x06 \x03(\tR\x05roles\"'\n" +
+	"\x05roles\x18\x06 \x03(\tR\x05roles\x12\x19\n" +
+	"\btotp_uri\x18\a \x01(\tR\atotpUri\"'\n" +
 	"\x13RenewBotCertRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"p\n" +
 	"\x14RenewBotCertResponse\x12\x1d\n" +

@@ -38,6 +38,10 @@ type Options struct {
 	Invite        string
 	PasswordStdin bool
 	TTL           resource.Duration
+	TOTPCode      string
+
+	// stdin is read once: the password, then maybe the TOTP code.
+	stdin *bufio.Reader
 }
 
 // NewCmdLogin builds `widctl login`.
@@ -80,6 +84,7 @@ The password is read from the terminal without echo, or from stdin with
 	cmd.Flags().StringVar(&opts.User, "user", "", "log in as the user `NAME`")
 	cmd.Flags().StringVar(&opts.Invite, "invite", "", "the one-time invite `CODE` from widctl user add, for the first login")
 	cmd.Flags().BoolVar(&opts.PasswordStdin, "password-stdin", false, "read the password from the first line of stdin")
+	cmd.Flags().StringVar(&opts.TOTPCode, "totp-code", "", "the `CODE` of your authenticator app, for a user with a second factor (asked for at a terminal; with --password-stdin, the second line)")
 	cmdutil.DurationVar(cmd.Flags(), &opts.TTL, "ttl", "ask for a login that lasts `DURATION` (default 8h, capped by your roles' max_session_ttl)")
 	return cmd
 }
@@ -102,7 +107,8 @@ func terminalPassword(ios *iostreams.IOStreams) func(string) (string, error) {
 
 func (opts *Options) password() (string, error) {
 	if opts.PasswordStdin {
-		line, err := bufio.NewReader(opts.IO.In).ReadString('\n')
+		opts.stdin = bufio.NewReader(opts.IO.In)
+		line, err := opts.stdin.ReadString('\n')
 		if err != nil && !errors.Is(err, io.EOF) {
 			return "", cmdutil.InputErrorf("reading the password from stdin: %v", err)
 		}
@@ -132,6 +138,23 @@ func (opts *Options) password() (string, error) {
 	return pw, nil
 }
 
+// totpCode is the flag's code, else the second line of stdin, else asked for
+// at the terminal when the saved login says the user has a second factor.
+func (opts *Options) totpCode(known bool) (string, error) {
+	if opts.TOTPCode != "" {
+		return strings.TrimSpace(opts.TOTPCode), nil
+	}
+	if opts.stdin != nil {
+		line, _ := opts.stdin.ReadString('\n')
+		return strings.TrimSpace(line), nil
+	}
+	if known && opts.ReadPassword != nil && opts.Invite == "" {
+		code, err := opts.ReadPassword("TOTP code: ")
+		return strings.TrimSpace(code), err
+	}
+	return "", nil
+}
+
 // Result is what `widctl login` prints; its JSON and YAML names are stable.
 type Result struct {
 	User        string    `json:"user" yaml:"user"`
@@ -141,6 +164,8 @@ type Result struct {
 	Expires     time.Time `json:"expires" yaml:"expires"`
 	KeyStore    string    `json:"key_store" yaml:"key_store"`
 	KeyFile     string    `json:"key_file,omitempty" yaml:"key_file,omitempty"`
+	// TOTPURI is the second factor's secret, shown once at the first login.
+	TOTPURI string `json:"totp_uri,omitempty" yaml:"totp_uri,omitempty"`
 }
 
 func loginRun(ctx context.Context, opts *Options) error {
@@ -178,6 +203,10 @@ func loginRun(ctx context.Context, opts *Options) error {
 	if err != nil {
 		return err
 	}
+	code, err := opts.totpCode(saved != nil && saved.Auth == auth && saved.User == opts.User && saved.TOTP)
+	if err != nil {
+		return err
+	}
 	key, err := client.NewKey()
 	if err != nil {
 		return fmt.Errorf("generating a key: %w", err)
@@ -191,7 +220,7 @@ func loginRun(ctx context.Context, opts *Options) error {
 		return cmdutil.InputError(err)
 	}
 	defer c.Close()
-	resp, err := c.Login(ctx, &authv1.LoginRequest{User: opts.User, Password: pw, Invite: opts.Invite, Csr: csr, TtlSeconds: int64(opts.TTL.D() / time.Second)})
+	resp, err := c.Login(ctx, &authv1.LoginRequest{User: opts.User, Password: pw, Invite: opts.Invite, Csr: csr, TtlSeconds: int64(opts.TTL.D() / time.Second), TotpCode: code})
 	if err != nil {
 		return err
 	}
@@ -205,18 +234,24 @@ func loginRun(ctx context.Context, opts *Options) error {
 			return err
 		}
 	}
-	prof := &client.Profile{Auth: auth, User: opts.User, CAPin: pin, TrustDomain: resp.TrustDomain, Roles: resp.Roles}
+	prof := &client.Profile{Auth: auth, User: opts.User, CAPin: pin, TrustDomain: resp.TrustDomain, Roles: resp.Roles, TOTP: resp.TotpUri != "" || code != ""}
 	if err := opts.Logins.Save(prof, id); err != nil {
 		return err
 	}
-	res := &Result{User: opts.User, Auth: auth, TrustDomain: resp.TrustDomain, Roles: resp.Roles, Expires: prof.Expires, KeyStore: prof.KeyStore}
+	res := &Result{User: opts.User, Auth: auth, TrustDomain: resp.TrustDomain, Roles: resp.Roles, Expires: prof.Expires, KeyStore: prof.KeyStore, TOTPURI: resp.TotpUri}
 	if prof.KeyStore == client.KeyInFile {
 		res.KeyFile = opts.Logins.KeyFile(auth, opts.User)
 		fmt.Fprintf(opts.IO.ErrOut, "warning: no OS keyring available (%v), so the key is in %s (0600); to use a keyring, run a Secret Service such as gnome-keyring (apt install gnome-keyring) and log in again\n", prof.KeyringProblem, res.KeyFile)
 	}
 	return p.Print(res, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "Logged in to %s as %s (roles %s) in trust domain %s, until %s.\n",
-			res.Auth, res.User, strings.Join(res.Roles, ", "), res.TrustDomain, p.Time(res.Expires))
-		return err
+		if _, err := fmt.Fprintf(w, "Logged in to %s as %s (roles %s) in trust domain %s, until %s.\n",
+			res.Auth, res.User, strings.Join(res.Roles, ", "), res.TrustDomain, p.Time(res.Expires)); err != nil {
+			return err
+		}
+		if res.TOTPURI != "" {
+			_, err := fmt.Fprintf(w, "\nAdd this second factor to your authenticator app now; every later login asks for its code.\nIt is shown only this once:\n  %s\n", res.TOTPURI)
+			return err
+		}
+		return nil
 	})
 }

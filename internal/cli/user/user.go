@@ -58,6 +58,7 @@ type AddOptions struct {
 	Name      string
 	Roles     []string
 	InviteTTL resource.Duration
+	TOTP      bool
 }
 
 // NewCmdAdd builds `widctl user add`.
@@ -84,6 +85,7 @@ once and expires after --invite-ttl.`,
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the user holds, comma-separated")
 	cmdutil.DurationVar(cmd.Flags(), &opts.InviteTTL, "invite-ttl", "the invite expires after `DURATION` (default 1h)")
+	cmd.Flags().BoolVar(&opts.TOTP, "totp", false, "require a TOTP second factor: the first login shows the secret, later logins need a code")
 	return cmd
 }
 
@@ -94,6 +96,7 @@ type Invite struct {
 	Roles        []string  `json:"roles" yaml:"roles"`
 	Invite       string    `json:"invite" yaml:"invite"`
 	Expires      time.Time `json:"expires" yaml:"expires"`
+	TOTP         bool      `json:"totp" yaml:"totp"`
 	LoginCommand string    `json:"login_command" yaml:"login_command"`
 }
 
@@ -149,19 +152,25 @@ func addRun(ctx context.Context, opts *AddOptions) error {
 		return err
 	}
 	resp, err := c.CreateUser(ctx, &authv1.CreateUserRequest{
-		Name: u.Metadata.Name, Roles: u.Spec.Roles, InviteTtlSeconds: int64(opts.InviteTTL.D() / time.Second),
+		Name: u.Metadata.Name, Roles: u.Spec.Roles, InviteTtlSeconds: int64(opts.InviteTTL.D() / time.Second), Totp: opts.TOTP,
 	})
 	if err != nil {
 		return err
 	}
 	inv := &Invite{
-		User: u.Metadata.Name, Roles: u.Spec.Roles, Invite: resp.GetInvite(), Expires: resp.GetInviteExpiresAt().AsTime(),
+		User: u.Metadata.Name, Roles: u.Spec.Roles, Invite: resp.GetInvite(), Expires: resp.GetInviteExpiresAt().AsTime(), TOTP: opts.TOTP,
 		LoginCommand: LoginCommand(ping.GetAuthAddr(), u.Metadata.Name, resp.GetInvite(), ping.GetCaPin()),
 	}
 	return p.Print(inv, func(w io.Writer) error {
-		_, err := fmt.Fprintf(w, "Added user %s with roles %s.\n\nInvite (expires %s):\n  %s\nIt is shown only this once.\n\nTo set a password and log in, the user runs:\n  %s\n",
-			inv.User, strings.Join(inv.Roles, ", "), p.Time(inv.Expires), inv.Invite, inv.LoginCommand)
-		return err
+		if _, err := fmt.Fprintf(w, "Added user %s with roles %s.\n\nInvite (expires %s):\n  %s\nIt is shown only this once.\n\nTo set a password and log in, the user runs:\n  %s\n",
+			inv.User, strings.Join(inv.Roles, ", "), p.Time(inv.Expires), inv.Invite, inv.LoginCommand); err != nil {
+			return err
+		}
+		if inv.TOTP {
+			_, err := fmt.Fprintln(w, "\nThat first login shows the user a TOTP secret for an authenticator app; later logins need its code.")
+			return err
+		}
+		return nil
 	})
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
@@ -244,4 +246,73 @@ func TestRemovedUserLosesPassword(t *testing.T) {
 	}
 	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
 	wantDenied(t, err, codes.Unauthenticated, "login failed")
+}
+
+func TestLoginTOTP(t *testing.T) {
+	clock := &offsetClock{}
+	srv := authtest.Start(t, authtest.WithClock(clock.now))
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{roleDoc(t, "dev", grant("/team/bob/**"))}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := admin.CreateUser(ctx, &authv1.CreateUserRequest{Name: "bob", Roles: []string{"dev"}, Totp: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Dial(client.Config{Auth: srv.Addr, CAPin: srv.CAPin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	loginAt := func(code string) (*authv1.LoginResponse, error) {
+		key, _ := client.NewKey()
+		csr, _ := client.NewCSR(key)
+		return c.Login(ctx, &authv1.LoginRequest{User: "bob", Password: alicePassword, TotpCode: code, Csr: csr})
+	}
+	key, _ := client.NewKey()
+	csr, _ := client.NewCSR(key)
+	first, err := c.Login(ctx, &authv1.LoginRequest{User: "bob", Invite: resp.Invite, Password: alicePassword, Csr: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otpKey, err := otp.NewKeyFromURL(first.TotpUri)
+	if err != nil || otpKey.Type() != "totp" || otpKey.AccountName() != "bob" {
+		t.Fatalf("TOTP URI %q: %v", first.TotpUri, err)
+	}
+
+	// Without a code, or with a wrong one, the answer is the generic one.
+	_, err = loginAt("")
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+	_, err = loginAt("000000")
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+
+	code, err := totp.GenerateCode(otpKey.Secret(), clock.now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := loginAt(code)
+	if err != nil {
+		t.Fatalf("login with a fresh TOTP code: %v", err)
+	}
+	if second.TotpUri != "" {
+		t.Error("a password login returned the TOTP secret again")
+	}
+	// A code is good once.
+	_, err = loginAt(code)
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+	// A stale code fails.
+	stale, _ := totp.GenerateCode(otpKey.Secret(), clock.now().Add(-5*time.Minute))
+	_, err = loginAt(stale)
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+
+	reasons := map[string]bool{}
+	for _, ev := range auditTypes(t, srv, "user.login.denied") {
+		reasons[strings.SplitN(ev.Reason, " (", 2)[0]] = true
+	}
+	for _, want := range []string{"no TOTP code given", "wrong TOTP code", "TOTP code already used"} {
+		if !reasons[want] {
+			t.Errorf("no denial audited as %q: %v", want, reasons)
+		}
+	}
 }

@@ -9,9 +9,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
@@ -45,7 +49,7 @@ const credentialKind = "user_credential"
 
 // errLoginFailed is the one answer to a wrong user, password or invite, so
 // that a caller cannot learn which users exist.
-const errLoginFailed = "login failed: the user name, password or invite is wrong (after 5 failures the user is locked for 15 minutes)"
+const errLoginFailed = "login failed: the user name, password, invite or TOTP code is wrong (after 5 failures the user is locked for 15 minutes)"
 
 // credential is a user's login secrets and failure count.
 type credential struct {
@@ -55,8 +59,13 @@ type credential struct {
 	InviteHash    string    `json:"invite_hash,omitempty"`
 	InviteExpires time.Time `json:"invite_expires,omitzero"`
 	InviteUsed    bool      `json:"invite_used,omitempty"`
-	Failures      int       `json:"failures,omitempty"`
-	LockedUntil   time.Time `json:"locked_until,omitzero"`
+	// TOTPSecret is the base32 RFC 6238 secret; "" without a second factor.
+	TOTPSecret string `json:"totp_secret,omitempty"`
+	// TOTPLastStep is the time step of the last accepted code: a code is
+	// good once.
+	TOTPLastStep int64     `json:"totp_last_step,omitempty"`
+	Failures     int       `json:"failures,omitempty"`
+	LockedUntil  time.Time `json:"locked_until,omitzero"`
 
 	revision int64
 }
@@ -120,6 +129,13 @@ func (s *Server) CreateUser(ctx context.Context, req *authv1.CreateUserRequest) 
 	secret := hex.EncodeToString(raw[:])
 	expires := s.clock().Add(ttl).UTC().Truncate(time.Second)
 	cred := &credential{InviteHash: inviteHash(secret), InviteExpires: expires}
+	if req.Totp {
+		key, err := totp.Generate(totp.GenerateOpts{Issuer: "wid " + s.td.Name(), AccountName: u.Metadata.Name})
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "generating a TOTP secret: %v", err)
+		}
+		cred.TOTPSecret = key.Secret()
+	}
 	userOp, err := op(store.OpCreate, u)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -135,7 +151,7 @@ func (s *Server) CreateUser(ctx context.Context, req *authv1.CreateUserRequest) 
 		return nil, storeError(resource.Ref(u), err)
 	}
 	u.Metadata.Revision = revs[0]
-	if err := s.resourceEvent(ctx, audit.TypeResourceCreated, resource.Ref(u), map[string]string{"invite_expires": expires.Format(time.RFC3339)}); err != nil {
+	if err := s.resourceEvent(ctx, audit.TypeResourceCreated, resource.Ref(u), map[string]string{"invite_expires": expires.Format(time.RFC3339), "totp": strconv.FormatBool(req.Totp)}); err != nil {
 		return nil, err
 	}
 	doc, _ := encode(u)
@@ -240,6 +256,7 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		reason     string // why it failed, for the audit log
 		setHash    string // a new password hash, after an invite
 		usedInvite bool
+		totpUsed   bool
 	)
 	switch {
 	case !known:
@@ -273,11 +290,27 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		reason = "no password set (invite not used yet)"
 	default:
 		ok, err := checkPassword(cred.PasswordHash, req.Password)
-		if err != nil {
+		switch {
+		case err != nil:
 			s.log.Error("checking a password", "user", name, "error", err)
 			reason = "stored password hash unusable: " + err.Error()
-		} else if !ok {
+		case !ok:
 			reason = "wrong password"
+		case cred.TOTPSecret != "":
+			// Checked only after the password, and failing alike, so that
+			// the answer never says the password was right.
+			step, ok := checkTOTP(cred.TOTPSecret, req.TotpCode, now)
+			switch {
+			case req.TotpCode == "":
+				reason = "no TOTP code given"
+			case !ok:
+				reason = "wrong TOTP code"
+			case step <= cred.TOTPLastStep:
+				reason = "TOTP code already used"
+			default:
+				cred.TOTPLastStep = step
+				totpUsed = true
+			}
 		}
 	}
 
@@ -304,7 +337,7 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the user certificate: %v", err)
 	}
-	if usedInvite || cred.Failures != 0 || !cred.LockedUntil.IsZero() {
+	if usedInvite || totpUsed || cred.Failures != 0 || !cred.LockedUntil.IsZero() {
 		if usedInvite {
 			cred.PasswordHash, cred.InviteUsed = setHash, true
 		}
@@ -321,6 +354,9 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 	if usedInvite {
 		details["method"] = "invite"
 	}
+	if totpUsed {
+		details["method"] = "password+totp"
+	}
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeLogin, Actor: name, Host: s.host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
 		Serial: serialHex(cert.SerialNumber.Bytes()), TTLSeconds: int64(cert.NotAfter.Sub(now) / time.Second), Details: details,
@@ -333,7 +369,42 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 	for _, hc := range s.cas.Authorities(ca.TypeHost) {
 		resp.HostCa = append(resp.HostCa, hc.Raw)
 	}
+	if usedInvite && cred.TOTPSecret != "" {
+		resp.TotpUri = totpURI(s.td.Name(), name, cred.TOTPSecret)
+	}
 	return resp, nil
+}
+
+// TOTP settings: RFC 6238's defaults, which every authenticator app reads.
+const (
+	totpPeriod = 30
+	totpSkew   = 1
+)
+
+// checkTOTP reports whether code is valid at now (one period either side)
+// and the time step it belongs to.
+func checkTOTP(secret, code string, now time.Time) (int64, bool) {
+	if len(code) != 6 {
+		return 0, false
+	}
+	for d := -totpSkew; d <= totpSkew; d++ {
+		at := now.Add(time.Duration(d*totpPeriod) * time.Second)
+		want, err := totp.GenerateCodeCustom(secret, at, totp.ValidateOpts{Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+		if err == nil && subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 {
+			return at.Unix() / totpPeriod, true
+		}
+	}
+	return 0, false
+}
+
+func totpURI(td, user, secret string) string {
+	v := url.Values{}
+	v.Set("secret", secret)
+	v.Set("issuer", "wid "+td)
+	v.Set("algorithm", "SHA1")
+	v.Set("digits", "6")
+	v.Set("period", strconv.Itoa(totpPeriod))
+	return "otpauth://totp/" + url.PathEscape("wid "+td+":"+user) + "?" + v.Encode()
 }
 
 // putCredential stores a known user's credential (compare-and-set) or keeps

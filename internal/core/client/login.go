@@ -56,6 +56,8 @@ type Profile struct {
 	TrustDomain string    `yaml:"trust_domain,omitempty"`
 	Roles       []string  `yaml:"roles,omitempty"`
 	Expires     time.Time `yaml:"expires"`
+	// TOTP says the user has a second factor, so login asks for a code.
+	TOTP bool `yaml:"totp,omitempty"`
 	// KeyStore is KeyInKeyring or KeyInFile.
 	KeyStore string `yaml:"key_store"`
 	// KeyringProblem says why Save put the key in a file.
