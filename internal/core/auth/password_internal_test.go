@@ -1,0 +1,63 @@
+package auth
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestPasswordPolicy(t *testing.T) {
+	tests := []struct {
+		user, password, want string
+	}{
+		{"alice", "correct horse battery", ""},
+		{"alice", "short", "at least 12 characters"},
+		{"alice", "ééééééééééé", "at least 12 characters"}, // 11 runes, 22 bytes
+		{"alice", "xxALICE-is-great", "contains the user name"},
+		{"alice", "            ", "only blanks"},
+		{"alice", strings.Repeat("x", maxPasswordLength+1), "too long"},
+	}
+	for _, tt := range tests {
+		err := CheckPasswordPolicy(tt.user, tt.password)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("CheckPasswordPolicy(%q, %.20q) = %v, want %q", tt.user, tt.password, err, tt.want)
+		}
+	}
+}
+
+func TestPasswordHash(t *testing.T) {
+	h, err := hashPassword("correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=65536,t=1,p=4$") {
+		t.Fatalf("hash %q does not carry its parameters", h)
+	}
+	h2, _ := hashPassword("correct horse battery")
+	if h == h2 {
+		t.Fatal("two hashes of one password are equal: no random salt")
+	}
+	if ok, err := checkPassword(h, "correct horse battery"); !ok || err != nil {
+		t.Fatalf("right password: %v %v", ok, err)
+	}
+	if ok, err := checkPassword(h, "correct horse batterx"); ok || err != nil {
+		t.Fatalf("wrong password: %v %v", ok, err)
+	}
+	parts := strings.Split(h, "$")
+	for _, bad := range []string{
+		"", "$bcrypt$x", strings.Replace(h, "v=19", "v=16", 1),
+		strings.Replace(h, "m=65536", "m=99999999", 1), strings.Replace(h, "t=1", "t=0", 1),
+		strings.Join(append(parts[:5:5], "!!"), "$"),
+	} {
+		if ok, err := checkPassword(bad, "correct horse battery"); ok || err == nil {
+			t.Errorf("checkPassword(%q) = %v, %v; want an error", bad, ok, err)
+		}
+	}
+}
+
+// BenchmarkPasswordCheck is the argon2id cost a login pays.
+func BenchmarkPasswordCheck(b *testing.B) {
+	h, _ := hashPassword("correct horse battery")
+	for b.Loop() {
+		checkPassword(h, "correct horse battery")
+	}
+}
