@@ -42,3 +42,24 @@ func TestEventListBounded(t *testing.T) {
 		t.Errorf("selection moved to seq %d, want it to stay on %d", got, maxEvents-5)
 	}
 }
+
+func TestAttestationWhere(t *testing.T) {
+	var where column
+	for _, c := range attestColumns() {
+		if c.title == "PATH / POD" {
+			where = c
+		}
+	}
+	st := newStyles(asciiRenderer())
+	for _, tc := range []struct {
+		attrs map[string]string
+		want  string
+	}{
+		{map[string]string{"workload.unix.path": "/usr/bin/web"}, "/usr/bin/web"},
+		{map[string]string{"workload.kubernetes.namespace": "prod", "workload.kubernetes.pod_name": "web-7d9", "workload.kubernetes.service_account": "web", "workload.unix.path": "/app"}, "prod/web-7d9 sa:web /app"},
+	} {
+		if got := where.cell(&authv1.AuditEvent{Attributes: tc.attrs}, fixedNow, st); got != tc.want {
+			t.Errorf("attributes %v show as %q, want %q", tc.attrs, got, tc.want)
+		}
+	}
+}

@@ -144,7 +144,18 @@ func attestColumns() []column {
 		{title: "HOST", width: 10, cell: func(e *authv1.AuditEvent, _ time.Time, _ styles) string { return e.Host }},
 		{title: "PID", width: 6, cell: attr("workload.unix.pid")},
 		{title: "UID", width: 5, cell: attr("workload.unix.uid")},
-		{title: "PATH", flex: 2, cell: attr("workload.unix.path")},
+		{title: "PATH / POD", flex: 2, cell: func(e *authv1.AuditEvent, _ time.Time, _ styles) string {
+			// A Kubernetes workload is named by its pod; the binary comes after.
+			a := e.Attributes
+			if ns, pod := a["workload.kubernetes.namespace"], a["workload.kubernetes.pod_name"]; ns != "" || pod != "" {
+				s := ns + "/" + pod
+				if sa := a["workload.kubernetes.service_account"]; sa != "" {
+					s += " sa:" + sa
+				}
+				return s + " " + a["workload.unix.path"]
+			}
+			return a["workload.unix.path"]
+		}},
 		{title: "SHA256", width: 8, cell: func(e *authv1.AuditEvent, _ time.Time, _ styles) string {
 			return short(e.Attributes["workload.unix.sha256"], 8)
 		}},
