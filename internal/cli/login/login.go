@@ -249,8 +249,16 @@ func loginRun(ctx context.Context, opts *Options) error {
 			return err
 		}
 		if res.TOTPURI != "" {
-			_, err := fmt.Fprintf(w, "\nAdd this second factor to your authenticator app now; every later login asks for its code.\nIt is shown only this once:\n  %s\n", res.TOTPURI)
-			return err
+			if _, err := fmt.Fprintf(w, "\nAdd this second factor to your authenticator app now; every later login asks for its code.\nIt is shown only this once:\n  %s\n", res.TOTPURI); err != nil {
+				return err
+			}
+			// The QR code only for a person at a terminal: scripts get the URI.
+			if p.TTY {
+				if code, err := qrText(res.TOTPURI); err == nil {
+					_, err = fmt.Fprintf(w, "\n%s", code)
+					return err
+				}
+			}
 		}
 		return nil
 	})
