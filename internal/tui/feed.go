@@ -67,15 +67,13 @@ func resourceEvent(typ string) bool {
 func (f *Feed) Run(ctx context.Context) error {
 	go f.explainLoop(ctx)
 	var lastSeq int64
-	first := true
 	backoff := f.MinBackoff
 	for {
-		progressed, err := f.session(ctx, &lastSeq, first)
+		progressed, err := f.session(ctx, &lastSeq)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if progressed {
-			first = false
 			backoff = f.MinBackoff
 		}
 		if err == nil {
@@ -97,14 +95,15 @@ func (f *Feed) Run(ctx context.Context) error {
 
 // session is one connection: it returns when the stream fails. progressed
 // says whether the auth service answered at all.
-func (f *Feed) session(ctx context.Context, lastSeq *int64, first bool) (bool, error) {
+func (f *Feed) session(ctx context.Context, lastSeq *int64) (bool, error) {
 	ping, err := f.client.Ping(ctx, &authv1.PingRequest{})
 	if err != nil {
 		return false, err
 	}
 	req := &authv1.StreamAuditEventsRequest{Query: &authv1.AuditQuery{}, Backlog: Backlog}
-	if !first {
-		// Everything after the last event shown, however many.
+	if *lastSeq > 0 {
+		// Everything after the last event shown, however many; until one
+		// is shown, the backlog again (not the whole log).
 		req.Query.AfterSeq = *lastSeq
 		req.Backlog = -1
 	}

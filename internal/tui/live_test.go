@@ -198,3 +198,69 @@ func TestFeedResumes(t *testing.T) {
 		}
 	}
 }
+
+// bundleClient counts GetBundle calls and bumps the sequence each time.
+type bundleClient struct {
+	flakyClient
+	calls int
+}
+
+func (c *bundleClient) GetBundle(context.Context, *authv1.GetBundleRequest, ...grpc.CallOption) (*authv1.GetBundleResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	return &authv1.GetBundleResponse{TrustDomain: "example.org", Sequence: int64(c.calls)}, nil
+}
+
+// TestFeedRefetchesBundle: there is no bundle stream yet, so a CA event in
+// the audit log makes the feed read the bundle again, and the Bundles tab
+// gets the new sequence; other events do not.
+func TestFeedRefetchesBundle(t *testing.T) {
+	c := &bundleClient{}
+	c.events = []*authv1.AuditEvent{
+		{Seq: 1, Type: "svid.x509.issued"},
+		{Seq: 2, Type: "ca.rotation", Details: map[string]string{"phase": "init"}},
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	feed := NewFeed(c)
+	go feed.Run(ctx)
+	var seqs []int64
+	for len(seqs) < 2 {
+		select {
+		case msg := <-feed.Messages():
+			if b, ok := msg.(BundleMsg); ok {
+				seqs = append(seqs, b.Bundle.Sequence)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("bundles %v only", seqs)
+		}
+	}
+	if seqs[0] != 1 || seqs[1] != 2 {
+		t.Errorf("bundle sequences %v, want 1 on connect then 2 after the CA event", seqs)
+	}
+}
+
+// TestFeedFirstFailureKeepsBacklog: a stream that breaks before any event
+// asks for the backlog again, not for the whole log after seq 0.
+func TestFeedFirstFailureKeepsBacklog(t *testing.T) {
+	c := &flakyClient{} // no events: every stream breaks at once
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	feed := NewFeed(c)
+	feed.MinBackoff, feed.MaxBackoff = time.Millisecond, time.Millisecond
+	go feed.Run(ctx)
+	for n := 0; n < 3; {
+		if _, ok := (<-feed.Messages()).(ReconnectingMsg); ok {
+			n++
+		}
+	}
+	cancel()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.requests {
+		if r.Backlog != Backlog {
+			t.Fatalf("a retry before any event asked for backlog %d, want %d", r.Backlog, Backlog)
+		}
+	}
+}
