@@ -40,8 +40,10 @@ type eventList struct {
 	filter  textinput.Model
 	editing bool
 	detail  bool
-	width   int
-	height  int
+	// detailOffset scrolls the detail pane.
+	detailOffset int
+	width        int
+	height       int
 }
 
 func newEventList(keys keyMap, st styles, cols []column) *eventList {
@@ -158,6 +160,10 @@ func (l *eventList) Update(msg tea.Msg) tea.Cmd {
 	switch {
 	case l.detail && (key.Matches(km, l.keys.Clear) || key.Matches(km, l.keys.Open)):
 		l.detail = false
+	case l.detail && key.Matches(km, l.keys.Up):
+		l.detailOffset = max(l.detailOffset-1, 0)
+	case l.detail && key.Matches(km, l.keys.Down):
+		l.detailOffset++ // detailView bounds it
 	case key.Matches(km, l.keys.Clear):
 		l.filter.SetValue("")
 		l.refilter()
@@ -173,7 +179,7 @@ func (l *eventList) Update(msg tea.Msg) tea.Cmd {
 		l.cursor++
 		l.clamp()
 	case key.Matches(km, l.keys.Open):
-		l.detail = len(l.shown) > 0
+		l.detail, l.detailOffset = len(l.shown) > 0, 0
 	}
 	return nil
 }
@@ -272,26 +278,36 @@ func (l *eventList) View(now time.Time) string {
 	return b.String()
 }
 
-func (l *eventList) detailView(e *authv1.AuditEvent) string {
-	var b strings.Builder
-	b.WriteString(l.st.title.Render("Event "+fmt.Sprint(e.Seq)) + l.st.dim.Render("  (esc or enter closes)"))
-	b.WriteByte('\n')
-	n := 1
+// detailLines is every non-empty field of e, long values wrapped, so that
+// nothing is cut off.
+func (l *eventList) detailLines(e *authv1.AuditEvent) []string {
+	const label = 22
+	vw := max(l.width-label-1, 10)
+	var lines []string
 	for _, f := range eventFields(e) {
-		if n >= l.height {
-			break
-		}
 		if f[1] == "" {
 			continue
 		}
-		b.WriteString(fit(fmt.Sprintf("%-22s %s", f[0], f[1]), l.width))
-		b.WriteByte('\n')
-		n++
+		name := f[0]
+		for v := []rune(f[1]); len(v) > 0; {
+			n := min(len(v), vw)
+			lines = append(lines, fmt.Sprintf("%-*s %s", label, name, string(v[:n])))
+			v, name = v[n:], ""
+		}
 	}
-	for ; n < l.height; n++ {
-		b.WriteByte('\n')
+	return lines
+}
+
+func (l *eventList) detailView(e *authv1.AuditEvent) string {
+	lines := l.detailLines(e)
+	rows := max(l.height-1, 1)
+	l.detailOffset = max(0, min(l.detailOffset, len(lines)-rows))
+	title := l.st.title.Render("Event "+fmt.Sprint(e.Seq)) + l.st.dim.Render("  (esc or enter closes)")
+	if len(lines) > rows {
+		title += l.st.dim.Render(fmt.Sprintf("  ↑/↓ scroll, %d-%d of %d", l.detailOffset+1, min(l.detailOffset+rows, len(lines)), len(lines)))
 	}
-	return strings.TrimSuffix(b.String(), "\n")
+	end := min(l.detailOffset+rows, len(lines))
+	return clip(append([]string{title}, lines[l.detailOffset:end]...), l.width, l.height)
 }
 
 // eventFields is every field of an event, named, in a stable order.

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -61,5 +62,37 @@ func TestAttestationWhere(t *testing.T) {
 		if got := where.cell(&authv1.AuditEvent{Attributes: tc.attrs}, fixedNow, st); got != tc.want {
 			t.Errorf("attributes %v show as %q, want %q", tc.attrs, got, tc.want)
 		}
+	}
+}
+
+// TestDetailShowsEverything: a long value wraps and a long event scrolls,
+// so every field can be read at 80x24.
+func TestDetailShowsEverything(t *testing.T) {
+	l := newEventList(newKeyMap(), newStyles(asciiRenderer()), svidColumns())
+	l.SetSize(80, 10)
+	attrs := map[string]string{}
+	for i := range 20 {
+		attrs[fmt.Sprintf("workload.kubernetes.label.l%02d", i)] = fmt.Sprint(i)
+	}
+	long := strings.Repeat("0123456789", 12)
+	l.add(&authv1.AuditEvent{Seq: 7, Type: "svid.denied", Reason: long, Attributes: attrs, Hash: "h-last"})
+	l.Update(keyMsg("enter"))
+	var seen strings.Builder
+	for range 40 {
+		v := l.View(fixedNow)
+		if n := strings.Count(v, "\n") + 1; n != 10 {
+			t.Fatalf("detail pane is %d lines, want 10:\n%s", n, v)
+		}
+		seen.WriteString(v)
+		l.Update(keyMsg("down"))
+	}
+	all := strings.ReplaceAll(seen.String(), " ", "")
+	for _, want := range []string{"workload.kubernetes.label.l19", "h-last"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("scrolling the detail pane never shows %q", want)
+		}
+	}
+	if !strings.Contains(seen.String(), long[:50]) || !strings.Contains(seen.String(), long[100:]) {
+		t.Errorf("the reason is cut instead of wrapped")
 	}
 }
