@@ -278,6 +278,19 @@ func TestLoginBadInput(t *testing.T) {
 	}
 	code, errOut = login(password)
 	check("locked user", code, errOut, cmdutil.ExitAuth, "too many failed attempts")
+
+	// An admin's reset lifts the lock with a new invite.
+	admin := widctl{t: t, srv: p.srv}
+	var inv struct {
+		Invite string `json:"invite"`
+	}
+	if err := json.Unmarshal([]byte(admin.ok("user", "reset", "alice", "--format", "json")), &inv); err != nil {
+		t.Fatal(err)
+	}
+	if code, errOut := login("a brand new password", "--invite", inv.Invite); code != 0 {
+		t.Fatalf("login with the reset invite: %s", errOut)
+	}
+	p.run("", "logout")
 	if left := files(t, cfgDir); len(left) != 0 {
 		t.Errorf("failed logins left %v", left)
 	}

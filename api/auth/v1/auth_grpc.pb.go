@@ -34,6 +34,7 @@ const (
 	AuthService_Join_FullMethodName               = "/wid.auth.v1.AuthService/Join"
 	AuthService_RenewBotCert_FullMethodName       = "/wid.auth.v1.AuthService/RenewBotCert"
 	AuthService_CreateUser_FullMethodName         = "/wid.auth.v1.AuthService/CreateUser"
+	AuthService_ResetUser_FullMethodName          = "/wid.auth.v1.AuthService/ResetUser"
 	AuthService_Login_FullMethodName              = "/wid.auth.v1.AuthService/Login"
 	AuthService_SignX509SVID_FullMethodName       = "/wid.auth.v1.AuthService/SignX509SVID"
 	AuthService_SignJWTSVID_FullMethodName        = "/wid.auth.v1.AuthService/SignJWTSVID"
@@ -70,6 +71,9 @@ type AuthServiceClient interface {
 	// CreateUser adds a user and returns a one-time invite that sets the
 	// user's password at the first login. The invite is stored only as a hash.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
+	// ResetUser replaces a user's password, second factor and lockout with a
+	// new one-time invite, for a forgotten password or a lost authenticator.
+	ResetUser(ctx context.Context, in *ResetUserRequest, opts ...grpc.CallOption) (*ResetUserResponse, error)
 	// Login exchanges a user's password (or invite and new password) and a CSR
 	// for a user certificate. No client certificate needed.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
@@ -210,6 +214,16 @@ func (c *authServiceClient) CreateUser(ctx context.Context, in *CreateUserReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateUserResponse)
 	err := c.cc.Invoke(ctx, AuthService_CreateUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ResetUser(ctx context.Context, in *ResetUserRequest, opts ...grpc.CallOption) (*ResetUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResetUserResponse)
+	err := c.cc.Invoke(ctx, AuthService_ResetUser_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -367,6 +381,9 @@ type AuthServiceServer interface {
 	// CreateUser adds a user and returns a one-time invite that sets the
 	// user's password at the first login. The invite is stored only as a hash.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
+	// ResetUser replaces a user's password, second factor and lockout with a
+	// new one-time invite, for a forgotten password or a lost authenticator.
+	ResetUser(context.Context, *ResetUserRequest) (*ResetUserResponse, error)
 	// Login exchanges a user's password (or invite and new password) and a CSR
 	// for a user certificate. No client certificate needed.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
@@ -435,6 +452,9 @@ func (UnimplementedAuthServiceServer) RenewBotCert(context.Context, *RenewBotCer
 }
 func (UnimplementedAuthServiceServer) CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateUser not implemented")
+}
+func (UnimplementedAuthServiceServer) ResetUser(context.Context, *ResetUserRequest) (*ResetUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetUser not implemented")
 }
 func (UnimplementedAuthServiceServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Login not implemented")
@@ -688,6 +708,24 @@ func _AuthService_CreateUser_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_ResetUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ResetUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ResetUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ResetUser(ctx, req.(*ResetUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_Login_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LoginRequest)
 	if err := dec(in); err != nil {
@@ -922,6 +960,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateUser",
 			Handler:    _AuthService_CreateUser_Handler,
+		},
+		{
+			MethodName: "ResetUser",
+			Handler:    _AuthService_ResetUser_Handler,
 		},
 		{
 			MethodName: "Login",

@@ -316,3 +316,47 @@ func TestLoginTOTP(t *testing.T) {
 		}
 	}
 }
+
+func TestResetUserUnlocksWithANewInvite(t *testing.T) {
+	srv := authtest.Start(t)
+	invite := addUser(t, srv, 0)
+	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
+		t.Fatal(err)
+	}
+	for range auth.MaxLoginFailures {
+		login(t, srv, &authv1.LoginRequest{User: "alice", Password: "wrong wrong wrong"})
+	}
+	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
+	wantDenied(t, err, codes.PermissionDenied, "widctl user reset alice")
+
+	ctx := context.Background()
+	if _, err := srv.AdminClient(t).ResetUser(ctx, &authv1.ResetUserRequest{Name: "nobody"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("reset of an unknown user: %v", err)
+	}
+	reset, err := srv.AdminClient(t).ResetUser(ctx, &authv1.ResetUserRequest{Name: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old password is gone with the lock; the new invite sets a new one.
+	_, err = login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+	_, err = login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword})
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: reset.Invite, Password: "another good password"}); err != nil {
+		t.Fatalf("login with the new invite: %v", err)
+	}
+	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: "another good password"}); err != nil {
+		t.Fatalf("login with the new password: %v", err)
+	}
+
+	// A user may not reset anyone, not even itself.
+	id, _ := login(t, srv, &authv1.LoginRequest{User: "alice", Password: "another good password"})
+	c, err := client.Dial(client.Config{Auth: srv.Addr, Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.ResetUser(ctx, &authv1.ResetUserRequest{Name: "alice"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("alice resetting herself: %v", err)
+	}
+}

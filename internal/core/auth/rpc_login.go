@@ -112,30 +112,14 @@ func (s *Server) CreateUser(ctx context.Context, req *authv1.CreateUserRequest) 
 	if err := u.Validate(); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	ttl := time.Duration(req.InviteTtlSeconds) * time.Second
-	if ttl == 0 {
-		ttl = DefaultInviteTTL
-	}
-	if ttl < 0 || ttl > MaxInviteTTL {
-		return nil, status.Errorf(codes.InvalidArgument, "invite TTL %s is out of range: use up to %s", resource.FormatDuration(ttl), resource.FormatDuration(MaxInviteTTL))
-	}
 	if err := s.res.checkRolesExist(ctx, u, nil); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return nil, status.Errorf(codes.Internal, "generating an invite: %v", err)
+	secret, cred, err := s.newInvite(u.Metadata.Name, time.Duration(req.InviteTtlSeconds)*time.Second, req.Totp)
+	if err != nil {
+		return nil, err
 	}
-	secret := hex.EncodeToString(raw[:])
-	expires := s.clock().Add(ttl).UTC().Truncate(time.Second)
-	cred := &credential{InviteHash: inviteHash(secret), InviteExpires: expires}
-	if req.Totp {
-		key, err := totp.Generate(totp.GenerateOpts{Issuer: "wid " + s.td.Name(), AccountName: u.Metadata.Name})
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "generating a TOTP secret: %v", err)
-		}
-		cred.TOTPSecret = key.Secret()
-	}
+	expires := cred.InviteExpires
 	userOp, err := op(store.OpCreate, u)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -156,6 +140,62 @@ func (s *Server) CreateUser(ctx context.Context, req *authv1.CreateUserRequest) 
 	}
 	doc, _ := encode(u)
 	return &authv1.CreateUserResponse{User: doc, Invite: secret, InviteExpiresAt: timestamppb.New(expires)}, nil
+}
+
+// newInvite makes a fresh credential: an invite secret (stored as its
+// hash), no password, no failures, and a TOTP secret if asked.
+func (s *Server) newInvite(user string, ttl time.Duration, withTOTP bool) (string, *credential, error) {
+	if ttl == 0 {
+		ttl = DefaultInviteTTL
+	}
+	if ttl < 0 || ttl > MaxInviteTTL {
+		return "", nil, status.Errorf(codes.InvalidArgument, "invite TTL %s is out of range: use up to %s", resource.FormatDuration(ttl), resource.FormatDuration(MaxInviteTTL))
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", nil, status.Errorf(codes.Internal, "generating an invite: %v", err)
+	}
+	secret := hex.EncodeToString(raw[:])
+	cred := &credential{InviteHash: inviteHash(secret), InviteExpires: s.clock().Add(ttl).UTC().Truncate(time.Second)}
+	if withTOTP {
+		key, err := totp.Generate(totp.GenerateOpts{Issuer: "wid " + s.td.Name(), AccountName: user})
+		if err != nil {
+			return "", nil, status.Errorf(codes.Internal, "generating a TOTP secret: %v", err)
+		}
+		cred.TOTPSecret = key.Secret()
+	}
+	return secret, cred, nil
+}
+
+// ResetUser gives an existing user a new invite in place of the password,
+// second factor and lockout.
+func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*authv1.ResetUserResponse, error) {
+	if err := s.authorize(ctx, resource.KindUser, verbUpdate); err != nil {
+		return nil, err
+	}
+	if _, err := s.res.user(ctx, req.Name); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, status.Errorf(codes.NotFound, "user %q does not exist: add it with widctl user add %s --roles ROLE", req.Name, req.Name)
+		}
+		return nil, storeError("user/"+req.Name, err)
+	}
+	secret, cred, err := s.newInvite(req.Name, time.Duration(req.InviteTtlSeconds)*time.Second, req.Totp)
+	if err != nil {
+		return nil, err
+	}
+	o, err := credentialOp(store.OpUpsert, req.Name, cred)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := s.db.Apply(ctx, o); err != nil {
+		return nil, storeError("user/"+req.Name, err)
+	}
+	if err := s.resourceEvent(ctx, audit.TypeResourceUpdated, "user/"+req.Name, map[string]string{
+		"change": "credentials reset", "invite_expires": cred.InviteExpires.Format(time.RFC3339), "totp": strconv.FormatBool(req.Totp),
+	}); err != nil {
+		return nil, err
+	}
+	return &authv1.ResetUserResponse{Invite: secret, InviteExpiresAt: timestamppb.New(cred.InviteExpires)}, nil
 }
 
 // unknownFailures counts failed logins of names with no credential, so that
@@ -249,7 +289,7 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 	if now.Before(cred.LockedUntil) {
 		checkPassword(dummyHash(), req.Password) // the same time as any other answer
 		return nil, s.loginDenied(ctx, name, "user locked until "+cred.LockedUntil.UTC().Format(time.RFC3339), codes.PermissionDenied,
-			fmt.Sprintf("login refused: too many failed attempts; try again after %s or ask an admin", cred.LockedUntil.UTC().Format(time.RFC3339)))
+			fmt.Sprintf("login refused: too many failed attempts; try again after %s, or ask an admin to reset the user (widctl user reset %s)", cred.LockedUntil.UTC().Format(time.RFC3339), name))
 	}
 
 	var (
@@ -271,12 +311,12 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		// Only the invite's holder gets past here: the answers may be specific.
 		if cred.InviteUsed {
 			return nil, s.loginDenied(ctx, name, "invite already used", codes.PermissionDenied,
-				"the invite was already used: log in with your password (without --invite), or ask an admin for a new user invite")
+				"the invite was already used: log in with your password (without --invite), or ask an admin for a new invite (widctl user reset "+name+")")
 		}
 		if !now.Before(cred.InviteExpires) {
 			exp := cred.InviteExpires.UTC().Format(time.RFC3339)
 			return nil, s.loginDenied(ctx, name, "invite expired at "+exp, codes.PermissionDenied,
-				fmt.Sprintf("the invite expired at %s: ask an admin for a new one", exp))
+				fmt.Sprintf("the invite expired at %s: ask an admin for a new one (widctl user reset %s)", exp, name))
 		}
 		if err := CheckPasswordPolicy(name, req.Password); err != nil {
 			return nil, s.loginDenied(ctx, name, "new password refused: "+err.Error(), codes.InvalidArgument, err.Error())
