@@ -253,5 +253,11 @@ func (s *LoginStore) Remove(p *Profile) (removed []string, err error) {
 			return removed, fmt.Errorf("removing %s: %w", f.path, err)
 		}
 	}
+	// Empty directories would still name the auth service; other logins'
+	// files keep theirs (os.Remove refuses a non-empty directory).
+	for _, d := range []string{filepath.Dir(s.KeyFile(p.Auth, p.User)), filepath.Dir(s.certFile(p.Auth, p.User))} {
+		os.Remove(d)
+		os.Remove(filepath.Dir(d))
+	}
 	return removed, nil
 }
