@@ -42,8 +42,10 @@ users and bots that hold them, join tokens, the workload identities agents
 issue, the trust bundle and the audit log.
 
 It talks to the auth service that "widagent start" runs. On the same machine
-it finds the admin socket by itself; elsewhere pass --auth HOST:PORT with
---ca-pin (printed by widagent start) and --identity.
+it finds the admin socket by itself; elsewhere log in once with
+"widctl login --auth HOST:PORT --user NAME" (--ca-pin on first contact), and
+later commands use that login until it expires; a bot's identity directory
+works with --auth HOST:PORT --ca-pin ... --identity DIR.
 
 Settings come from flags, then WIDCTL_* environment variables (WIDCTL_AUTH,
 WIDCTL_ADMIN_SOCKET, WIDCTL_CA_PIN, WIDCTL_IDENTITY, WIDCTL_FORMAT,
@@ -61,7 +63,11 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
   widctl explain --bot web-agent --spiffe-id /svc/web/frontend
   widctl audit ls --since 1h
 
-  # Against a remote auth service:
+  # Against a remote auth service, as a person:
+  widctl login --auth auth.example.com:3025 --user alice
+  widctl status
+
+  # As a bot's saved identity:
   widctl --auth auth.example.com:3025 --ca-pin sha256:9f86d0... --identity ~/.wid/identity role ls`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
