@@ -25,6 +25,9 @@ type Document struct {
 	// holders of a bundle can tell a newer one.
 	Sequence int64            `json:"sequence"`
 	KeySets  []KeySetDocument `json:"key_sets"`
+	// Rotation is the rotation in progress, or the last one; nil for a CA
+	// that never rotated.
+	Rotation *Rotation `json:"rotation,omitempty"`
 }
 
 // KeySetDocument is one key pair of a CA, with its certificate for X.509 CAs.
@@ -129,6 +132,11 @@ func (d Document) Validate() error {
 	}
 	if active != 1 {
 		return fmt.Errorf("CA %s has %d active key sets, want exactly 1", d.Type, active)
+	}
+	if d.Phase != PhaseStandby {
+		if d.Rotation == nil || !ids[d.Rotation.Old] || !ids[d.Rotation.New] {
+			return fmt.Errorf("CA %s is in %s without a rotation record naming its old and new key sets", d.Type, d.Phase)
+		}
 	}
 	return nil
 }

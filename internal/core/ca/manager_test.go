@@ -402,24 +402,24 @@ func updateDoc(t *testing.T, st store.Backend, typ ca.Type, change func(*ca.Docu
 	}
 }
 
-func TestReloadFollowsRotationSteps(t *testing.T) {
-	m, st := catest.NewManager(t, nil)
-	ctx := context.Background()
+func step(t *testing.T, m *ca.Manager, typ ca.Type, to ca.Phase) ca.Step {
+	t.Helper()
+	st, err := m.Step(context.Background(), ca.StepRequest{Type: typ, To: to})
+	if err != nil {
+		t.Fatalf("step %s to %s: %v", typ, to, err)
+	}
+	return st
+}
+
+func TestRotationSteps(t *testing.T) {
+	m, _ := catest.NewManager(t, nil)
 	old, _ := m.Signer(ca.TypeSPIFFE)
 	oldJWT, _ := m.Signer(ca.TypeJWT)
 
 	// init: a new key set joins the trust bundle but does not sign yet.
-	fresh, err := m.NewKeySet(ca.TypeSPIFFE, ca.KeyAdditional)
-	if err != nil {
-		t.Fatal(err)
-	}
-	updateDoc(t, st, ca.TypeSPIFFE, func(d *ca.Document) {
-		d.Phase = ca.PhaseInit
-		d.Sequence++
-		d.KeySets = append(d.KeySets, fresh)
-	})
-	if err := m.Reload(ctx); err != nil {
-		t.Fatalf("Reload: %v", err)
+	s := step(t, m, ca.TypeSPIFFE, ca.PhaseInit)
+	if s.Old != old.Fingerprint || s.New == "" || s.New == s.Old {
+		t.Errorf("init step fingerprints old %s new %s, want old %s and a new one", s.Old, s.New, old.Fingerprint)
 	}
 	if got, _ := m.Signer(ca.TypeSPIFFE); got.ID != old.ID {
 		t.Errorf("in init the signer is %s, want the old key %s", got.ID, old.ID)
@@ -434,48 +434,150 @@ func TestReloadFollowsRotationSteps(t *testing.T) {
 		t.Errorf("phase %s, want init", m.Phase(ca.TypeSPIFFE))
 	}
 
-	// update_clients: the new key signs, the old one still verifies.
-	updateDoc(t, st, ca.TypeSPIFFE, func(d *ca.Document) {
-		d.Phase = ca.PhaseUpdateClients
-		d.Sequence++
-		d.KeySets[0].State, d.KeySets[1].State = ca.KeyAdditional, ca.KeyActive
-	})
-	if err := m.Reload(ctx); err != nil {
-		t.Fatalf("Reload: %v", err)
-	}
+	// update_clients: the new key signs, the old one still verifies; the
+	// bundle does not change, so neither does its sequence.
+	step(t, m, ca.TypeSPIFFE, ca.PhaseUpdateClients)
 	signer, _ := m.Signer(ca.TypeSPIFFE)
-	if signer.ID != fresh.ID {
-		t.Errorf("in update_clients the signer is %s, want the new key %s", signer.ID, fresh.ID)
+	if signer.ID == old.ID || signer.Fingerprint != s.New {
+		t.Errorf("in update_clients the signer is %s, want the new key", signer.Fingerprint)
+	}
+	if m.ActiveSignerID(ca.TypeSPIFFE) != hex.EncodeToString(signer.Cert.SubjectKeyId) {
+		t.Error("ActiveSignerID is not the new CA's subject key ID")
 	}
 	for _, cert := range []*x509.Certificate{old.Cert, signer.Cert} {
 		if _, err := cert.Verify(x509.VerifyOptions{Roots: m.CertPool(ca.TypeSPIFFE)}); err != nil {
 			t.Errorf("CA %s not in the pool during update_clients: %v", cert.Subject, err)
 		}
 	}
+	if m.BundleSequence() != 3 {
+		t.Errorf("bundle sequence %d in update_clients, want still 3", m.BundleSequence())
+	}
 	// Untouched CAs keep their decrypted signer: no reload decrypts twice.
 	if j, _ := m.Signer(ca.TypeJWT); j.Signer != oldJWT.Signer {
 		t.Error("the jwt signer was decrypted again although its key did not change")
 	}
-
-	// back to standby: the old key leaves the bundle.
-	updateDoc(t, st, ca.TypeSPIFFE, func(d *ca.Document) {
-		d.Phase = ca.PhaseStandby
-		d.Sequence++
-		d.KeySets[0].State = ca.KeyRetired
-	})
-	if err := m.Reload(ctx); err != nil {
-		t.Fatalf("Reload: %v", err)
+	step(t, m, ca.TypeSPIFFE, ca.PhaseUpdateServers)
+	if len(m.Authorities(ca.TypeSPIFFE)) != 2 {
+		t.Error("in update_servers the old CA must still verify")
 	}
+
+	// back to standby: the old key leaves the bundle and its private key is dropped.
+	done := step(t, m, ca.TypeSPIFFE, ca.PhaseStandby)
 	b, _ := m.Bundle()
 	if b.HasX509Authority(old.Cert) || !b.HasX509Authority(signer.Cert) || len(b.X509Authorities()) != 1 {
 		t.Error("after standby the bundle should hold the new CA only")
 	}
-	if seq, _ := b.SequenceNumber(); seq != 5 {
-		t.Errorf("bundle sequence %d, want 5", seq)
+	if seq, _ := b.SequenceNumber(); seq != 4 {
+		t.Errorf("bundle sequence %d, want 4", seq)
+	}
+	for _, k := range done.Doc.KeySets {
+		if k.ID == old.ID && (k.State != ca.KeyRetired || len(k.EncryptedPrivateKey) != 0) {
+			t.Errorf("old key set after the rotation: state %s, %d bytes of sealed key; want retired and none", k.State, len(k.EncryptedPrivateKey))
+		}
 	}
 	sums := m.Summaries()
 	if len(sums[0].Keys) != 2 || sums[0].Keys[0].State != ca.KeyRetired {
 		t.Errorf("summary of spiffe CA: %+v, want the retired key listed too", sums[0])
+	}
+
+	// A second rotation keeps the last retired key for the record, no more.
+	step(t, m, ca.TypeSPIFFE, ca.PhaseInit)
+	step(t, m, ca.TypeSPIFFE, ca.PhaseUpdateClients)
+	step(t, m, ca.TypeSPIFFE, ca.PhaseUpdateServers)
+	step(t, m, ca.TypeSPIFFE, ca.PhaseStandby)
+	if n := len(m.Summaries()[0].Keys); n != 2 {
+		t.Errorf("after two rotations the CA lists %d key sets, want 2 (the active one and the last retired)", n)
+	}
+}
+
+func TestRotationRollback(t *testing.T) {
+	m, _ := catest.NewManager(t, nil)
+	old, _ := m.Signer(ca.TypeJWT)
+
+	// From init the new keys leave at once: nothing was signed with them.
+	step(t, m, ca.TypeJWT, ca.PhaseInit)
+	s := step(t, m, ca.TypeJWT, ca.PhaseRollback)
+	if s.To != ca.PhaseStandby || m.Phase(ca.TypeJWT) != ca.PhaseStandby {
+		t.Errorf("rollback from init ended in %s, want standby", m.Phase(ca.TypeJWT))
+	}
+	if keys := m.JWTKeys(ca.TypeJWT); len(keys) != 1 || keys[old.KID] == nil {
+		t.Errorf("after rolling back from init the JWT keys are %v, want only the old kid %s", keys, old.KID)
+	}
+
+	// From update_clients the old keys sign again and the new ones stay
+	// trusted until standby.
+	step(t, m, ca.TypeJWT, ca.PhaseInit)
+	step(t, m, ca.TypeJWT, ca.PhaseUpdateClients)
+	step(t, m, ca.TypeJWT, ca.PhaseRollback)
+	if got, _ := m.Signer(ca.TypeJWT); got.KID != old.KID {
+		t.Errorf("in rollback the signer is %s, want the old kid %s", got.KID, old.KID)
+	}
+	if len(m.JWTKeys(ca.TypeJWT)) != 2 {
+		t.Error("in rollback the new key must still verify")
+	}
+	step(t, m, ca.TypeJWT, ca.PhaseStandby)
+	if keys := m.JWTKeys(ca.TypeJWT); len(keys) != 1 || keys[old.KID] == nil {
+		t.Errorf("after the rollback the JWT keys are %v, want only the old kid", keys)
+	}
+}
+
+func TestRotationRefusesInvalidTransitions(t *testing.T) {
+	m, _ := catest.NewManager(t, nil)
+	ctx := context.Background()
+	tests := []struct {
+		setup []ca.Phase
+		req   ca.StepRequest
+		want  string
+	}{
+		{nil, ca.StepRequest{To: ca.PhaseUpdateServers}, "is in standby and cannot move to update_servers: from standby it may move to init"},
+		{nil, ca.StepRequest{To: ca.PhaseRollback}, "cannot move to rollback"},
+		{nil, ca.StepRequest{To: ca.PhaseInit, Mode: ca.ModeAuto}, "needs a grace period"},
+		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{To: ca.PhaseUpdateServers}, "from init it may move to update_clients or rollback"},
+		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{To: ca.PhaseUpdateClients, Mode: ca.ModeAuto}, "is in a manual rotation"},
+		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{From: ca.PhaseStandby, To: ca.PhaseUpdateClients}, "is in init, not standby"},
+	}
+	for _, tt := range tests {
+		for _, p := range tt.setup {
+			step(t, m, ca.TypeWIT, p)
+		}
+		before, _ := m.Document(ca.TypeWIT)
+		tt.req.Type = ca.TypeWIT
+		_, err := m.Step(ctx, tt.req)
+		if !errors.Is(err, ca.ErrTransition) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v after %v: %v, want a transition error containing %q", tt.req, tt.setup, err, tt.want)
+		}
+		after, _ := m.Document(ca.TypeWIT)
+		if after.Phase != before.Phase || after.Sequence != before.Sequence || len(after.KeySets) != len(before.KeySets) {
+			t.Errorf("a refused step changed the CA: %s/%d -> %s/%d", before.Phase, before.Sequence, after.Phase, after.Sequence)
+		}
+		if after.Phase != ca.PhaseStandby {
+			step(t, m, ca.TypeWIT, ca.PhaseRollback)
+		}
+	}
+}
+
+func TestRotationStepIsCompareAndSet(t *testing.T) {
+	kek, _ := newKEK(t)
+	st := catest.NewStore()
+	m, _ := initManager(t, st, kek)
+	other, _ := initManager(t, st, kek)
+	// Both managers ask for init from standby at once: one wins.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, mgr := range []*ca.Manager{m, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = mgr.Step(context.Background(), ca.StepRequest{Type: ca.TypeSPIFFE, From: ca.PhaseStandby, To: ca.PhaseInit})
+		}()
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) {
+		t.Fatalf("two processes stepping the same rotation: %v and %v; want exactly one to succeed", errs[0], errs[1])
+	}
+	_ = m.Reload(context.Background())
+	if n := len(m.Authorities(ca.TypeSPIFFE)); n != 2 {
+		t.Errorf("after the race the CA holds %d trusted certificates, want 2 (one new key set, not two)", n)
 	}
 }
 
