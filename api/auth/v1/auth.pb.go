@@ -2286,9 +2286,15 @@ type AgentState struct {
 	// the calling bot may issue.
 	WorkloadIdentities [][]byte `protobuf:"bytes,3,rep,name=workload_identities,json=workloadIdentities,proto3" json:"workload_identities,omitempty"`
 	// generation grows with every state the auth service pushes.
-	Generation    int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Generation int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	// cas describes each CA type (spiffe, jwt, wit, user, host): its sequence
+	// and which key signs now. Agents re-issue what an older key signed.
+	Cas map[string]*AgentCA `protobuf:"bytes,5,rep,name=cas,proto3" json:"cas,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// host_authorities are the host CA's trusted certificates (DER): what the
+	// agent verifies the auth service with.
+	HostAuthorities [][]byte `protobuf:"bytes,6,rep,name=host_authorities,json=hostAuthorities,proto3" json:"host_authorities,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AgentState) Reset() {
@@ -2349,6 +2355,987 @@ func (x *AgentState) GetGeneration() int64 {
 	return 0
 }
 
+func (x *AgentState) GetCas() map[string]*AgentCA {
+	if x != nil {
+		return x.Cas
+	}
+	return nil
+}
+
+func (x *AgentState) GetHostAuthorities() [][]byte {
+	if x != nil {
+		return x.HostAuthorities
+	}
+	return nil
+}
+
+type AgentCA struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sequence int64                  `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// active_signer_id names the signing key: the hex subject key ID of an
+	// X.509 CA's certificate, or the kid of a jwt or wit key.
+	ActiveSignerId string `protobuf:"bytes,2,opt,name=active_signer_id,json=activeSignerId,proto3" json:"active_signer_id,omitempty"`
+	Phase          string `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AgentCA) Reset() {
+	*x = AgentCA{}
+	mi := &file_auth_v1_auth_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCA) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCA) ProtoMessage() {}
+
+func (x *AgentCA) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCA.ProtoReflect.Descriptor instead.
+func (*AgentCA) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *AgentCA) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AgentCA) GetActiveSignerId() string {
+	if x != nil {
+		return x.ActiveSignerId
+	}
+	return ""
+}
+
+func (x *AgentCA) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+type ReportAgentStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Host  string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	// sequences are the CA sequences (by CA type) the agent serves from.
+	Sequences map[string]int64 `protobuf:"bytes,2,rep,name=sequences,proto3" json:"sequences,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// signed_by names, per CA type, the one key that signed every SVID (or,
+	// for user, the agent's certificate) the agent holds; "" when several.
+	SignedBy      map[string]string `protobuf:"bytes,3,rep,name=signed_by,json=signedBy,proto3" json:"signed_by,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportAgentStatusRequest) Reset() {
+	*x = ReportAgentStatusRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportAgentStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportAgentStatusRequest) ProtoMessage() {}
+
+func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportAgentStatusRequest.ProtoReflect.Descriptor instead.
+func (*ReportAgentStatusRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ReportAgentStatusRequest) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ReportAgentStatusRequest) GetSequences() map[string]int64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+func (x *ReportAgentStatusRequest) GetSignedBy() map[string]string {
+	if x != nil {
+		return x.SignedBy
+	}
+	return nil
+}
+
+type ReportAgentStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportAgentStatusResponse) Reset() {
+	*x = ReportAgentStatusResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportAgentStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportAgentStatusResponse) ProtoMessage() {}
+
+func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportAgentStatusResponse.ProtoReflect.Descriptor instead.
+func (*ReportAgentStatusResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{39}
+}
+
+type CAKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// state is active, additional or retired.
+	State         string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Algorithm     string                 `protobuf:"bytes,3,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	Kid           string                 `protobuf:"bytes,4,opt,name=kid,proto3" json:"kid,omitempty"`
+	Fingerprint   string                 `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	SignerId      string                 `protobuf:"bytes,8,opt,name=signer_id,json=signerId,proto3" json:"signer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CAKey) Reset() {
+	*x = CAKey{}
+	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAKey) ProtoMessage() {}
+
+func (x *CAKey) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAKey.ProtoReflect.Descriptor instead.
+func (*CAKey) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *CAKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CAKey) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CAKey) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *CAKey) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *CAKey) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *CAKey) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *CAKey) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *CAKey) GetSignerId() string {
+	if x != nil {
+		return x.SignerId
+	}
+	return ""
+}
+
+type CAInfo struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Type               string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Phase              string                 `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	Mode               string                 `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	Sequence           int64                  `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Keys               []*CAKey               `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	RotationStarted    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=rotation_started,json=rotationStarted,proto3" json:"rotation_started,omitempty"`
+	PhaseStarted       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=phase_started,json=phaseStarted,proto3" json:"phase_started,omitempty"`
+	GracePeriodSeconds int64                  `protobuf:"varint,8,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3" json:"grace_period_seconds,omitempty"`
+	// next_step_at is when an automatic rotation moves on (unset otherwise).
+	NextStepAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_step_at,json=nextStepAt,proto3" json:"next_step_at,omitempty"`
+	NextPhase      string                 `protobuf:"bytes,10,opt,name=next_phase,json=nextPhase,proto3" json:"next_phase,omitempty"`
+	RolledBackFrom string                 `protobuf:"bytes,11,opt,name=rolled_back_from,json=rolledBackFrom,proto3" json:"rolled_back_from,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CAInfo) Reset() {
+	*x = CAInfo{}
+	mi := &file_auth_v1_auth_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAInfo) ProtoMessage() {}
+
+func (x *CAInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAInfo.ProtoReflect.Descriptor instead.
+func (*CAInfo) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *CAInfo) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CAInfo) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *CAInfo) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *CAInfo) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *CAInfo) GetKeys() []*CAKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *CAInfo) GetRotationStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RotationStarted
+	}
+	return nil
+}
+
+func (x *CAInfo) GetPhaseStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PhaseStarted
+	}
+	return nil
+}
+
+func (x *CAInfo) GetGracePeriodSeconds() int64 {
+	if x != nil {
+		return x.GracePeriodSeconds
+	}
+	return 0
+}
+
+func (x *CAInfo) GetNextStepAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextStepAt
+	}
+	return nil
+}
+
+func (x *CAInfo) GetNextPhase() string {
+	if x != nil {
+		return x.NextPhase
+	}
+	return ""
+}
+
+func (x *CAInfo) GetRolledBackFrom() string {
+	if x != nil {
+		return x.RolledBackFrom
+	}
+	return ""
+}
+
+type ListCAsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCAsRequest) Reset() {
+	*x = ListCAsRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCAsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCAsRequest) ProtoMessage() {}
+
+func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCAsRequest.ProtoReflect.Descriptor instead.
+func (*ListCAsRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+}
+
+type ListCAsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cas           []*CAInfo              `protobuf:"bytes,1,rep,name=cas,proto3" json:"cas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCAsResponse) Reset() {
+	*x = ListCAsResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCAsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCAsResponse) ProtoMessage() {}
+
+func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCAsResponse.ProtoReflect.Descriptor instead.
+func (*ListCAsResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListCAsResponse) GetCas() []*CAInfo {
+	if x != nil {
+		return x.Cas
+	}
+	return nil
+}
+
+type AgentCAState struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Bot       string                 `protobuf:"bytes,1,opt,name=bot,proto3" json:"bot,omitempty"`
+	Host      string                 `protobuf:"bytes,2,opt,name=host,proto3" json:"host,omitempty"`
+	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	Connected bool                   `protobuf:"varint,4,opt,name=connected,proto3" json:"connected,omitempty"`
+	Sequence  int64                  `protobuf:"varint,5,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	SignedBy  string                 `protobuf:"bytes,6,opt,name=signed_by,json=signedBy,proto3" json:"signed_by,omitempty"`
+	// lagging says the agent holds back the CA's next phase; reason says why.
+	Lagging       bool   `protobuf:"varint,7,opt,name=lagging,proto3" json:"lagging,omitempty"`
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentCAState) Reset() {
+	*x = AgentCAState{}
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCAState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCAState) ProtoMessage() {}
+
+func (x *AgentCAState) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCAState.ProtoReflect.Descriptor instead.
+func (*AgentCAState) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *AgentCAState) GetBot() string {
+	if x != nil {
+		return x.Bot
+	}
+	return ""
+}
+
+func (x *AgentCAState) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *AgentCAState) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+func (x *AgentCAState) GetConnected() bool {
+	if x != nil {
+		return x.Connected
+	}
+	return false
+}
+
+func (x *AgentCAState) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AgentCAState) GetSignedBy() string {
+	if x != nil {
+		return x.SignedBy
+	}
+	return ""
+}
+
+func (x *AgentCAState) GetLagging() bool {
+	if x != nil {
+		return x.Lagging
+	}
+	return false
+}
+
+func (x *AgentCAState) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type CAStatus struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Ca     *CAInfo                `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	Agents []*AgentCAState        `protobuf:"bytes,2,rep,name=agents,proto3" json:"agents,omitempty"`
+	// blocked says why the next phase would be refused now ("" when it would not).
+	Blocked       string `protobuf:"bytes,3,opt,name=blocked,proto3" json:"blocked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CAStatus) Reset() {
+	*x = CAStatus{}
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAStatus) ProtoMessage() {}
+
+func (x *CAStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAStatus.ProtoReflect.Descriptor instead.
+func (*CAStatus) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CAStatus) GetCa() *CAInfo {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+func (x *CAStatus) GetAgents() []*AgentCAState {
+	if x != nil {
+		return x.Agents
+	}
+	return nil
+}
+
+func (x *CAStatus) GetBlocked() string {
+	if x != nil {
+		return x.Blocked
+	}
+	return ""
+}
+
+type GetCAStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is one CA type, or "" for all.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// agent_window_seconds: agents seen within it count (0 = 10 minutes).
+	AgentWindowSeconds int64 `protobuf:"varint,2,opt,name=agent_window_seconds,json=agentWindowSeconds,proto3" json:"agent_window_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *GetCAStatusRequest) Reset() {
+	*x = GetCAStatusRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCAStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCAStatusRequest) ProtoMessage() {}
+
+func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *GetCAStatusRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *GetCAStatusRequest) GetAgentWindowSeconds() int64 {
+	if x != nil {
+		return x.AgentWindowSeconds
+	}
+	return 0
+}
+
+type GetCAStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cas           []*CAStatus            `protobuf:"bytes,1,rep,name=cas,proto3" json:"cas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCAStatusResponse) Reset() {
+	*x = GetCAStatusResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCAStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCAStatusResponse) ProtoMessage() {}
+
+func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GetCAStatusResponse) GetCas() []*CAStatus {
+	if x != nil {
+		return x.Cas
+	}
+	return nil
+}
+
+type RotateCARequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type is a CA type or "all".
+	Type  string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Phase string `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	// mode is manual or auto; auto needs grace_period_seconds.
+	Mode               string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	GracePeriodSeconds int64  `protobuf:"varint,4,opt,name=grace_period_seconds,json=gracePeriodSeconds,proto3" json:"grace_period_seconds,omitempty"`
+	// force moves on although agents lag (audited as forced).
+	Force              bool  `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
+	AgentWindowSeconds int64 `protobuf:"varint,6,opt,name=agent_window_seconds,json=agentWindowSeconds,proto3" json:"agent_window_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *RotateCARequest) Reset() {
+	*x = RotateCARequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCARequest) ProtoMessage() {}
+
+func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
+func (*RotateCARequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *RotateCARequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *RotateCARequest) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RotateCARequest) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *RotateCARequest) GetGracePeriodSeconds() int64 {
+	if x != nil {
+		return x.GracePeriodSeconds
+	}
+	return 0
+}
+
+func (x *RotateCARequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *RotateCARequest) GetAgentWindowSeconds() int64 {
+	if x != nil {
+		return x.AgentWindowSeconds
+	}
+	return 0
+}
+
+type RotationStep struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Type   string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	From   string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To     string                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	Forced bool                   `protobuf:"varint,4,opt,name=forced,proto3" json:"forced,omitempty"`
+	// laggards are the agents a forced step went past.
+	Laggards       []string `protobuf:"bytes,5,rep,name=laggards,proto3" json:"laggards,omitempty"`
+	OldFingerprint string   `protobuf:"bytes,6,opt,name=old_fingerprint,json=oldFingerprint,proto3" json:"old_fingerprint,omitempty"`
+	NewFingerprint string   `protobuf:"bytes,7,opt,name=new_fingerprint,json=newFingerprint,proto3" json:"new_fingerprint,omitempty"`
+	Sequence       int64    `protobuf:"varint,8,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RotationStep) Reset() {
+	*x = RotationStep{}
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotationStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotationStep) ProtoMessage() {}
+
+func (x *RotationStep) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotationStep.ProtoReflect.Descriptor instead.
+func (*RotationStep) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *RotationStep) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *RotationStep) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *RotationStep) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *RotationStep) GetForced() bool {
+	if x != nil {
+		return x.Forced
+	}
+	return false
+}
+
+func (x *RotationStep) GetLaggards() []string {
+	if x != nil {
+		return x.Laggards
+	}
+	return nil
+}
+
+func (x *RotationStep) GetOldFingerprint() string {
+	if x != nil {
+		return x.OldFingerprint
+	}
+	return ""
+}
+
+func (x *RotationStep) GetNewFingerprint() string {
+	if x != nil {
+		return x.NewFingerprint
+	}
+	return ""
+}
+
+func (x *RotationStep) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+type RotateCAResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Steps         []*RotationStep        `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
+	Cas           []*CAInfo              `protobuf:"bytes,2,rep,name=cas,proto3" json:"cas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateCAResponse) Reset() {
+	*x = RotateCAResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateCAResponse) ProtoMessage() {}
+
+func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
+func (*RotateCAResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *RotateCAResponse) GetSteps() []*RotationStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *RotateCAResponse) GetCas() []*CAInfo {
+	if x != nil {
+		return x.Cas
+	}
+	return nil
+}
+
 type AgentBundle struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// x509_authorities are the spiffe CA's DER certificates.
@@ -2365,7 +3352,7 @@ type AgentBundle struct {
 
 func (x *AgentBundle) Reset() {
 	*x = AgentBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[37]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2377,7 +3364,7 @@ func (x *AgentBundle) String() string {
 func (*AgentBundle) ProtoMessage() {}
 
 func (x *AgentBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[37]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2390,7 +3377,7 @@ func (x *AgentBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentBundle.ProtoReflect.Descriptor instead.
 func (*AgentBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{37}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *AgentBundle) GetX509Authorities() [][]byte {
@@ -2432,7 +3419,7 @@ type IssueWorkloadSVIDsRequest struct {
 
 func (x *IssueWorkloadSVIDsRequest) Reset() {
 	*x = IssueWorkloadSVIDsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[38]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2444,7 +3431,7 @@ func (x *IssueWorkloadSVIDsRequest) String() string {
 func (*IssueWorkloadSVIDsRequest) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[38]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2457,7 +3444,7 @@ func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsRequest.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{38}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *IssueWorkloadSVIDsRequest) GetAttributes() map[string]string {
@@ -2500,7 +3487,7 @@ type WorkloadSVIDRequest struct {
 
 func (x *WorkloadSVIDRequest) Reset() {
 	*x = WorkloadSVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[39]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2512,7 +3499,7 @@ func (x *WorkloadSVIDRequest) String() string {
 func (*WorkloadSVIDRequest) ProtoMessage() {}
 
 func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[39]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2525,7 +3512,7 @@ func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDRequest.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{39}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *WorkloadSVIDRequest) GetIdentity() string {
@@ -2605,7 +3592,7 @@ type WorkloadSVIDResult struct {
 
 func (x *WorkloadSVIDResult) Reset() {
 	*x = WorkloadSVIDResult{}
-	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +3604,7 @@ func (x *WorkloadSVIDResult) String() string {
 func (*WorkloadSVIDResult) ProtoMessage() {}
 
 func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +3617,7 @@ func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDResult.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDResult) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{40}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *WorkloadSVIDResult) GetSpiffeId() string {
@@ -2699,7 +3686,7 @@ type IssueWorkloadSVIDsResponse struct {
 
 func (x *IssueWorkloadSVIDsResponse) Reset() {
 	*x = IssueWorkloadSVIDsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[41]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2711,7 +3698,7 @@ func (x *IssueWorkloadSVIDsResponse) String() string {
 func (*IssueWorkloadSVIDsResponse) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[41]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2724,7 +3711,7 @@ func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsResponse.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{41}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *IssueWorkloadSVIDsResponse) GetResults() []*WorkloadSVIDResult {
@@ -2755,7 +3742,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +3754,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +3767,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *Attestation) GetId() string {
@@ -2842,7 +3829,7 @@ type RecordAttestationsRequest struct {
 
 func (x *RecordAttestationsRequest) Reset() {
 	*x = RecordAttestationsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +3841,7 @@ func (x *RecordAttestationsRequest) String() string {
 func (*RecordAttestationsRequest) ProtoMessage() {}
 
 func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +3854,7 @@ func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsRequest.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RecordAttestationsRequest) GetHost() string {
@@ -2892,7 +3879,7 @@ type RecordAttestationsResponse struct {
 
 func (x *RecordAttestationsResponse) Reset() {
 	*x = RecordAttestationsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2904,7 +3891,7 @@ func (x *RecordAttestationsResponse) String() string {
 func (*RecordAttestationsResponse) ProtoMessage() {}
 
 func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2917,7 +3904,7 @@ func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsResponse.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
 }
 
 type AuditQuery struct {
@@ -2938,7 +3925,7 @@ type AuditQuery struct {
 
 func (x *AuditQuery) Reset() {
 	*x = AuditQuery{}
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2950,7 +3937,7 @@ func (x *AuditQuery) String() string {
 func (*AuditQuery) ProtoMessage() {}
 
 func (x *AuditQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2963,7 +3950,7 @@ func (x *AuditQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
 func (*AuditQuery) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *AuditQuery) GetTypes() []string {
@@ -3049,7 +4036,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +4048,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +4061,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -3219,7 +4206,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3231,7 +4218,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3244,7 +4231,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
@@ -3263,7 +4250,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3275,7 +4262,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3288,7 +4275,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -3309,7 +4296,7 @@ type StreamAuditEventsRequest struct {
 
 func (x *StreamAuditEventsRequest) Reset() {
 	*x = StreamAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3321,7 +4308,7 @@ func (x *StreamAuditEventsRequest) String() string {
 func (*StreamAuditEventsRequest) ProtoMessage() {}
 
 func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3334,7 +4321,7 @@ func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *StreamAuditEventsRequest) GetQuery() *AuditQuery {
@@ -3359,7 +4346,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3371,7 +4358,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3384,7 +4371,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
 }
 
 type AuditProblem struct {
@@ -3399,7 +4386,7 @@ type AuditProblem struct {
 
 func (x *AuditProblem) Reset() {
 	*x = AuditProblem{}
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3411,7 +4398,7 @@ func (x *AuditProblem) String() string {
 func (*AuditProblem) ProtoMessage() {}
 
 func (x *AuditProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3424,7 +4411,7 @@ func (x *AuditProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
 func (*AuditProblem) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AuditProblem) GetSeq() int64 {
@@ -3460,7 +4447,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3472,7 +4459,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3485,7 +4472,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -3707,7 +4694,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"ttlSeconds\x12>\n" +
 	"\tworkloads\x18\t \x03(\v2 .wid.auth.v1.WorkloadExplanationR\tworkloads\"'\n" +
 	"\x11WatchAgentRequest\x12\x12\n" +
-	"\x04host\x18\x01 \x01(\tR\x04host\"\xb2\x01\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\"\xdf\x02\n" +
 	"\n" +
 	"AgentState\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
@@ -3715,7 +4702,92 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x13workload_identities\x18\x03 \x03(\fR\x12workloadIdentities\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x04 \x01(\x03R\n" +
-	"generation\"\x8a\x01\n" +
+	"generation\x122\n" +
+	"\x03cas\x18\x05 \x03(\v2 .wid.auth.v1.AgentState.CasEntryR\x03cas\x12)\n" +
+	"\x10host_authorities\x18\x06 \x03(\fR\x0fhostAuthorities\x1aL\n" +
+	"\bCasEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"e\n" +
+	"\aAgentCA\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12(\n" +
+	"\x10active_signer_id\x18\x02 \x01(\tR\x0eactiveSignerId\x12\x14\n" +
+	"\x05phase\x18\x03 \x01(\tR\x05phase\"\xcf\x02\n" +
+	"\x18ReportAgentStatusRequest\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12R\n" +
+	"\tsequences\x18\x02 \x03(\v24.wid.auth.v1.ReportAgentStatusRequest.SequencesEntryR\tsequences\x12P\n" +
+	"\tsigned_by\x18\x03 \x03(\v23.wid.auth.v1.ReportAgentStatusRequest.SignedByEntryR\bsignedBy\x1a<\n" +
+	"\x0eSequencesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a;\n" +
+	"\rSignedByEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x1b\n" +
+	"\x19ReportAgentStatusResponse\"\x90\x02\n" +
+	"\x05CAKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1c\n" +
+	"\talgorithm\x18\x03 \x01(\tR\talgorithm\x12\x10\n" +
+	"\x03kid\x18\x04 \x01(\tR\x03kid\x12 \n" +
+	"\vfingerprint\x18\x05 \x01(\tR\vfingerprint\x129\n" +
+	"\n" +
+	"not_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x1b\n" +
+	"\tsigner_id\x18\b \x01(\tR\bsignerId\"\xcb\x03\n" +
+	"\x06CAInfo\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x12\x1a\n" +
+	"\bsequence\x18\x04 \x01(\x03R\bsequence\x12&\n" +
+	"\x04keys\x18\x05 \x03(\v2\x12.wid.auth.v1.CAKeyR\x04keys\x12E\n" +
+	"\x10rotation_started\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0frotationStarted\x12?\n" +
+	"\rphase_started\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\fphaseStarted\x120\n" +
+	"\x14grace_period_seconds\x18\b \x01(\x03R\x12gracePeriodSeconds\x12<\n" +
+	"\fnext_step_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"nextStepAt\x12\x1d\n" +
+	"\n" +
+	"next_phase\x18\n" +
+	" \x01(\tR\tnextPhase\x12(\n" +
+	"\x10rolled_back_from\x18\v \x01(\tR\x0erolledBackFrom\"\x10\n" +
+	"\x0eListCAsRequest\"8\n" +
+	"\x0fListCAsResponse\x12%\n" +
+	"\x03cas\x18\x01 \x03(\v2\x13.wid.auth.v1.CAInfoR\x03cas\"\xf6\x01\n" +
+	"\fAgentCAState\x12\x10\n" +
+	"\x03bot\x18\x01 \x01(\tR\x03bot\x12\x12\n" +
+	"\x04host\x18\x02 \x01(\tR\x04host\x127\n" +
+	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1c\n" +
+	"\tconnected\x18\x04 \x01(\bR\tconnected\x12\x1a\n" +
+	"\bsequence\x18\x05 \x01(\x03R\bsequence\x12\x1b\n" +
+	"\tsigned_by\x18\x06 \x01(\tR\bsignedBy\x12\x18\n" +
+	"\alagging\x18\a \x01(\bR\alagging\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\"|\n" +
+	"\bCAStatus\x12#\n" +
+	"\x02ca\x18\x01 \x01(\v2\x13.wid.auth.v1.CAInfoR\x02ca\x121\n" +
+	"\x06agents\x18\x02 \x03(\v2\x19.wid.auth.v1.AgentCAStateR\x06agents\x12\x18\n" +
+	"\ablocked\x18\x03 \x01(\tR\ablocked\"Z\n" +
+	"\x12GetCAStatusRequest\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x120\n" +
+	"\x14agent_window_seconds\x18\x02 \x01(\x03R\x12agentWindowSeconds\">\n" +
+	"\x13GetCAStatusResponse\x12'\n" +
+	"\x03cas\x18\x01 \x03(\v2\x15.wid.auth.v1.CAStatusR\x03cas\"\xc9\x01\n" +
+	"\x0fRotateCARequest\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x120\n" +
+	"\x14grace_period_seconds\x18\x04 \x01(\x03R\x12gracePeriodSeconds\x12\x14\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\x120\n" +
+	"\x14agent_window_seconds\x18\x06 \x01(\x03R\x12agentWindowSeconds\"\xe8\x01\n" +
+	"\fRotationStep\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\x12\x16\n" +
+	"\x06forced\x18\x04 \x01(\bR\x06forced\x12\x1a\n" +
+	"\blaggards\x18\x05 \x03(\tR\blaggards\x12'\n" +
+	"\x0fold_fingerprint\x18\x06 \x01(\tR\x0eoldFingerprint\x12'\n" +
+	"\x0fnew_fingerprint\x18\a \x01(\tR\x0enewFingerprint\x12\x1a\n" +
+	"\bsequence\x18\b \x01(\x03R\bsequence\"j\n" +
+	"\x10RotateCAResponse\x12/\n" +
+	"\x05steps\x18\x01 \x03(\v2\x19.wid.auth.v1.RotationStepR\x05steps\x12%\n" +
+	"\x03cas\x18\x02 \x03(\v2\x13.wid.auth.v1.CAInfoR\x03cas\"\x8a\x01\n" +
 	"\vAgentBundle\x12)\n" +
 	"\x10x509_authorities\x18\x01 \x03(\fR\x0fx509Authorities\x12\x19\n" +
 	"\bjwt_jwks\x18\x02 \x01(\fR\ajwtJwks\x12\x19\n" +
@@ -3829,7 +4901,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x03R\x06events\x125\n" +
 	"\bproblems\x18\x03 \x03(\v2\x19.wid.auth.v1.AuditProblemR\bproblems\x12\x1b\n" +
-	"\thead_hash\x18\x04 \x01(\tR\bheadHash2\xf3\x0e\n" +
+	"\thead_hash\x18\x04 \x01(\tR\bheadHash2\xb8\x11\n" +
 	"\vAuthService\x12;\n" +
 	"\x04Ping\x12\x18.wid.auth.v1.PingRequest\x1a\x19.wid.auth.v1.PingResponse\x12Y\n" +
 	"\x0eCreateResource\x12\".wid.auth.v1.CreateResourceRequest\x1a#.wid.auth.v1.CreateResourceResponse\x12P\n" +
@@ -3852,7 +4924,11 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"WatchAgent\x12\x1e.wid.auth.v1.WatchAgentRequest\x1a\x17.wid.auth.v1.AgentState0\x01\x12e\n" +
 	"\x12IssueWorkloadSVIDs\x12&.wid.auth.v1.IssueWorkloadSVIDsRequest\x1a'.wid.auth.v1.IssueWorkloadSVIDsResponse\x12e\n" +
-	"\x12RecordAttestations\x12&.wid.auth.v1.RecordAttestationsRequest\x1a'.wid.auth.v1.RecordAttestationsResponse\x12\\\n" +
+	"\x12RecordAttestations\x12&.wid.auth.v1.RecordAttestationsRequest\x1a'.wid.auth.v1.RecordAttestationsResponse\x12b\n" +
+	"\x11ReportAgentStatus\x12%.wid.auth.v1.ReportAgentStatusRequest\x1a&.wid.auth.v1.ReportAgentStatusResponse\x12D\n" +
+	"\aListCAs\x12\x1b.wid.auth.v1.ListCAsRequest\x1a\x1c.wid.auth.v1.ListCAsResponse\x12P\n" +
+	"\vGetCAStatus\x12\x1f.wid.auth.v1.GetCAStatusRequest\x1a .wid.auth.v1.GetCAStatusResponse\x12G\n" +
+	"\bRotateCA\x12\x1c.wid.auth.v1.RotateCARequest\x1a\x1d.wid.auth.v1.RotateCAResponse\x12\\\n" +
 	"\x0fListAuditEvents\x12#.wid.auth.v1.ListAuditEventsRequest\x1a$.wid.auth.v1.ListAuditEventsResponse\x12U\n" +
 	"\x11StreamAuditEvents\x12%.wid.auth.v1.StreamAuditEventsRequest\x1a\x17.wid.auth.v1.AuditEvent0\x01\x12P\n" +
 	"\vVerifyAudit\x12\x1f.wid.auth.v1.VerifyAuditRequest\x1a .wid.auth.v1.VerifyAuditResponseB/Z-github.com/wid-project/wid/api/auth/v1;authv1b\x06proto3"
@@ -3869,7 +4945,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 79)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -3908,115 +4984,157 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*ExplainResponse)(nil),            // 34: wid.auth.v1.ExplainResponse
 	(*WatchAgentRequest)(nil),          // 35: wid.auth.v1.WatchAgentRequest
 	(*AgentState)(nil),                 // 36: wid.auth.v1.AgentState
-	(*AgentBundle)(nil),                // 37: wid.auth.v1.AgentBundle
-	(*IssueWorkloadSVIDsRequest)(nil),  // 38: wid.auth.v1.IssueWorkloadSVIDsRequest
-	(*WorkloadSVIDRequest)(nil),        // 39: wid.auth.v1.WorkloadSVIDRequest
-	(*WorkloadSVIDResult)(nil),         // 40: wid.auth.v1.WorkloadSVIDResult
-	(*IssueWorkloadSVIDsResponse)(nil), // 41: wid.auth.v1.IssueWorkloadSVIDsResponse
-	(*Attestation)(nil),                // 42: wid.auth.v1.Attestation
-	(*RecordAttestationsRequest)(nil),  // 43: wid.auth.v1.RecordAttestationsRequest
-	(*RecordAttestationsResponse)(nil), // 44: wid.auth.v1.RecordAttestationsResponse
-	(*AuditQuery)(nil),                 // 45: wid.auth.v1.AuditQuery
-	(*AuditEvent)(nil),                 // 46: wid.auth.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 47: wid.auth.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 48: wid.auth.v1.ListAuditEventsResponse
-	(*StreamAuditEventsRequest)(nil),   // 49: wid.auth.v1.StreamAuditEventsRequest
-	(*VerifyAuditRequest)(nil),         // 50: wid.auth.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),               // 51: wid.auth.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),        // 52: wid.auth.v1.VerifyAuditResponse
-	nil,                                // 53: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                                // 54: wid.auth.v1.CreateUserRequest.LabelsEntry
-	nil,                                // 55: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                                // 56: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                                // 57: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	nil,                                // 58: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 59: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 60: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 61: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 62: google.protobuf.Timestamp
+	(*AgentCA)(nil),                    // 37: wid.auth.v1.AgentCA
+	(*ReportAgentStatusRequest)(nil),   // 38: wid.auth.v1.ReportAgentStatusRequest
+	(*ReportAgentStatusResponse)(nil),  // 39: wid.auth.v1.ReportAgentStatusResponse
+	(*CAKey)(nil),                      // 40: wid.auth.v1.CAKey
+	(*CAInfo)(nil),                     // 41: wid.auth.v1.CAInfo
+	(*ListCAsRequest)(nil),             // 42: wid.auth.v1.ListCAsRequest
+	(*ListCAsResponse)(nil),            // 43: wid.auth.v1.ListCAsResponse
+	(*AgentCAState)(nil),               // 44: wid.auth.v1.AgentCAState
+	(*CAStatus)(nil),                   // 45: wid.auth.v1.CAStatus
+	(*GetCAStatusRequest)(nil),         // 46: wid.auth.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),        // 47: wid.auth.v1.GetCAStatusResponse
+	(*RotateCARequest)(nil),            // 48: wid.auth.v1.RotateCARequest
+	(*RotationStep)(nil),               // 49: wid.auth.v1.RotationStep
+	(*RotateCAResponse)(nil),           // 50: wid.auth.v1.RotateCAResponse
+	(*AgentBundle)(nil),                // 51: wid.auth.v1.AgentBundle
+	(*IssueWorkloadSVIDsRequest)(nil),  // 52: wid.auth.v1.IssueWorkloadSVIDsRequest
+	(*WorkloadSVIDRequest)(nil),        // 53: wid.auth.v1.WorkloadSVIDRequest
+	(*WorkloadSVIDResult)(nil),         // 54: wid.auth.v1.WorkloadSVIDResult
+	(*IssueWorkloadSVIDsResponse)(nil), // 55: wid.auth.v1.IssueWorkloadSVIDsResponse
+	(*Attestation)(nil),                // 56: wid.auth.v1.Attestation
+	(*RecordAttestationsRequest)(nil),  // 57: wid.auth.v1.RecordAttestationsRequest
+	(*RecordAttestationsResponse)(nil), // 58: wid.auth.v1.RecordAttestationsResponse
+	(*AuditQuery)(nil),                 // 59: wid.auth.v1.AuditQuery
+	(*AuditEvent)(nil),                 // 60: wid.auth.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 61: wid.auth.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 62: wid.auth.v1.ListAuditEventsResponse
+	(*StreamAuditEventsRequest)(nil),   // 63: wid.auth.v1.StreamAuditEventsRequest
+	(*VerifyAuditRequest)(nil),         // 64: wid.auth.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),               // 65: wid.auth.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),        // 66: wid.auth.v1.VerifyAuditResponse
+	nil,                                // 67: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 68: wid.auth.v1.CreateUserRequest.LabelsEntry
+	nil,                                // 69: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 70: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 71: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 72: wid.auth.v1.AgentState.CasEntry
+	nil,                                // 73: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	nil,                                // 74: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	nil,                                // 75: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 76: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 77: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 78: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 79: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	53, // 0: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	62, // 1: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	54, // 2: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	62, // 3: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	62, // 4: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	62, // 5: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	62, // 6: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	55, // 7: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	62, // 8: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	56, // 9: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	62, // 10: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	57, // 11: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	67, // 0: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	79, // 1: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	68, // 2: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
+	79, // 3: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	79, // 4: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	79, // 5: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	79, // 6: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	69, // 7: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	79, // 8: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	70, // 9: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	79, // 10: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	71, // 11: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
 	33, // 12: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
-	37, // 13: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
-	58, // 14: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	39, // 15: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	62, // 16: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 17: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	62, // 18: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	59, // 19: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
-	42, // 20: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	62, // 21: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	62, // 22: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	62, // 23: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	60, // 24: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	61, // 25: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	45, // 26: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	46, // 27: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	45, // 28: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	51, // 29: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	0,  // 30: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	2,  // 31: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	4,  // 32: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	6,  // 33: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	8,  // 34: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	10, // 35: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	12, // 36: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	14, // 37: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	16, // 38: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	24, // 39: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	18, // 40: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	20, // 41: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	22, // 42: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	26, // 43: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	28, // 44: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	30, // 45: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	32, // 46: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	35, // 47: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	38, // 48: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	43, // 49: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	47, // 50: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	49, // 51: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	50, // 52: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 53: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	3,  // 54: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	5,  // 55: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	7,  // 56: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	9,  // 57: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	11, // 58: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	13, // 59: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	15, // 60: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	17, // 61: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	25, // 62: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	19, // 63: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	21, // 64: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	23, // 65: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	27, // 66: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	29, // 67: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	31, // 68: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	34, // 69: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	36, // 70: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	41, // 71: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	44, // 72: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	48, // 73: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	46, // 74: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	52, // 75: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	53, // [53:76] is the sub-list for method output_type
-	30, // [30:53] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	51, // 13: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
+	72, // 14: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
+	73, // 15: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	74, // 16: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	79, // 17: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	79, // 18: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	40, // 19: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
+	79, // 20: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	79, // 21: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	79, // 22: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	41, // 23: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
+	79, // 24: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	41, // 25: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
+	44, // 26: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
+	45, // 27: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
+	49, // 28: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
+	41, // 29: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
+	75, // 30: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	53, // 31: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	79, // 32: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	54, // 33: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	79, // 34: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	76, // 35: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	56, // 36: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	79, // 37: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	79, // 38: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	79, // 39: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	77, // 40: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	78, // 41: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	59, // 42: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	60, // 43: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	59, // 44: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	65, // 45: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	37, // 46: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 47: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	2,  // 48: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	4,  // 49: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	6,  // 50: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	8,  // 51: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	10, // 52: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	12, // 53: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	14, // 54: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	16, // 55: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	24, // 56: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	18, // 57: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	20, // 58: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	22, // 59: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	26, // 60: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	28, // 61: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	30, // 62: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	32, // 63: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	35, // 64: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	52, // 65: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	57, // 66: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	38, // 67: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	42, // 68: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	46, // 69: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	48, // 70: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	61, // 71: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	63, // 72: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	64, // 73: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 74: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	3,  // 75: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	5,  // 76: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	7,  // 77: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	9,  // 78: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	11, // 79: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	13, // 80: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	15, // 81: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	17, // 82: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	25, // 83: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	19, // 84: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	21, // 85: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	23, // 86: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	27, // 87: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	29, // 88: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	31, // 89: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	34, // 90: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	36, // 91: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	55, // 92: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	58, // 93: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	39, // 94: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	43, // 95: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	47, // 96: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	50, // 97: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	62, // 98: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	60, // 99: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	66, // 100: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	74, // [74:101] is the sub-list for method output_type
+	47, // [47:74] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -4030,7 +5148,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   62,
+			NumMessages:   79,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,10 @@ const (
 	AuthService_WatchAgent_FullMethodName         = "/wid.auth.v1.AuthService/WatchAgent"
 	AuthService_IssueWorkloadSVIDs_FullMethodName = "/wid.auth.v1.AuthService/IssueWorkloadSVIDs"
 	AuthService_RecordAttestations_FullMethodName = "/wid.auth.v1.AuthService/RecordAttestations"
+	AuthService_ReportAgentStatus_FullMethodName  = "/wid.auth.v1.AuthService/ReportAgentStatus"
+	AuthService_ListCAs_FullMethodName            = "/wid.auth.v1.AuthService/ListCAs"
+	AuthService_GetCAStatus_FullMethodName        = "/wid.auth.v1.AuthService/GetCAStatus"
+	AuthService_RotateCA_FullMethodName           = "/wid.auth.v1.AuthService/RotateCA"
 	AuthService_ListAuditEvents_FullMethodName    = "/wid.auth.v1.AuthService/ListAuditEvents"
 	AuthService_StreamAuditEvents_FullMethodName  = "/wid.auth.v1.AuthService/StreamAuditEvents"
 	AuthService_VerifyAudit_FullMethodName        = "/wid.auth.v1.AuthService/VerifyAudit"
@@ -96,6 +100,16 @@ type AuthServiceClient interface {
 	// RecordAttestations writes an agent's attestation results to the audit
 	// log; it answers once they are durable.
 	RecordAttestations(ctx context.Context, in *RecordAttestationsRequest, opts ...grpc.CallOption) (*RecordAttestationsResponse, error)
+	// ReportAgentStatus tells the auth service which CA sequences an agent
+	// holds and which keys sign the SVIDs it serves; rotations wait for
+	// agents that lag.
+	ReportAgentStatus(ctx context.Context, in *ReportAgentStatusRequest, opts ...grpc.CallOption) (*ReportAgentStatusResponse, error)
+	// CA rotation.
+	ListCAs(ctx context.Context, in *ListCAsRequest, opts ...grpc.CallOption) (*ListCAsResponse, error)
+	// GetCAStatus adds, per CA, each known agent's state and the laggards.
+	GetCAStatus(ctx context.Context, in *GetCAStatusRequest, opts ...grpc.CallOption) (*GetCAStatusResponse, error)
+	// RotateCA moves one CA, or all, to a rotation phase.
+	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
 	// Audit.
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 	StreamAuditEvents(ctx context.Context, in *StreamAuditEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEvent], error)
@@ -319,6 +333,46 @@ func (c *authServiceClient) RecordAttestations(ctx context.Context, in *RecordAt
 	return out, nil
 }
 
+func (c *authServiceClient) ReportAgentStatus(ctx context.Context, in *ReportAgentStatusRequest, opts ...grpc.CallOption) (*ReportAgentStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportAgentStatusResponse)
+	err := c.cc.Invoke(ctx, AuthService_ReportAgentStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) ListCAs(ctx context.Context, in *ListCAsRequest, opts ...grpc.CallOption) (*ListCAsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCAsResponse)
+	err := c.cc.Invoke(ctx, AuthService_ListCAs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) GetCAStatus(ctx context.Context, in *GetCAStatusRequest, opts ...grpc.CallOption) (*GetCAStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCAStatusResponse)
+	err := c.cc.Invoke(ctx, AuthService_GetCAStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateCAResponse)
+	err := c.cc.Invoke(ctx, AuthService_RotateCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *authServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAuditEventsResponse)
@@ -406,6 +460,16 @@ type AuthServiceServer interface {
 	// RecordAttestations writes an agent's attestation results to the audit
 	// log; it answers once they are durable.
 	RecordAttestations(context.Context, *RecordAttestationsRequest) (*RecordAttestationsResponse, error)
+	// ReportAgentStatus tells the auth service which CA sequences an agent
+	// holds and which keys sign the SVIDs it serves; rotations wait for
+	// agents that lag.
+	ReportAgentStatus(context.Context, *ReportAgentStatusRequest) (*ReportAgentStatusResponse, error)
+	// CA rotation.
+	ListCAs(context.Context, *ListCAsRequest) (*ListCAsResponse, error)
+	// GetCAStatus adds, per CA, each known agent's state and the laggards.
+	GetCAStatus(context.Context, *GetCAStatusRequest) (*GetCAStatusResponse, error)
+	// RotateCA moves one CA, or all, to a rotation phase.
+	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
 	// Audit.
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	StreamAuditEvents(*StreamAuditEventsRequest, grpc.ServerStreamingServer[AuditEvent]) error
@@ -479,6 +543,18 @@ func (UnimplementedAuthServiceServer) IssueWorkloadSVIDs(context.Context, *Issue
 }
 func (UnimplementedAuthServiceServer) RecordAttestations(context.Context, *RecordAttestationsRequest) (*RecordAttestationsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordAttestations not implemented")
+}
+func (UnimplementedAuthServiceServer) ReportAgentStatus(context.Context, *ReportAgentStatusRequest) (*ReportAgentStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportAgentStatus not implemented")
+}
+func (UnimplementedAuthServiceServer) ListCAs(context.Context, *ListCAsRequest) (*ListCAsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCAs not implemented")
+}
+func (UnimplementedAuthServiceServer) GetCAStatus(context.Context, *GetCAStatusRequest) (*GetCAStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCAStatus not implemented")
+}
+func (UnimplementedAuthServiceServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
 }
 func (UnimplementedAuthServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
@@ -863,6 +939,78 @@ func _AuthService_RecordAttestations_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_ReportAgentStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportAgentStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ReportAgentStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ReportAgentStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ReportAgentStatus(ctx, req.(*ReportAgentStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_ListCAs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCAsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ListCAs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ListCAs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ListCAs(ctx, req.(*ListCAsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_GetCAStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCAStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).GetCAStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_GetCAStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).GetCAStatus(ctx, req.(*GetCAStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_RotateCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).RotateCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_RotateCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).RotateCA(ctx, req.(*RotateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAuditEventsRequest)
 	if err := dec(in); err != nil {
@@ -992,6 +1140,22 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RecordAttestations",
 			Handler:    _AuthService_RecordAttestations_Handler,
+		},
+		{
+			MethodName: "ReportAgentStatus",
+			Handler:    _AuthService_ReportAgentStatus_Handler,
+		},
+		{
+			MethodName: "ListCAs",
+			Handler:    _AuthService_ListCAs_Handler,
+		},
+		{
+			MethodName: "GetCAStatus",
+			Handler:    _AuthService_GetCAStatus_Handler,
+		},
+		{
+			MethodName: "RotateCA",
+			Handler:    _AuthService_RotateCA_Handler,
 		},
 		{
 			MethodName: "ListAuditEvents",

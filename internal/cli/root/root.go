@@ -10,6 +10,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/audit"
 	"github.com/wid-project/wid/internal/cli/bot"
 	"github.com/wid-project/wid/internal/cli/bundle"
+	cacmd "github.com/wid-project/wid/internal/cli/ca"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/completion"
 	"github.com/wid-project/wid/internal/cli/explain"
@@ -117,6 +118,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 	add(groupTrust,
 		explain.NewCmdExplain(f, nil),
 		bundle.NewCmdBundle(f),
+		cacmd.NewCmdCA(f),
 		audit.NewCmdAudit(f),
 		tuicmd.NewCmdTUI(f, nil),
 	)

@@ -86,6 +86,14 @@ type Agent struct {
 	// bot certificate is renewed.
 	conn atomic.Pointer[client.Client]
 	id   atomic.Pointer[client.Identity]
+	// idChanged is notified when the identity is replaced.
+	idChanged *notifier
+	// renewNow asks for the bot certificate to be renewed at once (a host
+	// CA rotation moved signing to a new key).
+	renewNow chan struct{}
+	// hostCAsTrusted is the host CA sequence whose certificates the agent
+	// trusts for the auth service.
+	hostCAsTrusted atomic.Int64
 
 	st           atomic.Pointer[state]
 	stateChanged *notifier
@@ -133,6 +141,8 @@ func New(cfg Config) (*Agent, error) {
 		attestor:     cfg.Attestor,
 		config:       configSVIDs,
 		stateChanged: newNotifier(),
+		idChanged:    newNotifier(),
+		renewNow:     make(chan struct{}, 1),
 		haveState:    make(chan struct{}),
 		ents:         map[string]*entitlements{},
 	}
@@ -180,6 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.cache.Run(ctx) })
 	g.Go(func() error { return a.attests.Run(ctx, a.sendAttestations) })
 	g.Go(func() error { return a.renewIdentityLoop(ctx) })
+	g.Go(func() error { return a.reportLoop(ctx) })
 	for i := range a.cfg.Outputs {
 		o := &a.cfg.Outputs[i]
 		g.Go(func() error { return a.runOutput(ctx, i, o) })
@@ -254,6 +265,7 @@ func (a *Agent) setState(st *state) {
 	if prev == nil || prev.generation != st.generation || !sameBundle(prev, st) {
 		a.cache.resetRefusals()
 	}
+	a.followRotation(st)
 	a.stateChanged.notify()
 }
 

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -88,6 +89,7 @@ func (a *Agent) useIdentity(id *client.Identity) error {
 		return err
 	}
 	a.id.Store(id)
+	a.idChanged.notify()
 	if old := a.conn.Swap(c); old != nil {
 		a.restartWatch()
 		time.AfterFunc(30*time.Second, func() { _ = old.Close() })
@@ -121,7 +123,13 @@ func (a *Agent) renewIdentityLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(time.Until(at)):
+		case <-a.renewNow:
+			if st := a.st.Load(); st == nil || st.cas[caHost].GetActiveSignerId() == hex.EncodeToString(a.id.Load().Leaf.AuthorityKeyId) {
+				continue // already renewed
+			}
+			a.logger.Info("renewing the agent's certificate early: the host CA signs with a new key")
 		}
+		id = a.id.Load()
 		next, err := a.renewIdentity(ctx, id)
 		if err != nil {
 			failures++

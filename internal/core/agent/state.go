@@ -32,6 +32,10 @@ type state struct {
 	jwtJWKS       []byte
 	witJWKS       []byte
 	sequence      int64
+	// cas are each CA type's sequence and signing key.
+	cas map[string]*authv1.AgentCA
+	// hostAuthorities verify the auth service (DER).
+	hostAuthorities [][]byte
 }
 
 // newState decodes a pushed AgentState. A workload identity that does not
@@ -46,7 +50,8 @@ func newState(msg *authv1.AgentState) (*state, []error, error) {
 	if b == nil || len(b.GetX509Authorities()) == 0 {
 		return nil, nil, fmt.Errorf("auth service sent a state without X.509 authorities")
 	}
-	s := &state{generation: msg.GetGeneration(), td: td, sequence: b.GetSequence(), jwtJWKS: b.GetJwtJwks(), witJWKS: b.GetWitJwks()}
+	s := &state{generation: msg.GetGeneration(), td: td, sequence: b.GetSequence(), jwtJWKS: b.GetJwtJwks(), witJWKS: b.GetWitJwks(),
+		cas: msg.GetCas(), hostAuthorities: msg.GetHostAuthorities()}
 	for _, der := range b.GetX509Authorities() {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {

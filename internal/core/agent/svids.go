@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ type svid struct {
 	serial  string
 	issued  time.Time
 	expires time.Time
+	// signer names the CA key that signed it (see ca.KeySet.SignerID):
+	// during a CA rotation, SVIDs of an older key are renewed early.
+	signer string
 }
 
 // renewAt is half-way through the SVID's life.
@@ -74,6 +78,9 @@ type entry struct {
 	pinned   bool
 	failures int
 	retryAt  time.Time
+	// renewedFor is the signer an early renewal was started for, so that a
+	// rotation renews each SVID once rather than in a loop.
+	renewedFor string
 }
 
 // wanted reports whether the entry should be kept fresh: something watches
@@ -105,6 +112,8 @@ type cache struct {
 	entries map[string]*entry
 	// kick wakes the renewal loop when an entry's schedule moves earlier.
 	kick chan struct{}
+	// signers is the signing key of each SVID kind's CA, as last pushed.
+	signers map[string]string
 }
 
 func newCache(issue issueFunc, logger *slog.Logger, m *metrics) *cache {
@@ -307,6 +316,7 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) {
 			s, itemErr = newSVID(e, resp.Results[i], keys[i], now)
 		}
 		if itemErr != nil {
+			e.renewedFor = ""
 			e.lastErr = itemErr
 			e.failures++
 			e.retryAt = now.Add(backoff(e.failures))
@@ -414,16 +424,19 @@ func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, now time
 			return nil, fmt.Errorf("encoding the key for %s: %w", s.spiffeID, err)
 		}
 		s.expires = minTime(s.expires, leaf.NotAfter)
+		s.signer = hex.EncodeToString(leaf.AuthorityKeyId)
 	case kindJWT:
 		if r.GetToken() == "" {
 			return nil, fmt.Errorf("the auth service issued no token for %s", s.spiffeID)
 		}
 		s.token = r.Token
+		s.signer = tokenKeyID(r.Token)
 	case kindWIT:
 		if r.GetToken() == "" {
 			return nil, fmt.Errorf("the auth service issued no token for %s", s.spiffeID)
 		}
 		s.token = r.Token
+		s.signer = tokenKeyID(r.Token)
 		jwk := jose.JSONWebKey{Key: key, Algorithm: string(jose.ES256), Use: "sig"}
 		b, err := json.Marshal(jwk)
 		if err != nil {
@@ -432,6 +445,53 @@ func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, now time
 		s.keyJWK = string(b)
 	}
 	return s, nil
+}
+
+// tokenAlgorithms are the algorithms a JWT-SVID or WIT-SVID may carry.
+var tokenAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES512, jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.EdDSA}
+
+// tokenKeyID is the kid in a token's protected header; "" when it has none.
+func tokenKeyID(token string) string {
+	jws, err := jose.ParseSigned(token, tokenAlgorithms)
+	if err != nil || len(jws.Signatures) == 0 {
+		return ""
+	}
+	return jws.Signatures[0].Protected.KeyID
+}
+
+// setSigners records the signing key of each SVID kind's CA; SVIDs signed
+// by another key are renewed at once.
+func (c *cache) setSigners(signers map[string]string) {
+	c.mu.Lock()
+	changed := !maps.Equal(c.signers, signers)
+	c.signers = signers
+	c.mu.Unlock()
+	if changed {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// signedBy names, per SVID kind, the one key that signed every SVID the
+// cache holds, or "" when several did; kinds with no SVID are left out.
+func (c *cache) signedBy() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	out := map[string]string{}
+	for _, e := range c.entries {
+		if e.cur == nil || !e.cur.valid(now) {
+			continue
+		}
+		if prev, seen := out[e.kind]; seen && prev != e.cur.signer {
+			out[e.kind] = ""
+		} else if !seen {
+			out[e.kind] = e.cur.signer
+		}
+	}
+	return out
 }
 
 func publicKeysEqual(a, b crypto.PublicKey) bool {
@@ -550,6 +610,14 @@ func (c *cache) renewDue(ctx context.Context) time.Time {
 		if !e.wanted(now) {
 			delete(c.entries, key)
 			dropped = true
+			continue
+		}
+		if want := c.signers[e.kind]; e.cur != nil && want != "" && e.cur.signer != want && e.renewedFor != want && !now.Before(e.retryAt) {
+			// A CA rotation moved signing to another key: renew now, so
+			// that the old key can leave the bundle.
+			e.renewedFor = want
+			e.inflight = make(chan struct{})
+			due = append(due, e)
 			continue
 		}
 		if e.kind == kindJWT && !e.pinned {

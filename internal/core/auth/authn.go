@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -266,7 +267,9 @@ func (s *Server) currentServerCert() (*tls.Certificate, error) {
 	s.certMu.Lock()
 	defer s.certMu.Unlock()
 	now := s.clock()
-	if c := s.serverCert; c != nil && now.Before(c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/2)) {
+	// A host CA rotation that changed the signing key re-issues at once.
+	if c := s.serverCert; c != nil && now.Before(c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore)/2)) &&
+		hex.EncodeToString(c.Leaf.AuthorityKeyId) == s.cas.ActiveSignerID(ca.TypeHost) {
 		return c, nil
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

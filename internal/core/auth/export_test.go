@@ -7,32 +7,11 @@ import (
 	"github.com/wid-project/wid/internal/core/store"
 )
 
-// AddCAKeyForTest adds a key set to CA t as a rotation's init phase does
-// (trusted, not signing, sequence bumped) and reloads the CAs.
+// AddCAKeyForTest starts a rotation of CA t: its init phase adds a key set
+// (trusted, not signing) and bumps the sequence.
 func (s *Server) AddCAKeyForTest(ctx context.Context, t ca.Type) error {
-	item, err := s.db.Get(ctx, ca.StoreKind, string(t))
-	if err != nil {
-		return err
-	}
-	doc, err := ca.DecodeDocument(item)
-	if err != nil {
-		return err
-	}
-	ks, err := s.cas.NewKeySet(t, ca.KeyAdditional)
-	if err != nil {
-		return err
-	}
-	doc.Phase = ca.PhaseInit
-	doc.Sequence++
-	doc.KeySets = append(doc.KeySets, ks)
-	next, err := doc.Item()
-	if err != nil {
-		return err
-	}
-	if _, err := s.db.Apply(ctx, store.Op{Type: store.OpUpdate, Item: next, ExpectRevision: item.Revision}); err != nil {
-		return err
-	}
-	return s.cas.Reload(ctx)
+	_, err := s.cas.Step(ctx, ca.StepRequest{Type: t, To: ca.PhaseInit})
+	return err
 }
 
 // CreateEachForTest creates each document in its own store write, without

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -113,6 +114,7 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 	}
 	host := agentHost(req.Host)
 	s.rememberAgentHost(c.Name, host)
+	defer s.agents.connect(ctx, c.Name, host)()
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeAgentConnect, Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
 	}); err != nil {
@@ -189,7 +191,13 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 	if err != nil {
 		return nil, err
 	}
-	st := &authv1.AgentState{TrustDomain: s.td.Name(), Bundle: bundle}
+	st := &authv1.AgentState{TrustDomain: s.td.Name(), Bundle: bundle, Cas: map[string]*authv1.AgentCA{}}
+	for _, t := range ca.Types {
+		st.Cas[string(t)] = &authv1.AgentCA{Sequence: s.cas.Sequence(t), ActiveSignerId: s.cas.ActiveSignerID(t), Phase: string(s.cas.Phase(t))}
+	}
+	for _, c := range s.cas.Authorities(ca.TypeHost) {
+		st.HostAuthorities = append(st.HostAuthorities, c.Raw)
+	}
 	for _, e := range set.list {
 		if rbac.SelectsWorkloadIdentity(roles, e.wi.Metadata.Labels) {
 			st.WorkloadIdentities = append(st.WorkloadIdentities, e.doc)
@@ -218,7 +226,9 @@ func (s *Server) agentBundle() (*authv1.AgentBundle, error) {
 // sameAgentState compares two states but for their generation.
 func sameAgentState(a, b *authv1.AgentState) bool {
 	return a.TrustDomain == b.TrustDomain && proto.Equal(a.Bundle, b.Bundle) &&
-		slices.EqualFunc(a.WorkloadIdentities, b.WorkloadIdentities, bytes.Equal)
+		slices.EqualFunc(a.WorkloadIdentities, b.WorkloadIdentities, bytes.Equal) &&
+		maps.EqualFunc(a.Cas, b.Cas, func(x, y *authv1.AgentCA) bool { return proto.Equal(x, y) }) &&
+		slices.EqualFunc(a.HostAuthorities, b.HostAuthorities, bytes.Equal)
 }
 
 // describeLabels formats labels for reasons, sorted: {app=web env=prod}.

@@ -105,6 +105,8 @@ type Server struct {
 	attestations *recentIDs
 	// unknown counts failed logins of names that are not users.
 	unknown unknownFailures
+	// agents follows what each agent holds, for CA rotations.
+	agents *agentTracker
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
@@ -170,6 +172,10 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		if err := s.res.ensureBuiltinRoles(ctx); err != nil {
 			return nil, err
 		}
+	}
+	s.agents = newAgentTracker(db, clock, s.log)
+	if err := s.agents.load(ctx); err != nil {
+		return nil, err
 	}
 	if s.audit, err = audit.Open(ctx, db, s.log); err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
@@ -264,6 +270,7 @@ func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.td }
 func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.audit.Run(ctx) })
+	g.Go(func() error { return s.runRotations(ctx) })
 
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeAuthStarted, Actor: s.adminActor(), Host: s.host, Outcome: audit.OutcomeSuccess,

@@ -196,15 +196,35 @@ func (m *Manager) Step(ctx context.Context, req StepRequest) (Step, error) {
 	return step, nil
 }
 
-func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, error) {
+// CheckStep says whether doc may take req, without changing anything; the
+// error wraps ErrTransition and says which phases are allowed now.
+func CheckStep(doc Document, req StepRequest) error {
 	from, to := doc.Phase, req.To
 	if req.From != "" && req.From != from {
-		return Document{}, Step{}, transitionErrorf("the %s CA is in %s, not %s: it moved meanwhile", doc.Type, from, req.From)
+		return transitionErrorf("the %s CA is in %s, not %s: it moved meanwhile", doc.Type, from, req.From)
 	}
 	if !slices.Contains(AllowedPhases(from), to) {
-		return Document{}, Step{}, transitionErrorf("the %s CA is in %s and cannot move to %s: from %s it may move to %s",
+		return transitionErrorf("the %s CA is in %s and cannot move to %s: from %s it may move to %s",
 			doc.Type, from, to, from, phaseList(AllowedPhases(from)))
 	}
+	if from == PhaseStandby {
+		if req.Mode == ModeAuto && req.GracePeriod <= 0 {
+			return transitionErrorf("an automatic rotation needs a grace period")
+		}
+		return nil
+	}
+	if req.Mode != "" && req.Mode != doc.Mode {
+		return transitionErrorf("the %s CA is in a %s rotation (phase %s): finish it, or roll it back, before starting a %s one",
+			doc.Type, doc.Mode, from, req.Mode)
+	}
+	return nil
+}
+
+func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, error) {
+	if err := CheckStep(doc, req); err != nil {
+		return Document{}, Step{}, err
+	}
+	from, to := doc.Phase, req.To
 	now := m.clock().UTC()
 	next := doc
 	next.KeySets = slices.Clone(doc.KeySets)
@@ -214,9 +234,6 @@ func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, e
 		mode := req.Mode
 		if mode == "" {
 			mode = ModeManual
-		}
-		if mode == ModeAuto && req.GracePeriod <= 0 {
-			return Document{}, Step{}, transitionErrorf("an automatic rotation needs a grace period")
 		}
 		old, ok := doc.Active()
 		if !ok {
@@ -238,10 +255,6 @@ func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, e
 			next.Rotation.GracePeriod = req.GracePeriod
 		}
 	} else {
-		if req.Mode != "" && req.Mode != doc.Mode {
-			return Document{}, Step{}, transitionErrorf("the %s CA is in a %s rotation (phase %s): finish it, or roll it back, before starting a %s one",
-				doc.Type, doc.Mode, from, req.Mode)
-		}
 		if doc.Rotation == nil {
 			return Document{}, Step{}, fmt.Errorf("the %s CA is in %s but has no rotation record: the store is inconsistent", doc.Type, from)
 		}

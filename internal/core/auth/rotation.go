@@ -1,0 +1,621 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+const (
+	// agentStatusKind is the store kind of what each agent last reported.
+	agentStatusKind = "agent_status"
+	// DefaultAgentWindow: agents seen within it hold rotations back.
+	DefaultAgentWindow = 10 * time.Minute
+	// agentHeartbeat is how often the last-seen time of connected agents is
+	// written, so that after a restart the auth service still knows which
+	// agents were live before the agents have reconnected.
+	agentHeartbeat = time.Minute
+	// rotationTick is how often automatic rotations and rollbacks are
+	// looked at, besides every agent report.
+	rotationTick = 250 * time.Millisecond
+)
+
+// agentRecord is what the auth service knows of one agent (a bot on a host).
+type agentRecord struct {
+	Bot       string            `json:"bot"`
+	Host      string            `json:"host"`
+	LastSeen  time.Time         `json:"last_seen"`
+	Sequences map[string]int64  `json:"sequences,omitempty"`
+	SignedBy  map[string]string `json:"signed_by,omitempty"`
+	// connected counts the agent's open state streams; not stored.
+	connected int
+}
+
+func agentKey(bot, host string) string { return bot + "@" + host }
+
+// agentTracker follows agents: which CA sequences they hold and which keys
+// signed what they serve. Every change is written to the store so that a
+// restarted auth service still holds back a rotation for agents it knew.
+type agentTracker struct {
+	db    store.Backend
+	clock func() time.Time
+	log   interface {
+		Warn(string, ...any)
+	}
+
+	mu     sync.Mutex
+	agents map[string]*agentRecord
+	// reported wakes the rotation loop.
+	reported chan struct{}
+}
+
+func newAgentTracker(db store.Backend, clock func() time.Time, log interface{ Warn(string, ...any) }) *agentTracker {
+	return &agentTracker{db: db, clock: clock, log: log, agents: map[string]*agentRecord{}, reported: make(chan struct{}, 1)}
+}
+
+func (t *agentTracker) load(ctx context.Context) error {
+	items, err := t.db.List(ctx, agentStatusKind)
+	if err != nil {
+		return fmt.Errorf("reading agent states: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, it := range items {
+		var r agentRecord
+		if err := json.Unmarshal(it.Data, &r); err != nil {
+			t.log.Warn("skipping an unreadable agent state", "name", it.Name, "error", err)
+			continue
+		}
+		t.agents[it.Name] = &r
+	}
+	return nil
+}
+
+// save writes r; the caller holds t.mu. A failed write is logged: the
+// in-memory record still gates rotations in this process.
+func (t *agentTracker) saveLocked(ctx context.Context, key string, r *agentRecord) {
+	data, err := json.Marshal(r)
+	if err == nil {
+		_, err = t.db.Apply(context.WithoutCancel(ctx), store.Op{Type: store.OpUpsert, Item: store.Item{Kind: agentStatusKind, Name: key, Data: data}})
+	}
+	if err != nil {
+		t.log.Warn("storing an agent's state", "agent", key, "error", err)
+	}
+}
+
+func (t *agentTracker) recordLocked(bot, host string) (string, *agentRecord) {
+	key := agentKey(bot, host)
+	r := t.agents[key]
+	if r == nil {
+		r = &agentRecord{Bot: bot, Host: host}
+		t.agents[key] = r
+	}
+	return key, r
+}
+
+// connect marks the agent connected until the returned function is called.
+func (t *agentTracker) connect(ctx context.Context, bot, host string) func() {
+	t.mu.Lock()
+	key, r := t.recordLocked(bot, host)
+	r.connected++
+	r.LastSeen = t.clock().UTC()
+	t.saveLocked(ctx, key, r)
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		r.connected--
+		r.LastSeen = t.clock().UTC()
+		t.saveLocked(ctx, key, r)
+	}
+}
+
+func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[string]int64, signedBy map[string]string) {
+	t.mu.Lock()
+	key, r := t.recordLocked(bot, host)
+	r.LastSeen = t.clock().UTC()
+	r.Sequences = seqs
+	r.SignedBy = signedBy
+	t.saveLocked(ctx, key, r)
+	t.mu.Unlock()
+	select {
+	case t.reported <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeat refreshes the last-seen time of connected agents.
+func (t *agentTracker) heartbeat(ctx context.Context) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.clock().UTC()
+	for key, r := range t.agents {
+		if r.connected > 0 {
+			r.LastSeen = now
+			t.saveLocked(ctx, key, r)
+		}
+	}
+}
+
+// live returns copies of the agents connected now or seen within window,
+// sorted by bot and host.
+func (t *agentTracker) live(window time.Duration) []agentRecord {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.clock()
+	var out []agentRecord
+	for _, r := range t.agents {
+		if r.connected > 0 || now.Sub(r.LastSeen) <= window {
+			out = append(out, *r)
+		}
+	}
+	slices.SortFunc(out, func(a, b agentRecord) int { return strings.Compare(agentKey(a.Bot, a.Host), agentKey(b.Bot, b.Host)) })
+	return out
+}
+
+func (r agentRecord) name() string {
+	if r.Host == "" {
+		return "bot " + strconv.Quote(r.Bot)
+	}
+	return fmt.Sprintf("bot %q on %s", r.Bot, r.Host)
+}
+
+// gate is what every live agent must hold before a CA takes a step.
+type gate struct {
+	sequence int64
+	// signer, when set, must have signed everything the agent serves
+	// from the CA.
+	signer string
+}
+
+// gateFor says what moving doc to `to` waits for; ok is false when the step
+// waits for nothing.
+func (s *Server) gateFor(doc ca.Document, to ca.Phase) (g gate, ok bool) {
+	from := doc.Phase
+	switch {
+	case from == ca.PhaseInit && to == ca.PhaseUpdateClients:
+		// The new keys may sign only once every agent trusts them.
+		return gate{sequence: doc.Sequence}, true
+	case from == ca.PhaseUpdateClients && to == ca.PhaseUpdateServers,
+		from == ca.PhaseUpdateServers && to == ca.PhaseStandby,
+		from == ca.PhaseRollback && to == ca.PhaseStandby:
+		// The other keys may leave only once nothing served is theirs.
+		return gate{sequence: doc.Sequence, signer: s.cas.ActiveSignerID(doc.Type)}, true
+	}
+	return gate{}, false
+}
+
+// laggard is an agent that holds a step back.
+type laggard struct {
+	agent  agentRecord
+	reason string
+}
+
+func (s *Server) lagReason(t ca.Type, g gate, r agentRecord) string {
+	have := r.Sequences[string(t)]
+	if have < g.sequence {
+		return fmt.Sprintf("holds the %s CA at sequence %d, not %d yet", t, have, g.sequence)
+	}
+	if g.signer == "" {
+		return ""
+	}
+	signer, holds := r.SignedBy[string(t)]
+	switch {
+	case !holds, signer == g.signer:
+		return ""
+	case signer == "":
+		return fmt.Sprintf("still serves %s SVIDs signed by more than one key", t)
+	}
+	return fmt.Sprintf("still serves %s SVIDs signed by the other key", t)
+}
+
+func (s *Server) laggards(t ca.Type, g gate, window time.Duration) []laggard {
+	var out []laggard
+	for _, r := range s.agents.live(window) {
+		if reason := s.lagReason(t, g, r); reason != "" {
+			out = append(out, laggard{agent: r, reason: reason})
+		}
+	}
+	return out
+}
+
+func describeLaggards(ls []laggard) string {
+	parts := make([]string, len(ls))
+	for i, l := range ls {
+		parts[i] = l.agent.name() + " " + l.reason
+	}
+	return strings.Join(parts, "; ")
+}
+
+func laggardNames(ls []laggard) []string {
+	out := make([]string, len(ls))
+	for i, l := range ls {
+		out[i] = agentKey(l.agent.Bot, l.agent.Host)
+	}
+	return out
+}
+
+// ReportAgentStatus records what an agent holds.
+func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentStatusRequest) (*authv1.ReportAgentStatusResponse, error) {
+	c := callerFrom(ctx)
+	if err := requireBot(c, "report agent status"); err != nil {
+		return nil, err
+	}
+	host := agentHost(req.Host)
+	seqs := map[string]int64{}
+	signed := map[string]string{}
+	for k, v := range req.Sequences {
+		if _, err := ca.ParseType(k); err == nil {
+			seqs[k] = v
+		}
+	}
+	for k, v := range req.SignedBy {
+		if _, err := ca.ParseType(k); err == nil {
+			signed[k] = v
+		}
+	}
+	s.agents.report(ctx, c.Name, host, seqs, signed)
+	return &authv1.ReportAgentStatusResponse{}, nil
+}
+
+// maxIssuedTTL is the longest life of anything CA t signs: a rotation's
+// grace period must cover it, so that what an old key signed just before
+// the switch expires before the old key leaves the bundle. By is what sets it.
+func (s *Server) maxIssuedTTL(ctx context.Context, t ca.Type) (max time.Duration, by string, err error) {
+	switch t {
+	case ca.TypeHost:
+		return serverCertTTL, "the auth service's certificate", nil
+	case ca.TypeUser:
+		max, by = DefaultSessionTTL, "the default login"
+	}
+	list, err := s.res.list(ctx, resource.KindRole)
+	if err != nil {
+		return 0, "", err
+	}
+	for _, v := range list {
+		r, ok := v.(*resource.Role)
+		if !ok {
+			continue
+		}
+		var d time.Duration
+		switch t {
+		case ca.TypeUser:
+			d = r.Spec.Options.MaxSessionTTL.D()
+			if d == 0 {
+				continue
+			}
+			d = min(d, MaxSessionTTL)
+		default:
+			if len(r.Spec.Allow.SPIFFE) == 0 {
+				continue
+			}
+			d = r.Spec.Options.MaxSVIDTTL.D()
+			if d == 0 {
+				d = resource.MaxSVIDTTL
+			}
+		}
+		if d > max {
+			max, by = d, fmt.Sprintf("role %q", r.Metadata.Name)
+		}
+	}
+	return max, by, nil
+}
+
+func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*authv1.RotateCAResponse, error) {
+	if err := s.authorize(ctx, resource.ResourceCertAuthority, resource.VerbUpdate); err != nil {
+		return nil, err
+	}
+	c := callerFrom(ctx)
+	types, err := parseCATypes(req.Type)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	grace := time.Duration(req.GracePeriodSeconds) * time.Second
+	if req.GracePeriodSeconds < 0 {
+		return nil, status.Error(codes.InvalidArgument, "the grace period must be positive")
+	}
+	mode := ca.Mode(strings.ToLower(req.Mode))
+	switch {
+	case mode == "" && grace > 0:
+		mode = ca.ModeAuto
+	case mode == ca.ModeManual && grace > 0:
+		return nil, status.Error(codes.InvalidArgument, "a grace period starts an automatic rotation: drop --manual, or drop --grace-period and move the phases yourself")
+	case mode == ca.ModeAuto && grace == 0:
+		return nil, status.Error(codes.InvalidArgument, "an automatic rotation needs --grace-period, such as --grace-period 30h")
+	case mode != "" && mode != ca.ModeAuto && mode != ca.ModeManual:
+		return nil, status.Errorf(codes.InvalidArgument, "unknown rotation mode %q: use manual or auto", req.Mode)
+	}
+	phaseName := req.Phase
+	if phaseName == "" {
+		if mode != ca.ModeAuto {
+			return nil, status.Error(codes.InvalidArgument, "say which phase to move to with --phase (init, update_clients, update_servers, standby or rollback), or start an automatic rotation with --grace-period")
+		}
+		phaseName = string(ca.PhaseInit)
+	}
+	to, err := ca.ParsePhase(phaseName)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if grace > 0 && to != ca.PhaseInit {
+		return nil, status.Errorf(codes.InvalidArgument, "a grace period starts a rotation, so it goes with --phase init, not %s", to)
+	}
+	window := agentWindow(req.AgentWindowSeconds)
+
+	// Check every CA before moving any, so that --type all moves all or none.
+	type plan struct {
+		t    ca.Type
+		doc  ca.Document
+		lags []laggard
+	}
+	plans := make([]plan, 0, len(types))
+	for _, t := range types {
+		doc, err := s.cas.Document(t)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		sreq := ca.StepRequest{Type: t, From: doc.Phase, To: to, Mode: mode, GracePeriod: grace}
+		if err := ca.CheckStep(doc, sreq); err != nil {
+			s.recordRotationRefusal(ctx, c, t, doc.Phase, to, err.Error())
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+		if grace > 0 {
+			max, by, err := s.maxIssuedTTL(ctx, t)
+			if err != nil {
+				return nil, storeError("roles", err)
+			}
+			if grace < max {
+				msg := fmt.Sprintf("the grace period %s is shorter than the %s that %s lets a %s CA certificate or SVID live: give at least --grace-period %s, or lower that limit first",
+					resource.FormatDuration(grace), resource.FormatDuration(max), by, t, resource.FormatDuration(max))
+				s.recordRotationRefusal(ctx, c, t, doc.Phase, to, msg)
+				return nil, status.Error(codes.InvalidArgument, msg)
+			}
+		}
+		p := plan{t: t, doc: doc}
+		if g, ok := s.gateFor(doc, to); ok {
+			p.lags = s.laggards(t, g, window)
+		}
+		if len(p.lags) > 0 && !req.Force {
+			msg := fmt.Sprintf("the %s CA cannot move from %s to %s yet: %d agent(s) lag: %s. Wait for them (widctl ca status shows them), or add --force to move on without them",
+				t, doc.Phase, to, len(p.lags), describeLaggards(p.lags))
+			s.recordRotationRefusal(ctx, c, t, doc.Phase, to, msg)
+			return nil, status.Error(codes.FailedPrecondition, msg)
+		}
+		plans = append(plans, p)
+	}
+
+	resp := &authv1.RotateCAResponse{}
+	for _, p := range plans {
+		step, err := s.cas.Step(ctx, ca.StepRequest{Type: p.t, From: p.doc.Phase, To: to, Mode: mode, GracePeriod: grace})
+		if err != nil {
+			code := codes.Internal
+			if errors.Is(err, ca.ErrTransition) {
+				code = codes.FailedPrecondition
+			}
+			return resp, status.Errorf(code, "moving the %s CA to %s: %v", p.t, to, err)
+		}
+		if err := s.recordRotationStep(ctx, c.Actor(s), c.RemoteAddr, step, p.lags); err != nil {
+			return resp, err
+		}
+		resp.Steps = append(resp.Steps, stepProto(step, p.lags))
+		resp.Cas = append(resp.Cas, s.caInfo(step.Doc))
+	}
+	return resp, nil
+}
+
+func parseCATypes(s string) ([]ca.Type, error) {
+	if strings.EqualFold(strings.TrimSpace(s), "all") {
+		return slices.Clone(ca.Types), nil
+	}
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("say which CA with --type: spiffe, jwt, wit, user, host or all")
+	}
+	t, err := ca.ParseType(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w, or all", err)
+	}
+	return []ca.Type{t}, nil
+}
+
+func agentWindow(seconds int64) time.Duration {
+	if seconds <= 0 {
+		return DefaultAgentWindow
+	}
+	return time.Duration(seconds) * time.Second
+}
+
+func stepProto(st ca.Step, lags []laggard) *authv1.RotationStep {
+	return &authv1.RotationStep{
+		Type: string(st.Type), From: string(st.From), To: string(st.To), Forced: len(lags) > 0,
+		Laggards: laggardNames(lags), OldFingerprint: st.Old, NewFingerprint: st.New, Sequence: st.Sequence,
+	}
+}
+
+func (s *Server) recordRotationStep(ctx context.Context, actor, remote string, st ca.Step, lags []laggard) error {
+	details := map[string]string{
+		"ca_type": string(st.Type), "from": string(st.From), "to": string(st.To), "mode": string(st.Mode),
+		"old_fingerprint": st.Old, "new_fingerprint": st.New, "sequence": strconv.FormatInt(st.Sequence, 10),
+	}
+	reason := ""
+	if len(lags) > 0 {
+		details["forced"] = "true"
+		details["laggards"] = strings.Join(laggardNames(lags), ",")
+		reason = "forced past lagging agents: " + describeLaggards(lags)
+	}
+	if _, err := s.audit.Emit(context.WithoutCancel(ctx), audit.Event{
+		Type: audit.TypeCARotation, Actor: actor, Host: s.host, RemoteAddr: remote, Outcome: audit.OutcomeSuccess,
+		Resource: resource.ResourceCertAuthority + "/" + string(st.Type), Reason: reason, Details: details,
+	}); err != nil {
+		// The step is stored; say so rather than pretend it failed.
+		return status.Errorf(codes.Unavailable, "the %s CA moved to %s but the audit log could not record it: %v", st.Type, st.To, err)
+	}
+	return nil
+}
+
+func (s *Server) recordRotationRefusal(ctx context.Context, c *caller, t ca.Type, from, to ca.Phase, reason string) {
+	s.recordDenial(ctx, audit.Event{
+		Type: audit.TypeCARotation, Actor: c.Actor(s), RemoteAddr: c.RemoteAddr, Reason: reason,
+		Resource: resource.ResourceCertAuthority + "/" + string(t),
+		Details:  map[string]string{"ca_type": string(t), "from": string(from), "to": string(to)},
+	})
+}
+
+func (s *Server) ListCAs(ctx context.Context, _ *authv1.ListCAsRequest) (*authv1.ListCAsResponse, error) {
+	if err := s.authorize(ctx, resource.ResourceCertAuthority, resource.VerbList); err != nil {
+		return nil, err
+	}
+	resp := &authv1.ListCAsResponse{}
+	for _, t := range ca.Types {
+		doc, err := s.cas.Document(t)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		resp.Cas = append(resp.Cas, s.caInfo(doc))
+	}
+	return resp, nil
+}
+
+func (s *Server) GetCAStatus(ctx context.Context, req *authv1.GetCAStatusRequest) (*authv1.GetCAStatusResponse, error) {
+	if err := s.authorize(ctx, resource.ResourceCertAuthority, resource.VerbRead); err != nil {
+		return nil, err
+	}
+	types := ca.Types
+	if req.Type != "" {
+		var err error
+		if types, err = parseCATypes(req.Type); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	window := agentWindow(req.AgentWindowSeconds)
+	agents := s.agents.live(window)
+	resp := &authv1.GetCAStatusResponse{}
+	for _, t := range types {
+		doc, err := s.cas.Document(t)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		st := &authv1.CAStatus{Ca: s.caInfo(doc)}
+		next := ca.NextPhase(doc.Phase)
+		g, gated := s.gateFor(doc, next)
+		if !gated {
+			// Outside a rotation, report against the CA as it stands.
+			g = gate{sequence: doc.Sequence}
+		}
+		var lags []laggard
+		for _, r := range agents {
+			a := &authv1.AgentCAState{
+				Bot: r.Bot, Host: r.Host, LastSeen: timestamppb.New(r.LastSeen), Connected: r.connected > 0,
+				Sequence: r.Sequences[string(t)], SignedBy: r.SignedBy[string(t)],
+			}
+			if reason := s.lagReason(t, g, r); reason != "" {
+				a.Lagging, a.Reason = true, reason
+				lags = append(lags, laggard{agent: r, reason: reason})
+			}
+			st.Agents = append(st.Agents, a)
+		}
+		if gated && len(lags) > 0 {
+			st.Blocked = fmt.Sprintf("moving to %s waits for %d agent(s): %s", next, len(lags), describeLaggards(lags))
+		}
+		resp.Cas = append(resp.Cas, st)
+	}
+	return resp, nil
+}
+
+func (s *Server) caInfo(doc ca.Document) *authv1.CAInfo {
+	info := &authv1.CAInfo{Type: string(doc.Type), Phase: string(doc.Phase), Mode: string(doc.Mode), Sequence: doc.Sequence}
+	for _, k := range doc.KeySets {
+		signer, _ := k.SignerID()
+		info.Keys = append(info.Keys, &authv1.CAKey{
+			Id: k.ID, State: string(k.State), Algorithm: string(k.Algorithm), Kid: k.KID,
+			Fingerprint: ca.Fingerprint(k.PublicKey), NotBefore: timestamppb.New(k.NotBefore), NotAfter: timestamppb.New(k.NotAfter),
+			SignerId: signer,
+		})
+	}
+	if r := doc.Rotation; r != nil {
+		info.RotationStarted = timestamppb.New(r.Started)
+		info.PhaseStarted = timestamppb.New(r.PhaseStarted)
+		info.GracePeriodSeconds = int64(r.GracePeriod / time.Second)
+		info.RolledBackFrom = string(r.RolledBackFrom)
+	}
+	if doc.Phase != ca.PhaseStandby {
+		info.NextPhase = string(ca.NextPhase(doc.Phase))
+	}
+	if at := doc.NextStepAt(); !at.IsZero() {
+		info.NextStepAt = timestamppb.New(at)
+	}
+	return info
+}
+
+// runRotations moves automatic rotations on when their time comes and
+// finishes rollbacks, each once no live agent lags; it also keeps the
+// last-seen times of connected agents fresh.
+func (s *Server) runRotations(ctx context.Context) error {
+	tick := time.NewTicker(rotationTick)
+	defer tick.Stop()
+	beat := time.NewTicker(agentHeartbeat)
+	defer beat.Stop()
+	blocked := map[ca.Type]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-beat.C:
+			s.agents.heartbeat(ctx)
+			continue
+		case <-tick.C:
+		case <-s.agents.reported:
+		}
+		for _, t := range ca.Types {
+			doc, err := s.cas.Document(t)
+			if err != nil {
+				continue
+			}
+			to := ca.Phase("")
+			switch {
+			case doc.Phase == ca.PhaseRollback:
+				to = ca.PhaseStandby
+			case doc.Mode == ca.ModeAuto && !doc.NextStepAt().IsZero() && !s.clock().Before(doc.NextStepAt()):
+				to = ca.NextPhase(doc.Phase)
+			}
+			if to == "" {
+				delete(blocked, t)
+				continue
+			}
+			if g, ok := s.gateFor(doc, to); ok {
+				if lags := s.laggards(t, g, DefaultAgentWindow); len(lags) > 0 {
+					if msg := describeLaggards(lags); blocked[t] != msg {
+						blocked[t] = msg
+						s.log.Warn("a CA rotation waits for agents", "ca", t, "from", doc.Phase, "to", to, "laggards", msg)
+					}
+					continue
+				}
+			}
+			delete(blocked, t)
+			step, err := s.cas.Step(ctx, ca.StepRequest{Type: t, From: doc.Phase, To: to})
+			if err != nil {
+				if !errors.Is(err, ca.ErrTransition) {
+					s.log.Warn("moving a CA rotation on", "ca", t, "to", to, "error", err)
+				}
+				continue
+			}
+			if err := s.recordRotationStep(ctx, "auth@"+s.host, "", step, nil); err != nil {
+				s.log.Error("recording a rotation step", "ca", t, "error", err)
+			}
+			s.log.Info("CA rotation moved on", "ca", t, "from", step.From, "to", step.To, "sequence", step.Sequence)
+		}
+	}
+}
