@@ -1,0 +1,438 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// traffic is what a rotation must not disturb: two workloads holding
+// X509Sources that make a new mTLS connection every 50 ms, and a third that
+// fetches and validates a fresh JWT-SVID every 50 ms.
+type traffic struct {
+	t                    *testing.T
+	cancel               context.CancelFunc
+	wg                   sync.WaitGroup
+	handshakes, jwts     atomic.Int64
+	failures             atomic.Int64
+	mu                   sync.Mutex
+	firstErrs            []string
+	serverSrc, clientSrc *workloadapi.X509Source
+	jwtSrc               *workloadapi.JWTSource
+	lis                  net.Listener
+}
+
+func startTraffic(t *testing.T, socket string, td spiffeid.TrustDomain) *traffic {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &traffic{t: t, cancel: cancel}
+	opt := workloadapi.WithClientOptions(workloadapi.WithAddr("unix://" + socket))
+	var err error
+	startCtx, startCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer startCancel()
+	if tr.serverSrc, err = workloadapi.NewX509Source(startCtx, opt); err != nil {
+		t.Fatalf("server X509Source: %v", err)
+	}
+	if tr.clientSrc, err = workloadapi.NewX509Source(startCtx, opt); err != nil {
+		t.Fatalf("client X509Source: %v", err)
+	}
+	if tr.jwtSrc, err = workloadapi.NewJWTSource(startCtx, opt); err != nil {
+		t.Fatalf("JWTSource: %v", err)
+	}
+	authz := tlsconfig.AuthorizeMemberOf(td)
+	tr.lis, err = spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0", spiffetls.MTLSServerWithSource(authz, tr.serverSrc))
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	tr.wg.Add(3)
+	go func() {
+		defer tr.wg.Done()
+		for {
+			c, err := tr.lis.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 1)
+				if _, err := io.ReadFull(c, buf); err == nil {
+					_, _ = c.Write(buf)
+				}
+			}()
+		}
+	}()
+	go func() {
+		defer tr.wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			tr.record("mtls", tr.handshake(ctx, authz), &tr.handshakes)
+		}
+	}()
+	go func() {
+		defer tr.wg.Done()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			tr.record("jwt", tr.validateJWT(ctx), &tr.jwts)
+		}
+	}()
+	return tr
+}
+
+func (tr *traffic) handshake(ctx context.Context, authz tlsconfig.Authorizer) error {
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := spiffetls.DialWithMode(dctx, "tcp", tr.lis.Addr().String(), spiffetls.MTLSClientWithSource(authz, tr.clientSrc))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte{7}); err != nil {
+		return err
+	}
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return fmt.Errorf("reading the echo (the server refused the handshake?): %w", err)
+	}
+	return nil
+}
+
+func (tr *traffic) validateJWT(ctx context.Context) error {
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	svid, err := tr.jwtSrc.FetchJWTSVID(fctx, jwtsvid.Params{Audience: "rotation"})
+	if err != nil {
+		return fmt.Errorf("fetching: %w", err)
+	}
+	_, err = jwtsvid.ParseAndValidate(svid.Marshal(), tr.jwtSrc, []string{"rotation"})
+	return err
+}
+
+func (tr *traffic) record(what string, err error, ok *atomic.Int64) {
+	if err == nil {
+		ok.Add(1)
+		return
+	}
+	if errors := tr.failures.Add(1); errors <= 5 {
+		tr.mu.Lock()
+		tr.firstErrs = append(tr.firstErrs, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), what, err))
+		tr.mu.Unlock()
+	}
+}
+
+// check fails the test if anything failed since the last check.
+func (tr *traffic) check(what string) {
+	tr.t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if n := tr.failures.Swap(0); n > 0 {
+		tr.t.Errorf("%s: %d failed handshakes or validations; first: %s", what, n, strings.Join(tr.firstErrs, "; "))
+	}
+	tr.firstErrs = nil
+	tr.t.Logf("%s: %d handshakes, %d JWT validations so far, none failed", what, tr.handshakes.Load(), tr.jwts.Load())
+}
+
+func (tr *traffic) stop() {
+	tr.cancel()
+	tr.lis.Close()
+	tr.wg.Wait()
+	tr.serverSrc.Close()
+	tr.clientSrc.Close()
+	tr.jwtSrc.Close()
+}
+
+// caState reads one CA from widctl ca ls.
+func caState(t *testing.T, a *agent, typ string) (phase string, seq int64) {
+	t.Helper()
+	var cas []struct {
+		Type     string `json:"type"`
+		Phase    string `json:"phase"`
+		Sequence int64  `json:"sequence"`
+	}
+	r := a.widctl("ca", "ls", "--format", "json").must(t)
+	if err := json.Unmarshal([]byte(r.stdout), &cas); err != nil {
+		t.Fatalf("ca ls --format json: %v\n%s", err, r.stdout)
+	}
+	for _, c := range cas {
+		if c.Type == typ {
+			return c.Phase, c.Sequence
+		}
+	}
+	t.Fatalf("ca ls has no %s CA", typ)
+	return "", 0
+}
+
+// rotateTo asks for phase every 200 ms until the auth service takes it; a
+// refusal must be the gate's (agents lag), never anything else.
+func rotateTo(t *testing.T, a *agent, typ, phase string) (refusals int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := a.widctl("ca", "rotate", "--type", typ, "--phase", phase)
+		if r.code == 0 {
+			return refusals
+		}
+		if !strings.Contains(r.stderr, "lag") || time.Now().After(deadline) {
+			t.Fatalf("ca rotate --type %s --phase %s: exit %d: %s", typ, phase, r.code, r.stderr)
+		}
+		refusals++
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestRotationNoWorkloadNotices(t *testing.T) {
+	a := startAgent(t, newDataDir(t))
+	td := spiffeid.RequireTrustDomainFromString(a.td)
+	tr := startTraffic(t, a.workload, td)
+	defer tr.stop()
+	time.Sleep(300 * time.Millisecond)
+	tr.check("before rotating")
+
+	full := []string{"init", "update_clients", "update_servers", "standby"}
+	run := func(name string, phases []string, pause time.Duration) {
+		refused := 0
+		for _, p := range phases {
+			for _, typ := range []string{"spiffe", "jwt"} {
+				refused += rotateTo(t, a, typ, p)
+			}
+			time.Sleep(pause)
+		}
+		for _, typ := range []string{"spiffe", "jwt"} {
+			if phase, _ := caState(t, a, typ); phase != phases[len(phases)-1] && phase != "standby" {
+				t.Fatalf("%s: the %s CA ended in %s, want %s", name, typ, phase, phases[len(phases)-1])
+			}
+		}
+		tr.check(fmt.Sprintf("%s (%d steps refused while agents caught up)", name, refused))
+	}
+	// An operator who looks around between the phases.
+	run("manual rotation", full, 500*time.Millisecond)
+	// A rollback from update_clients: the old keys sign again, and the CA
+	// returns to standby by itself once the agents renewed.
+	run("rollback from update_clients", []string{"init", "update_clients", "rollback"}, 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, typ := range []string{"spiffe", "jwt"} {
+		for phase, _ := caState(t, a, typ); phase != "standby"; phase, _ = caState(t, a, typ) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the %s CA stayed in %s after the rollback", typ, phase)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	tr.check("after the rollback")
+	// An operator in a hurry: each next phase asked for at once, again
+	// every 200 ms until the gate lets it through, never --force.
+	run("rushed rotation", full, 0)
+	time.Sleep(500 * time.Millisecond)
+	tr.check("after the rushed rotation")
+
+	r := a.widctl("audit", "ls", "--type", "ca.rotation", "--format", "json").must(t)
+	if n := strings.Count(r.stdout, `"outcome": "success"`); n < 2*(4+3+4) {
+		t.Errorf("audit has %d successful ca.rotation events, want at least %d", n, 2*(4+3+4))
+	}
+	if !strings.Contains(r.stdout, `"old_fingerprint": "sha256:`) || !strings.Contains(r.stdout, `"new_fingerprint": "sha256:`) {
+		t.Errorf("rotation events lack the key fingerprints:\n%.2000s", r.stdout)
+	}
+	a.widctl("audit", "verify").must(t)
+}
+
+// lowerSVIDTTL caps every role's SVIDs at ttl, so that an automatic
+// rotation may be short.
+func lowerSVIDTTL(t *testing.T, a *agent, ttl string) {
+	t.Helper()
+	for _, role := range []string{"editor", "local-agent"} {
+		r := a.widctl("get", "role/"+role, "--format", "yaml").must(t)
+		doc := strings.Replace(r.stdout, "spec:\n", "spec:\n  options:\n    max_svid_ttl: "+ttl+"\n", 1)
+		file := filepath.Join(t.TempDir(), role+".yaml")
+		if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		a.widctl("create", "-f", file, "--force").must(t)
+	}
+}
+
+func TestAutomaticRotation(t *testing.T) {
+	a := startAgent(t, newDataDir(t))
+	lowerSVIDTTL(t, a, "6s")
+	td := spiffeid.RequireTrustDomainFromString(a.td)
+	tr := startTraffic(t, a.workload, td)
+	defer tr.stop()
+
+	r := a.widctl("ca", "rotate", "--type", "spiffe", "--grace-period", "3s")
+	if r.code == 0 || !strings.Contains(r.stderr, "grace period 3s is shorter than the 6s") {
+		t.Fatalf("a grace period under the longest SVID life: exit %d, %s", r.code, r.stderr)
+	}
+	if phase, _ := caState(t, a, "spiffe"); phase != "standby" {
+		t.Fatalf("a refused rotation moved the CA to %s", phase)
+	}
+	start := time.Now()
+	for _, typ := range []string{"spiffe", "jwt"} {
+		a.widctl("ca", "rotate", "--type", typ, "--grace-period", "6s").must(t)
+	}
+	r = a.widctl("ca", "rotate", "--type", "spiffe", "--phase", "update_clients", "--manual")
+	if r.code == 0 || !strings.Contains(r.stderr, "is in a auto rotation") && !strings.Contains(r.stderr, "automatic") {
+		t.Errorf("a manual step in an automatic rotation: exit %d, %s", r.code, r.stderr)
+	}
+	for _, typ := range []string{"spiffe", "jwt"} {
+		for phase, seq := caState(t, a, typ); phase != "standby" || seq < 3; phase, seq = caState(t, a, typ) {
+			if time.Since(start) > 40*time.Second {
+				t.Fatalf("the automatic %s rotation is still in %s after %s", typ, phase, time.Since(start))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	t.Logf("both automatic rotations done in %s", time.Since(start).Round(time.Millisecond))
+	time.Sleep(500 * time.Millisecond)
+	tr.check("automatic rotation")
+	r = a.widctl("audit", "ls", "--type", "ca.rotation", "--format", "json").must(t)
+	if !strings.Contains(r.stdout, `"actor": "auth@`) {
+		t.Errorf("automatic steps are not audited as the auth service's:\n%.1500s", r.stdout)
+	}
+}
+
+func TestStoppedAgentHoldsRotationBack(t *testing.T) {
+	auth := startAgent(t, newDataDir(t), "--roles", "auth")
+	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
+	auth.widctl("workload-identity", "create", "edge-workload", "--spiffe-id", "/svc/edge", "--rule", "workload.unix.uid="+uid).must(t)
+	ag := startAgent(t, newDataDir(t), "--roles", "agent", "--auth", auth.addr, "--join-token", tok, "--ca-pin", auth.pin)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr("unix://"+ag.workload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+
+	rotateTo(t, auth, "spiffe", "init")
+	_, seq := caState(t, auth, "spiffe")
+	// Wait until the agent holds the new bundle, then stop it.
+	waitAgent(t, auth, func(s agentStatus) bool { return s.Sequence == seq && !s.Lagging }, 5*time.Second)
+	rotateTo(t, auth, "spiffe", "update_clients")
+	if err := ag.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			ag.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	r := auth.widctl("ca", "rotate", "--type", "spiffe", "--phase", "update_servers")
+	if r.code == 0 || !strings.Contains(r.stderr, `bot "edge" on`) || !strings.Contains(r.stderr, "--force") {
+		t.Fatalf("update_servers with a stopped agent: exit %d, %s; want a refusal naming bot edge", r.code, r.stderr)
+	}
+	if phase, _ := caState(t, auth, "spiffe"); phase != "update_clients" {
+		t.Fatalf("a refused step moved the CA to %s", phase)
+	}
+	r = auth.widctl("ca", "rotate", "--type", "spiffe", "--phase", "update_servers", "--force").must(t)
+	if !strings.Contains(r.stdout, "forced past lagging agents: edge@") {
+		t.Errorf("a forced step does not say whom it went past:\n%s", r.stdout)
+	}
+	audit := auth.widctl("audit", "ls", "--type", "ca.rotation", "--format", "json").must(t)
+	if !strings.Contains(audit.stdout, `"forced": "true"`) || !strings.Contains(audit.stdout, `"laggards": "edge@`) {
+		t.Errorf("the forced step is not audited as forced:\n%.2000s", audit.stdout)
+	}
+
+	ag.cmd.Process.Signal(syscall.SIGCONT)
+	stopped = false
+	resumed := time.Now()
+	signer := waitAgent(t, auth, func(s agentStatus) bool { return !s.Lagging }, time.Second)
+	t.Logf("the agent caught up %s after SIGCONT (signed by %s)", time.Since(resumed).Round(time.Millisecond), signer.SignedBy)
+	// The workload holds an SVID from the new key.
+	if svid, err := src.GetX509SVID(); err != nil || fmt.Sprintf("%x", svid.Certificates[0].AuthorityKeyId) != signer.SignedBy {
+		t.Errorf("the workload's SVID after catching up: %v; want one signed by %s", err, signer.SignedBy)
+	}
+	rotateTo(t, auth, "spiffe", "standby")
+}
+
+type agentStatus struct {
+	Bot      string `json:"bot"`
+	Sequence int64  `json:"sequence"`
+	SignedBy string `json:"signed_by"`
+	Lagging  bool   `json:"lagging"`
+	Reason   string `json:"reason"`
+}
+
+// waitAgent waits until the spiffe CA's status shows the edge agent in a state.
+func waitAgent(t *testing.T, a *agent, ok func(agentStatus) bool, within time.Duration) agentStatus {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last agentStatus
+	for {
+		var st []struct {
+			Agents []agentStatus `json:"agents"`
+		}
+		r := a.widctl("ca", "status", "--type", "spiffe", "--format", "json").must(t)
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st) != 1 {
+			t.Fatalf("ca status --format json: %v\n%s", err, r.stdout)
+		}
+		for _, s := range st[0].Agents {
+			if s.Bot == "edge" {
+				last = s
+				if ok(s) {
+					return s
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge agent did not get there within %s; last: %+v", within, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestKill9DuringRotation(t *testing.T) {
+	dir := newDataDir(t)
+	a := startAgent(t, dir)
+	for _, phase := range []string{"init", "update_clients", "update_servers"} {
+		rotateTo(t, a, "spiffe", phase)
+		a.kill()
+		a = startAgent(t, dir)
+		if got, _ := caState(t, a, "spiffe"); got != phase {
+			t.Fatalf("after kill -9 in %s the CA is in %s", phase, got)
+		}
+	}
+	rotateTo(t, a, "spiffe", "standby")
+	// The restarted agent serves SVIDs from the new key only.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.workload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := a.widctl("bundle", "export").must(t)
+	if strings.Count(bundle.stdout, "BEGIN CERTIFICATE") != 1 {
+		t.Errorf("after the rotation the bundle holds %d CAs, want 1", strings.Count(bundle.stdout, "BEGIN CERTIFICATE"))
+	}
+	_ = svid
+	a.widctl("audit", "verify").must(t)
+}
