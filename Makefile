@@ -37,6 +37,8 @@ bench:
 	./scripts/spire/build.sh
 	$(GO) build -ldflags "$(LDFLAGS)" -o .bin/wid/ ./cmd/widagent ./cmd/widctl
 	$(GO) run ./bench/workloadapi -system spire,wid -spire-bin .bin/spire-1.13.3 -wid-bin .bin/wid -clients 16 -duration 10s
+	# CA rotation: bundle change to a watching workload, re-issue of 1,000 cached SVIDs, Workload API p99 meanwhile.
+	$(GO) run ./bench/rotation -wid-bin .bin/wid -changes 20 -svids 1000 -clients 16
 
 # Run each fuzz target for FUZZTIME (default 60s).
 FUZZTIME ?= 60s

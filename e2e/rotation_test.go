@@ -436,3 +436,27 @@ func TestKill9DuringRotation(t *testing.T) {
 	_ = svid
 	a.widctl("audit", "verify").must(t)
 }
+
+func TestHostCARotationKeepsAgentsConnected(t *testing.T) {
+	auth := startAgent(t, newDataDir(t), "--roles", "auth")
+	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
+	agDir := newDataDir(t)
+	ag := startAgent(t, agDir, "--roles", "agent", "--auth", auth.addr, "--join-token", tok, "--ca-pin", auth.pin)
+	for _, phase := range []string{"init", "update_clients", "update_servers", "standby"} {
+		rotateTo(t, auth, "host", phase)
+	}
+	// A restarted agent trusts the new host CA from its saved identity.
+	ag.stop()
+	ag = startAgent(t, agDir, "--roles", "agent", "--auth", auth.addr, "--ca-pin", auth.pin)
+	// The agent still reaches the auth service: a new identity reaches it
+	// and a workload gets it.
+	auth.widctl("workload-identity", "create", "after", "--spiffe-id", "/svc/after", "--rule", "workload.unix.uid="+uid).must(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+ag.workload))
+	if err != nil || !strings.HasSuffix(svid.ID.String(), "/svc/after") {
+		t.Fatalf("after the host CA rotation the agent serves %v, %v", svid, err)
+	}
+	st := waitAgent(t, auth, func(s agentStatus) bool { return !s.Lagging }, 5*time.Second)
+	_ = st
+}

@@ -246,9 +246,14 @@ func (w *Wid) CreateIdentity(ctx context.Context, name string) (spiffeid.ID, err
 // CreateIdentities creates one workload identity per name, as
 // CreateIdentity does, with one widctl create -f FILE.
 func (w *Wid) CreateIdentities(ctx context.Context, names []string) ([]spiffeid.ID, error) {
+	return w.CreateIdentitiesFor(ctx, names, "workload.unix.uid", strconv.Itoa(w.uid))
+}
+
+// CreateIdentitiesFor is CreateIdentities for the workloads whose attribute
+// attr equals value (such as one binary's workload.unix.path).
+func (w *Wid) CreateIdentitiesFor(ctx context.Context, names []string, attr, value string) ([]spiffeid.ID, error) {
 	var file bytes.Buffer
 	ids := make([]spiffeid.ID, len(names))
-	uid := strconv.Itoa(w.uid)
 	for i, n := range names {
 		ids[i] = w.SPIFFEID(n)
 		doc, err := resource.MarshalYAML(&resource.WorkloadIdentity{
@@ -256,7 +261,7 @@ func (w *Wid) CreateIdentities(ctx context.Context, names []string) ([]spiffeid.
 			Spec: resource.WorkloadIdentitySpec{
 				SPIFFE: resource.WorkloadSPIFFE{ID: "/uid/{{ workload.unix.uid }}/" + n},
 				Rules: resource.WorkloadRules{Allow: []resource.WorkloadRule{{
-					Conditions: []resource.Condition{{Attribute: "workload.unix.uid", Eq: &uid}},
+					Conditions: []resource.Condition{{Attribute: attr, Eq: &value}},
 				}}},
 			},
 		})
@@ -277,6 +282,9 @@ func (w *Wid) CreateIdentities(ctx context.Context, names []string) ([]spiffeid.
 	}
 	return ids, nil
 }
+
+// AdminSocket is the auth service's admin socket.
+func (w *Wid) AdminSocket() string { return filepath.Join(w.dataDir(), "admin.sock") }
 
 // Stop ends widagent and removes the temp dir.
 func (w *Wid) Stop() error {
