@@ -63,7 +63,17 @@ func TestKill9WhileIssuing(t *testing.T) {
 	for i := 0; i < 16; i++ {
 		<-started
 	}
-	time.Sleep(500 * time.Millisecond) // let issuance run at full speed before the kill
+	// Let issuance run at full speed before the kill: at least 100 SVIDs
+	// and half a second, however busy the machine is.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		mu.Lock()
+		n := len(received)
+		mu.Unlock()
+		if n >= 100 || time.Now().After(deadline) {
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
 	a.kill()
 	wg.Wait()
 	cancel()
