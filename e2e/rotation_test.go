@@ -460,3 +460,38 @@ func TestHostCARotationKeepsAgentsConnected(t *testing.T) {
 	st := waitAgent(t, auth, func(s agentStatus) bool { return !s.Lagging }, 5*time.Second)
 	_ = st
 }
+
+func TestLoginSurvivesUserAndHostCARotation(t *testing.T) {
+	a := startAgent(t, newDataDir(t), "--no-dev-identity")
+	a.widctl("role", "create", "dev", "--spiffe-path", "/team/alice/**").must(t)
+	invite := inviteRE.FindStringSubmatch(a.widctl("user", "add", "alice", "--roles", "dev").must(t).stdout)
+	if invite == nil {
+		t.Fatal("user add printed no invite")
+	}
+	home := t.TempDir()
+	alice := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"), "XDG_DATA_HOME=" + filepath.Join(home, ".local/share"),
+		"DBUS_SESSION_BUS_ADDRESS=unix:path=" + filepath.Join(home, "no-bus")}
+	run := func(args ...string) result {
+		t.Helper()
+		r := runWidctl(t, alice, "correct horse battery staple\n", args...)
+		if r.code != 0 {
+			t.Fatalf("widctl %v as alice: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+		}
+		return r
+	}
+	run("login", "--auth", a.addr, "--user", "alice", "--invite", invite[1], "--ca-pin", a.pin, "--password-stdin")
+	for _, phase := range []string{"init", "update_clients", "update_servers", "standby"} {
+		rotateTo(t, a, "all", phase)
+		// Alice works through every phase; her login follows the CAs.
+		run("status")
+	}
+	dir := filepath.Join(t.TempDir(), "svid")
+	run("svid", "issue", "/team/alice/laptop", "-o", dir)
+	if _, err := os.Stat(filepath.Join(dir, "svid.pem")); err != nil {
+		t.Fatal(err)
+	}
+	r := a.widctl("audit", "ls", "--type", "user.cert.renewed", "--format", "json").must(t)
+	if !strings.Contains(r.stdout, `"actor": "alice"`) {
+		t.Errorf("the login's renewal is not audited:\n%s", r.stdout)
+	}
+}

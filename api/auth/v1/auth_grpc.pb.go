@@ -33,6 +33,7 @@ const (
 	AuthService_CreateJoinToken_FullMethodName    = "/wid.auth.v1.AuthService/CreateJoinToken"
 	AuthService_Join_FullMethodName               = "/wid.auth.v1.AuthService/Join"
 	AuthService_RenewBotCert_FullMethodName       = "/wid.auth.v1.AuthService/RenewBotCert"
+	AuthService_RenewUserCert_FullMethodName      = "/wid.auth.v1.AuthService/RenewUserCert"
 	AuthService_CreateUser_FullMethodName         = "/wid.auth.v1.AuthService/CreateUser"
 	AuthService_ResetUser_FullMethodName          = "/wid.auth.v1.AuthService/ResetUser"
 	AuthService_Login_FullMethodName              = "/wid.auth.v1.AuthService/Login"
@@ -71,6 +72,10 @@ type AuthServiceClient interface {
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
 	// RenewBotCert re-issues the calling bot's certificate for a new key.
 	RenewBotCert(ctx context.Context, in *RenewBotCertRequest, opts ...grpc.CallOption) (*RenewBotCertResponse, error)
+	// RenewUserCert re-issues the calling user's certificate for a new key
+	// with the same expiry: a user CA rotation moves logins to its new key
+	// without asking anyone to log in again.
+	RenewUserCert(ctx context.Context, in *RenewUserCertRequest, opts ...grpc.CallOption) (*RenewUserCertResponse, error)
 	// Users and login.
 	// CreateUser adds a user and returns a one-time invite that sets the
 	// user's password at the first login. The invite is stored only as a hash.
@@ -218,6 +223,16 @@ func (c *authServiceClient) RenewBotCert(ctx context.Context, in *RenewBotCertRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RenewBotCertResponse)
 	err := c.cc.Invoke(ctx, AuthService_RenewBotCert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) RenewUserCert(ctx context.Context, in *RenewUserCertRequest, opts ...grpc.CallOption) (*RenewUserCertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewUserCertResponse)
+	err := c.cc.Invoke(ctx, AuthService_RenewUserCert_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -431,6 +446,10 @@ type AuthServiceServer interface {
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
 	// RenewBotCert re-issues the calling bot's certificate for a new key.
 	RenewBotCert(context.Context, *RenewBotCertRequest) (*RenewBotCertResponse, error)
+	// RenewUserCert re-issues the calling user's certificate for a new key
+	// with the same expiry: a user CA rotation moves logins to its new key
+	// without asking anyone to log in again.
+	RenewUserCert(context.Context, *RenewUserCertRequest) (*RenewUserCertResponse, error)
 	// Users and login.
 	// CreateUser adds a user and returns a one-time invite that sets the
 	// user's password at the first login. The invite is stored only as a hash.
@@ -513,6 +532,9 @@ func (UnimplementedAuthServiceServer) Join(context.Context, *JoinRequest) (*Join
 }
 func (UnimplementedAuthServiceServer) RenewBotCert(context.Context, *RenewBotCertRequest) (*RenewBotCertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewBotCert not implemented")
+}
+func (UnimplementedAuthServiceServer) RenewUserCert(context.Context, *RenewUserCertRequest) (*RenewUserCertResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RenewUserCert not implemented")
 }
 func (UnimplementedAuthServiceServer) CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateUser not implemented")
@@ -762,6 +784,24 @@ func _AuthService_RenewBotCert_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AuthServiceServer).RenewBotCert(ctx, req.(*RenewBotCertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_RenewUserCert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewUserCertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).RenewUserCert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_RenewUserCert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).RenewUserCert(ctx, req.(*RenewUserCertRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1104,6 +1144,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RenewBotCert",
 			Handler:    _AuthService_RenewBotCert_Handler,
+		},
+		{
+			MethodName: "RenewUserCert",
+			Handler:    _AuthService_RenewUserCert_Handler,
 		},
 		{
 			MethodName: "CreateUser",

@@ -5,9 +5,13 @@
 package cmdutil
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"io/fs"
 	"log/slog"
 	"sync"
@@ -92,7 +96,82 @@ func DialWithLogin(ctx context.Context, cfg *Config, logins *client.LoginStore, 
 	if err != nil {
 		return nil, InputError(err)
 	}
+	next, err := FollowRotation(ctx, c, logins, p, id)
+	if err != nil {
+		log.DebugContext(ctx, "following a CA rotation failed; the login stays as it is", "error", err)
+		return c, nil
+	}
+	if next != id {
+		c.Close()
+		if c, err = client.Dial(client.Config{Auth: p.Auth, CAPin: p.CAPin, Identity: next}); err != nil {
+			return nil, InputError(err)
+		}
+	}
 	return c, nil
+}
+
+// FollowRotation keeps a saved login working through CA rotations: it
+// trusts the host CAs the auth service now names (learned over a
+// connection verified with the ones saved) and, when the user CA signs
+// with another key, renews the login's certificate for a new key, with the
+// same expiry. It returns the identity to use, saved.
+func FollowRotation(ctx context.Context, c *client.Client, logins *client.LoginStore, p *client.Profile, id *client.Identity) (*client.Identity, error) {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ping, err := c.Ping(pctx, &authv1.PingRequest{})
+	if err != nil {
+		return id, err
+	}
+	next := id
+	hostCAs := ping.GetHostAuthorities()
+	if len(hostCAs) > 0 && !sameDER(id.HostCAs, hostCAs) {
+		if next, err = client.NewIdentity(id.Key, id.Chain, hostCAs); err != nil {
+			return id, err
+		}
+	}
+	if signer := ping.GetUserSignerId(); signer != "" && hex.EncodeToString(id.Leaf.AuthorityKeyId) != signer {
+		key, err := client.NewKey()
+		if err != nil {
+			return id, err
+		}
+		csr, err := client.NewCSR(key)
+		if err != nil {
+			return id, err
+		}
+		resp, err := c.RenewUserCert(pctx, &authv1.RenewUserCertRequest{Csr: csr})
+		if err != nil {
+			return id, err
+		}
+		trusted := make([][]byte, len(next.HostCAs))
+		for i, c := range next.HostCAs {
+			trusted[i] = c.Raw
+		}
+		if next, err = client.NewIdentity(key, resp.CertChain, trusted); err != nil {
+			return id, err
+		}
+	}
+	if next == id {
+		return id, nil
+	}
+	if ping.GetCaPin() != "" {
+		p.CAPin = ping.GetCaPin()
+	}
+	if err := logins.Save(p, next); err != nil {
+		return id, err
+	}
+	return next, nil
+}
+
+func sameDER(certs []*x509.Certificate, ders [][]byte) bool {
+	if len(certs) != len(ders) {
+		return false
+	}
+	for i, c := range certs {
+		if !bytes.Equal(c.Raw, ders[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // LoginIdentity loads the saved login's identity, refusing an expired one

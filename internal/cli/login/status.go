@@ -87,6 +87,14 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	if err != nil {
 		return cmdutil.InputError(err)
 	}
+	// A CA rotation in progress: trust the new host CA, renew from the new user CA.
+	if next, err := cmdutil.FollowRotation(ctx, c, opts.Logins, prof, id); err == nil && next != id {
+		c.Close()
+		if c, err = client.Dial(client.Config{Auth: prof.Auth, CAPin: prof.CAPin, Identity: next}); err != nil {
+			return cmdutil.InputError(err)
+		}
+		id = next
+	}
 	defer c.Close()
 	ping, err := c.Ping(ctx, &authv1.PingRequest{})
 	if err != nil {

@@ -15,6 +15,8 @@ const (
 	TypeJoin           = "bot.join"
 	TypeJoinDenied     = "bot.join.denied"
 	TypeBotCertRenewed = "bot.cert.renewed"
+	// TypeUserCertRenewed: a login moved to a rotated user CA.
+	TypeUserCertRenewed = "user.cert.renewed"
 	// TypeLogin: a user logged in and got a user certificate.
 	TypeLogin = "user.login"
 	// TypeLoginDenied: a login was refused; the reason says why.

@@ -49,6 +49,8 @@ type caller struct {
 	Roles []*resource.Role
 	// RemoteAddr is the TCP peer, or "uid:N" on the admin socket.
 	RemoteAddr string
+	// CertNotAfter is when the caller's certificate expires (users and bots).
+	CertNotAfter time.Time
 }
 
 // Actor is the caller's name in audit events: "admin@host", "alice" for a
@@ -184,7 +186,7 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "loading roles of %s %q: %v", idKind, name, err)
 	}
-	return &caller{Kind: idKind, Name: name, Roles: roles, RemoteAddr: remote}, nil
+	return &caller{Kind: idKind, Name: name, Roles: roles, RemoteAddr: remote, CertNotAfter: leaf.NotAfter}, nil
 }
 
 // chainsTo reports whether a verified chain ends at one of roots.

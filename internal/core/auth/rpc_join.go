@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -261,4 +262,41 @@ func (s *Server) RenewBotCert(ctx context.Context, req *authv1.RenewBotCertReque
 	return &authv1.RenewBotCertResponse{CertChain: [][]byte{cert.Raw}, ExpiresAt: timestamppb.New(cert.NotAfter)}, nil
 }
 
+// RenewUserCert re-issues a logged-in user's certificate from the user CA's
+// current key, for a new key and with the same expiry: it moves a login to
+// a rotated CA, and never lengthens it.
+func (s *Server) RenewUserCert(ctx context.Context, req *authv1.RenewUserCertRequest) (*authv1.RenewUserCertResponse, error) {
+	c := callerFrom(ctx)
+	if c.Kind != KindUser {
+		return nil, status.Error(codes.PermissionDenied, "only a logged-in user can renew a user certificate")
+	}
+	pub, err := issuer.ParseCSR(req.Csr)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	ttl := time.Until(c.CertNotAfter).Truncate(time.Second)
+	if ttl < time.Minute {
+		return nil, status.Error(codes.FailedPrecondition, "your login expires within a minute: run widctl login")
+	}
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: c.Name})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "issuing the user certificate: %v", err)
+	}
+	if _, err := s.audit.Emit(ctx, audit.Event{
+		Type: audit.TypeUserCertRenewed, Actor: c.Actor(s), RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
+		Serial: serialHex(cert.SerialNumber.Bytes()), TTLSeconds: int64(ttl / time.Second),
+	}); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the renewal could not be audited: %v", err)
+	}
+	return &authv1.RenewUserCertResponse{CertChain: [][]byte{cert.Raw}, ExpiresAt: timestamppb.New(cert.NotAfter)}, nil
+}
+
 func serialHex(b []byte) string { return hex.EncodeToString(b) }
+
+func derOf(certs []*x509.Certificate) [][]byte {
+	out := make([][]byte, len(certs))
+	for i, c := range certs {
+		out[i] = c.Raw
+	}
+	return out
+}

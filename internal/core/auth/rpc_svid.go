@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto"
+	"github.com/wid-project/wid/internal/core/ca"
 	"net"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ func (s *Server) Ping(ctx context.Context, _ *authv1.PingRequest) (*authv1.PingR
 	return &authv1.PingResponse{
 		TrustDomain: s.td.Name(), IdentityKind: c.Kind, IdentityName: c.Name, Roles: c.roleNames(),
 		ServerVersion: s.cfg.Version, CaPin: s.cas.HostPin(), AuthAddr: s.info.Addr,
+		HostAuthorities: derOf(s.cas.Authorities(ca.TypeHost)), UserSignerId: s.cas.ActiveSignerID(ca.TypeUser),
 	}, nil
 }
 
