@@ -334,9 +334,9 @@ func TestStoppedAgentHoldsRotationBack(t *testing.T) {
 
 	rotateTo(t, auth, "spiffe", "init")
 	_, seq := caState(t, auth, "spiffe")
-	// Wait until the agent holds the new bundle, then stop it.
+	// Wait until the agent holds the new bundle, then stop it: it can
+	// still enter update_clients, but cannot renew its SVIDs from the new key.
 	waitAgent(t, auth, func(s agentStatus) bool { return s.Sequence == seq && !s.Lagging }, 5*time.Second)
-	rotateTo(t, auth, "spiffe", "update_clients")
 	if err := ag.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -346,6 +346,7 @@ func TestStoppedAgentHoldsRotationBack(t *testing.T) {
 			ag.cmd.Process.Signal(syscall.SIGCONT)
 		}
 	}()
+	rotateTo(t, auth, "spiffe", "update_clients")
 	r := auth.widctl("ca", "rotate", "--type", "spiffe", "--phase", "update_servers")
 	if r.code == 0 || !strings.Contains(r.stderr, `bot "edge" on`) || !strings.Contains(r.stderr, "--force") {
 		t.Fatalf("update_servers with a stopped agent: exit %d, %s; want a refusal naming bot edge", r.code, r.stderr)

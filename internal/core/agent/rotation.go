@@ -85,10 +85,19 @@ func (a *Agent) statusReport(st *state) *authv1.ReportAgentStatusRequest {
 	}
 	// The host CA counts as held once the agent trusts it.
 	req.Sequences[caHost] = a.hostCAsTrusted.Load()
-	for kind, signer := range a.cache.signedBy() {
-		req.SignedBy[caOfKind[kind]] = signer
+	// Which keys signed what the agent holds matters only to a rotation in
+	// progress; outside one, leaving it out keeps an idle agent silent
+	// while its cache changes.
+	rotating := func(t string) bool {
+		c := st.cas[t]
+		return c != nil && c.GetPhase() != "" && c.GetPhase() != "standby"
 	}
-	if id := a.id.Load(); id != nil {
+	for kind, signer := range a.cache.signedBy() {
+		if t := caOfKind[kind]; rotating(t) {
+			req.SignedBy[t] = signer
+		}
+	}
+	if id := a.id.Load(); id != nil && rotating(caHost) {
 		req.SignedBy[caHost] = hex.EncodeToString(id.Leaf.AuthorityKeyId)
 	}
 	return req
