@@ -15,10 +15,15 @@ vet:
 
 # Build, vet, then every test with the race detector. The tests include the
 # freshness checks of generated files (protobuf code, completions, man pages).
+# Then the two scripts that need a system part: the login key in a real Secret
+# Service (gnome-keyring) and the real `widctl tui` driven in tmux; each
+# installs its Debian packages when missing and prints one result line.
 test:
 	$(GO) build $(PKGS)
 	$(GO) vet $(PKGS)
 	$(GO) test -race -timeout 20m $(PKGS)
+	CI=true ./scripts/keyring-test.sh </dev/null
+	CI=true ./scripts/tui-tmux.sh </dev/null
 
 # Regenerate shell completions and man pages from the command tree.
 gen:

@@ -11,24 +11,22 @@ if ! command -v tmux >/dev/null; then
 	echo "tui-tmux: installing tmux" >&2
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq && $sudo apt-get install -y -qq tmux >/dev/null
+	$sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
 fi
+command -v tmux >/dev/null || { echo "tui-tmux: FAIL: tmux is missing and could not be installed (apt-get install tmux)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/wid-tui-tmux.XXXXXX)
-session="wid-tui-$$"
+session="wid-tui"
 agent_pid=""
+# A tmux server of our own on a socket in the work dir: nothing of the
+# user's tmux (or another run's) is seen or killed.
+tmux() { command tmux -S "$work/tmux.sock" "$@"; }
 cleanup() {
-	tmux kill-session -t "$session" 2>/dev/null || true
+	tmux kill-server 2>/dev/null || true
 	if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; wait "$agent_pid" 2>/dev/null || true; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
-
-go build -o "$work/bin/" ./cmd/widagent ./cmd/widctl
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$work/bin/widagent" start --data-dir "$work/data" --auth-listen "127.0.0.1:$port" \
-	--workload-socket "$work/workload.sock" >"$work/agent.log" 2>&1 &
-agent_pid=$!
 
 fail() {
 	echo "tui-tmux: FAIL: $*" >&2
@@ -38,6 +36,13 @@ fail() {
 	tail -20 "$work/agent.log" >&2 || true
 	exit 1
 }
+
+go build -o "$work/bin/" ./cmd/widagent ./cmd/widctl || fail "go build"
+# Port 0: the kernel picks a free port, widagent prints it, and the restart
+# below reuses it (the TUI reconnects to the same address).
+"$work/bin/widagent" start --data-dir "$work/data" --auth-listen 127.0.0.1:0 \
+	--workload-socket "$work/workload.sock" >"$work/agent.log" 2>&1 &
+agent_pid=$!
 
 # until TEXT [SECONDS]: poll until TEXT shows somewhere; a shell script has no
 # event to wait on, so it looks every 100 ms.
@@ -51,6 +56,8 @@ until_pane() {
 
 until_file "$work/data/admin.sock" 150 || fail "widagent start made no admin socket"
 until_file "$work/workload.sock" 150 || fail "widagent start made no workload socket"
+auth_addr=$(sed -n 's/^ *auth address: *//p' "$work/agent.log" | head -1)
+[ -n "$auth_addr" ] || fail "widagent start printed no auth address"
 
 tmux new-session -d -s "$session" -x 120 -y 40 \
 	"env NO_COLOR=1 WIDCTL_ADMIN_SOCKET=$work/data/admin.sock $work/bin/widctl tui; sleep 30"
@@ -98,7 +105,7 @@ kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
 tmux send-keys -t "$session" Escape
 until_pane "reconnecting"
 rm -f "$work/workload.sock"
-"$work/bin/widagent" start --data-dir "$work/data" --auth-listen "127.0.0.1:$port" \
+"$work/bin/widagent" start --data-dir "$work/data" --auth-listen "$auth_addr" \
 	--workload-socket "$work/workload.sock" >>"$work/agent.log" 2>&1 &
 agent_pid=$!
 until_file "$work/workload.sock" 150 || fail "widagent start did not come back"
@@ -118,4 +125,4 @@ until_pane "connected"
 tmux send-keys -t "$session" q
 for _ in $(seq 1 50); do pane | grep -qF "connected" || break; sleep 0.1; done
 pane | grep -qF "connected" && fail "q did not quit"
-echo "tui-tmux: ok"
+echo "tui-tmux: ok (tabs, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit)"
