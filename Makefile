@@ -38,6 +38,8 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/core/...
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
+	# widctl login to first SVID on disk, and widctl svid issue, with the real binaries (issue 5).
+	$(GO) run ./bench/login -n 15
 	# The Workload API against SPIRE 1.13.3 in the same run (SPIRE's build: minutes the first time).
 	./scripts/spire/build.sh
 	$(GO) build -ldflags "$(LDFLAGS)" -o .bin/wid/ ./cmd/widagent ./cmd/widctl
