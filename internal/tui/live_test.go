@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,6 +52,11 @@ func TestLiveAuthService(t *testing.T) {
 		t.Fatalf("issuing an SVID: %v", err)
 	}
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("/svc/tui-live")) }, fast...)
+	// enter opens it: the detail pane decodes the certificate the audit
+	// event recorded, the one the auth service just issued.
+	tm.Send(keyMsg("enter"))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("Certificate")) }, fast...)
+	tm.Send(keyMsg("esc"))
 
 	_, err = admin.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: "spiffe://elsewhere.org/svc/tui-denied", PublicKey: pub, TtlSeconds: 600})
 	if err == nil {
@@ -77,6 +84,13 @@ func TestLiveAuthService(t *testing.T) {
 		switch {
 		case e.Type == "svid.x509.issued" && e.SpiffeId == "spiffe://example.org/svc/tui-live":
 			issued++
+			fm.svids.width = 120
+			detail := strings.Join(fm.svids.detailLines(e), "\n")
+			for _, want := range []string{`(?m)^ +uri sans +spiffe://example\.org/svc/tui-live$`, `(?m)^ +serial +` + e.Serial + `$`, `ECDSA P-256`, `(?m)^-----BEGIN CERTIFICATE-----$`} {
+				if !regexp.MustCompile(want).MatchString(detail) {
+					t.Errorf("the detail pane of the issued SVID lacks %s:\n%s", want, detail)
+				}
+			}
 		case e.Type == "svid.denied" && e.Reason != "":
 			denials++
 		}

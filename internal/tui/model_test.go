@@ -2,6 +2,8 @@ package tui
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"os"
 	"regexp"
@@ -46,6 +48,11 @@ func fakeFeed(t *testing.T) []tea.Msg {
 	if err != nil {
 		t.Fatal(err)
 	}
+	svidPEM, err := os.ReadFile("testdata/svid.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := pem.Decode(svidPEM)
 	role := `{"kind":"role","version":"v1","metadata":{"name":"web-issuer"},"spec":{"allow":{"spiffe":[{"path":"/svc/web/*"}]},"deny":{"spiffe":[{"path":"/svc/web/admin"}]}}}`
 	editor := `{"kind":"role","version":"v1","metadata":{"name":"editor"},"spec":{"allow":{"rules":[{"resources":["*"],"verbs":["*"]}]}}}`
 	wi := `{"kind":"workload_identity","version":"v1","metadata":{"name":"web"},"spec":{"spiffe":{"id":"/svc/web/{{ workload.unix.uid }}"}}}`
@@ -54,7 +61,8 @@ func fakeFeed(t *testing.T) []tea.Msg {
 		EventMsg{Event: &authv1.AuditEvent{Seq: 1, Time: at(2 * time.Hour), Type: "auth.started", Actor: "auth"}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 2, Time: at(50 * time.Minute), Type: "svid.x509.issued", Actor: "bot:local-agent", Host: "node-1",
 			SpiffeId: "spiffe://example.org/svc/web/1000", SvidType: "x509", Serial: "5f3a9c0e12ab", TtlSeconds: 3600, DnsSans: []string{"web.internal"},
-			Attributes: map[string]string{"workload.unix.pid": "4242", "workload.unix.uid": "1000", "workload.unix.path": "/usr/bin/web"}, Outcome: "success"}},
+			Attributes: map[string]string{"workload.unix.pid": "4242", "workload.unix.uid": "1000", "workload.unix.path": "/usr/bin/web"}, Outcome: "success",
+			Details: map[string]string{"certificate": base64.StdEncoding.EncodeToString(leaf.Bytes)}}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 3, Time: at(40 * time.Second), Type: "svid.jwt.issued", Actor: "user:alice",
 			SpiffeId: "spiffe://example.org/svc/api", SvidType: "jwt", Serial: "jti-7b21", TtlSeconds: 300, Outcome: "success"}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 4, Time: at(30 * time.Second), Type: "svid.denied", Actor: "user:bob",
@@ -120,6 +128,8 @@ func TestScreens(t *testing.T) {
 		{"filter", []string{"/", "d", "e", "n", "i", "e", "d", "enter"}},
 		{"filter_cleared", []string{"/", "d", "e", "n", "i", "e", "d", "enter", "esc"}},
 		{"detail", []string{"down", "down", "enter"}},
+		// Scrolled to the decoded certificate and its PEM.
+		{"detail_certificate", []string{"down", "down", "enter", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down"}},
 		{"detail_attestation", []string{"2", "enter"}},
 		{"help", []string{"?"}},
 		{"roles_select", []string{"4", "j"}},
