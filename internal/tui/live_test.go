@@ -74,6 +74,21 @@ func TestLiveAuthService(t *testing.T) {
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
 		return bytes.Contains(b, []byte("ALLOWED spiffe://example.org/svc/x")) || bytes.Contains(b, []byte("failed check"))
 	}, fast...)
+	// The same form asks about a workload: the real Explain RPC answers
+	// for each workload identity.
+	wi := `{"kind":"workload_identity","version":"v1","metadata":{"name":"tui-web"},"spec":{"spiffe":{"id":"/svc/web/{{ workload.unix.uid }}"},"rules":{"allow":[{"conditions":[{"attribute":"workload.unix.uid","eq":"1000"}]}]}}}`
+	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{[]byte(wi)}}); err != nil {
+		t.Fatalf("creating a workload identity: %v", err)
+	}
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("tui-web")) }, fast...)
+	for _, k := range []string{"esc", "e", "tab", "tab", "tab"} {
+		tm.Send(keyMsg(k))
+	}
+	for _, r := range "workload.unix.uid=1000" {
+		tm.Send(keyMsg(string(r)))
+	}
+	tm.Send(keyMsg("enter"))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("identities issued")) }, fast...)
 
 	if err := tm.Quit(); err != nil {
 		t.Fatal(err)
@@ -95,8 +110,10 @@ func TestLiveAuthService(t *testing.T) {
 			denials++
 		}
 	}
-	if r := fm.roles.result; r == nil || r.Err != nil || r.Request.PrincipalName != "editor" {
-		t.Errorf("explain result %+v, want the auth service's answer about role editor", r)
+	if r := fm.roles.result; r == nil || r.Err != nil || r.Request.PrincipalName != "editor" || r.Request.WorkloadAttributes["workload.unix.uid"] != "1000" {
+		t.Errorf("explain result %+v, want the auth service's answer about role editor and a workload of uid 1000", r)
+	} else if ws := r.Response.Workloads; len(ws) != 1 || ws[0].Identity != "tui-web" || ws[0].Allowed != (ws[0].Check == "") {
+		t.Errorf("the workload's answer %v, want one for tui-web, refused with a check or issued without", ws)
 	}
 	if issued != 1 || denials != 1 {
 		t.Errorf("the SVIDs tab holds %d issuances of /svc/tui-live and %d denials with a reason, want 1 and 1", issued, denials)
