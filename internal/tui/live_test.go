@@ -8,6 +8,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"os"
+	"slices"
 	"regexp"
 	"strings"
 	"sync"
@@ -16,7 +18,9 @@ import (
 
 	"github.com/charmbracelet/x/exp/teatest"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/client"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -294,4 +298,141 @@ func TestFeedFirstFailureKeepsBacklog(t *testing.T) {
 			t.Fatalf("a retry before any event asked for backlog %d, want %d", r.Backlog, Backlog)
 		}
 	}
+}
+
+// runningAuth is an in-process auth service that a test can stop and start
+// again on the same data dir and address, as a restart of widagent does.
+type runningAuth struct {
+	cancel context.CancelFunc
+	done   chan error
+	srv    *auth.Server
+}
+
+func startAuth(t *testing.T, dir, addr string) *runningAuth {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := auth.Open(ctx, auth.Config{DataDir: dir, TrustDomain: "example.org", ListenAddr: addr, Version: "test"})
+	if err != nil {
+		cancel()
+		t.Fatalf("starting the auth service: %v", err)
+	}
+	r := &runningAuth{cancel: cancel, done: make(chan error, 1), srv: srv}
+	go func() { r.done <- srv.Run(ctx) }()
+	return r
+}
+
+func (r *runningAuth) stop(t *testing.T) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Errorf("auth service stopped with: %v", err)
+	}
+	r.srv.Close()
+	r.cancel = nil
+}
+
+// TestRestartedAuthService is done-when 5 with a real auth service: the
+// dashboard follows it over the admin socket; the service is stopped (the
+// header says reconnecting) and started again on the same data dir and
+// address; the dashboard resumes after the last event it showed, so the
+// SVID issued before shows once, the one issued after shows too, and no
+// audit event reaches a tab twice or is skipped.
+func TestRestartedAuthService(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wid-tui-") // a short path: unix sockets are limited to ~100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	first := startAuth(t, dir, "127.0.0.1:0")
+	t.Cleanup(func() { first.stop(t) })
+	info := first.srv.Info()
+
+	admin, err := client.Dial(client.Config{AdminSocket: info.AdminSocket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	feed := NewFeed(admin)
+	feed.MinBackoff, feed.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
+	go feed.Run(ctx)
+
+	m := New(Options{Target: info.AdminSocket, Messages: feed.Messages(), Renderer: asciiRenderer(), NoTick: true})
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 40))
+	wait := func(what string) {
+		t.Helper()
+		teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte(what)) },
+			teatest.WithDuration(10*time.Second), teatest.WithCheckInterval(10*time.Millisecond))
+	}
+	pub := publicKey(t)
+	issue := func(path string) {
+		t.Helper()
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		// WaitForReady: right after a restart the client may still be
+		// reconnecting to the new admin socket.
+		if _, err := admin.SignX509SVID(c, &authv1.SignX509SVIDRequest{SpiffeId: path, PublicKey: pub, TtlSeconds: 600}, grpc.WaitForReady(true)); err != nil {
+			t.Fatalf("issuing %s: %v", path, err)
+		}
+	}
+	wait("connected")
+	issue("/svc/before-restart")
+	wait("/svc/before-restart")
+
+	first.stop(t)
+	wait("reconnecting")
+	second := startAuth(t, dir, info.Addr)
+	t.Cleanup(func() { second.stop(t) })
+	if got := second.srv.Info().Addr; got != info.Addr {
+		t.Fatalf("restarted on %s, want the same address %s", got, info.Addr)
+	}
+	wait("connected")
+	issue("/svc/after-restart")
+	wait("/svc/after-restart")
+
+	if err := tm.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*Model)
+	count := map[string]int{}
+	var seqs []int64
+	for _, e := range fm.svids.events {
+		count[shortID(e.SpiffeId)]++
+		seqs = append(seqs, e.Seq)
+	}
+	if count["/svc/before-restart"] != 1 || count["/svc/after-restart"] != 1 {
+		t.Errorf("the SVIDs tab holds %v, want each SVID once", count)
+	}
+	// No duplicates or gaps: the tab holds exactly the log's SVID events.
+	log, err := admin.ListAuditEvents(t.Context(), &authv1.ListAuditEventsRequest{Query: &authv1.AuditQuery{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int64
+	for _, e := range log.Events {
+		if svidEvent(e) {
+			want = append(want, e.Seq)
+		}
+	}
+	slices.Sort(want)
+	if !slices.Equal(seqs, want) {
+		t.Errorf("the SVIDs tab shows events %v, the audit log has %v", seqs, want)
+	}
+}
+
+func publicKey(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
