@@ -106,7 +106,6 @@ func run(n int, bin string) error {
 			return err
 		}
 		h, err := agent.hashTime(ctx, user, "invite")
-		if os.Getenv("X") != "" { h, err = 0, nil }
 		if err != nil {
 			return err
 		}
@@ -129,7 +128,6 @@ func run(n int, bin string) error {
 		}
 		pwLogin = append(pwLogin, time.Since(start))
 		h, err = agent.hashTime(ctx, user, "password")
-		if os.Getenv("X") != "" { h, err = 0, nil }
 		if err != nil {
 			return err
 		}
