@@ -40,6 +40,8 @@ bench:
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
 	# widctl login to first SVID on disk, and widctl svid issue, with the real binaries (issue 5).
 	$(GO) run ./bench/login -n 15
+	# widctl tui: first screen with 10,000 events in the log; key to redraw and RSS at 500 SVIDs/s (issue 6).
+	$(GO) run ./bench/tui -events 10000 -rate 500 -duration 12s
 	# The Workload API against SPIRE 1.13.3 in the same run (SPIRE's build: minutes the first time).
 	./scripts/spire/build.sh
 	$(GO) build -ldflags "$(LDFLAGS)" -o .bin/wid/ ./cmd/widagent ./cmd/widctl
