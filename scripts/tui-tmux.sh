@@ -48,6 +48,8 @@ agent_pid=$!
 # event to wait on, so it looks every 100 ms.
 until_file() { for _ in $(seq 1 "${2:-100}"); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
 pane() { tmux capture-pane -p -t "$session"; }
+# snap NAME: with TUI_TMUX_SNAPSHOTS=DIR, keep the pane as DIR/NAME.txt to read.
+snap() { if [ -n "${TUI_TMUX_SNAPSHOTS:-}" ]; then mkdir -p "$TUI_TMUX_SNAPSHOTS" && pane >"$TUI_TMUX_SNAPSHOTS/$1.txt"; fi; }
 until_pane() {
 	local deadline=$(( ${2:-5} * 10 ))
 	for _ in $(seq 1 "$deadline"); do pane | grep -qF -- "$1" && return 0; sleep 0.1; done
@@ -69,15 +71,25 @@ SPIFFE_ENDPOINT_SOCKET="unix://$work/workload.sock" "$work/bin/widagent" api fet
 	fail "the workload could not fetch an X509-SVID: $(cat "$work/fetch.out")"
 until_pane "/uid/$(id -u)"
 until_pane "x509"
+snap svids
+# enter opens the newest event: the certificate the agent was issued.
+tmux send-keys -t "$session" Enter
+until_pane "Certificate"
+until_pane "uri sans"
+snap detail
+tmux send-keys -t "$session" Escape
+until_pane "last minute"
 
 tmux send-keys -t "$session" 2
 until_pane "Workload attestations"
 tmux send-keys -t "$session" 3
 until_pane "X.509 authorities"
 until_pane "kid "
+snap bundles
 tmux send-keys -t "$session" 4
 until_pane "editor"
 until_pane "local-agent"
+snap roles
 tmux send-keys -t "$session" '?'
 until_pane "shift+tab"
 # One key at a time, each after the last one's effect: keys sent together
@@ -110,11 +122,13 @@ rm -f "$work/workload.sock"
 agent_pid=$!
 until_file "$work/workload.sock" 150 || fail "widagent start did not come back"
 until_pane "connected" 15
+snap reconnected
 SPIFFE_ENDPOINT_SOCKET="unix://$work/workload.sock" "$work/bin/widagent" api fetch x509 >"$work/fetch.out" 2>&1 ||
 	fail "the workload could not fetch an X509-SVID after the restart: $(cat "$work/fetch.out")"
 for _ in $(seq 1 50); do [ "$(pane | grep -cF " /uid/$(id -u) ")" -ge 2 ] && break; sleep 0.1; done
 rows=$(pane | grep -cF " /uid/$(id -u) " || true)
 [ "$rows" -eq 2 ] || fail "after the restart the SVIDs tab shows $rows issuances of /uid/$(id -u), want 2 (one before, one after)"
+snap after_restart
 
 # Too small: it says so.
 tmux resize-window -t "$session" -x 60 -y 20 2>/dev/null || tmux resize-pane -t "$session" -x 60 -y 20
@@ -125,4 +139,4 @@ until_pane "connected"
 tmux send-keys -t "$session" q
 for _ in $(seq 1 50); do pane | grep -qF "connected" || break; sleep 0.1; done
 pane | grep -qF "connected" && fail "q did not quit"
-echo "tui-tmux: ok (tabs, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit)"
+echo "tui-tmux: ok (live SVID with its certificate, tabs, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit)"

@@ -61,7 +61,8 @@ const (
 
 func newRolesTab(keys keyMap, st styles, explain func(*authv1.ExplainRequest) tea.Cmd) *rolesTab {
 	t := &rolesTab{keys: keys, st: st, res: map[string][]resource{}, explain: explain}
-	for _, ph := range []string{"/svc/web/frontend", "web.internal, api.internal", "1h", "workload.unix.uid=1000,workload.unix.path=/usr/bin/web"} {
+	// "e.g." so that a placeholder never reads as a value, even without colour.
+	for _, ph := range []string{"e.g. /svc/web/frontend", "e.g. web.internal, api.internal", "e.g. 1h", "e.g. workload.unix.uid=1000,workload.unix.path=/usr/bin/web"} {
 		ti := textinput.New()
 		ti.Prompt = ""
 		ti.Placeholder = ph
