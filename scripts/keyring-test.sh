@@ -24,11 +24,14 @@ trap 'rm -rf "$data"' EXIT
 out="$data/test.out"
 if ! XDG_DATA_HOME="$data" XDG_RUNTIME_DIR="$data" timeout 300 dbus-run-session -- bash -c '
 	echo wid-keyring-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null
-	WID_KEYRING_TEST=1 go test -race -count=1 -run "^TestLoginStoreSecretService$" -v ./internal/core/client/
+	WID_KEYRING_TEST=1 go test -race -count=1 -run "^TestLoginStoreSecretService$" -v ./internal/core/client/ &&
+	WID_KEYRING_TEST=1 go test -count=1 -run "^TestHumanLoginSecretService$" -v ./e2e/
 ' </dev/null >"$out" 2>&1; then
 	cat "$out" >&2
 	fail "the login key round trip through the Secret Service failed (output above)"
 fi
-# A skip would pass silently: the test must have run.
-grep -q -- "--- PASS: TestLoginStoreSecretService" "$out" || { cat "$out" >&2; fail "the Secret Service test did not run"; }
-echo "keyring-test: ok (login key stored, loaded and removed through gnome-keyring's Secret Service)"
+# A skip would pass silently: the tests must have run.
+for test in TestLoginStoreSecretService TestHumanLoginSecretService; do
+	grep -q -- "--- PASS: $test" "$out" || { cat "$out" >&2; fail "$test did not run"; }
+done
+echo "keyring-test: ok (widctl login puts its key in gnome-keyring's Secret Service, svid issue uses it, logout removes it)"
