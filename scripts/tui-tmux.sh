@@ -48,11 +48,14 @@ agent_pid=$!
 # event to wait on, so it looks every 100 ms.
 until_file() { for _ in $(seq 1 "${2:-100}"); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
 pane() { tmux capture-pane -p -t "$session"; }
+# shows TEXT: the pane shows TEXT now. Captured first: with pipefail, grep -q
+# leaving early could fail the capture with SIGPIPE and read as "not shown".
+shows() { local p; p=$(pane) || return 1; grep -qF -- "$1" <<<"$p"; }
 # snap NAME: with TUI_TMUX_SNAPSHOTS=DIR, keep the pane as DIR/NAME.txt to read.
 snap() { if [ -n "${TUI_TMUX_SNAPSHOTS:-}" ]; then mkdir -p "$TUI_TMUX_SNAPSHOTS" && pane >"$TUI_TMUX_SNAPSHOTS/$1.txt"; fi; }
 until_pane() {
 	local deadline=$(( ${2:-5} * 10 ))
-	for _ in $(seq 1 "$deadline"); do pane | grep -qF -- "$1" && return 0; sleep 0.1; done
+	for _ in $(seq 1 "$deadline"); do shows "$1" && return 0; sleep 0.1; done
 	fail "the pane never showed \"$1\""
 }
 
@@ -137,6 +140,6 @@ tmux resize-window -t "$session" -x 120 -y 40 2>/dev/null || tmux resize-pane -t
 until_pane "connected"
 
 tmux send-keys -t "$session" q
-for _ in $(seq 1 50); do pane | grep -qF "connected" || break; sleep 0.1; done
-pane | grep -qF "connected" && fail "q did not quit"
+for _ in $(seq 1 50); do shows "connected" || break; sleep 0.1; done
+shows "connected" && fail "q did not quit"
 echo "tui-tmux: ok (live SVID with its certificate, tabs, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit)"
