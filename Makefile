@@ -15,10 +15,15 @@ vet:
 
 # Build, vet, then every test with the race detector. The tests include the
 # freshness checks of generated files (protobuf code, completions, man pages).
+# Then the two scripts that need a system part: the login key in a real Secret
+# Service (gnome-keyring) and the real `widctl tui` driven in tmux; each
+# installs its Debian packages when missing and prints one result line.
 test:
 	$(GO) build $(PKGS)
 	$(GO) vet $(PKGS)
 	$(GO) test -race -timeout 20m $(PKGS)
+	CI=true ./scripts/keyring-test.sh </dev/null
+	CI=true ./scripts/tui-tmux.sh </dev/null
 
 # Regenerate shell completions and man pages from the command tree.
 gen:
@@ -33,6 +38,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/core/...
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
+	# widctl login to first SVID on disk, and widctl svid issue, with the real binaries (issue 5).
+	$(GO) run ./bench/login -n 15
+	# widctl tui: first screen with 10,000 events in the log; key to redraw and RSS at 500 SVIDs/s (issue 6).
+	$(GO) run ./bench/tui -events 10000 -rate 500 -duration 12s
 	# The Workload API against SPIRE 1.13.3 in the same run (SPIRE's build: minutes the first time).
 	./scripts/spire/build.sh
 	$(GO) build -ldflags "$(LDFLAGS)" -o .bin/wid/ ./cmd/widagent ./cmd/widctl

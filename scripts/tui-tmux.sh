@@ -11,24 +11,22 @@ if ! command -v tmux >/dev/null; then
 	echo "tui-tmux: installing tmux" >&2
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq && $sudo apt-get install -y -qq tmux >/dev/null
+	$sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
 fi
+command -v tmux >/dev/null || { echo "tui-tmux: FAIL: tmux is missing and could not be installed (apt-get install tmux)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/wid-tui-tmux.XXXXXX)
-session="wid-tui-$$"
+session="wid-tui"
 agent_pid=""
+# A tmux server of our own on a socket in the work dir: nothing of the
+# user's tmux (or another run's) is seen or killed.
+tmux() { command tmux -S "$work/tmux.sock" "$@"; }
 cleanup() {
-	tmux kill-session -t "$session" 2>/dev/null || true
+	tmux kill-server 2>/dev/null || true
 	if [ -n "$agent_pid" ]; then kill "$agent_pid" 2>/dev/null || true; wait "$agent_pid" 2>/dev/null || true; fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
-
-go build -o "$work/bin/" ./cmd/widagent ./cmd/widctl
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$work/bin/widagent" start --data-dir "$work/data" --auth-listen "127.0.0.1:$port" \
-	--workload-socket "$work/workload.sock" >"$work/agent.log" 2>&1 &
-agent_pid=$!
 
 fail() {
 	echo "tui-tmux: FAIL: $*" >&2
@@ -39,18 +37,32 @@ fail() {
 	exit 1
 }
 
+go build -o "$work/bin/" ./cmd/widagent ./cmd/widctl || fail "go build"
+# Port 0: the kernel picks a free port, widagent prints it, and the restart
+# below reuses it (the TUI reconnects to the same address).
+"$work/bin/widagent" start --data-dir "$work/data" --auth-listen 127.0.0.1:0 \
+	--workload-socket "$work/workload.sock" >"$work/agent.log" 2>&1 &
+agent_pid=$!
+
 # until TEXT [SECONDS]: poll until TEXT shows somewhere; a shell script has no
 # event to wait on, so it looks every 100 ms.
 until_file() { for _ in $(seq 1 "${2:-100}"); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
 pane() { tmux capture-pane -p -t "$session"; }
+# shows TEXT: the pane shows TEXT now. Captured first: with pipefail, grep -q
+# leaving early could fail the capture with SIGPIPE and read as "not shown".
+shows() { local p; p=$(pane) || return 1; grep -qF -- "$1" <<<"$p"; }
+# snap NAME: with TUI_TMUX_SNAPSHOTS=DIR, keep the pane as DIR/NAME.txt to read.
+snap() { if [ -n "${TUI_TMUX_SNAPSHOTS:-}" ]; then mkdir -p "$TUI_TMUX_SNAPSHOTS" && pane >"$TUI_TMUX_SNAPSHOTS/$1.txt"; fi; }
 until_pane() {
 	local deadline=$(( ${2:-5} * 10 ))
-	for _ in $(seq 1 "$deadline"); do pane | grep -qF -- "$1" && return 0; sleep 0.1; done
+	for _ in $(seq 1 "$deadline"); do shows "$1" && return 0; sleep 0.1; done
 	fail "the pane never showed \"$1\""
 }
 
 until_file "$work/data/admin.sock" 150 || fail "widagent start made no admin socket"
 until_file "$work/workload.sock" 150 || fail "widagent start made no workload socket"
+auth_addr=$(sed -n 's/^ *auth address: *//p' "$work/agent.log" | head -1)
+[ -n "$auth_addr" ] || fail "widagent start printed no auth address"
 
 tmux new-session -d -s "$session" -x 120 -y 40 \
 	"env NO_COLOR=1 WIDCTL_ADMIN_SOCKET=$work/data/admin.sock $work/bin/widctl tui; sleep 30"
@@ -62,15 +74,25 @@ SPIFFE_ENDPOINT_SOCKET="unix://$work/workload.sock" "$work/bin/widagent" api fet
 	fail "the workload could not fetch an X509-SVID: $(cat "$work/fetch.out")"
 until_pane "/uid/$(id -u)"
 until_pane "x509"
+snap svids
+# enter opens the newest event: the certificate the agent was issued.
+tmux send-keys -t "$session" Enter
+until_pane "Certificate"
+until_pane "uri sans"
+snap detail
+tmux send-keys -t "$session" Escape
+until_pane "last minute"
 
 tmux send-keys -t "$session" 2
 until_pane "Workload attestations"
 tmux send-keys -t "$session" 3
 until_pane "X.509 authorities"
 until_pane "kid "
+snap bundles
 tmux send-keys -t "$session" 4
 until_pane "editor"
 until_pane "local-agent"
+snap roles
 tmux send-keys -t "$session" '?'
 until_pane "shift+tab"
 # One key at a time, each after the last one's effect: keys sent together
@@ -98,16 +120,18 @@ kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=""
 tmux send-keys -t "$session" Escape
 until_pane "reconnecting"
 rm -f "$work/workload.sock"
-"$work/bin/widagent" start --data-dir "$work/data" --auth-listen "127.0.0.1:$port" \
+"$work/bin/widagent" start --data-dir "$work/data" --auth-listen "$auth_addr" \
 	--workload-socket "$work/workload.sock" >>"$work/agent.log" 2>&1 &
 agent_pid=$!
 until_file "$work/workload.sock" 150 || fail "widagent start did not come back"
 until_pane "connected" 15
+snap reconnected
 SPIFFE_ENDPOINT_SOCKET="unix://$work/workload.sock" "$work/bin/widagent" api fetch x509 >"$work/fetch.out" 2>&1 ||
 	fail "the workload could not fetch an X509-SVID after the restart: $(cat "$work/fetch.out")"
 for _ in $(seq 1 50); do [ "$(pane | grep -cF " /uid/$(id -u) ")" -ge 2 ] && break; sleep 0.1; done
 rows=$(pane | grep -cF " /uid/$(id -u) " || true)
 [ "$rows" -eq 2 ] || fail "after the restart the SVIDs tab shows $rows issuances of /uid/$(id -u), want 2 (one before, one after)"
+snap after_restart
 
 # Too small: it says so.
 tmux resize-window -t "$session" -x 60 -y 20 2>/dev/null || tmux resize-pane -t "$session" -x 60 -y 20
@@ -116,6 +140,6 @@ tmux resize-window -t "$session" -x 120 -y 40 2>/dev/null || tmux resize-pane -t
 until_pane "connected"
 
 tmux send-keys -t "$session" q
-for _ in $(seq 1 50); do pane | grep -qF "connected" || break; sleep 0.1; done
-pane | grep -qF "connected" && fail "q did not quit"
-echo "tui-tmux: ok"
+for _ in $(seq 1 50); do shows "connected" || break; sleep 0.1; done
+shows "connected" && fail "q did not quit"
+echo "tui-tmux: ok (live SVID with its certificate, tabs, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit)"

@@ -196,7 +196,14 @@ func (f *Feed) send(ctx context.Context, m tea.Msg) bool {
 	}
 }
 
-// waitFor is the command that delivers the feed's next message.
+// maxBatch bounds how many queued messages one Update takes.
+const maxBatch = 256
+
+// waitFor is the command that delivers the feed's next message, and with it
+// every message already queued behind it (up to maxBatch): bubbletea draws
+// after each Update, so a backlog of 500 events, or 500 a second arriving,
+// costs a few redraws instead of one each, and a key press waits behind one
+// batch at most.
 func waitFor(ch <-chan tea.Msg) tea.Cmd {
 	if ch == nil {
 		return nil
@@ -206,9 +213,23 @@ func waitFor(ch <-chan tea.Msg) tea.Cmd {
 		if !ok {
 			return nil
 		}
-		return feedMsg{m}
+		batch := feedMsg{m}
+		for len(batch) < maxBatch {
+			select {
+			case m, ok := <-ch:
+				if !ok {
+					return batch
+				}
+				batch = append(batch, m)
+				continue
+			default:
+			}
+			break
+		}
+		return batch
 	}
 }
 
-// feedMsg wraps what came from the feed, so that Update knows to wait for the next.
-type feedMsg struct{ tea.Msg }
+// feedMsg is what came from the feed, in order, so that Update knows to
+// wait for the next.
+type feedMsg []tea.Msg

@@ -295,7 +295,7 @@ func (l *eventList) detailLines(e *authv1.AuditEvent) []string {
 			v, name = v[n:], ""
 		}
 	}
-	return lines
+	return append(lines, certificateLines(e, label, vw, l.st)...)
 }
 
 func (l *eventList) detailView(e *authv1.AuditEvent) string {
@@ -331,6 +331,9 @@ func eventFields(e *authv1.AuditEvent) [][2]string {
 		fs = append(fs, [2]string{k, e.Attributes[k]})
 	}
 	for _, k := range slices.Sorted(maps.Keys(e.Details)) {
+		if k == certificateDetail {
+			continue // certificateLines decodes it; as base64 it says nothing
+		}
 		fs = append(fs, [2]string{k, e.Details[k]})
 	}
 	fs = append(fs, [2]string{"hash", e.Hash})

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	tea "github.com/charmbracelet/bubbletea"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 )
 
@@ -94,5 +95,33 @@ func TestDetailShowsEverything(t *testing.T) {
 	}
 	if !strings.Contains(seen.String(), long[:50]) || !strings.Contains(seen.String(), long[100:]) {
 		t.Errorf("the reason is cut instead of wrapped")
+	}
+}
+
+// TestWaitForBatches: what is queued comes in one message, in order, up to
+// maxBatch, so that a backlog is drawn in a few frames rather than one each.
+func TestWaitForBatches(t *testing.T) {
+	ch := make(chan tea.Msg, 2*maxBatch)
+	for i := range maxBatch + 44 {
+		ch <- EventMsg{Event: &authv1.AuditEvent{Seq: int64(i + 1)}}
+	}
+	var seqs []int64
+	for _, want := range []int{maxBatch, 44} {
+		b, ok := waitFor(ch)().(feedMsg)
+		if !ok || len(b) != want {
+			t.Fatalf("batch of %d, want %d", len(b), want)
+		}
+		for _, m := range b {
+			seqs = append(seqs, m.(EventMsg).Event.Seq)
+		}
+	}
+	for i, s := range seqs {
+		if s != int64(i+1) {
+			t.Fatalf("batches out of order at %d: %d", i, s)
+		}
+	}
+	close(ch)
+	if m := waitFor(ch)(); m != nil {
+		t.Errorf("a closed feed gave %v, want nothing", m)
 	}
 }

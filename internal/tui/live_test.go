@@ -8,13 +8,19 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/charmbracelet/x/exp/teatest"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/client"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -50,6 +56,11 @@ func TestLiveAuthService(t *testing.T) {
 		t.Fatalf("issuing an SVID: %v", err)
 	}
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("/svc/tui-live")) }, fast...)
+	// enter opens it: the detail pane decodes the certificate the audit
+	// event recorded, the one the auth service just issued.
+	tm.Send(keyMsg("enter"))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("Certificate")) }, fast...)
+	tm.Send(keyMsg("esc"))
 
 	_, err = admin.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: "spiffe://elsewhere.org/svc/tui-denied", PublicKey: pub, TtlSeconds: 600})
 	if err == nil {
@@ -67,6 +78,21 @@ func TestLiveAuthService(t *testing.T) {
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
 		return bytes.Contains(b, []byte("ALLOWED spiffe://example.org/svc/x")) || bytes.Contains(b, []byte("failed check"))
 	}, fast...)
+	// The same form asks about a workload: the real Explain RPC answers
+	// for each workload identity.
+	wi := `{"kind":"workload_identity","version":"v1","metadata":{"name":"tui-web"},"spec":{"spiffe":{"id":"/svc/web/{{ workload.unix.uid }}"},"rules":{"allow":[{"conditions":[{"attribute":"workload.unix.uid","eq":"1000"}]}]}}}`
+	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{[]byte(wi)}}); err != nil {
+		t.Fatalf("creating a workload identity: %v", err)
+	}
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("tui-web")) }, fast...)
+	for _, k := range []string{"esc", "e", "tab", "tab", "tab"} {
+		tm.Send(keyMsg(k))
+	}
+	for _, r := range "workload.unix.uid=1000" {
+		tm.Send(keyMsg(string(r)))
+	}
+	tm.Send(keyMsg("enter"))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("identities issued")) }, fast...)
 
 	if err := tm.Quit(); err != nil {
 		t.Fatal(err)
@@ -77,12 +103,21 @@ func TestLiveAuthService(t *testing.T) {
 		switch {
 		case e.Type == "svid.x509.issued" && e.SpiffeId == "spiffe://example.org/svc/tui-live":
 			issued++
+			fm.svids.width = 120
+			detail := strings.Join(fm.svids.detailLines(e), "\n")
+			for _, want := range []string{`(?m)^ +uri sans +spiffe://example\.org/svc/tui-live$`, `(?m)^ +serial +` + e.Serial + `$`, `ECDSA P-256`, `(?m)^-----BEGIN CERTIFICATE-----$`} {
+				if !regexp.MustCompile(want).MatchString(detail) {
+					t.Errorf("the detail pane of the issued SVID lacks %s:\n%s", want, detail)
+				}
+			}
 		case e.Type == "svid.denied" && e.Reason != "":
 			denials++
 		}
 	}
-	if r := fm.roles.result; r == nil || r.Err != nil || r.Request.PrincipalName != "editor" {
-		t.Errorf("explain result %+v, want the auth service's answer about role editor", r)
+	if r := fm.roles.result; r == nil || r.Err != nil || r.Request.PrincipalName != "editor" || r.Request.WorkloadAttributes["workload.unix.uid"] != "1000" {
+		t.Errorf("explain result %+v, want the auth service's answer about role editor and a workload of uid 1000", r)
+	} else if ws := r.Response.Workloads; len(ws) != 1 || ws[0].Identity != "tui-web" || ws[0].Allowed != (ws[0].Check == "") {
+		t.Errorf("the workload's answer %v, want one for tui-web, refused with a check or issued without", ws)
 	}
 	if issued != 1 || denials != 1 {
 		t.Errorf("the SVIDs tab holds %d issuances of /svc/tui-live and %d denials with a reason, want 1 and 1", issued, denials)
@@ -263,4 +298,141 @@ func TestFeedFirstFailureKeepsBacklog(t *testing.T) {
 			t.Fatalf("a retry before any event asked for backlog %d, want %d", r.Backlog, Backlog)
 		}
 	}
+}
+
+// runningAuth is an in-process auth service that a test can stop and start
+// again on the same data dir and address, as a restart of widagent does.
+type runningAuth struct {
+	cancel context.CancelFunc
+	done   chan error
+	srv    *auth.Server
+}
+
+func startAuth(t *testing.T, dir, addr string) *runningAuth {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := auth.Open(ctx, auth.Config{DataDir: dir, TrustDomain: "example.org", ListenAddr: addr, Version: "test"})
+	if err != nil {
+		cancel()
+		t.Fatalf("starting the auth service: %v", err)
+	}
+	r := &runningAuth{cancel: cancel, done: make(chan error, 1), srv: srv}
+	go func() { r.done <- srv.Run(ctx) }()
+	return r
+}
+
+func (r *runningAuth) stop(t *testing.T) {
+	t.Helper()
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	if err := <-r.done; err != nil {
+		t.Errorf("auth service stopped with: %v", err)
+	}
+	r.srv.Close()
+	r.cancel = nil
+}
+
+// TestRestartedAuthService is done-when 5 with a real auth service: the
+// dashboard follows it over the admin socket; the service is stopped (the
+// header says reconnecting) and started again on the same data dir and
+// address; the dashboard resumes after the last event it showed, so the
+// SVID issued before shows once, the one issued after shows too, and no
+// audit event reaches a tab twice or is skipped.
+func TestRestartedAuthService(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wid-tui-") // a short path: unix sockets are limited to ~100 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	first := startAuth(t, dir, "127.0.0.1:0")
+	t.Cleanup(func() { first.stop(t) })
+	info := first.srv.Info()
+
+	admin, err := client.Dial(client.Config{AdminSocket: info.AdminSocket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	feed := NewFeed(admin)
+	feed.MinBackoff, feed.MaxBackoff = 10*time.Millisecond, 50*time.Millisecond
+	go feed.Run(ctx)
+
+	m := New(Options{Target: info.AdminSocket, Messages: feed.Messages(), Renderer: asciiRenderer(), NoTick: true})
+	tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(120, 40))
+	wait := func(what string) {
+		t.Helper()
+		teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte(what)) },
+			teatest.WithDuration(10*time.Second), teatest.WithCheckInterval(10*time.Millisecond))
+	}
+	pub := publicKey(t)
+	issue := func(path string) {
+		t.Helper()
+		c, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		// WaitForReady: right after a restart the client may still be
+		// reconnecting to the new admin socket.
+		if _, err := admin.SignX509SVID(c, &authv1.SignX509SVIDRequest{SpiffeId: path, PublicKey: pub, TtlSeconds: 600}, grpc.WaitForReady(true)); err != nil {
+			t.Fatalf("issuing %s: %v", path, err)
+		}
+	}
+	wait("connected")
+	issue("/svc/before-restart")
+	wait("/svc/before-restart")
+
+	first.stop(t)
+	wait("reconnecting")
+	second := startAuth(t, dir, info.Addr)
+	t.Cleanup(func() { second.stop(t) })
+	if got := second.srv.Info().Addr; got != info.Addr {
+		t.Fatalf("restarted on %s, want the same address %s", got, info.Addr)
+	}
+	wait("connected")
+	issue("/svc/after-restart")
+	wait("/svc/after-restart")
+
+	if err := tm.Quit(); err != nil {
+		t.Fatal(err)
+	}
+	fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*Model)
+	count := map[string]int{}
+	var seqs []int64
+	for _, e := range fm.svids.events {
+		count[shortID(e.SpiffeId)]++
+		seqs = append(seqs, e.Seq)
+	}
+	if count["/svc/before-restart"] != 1 || count["/svc/after-restart"] != 1 {
+		t.Errorf("the SVIDs tab holds %v, want each SVID once", count)
+	}
+	// No duplicates or gaps: the tab holds exactly the log's SVID events.
+	log, err := admin.ListAuditEvents(t.Context(), &authv1.ListAuditEventsRequest{Query: &authv1.AuditQuery{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int64
+	for _, e := range log.Events {
+		if svidEvent(e) {
+			want = append(want, e.Seq)
+		}
+	}
+	slices.Sort(want)
+	if !slices.Equal(seqs, want) {
+		t.Errorf("the SVIDs tab shows events %v, the audit log has %v", seqs, want)
+	}
+}
+
+func publicKey(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }

@@ -129,7 +129,9 @@ func (m *Model) list() *eventList {
 // Update handles keys, sizes and the feed's messages.
 func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	if fm, ok := msg.(feedMsg); ok {
-		m.handleFeed(fm.Msg)
+		for _, msg := range fm {
+			m.handleFeed(msg)
+		}
 		return m, waitFor(m.opts.Messages)
 	}
 	switch msg := msg.(type) {

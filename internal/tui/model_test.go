@@ -2,6 +2,8 @@ package tui
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"os"
 	"regexp"
@@ -46,6 +48,11 @@ func fakeFeed(t *testing.T) []tea.Msg {
 	if err != nil {
 		t.Fatal(err)
 	}
+	svidPEM, err := os.ReadFile("testdata/svid.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := pem.Decode(svidPEM)
 	role := `{"kind":"role","version":"v1","metadata":{"name":"web-issuer"},"spec":{"allow":{"spiffe":[{"path":"/svc/web/*"}]},"deny":{"spiffe":[{"path":"/svc/web/admin"}]}}}`
 	editor := `{"kind":"role","version":"v1","metadata":{"name":"editor"},"spec":{"allow":{"rules":[{"resources":["*"],"verbs":["*"]}]}}}`
 	wi := `{"kind":"workload_identity","version":"v1","metadata":{"name":"web"},"spec":{"spiffe":{"id":"/svc/web/{{ workload.unix.uid }}"}}}`
@@ -54,7 +61,8 @@ func fakeFeed(t *testing.T) []tea.Msg {
 		EventMsg{Event: &authv1.AuditEvent{Seq: 1, Time: at(2 * time.Hour), Type: "auth.started", Actor: "auth"}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 2, Time: at(50 * time.Minute), Type: "svid.x509.issued", Actor: "bot:local-agent", Host: "node-1",
 			SpiffeId: "spiffe://example.org/svc/web/1000", SvidType: "x509", Serial: "5f3a9c0e12ab", TtlSeconds: 3600, DnsSans: []string{"web.internal"},
-			Attributes: map[string]string{"workload.unix.pid": "4242", "workload.unix.uid": "1000", "workload.unix.path": "/usr/bin/web"}, Outcome: "success"}},
+			Attributes: map[string]string{"workload.unix.pid": "4242", "workload.unix.uid": "1000", "workload.unix.path": "/usr/bin/web"}, Outcome: "success",
+			Details: map[string]string{"certificate": base64.StdEncoding.EncodeToString(leaf.Bytes)}}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 3, Time: at(40 * time.Second), Type: "svid.jwt.issued", Actor: "user:alice",
 			SpiffeId: "spiffe://example.org/svc/api", SvidType: "jwt", Serial: "jti-7b21", TtlSeconds: 300, Outcome: "success"}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 4, Time: at(30 * time.Second), Type: "svid.denied", Actor: "user:bob",
@@ -120,6 +128,8 @@ func TestScreens(t *testing.T) {
 		{"filter", []string{"/", "d", "e", "n", "i", "e", "d", "enter"}},
 		{"filter_cleared", []string{"/", "d", "e", "n", "i", "e", "d", "enter", "esc"}},
 		{"detail", []string{"down", "down", "enter"}},
+		// Scrolled to the decoded certificate and its PEM.
+		{"detail_certificate", []string{"down", "down", "enter", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down", "down"}},
 		{"detail_attestation", []string{"2", "enter"}},
 		{"help", []string{"?"}},
 		{"roles_select", []string{"4", "j"}},
@@ -257,6 +267,85 @@ func TestExplainForm(t *testing.T) {
 			want := &authv1.ExplainRequest{PrincipalKind: "role", PrincipalName: "web-issuer", SpiffeId: "/svc/web/admin", DnsSans: []string{"web.in"}, TtlSeconds: 3600}
 			if asked == nil || asked.String() != want.String() {
 				t.Errorf("asked %v, want %v", asked, want)
+			}
+		})
+	}
+}
+
+// TestExplainWorkload: the form's Workload field asks which workload
+// identities a workload with those attributes gets, and the answer shows
+// each identity issued or refused with the failing check.
+func TestExplainWorkload(t *testing.T) {
+	for _, size := range []struct{ w, h int }{{80, 24}, {120, 40}} {
+		t.Run(strconv.Itoa(size.w)+"x"+strconv.Itoa(size.h), func(t *testing.T) {
+			var asked *authv1.ExplainRequest
+			m := newTestModel(asciiRenderer())
+			m.roles.explain = func(req *authv1.ExplainRequest) tea.Cmd {
+				asked = req
+				return func() tea.Msg {
+					return ExplainResultMsg{Request: req, Response: &authv1.ExplainResponse{Workloads: []*authv1.WorkloadExplanation{
+						{Identity: "cron", Reason: "rule workload.unix.path=/usr/sbin/cron does not match /usr/bin/web", Check: "rules"},
+						{Identity: "web", Allowed: true, SpiffeId: "spiffe://example.org/svc/web/1000"},
+					}}}
+				}
+			}
+			tm := teatest.NewTestModel(t, m, teatest.WithInitialTermSize(size.w, size.h))
+			for _, msg := range fakeFeed(t) {
+				tm.Send(msg)
+			}
+			keys := []string{"4", "j", "e", "tab", "tab", "tab"}
+			for _, r := range "workload.unix.uid=1000,workload.unix.path=/usr/bin/web" {
+				keys = append(keys, string(r))
+			}
+			for _, k := range append(keys, "enter") {
+				tm.Send(keyMsg(k))
+			}
+			teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("identities issued")) })
+			if err := tm.Quit(); err != nil {
+				t.Fatal(err)
+			}
+			out := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).View()
+			checkSize(t, out, size.w, size.h)
+			for _, want := range []string{"1 of 2 identities issued", "ISSUED  web", "REFUSED cron", "failed check: rules"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the answer lacks %q:\n%s", want, out)
+				}
+			}
+			golden.RequireEqual(t, []byte(out))
+			want := &authv1.ExplainRequest{PrincipalKind: "role", PrincipalName: "web-issuer",
+				WorkloadAttributes: map[string]string{"workload.unix.uid": "1000", "workload.unix.path": "/usr/bin/web"}}
+			if asked == nil || asked.String() != want.String() {
+				t.Errorf("asked %v, want %v", asked, want)
+			}
+		})
+	}
+}
+
+// TestExplainFormRefuses: what the form cannot ask is said in the form, and
+// nothing is sent.
+func TestExplainFormRefuses(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		keys []string
+		want string
+	}{
+		{"empty", nil, "give a SPIFFE ID or path, or workload attributes"},
+		{"bad attributes", []string{"tab", "tab", "tab", "u", "i", "d"}, "workload attributes:"},
+		{"ttl without id", append([]string{"tab", "tab", "1", "h", "tab"}, strings.Split("workload.unix.uid=1", "")...), "belong to a SPIFFE ID"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := newTestModel(asciiRenderer())
+			m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+			for _, msg := range fakeFeed(t) {
+				m.Update(msg)
+			}
+			sent := false
+			m.roles.explain = func(*authv1.ExplainRequest) tea.Cmd { sent = true; return nil }
+			for _, k := range append(append([]string{"4", "e"}, c.keys...), "enter") {
+				m.Update(keyMsg(k))
+			}
+			if sent || !strings.Contains(m.roles.formErr, c.want) {
+				t.Errorf("sent %v, form error %q; want nothing sent and %q", sent, m.roles.formErr, c.want)
 			}
 		})
 	}

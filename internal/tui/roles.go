@@ -11,6 +11,7 @@ import (
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/cli/condition"
 	"google.golang.org/grpc/status"
 )
 
@@ -41,18 +42,27 @@ type rolesTab struct {
 	height  int
 	form    bool
 	focus   int
-	inputs  []textinput.Model // SPIFFE ID, DNS SANs, TTL
+	inputs  []textinput.Model // SPIFFE ID, DNS SANs, TTL, workload attributes
 	formErr string
 	pending bool
 	result  *ExplainResultMsg
 	explain func(*authv1.ExplainRequest) tea.Cmd
 }
 
-var explainLabels = []string{"SPIFFE ID", "DNS SANs", "TTL"}
+var explainLabels = []string{"SPIFFE ID", "DNS SANs", "TTL", "Workload"}
+
+// The explain form's inputs.
+const (
+	inSPIFFEID = iota
+	inDNSSANs
+	inTTL
+	inWorkload
+)
 
 func newRolesTab(keys keyMap, st styles, explain func(*authv1.ExplainRequest) tea.Cmd) *rolesTab {
 	t := &rolesTab{keys: keys, st: st, res: map[string][]resource{}, explain: explain}
-	for _, ph := range []string{"/svc/web/frontend", "web.internal, api.internal", "1h"} {
+	// "e.g." so that a placeholder never reads as a value, even without colour.
+	for _, ph := range []string{"e.g. /svc/web/frontend", "e.g. web.internal, api.internal", "e.g. 1h", "e.g. workload.unix.uid=1000,workload.unix.path=/usr/bin/web"} {
 		ti := textinput.New()
 		ti.Prompt = ""
 		ti.Placeholder = ph
@@ -146,24 +156,39 @@ func (t *rolesTab) move(d int) tea.Cmd {
 	return t.inputs[t.focus].Focus()
 }
 
+// submit asks about a SPIFFE ID (with its SANs and TTL), about a workload
+// with the given attestation attributes (which workload identities the
+// role's holder would issue it), or both at once.
 func (t *rolesTab) submit() tea.Cmd {
-	req := &authv1.ExplainRequest{PrincipalKind: "role", PrincipalName: t.selectedRole(), SpiffeId: strings.TrimSpace(t.inputs[0].Value())}
-	if req.SpiffeId == "" {
-		t.formErr = "give a SPIFFE ID or path"
+	req := &authv1.ExplainRequest{PrincipalKind: "role", PrincipalName: t.selectedRole(), SpiffeId: strings.TrimSpace(t.inputs[inSPIFFEID].Value())}
+	if v := strings.TrimSpace(t.inputs[inWorkload].Value()); v != "" {
+		attrs, err := condition.ParseAttributes(v)
+		if err != nil {
+			t.formErr = "workload attributes: " + err.Error()
+			return nil
+		}
+		req.WorkloadAttributes = attrs
+	}
+	if req.SpiffeId == "" && len(req.WorkloadAttributes) == 0 {
+		t.formErr = "give a SPIFFE ID or path, or workload attributes such as workload.unix.uid=1000"
 		return nil
 	}
-	for _, s := range strings.Split(t.inputs[1].Value(), ",") {
+	for _, s := range strings.Split(t.inputs[inDNSSANs].Value(), ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			req.DnsSans = append(req.DnsSans, s)
 		}
 	}
-	if v := strings.TrimSpace(t.inputs[2].Value()); v != "" {
+	if v := strings.TrimSpace(t.inputs[inTTL].Value()); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			t.formErr = fmt.Sprintf("TTL %q is not a duration like 10m or 1h", v)
 			return nil
 		}
 		req.TtlSeconds = int64(d / time.Second)
+	}
+	if req.SpiffeId == "" && (len(req.DnsSans) > 0 || req.TtlSeconds > 0) {
+		t.formErr = "DNS SANs and a TTL belong to a SPIFFE ID: give one, or clear them to explain the workload alone"
+		return nil
 	}
 	t.formErr, t.pending, t.result = "", true, nil
 	if t.explain == nil {
@@ -228,15 +253,47 @@ func (t *rolesTab) formView() []string {
 	case t.result != nil && t.result.Err != nil:
 		lines = append(lines, t.st.denied.Render("the auth service could not explain: "+status.Convert(t.result.Err).Message()))
 	case t.result != nil:
-		r := t.result.Response
+		lines = append(lines, t.resultLines()...)
+	default:
+		lines = append(lines, t.st.dim.Render("tab moves, enter asks, esc closes"))
+	}
+	return lines
+}
+
+// resultLines is the auth service's answer: the decision on the SPIFFE ID
+// and its failing check, and for a workload each identity issued or
+// refused with its failing check.
+func (t *rolesTab) resultLines() []string {
+	var lines []string
+	r, req := t.result.Response, t.result.Request
+	if req.GetSpiffeId() != "" {
 		if r.Allowed {
 			lines = append(lines, t.st.ok.Render("ALLOWED")+" "+r.SpiffeId+fmt.Sprintf(" by role %s, TTL %s", r.Role, time.Duration(r.TtlSeconds)*time.Second))
 		} else {
 			lines = append(lines, t.st.denied.Render("DENIED")+" "+r.Reason)
 			lines = append(lines, t.st.dim.Render("failed check: "+r.Check))
 		}
-	default:
-		lines = append(lines, t.st.dim.Render("tab moves, enter asks, esc closes"))
+	}
+	if len(req.GetWorkloadAttributes()) == 0 {
+		return lines
+	}
+	if len(r.Workloads) == 0 {
+		return append(lines, t.st.dim.Render("the workload gets nothing: there are no workload identities"))
+	}
+	issued := 0
+	for _, w := range r.Workloads {
+		if w.Allowed {
+			issued++
+		}
+	}
+	lines = append(lines, fmt.Sprintf("workload: %d of %d identities issued", issued, len(r.Workloads)))
+	for _, w := range r.Workloads {
+		if w.Allowed {
+			lines = append(lines, "  "+t.st.ok.Render("ISSUED")+"  "+w.Identity+" → "+w.SpiffeId)
+		} else {
+			// The check first, so that a narrow terminal cuts the reason.
+			lines = append(lines, "  "+t.st.denied.Render("REFUSED")+" "+w.Identity+t.st.dim.Render(" · failed check: "+w.Check)+" · "+w.Reason)
+		}
 	}
 	return lines
 }

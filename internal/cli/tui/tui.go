@@ -40,8 +40,12 @@ identity), shows the last 500 audit events and then follows the log. When the
 connection drops it shows "reconnecting" and resumes where it stopped.
 
 Keys: tab/shift+tab or 1-4 switch tabs, arrows or j/k move, / filters, esc
-clears, enter opens an event's details, ? shows every key, q quits. It needs
-a terminal of at least 80x24 and honours NO_COLOR.`,
+clears, enter opens an event's details (for an X509-SVID, the certificate
+issued, decoded and as PEM), ? shows every key, q quits. On the Roles tab, e
+asks whether the selected role may issue a SPIFFE ID (with SANs and a TTL),
+or which workload identities a workload with given attributes gets, and
+shows the failing check. It needs a terminal of at least 80x24 and honours
+NO_COLOR.`,
 		Example: `  widctl tui
   NO_COLOR=1 widctl tui
   widctl --auth auth.example.com:3025 --identity ~/.wid/identity tui`,

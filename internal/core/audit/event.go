@@ -34,6 +34,12 @@ const (
 	TypeWorkloadAttest = "workload.attest"
 )
 
+// DetailCertificate is the details key of an X509-SVID issuance's leaf
+// certificate, standard base64 of its DER. Certificates are public (the
+// peer shows them in every handshake), so the log may hold them; with them
+// an auditor, or the dashboard's detail pane, sees exactly what was issued.
+const DetailCertificate = "certificate"
+
 // Outcomes.
 const (
 	OutcomeSuccess = "success"

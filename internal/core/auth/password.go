@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
@@ -79,17 +78,17 @@ func checkPassword(encoded, password string) (bool, error) {
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
-// dummyHash is checked against for unknown or locked users, so that their
-// answer takes as long as a wrong password for a real one.
-// Made on first use: hashing costs 64 MiB, which programs that never check
-// a password should not pay at start.
-var dummyHash = sync.OnceValue(func() string {
-	h, err := hashPassword("wid-dummy-password-never-matches")
-	if err != nil {
-		panic(err)
-	}
-	return h
-})
+// dummyHash is checked against for unknown or locked users and wrong
+// invites, so that their answer takes as long as a wrong password for a real
+// one. It is a well-formed hash with the default parameters over a fixed
+// salt, whose digest is fixed random bytes that no known password hashes to:
+// checking it costs one argon2id computation, exactly like a real hash, and
+// making it costs nothing (it used to be hashed on first use, which added a
+// whole argon2id computation to the first login after every start).
+func dummyHash() string { return dummyPHC }
+
+var dummyPHC = fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$LWuoy5de3C1y42rZYxkZaQ$x4w6hH5pCWXCTK9iMLCTr7qMvbY9g8EonqBip8YYjVI",
+	argon2.Version, defaultArgon2.Memory, defaultArgon2.Time, defaultArgon2.Threads)
 
 // CheckPasswordPolicy says why a new password is refused, or nil.
 func CheckPasswordPolicy(user, password string) error {

@@ -42,6 +42,14 @@ func TestPasswordHash(t *testing.T) {
 	if ok, err := checkPassword(h, "correct horse batterx"); ok || err != nil {
 		t.Fatalf("wrong password: %v %v", ok, err)
 	}
+	// The dummy hash answers unknown users in the time of a real check: it
+	// must parse, carry today's parameters and match nothing.
+	if ok, err := checkPassword(dummyHash(), "wid-dummy-password-never-matches"); ok || err != nil {
+		t.Fatalf("dummy hash: %v %v; want a well-formed hash that does not match", ok, err)
+	}
+	if !strings.HasPrefix(dummyHash(), h[:strings.LastIndex(h[:strings.LastIndex(h, "$")], "$")+1]) {
+		t.Fatalf("dummy hash %q does not carry the parameters of %q", dummyHash(), h)
+	}
 	parts := strings.Split(h, "$")
 	for _, bad := range []string{
 		"", "$bcrypt$x", strings.Replace(h, "v=19", "v=16", 1),

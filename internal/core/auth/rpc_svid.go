@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto"
+	"encoding/base64"
 	"github.com/wid-project/wid/internal/core/ca"
 	"net"
 	"strings"
@@ -131,6 +132,7 @@ func (s *Server) SignX509SVID(ctx context.Context, req *authv1.SignX509SVIDReque
 	ev.Outcome = audit.OutcomeSuccess
 	ev.Serial = svid.Serial
 	ev.TTLSeconds = int64(svid.NotAfter.Sub(svid.NotBefore.Add(time.Minute)) / time.Second)
+	ev.Details = map[string]string{audit.DetailCertificate: base64.StdEncoding.EncodeToString(svid.Certificates[0].Raw)}
 	// Answer only once the issuance is durable in the audit log.
 	if _, err := s.audit.Emit(ctx, ev); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "the SVID was not issued because it could not be audited: %v", err)

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"runtime"
 	"strings"
@@ -254,6 +255,7 @@ func (s *Server) issueWorkloadSVID(c *caller, host string, set *workloadSet, att
 		}
 		res.Serial, res.ExpiresAt = svid.Serial, timestamppb.New(svid.NotAfter)
 		ev.Type, ev.Serial = audit.TypeX509SVIDIssued, svid.Serial
+		ev.Details[audit.DetailCertificate] = base64.StdEncoding.EncodeToString(svid.Certificates[0].Raw)
 		ev.TTLSeconds = int64(svid.NotAfter.Sub(svid.NotBefore.Add(time.Minute)) / time.Second)
 	case svidJWT:
 		if len(it.Audience) == 0 {
