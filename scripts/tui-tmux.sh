@@ -86,9 +86,14 @@ until_pane "last minute"
 tmux send-keys -t "$session" 2
 until_pane "Workload attestations"
 tmux send-keys -t "$session" 3
-until_pane "X.509 authorities"
+until_pane "spiffe  standby"
 until_pane "kid "
 snap bundles
+# A rotation step shows on the Bundles tab as it happens.
+"$work/bin/widctl" --admin-socket "$work/data/admin.sock" ca rotate --type spiffe --phase init >/dev/null
+until_pane "init (manual) -> update_clients"
+until_pane "additional"
+snap bundles_rotating
 tmux send-keys -t "$session" 4
 until_pane "editor"
 until_pane "local-agent"
@@ -142,4 +147,4 @@ until_pane "connected"
 tmux send-keys -t "$session" q
 for _ in $(seq 1 50); do shows "connected" || break; sleep 0.1; done
 shows "connected" && fail "q did not quit"
-echo "tui-tmux: ok (live SVID with its certificate, tabs, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit)"
+echo "tui-tmux: ok (live SVID with its certificate, tabs, a rotation step on Bundles, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit)"

@@ -23,6 +23,12 @@ type (
 	EventMsg struct{ Event *authv1.AuditEvent }
 	// BundleMsg is the trust bundle as GetBundle returned it.
 	BundleMsg struct{ Bundle *authv1.GetBundleResponse }
+	// CAsMsg is every CA with its rotation, as ListCAs returned them; Err
+	// when the caller may not list CAs (the tab then shows the bundle only).
+	CAsMsg struct {
+		CAs []*authv1.CAInfo
+		Err error
+	}
 	// ResourcesMsg is a list of resources of one kind, as ListResources returned them.
 	ResourcesMsg struct {
 		Kind      string
@@ -49,10 +55,9 @@ func NewFeed(c authv1.AuthServiceClient) *Feed {
 // Messages is where the feed's messages arrive.
 func (f *Feed) Messages() <-chan tea.Msg { return f.ch }
 
-// bundleEvent says whether an audit event may have changed the bundle.
-// There is no bundle stream yet: the Bundles tab calls GetBundle on start
-// and again whenever such an event arrives (a bundle stream can come with CA
-// rotation).
+// bundleEvent says whether an audit event may have changed the bundle or
+// the CAs: the Bundles tab calls GetBundle and ListCAs on start and again
+// whenever such an event arrives, so a rotation shows as it moves.
 func bundleEvent(typ string) bool {
 	return typ == "ca.rotation" || typ == "trust_domain.created" || typ == "auth.started"
 }
@@ -175,6 +180,12 @@ func (f *Feed) refreshBundle(ctx context.Context) {
 		return // the stream shows the connection's state
 	}
 	f.send(ctx, BundleMsg{Bundle: b})
+	cas, err := f.client.ListCAs(ctx, &authv1.ListCAsRequest{})
+	if err != nil {
+		f.send(ctx, CAsMsg{Err: err})
+		return
+	}
+	f.send(ctx, CAsMsg{CAs: cas.Cas})
 }
 
 func (f *Feed) refreshResources(ctx context.Context) {

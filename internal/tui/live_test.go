@@ -94,6 +94,17 @@ func TestLiveAuthService(t *testing.T) {
 	tm.Send(keyMsg("enter"))
 	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return bytes.Contains(b, []byte("identities issued")) }, fast...)
 
+	// The Bundles tab shows each CA, and a rotation step as it happens.
+	tm.Send(keyMsg("esc"))
+	tm.Send(keyMsg("3"))
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool { return regexp.MustCompile(`spiffe +standby`).Match(b) }, fast...)
+	if _, err := admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", Phase: "init"}); err != nil {
+		t.Fatalf("starting a rotation: %v", err)
+	}
+	teatest.WaitFor(t, tm.Output(), func(b []byte) bool {
+		return bytes.Contains(b, []byte("init (manual) -> update_clients")) && bytes.Contains(b, []byte("additional"))
+	}, fast...)
+
 	if err := tm.Quit(); err != nil {
 		t.Fatal(err)
 	}
@@ -139,6 +150,10 @@ func (c *flakyClient) Ping(context.Context, *authv1.PingRequest, ...grpc.CallOpt
 
 func (c *flakyClient) GetBundle(context.Context, *authv1.GetBundleRequest, ...grpc.CallOption) (*authv1.GetBundleResponse, error) {
 	return &authv1.GetBundleResponse{TrustDomain: "example.org"}, nil
+}
+
+func (c *flakyClient) ListCAs(context.Context, *authv1.ListCAsRequest, ...grpc.CallOption) (*authv1.ListCAsResponse, error) {
+	return nil, status.Error(codes.PermissionDenied, "no role allows listing CAs")
 }
 
 func (c *flakyClient) ListResources(context.Context, *authv1.ListResourcesRequest, ...grpc.CallOption) (*authv1.ListResourcesResponse, error) {

@@ -60,6 +60,7 @@ type Model struct {
 	svids   *eventList
 	attests *eventList
 	bundle  *authv1.GetBundleResponse
+	cas     []*authv1.CAInfo
 	roles   *rolesTab
 }
 
@@ -142,7 +143,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, tick()
 	case tea.KeyMsg:
 		return m, m.handleKey(msg)
-	case ConnectedMsg, ReconnectingMsg, EventMsg, BundleMsg, ResourcesMsg, ExplainResultMsg:
+	case ConnectedMsg, ReconnectingMsg, EventMsg, BundleMsg, CAsMsg, ResourcesMsg, ExplainResultMsg:
 		m.handleFeed(msg)
 	}
 	return m, nil
@@ -163,6 +164,8 @@ func (m *Model) handleFeed(msg tea.Msg) {
 		}
 	case BundleMsg:
 		m.bundle = msg.Bundle
+	case CAsMsg:
+		m.cas = msg.CAs
 	case ResourcesMsg:
 		m.roles.set(msg.Kind, msg.Resources)
 	case ExplainResultMsg:
@@ -297,7 +300,7 @@ func (m *Model) tabTitle() string {
 	case 1:
 		return m.st.bold.Render("Workload attestations, newest first")
 	case 2:
-		return m.st.bold.Render("Trust bundle") + "  · fetched on start and after every CA event"
+		return m.st.bold.Render("Trust bundle and CAs") + "  · refreshed after every rotation step"
 	}
 	return m.st.bold.Render("Roles and workload identities") + "  · e on a role explains a decision"
 }
@@ -308,7 +311,7 @@ func (m *Model) tabView(h int) string {
 	case 0, 1:
 		return m.list().View(now)
 	case 2:
-		return bundleView(m.bundle, now, m.st, m.width, h)
+		return bundleView(m.bundle, m.cas, now, m.st, m.width, h)
 	}
 	return m.roles.View()
 }

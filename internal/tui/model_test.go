@@ -76,8 +76,37 @@ func fakeFeed(t *testing.T) []tea.Msg {
 				"workload.unix.sha256": "e3b0c44298fc1c149afbf4c8996fb924"}, Outcome: "denied", Reason: "workload.unix.uid is 0, want 1000"}},
 		BundleMsg{Bundle: &authv1.GetBundleResponse{TrustDomain: "example.org", Sequence: 3, X509Pem: pemBytes,
 			Jwks: []byte(`{"keys":[{"kty":"EC","crv":"P-256","kid":"k-2026-11","use":"jwt-svid"},{"kty":"EC","crv":"P-256","use":"x509-svid"}]}`)}},
+		CAsMsg{CAs: fakeCAs()},
 		ResourcesMsg{Kind: "role", Resources: [][]byte{[]byte(role), []byte(editor)}},
 		ResourcesMsg{Kind: "workload_identity", Resources: [][]byte{[]byte(wi)}},
+	}
+}
+
+// fakeCAs is a trust domain whose spiffe CA is half-way through an
+// automatic rotation.
+func fakeCAs() []*authv1.CAInfo {
+	key := func(state, fp, kid string) *authv1.CAKey {
+		return &authv1.CAKey{State: state, Algorithm: "ECDSA-P256", Fingerprint: "sha256:" + fp, Kid: kid, NotAfter: timestamppb.New(fixedNow.Add(365 * 24 * time.Hour))}
+	}
+	return []*authv1.CAInfo{
+		{Type: "spiffe", Phase: "update_clients", Mode: "auto", Sequence: 2, NextPhase: "update_servers", NextStepAt: timestamppb.New(fixedNow.Add(9 * time.Hour)),
+			Keys: []*authv1.CAKey{key("additional", "2285171ffb0feabe0c", ""), key("active", "c9f99b8fa2c9181a77", "")}},
+		{Type: "jwt", Phase: "standby", Mode: "manual", Sequence: 1, Keys: []*authv1.CAKey{key("active", "4baf07b7630bd71d11", "q3WmJ9xkT2vYc0Lp")}},
+		{Type: "wit", Phase: "standby", Mode: "manual", Sequence: 1, Keys: []*authv1.CAKey{key("active", "6a02fd9a404e6317aa", "Zr8tN1qPw4sE6uYb")}},
+		{Type: "user", Phase: "standby", Mode: "manual", Sequence: 1, Keys: []*authv1.CAKey{key("active", "0b8e0fe7347b52ecbb", "")}},
+		{Type: "host", Phase: "standby", Mode: "manual", Sequence: 3, Keys: []*authv1.CAKey{key("retired", "77aa0fe7347b52ec00", ""), key("active", "0cc3c8cad7ae2cf2cc", "")}},
+	}
+}
+
+// Without the right to list CAs (a user's login), the tab shows the bundle.
+func TestBundleViewWithoutCAs(t *testing.T) {
+	pemBytes, err := os.ReadFile("testdata/bundle.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := bundleView(&authv1.GetBundleResponse{TrustDomain: "example.org", Sequence: 3, X509Pem: pemBytes}, nil, fixedNow, newStyles(asciiRenderer()), 80, 20)
+	if !strings.Contains(v, "X.509 authorities") || !strings.Contains(v, "ECDSA") {
+		t.Errorf("bundle view without CAs:\n%s", v)
 	}
 }
 

@@ -172,13 +172,18 @@ func attestColumns() []column {
 	}
 }
 
-// bundleView renders the trust bundle: each X.509 authority and JWT key.
-func bundleView(b *authv1.GetBundleResponse, now time.Time, st styles, w, h int) string {
+// bundleView renders the trust bundle: each CA of the trust domain with its
+// rotation phase, sequence and keys when the caller may list CAs, else the
+// bundle's X.509 authorities and JWT keys.
+func bundleView(b *authv1.GetBundleResponse, cas []*authv1.CAInfo, now time.Time, st styles, w, h int) string {
 	if b == nil {
 		return st.dim.Render("waiting for the bundle…")
 	}
 	var lines []string
 	lines = append(lines, st.title.Render(fmt.Sprintf("Trust domain %s · bundle sequence %d", b.TrustDomain, b.Sequence)), "")
+	if len(cas) > 0 {
+		return clip(append(lines, caLines(cas, now, st)...), w, h)
+	}
 	lines = append(lines, st.header.Render("X.509 authorities"))
 	rest := b.X509Pem
 	for {
@@ -224,6 +229,42 @@ func bundleView(b *authv1.GetBundleResponse, now time.Time, st styles, w, h int)
 		lines = append(lines, st.dim.Render("  none"))
 	}
 	return clip(lines, w, h)
+}
+
+// caLines shows each CA: its phase (and where an automatic rotation goes
+// next), sequence, and every key with its state.
+func caLines(cas []*authv1.CAInfo, now time.Time, st styles) []string {
+	var lines []string
+	for _, c := range cas {
+		phase := c.Phase
+		style := st.ok
+		if c.Phase != "standby" {
+			style = st.warn
+			phase = c.Phase + " (" + c.Mode + ")"
+			if c.NextPhase != "" {
+				phase += " -> " + c.NextPhase
+				if c.NextStepAt != nil {
+					phase += " in " + c.NextStepAt.AsTime().Sub(now).Round(time.Second).String()
+				}
+			}
+		}
+		lines = append(lines, st.header.Render(fmt.Sprintf("%-6s", c.Type))+"  "+style.Render(phase)+st.dim.Render(fmt.Sprintf("  seq %d", c.Sequence)))
+		for _, k := range c.Keys {
+			if k.State == "retired" {
+				continue
+			}
+			name := short(strings.TrimPrefix(k.Fingerprint, "sha256:"), 16)
+			if k.Kid != "" {
+				name += " kid " + short(k.Kid, 12)
+			}
+			state := st.ok.Render("active    ")
+			if k.State != "active" {
+				state = st.warn.Render(fmt.Sprintf("%-10s", k.State))
+			}
+			lines = append(lines, fmt.Sprintf("  %s %s  %s  until %s", state, name, k.Algorithm, k.NotAfter.AsTime().UTC().Format(time.DateOnly)))
+		}
+	}
+	return lines
 }
 
 func keyAlg(c *x509.Certificate) string {
