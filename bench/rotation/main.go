@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -182,7 +183,13 @@ func run(ctx context.Context, bin string, changes, svids, clients int) error {
 	}
 
 	// 2. Re-issuing the held SVIDs on entering update_clients, under load.
+	procs := map[string]int{"holder": cmd.Process.Pid, "bench (load clients)": os.Getpid()}
+	for _, p := range w.Processes() {
+		procs[p.Role] = p.PID
+	}
+	baseStart, baseCPU := time.Now(), cpuTimes(procs)
 	base, err := loadFor(ctx, socket, clients, 3*time.Second, nil)
+	baseCPUAfter, baseWall := cpuTimes(procs), time.Since(baseStart)
 	if err != nil {
 		return fmt.Errorf("baseline load: %w", err)
 	}
@@ -197,6 +204,7 @@ func run(ctx context.Context, bin string, changes, svids, clients int) error {
 	}()
 	time.Sleep(500 * time.Millisecond)
 	drain(updates)
+	cpuBefore := cpuTimes(procs)
 	start := time.Now()
 	if err := rotate(ctx, admin, "spiffe", "update_clients"); err != nil {
 		return err
@@ -213,12 +221,20 @@ func run(ctx context.Context, bin string, changes, svids, clients int) error {
 		return fmt.Errorf("the held SVIDs were not all re-issued: %w", err)
 	}
 	reissue := u.at.Sub(start)
+	cpuAfter := cpuTimes(procs)
 	time.Sleep(500 * time.Millisecond)
 	close(stopLoad)
 	burst := <-loadDone
 	fmt.Printf("re-issue of %d cached SVIDs on entering update_clients: %s (RotateCA call to the holder's update with every SVID from the new key)\n", u.n, round(reissue))
 	fmt.Printf("Workload API FetchX509SVID, %d clients: before p50 %s p99 %s (%d fetches); during the re-issue p50 %s p99 %s (%d fetches, %d errors)\n",
 		clients, round(base.p50), round(base.p99), base.n, round(burst.p50), round(burst.p99), burst.n, burst.errors)
+	var parts []string
+	for _, name := range slices.Sorted(maps.Keys(procs)) {
+		during := cpuAfter[name] - cpuBefore[name]
+		before := time.Duration(float64(baseCPUAfter[name]-baseCPU[name]) * float64(reissue) / float64(baseWall))
+		parts = append(parts, fmt.Sprintf("%s %s (load alone: %s)", name, round(during), round(before)))
+	}
+	fmt.Printf("CPU used during the re-issue (%s of wall time, 2 cores): %s\n", round(reissue), strings.Join(parts, ", "))
 	for _, p := range []string{"update_servers", "standby"} {
 		if err := rotate(ctx, admin, "spiffe", p); err != nil {
 			return err
@@ -417,6 +433,26 @@ func loadFor(ctx context.Context, socket string, clients int, d time.Duration, s
 	}
 	r.p50, r.p99 = all[r.n/2], all[min(r.n-1, r.n*99/100)]
 	return r, nil
+}
+
+// cpuTimes reads each process's user+system CPU time from /proc.
+func cpuTimes(procs map[string]int) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, pid := range procs {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[name] = time.Duration(ut+st) * (time.Second / 100) // USER_HZ is 100 on Linux
+	}
+	return out
 }
 
 func copyFile(src, dst string) error {

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -250,17 +251,25 @@ func (c *cache) issueEntries(ctx context.Context, entries []*entry) {
 	}
 	var g errgroup.Group
 	g.SetLimit(4)
+	var renewed atomic.Bool
 	for _, fp := range order {
 		list := groups[fp]
 		for start := 0; start < len(list); start += maxBatch {
 			batch := list[start:min(start+maxBatch, len(list))]
 			g.Go(func() error {
-				c.issueBatch(ctx, batch)
+				if c.issueBatch(ctx, batch) {
+					renewed.Store(true)
+				}
 				return nil
 			})
 		}
 	}
 	_ = g.Wait()
+	// Streams rebuild what they send once for the whole round rather than
+	// once per batch: a workload holding many SVIDs gets one update.
+	if renewed.Load() {
+		c.changed.notify()
+	}
 }
 
 // fingerprint is a canonical form of an attribute set.
@@ -276,7 +285,8 @@ func fingerprint(attrs map[string]string) string {
 	return b.String()
 }
 
-func (c *cache) issueBatch(ctx context.Context, batch []*entry) {
+// issueBatch issues one batch; renewed says whether any SVID changed.
+func (c *cache) issueBatch(ctx context.Context, batch []*entry) (renewed bool) {
 	req := &authv1.IssueWorkloadSVIDsRequest{Attributes: batch[0].attrs, Svids: make([]*authv1.WorkloadSVIDRequest, len(batch))}
 	keys := make([]crypto.Signer, len(batch))
 	// Keys are made here, never by the auth service: only CSRs and public
@@ -306,7 +316,6 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	renewed := false
 	for i, e := range batch {
 		var s *svid
 		var itemErr error
@@ -337,13 +346,11 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) {
 		e.inflight = nil
 	}
 	c.metrics.setCached(c.countLocked())
-	if renewed {
-		c.changed.notify()
-	}
 	select {
 	case c.kick <- struct{}{}:
 	default:
 	}
+	return renewed
 }
 
 func newRequestItem(e *entry) (*authv1.WorkloadSVIDRequest, crypto.Signer, error) {
