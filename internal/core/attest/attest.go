@@ -88,6 +88,9 @@ type Result struct {
 	// running the same binary, with equal Attributes (the agent uses it to
 	// avoid recording the same attestation twice).
 	Key string
+	// Reasons say why attestors added nothing (a kubelet that did not
+	// answer, a caller in no container), for the attestation record.
+	Reasons []string
 }
 
 // UnixOptions configures NewUnix.
