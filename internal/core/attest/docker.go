@@ -115,7 +115,9 @@ func NewDocker(opts DockerOptions) (*Docker, error) {
 			MaxIdleConns:    4,
 			IdleConnTimeout: 30 * time.Second,
 		},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return errors.New("the Docker daemon redirected: refusing to follow") },
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return errors.New("the Docker daemon redirected: refusing to follow")
+		},
 	}
 	return d, nil
 }
