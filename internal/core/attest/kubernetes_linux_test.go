@@ -418,3 +418,38 @@ func TestAddLabels(t *testing.T) {
 		t.Fatalf("skipped = %q", skipped)
 	}
 }
+
+// FuzzPodList: whatever a kubelet answers, the pod list parser and the
+// container lookup either refuse it or return attributes of the pod whose
+// uid and container the cgroup named.
+func FuzzPodList(f *testing.F) {
+	f.Add(mustReadF(f, "testdata/kubelet/pods.json"))
+	f.Add([]byte(`{"kind":"PodList","items":[{"metadata":{"uid":"2c48913c-b29f-11e7-9350-020968147796","labels":{"A/b":"1"}},"status":{"containerStatuses":[{"containerID":"x://` + fixtureContainer1 + `"}]}}]}`))
+	ref := ContainerRef{ID: fixtureContainer1, PodUID: "2c48913c-b29f-11e7-9350-020968147796"}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := parsePodList(b)
+		if err != nil {
+			return
+		}
+		attrs, err := l.find(ref)
+		if err != nil {
+			return
+		}
+		if attrs[AttrKubernetesPodUID] != ref.PodUID {
+			t.Fatalf("attributes of pod %q for pod %s", attrs[AttrKubernetesPodUID], ref.PodUID)
+		}
+		for k, v := range attrs {
+			if v == "" && !strings.HasPrefix(k, AttrKubernetesLabels+".") {
+				t.Fatalf("empty %s", k)
+			}
+		}
+	})
+}
+
+func mustReadF(f *testing.F, name string) []byte {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		f.Fatal(err)
+	}
+	return b
+}
