@@ -158,3 +158,36 @@ func TestChainProcessGone(t *testing.T) {
 		t.Fatalf("Attest() with a bad cgroup file = %+v, %v", res, err)
 	}
 }
+
+// BenchmarkChain: the cost the kubernetes, docker and systemd attestors add
+// to a call, with their answers cached (a pod list within its TTL, a
+// container's inspect, systemd's answer for the process).
+func BenchmarkChain(b *testing.B) {
+	fp := newFakeProc(b, statLine(fakePID, "prog", 'S', 100), statusText(1000, 1000, 1000, 1000, ""))
+	fp.write(b, "cgroup", string(mustRead(b, "testdata/cgroup/dockershim-v2.txt")))
+	k := newKubelet(b, true)
+	d := newDockerd(b)
+	docker, err := NewDocker(DockerOptions{Socket: d.socket})
+	if err != nil {
+		b.Fatal(err)
+	}
+	unix := newFakeUnix(fp, UnixOptions{})
+	for _, bc := range []struct {
+		name string
+		a    interface {
+			Attest(context.Context, Peer) (Result, error)
+		}
+	}{
+		{"unix", unix},
+		{"unix+kubernetes+docker+systemd", NewChain(ChainOptions{Unix: unix, ProcRoot: fp.root,
+			Sources: []Source{k.attestor(b, KubernetesOptions{CacheTTL: time.Hour}), docker, NewSystemd(SystemdOptions{CgroupOnly: true})}})},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := bc.a.Attest(b.Context(), fakePeer); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -20,7 +20,7 @@ type dockerd struct {
 	answer   atomic.Pointer[http.HandlerFunc]
 }
 
-func newDockerd(t *testing.T) *dockerd {
+func newDockerd(t testing.TB) *dockerd {
 	t.Helper()
 	// Short path: unix socket paths are limited to 108 bytes.
 	dir, err := os.MkdirTemp("", "dockerd")

@@ -41,7 +41,7 @@ type kubelet struct {
 	answer func(w http.ResponseWriter, r *http.Request)
 }
 
-func newKubelet(t *testing.T, tlsOn bool) *kubelet {
+func newKubelet(t testing.TB, tlsOn bool) *kubelet {
 	t.Helper()
 	pods, err := os.ReadFile(filepath.Join("testdata", "kubelet", "pods.json"))
 	if err != nil {
@@ -92,7 +92,7 @@ func (k *kubelet) set(answer func(w http.ResponseWriter, r *http.Request)) {
 	k.answer = answer
 }
 
-func (k *kubelet) attestor(t *testing.T, opts KubernetesOptions) *Kubernetes {
+func (k *kubelet) attestor(t testing.TB, opts KubernetesOptions) *Kubernetes {
 	t.Helper()
 	opts.KubeletURL = k.srv.URL
 	if k.caFile != "" {
@@ -230,7 +230,7 @@ func TestKubernetesCacheAndRefetch(t *testing.T) {
 
 const fixtureSideContainer = "5d1f0b3c2a4e6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a8"
 
-func mustRead(t *testing.T, name string) []byte {
+func mustRead(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(name)
 	if err != nil {

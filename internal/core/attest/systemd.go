@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/godbus/dbus/v5"
 	"golang.org/x/sync/singleflight"
@@ -46,9 +47,30 @@ type Systemd struct {
 
 	dial singleflight.Group
 
-	mu   sync.Mutex
-	conn *dbus.Conn
+	mu    sync.Mutex
+	conn  *dbus.Conn
+	known map[systemdKey]systemdEntry
 }
+
+// systemdKey is one process instance in one unit: systemd's answer for it
+// holds until the process is moved, which changes the unit in its cgroup.
+type systemdKey struct {
+	pid   int32
+	start uint64
+	unit  string
+}
+
+type systemdEntry struct {
+	slice   string
+	expires time.Time
+}
+
+// Bounds of the cache of systemd's answers: a process keeps its unit, but a
+// unit's slice can be changed (systemctl set-property), so answers expire.
+const (
+	systemdCacheTTL  = 30 * time.Second
+	systemdCacheSize = 4096
+)
 
 // NewSystemd returns a systemd attestor. It connects to D-Bus on first use.
 func NewSystemd(opts SystemdOptions) *Systemd {
@@ -85,7 +107,7 @@ func (s *Systemd) Attest(ctx context.Context, p Peer, cg Cgroups) (map[string]st
 		return nil, err
 	}
 	if !s.cgroupOnly {
-		slice, err := s.askSystemd(ctx, p.PID, u.Unit)
+		slice, err := s.slice(ctx, p, u.Unit)
 		if err != nil {
 			return nil, err
 		}
@@ -99,6 +121,31 @@ func (s *Systemd) Attest(ctx context.Context, p Peer, cg Cgroups) (map[string]st
 		attrs[AttrSystemdUserSlice] = u.UserSlice
 	}
 	return attrs, nil
+}
+
+// slice asks systemd about p, or remembers its answer for the same process
+// instance (known by its start time) in the same unit.
+func (s *Systemd) slice(ctx context.Context, p Peer, unit string) (string, error) {
+	key := systemdKey{p.PID, p.StartTime, unit}
+	if p.StartTime != 0 {
+		s.mu.Lock()
+		e, ok := s.known[key]
+		s.mu.Unlock()
+		if ok && time.Now().Before(e.expires) {
+			return e.slice, nil
+		}
+	}
+	slice, err := s.askSystemd(ctx, p.PID, unit)
+	if err != nil || p.StartTime == 0 {
+		return slice, err
+	}
+	s.mu.Lock()
+	if s.known == nil || len(s.known) >= systemdCacheSize {
+		s.known = map[systemdKey]systemdEntry{}
+	}
+	s.known[key] = systemdEntry{slice: slice, expires: time.Now().Add(systemdCacheTTL)}
+	s.mu.Unlock()
+	return slice, nil
 }
 
 // unitInterfaces names the D-Bus interface holding the Slice property of

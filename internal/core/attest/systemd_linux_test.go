@@ -244,3 +244,26 @@ func TestSystemdRealCgroup(t *testing.T) {
 		t.Fatalf("Attest() = %v, cgroup says %+v", got, u)
 	}
 }
+
+// systemd's answer is reused for the same process instance, not for a
+// later process given the same pid.
+func TestSystemdRemembers(t *testing.T) {
+	addr := privateBus(t)
+	sd := startFakeSystemd(t, addr)
+	sd.addUnit(t, 100, "nginx.service", "org.freedesktop.systemd1.Service", "system.slice")
+	a := NewSystemd(SystemdOptions{BusAddress: addr})
+	t.Cleanup(func() { a.Close() })
+	cg := readCgroupFixture(t, "systemd-service-v2.txt")
+	if _, err := a.Attest(t.Context(), Peer{PID: 100, StartTime: 7}, cg); err != nil {
+		t.Fatal(err)
+	}
+	sd.mu.Lock()
+	delete(sd.pids, 100) // systemd would now say: no unit
+	sd.mu.Unlock()
+	if got, err := a.Attest(t.Context(), Peer{PID: 100, StartTime: 7}, cg); err != nil || got[AttrSystemdUnit] != "nginx.service" {
+		t.Fatalf("Attest() of the same process = %v, %v; want the remembered answer", got, err)
+	}
+	if _, err := a.Attest(t.Context(), Peer{PID: 100, StartTime: 8}, cg); err == nil || !strings.Contains(err.Error(), "does not belong to any loaded unit") {
+		t.Fatalf("Attest() of a later process with the same pid = %v, want systemd asked again", err)
+	}
+}
