@@ -13,8 +13,8 @@ import (
 // they are set up: the config file's attestors key. The unix attestor is on
 // unless switched off; the others are off unless switched on.
 type AttestorsConfig struct {
-	// ProcRoot is where the host's procfs is mounted ("" means /proc): an
-	// agent in a container with the host's /proc at /host/proc sets it.
+	// ProcRoot is where procfs is mounted ("" means /proc). The caller's
+	// start time is still taken from /proc as its connection is accepted.
 	ProcRoot string `mapstructure:"proc_root" yaml:"proc_root"`
 	// Timeout bounds each attestor other than unix per call (default 3s):
 	// past it the attestor adds nothing and the attestation says why.

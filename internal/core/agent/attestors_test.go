@@ -18,6 +18,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/agent"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // fakeProcSelf is a proc root holding this process as the kernel shows it,
@@ -174,6 +176,29 @@ func TestKubernetesWorkloadIdentity(t *testing.T) {
 	}
 	if _, ok := ev.Attributes["workload.kubernetes.namespace"]; ok || ev.Attributes["workload.unix.uid"] != uid {
 		t.Errorf("attributes with the kubelet down = %v", ev.Attributes)
+	}
+
+	// Without the uid identity the caller is refused, and told that the
+	// kubelet is why.
+	e.remove(t, "by-uid")
+	for {
+		_, err := raw.FetchJWTSVID(withHeader(ctx), &workload.JWTSVIDRequest{Audience: []string{"x"}})
+		if status.Code(err) == codes.PermissionDenied {
+			msg := status.Convert(err).Message()
+			if !strings.Contains(msg, "no identity issued: kubernetes attestor: the kubelet at "+kubelet.URL+"/pods answered 503 Service Unavailable; ") ||
+				!strings.Contains(msg, "workload.kubernetes.namespace") {
+				t.Fatalf("refusal = %q, want the kubelet's failure first, then the condition", msg)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("FetchJWTSVID with the kubelet down: %v", err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the uid identity's removal never reached the agent")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
