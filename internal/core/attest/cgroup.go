@@ -107,6 +107,9 @@ var ErrNoContainer = errors.New("the calling process runs in no container wid ca
 // container are skipped (hybrid hosts keep the v2 line at the runtime's own
 // service); lines that name different containers are an error.
 func (cg Cgroups) Container() (ContainerRef, error) {
+	if err := cg.checkNotDelegated(); err != nil {
+		return ContainerRef{}, err
+	}
 	var (
 		found      ContainerRef
 		foundOuter []string
@@ -141,6 +144,9 @@ func (cg Cgroups) Container() (ContainerRef, error) {
 // docker-<id>.scope or /docker/<id> of its cgroups. In a Kubernetes node that
 // runs in Docker (kind), that is the node's container.
 func (cg Cgroups) DockerContainer() (string, error) {
+	if err := cg.checkNotDelegated(); err != nil {
+		return "", err
+	}
 	var found string
 	for _, e := range cg {
 		id := ""
@@ -166,6 +172,19 @@ func (cg Cgroups) DockerContainer() (string, error) {
 		return "", fmt.Errorf("%w: its cgroup is %q, not a Docker container's (docker-<id>.scope or /docker/<id>)", ErrNoContainer, cg.describe())
 	}
 	return found, nil
+}
+
+// checkNotDelegated refuses a process in a user's slice. systemd delegates
+// the cgroups below user@<uid>.service to that user, who may create one
+// named cri-containerd-<id>.scope in a kubepods-pod<uid>.slice there and
+// move a process into it: such a name proves nothing about the container.
+func (cg Cgroups) checkNotDelegated() error {
+	for _, e := range cg {
+		if e.Path == "/user.slice" || strings.HasPrefix(e.Path, "/user.slice/") {
+			return fmt.Errorf("%w: its cgroup %q is in a user's slice, whose cgroups users name themselves", ErrNoContainer, clip([]byte(e.Path)))
+		}
+	}
+	return nil
 }
 
 // describe names the cgroup for an error: the v2 path if there is one, else

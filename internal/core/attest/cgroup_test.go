@@ -83,6 +83,27 @@ func TestCgroupContainerConflict(t *testing.T) {
 	}
 }
 
+// A user may name cgroups in their own slice as they like: a container
+// name there is no container.
+func TestCgroupContainerInUserSlice(t *testing.T) {
+	spoof := "0::/user.slice/user-1000.slice/user@1000.service/kubepods-besteffort-pod2c48913c_b29f_11e7_9350_020968147796.slice/cri-containerd-" + fixtureContainer1 + ".scope\n"
+	cg, err := ParseCgroups([]byte(spoof))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ref, err := cg.Container(); !errors.Is(err, ErrNoContainer) || !strings.Contains(err.Error(), "is in a user's slice, whose cgroups users name themselves") {
+		t.Fatalf("Container() = %+v, %v; want a refusal", ref, err)
+	}
+	cg, _ = ParseCgroups([]byte("0::/user.slice/user-1000.slice/user@1000.service/docker-" + fixtureDocker + ".scope\n"))
+	if id, err := cg.DockerContainer(); !errors.Is(err, ErrNoContainer) {
+		t.Fatalf("DockerContainer() = %q, %v; want a refusal", id, err)
+	}
+	// Its unit is still the user's: systemd's delegation is what it is.
+	if u, err := cg.SystemdUnit(); err != nil || u.Unit != "user@1000.service" || u.UserUnit != "docker-"+fixtureDocker+".scope" {
+		t.Fatalf("SystemdUnit() = %+v, %v", u, err)
+	}
+}
+
 func TestCgroupDockerContainer(t *testing.T) {
 	tests := []struct {
 		file, want, wantErr string
