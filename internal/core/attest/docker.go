@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -85,8 +86,8 @@ var apiVersionRE = regexp.MustCompile(`^v?[0-9]+\.[0-9]+$`)
 
 // NewDocker checks opts and returns a docker attestor.
 func NewDocker(opts DockerOptions) (*Docker, error) {
-	opts.Socket = cmpOr(opts.Socket, DefaultDockerSocket)
-	opts.APIVersion = cmpOr(opts.APIVersion, DefaultDockerAPIVersion)
+	opts.Socket = cmp.Or(opts.Socket, DefaultDockerSocket)
+	opts.APIVersion = cmp.Or(opts.APIVersion, DefaultDockerAPIVersion)
 	if !apiVersionRE.MatchString(opts.APIVersion) {
 		return nil, fmt.Errorf("docker api_version %q is not a version such as %s", opts.APIVersion, DefaultDockerAPIVersion)
 	}
@@ -96,8 +97,8 @@ func NewDocker(opts DockerOptions) (*Docker, error) {
 	d := &Docker{
 		socket:  opts.Socket,
 		prefix:  "/v" + strings.TrimPrefix(opts.APIVersion, "v"),
-		timeout: cmpOr(opts.Timeout, DefaultDockerTimeout),
-		ttl:     cmpOr(opts.CacheTTL, DefaultDockerCacheTTL),
+		timeout: cmp.Or(opts.Timeout, DefaultDockerTimeout),
+		ttl:     cmp.Or(opts.CacheTTL, DefaultDockerCacheTTL),
 		log:     opts.Logger,
 		cache:   map[string]dockerEntry{},
 	}

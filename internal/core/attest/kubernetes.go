@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -106,9 +107,9 @@ func NewKubernetes(opts KubernetesOptions) (*Kubernetes, error) {
 	}
 	k := &Kubernetes{
 		url:        strings.TrimSuffix(u.String(), "/") + "/pods",
-		timeout:    cmpOr(opts.Timeout, DefaultKubeletTimeout),
-		maxBytes:   cmpOr(opts.MaxResponseBytes, DefaultKubeletMaxBytes),
-		ttl:        cmpOr(opts.CacheTTL, DefaultKubeletCacheTTL),
+		timeout:    cmp.Or(opts.Timeout, DefaultKubeletTimeout),
+		maxBytes:   cmp.Or(opts.MaxResponseBytes, DefaultKubeletMaxBytes),
+		ttl:        cmp.Or(opts.CacheTTL, DefaultKubeletCacheTTL),
 		log:        opts.Logger,
 		minRefresh: kubeletMinRefresh,
 	}
@@ -118,12 +119,12 @@ func NewKubernetes(opts KubernetesOptions) (*Kubernetes, error) {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.Proxy = nil // the kubelet is on this node
 	if u.Scheme == "https" {
-		k.tokenFile = cmpOr(opts.TokenFile, DefaultKubeletTokenFile)
+		k.tokenFile = cmp.Or(opts.TokenFile, DefaultKubeletTokenFile)
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		if opts.InsecureSkipVerify {
 			tc.InsecureSkipVerify = true
 		} else {
-			caFile := cmpOr(opts.CAFile, DefaultKubeletCAFile)
+			caFile := cmp.Or(opts.CAFile, DefaultKubeletCAFile)
 			pem, err := os.ReadFile(caFile)
 			if err != nil {
 				return nil, fmt.Errorf("reading the kubelet's CA file: %w: set ca_file, or skip_verify: true if the kubelet's certificate is self-signed", err)
@@ -141,14 +142,6 @@ func NewKubernetes(opts KubernetesOptions) (*Kubernetes, error) {
 			return errors.New("the kubelet redirected: refusing to follow")
 		}}
 	return k, nil
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Name is "kubernetes".

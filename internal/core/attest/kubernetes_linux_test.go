@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -96,8 +97,8 @@ func (k *kubelet) attestor(t testing.TB, opts KubernetesOptions) *Kubernetes {
 	t.Helper()
 	opts.KubeletURL = k.srv.URL
 	if k.caFile != "" {
-		opts.CAFile = cmpOr(opts.CAFile, k.caFile)
-		opts.TokenFile = cmpOr(opts.TokenFile, k.tokFile)
+		opts.CAFile = cmp.Or(opts.CAFile, k.caFile)
+		opts.TokenFile = cmp.Or(opts.TokenFile, k.tokFile)
 	}
 	a, err := NewKubernetes(opts)
 	if err != nil {

@@ -1,6 +1,7 @@
 package attest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +75,7 @@ const (
 
 // NewSystemd returns a systemd attestor. It connects to D-Bus on first use.
 func NewSystemd(opts SystemdOptions) *Systemd {
-	s := &Systemd{address: cmpOr(opts.BusAddress, DefaultSystemBus), cgroupOnly: opts.CgroupOnly, log: opts.Logger}
+	s := &Systemd{address: cmp.Or(opts.BusAddress, DefaultSystemBus), cgroupOnly: opts.CgroupOnly, log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
