@@ -111,7 +111,7 @@ func cgroupLine(path string) Cgroups { return Cgroups{{Hierarchy: 0, Path: path}
 
 func TestKubernetesAttest(t *testing.T) {
 	k := newKubelet(t, true)
-	a := k.attestor(t, KubernetesOptions{})
+	a := k.attestor(t, KubernetesOptions{CacheTTL: time.Hour})
 	web := map[string]string{
 		AttrKubernetesNamespace:                             "shop",
 		AttrKubernetesServiceAccount:                        "web",
