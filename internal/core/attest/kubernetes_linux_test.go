@@ -275,13 +275,13 @@ func TestKubernetesBadKubelet(t *testing.T) {
 		{name: "slow headers", opts: KubernetesOptions{Timeout: 100 * time.Millisecond},
 			answer:  func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() },
 			wantErr: "did not answer within 100ms: is it overloaded?"},
-		{name: "slow body", opts: KubernetesOptions{Timeout: 200 * time.Millisecond},
+		{name: "slow body", opts: KubernetesOptions{Timeout: 500 * time.Millisecond},
 			answer: func(w http.ResponseWriter, r *http.Request) {
 				_, _ = w.Write([]byte(`{"kind":"PodList","items":[`))
 				w.(http.Flusher).Flush()
 				<-r.Context().Done()
 			},
-			wantErr: "did not finish its answer within 200ms"},
+			wantErr: "did not finish its answer within 500ms"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
