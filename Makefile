@@ -58,6 +58,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePublicKey$$' -fuzztime $(FUZZTIME) ./internal/core/issuer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) ./internal/core/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStatus$$' -fuzztime $(FUZZTIME) ./internal/core/attest
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCgroups$$' -fuzztime $(FUZZTIME) ./internal/core/attest
+	$(GO) test -run '^$$' -fuzz '^FuzzPodList$$' -fuzztime $(FUZZTIME) ./internal/core/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./internal/cli/condition
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/cli/svid
 

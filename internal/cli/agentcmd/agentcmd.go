@@ -75,15 +75,16 @@ type StartOptions struct {
 	LogLevel    string   `mapstructure:"log_level" yaml:"log_level"`
 
 	// Agent settings.
-	Auth                          string             `mapstructure:"auth" yaml:"auth"`
-	JoinToken                     string             `mapstructure:"join_token" yaml:"join_token"`
-	CAPin                         string             `mapstructure:"ca_pin" yaml:"ca_pin"`
-	WorkloadSocket                string             `mapstructure:"workload_socket" yaml:"workload_socket"`
-	DiagAddr                      string             `mapstructure:"diag_addr" yaml:"diag_addr"`
-	NoDevIdentity                 bool               `mapstructure:"no_dev_identity" yaml:"no_dev_identity"`
-	AllowUnauthenticatedVerifiers bool               `mapstructure:"allow_unauthenticated_verifiers" yaml:"allow_unauthenticated_verifiers"`
-	SVIDs                         []agent.ConfigSVID `mapstructure:"svids" yaml:"svids"`
-	Outputs                       []agent.Output     `mapstructure:"outputs" yaml:"outputs"`
+	Auth                          string                `mapstructure:"auth" yaml:"auth"`
+	JoinToken                     string                `mapstructure:"join_token" yaml:"join_token"`
+	CAPin                         string                `mapstructure:"ca_pin" yaml:"ca_pin"`
+	WorkloadSocket                string                `mapstructure:"workload_socket" yaml:"workload_socket"`
+	DiagAddr                      string                `mapstructure:"diag_addr" yaml:"diag_addr"`
+	NoDevIdentity                 bool                  `mapstructure:"no_dev_identity" yaml:"no_dev_identity"`
+	AllowUnauthenticatedVerifiers bool                  `mapstructure:"allow_unauthenticated_verifiers" yaml:"allow_unauthenticated_verifiers"`
+	SVIDs                         []agent.ConfigSVID    `mapstructure:"svids" yaml:"svids"`
+	Outputs                       []agent.Output        `mapstructure:"outputs" yaml:"outputs"`
+	Attestors                     agent.AttestorsConfig `mapstructure:"attestors" yaml:"attestors"`
 }
 
 // flagKeys maps each flag to its config key.
@@ -97,7 +98,7 @@ var flagKeys = map[string]string{
 // configKeys are the keys a config file may hold; others are refused.
 var configKeys = []string{"roles", "data_dir", "trust_domain", "auth_listen", "server_names", "log_level",
 	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
-	"allow_unauthenticated_verifiers", "svids", "outputs"}
+	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors"}
 
 func newStartCmd(out, errOut io.Writer) *cobra.Command {
 	var configFile string
@@ -127,7 +128,9 @@ WIDAGENT_DATA_DIR), then the --config YAML file, then defaults. The config
 file takes the flags' names with underscores (data_dir, workload_socket, ...)
 and also svids (SVIDs the agent serves from its own config, each with path,
 hint, dns_sans and rules) and outputs (SVIDs written to files, each with type
-x509 or jwt, path, dir and, for jwt, audiences). Unknown keys are refused.`,
+x509 or jwt, path, dir and, for jwt, audiences) and attestors (unix, on by
+default, and kubernetes, docker and systemd, each switched on with enabled:
+true; see docs/agent.md). Unknown keys are refused.`,
 		Example: `  # A whole dev trust domain (example.org) with its Workload API
   widagent start
 
@@ -251,7 +254,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 	agentCfg := agent.Config{
 		SocketPath: o.WorkloadSocket, DataDir: o.DataDir, Host: host,
 		AuthAddr: o.Auth, CAPin: o.CAPin, JoinToken: o.JoinToken,
-		DiagAddr: o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs,
+		DiagAddr: o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs, Attestors: o.Attestors,
 		AllowUnauthenticatedVerifiers: o.AllowUnauthenticatedVerifiers,
 		Logger:                        logger.With("service", "agent"),
 	}

@@ -64,7 +64,9 @@ type Config struct {
 	// fetch bundles and validate JWT-SVIDs, as SPIRE's option of that name.
 	AllowUnauthenticatedVerifiers bool
 
-	// Attestor defaults to the unix attestor.
+	// Attestors configures the attestors; by default only unix is on.
+	Attestors AttestorsConfig
+	// Attestor, when set, replaces the attestors Attestors configures.
 	Attestor Attestor
 	Logger   *slog.Logger
 	// OnListen, if set, is told the socket path and diagnostics address
@@ -78,9 +80,11 @@ type Agent struct {
 	logger   *slog.Logger
 	metrics  *metrics
 	attestor Attestor
-	config   []*rbac.Workload
-	cache    *cache
-	attests  *attestLog
+	// closeAttestors releases what the attestors hold (a D-Bus connection).
+	closeAttestors func()
+	config         []*rbac.Workload
+	cache          *cache
+	attests        *attestLog
 
 	// conn is the current client of the auth service; replaced when the
 	// bot certificate is renewed.
@@ -146,8 +150,11 @@ func New(cfg Config) (*Agent, error) {
 		haveState:    make(chan struct{}),
 		ents:         map[string]*entitlements{},
 	}
+	a.closeAttestors = func() {}
 	if a.attestor == nil {
-		a.attestor = attest.NewUnix(attest.UnixOptions{Logger: cfg.Logger})
+		if a.attestor, a.closeAttestors, err = cfg.Attestors.buildAttestor(cfg.Logger); err != nil {
+			return nil, err
+		}
 	}
 	a.cache = newCache(a.issue, cfg.Logger, a.metrics)
 	a.attests = newAttestLog(cfg.Logger)
@@ -157,6 +164,7 @@ func New(cfg Config) (*Agent, error) {
 // Run joins (or loads its identity), then serves until ctx ends. A part
 // that fails stops the others and its error is returned.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.closeAttestors()
 	id, err := a.obtainIdentity(ctx)
 	if err != nil {
 		return err

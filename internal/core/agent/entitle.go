@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,6 +71,9 @@ type entitlements struct {
 	// misses say why the other identities do not apply, for the audit log
 	// and for the error a workload with nothing gets.
 	misses []string
+	// attestReasons say which attestors added nothing and why (a kubelet
+	// that did not answer): the likely cause of misses.
+	attestReasons []string
 }
 
 func (e *entitlements) ids() []string {
@@ -82,16 +86,19 @@ func (e *entitlements) ids() []string {
 
 // reason summarizes the misses in one line, capped so that a trust domain
 // with a thousand identities does not produce a thousand-clause sentence.
+// Attestor failures come first: they explain the misses.
 func (e *entitlements) reason() string {
 	const show = 3
+	parts := slices.Clone(e.attestReasons)
 	switch n := len(e.misses); {
 	case n == 0:
-		return ""
 	case n <= show:
-		return strings.Join(e.misses, "; ")
+		parts = append(parts, e.misses...)
 	default:
-		return strings.Join(e.misses[:show], "; ") + fmt.Sprintf("; and %d more", n-show)
+		parts = append(parts, e.misses[:show]...)
+		parts = append(parts, fmt.Sprintf("and %d more", n-show))
 	}
+	return strings.Join(parts, "; ")
 }
 
 // entitle matches attrs against the state's identities and the config SVIDs.

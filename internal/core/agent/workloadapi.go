@@ -161,6 +161,7 @@ func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
 	a.entMu.Unlock()
 	if e == nil {
 		e = entitle(st, a.config, c.res.Attributes)
+		e.attestReasons = c.res.Reasons
 		a.entMu.Lock()
 		if a.entGen == st {
 			if len(a.ents) >= 10_000 {
@@ -171,7 +172,8 @@ func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
 		a.entMu.Unlock()
 	}
 	ids := e.ids()
-	reason := ""
+	// An entitled caller's record still says which attestors failed.
+	reason := strings.Join(e.attestReasons, "; ")
 	if len(ids) == 0 {
 		reason = e.reason()
 	}

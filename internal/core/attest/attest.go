@@ -1,6 +1,8 @@
 // Package attest tells the agent which process is calling its Workload API
-// and derives the workload attributes (workload.unix.*) that identity rules
-// match on.
+// and derives the workload attributes that identity rules match on:
+// workload.unix.* from /proc, and, from where the caller's cgroups place it,
+// workload.kubernetes.* (the kubelet), workload.docker.* (the Docker Engine
+// API) and workload.systemd.* (systemd over D-Bus). A Chain runs them.
 //
 // The kernel's word (SO_PEERCRED, taken when the connection is accepted) is
 // the root of everything here; /proc only adds detail to that process. The
@@ -88,6 +90,9 @@ type Result struct {
 	// running the same binary, with equal Attributes (the agent uses it to
 	// avoid recording the same attestation twice).
 	Key string
+	// Reasons say why attestors added nothing (a kubelet that did not
+	// answer, a caller in no container), for the attestation record.
+	Reasons []string
 }
 
 // UnixOptions configures NewUnix.

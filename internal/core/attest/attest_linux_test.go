@@ -351,7 +351,7 @@ type fakeProc struct {
 
 const fakePID = 4242
 
-func newFakeProc(t *testing.T, stat, status string) *fakeProc {
+func newFakeProc(t testing.TB, stat, status string) *fakeProc {
 	t.Helper()
 	root := t.TempDir()
 	fp := &fakeProc{root: root, dir: filepath.Join(root, strconv.Itoa(fakePID)), bin: filepath.Join(t.TempDir(), "bin")}
@@ -367,7 +367,7 @@ func newFakeProc(t *testing.T, stat, status string) *fakeProc {
 	return fp
 }
 
-func (fp *fakeProc) write(t *testing.T, name, content string) {
+func (fp *fakeProc) write(t testing.TB, name, content string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(fp.dir, name), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -375,7 +375,7 @@ func (fp *fakeProc) write(t *testing.T, name, content string) {
 }
 
 // link points exe at target; "" removes it.
-func (fp *fakeProc) link(t *testing.T, target string) {
+func (fp *fakeProc) link(t testing.TB, target string) {
 	t.Helper()
 	exe := filepath.Join(fp.dir, "exe")
 	if err := os.Remove(exe); err != nil && !errors.Is(err, os.ErrNotExist) {

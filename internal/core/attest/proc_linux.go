@@ -277,6 +277,11 @@ func (u *Unix) sha256(ctx context.Context, pid int32, exePath string, k fileKey)
 		}
 		return "", nil
 	}
+	// A caller that is gone already starts no hashing (select below would
+	// pick the finished hash or the cancellation at random).
+	if ctx.Err() != nil {
+		return "", fmt.Errorf("attesting process %d: hashing its executable: %w", pid, context.Cause(ctx))
+	}
 	// Callers hashing the same file wait for the first; if its process
 	// moved on before the file was opened, they hash through their own.
 	for attempt := 0; ; attempt++ {

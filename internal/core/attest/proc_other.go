@@ -4,6 +4,7 @@ package attest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -12,4 +13,8 @@ func handshakeStartTime(int32) (uint64, error) { return 0, nil }
 
 func (u *Unix) attest(_ context.Context, p Peer) (Result, error) {
 	return Result{}, fmt.Errorf("attesting process %d: unix attestation needs /proc (Linux)", p.PID)
+}
+
+func readCgroups(string, Peer) (Cgroups, error) {
+	return nil, errors.New("reading cgroups needs /proc (Linux)")
 }

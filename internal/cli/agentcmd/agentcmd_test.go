@@ -1,0 +1,78 @@
+package agentcmd
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func loadConfig(t *testing.T, yaml string) (StartOptions, error) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(f, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := newStartCmd(io.Discard, io.Discard)
+	return loadStartOptions(cmd.Flags(), f)
+}
+
+func TestConfigAttestors(t *testing.T) {
+	o, err := loadConfig(t, `
+attestors:
+  proc_root: /host/proc
+  timeout: 2s
+  unix:
+    enabled: false
+  kubernetes:
+    enabled: true
+    kubelet_url: https://node-1:10250
+    ca_file: /etc/kubelet-ca.crt
+    timeout: 4s
+    max_response_bytes: 1048576
+  docker:
+    enabled: true
+    socket: /run/docker.sock
+    api_version: "1.43"
+  systemd:
+    enabled: true
+    cgroup_only: true
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := o.Attestors
+	if a.ProcRoot != "/host/proc" || a.Timeout != 2*time.Second || a.Unix.Enabled == nil || *a.Unix.Enabled {
+		t.Errorf("attestors = %+v", a)
+	}
+	if k := a.Kubernetes; !k.Enabled || k.KubeletURL != "https://node-1:10250" || k.CAFile != "/etc/kubelet-ca.crt" || k.Timeout != 4*time.Second || k.MaxResponseBytes != 1<<20 {
+		t.Errorf("kubernetes = %+v", k)
+	}
+	if d := a.Docker; !d.Enabled || d.Socket != "/run/docker.sock" || d.APIVersion != "1.43" {
+		t.Errorf("docker = %+v", d)
+	}
+	if s := a.Systemd; !s.Enabled || !s.CgroupOnly {
+		t.Errorf("systemd = %+v", s)
+	}
+
+	// Defaults: unix on (nil), the others off.
+	o, err = loadConfig(t, "log_level: info\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Attestors.Unix.Enabled != nil || o.Attestors.Kubernetes.Enabled || o.Attestors.Docker.Enabled || o.Attestors.Systemd.Enabled {
+		t.Errorf("default attestors = %+v", o.Attestors)
+	}
+
+	for _, tt := range []struct{ yaml, want string }{
+		{"attestors:\n  kubernetes:\n    kubelet_port: 10250\n", "kubelet_port"},
+		{"attestors:\n  podman:\n    enabled: true\n", "podman"},
+		{"attestors:\n  kubernetes:\n    timeout: soon\n", "timeout"},
+	} {
+		if _, err := loadConfig(t, tt.yaml); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("config %q: %v, want an error naming %s", tt.yaml, err, tt.want)
+		}
+	}
+}
