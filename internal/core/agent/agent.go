@@ -63,6 +63,9 @@ type Config struct {
 	// AllowUnauthenticatedVerifiers lets callers entitled to no identity
 	// fetch bundles and validate JWT-SVIDs, as SPIRE's option of that name.
 	AllowUnauthenticatedVerifiers bool
+	// SDS names the secrets Envoy may ask for besides SPIFFE IDs and trust
+	// domains.
+	SDS SDSConfig
 
 	// Attestors configures the attestors; by default only unix is on.
 	Attestors AttestorsConfig
@@ -77,6 +80,7 @@ type Config struct {
 // Agent is one running agent. Build it with New, run it with Run.
 type Agent struct {
 	cfg      Config
+	sds      SDSConfig
 	logger   *slog.Logger
 	metrics  *metrics
 	attestor Attestor
@@ -133,6 +137,10 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	sds, err := cfg.SDS.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	for i, o := range cfg.Outputs {
 		if err := o.validate(); err != nil {
 			return nil, fmt.Errorf("agent config outputs[%d]: %w", i+1, err)
@@ -140,6 +148,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{
 		cfg:          cfg,
+		sds:          sds,
 		logger:       cfg.Logger,
 		metrics:      newMetrics(),
 		attestor:     cfg.Attestor,

@@ -23,6 +23,7 @@ type metrics struct {
 	renewals  *prometheus.CounterVec
 	connected prometheus.Gauge
 	authRPCs  *prometheus.CounterVec
+	sdsNACKs  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -53,8 +54,12 @@ func newMetrics() *metrics {
 			Name: "wid_agent_auth_rpcs_total",
 			Help: "Calls the agent made to the auth service, by method.",
 		}, []string{"method"}),
+		sdsNACKs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "wid_agent_sds_nacks_total",
+			Help: "SDS responses Envoy rejected (its message is in the agent's log).",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.authRPCs,
+	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.authRPCs, m.sdsNACKs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range []string{kindX509, kindJWT, kindWIT} {
 		m.cached.WithLabelValues(k).Set(0)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/wid-project/wid/internal/core/attest"
@@ -48,6 +49,7 @@ func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
 		grpc.MaxRecvMsgSize(1<<20),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadAPI{a: a})
+	secretv3.RegisterSecretDiscoveryServiceServer(srv, &sdsServer{a: a})
 	return srv, lis, nil
 }
 
@@ -78,7 +80,13 @@ func removeStaleSocket(path string) error {
 // an SSRF'd HTTP client cannot reach the socket by accident.
 const securityHeader = "workload.spiffe.io"
 
-func checkHeader(ctx context.Context) error {
+// Envoy's SDS calls carry no such header (as with SPIRE): they are exempt.
+// They are gRPC over HTTP/2 all the same, which a browser or a redirected
+// HTTP/1 client cannot speak.
+func checkHeader(ctx context.Context, fullMethod string) error {
+	if strings.HasPrefix(fullMethod, sdsMethodPrefix) {
+		return nil
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get(securityHeader); len(v) != 1 || v[0] != "true" {
 		return status.Error(codes.InvalidArgument, "security header missing from request: Workload API calls must carry the metadata workload.spiffe.io: true")
@@ -92,7 +100,7 @@ func (a *Agent) unaryGate(ctx context.Context, req any, info *grpc.UnaryServerIn
 	start := time.Now()
 	method := shortMethod(info.FullMethod)
 	resp, err := func() (any, error) {
-		if err := checkHeader(ctx); err != nil {
+		if err := checkHeader(ctx, info.FullMethod); err != nil {
 			return nil, err
 		}
 		return handler(ctx, req)
@@ -121,7 +129,7 @@ func (s *timedStream) SendMsg(msg any) error {
 
 func (a *Agent) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	method := shortMethod(info.FullMethod)
-	err := checkHeader(ss.Context())
+	err := checkHeader(ss.Context(), info.FullMethod)
 	if err == nil {
 		err = handler(srv, &timedStream{ServerStream: ss, start: time.Now(), method: method, m: a.metrics})
 	}

@@ -1,0 +1,441 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// SDSConfig names the secrets the agent serves to Envoy over SDS, besides
+// SPIFFE IDs and trust domain IDs. The defaults are SPIRE's.
+type SDSConfig struct {
+	// DefaultSVIDName names the caller's first X509-SVID (default "default").
+	DefaultSVIDName string `mapstructure:"default_svid_name" yaml:"default_svid_name"`
+	// DefaultBundleName names the trust domain's bundle (default "ROOTCA").
+	DefaultBundleName string `mapstructure:"default_bundle_name" yaml:"default_bundle_name"`
+	// DefaultAllBundlesName names every bundle in one validation context
+	// (default "ALL").
+	DefaultAllBundlesName string `mapstructure:"default_all_bundles_name" yaml:"default_all_bundles_name"`
+	// SPIFFEValidator makes every validation context Envoy's SPIFFE
+	// certificate validator (envoy.tls.cert_validator.spiffe), which checks
+	// a peer against its own trust domain's bundle, instead of trusted_ca.
+	SPIFFEValidator bool `mapstructure:"spiffe_validator" yaml:"spiffe_validator"`
+}
+
+// withDefaults fills unset names and checks that the three are distinct and
+// cannot be mistaken for a SPIFFE ID or trust domain.
+func (c SDSConfig) withDefaults() (SDSConfig, error) {
+	if c.DefaultSVIDName == "" {
+		c.DefaultSVIDName = "default"
+	}
+	if c.DefaultBundleName == "" {
+		c.DefaultBundleName = "ROOTCA"
+	}
+	if c.DefaultAllBundlesName == "" {
+		c.DefaultAllBundlesName = "ALL"
+	}
+	names := map[string]string{"default_svid_name": c.DefaultSVIDName, "default_bundle_name": c.DefaultBundleName,
+		"default_all_bundles_name": c.DefaultAllBundlesName}
+	for _, key := range []string{"default_svid_name", "default_bundle_name", "default_all_bundles_name"} {
+		if strings.HasPrefix(strings.ToLower(names[key]), "spiffe://") {
+			return c, fmt.Errorf("agent config sds.%s is %q, a SPIFFE ID: choose a plain name such as the default", key, names[key])
+		}
+	}
+	if c.DefaultSVIDName == c.DefaultBundleName || c.DefaultSVIDName == c.DefaultAllBundlesName || c.DefaultBundleName == c.DefaultAllBundlesName {
+		return c, fmt.Errorf("agent config sds names must differ: default_svid_name %q, default_bundle_name %q, default_all_bundles_name %q",
+			c.DefaultSVIDName, c.DefaultBundleName, c.DefaultAllBundlesName)
+	}
+	return c, nil
+}
+
+// secretTypeURL is the type of every resource SDS carries.
+var secretTypeURL = "type.googleapis.com/" + string((&tlsv3.Secret{}).ProtoReflect().Descriptor().FullName())
+
+// spiffeValidatorName is Envoy's name for its SPIFFE certificate validator.
+const spiffeValidatorName = "envoy.tls.cert_validator.spiffe"
+
+// sdsMethodPrefix marks the SDS RPCs, which Envoy calls without the
+// Workload API's security header.
+const sdsMethodPrefix = "/envoy.service.secret.v3.SecretDiscoveryService/"
+
+// Bounds on a request, so that a misbehaving client cannot make the agent
+// hash megabytes per change.
+const (
+	maxSDSNames      = 1000
+	maxSDSNameLength = 2048
+)
+
+// sdsServer serves Envoy's Secret Discovery Service on the Workload API
+// socket, from the same attestation, entitlements and SVID cache.
+type sdsServer struct {
+	secretv3.UnimplementedSecretDiscoveryServiceServer
+	a *Agent
+}
+
+// secrets is what one SDS request gets under one state.
+type secrets struct {
+	resources []*anypb.Any
+	// version is a digest of the public part of the resources (names,
+	// certificate chains, bundles), so the same secrets have the same
+	// version and a renewal always has a new one.
+	version string
+	// held are the entitlements whose SVIDs the response carries, kept
+	// fresh by the cache while a stream holds them.
+	held []entitlement
+	// missing are the requested names not served, with why.
+	missing []string
+}
+
+// checkDiscoveryRequest refuses what no Envoy sends, with what to change.
+func checkDiscoveryRequest(req *discoveryv3.DiscoveryRequest) error {
+	if t := req.GetTypeUrl(); t != "" && t != secretTypeURL {
+		return status.Errorf(codes.InvalidArgument, "type_url %q is not served on this socket: the agent serves only %s over SDS", t, secretTypeURL)
+	}
+	if n := len(req.GetResourceNames()); n > maxSDSNames {
+		return status.Errorf(codes.InvalidArgument, "the request names %d secrets: ask for at most %d per stream", n, maxSDSNames)
+	}
+	for _, name := range req.GetResourceNames() {
+		if len(name) > maxSDSNameLength {
+			return status.Errorf(codes.InvalidArgument, "a secret name is %d bytes long: names are SPIFFE IDs, trust domains or configured names of at most %d bytes", len(name), maxSDSNameLength)
+		}
+	}
+	if err := req.Validate(); err != nil {
+		return status.Errorf(codes.InvalidArgument, "the discovery request is malformed: %v", err)
+	}
+	return nil
+}
+
+// buildSecrets picks what names ask for (everything when names is empty,
+// as in xDS) among what the caller is entitled to. A name the caller may
+// not have is left out, never an error: Envoy keeps waiting for it, and the
+// audit log and the agent's log say why.
+func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method string, names []string) (*secrets, error) {
+	cfg := a.sds
+	want := map[string]bool{}
+	for _, n := range names {
+		if n != "" {
+			want[n] = true
+		}
+	}
+	all := len(want) == 0
+	e := a.entitle(st, c, method)
+	// One secret per SPIFFE ID: the first identity that gives it wins.
+	var ents []entitlement
+	seen := map[spiffeid.ID]bool{}
+	for _, en := range e.list {
+		if !seen[en.id] {
+			seen[en.id] = true
+			ents = append(ents, en)
+		}
+	}
+
+	out := &secrets{}
+	type named struct {
+		name   string
+		secret *tlsv3.Secret
+		digest []byte
+	}
+	var got []named
+	served, failed := map[string]bool{}, map[string]bool{}
+	addBundle := func(name string) error {
+		s := a.validationSecret(name, st)
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("encoding the validation context %s: %w", name, err)
+		}
+		got = append(got, named{name, s, b})
+		served[name] = true
+		return nil
+	}
+	if len(ents) > 0 || a.cfg.AllowUnauthenticatedVerifiers {
+		if all || want[st.td.IDString()] {
+			if err := addBundle(st.td.IDString()); err != nil {
+				return nil, err
+			}
+		}
+		for _, name := range []string{cfg.DefaultBundleName, cfg.DefaultAllBundlesName} {
+			if want[name] {
+				if err := addBundle(name); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+
+	// The X509-SVIDs asked for, each issued (or taken from the cache) once
+	// even when asked for by SPIFFE ID and as the default.
+	type certName struct {
+		name string
+		ent  int
+	}
+	var certNames []certName
+	var fetch []entitlement
+	for i, en := range ents {
+		id := en.id.String()
+		asID := all || want[id]
+		asDefault := i == 0 && want[cfg.DefaultSVIDName]
+		if !asID && !asDefault {
+			continue
+		}
+		if asID {
+			certNames = append(certNames, certName{id, len(fetch)})
+		}
+		if asDefault {
+			certNames = append(certNames, certName{cfg.DefaultSVIDName, len(fetch)})
+		}
+		fetch = append(fetch, en)
+	}
+	if len(fetch) > 0 {
+		svids, errs := a.cache.get(ctx, kindX509, fetch, nil, c.res.Attributes)
+		if err := ctx.Err(); err != nil {
+			return nil, status.FromContextError(err).Err()
+		}
+		out.held = fetch
+		for _, cn := range certNames {
+			s := svids[cn.ent]
+			if s == nil {
+				out.missing = append(out.missing, fmt.Sprintf("%s: %v", cn.name, errs[cn.ent]))
+				failed[cn.name] = true
+				continue
+			}
+			sec, err := tlsSecret(cn.name, s)
+			if err != nil {
+				return nil, err
+			}
+			got = append(got, named{cn.name, sec, slices.Concat([]byte(cn.name), []byte{0}, s.chainDER)})
+			served[cn.name] = true
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(want)) {
+		if served[n] || failed[n] {
+			continue
+		}
+		reason := "not a SPIFFE ID, trust domain or configured name this process is entitled to"
+		if len(ents) == 0 {
+			reason = "this process is entitled to no identity"
+			if r := e.reason(); r != "" {
+				reason += ": " + r
+			}
+		}
+		out.missing = append(out.missing, n+": "+reason)
+	}
+
+	slices.SortFunc(got, func(x, y named) int { return strings.Compare(x.name, y.name) })
+	h := sha256.New()
+	if cfg.SPIFFEValidator {
+		h.Write([]byte("spiffe-validator\x00"))
+	}
+	for _, g := range got {
+		res, err := anypb.New(g.secret)
+		if err != nil {
+			return nil, fmt.Errorf("encoding secret %s: %w", g.name, err)
+		}
+		out.resources = append(out.resources, res)
+		fmt.Fprintf(h, "%d\x00", len(g.digest))
+		h.Write(g.digest)
+	}
+	out.version = hex.EncodeToString(h.Sum(nil)[:8])
+	return out, nil
+}
+
+// tlsSecret is an X509-SVID as Envoy takes a certificate: PEM chain and
+// PKCS#8 key, inline.
+func tlsSecret(name string, s *svid) (*tlsv3.Secret, error) {
+	var chain bytes.Buffer
+	for _, der := range s.chain {
+		if err := pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
+			return nil, fmt.Errorf("encoding the certificate of %s: %w", s.spiffeID, err)
+		}
+	}
+	key := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: s.keyDER})
+	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+		CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: chain.Bytes()}},
+		PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: key}},
+	}}}, nil
+}
+
+// validationSecret is the trust domain's bundle as Envoy validates peers
+// with it: trusted_ca, or the SPIFFE validator with one entry per trust
+// domain. The agent knows one trust domain, so the bundle name, the
+// trust domain ID and the all-bundles name carry the same authorities.
+func (a *Agent) validationSecret(name string, st *state) *tlsv3.Secret {
+	var pemCAs bytes.Buffer
+	for _, c := range st.x509Authorities {
+		_ = pem.Encode(&pemCAs, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	vc := &tlsv3.CertificateValidationContext{}
+	if a.sds.SPIFFEValidator {
+		cfg, _ := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: []*tlsv3.SPIFFECertValidatorConfig_TrustDomain{{
+			Name:        st.td.Name(),
+			TrustBundle: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pemCAs.Bytes()}},
+		}}})
+		vc.CustomValidatorConfig = &corev3.TypedExtensionConfig{Name: spiffeValidatorName, TypedConfig: cfg}
+	} else {
+		vc.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pemCAs.Bytes()}}
+	}
+	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}
+}
+
+func newNonce() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// sameNames reports whether two subscriptions name the same set.
+func sameNames(a, b []string) bool {
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(slices.Compact(x), slices.Compact(y))
+}
+
+// StreamSecrets follows xDS: the first request (or one naming other
+// secrets) gets a response at once; a request answering the last response
+// (its nonce), whether it accepts it (ACK) or rejects it (NACK, with
+// error_detail), gets nothing until the secrets change: a NACK is logged,
+// never answered with the same secrets again. A request with an older
+// nonce is stale and ignored. Renewals, identity and bundle changes push a
+// new version as soon as they happen.
+func (s *sdsServer) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamSecretsServer) error {
+	a := s.a
+	ctx := stream.Context()
+	c, err := a.attestCaller(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := a.waitState(ctx); err != nil {
+		return stateError(err)
+	}
+	log := a.logger.With("rpc", "StreamSecrets", "pid", c.res.Attributes["workload.unix.pid"])
+
+	reqs := make(chan *discoveryv3.DiscoveryRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	var (
+		names      []string
+		subscribed bool
+		lastSent   string // version
+		nonce      string
+		held       []entitlement
+		// Nil until the first request: nothing is sent before Envoy asks.
+		stateCh, svidCh <-chan struct{}
+	)
+	defer func() { a.cache.watch(kindX509, held, nil, -1) }()
+	for {
+		force := false
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		case req := <-reqs:
+			if err := checkDiscoveryRequest(req); err != nil {
+				log.Warn("refused a malformed SDS request", "error", err)
+				return err
+			}
+			if d := req.GetErrorDetail(); d != nil {
+				a.metrics.sdsNACKs.Inc()
+				log.Warn("envoy rejected secrets", "node", req.GetNode().GetId(), "resource_names", req.GetResourceNames(),
+					"rejected_nonce", req.GetResponseNonce(), "kept_version", req.GetVersionInfo(), "envoy_error", d.GetMessage())
+			}
+			if nonce != "" && req.GetResponseNonce() != nonce {
+				log.Debug("ignoring a stale SDS request", "nonce", req.GetResponseNonce(), "want_nonce", nonce)
+				continue
+			}
+			if subscribed && sameNames(names, req.GetResourceNames()) {
+				// An ACK or a NACK of what was last sent.
+				continue
+			}
+			names, subscribed, force = slices.Clone(req.GetResourceNames()), true, true
+		case <-stateCh:
+		case <-svidCh:
+		}
+		stateCh, svidCh = a.stateChanged.wait(), a.cache.changed.wait()
+		sec, err := a.buildSecrets(ctx, a.st.Load(), c, "StreamSecrets", names)
+		if err != nil {
+			return err
+		}
+		a.cache.watch(kindX509, sec.held, nil, +1)
+		a.cache.watch(kindX509, held, nil, -1)
+		held = sec.held
+		if !force && sec.version == lastSent {
+			continue
+		}
+		nonce = newNonce()
+		if len(sec.missing) > 0 {
+			log.Info("some requested secrets are not served", "missing", sec.missing)
+		}
+		resp := &discoveryv3.DiscoveryResponse{VersionInfo: sec.version, Resources: sec.resources, TypeUrl: secretTypeURL, Nonce: nonce}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		lastSent = sec.version
+	}
+}
+
+// FetchSecrets answers once with what the request names.
+func (s *sdsServer) FetchSecrets(ctx context.Context, req *discoveryv3.DiscoveryRequest) (*discoveryv3.DiscoveryResponse, error) {
+	a := s.a
+	if err := checkDiscoveryRequest(req); err != nil {
+		return nil, err
+	}
+	c, err := a.attestCaller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st, err := a.waitState(ctx)
+	if err != nil {
+		return nil, stateError(err)
+	}
+	sec, err := a.buildSecrets(ctx, st, c, "FetchSecrets", req.GetResourceNames())
+	if err != nil {
+		return nil, err
+	}
+	if len(sec.missing) > 0 {
+		a.logger.Info("some requested secrets are not served", "rpc", "FetchSecrets", "missing", sec.missing)
+	}
+	return &discoveryv3.DiscoveryResponse{VersionInfo: sec.version, Resources: sec.resources, TypeUrl: secretTypeURL, Nonce: newNonce()}, nil
+}
+
+// DeltaSecrets is not served, as with SPIRE: Envoy's SDS config uses
+// StreamSecrets (api_type GRPC).
+func (s *sdsServer) DeltaSecrets(secretv3.SecretDiscoveryService_DeltaSecretsServer) error {
+	return status.Error(codes.Unimplemented, "DeltaSecrets is not served: set api_type: GRPC in Envoy's sds_config to use StreamSecrets")
+}
