@@ -85,6 +85,7 @@ type StartOptions struct {
 	SVIDs                         []agent.ConfigSVID    `mapstructure:"svids" yaml:"svids"`
 	Outputs                       []agent.Output        `mapstructure:"outputs" yaml:"outputs"`
 	Attestors                     agent.AttestorsConfig `mapstructure:"attestors" yaml:"attestors"`
+	SDS                           agent.SDSConfig       `mapstructure:"sds" yaml:"sds"`
 }
 
 // flagKeys maps each flag to its config key.
@@ -93,12 +94,16 @@ var flagKeys = map[string]string{
 	"server-name": "server_names", "log-level": "log_level", "auth": "auth", "join-token": "join_token",
 	"ca-pin": "ca_pin", "workload-socket": "workload_socket", "diag-addr": "diag_addr",
 	"no-dev-identity": "no_dev_identity", "allow-unauthenticated-verifiers": "allow_unauthenticated_verifiers",
+	"sds-spiffe-validator": "sds.spiffe_validator",
 }
 
 // configKeys are the keys a config file may hold; others are refused.
 var configKeys = []string{"roles", "data_dir", "trust_domain", "auth_listen", "server_names", "log_level",
 	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
-	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors"}
+	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds"}
+
+// sdsKeys are the keys of the config file's sds section.
+var sdsKeys = []string{"default_svid_name", "default_bundle_name", "default_all_bundles_name", "spiffe_validator"}
 
 func newStartCmd(out, errOut io.Writer) *cobra.Command {
 	var configFile string
@@ -128,14 +133,20 @@ WIDAGENT_DATA_DIR), then the --config YAML file, then defaults. The config
 file takes the flags' names with underscores (data_dir, workload_socket, ...)
 and also svids (SVIDs the agent serves from its own config, each with path,
 hint, dns_sans and rules) and outputs (SVIDs written to files, each with type
-x509 or jwt, path, dir and, for jwt, audiences) and attestors (unix, on by
+x509 or jwt, path, dir and, for jwt, audiences), attestors (unix, on by
 default, and kubernetes, docker and systemd, each switched on with enabled:
-true; see docs/agent.md). Unknown keys are refused.`,
+true; see docs/agent.md) and sds (the names Envoy asks the socket's SDS
+service for: default_svid_name, default_bundle_name,
+default_all_bundles_name, spiffe_validator; see docs/envoy.md). Unknown keys
+are refused.`,
 		Example: `  # A whole dev trust domain (example.org) with its Workload API
   widagent start
 
   # A named trust domain with its own data dir
   widagent start --trust-domain prod.example.com --data-dir /var/lib/wid --auth-listen 0.0.0.0:3025
+
+  # Envoy validating peers per trust domain with its SPIFFE validator (SDS)
+  widagent start --sds-spiffe-validator
 
   # An agent on another host, joining with a token from 'widctl bot add'
   widagent start --roles agent --auth auth.example.com:3025 --join-token TOKEN --ca-pin sha256:...`,
@@ -163,13 +174,14 @@ true; see docs/agent.md). Unknown keys are refused.`,
 	f.String("diag-addr", "", "host:port for /healthz, /readyz and /metrics (off when empty)")
 	f.Bool("no-dev-identity", false, "do not create the dev-uid workload identity on a fresh data dir")
 	f.Bool("allow-unauthenticated-verifiers", false, "let callers with no identity fetch bundles and validate JWT-SVIDs")
+	f.Bool("sds-spiffe-validator", false, "serve Envoy validation contexts as its SPIFFE validator (per trust domain) instead of trusted_ca")
 	return cmd
 }
 
 func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, error) {
 	v := viper.New()
 	v.SetEnvPrefix("WIDAGENT")
-	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_", ".", "_"))
 	v.AutomaticEnv()
 	for flag, key := range flagKeys {
 		if err := v.BindPFlag(key, flags.Lookup(flag)); err != nil {
@@ -190,6 +202,9 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 				top := strings.SplitN(k, ".", 2)[0]
 				if !slices.Contains(configKeys, top) {
 					return StartOptions{}, fmt.Errorf("config file %s has unknown key %q: known keys are %s", configFile, k, strings.Join(configKeys, ", "))
+				}
+				if sub, ok := strings.CutPrefix(k, "sds."); ok && !slices.Contains(sdsKeys, sub) {
+					return StartOptions{}, fmt.Errorf("config file %s has unknown key %q: sds takes %s", configFile, k, strings.Join(sdsKeys, ", "))
 				}
 			}
 		}
@@ -256,6 +271,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		AuthAddr: o.Auth, CAPin: o.CAPin, JoinToken: o.JoinToken,
 		DiagAddr: o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs, Attestors: o.Attestors,
 		AllowUnauthenticatedVerifiers: o.AllowUnauthenticatedVerifiers,
+		SDS:                           o.SDS,
 		Logger:                        logger.With("service", "agent"),
 	}
 	if runAuth {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wid-project/wid/internal/core/agent"
 )
 
 func loadConfig(t *testing.T, yaml string) (StartOptions, error) {
@@ -74,5 +76,49 @@ attestors:
 		if _, err := loadConfig(t, tt.yaml); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("config %q: %v, want an error naming %s", tt.yaml, err, tt.want)
 		}
+	}
+}
+
+// TestSDSSettings: the sds section of the config file and
+// --sds-spiffe-validator reach the agent's config; unknown sds keys are
+// refused, naming the key.
+func TestSDSSettings(t *testing.T) {
+	dir := t.TempDir()
+	write := func(body string) string {
+		p := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	load := func(cfg string, args ...string) (StartOptions, error) {
+		cmd := newStartCmd(io.Discard, io.Discard)
+		if err := cmd.Flags().Parse(append([]string{"--data-dir", dir}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return loadStartOptions(cmd.Flags(), cfg)
+	}
+
+	o, err := load(write("sds:\n  default_svid_name: svid\n  default_bundle_name: bundle\n  default_all_bundles_name: everything\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := agent.SDSConfig{DefaultSVIDName: "svid", DefaultBundleName: "bundle", DefaultAllBundlesName: "everything"}
+	if o.SDS != want {
+		t.Fatalf("sds = %+v, want %+v", o.SDS, want)
+	}
+
+	o, err = load("", "--sds-spiffe-validator")
+	if err != nil || !o.SDS.SPIFFEValidator {
+		t.Fatalf("--sds-spiffe-validator gave %+v, %v", o.SDS, err)
+	}
+	o, err = load(write("sds:\n  spiffe_validator: true\n"))
+	if err != nil || !o.SDS.SPIFFEValidator {
+		t.Fatalf("sds.spiffe_validator in the file gave %+v, %v", o.SDS, err)
+	}
+
+	_, err = load(write("sds:\n  default_name: x\n"))
+	if err == nil || !strings.Contains(err.Error(), `unknown key "sds.default_name": sds takes default_svid_name`) {
+		t.Fatalf("an unknown sds key: %v, want a refusal naming it", err)
 	}
 }
