@@ -35,7 +35,9 @@ proto:
 
 # Benchmarks named by the issues; figures go in the issue notes.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/core/...
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkSDS' -benchmem ./internal/core/...
+	# SDS: renewal to an Envoy-style client; 100 SDS streams beside the Workload API load, p99 against without.
+	$(GO) test -run '^$$' -bench '^BenchmarkSDS' -benchtime 5x ./internal/core/agent
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
 	# widctl login to first SVID on disk, and widctl svid issue, with the real binaries (issue 5).
