@@ -516,3 +516,97 @@ func TestSDSConfigRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestSDSMisbehavingClientsDoNotHurtOthers: SDS clients that send
+// malformed requests, drop streams mid-way, or open streams and never read
+// leave a go-spiffe client and a well-behaved SDS client served quickly.
+func TestSDSMisbehavingClientsDoNotHurtOthers(t *testing.T) {
+	e := start(t)
+	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
+	ctx := ctxT(t, 60*time.Second)
+	good, err := workloadapi.New(ctx, workloadapi.WithAddr(e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := good.FetchX509SVID(ctx); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+	}
+
+	bad := sdsClient(t, e)
+	// Streams that are opened, subscribed, and never read.
+	for i := 0; i < 50; i++ {
+		st, err := bad.StreamSecrets(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, misbehave := range []func(){
+		func() { // malformed
+			st, err := bad.StreamSecrets(ctx)
+			if err == nil {
+				st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: "type.googleapis.com/google.protobuf.Empty", ResourceNames: []string{"default"}})
+				st.Recv()
+			}
+		},
+		func() { // dropped mid-way
+			sctx, cancel := context.WithCancel(ctx)
+			if st, err := bad.StreamSecrets(sctx); err == nil {
+				st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}})
+			}
+			cancel()
+		},
+		func() { // NACK everything, at once
+			sctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			if st, err := bad.StreamSecrets(sctx); err == nil {
+				st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}})
+				if r, err := st.Recv(); err == nil {
+					st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResponseNonce: r.Nonce, ResourceNames: []string{"default"},
+						ErrorDetail: &status.Status{Message: "no"}})
+				}
+			}
+		},
+	} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				misbehave()
+			}
+		}()
+	}
+	gc := sdsClient(t, e)
+	var worst time.Duration
+	for i := 0; i < 10; i++ {
+		t0 := time.Now()
+		if _, err := good.FetchX509SVID(ctx); err != nil {
+			t.Fatalf("a go-spiffe client was refused while SDS clients misbehaved: %v", err)
+		}
+		r, err := gc.FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{TypeUrl: secretType, ResourceNames: []string{"default"}})
+		if err != nil || len(r.Resources) != 1 {
+			t.Fatalf("a well-behaved SDS client got %v, %v while others misbehaved", r, err)
+		}
+		worst = max(worst, time.Since(t0))
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("slowest of 10 Workload API + SDS fetches among misbehaving SDS clients: %s", worst)
+	if worst > 2*time.Second {
+		t.Fatalf("a fetch took %s while SDS clients misbehaved", worst)
+	}
+}
