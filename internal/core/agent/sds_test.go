@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/resource"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -608,5 +609,64 @@ func TestSDSMisbehavingClientsDoNotHurtOthers(t *testing.T) {
 	t.Logf("slowest of 10 Workload API + SDS fetches among misbehaving SDS clients: %s", worst)
 	if worst > 2*time.Second {
 		t.Fatalf("a fetch took %s while SDS clients misbehaved", worst)
+	}
+}
+
+// TestSDSFollowsCARotation: a new key joining the bundle (rotation init)
+// reaches an ACKed SDS stream within a second as a new version of the
+// validation context, with the same certificate; when the new key starts
+// signing (update_clients), the SVID renewed under it reaches the stream
+// within a second too, and verifies against the pushed bundle.
+func TestSDSFollowsCARotation(t *testing.T) {
+	e := start(t)
+	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
+	ctx := ctxT(t, 30*time.Second)
+	s := openSDS(t, ctx, sdsClient(t, e), "default", "spiffe://example.org")
+	r1 := s.next(10 * time.Second)
+	sec1 := secretsOf(t, r1)
+	svid1 := svidOf(t, sec1["default"])
+	n1 := len(bundleOf(t, sec1["spiffe://example.org"], exampleTD).X509Authorities())
+	s.ack(r1)
+
+	t0 := time.Now()
+	if _, err := e.admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", Phase: "init", Mode: "manual"}); err != nil {
+		t.Fatalf("rotation init: %v", err)
+	}
+	r2 := s.next(5 * time.Second)
+	took := time.Since(t0)
+	sec2 := secretsOf(t, r2)
+	if n2 := len(bundleOf(t, sec2["spiffe://example.org"], exampleTD).X509Authorities()); n2 != n1+1 {
+		t.Fatalf("after rotation init the pushed bundle has %d authorities, want %d", n2, n1+1)
+	}
+	if svidOf(t, sec2["default"]).Certificates[0].SerialNumber.Cmp(svid1.Certificates[0].SerialNumber) != 0 {
+		t.Error("rotation init changed the certificate: the old key still signs in init")
+	}
+	t.Logf("bundle change reached the SDS stream in %s", took)
+	if took > time.Second {
+		t.Errorf("bundle change took %s to reach the SDS stream, want under 1s", took)
+	}
+	s.ack(r2)
+
+	t0 = time.Now()
+	if _, err := e.admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", Phase: "update_clients", Mode: "manual", Force: true}); err != nil {
+		t.Fatalf("rotation update_clients: %v", err)
+	}
+	for {
+		r := s.next(5 * time.Second)
+		sec := secretsOf(t, r)
+		svid := svidOf(t, sec["default"])
+		s.ack(r)
+		if bytes.Equal(svid.Certificates[0].AuthorityKeyId, svid1.Certificates[0].AuthorityKeyId) {
+			continue // a state push before the renewal
+		}
+		took = time.Since(t0)
+		if _, _, err := x509svid.Verify(svid.Certificates, bundleOf(t, sec["spiffe://example.org"], exampleTD)); err != nil {
+			t.Fatalf("the SVID from the new key does not verify against the pushed bundle: %v", err)
+		}
+		t.Logf("SVID from the new signing key reached the SDS stream in %s", took)
+		if took > time.Second {
+			t.Errorf("the SVID from the new signing key took %s, want under 1s", took)
+		}
+		return
 	}
 }
