@@ -21,7 +21,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -93,16 +92,38 @@ type sdsServer struct {
 
 // secrets is what one SDS request gets under one state.
 type secrets struct {
-	resources []*anypb.Any
-	// version is a digest of the public part of the resources (names,
+	items []secretItem
+	// version is a digest of the public part of the secrets (names,
 	// certificate chains, bundles), so the same secrets have the same
-	// version and a renewal always has a new one.
+	// version and a renewal always has a new one. It is computed without
+	// encoding anything, so a stream woken by a change that is not its own
+	// stops there.
 	version string
 	// held are the entitlements whose SVIDs the response carries, kept
 	// fresh by the cache while a stream holds them.
 	held []entitlement
 	// missing are the requested names not served, with why.
 	missing []string
+}
+
+// secretItem is one secret, encoded only when it is sent.
+type secretItem struct {
+	name   string
+	digest []byte
+	build  func() *tlsv3.Secret
+}
+
+// resources encodes the secrets for a DiscoveryResponse.
+func (s *secrets) resources() ([]*anypb.Any, error) {
+	out := make([]*anypb.Any, len(s.items))
+	for i, it := range s.items {
+		res, err := anypb.New(it.build())
+		if err != nil {
+			return nil, fmt.Errorf("encoding secret %s: %w", it.name, err)
+		}
+		out[i] = res
+	}
+	return out, nil
 }
 
 // checkDiscoveryRequest refuses what no Envoy sends, with what to change.
@@ -149,34 +170,20 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 	}
 
 	out := &secrets{}
-	type named struct {
-		name   string
-		secret *tlsv3.Secret
-		digest []byte
-	}
-	var got []named
 	served, failed := map[string]bool{}, map[string]bool{}
-	addBundle := func(name string) error {
-		s := a.validationSecret(name, st)
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
-		if err != nil {
-			return fmt.Errorf("encoding the validation context %s: %w", name, err)
-		}
-		got = append(got, named{name, s, b})
+	addBundle := func(name string) {
+		out.items = append(out.items, secretItem{name: name,
+			digest: slices.Concat([]byte(name), []byte("\x00bundle\x00"), []byte(st.td.IDString()), []byte{0}, st.x509BundleDER),
+			build:  func() *tlsv3.Secret { return a.validationSecret(name, st) }})
 		served[name] = true
-		return nil
 	}
 	if len(ents) > 0 || a.cfg.AllowUnauthenticatedVerifiers {
 		if all || want[st.td.IDString()] {
-			if err := addBundle(st.td.IDString()); err != nil {
-				return nil, err
-			}
+			addBundle(st.td.IDString())
 		}
 		for _, name := range []string{cfg.DefaultBundleName, cfg.DefaultAllBundlesName} {
 			if want[name] {
-				if err := addBundle(name); err != nil {
-					return nil, err
-				}
+				addBundle(name)
 			}
 		}
 	}
@@ -217,12 +224,11 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 				failed[cn.name] = true
 				continue
 			}
-			sec, err := tlsSecret(cn.name, s)
-			if err != nil {
-				return nil, err
-			}
-			got = append(got, named{cn.name, sec, slices.Concat([]byte(cn.name), []byte{0}, s.chainDER)})
-			served[cn.name] = true
+			name := cn.name
+			out.items = append(out.items, secretItem{name: name,
+				digest: slices.Concat([]byte(name), []byte("\x00svid\x00"), s.chainDER),
+				build:  func() *tlsv3.Secret { return tlsSecret(name, s) }})
+			served[name] = true
 		}
 	}
 	for _, n := range slices.Sorted(maps.Keys(want)) {
@@ -239,19 +245,14 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 		out.missing = append(out.missing, n+": "+reason)
 	}
 
-	slices.SortFunc(got, func(x, y named) int { return strings.Compare(x.name, y.name) })
+	slices.SortFunc(out.items, func(x, y secretItem) int { return strings.Compare(x.name, y.name) })
 	h := sha256.New()
 	if cfg.SPIFFEValidator {
 		h.Write([]byte("spiffe-validator\x00"))
 	}
-	for _, g := range got {
-		res, err := anypb.New(g.secret)
-		if err != nil {
-			return nil, fmt.Errorf("encoding secret %s: %w", g.name, err)
-		}
-		out.resources = append(out.resources, res)
-		fmt.Fprintf(h, "%d\x00", len(g.digest))
-		h.Write(g.digest)
+	for _, it := range out.items {
+		fmt.Fprintf(h, "%d\x00", len(it.digest))
+		h.Write(it.digest)
 	}
 	out.version = hex.EncodeToString(h.Sum(nil)[:8])
 	return out, nil
@@ -259,18 +260,16 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 
 // tlsSecret is an X509-SVID as Envoy takes a certificate: PEM chain and
 // PKCS#8 key, inline.
-func tlsSecret(name string, s *svid) (*tlsv3.Secret, error) {
+func tlsSecret(name string, s *svid) *tlsv3.Secret {
 	var chain bytes.Buffer
 	for _, der := range s.chain {
-		if err := pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
-			return nil, fmt.Errorf("encoding the certificate of %s: %w", s.spiffeID, err)
-		}
+		_ = pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: der}) // only fails writing
 	}
 	key := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: s.keyDER})
 	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 		CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: chain.Bytes()}},
 		PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: key}},
-	}}}, nil
+	}}}
 }
 
 // validationSecret is the trust domain's bundle as Envoy validates peers
@@ -402,7 +401,11 @@ func (s *sdsServer) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamS
 		if len(sec.missing) > 0 {
 			log.Info("some requested secrets are not served", "missing", sec.missing)
 		}
-		resp := &discoveryv3.DiscoveryResponse{VersionInfo: sec.version, Resources: sec.resources, TypeUrl: secretTypeURL, Nonce: nonce}
+		res, err := sec.resources()
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		resp := &discoveryv3.DiscoveryResponse{VersionInfo: sec.version, Resources: res, TypeUrl: secretTypeURL, Nonce: nonce}
 		if err := stream.Send(resp); err != nil {
 			return err
 		}
@@ -431,7 +434,11 @@ func (s *sdsServer) FetchSecrets(ctx context.Context, req *discoveryv3.Discovery
 	if len(sec.missing) > 0 {
 		a.logger.Info("some requested secrets are not served", "rpc", "FetchSecrets", "missing", sec.missing)
 	}
-	return &discoveryv3.DiscoveryResponse{VersionInfo: sec.version, Resources: sec.resources, TypeUrl: secretTypeURL, Nonce: newNonce()}, nil
+	res, err := sec.resources()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &discoveryv3.DiscoveryResponse{VersionInfo: sec.version, Resources: res, TypeUrl: secretTypeURL, Nonce: newNonce()}, nil
 }
 
 // DeltaSecrets is not served, as with SPIRE: Envoy's SDS config uses
