@@ -231,6 +231,7 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 			served[name] = true
 		}
 	}
+	var refused, refusals []string
 	for _, n := range slices.Sorted(maps.Keys(want)) {
 		if served[n] || failed[n] {
 			continue
@@ -242,7 +243,16 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 				reason += ": " + r
 			}
 		}
-		out.missing = append(out.missing, n+": "+reason)
+		refused = append(refused, n)
+		refusals = append(refusals, n+": "+reason)
+	}
+	if len(refused) > 0 {
+		// Audited once per process instance and set of names, as a denied
+		// attestation (those that fail at the auth service are audited
+		// there).
+		a.attests.record(c.res.Key+"\x00sds-refused\x00"+strings.Join(refused, ","), method, c.res.Attributes, nil,
+			"asked over SDS for secrets it may not have: "+strings.Join(refusals, "; "))
+		out.missing = append(out.missing, refusals...)
 	}
 
 	slices.SortFunc(out.items, func(x, y secretItem) int { return strings.Compare(x.name, y.name) })

@@ -487,6 +487,26 @@ func TestSDSRefusals(t *testing.T) {
 	if len(resp.Resources) != 0 {
 		t.Fatalf("an unentitled caller got %v", keys(secretsOf(t, resp)))
 	}
+	// The refusal is audited as a denied attestation naming the secrets.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		evs, err := e.admin.ListAuditEvents(ctx, &authv1.ListAuditEventsRequest{Query: &authv1.AuditQuery{Types: []string{"workload.attest"}, Outcome: "denied"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, ev := range evs.Events {
+			if ev.Details["method"] == "FetchSecrets" && strings.Contains(ev.Reason, "spiffe://example.org/svc/other: this process is entitled to no identity") &&
+				ev.Attributes["workload.unix.uid"] == uid {
+				found = true
+			}
+		}
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no denied attestation audits the SDS refusal; events: %v", evs.Events)
+		}
+	}
 
 	d, err := c.DeltaSecrets(ctx)
 	if err == nil {
