@@ -129,6 +129,9 @@ func (s *secrets) resources() ([]*anypb.Any, error) {
 // checkDiscoveryRequest refuses what no Envoy sends, with what to change.
 func checkDiscoveryRequest(req *discoveryv3.DiscoveryRequest) error {
 	if t := req.GetTypeUrl(); t != "" && t != secretTypeURL {
+		if len(t) > 200 {
+			t = t[:200] + "..."
+		}
 		return status.Errorf(codes.InvalidArgument, "type_url %q is not served on this socket: the agent serves only %s over SDS", t, secretTypeURL)
 	}
 	if n := len(req.GetResourceNames()); n > maxSDSNames {
@@ -376,7 +379,8 @@ func (s *sdsServer) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamS
 			return err
 		case req := <-reqs:
 			if err := checkDiscoveryRequest(req); err != nil {
-				log.Warn("refused a malformed SDS request", "error", err)
+				// The client is told; a flood of these must not flood the log.
+				log.Debug("refused a malformed SDS request", "error", err)
 				return err
 			}
 			if d := req.GetErrorDetail(); d != nil {
