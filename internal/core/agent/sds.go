@@ -358,6 +358,7 @@ func (s *sdsServer) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamS
 	}()
 
 	var (
+		node       string
 		names      []string
 		subscribed bool
 		lastSent   string // version
@@ -383,9 +384,14 @@ func (s *sdsServer) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamS
 				log.Debug("refused a malformed SDS request", "error", err)
 				return err
 			}
+			if id := req.GetNode().GetId(); id != "" && node == "" {
+				// Envoy names its node on a stream's first request only.
+				node = id
+				log = log.With("node", node)
+			}
 			if d := req.GetErrorDetail(); d != nil {
 				a.metrics.sdsNACKs.Inc()
-				log.Warn("envoy rejected secrets", "node", req.GetNode().GetId(), "resource_names", req.GetResourceNames(),
+				log.Warn("envoy rejected secrets", "resource_names", req.GetResourceNames(),
 					"rejected_nonce", req.GetResponseNonce(), "kept_version", req.GetVersionInfo(), "envoy_error", d.GetMessage())
 			}
 			if nonce != "" && req.GetResponseNonce() != nonce {

@@ -352,7 +352,7 @@ func TestSDSNACK(t *testing.T) {
 			t.Fatalf("the NACK was not logged with Envoy's message; log:\n%s", logs.String())
 		}
 	}
-	if line := lineWith(logs.String(), envoyMsg); !strings.Contains(line, "envoy rejected secrets") || !strings.Contains(line, r1.Nonce) {
+	if line := lineWith(logs.String(), envoyMsg); !strings.Contains(line, "envoy rejected secrets") || !strings.Contains(line, r1.Nonce) || !strings.Contains(line, "node=envoy-test") {
 		t.Errorf("NACK log line lacks what it was about: %s", line)
 	}
 	if m := get(t, "http://"+e.diag+"/metrics"); !strings.Contains(m, "wid_agent_sds_nacks_total 1") {
