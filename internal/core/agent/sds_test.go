@@ -260,14 +260,6 @@ func TestSDSAsEnvoy(t *testing.T) {
 	}
 }
 
-func keys[V any](m map[string]V) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
-}
-
 // renewAt is when the agent renews an SVID it received at got: half-way
 // through its life (the leaf's NotAfter, whole seconds, is its expiry).
 func renewAt(got time.Time, leaf *x509.Certificate) time.Time {
