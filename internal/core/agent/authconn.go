@@ -237,7 +237,7 @@ func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
 		if err != nil {
 			return got, err
 		}
-		st, skipped, err := newState(msg)
+		st, skipped, err := newState(msg, a.st.Load())
 		if err != nil {
 			a.logger.Error("the auth service sent a state the agent cannot use", "error", err)
 			continue

@@ -36,12 +36,18 @@ type state struct {
 	cas map[string]*authv1.AgentCA
 	// hostAuthorities verify the auth service (DER).
 	hostAuthorities [][]byte
+	// compiled maps each identity's document to its compiled form, for
+	// the next state to reuse.
+	compiled map[string]*rbac.Workload
 }
 
 // newState decodes a pushed AgentState. A workload identity that does not
 // decode or compile is skipped and reported, so one bad document cannot
-// stop the agent from serving the rest.
-func newState(msg *authv1.AgentState) (*state, []error, error) {
+// stop the agent from serving the rest. Identities whose documents are
+// byte for byte those of prev are taken from it rather than compiled again:
+// a push that changes only the bundle (a CA rotation step) costs little
+// however many identities there are.
+func newState(msg *authv1.AgentState, prev *state) (*state, []error, error) {
 	td, err := spiffeid.TrustDomainFromString(msg.GetTrustDomain())
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth service sent trust domain %q: %w", msg.GetTrustDomain(), err)
@@ -69,7 +75,15 @@ func newState(msg *authv1.AgentState) (*state, []error, error) {
 		s.jwtBundle = jwtbundle.New(td)
 	}
 	var skipped []error
+	s.compiled = make(map[string]*rbac.Workload, len(msg.GetWorkloadIdentities()))
 	for _, doc := range msg.GetWorkloadIdentities() {
+		if prev != nil {
+			if w, ok := prev.compiled[string(doc)]; ok {
+				s.compiled[string(doc)] = w
+				s.identities = append(s.identities, w)
+				continue
+			}
+		}
 		v, err := resource.Unmarshal(doc)
 		if err != nil {
 			skipped = append(skipped, fmt.Errorf("decoding a workload identity: %w", err))
@@ -85,6 +99,7 @@ func newState(msg *authv1.AgentState) (*state, []error, error) {
 			skipped = append(skipped, err)
 			continue
 		}
+		s.compiled[string(doc)] = w
 		s.identities = append(s.identities, w)
 	}
 	slices.SortFunc(s.identities, func(a, b *rbac.Workload) int {
