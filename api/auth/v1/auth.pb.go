@@ -3590,7 +3590,8 @@ type WorkloadSVIDRequest struct {
 	Type string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
 	// csr (x509) is a DER PKCS#10 request; its signature must verify.
 	Csr []byte `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`
-	// public_key (wit) is a DER PKIX public key, bound in the token's cnf claim.
+	// public_key is a DER PKIX public key: the X509-SVID's key (instead of a
+	// csr), or the WIT-SVID's, bound in the token's cnf claim.
 	PublicKey []byte `protobuf:"bytes,5,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	// audience (jwt) is required for JWT-SVIDs.
 	Audience []string `protobuf:"bytes,6,rep,name=audience,proto3" json:"audience,omitempty"`

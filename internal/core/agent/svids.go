@@ -370,17 +370,8 @@ func newRequestItem(e *entry) (*authv1.WorkloadSVIDRequest, crypto.Signer, error
 	case kindJWT:
 		item.Audience = e.audiences
 		return item, nil, nil
-	case kindX509:
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, fmt.Errorf("generating a key: %w", err)
-		}
-		item.Csr, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-		if err != nil {
-			return nil, nil, fmt.Errorf("making a CSR: %w", err)
-		}
-		return item, key, nil
-	case kindWIT:
+	case kindX509, kindWIT:
+		// Only the public key leaves the agent; the private key never does.
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return nil, nil, fmt.Errorf("generating a key: %w", err)

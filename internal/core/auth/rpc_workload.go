@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto"
 	"encoding/base64"
 	"fmt"
 	"runtime"
@@ -239,10 +240,21 @@ func (s *Server) issueWorkloadSVID(c *caller, host string, set *workloadSet, att
 
 	switch it.Type {
 	case svidX509:
-		if len(it.Csr) == 0 {
-			return refuse(checkInvalidRequest, "an X509-SVID needs a CSR: the workload's key is made by the agent")
+		// The agent is an authenticated bot that makes its workloads' keys
+		// itself; a public key is enough (as Teleport's issuance takes), and
+		// spares a signature check per SVID. A CSR is still taken.
+		var (
+			pub crypto.PublicKey
+			err error
+		)
+		switch {
+		case len(it.PublicKey) > 0:
+			pub, err = issuer.ParsePublicKey(it.PublicKey)
+		case len(it.Csr) > 0:
+			pub, err = issuer.ParseCSR(it.Csr)
+		default:
+			return refuse(checkInvalidRequest, "an X509-SVID needs a public key or a CSR: the workload's key is made by the agent")
 		}
-		pub, err := issuer.ParseCSR(it.Csr)
 		if err != nil {
 			return refuse(checkInvalidRequest, err.Error())
 		}
