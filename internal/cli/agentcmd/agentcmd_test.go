@@ -122,3 +122,52 @@ func TestSDSSettings(t *testing.T) {
 		t.Fatalf("an unknown sds key: %v, want a refusal naming it", err)
 	}
 }
+
+func startOptions(t *testing.T, config string, args ...string) (StartOptions, error) {
+	t.Helper()
+	cmd := newStartCmd(io.Discard, io.Discard)
+	if err := cmd.Flags().Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	file := ""
+	if config != "" {
+		file = filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return loadStartOptions(cmd.Flags(), file)
+}
+
+func TestKubernetesJoinSettings(t *testing.T) {
+	o, err := startOptions(t, "", "--roles", "agent", "--auth", "wid-auth:3025", "--join-method", "kubernetes", "--join-token", "k8s-nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.JoinMethod != "kubernetes" || o.JoinToken != "k8s-nodes" || o.SATokenFile != DefaultSATokenFile {
+		t.Errorf("flags gave %+v", o)
+	}
+	o, err = startOptions(t, "roles: [agent]\nauth: wid-auth:3025\njoin_method: kubernetes\njoin_token: k8s-nodes\nsa_token_file: /run/token\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.JoinMethod != "kubernetes" || o.SATokenFile != "/run/token" {
+		t.Errorf("config file gave %+v", o)
+	}
+	o, _ = startOptions(t, "")
+	if o.JoinMethod != "token" {
+		t.Errorf("default join method = %q", o.JoinMethod)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--roles", "agent", "--auth", "a:1", "--join-method", "iam"}, `--join-method "iam" is unknown: use token or kubernetes`},
+		{[]string{"--join-method", "kubernetes"}, "are for an agent alone (--roles agent)"},
+	} {
+		_, err := startOptions(t, "", c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
+	}
+}
