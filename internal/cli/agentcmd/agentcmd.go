@@ -21,6 +21,7 @@ import (
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/paths"
 	"github.com/wid-project/wid/internal/version"
 	"golang.org/x/sync/errgroup"
@@ -45,10 +46,6 @@ serves it; widctl finds it through the admin socket.`,
 	root.AddCommand(newStartCmd(out, errOut), newAPICmd(out), newVersionCmd(out))
 	return root
 }
-
-// DefaultSATokenFile is where docs/kubernetes.md mounts the agent's
-// projected service-account token.
-const DefaultSATokenFile = "/var/run/secrets/tokens/wid"
 
 // FlagError is a command-line mistake: exit code 2.
 type FlagError struct{ Err error }
@@ -185,7 +182,7 @@ are refused.`,
 	f.String("auth", "", "host:port of the auth service (--roles agent)")
 	f.String("join-token", "", "join token for the agent's first start (--roles agent); also WIDAGENT_JOIN_TOKEN")
 	f.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token add) or kubernetes (a projected service-account token)")
-	f.String("sa-token-file", DefaultSATokenFile, "projected service-account token of --join-method kubernetes, read afresh on every join")
+	f.String("sa-token-file", kubejoin.DefaultTokenFile, "projected service-account token of --join-method kubernetes, read afresh on every join")
 	f.String("ca-pin", "", "sha256:... pin of the auth service's CA, as printed by widagent start (--roles agent)")
 	f.String("workload-socket", paths.DefaultWorkloadSocket(), "unix socket of the SPIFFE Workload API")
 	f.String("diag-addr", "", "host:port for /healthz, /readyz and /metrics (off when empty)")

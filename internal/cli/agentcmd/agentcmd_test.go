@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wid-project/wid/internal/core/agent"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 )
 
 func loadConfig(t *testing.T, yaml string) (StartOptions, error) {
@@ -144,7 +145,7 @@ func TestKubernetesJoinSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.JoinMethod != "kubernetes" || o.JoinToken != "k8s-nodes" || o.SATokenFile != DefaultSATokenFile {
+	if o.JoinMethod != "kubernetes" || o.JoinToken != "k8s-nodes" || o.SATokenFile != kubejoin.DefaultTokenFile {
 		t.Errorf("flags gave %+v", o)
 	}
 	o, err = startOptions(t, "roles: [agent]\nauth: wid-auth:3025\njoin_method: kubernetes\njoin_token: k8s-nodes\nsa_token_file: /run/token\n")

@@ -58,7 +58,7 @@ func decodeRequest(data []byte) (resource.Resource, error) {
 	// A kubernetes join token holds no secret, so it is an ordinary
 	// resource; a secret token is made only by the auth service.
 	if t, ok := v.(*resource.JoinToken); ok && t.Spec.Method != resource.JoinMethodKubernetes {
-		return nil, status.Error(codes.InvalidArgument, "join tokens of method token are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add")
+		return nil, status.Error(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add (only kubernetes join tokens, which have no secret, are created from files)")
 	}
 	return v, nil
 }

@@ -28,6 +28,10 @@ import (
 // wid:example.org. The agent's manifests set it in the projected volume.
 func Audience(td string) string { return "wid:" + td }
 
+// DefaultTokenFile is where the agent reads its projected service-account
+// token unless told otherwise, and where deploy/kubernetes mounts it.
+const DefaultTokenFile = "/var/run/secrets/tokens/wid"
+
 const (
 	// MinLifetime is the shortest token life accepted: Kubernetes gives
 	// projected tokens at least 10 minutes, and a token without a bound
