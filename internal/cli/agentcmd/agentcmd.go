@@ -192,6 +192,17 @@ are refused.`,
 	return cmd
 }
 
+// LoadStartConfig reads widagent start's settings from configFile and args
+// as `widagent start --config FILE ARGS...` would, without starting
+// anything: tests of shipped config files use it.
+func LoadStartConfig(configFile string, args ...string) (StartOptions, error) {
+	cmd := newStartCmd(io.Discard, io.Discard)
+	if err := cmd.Flags().Parse(args); err != nil {
+		return StartOptions{}, FlagError{err}
+	}
+	return loadStartOptions(cmd.Flags(), configFile)
+}
+
 func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, error) {
 	v := viper.New()
 	v.SetEnvPrefix("WIDAGENT")

@@ -1,7 +1,6 @@
 package agentcmd
 
 import (
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,10 +125,6 @@ func TestSDSSettings(t *testing.T) {
 
 func startOptions(t *testing.T, config string, args ...string) (StartOptions, error) {
 	t.Helper()
-	cmd := newStartCmd(io.Discard, io.Discard)
-	if err := cmd.Flags().Parse(args); err != nil {
-		t.Fatal(err)
-	}
 	file := ""
 	if config != "" {
 		file = filepath.Join(t.TempDir(), "agent.yaml")
@@ -137,7 +132,7 @@ func startOptions(t *testing.T, config string, args ...string) (StartOptions, er
 			t.Fatal(err)
 		}
 	}
-	return loadStartOptions(cmd.Flags(), file)
+	return LoadStartConfig(file, args...)
 }
 
 func TestKubernetesJoinSettings(t *testing.T) {
