@@ -251,3 +251,38 @@ func TestKubernetesJoinWithTokenReview(t *testing.T) {
 		t.Errorf("denials = %v", evs)
 	}
 }
+
+// BenchmarkKubernetesJoin is one node's join through the auth service's
+// gRPC API: token check with cached keys, bot certificate, audit event.
+func BenchmarkKubernetesJoin(b *testing.B) {
+	srv := authtest.Start(b)
+	is := kubejointest.NewIssuer(b)
+	ctx := context.Background()
+	admin := srv.AdminClient(b)
+	if _, err := admin.CreateBot(ctx, &authv1.CreateBotRequest{Name: "k8s-agent"}); err != nil {
+		b.Fatal(err)
+	}
+	doc, _ := json.Marshal(&resource.JoinToken{
+		Header: resource.Header{Kind: resource.KindJoinToken, Version: resource.V1, Metadata: resource.Metadata{Name: "k8s-nodes"}},
+		Spec: resource.JoinTokenSpec{Bot: "k8s-agent", Method: resource.JoinMethodKubernetes, Kubernetes: &resource.KubernetesJoin{
+			Allow: []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, Issuer: kubejointest.IssuerURL, JWKSURL: is.JWKSURL(), CAFile: is.CAFile,
+		}},
+	})
+	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{doc}}); err != nil {
+		b.Fatal(err)
+	}
+	c, err := client.Dial(client.Config{Auth: srv.Addr, CAPin: srv.CAPin})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	key, _ := client.NewKey()
+	csr, _ := client.NewCSR(key)
+	req := &authv1.JoinRequest{Token: "k8s-nodes", Csr: csr, Host: "node", JoinMethod: "kubernetes", ServiceAccountToken: is.Sign(b, kubejointest.Good(k8sAudience, time.Now()))}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := c.Join(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

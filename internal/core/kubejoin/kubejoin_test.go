@@ -302,3 +302,22 @@ func FuzzParseClaims(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkVerifyJWKS is one join's token check with the issuer's keys
+// cached: what the auth service spends per joining node.
+func BenchmarkVerifyJWKS(b *testing.B) {
+	is := kubejointest.NewIssuer(b)
+	v := kubejoin.NewVerifier(kubejoin.Options{})
+	k := jwksConfig(is)
+	tok := is.Sign(b, kubejointest.Good(aud, time.Now()))
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, k, aud, tok); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := v.Verify(ctx, k, aud, tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
