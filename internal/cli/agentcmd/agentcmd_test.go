@@ -1,6 +1,7 @@
 package agentcmd
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
