@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -302,6 +303,9 @@ func TestManifests(t *testing.T) {
 	if !pod.Spec.HostPID {
 		t.Error("the agent needs hostPID to attest the node's processes")
 	}
+	if pod.Spec.HostNetwork && pod.Spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("on the host network the agent resolves the auth Service only with dnsPolicy %s, not %q", corev1.DNSClusterFirstWithHostNet, pod.Spec.DNSPolicy)
+	}
 	agentC := pod.Spec.Containers[0]
 	configPaths := flagValues(agentC.Args, "config")
 	if len(configPaths) != 1 {
@@ -326,6 +330,18 @@ func TestManifests(t *testing.T) {
 	}
 	if !slices.Equal(cfg.Roles, []string{"agent"}) || cfg.JoinMethod != "kubernetes" {
 		t.Errorf("the agent config runs roles %v with join method %q, want an agent joining with kubernetes", cfg.Roles, cfg.JoinMethod)
+	}
+
+	// The kubernetes attestor: on, and able to reach the kubelet.
+	k := cfg.Attestors.Kubernetes
+	if !k.Enabled {
+		t.Error("the agent's kubernetes attestor is off: pods would get no workload.kubernetes attributes")
+	}
+	if u, err := url.Parse(k.KubeletURL); err != nil || (isLoopback(u.Hostname()) && !pod.Spec.HostNetwork) {
+		t.Errorf("kubelet_url %q is the pod's own loopback unless the agent runs on the host network", k.KubeletURL)
+	}
+	if !bound(o, pod.Spec.ServiceAccountName, "", "nodes/pods", "get") {
+		t.Error("the agent's service account may not get nodes/pods, which fine-grained kubelet authorization asks for")
 	}
 
 	// The projected token: the audience the auth service expects, where
@@ -445,6 +461,11 @@ func TestManifests(t *testing.T) {
 	if !tok.Spec.Kubernetes.Allows(namespace, pod.Spec.ServiceAccountName) {
 		t.Errorf("join token %s does not allow the agent's service account %s:%s", tok.Metadata.Name, namespace, pod.Spec.ServiceAccountName)
 	}
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
 
 // bound reports whether service account sa may verb resource of apiGroup
