@@ -133,8 +133,9 @@ roles editor and local-agent, and the audit log. Later starts load it.
 joins again only when that identity is gone or revoked. On Kubernetes,
 --join-method kubernetes joins with the pod's projected service-account
 token instead of a secret: --join-token names a kubernetes join token and
---sa-token-file is the token's file (audience wid:<trust domain>), read
-afresh on every join (see docs/kubernetes.md).
+--sa-token-file is the token's file, read afresh on every join. The token's
+audience is "wid:" and the trust domain, e.g. wid:example.org (see
+docs/kubernetes.md).
 
 Settings come from flags, then WIDAGENT_* environment variables (for example
 WIDAGENT_DATA_DIR), then the --config YAML file, then defaults. The config

@@ -89,8 +89,9 @@ joins an agent with it. The token is shown only this once.
 
 With --method kubernetes, make a named kubernetes join token instead: agents
 in a Kubernetes cluster join with their projected service-account token
-(audience wid:<trust domain>) if its service account is in --allow
-(namespace:name, or namespace:* for all of a namespace). The token is
+(whose audience is "wid:" and the trust domain, e.g. wid:example.org) if its
+service account is in --allow (namespace:name, or namespace:* for all of a
+namespace). The token is
 checked against the cluster's OIDC issuer keys (--issuer with --jwks-url or
 --jwks-file) or by the cluster's TokenReview API (--token-review, from an
 auth service running in the cluster or with --api-server). Such a token has
