@@ -989,9 +989,15 @@ type JoinRequest struct {
 	// csr is a DER PKCS#10 request; only its public key is used.
 	Csr []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
 	// host names the machine the bot runs on, for the audit log.
-	Host          string `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Host string `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	// join_method is "token" (the default: token is the secret) or
+	// "kubernetes" (token is the join token's name).
+	JoinMethod string `protobuf:"bytes,4,opt,name=join_method,json=joinMethod,proto3" json:"join_method,omitempty"`
+	// service_account_token is the projected Kubernetes service-account
+	// token (a JWT with audience wid:<trust domain>) of the kubernetes method.
+	ServiceAccountToken string `protobuf:"bytes,5,opt,name=service_account_token,json=serviceAccountToken,proto3" json:"service_account_token,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
@@ -1041,6 +1047,20 @@ func (x *JoinRequest) GetCsr() []byte {
 func (x *JoinRequest) GetHost() string {
 	if x != nil {
 		return x.Host
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetJoinMethod() string {
+	if x != nil {
+		return x.JoinMethod
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetServiceAccountToken() string {
+	if x != nil {
+		return x.ServiceAccountToken
 	}
 	return ""
 }
@@ -4688,11 +4708,14 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x1d\n" +
 	"\n" +
-	"join_token\x18\x02 \x01(\fR\tjoinToken\"I\n" +
+	"join_token\x18\x02 \x01(\fR\tjoinToken\"\x9e\x01\n" +
 	"\vJoinRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n" +
 	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x12\n" +
-	"\x04host\x18\x03 \x01(\tR\x04host\"\xb6\x01\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x1f\n" +
+	"\vjoin_method\x18\x04 \x01(\tR\n" +
+	"joinMethod\x122\n" +
+	"\x15service_account_token\x18\x05 \x01(\tR\x13serviceAccountToken\"\xb6\x01\n" +
 	"\fJoinResponse\x12\x10\n" +
 	"\x03bot\x18\x01 \x01(\tR\x03bot\x12\x1d\n" +
 	"\n" +

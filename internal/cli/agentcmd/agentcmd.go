@@ -21,6 +21,7 @@ import (
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/paths"
 	"github.com/wid-project/wid/internal/version"
 	"golang.org/x/sync/errgroup"
@@ -77,6 +78,8 @@ type StartOptions struct {
 	// Agent settings.
 	Auth                          string                `mapstructure:"auth" yaml:"auth"`
 	JoinToken                     string                `mapstructure:"join_token" yaml:"join_token"`
+	JoinMethod                    string                `mapstructure:"join_method" yaml:"join_method"`
+	SATokenFile                   string                `mapstructure:"sa_token_file" yaml:"sa_token_file"`
 	CAPin                         string                `mapstructure:"ca_pin" yaml:"ca_pin"`
 	WorkloadSocket                string                `mapstructure:"workload_socket" yaml:"workload_socket"`
 	DiagAddr                      string                `mapstructure:"diag_addr" yaml:"diag_addr"`
@@ -95,12 +98,13 @@ var flagKeys = map[string]string{
 	"ca-pin": "ca_pin", "workload-socket": "workload_socket", "diag-addr": "diag_addr",
 	"no-dev-identity": "no_dev_identity", "allow-unauthenticated-verifiers": "allow_unauthenticated_verifiers",
 	"sds-spiffe-validator": "sds.spiffe_validator",
+	"join-method":          "join_method", "sa-token-file": "sa_token_file",
 }
 
 // configKeys are the keys a config file may hold; others are refused.
 var configKeys = []string{"roles", "data_dir", "trust_domain", "auth_listen", "server_names", "log_level",
 	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
-	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds"}
+	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds", "join_method", "sa_token_file"}
 
 // sdsKeys are the keys of the config file's sds section.
 var sdsKeys = []string{"default_svid_name", "default_bundle_name", "default_all_bundles_name", "spiffe_validator"}
@@ -126,7 +130,12 @@ roles editor and local-agent, and the audit log. Later starts load it.
 
 --roles agent runs an agent alone, for another host: it joins with --auth,
 --join-token and --ca-pin, keeps its bot identity in <data-dir>/agent, and
-joins again only when that identity is gone or revoked.
+joins again only when that identity is gone or revoked. On Kubernetes,
+--join-method kubernetes joins with the pod's projected service-account
+token instead of a secret: --join-token names a kubernetes join token and
+--sa-token-file is the token's file, read afresh on every join. The token's
+audience is "wid:" and the trust domain, e.g. wid:example.org (see
+docs/kubernetes.md).
 
 Settings come from flags, then WIDAGENT_* environment variables (for example
 WIDAGENT_DATA_DIR), then the --config YAML file, then defaults. The config
@@ -149,7 +158,11 @@ are refused.`,
   widagent start --sds-spiffe-validator
 
   # An agent on another host, joining with a token from 'widctl bot add'
-  widagent start --roles agent --auth auth.example.com:3025 --join-token TOKEN --ca-pin sha256:...`,
+  widagent start --roles agent --auth auth.example.com:3025 --join-token TOKEN --ca-pin sha256:...
+
+  # An agent in a Kubernetes DaemonSet, joining with its service-account token
+  widagent start --roles agent --auth wid-auth.wid.svc:3025 --ca-pin sha256:... \
+    --join-method kubernetes --join-token k8s-nodes --sa-token-file /var/run/secrets/tokens/wid`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts, err := loadStartOptions(cmd.Flags(), configFile)
@@ -169,6 +182,8 @@ are refused.`,
 	f.String("log-level", "info", "log level: debug, info, warn or error")
 	f.String("auth", "", "host:port of the auth service (--roles agent)")
 	f.String("join-token", "", "join token for the agent's first start (--roles agent); also WIDAGENT_JOIN_TOKEN")
+	f.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token add) or kubernetes (a projected service-account token)")
+	f.String("sa-token-file", kubejoin.DefaultTokenFile, "projected service-account token of --join-method kubernetes, read afresh on every join")
 	f.String("ca-pin", "", "sha256:... pin of the auth service's CA, as printed by widagent start (--roles agent)")
 	f.String("workload-socket", paths.DefaultWorkloadSocket(), "unix socket of the SPIFFE Workload API")
 	f.String("diag-addr", "", "host:port for /healthz, /readyz and /metrics (off when empty)")
@@ -176,6 +191,17 @@ are refused.`,
 	f.Bool("allow-unauthenticated-verifiers", false, "let callers with no identity fetch bundles and validate JWT-SVIDs")
 	f.Bool("sds-spiffe-validator", false, "serve Envoy validation contexts as its SPIFFE validator (per trust domain) instead of trusted_ca")
 	return cmd
+}
+
+// LoadStartConfig reads widagent start's settings from configFile and args
+// as `widagent start --config FILE ARGS...` would, without starting
+// anything: tests of shipped config files use it.
+func LoadStartConfig(configFile string, args ...string) (StartOptions, error) {
+	cmd := newStartCmd(io.Discard, io.Discard)
+	if err := cmd.Flags().Parse(args); err != nil {
+		return StartOptions{}, FlagError{err}
+	}
+	return loadStartOptions(cmd.Flags(), configFile)
 }
 
 func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, error) {
@@ -233,8 +259,13 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 		if o.Auth == "" {
 			return StartOptions{}, FlagError{errors.New("--roles agent needs --auth HOST:PORT of the auth service")}
 		}
-	} else if o.Auth != "" || o.JoinToken != "" {
-		return StartOptions{}, FlagError{errors.New("--auth and --join-token are for an agent alone (--roles agent); with the auth service in this process the agent joins it directly")}
+	} else if o.Auth != "" || o.JoinToken != "" || (o.JoinMethod != "" && o.JoinMethod != agent.JoinMethodToken) {
+		return StartOptions{}, FlagError{errors.New("--auth, --join-token and --join-method are for an agent alone (--roles agent); with the auth service in this process the agent joins it directly")}
+	}
+	switch o.JoinMethod {
+	case "", agent.JoinMethodToken, agent.JoinMethodKubernetes:
+	default:
+		return StartOptions{}, FlagError{fmt.Errorf("--join-method %q is unknown: use %s or %s", o.JoinMethod, agent.JoinMethodToken, agent.JoinMethodKubernetes)}
 	}
 	return o, nil
 }
@@ -269,6 +300,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 	agentCfg := agent.Config{
 		SocketPath: o.WorkloadSocket, DataDir: o.DataDir, Host: host,
 		AuthAddr: o.Auth, CAPin: o.CAPin, JoinToken: o.JoinToken,
+		JoinMethod: o.JoinMethod, ServiceAccountTokenFile: o.SATokenFile,
 		DiagAddr: o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs, Attestors: o.Attestors,
 		AllowUnauthenticatedVerifiers: o.AllowUnauthenticatedVerifiers,
 		SDS:                           o.SDS,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wid-project/wid/internal/core/agent"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 )
 
 func loadConfig(t *testing.T, yaml string) (StartOptions, error) {
@@ -120,5 +121,50 @@ func TestSDSSettings(t *testing.T) {
 	_, err = load(write("sds:\n  default_name: x\n"))
 	if err == nil || !strings.Contains(err.Error(), `unknown key "sds.default_name": sds takes default_svid_name`) {
 		t.Fatalf("an unknown sds key: %v, want a refusal naming it", err)
+	}
+}
+
+func startOptions(t *testing.T, config string, args ...string) (StartOptions, error) {
+	t.Helper()
+	file := ""
+	if config != "" {
+		file = filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return LoadStartConfig(file, args...)
+}
+
+func TestKubernetesJoinSettings(t *testing.T) {
+	o, err := startOptions(t, "", "--roles", "agent", "--auth", "wid-auth:3025", "--join-method", "kubernetes", "--join-token", "k8s-nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.JoinMethod != "kubernetes" || o.JoinToken != "k8s-nodes" || o.SATokenFile != kubejoin.DefaultTokenFile {
+		t.Errorf("flags gave %+v", o)
+	}
+	o, err = startOptions(t, "roles: [agent]\nauth: wid-auth:3025\njoin_method: kubernetes\njoin_token: k8s-nodes\nsa_token_file: /run/token\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.JoinMethod != "kubernetes" || o.SATokenFile != "/run/token" {
+		t.Errorf("config file gave %+v", o)
+	}
+	o, _ = startOptions(t, "")
+	if o.JoinMethod != "token" {
+		t.Errorf("default join method = %q", o.JoinMethod)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--roles", "agent", "--auth", "a:1", "--join-method", "iam"}, `--join-method "iam" is unknown: use token or kubernetes`},
+		{[]string{"--join-method", "kubernetes"}, "are for an agent alone (--roles agent)"},
+	} {
+		_, err := startOptions(t, "", c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.args, err, c.want)
+		}
 	}
 }

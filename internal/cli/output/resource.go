@@ -167,6 +167,21 @@ func (p *Printer) details(d *Details, r resource.Resource) {
 		d.Field("Method", v.Spec.Method)
 		d.Field("Used", uses(v))
 		d.Field("Expires", p.Time(v.Spec.Expires))
+		if k := v.Spec.Kubernetes; k != nil {
+			var allow []string
+			for _, a := range k.Allow {
+				allow = append(allow, a.ServiceAccount)
+			}
+			d.Field("Allow", strings.Join(allow, ", "))
+			switch {
+			case k.TokenReview:
+				d.Field("Checked by", strings.TrimSpace("token review "+k.APIServer))
+			case k.JWKSURL != "":
+				d.Field("Checked by", "issuer "+k.Issuer+", keys from "+k.JWKSURL)
+			default:
+				d.Field("Checked by", "issuer "+k.Issuer+", keys in the token")
+			}
+		}
 	case *resource.WorkloadIdentity:
 		d.Field("SPIFFE ID", v.Spec.SPIFFE.ID)
 		d.Field("Hint", v.Spec.SPIFFE.Hint)
@@ -188,6 +203,10 @@ func ttl(d resource.Duration) string {
 }
 
 func uses(t *resource.JoinToken) string {
+	if t.Spec.Method == resource.JoinMethodKubernetes {
+		// Reused by every allowed agent; not counted.
+		return "-"
+	}
 	return fmt.Sprintf("%d/%d", t.Spec.Used, t.Spec.Uses)
 }
 

@@ -24,8 +24,13 @@ func NewCmdToken(f *cmdutil.Factory) *cobra.Command {
 		Short: "Manage join tokens that let agents join as bots",
 		Long: `A join token lets an agent join the trust domain as a bot, a given number
 of times (once by default) until it expires (after an hour by default).
-"widctl bot add" makes a bot's first token; "widctl token add" makes more.`,
+"widctl bot add" makes a bot's first token; "widctl token add" makes more.
+
+A kubernetes join token (--method kubernetes) has no secret: it is named,
+and every agent whose projected service-account token passes its checks and
+its allow list joins with it, as often as needed (see docs/kubernetes.md).`,
 		Example: `  widctl token add --bot web-agent --ttl 30m --uses 3
+  widctl token add --method kubernetes --name k8s-nodes --bot k8s-agent --allow wid:wid-agent --token-review
   widctl token ls
   widctl token rm 3f9a1c0b5d7e2a64`,
 	})
@@ -57,32 +62,86 @@ type AddOptions struct {
 	Bot  string
 	TTL  resource.Duration
 	Uses int
+
+	// Method is token (a secret) or kubernetes; the rest is kubernetes only.
+	Method      string
+	usesSet     bool
+	Name        string
+	Allow       []string
+	Issuer      string
+	JWKSURL     string
+	JWKSFile    string
+	TokenReview bool
+	APIServer   string
+	CAFile      string
+	TokenFile   string
 }
 
 // NewCmdAdd builds `widctl token add`.
 func NewCmdAdd(f *cmdutil.Factory, runF func(*AddOptions) error) *cobra.Command {
 	opts := &AddOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
 	cmd := &cobra.Command{
-		Use:   "add --bot NAME [--ttl DURATION] [--uses N]",
-		Short: "Make a join token for a bot",
+		Use:     "add --bot NAME [--ttl DURATION] [--uses N] | --method kubernetes --name NAME --bot NAME --allow NS:SA ...",
+		Aliases: []string{"create"},
+		Short:   "Make a join token for a bot",
 		Long: `Make a join token for an existing bot and print it with the command that
-joins an agent with it. The token is shown only this once.`,
+joins an agent with it. The token is shown only this once.
+
+With --method kubernetes, make a named kubernetes join token instead: agents
+in a Kubernetes cluster join with their projected service-account token
+(whose audience is "wid:" and the trust domain, e.g. wid:example.org) if its
+service account is in --allow (namespace:name, or namespace:* for all of a
+namespace). The token is
+checked against the cluster's OIDC issuer keys (--issuer with --jwks-url or
+--jwks-file) or by the cluster's TokenReview API (--token-review, from an
+auth service running in the cluster or with --api-server). Such a token has
+no secret, no use count and, without --ttl, no expiry; "widctl create -f"
+makes the same from YAML (see docs/kubernetes.md).`,
 		Example: `  widctl token add --bot web-agent
-  widctl token add --bot web-agent --ttl 15m --uses 5`,
+  widctl token add --bot web-agent --ttl 15m --uses 5
+
+  # Agents in the wid namespace's wid-agent service account, checked by the
+  # TokenReview API of the cluster the auth service runs in
+  widctl token add --method kubernetes --name k8s-nodes --bot k8s-agent \
+    --allow wid:wid-agent --token-review
+
+  # The same, checked against the cluster's published issuer keys
+  widctl token add --method kubernetes --name k8s-nodes --bot k8s-agent --allow wid:wid-agent \
+    --issuer https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE \
+    --jwks-url https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE/keys
+
+  # Keys saved with: kubectl get --raw /openid/v1/jwks > jwks.json
+  widctl token add --method kubernetes --name k8s-nodes --bot k8s-agent --allow wid:wid-agent \
+    --issuer https://kubernetes.default.svc.cluster.local --jwks-file jwks.json`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.usesSet = cmd.Flags().Changed("uses")
 			if err := opts.check(); err != nil {
 				return err
 			}
 			if runF != nil {
 				return runF(opts)
 			}
+			if opts.Method == resource.JoinMethodKubernetes {
+				return addKubernetesRun(cmd.Context(), opts)
+			}
 			return addRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVar(&opts.Bot, "bot", "", "`NAME` of the bot that joins with the token")
-	cmdutil.DurationVar(cmd.Flags(), &opts.TTL, "ttl", "the token expires after `DURATION` (default 1h)")
-	cmd.Flags().IntVar(&opts.Uses, "uses", 1, "the token allows `N` joins")
+	fl := cmd.Flags()
+	fl.StringVar(&opts.Bot, "bot", "", "`NAME` of the bot that joins with the token")
+	cmdutil.DurationVar(fl, &opts.TTL, "ttl", "the token expires after `DURATION` (default 1h; kubernetes tokens: never)")
+	fl.IntVar(&opts.Uses, "uses", 1, "the token allows `N` joins")
+	fl.StringVar(&opts.Method, "method", resource.JoinMethodToken, "join `METHOD`: token (a secret) or kubernetes (a service-account token)")
+	fl.StringVar(&opts.Name, "name", "", "`NAME` of a kubernetes join token, which agents pass as --join-token")
+	fl.StringSliceVar(&opts.Allow, "allow", nil, "service account `NS:NAME` that may join (repeatable; NS:* for a whole namespace)")
+	fl.StringVar(&opts.Issuer, "issuer", "", "the cluster's service-account issuer `URL` (the tokens' iss)")
+	fl.StringVar(&opts.JWKSURL, "jwks-url", "", "https `URL` of the issuer's keys (JWKS)")
+	fl.StringVar(&opts.JWKSFile, "jwks-file", "", "`FILE` holding the issuer's keys (JWKS), stored in the token")
+	fl.BoolVar(&opts.TokenReview, "token-review", false, "check tokens with the cluster's TokenReview API")
+	fl.StringVar(&opts.APIServer, "api-server", "", "https `URL` of the Kubernetes API for --token-review (default: the auth service's own cluster)")
+	fl.StringVar(&opts.CAFile, "ca-file", "", "`PATH` on the auth service's host of the CA that verifies the API server or JWKS URL")
+	fl.StringVar(&opts.TokenFile, "token-file", "", "`PATH` on the auth service's host of the bearer token for the API server or JWKS URL")
 	return cmd
 }
 
@@ -92,6 +151,16 @@ func (opts *AddOptions) check() error {
 	}
 	if err := resource.ValidateName(opts.Bot); err != nil {
 		return cmdutil.InputErrorf("--bot: %v", err)
+	}
+	switch opts.Method {
+	case resource.JoinMethodToken:
+		if opts.Name != "" || len(opts.Allow) > 0 || opts.Issuer != "" || opts.JWKSURL != "" || opts.JWKSFile != "" || opts.TokenReview || opts.APIServer != "" || opts.CAFile != "" || opts.TokenFile != "" {
+			return cmdutil.InputErrorf("--name, --allow, --issuer, --jwks-url, --jwks-file, --token-review, --api-server, --ca-file and --token-file are for --method kubernetes")
+		}
+	case resource.JoinMethodKubernetes:
+		return opts.checkKubernetes()
+	default:
+		return cmdutil.InputErrorf("--method %q is unknown: use token or kubernetes", opts.Method)
 	}
 	if opts.Uses < 1 {
 		return cmdutil.InputErrorf("--uses %d is too few: a token allows at least 1 join", opts.Uses)

@@ -47,8 +47,16 @@ type Config struct {
 	AuthAddr string
 	// CAPin pins the auth service's host CA on first contact.
 	CAPin string
-	// JoinToken joins the trust domain when the data dir holds no identity.
+	// JoinToken joins the trust domain when the data dir holds no identity:
+	// the secret of a token join, or the join token's name for the
+	// kubernetes method.
 	JoinToken string
+	// JoinMethod is "token" (the default) or "kubernetes".
+	JoinMethod string
+	// ServiceAccountTokenFile holds the projected Kubernetes service-account
+	// token of the kubernetes method; it is read afresh on every join
+	// because the kubelet rotates it.
+	ServiceAccountTokenFile string
 	// LocalIdentity, set when the agent runs in the auth service's own
 	// process, mints the agent's bot identity without a join token. The
 	// agent still talks to the auth service over AuthAddr, with mTLS.
@@ -123,6 +131,15 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.AuthAddr == "" {
 		return nil, errors.New("the agent needs the auth service's address: pass --auth HOST:PORT")
+	}
+	switch cfg.JoinMethod {
+	case "", JoinMethodToken:
+	case JoinMethodKubernetes:
+		if cfg.ServiceAccountTokenFile == "" {
+			return nil, errors.New("the kubernetes join method needs the projected service-account token's file: pass --sa-token-file")
+		}
+	default:
+		return nil, fmt.Errorf("join method %q is unknown: use %s or %s", cfg.JoinMethod, JoinMethodToken, JoinMethodKubernetes)
 	}
 	if cfg.LocalIdentity == nil && cfg.DataDir == "" {
 		return nil, errors.New("the agent needs a data dir to keep its identity in")

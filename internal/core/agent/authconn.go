@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
+	"strings"
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -44,6 +46,9 @@ func (a *Agent) obtainIdentity(ctx context.Context) (*client.Identity, error) {
 // join exchanges the join token for a bot identity and saves it.
 func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 	dir := a.identityDir()
+	if a.cfg.JoinToken == "" && a.cfg.JoinMethod == JoinMethodKubernetes {
+		return nil, fmt.Errorf("the agent has no identity in %s and no join token: pass --join-token NAME of a kubernetes join token (see widctl token ls)", dir)
+	}
 	if a.cfg.JoinToken == "" {
 		return nil, fmt.Errorf("the agent has no identity in %s and no join token: create one with 'widctl bot add NAME --roles ROLE' (or 'widctl token add --bot NAME') and pass --join-token", dir)
 	}
@@ -63,7 +68,15 @@ func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("making the agent's CSR: %w", err)
 	}
-	resp, err := c.Join(ctx, &authv1.JoinRequest{Token: a.cfg.JoinToken, Csr: csr, Host: a.cfg.Host})
+	req := &authv1.JoinRequest{Token: a.cfg.JoinToken, Csr: csr, Host: a.cfg.Host}
+	if a.cfg.JoinMethod == JoinMethodKubernetes {
+		sa, err := readServiceAccountToken(a.cfg.ServiceAccountTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		req.JoinMethod, req.ServiceAccountToken = JoinMethodKubernetes, sa
+	}
+	resp, err := c.Join(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("joining the trust domain at %s: %s", a.cfg.AuthAddr, status.Convert(err).Message())
 	}
@@ -76,6 +89,25 @@ func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 	}
 	a.logger.Info("joined the trust domain", "bot", resp.Bot, "trust_domain", resp.TrustDomain, "expires", id.Expires())
 	return id, nil
+}
+
+// Join methods of Config.JoinMethod.
+const (
+	JoinMethodToken      = "token"
+	JoinMethodKubernetes = "kubernetes"
+)
+
+// readServiceAccountToken reads the projected token the kubelet keeps fresh.
+func readServiceAccountToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the service-account token: %w: mount a projected service-account token there (see docs/kubernetes.md)", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("the service-account token file %s is empty: mount a projected service-account token there (see docs/kubernetes.md)", path)
+	}
+	return tok, nil
 }
 
 // useIdentity dials the auth service with id and makes it current; the

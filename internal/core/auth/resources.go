@@ -287,6 +287,16 @@ func (r *resources) checkRolesExist(ctx context.Context, v resource.Resource, pe
 		roles = t.Spec.Roles
 	case *resource.Bot:
 		roles = t.Spec.Roles
+	case *resource.JoinToken:
+		if pending["bot/"+t.Spec.Bot] {
+			return nil
+		}
+		if _, err := r.bot(ctx, t.Spec.Bot); errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%s names bot %s, which does not exist: create it first with widctl bot add %s --roles ROLE", resource.Ref(v), t.Spec.Bot, t.Spec.Bot)
+		} else if err != nil {
+			return err
+		}
+		return nil
 	default:
 		return nil
 	}

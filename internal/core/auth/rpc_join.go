@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -9,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"time"
 
@@ -47,8 +49,11 @@ func (s *Server) newJoinToken(bot string, ttl time.Duration, uses int, method st
 	if uses < 0 {
 		return "", nil, status.Error(codes.InvalidArgument, "token uses must be at least 1")
 	}
-	if method == "" {
+	switch method {
+	case "":
 		method = resource.JoinMethodToken
+	case resource.JoinMethodKubernetes:
+		return "", nil, status.Error(codes.InvalidArgument, "a kubernetes join token has no secret: create it as a resource with widctl token add --method kubernetes --name NAME or widctl create -f token.yaml")
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -152,6 +157,11 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *authv1.CreateJoinToke
 // errJoinDenied answers every join failure alike, so a caller cannot probe
 // which tokens exist; the audit log keeps the real reason.
 func (s *Server) joinDenied(ctx context.Context, req *authv1.JoinRequest, bot, token, reason, userMsg string) error {
+	return s.joinDeniedWith(ctx, req, bot, token, reason, userMsg, nil)
+}
+
+// joinDeniedWith is joinDenied with more details for the audit event.
+func (s *Server) joinDeniedWith(ctx context.Context, req *authv1.JoinRequest, bot, token, reason, userMsg string, more map[string]string) error {
 	c := callerFrom(ctx)
 	actor := "anonymous"
 	if bot != "" {
@@ -161,6 +171,10 @@ func (s *Server) joinDenied(ctx context.Context, req *authv1.JoinRequest, bot, t
 	if token != "" {
 		details["token"] = token
 	}
+	if req.JoinMethod != "" {
+		details["method"] = req.JoinMethod
+	}
+	maps.Copy(details, more)
 	s.recordDenial(ctx, audit.Event{
 		Type: audit.TypeJoinDenied, Actor: actor, Host: req.Host, RemoteAddr: c.RemoteAddr, Reason: reason, Details: details,
 	})
@@ -168,6 +182,18 @@ func (s *Server) joinDenied(ctx context.Context, req *authv1.JoinRequest, bot, t
 }
 
 func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.JoinResponse, error) {
+	switch req.JoinMethod {
+	case "", resource.JoinMethodToken:
+	case resource.JoinMethodKubernetes:
+		return s.joinKubernetes(ctx, req)
+	default:
+		return nil, s.joinDenied(ctx, req, "", "", "unknown join method "+strconv.Quote(req.JoinMethod),
+			fmt.Sprintf("join method %q is unknown: use %s or %s", req.JoinMethod, resource.JoinMethodToken, resource.JoinMethodKubernetes))
+	}
+	if req.ServiceAccountToken != "" {
+		return nil, s.joinDenied(ctx, req, "", "", "a service-account token was sent with a token join",
+			"a service-account token is only for the kubernetes join method: pass --join-method kubernetes")
+	}
 	if req.Token == "" {
 		return nil, s.joinDenied(ctx, req, "", "", "no join token given", "a join token is required: get one with widctl bot add or widctl token add")
 	}
@@ -219,20 +245,26 @@ func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.Joi
 		}
 		return nil, storeError("token/"+name, err)
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: tok.Spec.Bot})
+	return s.joined(ctx, req, tok.Spec.Bot, pub, map[string]string{"token": name, "method": tok.Spec.Method, "uses_left": strconv.Itoa(tok.Spec.Uses - used.Spec.Used)})
+}
+
+// joined issues the bot certificate of a join that passed every check,
+// audits it, and answers.
+func (s *Server) joined(ctx context.Context, req *authv1.JoinRequest, bot string, pub crypto.PublicKey, details map[string]string) (*authv1.JoinResponse, error) {
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: bot})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the bot certificate: %v", err)
 	}
 	c := callerFrom(ctx)
 	if _, err := s.audit.Emit(ctx, audit.Event{
-		Type: audit.TypeJoin, Actor: "bot:" + tok.Spec.Bot, Host: req.Host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
+		Type: audit.TypeJoin, Actor: "bot:" + bot, Host: req.Host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
 		Serial: serialHex(cert.SerialNumber.Bytes()), TTLSeconds: int64(BotCertTTL / time.Second),
-		Details: map[string]string{"token": name, "method": tok.Spec.Method, "uses_left": strconv.Itoa(tok.Spec.Uses - used.Spec.Used)},
+		Details: details,
 	}); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "the join could not be audited: %v", err)
 	}
 	resp := &authv1.JoinResponse{
-		Bot: tok.Spec.Bot, CertChain: [][]byte{cert.Raw}, ExpiresAt: timestamppb.New(cert.NotAfter), TrustDomain: s.td.Name(),
+		Bot: bot, CertChain: [][]byte{cert.Raw}, ExpiresAt: timestamppb.New(cert.NotAfter), TrustDomain: s.td.Name(),
 	}
 	for _, hc := range s.cas.Authorities(ca.TypeHost) {
 		resp.HostCa = append(resp.HostCa, hc.Raw)

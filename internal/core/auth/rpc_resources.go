@@ -55,8 +55,10 @@ func decodeRequest(data []byte) (resource.Resource, error) {
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if v.GetKind() == resource.KindJoinToken {
-		return nil, status.Error(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add")
+	// A kubernetes join token holds no secret, so it is an ordinary
+	// resource; a secret token is made only by the auth service.
+	if t, ok := v.(*resource.JoinToken); ok && t.Spec.Method != resource.JoinMethodKubernetes {
+		return nil, status.Error(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add (only kubernetes join tokens, which have no secret, are created from files)")
 	}
 	return v, nil
 }
@@ -108,6 +110,10 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 		}
 		if v.GetKind() == resource.KindRole {
 			pending[v.GetMetadata().Name] = true
+		}
+		if v.GetKind() == resource.KindBot {
+			// Role names have no slash, so bots cannot clash with them.
+			pending["bot/"+v.GetMetadata().Name] = true
 		}
 		v.GetMetadata().Revision = 0
 		o, err := op(t, v)

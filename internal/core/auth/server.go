@@ -22,6 +22,7 @@ import (
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/issuer"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/paths"
 	"github.com/wid-project/wid/internal/core/peercred"
 	"github.com/wid-project/wid/internal/core/store"
@@ -107,6 +108,8 @@ type Server struct {
 	unknown unknownFailures
 	// agents follows what each agent holds, for CA rotations.
 	agents *agentTracker
+	// kube checks the service-account tokens of kubernetes joins.
+	kube *kubejoin.Verifier
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
@@ -168,6 +171,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.cas.OnChange(s.changes.changed)
 	s.issuer = issuer.New(s.cas, clock)
 	s.res = newResources(db, s.changes.changed)
+	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log})
 	if created || casCreated {
 		if err := s.res.ensureBuiltinRoles(ctx); err != nil {
 			return nil, err

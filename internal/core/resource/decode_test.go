@@ -98,7 +98,6 @@ spec:
   bot: agent-1
   method: token
   uses: 1
-  used: 0
   expires: 2030-01-02T03:04:05Z
   secret_hash: abababababababababababababababababababababababababababababababab
 `
@@ -292,7 +291,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"bad glob", replace(workloadIdentityYAML, "glob: prod-*", "glob: prod-["), `line 28: workload_identity "web": spec.rules.allow[2].conditions[1].glob "prod-[" is not a valid glob`},
 		{"bad template", replace(workloadIdentityYAML, "{{ workload.kubernetes.namespace }}", "{{ kubernetes.namespace }}"), `line 9: workload_identity "web": spec.spiffe.id is invalid: template`},
 		{"not a number", replace(tokenYAML, "uses: 1", "uses: once"), `document 1: line 8: spec.uses "once" is not a whole number`},
-		{"not a time", replace(tokenYAML, "expires: 2030-01-02T03:04:05Z", "expires: soon"), `line 10: spec.expires "soon" is not a time: write it in RFC 3339`},
+		{"not a time", replace(tokenYAML, "expires: 2030-01-02T03:04:05Z", "expires: soon"), `line 9: spec.expires "soon" is not a time: write it in RFC 3339`},
 		{"scalar for list", replace(userYAML, "roles:\n    - editor", "roles: editor"), "line 6: spec.roles must be a list, not the value \"editor\""},
 		{"list for mapping", "kind: user\nversion: v1\nmetadata: {name: a}\nspec: [roles]\n", "line 4: spec must be a mapping of fields, not a list"},
 		{"mapping for string", replace(userYAML, "name: alice", "name: {first: alice}"), "line 4: metadata.name must be a single value, not a mapping"},

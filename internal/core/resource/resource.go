@@ -224,21 +224,27 @@ const (
 	JoinMethodKubernetes = "kubernetes"
 )
 
-// JoinToken lets a bot join. Its name is derived from the secret's hash; the
-// secret itself is never stored.
+// JoinToken lets a bot join. A token-method token's name is derived from the
+// secret's hash and the secret itself is never stored. A kubernetes-method
+// token has no secret: it is named by its creator, reused by every node that
+// presents an allowed service-account token, and never counts its uses.
 type JoinToken struct {
 	Header `json:",inline" yaml:",inline"`
 	Spec   JoinTokenSpec `json:"spec" yaml:"spec"`
 }
 
 type JoinTokenSpec struct {
-	Bot     string    `json:"bot" yaml:"bot"`
-	Method  string    `json:"method" yaml:"method"`
-	Uses    int       `json:"uses" yaml:"uses"`
-	Used    int       `json:"used" yaml:"used"`
-	Expires time.Time `json:"expires" yaml:"expires"`
+	Bot    string `json:"bot" yaml:"bot"`
+	Method string `json:"method" yaml:"method"`
+	// Uses and Used count the joins of a token-method token; a kubernetes
+	// token leaves them out.
+	Uses    int       `json:"uses,omitempty" yaml:"uses,omitempty"`
+	Used    int       `json:"used,omitempty" yaml:"used,omitempty"`
+	Expires time.Time `json:"expires,omitzero" yaml:"expires,omitempty"`
 	// SecretHash is the hex SHA-256 of the secret.
 	SecretHash string `json:"secret_hash,omitempty" yaml:"secret_hash,omitempty"`
+	// Kubernetes configures the kubernetes join method.
+	Kubernetes *KubernetesJoin `json:"kubernetes,omitempty" yaml:"kubernetes,omitempty"`
 }
 
 // WorkloadIdentity says which SPIFFE ID a matching workload gets.

@@ -180,6 +180,12 @@ func (t *JoinToken) Validate() error {
 	default:
 		return fieldErrorf(res, "spec.method", "%s is not a join method: use %s or %s", quote(s.Method), JoinMethodToken, JoinMethodKubernetes)
 	}
+	if s.Method == JoinMethodKubernetes {
+		return t.validateKubernetes(res)
+	}
+	if s.Kubernetes != nil {
+		return fieldErrorf(res, "spec.kubernetes", "is only for method %s: remove it, or set method: %s", JoinMethodKubernetes, JoinMethodKubernetes)
+	}
 	if s.Uses < 1 {
 		return fieldErrorf(res, "spec.uses", "%d would let no bot join: set uses to 1 or more", s.Uses)
 	}
@@ -198,6 +204,22 @@ func (t *JoinToken) Validate() error {
 		}
 	}
 	return nil
+}
+
+// validateKubernetes checks a kubernetes-method token: named, reusable,
+// without a secret, and with a way to check service-account tokens.
+func (t *JoinToken) validateKubernetes(res string) error {
+	s := t.Spec
+	if s.Kubernetes == nil {
+		return fieldErrorf(res, "spec.kubernetes", "is missing: a kubernetes join token needs allow (the service accounts that may join) and issuer with jwks_url or jwks, or token_review: true")
+	}
+	if s.SecretHash != "" {
+		return fieldErrorf(res, "spec.secret_hash", "is set, but a kubernetes join token has no secret: remove it")
+	}
+	if s.Uses != 0 || s.Used != 0 {
+		return fieldErrorf(res, "spec.uses", "is set, but a kubernetes join token is reused by every node that joins with it: remove uses and used")
+	}
+	return s.Kubernetes.validate(res)
 }
 
 // Validate checks the workload identity; the error names the offending field.
