@@ -2513,8 +2513,11 @@ type AgentCA struct {
 	// X.509 CA's certificate, or the kid of a jwt or wit key.
 	ActiveSignerId string `protobuf:"bytes,2,opt,name=active_signer_id,json=activeSignerId,proto3" json:"active_signer_id,omitempty"`
 	Phase          string `protobuf:"bytes,3,opt,name=phase,proto3" json:"phase,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// generation counts the CA's rotation steps; agents echo it in their
+	// reports so that a report is known to answer the current step.
+	Generation    int64 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentCA) Reset() {
@@ -2568,6 +2571,13 @@ func (x *AgentCA) GetPhase() string {
 	return ""
 }
 
+func (x *AgentCA) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 type ReportAgentStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Host  string                 `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
@@ -2575,7 +2585,10 @@ type ReportAgentStatusRequest struct {
 	Sequences map[string]int64 `protobuf:"bytes,2,rep,name=sequences,proto3" json:"sequences,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// signed_by names, per CA type, the one key that signed every SVID (or,
 	// for user, the agent's certificate) the agent holds; "" when several.
-	SignedBy      map[string]string `protobuf:"bytes,3,rep,name=signed_by,json=signedBy,proto3" json:"signed_by,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SignedBy map[string]string `protobuf:"bytes,3,rep,name=signed_by,json=signedBy,proto3" json:"signed_by,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// generations are the CA generations (by CA type) of the state the
+	// report was made under.
+	Generations   map[string]int64 `protobuf:"bytes,4,rep,name=generations,proto3" json:"generations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2627,6 +2640,13 @@ func (x *ReportAgentStatusRequest) GetSequences() map[string]int64 {
 func (x *ReportAgentStatusRequest) GetSignedBy() map[string]string {
 	if x != nil {
 		return x.SignedBy
+	}
+	return nil
+}
+
+func (x *ReportAgentStatusRequest) GetGenerations() map[string]int64 {
+	if x != nil {
+		return x.Generations
 	}
 	return nil
 }
@@ -4857,21 +4877,28 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x10host_authorities\x18\x06 \x03(\fR\x0fhostAuthorities\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x85\x01\n" +
 	"\aAgentCA\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12(\n" +
 	"\x10active_signer_id\x18\x02 \x01(\tR\x0eactiveSignerId\x12\x14\n" +
-	"\x05phase\x18\x03 \x01(\tR\x05phase\"\xcf\x02\n" +
+	"\x05phase\x18\x03 \x01(\tR\x05phase\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x03R\n" +
+	"generation\"\xe9\x03\n" +
 	"\x18ReportAgentStatusRequest\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12R\n" +
 	"\tsequences\x18\x02 \x03(\v24.wid.auth.v1.ReportAgentStatusRequest.SequencesEntryR\tsequences\x12P\n" +
-	"\tsigned_by\x18\x03 \x03(\v23.wid.auth.v1.ReportAgentStatusRequest.SignedByEntryR\bsignedBy\x1a<\n" +
+	"\tsigned_by\x18\x03 \x03(\v23.wid.auth.v1.ReportAgentStatusRequest.SignedByEntryR\bsignedBy\x12X\n" +
+	"\vgenerations\x18\x04 \x03(\v26.wid.auth.v1.ReportAgentStatusRequest.GenerationsEntryR\vgenerations\x1a<\n" +
 	"\x0eSequencesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a;\n" +
 	"\rSignedByEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x1b\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10GenerationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x1b\n" +
 	"\x19ReportAgentStatusResponse\"\x90\x02\n" +
 	"\x05CAKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
@@ -5096,7 +5123,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -5175,122 +5202,124 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	nil,                                // 74: wid.auth.v1.AgentState.CasEntry
 	nil,                                // 75: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
 	nil,                                // 76: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	nil,                                // 77: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 78: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 79: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 80: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 81: google.protobuf.Timestamp
+	nil,                                // 77: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	nil,                                // 78: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 79: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 80: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 81: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 82: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	81, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
 	69, // 1: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	81, // 2: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 2: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
 	70, // 3: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	81, // 4: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	81, // 5: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	81, // 6: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	81, // 7: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 4: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	82, // 5: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	82, // 6: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 7: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
 	71, // 8: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	81, // 9: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 9: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
 	72, // 10: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	81, // 11: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 11: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
 	73, // 12: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
 	35, // 13: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
 	53, // 14: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
 	74, // 15: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
 	75, // 16: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
 	76, // 17: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	81, // 18: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	81, // 19: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
-	42, // 20: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
-	81, // 21: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
-	81, // 22: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
-	81, // 23: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
-	43, // 24: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
-	81, // 25: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
-	43, // 26: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
-	46, // 27: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
-	47, // 28: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
-	51, // 29: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
-	43, // 30: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
-	77, // 31: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	55, // 32: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	81, // 33: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	56, // 34: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	81, // 35: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	78, // 36: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
-	58, // 37: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	81, // 38: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	81, // 39: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	81, // 40: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	79, // 41: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	80, // 42: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	61, // 43: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	62, // 44: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	61, // 45: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	67, // 46: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	39, // 47: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 48: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 49: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 50: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 51: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	10, // 52: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	12, // 53: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	14, // 54: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	16, // 55: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	18, // 56: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	26, // 57: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 58: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	20, // 59: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	22, // 60: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	24, // 61: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	28, // 62: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	30, // 63: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	32, // 64: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	34, // 65: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	37, // 66: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	54, // 67: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	59, // 68: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	40, // 69: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	44, // 70: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	48, // 71: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	50, // 72: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	63, // 73: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	65, // 74: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	66, // 75: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 76: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 77: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 78: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 79: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	11, // 80: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	13, // 81: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	15, // 82: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	17, // 83: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	19, // 84: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	27, // 85: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 86: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	21, // 87: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	23, // 88: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	25, // 89: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	29, // 90: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	31, // 91: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	33, // 92: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	36, // 93: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	38, // 94: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	57, // 95: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	60, // 96: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	41, // 97: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	45, // 98: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	49, // 99: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	52, // 100: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	64, // 101: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	62, // 102: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	68, // 103: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	76, // [76:104] is the sub-list for method output_type
-	48, // [48:76] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	77, // 18: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	82, // 19: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	82, // 20: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	42, // 21: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
+	82, // 22: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	82, // 23: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	82, // 24: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	43, // 25: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
+	82, // 26: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	43, // 27: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
+	46, // 28: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
+	47, // 29: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
+	51, // 30: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
+	43, // 31: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
+	78, // 32: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	55, // 33: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	82, // 34: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	56, // 35: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	82, // 36: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	79, // 37: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	58, // 38: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	82, // 39: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	82, // 40: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	82, // 41: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	80, // 42: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	81, // 43: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	61, // 44: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	62, // 45: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	61, // 46: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	67, // 47: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	39, // 48: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 49: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,  // 50: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,  // 51: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,  // 52: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	10, // 53: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	12, // 54: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	14, // 55: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	16, // 56: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	18, // 57: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	26, // 58: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,  // 59: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	20, // 60: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	22, // 61: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	24, // 62: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	28, // 63: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	30, // 64: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	32, // 65: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	34, // 66: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	37, // 67: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	54, // 68: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	59, // 69: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	40, // 70: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	44, // 71: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	48, // 72: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	50, // 73: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	63, // 74: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	65, // 75: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	66, // 76: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 77: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,  // 78: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,  // 79: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,  // 80: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	11, // 81: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	13, // 82: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	15, // 83: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	17, // 84: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	19, // 85: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	27, // 86: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,  // 87: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	21, // 88: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	23, // 89: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	25, // 90: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	29, // 91: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	31, // 92: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	33, // 93: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	36, // 94: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	38, // 95: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	57, // 96: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	60, // 97: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	41, // 98: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	45, // 99: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	49, // 100: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	52, // 101: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	64, // 102: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	62, // 103: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	68, // 104: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	77, // [77:105] is the sub-list for method output_type
+	49, // [49:77] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -5304,7 +5333,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   81,
+			NumMessages:   82,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

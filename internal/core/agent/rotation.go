@@ -79,9 +79,10 @@ func sameCerts(id *client.Identity, ders [][]byte) bool {
 
 // statusReport is what the agent tells the auth service it holds.
 func (a *Agent) statusReport(st *state) *authv1.ReportAgentStatusRequest {
-	req := &authv1.ReportAgentStatusRequest{Host: a.cfg.Host, Sequences: map[string]int64{}, SignedBy: map[string]string{}}
+	req := &authv1.ReportAgentStatusRequest{Host: a.cfg.Host, Sequences: map[string]int64{}, SignedBy: map[string]string{}, Generations: map[string]int64{}}
 	for t, c := range st.cas {
 		req.Sequences[t] = c.GetSequence()
+		req.Generations[t] = c.GetGeneration()
 	}
 	// The host CA counts as held once the agent trusts it.
 	req.Sequences[caHost] = a.hostCAsTrusted.Load()
@@ -144,5 +145,5 @@ func (a *Agent) reportLoop(ctx context.Context) error {
 }
 
 func sameReport(a, b *authv1.ReportAgentStatusRequest) bool {
-	return a.Host == b.Host && maps.Equal(a.Sequences, b.Sequences) && maps.Equal(a.SignedBy, b.SignedBy)
+	return a.Host == b.Host && maps.Equal(a.Sequences, b.Sequences) && maps.Equal(a.SignedBy, b.SignedBy) && maps.Equal(a.Generations, b.Generations)
 }

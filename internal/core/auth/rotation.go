@@ -42,6 +42,8 @@ type agentRecord struct {
 	LastSeen  time.Time         `json:"last_seen"`
 	Sequences map[string]int64  `json:"sequences,omitempty"`
 	SignedBy  map[string]string `json:"signed_by,omitempty"`
+	// Generations are the CA generations the last report answered.
+	Generations map[string]int64 `json:"generations,omitempty"`
 	// connected counts the agent's open state streams; not stored.
 	connected int
 }
@@ -125,12 +127,13 @@ func (t *agentTracker) connect(ctx context.Context, bot, host string) func() {
 	}
 }
 
-func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[string]int64, signedBy map[string]string) {
+func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[string]int64, signedBy map[string]string, gens map[string]int64) {
 	t.mu.Lock()
 	key, r := t.recordLocked(bot, host)
 	r.LastSeen = t.clock().UTC()
 	r.Sequences = seqs
 	r.SignedBy = signedBy
+	r.Generations = gens
 	t.saveLocked(ctx, key, r)
 	t.mu.Unlock()
 	select {
@@ -177,7 +180,10 @@ func (r agentRecord) name() string {
 
 // gate is what every live agent must hold before a CA takes a step.
 type gate struct {
-	sequence int64
+	// generation is the CA step the agent's report must answer: a report
+	// made under an earlier step says nothing of the SVIDs renewed since.
+	generation int64
+	sequence   int64
 	// signer, when set, must have signed everything the agent serves
 	// from the CA.
 	signer string
@@ -190,12 +196,12 @@ func (s *Server) gateFor(doc ca.Document, to ca.Phase) (g gate, ok bool) {
 	switch {
 	case from == ca.PhaseInit && to == ca.PhaseUpdateClients:
 		// The new keys may sign only once every agent trusts them.
-		return gate{sequence: doc.Sequence}, true
+		return gate{generation: doc.Generation, sequence: doc.Sequence}, true
 	case from == ca.PhaseUpdateClients && to == ca.PhaseUpdateServers,
 		from == ca.PhaseUpdateServers && to == ca.PhaseStandby,
 		from == ca.PhaseRollback && to == ca.PhaseStandby:
 		// The other keys may leave only once nothing served is theirs.
-		return gate{sequence: doc.Sequence, signer: s.cas.ActiveSignerID(doc.Type)}, true
+		return gate{generation: doc.Generation, sequence: doc.Sequence, signer: s.cas.ActiveSignerID(doc.Type)}, true
 	}
 	return gate{}, false
 }
@@ -207,6 +213,9 @@ type laggard struct {
 }
 
 func (s *Server) lagReason(t ca.Type, g gate, r agentRecord) string {
+	if gen := r.Generations[string(t)]; gen < g.generation {
+		return fmt.Sprintf("has not answered the %s CA's last step yet", t)
+	}
 	have := r.Sequences[string(t)]
 	if have < g.sequence {
 		return fmt.Sprintf("holds the %s CA at sequence %d, not %d yet", t, have, g.sequence)
@@ -259,9 +268,15 @@ func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentS
 	host := agentHost(req.Host)
 	seqs := map[string]int64{}
 	signed := map[string]string{}
+	gens := map[string]int64{}
 	for k, v := range req.Sequences {
 		if _, err := ca.ParseType(k); err == nil {
 			seqs[k] = v
+		}
+	}
+	for k, v := range req.Generations {
+		if _, err := ca.ParseType(k); err == nil {
+			gens[k] = v
 		}
 	}
 	for k, v := range req.SignedBy {
@@ -269,7 +284,7 @@ func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentS
 			signed[k] = v
 		}
 	}
-	s.agents.report(ctx, c.Name, host, seqs, signed)
+	s.agents.report(ctx, c.Name, host, seqs, signed, gens)
 	return &authv1.ReportAgentStatusResponse{}, nil
 }
 
@@ -513,7 +528,7 @@ func (s *Server) GetCAStatus(ctx context.Context, req *authv1.GetCAStatusRequest
 		g, gated := s.gateFor(doc, next)
 		if !gated {
 			// Outside a rotation, report against the CA as it stands.
-			g = gate{sequence: doc.Sequence}
+			g = gate{generation: doc.Generation, sequence: doc.Sequence}
 		}
 		var lags []laggard
 		for _, r := range agents {

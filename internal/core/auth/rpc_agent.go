@@ -193,7 +193,7 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 	}
 	st := &authv1.AgentState{TrustDomain: s.td.Name(), Bundle: bundle, Cas: map[string]*authv1.AgentCA{}}
 	for _, t := range ca.Types {
-		st.Cas[string(t)] = &authv1.AgentCA{Sequence: s.cas.Sequence(t), ActiveSignerId: s.cas.ActiveSignerID(t), Phase: string(s.cas.Phase(t))}
+		st.Cas[string(t)] = &authv1.AgentCA{Sequence: s.cas.Sequence(t), ActiveSignerId: s.cas.ActiveSignerID(t), Phase: string(s.cas.Phase(t)), Generation: s.cas.Generation(t)}
 	}
 	for _, c := range s.cas.Authorities(ca.TypeHost) {
 		st.HostAuthorities = append(st.HostAuthorities, c.Raw)

@@ -25,6 +25,11 @@ type Document struct {
 	// holders of a bundle can tell a newer one.
 	Sequence int64            `json:"sequence"`
 	KeySets  []KeySetDocument `json:"key_sets"`
+	// Generation counts the CA's rotation steps. Unlike Sequence it moves
+	// on every step, including those that change no trusted key (entering
+	// update_clients or rollback), so an agent's report can say which step
+	// it answers.
+	Generation int64 `json:"generation,omitempty"`
 	// Rotation is the rotation in progress, or the last one; nil for a CA
 	// that never rotated.
 	Rotation *Rotation `json:"rotation,omitempty"`

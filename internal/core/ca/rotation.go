@@ -228,6 +228,7 @@ func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, e
 	now := m.clock().UTC()
 	next := doc
 	next.KeySets = slices.Clone(doc.KeySets)
+	next.Generation++
 	step := Step{Type: doc.Type, From: from, To: to}
 
 	if from == PhaseStandby {
@@ -345,6 +346,15 @@ func subjectKeyIDFromCertDER(der []byte) ([]byte, error) {
 		return nil, fmt.Errorf("parsing CA certificate: %w", err)
 	}
 	return cert.SubjectKeyId, nil
+}
+
+// Generation is CA t's step count (see Document.Generation); 0 when unknown.
+func (m *Manager) Generation(t Type) int64 {
+	a, err := m.authority(t)
+	if err != nil {
+		return 0
+	}
+	return a.doc.Generation
 }
 
 // ActiveSignerID is the SignerID of CA t's active key set; "" when unknown.
