@@ -496,3 +496,37 @@ func TestLoginSurvivesUserAndHostCARotation(t *testing.T) {
 		t.Errorf("the login's renewal is not audited:\n%s", r.stdout)
 	}
 }
+
+// Steps out of order are refused with the phases allowed now, a non-zero
+// exit, an audited denial, and nothing changed.
+func TestRotationRefusals(t *testing.T) {
+	a := startAgent(t, newDataDir(t))
+	before := a.widctl("ca", "ls", "--format", "json").must(t).stdout
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--type", "spiffe", "--phase", "update_servers"}, "the spiffe CA is in standby and cannot move to update_servers: from standby it may move to init"},
+		{[]string{"--type", "jwt", "--phase", "rollback"}, "the jwt CA is in standby and cannot move to rollback: from standby it may move to init"},
+		{[]string{"--type", "all", "--phase", "standby"}, "cannot move to standby"},
+		{[]string{"--type", "wit", "--grace-period", "1h"}, "the grace period 1h is shorter than the 24h that role"},
+	} {
+		r := a.widctl(append([]string{"ca", "rotate"}, tt.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, tt.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+			t.Errorf("ca rotate %v: exit %d, %q; want one line containing %q", tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+	if after := a.widctl("ca", "ls", "--format", "json").must(t).stdout; after != before {
+		t.Errorf("refused steps changed the CAs:\nbefore %s\nafter %s", before, after)
+	}
+	// A rotation in one mode refuses steps of the other.
+	a.widctl("ca", "rotate", "--type", "spiffe", "--phase", "init").must(t)
+	r := a.widctl("ca", "rotate", "--type", "spiffe", "--phase", "init", "--grace-period", "30h")
+	if r.code == 0 || !strings.Contains(r.stderr, "from init it may move to update_clients or rollback") {
+		t.Errorf("starting an automatic rotation during a manual one: exit %d, %s", r.code, r.stderr)
+	}
+	audit := a.widctl("audit", "ls", "--type", "ca.rotation", "--outcome", "denied", "--format", "json").must(t).stdout
+	if n := strings.Count(audit, `"outcome": "denied"`); n < 5 {
+		t.Errorf("audit shows %d refused rotation steps, want 5:\n%.1500s", n, audit)
+	}
+}

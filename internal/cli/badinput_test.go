@@ -169,6 +169,15 @@ func TestBadInput(t *testing.T) {
 		{"login without terminal", []string{"login", "--auth", "auth.example.com:3025", "--user", "alice", "--ca-pin", "sha256:" + strings.Repeat("ab", 32)}, "there is no terminal to read the password from: pass --password-stdin", 2},
 		{"login empty stdin", []string{"login", "--auth", "auth.example.com:3025", "--user", "alice", "--ca-pin", "sha256:" + strings.Repeat("ab", 32), "--password-stdin"}, "stdin held no password", 2},
 		{"status not logged in", []string{"status"}, "you are not logged in: run widctl login --auth HOST:PORT --user NAME", 3},
+		// CA rotation (the refusals that need the CAs' phases are in e2e/rotation_test.go).
+		{"rotate without type", []string{"ca", "rotate", "--phase", "init"}, "say which CA with --type", 2},
+		{"rotate unknown type", []string{"ca", "rotate", "--type", "root", "--phase", "init"}, `unknown CA type "root": use one of spiffe, jwt, wit, user, host, or all`, 2},
+		{"rotate unknown phase", []string{"ca", "rotate", "--type", "spiffe", "--phase", "prepare"}, `unknown rotation phase "prepare": use one of standby, init, update_clients, update_servers, rollback`, 2},
+		{"rotate without phase", []string{"ca", "rotate", "--type", "spiffe"}, "say which phase to move to with --phase", 2},
+		{"rotate manual with grace", []string{"ca", "rotate", "--type", "spiffe", "--grace-period", "30h", "--manual"}, "--grace-period starts an automatic rotation", 2},
+		{"rotate bad grace", []string{"ca", "rotate", "--type", "spiffe", "--grace-period", "soon"}, "--grace-period", 2},
+		{"status unknown type", []string{"ca", "status", "--type", "x"}, `unknown CA type "x"`, 2},
+
 		// Command line.
 		{"unknown command", []string{"rolez"}, `unknown command "rolez" for widctl (did you mean "role"?): run widctl --help to see the commands`, 2},
 		{"unknown subcommand", []string{"role", "craete"}, `unknown command "craete" for widctl role (did you mean "create"?)`, 2},
