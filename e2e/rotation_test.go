@@ -288,7 +288,7 @@ func TestAutomaticRotation(t *testing.T) {
 	defer tr.stop()
 
 	r := a.widctl("ca", "rotate", "--type", "spiffe", "--grace-period", "3s")
-	if r.code == 0 || !strings.Contains(r.stderr, "grace period 3s is shorter than the 6s") {
+	if r.code == 0 || !strings.Contains(r.stderr, "grace period 3s is shorter than the 6s") || !strings.Contains(r.stderr, "--grace-period 6s") {
 		t.Fatalf("a grace period under the longest SVID life: exit %d, %s", r.code, r.stderr)
 	}
 	if phase, _ := caState(t, a, "spiffe"); phase != "standby" {
@@ -296,10 +296,12 @@ func TestAutomaticRotation(t *testing.T) {
 	}
 	start := time.Now()
 	for _, typ := range []string{"spiffe", "jwt"} {
-		a.widctl("ca", "rotate", "--type", typ, "--grace-period", "6s").must(t)
+		// 8s: init 2s, then 3s each for update_clients and update_servers,
+		// so that what the old key signed last (6s) expires before it goes.
+		a.widctl("ca", "rotate", "--type", typ, "--grace-period", "8s").must(t)
 	}
 	r = a.widctl("ca", "rotate", "--type", "spiffe", "--phase", "update_clients", "--manual")
-	if r.code == 0 || !strings.Contains(r.stderr, "is in a auto rotation") && !strings.Contains(r.stderr, "automatic") {
+	if r.code == 0 || !strings.Contains(r.stderr, "of a rotation in auto mode: a manual step cannot move it") {
 		t.Errorf("a manual step in an automatic rotation: exit %d, %s", r.code, r.stderr)
 	}
 	for _, typ := range []string{"spiffe", "jwt"} {
@@ -509,7 +511,7 @@ func TestRotationRefusals(t *testing.T) {
 		{[]string{"--type", "spiffe", "--phase", "update_servers"}, "the spiffe CA is in standby and cannot move to update_servers: from standby it may move to init"},
 		{[]string{"--type", "jwt", "--phase", "rollback"}, "the jwt CA is in standby and cannot move to rollback: from standby it may move to init"},
 		{[]string{"--type", "all", "--phase", "standby"}, "cannot move to standby"},
-		{[]string{"--type", "wit", "--grace-period", "1h"}, "the grace period 1h is shorter than the 24h that role"},
+		{[]string{"--type", "wit", "--grace-period", "23h"}, "the grace period 23h is shorter than the 24h that role"},
 	} {
 		r := a.widctl(append([]string{"ca", "rotate"}, tt.args...)...)
 		if r.code == 0 || !strings.Contains(r.stderr, tt.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {

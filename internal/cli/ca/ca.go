@@ -350,9 +350,11 @@ func NewCmdRotate(f *cmdutil.Factory, runF func(*RotateOptions) error) *cobra.Co
 Manual mode: you move the phases, in order:
   init -> update_clients -> update_servers -> standby
 and rollback from any of the middle three. Automatic mode (--grace-period)
-starts at init and moves on by itself, splitting the grace period evenly over
-init, update_clients and update_servers; the grace period must be at least
-the longest life any role lets an SVID of that CA have.
+starts at init and moves on by itself; the grace period must be at least the
+longest life any role lets an SVID of that CA have. The old key stays trusted
+after it stops signing for two thirds of the grace period or that life,
+whichever is longer (half in update_clients, half in update_servers); init
+has the rest.
 
 A phase change that agents must follow first (init -> update_clients, and
 every step that removes keys) is refused while an agent seen within

@@ -47,11 +47,15 @@ func (a *Agent) followRotation(st *state) {
 					a.logger.Warn("saving the agent's identity with the new host CAs", "error", err)
 				}
 			}
-			// The current connection stays: it was verified already, and
-			// the next dial verifies with the new CAs.
-			a.id.Store(next)
-			a.hostCAsTrusted.Store(st.cas[caHost].GetSequence())
-			a.logger.Info("the auth service's host CAs changed", "count", len(st.hostAuthorities))
+			// A new connection that verifies with the new CAs: the old one
+			// would reconnect with the old roots after a blip, and fail
+			// once the auth service's certificate comes from the new key.
+			if err := a.useIdentity(next); err != nil {
+				a.logger.Error("connecting with the new host CAs", "error", err)
+			} else {
+				a.hostCAsTrusted.Store(st.cas[caHost].GetSequence())
+				a.logger.Info("the auth service's host CAs changed", "count", len(st.hostAuthorities))
+			}
 		}
 	} else if c := st.cas[caHost]; c != nil {
 		a.hostCAsTrusted.Store(c.GetSequence())

@@ -339,6 +339,11 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) (renewed bool) {
 			c.logger.Warn("issuing SVID failed", "kind", e.kind, "spiffe_id", e.ent.id.String(), "error", itemErr)
 		} else {
 			e.cur, e.lastErr, e.failures, e.retryAt = s, nil, 0, time.Time{}
+			if e.renewedFor != "" && s.signer != e.renewedFor {
+				// Signed by another key than the one the renewal was for
+				// (the CA moved on meanwhile): look again at once.
+				e.renewedFor = ""
+			}
 			c.metrics.renewal(e.kind, "ok")
 			renewed = true
 		}
@@ -473,21 +478,28 @@ func (c *cache) setSigners(signers map[string]string) {
 }
 
 // signedBy names, per SVID kind, the one key that signed every SVID the
-// cache holds, or "" when several did; kinds with no SVID are left out.
+// cache holds, or "" when several did or when an issuance is in flight (its
+// answer may come from either key); kinds with no SVID are left out.
 func (c *cache) signedBy() map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
 	out := map[string]string{}
+	unsure := map[string]bool{}
 	for _, e := range c.entries {
-		if e.cur == nil || !e.cur.valid(now) {
-			continue
-		}
-		if prev, seen := out[e.kind]; seen && prev != e.cur.signer {
-			out[e.kind] = ""
-		} else if !seen {
+		switch {
+		case e.inflight != nil:
+			unsure[e.kind] = true
+		case e.cur == nil || !e.cur.valid(now):
+		default:
+			if prev, seen := out[e.kind]; seen && prev != e.cur.signer {
+				unsure[e.kind] = true
+			}
 			out[e.kind] = e.cur.signer
 		}
+	}
+	for kind := range unsure {
+		out[kind] = ""
 	}
 	return out
 }

@@ -373,9 +373,10 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 
 	// Check every CA before moving any, so that --type all moves all or none.
 	type plan struct {
-		t    ca.Type
-		doc  ca.Document
-		lags []laggard
+		t      ca.Type
+		doc    ca.Document
+		lags   []laggard
+		maxTTL time.Duration
 	}
 	plans := make([]plan, 0, len(types))
 	for _, t := range types {
@@ -388,11 +389,15 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 			s.recordRotationRefusal(ctx, c, t, doc.Phase, to, err.Error())
 			return nil, status.Error(codes.FailedPrecondition, err.Error())
 		}
+		var maxTTL time.Duration
 		if grace > 0 {
 			max, by, err := s.maxIssuedTTL(ctx, t)
+			maxTTL = max
 			if err != nil {
 				return nil, storeError("roles", err)
 			}
+			// The old key must stay trusted for that long after it stops
+			// signing (see ca.Rotation.Tail).
 			if grace < max {
 				msg := fmt.Sprintf("the grace period %s is shorter than the %s that %s lets a %s CA certificate or SVID live: give at least --grace-period %s, or lower that limit first",
 					resource.FormatDuration(grace), resource.FormatDuration(max), by, t, resource.FormatDuration(max))
@@ -400,7 +405,7 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 				return nil, status.Error(codes.InvalidArgument, msg)
 			}
 		}
-		p := plan{t: t, doc: doc}
+		p := plan{t: t, doc: doc, maxTTL: maxTTL}
 		if g, ok := s.gateFor(doc, to); ok {
 			p.lags = s.laggards(t, g, window)
 		}
@@ -415,7 +420,7 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 
 	resp := &authv1.RotateCAResponse{}
 	for _, p := range plans {
-		step, err := s.cas.Step(ctx, ca.StepRequest{Type: p.t, From: p.doc.Phase, To: to, Mode: mode, GracePeriod: grace})
+		step, err := s.cas.Step(ctx, ca.StepRequest{Type: p.t, From: p.doc.Phase, Generation: p.doc.Generation, To: to, Mode: mode, GracePeriod: grace, MaxTTL: p.maxTTL})
 		if err != nil {
 			code := codes.Internal
 			if errors.Is(err, ca.ErrTransition) {
@@ -620,7 +625,7 @@ func (s *Server) runRotations(ctx context.Context) error {
 				}
 			}
 			delete(blocked, t)
-			step, err := s.cas.Step(ctx, ca.StepRequest{Type: t, From: doc.Phase, To: to})
+			step, err := s.cas.Step(ctx, ca.StepRequest{Type: t, From: doc.Phase, Generation: doc.Generation, To: to})
 			if err != nil {
 				if !errors.Is(err, ca.ErrTransition) {
 					s.log.Warn("moving a CA rotation on", "ca", t, "to", to, "error", err)

@@ -533,8 +533,9 @@ func TestRotationRefusesInvalidTransitions(t *testing.T) {
 		{nil, ca.StepRequest{To: ca.PhaseRollback}, "cannot move to rollback"},
 		{nil, ca.StepRequest{To: ca.PhaseInit, Mode: ca.ModeAuto}, "needs a grace period"},
 		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{To: ca.PhaseUpdateServers}, "from init it may move to update_clients or rollback"},
-		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{To: ca.PhaseUpdateClients, Mode: ca.ModeAuto}, "is in a manual rotation"},
-		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{From: ca.PhaseStandby, To: ca.PhaseUpdateClients}, "is in init, not standby"},
+		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{To: ca.PhaseUpdateClients, Mode: ca.ModeAuto}, "of a rotation in manual mode: an automatic step cannot move it"},
+		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{From: ca.PhaseStandby, To: ca.PhaseUpdateClients}, "moved meanwhile (it is in init now)"},
+		{[]ca.Phase{ca.PhaseInit}, ca.StepRequest{From: ca.PhaseInit, Generation: 1, To: ca.PhaseUpdateClients}, "moved meanwhile"},
 	}
 	for _, tt := range tests {
 		for _, p := range tt.setup {
@@ -757,4 +758,33 @@ func TestConcurrentReadsDuringReload(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// An automatic rotation keeps the old key trusted after it stops signing
+// for at least the longest life of what it signed.
+func TestAutomaticRotationSchedule(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	m, _ := catest.NewManager(t, fixedClock(now))
+	ctx := context.Background()
+	for _, tt := range []struct {
+		grace, maxTTL, init, half time.Duration
+	}{
+		{30 * time.Hour, 24 * time.Hour, 6 * time.Hour, 12 * time.Hour},
+		{24 * time.Hour, 24 * time.Hour, 0, 12 * time.Hour},
+		{90 * time.Hour, 24 * time.Hour, 30 * time.Hour, 30 * time.Hour},
+	} {
+		s, err := m.Step(ctx, ca.StepRequest{Type: ca.TypeWIT, To: ca.PhaseInit, Mode: ca.ModeAuto, GracePeriod: tt.grace, MaxTTL: tt.maxTTL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Doc.NextStepAt(); !got.Equal(now.Add(tt.init)) {
+			t.Errorf("grace %s, max TTL %s: init ends at +%s, want +%s", tt.grace, tt.maxTTL, got.Sub(now), tt.init)
+		}
+		s = step(t, m, ca.TypeWIT, ca.PhaseUpdateClients)
+		if got := s.Doc.NextStepAt(); !got.Equal(now.Add(tt.half)) {
+			t.Errorf("grace %s, max TTL %s: update_clients ends at +%s, want +%s", tt.grace, tt.maxTTL, got.Sub(now), tt.half)
+		}
+		step(t, m, ca.TypeWIT, ca.PhaseRollback)
+		step(t, m, ca.TypeWIT, ca.PhaseStandby)
+	}
 }

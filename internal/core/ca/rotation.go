@@ -23,6 +23,11 @@ type Rotation struct {
 	PhaseStarted time.Time `json:"phase_started"`
 	// GracePeriod is the whole rotation's length in automatic mode.
 	GracePeriod time.Duration `json:"grace_period,omitempty"`
+	// Tail is how much of an automatic rotation comes after the old key
+	// stops signing (update_clients and update_servers, half each): at
+	// least the longest life of what the old key signed, so that it
+	// expires before the key leaves the bundle; init has the rest.
+	Tail time.Duration `json:"tail,omitempty"`
 	// Old is the key set that signed before the rotation; New the one made
 	// for it.
 	Old string `json:"old"`
@@ -34,18 +39,32 @@ type Rotation struct {
 }
 
 // NextStepAt is when an automatic rotation moves on from its current phase:
-// the grace period is split evenly over init, update_clients and
-// update_servers. Zero for manual rotations and outside a rotation.
+// init lasts the grace period less the Tail, update_clients and
+// update_servers half the Tail each. Zero for manual rotations and outside
+// a rotation.
 func (d Document) NextStepAt() time.Time {
 	r := d.Rotation
 	if d.Mode != ModeAuto || r == nil || r.GracePeriod <= 0 {
 		return time.Time{}
 	}
+	tail := r.Tail
+	if tail <= 0 || tail > r.GracePeriod {
+		tail = r.GracePeriod * 2 / 3
+	}
 	switch d.Phase {
-	case PhaseInit, PhaseUpdateClients, PhaseUpdateServers:
-		return r.PhaseStarted.Add(r.GracePeriod / 3)
+	case PhaseInit:
+		return r.PhaseStarted.Add(r.GracePeriod - tail)
+	case PhaseUpdateClients, PhaseUpdateServers:
+		return r.PhaseStarted.Add(tail / 2)
 	}
 	return time.Time{}
+}
+
+// rotationTail is the Tail of an automatic rotation of length grace whose
+// old key signed things living up to maxTTL: two thirds of the grace
+// period, or maxTTL if longer, never more than the grace period.
+func rotationTail(grace, maxTTL time.Duration) time.Duration {
+	return min(max(grace*2/3, maxTTL), grace)
 }
 
 // NextPhase is where an automatic rotation goes from p; "" at the end.
@@ -128,6 +147,13 @@ type StepRequest struct {
 	Mode Mode
 	// GracePeriod is the automatic rotation's length.
 	GracePeriod time.Duration
+	// MaxTTL is the longest life of what the CA signs, for an automatic
+	// rotation's Tail.
+	MaxTTL time.Duration
+	// Generation, when set, must be the CA's generation: like From, it
+	// refuses a step decided on an older reading, even one whose phase
+	// came round again.
+	Generation int64
 }
 
 // Document returns CA t's document as last loaded.
@@ -185,7 +211,7 @@ func (m *Manager) Step(ctx context.Context, req StepRequest) (Step, error) {
 	}
 	if _, err := m.backend.Apply(ctx, store.Op{Type: store.OpUpdate, Item: newItem, ExpectRevision: item.Revision}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return Step{}, transitionErrorf("the %s CA changed while this step was being made (another auth process moved it): look at it again with widctl ca status", req.Type)
+			return Step{}, transitionErrorf("the %s CA changed while this step was being made (the automatic rotation, or another auth process, moved it): look at it again with widctl ca status", req.Type)
 		}
 		return Step{}, fmt.Errorf("storing the %s CA: %w", req.Type, err)
 	}
@@ -200,8 +226,8 @@ func (m *Manager) Step(ctx context.Context, req StepRequest) (Step, error) {
 // error wraps ErrTransition and says which phases are allowed now.
 func CheckStep(doc Document, req StepRequest) error {
 	from, to := doc.Phase, req.To
-	if req.From != "" && req.From != from {
-		return transitionErrorf("the %s CA is in %s, not %s: it moved meanwhile", doc.Type, from, req.From)
+	if (req.From != "" && req.From != from) || (req.Generation != 0 && req.Generation != doc.Generation) {
+		return transitionErrorf("the %s CA moved meanwhile (it is in %s now): look at it again with widctl ca status", doc.Type, from)
 	}
 	if !slices.Contains(AllowedPhases(from), to) {
 		return transitionErrorf("the %s CA is in %s and cannot move to %s: from %s it may move to %s",
@@ -214,8 +240,8 @@ func CheckStep(doc Document, req StepRequest) error {
 		return nil
 	}
 	if req.Mode != "" && req.Mode != doc.Mode {
-		return transitionErrorf("the %s CA is in a %s rotation (phase %s): finish it, or roll it back, before starting a %s one",
-			doc.Type, doc.Mode, from, req.Mode)
+		return transitionErrorf("the %s CA is in %s of a rotation in %s mode: %s step cannot move it; let it run, or roll it back with --phase rollback",
+			doc.Type, from, doc.Mode, map[Mode]string{ModeAuto: "an automatic", ModeManual: "a manual"}[req.Mode])
 	}
 	return nil
 }
@@ -254,6 +280,7 @@ func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, e
 		next.Rotation = &Rotation{Started: now, PhaseStarted: now, Old: old.ID, New: ks.ID}
 		if mode == ModeAuto {
 			next.Rotation.GracePeriod = req.GracePeriod
+			next.Rotation.Tail = rotationTail(req.GracePeriod, req.MaxTTL)
 		}
 	} else {
 		if doc.Rotation == nil {
