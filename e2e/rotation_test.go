@@ -338,7 +338,11 @@ func TestStoppedAgentHoldsRotationBack(t *testing.T) {
 	_, seq := caState(t, auth, "spiffe")
 	// Wait until the agent holds the new bundle, then stop it: it can
 	// still enter update_clients, but cannot renew its SVIDs from the new key.
-	waitAgent(t, auth, func(s agentStatus) bool { return s.Sequence == seq && !s.Lagging }, 5*time.Second)
+	// A just-started agent first waits for its workloads to reconnect (it
+	// says so as its signer); stop it once that is over.
+	waitAgent(t, auth, func(s agentStatus) bool {
+		return s.Sequence == seq && !s.Lagging && s.SignedBy != "" && s.SignedBy != "warming-up"
+	}, 15*time.Second)
 	if err := ag.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -414,6 +418,7 @@ func waitAgent(t *testing.T, a *agent, ok func(agentStatus) bool, within time.Du
 }
 
 func TestKill9DuringRotation(t *testing.T) {
+	t.Parallel()
 	dir := newDataDir(t)
 	a := startAgent(t, dir)
 	for _, phase := range []string{"init", "update_clients", "update_servers"} {
@@ -441,6 +446,7 @@ func TestKill9DuringRotation(t *testing.T) {
 }
 
 func TestHostCARotationKeepsAgentsConnected(t *testing.T) {
+	t.Parallel()
 	auth := startAgent(t, newDataDir(t), "--roles", "auth")
 	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
 	agDir := newDataDir(t)
@@ -465,6 +471,7 @@ func TestHostCARotationKeepsAgentsConnected(t *testing.T) {
 }
 
 func TestLoginSurvivesUserAndHostCARotation(t *testing.T) {
+	t.Parallel()
 	a := startAgent(t, newDataDir(t), "--no-dev-identity")
 	a.widctl("role", "create", "dev", "--spiffe-path", "/team/alice/**").must(t)
 	invite := inviteRE.FindStringSubmatch(a.widctl("user", "add", "alice", "--roles", "dev").must(t).stdout)
@@ -502,6 +509,7 @@ func TestLoginSurvivesUserAndHostCARotation(t *testing.T) {
 // Steps out of order are refused with the phases allowed now, a non-zero
 // exit, an audited denial, and nothing changed.
 func TestRotationRefusals(t *testing.T) {
+	t.Parallel()
 	a := startAgent(t, newDataDir(t))
 	before := a.widctl("ca", "ls", "--format", "json").must(t).stdout
 	for _, tt := range []struct {

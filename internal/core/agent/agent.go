@@ -110,6 +110,8 @@ type Agent struct {
 	// hostCAsTrusted is the host CA sequence whose certificates the agent
 	// trusts for the auth service.
 	hostCAsTrusted atomic.Int64
+	// started is when Run began.
+	started time.Time
 
 	st           atomic.Pointer[state]
 	stateChanged *notifier
@@ -190,6 +192,7 @@ func New(cfg Config) (*Agent, error) {
 // Run joins (or loads its identity), then serves until ctx ends. A part
 // that fails stops the others and its error is returned.
 func (a *Agent) Run(ctx context.Context) error {
+	a.started = time.Now()
 	defer a.closeAttestors()
 	id, err := a.obtainIdentity(ctx)
 	if err != nil {

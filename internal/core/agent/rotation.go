@@ -20,6 +20,17 @@ const (
 
 var caOfKind = map[string]string{kindX509: caSPIFFE, kindJWT: "jwt", kindWIT: "wit"}
 
+// rotationWarmup: for this long after the agent starts, it reports that
+// it cannot yet say which keys signed what its workloads hold. A restarted
+// agent's cache is empty, but workloads that followed the previous process
+// still serve its SVIDs until they reconnect (go-spiffe retries within
+// seconds), and a rotation must not drop their key meanwhile.
+const rotationWarmup = 10 * time.Second
+
+// SignerWarmingUp is what an agent reports as the signer of its SVIDs during
+// rotationWarmup (the auth service's gate explains it).
+const SignerWarmingUp = "warming-up"
+
 // followRotation applies what a pushed state says of the CAs: SVIDs signed
 // by a key that no longer signs are renewed at once, a host CA the agent
 // does not trust yet is added to what verifies the auth service, and a bot
@@ -97,8 +108,14 @@ func (a *Agent) statusReport(st *state) *authv1.ReportAgentStatusRequest {
 		c := st.cas[t]
 		return c != nil && c.GetPhase() != "" && c.GetPhase() != "standby"
 	}
+	warm := time.Since(a.started) >= rotationWarmup
+	for _, t := range caOfKind {
+		if rotating(t) && !warm {
+			req.SignedBy[t] = SignerWarmingUp
+		}
+	}
 	for kind, signer := range a.cache.signedBy() {
-		if t := caOfKind[kind]; rotating(t) {
+		if t := caOfKind[kind]; rotating(t) && warm {
 			req.SignedBy[t] = signer
 		}
 	}
@@ -119,6 +136,9 @@ func (a *Agent) reportLoop(ctx context.Context) error {
 		cacheCh := a.cache.changed.wait()
 		idCh := a.idChanged.wait()
 		var retry <-chan time.Time
+		if wait := rotationWarmup - time.Since(a.started); wait > 0 {
+			retry = time.After(wait) // report again when warm
+		}
 		if st := a.st.Load(); st != nil {
 			req := a.statusReport(st)
 			if last == nil || !sameReport(last, req) {

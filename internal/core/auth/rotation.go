@@ -35,6 +35,10 @@ const (
 	rotationTick = 250 * time.Millisecond
 )
 
+// agentSignerWarmingUp is what a just-started agent reports as the signer
+// of what it serves (agent.SignerWarmingUp).
+const agentSignerWarmingUp = "warming-up"
+
 // agentRecord is what the auth service knows of one agent (a bot on a host).
 type agentRecord struct {
 	Bot       string            `json:"bot"`
@@ -127,8 +131,15 @@ func (t *agentTracker) connect(ctx context.Context, bot, host string) func() {
 	}
 }
 
-func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[string]int64, signedBy map[string]string, gens map[string]int64) {
+// report records what bot's agent on host holds. Only an agent with an open
+// state stream may report: that is where its host was named, and a bot
+// cannot make up hosts that would hold rotations back.
+func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[string]int64, signedBy map[string]string, gens map[string]int64) bool {
 	t.mu.Lock()
+	if r := t.agents[agentKey(bot, host)]; r == nil || r.connected == 0 {
+		t.mu.Unlock()
+		return false
+	}
 	key, r := t.recordLocked(bot, host)
 	r.LastSeen = t.clock().UTC()
 	r.Sequences = seqs
@@ -140,17 +151,28 @@ func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[st
 	case t.reported <- struct{}{}:
 	default:
 	}
+	return true
 }
 
-// heartbeat refreshes the last-seen time of connected agents.
+// agentForget is how long an agent's record is kept after it was last seen.
+const agentForget = 7 * 24 * time.Hour
+
+// heartbeat refreshes the last-seen time of connected agents and forgets
+// agents not seen for agentForget (pods long gone, hosts renamed).
 func (t *agentTracker) heartbeat(ctx context.Context) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.clock().UTC()
 	for key, r := range t.agents {
-		if r.connected > 0 {
+		switch {
+		case r.connected > 0:
 			r.LastSeen = now
 			t.saveLocked(ctx, key, r)
+		case now.Sub(r.LastSeen) > agentForget:
+			delete(t.agents, key)
+			if _, err := t.db.Apply(context.WithoutCancel(ctx), store.Op{Type: store.OpDelete, Item: store.Item{Kind: agentStatusKind, Name: key}}); err != nil && !errors.Is(err, store.ErrNotFound) {
+				t.log.Warn("forgetting an agent", "agent", key, "error", err)
+			}
 		}
 	}
 }
@@ -227,6 +249,8 @@ func (s *Server) lagReason(t ca.Type, g gate, r agentRecord) string {
 	switch {
 	case !holds, signer == g.signer:
 		return ""
+	case signer == agentSignerWarmingUp:
+		return "has just started and waits a few seconds for its workloads to reconnect"
 	case signer == "":
 		return fmt.Sprintf("still serves %s SVIDs signed by more than one key", t)
 	}
@@ -265,6 +289,11 @@ func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentS
 	if err := requireBot(c, "report agent status"); err != nil {
 		return nil, err
 	}
+	for _, verb := range []string{verbRead, verbList} {
+		if err := s.authorize(ctx, resource.KindWorkloadIdentity, verb); err != nil {
+			return nil, err
+		}
+	}
 	host := agentHost(req.Host)
 	seqs := map[string]int64{}
 	signed := map[string]string{}
@@ -284,7 +313,9 @@ func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentS
 			signed[k] = v
 		}
 	}
-	s.agents.report(ctx, c.Name, host, seqs, signed, gens)
+	if !s.agents.report(ctx, c.Name, host, seqs, signed, gens) {
+		return nil, status.Errorf(codes.FailedPrecondition, "bot %q has no state stream open from host %q: an agent reports what it holds only while it follows the auth service (WatchAgent)", c.Name, host)
+	}
 	return &authv1.ReportAgentStatusResponse{}, nil
 }
 

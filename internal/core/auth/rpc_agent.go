@@ -187,15 +187,15 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 	if err != nil {
 		return nil, storeError(resource.KindWorkloadIdentity, err)
 	}
-	bundle, err := s.agentBundle()
+	view, err := s.cas.AgentView()
 	if err != nil {
-		return nil, err
+		return nil, status.Errorf(codes.Internal, "reading the CAs: %v", err)
 	}
-	st := &authv1.AgentState{TrustDomain: s.td.Name(), Bundle: bundle, Cas: map[string]*authv1.AgentCA{}}
-	for _, t := range ca.Types {
-		st.Cas[string(t)] = &authv1.AgentCA{Sequence: s.cas.Sequence(t), ActiveSignerId: s.cas.ActiveSignerID(t), Phase: string(s.cas.Phase(t)), Generation: s.cas.Generation(t)}
+	st := &authv1.AgentState{TrustDomain: s.td.Name(), Bundle: agentBundle(view), Cas: map[string]*authv1.AgentCA{}}
+	for t, c := range view.CAs {
+		st.Cas[string(t)] = &authv1.AgentCA{Sequence: c.Sequence, ActiveSignerId: c.ActiveSignerID, Phase: string(c.Phase), Generation: c.Generation}
 	}
-	for _, c := range s.cas.Authorities(ca.TypeHost) {
+	for _, c := range view.HostAuthorities {
 		st.HostAuthorities = append(st.HostAuthorities, c.Raw)
 	}
 	for _, e := range set.list {
@@ -207,20 +207,12 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 }
 
 // agentBundle is the trust bundle as agents serve it.
-func (s *Server) agentBundle() (*authv1.AgentBundle, error) {
-	jwtJWKS, err := s.cas.JWTJWKS()
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "building the JWT bundle: %v", err)
-	}
-	witJWKS, err := s.cas.WITJWKS()
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "building the WIT bundle: %v", err)
-	}
-	b := &authv1.AgentBundle{JwtJwks: jwtJWKS, WitJwks: witJWKS, Sequence: int64(s.cas.BundleSequence())}
-	for _, c := range s.cas.Authorities(ca.TypeSPIFFE) {
+func agentBundle(v *ca.AgentView) *authv1.AgentBundle {
+	b := &authv1.AgentBundle{JwtJwks: v.JWTJWKS, WitJwks: v.WITJWKS, Sequence: int64(v.BundleSequence)}
+	for _, c := range v.X509Authorities {
 		b.X509Authorities = append(b.X509Authorities, c.Raw)
 	}
-	return b, nil
+	return b
 }
 
 // sameAgentState compares two states but for their generation.

@@ -392,3 +392,51 @@ func (m *Manager) ActiveSignerID(t Type) string {
 	}
 	return a.active.SignerID()
 }
+
+// CAView is one CA as agents see it.
+type CAView struct {
+	Sequence       int64
+	Generation     int64
+	Phase          Phase
+	ActiveSignerID string
+}
+
+// AgentView is everything agents are served from the CAs, read from one
+// snapshot: a state pushed while a rotation step is applied is never half
+// the old CAs and half the new.
+type AgentView struct {
+	// X509Authorities are the spiffe CA's trusted certificates.
+	X509Authorities []*x509.Certificate
+	JWTJWKS         []byte
+	WITJWKS         []byte
+	BundleSequence  uint64
+	// HostAuthorities verify the auth service.
+	HostAuthorities []*x509.Certificate
+	CAs             map[Type]CAView
+}
+
+// AgentView returns the CAs as agents see them.
+func (m *Manager) AgentView() (*AgentView, error) {
+	s := m.state.Load()
+	if s == nil {
+		return nil, errNotLoaded
+	}
+	seq, _ := s.bundle.bundle.SequenceNumber()
+	v := &AgentView{
+		X509Authorities: slices.Clone(s.cas[TypeSPIFFE].certs),
+		JWTJWKS:         slices.Clone(s.bundle.jwtJWKS),
+		WITJWKS:         slices.Clone(s.bundle.witJWKS),
+		BundleSequence:  seq,
+		HostAuthorities: slices.Clone(s.cas[TypeHost].certs),
+		CAs:             make(map[Type]CAView, len(Types)),
+	}
+	for _, t := range Types {
+		a := s.cas[t]
+		cv := CAView{Sequence: a.doc.Sequence, Generation: a.doc.Generation, Phase: a.doc.Phase}
+		if a.active != nil {
+			cv.ActiveSignerID = a.active.SignerID()
+		}
+		v.CAs[t] = cv
+	}
+	return v, nil
+}
