@@ -504,6 +504,18 @@ func TestLoginSurvivesUserAndHostCARotation(t *testing.T) {
 	if !strings.Contains(r.stdout, `"actor": "alice"`) {
 		t.Errorf("the login's renewal is not audited:\n%s", r.stdout)
 	}
+
+	// A login that goes unused through a whole user CA rotation cannot
+	// follow it; widctl says so, rather than that the service is down.
+	for _, phase := range []string{"init", "update_clients", "update_servers", "standby"} {
+		rotateTo(t, a, "user", phase)
+	}
+	for _, args := range [][]string{{"status"}, {"svid", "issue", "/team/alice/laptop", "-o", "-", "--type", "jwt", "--audience", "x"}} {
+		r = runWidctl(t, alice, "", args...)
+		if r.code != 3 || !strings.Contains(r.stderr, "no longer accepts your login as alice: its user CA was rotated while the login went unused; run widctl login") {
+			t.Errorf("widctl %v with a login from a retired user CA: exit %d, %s", args, r.code, r.stderr)
+		}
+	}
 }
 
 // Steps out of order are refused with the phases allowed now, a non-zero

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"io/fs"
 	"log/slog"
 	"sync"
@@ -98,6 +100,10 @@ func DialWithLogin(ctx context.Context, cfg *Config, logins *client.LoginStore, 
 	}
 	next, err := FollowRotation(ctx, c, logins, p, id)
 	if err != nil {
+		if refused := LoginRefused(ctx, p, id, err); refused != nil {
+			c.Close()
+			return nil, refused
+		}
 		log.DebugContext(ctx, "following a CA rotation failed; the login stays as it is", "error", err)
 		return c, nil
 	}
@@ -160,6 +166,30 @@ func FollowRotation(ctx context.Context, c *client.Client, logins *client.LoginS
 		return id, err
 	}
 	return next, nil
+}
+
+// LoginRefused tells a login the auth service no longer accepts from an
+// auth service that is down: when a call with the login failed to connect
+// (err), it asks again without a certificate, and if the auth service
+// answers and its user CA signs with another key than the login's, the
+// login went unused through a rotation of the user CA. It returns the
+// error to show then, else nil.
+func LoginRefused(ctx context.Context, p *client.Profile, id *client.Identity, err error) error {
+	if status.Code(err) != codes.Unavailable {
+		return nil
+	}
+	anon, derr := client.Dial(client.Config{Auth: p.Auth, CAPin: p.CAPin})
+	if derr != nil {
+		return nil
+	}
+	defer anon.Close()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ping, perr := anon.Ping(pctx, &authv1.PingRequest{})
+	if perr != nil || ping.GetUserSignerId() == "" || ping.GetUserSignerId() == hex.EncodeToString(id.Leaf.AuthorityKeyId) {
+		return nil
+	}
+	return &Error{Code: ExitAuth, Message: fmt.Sprintf("the auth service at %s no longer accepts your login as %s: its user CA was rotated while the login went unused; run widctl login", p.Auth, p.User), Err: err}
 }
 
 func sameDER(certs []*x509.Certificate, ders [][]byte) bool {

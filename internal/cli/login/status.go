@@ -88,7 +88,12 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 		return cmdutil.InputError(err)
 	}
 	// A CA rotation in progress: trust the new host CA, renew from the new user CA.
-	if next, err := cmdutil.FollowRotation(ctx, c, opts.Logins, prof, id); err == nil && next != id {
+	next, err := cmdutil.FollowRotation(ctx, c, opts.Logins, prof, id)
+	if refused := cmdutil.LoginRefused(ctx, prof, id, err); refused != nil {
+		c.Close()
+		return refused
+	}
+	if err == nil && next != id {
 		c.Close()
 		if c, err = client.Dial(client.Config{Auth: prof.Auth, CAPin: prof.CAPin, Identity: next}); err != nil {
 			return cmdutil.InputError(err)
