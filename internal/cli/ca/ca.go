@@ -362,7 +362,8 @@ every step that removes keys) is refused while an agent seen within
 forced.`,
 		Example: `  widctl ca rotate --type spiffe --phase init
   widctl ca rotate --type spiffe --phase update_clients
-  widctl ca rotate --type all --phase rollback
+  widctl ca rotate --type all --phase init
+  widctl ca rotate --type spiffe --phase rollback
   widctl ca rotate --type jwt --grace-period 30h`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
