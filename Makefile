@@ -46,6 +46,8 @@ bench:
 	$(GO) run ./bench/tui -events 10000 -rate 500 -duration 12s
 	# The Workload API against SPIRE 1.13.3 in the same run (SPIRE's build: minutes the first time).
 	./scripts/spire/build.sh
+	# The e2e harness's control: spire-agent's api fetch against a real spire-agent.
+	$(GO) test -count=1 -run '^TestSpireAgentFetchesFromSpireAgent$$' ./e2e
 	$(GO) build -ldflags "$(LDFLAGS)" -o .bin/wid/ ./cmd/widagent ./cmd/widctl
 	$(GO) run ./bench/workloadapi -system spire,wid -spire-bin .bin/spire-1.13.3 -wid-bin .bin/wid -clients 16 -duration 10s
 	# CA rotation: bundle change to a watching workload, re-issue of 1,000 cached SVIDs, Workload API p99 meanwhile.

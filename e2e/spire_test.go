@@ -153,8 +153,9 @@ func waitForSVID(t *testing.T, socketPath string, want spiffeid.ID, within time.
 // spire-agent must pass the same checks widagent has to.
 //
 // spire-server makes SPIRE's build three times longer (7 minutes or more
-// cold on 2 cores), too much for every make test, so this test runs only
-// where scripts/spire/build.sh or make bench has built it already.
+// cold on 2 cores), too much for every make test, so this control of the
+// harness runs in make bench, which builds spire-server anyway (and in make
+// test only where that build is already there).
 func TestSpireAgentFetchesFromSpireAgent(t *testing.T) {
 	bin := spireBin(t, "spire-agent")
 	out, err := exec.Command(filepath.Join(bin, "spire-server"), "-version").CombinedOutput()
@@ -179,13 +180,6 @@ func TestSpireAgentFetchesFromSpireAgent(t *testing.T) {
 // Done-when: SPIRE's spire-agent api fetch x509 and jwt work against
 // widagent's Workload API socket.
 func TestSpireAgentFetchesFromWidagent(t *testing.T) {
-	help, err := exec.Command(filepath.Join(binDir, "widagent"), "start", "--help").CombinedOutput()
-	if err != nil {
-		t.Fatalf("widagent start --help: %v\n%s", err, help)
-	}
-	if !strings.Contains(string(help), "--workload-socket") {
-		t.Skip("widagent's Workload API lands with the agent")
-	}
 	spireBin(t, "spire-agent")
 	dir := newDataDir(t)
 	a := startAgent(t, dir)

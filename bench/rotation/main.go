@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/wid-project/wid/bench/workloadapi/load"
 	"io"
 	"maps"
 	"os"
@@ -188,7 +189,7 @@ func run(ctx context.Context, bin string, changes, svids, clients int) error {
 		procs[p.Role] = p.PID
 	}
 	baseStart, baseCPU := time.Now(), cpuTimes(procs)
-	base, err := loadFor(ctx, socket, clients, 3*time.Second, nil)
+	base, err := load.FetchX509(ctx, "unix://"+socket, clients, 3*time.Second, nil)
 	baseCPUAfter, baseWall := cpuTimes(procs), time.Since(baseStart)
 	if err != nil {
 		return fmt.Errorf("baseline load: %w", err)
@@ -197,9 +198,9 @@ func run(ctx context.Context, bin string, changes, svids, clients int) error {
 		return err
 	}
 	stopLoad := make(chan struct{})
-	loadDone := make(chan loadResult, 1)
+	loadDone := make(chan load.Result, 1)
 	go func() {
-		r, _ := loadFor(ctx, socket, clients, time.Hour, stopLoad)
+		r, _ := load.FetchX509(ctx, "unix://"+socket, clients, time.Hour, stopLoad)
 		loadDone <- r
 	}()
 	time.Sleep(500 * time.Millisecond)
@@ -227,7 +228,7 @@ func run(ctx context.Context, bin string, changes, svids, clients int) error {
 	burst := <-loadDone
 	fmt.Printf("re-issue of %d cached SVIDs on entering update_clients: %s (RotateCA call to the holder's update with every SVID from the new key)\n", u.n, round(reissue))
 	fmt.Printf("Workload API FetchX509SVID, %d clients: before p50 %s p99 %s (%d fetches); during the re-issue p50 %s p99 %s (%d fetches, %d errors)\n",
-		clients, round(base.p50), round(base.p99), base.n, round(burst.p50), round(burst.p99), burst.n, burst.errors)
+		clients, round(base.P50), round(base.P99), base.Fetches, round(burst.P50), round(burst.P99), burst.Fetches, burst.Errors)
 	var parts []string
 	for _, name := range slices.Sorted(maps.Keys(procs)) {
 		during := cpuAfter[name] - cpuBefore[name]
@@ -372,69 +373,6 @@ func (b *bundleWatch) waitCount(ctx context.Context, n int, within time.Duration
 	}
 }
 
-type loadResult struct {
-	n, errors int
-	p50, p99  time.Duration
-}
-
-// loadFor runs clients fetching X509-SVIDs back to back for d or until stop.
-func loadFor(ctx context.Context, socket string, clients int, d time.Duration, stop <-chan struct{}) (loadResult, error) {
-	cs := make([]*workloadapi.Client, clients)
-	for i := range cs {
-		c, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+socket))
-		if err != nil {
-			return loadResult{}, err
-		}
-		defer c.Close()
-		if _, err := c.FetchX509SVID(ctx); err != nil {
-			return loadResult{}, err
-		}
-		cs[i] = c
-	}
-	var (
-		mu  sync.Mutex
-		all []time.Duration
-		r   loadResult
-		wg  sync.WaitGroup
-	)
-	deadline := time.Now().Add(d)
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var local []time.Duration
-			errs := 0
-			dl := deadline
-			for time.Now().Before(dl) && ctx.Err() == nil {
-				select {
-				case <-stop:
-					dl = time.Time{}
-					continue
-				default:
-				}
-				t0 := time.Now()
-				if _, err := c.FetchX509SVID(ctx); err != nil {
-					errs++
-					continue
-				}
-				local = append(local, time.Since(t0))
-			}
-			mu.Lock()
-			all = append(all, local...)
-			r.errors += errs
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	slices.Sort(all)
-	r.n = len(all)
-	if r.n == 0 {
-		return r, errors.New("no fetch succeeded")
-	}
-	r.p50, r.p99 = all[r.n/2], all[min(r.n-1, r.n*99/100)]
-	return r, nil
-}
-
 // cpuTimes reads each process's user+system CPU time from /proc.
 func cpuTimes(procs map[string]int) map[string]time.Duration {
 	out := map[string]time.Duration{}
@@ -463,12 +401,4 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o700)
 }
 
-func round(d time.Duration) time.Duration {
-	switch {
-	case d > time.Second:
-		return d.Round(time.Millisecond)
-	case d > time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	}
-	return d.Round(time.Microsecond)
-}
+func round(d time.Duration) time.Duration { return load.Round(d) }

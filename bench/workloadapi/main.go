@@ -26,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/wid-project/wid/bench/workloadapi/load"
 	"log"
 	"os"
 	"os/signal"
@@ -96,7 +97,7 @@ func main() {
 
 func run(ctx context.Context, o options) error {
 	if o.socket != "" {
-		r, err := fetchLoad(ctx, "unix://"+o.socket, o.clients, o.duration)
+		r, err := load.FetchX509(ctx, "unix://"+o.socket, o.clients, o.duration, nil)
 		if err != nil {
 			return err
 		}
@@ -161,7 +162,7 @@ func measure(ctx context.Context, s agentSystem, o options) (f *figures, err err
 	fmt.Printf("first SVID: %s (start command returned after %s)\n", f.first.total.Round(time.Millisecond), f.first.start.Round(time.Millisecond))
 	addr := "unix://" + s.SocketPath()
 	if err := step("FetchX509SVID load", func() (err error) {
-		f.load, err = fetchLoad(ctx, addr, o.clients, o.duration)
+		f.load, err = load.FetchX509(ctx, addr, o.clients, o.duration, nil)
 		return err
 	}); err != nil {
 		return f, err

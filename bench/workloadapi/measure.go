@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/wid-project/wid/bench/workloadapi/load"
 	"io"
 	"os"
 	"slices"
@@ -21,7 +22,7 @@ import (
 type figures struct {
 	name      string
 	first     firstSVID
-	load      loadResult
+	load      load.Result
 	watch     watchResult
 	bulk      bulkResult
 	rssBefore rssReading
@@ -79,105 +80,6 @@ func fetchOnce(ctx context.Context, addr string) (spiffeid.ID, error) {
 	return svid.ID, nil
 }
 
-// loadResult is the FetchX509SVID load: every fetch is one RPC answered by
-// its first response, as go-spiffe's Client.FetchX509SVID does it.
-type loadResult struct {
-	clients         int
-	elapsed         time.Duration
-	fetches, errors int
-	p50, p99, max   time.Duration
-	firstError      error
-}
-
-func (r loadResult) rate() float64 {
-	if r.elapsed == 0 {
-		return 0
-	}
-	return float64(r.fetches) / r.elapsed.Seconds()
-}
-
-func (r loadResult) String() string {
-	s := fmt.Sprintf("FetchX509SVID: %d clients, %s: %d fetches, %.0f/s, p50 %s, p99 %s, max %s, errors %d",
-		r.clients, r.elapsed.Round(time.Millisecond), r.fetches, r.rate(), roundDur(r.p50), roundDur(r.p99), roundDur(r.max), r.errors)
-	if r.firstError != nil {
-		s += fmt.Sprintf(" (first: %v)", r.firstError)
-	}
-	return s
-}
-
-// fetchLoad runs clients goroutines, each with its own connected client,
-// fetching back to back for d.
-func fetchLoad(ctx context.Context, addr string, clients int, d time.Duration) (loadResult, error) {
-	cs := make([]*workloadapi.Client, clients)
-	for i := range cs {
-		c, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
-		if err != nil {
-			return loadResult{}, fmt.Errorf("client %d: %w", i, err)
-		}
-		defer c.Close()
-		// Connect before the clock starts.
-		if _, err := c.FetchX509SVID(ctx); err != nil {
-			return loadResult{}, fmt.Errorf("client %d's first fetch: %w", i, err)
-		}
-		cs[i] = c
-	}
-	var (
-		mu        sync.Mutex
-		latencies []time.Duration
-		r         = loadResult{clients: clients}
-		wg        sync.WaitGroup
-	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for _, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			local := make([]time.Duration, 0, 1<<14)
-			var errs int
-			var first error
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t0 := time.Now()
-				_, err := c.FetchX509SVID(ctx)
-				if err != nil {
-					errs++
-					if first == nil {
-						first = err
-					}
-					continue
-				}
-				local = append(local, time.Since(t0))
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			latencies = append(latencies, local...)
-			r.errors += errs
-			if r.firstError == nil {
-				r.firstError = first
-			}
-		}()
-	}
-	wg.Wait()
-	r.elapsed = time.Since(start)
-	if err := ctx.Err(); err != nil {
-		return r, err
-	}
-	slices.Sort(latencies)
-	r.fetches = len(latencies)
-	r.p50, r.p99, r.max = percentile(latencies, 0.50), percentile(latencies, 0.99), percentile(latencies, 1)
-	if r.fetches == 0 {
-		return r, fmt.Errorf("no fetch succeeded: %v", r.firstError)
-	}
-	return r, nil
-}
-
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[int(float64(len(sorted)-1)*p)]
-}
-
 // watchResult is, per trial, the time from running the create command to
 // the watching workload's update that carries the new SPIFFE ID, and how
 // long the command itself took of it.
@@ -188,7 +90,7 @@ type watchResult struct {
 func (r watchResult) median() time.Duration {
 	s := slices.Clone(r.trials)
 	slices.Sort(s)
-	return percentile(s, 0.5)
+	return load.Percentile(s, 0.5)
 }
 
 func (r watchResult) String() string {
@@ -420,16 +322,7 @@ func procStatus(pid int) (rss, hwm int64, err error) {
 
 func mib(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
 
-func roundDur(d time.Duration) time.Duration {
-	switch {
-	case d >= time.Second:
-		return d.Round(time.Millisecond)
-	case d >= time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	default:
-		return d.Round(time.Microsecond)
-	}
-}
+func roundDur(d time.Duration) time.Duration { return load.Round(d) }
 
 // printTable prints the figures side by side, one column per system.
 func printTable(out io.Writer, all []*figures, o options) {
@@ -453,15 +346,15 @@ func printTable(out io.Writer, all []*figures, o options) {
 		return or(f.first.total > 0, func() string { return roundDur(f.first.total).String() })
 	})
 	row(fmt.Sprintf("FetchX509SVID/s, %d clients", o.clients), func(f *figures) string {
-		return or(f.load.fetches > 0, func() string { return fmt.Sprintf("%.0f", f.load.rate()) })
+		return or(f.load.Fetches > 0, func() string { return fmt.Sprintf("%.0f", f.load.Rate()) })
 	})
 	row("  p50 / p99 / max", func(f *figures) string {
-		return or(f.load.fetches > 0, func() string {
-			return fmt.Sprintf("%s / %s / %s", roundDur(f.load.p50), roundDur(f.load.p99), roundDur(f.load.max))
+		return or(f.load.Fetches > 0, func() string {
+			return fmt.Sprintf("%s / %s / %s", roundDur(f.load.P50), roundDur(f.load.P99), roundDur(f.load.Max))
 		})
 	})
 	row("  errors", func(f *figures) string {
-		return or(f.load.fetches > 0, func() string { return strconv.Itoa(f.load.errors) })
+		return or(f.load.Fetches > 0, func() string { return strconv.Itoa(f.load.Errors) })
 	})
 	row("new identity to watching workload", func(f *figures) string {
 		return or(len(f.watch.trials) > 0, func() string {

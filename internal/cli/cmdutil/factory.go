@@ -94,26 +94,34 @@ func DialWithLogin(ctx context.Context, cfg *Config, logins *client.LoginStore, 
 		return nil, err
 	}
 	log.DebugContext(ctx, "connecting to the auth service with the saved login", "auth", p.Auth, "user", p.User, "key_store", p.KeyStore)
+	c, _, err := DialLogin(ctx, logins, p, id, log)
+	return c, err
+}
+
+// DialLogin connects with the saved login id and follows a CA rotation in
+// progress (see FollowRotation). It returns the connection and the identity
+// it uses, which is a renewed one when the user CA's key changed.
+func DialLogin(ctx context.Context, logins *client.LoginStore, p *client.Profile, id *client.Identity, log *slog.Logger) (*client.Client, *client.Identity, error) {
 	c, err := client.Dial(client.Config{Auth: p.Auth, CAPin: p.CAPin, Identity: id})
 	if err != nil {
-		return nil, InputError(err)
+		return nil, nil, InputError(err)
 	}
 	next, err := FollowRotation(ctx, c, logins, p, id)
 	if err != nil {
 		if refused := LoginRefused(ctx, p, id, err); refused != nil {
 			c.Close()
-			return nil, refused
+			return nil, nil, refused
 		}
 		log.DebugContext(ctx, "following a CA rotation failed; the login stays as it is", "error", err)
-		return c, nil
+		return c, id, nil
 	}
 	if next != id {
 		c.Close()
 		if c, err = client.Dial(client.Config{Auth: p.Auth, CAPin: p.CAPin, Identity: next}); err != nil {
-			return nil, InputError(err)
+			return nil, nil, InputError(err)
 		}
 	}
-	return c, nil
+	return c, next, nil
 }
 
 // FollowRotation keeps a saved login working through CA rotations: it

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -23,11 +24,13 @@ type StatusOptions struct {
 	Printer func() (*output.Printer, error)
 	Logins  *client.LoginStore
 	Now     func() time.Time
+	// Logger gets debug records (--debug); read once flags are parsed.
+	Logger func() *slog.Logger
 }
 
 // NewCmdStatus builds `widctl status`.
 func NewCmdStatus(f *cmdutil.Factory, runF func(*StatusOptions) error) *cobra.Command {
-	opts := &StatusOptions{IO: f.IOStreams, Printer: f.Printer, Logins: f.Logins, Now: time.Now}
+	opts := &StatusOptions{IO: f.IOStreams, Printer: f.Printer, Logins: f.Logins, Now: time.Now, Logger: f.Logger}
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show who you are logged in as and what you may issue",
@@ -83,22 +86,9 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	if err != nil {
 		return err
 	}
-	c, err := client.Dial(client.Config{Auth: prof.Auth, CAPin: prof.CAPin, Identity: id})
+	c, id, err := cmdutil.DialLogin(ctx, opts.Logins, prof, id, opts.Logger())
 	if err != nil {
-		return cmdutil.InputError(err)
-	}
-	// A CA rotation in progress: trust the new host CA, renew from the new user CA.
-	next, err := cmdutil.FollowRotation(ctx, c, opts.Logins, prof, id)
-	if refused := cmdutil.LoginRefused(ctx, prof, id, err); refused != nil {
-		c.Close()
-		return refused
-	}
-	if err == nil && next != id {
-		c.Close()
-		if c, err = client.Dial(client.Config{Auth: prof.Auth, CAPin: prof.CAPin, Identity: next}); err != nil {
-			return cmdutil.InputError(err)
-		}
-		id = next
+		return err
 	}
 	defer c.Close()
 	ping, err := c.Ping(ctx, &authv1.PingRequest{})

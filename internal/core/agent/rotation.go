@@ -27,9 +27,6 @@ var caOfKind = map[string]string{kindX509: caSPIFFE, kindJWT: "jwt", kindWIT: "w
 // seconds), and a rotation must not drop their key meanwhile.
 const rotationWarmup = 10 * time.Second
 
-// SignerWarmingUp is what an agent reports as the signer of its SVIDs during
-// rotationWarmup (the auth service's gate explains it).
-const SignerWarmingUp = "warming-up"
 
 // followRotation applies what a pushed state says of the CAs: SVIDs signed
 // by a key that no longer signs are renewed at once, a host CA the agent
@@ -111,7 +108,7 @@ func (a *Agent) statusReport(st *state) *authv1.ReportAgentStatusRequest {
 	warm := time.Since(a.started) >= rotationWarmup
 	for _, t := range caOfKind {
 		if rotating(t) && !warm {
-			req.SignedBy[t] = SignerWarmingUp
+			req.SignedBy[t] = authv1.SignerWarmingUp
 		}
 	}
 	for kind, signer := range a.cache.signedBy() {

@@ -35,10 +35,6 @@ const (
 	rotationTick = 250 * time.Millisecond
 )
 
-// agentSignerWarmingUp is what a just-started agent reports as the signer
-// of what it serves (agent.SignerWarmingUp).
-const agentSignerWarmingUp = "warming-up"
-
 // agentRecord is what the auth service knows of one agent (a bot on a host).
 type agentRecord struct {
 	Bot       string            `json:"bot"`
@@ -249,7 +245,7 @@ func (s *Server) lagReason(t ca.Type, g gate, r agentRecord) string {
 	switch {
 	case !holds, signer == g.signer:
 		return ""
-	case signer == agentSignerWarmingUp:
+	case signer == authv1.SignerWarmingUp:
 		return "has just started and waits a few seconds for its workloads to reconnect"
 	case signer == "":
 		return fmt.Sprintf("still serves %s SVIDs signed by more than one key", t)
@@ -286,37 +282,26 @@ func laggardNames(ls []laggard) []string {
 // ReportAgentStatus records what an agent holds.
 func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentStatusRequest) (*authv1.ReportAgentStatusResponse, error) {
 	c := callerFrom(ctx)
-	if err := requireBot(c, "report agent status"); err != nil {
+	if err := s.requireAgent(ctx, c, "report agent status"); err != nil {
 		return nil, err
 	}
-	for _, verb := range []string{verbRead, verbList} {
-		if err := s.authorize(ctx, resource.KindWorkloadIdentity, verb); err != nil {
-			return nil, err
-		}
-	}
 	host := agentHost(req.Host)
-	seqs := map[string]int64{}
-	signed := map[string]string{}
-	gens := map[string]int64{}
-	for k, v := range req.Sequences {
-		if _, err := ca.ParseType(k); err == nil {
-			seqs[k] = v
-		}
-	}
-	for k, v := range req.Generations {
-		if _, err := ca.ParseType(k); err == nil {
-			gens[k] = v
-		}
-	}
-	for k, v := range req.SignedBy {
-		if _, err := ca.ParseType(k); err == nil {
-			signed[k] = v
-		}
-	}
+	seqs, signed, gens := byCAType(req.Sequences), byCAType(req.SignedBy), byCAType(req.Generations)
 	if !s.agents.report(ctx, c.Name, host, seqs, signed, gens) {
 		return nil, status.Errorf(codes.FailedPrecondition, "bot %q has no state stream open from host %q: an agent reports what it holds only while it follows the auth service (WatchAgent)", c.Name, host)
 	}
 	return &authv1.ReportAgentStatusResponse{}, nil
+}
+
+// byCAType keeps the entries of m keyed by a CA type, dropping the others.
+func byCAType[V any](m map[string]V) map[string]V {
+	out := make(map[string]V, len(m))
+	for k, v := range m {
+		if _, err := ca.ParseType(k); err == nil {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // maxIssuedTTL is the longest life of anything CA t signs: a rotation's

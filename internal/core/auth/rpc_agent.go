@@ -101,16 +101,25 @@ func requireBot(c *caller, what string) error {
 	return status.Errorf(codes.PermissionDenied, "only an agent's bot may %s, and you are the %s %q: join an agent with widctl bot add and widagent join instead", what, c.Kind, c.Name)
 }
 
-func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthService_WatchAgentServer) error {
-	ctx := stream.Context()
-	c := callerFrom(ctx)
-	if err := requireBot(c, "watch agent state"); err != nil {
+// requireAgent refuses callers that are not an agent's bot allowed to read
+// the workload identities it serves.
+func (s *Server) requireAgent(ctx context.Context, c *caller, what string) error {
+	if err := requireBot(c, what); err != nil {
 		return err
 	}
 	for _, verb := range []string{verbRead, verbList} {
 		if err := s.authorize(ctx, resource.KindWorkloadIdentity, verb); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthService_WatchAgentServer) error {
+	ctx := stream.Context()
+	c := callerFrom(ctx)
+	if err := s.requireAgent(ctx, c, "watch agent state"); err != nil {
+		return err
 	}
 	host := agentHost(req.Host)
 	s.rememberAgentHost(c.Name, host)

@@ -276,16 +276,6 @@ func (m *Manager) Signer(t Type) (*KeySet, error) {
 	return a.active, nil
 }
 
-// KeySets returns the trusted (active and additional) key sets of CA t,
-// without retired ones.
-func (m *Manager) KeySets(t Type) []*KeySet {
-	a, err := m.authority(t)
-	if err != nil {
-		return nil
-	}
-	return append([]*KeySet(nil), a.trusted...)
-}
-
 // Authorities returns the CA certificates that verify what CA t signs: the
 // active and additional key sets' certificates. Empty for jwt and wit.
 func (m *Manager) Authorities(t Type) []*x509.Certificate {
@@ -315,25 +305,6 @@ func (m *Manager) JWTKeys(t Type) map[string]crypto.PublicKey {
 		return map[string]crypto.PublicKey{}
 	}
 	return maps.Clone(a.jwtKeys)
-}
-
-// Sequence is CA t's sequence number, bumped on every change to its trusted
-// keys; 0 when unknown.
-func (m *Manager) Sequence(t Type) int64 {
-	a, err := m.authority(t)
-	if err != nil {
-		return 0
-	}
-	return a.doc.Sequence
-}
-
-// Phase is CA t's rotation phase; "" when unknown.
-func (m *Manager) Phase(t Type) Phase {
-	a, err := m.authority(t)
-	if err != nil {
-		return ""
-	}
-	return a.doc.Phase
 }
 
 // HostPin is the pin that clients check on first contact: "sha256:" and the

@@ -427,11 +427,11 @@ func TestRotationSteps(t *testing.T) {
 	if got := m.Authorities(ca.TypeSPIFFE); len(got) != 2 {
 		t.Errorf("in init %d authorities, want 2", len(got))
 	}
-	if m.Sequence(ca.TypeSPIFFE) != 2 || m.BundleSequence() != 3 {
-		t.Errorf("sequences: spiffe %d, bundle %d; want 2 and 3", m.Sequence(ca.TypeSPIFFE), m.BundleSequence())
+	if doc, _ := m.Document(ca.TypeSPIFFE); doc.Sequence != 2 || m.BundleSequence() != 3 {
+		t.Errorf("sequences: spiffe %d, bundle %d; want 2 and 3", doc.Sequence, m.BundleSequence())
 	}
-	if m.Phase(ca.TypeSPIFFE) != ca.PhaseInit {
-		t.Errorf("phase %s, want init", m.Phase(ca.TypeSPIFFE))
+	if doc, _ := m.Document(ca.TypeSPIFFE); doc.Phase != ca.PhaseInit {
+		t.Errorf("phase %s, want init", doc.Phase)
 	}
 
 	// update_clients: the new key signs, the old one still verifies; the
@@ -497,8 +497,8 @@ func TestRotationRollback(t *testing.T) {
 	// From init the new keys leave at once: nothing was signed with them.
 	step(t, m, ca.TypeJWT, ca.PhaseInit)
 	s := step(t, m, ca.TypeJWT, ca.PhaseRollback)
-	if s.To != ca.PhaseStandby || m.Phase(ca.TypeJWT) != ca.PhaseStandby {
-		t.Errorf("rollback from init ended in %s, want standby", m.Phase(ca.TypeJWT))
+	if doc, _ := m.Document(ca.TypeJWT); s.To != ca.PhaseStandby || doc.Phase != ca.PhaseStandby {
+		t.Errorf("rollback from init ended in %s, want standby", doc.Phase)
 	}
 	if keys := m.JWTKeys(ca.TypeJWT); len(keys) != 1 || keys[old.KID] == nil {
 		t.Errorf("after rolling back from init the JWT keys are %v, want only the old kid %s", keys, old.KID)

@@ -375,15 +375,6 @@ func subjectKeyIDFromCertDER(der []byte) ([]byte, error) {
 	return cert.SubjectKeyId, nil
 }
 
-// Generation is CA t's step count (see Document.Generation); 0 when unknown.
-func (m *Manager) Generation(t Type) int64 {
-	a, err := m.authority(t)
-	if err != nil {
-		return 0
-	}
-	return a.doc.Generation
-}
-
 // ActiveSignerID is the SignerID of CA t's active key set; "" when unknown.
 func (m *Manager) ActiveSignerID(t Type) string {
 	a, err := m.authority(t)
