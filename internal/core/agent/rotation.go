@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"maps"
+	"slices"
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -26,7 +27,6 @@ var caOfKind = map[string]string{kindX509: caSPIFFE, kindJWT: "jwt", kindWIT: "w
 // still serve its SVIDs until they reconnect (go-spiffe retries within
 // seconds), and a rotation must not drop their key meanwhile.
 const rotationWarmup = 10 * time.Second
-
 
 // followRotation applies what a pushed state says of the CAs: SVIDs signed
 // by a key that no longer signs are renewed at once, a host CA the agent
@@ -105,15 +105,21 @@ func (a *Agent) statusReport(st *state) *authv1.ReportAgentStatusRequest {
 		c := st.cas[t]
 		return c != nil && c.GetPhase() != "" && c.GetPhase() != "standby"
 	}
-	warm := time.Since(a.started) >= rotationWarmup
-	for _, t := range caOfKind {
-		if rotating(t) && !warm {
-			req.SignedBy[t] = authv1.SignerWarmingUp
+	svidsRotating := slices.ContainsFunc(slices.Collect(maps.Values(caOfKind)), rotating)
+	switch {
+	case !svidsRotating:
+		// Nothing to say of SVIDs, and no walk over the cache.
+	case time.Since(a.started) < rotationWarmup:
+		for _, t := range caOfKind {
+			if rotating(t) {
+				req.SignedBy[t] = authv1.SignerWarmingUp
+			}
 		}
-	}
-	for kind, signer := range a.cache.signedBy() {
-		if t := caOfKind[kind]; rotating(t) && warm {
-			req.SignedBy[t] = signer
+	default:
+		for kind, signer := range a.cache.signedBy() {
+			if t := caOfKind[kind]; rotating(t) {
+				req.SignedBy[t] = signer
+			}
 		}
 	}
 	if id := a.id.Load(); id != nil && rotating(caHost) {
