@@ -33,6 +33,13 @@ const (
 	// rotationTick is how often automatic rotations and rollbacks are
 	// looked at, besides every agent report.
 	rotationTick = 250 * time.Millisecond
+	// workloadSettle is how long a step that drops a key waits after an
+	// agent last renewed SVIDs of that CA. The agent reports a renewal as
+	// soon as its cache holds it, while its workloads take the new SVIDs
+	// from their streams a moment later and may have a handshake in flight
+	// with the old one: dropping the old key at once failed such a
+	// handshake on a loaded machine.
+	workloadSettle = 2 * time.Second
 )
 
 // agentRecord is what the auth service knows of one agent (a bot on a host).
@@ -44,6 +51,8 @@ type agentRecord struct {
 	SignedBy  map[string]string `json:"signed_by,omitempty"`
 	// Generations are the CA generations the last report answered.
 	Generations map[string]int64 `json:"generations,omitempty"`
+	// SignedSince is when each SignedBy entry took its current value.
+	SignedSince map[string]time.Time `json:"signed_since,omitempty"`
 	// connected counts the agent's open state streams; not stored.
 	connected int
 }
@@ -137,9 +146,19 @@ func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[st
 		return false
 	}
 	key, r := t.recordLocked(bot, host)
-	r.LastSeen = t.clock().UTC()
+	now := t.clock().UTC()
+	since := make(map[string]time.Time, len(signedBy))
+	for typ, signer := range signedBy {
+		if old, ok := r.SignedBy[typ]; ok && old == signer && !r.SignedSince[typ].IsZero() {
+			since[typ] = r.SignedSince[typ]
+		} else {
+			since[typ] = now
+		}
+	}
+	r.LastSeen = now
 	r.Sequences = seqs
 	r.SignedBy = signedBy
+	r.SignedSince = since
 	r.Generations = gens
 	t.saveLocked(ctx, key, r)
 	t.mu.Unlock()
@@ -253,10 +272,29 @@ func (s *Server) lagReason(t ca.Type, g gate, r agentRecord) string {
 	return fmt.Sprintf("still serves %s SVIDs signed by the other key", t)
 }
 
+// settleReason says why a step that drops a key still waits for an agent
+// that has caught up: it renewed too recently for its workloads to have
+// taken the new SVIDs up. The agent is not lagging; the step waits.
+func (s *Server) settleReason(t ca.Type, g gate, r agentRecord) string {
+	if g.signer == "" || r.SignedBy[string(t)] != g.signer {
+		return ""
+	}
+	if since := r.SignedSince[string(t)]; !since.IsZero() && s.clock().Sub(since) < workloadSettle {
+		return fmt.Sprintf("renewed its %s SVIDs less than %s ago and gives its workloads that long to take them up", t, workloadSettle)
+	}
+	return ""
+}
+
+// laggards are the agents a step waits for: those behind it, and those that
+// caught up too recently for their workloads to follow.
 func (s *Server) laggards(t ca.Type, g gate, window time.Duration) []laggard {
 	var out []laggard
 	for _, r := range s.agents.live(window) {
-		if reason := s.lagReason(t, g, r); reason != "" {
+		reason := s.lagReason(t, g, r)
+		if reason == "" {
+			reason = s.settleReason(t, g, r)
+		}
+		if reason != "" {
 			out = append(out, laggard{agent: r, reason: reason})
 		}
 	}
@@ -559,6 +597,8 @@ func (s *Server) GetCAStatus(ctx context.Context, req *authv1.GetCAStatusRequest
 			}
 			if reason := s.lagReason(t, g, r); reason != "" {
 				a.Lagging, a.Reason = true, reason
+				lags = append(lags, laggard{agent: r, reason: reason})
+			} else if reason := s.settleReason(t, g, r); gated && reason != "" {
 				lags = append(lags, laggard{agent: r, reason: reason})
 			}
 			st.Agents = append(st.Agents, a)

@@ -76,8 +76,13 @@ func TestRotationGateNeedsReportsOfTheCurrentStep(t *testing.T) {
 	if err := rotate("standby", false); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "signed by the other key") {
 		t.Fatalf("standby while the agent serves SVIDs of the new key: %v, want a refusal", err)
 	}
-	// Renewed from the old key: the rollback completes (by itself, or now).
+	// Renewed from the old key: the new key may leave, but not before the
+	// agent's workloads have had a moment to take the renewed SVIDs up.
 	report(atRollback, oldSigner)
+	if err := rotate("standby", false); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "gives its workloads") {
+		t.Fatalf("standby right after the agent renewed: %v, want a refusal that waits for its workloads", err)
+	}
+	// Then the rollback completes by itself.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		resp, err := admin.ListCAs(ctx, &authv1.ListCAsRequest{})
