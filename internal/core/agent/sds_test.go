@@ -619,7 +619,10 @@ func TestSDSMisbehavingClientsDoNotHurtOthers(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("slowest of 10 Workload API + SDS fetches among misbehaving SDS clients: %s", worst)
-	if worst > 2*time.Second {
+	// A client stuck behind a misbehaving one waits forever; on a loaded
+	// 2-core machine a healthy fetch has taken just over 2 s, so the bound
+	// sits well above noise and far below a stall.
+	if worst > 10*time.Second {
 		t.Fatalf("a fetch took %s while SDS clients misbehaved", worst)
 	}
 }
