@@ -1,6 +1,9 @@
 # wid's build. `make test` is what CI runs (.ci/run); it needs only Go.
 GO ?= go
 PKGS := ./...
+# staticcheck at a fixed release, fetched through the module proxy; it is
+# not a dependency of wid's module.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 LDFLAGS := -X github.com/wid-project/wid/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all build test vet gen proto bench fuzz clean
@@ -13,7 +16,7 @@ build:
 vet:
 	$(GO) vet $(PKGS)
 
-# Build, vet, then every test with the race detector. The tests include the
+# Build, vet, staticcheck, then every test with the race detector. The tests include the
 # freshness checks of generated files (protobuf code, completions, man pages).
 # Then the two scripts that need a system part: the login key in a real Secret
 # Service (gnome-keyring) and the real `widctl tui` driven in tmux; each
@@ -21,6 +24,7 @@ vet:
 test:
 	$(GO) build $(PKGS)
 	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
 	$(GO) test -race -timeout 20m $(PKGS)
 	CI=true ./scripts/keyring-test.sh </dev/null
 	CI=true ./scripts/tui-tmux.sh </dev/null

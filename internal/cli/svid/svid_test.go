@@ -116,7 +116,7 @@ func TestIssueX509Verifies(t *testing.T) {
 			if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "laptop.example.com" || len(leaf.IPAddresses) != 1 || leaf.IPAddresses[0].String() != "10.1.2.3" {
 				t.Errorf("SANs = %v %v", leaf.DNSNames, leaf.IPAddresses)
 			}
-			if life := leaf.NotAfter.Sub(time.Now()); life > 31*time.Minute || life < 25*time.Minute {
+			if life := time.Until(leaf.NotAfter); life > 31*time.Minute || life < 25*time.Minute {
 				t.Errorf("the SVID lives %v more, want about 30m", life)
 			}
 			for _, want := range []string{"spiffe://example.org/team/alice/laptop", "X509-SVID", leaf.SerialNumber.Text(16), filepath.Join(dir, "svid.pem"), filepath.Join(dir, "svid.key"), filepath.Join(dir, "bundle.pem")} {

@@ -383,7 +383,7 @@ func TestHintsUniqueAndWIT(t *testing.T) {
 	if err := json.Unmarshal([]byte(bundles.Bundles["spiffe://example.org"]), &jwks); err != nil || len(jwks.Keys) == 0 {
 		t.Fatalf("WIT bundle %q: %v", bundles.Bundles["spiffe://example.org"], err)
 	}
-	tok, err := jose.ParseSigned(wit.Svids[0].WitSvid, []jose.SignatureAlgorithm{jose.ES256})
+	tok, err := jose.ParseSignedCompact(wit.Svids[0].WitSvid, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}

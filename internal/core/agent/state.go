@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/rbac"
@@ -112,11 +111,6 @@ func newState(msg *authv1.AgentState, prev *state) (*state, []error, error) {
 		return 0
 	})
 	return s, skipped, nil
-}
-
-// x509Bundle is the trust domain's X.509 bundle, for go-spiffe verification.
-func (s *state) x509Bundle() *x509bundle.Bundle {
-	return x509bundle.FromX509Authorities(s.td, s.x509Authorities)
 }
 
 // sameBundle reports whether two states carry the same trust bundle.

@@ -455,7 +455,7 @@ var tokenAlgorithms = []jose.SignatureAlgorithm{jose.ES256, jose.ES384, jose.ES5
 
 // tokenKeyID is the kid in a token's protected header; "" when it has none.
 func tokenKeyID(token string) string {
-	jws, err := jose.ParseSigned(token, tokenAlgorithms)
+	jws, err := jose.ParseSignedCompact(token, tokenAlgorithms)
 	if err != nil || len(jws.Signatures) == 0 {
 		return ""
 	}

@@ -156,7 +156,7 @@ func TestIssueWorkloadSVIDs(t *testing.T) {
 	if err := json.Unmarshal(state.Bundle.WitJwks, &set); err != nil {
 		t.Fatal(err)
 	}
-	jws, err := jose.ParseSigned(r[2].Token, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(r[2].Token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -678,15 +678,20 @@ func TestSummariesAndKeySetPrintingHoldNoPrivateKey(t *testing.T) {
 	}
 
 	ks := mustSigner(t, m, ca.TypeSPIFFE)
-	d := ks.Signer.(*ecdsa.PrivateKey).D
+	raw, err := ks.Signer.(*ecdsa.PrivateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := new(big.Int).SetBytes(raw)
 	secrets := []string{d.String(), d.Text(16), fmt.Sprintf("%x", d.Bytes())}
 	var logged bytes.Buffer
 	slog.New(slog.NewJSONHandler(&logged, nil)).Info("key", "ks", ks, "value", *ks)
 	summaryJSON, _ := json.Marshal(sums)
 	outputs := map[string]string{
-		"%v":      fmt.Sprintf("%v", ks),
-		"%+v":     fmt.Sprintf("%+v", *ks),
-		"%#v":     fmt.Sprintf("%#v", ks),
+		"%v":  fmt.Sprintf("%v", ks),
+		"%+v": fmt.Sprintf("%+v", *ks),
+		"%#v": fmt.Sprintf("%#v", ks),
+		//lint:ignore S1025 the test checks what the %s verb prints
 		"%s":      fmt.Sprintf("%s", ks),
 		"slog":    logged.String(),
 		"summary": string(summaryJSON),

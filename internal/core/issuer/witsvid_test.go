@@ -41,7 +41,7 @@ func TestSignWITSVIDVerifiesAgainstTheWITBundle(t *testing.T) {
 	if err := json.Unmarshal(witJWKS, &set); err != nil {
 		t.Fatal(err)
 	}
-	jws, err := jose.ParseSigned(svid.Token, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(svid.Token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatalf("parsing the WIT: %v", err)
 	}

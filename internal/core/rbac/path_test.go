@@ -50,10 +50,13 @@ func TestMatchPath(t *testing.T) {
 	}
 }
 
+// matchSink keeps the calls measured below from being optimised away.
+var matchSink bool
+
 func TestMatchPathDoesNotAllocate(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
-		MatchPath("/region/*/svc/**", "/region/europe/svc/foo/admin")
-		MatchPath("/region/europe/svc/foo", "/region/europe/svc/foo")
+		matchSink = MatchPath("/region/*/svc/**", "/region/europe/svc/foo/admin")
+		matchSink = MatchPath("/region/europe/svc/foo", "/region/europe/svc/foo")
 	})
 	if allocs != 0 {
 		t.Errorf("MatchPath allocates %v times per run, want 0", allocs)
