@@ -218,7 +218,9 @@ func runWidctl(t *testing.T, env []string, stdin string, args ...string) result 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "widctl"), args...)
 	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "XDG_DATA_HOME="+filepath.Join(home, ".local/share"))
+	// WID_DATA_DIR: as root the default data dir is /var/lib/wid whatever
+	// XDG_DATA_HOME says, and a trust domain running there must not answer.
+	cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "XDG_DATA_HOME="+filepath.Join(home, ".local/share"), "WID_DATA_DIR="+filepath.Join(home, ".local/share/wid"))
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer

@@ -54,6 +54,10 @@ func Isolate(t *testing.T) string {
 	t.Setenv("HOME", dir)
 	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	t.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
+	// As root the default data dir is /var/lib/wid, which XDG_DATA_HOME
+	// does not move: a trust domain running on the machine would answer
+	// on its admin socket in place of the test's.
+	t.Setenv("WID_DATA_DIR", filepath.Join(dir, "data", "wid"))
 	for _, k := range []string{"WIDCTL_ADMIN_SOCKET", "WIDCTL_AUTH", "WIDCTL_CA_PIN", "WIDCTL_IDENTITY", "WIDCTL_FORMAT", "WIDCTL_DEBUG", "WIDCTL_CONFIG", "WID_DEBUG"} {
 		t.Setenv(k, "")
 		os.Unsetenv(k)

@@ -11,9 +11,16 @@ import (
 // AdminSocketName is the admin socket's file name inside the data dir.
 const AdminSocketName = "admin.sock"
 
-// DefaultDataDir is /var/lib/wid for root, else $XDG_DATA_HOME/wid
-// (~/.local/share/wid).
+// DataDirEnv names a data dir that replaces the default one for widagent
+// and widctl alike.
+const DataDirEnv = "WID_DATA_DIR"
+
+// DefaultDataDir is $WID_DATA_DIR when set, else /var/lib/wid for root,
+// else $XDG_DATA_HOME/wid (~/.local/share/wid).
 func DefaultDataDir() string {
+	if d := os.Getenv(DataDirEnv); d != "" {
+		return d
+	}
 	if os.Geteuid() == 0 {
 		return "/var/lib/wid"
 	}
