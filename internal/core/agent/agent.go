@@ -297,6 +297,10 @@ func (a *Agent) waitState(ctx context.Context) (*state, error) {
 var errNoState = errors.New("the agent has not reached the auth service yet")
 
 func (a *Agent) setState(st *state) {
+	// Drop what the new state no longer gives before anything can ask for
+	// it under the new state, and before refusals are retried, so that a
+	// removed identity is not asked for again.
+	a.cache.prune(st)
 	prev := a.st.Swap(st)
 	a.haveOnce.Do(func() { close(a.haveState) })
 	if prev == nil || prev.generation != st.generation || !sameBundle(prev, st) {
