@@ -518,3 +518,34 @@ func TestSameHostJoinKeepsToken(t *testing.T) {
 		t.Fatalf("the joined agent has no identity: %v\n%s", err, ag.out)
 	}
 }
+
+// TestJoinWithTokenFile joins with the token in a file, as a service
+// manager would start the agent: the secret is in no process's arguments.
+func TestJoinWithTokenFile(t *testing.T) {
+	t.Parallel()
+	auth := startAgent(t, newDataDir(t), "--roles", "auth")
+	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
+	agentDir := newDataDir(t)
+	tokenFile := filepath.Join(agentDir, "join-token")
+	if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ag := startAgent(t, agentDir, "--roles", "agent", "--auth", auth.addr, "--join-token-file", tokenFile, "--ca-pin", auth.pin)
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ag.cmd.Process.Pid))
+	if err == nil && strings.Contains(string(cmdline), tok) {
+		t.Errorf("the join token is in the agent's command line")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	auth.widctl("workload-identity", "create", "me", "--spiffe-id", "/svc/me", "--rule", "workload.unix.uid="+uid).must(t)
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+ag.workload))
+	if err != nil {
+		t.Fatalf("fetching from the agent that joined with a token file: %v\n%s", err, ag.out)
+	}
+	if svid.ID.Path() != "/svc/me" {
+		t.Errorf("the agent served %s", svid.ID)
+	}
+	if evs := auth.widctl("audit", "ls", "--type", "bot.join", "--format", "json").must(t).stdout; !strings.Contains(evs, "bot:edge") {
+		t.Errorf("the join is not in the audit log:\n%s", evs)
+	}
+}
