@@ -337,10 +337,13 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) (renewed bool) {
 				// A refusal stands until the auth service pushes a new
 				// state (a role or identity changed): see resetRefusals.
 				e.retryAt = now.Add(24 * time.Hour)
-				if e.ent.identity != "" && entitlementGone(d.check) && e.cur != nil {
-					// The auth service says the workload no longer has
-					// this identity: stop serving it now rather than at
-					// expiry, and let a CA rotation stop waiting on it.
+				if e.ent.identity != "" && d.check == checkNotSelected && e.cur != nil {
+					// The identity was removed or is no longer selected
+					// for this bot, and the state saying so is on its
+					// way: stop serving it now rather than at expiry, and
+					// let a CA rotation stop waiting on it. (A refusal by
+					// rules is left to prune: it depends on which
+					// workload last asked for a shared SVID.)
 					e.cur = nil
 					renewed = true
 				}
@@ -472,18 +475,9 @@ func tokenKeyID(token string) string {
 	return jws.Signatures[0].Protected.KeyID
 }
 
-// entitlementGone reports whether a refusal's check means that the workload
-// identity no longer gives the workload its SVID: it was removed, its bot
-// no longer selects it, or its rules no longer match (the auth service's
-// not_selected, and rbac's rules and template). Other refusals (a TTL, a
-// signing failure) say nothing of the entitlement.
-func entitlementGone(check string) bool {
-	switch check {
-	case "not_selected", "rules", "template":
-		return true
-	}
-	return false
-}
+// checkNotSelected is the auth service's refusal of an SVID whose workload
+// identity does not exist or is not selected for the bot.
+const checkNotSelected = "not_selected"
 
 // prune drops the SVIDs of workload identities that st no longer gives the
 // workload they were issued for: removed, no longer selected for the bot
