@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -467,3 +468,84 @@ func (f *firstUpdate) OnX509ContextUpdate(c *workloadapi.X509Context) {
 	}
 }
 func (f *firstUpdate) OnX509ContextWatchError(error) {}
+
+// TestSameHostJoinKeepsToken is the printed join command run on the auth
+// host next to a running widagent start: every attempt that cannot run
+// (the auth service's own data dir, a workload socket or a diagnostics
+// port in use) is refused before the token is spent and writes nothing
+// into the other process's data dir, so that a corrected attempt joins
+// with the same single-use token.
+func TestSameHostJoinKeepsToken(t *testing.T) {
+	t.Parallel()
+	authDir := newDataDir(t)
+	auth := startAgent(t, authDir)
+	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	agentDir := newDataDir(t)
+	join := []string{"start", "--roles", "agent", "--auth", auth.addr, "--join-token", tok, "--ca-pin", auth.pin}
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"the auth service's data dir", []string{"--data-dir", authDir, "--workload-socket", filepath.Join(agentDir, "w.sock")}, "belongs to a running auth service"},
+		{"a workload socket in use", []string{"--data-dir", agentDir, "--workload-socket", auth.workload}, "another process serves the workload socket"},
+		{"a diagnostics port in use", []string{"--data-dir", agentDir, "--workload-socket", filepath.Join(agentDir, "w.sock"), "--diag-addr", taken.Addr().String()}, "listening for diagnostics on " + taken.Addr().String()},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := exec.CommandContext(ctx, filepath.Join(binDir, "widagent"), append(join, tt.args...)...).CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), tt.want) {
+			t.Fatalf("%s: %v, want a refusal saying %q:\n%s", tt.name, err, tt.want, out)
+		}
+		if strings.Contains(string(out), "joined the trust domain") {
+			t.Fatalf("%s: the agent joined before it failed:\n%s", tt.name, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(authDir, "agent")); !os.IsNotExist(err) {
+		t.Errorf("the refused agent wrote into the auth service's data dir: %v", err)
+	}
+	if evs := auth.widctl("audit", "ls", "--type", "bot.join", "--format", "json").must(t).stdout; strings.Contains(evs, "bot:edge") {
+		t.Fatalf("a refused attempt joined:\n%s", evs)
+	}
+	// The corrected command joins with the same token.
+	ag := startAgent(t, agentDir, append(join[1:], "--workload-socket", filepath.Join(agentDir, "w.sock"))...)
+	if _, err := os.Stat(filepath.Join(agentDir, "agent", "identity.key")); err != nil {
+		t.Fatalf("the joined agent has no identity: %v\n%s", err, ag.out)
+	}
+}
+
+// TestJoinWithTokenFile joins with the token in a file, as a service
+// manager would start the agent: the secret is in no process's arguments.
+func TestJoinWithTokenFile(t *testing.T) {
+	t.Parallel()
+	auth := startAgent(t, newDataDir(t), "--roles", "auth")
+	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
+	agentDir := newDataDir(t)
+	tokenFile := filepath.Join(agentDir, "join-token")
+	if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ag := startAgent(t, agentDir, "--roles", "agent", "--auth", auth.addr, "--join-token-file", tokenFile, "--ca-pin", auth.pin)
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", ag.cmd.Process.Pid))
+	if err == nil && strings.Contains(string(cmdline), tok) {
+		t.Errorf("the join token is in the agent's command line")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	auth.widctl("workload-identity", "create", "me", "--spiffe-id", "/svc/me", "--rule", "workload.unix.uid="+uid).must(t)
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+ag.workload))
+	if err != nil {
+		t.Fatalf("fetching from the agent that joined with a token file: %v\n%s", err, ag.out)
+	}
+	if svid.ID.Path() != "/svc/me" {
+		t.Errorf("the agent served %s", svid.ID)
+	}
+	if evs := auth.widctl("audit", "ls", "--type", "bot.join", "--format", "json").must(t).stdout; !strings.Contains(evs, "bot:edge") {
+		t.Errorf("the join is not in the audit log:\n%s", evs)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -551,4 +552,54 @@ func TestRotationRefusals(t *testing.T) {
 	if n := strings.Count(audit, `"outcome": "denied"`); n < 5 {
 		t.Errorf("audit shows %d refused rotation steps, want 5:\n%.1500s", n, audit)
 	}
+}
+
+// TestRotationAfterIdentityRemoved is docs/agent.md then docs/rotation.md,
+// word for word: an SVID of the dev identity is fetched, the identity is
+// removed, and a whole manual rotation follows without --force. The SVID
+// of the removed identity leaves the agent at once, so no phase waits on
+// it, and the agent never asks the auth service for it again.
+func TestRotationAfterIdentityRemoved(t *testing.T) {
+	t.Parallel()
+	// For its first 10 s an agent reports that it is warming up (workloads
+	// of a previous process may still reconnect), which holds back the
+	// steps that wait on signers: the bound below counts from then.
+	warm := time.Now().Add(10 * time.Second)
+	a := startAgent(t, newDataDir(t))
+	fetch := func() ([]byte, error) {
+		return exec.Command(filepath.Join(binDir, "widagent"), "api", "fetch", "x509", "--socket", a.workload).CombinedOutput()
+	}
+	if out, err := fetch(); err != nil || !strings.Contains(string(out), "spiffe://"+a.td+"/uid/") {
+		t.Fatalf("fetching the dev identity's SVID: %v\n%s", err, out)
+	}
+	a.widctl("rm", "workload_identity/dev-uid").must(t)
+
+	started := time.Now()
+	for _, phase := range []string{"init", "update_clients", "update_servers", "standby"} {
+		refused := rotateTo(t, a, "spiffe", phase)
+		t.Logf("%s after %s (%d refusals)", phase, time.Since(started).Round(time.Millisecond), refused)
+	}
+	if late := time.Since(maxTime(warm, started)); late > 5*time.Second {
+		t.Errorf("the rotation ended %s after the agent was warm: a phase waited on something", late.Round(time.Millisecond))
+	}
+	if phase, _ := caState(t, a, "spiffe"); phase != "standby" {
+		t.Fatalf("the spiffe CA ended in %s", phase)
+	}
+	if out, err := fetch(); err == nil {
+		t.Fatalf("the removed identity's SVID is still served:\n%s", out)
+	}
+	if strings.Contains(a.out.String(), `"dev-uid" does not exist`) {
+		t.Errorf("the agent asked for the removed identity's SVID:\n%s", a.out)
+	}
+	audit := a.widctl("audit", "ls", "--type", "svid.denied", "--format", "json").must(t).stdout
+	if strings.Contains(audit, "dev-uid") {
+		t.Errorf("the audit log has a refused issuance of the removed identity:\n%.2000s", audit)
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

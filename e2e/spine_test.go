@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-var joinTokenRE = regexp.MustCompile(`--join-token (\S+)`)
+var joinTokenRE = regexp.MustCompile(`WID_JOIN_TOKEN=(\S+)`)
 
 // joinBot joins as a bot over TLS, pinning the auth service's CA.
 func joinBot(t *testing.T, a *agent, token string) (*client.Identity, error) {

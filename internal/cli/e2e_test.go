@@ -171,7 +171,7 @@ func TestBotAndTokens(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
 		t.Fatalf("bot add --format json: %v\n%s", err, out)
 	}
-	wantCmd := fmt.Sprintf("widagent start --roles agent --auth %s --join-token %s --ca-pin %s", w.srv.Addr, j.Token, w.srv.CAPin)
+	wantCmd := fmt.Sprintf("WID_JOIN_TOKEN=%s widagent start --roles agent --auth %s --ca-pin %s", j.Token, w.srv.Addr, w.srv.CAPin)
 	if j.Bot != "web-agent" || len(j.Token) < 32 || j.JoinCommand != wantCmd || j.Uses != 1 {
 		t.Errorf("bot add = %+v, want join command %q", j, wantCmd)
 	}
@@ -180,7 +180,7 @@ func TestBotAndTokens(t *testing.T) {
 	}
 
 	text := w.ok("token", "add", "--bot", "web-agent", "--uses", "3")
-	if !strings.Contains(text, "Join token for bot web-agent (3 uses, expires ") || !strings.Contains(text, "\n  widagent start --roles agent --auth "+w.srv.Addr+" --join-token ") {
+	if !strings.Contains(text, "Join token for bot web-agent (3 uses, expires ") || !regexp.MustCompile(`\n  WID_JOIN_TOKEN=[0-9a-f]{64} widagent start --roles agent --auth `+regexp.QuoteMeta(w.srv.Addr)+` --ca-pin `).MatchString(text) {
 		t.Errorf("token add printed:\n%s", text)
 	}
 	secret := strings.TrimSpace(strings.Split(text, "\n")[1])

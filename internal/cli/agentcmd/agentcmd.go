@@ -78,6 +78,7 @@ type StartOptions struct {
 	// Agent settings.
 	Auth                          string                `mapstructure:"auth" yaml:"auth"`
 	JoinToken                     string                `mapstructure:"join_token" yaml:"join_token"`
+	JoinTokenFile                 string                `mapstructure:"join_token_file" yaml:"join_token_file"`
 	JoinMethod                    string                `mapstructure:"join_method" yaml:"join_method"`
 	SATokenFile                   string                `mapstructure:"sa_token_file" yaml:"sa_token_file"`
 	CAPin                         string                `mapstructure:"ca_pin" yaml:"ca_pin"`
@@ -99,12 +100,14 @@ var flagKeys = map[string]string{
 	"no-dev-identity": "no_dev_identity", "allow-unauthenticated-verifiers": "allow_unauthenticated_verifiers",
 	"sds-spiffe-validator": "sds.spiffe_validator",
 	"join-method":          "join_method", "sa-token-file": "sa_token_file",
+	"join-token-file": "join_token_file",
 }
 
 // configKeys are the keys a config file may hold; others are refused.
 var configKeys = []string{"roles", "data_dir", "trust_domain", "auth_listen", "server_names", "log_level",
 	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
-	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds", "join_method", "sa_token_file"}
+	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds", "join_method", "sa_token_file",
+	"join_token_file"}
 
 // sdsKeys are the keys of the config file's sds section.
 var sdsKeys = []string{"default_svid_name", "default_bundle_name", "default_all_bundles_name", "spiffe_validator"}
@@ -129,8 +132,15 @@ private keys encrypted at rest with a key in <data-dir>/keys), the built-in
 roles editor and local-agent, and the audit log. Later starts load it.
 
 --roles agent runs an agent alone, for another host: it joins with --auth,
---join-token and --ca-pin, keeps its bot identity in <data-dir>/agent, and
-joins again only when that identity is gone or revoked. On Kubernetes,
+a join token and --ca-pin, keeps its bot identity in <data-dir>/agent, and
+joins again only when that identity is gone or revoked. The token comes from
+the WID_JOIN_TOKEN environment variable or --join-token-file, which keep it
+out of the process list that every local user can read; --join-token
+still works. Taken in this order: --join-token, --join-token-file,
+WID_JOIN_TOKEN, WIDAGENT_JOIN_TOKEN, WIDAGENT_JOIN_TOKEN_FILE, then the
+config file's join_token or join_token_file. The workload socket, the
+diagnostics port and the data dir are checked before the token is spent;
+the data dir must be the agent's own, not a running auth service's. On Kubernetes,
 --join-method kubernetes joins with the pod's projected service-account
 token instead of a secret: --join-token names a kubernetes join token and
 --sa-token-file is the token's file, read afresh on every join. The token's
@@ -158,7 +168,10 @@ are refused.`,
   widagent start --sds-spiffe-validator
 
   # An agent on another host, joining with a token from 'widctl bot add'
-  widagent start --roles agent --auth auth.example.com:3025 --join-token TOKEN --ca-pin sha256:...
+  WID_JOIN_TOKEN=TOKEN widagent start --roles agent --auth auth.example.com:3025 --ca-pin sha256:...
+
+  # The same, with the token in a file only the agent's user can read
+  widagent start --roles agent --auth auth.example.com:3025 --join-token-file /etc/wid/join-token --ca-pin sha256:...
 
   # An agent in a Kubernetes DaemonSet, joining with its service-account token
   widagent start --roles agent --auth wid-auth.wid.svc:3025 --ca-pin sha256:... \
@@ -181,7 +194,8 @@ are refused.`,
 	f.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
 	f.String("log-level", "info", "log level: debug, info, warn or error")
 	f.String("auth", "", "host:port of the auth service (--roles agent)")
-	f.String("join-token", "", "join token for the agent's first start (--roles agent); also WIDAGENT_JOIN_TOKEN")
+	f.String("join-token", "", "join token for the agent's first start (--roles agent); visible to local users in the process list: prefer WID_JOIN_TOKEN or --join-token-file")
+	f.String("join-token-file", "", "`FILE` holding the join token for the agent's first start (--roles agent)")
 	f.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token add) or kubernetes (a projected service-account token)")
 	f.String("sa-token-file", kubejoin.DefaultTokenFile, "projected service-account token of --join-method kubernetes, read afresh on every join")
 	f.String("ca-pin", "", "sha256:... pin of the auth service's CA, as printed by widagent start (--roles agent)")
@@ -244,6 +258,11 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 	}); err != nil {
 		return StartOptions{}, fmt.Errorf("reading settings from %s: %s", configFileName(configFile), strings.ReplaceAll(err.Error(), "\n", " "))
 	}
+	token, err := resolveJoinToken(flags, o)
+	if err != nil {
+		return StartOptions{}, err
+	}
+	o.JoinToken, o.JoinTokenFile = token, ""
 	if o.DataDir == "" {
 		return StartOptions{}, errors.New("--data-dir must not be empty")
 	}
@@ -260,7 +279,7 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 			return StartOptions{}, FlagError{errors.New("--roles agent needs --auth HOST:PORT of the auth service")}
 		}
 	} else if o.Auth != "" || o.JoinToken != "" || (o.JoinMethod != "" && o.JoinMethod != agent.JoinMethodToken) {
-		return StartOptions{}, FlagError{errors.New("--auth, --join-token and --join-method are for an agent alone (--roles agent); with the auth service in this process the agent joins it directly")}
+		return StartOptions{}, FlagError{errors.New("--auth, a join token (--join-token, --join-token-file or " + JoinTokenEnv + ") and --join-method are for an agent alone (--roles agent); with the auth service in this process the agent joins it directly")}
 	}
 	switch o.JoinMethod {
 	case "", agent.JoinMethodToken, agent.JoinMethodKubernetes:
@@ -268,6 +287,78 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 		return StartOptions{}, FlagError{fmt.Errorf("--join-method %q is unknown: use %s or %s", o.JoinMethod, agent.JoinMethodToken, agent.JoinMethodKubernetes)}
 	}
 	return o, nil
+}
+
+// JoinTokenEnv holds the join token out of the process's command line,
+// which every local user can read in /proc.
+const JoinTokenEnv = "WID_JOIN_TOKEN"
+
+// maxJoinTokenFile bounds a join token file: a token is a 64-character
+// secret or a kubernetes join token's name.
+const maxJoinTokenFile = 4096
+
+// resolveJoinToken picks the join token from the first place that sets one:
+// --join-token, --join-token-file, WID_JOIN_TOKEN, WIDAGENT_JOIN_TOKEN,
+// WIDAGENT_JOIN_TOKEN_FILE, then the config file's join_token or
+// join_token_file. o holds what viper merged (flag, else environment, else
+// config file) for join_token and join_token_file.
+func resolveJoinToken(flags *pflag.FlagSet, o StartOptions) (string, error) {
+	tokenFlag, fileFlag := flags.Changed("join-token"), flags.Changed("join-token-file")
+	switch {
+	case tokenFlag && fileFlag:
+		return "", FlagError{errors.New("--join-token and --join-token-file both give a join token: pass one")}
+	case tokenFlag:
+		return o.JoinToken, nil
+	case fileFlag:
+		return readJoinTokenFile(o.JoinTokenFile)
+	}
+	if t := os.Getenv(JoinTokenEnv); t != "" {
+		return strings.TrimSpace(t), nil
+	}
+	if os.Getenv("WIDAGENT_JOIN_TOKEN") != "" {
+		return o.JoinToken, nil
+	}
+	if os.Getenv("WIDAGENT_JOIN_TOKEN_FILE") != "" {
+		return readJoinTokenFile(o.JoinTokenFile)
+	}
+	switch {
+	case o.JoinToken != "" && o.JoinTokenFile != "":
+		return "", errors.New("the config file sets both join_token and join_token_file: keep one")
+	case o.JoinTokenFile != "":
+		return readJoinTokenFile(o.JoinTokenFile)
+	}
+	return o.JoinToken, nil
+}
+
+// readJoinTokenFile reads a join token from path: the whole file, without
+// surrounding white space.
+func readJoinTokenFile(path string) (string, error) {
+	if path == "" {
+		return "", FlagError{errors.New("--join-token-file is empty: name the file that holds the join token")}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("the join token file %s does not exist: write the token that widctl bot add printed into it", path)
+		}
+		return "", fmt.Errorf("reading the join token file %s: %w", path, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxJoinTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("reading the join token file %s: %w", path, err)
+	}
+	if len(b) > maxJoinTokenFile {
+		return "", fmt.Errorf("the join token file %s is larger than %d bytes, so it does not hold only a join token: write the token alone into it", path, maxJoinTokenFile)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return "", fmt.Errorf("the join token file %s is empty: write the token that widctl bot add printed into it", path)
+	}
+	if strings.ContainsAny(token, " \t\r\n") {
+		return "", fmt.Errorf("the join token file %s holds more than one word: write the token alone into it", path)
+	}
+	return token, nil
 }
 
 func configFileName(f string) string {

@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -167,4 +168,102 @@ func TestKubernetesJoinSettings(t *testing.T) {
 			t.Errorf("%v: %v, want %q", c.args, err, c.want)
 		}
 	}
+}
+
+// The join token comes from the first place that sets one, so that it can
+// stay out of the command line every local user can read.
+func TestJoinTokenSources(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	fromFile := file("token", "  from-file\n")
+	fromEnvFile := file("env-token", "from-widagent-env-file\n")
+	agentArgs := []string{"--roles", "agent", "--auth", "a:1"}
+	for _, tt := range []struct {
+		name   string
+		config string
+		env    map[string]string
+		args   []string
+		want   string
+	}{
+		{"flag over everything", "join_token: from-config\n", map[string]string{"WID_JOIN_TOKEN": "from-env"}, []string{"--join-token", "from-flag"}, "from-flag"},
+		{"file flag over environment", "", map[string]string{"WID_JOIN_TOKEN": "from-env", "WIDAGENT_JOIN_TOKEN": "from-widagent-env"}, []string{"--join-token-file", fromFile}, "from-file"},
+		{"WID_JOIN_TOKEN over WIDAGENT_JOIN_TOKEN and config", "join_token: from-config\n", map[string]string{"WID_JOIN_TOKEN": "from-env", "WIDAGENT_JOIN_TOKEN": "from-widagent-env"}, nil, "from-env"},
+		{"WIDAGENT_JOIN_TOKEN over the config file", "join_token_file: " + fromFile + "\n", map[string]string{"WIDAGENT_JOIN_TOKEN": "from-widagent-env"}, nil, "from-widagent-env"},
+		{"WIDAGENT_JOIN_TOKEN_FILE over the config file", "join_token: from-config\n", map[string]string{"WIDAGENT_JOIN_TOKEN_FILE": fromEnvFile}, nil, "from-widagent-env-file"},
+		{"config join_token", "join_token: from-config\n", nil, nil, "from-config"},
+		{"config join_token_file", "join_token_file: " + fromFile + "\n", nil, nil, "from-file"},
+		{"none", "", nil, nil, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, k := range []string{"WID_JOIN_TOKEN", "WIDAGENT_JOIN_TOKEN", "WIDAGENT_JOIN_TOKEN_FILE"} {
+				t.Setenv(k, tt.env[k])
+			}
+			o, err := startOptions(t, tt.config, append(slices.Clone(agentArgs), tt.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.JoinToken != tt.want {
+				t.Errorf("join token = %q, want %q", o.JoinToken, tt.want)
+			}
+		})
+	}
+}
+
+// A join token file that cannot hold a token is refused in one sentence
+// that names the file and what to do.
+func TestJoinTokenFileRefusals(t *testing.T) {
+	t.Setenv("WID_JOIN_TOKEN", "")
+	dir := t.TempDir()
+	write := func(name string, content []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	missing := filepath.Join(dir, "missing")
+	empty := write("empty", []byte(" \n"))
+	large := write("large", []byte(strings.Repeat("a", 5000)))
+	words := write("words", []byte("abc def\n"))
+	okFile := write("ok", []byte("abc\n"))
+	for _, tt := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"missing", []string{"--join-token-file", missing}, "the join token file " + missing + " does not exist: write the token that widctl bot add printed into it"},
+		{"empty", []string{"--join-token-file", empty}, "the join token file " + empty + " is empty: write the token that widctl bot add printed into it"},
+		{"too large", []string{"--join-token-file", large}, "the join token file " + large + " is larger than 4096 bytes"},
+		{"not one word", []string{"--join-token-file", words}, "holds more than one word"},
+		{"a directory", []string{"--join-token-file", dir}, "reading the join token file " + dir},
+		{"empty name", []string{"--join-token-file", ""}, "--join-token-file is empty"},
+		{"both flags", []string{"--join-token", "x", "--join-token-file", okFile}, "--join-token and --join-token-file both give a join token: pass one"},
+		{"next to the auth service", []string{"--roles", "auth,agent", "--join-token-file", okFile}, "a join token (--join-token, --join-token-file or WID_JOIN_TOKEN) and --join-method are for an agent alone"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if !slices.Contains(args, "--roles") {
+				args = append([]string{"--roles", "agent", "--auth", "a:1"}, args...)
+			}
+			_, err := startOptions(t, "", args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("%v: %v, want %q", tt.args, err, tt.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("not one line: %q", err)
+			}
+		})
+	}
+	t.Run("config sets both", func(t *testing.T) {
+		_, err := startOptions(t, "roles: [agent]\nauth: a:1\njoin_token: x\njoin_token_file: "+okFile+"\n")
+		if err == nil || !strings.Contains(err.Error(), "the config file sets both join_token and join_token_file: keep one") {
+			t.Fatalf("%v", err)
+		}
+	})
 }

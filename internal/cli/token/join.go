@@ -45,13 +45,15 @@ func NewJoin(ping *authv1.PingResponse, secret string, tokenDoc []byte) (*Join, 
 	}, nil
 }
 
-// JoinCommand is the command that joins an agent to the trust domain.
+// JoinCommand is the command that joins an agent to the trust domain. The
+// secret goes in the environment, not in an argument: every local user can
+// read a process's arguments in /proc.
 func JoinCommand(authAddr, secret, caPin string) string {
 	if authAddr == "" {
 		// The auth service has no TCP listener to tell us about.
 		authAddr = "HOST:PORT"
 	}
-	return fmt.Sprintf("widagent start --roles agent --auth %s --join-token %s --ca-pin %s", authAddr, secret, caPin)
+	return fmt.Sprintf("WID_JOIN_TOKEN=%s widagent start --roles agent --auth %s --ca-pin %s", secret, authAddr, caPin)
 }
 
 // Print writes j for people, or as JSON or YAML.
@@ -68,6 +70,7 @@ func (j *Join) Print(p *output.Printer, intro string) error {
 		fmt.Fprintf(&b, "Join token for bot %s (%s, expires %s):\n  %s\n", j.Bot, uses, p.Time(j.Expires), j.Token)
 		b.WriteString("It is shown only this once.\n\n")
 		fmt.Fprintf(&b, "To join, run on the agent's machine:\n  %s\n", j.JoinCommand)
+		b.WriteString("(or keep the token in a file only the agent's user can read, and pass --join-token-file FILE)\n")
 		_, err := io.WriteString(w, b.String())
 		return err
 	})

@@ -52,7 +52,8 @@ Join token for bot web-agent (2 uses, expires 2026-01-01T13:00:00Z):
 It is shown only this once.
 
 To join, run on the agent's machine:
-  widagent start --roles agent --auth auth.example.com:3025 --join-token s3cr3t --ca-pin sha256:abcd
+  WID_JOIN_TOKEN=s3cr3t widagent start --roles agent --auth auth.example.com:3025 --ca-pin sha256:abcd
+(or keep the token in a file only the agent's user can read, and pass --join-token-file FILE)
 `
 	if buf.String() != want {
 		t.Errorf("printed:\n%s\nwant:\n%s", buf.String(), want)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -194,11 +195,36 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	a.started = time.Now()
 	defer a.closeAttestors()
-	id, err := a.obtainIdentity(ctx)
+	// Everything local is taken before a join token is spent: a join that
+	// then fails on a taken socket, port or data dir would burn the token.
+	if a.cfg.LocalIdentity == nil {
+		release, err := claimDataDir(a.cfg.DataDir, a.identityDir())
+		if err != nil {
+			return err
+		}
+		defer release()
+	}
+	srv, lis, err := a.listen()
 	if err != nil {
 		return err
 	}
-	if err := a.useIdentity(id); err != nil {
+	var diagLis net.Listener
+	if a.cfg.DiagAddr != "" {
+		if diagLis, err = net.Listen("tcp", a.cfg.DiagAddr); err != nil {
+			_ = lis.Close()
+			return fmt.Errorf("listening for diagnostics on %s: %w", a.cfg.DiagAddr, err)
+		}
+	}
+	id, err := a.obtainIdentity(ctx)
+	if err == nil {
+		err = a.useIdentity(id)
+	}
+	if err != nil {
+		_ = lis.Close()
+		_ = os.Remove(a.cfg.SocketPath)
+		if diagLis != nil {
+			_ = diagLis.Close()
+		}
 		return err
 	}
 	defer func() {
@@ -207,15 +233,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
-	srv, lis, err := a.listen()
-	if err != nil {
-		return err
-	}
 	g, ctx := errgroup.WithContext(ctx)
 	diagAddr := ""
 	diagReady := make(chan struct{})
 	if a.cfg.DiagAddr != "" {
-		d := &diagServer{addr: a.cfg.DiagAddr, ready: a.ready, m: a.metrics, bound: func(addr string) {
+		d := &diagServer{lis: diagLis, ready: a.ready, m: a.metrics, bound: func(addr string) {
 			diagAddr = addr
 			close(diagReady)
 		}}
@@ -297,6 +319,10 @@ func (a *Agent) waitState(ctx context.Context) (*state, error) {
 var errNoState = errors.New("the agent has not reached the auth service yet")
 
 func (a *Agent) setState(st *state) {
+	// Drop what the new state no longer gives before anything can ask for
+	// it under the new state, and before refusals are retried, so that a
+	// removed identity is not asked for again.
+	a.cache.prune(st)
 	prev := a.st.Swap(st)
 	a.haveOnce.Do(func() { close(a.haveState) })
 	if prev == nil || prev.generation != st.generation || !sameBundle(prev, st) {

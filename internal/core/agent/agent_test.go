@@ -649,3 +649,95 @@ func TestMisbehavingClientsDoNotHurtOthers(t *testing.T) {
 		t.Fatalf("a fetch took %s while others misbehaved", worst)
 	}
 }
+
+// metric sums the samples of the agent's /metrics whose name and labels
+// contain each of parts.
+func metric(t *testing.T, e *env, parts ...string) float64 {
+	t.Helper()
+	total := 0.0
+	for _, line := range strings.Split(get(t, "http://"+e.diag+"/metrics"), "\n") {
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 || strings.HasPrefix(line, "#") || !containsAll(line[:i], parts) {
+			continue
+		}
+		var v float64
+		fmt.Sscanf(line[i+1:], "%g", &v)
+		total += v
+	}
+	return total
+}
+
+func containsAll(s string, parts []string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}
+
+// An SVID of a workload identity that is removed, or whose rules stop
+// matching, leaves the agent's cache as soon as the state arrives: it is
+// not renewed, retried or reported (a CA rotation would wait on it), while
+// the SVIDs of the other identities stay.
+func TestRemovedIdentityLeavesCache(t *testing.T) {
+	e := start(t)
+	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "me", eq("workload.unix.uid", uid)),
+		identity("web", "/svc/web", "web", eq("workload.unix.uid", uid)),
+		identity("db", "/svc/db", "db", eq("workload.unix.uid", uid)))
+	ctx := ctxT(t, 20*time.Second)
+	resp, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.SVIDs) != 3 {
+		t.Fatalf("fetched %d SVIDs, want 3", len(resp.SVIDs))
+	}
+	cached := []string{`wid_agent_cached_svids{type="x509"}`}
+	issued := []string{"wid_agent_auth_rpcs_total{", "IssueWorkloadSVIDs"}
+	waitCached := func(want float64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for metric(t, e, cached...) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("the agent caches %v X509-SVIDs, want %v", metric(t, e, cached...), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitCached(3)
+	calls := metric(t, e, issued...)
+
+	e.remove(t, "me")
+	waitCached(2)
+	// The rules of db no longer match this uid.
+	db := identity("db", "/svc/db", "db", eq("workload.unix.uid", uid+"0"))
+	doc, err := resource.MarshalJSON(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{doc}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitCached(1)
+	// A change that keeps the SVID (a new label) keeps it cached.
+	web := identity("web", "/svc/web", "web", eq("workload.unix.uid", uid))
+	web.Metadata.Labels = map[string]string{"team": "a"}
+	if doc, err = resource.MarshalJSON(web); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{doc}, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.SVIDs) != 1 || resp.SVIDs[0].ID.Path() != "/svc/web" {
+		t.Fatalf("after the changes the workload gets %v, want only /svc/web", resp.SVIDs)
+	}
+	waitCached(1)
+	if got := metric(t, e, issued...); got != calls {
+		t.Errorf("the agent called IssueWorkloadSVIDs %v times after the removals: it asked for SVIDs nobody may have", got-calls)
+	}
+}

@@ -77,7 +77,9 @@ func (m *metrics) setCached(n map[string]int) {
 
 // diagServer serves /healthz, /readyz and /metrics on addr.
 type diagServer struct {
-	addr  string
+	// lis is bound before the agent joins, so that a taken port is found
+	// while the join token is still unspent.
+	lis   net.Listener
 	ready func() error
 	m     *metrics
 	// bound receives the address actually listened on (for ":0").
@@ -97,10 +99,7 @@ func (d *diagServer) Run(ctx context.Context) error {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(d.m.reg, promhttp.HandlerOpts{}))
-	lis, err := net.Listen("tcp", d.addr)
-	if err != nil {
-		return fmt.Errorf("listening for diagnostics on %s: %w", d.addr, err)
-	}
+	lis := d.lis
 	if d.bound != nil {
 		d.bound(lis.Addr().String())
 	}

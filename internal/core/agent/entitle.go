@@ -59,6 +59,10 @@ type entitlement struct {
 	hint    string
 	x509TTL time.Duration
 	jwtTTL  time.Duration
+	// workload is the compiled identity it came from: a state that keeps
+	// the identity's document keeps this pointer, so an unchanged identity
+	// is recognised without matching again.
+	workload *rbac.Workload
 	// key identifies the SVID this entitlement gets: the same identity
 	// filled in to the same ID for two processes is one shared SVID, as
 	// SPIRE shares an entry's SVID between the workloads it matches.
@@ -105,25 +109,11 @@ func (e *entitlements) reason() string {
 func entitle(st *state, config []*rbac.Workload, attrs map[string]string) *entitlements {
 	out := &entitlements{}
 	add := func(w *rbac.Workload, isConfig bool) {
-		m, miss := w.Match(attrs)
-		if miss != nil {
-			out.misses = append(out.misses, miss.Reason)
+		en, miss := entitleOne(st.td, w, isConfig, attrs)
+		if miss != "" {
+			out.misses = append(out.misses, miss)
 			return
 		}
-		id, err := spiffeid.FromPath(st.td, m.Path)
-		if err != nil {
-			out.misses = append(out.misses, fmt.Sprintf("workload identity %q gives %s, which is not a valid SPIFFE ID path: %v", w.Name(), m.Path, err))
-			return
-		}
-		spec := w.Identity.Spec
-		en := entitlement{id: id, dnsSANs: m.DNSSANs, hint: m.Hint,
-			x509TTL: spec.X509.TTL.D(), jwtTTL: spec.JWT.TTL.D()}
-		if isConfig {
-			en.config = w.Name()
-		} else {
-			en.identity = w.Name()
-		}
-		en.key = w.Name() + "\x00" + id.String() + "\x00" + strings.Join(m.DNSSANs, ",")
 		out.list = append(out.list, en)
 	}
 	for _, w := range st.identities {
@@ -133,6 +123,36 @@ func entitle(st *state, config []*rbac.Workload, attrs map[string]string) *entit
 		add(w, true)
 	}
 	return out
+}
+
+// entitleOne is what w gives a workload with attrs, or why it gives nothing.
+func entitleOne(td spiffeid.TrustDomain, w *rbac.Workload, isConfig bool, attrs map[string]string) (entitlement, string) {
+	m, miss := w.Match(attrs)
+	if miss != nil {
+		return entitlement{}, miss.Reason
+	}
+	id, err := spiffeid.FromPath(td, m.Path)
+	if err != nil {
+		return entitlement{}, fmt.Sprintf("workload identity %q gives %s, which is not a valid SPIFFE ID path: %v", w.Name(), m.Path, err)
+	}
+	spec := w.Identity.Spec
+	en := entitlement{id: id, dnsSANs: m.DNSSANs, hint: m.Hint, x509TTL: spec.X509.TTL.D(), jwtTTL: spec.JWT.TTL.D(), workload: w}
+	if isConfig {
+		en.config = w.Name()
+	} else {
+		en.identity = w.Name()
+	}
+	en.key = w.Name() + "\x00" + id.String() + "\x00" + strings.Join(m.DNSSANs, ",")
+	return en, ""
+}
+
+// identityNamed is the state's workload identity called name, or nil.
+func (s *state) identityNamed(name string) *rbac.Workload {
+	i, ok := slices.BinarySearchFunc(s.identities, name, func(w *rbac.Workload, name string) int { return strings.Compare(w.Name(), name) })
+	if !ok {
+		return nil
+	}
+	return s.identities[i]
 }
 
 // uniqueHints drops every entitlement whose non-empty hint an earlier one

@@ -115,6 +115,9 @@ type cache struct {
 	kick chan struct{}
 	// signers is the signing key of each SVID kind's CA, as last pushed.
 	signers map[string]string
+	// st is the state the entries were last checked against (see prune);
+	// nil until the first one.
+	st *state
 }
 
 func newCache(issue issueFunc, logger *slog.Logger, m *metrics) *cache {
@@ -334,6 +337,16 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) (renewed bool) {
 				// A refusal stands until the auth service pushes a new
 				// state (a role or identity changed): see resetRefusals.
 				e.retryAt = now.Add(24 * time.Hour)
+				if e.ent.identity != "" && d.check == checkNotSelected && e.cur != nil {
+					// The identity was removed or is no longer selected
+					// for this bot, and the state saying so is on its
+					// way: stop serving it now rather than at expiry, and
+					// let a CA rotation stop waiting on it. (A refusal by
+					// rules is left to prune: it depends on which
+					// workload last asked for a shared SVID.)
+					e.cur = nil
+					renewed = true
+				}
 			}
 			c.metrics.renewal(e.kind, "error")
 			c.logger.Warn("issuing SVID failed", "kind", e.kind, "spiffe_id", e.ent.id.String(), "error", itemErr)
@@ -460,6 +473,62 @@ func tokenKeyID(token string) string {
 		return ""
 	}
 	return jws.Signatures[0].Protected.KeyID
+}
+
+// checkNotSelected is the auth service's refusal of an SVID whose workload
+// identity does not exist or is not selected for the bot.
+const checkNotSelected = "not_selected"
+
+// prune drops the SVIDs of workload identities that st no longer gives the
+// workload they were issued for: removed, no longer selected for the bot
+// (the auth service pushes only the identities its roles select), or
+// changed so that their rules or SPIFFE ID no longer fit. Such an SVID
+// must not be served, nor renewed, nor hold back a CA rotation until it
+// expires. Identities st keeps unchanged cost one lookup per entry.
+func (c *cache) prune(st *state) {
+	c.mu.Lock()
+	c.st = st
+	dropped := 0
+	for key, e := range c.entries {
+		if c.entitledLocked(e) {
+			continue
+		}
+		delete(c.entries, key)
+		if e.cur != nil {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		c.metrics.setCached(c.countLocked())
+	}
+	c.mu.Unlock()
+	if dropped > 0 {
+		c.logger.Info("dropped the SVIDs of workload identities this agent no longer serves", "count", dropped)
+		c.changed.notify()
+	}
+}
+
+// entitledLocked reports whether e still serves an entitlement of the last
+// pruned state, updating what the entitlement carries (hint, TTLs) when its
+// identity changed but still gives the same SVID. An entry being issued is
+// kept: its waiters read it, and the next look drops it.
+func (c *cache) entitledLocked(e *entry) bool {
+	if c.st == nil || e.ent.identity == "" || e.inflight != nil {
+		return true
+	}
+	w := c.st.identityNamed(e.ent.identity)
+	switch {
+	case w == nil:
+		return false
+	case w == e.ent.workload:
+		return true
+	}
+	en, miss := entitleOne(c.st.td, w, false, e.attrs)
+	if miss != "" || en.key != e.ent.key {
+		return false
+	}
+	e.ent = en
+	return true
 }
 
 // setSigners records the signing key of each SVID kind's CA; SVIDs signed
@@ -617,7 +686,7 @@ func (c *cache) renewDue(ctx context.Context) time.Time {
 			e.cur = nil
 			dropped = true
 		}
-		if !e.wanted(now) {
+		if !e.wanted(now) || !c.entitledLocked(e) {
 			delete(c.entries, key)
 			dropped = true
 			continue
