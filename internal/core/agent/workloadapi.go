@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/wid-project/wid/internal/core/attest"
+	"github.com/wid-project/wid/internal/core/paths"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -25,13 +25,11 @@ import (
 
 // listen opens the Workload API socket: its directory 0755 and the socket
 // 0777, so that any local process can ask (as with SPIRE): what it gets is
-// decided by attestation, not by file permissions.
+// decided by attestation, not by file permissions. The directory itself
+// must be this user's alone, or another user could swap the socket.
 func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
 	path := a.cfg.SocketPath
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, nil, fmt.Errorf("creating the workload socket's directory: %w", err)
-	}
-	if err := removeStaleSocket(path); err != nil {
+	if err := (paths.Socket{Path: path, Name: "workload socket", Flag: "--workload-socket"}).Prepare(0o755); err != nil {
 		return nil, nil, err
 	}
 	lis, err := net.Listen("unix", path)
@@ -51,29 +49,6 @@ func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadAPI{a: a})
 	secretv3.RegisterSecretDiscoveryServiceServer(srv, &sdsServer{a: a})
 	return srv, lis, nil
-}
-
-// removeStaleSocket removes a socket file nobody answers on; a live one
-// means another agent owns the path.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("checking the workload socket %s: %w", path, err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket: remove it or choose another --workload-socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		_ = c.Close()
-		return fmt.Errorf("another process serves the workload socket %s: stop it or choose another --workload-socket", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("removing the stale workload socket %s: %w", path, err)
-	}
-	return nil
 }
 
 // The Workload API requires this header on every call, so that a browser or
