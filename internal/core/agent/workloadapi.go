@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -124,7 +125,17 @@ func (a *Agent) attestCaller(ctx context.Context) (*caller, error) {
 	}
 	res, err := a.attestor.Attest(ctx, peer)
 	if err != nil {
-		return nil, status.Errorf(codes.PermissionDenied, "attesting the calling process failed: %v", err)
+		// The error speaks of the caller's own process only, so the caller
+		// may read it; the audit gets it with what the kernel said.
+		method, _ := grpc.Method(ctx)
+		attrs := map[string]string{
+			attest.AttrPID: strconv.FormatInt(int64(peer.PID), 10),
+			attest.AttrUID: strconv.FormatUint(uint64(peer.UID), 10),
+			attest.AttrGID: strconv.FormatUint(uint64(peer.GID), 10),
+		}
+		reason := "attesting the calling process failed: " + err.Error()
+		a.attests.record("refused\x00"+attrs[attest.AttrPID]+":"+strconv.FormatUint(peer.StartTime, 10)+"\x00"+reason, shortMethod(method), attrs, nil, reason)
+		return nil, status.Error(codes.PermissionDenied, reason)
 	}
 	return &caller{res: res}, nil
 }
@@ -164,13 +175,11 @@ func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
 	return e
 }
 
-// noIdentity is the answer for a caller entitled to nothing.
-func noIdentity(e *entitlements) error {
-	if r := e.reason(); r != "" {
-		return status.Errorf(codes.PermissionDenied, "no identity issued: %s", r)
-	}
-	return status.Error(codes.PermissionDenied, "no identity issued: no workload identity exists for this agent's bot")
-}
+// errNoIdentity is the answer for a caller entitled to nothing. It says no
+// more: the reasons name every identity and the exact value each rule
+// wants, a recipe for any local process to pose as a workload. They go to
+// the agent's log and the audit, and widctl explain gives them to an admin.
+var errNoIdentity = status.Error(codes.PermissionDenied, "no identity issued: this process matches no workload identity (the agent's log and the audit log say why)")
 
 // servingError turns the per-SVID errors of a response that ended up empty
 // into one status: unreachable auth is Unavailable (clients retry), refusal
@@ -248,7 +257,7 @@ func (a *Agent) follow(ctx context.Context, kind string, build func(*state) (pro
 func (a *Agent) serve(ctx context.Context, c *caller, st *state, kind, method, only string, audiences []string) ([]*svid, []entitlement, error) {
 	e := a.entitle(st, c, method)
 	if len(e.list) == 0 {
-		return nil, nil, noIdentity(e)
+		return nil, nil, errNoIdentity
 	}
 	ents, _ := uniqueHints(e.list)
 	if only != "" {
@@ -357,7 +366,7 @@ func (a *Agent) verifier(ctx context.Context, st *state, method string) error {
 		return err
 	}
 	if e := a.entitle(st, c, method); len(e.list) == 0 {
-		return noIdentity(e)
+		return errNoIdentity
 	}
 	return nil
 }
