@@ -112,11 +112,23 @@ func TestTwoBinariesGetTheirOwnIdentitiesAndTalkMTLS(t *testing.T) {
 	}
 	srv.Wait()
 
-	// A binary no rule names gets nothing, and is told why.
+	// A binary no rule names gets nothing and is told no more than that;
+	// which rule wanted what is for the audit log.
 	fetch := exec.Command(filepath.Join(binDir, "widagent"), "api", "fetch", "x509", "--socket", a.workload)
 	b, err := fetch.CombinedOutput()
-	if err == nil || !strings.Contains(string(b), "gave this process no identity") || !strings.Contains(string(b), "workload.unix.path is") {
+	if err == nil || !strings.Contains(string(b), "gave this process no identity: no identity issued: this process matches no workload identity") || strings.Contains(string(b), "workload.unix.path") {
 		t.Fatalf("an unmatched process: %v\n%s", err, b)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out := a.widctl("audit", "ls", "--type", "workload.attest", "--format", "json").must(t).stdout
+		if strings.Contains(out, "workload.unix.path is") && strings.Contains(out, "denied") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the audit log does not say which rule the unmatched process failed:\n%s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

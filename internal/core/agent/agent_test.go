@@ -273,7 +273,8 @@ func (w watcher) OnX509ContextUpdate(c *workloadapi.X509Context) { w.ch <- c }
 func (w watcher) OnX509ContextWatchError(error)                  {}
 
 func TestRefusals(t *testing.T) {
-	e := start(t)
+	logs := &lockedBuffer{}
+	e := start(t, func(c *agent.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	e.create(t, identity("other-uid", "/svc/other", "", eq("workload.unix.uid", "4294967294")))
 	raw := rawClient(t, e)
 	ctx := ctxT(t, 20*time.Second)
@@ -287,21 +288,35 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("without the header: %v, want InvalidArgument naming the security header", err)
 	}
 
-	// A caller no identity matches: PermissionDenied, saying which condition failed.
+	// A caller no identity matches: PermissionDenied, telling it nothing
+	// about the identities there are or what their rules want.
 	stream, err = raw.FetchX509SVID(withHeader(ctx), &workload.X509SVIDRequest{})
 	if err == nil {
 		_, err = stream.Recv()
 	}
-	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), `workload.unix.uid is "`+uid+`", not "4294967294"`) {
-		t.Fatalf("unmatched caller: %v, want PermissionDenied naming the failed condition", err)
+	msg := status.Convert(err).Message()
+	if status.Code(err) != codes.PermissionDenied || !strings.HasPrefix(msg, "no identity issued: this process matches no workload identity") {
+		t.Fatalf("unmatched caller: %v, want PermissionDenied saying it matches no workload identity", err)
+	}
+	for _, secret := range []string{"4294967294", "other-uid", "/svc/other", "workload.unix.uid"} {
+		if strings.Contains(msg, secret) {
+			t.Fatalf("the refusal tells the caller %q: %s", secret, msg)
+		}
+	}
+	// The agent's log has the detail.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), `workload.unix.uid is \"`+uid+`\", not \"4294967294\"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent's log does not say which condition failed:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	// Bundles are for entitled callers only (as SPIRE without allow_unauthenticated_verifiers).
 	bs, err := raw.FetchX509Bundles(withHeader(ctx), &workload.X509BundlesRequest{})
 	if err == nil {
 		_, err = bs.Recv()
 	}
-	if status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("bundles for an unentitled caller: %v, want PermissionDenied", err)
+	if status.Code(err) != codes.PermissionDenied || strings.Contains(status.Convert(err).Message(), "4294967294") {
+		t.Fatalf("bundles for an unentitled caller: %v, want PermissionDenied without the rule's detail", err)
 	}
 
 	// JWT-SVID without an audience: InvalidArgument.

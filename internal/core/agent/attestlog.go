@@ -9,6 +9,7 @@ import (
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/attest"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -45,11 +46,16 @@ func newAttestLog(logger *slog.Logger) *attestLog {
 // process instance and binary, given the same identities) was recorded. A
 // workload calling a thousand times is one attestation, not a thousand
 // events; a new process, a new binary or a changed result is a new one.
+// A denial is logged too, once per record, with its reason: the caller
+// itself is told only that it got nothing.
 func (l *attestLog) record(key string, method string, attrs map[string]string, ids []string, reason string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, ok := l.seen[key]; ok {
 		return
+	}
+	if len(ids) == 0 {
+		l.logger.Info("no identity issued", "method", method, "pid", attrs[attest.AttrPID], "uid", attrs[attest.AttrUID], "path", attrs[attest.AttrPath], "reason", reason)
 	}
 	if len(l.order) >= maxSeenAttestations {
 		delete(l.seen, l.order[0])

@@ -178,8 +178,8 @@ func TestKubernetesWorkloadIdentity(t *testing.T) {
 		t.Errorf("attributes with the kubelet down = %v", ev.Attributes)
 	}
 
-	// Without the uid identity the caller is refused, and told that the
-	// kubelet is why.
+	// Without the uid identity the caller is refused; the audit says that
+	// the kubelet is why, the caller only that it matches nothing.
 	e.remove(t, "by-uid")
 	var last error
 	for {
@@ -188,9 +188,8 @@ func TestKubernetesWorkloadIdentity(t *testing.T) {
 		// only the agent's own refusal ends the wait.
 		_, err := raw.FetchJWTSVID(withHeader(ctx), &workload.JWTSVIDRequest{Audience: []string{"x"}})
 		if msg := status.Convert(err).Message(); status.Code(err) == codes.PermissionDenied && !strings.Contains(msg, "does not exist") {
-			if !strings.Contains(msg, "no identity issued: kubernetes attestor: the kubelet at "+kubelet.URL+"/pods answered 503 Service Unavailable; ") ||
-				!strings.Contains(msg, "workload.kubernetes.namespace") {
-				t.Fatalf("refusal = %q, want the kubelet's failure first, then the condition", msg)
+			if !strings.HasPrefix(msg, "no identity issued: this process matches no workload identity") || strings.Contains(msg, "kubelet") {
+				t.Fatalf("refusal = %q, want no more than that the process matches no workload identity", msg)
 			}
 			break
 		}
@@ -200,6 +199,13 @@ func TestKubernetesWorkloadIdentity(t *testing.T) {
 			t.Fatalf("the uid identity's removal never reached the agent; last answer: %v", last)
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+	ev = waitAttestation(t, e, func(ev *authv1.AuditEvent) bool {
+		return ev.Outcome == "denied" && strings.Contains(ev.Reason, "kubernetes attestor")
+	})
+	if !strings.HasPrefix(ev.Reason, "kubernetes attestor: the kubelet at "+kubelet.URL+"/pods answered 503 Service Unavailable; ") ||
+		!strings.Contains(ev.Reason, "workload.kubernetes.namespace") {
+		t.Fatalf("audited reason = %q, want the kubelet's failure first, then the condition", ev.Reason)
 	}
 }
 

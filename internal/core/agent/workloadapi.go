@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/wid-project/wid/internal/core/attest"
+	"github.com/wid-project/wid/internal/core/paths"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -25,13 +26,11 @@ import (
 
 // listen opens the Workload API socket: its directory 0755 and the socket
 // 0777, so that any local process can ask (as with SPIRE): what it gets is
-// decided by attestation, not by file permissions.
+// decided by attestation, not by file permissions. The directory itself
+// must be this user's alone, or another user could swap the socket.
 func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
 	path := a.cfg.SocketPath
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, nil, fmt.Errorf("creating the workload socket's directory: %w", err)
-	}
-	if err := removeStaleSocket(path); err != nil {
+	if err := (paths.Socket{Path: path, Name: "workload socket", Flag: "--workload-socket"}).Prepare(0o755); err != nil {
 		return nil, nil, err
 	}
 	lis, err := net.Listen("unix", path)
@@ -51,29 +50,6 @@ func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadAPI{a: a})
 	secretv3.RegisterSecretDiscoveryServiceServer(srv, &sdsServer{a: a})
 	return srv, lis, nil
-}
-
-// removeStaleSocket removes a socket file nobody answers on; a live one
-// means another agent owns the path.
-func removeStaleSocket(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("checking the workload socket %s: %w", path, err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket: remove it or choose another --workload-socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		_ = c.Close()
-		return fmt.Errorf("another process serves the workload socket %s: stop it or choose another --workload-socket", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("removing the stale workload socket %s: %w", path, err)
-	}
-	return nil
 }
 
 // The Workload API requires this header on every call, so that a browser or
@@ -149,7 +125,17 @@ func (a *Agent) attestCaller(ctx context.Context) (*caller, error) {
 	}
 	res, err := a.attestor.Attest(ctx, peer)
 	if err != nil {
-		return nil, status.Errorf(codes.PermissionDenied, "attesting the calling process failed: %v", err)
+		// The error speaks of the caller's own process only, so the caller
+		// may read it; the audit gets it with what the kernel said.
+		method, _ := grpc.Method(ctx)
+		attrs := map[string]string{
+			attest.AttrPID: strconv.FormatInt(int64(peer.PID), 10),
+			attest.AttrUID: strconv.FormatUint(uint64(peer.UID), 10),
+			attest.AttrGID: strconv.FormatUint(uint64(peer.GID), 10),
+		}
+		reason := "attesting the calling process failed: " + err.Error()
+		a.attests.record("refused\x00"+attrs[attest.AttrPID]+":"+strconv.FormatUint(peer.StartTime, 10)+"\x00"+reason, shortMethod(method), attrs, nil, reason)
+		return nil, status.Error(codes.PermissionDenied, reason)
 	}
 	return &caller{res: res}, nil
 }
@@ -189,13 +175,11 @@ func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
 	return e
 }
 
-// noIdentity is the answer for a caller entitled to nothing.
-func noIdentity(e *entitlements) error {
-	if r := e.reason(); r != "" {
-		return status.Errorf(codes.PermissionDenied, "no identity issued: %s", r)
-	}
-	return status.Error(codes.PermissionDenied, "no identity issued: no workload identity exists for this agent's bot")
-}
+// errNoIdentity is the answer for a caller entitled to nothing. It says no
+// more: the reasons name every identity and the exact value each rule
+// wants, a recipe for any local process to pose as a workload. They go to
+// the agent's log and the audit, and widctl explain gives them to an admin.
+var errNoIdentity = status.Error(codes.PermissionDenied, "no identity issued: this process matches no workload identity (the agent's log and the audit log say why)")
 
 // servingError turns the per-SVID errors of a response that ended up empty
 // into one status: unreachable auth is Unavailable (clients retry), refusal
@@ -273,7 +257,7 @@ func (a *Agent) follow(ctx context.Context, kind string, build func(*state) (pro
 func (a *Agent) serve(ctx context.Context, c *caller, st *state, kind, method, only string, audiences []string) ([]*svid, []entitlement, error) {
 	e := a.entitle(st, c, method)
 	if len(e.list) == 0 {
-		return nil, nil, noIdentity(e)
+		return nil, nil, errNoIdentity
 	}
 	ents, _ := uniqueHints(e.list)
 	if only != "" {
@@ -382,7 +366,7 @@ func (a *Agent) verifier(ctx context.Context, st *state, method string) error {
 		return err
 	}
 	if e := a.entitle(st, c, method); len(e.list) == 0 {
-		return noIdentity(e)
+		return errNoIdentity
 	}
 	return nil
 }

@@ -76,9 +76,25 @@ type Peer struct {
 	// (non-linux). It tells the connecting process from a later one given
 	// the same pid.
 	StartTime uint64
+	// Exe is the executable the process ran when its connection was
+	// accepted; zero where unknown (non-linux, or a process this server may
+	// not inspect). Attestation refuses a process that runs another one
+	// now: it may have executed a trusted binary after handing the
+	// connection to a child.
+	Exe ExeID
 
+	// exeHidden: the handshake was not allowed to inspect the executable,
+	// so no path or sha256 can be vouched for as the connecting program's.
+	exeHidden bool
 	// memo is the connection's last attestation (Credentials sets it).
 	memo *connMemo
+}
+
+// ExeID names an executable file by device and inode: a path can be
+// renamed or replaced, these cannot change under a running program.
+type ExeID struct {
+	Dev uint64
+	Ino uint64
 }
 
 // Result is what Attest found.
@@ -164,7 +180,8 @@ func NewUnix(opts UnixOptions) *Unix {
 //
 // It fails with an error wrapping ErrProcessGone if the process exited, its
 // pid now belongs to another process (checked against peer.StartTime when
-// it is non-zero), it executed another binary during attestation, or its
+// it is non-zero), it executed another binary since it connected (checked
+// against peer.Exe when it is non-zero) or during attestation, or its
 // effective uid or gid is no longer peer's.
 func (u *Unix) Attest(ctx context.Context, peer Peer) (Result, error) {
 	return u.attest(ctx, peer)

@@ -25,6 +25,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// handshakeStartTime is the start time the handshake would record for pid.
+func handshakeStartTime(pid int32) (uint64, error) {
+	info, err := handshakeProcess(pid)
+	return info.start, err
+}
+
 func selfPeer(t testing.TB) Peer {
 	t.Helper()
 	start, err := handshakeStartTime(int32(os.Getpid()))

@@ -103,9 +103,10 @@ var ErrNoContainer = errors.New("the calling process runs in no container wid ca
 // Docker (docker-<id>.scope, /docker/<id>) and kubelet's cgroupfs driver
 // (/kubepods/<qos>/pod<uid>/<id>), and the pod slices of its systemd driver
 // (kubepods-<qos>-pod<uid>.slice). On a nested host (kind: a Kubernetes node
-// in a Docker container) the innermost container counts. Lines that name no
-// container are skipped (hybrid hosts keep the v2 line at the runtime's own
-// service); lines that name different containers are an error.
+// in a Docker container) the innermost container counts; any other nesting
+// is refused (see checkNesting). Lines that name no container are skipped
+// (hybrid hosts keep the v2 line at the runtime's own service); lines that
+// name different containers are an error.
 func (cg Cgroups) Container() (ContainerRef, error) {
 	if err := cg.checkNotDelegated(); err != nil {
 		return ContainerRef{}, err
@@ -115,9 +116,17 @@ func (cg Cgroups) Container() (ContainerRef, error) {
 		foundOuter []string
 	)
 	for _, e := range cg {
-		ref, outer, ok := containerInPath(e.Path)
-		if !ok {
+		chain := containersInPath(e.Path)
+		if len(chain) == 0 {
 			continue
+		}
+		if err := checkNesting(e.Path, chain); err != nil {
+			return ContainerRef{}, err
+		}
+		ref := chain[len(chain)-1]
+		var outer []string
+		for _, c := range chain[:len(chain)-1] {
+			outer = append(outer, c.ID)
 		}
 		switch {
 		case found.ID == "" || slices.Contains(outer, found.ID):
@@ -149,6 +158,9 @@ func (cg Cgroups) DockerContainer() (string, error) {
 	}
 	var found string
 	for _, e := range cg {
+		if err := checkNesting(e.Path, containersInPath(e.Path)); err != nil {
+			return "", err
+		}
 		id := ""
 		segs := strings.Split(e.Path, "/")
 		for i, s := range segs {
@@ -201,11 +213,12 @@ func (cg Cgroups) describe() string {
 	return clip([]byte(cg[0].Path))
 }
 
-// containerInPath returns the innermost container named by one cgroup
-// path, with the pod it is in when a pod segment comes before it, and the
-// ids of the containers around it.
-func containerInPath(path string) (ref ContainerRef, outer []string, ok bool) {
+// containersInPath returns the containers named by one cgroup path,
+// outermost first, each with the pod it is in when a pod segment comes
+// before it.
+func containersInPath(path string) []ContainerRef {
 	var (
+		chain  []ContainerRef
 		podUID string
 		prev   string
 	)
@@ -216,16 +229,36 @@ func containerInPath(path string) (ref ContainerRef, outer []string, ok bool) {
 			continue
 		}
 		if id, runtime, ok := containerSegment(s, prev); ok {
-			if ref.ID != "" {
-				outer = append(outer, ref.ID)
-			}
-			ref = ContainerRef{ID: id, Runtime: runtime, PodUID: podUID}
+			chain = append(chain, ContainerRef{ID: id, Runtime: runtime, PodUID: podUID})
 			// A pod encloses only the containers right below it.
 			podUID = ""
 		}
 		prev = s
 	}
-	return ref, outer, ref.ID != ""
+	return chain
+}
+
+// checkNesting allows one container nested in another only in kind's
+// shape: a pod's container inside a container that is in no pod (the
+// Kubernetes node, run by Docker). A process that may manage cgroups inside
+// its own container can create child cgroups named after any container or
+// pod and move itself there; crediting it with the innermost name would
+// give it that container's identity. So a container inside a pod's
+// container, a container inside a container with no pod between them
+// (Docker in Docker), and deeper nesting are refused.
+func checkNesting(path string, chain []ContainerRef) error {
+	switch {
+	case len(chain) <= 1:
+		return nil
+	case len(chain) == 2 && chain[0].PodUID == "" && chain[1].PodUID != "":
+		return nil
+	}
+	outer, inner := chain[len(chain)-2], chain[len(chain)-1]
+	where := "container " + outer.ID
+	if outer.PodUID != "" {
+		where += " of pod " + outer.PodUID
+	}
+	return fmt.Errorf("the caller's cgroup %q nests container %s inside %s: a process in a container can name its own child cgroups after another container, so a nested container is not credited", clip([]byte(path)), inner.ID, where)
 }
 
 // containerSegment recognizes a container's cgroup: a runtime's systemd

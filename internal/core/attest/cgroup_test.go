@@ -83,6 +83,68 @@ func TestCgroupContainerConflict(t *testing.T) {
 	}
 }
 
+// A process that may create cgroups inside its own container can name them
+// after any container or pod: one container nested in another is refused,
+// but for kind's shape (a pod's container inside a node container that is
+// in no pod).
+func TestCgroupNestedContainers(t *testing.T) {
+	const (
+		podA = "2c48913c-b29f-11e7-9350-020968147796"
+		podB = "a2830d0d-b0f0-4ff0-81b5-0ee4e299cf80"
+	)
+	c1, c2, d, node := fixtureContainer1, fixtureContainer2, fixtureDocker, fixtureKindNode
+	tests := []struct {
+		name, path string
+		want       ContainerRef // Container(), when allowed
+		wantDocker string       // DockerContainer(), when allowed
+		wantErr    string       // both refuse, saying this
+	}{
+		{name: "pod container", path: "/kubepods/besteffort/pod" + podA + "/" + c1, want: ContainerRef{ID: c1, PodUID: podA}},
+		{name: "kind", path: "/docker/" + node + "/kubepods/besteffort/pod" + podB + "/" + c2, want: ContainerRef{ID: c2, PodUID: podB}, wantDocker: node},
+		{name: "pod container in a pod container", path: "/kubepods/besteffort/pod" + podB + "/" + c2 + "/kubepods/besteffort/pod" + podA + "/" + c1,
+			wantErr: "nests container " + c1 + " inside container " + c2 + " of pod " + podB},
+		{name: "bare container in a pod container", path: "/kubepods/pod" + podB + "/" + c2 + "/" + c1,
+			wantErr: "nests container " + c1 + " inside container " + c2 + " of pod " + podB},
+		{name: "docker container in a pod container", path: "/kubepods/pod" + podB + "/" + c2 + "/docker/" + d,
+			wantErr: "nests container " + d + " inside container " + c2 + " of pod " + podB},
+		{name: "systemd driver", path: "/kubepods.slice/kubepods-pod" + strings.ReplaceAll(podB, "-", "_") + ".slice/cri-containerd-" + c2 + ".scope/kubepods-pod" + strings.ReplaceAll(podA, "-", "_") + ".slice/cri-containerd-" + c1 + ".scope",
+			wantErr: "nests container " + c1 + " inside container " + c2 + " of pod " + podB},
+		{name: "docker in docker", path: "/docker/" + d + "/docker/" + c1,
+			wantErr: "nests container " + c1 + " inside container " + d + ":"},
+		{name: "docker scope in docker", path: "/system.slice/docker-" + d + ".scope/docker-" + c1 + ".scope",
+			wantErr: "nests container " + c1 + " inside container " + d + ":"},
+		{name: "pod in kind in a pod", path: "/docker/" + node + "/kubepods/pod" + podB + "/" + c2 + "/kubepods/pod" + podA + "/" + c1,
+			wantErr: "nests container " + c1 + " inside container " + c2 + " of pod " + podB},
+		{name: "kind in docker", path: "/docker/" + d + "/docker/" + node + "/kubepods/pod" + podA + "/" + c1,
+			wantErr: "nests container " + c1 + " inside container " + node},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cg, err := ParseCgroups([]byte("0::" + tt.path + "\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := cg.Container()
+			id, derr := cg.DockerContainer()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("Container() = %+v, %v; want a refusal saying %q", ref, err, tt.wantErr)
+				}
+				if derr == nil || !strings.Contains(derr.Error(), tt.wantErr) {
+					t.Errorf("DockerContainer() = %q, %v; want a refusal saying %q", id, derr, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || ref.ID != tt.want.ID || ref.PodUID != tt.want.PodUID {
+				t.Errorf("Container() = %+v, %v; want %+v", ref, err, tt.want)
+			}
+			if tt.wantDocker != "" && (derr != nil || id != tt.wantDocker) {
+				t.Errorf("DockerContainer() = %q, %v; want %q", id, derr, tt.wantDocker)
+			}
+		})
+	}
+}
+
 // A user may name cgroups in their own slice as they like: a container
 // name there is no container.
 func TestCgroupContainerInUserSlice(t *testing.T) {

@@ -11,6 +11,13 @@ import (
 	"github.com/wid-project/wid/internal/core/peercred"
 )
 
+// connectInfo is what the handshake reads from /proc.
+type connectInfo struct {
+	start     uint64
+	exe       ExeID
+	exeHidden bool
+}
+
 // authInfo is the credentials.AuthInfo of a connection accepted with Credentials.
 type authInfo struct {
 	credentials.CommonAuthInfo
@@ -23,8 +30,9 @@ type transportCredentials struct{}
 
 // Credentials returns gRPC transport credentials for a unix-socket server:
 // the handshake reads SO_PEERCRED of the accepted conn and, on Linux, the
-// process start time right away, so that a pid reused later is not mistaken
-// for the caller. A Linux caller whose start time cannot be read (it already
+// process start time and executable right away, so that a pid reused later
+// is not mistaken for the caller, nor a binary executed after connecting
+// for the one that connected. A Linux caller whose start time cannot be read (it already
 // exited, or it is in a pid namespace the server cannot see) is refused, as
 // are non-unix conns. ClientHandshake is unsupported (server-side only).
 // The credentials add no encryption: the socket never leaves the host.
@@ -48,14 +56,15 @@ func (transportCredentials) ServerHandshake(conn net.Conn) (net.Conn, credential
 	if err != nil {
 		return nil, nil, err
 	}
-	start, err := handshakeStartTime(cred.PID)
+	info, err := handshakeProcess(cred.PID)
 	if err != nil {
 		return nil, nil, err
 	}
 	memo := newConnMemo()
 	return &memoConn{Conn: conn, memo: memo}, authInfo{
 		CommonAuthInfo: cred.CommonAuthInfo,
-		peer:           Peer{PID: cred.PID, UID: cred.UID, GID: cred.GID, StartTime: start, memo: memo},
+		peer: Peer{PID: cred.PID, UID: cred.UID, GID: cred.GID, StartTime: info.start,
+			Exe: info.exe, exeHidden: info.exeHidden, memo: memo},
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +30,21 @@ func ownStartTime(t *testing.T, pid int) uint64 {
 		t.Fatal(err)
 	}
 	return start
+}
+
+// exeOf names the executable of pid by device and inode, as a stat of
+// /proc/<pid>/exe sees it.
+func exeOf(t *testing.T, pid int) ExeID {
+	t.Helper()
+	fi, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if st.Ino == 0 {
+		t.Fatalf("executable of %d has inode 0", pid)
+	}
+	return ExeID{Dev: uint64(st.Dev), Ino: st.Ino}
 }
 
 // withoutMemo checks that the connection carries a memo and drops it, so
@@ -61,6 +77,7 @@ func TestCredentialsSameProcess(t *testing.T) {
 		if want.StartTime == 0 {
 			t.Fatal("own start time is 0")
 		}
+		want.Exe = exeOf(t, os.Getpid())
 	}
 	if got != want {
 		t.Fatalf("PeerFromContext = %+v, want %+v", got, want)
@@ -82,6 +99,7 @@ func TestCredentialsChildProcess(t *testing.T) {
 	if runtime.GOOS == "linux" {
 		// The child is still alive (it waits for stdin), so its start time is readable.
 		want.StartTime = ownStartTime(t, int(childPID))
+		want.Exe = exeOf(t, int(childPID))
 	}
 	if got != want || reply.Peer != want {
 		t.Fatalf("PeerFromContext = %+v, reply %+v, want %+v", got, reply.Peer, want)

@@ -174,6 +174,12 @@ func TestKubernetesAttest(t *testing.T) {
 			wantErr: "lists no container"},
 		{name: "no container", cg: readCgroupFixture(t, "systemd-service-v2.txt"), wantErr: `its cgroup is "/system.slice/nginx.service"`},
 		{name: "unknown runtime", cg: readCgroupFixture(t, "lxc-v2.txt"), wantErr: "not a containerd, CRI-O, Docker or kubelet cgroup"},
+		// A process of the report pod names child cgroups of its own
+		// container after the web pod's container: it is not web.
+		{name: "another pod's container nested in this one's", cg: cgroupLine("/kubepods/besteffort/poda2830d0d-b0f0-4ff0-81b5-0ee4e299cf80/" + fixtureContainer2 + "/kubepods/burstable/pod2c48913c-b29f-11e7-9350-020968147796/" + fixtureContainer1),
+			wantErr: "nests container " + fixtureContainer1 + " inside container " + fixtureContainer2 + " of pod a2830d0d-b0f0-4ff0-81b5-0ee4e299cf80"},
+		{name: "another pod's container nested in this one's, systemd driver", cg: cgroupLine("/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-poda2830d0d_b0f0_4ff0_81b5_0ee4e299cf80.slice/cri-containerd-" + fixtureContainer2 + ".scope/" + podSlice[1:] + "cri-containerd-" + fixtureContainer1 + ".scope"),
+			wantErr: "nests container " + fixtureContainer1 + " inside container " + fixtureContainer2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

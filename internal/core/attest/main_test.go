@@ -43,10 +43,16 @@ func TestMain(m *testing.M) {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	default:
+		if run, ok := platformChildModes[os.Getenv(childModeEnv)]; ok {
+			os.Exit(run())
+		}
 		fmt.Fprintf(os.Stderr, "unknown %s %q\n", childModeEnv, os.Getenv(childModeEnv))
 		os.Exit(2)
 	}
 }
+
+// platformChildModes are the child modes that only some platforms have.
+var platformChildModes = map[string]func() int{}
 
 func childCall(wait bool) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -155,6 +161,10 @@ func callWho(ctx context.Context, sock string) (whoReply, error) {
 		return whoReply{}, err
 	}
 	defer conn.Close()
+	return invokeWho(ctx, conn)
+}
+
+func invokeWho(ctx context.Context, conn *grpc.ClientConn) (whoReply, error) {
 	out := new(wrapperspb.StringValue)
 	if err := conn.Invoke(ctx, whoMethod, &emptypb.Empty{}, out); err != nil {
 		return whoReply{}, err

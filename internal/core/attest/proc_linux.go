@@ -27,30 +27,49 @@ import (
 // new process. Only the open itself can race with pid reuse, which the
 // start time check against Peer.StartTime catches.
 
-// handshakeStartTime reads the caller's start time as its connection is
-// accepted, from the host's /proc.
-func handshakeStartTime(pid int32) (uint64, error) {
+// handshakeProcess reads, as the caller's connection is accepted, its
+// start time and the executable it runs, from the host's /proc. The
+// executable is what attestation holds the connection to: a process may
+// connect, hand the connection to a child and then execute a binary that a
+// rule trusts, and the child must not be credited with that binary.
+func handshakeProcess(pid int32) (connectInfo, error) {
 	if pid <= 0 {
-		return 0, errors.New("the kernel reported no pid for the caller: is it in a pid namespace this server cannot see?")
+		return connectInfo{}, errors.New("the kernel reported no pid for the caller: is it in a pid namespace this server cannot see?")
 	}
-	name := DefaultProcRoot + "/" + strconv.FormatInt(int64(pid), 10) + "/stat"
+	dirPath := DefaultProcRoot + "/" + strconv.FormatInt(int64(pid), 10)
+	dir, err := unix.Open(dirPath, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if isGone(err) {
+		return connectInfo{}, gone("process %d exited before its connection was accepted", pid)
+	}
+	if err != nil {
+		return connectInfo{}, fmt.Errorf("reading process %d as its connection is accepted: opening %s: %w", pid, dirPath, err)
+	}
+	defer unix.Close(dir)
 	bufp := getBuf()
 	defer putBuf(bufp)
-	b, err := readFileAt(unix.AT_FDCWD, name, bufp)
-	if isGone(err) {
-		return 0, gone("process %d exited before its connection was accepted", pid)
+	st, err := readStat(dir, dirPath, bufp)
+	if isGone(err) || err == nil && st.exited() {
+		return connectInfo{}, gone("process %d exited before its connection was accepted", pid)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("reading the start time of process %d: %w", pid, err)
+		return connectInfo{}, fmt.Errorf("reading the start time of process %d: %w", pid, err)
 	}
-	st, err := parseStat(b)
-	if err != nil {
-		return 0, fmt.Errorf("reading the start time of process %d: parsing %s: %w", pid, name, err)
+	info := connectInfo{start: st.startTime}
+	exe, err := statExe(dir)
+	switch {
+	case err == nil:
+		info.exe = ExeID{Dev: exe.dev, Ino: exe.ino}
+	case isGone(err):
+		// A zombie has no exe link.
+		return connectInfo{}, gone("process %d exited before its connection was accepted", pid)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		// Another user's process to an agent that is not root: its
+		// attestation gets no path or sha256 either.
+		info.exeHidden = true
+	default:
+		return connectInfo{}, fmt.Errorf("reading process %d as its connection is accepted: inspecting %s/exe: %w", pid, dirPath, err)
 	}
-	if st.exited() {
-		return 0, gone("process %d exited before its connection was accepted", pid)
-	}
-	return st.startTime, nil
+	return info, nil
 }
 
 func (u *Unix) attest(ctx context.Context, p Peer) (Result, error) {
@@ -138,6 +157,15 @@ func (u *Unix) attestFull(ctx context.Context, p Peer, m *connMemo) (Result, err
 		u.debug(ctx, "cannot inspect the executable; path and sha256 omitted", p.PID, err)
 	default:
 		return Result{}, fmt.Errorf("attesting process %d: inspecting %s/exe: %w", p.PID, dirPath, err)
+	}
+	// The connection belongs to the program that opened it. One that was
+	// executed since may be running for a child that holds the connection.
+	if hasExe && p.Exe != (ExeID{}) && (exe.dev != p.Exe.Dev || exe.ino != p.Exe.Ino) {
+		return Result{}, gone("process %d executed another program since it connected: a connection is attested as the program that opened it, so connect again from the program that asks", p.PID)
+	}
+	if hasExe && p.exeHidden {
+		u.debug(ctx, "the executable could not be inspected when the process connected; path and sha256 omitted", p.PID, nil)
+		hasExe = false
 	}
 	var path string
 	if hasExe {

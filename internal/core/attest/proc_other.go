@@ -8,8 +8,8 @@ import (
 	"fmt"
 )
 
-// handshakeStartTime is unknown without /proc: Peer.StartTime stays 0.
-func handshakeStartTime(int32) (uint64, error) { return 0, nil }
+// Without /proc nothing more is known: Peer.StartTime and Peer.Exe stay zero.
+func handshakeProcess(int32) (connectInfo, error) { return connectInfo{}, nil }
 
 func (u *Unix) attest(_ context.Context, p Peer) (Result, error) {
 	return Result{}, fmt.Errorf("attesting process %d: unix attestation needs /proc (Linux)", p.PID)

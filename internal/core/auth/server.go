@@ -223,7 +223,7 @@ func (s *Server) loadTrustDomain(ctx context.Context) (spiffeid.TrustDomain, boo
 
 func (s *Server) listen() error {
 	sock := paths.AdminSocket(s.cfg.DataDir)
-	if err := removeStaleSocket(sock); err != nil {
+	if err := (paths.Socket{Path: sock, Name: "admin socket", Flag: "--data-dir"}).Prepare(0o700); err != nil {
 		return err
 	}
 	lis, err := net.Listen("unix", sock)
@@ -243,23 +243,6 @@ func (s *Server) listen() error {
 		}
 		s.tlsLis = l
 		s.info.Addr = l.Addr().String()
-	}
-	return nil
-}
-
-// removeStaleSocket removes a socket file left by a previous process, but
-// refuses to steal the socket of a live one.
-func removeStaleSocket(path string) error {
-	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("another widagent is serving %s: stop it or use another --data-dir", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("removing stale socket %s: %w", path, err)
 	}
 	return nil
 }
