@@ -195,7 +195,7 @@ func TestLoginLockout(t *testing.T) {
 	}
 	locked := 0
 	for _, ev := range auditTypes(t, srv, "user.login.denied") {
-		if ev.Actor == "alice" && strings.Contains(ev.Reason, "locked until") {
+		if ev.Actor == "alice" && strings.Contains(ev.Reason, "locked for") {
 			locked++
 		}
 	}
