@@ -3,7 +3,6 @@ package auth
 import (
 	"cmp"
 	"context"
-	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -40,14 +39,10 @@ func newDenialLimiter(now func() time.Time) *denialLimiter {
 	return &denialLimiter{now: now, sources: map[string]*rate.Limiter{}, dropped: map[string]int64{}}
 }
 
-// denialSource is the part of a remote address that names its sender: the
-// host without the port (each connection has its own), or "uid:N".
-func denialSource(remote string) string {
-	if host, _, err := net.SplitHostPort(remote); err == nil {
-		return host
-	}
-	return remote
-}
+// denialSource names the sender of a denial as loginSource does: the
+// address without the port (each connection has its own), an IPv6 /64, or
+// "uid:N" on the admin socket.
+func denialSource(remote string) string { return loginSource(remote) }
 
 // allow reports whether a denial from remote may be audited now, and
 // counts it when not.

@@ -60,3 +60,19 @@ func (s *Server) SetLoginLimitsForTest(concurrent int, perSecond float64, burst 
 
 // FlushDenialSummaryForTest writes the summary of unrecorded denials now.
 func (s *Server) FlushDenialSummaryForTest(ctx context.Context) { s.flushDenialSummary(ctx) }
+
+// CredentialDataForTest is the stored credential document of user.
+func (s *Server) CredentialDataForTest(ctx context.Context, user string) ([]byte, error) {
+	item, err := s.db.Get(ctx, credentialKind, user)
+	return item.Data, err
+}
+
+// PutCredentialDataForTest overwrites user's stored credential document, as
+// an earlier version may have written it.
+func (s *Server) PutCredentialDataForTest(ctx context.Context, user string, data []byte) error {
+	_, err := s.db.Apply(ctx, store.Op{Type: store.OpUpsert, Item: store.Item{Kind: credentialKind, Name: user, Data: data}})
+	return err
+}
+
+// SealTOTPSecretsForTest runs the start-up sealing of clear TOTP secrets.
+func (s *Server) SealTOTPSecretsForTest(ctx context.Context) error { return s.sealTOTPSecrets(ctx) }

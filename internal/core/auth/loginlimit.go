@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,6 +103,9 @@ func (l *loginLimiter) admit(source, user string) (release func(), why string) {
 // lockouts: the address without the port, and for IPv6 its /64, which one
 // machine usually holds whole.
 func loginSource(remote string) string {
+	if strings.HasPrefix(remote, "uid:") {
+		return remote // the admin socket
+	}
 	host := remote
 	if h, _, err := net.SplitHostPort(remote); err == nil {
 		host = h
