@@ -73,6 +73,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDiscoveryRequest$$' -fuzztime $(FUZZTIME) ./internal/core/agent
 	$(GO) test -run '^$$' -fuzz '^FuzzParseServiceAccount$$' -fuzztime $(FUZZTIME) ./internal/core/resource
 	$(GO) test -run '^$$' -fuzz '^FuzzParseClaims$$' -fuzztime $(FUZZTIME) ./internal/core/kubejoin
+	$(GO) test -run '^$$' -fuzz '^FuzzLoginRequest$$' -fuzztime $(FUZZTIME) ./internal/core/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzJoinRequest$$' -fuzztime $(FUZZTIME) ./internal/core/auth
 
 clean:
 	rm -rf bin dist .bin

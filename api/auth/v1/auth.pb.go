@@ -4076,7 +4076,10 @@ type AuditQuery struct {
 	// after_seq returns only events with a larger sequence number.
 	AfterSeq int64 `protobuf:"varint,7,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
 	// limit caps the result; ListAuditEvents returns the newest limit events, oldest first.
-	Limit         int32 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`
+	Limit int32 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`
+	// before_seq returns only events with a smaller sequence number: the
+	// next_before_seq of a ListAuditEventsResponse pages to older events.
+	BeforeSeq     int64 `protobuf:"varint,9,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4163,6 +4166,13 @@ func (x *AuditQuery) GetAfterSeq() int64 {
 func (x *AuditQuery) GetLimit() int32 {
 	if x != nil {
 		return x.Limit
+	}
+	return 0
+}
+
+func (x *AuditQuery) GetBeforeSeq() int64 {
+	if x != nil {
+		return x.BeforeSeq
 	}
 	return 0
 }
@@ -4400,8 +4410,12 @@ func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
 }
 
 type ListAuditEventsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Events        []*AuditEvent          `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Events []*AuditEvent          `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	// next_before_seq is set when older matching events within the limit
+	// were left out to keep the answer under the message size limit: ask
+	// again with before_seq = next_before_seq (and the limit less what came).
+	NextBeforeSeq int64 `protobuf:"varint,2,opt,name=next_before_seq,json=nextBeforeSeq,proto3" json:"next_before_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4441,6 +4455,13 @@ func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
 		return x.Events
 	}
 	return nil
+}
+
+func (x *ListAuditEventsResponse) GetNextBeforeSeq() int64 {
+	if x != nil {
+		return x.NextBeforeSeq
+	}
+	return 0
 }
 
 type StreamAuditEventsRequest struct {
@@ -5019,7 +5040,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x19RecordAttestationsRequest\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12<\n" +
 	"\fattestations\x18\x02 \x03(\v2\x18.wid.auth.v1.AttestationR\fattestations\"\x1c\n" +
-	"\x1aRecordAttestationsResponse\"\x86\x02\n" +
+	"\x1aRecordAttestationsResponse\"\xa5\x02\n" +
 	"\n" +
 	"AuditQuery\x12\x14\n" +
 	"\x05types\x18\x01 \x03(\tR\x05types\x12\x14\n" +
@@ -5029,7 +5050,9 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x05until\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x18\n" +
 	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x1b\n" +
 	"\tafter_seq\x18\a \x01(\x03R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\b \x01(\x05R\x05limit\"\xd7\x05\n" +
+	"\x05limit\x18\b \x01(\x05R\x05limit\x12\x1d\n" +
+	"\n" +
+	"before_seq\x18\t \x01(\x03R\tbeforeSeq\"\xd7\x05\n" +
 	"\n" +
 	"AuditEvent\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12.\n" +
@@ -5063,9 +5086,10 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"G\n" +
 	"\x16ListAuditEventsRequest\x12-\n" +
-	"\x05query\x18\x01 \x01(\v2\x17.wid.auth.v1.AuditQueryR\x05query\"J\n" +
+	"\x05query\x18\x01 \x01(\v2\x17.wid.auth.v1.AuditQueryR\x05query\"r\n" +
 	"\x17ListAuditEventsResponse\x12/\n" +
-	"\x06events\x18\x01 \x03(\v2\x17.wid.auth.v1.AuditEventR\x06events\"c\n" +
+	"\x06events\x18\x01 \x03(\v2\x17.wid.auth.v1.AuditEventR\x06events\x12&\n" +
+	"\x0fnext_before_seq\x18\x02 \x01(\x03R\rnextBeforeSeq\"c\n" +
 	"\x18StreamAuditEventsRequest\x12-\n" +
 	"\x05query\x18\x01 \x01(\v2\x17.wid.auth.v1.AuditQueryR\x05query\x12\x18\n" +
 	"\abacklog\x18\x02 \x01(\x05R\abacklog\"\x14\n" +

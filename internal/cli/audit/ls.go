@@ -101,13 +101,28 @@ func listRun(ctx context.Context, opts *ListOptions) error {
 	if !opts.Until.IsZero() {
 		q.Until = timestamppb.New(opts.Until)
 	}
-	resp, err := c.ListAuditEvents(ctx, &authv1.ListAuditEventsRequest{Query: q})
-	if err != nil {
-		return err
+	// The auth service answers at most a few MiB at a time, newest first:
+	// page back until the limit is reached or nothing older matches.
+	var pages [][]*authv1.AuditEvent
+	total := 0
+	for total < opts.Limit {
+		q.Limit = int32(opts.Limit - total)
+		resp, err := c.ListAuditEvents(ctx, &authv1.ListAuditEventsRequest{Query: q})
+		if err != nil {
+			return err
+		}
+		pages = append(pages, resp.GetEvents())
+		total += len(resp.GetEvents())
+		if resp.GetNextBeforeSeq() == 0 || len(resp.GetEvents()) == 0 {
+			break
+		}
+		q.BeforeSeq = resp.GetNextBeforeSeq()
 	}
-	events := make([]Event, len(resp.GetEvents()))
-	for i, e := range resp.GetEvents() {
-		events[i] = NewEvent(e)
+	events := make([]Event, 0, total)
+	for i := len(pages) - 1; i >= 0; i-- {
+		for _, e := range pages[i] {
+			events = append(events, NewEvent(e))
+		}
 	}
 	if len(events) == 0 && p.Format == output.Text {
 		_, err := fmt.Fprintln(opts.IO.ErrOut, "no audit events match")

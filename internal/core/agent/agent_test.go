@@ -323,6 +323,16 @@ func TestRefusals(t *testing.T) {
 	if _, err := raw.FetchJWTSVID(withHeader(ctx), &workload.JWTSVIDRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("FetchJWTSVID without audience: %v, want InvalidArgument", err)
 	}
+	// An audience over its limit: InvalidArgument naming it, before anything is attested or asked.
+	huge := &workload.JWTSVIDRequest{Audience: []string{"api", strings.Repeat("a", 100<<10)}}
+	if _, err := raw.FetchJWTSVID(withHeader(ctx), huge); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(status.Convert(err).Message(), "audience[1] is 102400 bytes long, over the limit of 1024 bytes") {
+		t.Fatalf("FetchJWTSVID with a 100 KB audience: %v, want InvalidArgument naming the limit", err)
+	}
+	if _, err := raw.ValidateJWTSVID(withHeader(ctx), &workload.ValidateJWTSVIDRequest{Audience: strings.Repeat("a", 5000), Svid: "x"}); status.Code(err) != codes.InvalidArgument ||
+		!strings.Contains(status.Convert(err).Message(), "audience is 5000 bytes long") {
+		t.Fatalf("ValidateJWTSVID with a 5000-byte audience: %v, want InvalidArgument naming the limit", err)
+	}
 
 	// The refusal is in the audit log as an attestation with its reason.
 	deadline := time.Now().Add(5 * time.Second)

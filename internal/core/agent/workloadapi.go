@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/wid-project/wid/internal/core/attest"
 	"github.com/wid-project/wid/internal/core/paths"
+	"github.com/wid-project/wid/internal/core/reqlimit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -330,8 +331,33 @@ func normalizeAudiences(aud []string) []string {
 	return slices.Compact(out)
 }
 
+// workloadLimits bound what any local process may send the Workload API:
+// JWT audiences reach the auth service, its audit log and every token.
+var workloadLimits = &reqlimit.Limits{
+	String: 4096, Bytes: 16 << 10, Items: 64,
+	Fields: map[string]int{
+		"JWTSVIDRequest.audience":         1024,
+		"JWTSVIDRequest.audience#":        32,
+		"JWTSVIDRequest.spiffe_id":        2048,
+		"ValidateJWTSVIDRequest.audience": 1024,
+		"ValidateJWTSVIDRequest.svid":     64 << 10,
+	},
+}
+
+// checkWorkloadRequest answers a request over a size limit with one
+// InvalidArgument naming the field and the limit.
+func checkWorkloadRequest(req proto.Message) error {
+	if err := workloadLimits.Check(req); err != nil {
+		return status.Error(codes.InvalidArgument, "the request is too large: "+err.Error())
+	}
+	return nil
+}
+
 func (w *workloadAPI) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (*workload.JWTSVIDResponse, error) {
 	a := w.a
+	if err := checkWorkloadRequest(req); err != nil {
+		return nil, err
+	}
 	auds := normalizeAudiences(req.GetAudience())
 	if len(auds) == 0 || slices.Contains(auds, "") {
 		return nil, status.Error(codes.InvalidArgument, "audience must be specified: a JWT-SVID is minted for the audiences that will validate it")
@@ -419,6 +445,9 @@ func (w *workloadAPI) FetchWITBundles(_ *workload.WITBundlesRequest, stream work
 
 func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (*workload.ValidateJWTSVIDResponse, error) {
 	a := w.a
+	if err := checkWorkloadRequest(req); err != nil {
+		return nil, err
+	}
 	if req.GetAudience() == "" {
 		return nil, status.Error(codes.InvalidArgument, "audience must be specified: give the audience the token must be for")
 	}

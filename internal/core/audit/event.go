@@ -32,6 +32,9 @@ const (
 	TypeAgentConnect = "agent.connect"
 	// TypeWorkloadAttest: an agent attested a workload and says what it got.
 	TypeWorkloadAttest = "workload.attest"
+	// TypeDenialsDropped: refusals not recorded one by one because their
+	// source sent too many; the details count them per source.
+	TypeDenialsDropped = "audit.denials.dropped"
 )
 
 // DetailCertificate is the details key of an X509-SVID issuance's leaf

@@ -364,20 +364,23 @@ type Query struct {
 	Until time.Time
 	// AfterSeq matches events with a greater seq: where a reader left off.
 	AfterSeq int64
+	// BeforeSeq > 0 matches events with a smaller seq: paging back.
+	BeforeSeq int64
 	// Limit > 0 keeps the newest Limit matching events.
 	Limit int
 }
 
 func (q Query) filter() store.AuditFilter {
 	return store.AuditFilter{
-		Types:    q.Types,
-		Actor:    q.Actor,
-		SPIFFEID: q.SPIFFEID,
-		Outcome:  q.Outcome,
-		Since:    q.Since,
-		Until:    q.Until,
-		AfterSeq: q.AfterSeq,
-		Limit:    q.Limit,
+		Types:     q.Types,
+		Actor:     q.Actor,
+		SPIFFEID:  q.SPIFFEID,
+		Outcome:   q.Outcome,
+		Since:     q.Since,
+		Until:     q.Until,
+		AfterSeq:  q.AfterSeq,
+		BeforeSeq: q.BeforeSeq,
+		Limit:     q.Limit,
 	}
 }
 
@@ -389,7 +392,7 @@ func (q Query) matches(ev Event) bool {
 		(q.Outcome == "" || q.Outcome == ev.Outcome) &&
 		(q.Since.IsZero() || !ev.Time.Before(q.Since)) &&
 		(q.Until.IsZero() || ev.Time.Before(q.Until)) &&
-		ev.Seq > q.AfterSeq
+		ev.Seq > q.AfterSeq && (q.BeforeSeq <= 0 || ev.Seq < q.BeforeSeq)
 }
 
 // Query returns the events matching q, oldest first.

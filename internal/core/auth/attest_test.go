@@ -80,7 +80,7 @@ func TestRecordAttestationsRefuses(t *testing.T) {
 		many[i] = &authv1.Attestation{Id: fmt.Sprint(i), Outcome: "denied"}
 	}
 	_, err := bot.RecordAttestations(ctx, &authv1.RecordAttestationsRequest{Attestations: many})
-	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "10001 attestations, over the limit of 10000") {
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "attestations is 10001 items long, over the limit of 10000 items") {
 		t.Errorf("10001 attestations: %v", err)
 	}
 	_, err = bot.RecordAttestations(ctx, &authv1.RecordAttestationsRequest{Attestations: []*authv1.Attestation{{Id: "x", Outcome: "maybe"}}})

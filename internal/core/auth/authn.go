@@ -223,8 +223,13 @@ func (s *Server) authorize(ctx context.Context, kind, verb string) error {
 }
 
 // recordDenial writes a denial event; failing to audit a denial is logged
-// but does not turn the denial into a different error.
+// but does not turn the denial into a different error. A source sending
+// refusals faster than denialRate has the rest counted, not written (see
+// denialLimiter).
 func (s *Server) recordDenial(ctx context.Context, ev audit.Event) {
+	if !s.denials.allow(ev.RemoteAddr) {
+		return
+	}
 	ev.Outcome = audit.OutcomeDenied
 	if ev.Host == "" {
 		ev.Host = s.host

@@ -2,6 +2,9 @@ package auth
 
 import (
 	"context"
+	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/store"
@@ -35,3 +38,41 @@ func (s *Server) CreateEachForTest(ctx context.Context, docs ...[]byte) error {
 
 // AgentPushIntervalForTest is agentPushInterval, for tests outside the package.
 const AgentPushIntervalForTest = agentPushInterval
+
+// SetArgon2MemoryForTest makes password hashes cheap for the rest of the
+// test, so that a test can run many logins at once without taking 64 MiB
+// each.
+func SetArgon2MemoryForTest(t interface{ Cleanup(func()) }, kib uint32) {
+	old := defaultArgon2
+	defaultArgon2.Memory = kib
+	t.Cleanup(func() { defaultArgon2 = old })
+}
+
+// SetLoginLimitsForTest replaces the login admission bounds: concurrent
+// hashes, and the per-source and per-user rates and bursts.
+func (s *Server) SetLoginLimitsForTest(concurrent int, perSecond float64, burst int) {
+	l := newLoginLimiter(time.Now)
+	l.hashes = make(chan struct{}, concurrent)
+	l.sourceRate, l.userRate = rate.Limit(perSecond), rate.Limit(perSecond)
+	l.sourceBurst, l.userBurst = burst, burst
+	s.logins = l
+}
+
+// FlushDenialSummaryForTest writes the summary of unrecorded denials now.
+func (s *Server) FlushDenialSummaryForTest(ctx context.Context) { s.flushDenialSummary(ctx) }
+
+// CredentialDataForTest is the stored credential document of user.
+func (s *Server) CredentialDataForTest(ctx context.Context, user string) ([]byte, error) {
+	item, err := s.db.Get(ctx, credentialKind, user)
+	return item.Data, err
+}
+
+// PutCredentialDataForTest overwrites user's stored credential document, as
+// an earlier version may have written it.
+func (s *Server) PutCredentialDataForTest(ctx context.Context, user string, data []byte) error {
+	_, err := s.db.Apply(ctx, store.Op{Type: store.OpUpsert, Item: store.Item{Kind: credentialKind, Name: user, Data: data}})
+	return err
+}
+
+// SealTOTPSecretsForTest runs the start-up sealing of clear TOTP secrets.
+func (s *Server) SealTOTPSecretsForTest(ctx context.Context) error { return s.sealTOTPSecrets(ctx) }

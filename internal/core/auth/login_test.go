@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -195,7 +196,7 @@ func TestLoginLockout(t *testing.T) {
 	}
 	locked := 0
 	for _, ev := range auditTypes(t, srv, "user.login.denied") {
-		if ev.Actor == "alice" && strings.Contains(ev.Reason, "locked until") {
+		if ev.Actor == "alice" && strings.Contains(ev.Reason, "locked for") {
 			locked++
 		}
 	}
@@ -305,6 +306,49 @@ func TestLoginTOTP(t *testing.T) {
 	stale, _ := totp.GenerateCode(otpKey.Secret(), clock.now().Add(-5*time.Minute))
 	_, err = loginAt(stale)
 	wantDenied(t, err, codes.Unauthenticated, "login failed")
+
+	// The secret is sealed at rest: the stored credential does not hold it.
+	data, err := srv.CredentialDataForTest(ctx, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), otpKey.Secret()) || !strings.Contains(string(data), `"totp_sealed"`) || strings.Contains(string(data), `"totp_secret"`) {
+		t.Errorf("stored credential holds the TOTP secret in the clear or not sealed: %s", data)
+	}
+	// A credential an earlier version wrote with the secret in the clear
+	// still logs in, and the start-up sealing seals it.
+	var doc map[string]any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	delete(doc, "totp_sealed")
+	doc["totp_secret"] = otpKey.Secret()
+	legacy, _ := json.Marshal(doc)
+	if err := srv.PutCredentialDataForTest(ctx, "bob", legacy); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(time.Minute)
+	code, _ = totp.GenerateCode(otpKey.Secret(), clock.now())
+	if _, err := loginAt(code); err != nil {
+		t.Fatalf("login with a secret stored in the clear: %v", err)
+	}
+	if data, _ := srv.CredentialDataForTest(ctx, "bob"); strings.Contains(string(data), otpKey.Secret()) {
+		t.Errorf("the next write left the TOTP secret in the clear: %s", data)
+	}
+	if err := srv.PutCredentialDataForTest(ctx, "bob", legacy); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.SealTOTPSecretsForTest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := srv.CredentialDataForTest(ctx, "bob"); strings.Contains(string(data), otpKey.Secret()) || !strings.Contains(string(data), `"totp_sealed"`) {
+		t.Errorf("start-up sealing left the TOTP secret in the clear: %s", data)
+	}
+	clock.advance(time.Minute)
+	code, _ = totp.GenerateCode(otpKey.Secret(), clock.now())
+	if _, err := loginAt(code); err != nil {
+		t.Fatalf("login after sealing: %v", err)
+	}
 
 	reasons := map[string]bool{}
 	for _, ev := range auditTypes(t, srv, "user.login.denied") {

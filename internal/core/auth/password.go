@@ -85,10 +85,10 @@ func checkPassword(encoded, password string) (bool, error) {
 // checking it costs one argon2id computation, exactly like a real hash, and
 // making it costs nothing (it used to be hashed on first use, which added a
 // whole argon2id computation to the first login after every start).
-func dummyHash() string { return dummyPHC }
-
-var dummyPHC = fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$LWuoy5de3C1y42rZYxkZaQ$x4w6hH5pCWXCTK9iMLCTr7qMvbY9g8EonqBip8YYjVI",
-	argon2.Version, defaultArgon2.Memory, defaultArgon2.Time, defaultArgon2.Threads)
+func dummyHash() string {
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$LWuoy5de3C1y42rZYxkZaQ$x4w6hH5pCWXCTK9iMLCTr7qMvbY9g8EonqBip8YYjVI",
+		argon2.Version, defaultArgon2.Memory, defaultArgon2.Time, defaultArgon2.Threads)
+}
 
 // CheckPasswordPolicy says why a new password is refused, or nil.
 func CheckPasswordPolicy(user, password string) error {

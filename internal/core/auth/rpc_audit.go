@@ -3,11 +3,14 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/audit"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -17,7 +20,7 @@ func auditQuery(q *authv1.AuditQuery) audit.Query {
 	if q == nil {
 		return audit.Query{}
 	}
-	out := audit.Query{Types: q.Types, Actor: q.Actor, SPIFFEID: q.SpiffeId, Outcome: q.Outcome, AfterSeq: q.AfterSeq, Limit: int(q.Limit)}
+	out := audit.Query{Types: q.Types, Actor: q.Actor, SPIFFEID: q.SpiffeId, Outcome: q.Outcome, AfterSeq: q.AfterSeq, BeforeSeq: q.BeforeSeq, Limit: int(q.Limit)}
 	if q.Since != nil {
 		out.Since = q.Since.AsTime()
 	}
@@ -55,11 +58,77 @@ func (s *Server) ListAuditEvents(ctx context.Context, req *authv1.ListAuditEvent
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "reading the audit log: %v", err)
 	}
-	resp := &authv1.ListAuditEventsResponse{Events: make([]*authv1.AuditEvent, len(evs))}
-	for i, e := range evs {
-		resp.Events[i] = EventToProto(e)
+	return auditAnswer(evs, maxAuditAnswer), nil
+}
+
+// maxAuditAnswer keeps a ListAuditEvents answer well under gRPC's default
+// 4 MiB message limit, whatever the log holds and however many events are
+// asked for; the caller pages back with next_before_seq.
+const maxAuditAnswer = 3 << 20
+
+// maxWireAuditField bounds one string of an event on the wire. Events are
+// bounded when written (see limits.go), but a log written before that may
+// hold megabytes in one field; such a field is cut, and the event says so.
+const maxWireAuditField = 64 << 10
+
+// auditAnswer is the newest of evs (oldest first) that fit in budget
+// bytes, and where to page back from when some were left out. At least
+// one event is always answered, so paging always moves.
+func auditAnswer(evs []audit.Event, budget int) *authv1.ListAuditEventsResponse {
+	resp := &authv1.ListAuditEventsResponse{}
+	size, first := 0, len(evs)
+	for i := len(evs) - 1; i >= 0; i-- {
+		p := EventToProto(evs[i])
+		cutLongFields(p)
+		n := proto.Size(p) + 8
+		if size+n > budget && first < len(evs) {
+			resp.NextBeforeSeq = evs[first].Seq
+			break
+		}
+		size += n
+		first = i
+		resp.Events = append(resp.Events, p)
 	}
-	return resp, nil
+	slices.Reverse(resp.Events)
+	return resp
+}
+
+// cutLongFields shortens strings over maxWireAuditField, noting it in the
+// details (the event's hash then no longer matches: audit verify checks the
+// stored events, not this copy).
+func cutLongFields(p *authv1.AuditEvent) {
+	cut := false
+	clip := func(s *string) {
+		if len(*s) > maxWireAuditField {
+			*s = (*s)[:maxWireAuditField]
+			cut = true
+		}
+	}
+	for _, s := range []*string{&p.Type, &p.Actor, &p.Host, &p.RemoteAddr, &p.SpiffeId, &p.SvidType, &p.Serial, &p.Outcome, &p.Reason, &p.Resource} {
+		clip(s)
+	}
+	for _, list := range [][]string{p.DnsSans, p.IpSans} {
+		for i := range list {
+			clip(&list[i])
+		}
+	}
+	for _, m := range []map[string]string{p.Attributes, p.Details} {
+		for k, v := range m {
+			if len(k) > maxWireAuditField {
+				delete(m, k)
+				cut = true
+				continue
+			}
+			clip(&v)
+			m[k] = v
+		}
+	}
+	if cut {
+		if p.Details == nil {
+			p.Details = map[string]string{}
+		}
+		p.Details["wire_truncated"] = fmt.Sprintf("fields over %d bytes were cut for this answer", maxWireAuditField)
+	}
 }
 
 func (s *Server) StreamAuditEvents(req *authv1.StreamAuditEventsRequest, stream authv1.AuthService_StreamAuditEventsServer) error {
@@ -75,7 +144,9 @@ func (s *Server) StreamAuditEvents(req *authv1.StreamAuditEventsRequest, stream 
 			return status.Errorf(codes.Internal, "following the audit log: %v", err)
 		}
 		for e := range ch {
-			if err := stream.Send(EventToProto(e)); err != nil {
+			p := EventToProto(e)
+			cutLongFields(p)
+			if err := stream.Send(p); err != nil {
 				return err
 			}
 			q.AfterSeq = e.Seq

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -9,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/url"
 	"strconv"
 	"sync"
@@ -36,9 +38,15 @@ const (
 	DefaultSessionTTL = 8 * time.Hour
 	// MaxSessionTTL caps a login when no role says otherwise.
 	MaxSessionTTL = 24 * time.Hour
-	// MaxLoginFailures wrong attempts in a row lock a user for LockoutWindow.
+	// MaxLoginFailures wrong attempts in a row from one source lock that
+	// source out of the user for LockoutWindow.
 	MaxLoginFailures = 5
-	// LockoutWindow is how long a locked user stays locked.
+	// MaxUserLoginFailures wrong attempts in a row from all sources together
+	// lock the user for everyone for LockoutWindow. It is ten times
+	// MaxLoginFailures so that one source (which the per-source lockout
+	// stops at MaxLoginFailures) cannot lock a user out for everyone else.
+	MaxUserLoginFailures = 10 * MaxLoginFailures
+	// LockoutWindow is how long a locked user, or user and source, stays locked.
 	LockoutWindow = 15 * time.Minute
 )
 
@@ -49,9 +57,9 @@ const credentialKind = "user_credential"
 
 // errLoginFailed is the one answer to a wrong user, password or invite, so
 // that a caller cannot learn which users exist.
-const errLoginFailed = "login failed: the user name, password, invite or TOTP code is wrong (after 5 failures the user is locked for 15 minutes)"
+const errLoginFailed = "login failed: the user name, password, invite or TOTP code is wrong (after 5 failures from one address the user is locked for it for 15 minutes)"
 
-// credential is a user's login secrets and failure count.
+// credential is a user's login secrets and failure counts.
 type credential struct {
 	// PasswordHash is an argon2id PHC string; "" until the invite is used.
 	PasswordHash string `json:"password_hash,omitempty"`
@@ -59,32 +67,143 @@ type credential struct {
 	InviteHash    string    `json:"invite_hash,omitempty"`
 	InviteExpires time.Time `json:"invite_expires,omitzero"`
 	InviteUsed    bool      `json:"invite_used,omitempty"`
-	// TOTPSecret is the base32 RFC 6238 secret; "" without a second factor.
-	TOTPSecret string `json:"totp_secret,omitempty"`
+	// TOTPSealed is the base32 RFC 6238 secret sealed with the key
+	// encryption key, like CA keys: a copy of the database alone does not
+	// give away anyone's second factor. Empty without a second factor.
+	TOTPSealed []byte `json:"totp_sealed,omitempty"`
+	// TOTPPlain is where earlier versions kept the secret in the clear. It
+	// is read, and sealed at the next write and at start; never written.
+	TOTPPlain string `json:"totp_secret,omitempty"`
 	// TOTPLastStep is the time step of the last accepted code: a code is
 	// good once.
-	TOTPLastStep int64     `json:"totp_last_step,omitempty"`
-	Failures     int       `json:"failures,omitempty"`
-	LockedUntil  time.Time `json:"locked_until,omitzero"`
+	TOTPLastStep int64 `json:"totp_last_step,omitempty"`
+	// Failures counts wrong attempts in a row from all sources; LockedUntil
+	// is when a lock for everyone ends.
+	Failures    int       `json:"failures,omitempty"`
+	LockedUntil time.Time `json:"locked_until,omitzero"`
+	// Sources counts wrong attempts per source (see loginSource).
+	Sources map[string]*sourceFailures `json:"sources,omitempty"`
 
+	// totp is the opened TOTP secret, in memory only.
+	totp     string
 	revision int64
 }
+
+// sourceFailures are one source's wrong attempts in a row at one user.
+type sourceFailures struct {
+	Failures    int       `json:"failures,omitempty"`
+	LockedUntil time.Time `json:"locked_until,omitzero"`
+	Last        time.Time `json:"last"`
+}
+
+// maxCredentialSources bounds the sources a credential follows; the one
+// seen least recently goes first (a locked one only once every other is).
+const maxCredentialSources = 64
+
+// lockedUntil says until when source may not log in as this user, and
+// whether the lock is the user's for everyone.
+func (c *credential) lockedUntil(source string, now time.Time) (time.Time, bool) {
+	if now.Before(c.LockedUntil) {
+		return c.LockedUntil, true
+	}
+	if sf := c.Sources[source]; sf != nil && now.Before(sf.LockedUntil) {
+		return sf.LockedUntil, false
+	}
+	return time.Time{}, false
+}
+
+// fail counts one wrong attempt from source and says what it led to, for
+// the audit log.
+func (c *credential) fail(source string, now time.Time) string {
+	if c.Sources == nil {
+		c.Sources = map[string]*sourceFailures{}
+	}
+	sf := c.Sources[source]
+	if sf == nil {
+		if len(c.Sources) >= maxCredentialSources {
+			c.forgetOldestSource(now)
+		}
+		sf = &sourceFailures{}
+		c.Sources[source] = sf
+	}
+	sf.Failures++
+	sf.Last = now
+	c.Failures++
+	what := fmt.Sprintf("failure %d of %d from %s, %d of %d in all", sf.Failures, MaxLoginFailures, source, c.Failures, MaxUserLoginFailures)
+	if sf.Failures >= MaxLoginFailures {
+		sf.Failures = 0
+		sf.LockedUntil = now.Add(LockoutWindow)
+		what += "; locked for " + source + " until " + sf.LockedUntil.UTC().Format(time.RFC3339)
+	}
+	if c.Failures >= MaxUserLoginFailures {
+		c.Failures = 0
+		c.LockedUntil = now.Add(LockoutWindow)
+		what += "; locked for everyone until " + c.LockedUntil.UTC().Format(time.RFC3339)
+	}
+	return what
+}
+
+func (c *credential) forgetOldestSource(now time.Time) {
+	oldest := ""
+	var oldestAt time.Time
+	oldestLocked := true
+	for src, sf := range c.Sources {
+		locked := now.Before(sf.LockedUntil)
+		if oldest == "" || (oldestLocked && !locked) || (locked == oldestLocked && sf.Last.Before(oldestAt)) {
+			oldest, oldestAt, oldestLocked = src, sf.Last, locked
+		}
+	}
+	delete(c.Sources, oldest)
+}
+
+// succeeded clears every failure count and lock.
+func (c *credential) succeeded() {
+	c.Failures, c.LockedUntil, c.Sources = 0, time.Time{}, nil
+}
+
+// totpAD binds a sealed TOTP secret to its user, so that sealed secrets
+// cannot be swapped between users in the database.
+func totpAD(user string) []byte { return []byte("wid totp secret\x00" + user) }
 
 func (s *Server) getCredential(ctx context.Context, user string) (*credential, error) {
 	item, err := s.db.Get(ctx, credentialKind, user)
 	if err != nil {
 		return nil, err
 	}
+	return s.decodeCredential(user, item)
+}
+
+func (s *Server) decodeCredential(user string, item store.Item) (*credential, error) {
 	var c credential
 	if err := json.Unmarshal(item.Data, &c); err != nil {
 		return nil, fmt.Errorf("decoding the credential of user %q: %w", user, err)
+	}
+	switch {
+	case len(c.TOTPSealed) > 0:
+		plain, err := s.kek.Open(c.TOTPSealed, totpAD(user))
+		if err != nil {
+			return nil, fmt.Errorf("opening the TOTP secret of user %q: %w", user, err)
+		}
+		c.totp = string(plain)
+	case c.TOTPPlain != "":
+		c.totp = c.TOTPPlain
 	}
 	c.revision = item.Revision
 	return &c, nil
 }
 
-func credentialOp(t store.OpType, user string, c *credential) (store.Op, error) {
-	data, err := json.Marshal(c)
+// credentialOp is the store write of c, its TOTP secret sealed.
+func (s *Server) credentialOp(t store.OpType, user string, c *credential) (store.Op, error) {
+	out := *c
+	out.TOTPPlain, out.TOTPSealed = "", nil
+	if c.totp != "" {
+		sealed, err := s.kek.Seal([]byte(c.totp), totpAD(user))
+		if err != nil {
+			return store.Op{}, fmt.Errorf("sealing the TOTP secret of user %q: %w", user, err)
+		}
+		out.TOTPSealed = sealed
+	}
+	data, err := json.Marshal(&out)
 	if err != nil {
 		return store.Op{}, err
 	}
@@ -93,6 +212,38 @@ func credentialOp(t store.OpType, user string, c *credential) (store.Op, error) 
 		o.ExpectRevision = c.revision
 	}
 	return o, nil
+}
+
+// sealTOTPSecrets seals the TOTP secrets that earlier versions stored in
+// the clear. A credential changed meanwhile is left for its next write,
+// which seals it too.
+func (s *Server) sealTOTPSecrets(ctx context.Context) error {
+	items, err := s.db.List(ctx, credentialKind)
+	if err != nil {
+		return fmt.Errorf("reading user credentials: %w", err)
+	}
+	sealed := 0
+	for _, item := range items {
+		c, err := s.decodeCredential(item.Name, item)
+		if err != nil {
+			return err
+		}
+		if c.TOTPPlain == "" {
+			continue
+		}
+		o, err := s.credentialOp(store.OpUpdate, item.Name, c)
+		if err != nil {
+			return err
+		}
+		if _, err := s.db.Apply(ctx, o); err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("sealing the TOTP secret of user %q: %w", item.Name, err)
+		}
+		sealed++
+	}
+	if sealed > 0 {
+		s.log.Info("sealed TOTP secrets stored in the clear by an earlier version", "users", sealed)
+	}
+	return nil
 }
 
 func inviteHash(secret string) string {
@@ -126,7 +277,7 @@ func (s *Server) CreateUser(ctx context.Context, req *authv1.CreateUserRequest) 
 	}
 	// Upsert: a credential left by a user removed before this change must not
 	// outlive its user.
-	credOp, err := credentialOp(store.OpUpsert, u.Metadata.Name, cred)
+	credOp, err := s.credentialOp(store.OpUpsert, u.Metadata.Name, cred)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -162,7 +313,7 @@ func (s *Server) newInvite(user string, ttl time.Duration, withTOTP bool) (strin
 		if err != nil {
 			return "", nil, status.Errorf(codes.Internal, "generating a TOTP secret: %v", err)
 		}
-		cred.TOTPSecret = key.Secret()
+		cred.totp = key.Secret()
 	}
 	return secret, cred, nil
 }
@@ -183,7 +334,7 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	o, err := credentialOp(store.OpUpsert, req.Name, cred)
+	o, err := s.credentialOp(store.OpUpsert, req.Name, cred)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -208,7 +359,20 @@ type unknownFailures struct {
 
 const maxUnknownFailures = 10000
 
+// get returns a copy of name's counts.
 func (u *unknownFailures) get(name string) *credential {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	c := &credential{}
+	if old := u.m[name]; old != nil {
+		*c = *old
+		c.Sources = cloneSources(old.Sources)
+	}
+	return c
+}
+
+// update changes name's counts with f, atomically.
+func (u *unknownFailures) update(name string, f func(*credential)) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
@@ -222,16 +386,19 @@ func (u *unknownFailures) get(name string) *credential {
 		c = &credential{}
 		u.m[name] = c
 	}
-	cp := *c
-	return &cp
+	f(c)
 }
 
-func (u *unknownFailures) put(name string, c *credential) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.m != nil {
-		u.m[name] = c
+func cloneSources(m map[string]*sourceFailures) map[string]*sourceFailures {
+	if m == nil {
+		return nil
 	}
+	out := make(map[string]*sourceFailures, len(m))
+	for k, v := range m {
+		cp := *v
+		out[k] = &cp
+	}
+	return out
 }
 
 // loginDenied audits a refused login with its reason and answers msg.
@@ -245,27 +412,61 @@ func (s *Server) loginDenied(ctx context.Context, user, reason string, code code
 	return status.Error(code, msg)
 }
 
+// lockedDenied is the answer to an attempt while the user is locked, for
+// its source or for everyone: the same for known and unknown names.
+func (s *Server) lockedDenied(ctx context.Context, name, source string, until time.Time, everyone bool, note string) error {
+	at := until.UTC().Format(time.RFC3339)
+	reason := "user locked for " + source + " until " + at
+	if everyone {
+		reason = "user locked for everyone until " + at
+	}
+	return s.loginDenied(ctx, name, reason+note, codes.PermissionDenied,
+		fmt.Sprintf("login refused: too many failed attempts; try again after %s, or ask an admin to reset the user (widctl user reset %s)", at, name))
+}
+
+// validateLogin checks a login request's fields before anything is looked
+// up or hashed. It returns the user's public key, or the reason for the
+// audit log and the caller's error.
+func validateLogin(req *authv1.LoginRequest) (crypto.PublicKey, string, error) {
+	if err := resource.ValidateName(req.User); err != nil {
+		return nil, "invalid user name", status.Error(codes.InvalidArgument, "the user name is not valid: "+err.Error())
+	}
+	if req.Password == "" {
+		return nil, "no password given", status.Error(codes.InvalidArgument, "a password is required")
+	}
+	if len(req.Password) > maxPasswordLength {
+		return nil, "password too long", status.Error(codes.InvalidArgument, fmt.Sprintf("the password is too long: use at most %d bytes", maxPasswordLength))
+	}
+	if req.TtlSeconds < 0 {
+		return nil, "negative TTL", status.Error(codes.InvalidArgument, "the login TTL must be positive")
+	}
+	pub, err := issuer.ParseCSR(req.Csr)
+	if err != nil {
+		return nil, "bad CSR: " + err.Error(), status.Error(codes.InvalidArgument, err.Error())
+	}
+	return pub, "", nil
+}
+
 // Login checks a user's password, or invite and new password, and signs a
 // user certificate for the CSR's key.
 func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.LoginResponse, error) {
 	name := req.User
-	if err := resource.ValidateName(name); err != nil {
-		return nil, s.loginDenied(ctx, "", "invalid user name", codes.InvalidArgument, "the user name is not valid: "+err.Error())
-	}
-	if req.Password == "" {
-		return nil, s.loginDenied(ctx, name, "no password given", codes.InvalidArgument, "a password is required")
-	}
-	if len(req.Password) > maxPasswordLength {
-		return nil, s.loginDenied(ctx, name, "password too long", codes.InvalidArgument, fmt.Sprintf("the password is too long: use at most %d bytes", maxPasswordLength))
-	}
-	pub, err := issuer.ParseCSR(req.Csr)
+	pub, reason, err := validateLogin(req)
 	if err != nil {
-		return nil, s.loginDenied(ctx, name, "bad CSR: "+err.Error(), codes.InvalidArgument, err.Error())
+		actor := name
+		if reason == "invalid user name" {
+			actor = ""
+		}
+		st, _ := status.FromError(err)
+		return nil, s.loginDenied(ctx, actor, reason, st.Code(), st.Message())
 	}
 	ttl := time.Duration(req.TtlSeconds) * time.Second
-	if ttl < 0 {
-		return nil, s.loginDenied(ctx, name, "negative TTL", codes.InvalidArgument, "the login TTL must be positive")
+	source := loginSource(callerFrom(ctx).RemoteAddr)
+	release, err := s.admitLogin(ctx, name, source)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
 	now := s.clock()
 
 	u, uerr := s.res.user(ctx, name)
@@ -286,10 +487,9 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		cred = s.unknown.get(name)
 	}
 
-	if now.Before(cred.LockedUntil) {
+	if until, everyone := cred.lockedUntil(source, now); !until.IsZero() {
 		checkPassword(dummyHash(), req.Password) // the same time as any other answer
-		return nil, s.loginDenied(ctx, name, "user locked until "+cred.LockedUntil.UTC().Format(time.RFC3339), codes.PermissionDenied,
-			fmt.Sprintf("login refused: too many failed attempts; try again after %s, or ask an admin to reset the user (widctl user reset %s)", cred.LockedUntil.UTC().Format(time.RFC3339), name))
+		return nil, s.lockedDenied(ctx, name, source, until, everyone, "")
 	}
 
 	// Every answer below a valid request pays exactly one argon2id
@@ -302,10 +502,9 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		hashed += time.Since(start)
 	}
 	var (
-		reason     string // why it failed, for the audit log
 		setHash    string // a new password hash, after an invite
 		usedInvite bool
-		totpUsed   bool
+		totpStep   int64 // the accepted TOTP code's step, 0 without one
 	)
 	switch {
 	case !known:
@@ -350,10 +549,10 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 			reason = "stored password hash unusable: " + err.Error()
 		case !ok:
 			reason = "wrong password"
-		case cred.TOTPSecret != "":
+		case cred.totp != "":
 			// Checked only after the password, and failing alike, so that
 			// the answer never says the password was right.
-			step, ok := checkTOTP(cred.TOTPSecret, req.TotpCode, now)
+			step, ok := checkTOTP(cred.totp, req.TotpCode, now)
 			switch {
 			case req.TotpCode == "":
 				reason = "no TOTP code given"
@@ -362,25 +561,14 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 			case step <= cred.TOTPLastStep:
 				reason = "TOTP code already used"
 			default:
-				cred.TOTPLastStep = step
-				totpUsed = true
+				totpStep = step
 			}
 		}
 	}
 
 	if reason != "" {
-		cred.Failures++
-		reason += fmt.Sprintf(" (failure %d of %d)", cred.Failures, MaxLoginFailures)
-		if cred.Failures >= MaxLoginFailures {
-			cred.Failures = 0
-			cred.LockedUntil = now.Add(LockoutWindow)
-			reason += "; locked until " + cred.LockedUntil.UTC().Format(time.RFC3339)
-		}
 		s.log.Debug("login refused", "user", name, "argon2id", hashed)
-		if err := s.putCredential(ctx, name, known, cred); err != nil {
-			return nil, err
-		}
-		return nil, s.loginDenied(ctx, name, reason, codes.Unauthenticated, errLoginFailed)
+		return nil, s.loginFailed(ctx, name, known, source, reason)
 	}
 
 	roles, err := s.res.roles(ctx, u.Spec.Roles)
@@ -388,28 +576,19 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		return nil, status.Errorf(codes.Internal, "loading the roles of user %q: %v", name, err)
 	}
 	ttl = sessionTTL(ttl, roles)
+	if err := s.loginSucceeded(ctx, name, source, cred, setHash, usedInvite, totpStep); err != nil {
+		return nil, err
+	}
 	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: name})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the user certificate: %v", err)
-	}
-	if usedInvite || totpUsed || cred.Failures != 0 || !cred.LockedUntil.IsZero() {
-		if usedInvite {
-			cred.PasswordHash, cred.InviteUsed = setHash, true
-		}
-		cred.Failures, cred.LockedUntil = 0, time.Time{}
-		if err := s.putCredential(ctx, name, true, cred); err != nil {
-			if usedInvite && status.Code(err) == codes.Aborted {
-				return nil, s.loginDenied(ctx, name, "invite used concurrently", codes.PermissionDenied, "the invite was already used: ask an admin for a new one")
-			}
-			return nil, err
-		}
 	}
 	c := callerFrom(ctx)
 	details := map[string]string{"method": "password"}
 	if usedInvite {
 		details["method"] = "invite"
 	}
-	if totpUsed {
+	if totpStep != 0 {
 		details["method"] = "password+totp"
 	}
 	if _, err := s.audit.Emit(ctx, audit.Event{
@@ -425,10 +604,141 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 	for _, hc := range s.cas.Authorities(ca.TypeHost) {
 		resp.HostCa = append(resp.HostCa, hc.Raw)
 	}
-	if usedInvite && cred.TOTPSecret != "" {
-		resp.TotpUri = totpURI(s.td.Name(), name, cred.TOTPSecret)
+	if usedInvite && cred.totp != "" {
+		resp.TotpUri = totpURI(s.td.Name(), name, cred.totp)
 	}
 	return resp, nil
+}
+
+// maxCredentialRetries bounds the compare-and-set retries of one login's
+// credential write. Writes for one user are serialized in this process, so
+// only other replicas' writes can make it retry.
+const maxCredentialRetries = 20
+
+// credentialLocks serializes credential writes per user within this
+// process (striped by name), so that parallel attempts each count instead
+// of losing compare-and-set races.
+type credentialLocks [64]sync.Mutex
+
+func (l *credentialLocks) lock(name string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	m := &l[h.Sum32()%uint32(len(l))]
+	m.Lock()
+	return m.Unlock
+}
+
+// loginFailed counts a wrong attempt atomically (every parallel attempt
+// counts, as if they had come one after another), audits it, and answers
+// the one answer of every failed login. An attempt that finds the user
+// locked by attempts that finished first is answered and audited as locked,
+// not counted: exactly what it would have met had it come after them.
+func (s *Server) loginFailed(ctx context.Context, name string, known bool, source, reason string) error {
+	defer s.credLocks.lock(name)()
+	return s.countFailure(ctx, name, known, source, reason)
+}
+
+// countFailure is loginFailed with the user's credential lock held.
+func (s *Server) countFailure(ctx context.Context, name string, known bool, source, reason string) error {
+	for range maxCredentialRetries {
+		now := s.clock()
+		var (
+			until    time.Time
+			everyone bool
+			what     string
+		)
+		if !known {
+			s.unknown.update(name, func(c *credential) {
+				if until, everyone = c.lockedUntil(source, now); until.IsZero() {
+					what = c.fail(source, now)
+				}
+			})
+		} else {
+			cred, err := s.getCredential(ctx, name)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				cred = &credential{}
+			case err != nil:
+				return storeError("user/"+name, err)
+			}
+			if until, everyone = cred.lockedUntil(source, now); until.IsZero() {
+				what = cred.fail(source, now)
+				t := store.OpUpdate
+				if cred.revision == 0 {
+					t = store.OpCreate
+				}
+				o, err := s.credentialOp(t, name, cred)
+				if err != nil {
+					return status.Error(codes.Internal, err.Error())
+				}
+				if _, err := s.db.Apply(ctx, o); err != nil {
+					if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrNotFound) {
+						continue
+					}
+					return storeError("user/"+name, err)
+				}
+			}
+		}
+		if !until.IsZero() {
+			return s.lockedDenied(ctx, name, source, until, everyone, " (reached while this attempt was checked: "+reason+")")
+		}
+		return s.loginDenied(ctx, name, reason+" ("+what+")", codes.Unauthenticated, errLoginFailed)
+	}
+	// Only a store that keeps changing under us gets here.
+	return s.loginDenied(ctx, name, reason+" (not counted: the credential kept changing)", codes.Unavailable, "the auth service is busy: try again")
+}
+
+// loginSucceeded records a successful login: the new password of an
+// invite, the TOTP step used, and no more failures. An invite or TOTP code
+// used by a concurrent login is refused here, so each is good once.
+func (s *Server) loginSucceeded(ctx context.Context, name, source string, read *credential, setHash string, usedInvite bool, totpStep int64) error {
+	if !usedInvite && totpStep == 0 && read.Failures == 0 && read.LockedUntil.IsZero() && len(read.Sources) == 0 {
+		return nil
+	}
+	defer s.credLocks.lock(name)()
+	for range maxCredentialRetries {
+		cred, err := s.getCredential(ctx, name)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			cred = &credential{}
+		case err != nil:
+			return storeError("user/"+name, err)
+		}
+		switch {
+		case usedInvite && (cred.InviteUsed || cred.InviteHash != read.InviteHash):
+			return s.loginDenied(ctx, name, "invite used concurrently", codes.PermissionDenied, "the invite was already used: ask an admin for a new one")
+		case !usedInvite && cred.PasswordHash != read.PasswordHash:
+			return s.countFailure(ctx, name, true, source, "password changed during the login")
+		case totpStep != 0 && totpStep <= cred.TOTPLastStep:
+			return s.countFailure(ctx, name, true, source, "TOTP code already used")
+		}
+		if until, everyone := cred.lockedUntil(source, s.clock()); !until.IsZero() && !usedInvite {
+			return s.lockedDenied(ctx, name, source, until, everyone, " (reached while this attempt was checked: right password)")
+		}
+		if usedInvite {
+			cred.PasswordHash, cred.InviteUsed = setHash, true
+		}
+		if totpStep != 0 {
+			cred.TOTPLastStep = totpStep
+		}
+		cred.succeeded()
+		t := store.OpUpdate
+		if cred.revision == 0 {
+			t = store.OpCreate
+		}
+		o, err := s.credentialOp(t, name, cred)
+		if err != nil {
+			return status.Error(codes.Internal, err.Error())
+		}
+		if _, err := s.db.Apply(ctx, o); err != nil {
+			if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists) {
+				continue
+			}
+			return storeError("user/"+name, err)
+		}
+		return nil
+	}
+	return status.Error(codes.Unavailable, "the auth service is busy: try again")
 }
 
 // TOTP settings: RFC 6238's defaults, which every authenticator app reads.
@@ -461,30 +771,6 @@ func totpURI(td, user, secret string) string {
 	v.Set("digits", "6")
 	v.Set("period", strconv.Itoa(totpPeriod))
 	return "otpauth://totp/" + url.PathEscape("wid "+td+":"+user) + "?" + v.Encode()
-}
-
-// putCredential stores a known user's credential (compare-and-set) or keeps
-// an unknown name's failures in memory.
-func (s *Server) putCredential(ctx context.Context, name string, known bool, cred *credential) error {
-	if !known {
-		s.unknown.put(name, cred)
-		return nil
-	}
-	t := store.OpUpdate
-	if cred.revision == 0 {
-		t = store.OpCreate
-	}
-	o, err := credentialOp(t, name, cred)
-	if err != nil {
-		return status.Error(codes.Internal, err.Error())
-	}
-	if _, err := s.db.Apply(ctx, o); err != nil {
-		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists) {
-			return status.Error(codes.Aborted, "another login for this user happened at the same time: try again")
-		}
-		return storeError("user/"+name, err)
-	}
-	return nil
 }
 
 // sessionTTL is the wanted TTL (or the default), capped by the smallest

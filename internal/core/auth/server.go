@@ -110,6 +110,14 @@ type Server struct {
 	agents *agentTracker
 	// kube checks the service-account tokens of kubernetes joins.
 	kube *kubejoin.Verifier
+	// kek seals secrets at rest: CA keys and TOTP secrets.
+	kek *ca.KEK
+	// credLocks serializes credential writes per user.
+	credLocks credentialLocks
+	// denials rate-limits denial audit events per source.
+	denials *denialLimiter
+	// logins bounds the cost that login attempts may ask for.
+	logins *loginLimiter
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
@@ -138,6 +146,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, clock: clock, db: db,
 		changes: newStateNotifier(), stopping: make(chan struct{}), attestations: newRecentIDs(maxRecentAttestations),
+		denials: newDenialLimiter(time.Now), logins: newLoginLimiter(time.Now),
 	}
 	// Seeded with the time so that generations also grow across restarts.
 	s.generation.Store(clock().UnixMicro())
@@ -156,6 +165,10 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	kek, err := ca.LoadOrCreateKEK(filepath.Join(cfg.DataDir, "keys"))
 	if err != nil {
 		return nil, fmt.Errorf("loading the CA key encryption key: %w", err)
+	}
+	s.kek = kek
+	if err := s.sealTOTPSecrets(ctx); err != nil {
+		return nil, err
 	}
 	s.cas = ca.NewManager(db, kek, td, clock)
 	casCreated, err := s.cas.Init(ctx)
@@ -258,6 +271,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.audit.Run(ctx) })
 	g.Go(func() error { return s.runRotations(ctx) })
+	g.Go(func() error { return s.runDenialSummaries(ctx) })
 
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeAuthStarted, Actor: s.adminActor(), Host: s.host, Outcome: audit.OutcomeSuccess,
@@ -268,8 +282,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 	admin := grpc.NewServer(
 		grpc.Creds(peercred.NewCredentials()),
-		grpc.ChainUnaryInterceptor(s.unaryAuth(listenerAdmin)),
-		grpc.ChainStreamInterceptor(s.streamAuth(listenerAdmin)),
+		grpc.ChainUnaryInterceptor(s.unaryAuth(listenerAdmin), s.unaryLimits()),
+		grpc.ChainStreamInterceptor(s.streamAuth(listenerAdmin), s.streamLimits()),
 	)
 	authv1.RegisterAuthServiceServer(admin, s)
 	servers := []*grpc.Server{admin}
@@ -278,8 +292,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.tlsLis != nil {
 		tlsSrv := grpc.NewServer(
 			grpc.Creds(credentials.NewTLS(s.tlsConfig())),
-			grpc.ChainUnaryInterceptor(s.unaryAuth(listenerTLS)),
-			grpc.ChainStreamInterceptor(s.streamAuth(listenerTLS)),
+			grpc.ChainUnaryInterceptor(s.unaryAuth(listenerTLS), s.unaryLimits()),
+			grpc.ChainStreamInterceptor(s.streamAuth(listenerTLS), s.streamLimits()),
 		)
 		authv1.RegisterAuthServiceServer(tlsSrv, s)
 		servers = append(servers, tlsSrv)

@@ -235,7 +235,7 @@ func TestIssueWorkloadSVIDsRefusesMalformedRequests(t *testing.T) {
 		words string
 	}{
 		"none":         {nil, "no SVIDs"},
-		"too many":     {many, "2001 SVIDs, over the limit of 2000"},
+		"too many":     {many, "svids is 2001 items long, over the limit of 2000 items"},
 		"unknown type": {[]*authv1.WorkloadSVIDRequest{{Identity: "web", Type: "x509", Csr: csr}, {Identity: "web", Type: "saml"}}, `SVID 2 has type "saml"`},
 	} {
 		_, err := bot.IssueWorkloadSVIDs(ctx, &authv1.IssueWorkloadSVIDsRequest{Attributes: uid1000, Svids: tt.svids})

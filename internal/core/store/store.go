@@ -76,6 +76,8 @@ type AuditFilter struct {
 	Since    time.Time
 	Until    time.Time
 	AfterSeq int64
+	// BeforeSeq > 0 matches rows with a smaller seq: paging back from it.
+	BeforeSeq int64
 	// Limit > 0 returns the newest Limit matching rows; the result is always oldest first.
 	Limit int
 }

@@ -477,6 +477,8 @@ func testAuditQuery(t *testing.T, b store.Backend) {
 		{"since just after", store.AuditFilter{Since: at(11).Add(time.Nanosecond)}, "12"},
 		{"after seq", store.AuditFilter{AfterSeq: 9}, "10,11,12"},
 		{"newest three, oldest first", store.AuditFilter{Limit: 3}, "10,11,12"},
+		{"before seq", store.AuditFilter{BeforeSeq: 4}, "1,2,3"},
+		{"newest two before seq", store.AuditFilter{BeforeSeq: 10, Limit: 2}, "8,9"},
 		{"newest two denied", store.AuditFilter{Outcome: "denied", Limit: 2}, "9,11"},
 		{"limit over count", store.AuditFilter{Types: []string{"bot.join"}, Limit: 100}, "2,5,8,11"},
 		{"combined", store.AuditFilter{Types: []string{"svid.denied"}, Actor: "bot:0", AfterSeq: 4}, "10"},
