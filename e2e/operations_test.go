@@ -437,3 +437,23 @@ func TestAuditVerifyFindsACutTailWithARewrittenHead(t *testing.T) {
 		t.Fatalf("a malformed --head: exit %d %s", r.code, r.stderr)
 	}
 }
+
+// Issue 15 Medium 6: a data dir on a read-only file system is refused with
+// what to do. Needs a read-only mount, which only root can make here.
+func TestReadOnlyDataDirSaysWhatToDo(t *testing.T) {
+	dir := newDataDir(t)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a read-only file system here: %v %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", dir, err, out)
+		}
+	})
+	r := startRefused(t, dir, "--workload-socket", filepath.Join(os.TempDir(), "wid-ro-"+strconv.Itoa(os.Getpid())+".sock"))
+	for _, want := range []string{"read-only file system", "mount it read-write", "--data-dir"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("refusal does not say %q:\n%s", want, r.stderr)
+		}
+	}
+}

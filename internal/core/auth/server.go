@@ -136,10 +136,10 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		clock = time.Now
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data dir: %w", err)
+		return nil, datadir.Explain(cfg.DataDir, "creating it", err)
 	}
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("securing data dir: %w", err)
+		return nil, datadir.Explain(cfg.DataDir, "making it private (chmod 700)", err)
 	}
 	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
@@ -152,7 +152,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, storeFile))
 	if err != nil {
 		lock.Release()
-		return nil, fmt.Errorf("opening the store in %s: %w", cfg.DataDir, err)
+		return nil, datadir.Explain(cfg.DataDir, "opening the store", err)
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, clock: clock, db: db, lock: lock,

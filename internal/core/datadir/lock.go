@@ -28,7 +28,7 @@ func Acquire(dir string) (*Lock, error) {
 	path := filepath.Join(dir, LockFileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("opening the data dir lock %s: %w", path, err)
+		return nil, Explain(dir, "creating its lock file "+LockFileName, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		defer f.Close()
