@@ -103,7 +103,7 @@ func TestVerifyPrintsAnExportableHead(t *testing.T) {
 	if err := printVerification(&output.Printer{Out: &buf, Format: output.Text}, v); err != nil {
 		t.Fatal(err)
 	}
-	want := "audit log verified: 12 events, anchored up to event 11\nhead (keep it elsewhere; check later with --head): 12:" + hash + "\n"
+	want := "audit log verified: 12 events, head abababababab\nanchored up to event 11; to check later, keep elsewhere: --head 12:" + hash + "\n"
 	if buf.String() != want {
 		t.Errorf("printed:\n%s\nwant:\n%s", buf.String(), want)
 	}

@@ -136,8 +136,8 @@ func printVerification(p *output.Printer, v Verification) error {
 				_, err := fmt.Fprintf(w, "audit log verified: %s, head %s\n", plural(v.Events, "event", "events"), short(v.HeadHash))
 				return err
 			}
-			_, err := fmt.Fprintf(w, "audit log verified: %s, anchored up to event %d\nhead (keep it elsewhere; check later with --head): %s\n",
-				plural(v.Events, "event", "events"), v.AnchoredSeq, v.Head)
+			_, err := fmt.Fprintf(w, "audit log verified: %s, head %s\nanchored up to event %d; to check later, keep elsewhere: --head %s\n",
+				plural(v.Events, "event", "events"), short(v.HeadHash), v.AnchoredSeq, v.Head)
 			return err
 		}
 		for _, pr := range v.Problems {
