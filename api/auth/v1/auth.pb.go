@@ -4518,7 +4518,11 @@ func (x *StreamAuditEventsRequest) GetBacklog() int32 {
 }
 
 type VerifyAuditRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// head_seq and head_hash, when set, name an event the log must contain:
+	// a head exported earlier (widctl audit verify --head SEQ:HASH).
+	HeadSeq       int64  `protobuf:"varint,1,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	HeadHash      string `protobuf:"bytes,2,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4551,6 +4555,20 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
 	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *VerifyAuditRequest) GetHeadSeq() int64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditRequest) GetHeadHash() string {
+	if x != nil {
+		return x.HeadHash
+	}
+	return ""
 }
 
 type AuditProblem struct {
@@ -4615,11 +4633,18 @@ func (x *AuditProblem) GetMessage() string {
 }
 
 type VerifyAuditResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
-	Events        int64                  `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
-	Problems      []*AuditProblem        `protobuf:"bytes,3,rep,name=problems,proto3" json:"problems,omitempty"`
-	HeadHash      string                 `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Ok       bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Events   int64                  `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	Problems []*AuditProblem        `protobuf:"bytes,3,rep,name=problems,proto3" json:"problems,omitempty"`
+	HeadHash string                 `protobuf:"bytes,4,opt,name=head_hash,json=headHash,proto3" json:"head_hash,omitempty"`
+	// head_seq is the newest event's seq: with head_hash, the head to export.
+	HeadSeq int64 `protobuf:"varint,5,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	// anchored_seq and anchored_hash are the head the trust domain's anchor
+	// (keys/anchor, outside the store) records; the log was checked to
+	// contain it.
+	AnchoredSeq   int64  `protobuf:"varint,6,opt,name=anchored_seq,json=anchoredSeq,proto3" json:"anchored_seq,omitempty"`
+	AnchoredHash  string `protobuf:"bytes,7,opt,name=anchored_hash,json=anchoredHash,proto3" json:"anchored_hash,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4678,6 +4703,27 @@ func (x *VerifyAuditResponse) GetProblems() []*AuditProblem {
 func (x *VerifyAuditResponse) GetHeadHash() string {
 	if x != nil {
 		return x.HeadHash
+	}
+	return ""
+}
+
+func (x *VerifyAuditResponse) GetHeadSeq() int64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetAnchoredSeq() int64 {
+	if x != nil {
+		return x.AnchoredSeq
+	}
+	return 0
+}
+
+func (x *VerifyAuditResponse) GetAnchoredHash() string {
+	if x != nil {
+		return x.AnchoredHash
 	}
 	return ""
 }
@@ -5092,17 +5138,22 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x0fnext_before_seq\x18\x02 \x01(\x03R\rnextBeforeSeq\"c\n" +
 	"\x18StreamAuditEventsRequest\x12-\n" +
 	"\x05query\x18\x01 \x01(\v2\x17.wid.auth.v1.AuditQueryR\x05query\x12\x18\n" +
-	"\abacklog\x18\x02 \x01(\x05R\abacklog\"\x14\n" +
-	"\x12VerifyAuditRequest\"N\n" +
+	"\abacklog\x18\x02 \x01(\x05R\abacklog\"L\n" +
+	"\x12VerifyAuditRequest\x12\x19\n" +
+	"\bhead_seq\x18\x01 \x01(\x03R\aheadSeq\x12\x1b\n" +
+	"\thead_hash\x18\x02 \x01(\tR\bheadHash\"N\n" +
 	"\fAuditProblem\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x03R\x03seq\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"\x91\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xf4\x01\n" +
 	"\x13VerifyAuditResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x03R\x06events\x125\n" +
 	"\bproblems\x18\x03 \x03(\v2\x19.wid.auth.v1.AuditProblemR\bproblems\x12\x1b\n" +
-	"\thead_hash\x18\x04 \x01(\tR\bheadHash2\x90\x12\n" +
+	"\thead_hash\x18\x04 \x01(\tR\bheadHash\x12\x19\n" +
+	"\bhead_seq\x18\x05 \x01(\x03R\aheadSeq\x12!\n" +
+	"\fanchored_seq\x18\x06 \x01(\x03R\vanchoredSeq\x12#\n" +
+	"\ranchored_hash\x18\a \x01(\tR\fanchoredHash2\x90\x12\n" +
 	"\vAuthService\x12;\n" +
 	"\x04Ping\x12\x18.wid.auth.v1.PingRequest\x1a\x19.wid.auth.v1.PingResponse\x12Y\n" +
 	"\x0eCreateResource\x12\".wid.auth.v1.CreateResourceRequest\x1a#.wid.auth.v1.CreateResourceResponse\x12P\n" +

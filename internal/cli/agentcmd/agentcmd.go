@@ -74,6 +74,8 @@ type StartOptions struct {
 	AuthListen  string   `mapstructure:"auth_listen" yaml:"auth_listen"`
 	ServerNames []string `mapstructure:"server_names" yaml:"server_names"`
 	LogLevel    string   `mapstructure:"log_level" yaml:"log_level"`
+	// Init makes a new trust domain in a data dir that is not empty.
+	Init bool `mapstructure:"init" yaml:"init"`
 
 	// Agent settings.
 	Auth                          string                `mapstructure:"auth" yaml:"auth"`
@@ -101,6 +103,7 @@ var flagKeys = map[string]string{
 	"sds-spiffe-validator": "sds.spiffe_validator",
 	"join-method":          "join_method", "sa-token-file": "sa_token_file",
 	"join-token-file": "join_token_file",
+	"init":            "init",
 }
 
 // configKeys are the keys a config file may hold; others are refused.
@@ -127,9 +130,16 @@ also creates the workload identity dev-uid, which gives processes of the
 starting user spiffe://<trust domain>/uid/<uid> (--no-dev-identity skips it;
 "widctl rm workload_identity/dev-uid" removes it).
 
-The first start on a data dir creates the trust domain: its CAs (ECDSA P-256,
-private keys encrypted at rest with a key in <data-dir>/keys), the built-in
-roles editor and local-agent, and the audit log. Later starts load it.
+The first start on an empty data dir creates the trust domain: its CAs
+(ECDSA P-256, private keys encrypted at rest with a key in <data-dir>/keys),
+the built-in roles editor and local-agent, and the audit log. Later starts
+load it, after checking the store against the trust domain's anchor
+(<data-dir>/keys/anchor: the trust domain, its CA keys and the audit log's
+head, sealed outside the store). A store that lost changes, CAs or itself is
+refused with what is missing: restore the data dir from a backup (see
+docs/operations.md). Only --init makes a new trust domain in a data dir that
+is not empty, such as one whose keys/ survived but whose store did not.
+One process at a time holds a data dir (a lock on <data-dir>/lock).
 
 --roles agent runs an agent alone, for another host: it joins with --auth,
 a join token and --ca-pin, keeps its bot identity in <data-dir>/agent, and
@@ -193,6 +203,7 @@ are refused.`,
 	f.String("auth-listen", auth.DefaultListenAddr, "host:port of the auth service's TLS listener")
 	f.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
 	f.String("log-level", "info", "log level: debug, info, warn or error")
+	f.Bool("init", false, "make a new trust domain even though the data dir holds keys from an earlier one (its store is gone); never needed on an empty data dir")
 	f.String("auth", "", "host:port of the auth service (--roles agent)")
 	f.String("join-token", "", "join token for the agent's first start (--roles agent); visible to local users in the process list: prefer WID_JOIN_TOKEN or --join-token-file")
 	f.String("join-token-file", "", "`FILE` holding the join token for the agent's first start (--roles agent)")
@@ -400,7 +411,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 	if runAuth {
 		srv, err := auth.Open(ctx, auth.Config{
 			DataDir: o.DataDir, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
-			ServerNames: o.ServerNames, Logger: logger, Version: version.Version,
+			ServerNames: o.ServerNames, Logger: logger, Version: version.Version, Init: o.Init,
 		})
 		if err != nil {
 			return err

@@ -95,3 +95,31 @@ func TestTailWritesFixedColumns(t *testing.T) {
 		t.Errorf("columns do not line up:\n%s", buf.String())
 	}
 }
+
+func TestVerifyPrintsAnExportableHead(t *testing.T) {
+	hash := strings.Repeat("ab", 32)
+	var buf bytes.Buffer
+	v := NewVerification(&authv1.VerifyAuditResponse{Ok: true, Events: 12, HeadSeq: 12, HeadHash: hash, AnchoredSeq: 11})
+	if err := printVerification(&output.Printer{Out: &buf, Format: output.Text}, v); err != nil {
+		t.Fatal(err)
+	}
+	want := "audit log verified: 12 events, head abababababab\nanchored up to event 11; to check later, keep elsewhere: --head 12:" + hash + "\n"
+	if buf.String() != want {
+		t.Errorf("printed:\n%s\nwant:\n%s", buf.String(), want)
+	}
+	seq, h, err := ParseHead(v.Head)
+	if err != nil || seq != 12 || h != hash {
+		t.Errorf("the printed head does not parse back: %d %q %v", seq, h, err)
+	}
+}
+
+func TestParseHeadRefusesWhatIsNotAHead(t *testing.T) {
+	for _, bad := range []string{"", "12", "12:", ":" + strings.Repeat("a", 64), "0:" + strings.Repeat("a", 64), "-1:" + strings.Repeat("a", 64),
+		"12:" + strings.Repeat("a", 63), "12:" + strings.Repeat("A", 64), "x:" + strings.Repeat("a", 64)} {
+		_, _, err := ParseHead(bad)
+		var e *cmdutil.Error
+		if !errors.As(err, &e) || e.Code != cmdutil.ExitBadInput {
+			t.Errorf("ParseHead(%q) = %v, want a bad-input error", bad, err)
+		}
+	}
+}

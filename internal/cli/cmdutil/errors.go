@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/wid-project/wid/internal/core/client"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -146,6 +147,11 @@ func explainStatus(err error, target string) Report {
 	case codes.Canceled:
 		return Report{Code: ExitInterrupted}
 	case codes.Unavailable, codes.DeadlineExceeded:
+		if _, _, ok := client.ServerAnswer(err); ok {
+			// The auth service answered, and said why it could not serve
+			// (a full disk, a stop under way): that, not "cannot reach".
+			return Report{Code: ExitUnavailable, Message: msg}
+		}
 		return unreachable(msg, target)
 	}
 	return Report{Code: ExitError, Message: msg}

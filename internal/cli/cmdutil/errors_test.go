@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/iostreams"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -33,6 +35,8 @@ func TestExplain(t *testing.T) {
 		{"other tls failure", status.Error(codes.Unavailable, `connection error: desc = "transport: authentication handshake failed: remote error: tls: bad certificate"`), ExitAuth, "the TLS handshake with the auth service at /run/wid/admin.sock failed (remote error: tls: bad certificate): check --ca-pin and --identity"},
 		{"socket permission", status.Error(codes.Unavailable, `connection error: desc = "transport: Error while dialing: dial unix /run/wid/admin.sock: connect: permission denied"`), ExitAuth, "cannot open the admin socket /run/wid/admin.sock: permission denied: run widctl as the user that runs widagent, or as root"},
 		{"internal", status.Error(codes.Internal, "storing role/x: disk full"), ExitError, "storing role/x: disk full"},
+		{"refused for a full disk", serverStatus(codes.Unavailable, "not issued: the audit log could not be written (disk full): an admin must free space on the auth service's data dir; then try again"), ExitUnavailable, "not issued: the audit log could not be written (disk full): an admin must free space on the auth service's data dir; then try again"},
+		{"stopping", serverStatus(codes.Unavailable, "the auth service is stopping: reconnect"), ExitUnavailable, "the auth service is stopping: reconnect"},
 		{"wrapped status keeps its own message", fmt.Errorf("creating role: %w", status.Error(codes.NotFound, "role/x does not exist")), ExitNotFound, "role/x does not exist"},
 		{"input error", InputErrorf("--max-ttl is wrong"), ExitBadInput, "--max-ttl is wrong"},
 		{"error with status cause", &Error{Code: ExitError, Err: status.Error(codes.NotFound, "gone")}, ExitError, "gone"},
@@ -81,4 +85,14 @@ func TestHandleErrorShowsChainOnlyWithDebug(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serverStatus is a status as the auth service's handlers send it: with
+// its ErrorInfo.
+func serverStatus(c codes.Code, msg string) error {
+	st, err := status.New(c, msg).WithDetails(&errdetails.ErrorInfo{Domain: authv1.ErrorDomain, Reason: authv1.ErrorReasonStorage})
+	if err != nil {
+		panic(err)
+	}
+	return st.Err()
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/client"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -139,6 +140,10 @@ func (d *denial) Error() string { return d.reason }
 type unavailableError struct{ err error }
 
 func (u *unavailableError) Error() string {
+	if msg, _, ok := client.ServerAnswer(u.err); ok {
+		// Reached, and it said why not (a full disk, a stop under way).
+		return "the auth service did not issue it: " + msg
+	}
 	return "the auth service could not be reached to issue it: " + u.err.Error()
 }
 func (u *unavailableError) Unwrap() error { return u.err }

@@ -73,6 +73,9 @@ type Log struct {
 	seq  int64
 	hash string
 
+	// onCommit, when set, hears of every new head (see OnCommit).
+	onCommit func(seq int64, hash string)
+
 	subMu   sync.Mutex
 	subs    map[*subscriber]struct{}
 	subDone bool
@@ -97,6 +100,11 @@ func Open(ctx context.Context, b store.Backend, logger *slog.Logger) (*Log, erro
 		subs:    make(map[*subscriber]struct{}),
 	}, nil
 }
+
+// OnCommit registers fn to hear the new head after every commit, once it is
+// durable: the trust domain's anchor follows the head this way. fn runs on
+// the writer and must be quick. Call it before Run.
+func (l *Log) OnCommit(fn func(seq int64, hash string)) { l.onCommit = fn }
 
 // Run is the log's writer; run it exactly once, alongside the services that
 // emit. It commits whatever Emit callers have queued as one transaction,
@@ -236,6 +244,9 @@ func (l *Log) commit(ctx context.Context, batch []*pending) {
 
 	last := rows[len(rows)-1]
 	l.seq, l.hash = last.Seq, last.Hash
+	if l.onCommit != nil {
+		l.onCommit(last.Seq, last.Hash)
+	}
 	events := make([]Event, len(batch))
 	for i, p := range batch {
 		p.ev.Seq, p.ev.PrevHash, p.ev.Hash = rows[i].Seq, rows[i].PrevHash, rows[i].Hash

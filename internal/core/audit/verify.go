@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/wid-project/wid/internal/core/store"
@@ -27,9 +29,22 @@ const (
 type Report struct {
 	// Events is how many stored events were checked.
 	Events int64
-	// HeadHash is the hash the log's head records for its newest event.
+	// HeadSeq and HeadHash are the log's head as the store records it: the
+	// newest event. Export them (widctl audit verify prints them) to check
+	// the log against them later.
+	HeadSeq  int64
 	HeadHash string
 	Problems []Problem
+}
+
+// Head is an event a log must contain, recorded outside the store (the
+// trust domain's anchor, or a head an operator exported): a store rewritten
+// whole, head included, still cannot forge it.
+type Head struct {
+	Seq  int64
+	Hash string
+	// Source names where the head came from, for messages ("the anchor").
+	Source string
 }
 
 // Problem is one thing wrong with the log.
@@ -50,14 +65,26 @@ var errStopScan = errors.New("stop scan")
 // its recorded hash, that each refers to the one before it, that no seq is
 // missing, that the newest event is the one the head records, and that
 // every indexed column agrees with the event it was derived from.
-func (l *Log) Verify(ctx context.Context) (Report, error) {
+//
+// Each of heads must be in the log: an event with that seq and hash. One
+// missing means the newest events were removed (truncated) or the history
+// was replaced (edited), even when the store's own head was rewritten to
+// match.
+func (l *Log) Verify(ctx context.Context, heads ...Head) (Report, error) {
 	// Take the head first: events appended while we scan lie beyond it and
 	// are left for the next run rather than mistaken for tampering.
 	headSeq, headHash, err := l.backend.AuditHead(ctx)
 	if err != nil {
 		return Report{}, fmt.Errorf("verifying audit log: %w", err)
 	}
-	rep := Report{HeadHash: headHash}
+	rep := Report{HeadSeq: headSeq, HeadHash: headHash}
+	// want maps each seq a head names to its heads, checked as the scan passes.
+	want := map[int64][]Head{}
+	for _, h := range heads {
+		if h.Seq > 0 {
+			want[h.Seq] = append(want[h.Seq], h)
+		}
+	}
 	var (
 		prevSeq         int64
 		prevStoredHash  string
@@ -72,6 +99,15 @@ func (l *Log) Verify(ctx context.Context) (Report, error) {
 		}
 		rep.Events++
 		derived := HashRow(r)
+		for _, h := range want[r.Seq] {
+			if h.Hash != r.Hash || h.Hash != derived {
+				rep.Problems = append(rep.Problems, Problem{
+					Seq: r.Seq, Kind: ProblemEdited,
+					Message: fmt.Sprintf("event %d is not the one %s records: the log's history was replaced from there on.", r.Seq, h.Source),
+				})
+			}
+		}
+		delete(want, r.Seq)
 		lastEdited = false
 		if p, ok := checkRow(r, derived); !ok {
 			rep.Problems = append(rep.Problems, p)
@@ -112,6 +148,21 @@ func (l *Log) Verify(ctx context.Context) (Report, error) {
 			Seq: headSeq, Kind: ProblemEdited,
 			Message: fmt.Sprintf("the log's head was edited: it records a different hash for event %d than the event has.", headSeq),
 		})
+	}
+	// Heads beyond what the scan reached: the newest events are gone, even
+	// if the store's head was rewritten to hide it.
+	// (Up to the store's head, a missing event is already a gap or a
+	// truncation above; past it, rows the scan left are reported below.)
+	for _, seq := range slices.Sorted(maps.Keys(want)) {
+		if seq <= headSeq || (beyond > 0 && seq >= beyond) {
+			continue
+		}
+		for _, h := range want[seq] {
+			rep.Problems = append(rep.Problems, Problem{
+				Seq: headSeq + 1, Kind: ProblemTruncated,
+				Message: anchoredTruncation(headSeq+1, seq, h.Source),
+			})
+		}
 	}
 	if beyond > 0 {
 		// Appends that raced the scan move the head past them; anything
@@ -189,4 +240,11 @@ func truncated(from, to int64) string {
 		return fmt.Sprintf("event %d, the newest, is missing: the log's head records it but it was deleted.", from)
 	}
 	return fmt.Sprintf("events %d to %d, the newest, are missing: the log's head records them but they were deleted.", from, to)
+}
+
+func anchoredTruncation(from, to int64, source string) string {
+	if from == to {
+		return fmt.Sprintf("event %d, recorded by %s, is missing: the newest events were removed.", to, source)
+	}
+	return fmt.Sprintf("events %d to %d are missing: %s records event %d, so the newest events were removed.", from, to, source, to)
 }

@@ -201,3 +201,56 @@ func TestVerifyReportsEveryProblem(t *testing.T) {
 }
 
 func parseTime(s string) (time.Time, error) { return time.Parse(time.RFC3339Nano, s) }
+
+// Issue 14 Low 10: rows removed from the end and the head row rewritten to
+// match leave a chain that checks out by itself; a head recorded outside
+// the store (the anchor, an exported head) still finds the loss.
+func TestVerifyAgainstAnOutsideHead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wid.db")
+	db := openDB(t, path)
+	tl := startLog(t, db)
+	emitN(t, tl.Log, 10)
+	tl.stop()
+	seq, hash, err := db.AuditHead(t.Context())
+	if err != nil || seq != 10 {
+		t.Fatalf("head %d, %v", seq, err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	execSQL(`DELETE FROM audit_events WHERE seq >= 8`)(t, raw)
+	execSQL(`UPDATE audit_head SET seq = 7, hash = (SELECT hash FROM audit_events WHERE seq = 7)`)(t, raw)
+	raw.Close()
+
+	db = openDB(t, path)
+	defer db.Close()
+	l, err := audit.Open(t.Context(), db, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := l.Verify(t.Context()); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("without an outside head the cut is invisible (this is the limitation): %+v, %v", rep.Problems, err)
+	}
+	rep, err := l.Verify(t.Context(), audit.Head{Seq: seq, Hash: hash, Source: "the exported head"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 1 || rep.Problems[0].Kind != audit.ProblemTruncated || rep.Problems[0].Seq != 8 ||
+		!strings.Contains(rep.Problems[0].Message, "events 8 to 10") || !strings.Contains(rep.Problems[0].Message, "the exported head") {
+		t.Fatalf("problems %+v, want events 8 to 10 truncated, naming the exported head", rep.Problems)
+	}
+
+	// A head whose event is there but is another event: the history was
+	// replaced from that point.
+	rep, err = l.Verify(t.Context(), audit.Head{Seq: 5, Hash: hash, Source: "the anchor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 1 || rep.Problems[0].Kind != audit.ProblemEdited || rep.Problems[0].Seq != 5 || !strings.Contains(rep.Problems[0].Message, "the anchor") {
+		t.Fatalf("problems %+v, want event 5 edited, naming the anchor", rep.Problems)
+	}
+}

@@ -231,7 +231,15 @@ func TestTrustDomainMismatchOnRestart(t *testing.T) {
 		t.Fatalf("upper-case trust domain: %v", err)
 	}
 	os.RemoveAll(srv.DataDir + "-other")
-	_, err = auth.Open(context.Background(), auth.Config{DataDir: srv.DataDir, TrustDomain: "other.org"})
+	// The running one holds its data dir's lock: restart a stopped one.
+	dir := srv.DataDir + "-restart"
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	first, err := auth.Open(context.Background(), auth.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	_, err = auth.Open(context.Background(), auth.Config{DataDir: dir, TrustDomain: "other.org"})
 	if err == nil || !strings.Contains(err.Error(), `holds trust domain "example.org"`) {
 		t.Fatalf("reopening with another trust domain: %v", err)
 	}

@@ -132,10 +132,20 @@ func cutLongFields(p *authv1.AuditEvent) {
 }
 
 func (s *Server) StreamAuditEvents(req *authv1.StreamAuditEventsRequest, stream authv1.AuthService_StreamAuditEventsServer) error {
-	ctx := stream.Context()
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
 	if err := s.authorize(ctx, resourceAudit, verbList); err != nil {
 		return err
 	}
+	// A stop drains RPCs before the audit log stops, so a follower must end
+	// itself when the stop begins instead of holding up the drain.
+	go func() {
+		select {
+		case <-s.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	q := auditQuery(req.Query)
 	backlog := int(req.Backlog)
 	for {
@@ -152,6 +162,11 @@ func (s *Server) StreamAuditEvents(req *authv1.StreamAuditEventsRequest, stream 
 			q.AfterSeq = e.Seq
 		}
 		if err := ctx.Err(); err != nil {
+			select {
+			case <-s.stopping:
+				return status.Error(codes.Unavailable, "the auth service is stopping: follow the audit log again once it is back")
+			default:
+			}
 			if errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -165,15 +180,33 @@ func (s *Server) StreamAuditEvents(req *authv1.StreamAuditEventsRequest, stream 
 	}
 }
 
-func (s *Server) VerifyAudit(ctx context.Context, _ *authv1.VerifyAuditRequest) (*authv1.VerifyAuditResponse, error) {
+// maxHeadHash bounds the exported head's hash a caller sends (a hex SHA-256
+// is 64 characters).
+const maxHeadHash = 128
+
+func (s *Server) VerifyAudit(ctx context.Context, req *authv1.VerifyAuditRequest) (*authv1.VerifyAuditResponse, error) {
 	if err := s.authorize(ctx, resourceAudit, verbRead); err != nil {
 		return nil, err
 	}
-	rep, err := s.audit.Verify(ctx)
+	if req.HeadSeq < 0 || len(req.HeadHash) > maxHeadHash || (req.HeadSeq > 0) != (req.HeadHash != "") {
+		return nil, status.Error(codes.InvalidArgument, "the head to check against needs a positive seq and a hash of at most 128 characters, as widctl audit verify prints it (SEQ:HASH)")
+	}
+	// The anchor lives outside the store, under the key encryption key's
+	// protection: a store rewritten whole, head row included, still has
+	// to contain the event it records.
+	anchoredSeq, anchoredHash := s.anchor.Anchored()
+	heads := []audit.Head{{Seq: anchoredSeq, Hash: anchoredHash, Source: "the trust domain's anchor (keys/anchor)"}}
+	if req.HeadSeq > 0 {
+		heads = append(heads, audit.Head{Seq: req.HeadSeq, Hash: req.HeadHash, Source: "the head you gave"})
+	}
+	rep, err := s.audit.Verify(ctx, heads...)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "verifying the audit log: %v", err)
 	}
-	resp := &authv1.VerifyAuditResponse{Ok: len(rep.Problems) == 0, Events: rep.Events, HeadHash: rep.HeadHash}
+	resp := &authv1.VerifyAuditResponse{
+		Ok: len(rep.Problems) == 0, Events: rep.Events, HeadHash: rep.HeadHash, HeadSeq: rep.HeadSeq,
+		AnchoredSeq: anchoredSeq, AnchoredHash: anchoredHash,
+	}
 	for _, p := range rep.Problems {
 		resp.Problems = append(resp.Problems, &authv1.AuditProblem{Seq: p.Seq, Kind: p.Kind, Message: p.Message})
 	}

@@ -37,6 +37,9 @@ func storeError(ref string, err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}
+	if reason, ok := storageReason(err); ok {
+		return withReason(status.Newf(codes.Unavailable, "%s was not stored: the store could not be written (%s): an admin must fix the auth service's data dir; then try again", ref, reason), authv1.ErrorReasonStorage)
+	}
 	return status.Errorf(codes.Internal, "storing %s: %v", ref, err)
 }
 

@@ -135,7 +135,7 @@ func (s *Server) SignX509SVID(ctx context.Context, req *authv1.SignX509SVIDReque
 	ev.Details = map[string]string{audit.DetailCertificate: base64.StdEncoding.EncodeToString(svid.Certificates[0].Raw)}
 	// Answer only once the issuance is durable in the audit log.
 	if _, err := s.audit.Emit(ctx, ev); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "the SVID was not issued because it could not be audited: %v", err)
+		return nil, notAudited("not issued", err)
 	}
 	resp := &authv1.SignX509SVIDResponse{SpiffeId: r.id.String(), Serial: svid.Serial, ExpiresAt: timestamppb.New(svid.NotAfter)}
 	for _, c := range svid.Certificates {
@@ -172,7 +172,7 @@ func (s *Server) SignJWTSVID(ctx context.Context, req *authv1.SignJWTSVIDRequest
 	ev.Serial = svid.JTI
 	ev.Details = map[string]string{"audience": strings.Join(req.Audience, ",")}
 	if _, err := s.audit.Emit(ctx, ev); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "the SVID was not issued because it could not be audited: %v", err)
+		return nil, notAudited("not issued", err)
 	}
 	return &authv1.SignJWTSVIDResponse{SpiffeId: r.id.String(), Token: svid.Token, Jti: svid.JTI, ExpiresAt: timestamppb.New(svid.ExpiresAt)}, nil
 }

@@ -19,8 +19,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/anchor"
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/datadir"
 	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/paths"
@@ -55,6 +57,10 @@ type Config struct {
 	Version     string
 	// Clock is for tests; nil means time.Now.
 	Clock func() time.Time
+	// Init lets Open make a new trust domain in a data dir that is not
+	// empty (keys/ without a store, after the operator chose not to restore
+	// one). Without it a trust domain is made only in an empty data dir.
+	Init bool
 }
 
 // Info describes a started auth service, for people.
@@ -83,6 +89,8 @@ type Server struct {
 	res    *resources
 	host   string
 
+	// lock keeps every other process off the data dir while this one runs.
+	lock     *datadir.Lock
 	tlsLis   net.Listener
 	adminLis net.Listener
 	info     Info
@@ -108,6 +116,8 @@ type Server struct {
 	unknown unknownFailures
 	// agents follows what each agent holds, for CA rotations.
 	agents *agentTracker
+	// anchor keeps keys/anchor level with the store.
+	anchor *anchor.Keeper
 	// kube checks the service-account tokens of kubernetes joins.
 	kube *kubejoin.Verifier
 	// kek seals secrets at rest: CA keys and TOTP secrets.
@@ -134,17 +144,26 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		clock = time.Now
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data dir: %w", err)
+		return nil, datadir.Explain(cfg.DataDir, "creating it", err)
 	}
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("securing data dir: %w", err)
+		return nil, datadir.Explain(cfg.DataDir, "making it private (chmod 700)", err)
 	}
-	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "wid.db"))
+	lock, err := datadir.Acquire(cfg.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("opening the store in %s: %w", cfg.DataDir, err)
+		return nil, err
+	}
+	if err := checkDataDir(cfg.DataDir, cfg.Init); err != nil {
+		lock.Release()
+		return nil, err
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, storeFile))
+	if err != nil {
+		lock.Release()
+		return nil, datadir.Explain(cfg.DataDir, "opening the store", err)
 	}
 	s := &Server{
-		cfg: cfg, log: cfg.Logger, clock: clock, db: db,
+		cfg: cfg, log: cfg.Logger, clock: clock, db: db, lock: lock,
 		changes: newStateNotifier(), stopping: make(chan struct{}), attestations: newRecentIDs(maxRecentAttestations),
 		denials: newDenialLimiter(time.Now), logins: newLoginLimiter(time.Now),
 	}
@@ -157,39 +176,21 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	td, created, err := s.loadTrustDomain(ctx)
+	s.res = newResources(db, s.changes.changed)
+	created, err := s.openTrustDomain(ctx)
 	if err != nil {
 		return nil, err
 	}
-	s.td = td
-	kek, err := ca.LoadOrCreateKEK(filepath.Join(cfg.DataDir, "keys"))
-	if err != nil {
-		return nil, fmt.Errorf("loading the CA key encryption key: %w", err)
-	}
-	s.kek = kek
+	td := s.td
+	// TOTP secrets written in plaintext by earlier versions are sealed now.
 	if err := s.sealTOTPSecrets(ctx); err != nil {
 		return nil, err
 	}
-	s.cas = ca.NewManager(db, kek, td, clock)
-	casCreated, err := s.cas.Init(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("loading the trust domain's CAs: %w", err)
-	}
-	if created != casCreated {
-		// The meta row and the CAs are written by the same first start; one
-		// without the other means a first start died half-way. Finishing it
-		// is safe because nothing was ever issued.
-		s.log.Warn("trust domain setup was incomplete; completed it now", "trust_domain", td.Name())
-	}
 	s.cas.OnChange(s.changes.changed)
+	// The anchor follows every CA change once it is in the store.
+	s.cas.OnChange(func() { s.anchor.SetCAKeys(s.cas.KeyIDs()) })
 	s.issuer = issuer.New(s.cas, clock)
-	s.res = newResources(db, s.changes.changed)
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log})
-	if created || casCreated {
-		if err := s.res.ensureBuiltinRoles(ctx); err != nil {
-			return nil, err
-		}
-	}
 	s.agents = newAgentTracker(db, clock, s.log)
 	if err := s.agents.load(ctx); err != nil {
 		return nil, err
@@ -197,41 +198,13 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if s.audit, err = audit.Open(ctx, db, s.log); err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
+	s.audit.OnCommit(s.anchor.SetAuditHead)
 	s.info = Info{TrustDomain: td, Created: created, CAPin: s.cas.HostPin(), DataDir: cfg.DataDir}
 
 	if err := s.listen(); err != nil {
 		return nil, err
 	}
 	return s, nil
-}
-
-func (s *Server) loadTrustDomain(ctx context.Context) (spiffeid.TrustDomain, bool, error) {
-	stored, err := s.db.GetMeta(ctx, metaTrustDomain)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return spiffeid.TrustDomain{}, false, fmt.Errorf("reading the trust domain: %w", err)
-	}
-	if stored != "" {
-		if s.cfg.TrustDomain != "" && s.cfg.TrustDomain != stored {
-			return spiffeid.TrustDomain{}, false, fmt.Errorf("data dir %s holds trust domain %q, not %q: drop --trust-domain or use another --data-dir", s.cfg.DataDir, stored, s.cfg.TrustDomain)
-		}
-		td, err := spiffeid.TrustDomainFromString(stored)
-		if err != nil {
-			return spiffeid.TrustDomain{}, false, fmt.Errorf("stored trust domain %q is invalid: %w", stored, err)
-		}
-		return td, false, nil
-	}
-	name := s.cfg.TrustDomain
-	if name == "" {
-		name = DefaultTrustDomain
-	}
-	td, err := spiffeid.TrustDomainFromString(name)
-	if err != nil {
-		return spiffeid.TrustDomain{}, false, fmt.Errorf("trust domain %q is invalid: use lower-case letters, digits, dots, dashes and underscores, like example.org", name)
-	}
-	if err := s.db.PutMetaOnce(ctx, metaTrustDomain, td.Name()); err != nil {
-		return spiffeid.TrustDomain{}, false, fmt.Errorf("recording the trust domain: %w", err)
-	}
-	return td, true, nil
 }
 
 func (s *Server) listen() error {
@@ -266,10 +239,21 @@ func (s *Server) Info() Info { return s.info }
 // TrustDomain is the served trust domain.
 func (s *Server) TrustDomain() spiffeid.TrustDomain { return s.td }
 
-// Run serves until ctx is cancelled, then stops gracefully.
+// stopGrace bounds how long a stop waits for in-flight RPCs to finish
+// before it cuts them off.
+const stopGrace = 5 * time.Second
+
+// Run serves until ctx is cancelled, then stops gracefully: the listeners
+// close, in-flight RPCs finish (within stopGrace), and then the audit log
+// commits what they queued and stops.
 func (s *Server) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.audit.Run(ctx) })
+	// The audit log outlives the RPCs: an RPC accepted before the stop
+	// records its event and answers, and only then does the log stop.
+	auditCtx, stopAudit := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAudit()
+	g.Go(func() error { return s.audit.Run(auditCtx) })
+	g.Go(func() error { return s.anchor.Run(auditCtx) })
 	g.Go(func() error { return s.runRotations(ctx) })
 	g.Go(func() error { return s.runDenialSummaries(ctx) })
 
@@ -282,8 +266,8 @@ func (s *Server) Run(ctx context.Context) error {
 
 	admin := grpc.NewServer(
 		grpc.Creds(peercred.NewCredentials()),
-		grpc.ChainUnaryInterceptor(s.unaryAuth(listenerAdmin), s.unaryLimits()),
-		grpc.ChainStreamInterceptor(s.streamAuth(listenerAdmin), s.streamLimits()),
+		grpc.ChainUnaryInterceptor(markUnary, s.unaryAuth(listenerAdmin), s.unaryLimits()),
+		grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerAdmin), s.streamLimits()),
 	)
 	authv1.RegisterAuthServiceServer(admin, s)
 	servers := []*grpc.Server{admin}
@@ -292,8 +276,8 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.tlsLis != nil {
 		tlsSrv := grpc.NewServer(
 			grpc.Creds(credentials.NewTLS(s.tlsConfig())),
-			grpc.ChainUnaryInterceptor(s.unaryAuth(listenerTLS), s.unaryLimits()),
-			grpc.ChainStreamInterceptor(s.streamAuth(listenerTLS), s.streamLimits()),
+			grpc.ChainUnaryInterceptor(markUnary, s.unaryAuth(listenerTLS), s.unaryLimits()),
+			grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerTLS), s.streamLimits()),
 		)
 		authv1.RegisterAuthServiceServer(tlsSrv, s)
 		servers = append(servers, tlsSrv)
@@ -311,16 +295,23 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 		select {
 		case <-stopped:
-		case <-time.After(5 * time.Second):
+		case <-time.After(stopGrace):
+			s.log.Warn("RPCs still running after the grace period; stopping them", "grace", stopGrace)
 			for _, srv := range servers {
 				srv.Stop()
 			}
+			<-stopped
 		}
+		stopAudit()
 		return nil
 	})
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
+	}
+	// The audit log has committed its last event: anchor it.
+	if ferr := s.anchor.Flush(); ferr != nil {
+		err = errors.Join(err, fmt.Errorf("recording the audit head in the trust domain's anchor: %w", ferr))
 	}
 	return err
 }
@@ -340,10 +331,13 @@ func (s *Server) Close() error {
 	if s.tlsLis != nil {
 		s.tlsLis.Close()
 	}
+	var err error
 	if s.db != nil {
-		return s.db.Close()
+		err = s.db.Close()
 	}
-	return nil
+	// Last: the store is closed before another process may open it.
+	s.lock.Release()
+	return err
 }
 
 func (s *Server) adminActor() string { return "admin@" + s.host }

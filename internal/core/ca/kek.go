@@ -32,10 +32,26 @@ type KEK struct {
 // could read is refused rather than used: the CA keys are only as private as
 // this file.
 func LoadOrCreateKEK(dir string) (*KEK, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating keys directory %s: %w", dir, err)
+	return loadKEK(dir, true)
+}
+
+// LoadKEK reads the KEK from dir/ca.key, with the same checks as
+// LoadOrCreateKEK, but never creates one: a data dir whose key is gone
+// needs its backup, not a new key. A missing key matches fs.ErrNotExist.
+func LoadKEK(dir string) (*KEK, error) {
+	return loadKEK(dir, false)
+}
+
+func loadKEK(dir string, create bool) (*KEK, error) {
+	if create {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("creating keys directory %s: %w", dir, err)
+		}
 	}
 	info, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("keys directory %s is missing: %w", dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("checking keys directory %s: %w", dir, err)
 	}
@@ -49,6 +65,9 @@ func LoadOrCreateKEK(dir string) (*KEK, error) {
 	path := filepath.Join(dir, KEKFileName)
 	key, err := readKEKFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
+		if !create {
+			return nil, fmt.Errorf("key encryption key %s is missing: %w", path, err)
+		}
 		key, err = createKEKFile(dir, path)
 	}
 	if err != nil {

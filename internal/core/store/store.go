@@ -19,6 +19,12 @@ var (
 	ErrConflict = errors.New("revision conflict")
 	// ErrAuditChain: an audit append did not follow the current head.
 	ErrAuditChain = errors.New("audit append does not follow the chain head")
+	// ErrNoSpace: a write failed because the disk (or the database's size
+	// limit) is full. Nothing of that write was stored.
+	ErrNoSpace = errors.New("disk full")
+	// ErrReadOnly: a write failed because the store's files or file system
+	// are read-only.
+	ErrReadOnly = errors.New("the store is read-only")
 )
 
 // Item is one stored document.

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"time"
 
 	sqlitedriver "modernc.org/sqlite"
@@ -206,16 +207,38 @@ func (db *DB) Close() error {
 func (db *DB) writeTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	tx, err := db.writer.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("beginning transaction: %w", err)
+		return classify(fmt.Errorf("beginning transaction: %w", err))
 	}
 	if err := fn(tx); err != nil {
 		_ = tx.Rollback()
-		return err
+		return classify(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("committing transaction: %w", err)
+		return classify(fmt.Errorf("committing transaction: %w", err))
 	}
 	return nil
+}
+
+// classify marks a write error that is about the disk rather than the data
+// (full, read-only) with the store's sentinel, so that callers can tell
+// people what to fix instead of passing on SQLite's error code.
+func classify(err error) error {
+	var se *sqlitedriver.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case sqlite3.SQLITE_FULL:
+			return fmt.Errorf("%w: %w", store.ErrNoSpace, err)
+		case sqlite3.SQLITE_READONLY:
+			return fmt.Errorf("%w: %w", store.ErrReadOnly, err)
+		}
+	}
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("%w: %w", store.ErrNoSpace, err)
+	case errors.Is(err, syscall.EROFS):
+		return fmt.Errorf("%w: %w", store.ErrReadOnly, err)
+	}
+	return err
 }
 
 // isBusy reports whether err is SQLITE_BUSY or SQLITE_LOCKED.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -289,5 +290,33 @@ func TestWriteTransactionsTakeTheLockAtBegin(t *testing.T) {
 	}
 	if _, err := other.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('k', 'v')`); err != nil {
 		t.Fatalf("write after the transaction ended: %v", err)
+	}
+}
+
+// A full disk reaches callers as store.ErrNoSpace, so the auth service can
+// say "disk full" instead of passing on SQLite's error. SQLite reports a
+// database at its max_page_count exactly as it reports ENOSPC (SQLITE_FULL).
+func TestWriteOnAFullDiskIsErrNoSpace(t *testing.T) {
+	db, err := Open(t.Context(), filepath.Join(t.TempDir(), "wid.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var pages int
+	if err := db.writer.QueryRowContext(t.Context(), "PRAGMA page_count").Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.writer.ExecContext(t.Context(), "PRAGMA max_page_count = "+strconv.Itoa(pages)); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 64<<10)
+	row := store.AuditRow{Seq: 1, Type: "t", Actor: "a", Outcome: "success", Data: big, Hash: "h"}
+	err = db.AppendAudit(t.Context(), []store.AuditRow{row})
+	if !errors.Is(err, store.ErrNoSpace) {
+		t.Fatalf("append on a full database: %v, want store.ErrNoSpace", err)
+	}
+	_, err = db.Apply(t.Context(), store.Op{Type: store.OpCreate, Item: store.Item{Kind: "k", Name: "n", Data: big}})
+	if !errors.Is(err, store.ErrNoSpace) {
+		t.Fatalf("apply on a full database: %v, want store.ErrNoSpace", err)
 	}
 }

@@ -1,0 +1,270 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/wid-project/wid/internal/core/anchor"
+	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/store"
+)
+
+// metaAnchored is set in the store once its anchor exists, so that a
+// missing anchor file is noticed rather than written afresh.
+const metaAnchored = "anchored"
+
+// restoreHint ends every refusal of a damaged data dir.
+const restoreHint = "restore wid.db and keys/ together from one backup as docs/operations.md describes (starting anyway would make a new trust domain and break every workload's identity)"
+
+// storeFile is the SQLite store's file name in the data dir.
+const storeFile = "wid.db"
+
+func (s *Server) keysDir() string { return filepath.Join(s.cfg.DataDir, "keys") }
+
+func exists(path string) (bool, error) {
+	_, err := os.Lstat(path)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
+}
+
+// checkDataDir refuses, before the store is opened (which would create an
+// empty one), a data dir that has keys but no store.
+func checkDataDir(dataDir string, init bool) error {
+	keys := filepath.Join(dataDir, "keys")
+	hasKEK, err := exists(filepath.Join(keys, ca.KEKFileName))
+	if err != nil {
+		return fmt.Errorf("checking the data dir %s: %w", dataDir, err)
+	}
+	hasAnchor, err := exists(anchor.Path(keys))
+	if err != nil {
+		return fmt.Errorf("checking the data dir %s: %w", dataDir, err)
+	}
+	hasStore, err := exists(filepath.Join(dataDir, storeFile))
+	if err != nil {
+		return fmt.Errorf("checking the data dir %s: %w", dataDir, err)
+	}
+	if (hasKEK || hasAnchor) && !hasStore && !init {
+		return fmt.Errorf("data dir %s has the keys of a trust domain (keys/) but no store (%s is missing): %s, or, to give that trust domain up, start with --init", dataDir, storeFile, restoreHint)
+	}
+	return nil
+}
+
+// openTrustDomain creates the trust domain in an empty data dir (or with
+// Config.Init), or loads the one there after checking the store against
+// its anchor. It sets s.td, s.cas and s.anchor.
+func (s *Server) openTrustDomain(ctx context.Context) (created bool, err error) {
+	dir := s.cfg.DataDir
+	hasKEK, err := exists(filepath.Join(s.keysDir(), ca.KEKFileName))
+	if err != nil {
+		return false, fmt.Errorf("checking the data dir %s: %w", dir, err)
+	}
+	hasAnchor, err := exists(anchor.Path(s.keysDir()))
+	if err != nil {
+		return false, fmt.Errorf("checking the data dir %s: %w", dir, err)
+	}
+	stored, err := s.db.GetMeta(ctx, metaTrustDomain)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, fmt.Errorf("reading the trust domain: %w", err)
+	}
+	empty, err := s.storeEmpty(ctx, stored)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case empty && (s.cfg.Init || (!hasKEK && !hasAnchor)):
+		return true, s.createTrustDomain(ctx)
+	case empty:
+		what := "a trust domain"
+		if a, err := s.readAnchor(); err == nil {
+			what = fmt.Sprintf("trust domain %q", a.TrustDomain)
+		}
+		return false, fmt.Errorf("data dir %s has the keys of %s (keys/) but its store %s is empty: %s, or, to give that trust domain up, start with --init", dir, what, storeFile, restoreHint)
+	case s.cfg.Init:
+		name := stored
+		if name == "" {
+			name = "a trust domain"
+		}
+		return false, fmt.Errorf("--init makes a new trust domain, but data dir %s already holds %s: start without --init, or use another --data-dir", dir, name)
+	case !hasKEK:
+		return false, fmt.Errorf("data dir %s holds a store but not the key encryption key keys/%s that opens its CA keys: %s", dir, ca.KEKFileName, restoreHint)
+	}
+	return false, s.loadTrustDomain(ctx, stored, hasAnchor)
+}
+
+// storeEmpty reports whether the store holds nothing of a trust domain.
+func (s *Server) storeEmpty(ctx context.Context, td string) (bool, error) {
+	if td != "" {
+		return false, nil
+	}
+	cas, err := s.db.List(ctx, ca.StoreKind)
+	if err != nil {
+		return false, fmt.Errorf("reading the store: %w", err)
+	}
+	seq, _, err := s.db.AuditHead(ctx)
+	if err != nil {
+		return false, fmt.Errorf("reading the store: %w", err)
+	}
+	return len(cas) == 0 && seq == 0, nil
+}
+
+func (s *Server) createTrustDomain(ctx context.Context) error {
+	name := s.cfg.TrustDomain
+	if name == "" {
+		name = DefaultTrustDomain
+	}
+	td, err := spiffeid.TrustDomainFromString(name)
+	if err != nil {
+		return fmt.Errorf("trust domain %q is invalid: use lower-case letters, digits, dots, dashes and underscores, like example.org", name)
+	}
+	kek, err := ca.LoadOrCreateKEK(s.keysDir())
+	if err != nil {
+		return fmt.Errorf("loading the CA key encryption key: %w", err)
+	}
+	if err := s.db.PutMetaOnce(ctx, metaTrustDomain, td.Name()); err != nil {
+		return fmt.Errorf("recording the trust domain: %w", err)
+	}
+	s.td = td
+	s.kek = kek
+	s.cas = ca.NewManager(s.db, kek, td, s.clock)
+	if _, err := s.cas.Init(ctx); err != nil {
+		return fmt.Errorf("creating the trust domain's CAs: %w", err)
+	}
+	if err := s.res.ensureBuiltinRoles(ctx); err != nil {
+		return err
+	}
+	return s.anchorNow(ctx, kek)
+}
+
+func (s *Server) readAnchor() (anchor.Anchor, error) {
+	kek, err := ca.LoadKEK(s.keysDir())
+	if err != nil {
+		return anchor.Anchor{}, err
+	}
+	return anchor.Read(s.keysDir(), kek)
+}
+
+func (s *Server) loadTrustDomain(ctx context.Context, stored string, hasAnchor bool) error {
+	dir := s.cfg.DataDir
+	if stored == "" {
+		return fmt.Errorf("the store in data dir %s has lost its trust domain's name: %s", dir, restoreHint)
+	}
+	if s.cfg.TrustDomain != "" && s.cfg.TrustDomain != stored {
+		return fmt.Errorf("data dir %s holds trust domain %q, not %q: drop --trust-domain or use another --data-dir", dir, stored, s.cfg.TrustDomain)
+	}
+	td, err := spiffeid.TrustDomainFromString(stored)
+	if err != nil {
+		return fmt.Errorf("stored trust domain %q is invalid: %w", stored, err)
+	}
+	kek, err := ca.LoadKEK(s.keysDir())
+	if err != nil {
+		return fmt.Errorf("loading the CA key encryption key: %w", err)
+	}
+	s.td = td
+	s.kek = kek
+	s.cas = ca.NewManager(s.db, kek, td, s.clock)
+
+	if !hasAnchor {
+		marked, err := s.db.GetMeta(ctx, metaAnchored)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("reading the store: %w", err)
+		}
+		if marked != "" {
+			return fmt.Errorf("data dir %s has lost keys/%s, the record its store is checked against: %s", dir, anchor.FileName, restoreHint)
+		}
+		// A data dir from before anchors: its store is all there is to
+		// go by, so it is anchored as it stands, once its CAs load.
+		if err := s.loadCAs(ctx); err != nil {
+			return err
+		}
+		s.log.Info("recorded the trust domain's anchor", "path", anchor.Path(s.keysDir()))
+		return s.anchorNow(ctx, kek)
+	}
+
+	a, err := anchor.Read(s.keysDir(), kek)
+	if err != nil {
+		return err
+	}
+	keys, err := ca.StoredKeyIDs(ctx, s.db)
+	if err != nil {
+		return fmt.Errorf("reading the store's CAs: %w", err)
+	}
+	seq, _, err := s.db.AuditHead(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the store's audit head: %w", err)
+	}
+	err = a.Check(anchor.State{TrustDomain: td.Name(), CAKeys: keys, AuditSeq: seq, HashAt: s.auditHashAt(ctx)})
+	if err != nil {
+		return fmt.Errorf("the store in data dir %s does not match the trust domain's anchor (keys/%s): %v: %s", dir, anchor.FileName, err, restoreHint)
+	}
+	if err := s.loadCAs(ctx); err != nil {
+		return err
+	}
+	s.anchor = anchor.NewKeeper(s.keysDir(), kek, a, s.log)
+	// The anchor may lag the store; bring it level before serving.
+	s.anchor.SetCAKeys(s.cas.KeyIDs())
+	head, hash, err := s.db.AuditHead(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the store's audit head: %w", err)
+	}
+	s.anchor.SetAuditHead(head, hash)
+	if err := s.anchor.Flush(); err != nil {
+		return err
+	}
+	return s.db.PutMetaOnce(ctx, metaAnchored, "1")
+}
+
+func (s *Server) loadCAs(ctx context.Context) error {
+	err := s.cas.Load(ctx)
+	if errors.Is(err, ca.ErrNoCAs) {
+		return fmt.Errorf("the store in data dir %s holds trust domain %q but none of its CAs: %s", s.cfg.DataDir, s.td.Name(), restoreHint)
+	}
+	if err != nil {
+		return fmt.Errorf("loading the trust domain's CAs: %w", err)
+	}
+	return nil
+}
+
+// anchorNow writes the anchor from the store as it is and starts keeping it.
+func (s *Server) anchorNow(ctx context.Context, kek *ca.KEK) error {
+	seq, hash, err := s.db.AuditHead(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the store's audit head: %w", err)
+	}
+	a := anchor.Anchor{TrustDomain: s.td.Name(), CAKeys: s.cas.KeyIDs(), AuditSeq: seq, AuditHash: hash, Written: s.clock().UTC()}
+	if err := anchor.Write(s.keysDir(), kek, a); err != nil {
+		return err
+	}
+	s.anchor = anchor.NewKeeper(s.keysDir(), kek, a, s.log)
+	return s.db.PutMetaOnce(ctx, metaAnchored, "1")
+}
+
+// errFound ends a scan once the row sought is read.
+var errFound = errors.New("found")
+
+// auditHashAt reads one stored audit event's hash.
+func (s *Server) auditHashAt(ctx context.Context) func(int64) (string, bool, error) {
+	return func(seq int64) (string, bool, error) {
+		var hash string
+		var ok bool
+		err := s.db.ScanAudit(ctx, seq-1, func(r store.AuditRow) error {
+			if r.Seq == seq {
+				hash, ok = r.Hash, true
+			}
+			return errFound
+		})
+		if err != nil && !errors.Is(err, errFound) {
+			return "", false, err
+		}
+		return hash, ok, nil
+	}
+}
