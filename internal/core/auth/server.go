@@ -45,6 +45,9 @@ const metaTrustDomain = "trust_domain"
 type Config struct {
 	// DataDir holds wid.db, keys/ and admin.sock.
 	DataDir string
+	// Store opens the backend that holds the trust domain; nil means the
+	// SQLite store <DataDir>/wid.db. The server closes what it returns.
+	Store func(ctx context.Context) (store.Backend, error)
 	// TrustDomain is required to match the stored one, if any; "" accepts it.
 	TrustDomain string
 	// ListenAddr is host:port for the TLS listener ("" disables it).
@@ -131,9 +134,19 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("securing data dir: %w", err)
 	}
-	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "wid.db"))
+	openStore := cfg.Store
+	if openStore == nil {
+		openStore = func(ctx context.Context) (store.Backend, error) {
+			db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "wid.db"))
+			if err != nil {
+				return nil, fmt.Errorf("opening the store in %s: %w", cfg.DataDir, err)
+			}
+			return db, nil
+		}
+	}
+	db, err := openStore(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("opening the store in %s: %w", cfg.DataDir, err)
+		return nil, err
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, clock: clock, db: db,
