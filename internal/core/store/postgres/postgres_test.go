@@ -443,3 +443,23 @@ func TestReadsDoNotWaitForWriters(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// openBench opens a database on a server with fsync on, as in production,
+// so that the figures compare with the SQLite store's (synchronous=FULL).
+func openBench(b *testing.B) store.Backend {
+	srv := pgtest.SharedWith(b, pgtest.Options{Durable: true})
+	name, dbURL, err := srv.CreateDatabase(b.Context())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.DropDatabase(context.Background(), name) })
+	db, err := Open(b.Context(), dbURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return db
+}
+
+func BenchmarkApply(b *testing.B)         { storetest.BenchApply(b, openBench) }
+func BenchmarkAppendAudit(b *testing.B)   { storetest.BenchAppendAudit(b, 1, openBench) }
+func BenchmarkAppendAudit16(b *testing.B) { storetest.BenchAppendAudit(b, 16, openBench) }

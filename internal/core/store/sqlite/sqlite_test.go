@@ -291,3 +291,15 @@ func TestWriteTransactionsTakeTheLockAtBegin(t *testing.T) {
 		t.Fatalf("write after the transaction ended: %v", err)
 	}
 }
+
+func openBench(b *testing.B) store.Backend {
+	db, err := Open(b.Context(), filepath.Join(b.TempDir(), "wid.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return db
+}
+
+func BenchmarkApply(b *testing.B)         { storetest.BenchApply(b, openBench) }
+func BenchmarkAppendAudit(b *testing.B)   { storetest.BenchAppendAudit(b, 1, openBench) }
+func BenchmarkAppendAudit16(b *testing.B) { storetest.BenchAppendAudit(b, 16, openBench) }

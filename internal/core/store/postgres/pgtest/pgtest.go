@@ -351,25 +351,36 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// The test binary's shared server, started on first use.
+// The test binary's shared servers, one per Options, started on first use.
 var shared struct {
-	mu  sync.Mutex
-	srv *Server
-	err error
+	mu   sync.Mutex
+	srvs map[Options]*Server
+	errs map[Options]error
 }
 
 // Shared returns the test binary's server, starting it on first use.
 func Shared(t testing.TB) *Server {
 	t.Helper()
+	return SharedWith(t, Options{})
+}
+
+// SharedWith is Shared for a server with opts.
+func SharedWith(t testing.TB, opts Options) *Server {
+	t.Helper()
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	if shared.srv == nil && shared.err == nil {
-		shared.srv, shared.err = Start(context.Background(), Options{})
+	if shared.srvs == nil {
+		shared.srvs, shared.errs = map[Options]*Server{}, map[Options]error{}
 	}
-	if shared.err != nil {
-		t.Fatalf("starting the test PostgreSQL: %v", shared.err)
+	srv, err := shared.srvs[opts], shared.errs[opts]
+	if srv == nil && err == nil {
+		srv, err = Start(context.Background(), opts)
+		shared.srvs[opts], shared.errs[opts] = srv, err
 	}
-	return shared.srv
+	if err != nil {
+		t.Fatalf("starting the test PostgreSQL: %v", err)
+	}
+	return srv
 }
 
 // Database returns the URL of a new empty database on the shared server,
@@ -403,14 +414,17 @@ func Main(m *testing.M) int {
 	code := m.Run()
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	if shared.srv != nil {
-		if err := shared.srv.Stop(); err != nil {
+	for opts, srv := range shared.srvs {
+		if srv == nil {
+			continue
+		}
+		if err := srv.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "stopping the test PostgreSQL:", err)
 			if code == 0 {
 				code = 1
 			}
 		}
-		shared.srv = nil
+		delete(shared.srvs, opts)
 	}
 	return code
 }
