@@ -112,9 +112,6 @@ func connectReason(c *pgconn.Config, err error) string {
 	if errors.As(err, &certErr) || errors.As(err, &unknownAuth) || errors.As(err, &hostErr) {
 		return fmt.Sprintf("the server's TLS certificate was not accepted (%s)", innermost(err))
 	}
-	if strings.Contains(innermost(err), "server refused TLS connection") {
-		return "the server does not accept TLS, which the URL's sslmode requires"
-	}
 	return innermost(err)
 }
 

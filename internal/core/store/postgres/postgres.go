@@ -48,8 +48,6 @@ const maxTxAttempts = 5
 // DB is a store.Backend on one PostgreSQL database.
 type DB struct {
 	pool *pgxpool.Pool
-	// where names the server for messages, without credentials.
-	where string
 }
 
 var _ store.Backend = (*DB)(nil)
@@ -76,7 +74,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	if err != nil {
 		return nil, connectError(where, &cfg.ConnConfig.Config, url, err)
 	}
-	db := &DB{pool: pool, where: where}
+	db := &DB{pool: pool}
 	// The pool connects lazily: a ping makes a wrong URL fail the start
 	// rather than the first request.
 	if err := pool.Ping(ctx); err != nil {
@@ -95,9 +93,6 @@ func (db *DB) Close() error {
 	db.pool.Close()
 	return nil
 }
-
-// Server names the database server, without credentials, for messages.
-func (db *DB) Server() string { return db.where }
 
 // writeTx runs fn in one transaction, committing if fn returns nil, and
 // runs it again when PostgreSQL aborted it to resolve a deadlock or a

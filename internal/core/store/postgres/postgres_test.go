@@ -366,6 +366,27 @@ func TestOpenErrorsNameTheServerNotThePassword(t *testing.T) {
 		l.Close()
 		return addr
 	}()
+	// A server that accepts connections and never answers.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
 	withPassword := func(host, db, pw string) string {
 		u := url.URL{Scheme: "postgres", User: url.UserPassword("postgres", pw), Host: host, Path: "/" + db, RawQuery: "sslmode=disable"}
 		return u.String()
@@ -378,6 +399,7 @@ func TestOpenErrorsNameTheServerNotThePassword(t *testing.T) {
 		{"refused", withPassword(closedPort, "wid", secret), []string{closedPort, "refused"}},
 		{"wrong password", withPassword(srv.Addr(), "postgres", secret), []string{srv.Addr(), "refused the password", `"postgres"`}},
 		{"missing database", withPassword(srv.Addr(), "nope", srv.Password()), []string{srv.Addr(), `database "nope" does not exist`}},
+		{"silent", withPassword(silent.Addr().String(), "wid", secret) + "&connect_timeout=1", []string{silent.Addr().String(), "did not answer within 1s"}},
 		{"bad port", "postgres://postgres:" + secret + "@127.0.0.1:notaport/wid", []string{"invalid"}},
 		{"unparsable", "postgres://postgres:" + secret + "@[::1/wid", []string{"invalid"}},
 		{"not postgres", "mysql://root:" + secret + "@127.0.0.1/wid", []string{"postgres://"}},
