@@ -44,6 +44,9 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkSDS' -benchtime 5x ./internal/core/agent
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
+	# The store, SQLite against PostgreSQL 15 (fsync on both; issue 17): the store-level
+	# BenchmarkApply and BenchmarkAppendAudit ran in the first line; here issuance end to end.
+	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey -store postgres
 	# widctl login to first SVID on disk, and widctl svid issue, with the real binaries (issue 5).
 	$(GO) run ./bench/login -n 15
 	# widctl tui: first screen with 10,000 events in the log; key to redraw and RSS at 500 SVIDs/s (issue 6).

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
 )
 
 var binDir string
@@ -37,7 +38,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	code := m.Run()
+	// pgtest.Main stops the PostgreSQL server that tests of --store start.
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -5,6 +5,9 @@
 // each request carries a PKCS#10 CSR whose signature the service checks; with
 // -request pubkey it carries only the public key, as an agent minting keys for
 // its workloads does (the bot's mTLS identity is the proof that matters there).
+//
+// -store postgres runs the same against a private PostgreSQL (fsync on),
+// for the SQLite-against-PostgreSQL figure.
 package main
 
 import (
@@ -23,6 +26,8 @@ import (
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
+	"github.com/wid-project/wid/internal/core/store/storeurl"
 )
 
 func main() {
@@ -30,6 +35,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long to issue")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	request := flag.String("request", "csr", "what each request carries: csr or pubkey")
+	storeArg := flag.String("store", "sqlite", "the auth service's store: sqlite (in the temp data dir), postgres (a private PostgreSQL 15 with fsync on, started for the run) or a --store URL")
 	flag.Parse()
 	if *request != "csr" && *request != "pubkey" {
 		log.Fatalf("-request is %q; use csr or pubkey", *request)
@@ -44,13 +50,13 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*clients, *duration, *request); err != nil {
+	if err := run(*clients, *duration, *request, *storeArg); err != nil {
 		pprof.StopCPUProfile()
 		log.Fatal(err)
 	}
 }
 
-func run(clients int, duration time.Duration, request string) error {
+func run(clients int, duration time.Duration, request, storeArg string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir, err := os.MkdirTemp("", "wid-bench-")
@@ -58,7 +64,26 @@ func run(clients int, duration time.Duration, request string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	srv, err := auth.Open(ctx, auth.Config{DataDir: dir, TrustDomain: "bench.example", ListenAddr: "127.0.0.1:0", Version: "bench"})
+	storeURL := ""
+	switch storeArg {
+	case "sqlite":
+	case "postgres":
+		pg, err := pgtest.Start(ctx, pgtest.Options{Durable: true})
+		if err != nil {
+			return err
+		}
+		defer pg.Stop()
+		if _, storeURL, err = pg.CreateDatabase(ctx); err != nil {
+			return err
+		}
+	default:
+		storeURL = storeArg
+	}
+	spec, err := storeurl.Parse(storeURL, dir)
+	if err != nil {
+		return err
+	}
+	srv, err := auth.Open(ctx, auth.Config{DataDir: dir, Store: spec.Open, TrustDomain: "bench.example", ListenAddr: "127.0.0.1:0", Version: "bench"})
 	if err != nil {
 		return err
 	}
@@ -153,8 +178,8 @@ func run(clients int, duration time.Duration, request string) error {
 		}
 		return latencies[int(float64(len(latencies)-1)*p)]
 	}
-	fmt.Printf("issuance (%s): %d clients, %s: %d SVIDs, %.0f SVIDs/s, p50 %s, p99 %s, max %s, failures %d\n",
-		request, clients, elapsed.Round(time.Millisecond), len(latencies), float64(len(latencies))/elapsed.Seconds(),
+	fmt.Printf("issuance (%s, %s store): %d clients, %s: %d SVIDs, %.0f SVIDs/s, p50 %s, p99 %s, max %s, failures %d\n",
+		request, spec.Kind, clients, elapsed.Round(time.Millisecond), len(latencies), float64(len(latencies))/elapsed.Seconds(),
 		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond), failures)
 
 	// Every SVID answered must be in the audit log.

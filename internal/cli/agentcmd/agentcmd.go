@@ -23,6 +23,7 @@ import (
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/paths"
+	"github.com/wid-project/wid/internal/core/store/storeurl"
 	"github.com/wid-project/wid/internal/version"
 	"golang.org/x/sync/errgroup"
 )
@@ -70,6 +71,7 @@ func newVersionCmd(out io.Writer) *cobra.Command {
 type StartOptions struct {
 	Roles       []string `mapstructure:"roles" yaml:"roles"`
 	DataDir     string   `mapstructure:"data_dir" yaml:"data_dir"`
+	Store       string   `mapstructure:"store" yaml:"store"`
 	TrustDomain string   `mapstructure:"trust_domain" yaml:"trust_domain"`
 	AuthListen  string   `mapstructure:"auth_listen" yaml:"auth_listen"`
 	ServerNames []string `mapstructure:"server_names" yaml:"server_names"`
@@ -97,7 +99,7 @@ type StartOptions struct {
 // flagKeys maps each flag to its config key.
 var flagKeys = map[string]string{
 	"roles": "roles", "data-dir": "data_dir", "trust-domain": "trust_domain", "auth-listen": "auth_listen",
-	"server-name": "server_names", "log-level": "log_level", "auth": "auth", "join-token": "join_token",
+	"server-name": "server_names", "store": "store", "log-level": "log_level", "auth": "auth", "join-token": "join_token",
 	"ca-pin": "ca_pin", "workload-socket": "workload_socket", "diag-addr": "diag_addr",
 	"no-dev-identity": "no_dev_identity", "allow-unauthenticated-verifiers": "allow_unauthenticated_verifiers",
 	"sds-spiffe-validator": "sds.spiffe_validator",
@@ -107,7 +109,7 @@ var flagKeys = map[string]string{
 }
 
 // configKeys are the keys a config file may hold; others are refused.
-var configKeys = []string{"roles", "data_dir", "trust_domain", "auth_listen", "server_names", "log_level",
+var configKeys = []string{"roles", "data_dir", "store", "trust_domain", "auth_listen", "server_names", "log_level",
 	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
 	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds", "join_method", "sa_token_file",
 	"join_token_file"}
@@ -140,6 +142,11 @@ refused with what is missing: restore the data dir from a backup (see
 docs/operations.md). Only --init makes a new trust domain in a data dir that
 is not empty, such as one whose keys/ survived but whose store did not.
 One process at a time holds a data dir (a lock on <data-dir>/lock).
+
+--store keeps the trust domain somewhere else than <data-dir>/wid.db:
+sqlite://PATH, or postgres://USER:PASSWORD@HOST:PORT/DATABASE for a
+PostgreSQL database, whose schema the first start creates (see docs/ha.md).
+The data dir still holds keys/ (the CA key encryption key) and admin.sock.
 
 --roles agent runs an agent alone, for another host: it joins with --auth,
 a join token and --ca-pin, keeps its bot identity in <data-dir>/agent, and
@@ -174,6 +181,9 @@ are refused.`,
   # A named trust domain with its own data dir
   widagent start --trust-domain prod.example.com --data-dir /var/lib/wid --auth-listen 0.0.0.0:3025
 
+  # The trust domain in PostgreSQL (the URL may also come from WIDAGENT_STORE)
+  widagent start --store postgres://wid:PASSWORD@db.example.com:5432/wid
+
   # Envoy validating peers per trust domain with its SPIFFE validator (SDS)
   widagent start --sds-spiffe-validator
 
@@ -199,6 +209,7 @@ are refused.`,
 	f.StringVar(&configFile, "config", "", "YAML config file")
 	f.StringSlice("roles", []string{"auth", "agent"}, "what this process runs: auth, agent, or both")
 	f.String("data-dir", paths.DefaultDataDir(), "where the store, keys, admin socket and agent identity live")
+	f.String("store", "", "where the trust domain is kept: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE (default sqlite in the data dir)")
 	f.String("trust-domain", "", "trust domain to create on first start (default "+auth.DefaultTrustDomain+"); must match on later starts")
 	f.String("auth-listen", auth.DefaultListenAddr, "host:port of the auth service's TLS listener")
 	f.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
@@ -277,6 +288,9 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 	if o.DataDir == "" {
 		return StartOptions{}, errors.New("--data-dir must not be empty")
 	}
+	if _, err := storeurl.Parse(o.Store, o.DataDir); err != nil {
+		return StartOptions{}, FlagError{err}
+	}
 	for _, r := range o.Roles {
 		if r != "auth" && r != "agent" {
 			return StartOptions{}, FlagError{fmt.Errorf("role %q is unknown: --roles takes auth, agent or both", r)}
@@ -288,6 +302,9 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 	if !slices.Contains(o.Roles, "auth") {
 		if o.Auth == "" {
 			return StartOptions{}, FlagError{errors.New("--roles agent needs --auth HOST:PORT of the auth service")}
+		}
+		if o.Store != "" {
+			return StartOptions{}, FlagError{errors.New("--store is for the auth service; an agent alone (--roles agent) keeps only its identity in --data-dir")}
 		}
 	} else if o.Auth != "" || o.JoinToken != "" || (o.JoinMethod != "" && o.JoinMethod != agent.JoinMethodToken) {
 		return StartOptions{}, FlagError{errors.New("--auth, a join token (--join-token, --join-token-file or " + JoinTokenEnv + ") and --join-method are for an agent alone (--roles agent); with the auth service in this process the agent joins it directly")}
@@ -409,8 +426,13 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		Logger:                        logger.With("service", "agent"),
 	}
 	if runAuth {
+		st, err := storeurl.Parse(o.Store, o.DataDir)
+		if err != nil {
+			return FlagError{err}
+		}
+		logger.Info("opening the store", "store", st.String())
 		srv, err := auth.Open(ctx, auth.Config{
-			DataDir: o.DataDir, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
+			DataDir: o.DataDir, Store: st.Open, StoreFile: st.Path, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
 			ServerNames: o.ServerNames, Logger: logger, Version: version.Version, Init: o.Init,
 		})
 		if err != nil {

@@ -1,7 +1,10 @@
 package agentcmd
 
 import (
+	"context"
+	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -266,4 +269,79 @@ func TestJoinTokenFileRefusals(t *testing.T) {
 			t.Fatalf("%v", err)
 		}
 	})
+}
+
+func TestStoreSettings(t *testing.T) {
+	o, err := startOptions(t, "", "--store", "postgres://wid@db:5432/wid")
+	if err != nil || o.Store != "postgres://wid@db:5432/wid" {
+		t.Fatalf("--store gave %q, %v", o.Store, err)
+	}
+	o, err = startOptions(t, "store: sqlite:///var/lib/wid/state.db\n")
+	if err != nil || o.Store != "sqlite:///var/lib/wid/state.db" {
+		t.Fatalf("config key store gave %q, %v", o.Store, err)
+	}
+	t.Setenv("WIDAGENT_STORE", "postgres://env@db/wid")
+	o, err = startOptions(t, "")
+	if err != nil || o.Store != "postgres://env@db/wid" {
+		t.Fatalf("WIDAGENT_STORE gave %q, %v", o.Store, err)
+	}
+	t.Setenv("WIDAGENT_STORE", "")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--store", "mysql://root:hunter2@db/wid"}, `--store scheme "mysql" is unknown`},
+		{[]string{"--store", "hunter2"}, "--store takes a URL"},
+		{[]string{"--store", "sqlite://"}, "needs a file path"},
+		{[]string{"--roles", "agent", "--auth", "a:1", "--store", "postgres://db/wid"}, "--store is for the auth service"},
+	} {
+		_, err := startOptions(t, "", c.args...)
+		var fe FlagError
+		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.As(err, &fe) {
+			t.Errorf("%v: %v, want a flag error saying %q", c.args, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%v: error %q holds the password", c.args, err)
+		}
+	}
+}
+
+// TestStartWithUnreachableStore: widagent start with a PostgreSQL URL that
+// nothing answers fails with one sentence that names the server and what
+// failed, without the password, and leaves no SQLite store behind.
+func TestStartWithUnreachableStore(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	o, err := startOptions(t, "", "--roles", "auth", "--data-dir", dir, "--auth-listen", "127.0.0.1:0",
+		"--store", "postgres://wid:hunter2@"+addr+"/wid?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	// Bounded: a start that wrongly succeeds serves until its context ends.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	err = runStart(ctx, o, io.Discard, &logs)
+	if err == nil {
+		t.Fatal("start with an unreachable store succeeded")
+	}
+	msg := Message(err)
+	want := "cannot use the PostgreSQL store at " + addr + ": the connection was refused"
+	if !strings.HasPrefix(msg, want) || strings.Contains(msg, "\n") {
+		t.Errorf("error %q, want one line starting %q", msg, want)
+	}
+	if strings.Contains(msg, "hunter2") || strings.Contains(logs.String(), "hunter2") {
+		t.Errorf("the password leaked: error %q, logs %q", msg, logs.String())
+	}
+	if !strings.Contains(logs.String(), "postgres://wid:xxxxx@"+addr) {
+		t.Errorf("logs %q do not name the store", logs.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "wid.db")); !os.IsNotExist(err) {
+		t.Errorf("a SQLite store was created beside the chosen one: %v", err)
+	}
 }

@@ -47,6 +47,13 @@ const metaTrustDomain = "trust_domain"
 type Config struct {
 	// DataDir holds wid.db, keys/ and admin.sock.
 	DataDir string
+	// Store opens the backend that holds the trust domain; nil means the
+	// SQLite store <DataDir>/wid.db. The server closes what it returns.
+	Store func(ctx context.Context) (store.Backend, error)
+	// StoreFile is the file Store opens when the store is a SQLite file,
+	// and "" when it is a database server: a data dir with keys but no
+	// such file is refused before the file is made anew.
+	StoreFile string
 	// TrustDomain is required to match the stored one, if any; "" accepts it.
 	TrustDomain string
 	// ListenAddr is host:port for the TLS listener ("" disables it).
@@ -153,14 +160,25 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkDataDir(cfg.DataDir, cfg.Init); err != nil {
+	openStore, file := cfg.Store, cfg.StoreFile
+	if openStore == nil {
+		file = filepath.Join(cfg.DataDir, storeFile)
+		openStore = func(ctx context.Context) (store.Backend, error) {
+			db, err := sqlite.Open(ctx, file)
+			if err != nil {
+				return nil, datadir.Explain(cfg.DataDir, "opening the store", err)
+			}
+			return db, nil
+		}
+	}
+	if err := checkDataDir(cfg.DataDir, file, cfg.Init); err != nil {
 		lock.Release()
 		return nil, err
 	}
-	db, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, storeFile))
+	db, err := openStore(ctx)
 	if err != nil {
 		lock.Release()
-		return nil, datadir.Explain(cfg.DataDir, "opening the store", err)
+		return nil, err
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, clock: clock, db: db, lock: lock,

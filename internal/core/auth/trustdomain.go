@@ -39,7 +39,11 @@ func exists(path string) (bool, error) {
 
 // checkDataDir refuses, before the store is opened (which would create an
 // empty one), a data dir that has keys but no store.
-func checkDataDir(dataDir string, init bool) error {
+func checkDataDir(dataDir, file string, init bool) error {
+	if file == "" {
+		// A database server: an empty one is caught when the store is read.
+		return nil
+	}
 	keys := filepath.Join(dataDir, "keys")
 	hasKEK, err := exists(filepath.Join(keys, ca.KEKFileName))
 	if err != nil {
@@ -49,12 +53,12 @@ func checkDataDir(dataDir string, init bool) error {
 	if err != nil {
 		return fmt.Errorf("checking the data dir %s: %w", dataDir, err)
 	}
-	hasStore, err := exists(filepath.Join(dataDir, storeFile))
+	hasStore, err := exists(file)
 	if err != nil {
 		return fmt.Errorf("checking the data dir %s: %w", dataDir, err)
 	}
 	if (hasKEK || hasAnchor) && !hasStore && !init {
-		return fmt.Errorf("data dir %s has the keys of a trust domain (keys/) but no store (%s is missing): %s, or, to give that trust domain up, start with --init", dataDir, storeFile, restoreHint)
+		return fmt.Errorf("data dir %s has the keys of a trust domain (keys/) but no store (%s is missing): %s, or, to give that trust domain up, start with --init", dataDir, file, restoreHint)
 	}
 	return nil
 }
@@ -88,7 +92,7 @@ func (s *Server) openTrustDomain(ctx context.Context) (created bool, err error) 
 		if a, err := s.readAnchor(); err == nil {
 			what = fmt.Sprintf("trust domain %q", a.TrustDomain)
 		}
-		return false, fmt.Errorf("data dir %s has the keys of %s (keys/) but its store %s is empty: %s, or, to give that trust domain up, start with --init", dir, what, storeFile, restoreHint)
+		return false, fmt.Errorf("data dir %s has the keys of %s (keys/) but its store is empty: %s, or, to give that trust domain up, start with --init", dir, what, restoreHint)
 	case s.cfg.Init:
 		name := stored
 		if name == "" {

@@ -320,3 +320,15 @@ func TestWriteOnAFullDiskIsErrNoSpace(t *testing.T) {
 		t.Fatalf("apply on a full database: %v, want store.ErrNoSpace", err)
 	}
 }
+
+func openBench(b *testing.B) store.Backend {
+	db, err := Open(b.Context(), filepath.Join(b.TempDir(), "wid.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return db
+}
+
+func BenchmarkApply(b *testing.B)         { storetest.BenchApply(b, openBench) }
+func BenchmarkAppendAudit(b *testing.B)   { storetest.BenchAppendAudit(b, 1, openBench) }
+func BenchmarkAppendAudit16(b *testing.B) { storetest.BenchAppendAudit(b, 16, openBench) }

@@ -1,0 +1,197 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/wid-project/wid/internal/core/store"
+)
+
+// scanPage is how many audit rows ScanAudit holds in memory at once.
+const scanPage = 1000
+
+// timeLayout is the SQLite store's: RFC 3339 with a fixed nine-digit
+// fraction, so that its text order (under the "C" collation) is time order.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+const auditColumns = `seq, time, type, actor, spiffe_id, outcome, data, prev_hash, hash`
+
+// AppendAudit appends rows in one transaction, after checking that they
+// continue the chain recorded in audit_head; otherwise it fails with
+// store.ErrAuditChain and writes nothing. The head row is read FOR UPDATE:
+// appends from every process that shares the database queue on that row
+// lock, and each sees the head its predecessor committed.
+func (db *DB) AppendAudit(ctx context.Context, rows []store.AuditRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	return db.writeTx(ctx, func(tx pgx.Tx) error {
+		var headSeq int64
+		var headHash string
+		err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE`).Scan(&headSeq, &headHash)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("appending audit events: the audit_head row is missing: %w", store.ErrAuditChain)
+		}
+		if err != nil {
+			return fmt.Errorf("appending audit events: reading head: %w", err)
+		}
+		prevSeq, prevHash := headSeq, headHash
+		for _, r := range rows {
+			if r.Seq != prevSeq+1 || r.PrevHash != prevHash {
+				return fmt.Errorf("appending audit event %d after event %d: %w", r.Seq, prevSeq, store.ErrAuditChain)
+			}
+			prevSeq, prevHash = r.Seq, r.Hash
+		}
+
+		// The rows and the head move in one round trip.
+		var b pgx.Batch
+		for _, r := range rows {
+			data := r.Data
+			if data == nil {
+				data = []byte{}
+			}
+			b.Queue(`INSERT INTO audit_events (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+				r.Seq, formatTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash)
+		}
+		last := rows[len(rows)-1]
+		b.Queue(`UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, last.Seq, last.Hash)
+		res := tx.SendBatch(ctx, &b)
+		for _, r := range rows {
+			if _, err := res.Exec(); err != nil {
+				_ = res.Close()
+				if sqlState(err) == codeUniqueViolation {
+					// A row already holds this seq although the head says
+					// otherwise: the table was written around the head.
+					return fmt.Errorf("appending audit event %d: a row with that seq exists: %w", r.Seq, store.ErrAuditChain)
+				}
+				return fmt.Errorf("appending audit event %d: %w", r.Seq, err)
+			}
+		}
+		if _, err := res.Exec(); err != nil {
+			_ = res.Close()
+			return fmt.Errorf("appending audit events: updating head: %w", err)
+		}
+		if err := res.Close(); err != nil {
+			return fmt.Errorf("appending audit events: %w", err)
+		}
+		return nil
+	})
+}
+
+// AuditHead returns the seq and hash recorded by the last append (0 and ""
+// when the log is empty or its head row has been deleted).
+func (db *DB) AuditHead(ctx context.Context) (int64, string, error) {
+	var seq int64
+	var hash string
+	err := db.pool.QueryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&seq, &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, "", nil
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("reading audit head: %w", err)
+	}
+	return seq, hash, nil
+}
+
+// QueryAudit returns the rows matching f, oldest first. Since is inclusive,
+// Until exclusive. With f.Limit > 0 it returns the newest f.Limit of them.
+func (db *DB) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditRow, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if len(f.Types) > 0 {
+		where = append(where, "type = ANY("+arg(f.Types)+")")
+	}
+	if f.Actor != "" {
+		where = append(where, "actor = "+arg(f.Actor))
+	}
+	if f.SPIFFEID != "" {
+		where = append(where, "spiffe_id = "+arg(f.SPIFFEID))
+	}
+	if f.Outcome != "" {
+		where = append(where, "outcome = "+arg(f.Outcome))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "time >= "+arg(formatTime(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "time < "+arg(formatTime(f.Until)))
+	}
+	if f.AfterSeq > 0 {
+		where = append(where, "seq > "+arg(f.AfterSeq))
+	}
+	q := `SELECT ` + auditColumns + ` FROM audit_events`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	if f.Limit > 0 {
+		q += " ORDER BY seq DESC LIMIT " + arg(f.Limit)
+	} else {
+		q += " ORDER BY seq"
+	}
+	rows, err := db.queryAudit(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("querying audit events: %w", err)
+	}
+	if f.Limit > 0 {
+		slices.Reverse(rows)
+	}
+	return rows, nil
+}
+
+// ScanAudit calls fn for every row after afterSeq in seq order. Rows are read
+// a page at a time and no connection is held while fn runs, so fn may use
+// the store and the log may be of any size.
+func (db *DB) ScanAudit(ctx context.Context, afterSeq int64, fn func(store.AuditRow) error) error {
+	for {
+		page, err := db.queryAudit(ctx,
+			`SELECT `+auditColumns+` FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, afterSeq, scanPage)
+		if err != nil {
+			return fmt.Errorf("scanning audit events after %d: %w", afterSeq, err)
+		}
+		for _, r := range page {
+			if err := fn(r); err != nil {
+				return err
+			}
+			afterSeq = r.Seq
+		}
+		if len(page) < scanPage {
+			return nil
+		}
+	}
+}
+
+func (db *DB) queryAudit(ctx context.Context, q string, args ...any) ([]store.AuditRow, error) {
+	rows, err := db.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.AuditRow, error) {
+		var r store.AuditRow
+		var ts string
+		if err := row.Scan(&r.Seq, &ts, &r.Type, &r.Actor, &r.SPIFFEID, &r.Outcome, &r.Data, &r.PrevHash, &r.Hash); err != nil {
+			return r, err
+		}
+		// A time column an operator has overwritten with something that is
+		// not a time reads as the zero time rather than failing the whole
+		// read: the row's hash then no longer matches and verification
+		// names it.
+		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			r.Time = t.UTC()
+		}
+		return r, nil
+	})
+}
+
+func formatTime(t time.Time) string {
+	return t.UTC().Format(timeLayout)
+}

@@ -1,0 +1,126 @@
+// Package postgres is the store.Backend on PostgreSQL (pgx v5), for auth
+// services that keep their trust domain in a database server rather than in
+// a file of their own: the first step towards several replicas sharing one.
+//
+// It behaves as the SQLite store does, checked by the same conformance
+// suite: per-item revisions with compare-and-set, put-once metadata, and an
+// audit log whose appends must follow the chain head. Writers in any number
+// of processes are serialized by row locks in the database, never by a lock
+// in this process. Errors map to the store's sentinels by SQLSTATE code. It
+// must never hold secrets in plain text, and never put the connection
+// string's password into an error or a log.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/wid-project/wid/internal/core/store"
+)
+
+// SQLSTATE codes the store acts on (PostgreSQL Appendix A).
+const (
+	codeUniqueViolation      = "23505"
+	codeSerializationFailure = "40001"
+	codeDeadlockDetected     = "40P01"
+	codeInvalidPassword      = "28P01"
+	codeInvalidAuthorization = "28000"
+	codeInvalidCatalogName   = "3D000"
+	codeCannotConnectNow     = "57P03"
+	codeTooManyConnections   = "53300"
+)
+
+// connectTimeout bounds each connection attempt when the URL does not set
+// connect_timeout, so that an unreachable host fails a start in seconds.
+const connectTimeout = 10 * time.Second
+
+// maxTxAttempts bounds the retries of a transaction that PostgreSQL aborted
+// to break a deadlock between writers; nothing of it was committed.
+const maxTxAttempts = 5
+
+// DB is a store.Backend on one PostgreSQL database.
+type DB struct {
+	pool *pgxpool.Pool
+}
+
+var _ store.Backend = (*DB)(nil)
+
+// Open connects to the database at url (postgres://user:password@host:port/db?...),
+// applies pending schema migrations and returns it ready for use. Its errors
+// name the server and what failed in one sentence, never the password.
+func Open(ctx context.Context, url string) (*DB, error) {
+	cfg, err := parseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	where := describeServer(&cfg.ConnConfig.Config)
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "widagent"
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
+	if !hasParam(url, "pool_max_conns") {
+		cfg.MaxConns = int32(max(8, 2*runtime.GOMAXPROCS(0)))
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, connectError(where, &cfg.ConnConfig.Config, url, err)
+	}
+	db := &DB{pool: pool}
+	// The pool connects lazily: a ping makes a wrong URL fail the start
+	// rather than the first request.
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, connectError(where, &cfg.ConnConfig.Config, url, err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("migrating the PostgreSQL store at %s: %s", where, redact(err.Error(), url))
+	}
+	return db, nil
+}
+
+// Close closes every connection.
+func (db *DB) Close() error {
+	db.pool.Close()
+	return nil
+}
+
+// writeTx runs fn in one transaction, committing if fn returns nil, and
+// runs it again when PostgreSQL aborted it to resolve a deadlock or a
+// serialization failure: fn must therefore only touch the database and
+// variables it resets itself.
+func (db *DB) writeTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, db.pool, fn)
+		if err == nil {
+			return nil
+		}
+		if attempt < maxTxAttempts && isRetryable(err) && ctx.Err() == nil {
+			continue
+		}
+		return err
+	}
+}
+
+// sqlState returns err's SQLSTATE code, or "" when it did not come from the server.
+func sqlState(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+func isRetryable(err error) bool {
+	c := sqlState(err)
+	return c == codeDeadlockDetected || c == codeSerializationFailure
+}
