@@ -338,7 +338,12 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if _, err := s.db.Apply(ctx, o); err != nil {
+	// A new generation ends every certificate issued before the reset.
+	g, err := generationOp(KindUser, req.Name)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := s.res.apply(ctx, o, g); err != nil {
 		return nil, storeError("user/"+req.Name, err)
 	}
 	if err := s.resourceEvent(ctx, audit.TypeResourceUpdated, "user/"+req.Name, map[string]string{
@@ -579,7 +584,11 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 	if err := s.loginSucceeded(ctx, name, source, cred, setHash, usedInvite, totpStep); err != nil {
 		return nil, err
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: name})
+	gen, err := s.res.generation(ctx, KindUser, name)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "loading the generation of user %q: %v", name, err)
+	}
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: name, Generation: gen})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the user certificate: %v", err)
 	}
