@@ -96,6 +96,9 @@ func (s *Server) CreateBot(ctx context.Context, req *authv1.CreateBotRequest) (*
 	if err := s.res.checkRolesExist(ctx, bot, nil); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
+	if err := s.checkResourceGrantable(ctx, bot, nil, nil); err != nil {
+		return nil, err
+	}
 	secret, tok, err := s.newJoinToken(req.Name, time.Duration(req.TokenTtlSeconds)*time.Second, 1, resource.JoinMethodToken)
 	if err != nil {
 		return nil, err
@@ -136,6 +139,10 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *authv1.CreateJoinToke
 	}
 	secret, tok, err := s.newJoinToken(req.Bot, time.Duration(req.TtlSeconds)*time.Second, int(req.Uses), req.Method)
 	if err != nil {
+		return nil, err
+	}
+	// A join token is the bot's SVIDs: only who could hold its roles may make one.
+	if err := s.checkResourceGrantable(ctx, tok, nil, nil); err != nil {
 		return nil, err
 	}
 	o, err := op(store.OpCreate, tok)
