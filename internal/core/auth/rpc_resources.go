@@ -142,6 +142,9 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 		if err := s.checkResourceGrantable(ctx, v, pendingRoles, pendingBots); err != nil {
 			return nil, err
 		}
+		if err := s.checkKubernetesCluster(v); err != nil {
+			return nil, err
+		}
 	}
 	revs, err := s.res.apply(ctx, ops...)
 	if err != nil {
@@ -248,6 +251,9 @@ func (s *Server) UpdateResource(ctx context.Context, req *authv1.UpdateResourceR
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	if err := s.checkResourceGrantable(ctx, v, nil, nil); err != nil {
+		return nil, err
+	}
+	if err := s.checkKubernetesCluster(v); err != nil {
 		return nil, err
 	}
 	o, err := op(store.OpUpdate, v)
