@@ -12,16 +12,27 @@ import (
 )
 
 // TestKubernetesJoin: with the real binaries, an agent joins with a
-// projected service-account token checked against the cluster's JWKS, and
-// serves its workload; a token for another audience stops the agent with
-// the reason, and the refusal is in the audit log.
+// projected service-account token checked against the JWKS of a cluster in
+// the auth service's config file, and serves its workload; a token for
+// another audience stops the agent, and the refusal is in the audit log
+// with the reason. A join token that names a file of the auth host is
+// refused.
 func TestKubernetesJoin(t *testing.T) {
 	t.Parallel()
 	is := kubejointest.NewIssuer(t)
-	auth := startAgent(t, newDataDir(t), "--roles", "auth")
+	authDir := newDataDir(t)
+	config := filepath.Join(authDir, "auth.yaml")
+	if err := os.WriteFile(config, []byte("kubernetes_clusters:\n  - name: test\n    jwks_url: "+is.JWKSURL()+"\n    ca_file: "+is.CAFile+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	auth := startAgent(t, authDir, "--roles", "auth", "--config", config)
 	auth.widctl("bot", "add", "k8s-agent", "--roles", "local-agent").must(t)
+	evil := "kind: token\nversion: v1\nmetadata: {name: evil}\nspec: {bot: k8s-agent, method: kubernetes, kubernetes: {allow: [{service_account: 'wid:*'}], token_review: true, token_file: /etc/shadow}}\n"
+	if r := auth.widctlIn(evil, "create", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "spec.kubernetes.token_file is no longer a join token field") {
+		t.Fatalf("a join token naming a file of the auth host: exit %d\n%s", r.code, r.stderr)
+	}
 	out := auth.widctl("token", "add", "--method", "kubernetes", "--name", "k8s-nodes", "--bot", "k8s-agent", "--allow", "wid:wid-agent",
-		"--issuer", kubejointest.IssuerURL, "--jwks-url", is.JWKSURL(), "--ca-file", is.CAFile).must(t)
+		"--issuer", kubejointest.IssuerURL, "--cluster", "test").must(t)
 	if !strings.Contains(out.stdout, "token audience:           wid:example.org") {
 		t.Fatalf("token add printed:\n%s", out.stdout)
 	}
@@ -36,11 +47,11 @@ func TestKubernetesJoin(t *testing.T) {
 	args := []string{"start", "--roles", "agent", "--data-dir", agentDir, "--workload-socket", filepath.Join(agentDir, "workload.sock"),
 		"--auth", auth.addr, "--ca-pin", auth.pin, "--join-method", "kubernetes", "--join-token", "k8s-nodes", "--sa-token-file", saFile}
 	refused, err := exec.Command(filepath.Join(binDir, "widagent"), args...).CombinedOutput()
-	if err == nil || !strings.Contains(string(refused), "set audience: wid:example.org in the projected service-account token volume") {
+	if err == nil || !strings.Contains(string(refused), "the kubernetes join was refused: check the join token name, that the projected service-account token has audience wid:example.org") {
 		t.Fatalf("agent with a wrong-audience token: %v\n%s", err, refused)
 	}
 	denied := auth.widctl("audit", "ls", "--type", "bot.join.denied", "--format", "json").must(t)
-	if !strings.Contains(denied.stdout, `"check": "audience"`) && !strings.Contains(denied.stdout, `"check":"audience"`) {
+	if (!strings.Contains(denied.stdout, `"check": "audience"`) && !strings.Contains(denied.stdout, `"check":"audience"`)) || !strings.Contains(denied.stdout, "set audience: wid:example.org") {
 		t.Errorf("the refusal is not audited with its check:\n%s", denied.stdout)
 	}
 

@@ -458,6 +458,11 @@ func TestManifests(t *testing.T) {
 	if !bots[tok.Spec.Bot] {
 		t.Errorf("join token %s's bot %s is not in wid/join.yaml", tok.Metadata.Name, tok.Spec.Bot)
 	}
+	// The auth StatefulSet runs without a config file: it has no
+	// kubernetes_clusters, so the token must use the cluster it runs in.
+	if c := tok.Spec.Kubernetes.Cluster; c != "" || !tok.Spec.Kubernetes.TokenReview {
+		t.Errorf("join token %s names cluster %q or no token_review: the auth service here configures no kubernetes_clusters, so only a token_review of its own cluster works", tok.Metadata.Name, c)
+	}
 	if !tok.Spec.Kubernetes.Allows(namespace, pod.Spec.ServiceAccountName) {
 		t.Errorf("join token %s does not allow the agent's service account %s:%s", tok.Metadata.Name, namespace, pod.Spec.ServiceAccountName)
 	}

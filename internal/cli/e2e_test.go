@@ -69,10 +69,10 @@ func hasTargetFlag(args []string) bool {
 	return false
 }
 
-func start(t *testing.T) widctl {
+func start(t *testing.T, opts ...authtest.Option) widctl {
 	t.Helper()
 	clitest.Isolate(t)
-	return widctl{t: t, srv: authtest.Start(t)}
+	return widctl{t: t, srv: authtest.Start(t, opts...)}
 }
 
 // A role made with flags and the same role from a file print identically:

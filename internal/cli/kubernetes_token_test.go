@@ -8,13 +8,15 @@ import (
 	"testing"
 
 	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/kubejoin/kubejointest"
 )
 
 // Kubernetes join tokens are made with flags or from a file, listed
 // without a use count, and refused with one sentence when incomplete.
 func TestKubernetesJoinTokens(t *testing.T) {
-	w := start(t)
+	w := start(t, authtest.WithKubernetesClusters(kubejoin.Cluster{Name: "main", JWKSURL: "https://kubernetes.default.svc/openid/v1/jwks"}))
 	w.ok("role", "create", "nodes", "--spiffe-path", "/k8s/**")
 	w.ok("bot", "add", "k8s-agent", "--roles", "nodes")
 
@@ -73,14 +75,12 @@ spec:
     allow:
       - service_account: wid:wid-agent
     issuer: https://kubernetes.default.svc.cluster.local
-    jwks_url: https://kubernetes.default.svc/openid/v1/jwks
-    ca_file: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt
-    token_file: /var/run/secrets/kubernetes.io/serviceaccount/token
+    cluster: main
 `
 	if code, out, errOut := w.runIn([]byte(doc), "create", "-f", "-"); code != 0 || out != "created token/from-file\n" {
 		t.Fatalf("create -f: exit %d, %q %q", code, out, errOut)
 	}
-	if got := w.ok("token", "get", "from-file"); !strings.Contains(got, "keys from https://kubernetes.default.svc/openid/v1/jwks") {
+	if got := w.ok("token", "get", "from-file"); !strings.Contains(got, "issuer keys of cluster main") {
 		t.Errorf("token get:\n%s", got)
 	}
 
@@ -91,8 +91,9 @@ spec:
 		want  string
 	}{
 		{"no issuer in file", strings.Replace(doc, "    issuer: https://kubernetes.default.svc.cluster.local\n", "", 1), []string{"create", "-f", "-"}, "spec.kubernetes.issuer is missing"},
-		{"typo in file", strings.Replace(doc, "jwks_url:", "jwks_uri:", 1), []string{"create", "-f", "-"}, "jwks_uri"},
-		{"http url in file", strings.Replace(doc, "https://kubernetes.default.svc/openid", "http://kubernetes.default.svc/openid", 1), []string{"create", "-f", "-"}, "is not an https URL"},
+		{"typo in file", strings.Replace(doc, "cluster:", "clustre:", 1), []string{"create", "-f", "-"}, "clustre"},
+		{"a file of the auth host in the token", strings.Replace(doc, "    cluster: main\n", "    cluster: main\n    token_file: /root/token\n", 1), []string{"create", "-f", "-"},
+			"spec.kubernetes.token_file is no longer a join token field: files the auth service reads and servers it calls are set in its own configuration (kubernetes_clusters in widagent's config file)"},
 		{"no allow", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review"}, "no service account may join: pass --allow"},
 		{"bad allow", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review", "--allow", "wid-agent"}, `--allow "wid-agent" is not namespace:name`},
 		{"uses", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review", "--allow", "a:b", "--uses", "3"}, "--uses is not for --method kubernetes"},

@@ -78,6 +78,8 @@ type StartOptions struct {
 	LogLevel    string   `mapstructure:"log_level" yaml:"log_level"`
 	// Init makes a new trust domain in a data dir that is not empty.
 	Init bool `mapstructure:"init" yaml:"init"`
+	// KubernetesClusters are what kubernetes join tokens may name (config file only).
+	KubernetesClusters []kubejoin.Cluster `mapstructure:"kubernetes_clusters" yaml:"kubernetes_clusters"`
 
 	// Agent settings.
 	Auth                          string                `mapstructure:"auth" yaml:"auth"`
@@ -112,7 +114,7 @@ var flagKeys = map[string]string{
 var configKeys = []string{"roles", "data_dir", "store", "trust_domain", "auth_listen", "server_names", "log_level",
 	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
 	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds", "join_method", "sa_token_file",
-	"join_token_file"}
+	"join_token_file", "kubernetes_clusters"}
 
 // sdsKeys are the keys of the config file's sds section.
 var sdsKeys = []string{"default_svid_name", "default_bundle_name", "default_all_bundles_name", "spiffe_validator"}
@@ -173,8 +175,12 @@ x509 or jwt, path, dir and, for jwt, audiences), attestors (unix, on by
 default, and kubernetes, docker and systemd, each switched on with enabled:
 true; see docs/agent.md) and sds (the names Envoy asks the socket's SDS
 service for: default_svid_name, default_bundle_name,
-default_all_bundles_name, spiffe_validator; see docs/envoy.md). Unknown keys
-are refused.`,
+default_all_bundles_name, spiffe_validator; see docs/envoy.md). For the auth
+service it also takes kubernetes_clusters (each with name, api_server,
+jwks_url, ca_file, token_file): the only Kubernetes servers the auth service
+calls, and files it reads, to check kubernetes joins; a kubernetes join
+token names one with cluster (see docs/kubernetes.md). Unknown keys are
+refused.`,
 		Example: `  # A whole dev trust domain (example.org) with its Workload API
   widagent start
 
@@ -309,6 +315,14 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 	} else if o.Auth != "" || o.JoinToken != "" || (o.JoinMethod != "" && o.JoinMethod != agent.JoinMethodToken) {
 		return StartOptions{}, FlagError{errors.New("--auth, a join token (--join-token, --join-token-file or " + JoinTokenEnv + ") and --join-method are for an agent alone (--roles agent); with the auth service in this process the agent joins it directly")}
 	}
+	if len(o.KubernetesClusters) > 0 {
+		if !slices.Contains(o.Roles, "auth") {
+			return StartOptions{}, errors.New("kubernetes_clusters configure the auth service, which this process does not run: move them to the auth service's config file")
+		}
+		if err := kubejoin.ValidateClusters(o.KubernetesClusters); err != nil {
+			return StartOptions{}, fmt.Errorf("%s: %w", configFileName(configFile), err)
+		}
+	}
 	switch o.JoinMethod {
 	case "", agent.JoinMethodToken, agent.JoinMethodKubernetes:
 	default:
@@ -434,6 +448,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		srv, err := auth.Open(ctx, auth.Config{
 			DataDir: o.DataDir, Store: st.Open, StoreFile: st.Path, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
 			ServerNames: o.ServerNames, Logger: logger, Version: version.Version, Init: o.Init,
+			KubernetesClusters: o.KubernetesClusters,
 		})
 		if err != nil {
 			return err

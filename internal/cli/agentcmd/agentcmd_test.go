@@ -345,3 +345,25 @@ func TestStartWithUnreachableStore(t *testing.T) {
 		t.Errorf("a SQLite store was created beside the chosen one: %v", err)
 	}
 }
+
+// The auth service's kubernetes clusters come from its config file only,
+// are checked at start, and are refused where no auth service runs.
+func TestKubernetesClustersSettings(t *testing.T) {
+	o, err := startOptions(t, "kubernetes_clusters:\n  - name: other\n    api_server: https://10.96.0.1:443\n    ca_file: /etc/wid/ca.crt\n    token_file: /etc/wid/token\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := kubejoin.Cluster{Name: "other", APIServer: "https://10.96.0.1:443", CAFile: "/etc/wid/ca.crt", TokenFile: "/etc/wid/token"}
+	if len(o.KubernetesClusters) != 1 || o.KubernetesClusters[0] != want {
+		t.Errorf("config file gave %+v", o.KubernetesClusters)
+	}
+	for _, c := range []struct{ config, want string }{
+		{"kubernetes_clusters:\n  - name: other\n    api_server: https://a\n    token: /x\n", "token"},
+		{"kubernetes_clusters:\n  - name: other\n    api_server: https://a\n    token_file: x\n", "is not an absolute path"},
+		{"roles: [agent]\nauth: a:1\nkubernetes_clusters:\n  - name: other\n    api_server: https://a\n", "kubernetes_clusters configure the auth service"},
+	} {
+		if _, err := startOptions(t, c.config); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want %q", c.config, err, c.want)
+		}
+	}
+}

@@ -174,10 +174,12 @@ func (p *Printer) details(d *Details, r resource.Resource) {
 			}
 			d.Field("Allow", strings.Join(allow, ", "))
 			switch {
+			case k.TokenReview && k.Cluster != "":
+				d.Field("Checked by", "token review by cluster "+k.Cluster)
 			case k.TokenReview:
-				d.Field("Checked by", strings.TrimSpace("token review "+k.APIServer))
-			case k.JWKSURL != "":
-				d.Field("Checked by", "issuer "+k.Issuer+", keys from "+k.JWKSURL)
+				d.Field("Checked by", "token review")
+			case k.Cluster != "":
+				d.Field("Checked by", "issuer "+k.Issuer+", issuer keys of cluster "+k.Cluster)
 			default:
 				d.Field("Checked by", "issuer "+k.Issuer+", keys in the token")
 			}

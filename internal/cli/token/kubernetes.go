@@ -23,14 +23,14 @@ func (opts *AddOptions) checkKubernetes() error {
 		return cmdutil.InputErrorf("--uses is not for --method kubernetes: every allowed agent joins with the token, as often as needed")
 	case len(opts.Allow) == 0:
 		return cmdutil.InputErrorf("no service account may join: pass --allow NAMESPACE:SERVICE_ACCOUNT (repeatable), e.g. --allow wid:wid-agent")
-	case !opts.TokenReview && opts.JWKSURL == "" && opts.JWKSFile == "":
-		return cmdutil.InputErrorf("say how to check service-account tokens: pass --token-review, or --issuer with --jwks-url or --jwks-file")
-	case opts.JWKSURL != "" && opts.JWKSFile != "":
-		return cmdutil.InputErrorf("--jwks-url and --jwks-file both give the issuer's keys: pass one")
-	case opts.TokenReview && (opts.JWKSURL != "" || opts.JWKSFile != "" || opts.Issuer != ""):
-		return cmdutil.InputErrorf("--token-review and --issuer/--jwks-url/--jwks-file are two ways to check tokens: pass one")
+	case !opts.TokenReview && opts.Cluster == "" && opts.JWKSFile == "":
+		return cmdutil.InputErrorf("say how to check service-account tokens: pass --token-review, or --issuer with --jwks-file or --cluster")
+	case opts.Cluster != "" && opts.JWKSFile != "":
+		return cmdutil.InputErrorf("--cluster and --jwks-file both give the issuer's keys: pass one")
+	case opts.TokenReview && (opts.JWKSFile != "" || opts.Issuer != ""):
+		return cmdutil.InputErrorf("--token-review and --issuer/--jwks-file are two ways to check tokens: pass one")
 	case !opts.TokenReview && opts.Issuer == "":
-		return cmdutil.InputErrorf("--jwks-url and --jwks-file need --issuer, the cluster's service-account issuer (kubectl get --raw /.well-known/openid-configuration shows it)")
+		return cmdutil.InputErrorf("--jwks-file and --cluster need --issuer, the cluster's service-account issuer (kubectl get --raw /.well-known/openid-configuration shows it)")
 	case opts.TTL < 0:
 		return cmdutil.InputErrorf("--ttl %s is negative: give a positive duration such as 720h, or leave it out for no expiry", opts.TTL)
 	}
@@ -48,8 +48,7 @@ func (opts *AddOptions) checkKubernetes() error {
 // kubernetesToken builds the join token resource that opts describe.
 func (opts *AddOptions) kubernetesToken(now time.Time) (*resource.JoinToken, error) {
 	k := &resource.KubernetesJoin{
-		Issuer: opts.Issuer, JWKSURL: opts.JWKSURL, TokenReview: opts.TokenReview,
-		APIServer: opts.APIServer, CAFile: opts.CAFile, TokenFile: opts.TokenFile,
+		Issuer: opts.Issuer, TokenReview: opts.TokenReview, Cluster: opts.Cluster,
 	}
 	for _, a := range opts.Allow {
 		k.Allow = append(k.Allow, resource.KubernetesAllow{ServiceAccount: a})
@@ -97,10 +96,12 @@ func NewKubernetesJoin(ping *authv1.PingResponse, t *resource.JoinToken) *Kubern
 		j.Allow = append(j.Allow, a.ServiceAccount)
 	}
 	switch {
+	case k.TokenReview && k.Cluster != "":
+		j.Check = "token review by cluster " + k.Cluster
 	case k.TokenReview:
 		j.Check = "token review"
-	case k.JWKSURL != "":
-		j.Check = "issuer keys from " + k.JWKSURL
+	case k.Cluster != "":
+		j.Check = "issuer keys of cluster " + k.Cluster
 	default:
 		j.Check = "issuer keys given in the token"
 	}

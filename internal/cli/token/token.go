@@ -69,12 +69,9 @@ type AddOptions struct {
 	Name        string
 	Allow       []string
 	Issuer      string
-	JWKSURL     string
 	JWKSFile    string
 	TokenReview bool
-	APIServer   string
-	CAFile      string
-	TokenFile   string
+	Cluster     string
 }
 
 // NewCmdAdd builds `widctl token add`.
@@ -92,11 +89,14 @@ in a Kubernetes cluster join with their projected service-account token
 (whose audience is "wid:" and the trust domain, e.g. wid:example.org) if its
 service account is in --allow (namespace:name, or namespace:* for all of a
 namespace). The token is
-checked against the cluster's OIDC issuer keys (--issuer with --jwks-url or
---jwks-file) or by the cluster's TokenReview API (--token-review, from an
-auth service running in the cluster or with --api-server). Such a token has
-no secret, no use count and, without --ttl, no expiry; "widctl create -f"
-makes the same from YAML (see docs/kubernetes.md).`,
+checked against the cluster's OIDC issuer keys (--issuer with --jwks-file,
+or with --cluster whose jwks_url the auth service fetches) or by the
+cluster's TokenReview API (--token-review: of the cluster the auth service
+runs in, or of --cluster). A --cluster is one of the kubernetes_clusters of
+the auth service's config file, where its URLs and the files on the auth
+host that authenticate them are set. Such a token has no secret, no use
+count and, without --ttl, no expiry; "widctl create -f" makes the same from
+YAML (see docs/kubernetes.md).`,
 		Example: `  widctl token add --bot web-agent
   widctl token add --bot web-agent --ttl 15m --uses 5
 
@@ -105,10 +105,10 @@ makes the same from YAML (see docs/kubernetes.md).`,
   widctl token add --method kubernetes --name k8s-nodes --bot k8s-agent \
     --allow wid:wid-agent --token-review
 
-  # The same, checked against the cluster's published issuer keys
+  # The same, checked against the issuer keys of the auth service's
+  # configured cluster eks (kubernetes_clusters: [{name: eks, jwks_url: ...}])
   widctl token add --method kubernetes --name k8s-nodes --bot k8s-agent --allow wid:wid-agent \
-    --issuer https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE \
-    --jwks-url https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE/keys
+    --issuer https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE --cluster eks
 
   # Keys saved with: kubectl get --raw /openid/v1/jwks > jwks.json
   widctl token add --method kubernetes --name k8s-nodes --bot k8s-agent --allow wid:wid-agent \
@@ -136,12 +136,9 @@ makes the same from YAML (see docs/kubernetes.md).`,
 	fl.StringVar(&opts.Name, "name", "", "`NAME` of a kubernetes join token, which agents pass as --join-token")
 	fl.StringSliceVar(&opts.Allow, "allow", nil, "service account `NS:NAME` that may join (repeatable; NS:* for a whole namespace)")
 	fl.StringVar(&opts.Issuer, "issuer", "", "the cluster's service-account issuer `URL` (the tokens' iss)")
-	fl.StringVar(&opts.JWKSURL, "jwks-url", "", "https `URL` of the issuer's keys (JWKS)")
 	fl.StringVar(&opts.JWKSFile, "jwks-file", "", "`FILE` holding the issuer's keys (JWKS), stored in the token")
 	fl.BoolVar(&opts.TokenReview, "token-review", false, "check tokens with the cluster's TokenReview API")
-	fl.StringVar(&opts.APIServer, "api-server", "", "https `URL` of the Kubernetes API for --token-review (default: the auth service's own cluster)")
-	fl.StringVar(&opts.CAFile, "ca-file", "", "`PATH` on the auth service's host of the CA that verifies the API server or JWKS URL")
-	fl.StringVar(&opts.TokenFile, "token-file", "", "`PATH` on the auth service's host of the bearer token for the API server or JWKS URL")
+	fl.StringVar(&opts.Cluster, "cluster", "", "`NAME` of a cluster in the auth service's kubernetes_clusters, whose API server or JWKS URL checks tokens")
 	return cmd
 }
 
@@ -154,8 +151,8 @@ func (opts *AddOptions) check() error {
 	}
 	switch opts.Method {
 	case resource.JoinMethodToken:
-		if opts.Name != "" || len(opts.Allow) > 0 || opts.Issuer != "" || opts.JWKSURL != "" || opts.JWKSFile != "" || opts.TokenReview || opts.APIServer != "" || opts.CAFile != "" || opts.TokenFile != "" {
-			return cmdutil.InputErrorf("--name, --allow, --issuer, --jwks-url, --jwks-file, --token-review, --api-server, --ca-file and --token-file are for --method kubernetes")
+		if opts.Name != "" || len(opts.Allow) > 0 || opts.Issuer != "" || opts.JWKSFile != "" || opts.TokenReview || opts.Cluster != "" {
+			return cmdutil.InputErrorf("--name, --allow, --issuer, --jwks-file, --token-review and --cluster are for --method kubernetes")
 		}
 	case resource.JoinMethodKubernetes:
 		return opts.checkKubernetes()

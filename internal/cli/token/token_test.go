@@ -68,8 +68,7 @@ func TestAddParsesKubernetesFlags(t *testing.T) {
 	var got *AddOptions
 	cmd := NewCmdAdd(f, func(o *AddOptions) error { got = o; return nil })
 	cmd.SetArgs([]string{"--method", "kubernetes", "--name", "k8s-nodes", "--bot", "k8s-agent", "--allow", "wid:wid-agent,edge:*",
-		"--issuer", "https://kubernetes.default.svc.cluster.local", "--jwks-url", "https://kubernetes.default.svc/openid/v1/jwks",
-		"--ca-file", "/ca.crt", "--token-file", "/token"})
+		"--issuer", "https://kubernetes.default.svc.cluster.local", "--cluster", "main"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +78,7 @@ func TestAddParsesKubernetesFlags(t *testing.T) {
 	}
 	k := tok.Spec.Kubernetes
 	if tok.Metadata.Name != "k8s-nodes" || tok.Spec.Bot != "k8s-agent" || tok.Spec.Method != "kubernetes" || len(k.Allow) != 2 || k.Allow[1].ServiceAccount != "edge:*" ||
-		k.JWKSURL != "https://kubernetes.default.svc/openid/v1/jwks" || k.CAFile != "/ca.crt" || k.TokenFile != "/token" || !tok.Spec.Expires.IsZero() || tok.Spec.Uses != 0 {
+		k.Cluster != "main" || k.Issuer != "https://kubernetes.default.svc.cluster.local" || !tok.Spec.Expires.IsZero() || tok.Spec.Uses != 0 {
 		t.Errorf("token = %+v, kubernetes = %+v", tok, k)
 	}
 }

@@ -10,6 +10,8 @@ import (
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/attest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -108,7 +110,15 @@ func (l *attestLog) Run(ctx context.Context, send func(context.Context, []*authv
 				continue
 			}
 		}
-		if err := send(ctx, batch); err != nil {
+		err := send(ctx, batch)
+		if c := status.Code(err); c == codes.PermissionDenied || c == codes.InvalidArgument {
+			// Refused for what it holds, not for a passing fault: sending
+			// it again would be refused again and hold up every later
+			// record. The auth service audited the refusal.
+			l.logger.Error("the auth service refused a batch of attestation records; dropping it", "records", len(batch), "error", status.Convert(err).Message())
+			err = nil
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}

@@ -20,7 +20,8 @@ func TestRecordAttestations(t *testing.T) {
 	ctx := context.Background()
 	create(t, srv, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**"))
 	bot := joinedBot(t, srv, "agent", "prod-agent")
-	when := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	watch(t, bot, "node-7").next(t, 5*time.Second)
+	when := time.Now().Add(-time.Minute).UTC().Truncate(time.Millisecond)
 	req := &authv1.RecordAttestationsRequest{Host: "node-7", Attestations: []*authv1.Attestation{
 		{
 			Id: "a1", Time: timestamppb.New(when), Attributes: map[string]string{"workload.unix.uid": "1000"},
@@ -75,6 +76,7 @@ func TestRecordAttestationsRefuses(t *testing.T) {
 	ctx := context.Background()
 	create(t, srv, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**"))
 	bot := joinedBot(t, srv, "agent", "prod-agent")
+	watch(t, bot, "").next(t, 5*time.Second)
 	many := make([]*authv1.Attestation, 10001)
 	for i := range many {
 		many[i] = &authv1.Attestation{Id: fmt.Sprint(i), Outcome: "denied"}
@@ -100,5 +102,67 @@ func TestRecordAttestationsRefuses(t *testing.T) {
 	}
 	if n := len(auditTypes(t, srv, "workload.attest")); n != 1 {
 		t.Errorf("%d attestations recorded, want 1", n)
+	}
+}
+
+// A bot records only what its agent could have seen: it must hold the agent
+// permission, follow the auth service from the host it names, credit
+// workloads only with SPIFFE IDs it may issue, and cannot date events far
+// from now. Every refusal is audited.
+func TestRecordAttestationsOnlyWhatTheAgentCouldSee(t *testing.T) {
+	srv := authtest.Start(t)
+	ctx := context.Background()
+	create(t, srv, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/web/**"), roleDoc(t, "nothing", grant("/svc/web/**")))
+	attest := func(id, spiffeID string, when time.Time) *authv1.RecordAttestationsRequest {
+		return &authv1.RecordAttestationsRequest{Host: "node-1", Attestations: []*authv1.Attestation{{
+			Id: id, Time: timestamppb.New(when), SpiffeIds: []string{spiffeID}, Outcome: "success", Method: "FetchX509SVID",
+			Attributes: map[string]string{"workload.unix.uid": "0"},
+		}}}
+	}
+	denials := func() int { return len(auditTypes(t, srv, "access.denied")) }
+	monthAgo := time.Now().Add(-30 * 24 * time.Hour)
+
+	// A bot without the agent permission (no workload identity rights).
+	plain := joinedBot(t, srv, "plain", "nothing")
+	before := denials()
+	if _, err := plain.RecordAttestations(ctx, attest("p1", "spiffe://example.org/svc/admin", monthAgo)); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a bot with no agent rights: %v, want PermissionDenied", err)
+	}
+	if denials() <= before {
+		t.Error("the refusal of a bot with no agent rights was not audited")
+	}
+
+	agent := joinedBot(t, srv, "agent", "prod-agent")
+	// A host the bot does not follow the auth service from.
+	_, err := agent.RecordAttestations(ctx, attest("h1", "spiffe://example.org/svc/web/a", time.Now()))
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), `no state stream open from host "node-1"`) {
+		t.Fatalf("a host the agent does not follow from: %v", err)
+	}
+	watch(t, agent, "node-1").next(t, 5*time.Second)
+
+	// An ID the bot may not issue.
+	before = denials()
+	_, err = agent.RecordAttestations(ctx, attest("i1", "spiffe://example.org/svc/admin", time.Now()))
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "credits a workload with spiffe://example.org/svc/admin, which bot \"agent\" may not issue") {
+		t.Fatalf("an ID the bot may not issue: %v", err)
+	}
+	if denials() <= before {
+		t.Error("the refusal of an ID the bot may not issue was not audited")
+	}
+	_, err = agent.RecordAttestations(ctx, attest("i2", "spiffe://evil.org/svc/web/a", time.Now()))
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an ID of another trust domain: %v", err)
+	}
+
+	// A time a month back is not the event's time.
+	if _, err := agent.RecordAttestations(ctx, attest("t1", "spiffe://example.org/svc/web/a", monthAgo)); err != nil {
+		t.Fatalf("a good attestation with an old time: %v", err)
+	}
+	evs := auditTypes(t, srv, "workload.attest")
+	if len(evs) != 1 {
+		t.Fatalf("%d workload.attest events, want 1: %v", len(evs), evs)
+	}
+	if got := evs[0].Time.AsTime(); time.Since(got) > time.Minute || evs[0].Details["agent_time"] == "" {
+		t.Fatalf("an attestation dated a month back was recorded at %s with details %v, want now and the agent's time apart", got, evs[0].Details)
 	}
 }

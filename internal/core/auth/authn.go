@@ -51,6 +51,9 @@ type caller struct {
 	RemoteAddr string
 	// CertNotAfter is when the caller's certificate expires (users and bots).
 	CertNotAfter time.Time
+	// Generation is the user's or bot's generation its certificate carries,
+	// checked against the stored one; renewals carry it on.
+	Generation string
 }
 
 // Actor is the caller's name in audit events: "admin@host", "alice" for a
@@ -182,11 +185,32 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 	default:
 		return nil, status.Error(codes.Unauthenticated, "your certificate is not a user or bot identity: log in again")
 	}
+	gen, err := s.res.generation(ctx, idKind, name)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "loading the generation of %s %q: %v", idKind, name, err)
+	}
+	if held := issuer.GenerationFromCert(leaf); held != gen {
+		// The certificate was issued to an earlier incarnation of this
+		// name: before a reset, or before a removal and re-creation.
+		msg := fmt.Sprintf("your certificate was issued before user %q was reset or re-created: run widctl login again", name)
+		if idKind == KindBot {
+			msg = fmt.Sprintf("this certificate was issued before bot %q was re-created: join again with a new token (widctl token add --bot %s)", name, name)
+		}
+		actor := name
+		if idKind == KindBot {
+			actor = "bot:" + name
+		}
+		s.recordDenial(ctx, audit.Event{
+			Type: audit.TypeAccessDenied, Actor: actor, RemoteAddr: remote, Reason: "certificate of an earlier generation of " + idKind + " " + name,
+			Serial: serialHex(leaf.SerialNumber.Bytes()), Details: map[string]string{"method": method, "check": "generation"},
+		})
+		return nil, status.Error(codes.Unauthenticated, msg)
+	}
 	roles, err := s.res.roles(ctx, roleNames)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "loading roles of %s %q: %v", idKind, name, err)
 	}
-	return &caller{Kind: idKind, Name: name, Roles: roles, RemoteAddr: remote, CertNotAfter: leaf.NotAfter}, nil
+	return &caller{Kind: idKind, Name: name, Roles: roles, RemoteAddr: remote, CertNotAfter: leaf.NotAfter, Generation: gen}, nil
 }
 
 // chainsTo reports whether a verified chain ends at one of roots.

@@ -76,3 +76,6 @@ func (s *Server) PutCredentialDataForTest(ctx context.Context, user string, data
 
 // SealTOTPSecretsForTest runs the start-up sealing of clear TOTP secrets.
 func (s *Server) SealTOTPSecretsForTest(ctx context.Context) error { return s.sealTOTPSecrets(ctx) }
+
+// KubernetesJoinRefusedForTest is the one answer of a refused kubernetes join.
+func (s *Server) KubernetesJoinRefusedForTest() string { return s.kubernetesJoinRefused() }

@@ -11,6 +11,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/kubejoin/kubejointest"
 	"github.com/wid-project/wid/internal/core/resource"
 	"google.golang.org/grpc/codes"
@@ -31,12 +32,18 @@ func kubernetesTokenDoc(t *testing.T, name, bot string, k *resource.KubernetesJo
 	return b
 }
 
+// testCluster is the stand-in cluster in the auth service's configuration.
+func testCluster(is *kubejointest.Issuer) kubejoin.Cluster {
+	return kubejoin.Cluster{Name: "test", APIServer: is.Server.URL, JWKSURL: is.JWKSURL(), CAFile: is.CAFile, TokenFile: is.TokenFile}
+}
+
 // kubernetesSetup starts an auth service with bot k8s-agent and the join
-// token k8s-nodes that admits wid:wid-agent, checked against is's JWKS URL.
+// token k8s-nodes that admits wid:wid-agent, checked against the JWKS URL
+// of is, configured as cluster test.
 func kubernetesSetup(t *testing.T) (*authtest.Server, *kubejointest.Issuer) {
 	t.Helper()
-	srv := authtest.Start(t)
 	is := kubejointest.NewIssuer(t)
+	srv := authtest.Start(t, authtest.WithKubernetesClusters(testCluster(is)))
 	ctx := context.Background()
 	admin := srv.AdminClient(t)
 	if _, err := admin.CreateBot(ctx, &authv1.CreateBotRequest{Name: "k8s-agent"}); err != nil {
@@ -44,7 +51,7 @@ func kubernetesSetup(t *testing.T) (*authtest.Server, *kubejointest.Issuer) {
 	}
 	doc := kubernetesTokenDoc(t, "k8s-nodes", "k8s-agent", &resource.KubernetesJoin{
 		Allow:  []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}},
-		Issuer: kubejointest.IssuerURL, JWKSURL: is.JWKSURL(), CAFile: is.CAFile,
+		Issuer: kubejointest.IssuerURL, Cluster: "test",
 	})
 	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{doc}}); err != nil {
 		t.Fatalf("creating the kubernetes join token: %v", err)
@@ -120,7 +127,7 @@ func TestKubernetesJoin(t *testing.T) {
 		{"expired", with(func(tok *kubejointest.Token) { tok.IssuedAt = now.Add(-3 * time.Hour) }), "expired", "the token expired at"},
 		{"unknown key", with(func(tok *kubejointest.Token) { tok.Kid = "rogue" }), "unknown key", `signed by key "rogue"`},
 		{"disallowed service account", with(func(tok *kubejointest.Token) { tok.ServiceAccount = "default" }), "allow",
-			`service account wid:default may not join with token k8s-nodes: an admin can add {service_account: "wid:default"} to its spec.kubernetes.allow`},
+			`service account wid:default is not in the join token's allow list`},
 		{"malformed", "eyJhbGciOi.garbage", "malformed", "is not a signed JWT"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -129,9 +136,11 @@ func TestKubernetesJoin(t *testing.T) {
 			if status.Code(err) != codes.PermissionDenied {
 				t.Fatalf("join = %v, want PermissionDenied", err)
 			}
+			// The caller gets the one answer of every refusal; the
+			// audit log says which check failed.
 			msg := status.Convert(err).Message()
-			if !strings.Contains(msg, c.msg) {
-				t.Errorf("message %q does not contain %q", msg, c.msg)
+			if msg != srv.KubernetesJoinRefusedForTest() {
+				t.Errorf("message %q is not the one kubernetes join refusal", msg)
 			}
 			if strings.Contains(msg, c.token) {
 				t.Errorf("the refusal repeats the service-account token")
@@ -146,6 +155,9 @@ func TestKubernetesJoin(t *testing.T) {
 			}
 			if strings.Contains(ev.Reason, c.token) {
 				t.Errorf("the audit event holds the service-account token")
+			}
+			if !strings.Contains(ev.Reason, c.msg) {
+				t.Errorf("audit reason %q does not contain %q", ev.Reason, c.msg)
 			}
 		})
 	}
@@ -173,16 +185,62 @@ func TestKubernetesTokenCannotBeUsedAsASecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = kubernetesJoin(srv, jt.Metadata.Name, is.Sign(t, kubejointest.Good(k8sAudience, time.Now())))
-	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "is not a kubernetes join token") {
+	if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != srv.KubernetesJoinRefusedForTest() {
 		t.Errorf("kubernetes join with a secret token's name: %v", err)
 	}
 	// The secret still works for its own method: the failed attempt did not use it up.
 	if _, err := join(srv, tok); err != nil {
 		t.Errorf("the secret token no longer joins: %v", err)
 	}
-	_, _, err = kubernetesJoin(srv, "nope", "x")
-	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), `there is no join token "nope"`) {
-		t.Errorf("unknown token: %v", err)
+}
+
+// A kubernetes join answers an unknown token name exactly as it answers a
+// known token whose check failed, so names cannot be probed; the audit log
+// tells them apart.
+func TestKubernetesJoinDoesNotRevealTokenNames(t *testing.T) {
+	srv, is := kubernetesSetup(t)
+	wrongAud := kubejointest.Good("https://kubernetes.default.svc", time.Now())
+	_, _, known := kubernetesJoin(srv, "k8s-nodes", is.Sign(t, wrongAud))
+	_, _, unknown := kubernetesJoin(srv, "no-such-token", is.Sign(t, wrongAud))
+	if status.Code(known) != codes.PermissionDenied || status.Code(unknown) != status.Code(known) || status.Convert(unknown).Message() != status.Convert(known).Message() {
+		t.Fatalf("a known token answered %v, an unknown one %v: the answers differ", known, unknown)
+	}
+	evs := auditTypes(t, srv, "bot.join.denied")
+	if len(evs) != 2 || evs[0].Details["check"] != "audience" || evs[1].Reason != "unknown join token" || evs[1].Actor != "anonymous" {
+		t.Fatalf("the audit log does not keep the real reasons: %v", evs)
+	}
+}
+
+// A join token names no file and no URL: those belong to the auth
+// service's configuration, and a token that names one is refused saying so.
+// A cluster the configuration lacks is refused too.
+func TestKubernetesJoinTokenNamesNoFilesOrURLs(t *testing.T) {
+	is := kubejointest.NewIssuer(t)
+	srv := authtest.Start(t, authtest.WithKubernetesClusters(testCluster(is)))
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	if _, err := admin.CreateBot(ctx, &authv1.CreateBotRequest{Name: "k8s-agent"}); err != nil {
+		t.Fatal(err)
+	}
+	for field, k := range map[string]*resource.KubernetesJoin{
+		"token_file": {TokenReview: true, TokenFile: "/root/secret"},
+		"ca_file":    {TokenReview: true, CAFile: "/etc/shadow"},
+		"api_server": {TokenReview: true, APIServer: is.Server.URL},
+		"jwks_url":   {Issuer: kubejointest.IssuerURL, JWKSURL: is.JWKSURL()},
+	} {
+		k.Allow = []resource.KubernetesAllow{{ServiceAccount: "wid:*"}}
+		_, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{kubernetesTokenDoc(t, "evil", "k8s-agent", k)}})
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "spec.kubernetes."+field+" is no longer a join token field: files the auth service reads and servers it calls are set in its own configuration (kubernetes_clusters in widagent's config file)") {
+			t.Errorf("a token with %s: %v", field, err)
+		}
+	}
+	k := &resource.KubernetesJoin{Allow: []resource.KubernetesAllow{{ServiceAccount: "wid:*"}}, TokenReview: true, Cluster: "elsewhere"}
+	_, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{kubernetesTokenDoc(t, "evil", "k8s-agent", k)}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), `names kubernetes cluster "elsewhere", which the auth service does not define`) {
+		t.Errorf("a token naming an unconfigured cluster: %v", err)
+	}
+	if hits := is.ReviewHits.Load() + is.JWKSHits.Load(); hits != 0 {
+		t.Errorf("refused tokens reached the cluster %d times", hits)
 	}
 }
 
@@ -215,8 +273,8 @@ func TestKubernetesJoinTokenResource(t *testing.T) {
 }
 
 func TestKubernetesJoinWithTokenReview(t *testing.T) {
-	srv := authtest.Start(t)
 	is := kubejointest.NewIssuer(t)
+	srv := authtest.Start(t, authtest.WithKubernetesClusters(testCluster(is)))
 	ctx := context.Background()
 	admin := srv.AdminClient(t)
 	if _, err := admin.CreateBot(ctx, &authv1.CreateBotRequest{Name: "k8s-agent"}); err != nil {
@@ -224,7 +282,7 @@ func TestKubernetesJoinWithTokenReview(t *testing.T) {
 	}
 	doc := kubernetesTokenDoc(t, "review", "k8s-agent", &resource.KubernetesJoin{
 		Allow:       []resource.KubernetesAllow{{ServiceAccount: "wid:*"}},
-		TokenReview: true, APIServer: is.Server.URL, CAFile: is.CAFile, TokenFile: is.TokenFile,
+		TokenReview: true, Cluster: "test",
 	})
 	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{doc}}); err != nil {
 		t.Fatal(err)
@@ -236,7 +294,7 @@ func TestKubernetesJoinWithTokenReview(t *testing.T) {
 	}
 	is.Review("opaque-token-2", kubejointest.ReviewedPod("kube-system", "wid-agent", "p"))
 	_, _, err = kubernetesJoin(srv, "review", "opaque-token-2")
-	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "service account kube-system:wid-agent may not join") {
+	if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != srv.KubernetesJoinRefusedForTest() {
 		t.Errorf("other namespace: %v", err)
 	}
 	// The cluster cannot be asked: the agent is told to retry, and the
@@ -255,8 +313,8 @@ func TestKubernetesJoinWithTokenReview(t *testing.T) {
 // BenchmarkKubernetesJoin is one node's join through the auth service's
 // gRPC API: token check with cached keys, bot certificate, audit event.
 func BenchmarkKubernetesJoin(b *testing.B) {
-	srv := authtest.Start(b)
 	is := kubejointest.NewIssuer(b)
+	srv := authtest.Start(b, authtest.WithKubernetesClusters(testCluster(is)))
 	ctx := context.Background()
 	admin := srv.AdminClient(b)
 	if _, err := admin.CreateBot(ctx, &authv1.CreateBotRequest{Name: "k8s-agent"}); err != nil {
@@ -265,7 +323,7 @@ func BenchmarkKubernetesJoin(b *testing.B) {
 	doc, _ := json.Marshal(&resource.JoinToken{
 		Header: resource.Header{Kind: resource.KindJoinToken, Version: resource.V1, Metadata: resource.Metadata{Name: "k8s-nodes"}},
 		Spec: resource.JoinTokenSpec{Bot: "k8s-agent", Method: resource.JoinMethodKubernetes, Kubernetes: &resource.KubernetesJoin{
-			Allow: []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, Issuer: kubejointest.IssuerURL, JWKSURL: is.JWKSURL(), CAFile: is.CAFile,
+			Allow: []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, Issuer: kubejointest.IssuerURL, Cluster: "test",
 		}},
 	})
 	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{doc}}); err != nil {

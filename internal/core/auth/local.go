@@ -49,7 +49,11 @@ func (s *Server) LocalAgentIdentity(ctx context.Context, host string) (*client.I
 	if err != nil {
 		return nil, fmt.Errorf("generating the local agent's key: %w", err)
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: key.Public(), TTL: BotCertTTL, Kind: KindBot, Name: LocalAgentBot})
+	gen, err := s.res.generation(ctx, KindBot, LocalAgentBot)
+	if err != nil {
+		return nil, fmt.Errorf("reading the local agent's generation: %w", err)
+	}
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: key.Public(), TTL: BotCertTTL, Kind: KindBot, Name: LocalAgentBot, Generation: gen})
 	if err != nil {
 		return nil, fmt.Errorf("issuing the local agent's certificate: %w", err)
 	}

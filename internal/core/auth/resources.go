@@ -79,6 +79,8 @@ type resources struct {
 	db    store.Backend
 	mu    sync.RWMutex
 	cache map[string]resource.Resource // "kind/name"
+	// gens caches principals' generations by "kind/name" (see generation.go).
+	gens map[string]string
 
 	// workloads is every workload identity, compiled; nil when a write
 	// dropped it. workloadsGen counts those drops, so that a list read from
@@ -98,7 +100,7 @@ func newResources(db store.Backend, onChange func()) *resources {
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &resources{db: db, cache: map[string]resource.Resource{}, onChange: onChange}
+	return &resources{db: db, cache: map[string]resource.Resource{}, gens: map[string]string{}, onChange: onChange}
 }
 
 func (r *resources) get(ctx context.Context, kind, name string) (resource.Resource, error) {
@@ -196,11 +198,20 @@ func (r *resources) roles(ctx context.Context, names []string) ([]*resource.Role
 // even when Apply failed: its outcome may be unknown, and a needless
 // reload or state check costs little.
 func (r *resources) apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
+	// Generation writes go last, so that revs[i] stays the revision of ops[i].
+	gens, err := r.generationOps(ctx, ops)
+	if err != nil {
+		return nil, err
+	}
+	ops = append(ops[:len(ops):len(ops)], gens...)
 	revs, err := r.db.Apply(ctx, ops...)
 	agentState := false
 	r.mu.Lock()
 	for _, op := range ops {
 		delete(r.cache, op.Item.Kind+"/"+op.Item.Name)
+		if op.Item.Kind == generationKind {
+			delete(r.gens, op.Item.Name)
+		}
 		switch op.Item.Kind {
 		case resource.KindWorkloadIdentity:
 			r.workloads = nil

@@ -136,6 +136,14 @@ func (t *agentTracker) connect(ctx context.Context, bot, host string) func() {
 	}
 }
 
+// following reports whether bot has a state stream open from host.
+func (t *agentTracker) following(bot, host string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.agents[agentKey(bot, host)]
+	return r != nil && r.connected > 0
+}
+
 // report records what bot's agent on host holds. Only an agent with an open
 // state stream may report: that is where its host was named, and a bot
 // cannot make up hosts that would hold rotations back.

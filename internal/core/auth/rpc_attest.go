@@ -2,12 +2,15 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/rbac"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -25,7 +28,12 @@ const (
 	detailSPIFFEIDs     = "spiffe_ids"
 	detailMethod        = "method"
 	detailAttestationID = "attestation_id"
+	detailAgentTime     = "agent_time"
 )
+
+// AttestationTimeWindow is how far from the auth service's clock an
+// attestation's time may be and still date its event.
+const AttestationTimeWindow = 5 * time.Minute
 
 // recentIDs remembers the last ids recorded, oldest forgotten first. An id
 // is claimed before its event is written and kept only once the write
@@ -120,21 +128,19 @@ func (r *recentIDs) finish(ids []string, claims []*idState, recorded bool) {
 
 func (s *Server) RecordAttestations(ctx context.Context, req *authv1.RecordAttestationsRequest) (*authv1.RecordAttestationsResponse, error) {
 	c := callerFrom(ctx)
-	if err := requireBot(c, "record attestations"); err != nil {
+	if err := s.requireAgent(ctx, c, "record attestations"); err != nil {
 		return nil, err
 	}
 	if n := len(req.Attestations); n > MaxAttestations {
 		return nil, status.Errorf(codes.InvalidArgument, "the request holds %d attestations, over the limit of %d per call: split it", n, MaxAttestations)
 	}
 	host := agentHost(req.Host)
+	if err := s.checkAttestations(ctx, c, host, req.Attestations); err != nil {
+		return nil, err
+	}
 	s.rememberAgentHost(c.Name, host)
 	ids := make([]string, len(req.Attestations))
 	for i, a := range req.Attestations {
-		switch a.Outcome {
-		case "", audit.OutcomeSuccess, audit.OutcomeDenied:
-		default:
-			return nil, status.Errorf(codes.InvalidArgument, "attestation %d has outcome %q: use success or denied", i+1, a.Outcome)
-		}
 		ids[i] = a.Id
 	}
 	claims, err := s.attestations.claim(ctx, ids)
@@ -162,12 +168,19 @@ func (s *Server) attestationEvent(c *caller, host string, a *authv1.Attestation)
 		Type: audit.TypeWorkloadAttest, Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr,
 		Attributes: a.Attributes, Outcome: a.Outcome, Reason: a.Reason, Details: map[string]string{},
 	}
+	now := s.clock()
+	ev.Time = now
 	if a.Time != nil {
-		ev.Time = a.Time.AsTime()
-	}
-	if ev.Time.IsZero() || ev.Time.After(s.clock().Add(time.Minute)) {
-		// An attestation from the future would sort after what follows it.
-		ev.Time = s.clock()
+		// The agent's time is kept when it is near ours. Otherwise the
+		// event is dated when it arrived and the agent's claim is kept
+		// apart: a bot must not date events into the past (nor the
+		// future, where they would sort after what follows them), and
+		// refusing would make an agent back from an outage drop them.
+		if t := a.Time.AsTime(); !t.Before(now.Add(-AttestationTimeWindow)) && !t.After(now.Add(AttestationTimeWindow)) {
+			ev.Time = t
+		} else {
+			ev.Details[detailAgentTime] = t.UTC().Format(time.RFC3339Nano)
+		}
 	}
 	if ev.Outcome == "" {
 		ev.Outcome = audit.OutcomeDenied
@@ -189,4 +202,48 @@ func (s *Server) attestationEvent(c *caller, host string, a *authv1.Attestation)
 		ev.Details = nil
 	}
 	return ev
+}
+
+// checkAttestations refuses, audited, a batch that a bot's agent could not
+// have observed: from a host where the bot follows no state stream, or
+// crediting a workload with a SPIFFE ID the bot may not issue. Only what
+// the agent could have served may enter the audit log under its name.
+func (s *Server) checkAttestations(ctx context.Context, c *caller, host string, list []*authv1.Attestation) error {
+	refuse := func(code codes.Code, msg string) error {
+		s.recordDenial(ctx, audit.Event{
+			Type: audit.TypeAccessDenied, Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr, Reason: msg,
+			Details: map[string]string{"method": "RecordAttestations"},
+		})
+		return status.Error(code, msg)
+	}
+	if !s.agents.following(c.Name, host) {
+		// Retryable: the agent's stream may be reconnecting.
+		return refuse(codes.FailedPrecondition, fmt.Sprintf("bot %q has no state stream open from host %q: an agent records attestations of the host it follows the auth service from (WatchAgent)", c.Name, host))
+	}
+	for i, a := range list {
+		switch a.Outcome {
+		case "", audit.OutcomeSuccess, audit.OutcomeDenied:
+		default:
+			return status.Errorf(codes.InvalidArgument, "attestation %d has outcome %q: use success or denied", i+1, a.Outcome)
+		}
+		for _, raw := range a.SpiffeIds {
+			id, err := spiffeid.FromString(raw)
+			if err != nil || id.TrustDomain() != s.td {
+				return refuse(codes.InvalidArgument, fmt.Sprintf("attestation %d names %q, which is not a SPIFFE ID of trust domain %s", i+1, truncateForMessage(raw), s.td.Name()))
+			}
+			if d := rbac.CheckSVID(c.Roles, rbac.Request{ID: id}); !d.Allowed {
+				return refuse(codes.PermissionDenied, fmt.Sprintf("attestation %d credits a workload with %s, which bot %q may not issue: %s", i+1, id, c.Name, d.Reason))
+			}
+		}
+	}
+	return nil
+}
+
+// truncateForMessage keeps a caller's value short in an error.
+func truncateForMessage(s string) string {
+	const max = 200
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }

@@ -96,6 +96,9 @@ func (s *Server) CreateBot(ctx context.Context, req *authv1.CreateBotRequest) (*
 	if err := s.res.checkRolesExist(ctx, bot, nil); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
+	if err := s.checkResourceGrantable(ctx, bot, nil, nil); err != nil {
+		return nil, err
+	}
 	secret, tok, err := s.newJoinToken(req.Name, time.Duration(req.TokenTtlSeconds)*time.Second, 1, resource.JoinMethodToken)
 	if err != nil {
 		return nil, err
@@ -136,6 +139,10 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *authv1.CreateJoinToke
 	}
 	secret, tok, err := s.newJoinToken(req.Bot, time.Duration(req.TtlSeconds)*time.Second, int(req.Uses), req.Method)
 	if err != nil {
+		return nil, err
+	}
+	// A join token is the bot's SVIDs: only who could hold its roles may make one.
+	if err := s.checkResourceGrantable(ctx, tok, nil, nil); err != nil {
 		return nil, err
 	}
 	o, err := op(store.OpCreate, tok)
@@ -251,7 +258,11 @@ func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.Joi
 // joined issues the bot certificate of a join that passed every check,
 // audits it, and answers.
 func (s *Server) joined(ctx context.Context, req *authv1.JoinRequest, bot string, pub crypto.PublicKey, details map[string]string) (*authv1.JoinResponse, error) {
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: bot})
+	gen, err := s.res.generation(ctx, KindBot, bot)
+	if err != nil {
+		return nil, storeError("bot/"+bot, err)
+	}
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: bot, Generation: gen})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the bot certificate: %v", err)
 	}
@@ -281,7 +292,7 @@ func (s *Server) RenewBotCert(ctx context.Context, req *authv1.RenewBotCertReque
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: c.Name})
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: c.Name, Generation: c.Generation})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the bot certificate: %v", err)
 	}
@@ -310,7 +321,7 @@ func (s *Server) RenewUserCert(ctx context.Context, req *authv1.RenewUserCertReq
 	if ttl < time.Minute {
 		return nil, status.Error(codes.FailedPrecondition, "your login expires within a minute: run widctl login")
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: c.Name})
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: c.Name, Generation: c.Generation})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the user certificate: %v", err)
 	}

@@ -3,7 +3,6 @@ package auth
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -19,10 +18,19 @@ import (
 // must carry to join this trust domain: wid:<trust domain>.
 func (s *Server) KubernetesAudience() string { return kubejoin.Audience(s.td.Name()) }
 
+// kubernetesJoinRefused is the one answer to a kubernetes join that does
+// not pass, whatever failed (an unknown token name, a token of another
+// method, an expired token, a missing bot, a service-account token refused
+// or not allowed), so that a caller cannot learn which token names exist.
+// The audit log keeps the real reason.
+func (s *Server) kubernetesJoinRefused() string {
+	return "the kubernetes join was refused: check the join token name, that the projected service-account token has audience " +
+		s.KubernetesAudience() + " and that its service account is in the token's allow list; an admin finds the reason with widctl audit ls --type bot.join.denied"
+}
+
 // joinKubernetes admits an agent that presents a projected service-account
-// token allowed by a kubernetes join token. The join token is named, not
-// secret, so the refusals may say which check failed; they never repeat
-// the service-account token.
+// token allowed by a kubernetes join token. Refusals never repeat the
+// service-account token.
 func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*authv1.JoinResponse, error) {
 	name := req.Token
 	if name == "" {
@@ -33,28 +41,27 @@ func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*
 		return nil, s.joinDenied(ctx, req, "", "", "join token name is invalid",
 			"the kubernetes join needs the name of a kubernetes join token, not a secret: pass --join-token NAME (see widctl token ls)")
 	}
+	refused := s.kubernetesJoinRefused()
 	v, err := s.res.get(ctx, resource.KindJoinToken, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, s.joinDenied(ctx, req, "", name, "unknown join token",
-				fmt.Sprintf("there is no join token %q: ask an admin to create it (widctl token add --method kubernetes --name %s ...)", name, name))
+			return nil, s.joinDenied(ctx, req, "", name, "unknown join token", refused)
 		}
 		return nil, storeError("token", err)
 	}
 	tok := v.(*resource.JoinToken)
 	k := tok.Spec.Kubernetes
 	if tok.Spec.Method != resource.JoinMethodKubernetes || k == nil {
-		return nil, s.joinDenied(ctx, req, "", name, "join token is for method "+tok.Spec.Method,
-			fmt.Sprintf("join token %s is not a kubernetes join token: use one made with widctl token add --method kubernetes", name))
+		// Anonymous: naming the bot would tell which token this is.
+		return nil, s.joinDenied(ctx, req, "", name, "join token is for method "+tok.Spec.Method, refused)
 	}
 	bot := tok.Spec.Bot
 	if !tok.Spec.Expires.IsZero() && !s.clock().Before(tok.Spec.Expires) {
 		exp := tok.Spec.Expires.Format(time.RFC3339)
-		return nil, s.joinDenied(ctx, req, bot, name, "join token expired at "+exp,
-			fmt.Sprintf("join token %s expired at %s: ask an admin to extend it", name, exp))
+		return nil, s.joinDenied(ctx, req, bot, name, "join token expired at "+exp, refused)
 	}
 	if _, err := s.res.bot(ctx, bot); err != nil {
-		return nil, s.joinDenied(ctx, req, bot, name, "bot "+bot+" does not exist", "the join token's bot no longer exists: ask an admin")
+		return nil, s.joinDenied(ctx, req, bot, name, "bot "+bot+" does not exist", refused)
 	}
 	pub, err := issuer.ParseCSR(req.Csr)
 	if err != nil {
@@ -65,7 +72,7 @@ func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*
 		var r *kubejoin.Refusal
 		if errors.As(err, &r) {
 			return nil, s.joinDeniedWith(ctx, req, bot, name, "service-account token refused ("+r.Check+"): "+r.Reason,
-				"the service-account token was refused: "+r.Reason, map[string]string{"check": r.Check})
+				refused, map[string]string{"check": r.Check})
 		}
 		// The auth service could not check the token: its configuration or
 		// the cluster is at fault, not the agent, which may retry.
@@ -86,10 +93,19 @@ func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*
 	}
 	if !k.Allows(sa.Namespace, sa.Name) {
 		details["check"] = "allow"
-		return nil, s.joinDeniedWith(ctx, req, bot, name, "service account "+sa.String()+" is not in the join token's allow list",
-			fmt.Sprintf("service account %s may not join with token %s: an admin can add {service_account: \"%s\"} to its spec.kubernetes.allow", sa, name, sa), details)
+		return nil, s.joinDeniedWith(ctx, req, bot, name, "service account "+sa.String()+" is not in the join token's allow list", refused, details)
 	}
 	return s.joined(ctx, req, bot, pub, details)
+}
+
+// checkKubernetesCluster refuses a kubernetes join token naming a cluster
+// that the auth service's configuration does not define.
+func (s *Server) checkKubernetesCluster(v resource.Resource) error {
+	t, ok := v.(*resource.JoinToken)
+	if !ok || t.Spec.Kubernetes == nil || t.Spec.Kubernetes.Cluster == "" || s.kube.HasCluster(t.Spec.Kubernetes.Cluster) {
+		return nil
+	}
+	return status.Errorf(codes.FailedPrecondition, "%s names kubernetes cluster %q, which the auth service does not define: an administrator of the auth host adds it under kubernetes_clusters in widagent's config file", resource.Ref(t), t.Spec.Kubernetes.Cluster)
 }
 
 // recordJoinError audits a kubernetes join that could not be checked.

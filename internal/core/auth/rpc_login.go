@@ -266,6 +266,9 @@ func (s *Server) CreateUser(ctx context.Context, req *authv1.CreateUserRequest) 
 	if err := s.res.checkRolesExist(ctx, u, nil); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
+	if err := s.checkResourceGrantable(ctx, u, nil, nil); err != nil {
+		return nil, err
+	}
 	secret, cred, err := s.newInvite(u.Metadata.Name, time.Duration(req.InviteTtlSeconds)*time.Second, req.Totp)
 	if err != nil {
 		return nil, err
@@ -324,11 +327,20 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 	if err := s.authorize(ctx, resource.KindUser, verbUpdate); err != nil {
 		return nil, err
 	}
-	if _, err := s.res.user(ctx, req.Name); err != nil {
+	u, err := s.res.user(ctx, req.Name)
+	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, status.Errorf(codes.NotFound, "user %q does not exist: add it with widctl user add %s --roles ROLE", req.Name, req.Name)
 		}
 		return nil, storeError("user/"+req.Name, err)
+	}
+	// Whoever sets a user's password becomes that user.
+	roles, err := s.rolesNamed(ctx, u.Spec.Roles, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkGrantable(ctx, "reset user "+req.Name, resource.Ref(u), roles); err != nil {
+		return nil, err
 	}
 	secret, cred, err := s.newInvite(req.Name, time.Duration(req.InviteTtlSeconds)*time.Second, req.Totp)
 	if err != nil {
@@ -338,7 +350,12 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if _, err := s.db.Apply(ctx, o); err != nil {
+	// A new generation ends every certificate issued before the reset.
+	g, err := generationOp(KindUser, req.Name)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := s.res.apply(ctx, o, g); err != nil {
 		return nil, storeError("user/"+req.Name, err)
 	}
 	if err := s.resourceEvent(ctx, audit.TypeResourceUpdated, "user/"+req.Name, map[string]string{
@@ -579,7 +596,11 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 	if err := s.loginSucceeded(ctx, name, source, cred, setHash, usedInvite, totpStep); err != nil {
 		return nil, err
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: name})
+	gen, err := s.res.generation(ctx, KindUser, name)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "loading the generation of user %q: %v", name, err)
+	}
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: name, Generation: gen})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the user certificate: %v", err)
 	}

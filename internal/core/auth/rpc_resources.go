@@ -126,9 +126,24 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 		list = append(list, v)
 		ops = append(ops, o)
 	}
+	pendingRoles, pendingBots := map[string]*resource.Role{}, map[string]*resource.Bot{}
+	for _, v := range list {
+		switch t := v.(type) {
+		case *resource.Role:
+			pendingRoles[t.Metadata.Name] = t
+		case *resource.Bot:
+			pendingBots[t.Metadata.Name] = t
+		}
+	}
 	for _, v := range list {
 		if err := s.res.checkRolesExist(ctx, v, pending); err != nil {
 			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+		if err := s.checkResourceGrantable(ctx, v, pendingRoles, pendingBots); err != nil {
+			return nil, err
+		}
+		if err := s.checkKubernetesCluster(v); err != nil {
+			return nil, err
 		}
 	}
 	revs, err := s.res.apply(ctx, ops...)
@@ -234,6 +249,12 @@ func (s *Server) UpdateResource(ctx context.Context, req *authv1.UpdateResourceR
 	}
 	if err := s.res.checkRolesExist(ctx, v, nil); err != nil {
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if err := s.checkResourceGrantable(ctx, v, nil, nil); err != nil {
+		return nil, err
+	}
+	if err := s.checkKubernetesCluster(v); err != nil {
+		return nil, err
 	}
 	o, err := op(store.OpUpdate, v)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"encoding/base64"
+	"fmt"
 	"github.com/wid-project/wid/internal/core/ca"
 	"net"
 	"strings"
@@ -82,6 +83,14 @@ func (s *Server) checkSVID(ctx context.Context, r *svidRequest, rawID string, ra
 	if r.ttl == 0 {
 		r.ttl = defaultTTL
 	}
+	// The form of each name first: a name the roles' patterns happen to
+	// cover (*.x covers "a*.x") is still no DNS name, and the issuer's
+	// refusal of it must be the caller's error, audited, not ours.
+	for _, name := range r.dns {
+		if err := resource.ValidateDNSSAN(name); err != nil {
+			return deny(codes.InvalidArgument, err.Error(), "invalid_request")
+		}
+	}
 	for _, raw := range rawIPs {
 		ip := net.ParseIP(strings.TrimSpace(raw))
 		if ip == nil {
@@ -157,11 +166,12 @@ func (s *Server) SignJWTSVID(ctx context.Context, req *authv1.SignJWTSVIDRequest
 	if err := s.checkSVID(ctx, &r, req.SpiffeId, nil, req.TtlSeconds, issuer.DefaultJWTTTL); err != nil {
 		return nil, err
 	}
-	if len(req.Audience) == 0 {
+	if problem := audienceProblem(req.Audience); problem != "" {
 		ev := s.svidEvent(ctx, audit.TypeSVIDDenied, r, req.SpiffeId)
-		ev.Reason = "no audience"
+		ev.Reason = problem
+		ev.Details = map[string]string{"check": "invalid_request"}
 		s.recordDenial(ctx, ev)
-		return nil, status.Error(codes.InvalidArgument, "a JWT-SVID needs at least one audience: pass --audience")
+		return nil, status.Error(codes.InvalidArgument, problem+": pass --audience with the name of the service that will check it")
 	}
 	svid, err := s.issuer.SignJWTSVID(issuer.JWTParams{ID: r.id, Audience: req.Audience, TTL: r.ttl})
 	if err != nil {
@@ -281,4 +291,17 @@ func (s *Server) explainSVID(req *authv1.ExplainRequest, roles []*resource.Role,
 		Allowed: d.Allowed, Reason: reason, Check: d.Check, Role: d.Role, Rule: int32(d.Rule),
 		Roles: roleNames, SpiffeId: id.String(), TtlSeconds: int64(ttl / time.Second),
 	}, nil
+}
+
+// audienceProblem says what is wrong with a JWT-SVID's audience, or "".
+func audienceProblem(aud []string) string {
+	if len(aud) == 0 {
+		return "a JWT-SVID needs at least one audience"
+	}
+	for i, a := range aud {
+		if strings.TrimSpace(a) == "" {
+			return fmt.Sprintf("audience %d of the JWT-SVID is empty", i+1)
+		}
+	}
+	return ""
 }

@@ -270,8 +270,8 @@ func (s *Server) issueWorkloadSVID(c *caller, host string, set *workloadSet, att
 		ev.Details[audit.DetailCertificate] = base64.StdEncoding.EncodeToString(svid.Certificates[0].Raw)
 		ev.TTLSeconds = int64(svid.NotAfter.Sub(svid.NotBefore.Add(time.Minute)) / time.Second)
 	case svidJWT:
-		if len(it.Audience) == 0 {
-			return refuse(checkInvalidRequest, "a JWT-SVID needs at least one audience: the workload names it when it asks")
+		if problem := audienceProblem(it.Audience); problem != "" {
+			return refuse(checkInvalidRequest, problem+": the workload names it when it asks")
 		}
 		svid, err := s.issuer.SignJWTSVID(issuer.JWTParams{ID: g.id, Audience: it.Audience, TTL: g.ttl})
 		if err != nil {

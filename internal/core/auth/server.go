@@ -68,6 +68,10 @@ type Config struct {
 	// empty (keys/ without a store, after the operator chose not to restore
 	// one). Without it a trust domain is made only in an empty data dir.
 	Init bool
+	// KubernetesClusters are the clusters kubernetes join tokens may name:
+	// the only API servers and JWKS URLs the auth service calls, and the
+	// only files it reads for them.
+	KubernetesClusters []kubejoin.Cluster
 }
 
 // Info describes a started auth service, for people.
@@ -143,6 +147,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("a data dir is required")
 	}
+	if err := kubejoin.ValidateClusters(cfg.KubernetesClusters); err != nil {
+		return nil, err
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -208,7 +215,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// The anchor follows every CA change once it is in the store.
 	s.cas.OnChange(func() { s.anchor.SetCAKeys(s.cas.KeyIDs()) })
 	s.issuer = issuer.New(s.cas, clock)
-	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log})
+	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
 	s.agents = newAgentTracker(db, clock, s.log)
 	if err := s.agents.load(ctx); err != nil {
 		return nil, err

@@ -40,6 +40,10 @@ type InternalParams struct {
 	// DNSNames and IPs are for server certificates only.
 	DNSNames []string
 	IPs      []net.IP
+	// Generation names the incarnation of the user or bot that the
+	// certificate is for, so that one issued before a reset or a removal
+	// and re-creation stops working; see GenerationFromCert.
+	Generation string
 }
 
 // allowedCAs says which CA may sign each kind. Servers only get host
@@ -119,6 +123,9 @@ func (i *Issuer) SignInternalCert(p InternalParams) (*x509.Certificate, error) {
 			Organization:       []string{i.cas.TrustDomain().Name()},
 			OrganizationalUnit: []string{p.Kind},
 			CommonName:         p.Name,
+			// The subject's serialNumber attribute tells apart entities
+			// of the same name, which is what a generation is.
+			SerialNumber: p.Generation,
 		},
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
@@ -168,4 +175,10 @@ func IdentityFromCert(cert *x509.Certificate) (kind, name string, err error) {
 		return "", "", fmt.Errorf("certificate subject does not match its URI SAN %s", id)
 	}
 	return kind, name, nil
+}
+
+// GenerationFromCert returns the holder's generation written by
+// SignInternalCert, or "" for a certificate issued without one.
+func GenerationFromCert(cert *x509.Certificate) string {
+	return cert.Subject.SerialNumber
 }

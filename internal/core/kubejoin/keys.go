@@ -36,7 +36,7 @@ type keySet struct {
 
 // keys returns the issuer keys that may have signed a token with kid: every
 // key when kid is empty, as the JWS spec allows.
-func (v *Verifier) keys(ctx context.Context, k *resource.KubernetesJoin, kid string) ([]jose.JSONWebKey, error) {
+func (v *Verifier) keys(ctx context.Context, k *resource.KubernetesJoin, c *Cluster, kid string) ([]jose.JSONWebKey, error) {
 	if k.JWKS != "" {
 		set, err := resource.ParseJWKS(k.JWKS)
 		if err != nil {
@@ -44,7 +44,10 @@ func (v *Verifier) keys(ctx context.Context, k *resource.KubernetesJoin, kid str
 		}
 		return pick(set, kid), nil
 	}
-	cacheKey := k.JWKSURL + "\x00" + k.CAFile + "\x00" + k.TokenFile
+	if c == nil || c.JWKSURL == "" {
+		return nil, fmt.Errorf("the join token has neither jwks nor a cluster with a jwks_url: give it jwks, or name a cluster of the auth service's kubernetes_clusters that has a jwks_url")
+	}
+	cacheKey := c.Name
 	v.mu.Lock()
 	ks := v.sets[cacheKey]
 	if ks == nil {
@@ -61,7 +64,7 @@ func (v *Verifier) keys(ctx context.Context, k *resource.KubernetesJoin, kid str
 	mayFetch := ks.lastFetch.IsZero() || now.Sub(ks.lastFetch) >= MinRefetch
 	if (stale || unknown) && mayFetch {
 		ks.lastFetch = now
-		set, err := v.fetchJWKS(ctx, k)
+		set, err := v.fetchJWKS(ctx, c)
 		switch {
 		case err == nil:
 			ks.set, ks.fetched = set, now
@@ -69,11 +72,11 @@ func (v *Verifier) keys(ctx context.Context, k *resource.KubernetesJoin, kid str
 			return nil, err
 		default:
 			// Keys we already have still check tokens they signed.
-			v.logger.Warn("refreshing the cluster's issuer keys failed; using the cached ones", "jwks_url", k.JWKSURL, "error", err)
+			v.logger.Warn("refreshing the cluster's issuer keys failed; using the cached ones", "jwks_url", c.JWKSURL, "error", err)
 		}
 	}
 	if ks.set == nil {
-		return nil, fmt.Errorf("the cluster's issuer keys at %s could not be fetched recently; retrying in at most %s", k.JWKSURL, MinRefetch)
+		return nil, fmt.Errorf("the cluster's issuer keys at %s could not be fetched recently; retrying in at most %s", c.JWKSURL, MinRefetch)
 	}
 	return pick(ks.set, kid), nil
 }
@@ -85,7 +88,7 @@ func pick(set *jose.JSONWebKeySet, kid string) []jose.JSONWebKey {
 	return set.Key(kid)
 }
 
-func (v *Verifier) fetchJWKS(ctx context.Context, k *resource.KubernetesJoin) (*jose.JSONWebKeySet, error) {
+func (v *Verifier) fetchJWKS(ctx context.Context, k *Cluster) (*jose.JSONWebKeySet, error) {
 	hc, err := httpClient(k.CAFile)
 	if err != nil {
 		return nil, err

@@ -1,7 +1,10 @@
 // Package kubejoin checks the Kubernetes service-account tokens that agents
 // present to join with the kubernetes method: against the cluster's OIDC
-// issuer keys (a JWKS URL, fetched and cached, or a static JWKS) or through
-// the cluster's TokenReview API. It answers who the token's service account
+// issuer keys (a configured cluster's JWKS URL, fetched and cached, or a
+// static JWKS) or through
+// the cluster's TokenReview API. Which clusters it may call, and with what
+// files, is the auth service's configuration (Cluster), never a join token's.
+// It answers who the token's service account
 // and pod are, or a Refusal that says which check failed.
 //
 // A service-account token is a bearer credential: nothing here logs it,
@@ -99,6 +102,9 @@ type Verifier struct {
 	// env reads the in-cluster defaults; os.Getenv outside tests.
 	env func(string) string
 
+	// clusters are the auth service's configured clusters, by name.
+	clusters map[string]*Cluster
+
 	mu   sync.Mutex
 	sets map[string]*keySet
 }
@@ -110,11 +116,16 @@ type Options struct {
 	Logger *slog.Logger
 	// Getenv defaults to os.Getenv; it finds the in-cluster API server.
 	Getenv func(string) string
+	// Clusters are the clusters join tokens may name (see ValidateClusters).
+	Clusters []Cluster
 }
 
 // NewVerifier returns a Verifier with an empty key cache.
 func NewVerifier(o Options) *Verifier {
-	v := &Verifier{clock: o.Clock, logger: o.Logger, env: o.Getenv, sets: map[string]*keySet{}}
+	v := &Verifier{clock: o.Clock, logger: o.Logger, env: o.Getenv, sets: map[string]*keySet{}, clusters: map[string]*Cluster{}}
+	for i := range o.Clusters {
+		v.clusters[o.Clusters[i].Name] = &o.Clusters[i]
+	}
 	if v.clock == nil {
 		v.clock = time.Now
 	}
@@ -139,8 +150,16 @@ func (v *Verifier) Verify(ctx context.Context, k *resource.KubernetesJoin, audie
 	if token == "" {
 		return ServiceAccount{}, refuse(CheckMalformed, "no service-account token was sent: mount a projected service-account token with audience %s and pass its path with --sa-token-file", audience)
 	}
+	var cluster *Cluster
+	if k.Cluster != "" {
+		c, err := v.cluster(k.Cluster)
+		if err != nil {
+			return ServiceAccount{}, err
+		}
+		cluster = c
+	}
 	if k.TokenReview {
-		return v.review(ctx, k, audience, token)
+		return v.review(ctx, cluster, audience, token)
 	}
 	tok, err := jwt.ParseSigned(token, signatureAlgorithms)
 	if err != nil {
@@ -150,7 +169,7 @@ func (v *Verifier) Verify(ctx context.Context, k *resource.KubernetesJoin, audie
 		return ServiceAccount{}, refuse(CheckMalformed, "the service-account token has %d signatures, not one", len(tok.Headers))
 	}
 	kid := tok.Headers[0].KeyID
-	keys, err := v.keys(ctx, k, kid)
+	keys, err := v.keys(ctx, k, cluster, kid)
 	if err != nil {
 		return ServiceAccount{}, err
 	}

@@ -31,12 +31,25 @@ func (c *clock) Add(d time.Duration) {
 
 func newClock() *clock { return &clock{now: time.Now().Truncate(time.Second)} }
 
-func jwksConfig(is *kubejointest.Issuer) *resource.KubernetesJoin {
+// testCluster is the stand-in cluster as the auth service's configuration
+// names it.
+func testCluster(is *kubejointest.Issuer) kubejoin.Cluster {
+	return kubejoin.Cluster{Name: "test", APIServer: is.Server.URL, JWKSURL: is.JWKSURL(), CAFile: is.CAFile, TokenFile: is.TokenFile}
+}
+
+// verifier knows the stand-in cluster.
+func verifier(is *kubejointest.Issuer, clock func() time.Time, clusters ...kubejoin.Cluster) *kubejoin.Verifier {
+	if len(clusters) == 0 {
+		clusters = []kubejoin.Cluster{testCluster(is)}
+	}
+	return kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Clusters: clusters})
+}
+
+func jwksConfig(*kubejointest.Issuer) *resource.KubernetesJoin {
 	return &resource.KubernetesJoin{
 		Allow:   []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}},
 		Issuer:  kubejointest.IssuerURL,
-		JWKSURL: is.JWKSURL(),
-		CAFile:  is.CAFile,
+		Cluster: "test",
 	}
 }
 
@@ -86,7 +99,7 @@ func TestVerifyWithJWKS(t *testing.T) {
 		{"tampered", kubejoin.CheckSignature, "signature does not verify", tamper(is.Sign(t, good))},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			v := kubejoin.NewVerifier(kubejoin.Options{Clock: clk.Now})
+			v := verifier(is, clk.Now)
 			_, err := v.Verify(context.Background(), jwksConfig(is), aud, c.token)
 			wantRefusal(t, err, c.check, c.text)
 			if strings.Contains(err.Error(), c.token) && strings.TrimSpace(c.token) != "" {
@@ -95,7 +108,7 @@ func TestVerifyWithJWKS(t *testing.T) {
 		})
 	}
 	t.Run("good", func(t *testing.T) {
-		v := kubejoin.NewVerifier(kubejoin.Options{Clock: clk.Now})
+		v := verifier(is, clk.Now)
 		sa, err := v.Verify(context.Background(), jwksConfig(is), aud, is.Sign(t, good)+"\n")
 		if err != nil {
 			t.Fatal(err)
@@ -106,9 +119,9 @@ func TestVerifyWithJWKS(t *testing.T) {
 		}
 	})
 	t.Run("static jwks", func(t *testing.T) {
-		v := kubejoin.NewVerifier(kubejoin.Options{Clock: clk.Now})
+		v := verifier(is, clk.Now)
 		k := jwksConfig(is)
-		k.JWKSURL, k.JWKS = "", is.JWKS(t)
+		k.Cluster, k.JWKS = "", is.JWKS(t)
 		hits := is.JWKSHits.Load()
 		sa, err := v.Verify(context.Background(), k, aud, is.Sign(t, good))
 		if err != nil || sa.String() != "wid:wid-agent" {
@@ -136,7 +149,7 @@ func tamper(tok string) string {
 func TestJWKSIsCachedAndRefetchedOnUnknownKidAtMostEvery30s(t *testing.T) {
 	is := kubejointest.NewIssuer(t)
 	clk := newClock()
-	v := kubejoin.NewVerifier(kubejoin.Options{Clock: clk.Now})
+	v := verifier(is, clk.Now)
 	k := jwksConfig(is)
 	ctx := context.Background()
 	for range 3 {
@@ -178,9 +191,10 @@ func TestJWKSIsCachedAndRefetchedOnUnknownKidAtMostEvery30s(t *testing.T) {
 func TestJWKSUnreachableIsNotARefusal(t *testing.T) {
 	is := kubejointest.NewIssuer(t)
 	clk := newClock()
-	v := kubejoin.NewVerifier(kubejoin.Options{Clock: clk.Now})
+	untrusted := testCluster(is)
+	untrusted.CAFile = ""
+	v := verifier(is, clk.Now, untrusted)
 	k := jwksConfig(is)
-	k.CAFile = ""
 	_, err := v.Verify(context.Background(), k, aud, is.Sign(t, kubejointest.Good(aud, clk.Now())))
 	var r *kubejoin.Refusal
 	if err == nil || errors.As(err, &r) {
@@ -194,10 +208,11 @@ func TestJWKSUnreachableIsNotARefusal(t *testing.T) {
 func TestVerifyWithTokenReview(t *testing.T) {
 	is := kubejointest.NewIssuer(t)
 	k := &resource.KubernetesJoin{
-		Allow: []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, TokenReview: true,
-		APIServer: is.Server.URL, CAFile: is.CAFile, TokenFile: is.TokenFile,
+		Allow: []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, TokenReview: true, Cluster: "test",
 	}
-	v := kubejoin.NewVerifier(kubejoin.Options{})
+	noToken := testCluster(is)
+	noToken.Name, noToken.TokenFile = "no-token", ""
+	v := verifier(is, nil, testCluster(is), noToken)
 	ctx := context.Background()
 
 	is.Review("good-token", kubejointest.ReviewedPod("wid", "wid-agent", "wid-agent-abcde"))
@@ -237,7 +252,7 @@ func TestVerifyWithTokenReview(t *testing.T) {
 	// Without the reviewer's credentials the API server refuses us: that
 	// is the auth service's misconfiguration, not the agent's fault.
 	bad := *k
-	bad.TokenFile = ""
+	bad.Cluster = "no-token"
 	_, err = v.Verify(ctx, &bad, aud, "good-token")
 	var r *kubejoin.Refusal
 	if err == nil || errors.As(err, &r) || !strings.Contains(err.Error(), "system:auth-delegator") {
@@ -252,8 +267,38 @@ func TestTokenReviewOutsideAClusterNeedsAnAPIServer(t *testing.T) {
 	v := kubejoin.NewVerifier(kubejoin.Options{Getenv: func(string) string { return "" }})
 	k := &resource.KubernetesJoin{Allow: []resource.KubernetesAllow{{ServiceAccount: "a:b"}}, TokenReview: true}
 	_, err := v.Verify(context.Background(), k, aud, "t")
-	if err == nil || !strings.Contains(err.Error(), "set spec.kubernetes.api_server") {
+	if err == nil || !strings.Contains(err.Error(), "configure the cluster under kubernetes_clusters") {
 		t.Errorf("got %v", err)
+	}
+	// A cluster the configuration does not define is the auth service's
+	// problem, not a refusal of the agent.
+	k.Cluster = "elsewhere"
+	_, err = v.Verify(context.Background(), k, aud, "t")
+	var r *kubejoin.Refusal
+	if err == nil || errors.As(err, &r) || !strings.Contains(err.Error(), `names kubernetes cluster "elsewhere", which the auth service's configuration does not define`) {
+		t.Errorf("an unknown cluster gave %v", err)
+	}
+}
+
+func TestValidateClusters(t *testing.T) {
+	good := kubejoin.Cluster{Name: "main", APIServer: "https://10.0.0.1:6443", CAFile: "/etc/wid/ca.crt", TokenFile: "/etc/wid/token"}
+	if err := kubejoin.ValidateClusters([]kubejoin.Cluster{good}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		list []kubejoin.Cluster
+		want string
+	}{
+		{"twice", []kubejoin.Cluster{good, good}, "defined twice"},
+		{"bad name", []kubejoin.Cluster{{Name: "Main!", APIServer: good.APIServer}}, "is not a valid name"},
+		{"nothing to call", []kubejoin.Cluster{{Name: "x"}}, "neither api_server nor jwks_url"},
+		{"http", []kubejoin.Cluster{{Name: "x", JWKSURL: "http://a/keys"}}, "is not an https URL"},
+		{"relative file", []kubejoin.Cluster{{Name: "x", APIServer: good.APIServer, TokenFile: "token"}}, "is not an absolute path"},
+	} {
+		if err := kubejoin.ValidateClusters(c.list); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.name, err, c.want)
+		}
 	}
 }
 
@@ -307,7 +352,7 @@ func FuzzParseClaims(f *testing.F) {
 // cached: what the auth service spends per joining node.
 func BenchmarkVerifyJWKS(b *testing.B) {
 	is := kubejointest.NewIssuer(b)
-	v := kubejoin.NewVerifier(kubejoin.Options{})
+	v := verifier(is, nil)
 	k := jwksConfig(is)
 	tok := is.Sign(b, kubejointest.Good(aud, time.Now()))
 	ctx := context.Background()

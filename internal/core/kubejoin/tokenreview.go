@@ -55,22 +55,22 @@ type userInfo struct {
 	Extra    map[string][]string `json:"extra,omitempty"`
 }
 
-// review asks the API server whether token is a service-account token for
-// audience, with the auth service's own credentials.
-func (v *Verifier) review(ctx context.Context, k *resource.KubernetesJoin, audience, token string) (ServiceAccount, error) {
-	server, caFile, tokenFile := k.APIServer, k.CAFile, k.TokenFile
-	if server == "" {
+// review asks the API server of cluster c (nil: the cluster the auth
+// service runs in) whether token is a service-account token for audience,
+// with the auth service's own credentials.
+func (v *Verifier) review(ctx context.Context, c *Cluster, audience, token string) (ServiceAccount, error) {
+	var server, caFile, tokenFile string
+	if c != nil {
+		server, caFile, tokenFile = c.APIServer, c.CAFile, c.TokenFile
+		if server == "" {
+			return ServiceAccount{}, fmt.Errorf("the join token asks kubernetes cluster %s for a TokenReview, but the cluster has no api_server in the auth service's kubernetes_clusters", c.Name)
+		}
+	} else {
 		host, port := v.env("KUBERNETES_SERVICE_HOST"), v.env("KUBERNETES_SERVICE_PORT")
 		if host == "" || port == "" {
-			return ServiceAccount{}, fmt.Errorf("the join token asks for a TokenReview but the auth service does not run in a cluster (KUBERNETES_SERVICE_HOST is unset): set spec.kubernetes.api_server")
+			return ServiceAccount{}, fmt.Errorf("the join token asks for a TokenReview but the auth service does not run in a cluster (KUBERNETES_SERVICE_HOST is unset): configure the cluster under kubernetes_clusters and name it in the token's spec.kubernetes.cluster")
 		}
-		server = "https://" + net.JoinHostPort(host, port)
-		if caFile == "" {
-			caFile = InClusterCAFile
-		}
-		if tokenFile == "" {
-			tokenFile = InClusterTokenFile
-		}
+		server, caFile, tokenFile = "https://"+net.JoinHostPort(host, port), InClusterCAFile, InClusterTokenFile
 	}
 	hc, err := httpClient(caFile)
 	if err != nil {

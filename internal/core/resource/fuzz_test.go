@@ -27,7 +27,7 @@ func FuzzDecode(f *testing.F) {
 		"kind: user\nversion: v1\nmetadata: &m {name: a}\nspec: {roles: [*m]}\n",
 		"kind: token\nversion: v1\nmetadata: {name: t}\nspec: {bot: b, method: token, uses: 1e3, used: 0, expires: 2030-01-02}\n",
 		"kind: token\nversion: v1\nmetadata: {name: k}\nspec: {bot: b, method: kubernetes, kubernetes: {allow: [{service_account: \"wid:*\"}], issuer: https://i, jwks: '{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU\",\"y\":\"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0\"}]}'}}\n",
-		"kind: token\nversion: v1\nmetadata: {name: k}\nspec: {bot: b, method: kubernetes, kubernetes: {allow: [{service_account: a:b}], token_review: true, api_server: https://10.0.0.1}}\n",
+		"kind: token\nversion: v1\nmetadata: {name: k}\nspec: {bot: b, method: kubernetes, kubernetes: {allow: [{service_account: a:b}], token_review: true, cluster: main}}\n",
 		"\x00\xff{[",
 		"- a\n- b\n",
 		"",

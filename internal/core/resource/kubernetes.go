@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -13,34 +12,38 @@ import (
 
 // KubernetesJoin configures a join token of the kubernetes method: which
 // service accounts may join, and how their tokens are checked. Exactly one
-// way of checking is set: the cluster's OIDC issuer keys (Issuer with
-// JWKSURL or JWKS), or the TokenReview API (TokenReview).
+// way of checking is set: the cluster's OIDC issuer keys (Issuer with JWKS,
+// or with a Cluster whose jwks_url the auth service fetches), or the
+// TokenReview API (TokenReview, of Cluster or the auth service's own).
+//
+// A token names no file and no URL: what the auth service reads on its host
+// and which servers it calls (with what credentials) is its own
+// configuration (kubernetes_clusters of widagent's config), never a
+// resource that a role allowed to write tokens could set.
 type KubernetesJoin struct {
 	// Allow lists the service accounts that may join as the token's bot.
 	Allow []KubernetesAllow `json:"allow" yaml:"allow"`
 
+	// Cluster names a cluster of the auth service's configuration, whose
+	// API server (TokenReview) or JWKS URL checks the tokens.
+	Cluster string `json:"cluster,omitempty" yaml:"cluster,omitempty"`
+
 	// Issuer is the cluster's service-account issuer (the iss claim),
 	// e.g. https://kubernetes.default.svc.cluster.local.
 	Issuer string `json:"issuer,omitempty" yaml:"issuer,omitempty"`
-	// JWKSURL is where the issuer publishes its keys, e.g.
-	// https://kubernetes.default.svc/openid/v1/jwks.
-	JWKSURL string `json:"jwks_url,omitempty" yaml:"jwks_url,omitempty"`
 	// JWKS holds the issuer's public keys as a JSON Web Key Set, as
 	// `kubectl get --raw /openid/v1/jwks` prints them.
 	JWKS string `json:"jwks,omitempty" yaml:"jwks,omitempty"`
 
-	// TokenReview asks the cluster's TokenReview API about each token.
+	// TokenReview asks the cluster's TokenReview API about each token:
+	// Cluster's, or by default that of the cluster the auth service runs in.
 	TokenReview bool `json:"token_review,omitempty" yaml:"token_review,omitempty"`
-	// APIServer is the Kubernetes API's https URL; for TokenReview it
-	// defaults to the in-cluster address (KUBERNETES_SERVICE_HOST).
-	APIServer string `json:"api_server,omitempty" yaml:"api_server,omitempty"`
 
-	// CAFile, on the auth service's host, verifies the API server or the
-	// JWKS URL; TokenReview defaults to the in-cluster service-account CA.
-	CAFile string `json:"ca_file,omitempty" yaml:"ca_file,omitempty"`
-	// TokenFile, on the auth service's host, holds the bearer token sent
-	// to the API server or the JWKS URL; read afresh on every request.
-	// TokenReview defaults to the in-cluster service-account token.
+	// Fields of earlier versions, read only to refuse them with a sentence
+	// that says where they went.
+	JWKSURL   string `json:"jwks_url,omitempty" yaml:"jwks_url,omitempty"`
+	APIServer string `json:"api_server,omitempty" yaml:"api_server,omitempty"`
+	CAFile    string `json:"ca_file,omitempty" yaml:"ca_file,omitempty"`
 	TokenFile string `json:"token_file,omitempty" yaml:"token_file,omitempty"`
 }
 
@@ -125,53 +128,47 @@ func (k *KubernetesJoin) validate(res string) error {
 			return &FieldError{Resource: res, Field: ff, Message: ff + " " + err.Error()}
 		}
 	}
-	oidc := k.JWKSURL != "" || k.JWKS != ""
+	for _, p := range []struct{ field, value string }{
+		{"jwks_url", k.JWKSURL}, {"api_server", k.APIServer}, {"ca_file", k.CAFile}, {"token_file", k.TokenFile},
+	} {
+		if p.value != "" {
+			return fieldErrorf(res, f+"."+p.field, "is no longer a join token field: files the auth service reads and servers it calls are set in its own configuration (kubernetes_clusters in widagent's config file), and the token names one with cluster: NAME")
+		}
+	}
+	if k.Cluster != "" {
+		if err := ValidateName(k.Cluster); err != nil {
+			return fieldErrorf(res, f+".cluster", "%s is not a cluster name: use the name of one of the auth service's kubernetes_clusters", quote(k.Cluster))
+		}
+	}
 	switch {
-	case k.TokenReview && (oidc || k.Issuer != ""):
-		return fieldErrorf(res, f, "sets both token_review and issuer keys (issuer, jwks_url, jwks): choose one way to check service-account tokens")
-	case !k.TokenReview && !oidc:
-		return fieldErrorf(res, f, "says no way to check service-account tokens: set issuer with jwks_url or jwks (the cluster's OIDC issuer keys), or token_review: true")
-	case k.JWKSURL != "" && k.JWKS != "":
-		return fieldErrorf(res, f+".jwks", "is set along with jwks_url: give the keys or the URL, not both")
-	case oidc && k.Issuer == "":
+	case k.TokenReview && (k.JWKS != "" || k.Issuer != ""):
+		return fieldErrorf(res, f, "sets both token_review and issuer keys (issuer, jwks): choose one way to check service-account tokens")
+	case !k.TokenReview && k.JWKS == "" && k.Cluster == "":
+		return fieldErrorf(res, f, "says no way to check service-account tokens: set issuer with jwks (the cluster's OIDC issuer keys) or with cluster (whose jwks_url the auth service fetches), or token_review: true")
+	case k.JWKS != "" && k.Cluster != "":
+		return fieldErrorf(res, f+".jwks", "is set along with cluster: give the keys, or the cluster whose keys the auth service fetches, not both")
+	case !k.TokenReview && k.Issuer == "":
 		return fieldErrorf(res, f+".issuer", "is missing: set the cluster's service-account issuer (kubectl get --raw /.well-known/openid-configuration shows it)")
 	}
 	if k.Issuer != "" && strings.TrimSpace(k.Issuer) != k.Issuer {
 		return fieldErrorf(res, f+".issuer", "%s has spaces around it: remove them", quote(k.Issuer))
-	}
-	if k.JWKSURL != "" {
-		if err := httpsURL(k.JWKSURL); err != nil {
-			return fieldErrorf(res, f+".jwks_url", "%s %s", quote(k.JWKSURL), err)
-		}
 	}
 	if k.JWKS != "" {
 		if _, err := ParseJWKS(k.JWKS); err != nil {
 			return fieldErrorf(res, f+".jwks", "%s", err)
 		}
 	}
-	if k.APIServer != "" {
-		if !k.TokenReview {
-			return fieldErrorf(res, f+".api_server", "is only used with token_review: true: remove it, or set token_review")
-		}
-		if err := httpsURL(k.APIServer); err != nil {
-			return fieldErrorf(res, f+".api_server", "%s %s", quote(k.APIServer), err)
-		}
-	}
-	for _, p := range []struct{ field, path string }{{"ca_file", k.CAFile}, {"token_file", k.TokenFile}} {
-		if p.path != "" && !filepath.IsAbs(p.path) {
-			return fieldErrorf(res, f+"."+p.field, "%s is not an absolute path: give the full path on the auth service's host", quote(p.path))
-		}
-	}
 	return nil
 }
 
-func httpsURL(s string) error {
+// HTTPSURL checks an https URL without credentials in it.
+func HTTPSURL(s string) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return fmt.Errorf("is not an https URL: write it as https://host/path")
 	}
 	if u.User != nil {
-		return fmt.Errorf("holds credentials: put the bearer token in token_file instead")
+		return fmt.Errorf("holds credentials: put the bearer token in a token_file instead")
 	}
 	return nil
 }

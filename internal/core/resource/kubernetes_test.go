@@ -14,7 +14,7 @@ func validKubernetesToken() *JoinToken {
 		Spec: JoinTokenSpec{Bot: "k8s-agent", Method: JoinMethodKubernetes, Kubernetes: &KubernetesJoin{
 			Allow:   []KubernetesAllow{{ServiceAccount: "wid:wid-agent"}, {ServiceAccount: "edge:*"}},
 			Issuer:  "https://kubernetes.default.svc.cluster.local",
-			JWKSURL: "https://kubernetes.default.svc/openid/v1/jwks",
+			Cluster: "main",
 		}},
 	}
 }
@@ -33,30 +33,31 @@ func TestKubernetesJoinTokenValidate(t *testing.T) {
 			{"bad namespace", func() { k().Allow[0].ServiceAccount = "Wid:agent" }, "spec.kubernetes.allow[1].service_account", "has no valid namespace"},
 			{"bad name", func() { k().Allow[0].ServiceAccount = "wid:agent_1" }, "spec.kubernetes.allow[1].service_account", "has no valid service account name"},
 			{"wildcard namespace", func() { k().Allow[0].ServiceAccount = "*:agent" }, "spec.kubernetes.allow[1].service_account", "has no valid namespace"},
-			{"no way to check", func() { k().JWKSURL = "" }, "spec.kubernetes", "says no way to check service-account tokens"},
+			{"no way to check", func() { k().Cluster = "" }, "spec.kubernetes", "says no way to check service-account tokens"},
 			{"both ways", func() { k().TokenReview = true }, "spec.kubernetes", "sets both token_review and issuer keys"},
-			{"url and keys", func() { k().JWKS = testJWKS }, "spec.kubernetes.jwks", "is set along with jwks_url"},
+			{"cluster and keys", func() { k().JWKS = testJWKS }, "spec.kubernetes.jwks", "is set along with cluster"},
 			{"no issuer", func() { k().Issuer = "" }, "spec.kubernetes.issuer", "is missing"},
-			{"http jwks url", func() { k().JWKSURL = "http://example.com/jwks" }, "spec.kubernetes.jwks_url", "is not an https URL"},
-			{"url credentials", func() { k().JWKSURL = "https://u:p@example.com/jwks" }, "spec.kubernetes.jwks_url", "holds credentials"},
-			{"bad jwks", func() { k().JWKSURL = ""; k().JWKS = "{" }, "spec.kubernetes.jwks", "is not a JSON Web Key Set"},
-			{"empty jwks", func() { k().JWKSURL = ""; k().JWKS = `{"keys":[]}` }, "spec.kubernetes.jwks", "holds no keys"},
+			{"bad cluster name", func() { k().Cluster = "Main/1" }, "spec.kubernetes.cluster", "is not a cluster name"},
+			{"bad jwks", func() { k().Cluster = ""; k().JWKS = "{" }, "spec.kubernetes.jwks", "is not a JSON Web Key Set"},
+			{"empty jwks", func() { k().Cluster = ""; k().JWKS = `{"keys":[]}` }, "spec.kubernetes.jwks", "holds no keys"},
 			{"private jwks", func() {
-				k().JWKSURL = ""
+				k().Cluster = ""
 				k().JWKS = strings.Replace(testJWKS, `"kid"`, `"d":"jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI","kid"`, 1)
 			}, "spec.kubernetes.jwks", `key 1 (kid "k1") is a private key`},
-			{"api server without review", func() { k().APIServer = "https://10.0.0.1" }, "spec.kubernetes.api_server", "is only used with token_review"},
-			{"relative ca", func() { k().CAFile = "ca.crt" }, "spec.kubernetes.ca_file", "is not an absolute path"},
-			{"relative token", func() { k().TokenFile = "token" }, "spec.kubernetes.token_file", "is not an absolute path"},
+			// Files and URLs are the auth service's configuration, never a token's.
+			{"jwks url", func() { k().JWKSURL = "https://attacker.example/keys" }, "spec.kubernetes.jwks_url", "is no longer a join token field: files the auth service reads and servers it calls are set in its own configuration (kubernetes_clusters"},
+			{"api server", func() { k().APIServer = "https://attacker.example" }, "spec.kubernetes.api_server", "is no longer a join token field"},
+			{"ca file", func() { k().CAFile = "/etc/wid/ca.crt" }, "spec.kubernetes.ca_file", "is no longer a join token field"},
+			{"token file", func() { k().TokenFile = "/root/.kube/token" }, "spec.kubernetes.token_file", "is no longer a join token field"},
 		}
 	})
 	review := validKubernetesToken()
-	review.Spec.Kubernetes = &KubernetesJoin{Allow: []KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, TokenReview: true, APIServer: "https://10.96.0.1:443"}
+	review.Spec.Kubernetes = &KubernetesJoin{Allow: []KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, TokenReview: true, Cluster: "main"}
 	if err := review.Validate(); err != nil {
 		t.Errorf("token review config refused: %v", err)
 	}
 	static := validKubernetesToken()
-	static.Spec.Kubernetes.JWKSURL, static.Spec.Kubernetes.JWKS = "", testJWKS
+	static.Spec.Kubernetes.Cluster, static.Spec.Kubernetes.JWKS = "", testJWKS
 	if err := static.Validate(); err != nil {
 		t.Errorf("static JWKS refused: %v", err)
 	}

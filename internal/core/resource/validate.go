@@ -211,7 +211,7 @@ func (t *JoinToken) Validate() error {
 func (t *JoinToken) validateKubernetes(res string) error {
 	s := t.Spec
 	if s.Kubernetes == nil {
-		return fieldErrorf(res, "spec.kubernetes", "is missing: a kubernetes join token needs allow (the service accounts that may join) and issuer with jwks_url or jwks, or token_review: true")
+		return fieldErrorf(res, "spec.kubernetes", "is missing: a kubernetes join token needs allow (the service accounts that may join) and issuer with jwks or cluster, or token_review: true")
 	}
 	if s.SecretHash != "" {
 		return fieldErrorf(res, "spec.secret_hash", "is set, but a kubernetes join token has no secret: remove it")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 )
 
 // Server is a running auth service.
@@ -36,6 +37,11 @@ func WithDataDir(dir string) Option { return func(c *auth.Config) { c.DataDir = 
 // WithClock sets the auth service's clock (login lockouts, invite and
 // token expiry, certificate times).
 func WithClock(clock func() time.Time) Option { return func(c *auth.Config) { c.Clock = clock } }
+
+// WithKubernetesClusters configures the clusters kubernetes join tokens may name.
+func WithKubernetesClusters(clusters ...kubejoin.Cluster) Option {
+	return func(c *auth.Config) { c.KubernetesClusters = clusters }
+}
 
 // Start opens and runs an auth service until the test ends.
 func Start(t testing.TB, opts ...Option) *Server {

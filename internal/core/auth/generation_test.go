@@ -1,0 +1,119 @@
+package auth_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/resource"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// readOwnRole is a call every user and bot may make: reading a role it holds.
+func readOwnRole(c *client.Client, role string) error {
+	_, err := c.GetResource(context.Background(), &authv1.GetResourceRequest{Kind: resource.KindRole, Name: role})
+	return err
+}
+
+func dialAs(t *testing.T, srv *authtest.Server, id *client.Identity) *client.Client {
+	t.Helper()
+	c, err := client.Dial(client.Config{Auth: srv.Addr, Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func wantGenerationRefusal(t *testing.T, err error, want string) {
+	t.Helper()
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), want) {
+		t.Fatalf("call with an old certificate: got %v, want Unauthenticated saying %q", err, want)
+	}
+}
+
+// A user's certificate stops working when an admin resets the user, and
+// the refusal is audited; a new login works.
+func TestResetUserEndsOldCertificates(t *testing.T) {
+	srv := authtest.Start(t)
+	ctx := context.Background()
+	invite := addUser(t, srv, 0)
+	id, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword})
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	old := dialAs(t, srv, id)
+	if err := readOwnRole(old, "dev"); err != nil {
+		t.Fatalf("before the reset: %v", err)
+	}
+	reset, err := srv.AdminClient(t).ResetUser(ctx, &authv1.ResetUserRequest{Name: "alice"})
+	if err != nil {
+		t.Fatalf("reset: %v", err)
+	}
+	wantGenerationRefusal(t, readOwnRole(old, "dev"), "run widctl login again")
+	if _, err := old.RenewUserCert(ctx, &authv1.RenewUserCertRequest{Csr: mustCSR(t)}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("renewing an old certificate after the reset: got %v, want Unauthenticated", err)
+	}
+	denials := auditTypes(t, srv, "access.denied")
+	if len(denials) == 0 || !strings.Contains(denials[len(denials)-1].Reason, "earlier generation of user alice") {
+		t.Fatalf("the refusal was not audited: %v", denials)
+	}
+
+	id2, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: reset.Invite, Password: alicePassword + " 2"})
+	if err != nil {
+		t.Fatalf("login after reset: %v", err)
+	}
+	if err := readOwnRole(dialAs(t, srv, id2), "dev"); err != nil {
+		t.Fatalf("a certificate from after the reset: %v", err)
+	}
+}
+
+// After bot rm and bot add of the same name, the old bot's certificate does
+// not authenticate as the new bot, nor renew.
+func TestRecreatedBotEndsOldCertificates(t *testing.T) {
+	srv := authtest.Start(t)
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{roleDoc(t, "web", grant("/svc/web"))}}); err != nil {
+		t.Fatal(err)
+	}
+	old := joinedBot(t, srv, "web", "web")
+	if err := readOwnRole(old, "web"); err != nil {
+		t.Fatalf("before removal: %v", err)
+	}
+	if _, err := admin.DeleteResource(ctx, &authv1.DeleteResourceRequest{Kind: resource.KindBot, Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	fresh := joinedBot(t, srv, "web", "web")
+	wantGenerationRefusal(t, readOwnRole(old, "web"), "join again with a new token")
+	if _, err := old.RenewBotCert(ctx, &authv1.RenewBotCertRequest{Csr: mustCSR(t)}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("renewing the old bot's certificate: got %v, want Unauthenticated", err)
+	}
+	if err := readOwnRole(fresh, "web"); err != nil {
+		t.Fatalf("the new bot: %v", err)
+	}
+	renewed, err := fresh.RenewBotCert(ctx, &authv1.RenewBotCertRequest{Csr: mustCSR(t)})
+	if err != nil {
+		t.Fatalf("renewing the new bot: %v", err)
+	}
+	if len(renewed.CertChain) == 0 {
+		t.Fatal("no renewed certificate")
+	}
+}
+
+func mustCSR(t *testing.T) []byte {
+	t.Helper()
+	key, err := client.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := client.NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
