@@ -121,6 +121,9 @@ type Agent struct {
 
 	watchMu     sync.Mutex
 	watchCancel context.CancelFunc
+	// skipped are the workload identities the last state could not serve,
+	// as reportSkipped last logged them; only the watch loop touches it.
+	skipped map[string]bool
 
 	entMu  sync.Mutex
 	entGen *state

@@ -183,7 +183,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.cas.OnChange(s.changes.changed)
 	s.issuer = issuer.New(s.cas, clock)
-	s.res = newResources(db, s.changes.changed)
+	s.res = newResources(db, s.log, s.changes.changed)
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log})
 	if created || casCreated {
 		if err := s.res.ensureBuiltinRoles(ctx); err != nil {

@@ -4,6 +4,7 @@
 package client
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -77,6 +78,36 @@ func Dial(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("connecting to %s: %w", shown, err)
 	}
 	return &Client{AuthServiceClient: authv1.NewAuthServiceClient(conn), conn: conn, Target: shown}, nil
+}
+
+// maxListPages bounds one ListAll, so that a server that keeps answering
+// with a next page cannot keep a client looping forever.
+const maxListPages = 100_000
+
+// ListAll lists every resource of kind, asking for page after page, with
+// the corrupt stored documents the pages named.
+func ListAll(ctx context.Context, c authv1.AuthServiceClient, kind string) ([][]byte, []*authv1.CorruptResource, error) {
+	var (
+		docs    [][]byte
+		corrupt []*authv1.CorruptResource
+		token   string
+	)
+	for range maxListPages {
+		resp, err := c.ListResources(ctx, &authv1.ListResourcesRequest{Kind: kind, PageToken: token})
+		if err != nil {
+			return nil, nil, err
+		}
+		docs = append(docs, resp.GetResources()...)
+		corrupt = append(corrupt, resp.GetCorrupt()...)
+		if resp.GetNextPageToken() == "" {
+			return docs, corrupt, nil
+		}
+		if resp.GetNextPageToken() == token {
+			return nil, nil, fmt.Errorf("listing %s: the auth service answered the same page twice", kind)
+		}
+		token = resp.GetNextPageToken()
+	}
+	return nil, nil, fmt.Errorf("listing %s: the auth service answered over %d pages", kind, maxListPages)
 }
 
 // Close closes the connection.
