@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -224,4 +227,96 @@ func TestFiftyThousandIdentitiesServedAndListed(t *testing.T) {
 	if n := strings.Count(r.stdout, `"kind": "workload_identity"`); n != total {
 		t.Fatalf("widctl get workload_identity --format json has %d identities, want %d", n, total)
 	}
+}
+
+// Issue 15 item 4: with the auth service frozen (SIGSTOP) the agent finds
+// its stream dead within seconds (readyz and wid_agent_auth_connected say
+// so), and a caller holding a short-lived and a long-lived identity still
+// gets the long one's valid SVID at once on a new connection after the
+// short one expired, instead of waiting on an issuance that cannot end.
+func TestFrozenAuthDetectedAndValidSVIDsServedAtOnce(t *testing.T) {
+	t.Parallel()
+	auth := startAgent(t, newDataDir(t), "--roles", "auth")
+	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
+	auth.widctl("workload-identity", "create", "short", "--spiffe-id", "/svc/short", "--x509-ttl", "6s", "--rule", "workload.unix.uid="+uid).must(t)
+	auth.widctl("workload-identity", "create", "long", "--spiffe-id", "/svc/long", "--x509-ttl", "1h", "--rule", "workload.unix.uid="+uid).must(t)
+	ag := startAgent(t, newDataDir(t), "--roles", "agent", "--auth", auth.addr, "--join-token", tok, "--ca-pin", auth.pin, "--diag-addr", "127.0.0.1:0")
+	addr := workloadapi.WithAddr("unix://" + ag.workload)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var shortExpiry time.Time
+	for shortExpiry.IsZero() {
+		c, err := workloadapi.FetchX509Context(ctx, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range c.SVIDs {
+			if s.ID.Path() == "/svc/short" && len(c.SVIDs) == 2 {
+				shortExpiry = s.Certificates[0].NotAfter
+			}
+		}
+	}
+	if got := httpGet(t, "http://"+ag.diag+"/readyz"); got != 200 {
+		t.Fatalf("readyz before the outage: %d", got)
+	}
+
+	if err := auth.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	t.Cleanup(func() { auth.cmd.Process.Signal(syscall.SIGCONT) })
+	for httpGet(t, "http://"+ag.diag+"/readyz") == 200 {
+		if time.Since(stopped) > 10*time.Second {
+			t.Fatalf("readyz still 200 %s after the auth service froze\nagent log:\n%s", time.Since(stopped), ag.out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("readyz false %s after SIGSTOP", time.Since(stopped).Round(time.Millisecond))
+	if v := metricSum(t, ag.diag, "wid_agent_auth_connected"); v != 0 {
+		t.Fatalf("wid_agent_auth_connected = %v with the auth service frozen", v)
+	}
+	if !strings.Contains(ag.out.String(), "lost the auth service's stream") {
+		t.Fatalf("the agent's log does not say the stream is down:\n%s", ag.out)
+	}
+
+	// Past the short SVID's expiry its renewal is in flight against the
+	// frozen auth service; each new connection still gets the long one.
+	for time.Now().Before(shortExpiry.Add(500 * time.Millisecond)) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	var took []time.Duration
+	for range 8 {
+		fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
+		start := time.Now()
+		c, err := workloadapi.FetchX509Context(fctx, addr)
+		d := time.Since(start)
+		fcancel()
+		if err != nil {
+			t.Fatalf("a new fetch during the outage, after %s: %v\nagent log:\n%s", d, err, ag.out)
+		}
+		if len(c.SVIDs) != 1 || c.SVIDs[0].ID.Path() != "/svc/long" {
+			t.Fatalf("during the outage the fetch served %d SVIDs (%v), want only /svc/long", len(c.SVIDs), c.SVIDs)
+		}
+		took = append(took, d)
+		time.Sleep(300 * time.Millisecond)
+	}
+	slices.Sort(took)
+	t.Logf("fetch latencies during the outage: %v", took)
+	if med := took[len(took)/2]; med > 100*time.Millisecond {
+		t.Fatalf("the median fetch took %s during the outage, want under 100ms: %v", med, took)
+	}
+	if took[len(took)-1] > 2*time.Second {
+		t.Fatalf("a fetch took %s during the outage: %v", took[len(took)-1], took)
+	}
+}
+
+func httpGet(t *testing.T, url string) int {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

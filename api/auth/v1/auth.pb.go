@@ -2542,8 +2542,13 @@ type AgentState struct {
 	// corrupt_workload_identities are stored workload identities that do
 	// not decode: left out, and named so that the agent can say so.
 	CorruptWorkloadIdentities []*CorruptResource `protobuf:"bytes,8,rep,name=corrupt_workload_identities,json=corruptWorkloadIdentities,proto3" json:"corrupt_workload_identities,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// heartbeat marks a message that carries nothing else: the auth service
+	// sends one when it sent nothing for a few seconds, so that an agent
+	// finds a frozen or cut-off auth service within seconds (a transport
+	// keepalive cannot ping that often).
+	Heartbeat     bool `protobuf:"varint,9,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentState) Reset() {
@@ -2630,6 +2635,13 @@ func (x *AgentState) GetCorruptWorkloadIdentities() []*CorruptResource {
 		return x.CorruptWorkloadIdentities
 	}
 	return nil
+}
+
+func (x *AgentState) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
 }
 
 type AgentCA struct {
@@ -5020,7 +5032,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"ttlSeconds\x12>\n" +
 	"\tworkloads\x18\t \x03(\v2 .wid.auth.v1.WorkloadExplanationR\tworkloads\"'\n" +
 	"\x11WatchAgentRequest\x12\x12\n" +
-	"\x04host\x18\x01 \x01(\tR\x04host\"\xd1\x03\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\"\xef\x03\n" +
 	"\n" +
 	"AgentState\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
@@ -5032,7 +5044,8 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x03cas\x18\x05 \x03(\v2 .wid.auth.v1.AgentState.CasEntryR\x03cas\x12)\n" +
 	"\x10host_authorities\x18\x06 \x03(\fR\x0fhostAuthorities\x12\x12\n" +
 	"\x04more\x18\a \x01(\bR\x04more\x12\\\n" +
-	"\x1bcorrupt_workload_identities\x18\b \x03(\v2\x1c.wid.auth.v1.CorruptResourceR\x19corruptWorkloadIdentities\x1aL\n" +
+	"\x1bcorrupt_workload_identities\x18\b \x03(\v2\x1c.wid.auth.v1.CorruptResourceR\x19corruptWorkloadIdentities\x12\x1c\n" +
+	"\theartbeat\x18\t \x01(\bR\theartbeat\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x85\x01\n" +

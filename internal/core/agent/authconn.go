@@ -239,6 +239,7 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		// on purpose and turn a failing stream into a silent, unpaced loop.
 		restarted := wctx.Err() != nil
 		cancel()
+		a.following.Store(false)
 		a.metrics.connected.Set(0)
 		if ctx.Err() != nil {
 			return nil
@@ -261,6 +262,13 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 	return nil
 }
 
+// streamSilence is how long the agent waits on a WatchAgent stream with
+// nothing arriving before it takes the stream for dead: a few of the auth
+// service's heartbeats.
+const streamSilence = 7 * time.Second
+
+var errSilent = fmt.Errorf("nothing came from the auth service for %s: it is frozen or cut off", streamSilence)
+
 // maxStateChunks bounds the messages of one state, so that a stream that
 // never ends a state cannot grow the agent's memory without limit: at the
 // auth service's 1 MiB a chunk, 4 GiB of workload identities.
@@ -270,6 +278,17 @@ const maxStateChunks = 4096
 // may come in several messages (AgentState.more): they are gathered and the
 // state is applied, all at once, when the last arrives.
 func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
+	// A stream silent for this long is dead (the auth service sends a
+	// heartbeat every 2 s): a frozen auth host is found within seconds.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	silent := time.AfterFunc(streamSilence, func() { cancel(errSilent) })
+	defer silent.Stop()
+	defer func() {
+		if context.Cause(ctx) == errSilent {
+			err = errSilent
+		}
+	}()
 	stream, err := a.client().WatchAgent(ctx, &authv1.WatchAgentRequest{Host: a.cfg.Host})
 	if err != nil {
 		return false, err
@@ -282,6 +301,10 @@ func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
 		msg, err := stream.Recv()
 		if err != nil {
 			return got, err
+		}
+		silent.Reset(streamSilence)
+		if msg.GetHeartbeat() {
+			continue
 		}
 		if pending != nil {
 			if msg.GetGeneration() != pending.GetGeneration() {
@@ -307,6 +330,7 @@ func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
 		}
 		a.reportSkipped(msg.GetCorruptWorkloadIdentities(), skipped)
 		if !got {
+			a.following.Store(true)
 			a.metrics.connected.Set(1)
 			a.logger.Info("following the auth service", "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence)
 		}

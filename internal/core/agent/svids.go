@@ -201,11 +201,26 @@ func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audien
 	c.mu.Unlock()
 
 	if len(toIssue) > 0 {
-		c.issueEntries(context.WithoutCancel(ctx), toIssue)
+		// In the background, so that what is valid is not held back by
+		// an issuance that an unreachable auth service may stall for
+		// its whole timeout.
+		go c.issueEntries(context.WithoutCancel(ctx), toIssue)
 	}
+	// With something valid to serve, missing SVIDs are waited for only
+	// briefly: the caller gets what is valid at once, and a stream gets
+	// the rest when their issuance ends (it notifies c.changed).
+	var grace <-chan time.Time
+	if len(waits) > 0 && slices.ContainsFunc(out, func(s *svid) bool { return s != nil }) {
+		t := time.NewTimer(pendingGrace)
+		defer t.Stop()
+		grace = t.C
+	}
+wait:
 	for _, w := range waits {
 		select {
 		case <-w:
+		case <-grace:
+			break wait
 		case <-ctx.Done():
 			for i := range ents {
 				if out[i] == nil {
@@ -226,6 +241,9 @@ func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audien
 			continue
 		}
 		errs[i] = e.lastErr
+		if errs[i] == nil && e.inflight != nil {
+			errs[i] = errIssuing
+		}
 		if errs[i] == nil {
 			errs[i] = errors.New("no SVID was issued")
 		}
@@ -233,6 +251,14 @@ func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audien
 	c.mu.Unlock()
 	return out, errs
 }
+
+// pendingGrace is how long get waits for SVIDs being issued when it has
+// others valid to serve: long enough for an issuance by a healthy auth
+// service, short enough that an outage does not stall a caller.
+const pendingGrace = 25 * time.Millisecond
+
+// errIssuing is an SVID whose issuance has not ended yet.
+var errIssuing = errors.New("its issuance has not ended yet")
 
 // maxBatch bounds one IssueWorkloadSVIDs call; the auth service takes up
 // to 2,000 items.

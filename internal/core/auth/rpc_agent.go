@@ -30,6 +30,10 @@ import (
 // identities one after another sees.
 const agentPushInterval = 10 * time.Millisecond
 
+// AgentHeartbeat is how often a quiet WatchAgent stream carries a
+// heartbeat; agents treat a stream silent for a few of these as dead.
+const AgentHeartbeat = 2 * time.Second
+
 // maxHostLength bounds the host name an agent gives, which goes into every
 // audit event of its calls.
 const maxHostLength = 253
@@ -153,12 +157,24 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 			}
 			last, lastPush = st, time.Now()
 		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil
-		case <-s.stopping:
-			return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+	idle:
+		for {
+			t := time.NewTimer(AgentHeartbeat)
+			select {
+			case <-changed:
+				t.Stop()
+				break idle
+			case <-t.C:
+				if err := stream.Send(&authv1.AgentState{Heartbeat: true}); err != nil {
+					return err
+				}
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-s.stopping:
+				t.Stop()
+				return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+			}
 		}
 		// Coalesce a burst: the state is read after the wait, so the push
 		// that follows carries everything up to then.

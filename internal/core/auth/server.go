@@ -21,6 +21,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/paths"
@@ -30,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
 // DefaultTrustDomain is used on first start when none is given.
@@ -292,6 +294,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.tlsLis != nil {
 		tlsSrv := grpc.NewServer(
 			grpc.Creds(credentials.NewTLS(s.tlsConfig())),
+			// Clients ping every few seconds to find a dead peer quickly
+			// (client.KeepaliveTime); the default policy would answer
+			// such pings with GOAWAY.
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: client.KeepaliveTime / 2, PermitWithoutStream: true}),
 			grpc.ChainUnaryInterceptor(s.unaryAuth(listenerTLS), s.unaryLimits()),
 			grpc.ChainStreamInterceptor(s.streamAuth(listenerTLS), s.streamLimits()),
 		)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Config says how to reach the auth service. Exactly one of AdminSocket or Auth.
@@ -35,6 +36,16 @@ type Config struct {
 	// DialOptions are added to the connection's own (interceptors, say).
 	DialOptions []grpc.DialOption
 }
+
+// Keepalive pings on a TCP connection to the auth service: one after
+// KeepaliveTime without traffic (gRPC's least), and the connection is
+// dropped when no answer comes within KeepaliveTimeout. The auth service
+// permits pings this often (see auth's keepalive enforcement). The agent's
+// state stream also carries heartbeats, which find a dead peer sooner.
+const (
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 3 * time.Second
+)
 
 // Client is a connection to the auth service.
 type Client struct {
@@ -68,7 +79,11 @@ func Dial(cfg Config) (*Client, error) {
 		}
 		target = "passthrough:///" + cfg.Auth
 		shown = cfg.Auth
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+			// A peer that stops answering (a frozen or partitioned auth
+			// host) is found within seconds rather than when TCP gives up,
+			// minutes later: a stream over it fails, and the agent says so.
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}))
 	default:
 		return nil, errors.New("no auth service given: run widctl next to a running widagent, or pass --auth HOST:PORT")
 	}
