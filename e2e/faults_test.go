@@ -48,6 +48,19 @@ func auditCount(t *testing.T, a *agent, typ string) int {
 	return len(resp.Events)
 }
 
+// firstConnect waits for the agent's connection to be audited and returns
+// how many agent.connect events there are.
+func firstConnect(t *testing.T, a *agent) int {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if n := auditCount(t, a, "agent.connect"); n > 0 {
+			return n
+		}
+	}
+	t.Fatal("the agent's connection was never audited")
+	return 0
+}
+
 // Issue 15 item 2: one workload identity whose stored bytes do not decode
 // is skipped and named everywhere (agent log and metric, widctl wi ls,
 // widctl explain) while the other 19 are served; the agent does not spin.
@@ -59,7 +72,7 @@ func TestCorruptIdentityIsSkippedOthersServed(t *testing.T) {
 	for i := range 20 {
 		a.widctl("workload-identity", "create", fmt.Sprintf("wi-%02d", i), "--spiffe-id", fmt.Sprintf("/svc/%02d", i), "--rule", "workload.unix.uid="+uid).must(t)
 	}
-	connects := auditCount(t, a, "agent.connect")
+	connects := firstConnect(t, a)
 	a.stop()
 	corruptStored(t, dir, "workload_identity", "wi-07")
 
@@ -122,7 +135,7 @@ func TestCorruptAgentRoleBacksOffAndSaysWhy(t *testing.T) {
 	t.Parallel()
 	dir := newDataDir(t)
 	a := startAgent(t, dir)
-	connects := auditCount(t, a, "agent.connect")
+	connects := firstConnect(t, a)
 	a.stop()
 	corruptStored(t, dir, "role", "local-agent")
 

@@ -192,6 +192,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a.cache = newCache(a.issue, cfg.Logger, a.metrics)
+	a.cache.authDown = func() bool { return !a.following.Load() }
 	a.attests = newAttestLog(cfg.Logger)
 	return a, nil
 }

@@ -104,10 +104,12 @@ type issueFunc func(ctx context.Context, req *authv1.IssueWorkloadSVIDsRequest) 
 // cache holds every SVID the agent serves, issues what is missing in
 // batches, and renews what is wanted at half its life.
 type cache struct {
-	issue   issueFunc
-	logger  *slog.Logger
-	metrics *metrics
-	changed *notifier
+	issue issueFunc
+	// authDown, when set, says the auth service's stream is down.
+	authDown func() bool
+	logger   *slog.Logger
+	metrics  *metrics
+	changed  *notifier
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -200,20 +202,29 @@ func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audien
 	}
 	c.mu.Unlock()
 
-	if len(toIssue) > 0 {
-		// In the background, so that what is valid is not held back by
-		// an issuance that an unreachable auth service may stall for
-		// its whole timeout.
-		go c.issueEntries(context.WithoutCancel(ctx), toIssue)
-	}
 	// With something valid to serve, missing SVIDs are waited for only
-	// briefly: the caller gets what is valid at once, and a stream gets
-	// the rest when their issuance ends (it notifies c.changed).
+	// for a while, and their issuance runs in the background: the caller
+	// gets what is valid, and a stream gets the rest when their issuance
+	// ends (it notifies c.changed). While the auth service is down that
+	// while is short, so that an issuance an outage stalls for its whole
+	// timeout does not hold back SVIDs that are valid.
 	var grace <-chan time.Time
-	if len(waits) > 0 && slices.ContainsFunc(out, func(s *svid) bool { return s != nil }) {
-		t := time.NewTimer(pendingGrace)
+	hurry := len(waits) > 0 && slices.ContainsFunc(out, func(s *svid) bool { return s != nil })
+	if hurry {
+		d := pendingGraceUp
+		if c.authDown != nil && c.authDown() {
+			d = pendingGraceDown
+		}
+		t := time.NewTimer(d)
 		defer t.Stop()
 		grace = t.C
+	}
+	if len(toIssue) > 0 {
+		if hurry {
+			go c.issueEntries(context.WithoutCancel(ctx), toIssue)
+		} else {
+			c.issueEntries(context.WithoutCancel(ctx), toIssue)
+		}
 	}
 wait:
 	for _, w := range waits {
@@ -252,10 +263,14 @@ wait:
 	return out, errs
 }
 
-// pendingGrace is how long get waits for SVIDs being issued when it has
-// others valid to serve: long enough for an issuance by a healthy auth
-// service, short enough that an outage does not stall a caller.
-const pendingGrace = 25 * time.Millisecond
+// How long get waits for SVIDs being issued when it has others valid to
+// serve: with the auth service up, long enough for any healthy issuance
+// (callers get every SVID in one answer); with it down, short enough that
+// the caller does not notice.
+const (
+	pendingGraceUp   = 5 * time.Second
+	pendingGraceDown = 25 * time.Millisecond
+)
 
 // errIssuing is an SVID whose issuance has not ended yet.
 var errIssuing = errors.New("its issuance has not ended yet")
