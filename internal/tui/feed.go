@@ -8,6 +8,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	authclient "github.com/wid-project/wid/internal/core/client"
 )
 
 // Backlog is how many past audit events the dashboard shows on start.
@@ -190,11 +191,11 @@ func (f *Feed) refreshBundle(ctx context.Context) {
 
 func (f *Feed) refreshResources(ctx context.Context) {
 	for _, kind := range []string{"role", "workload_identity"} {
-		r, err := f.client.ListResources(ctx, &authv1.ListResourcesRequest{Kind: kind})
+		docs, _, err := authclient.ListAll(ctx, f.client, kind)
 		if err != nil {
 			continue
 		}
-		f.send(ctx, ResourcesMsg{Kind: kind, Resources: r.Resources})
+		f.send(ctx, ResourcesMsg{Kind: kind, Resources: docs})
 	}
 }
 

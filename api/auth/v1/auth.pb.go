@@ -469,8 +469,15 @@ func (x *GetResourceResponse) GetResource() []byte {
 }
 
 type ListResourcesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// page_size caps the resources of one answer; 0 means the server's
+	// default. The server also caps an answer by bytes, so a page may hold
+	// fewer: keep asking while next_page_token is set.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is the next_page_token of the previous answer; "" starts
+	// from the beginning.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -512,9 +519,29 @@ func (x *ListResourcesRequest) GetKind() string {
 	return ""
 }
 
+func (x *ListResourcesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListResourcesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListResourcesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Resources     [][]byte               `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Resources [][]byte               `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
+	// next_page_token asks for the rest; "" when this was the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// corrupt are the stored documents of this page's range that do not
+	// decode: they are left out of resources, and named here so that
+	// people can remove or restore them.
+	Corrupt       []*CorruptResource `protobuf:"bytes,3,rep,name=corrupt,proto3" json:"corrupt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -556,6 +583,82 @@ func (x *ListResourcesResponse) GetResources() [][]byte {
 	return nil
 }
 
+func (x *ListResourcesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListResourcesResponse) GetCorrupt() []*CorruptResource {
+	if x != nil {
+		return x.Corrupt
+	}
+	return nil
+}
+
+// CorruptResource is a stored document that does not decode.
+type CorruptResource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// error says why it does not decode.
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CorruptResource) Reset() {
+	*x = CorruptResource{}
+	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CorruptResource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CorruptResource) ProtoMessage() {}
+
+func (x *CorruptResource) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CorruptResource.ProtoReflect.Descriptor instead.
+func (*CorruptResource) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CorruptResource) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CorruptResource) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CorruptResource) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type UpdateResourceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Resource      []byte                 `protobuf:"bytes,1,opt,name=resource,proto3" json:"resource,omitempty"`
@@ -565,7 +668,7 @@ type UpdateResourceRequest struct {
 
 func (x *UpdateResourceRequest) Reset() {
 	*x = UpdateResourceRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	mi := &file_auth_v1_auth_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +680,7 @@ func (x *UpdateResourceRequest) String() string {
 func (*UpdateResourceRequest) ProtoMessage() {}
 
 func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	mi := &file_auth_v1_auth_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +693,7 @@ func (x *UpdateResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateResourceRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{10}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateResourceRequest) GetResource() []byte {
@@ -609,7 +712,7 @@ type UpdateResourceResponse struct {
 
 func (x *UpdateResourceResponse) Reset() {
 	*x = UpdateResourceResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[11]
+	mi := &file_auth_v1_auth_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +724,7 @@ func (x *UpdateResourceResponse) String() string {
 func (*UpdateResourceResponse) ProtoMessage() {}
 
 func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[11]
+	mi := &file_auth_v1_auth_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +737,7 @@ func (x *UpdateResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateResourceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateResourceResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{11}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateResourceResponse) GetResource() []byte {
@@ -654,7 +757,7 @@ type DeleteResourceRequest struct {
 
 func (x *DeleteResourceRequest) Reset() {
 	*x = DeleteResourceRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[12]
+	mi := &file_auth_v1_auth_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +769,7 @@ func (x *DeleteResourceRequest) String() string {
 func (*DeleteResourceRequest) ProtoMessage() {}
 
 func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[12]
+	mi := &file_auth_v1_auth_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +782,7 @@ func (x *DeleteResourceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceRequest.ProtoReflect.Descriptor instead.
 func (*DeleteResourceRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{12}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteResourceRequest) GetKind() string {
@@ -704,7 +807,7 @@ type DeleteResourceResponse struct {
 
 func (x *DeleteResourceResponse) Reset() {
 	*x = DeleteResourceResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[13]
+	mi := &file_auth_v1_auth_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +819,7 @@ func (x *DeleteResourceResponse) String() string {
 func (*DeleteResourceResponse) ProtoMessage() {}
 
 func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[13]
+	mi := &file_auth_v1_auth_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +832,7 @@ func (x *DeleteResourceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResourceResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResourceResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{13}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{14}
 }
 
 type CreateBotRequest struct {
@@ -745,7 +848,7 @@ type CreateBotRequest struct {
 
 func (x *CreateBotRequest) Reset() {
 	*x = CreateBotRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[14]
+	mi := &file_auth_v1_auth_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +860,7 @@ func (x *CreateBotRequest) String() string {
 func (*CreateBotRequest) ProtoMessage() {}
 
 func (x *CreateBotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[14]
+	mi := &file_auth_v1_auth_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +873,7 @@ func (x *CreateBotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBotRequest.ProtoReflect.Descriptor instead.
 func (*CreateBotRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{14}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateBotRequest) GetName() string {
@@ -813,7 +916,7 @@ type CreateBotResponse struct {
 
 func (x *CreateBotResponse) Reset() {
 	*x = CreateBotResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_auth_v1_auth_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +928,7 @@ func (x *CreateBotResponse) String() string {
 func (*CreateBotResponse) ProtoMessage() {}
 
 func (x *CreateBotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[15]
+	mi := &file_auth_v1_auth_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +941,7 @@ func (x *CreateBotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateBotResponse.ProtoReflect.Descriptor instead.
 func (*CreateBotResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{15}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateBotResponse) GetBot() []byte {
@@ -875,7 +978,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_auth_v1_auth_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +990,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[16]
+	mi := &file_auth_v1_auth_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +1003,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{16}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateJoinTokenRequest) GetBot() string {
@@ -941,7 +1044,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_auth_v1_auth_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1056,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[17]
+	mi := &file_auth_v1_auth_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1069,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{17}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -1002,7 +1105,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_auth_v1_auth_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1117,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[18]
+	mi := &file_auth_v1_auth_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1130,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{18}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinRequest) GetToken() string {
@@ -1080,7 +1183,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_auth_v1_auth_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1195,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[19]
+	mi := &file_auth_v1_auth_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1208,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{19}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinResponse) GetBot() string {
@@ -1159,7 +1262,7 @@ type CreateUserRequest struct {
 
 func (x *CreateUserRequest) Reset() {
 	*x = CreateUserRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_auth_v1_auth_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1274,7 @@ func (x *CreateUserRequest) String() string {
 func (*CreateUserRequest) ProtoMessage() {}
 
 func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[20]
+	mi := &file_auth_v1_auth_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1287,7 @@ func (x *CreateUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserRequest.ProtoReflect.Descriptor instead.
 func (*CreateUserRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{20}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateUserRequest) GetName() string {
@@ -1234,7 +1337,7 @@ type CreateUserResponse struct {
 
 func (x *CreateUserResponse) Reset() {
 	*x = CreateUserResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_auth_v1_auth_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1349,7 @@ func (x *CreateUserResponse) String() string {
 func (*CreateUserResponse) ProtoMessage() {}
 
 func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[21]
+	mi := &file_auth_v1_auth_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1362,7 @@ func (x *CreateUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateUserResponse.ProtoReflect.Descriptor instead.
 func (*CreateUserResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{21}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CreateUserResponse) GetUser() []byte {
@@ -1295,7 +1398,7 @@ type ResetUserRequest struct {
 
 func (x *ResetUserRequest) Reset() {
 	*x = ResetUserRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_auth_v1_auth_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1410,7 @@ func (x *ResetUserRequest) String() string {
 func (*ResetUserRequest) ProtoMessage() {}
 
 func (x *ResetUserRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[22]
+	mi := &file_auth_v1_auth_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1423,7 @@ func (x *ResetUserRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetUserRequest.ProtoReflect.Descriptor instead.
 func (*ResetUserRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{22}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResetUserRequest) GetName() string {
@@ -1354,7 +1457,7 @@ type ResetUserResponse struct {
 
 func (x *ResetUserResponse) Reset() {
 	*x = ResetUserResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[23]
+	mi := &file_auth_v1_auth_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1469,7 @@ func (x *ResetUserResponse) String() string {
 func (*ResetUserResponse) ProtoMessage() {}
 
 func (x *ResetUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[23]
+	mi := &file_auth_v1_auth_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1482,7 @@ func (x *ResetUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetUserResponse.ProtoReflect.Descriptor instead.
 func (*ResetUserResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{23}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResetUserResponse) GetInvite() string {
@@ -1416,7 +1519,7 @@ type LoginRequest struct {
 
 func (x *LoginRequest) Reset() {
 	*x = LoginRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[24]
+	mi := &file_auth_v1_auth_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1531,7 @@ func (x *LoginRequest) String() string {
 func (*LoginRequest) ProtoMessage() {}
 
 func (x *LoginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[24]
+	mi := &file_auth_v1_auth_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1544,7 @@ func (x *LoginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
 func (*LoginRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{24}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LoginRequest) GetUser() string {
@@ -1505,7 +1608,7 @@ type LoginResponse struct {
 
 func (x *LoginResponse) Reset() {
 	*x = LoginResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[25]
+	mi := &file_auth_v1_auth_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1620,7 @@ func (x *LoginResponse) String() string {
 func (*LoginResponse) ProtoMessage() {}
 
 func (x *LoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[25]
+	mi := &file_auth_v1_auth_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1633,7 @@ func (x *LoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
 func (*LoginResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{25}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LoginResponse) GetUser() string {
@@ -1591,7 +1694,7 @@ type RenewBotCertRequest struct {
 
 func (x *RenewBotCertRequest) Reset() {
 	*x = RenewBotCertRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[26]
+	mi := &file_auth_v1_auth_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1706,7 @@ func (x *RenewBotCertRequest) String() string {
 func (*RenewBotCertRequest) ProtoMessage() {}
 
 func (x *RenewBotCertRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[26]
+	mi := &file_auth_v1_auth_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1719,7 @@ func (x *RenewBotCertRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewBotCertRequest.ProtoReflect.Descriptor instead.
 func (*RenewBotCertRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{26}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RenewBotCertRequest) GetCsr() []byte {
@@ -1636,7 +1739,7 @@ type RenewBotCertResponse struct {
 
 func (x *RenewBotCertResponse) Reset() {
 	*x = RenewBotCertResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[27]
+	mi := &file_auth_v1_auth_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1751,7 @@ func (x *RenewBotCertResponse) String() string {
 func (*RenewBotCertResponse) ProtoMessage() {}
 
 func (x *RenewBotCertResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[27]
+	mi := &file_auth_v1_auth_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1764,7 @@ func (x *RenewBotCertResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewBotCertResponse.ProtoReflect.Descriptor instead.
 func (*RenewBotCertResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{27}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RenewBotCertResponse) GetCertChain() [][]byte {
@@ -1697,7 +1800,7 @@ type SignX509SVIDRequest struct {
 
 func (x *SignX509SVIDRequest) Reset() {
 	*x = SignX509SVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[28]
+	mi := &file_auth_v1_auth_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1812,7 @@ func (x *SignX509SVIDRequest) String() string {
 func (*SignX509SVIDRequest) ProtoMessage() {}
 
 func (x *SignX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[28]
+	mi := &file_auth_v1_auth_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1825,7 @@ func (x *SignX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{28}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SignX509SVIDRequest) GetSpiffeId() string {
@@ -1786,7 +1889,7 @@ type SignX509SVIDResponse struct {
 
 func (x *SignX509SVIDResponse) Reset() {
 	*x = SignX509SVIDResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[29]
+	mi := &file_auth_v1_auth_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1901,7 @@ func (x *SignX509SVIDResponse) String() string {
 func (*SignX509SVIDResponse) ProtoMessage() {}
 
 func (x *SignX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[29]
+	mi := &file_auth_v1_auth_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1914,7 @@ func (x *SignX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*SignX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{29}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *SignX509SVIDResponse) GetSpiffeId() string {
@@ -1854,7 +1957,7 @@ type SignJWTSVIDRequest struct {
 
 func (x *SignJWTSVIDRequest) Reset() {
 	*x = SignJWTSVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[30]
+	mi := &file_auth_v1_auth_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +1969,7 @@ func (x *SignJWTSVIDRequest) String() string {
 func (*SignJWTSVIDRequest) ProtoMessage() {}
 
 func (x *SignJWTSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[30]
+	mi := &file_auth_v1_auth_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +1982,7 @@ func (x *SignJWTSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTSVIDRequest.ProtoReflect.Descriptor instead.
 func (*SignJWTSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{30}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SignJWTSVIDRequest) GetSpiffeId() string {
@@ -1922,7 +2025,7 @@ type SignJWTSVIDResponse struct {
 
 func (x *SignJWTSVIDResponse) Reset() {
 	*x = SignJWTSVIDResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[31]
+	mi := &file_auth_v1_auth_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1934,7 +2037,7 @@ func (x *SignJWTSVIDResponse) String() string {
 func (*SignJWTSVIDResponse) ProtoMessage() {}
 
 func (x *SignJWTSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[31]
+	mi := &file_auth_v1_auth_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1947,7 +2050,7 @@ func (x *SignJWTSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignJWTSVIDResponse.ProtoReflect.Descriptor instead.
 func (*SignJWTSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{31}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SignJWTSVIDResponse) GetSpiffeId() string {
@@ -1986,7 +2089,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[32]
+	mi := &file_auth_v1_auth_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2101,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[32]
+	mi := &file_auth_v1_auth_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2114,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{32}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{33}
 }
 
 type GetBundleResponse struct {
@@ -2028,7 +2131,7 @@ type GetBundleResponse struct {
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[33]
+	mi := &file_auth_v1_auth_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2143,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[33]
+	mi := &file_auth_v1_auth_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2156,7 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{33}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetBundleResponse) GetTrustDomain() string {
@@ -2103,7 +2206,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[34]
+	mi := &file_auth_v1_auth_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2218,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[34]
+	mi := &file_auth_v1_auth_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2231,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{34}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExplainRequest) GetPrincipalKind() string {
@@ -2188,7 +2291,8 @@ type WorkloadExplanation struct {
 	SpiffeId string `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	Reason   string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	// check is the failed check: rules, template, not_selected (the bot's
-	// workload_identity_labels), or one of ExplainResponse's checks.
+	// workload_identity_labels), corrupt (the stored identity does not
+	// decode), or one of ExplainResponse's checks.
 	Check         string `protobuf:"bytes,5,opt,name=check,proto3" json:"check,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2196,7 +2300,7 @@ type WorkloadExplanation struct {
 
 func (x *WorkloadExplanation) Reset() {
 	*x = WorkloadExplanation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[35]
+	mi := &file_auth_v1_auth_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2208,7 +2312,7 @@ func (x *WorkloadExplanation) String() string {
 func (*WorkloadExplanation) ProtoMessage() {}
 
 func (x *WorkloadExplanation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[35]
+	mi := &file_auth_v1_auth_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2221,7 +2325,7 @@ func (x *WorkloadExplanation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadExplanation.ProtoReflect.Descriptor instead.
 func (*WorkloadExplanation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{35}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WorkloadExplanation) GetIdentity() string {
@@ -2279,7 +2383,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[36]
+	mi := &file_auth_v1_auth_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2291,7 +2395,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[36]
+	mi := &file_auth_v1_auth_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2304,7 +2408,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{36}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ExplainResponse) GetAllowed() bool {
@@ -2380,7 +2484,7 @@ type WatchAgentRequest struct {
 
 func (x *WatchAgentRequest) Reset() {
 	*x = WatchAgentRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[37]
+	mi := &file_auth_v1_auth_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2392,7 +2496,7 @@ func (x *WatchAgentRequest) String() string {
 func (*WatchAgentRequest) ProtoMessage() {}
 
 func (x *WatchAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[37]
+	mi := &file_auth_v1_auth_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2405,7 +2509,7 @@ func (x *WatchAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAgentRequest.ProtoReflect.Descriptor instead.
 func (*WatchAgentRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{37}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchAgentRequest) GetHost() string {
@@ -2430,13 +2534,26 @@ type AgentState struct {
 	// host_authorities are the host CA's trusted certificates (DER): what the
 	// agent verifies the auth service with.
 	HostAuthorities [][]byte `protobuf:"bytes,6,rep,name=host_authorities,json=hostAuthorities,proto3" json:"host_authorities,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// more says that further messages of this state follow, each with the
+	// same generation and only more workload_identities (and
+	// corrupt_workload_identities): the agent applies the state, all at
+	// once, when the message without more arrives.
+	More bool `protobuf:"varint,7,opt,name=more,proto3" json:"more,omitempty"`
+	// corrupt_workload_identities are stored workload identities that do
+	// not decode: left out, and named so that the agent can say so.
+	CorruptWorkloadIdentities []*CorruptResource `protobuf:"bytes,8,rep,name=corrupt_workload_identities,json=corruptWorkloadIdentities,proto3" json:"corrupt_workload_identities,omitempty"`
+	// heartbeat marks a message that carries nothing else: the auth service
+	// sends one when it sent nothing for a few seconds, so that an agent
+	// finds a frozen or cut-off auth service within seconds (a transport
+	// keepalive cannot ping that often).
+	Heartbeat     bool `protobuf:"varint,9,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentState) Reset() {
 	*x = AgentState{}
-	mi := &file_auth_v1_auth_proto_msgTypes[38]
+	mi := &file_auth_v1_auth_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2448,7 +2565,7 @@ func (x *AgentState) String() string {
 func (*AgentState) ProtoMessage() {}
 
 func (x *AgentState) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[38]
+	mi := &file_auth_v1_auth_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2461,7 +2578,7 @@ func (x *AgentState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentState.ProtoReflect.Descriptor instead.
 func (*AgentState) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{38}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AgentState) GetTrustDomain() string {
@@ -2506,6 +2623,27 @@ func (x *AgentState) GetHostAuthorities() [][]byte {
 	return nil
 }
 
+func (x *AgentState) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+func (x *AgentState) GetCorruptWorkloadIdentities() []*CorruptResource {
+	if x != nil {
+		return x.CorruptWorkloadIdentities
+	}
+	return nil
+}
+
+func (x *AgentState) GetHeartbeat() bool {
+	if x != nil {
+		return x.Heartbeat
+	}
+	return false
+}
+
 type AgentCA struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Sequence int64                  `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
@@ -2522,7 +2660,7 @@ type AgentCA struct {
 
 func (x *AgentCA) Reset() {
 	*x = AgentCA{}
-	mi := &file_auth_v1_auth_proto_msgTypes[39]
+	mi := &file_auth_v1_auth_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2534,7 +2672,7 @@ func (x *AgentCA) String() string {
 func (*AgentCA) ProtoMessage() {}
 
 func (x *AgentCA) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[39]
+	mi := &file_auth_v1_auth_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2547,7 +2685,7 @@ func (x *AgentCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCA.ProtoReflect.Descriptor instead.
 func (*AgentCA) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{39}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AgentCA) GetSequence() int64 {
@@ -2595,7 +2733,7 @@ type ReportAgentStatusRequest struct {
 
 func (x *ReportAgentStatusRequest) Reset() {
 	*x = ReportAgentStatusRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	mi := &file_auth_v1_auth_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2607,7 +2745,7 @@ func (x *ReportAgentStatusRequest) String() string {
 func (*ReportAgentStatusRequest) ProtoMessage() {}
 
 func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	mi := &file_auth_v1_auth_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2620,7 +2758,7 @@ func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{40}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReportAgentStatusRequest) GetHost() string {
@@ -2659,7 +2797,7 @@ type ReportAgentStatusResponse struct {
 
 func (x *ReportAgentStatusResponse) Reset() {
 	*x = ReportAgentStatusResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[41]
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2671,7 +2809,7 @@ func (x *ReportAgentStatusResponse) String() string {
 func (*ReportAgentStatusResponse) ProtoMessage() {}
 
 func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[41]
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2684,7 +2822,7 @@ func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{41}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
 }
 
 type CAKey struct {
@@ -2704,7 +2842,7 @@ type CAKey struct {
 
 func (x *CAKey) Reset() {
 	*x = CAKey{}
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2716,7 +2854,7 @@ func (x *CAKey) String() string {
 func (*CAKey) ProtoMessage() {}
 
 func (x *CAKey) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2729,7 +2867,7 @@ func (x *CAKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAKey.ProtoReflect.Descriptor instead.
 func (*CAKey) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CAKey) GetId() string {
@@ -2808,7 +2946,7 @@ type CAInfo struct {
 
 func (x *CAInfo) Reset() {
 	*x = CAInfo{}
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +2958,7 @@ func (x *CAInfo) String() string {
 func (*CAInfo) ProtoMessage() {}
 
 func (x *CAInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +2971,7 @@ func (x *CAInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAInfo.ProtoReflect.Descriptor instead.
 func (*CAInfo) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CAInfo) GetType() string {
@@ -2921,7 +3059,7 @@ type ListCAsRequest struct {
 
 func (x *ListCAsRequest) Reset() {
 	*x = ListCAsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2933,7 +3071,7 @@ func (x *ListCAsRequest) String() string {
 func (*ListCAsRequest) ProtoMessage() {}
 
 func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2946,7 +3084,7 @@ func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCAsRequest.ProtoReflect.Descriptor instead.
 func (*ListCAsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
 }
 
 type ListCAsResponse struct {
@@ -2958,7 +3096,7 @@ type ListCAsResponse struct {
 
 func (x *ListCAsResponse) Reset() {
 	*x = ListCAsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3108,7 @@ func (x *ListCAsResponse) String() string {
 func (*ListCAsResponse) ProtoMessage() {}
 
 func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3121,7 @@ func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCAsResponse.ProtoReflect.Descriptor instead.
 func (*ListCAsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListCAsResponse) GetCas() []*CAInfo {
@@ -3010,7 +3148,7 @@ type AgentCAState struct {
 
 func (x *AgentCAState) Reset() {
 	*x = AgentCAState{}
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3022,7 +3160,7 @@ func (x *AgentCAState) String() string {
 func (*AgentCAState) ProtoMessage() {}
 
 func (x *AgentCAState) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3035,7 +3173,7 @@ func (x *AgentCAState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCAState.ProtoReflect.Descriptor instead.
 func (*AgentCAState) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AgentCAState) GetBot() string {
@@ -3106,7 +3244,7 @@ type CAStatus struct {
 
 func (x *CAStatus) Reset() {
 	*x = CAStatus{}
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3118,7 +3256,7 @@ func (x *CAStatus) String() string {
 func (*CAStatus) ProtoMessage() {}
 
 func (x *CAStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3131,7 +3269,7 @@ func (x *CAStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatus.ProtoReflect.Descriptor instead.
 func (*CAStatus) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CAStatus) GetCa() *CAInfo {
@@ -3167,7 +3305,7 @@ type GetCAStatusRequest struct {
 
 func (x *GetCAStatusRequest) Reset() {
 	*x = GetCAStatusRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3179,7 +3317,7 @@ func (x *GetCAStatusRequest) String() string {
 func (*GetCAStatusRequest) ProtoMessage() {}
 
 func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3192,7 +3330,7 @@ func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GetCAStatusRequest) GetType() string {
@@ -3218,7 +3356,7 @@ type GetCAStatusResponse struct {
 
 func (x *GetCAStatusResponse) Reset() {
 	*x = GetCAStatusResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3230,7 +3368,7 @@ func (x *GetCAStatusResponse) String() string {
 func (*GetCAStatusResponse) ProtoMessage() {}
 
 func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3243,7 +3381,7 @@ func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetCAStatusResponse) GetCas() []*CAStatus {
@@ -3270,7 +3408,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3282,7 +3420,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3295,7 +3433,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *RotateCARequest) GetType() string {
@@ -3357,7 +3495,7 @@ type RotationStep struct {
 
 func (x *RotationStep) Reset() {
 	*x = RotationStep{}
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3369,7 +3507,7 @@ func (x *RotationStep) String() string {
 func (*RotationStep) ProtoMessage() {}
 
 func (x *RotationStep) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3382,7 +3520,7 @@ func (x *RotationStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotationStep.ProtoReflect.Descriptor instead.
 func (*RotationStep) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RotationStep) GetType() string {
@@ -3451,7 +3589,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3463,7 +3601,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3614,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RotateCAResponse) GetSteps() []*RotationStep {
@@ -3509,7 +3647,7 @@ type AgentBundle struct {
 
 func (x *AgentBundle) Reset() {
 	*x = AgentBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[53]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3521,7 +3659,7 @@ func (x *AgentBundle) String() string {
 func (*AgentBundle) ProtoMessage() {}
 
 func (x *AgentBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[53]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3534,7 +3672,7 @@ func (x *AgentBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentBundle.ProtoReflect.Descriptor instead.
 func (*AgentBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *AgentBundle) GetX509Authorities() [][]byte {
@@ -3576,7 +3714,7 @@ type IssueWorkloadSVIDsRequest struct {
 
 func (x *IssueWorkloadSVIDsRequest) Reset() {
 	*x = IssueWorkloadSVIDsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[54]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3588,7 +3726,7 @@ func (x *IssueWorkloadSVIDsRequest) String() string {
 func (*IssueWorkloadSVIDsRequest) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[54]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3601,7 +3739,7 @@ func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsRequest.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *IssueWorkloadSVIDsRequest) GetAttributes() map[string]string {
@@ -3645,7 +3783,7 @@ type WorkloadSVIDRequest struct {
 
 func (x *WorkloadSVIDRequest) Reset() {
 	*x = WorkloadSVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3657,7 +3795,7 @@ func (x *WorkloadSVIDRequest) String() string {
 func (*WorkloadSVIDRequest) ProtoMessage() {}
 
 func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3670,7 +3808,7 @@ func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDRequest.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WorkloadSVIDRequest) GetIdentity() string {
@@ -3750,7 +3888,7 @@ type WorkloadSVIDResult struct {
 
 func (x *WorkloadSVIDResult) Reset() {
 	*x = WorkloadSVIDResult{}
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3762,7 +3900,7 @@ func (x *WorkloadSVIDResult) String() string {
 func (*WorkloadSVIDResult) ProtoMessage() {}
 
 func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3775,7 +3913,7 @@ func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDResult.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDResult) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WorkloadSVIDResult) GetSpiffeId() string {
@@ -3844,7 +3982,7 @@ type IssueWorkloadSVIDsResponse struct {
 
 func (x *IssueWorkloadSVIDsResponse) Reset() {
 	*x = IssueWorkloadSVIDsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3856,7 +3994,7 @@ func (x *IssueWorkloadSVIDsResponse) String() string {
 func (*IssueWorkloadSVIDsResponse) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3869,7 +4007,7 @@ func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsResponse.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *IssueWorkloadSVIDsResponse) GetResults() []*WorkloadSVIDResult {
@@ -3900,7 +4038,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3912,7 +4050,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3925,7 +4063,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *Attestation) GetId() string {
@@ -3987,7 +4125,7 @@ type RecordAttestationsRequest struct {
 
 func (x *RecordAttestationsRequest) Reset() {
 	*x = RecordAttestationsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3999,7 +4137,7 @@ func (x *RecordAttestationsRequest) String() string {
 func (*RecordAttestationsRequest) ProtoMessage() {}
 
 func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4012,7 +4150,7 @@ func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsRequest.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *RecordAttestationsRequest) GetHost() string {
@@ -4037,7 +4175,7 @@ type RecordAttestationsResponse struct {
 
 func (x *RecordAttestationsResponse) Reset() {
 	*x = RecordAttestationsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4049,7 +4187,7 @@ func (x *RecordAttestationsResponse) String() string {
 func (*RecordAttestationsResponse) ProtoMessage() {}
 
 func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4062,7 +4200,7 @@ func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsResponse.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
 }
 
 type AuditQuery struct {
@@ -4086,7 +4224,7 @@ type AuditQuery struct {
 
 func (x *AuditQuery) Reset() {
 	*x = AuditQuery{}
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4098,7 +4236,7 @@ func (x *AuditQuery) String() string {
 func (*AuditQuery) ProtoMessage() {}
 
 func (x *AuditQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4111,7 +4249,7 @@ func (x *AuditQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
 func (*AuditQuery) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *AuditQuery) GetTypes() []string {
@@ -4204,7 +4342,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4216,7 +4354,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4229,7 +4367,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4374,7 +4512,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4386,7 +4524,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4399,7 +4537,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
@@ -4422,7 +4560,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4434,7 +4572,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4447,7 +4585,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4475,7 +4613,7 @@ type StreamAuditEventsRequest struct {
 
 func (x *StreamAuditEventsRequest) Reset() {
 	*x = StreamAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4487,7 +4625,7 @@ func (x *StreamAuditEventsRequest) String() string {
 func (*StreamAuditEventsRequest) ProtoMessage() {}
 
 func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4500,7 +4638,7 @@ func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *StreamAuditEventsRequest) GetQuery() *AuditQuery {
@@ -4529,7 +4667,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4541,7 +4679,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4554,7 +4692,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *VerifyAuditRequest) GetHeadSeq() int64 {
@@ -4583,7 +4721,7 @@ type AuditProblem struct {
 
 func (x *AuditProblem) Reset() {
 	*x = AuditProblem{}
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4595,7 +4733,7 @@ func (x *AuditProblem) String() string {
 func (*AuditProblem) ProtoMessage() {}
 
 func (x *AuditProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4608,7 +4746,7 @@ func (x *AuditProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
 func (*AuditProblem) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *AuditProblem) GetSeq() int64 {
@@ -4651,7 +4789,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4663,7 +4801,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4676,7 +4814,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -4760,11 +4898,20 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"1\n" +
 	"\x13GetResourceResponse\x12\x1a\n" +
-	"\bresource\x18\x01 \x01(\fR\bresource\"*\n" +
+	"\bresource\x18\x01 \x01(\fR\bresource\"f\n" +
 	"\x14ListResourcesRequest\x12\x12\n" +
-	"\x04kind\x18\x01 \x01(\tR\x04kind\"5\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x95\x01\n" +
 	"\x15ListResourcesResponse\x12\x1c\n" +
-	"\tresources\x18\x01 \x03(\fR\tresources\"3\n" +
+	"\tresources\x18\x01 \x03(\fR\tresources\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x126\n" +
+	"\acorrupt\x18\x03 \x03(\v2\x1c.wid.auth.v1.CorruptResourceR\acorrupt\"O\n" +
+	"\x0fCorruptResource\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"3\n" +
 	"\x15UpdateResourceRequest\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\fR\bresource\"4\n" +
 	"\x16UpdateResourceResponse\x12\x1a\n" +
@@ -4931,7 +5078,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"ttlSeconds\x12>\n" +
 	"\tworkloads\x18\t \x03(\v2 .wid.auth.v1.WorkloadExplanationR\tworkloads\"'\n" +
 	"\x11WatchAgentRequest\x12\x12\n" +
-	"\x04host\x18\x01 \x01(\tR\x04host\"\xdf\x02\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\"\xef\x03\n" +
 	"\n" +
 	"AgentState\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
@@ -4941,7 +5088,10 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"generation\x18\x04 \x01(\x03R\n" +
 	"generation\x122\n" +
 	"\x03cas\x18\x05 \x03(\v2 .wid.auth.v1.AgentState.CasEntryR\x03cas\x12)\n" +
-	"\x10host_authorities\x18\x06 \x03(\fR\x0fhostAuthorities\x1aL\n" +
+	"\x10host_authorities\x18\x06 \x03(\fR\x0fhostAuthorities\x12\x12\n" +
+	"\x04more\x18\a \x01(\bR\x04more\x12\\\n" +
+	"\x1bcorrupt_workload_identities\x18\b \x03(\v2\x1c.wid.auth.v1.CorruptResourceR\x19corruptWorkloadIdentities\x12\x1c\n" +
+	"\theartbeat\x18\t \x01(\bR\theartbeat\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x85\x01\n" +
@@ -5198,7 +5348,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 82)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -5210,191 +5360,194 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*GetResourceResponse)(nil),        // 7: wid.auth.v1.GetResourceResponse
 	(*ListResourcesRequest)(nil),       // 8: wid.auth.v1.ListResourcesRequest
 	(*ListResourcesResponse)(nil),      // 9: wid.auth.v1.ListResourcesResponse
-	(*UpdateResourceRequest)(nil),      // 10: wid.auth.v1.UpdateResourceRequest
-	(*UpdateResourceResponse)(nil),     // 11: wid.auth.v1.UpdateResourceResponse
-	(*DeleteResourceRequest)(nil),      // 12: wid.auth.v1.DeleteResourceRequest
-	(*DeleteResourceResponse)(nil),     // 13: wid.auth.v1.DeleteResourceResponse
-	(*CreateBotRequest)(nil),           // 14: wid.auth.v1.CreateBotRequest
-	(*CreateBotResponse)(nil),          // 15: wid.auth.v1.CreateBotResponse
-	(*CreateJoinTokenRequest)(nil),     // 16: wid.auth.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil),    // 17: wid.auth.v1.CreateJoinTokenResponse
-	(*JoinRequest)(nil),                // 18: wid.auth.v1.JoinRequest
-	(*JoinResponse)(nil),               // 19: wid.auth.v1.JoinResponse
-	(*CreateUserRequest)(nil),          // 20: wid.auth.v1.CreateUserRequest
-	(*CreateUserResponse)(nil),         // 21: wid.auth.v1.CreateUserResponse
-	(*ResetUserRequest)(nil),           // 22: wid.auth.v1.ResetUserRequest
-	(*ResetUserResponse)(nil),          // 23: wid.auth.v1.ResetUserResponse
-	(*LoginRequest)(nil),               // 24: wid.auth.v1.LoginRequest
-	(*LoginResponse)(nil),              // 25: wid.auth.v1.LoginResponse
-	(*RenewBotCertRequest)(nil),        // 26: wid.auth.v1.RenewBotCertRequest
-	(*RenewBotCertResponse)(nil),       // 27: wid.auth.v1.RenewBotCertResponse
-	(*SignX509SVIDRequest)(nil),        // 28: wid.auth.v1.SignX509SVIDRequest
-	(*SignX509SVIDResponse)(nil),       // 29: wid.auth.v1.SignX509SVIDResponse
-	(*SignJWTSVIDRequest)(nil),         // 30: wid.auth.v1.SignJWTSVIDRequest
-	(*SignJWTSVIDResponse)(nil),        // 31: wid.auth.v1.SignJWTSVIDResponse
-	(*GetBundleRequest)(nil),           // 32: wid.auth.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),          // 33: wid.auth.v1.GetBundleResponse
-	(*ExplainRequest)(nil),             // 34: wid.auth.v1.ExplainRequest
-	(*WorkloadExplanation)(nil),        // 35: wid.auth.v1.WorkloadExplanation
-	(*ExplainResponse)(nil),            // 36: wid.auth.v1.ExplainResponse
-	(*WatchAgentRequest)(nil),          // 37: wid.auth.v1.WatchAgentRequest
-	(*AgentState)(nil),                 // 38: wid.auth.v1.AgentState
-	(*AgentCA)(nil),                    // 39: wid.auth.v1.AgentCA
-	(*ReportAgentStatusRequest)(nil),   // 40: wid.auth.v1.ReportAgentStatusRequest
-	(*ReportAgentStatusResponse)(nil),  // 41: wid.auth.v1.ReportAgentStatusResponse
-	(*CAKey)(nil),                      // 42: wid.auth.v1.CAKey
-	(*CAInfo)(nil),                     // 43: wid.auth.v1.CAInfo
-	(*ListCAsRequest)(nil),             // 44: wid.auth.v1.ListCAsRequest
-	(*ListCAsResponse)(nil),            // 45: wid.auth.v1.ListCAsResponse
-	(*AgentCAState)(nil),               // 46: wid.auth.v1.AgentCAState
-	(*CAStatus)(nil),                   // 47: wid.auth.v1.CAStatus
-	(*GetCAStatusRequest)(nil),         // 48: wid.auth.v1.GetCAStatusRequest
-	(*GetCAStatusResponse)(nil),        // 49: wid.auth.v1.GetCAStatusResponse
-	(*RotateCARequest)(nil),            // 50: wid.auth.v1.RotateCARequest
-	(*RotationStep)(nil),               // 51: wid.auth.v1.RotationStep
-	(*RotateCAResponse)(nil),           // 52: wid.auth.v1.RotateCAResponse
-	(*AgentBundle)(nil),                // 53: wid.auth.v1.AgentBundle
-	(*IssueWorkloadSVIDsRequest)(nil),  // 54: wid.auth.v1.IssueWorkloadSVIDsRequest
-	(*WorkloadSVIDRequest)(nil),        // 55: wid.auth.v1.WorkloadSVIDRequest
-	(*WorkloadSVIDResult)(nil),         // 56: wid.auth.v1.WorkloadSVIDResult
-	(*IssueWorkloadSVIDsResponse)(nil), // 57: wid.auth.v1.IssueWorkloadSVIDsResponse
-	(*Attestation)(nil),                // 58: wid.auth.v1.Attestation
-	(*RecordAttestationsRequest)(nil),  // 59: wid.auth.v1.RecordAttestationsRequest
-	(*RecordAttestationsResponse)(nil), // 60: wid.auth.v1.RecordAttestationsResponse
-	(*AuditQuery)(nil),                 // 61: wid.auth.v1.AuditQuery
-	(*AuditEvent)(nil),                 // 62: wid.auth.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 63: wid.auth.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 64: wid.auth.v1.ListAuditEventsResponse
-	(*StreamAuditEventsRequest)(nil),   // 65: wid.auth.v1.StreamAuditEventsRequest
-	(*VerifyAuditRequest)(nil),         // 66: wid.auth.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),               // 67: wid.auth.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),        // 68: wid.auth.v1.VerifyAuditResponse
-	nil,                                // 69: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                                // 70: wid.auth.v1.CreateUserRequest.LabelsEntry
-	nil,                                // 71: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                                // 72: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                                // 73: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	nil,                                // 74: wid.auth.v1.AgentState.CasEntry
-	nil,                                // 75: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	nil,                                // 76: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	nil,                                // 77: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	nil,                                // 78: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 79: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 80: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 81: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 82: google.protobuf.Timestamp
+	(*CorruptResource)(nil),            // 10: wid.auth.v1.CorruptResource
+	(*UpdateResourceRequest)(nil),      // 11: wid.auth.v1.UpdateResourceRequest
+	(*UpdateResourceResponse)(nil),     // 12: wid.auth.v1.UpdateResourceResponse
+	(*DeleteResourceRequest)(nil),      // 13: wid.auth.v1.DeleteResourceRequest
+	(*DeleteResourceResponse)(nil),     // 14: wid.auth.v1.DeleteResourceResponse
+	(*CreateBotRequest)(nil),           // 15: wid.auth.v1.CreateBotRequest
+	(*CreateBotResponse)(nil),          // 16: wid.auth.v1.CreateBotResponse
+	(*CreateJoinTokenRequest)(nil),     // 17: wid.auth.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),    // 18: wid.auth.v1.CreateJoinTokenResponse
+	(*JoinRequest)(nil),                // 19: wid.auth.v1.JoinRequest
+	(*JoinResponse)(nil),               // 20: wid.auth.v1.JoinResponse
+	(*CreateUserRequest)(nil),          // 21: wid.auth.v1.CreateUserRequest
+	(*CreateUserResponse)(nil),         // 22: wid.auth.v1.CreateUserResponse
+	(*ResetUserRequest)(nil),           // 23: wid.auth.v1.ResetUserRequest
+	(*ResetUserResponse)(nil),          // 24: wid.auth.v1.ResetUserResponse
+	(*LoginRequest)(nil),               // 25: wid.auth.v1.LoginRequest
+	(*LoginResponse)(nil),              // 26: wid.auth.v1.LoginResponse
+	(*RenewBotCertRequest)(nil),        // 27: wid.auth.v1.RenewBotCertRequest
+	(*RenewBotCertResponse)(nil),       // 28: wid.auth.v1.RenewBotCertResponse
+	(*SignX509SVIDRequest)(nil),        // 29: wid.auth.v1.SignX509SVIDRequest
+	(*SignX509SVIDResponse)(nil),       // 30: wid.auth.v1.SignX509SVIDResponse
+	(*SignJWTSVIDRequest)(nil),         // 31: wid.auth.v1.SignJWTSVIDRequest
+	(*SignJWTSVIDResponse)(nil),        // 32: wid.auth.v1.SignJWTSVIDResponse
+	(*GetBundleRequest)(nil),           // 33: wid.auth.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),          // 34: wid.auth.v1.GetBundleResponse
+	(*ExplainRequest)(nil),             // 35: wid.auth.v1.ExplainRequest
+	(*WorkloadExplanation)(nil),        // 36: wid.auth.v1.WorkloadExplanation
+	(*ExplainResponse)(nil),            // 37: wid.auth.v1.ExplainResponse
+	(*WatchAgentRequest)(nil),          // 38: wid.auth.v1.WatchAgentRequest
+	(*AgentState)(nil),                 // 39: wid.auth.v1.AgentState
+	(*AgentCA)(nil),                    // 40: wid.auth.v1.AgentCA
+	(*ReportAgentStatusRequest)(nil),   // 41: wid.auth.v1.ReportAgentStatusRequest
+	(*ReportAgentStatusResponse)(nil),  // 42: wid.auth.v1.ReportAgentStatusResponse
+	(*CAKey)(nil),                      // 43: wid.auth.v1.CAKey
+	(*CAInfo)(nil),                     // 44: wid.auth.v1.CAInfo
+	(*ListCAsRequest)(nil),             // 45: wid.auth.v1.ListCAsRequest
+	(*ListCAsResponse)(nil),            // 46: wid.auth.v1.ListCAsResponse
+	(*AgentCAState)(nil),               // 47: wid.auth.v1.AgentCAState
+	(*CAStatus)(nil),                   // 48: wid.auth.v1.CAStatus
+	(*GetCAStatusRequest)(nil),         // 49: wid.auth.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),        // 50: wid.auth.v1.GetCAStatusResponse
+	(*RotateCARequest)(nil),            // 51: wid.auth.v1.RotateCARequest
+	(*RotationStep)(nil),               // 52: wid.auth.v1.RotationStep
+	(*RotateCAResponse)(nil),           // 53: wid.auth.v1.RotateCAResponse
+	(*AgentBundle)(nil),                // 54: wid.auth.v1.AgentBundle
+	(*IssueWorkloadSVIDsRequest)(nil),  // 55: wid.auth.v1.IssueWorkloadSVIDsRequest
+	(*WorkloadSVIDRequest)(nil),        // 56: wid.auth.v1.WorkloadSVIDRequest
+	(*WorkloadSVIDResult)(nil),         // 57: wid.auth.v1.WorkloadSVIDResult
+	(*IssueWorkloadSVIDsResponse)(nil), // 58: wid.auth.v1.IssueWorkloadSVIDsResponse
+	(*Attestation)(nil),                // 59: wid.auth.v1.Attestation
+	(*RecordAttestationsRequest)(nil),  // 60: wid.auth.v1.RecordAttestationsRequest
+	(*RecordAttestationsResponse)(nil), // 61: wid.auth.v1.RecordAttestationsResponse
+	(*AuditQuery)(nil),                 // 62: wid.auth.v1.AuditQuery
+	(*AuditEvent)(nil),                 // 63: wid.auth.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 64: wid.auth.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 65: wid.auth.v1.ListAuditEventsResponse
+	(*StreamAuditEventsRequest)(nil),   // 66: wid.auth.v1.StreamAuditEventsRequest
+	(*VerifyAuditRequest)(nil),         // 67: wid.auth.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),               // 68: wid.auth.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),        // 69: wid.auth.v1.VerifyAuditResponse
+	nil,                                // 70: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 71: wid.auth.v1.CreateUserRequest.LabelsEntry
+	nil,                                // 72: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 73: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 74: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 75: wid.auth.v1.AgentState.CasEntry
+	nil,                                // 76: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	nil,                                // 77: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	nil,                                // 78: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	nil,                                // 79: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 80: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 81: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 82: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 83: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	82, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	69, // 1: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	82, // 2: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	70, // 3: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	82, // 4: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	82, // 5: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	82, // 6: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 7: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	71, // 8: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	82, // 9: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	72, // 10: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	82, // 11: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	73, // 12: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	35, // 13: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
-	53, // 14: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
-	74, // 15: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
-	75, // 16: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	76, // 17: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	77, // 18: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	82, // 19: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	82, // 20: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
-	42, // 21: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
-	82, // 22: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
-	82, // 23: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
-	82, // 24: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
-	43, // 25: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
-	82, // 26: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
-	43, // 27: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
-	46, // 28: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
-	47, // 29: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
-	51, // 30: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
-	43, // 31: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
-	78, // 32: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	55, // 33: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	82, // 34: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	56, // 35: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	82, // 36: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	79, // 37: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
-	58, // 38: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	82, // 39: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	82, // 40: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	82, // 41: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	80, // 42: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	81, // 43: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	61, // 44: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	62, // 45: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	61, // 46: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	67, // 47: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	39, // 48: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 49: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 50: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 51: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 52: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	10, // 53: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	12, // 54: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	14, // 55: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	16, // 56: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	18, // 57: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	26, // 58: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 59: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	20, // 60: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	22, // 61: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	24, // 62: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	28, // 63: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	30, // 64: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	32, // 65: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	34, // 66: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	37, // 67: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	54, // 68: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	59, // 69: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	40, // 70: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	44, // 71: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	48, // 72: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	50, // 73: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	63, // 74: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	65, // 75: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	66, // 76: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 77: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 78: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 79: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 80: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	11, // 81: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	13, // 82: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	15, // 83: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	17, // 84: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	19, // 85: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	27, // 86: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 87: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	21, // 88: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	23, // 89: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	25, // 90: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	29, // 91: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	31, // 92: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	33, // 93: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	36, // 94: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	38, // 95: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	57, // 96: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	60, // 97: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	41, // 98: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	45, // 99: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	49, // 100: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	52, // 101: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	64, // 102: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	62, // 103: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	68, // 104: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	77, // [77:105] is the sub-list for method output_type
-	49, // [49:77] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	83, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 1: wid.auth.v1.ListResourcesResponse.corrupt:type_name -> wid.auth.v1.CorruptResource
+	70, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	83, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	71, // 4: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
+	83, // 5: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	83, // 6: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	83, // 7: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	83, // 8: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	72, // 9: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	83, // 10: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	73, // 11: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	83, // 12: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	74, // 13: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	36, // 14: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
+	54, // 15: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
+	75, // 16: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
+	10, // 17: wid.auth.v1.AgentState.corrupt_workload_identities:type_name -> wid.auth.v1.CorruptResource
+	76, // 18: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	77, // 19: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	78, // 20: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	83, // 21: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	83, // 22: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	43, // 23: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
+	83, // 24: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	83, // 25: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	83, // 26: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	44, // 27: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
+	83, // 28: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	44, // 29: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
+	47, // 30: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
+	48, // 31: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
+	52, // 32: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
+	44, // 33: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
+	79, // 34: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	56, // 35: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	83, // 36: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	57, // 37: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	83, // 38: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	80, // 39: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	59, // 40: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	83, // 41: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	83, // 42: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	83, // 43: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	81, // 44: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	82, // 45: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	62, // 46: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	63, // 47: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	62, // 48: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	68, // 49: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	40, // 50: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 51: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,  // 52: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,  // 53: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,  // 54: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	11, // 55: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	13, // 56: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	15, // 57: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	17, // 58: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	19, // 59: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	27, // 60: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,  // 61: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	21, // 62: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	23, // 63: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	25, // 64: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	29, // 65: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	31, // 66: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	33, // 67: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	35, // 68: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	38, // 69: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	55, // 70: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	60, // 71: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	41, // 72: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	45, // 73: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	49, // 74: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	51, // 75: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	64, // 76: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	66, // 77: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	67, // 78: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 79: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,  // 80: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,  // 81: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,  // 82: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	12, // 83: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	14, // 84: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	16, // 85: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	18, // 86: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	20, // 87: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	28, // 88: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,  // 89: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	22, // 90: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	24, // 91: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	26, // 92: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	30, // 93: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	32, // 94: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	34, // 95: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	37, // 96: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	39, // 97: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	58, // 98: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	61, // 99: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	42, // 100: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	46, // 101: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	50, // 102: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	53, // 103: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	65, // 104: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	63, // 105: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	69, // 106: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	79, // [79:107] is the sub-list for method output_type
+	51, // [51:79] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -5408,7 +5561,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   82,
+			NumMessages:   83,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -93,9 +93,10 @@ type AuthServiceClient interface {
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// Agents (bots only).
 	// WatchAgent streams what an agent serves from: the trust bundle and the
-	// workload identities its bot may issue. The first message is the whole
+	// workload identities its bot may issue. The first state is the whole
 	// state; after every change the auth service pushes the whole state again.
-	// Agents never poll.
+	// A state may span several messages (see AgentState.more), so that no
+	// size of trust domain outgrows one gRPC message. Agents never poll.
 	WatchAgent(ctx context.Context, in *WatchAgentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentState], error)
 	// IssueWorkloadSVIDs signs SVIDs for one attested workload. Each item is
 	// checked, audited and answered on its own (an identity's rules against the
@@ -467,9 +468,10 @@ type AuthServiceServer interface {
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// Agents (bots only).
 	// WatchAgent streams what an agent serves from: the trust bundle and the
-	// workload identities its bot may issue. The first message is the whole
+	// workload identities its bot may issue. The first state is the whole
 	// state; after every change the auth service pushes the whole state again.
-	// Agents never poll.
+	// A state may span several messages (see AgentState.more), so that no
+	// size of trust domain outgrows one gRPC message. Agents never poll.
 	WatchAgent(*WatchAgentRequest, grpc.ServerStreamingServer[AgentState]) error
 	// IssueWorkloadSVIDs signs SVIDs for one attested workload. Each item is
 	// checked, audited and answered on its own (an identity's rules against the

@@ -21,13 +21,23 @@ func GetResource(ctx context.Context, c *client.Client, kind, name string) (reso
 	return decodeAnswer(resp.GetResource())
 }
 
-// ListResources lists every resource of kind.
-func ListResources(ctx context.Context, c *client.Client, kind string) ([]resource.Resource, error) {
-	resp, err := c.ListResources(ctx, &authv1.ListResourcesRequest{Kind: kind})
+// ListResources lists every resource of kind, page after page, and names
+// the stored documents the auth service could not decode (left out of the
+// list).
+func ListResources(ctx context.Context, c *client.Client, kind string) ([]resource.Resource, []*authv1.CorruptResource, error) {
+	docs, corrupt, err := client.ListAll(ctx, c, kind)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return decodeAnswers(resp.GetResources())
+	rs, err := decodeAnswers(docs)
+	return rs, corrupt, err
+}
+
+// CorruptWarning is what people are told of a stored document that does
+// not decode: which one, why, and what to do.
+func CorruptWarning(c *authv1.CorruptResource) string {
+	ref := c.GetKind() + "/" + c.GetName()
+	return fmt.Sprintf("warning: the stored %s is corrupt and is left out (%s): remove it with widctl rm %s and create it again, or restore the auth service's data dir from a backup", ref, c.GetError(), ref)
 }
 
 // CreateResources creates rs, all or none; force replaces existing ones.
@@ -71,7 +81,7 @@ func DeleteResource(ctx context.Context, c *client.Client, kind, name string) er
 func DecodeResource(data []byte) (resource.Resource, error) { return decodeAnswer(data) }
 
 func decodeAnswer(data []byte) (resource.Resource, error) {
-	r, err := resource.Unmarshal(data)
+	r, err := resource.UnmarshalStored(data)
 	if err != nil {
 		return nil, &Error{Code: ExitError, Message: fmt.Sprintf("the auth service sent a resource this widctl cannot read (%v): use a widctl of the same version as widagent", err), Err: err}
 	}

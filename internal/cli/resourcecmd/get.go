@@ -92,9 +92,14 @@ func GetRun(ctx context.Context, opts *GetOptions) error {
 		}
 		return p.Resource(r)
 	}
-	rs, err := cmdutil.ListResources(ctx, c, opts.Kind)
+	rs, corrupt, err := cmdutil.ListResources(ctx, c, opts.Kind)
 	if err != nil {
 		return err
+	}
+	for _, cr := range corrupt {
+		if _, err := fmt.Fprintln(opts.IO.ErrOut, cmdutil.CorruptWarning(cr)); err != nil {
+			return err
+		}
 	}
 	if len(rs) == 0 && p.Format == output.Text {
 		// Nothing on stdout, so that scripts reading the table see no rows.

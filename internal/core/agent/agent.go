@@ -121,6 +121,12 @@ type Agent struct {
 
 	watchMu     sync.Mutex
 	watchCancel context.CancelFunc
+	// following is true while a stream from the auth service is up and
+	// has delivered a state.
+	following atomic.Bool
+	// skipped are the workload identities the last state could not serve,
+	// as reportSkipped last logged them; only the watch loop touches it.
+	skipped map[string]bool
 
 	entMu  sync.Mutex
 	entGen *state
@@ -186,6 +192,7 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a.cache = newCache(a.issue, cfg.Logger, a.metrics)
+	a.cache.authDown = func() bool { return !a.following.Load() }
 	a.attests = newAttestLog(cfg.Logger)
 	return a, nil
 }
@@ -288,11 +295,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-// ready is nil once the agent can serve: it has a state from the auth
-// service (cached SVIDs stay servable while the stream is down).
+// ready is nil while the agent follows the auth service: it has a state
+// and its stream is up. A stream found dead (keepalives find a frozen auth
+// host within seconds) makes it not ready, although cached SVIDs stay
+// servable meanwhile: what is served may be going stale.
 func (a *Agent) ready() error {
 	if a.st.Load() == nil {
 		return errors.New("no state from the auth service yet")
+	}
+	if !a.following.Load() {
+		return errors.New("the stream from the auth service is down (see the agent's log); cached SVIDs are served until they expire")
 	}
 	return nil
 }

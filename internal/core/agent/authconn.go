@@ -235,7 +235,11 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		a.watchCancel = cancel
 		a.watchMu.Unlock()
 		got, err := a.watchOnce(wctx)
+		// Read before cancel, which would make every stream look restarted
+		// on purpose and turn a failing stream into a silent, unpaced loop.
+		restarted := wctx.Err() != nil
 		cancel()
+		a.following.Store(false)
 		a.metrics.connected.Set(0)
 		if ctx.Err() != nil {
 			return nil
@@ -243,7 +247,7 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		if got {
 			failures = 0
 		}
-		if wctx.Err() != nil {
+		if restarted {
 			continue // restarted on purpose, on a new connection
 		}
 		failures++
@@ -258,32 +262,107 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 	return nil
 }
 
-// watchOnce follows one stream; got says whether any state arrived.
+// streamSilence is how long the agent waits on a WatchAgent stream with
+// nothing arriving before it takes the stream for dead: a few of the auth
+// service's heartbeats.
+const streamSilence = 7 * time.Second
+
+var errSilent = fmt.Errorf("nothing came from the auth service for %s: it is frozen or cut off", streamSilence)
+
+// maxStateChunks bounds the messages of one state, so that a stream that
+// never ends a state cannot grow the agent's memory without limit: at the
+// auth service's 1 MiB a chunk, 4 GiB of workload identities.
+const maxStateChunks = 4096
+
+// watchOnce follows one stream; got says whether any state arrived. A state
+// may come in several messages (AgentState.more): they are gathered and the
+// state is applied, all at once, when the last arrives.
 func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
+	// A stream silent for this long is dead (the auth service sends a
+	// heartbeat every 2 s): a frozen auth host is found within seconds.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	silent := time.AfterFunc(streamSilence, func() { cancel(errSilent) })
+	defer silent.Stop()
+	defer func() {
+		if context.Cause(ctx) == errSilent {
+			err = errSilent
+		}
+	}()
 	stream, err := a.client().WatchAgent(ctx, &authv1.WatchAgentRequest{Host: a.cfg.Host})
 	if err != nil {
 		return false, err
 	}
+	var (
+		pending *authv1.AgentState
+		chunks  int
+	)
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
 			return got, err
 		}
+		silent.Reset(streamSilence)
+		if msg.GetHeartbeat() {
+			continue
+		}
+		if pending != nil {
+			if msg.GetGeneration() != pending.GetGeneration() {
+				return got, fmt.Errorf("the auth service began state %d before it finished state %d", msg.GetGeneration(), pending.GetGeneration())
+			}
+			if chunks++; chunks > maxStateChunks {
+				return got, fmt.Errorf("the auth service sent state %d in over %d messages", msg.GetGeneration(), maxStateChunks)
+			}
+			pending.WorkloadIdentities = append(pending.WorkloadIdentities, msg.GetWorkloadIdentities()...)
+			pending.CorruptWorkloadIdentities = append(pending.CorruptWorkloadIdentities, msg.GetCorruptWorkloadIdentities()...)
+			pending.More = msg.GetMore()
+			msg = pending
+		}
+		if msg.GetMore() {
+			pending = msg
+			continue
+		}
+		pending, chunks = nil, 0
 		st, skipped, err := newState(msg, a.st.Load())
 		if err != nil {
 			a.logger.Error("the auth service sent a state the agent cannot use", "error", err)
 			continue
 		}
-		for _, s := range skipped {
-			a.logger.Warn("skipping a workload identity", "error", s)
-		}
+		a.reportSkipped(msg.GetCorruptWorkloadIdentities(), skipped)
 		if !got {
+			a.following.Store(true)
 			a.metrics.connected.Set(1)
 			a.logger.Info("following the auth service", "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence)
 		}
 		got = true
 		a.setState(st)
 	}
+}
+
+// reportSkipped says which workload identities the agent cannot serve:
+// those stored corrupt, which the auth service names, and those the agent
+// could not decode or compile. Each is logged when it first appears (not
+// on every push) and counted in wid_agent_workload_identities_skipped.
+func (a *Agent) reportSkipped(corrupt []*authv1.CorruptResource, skipped []error) {
+	seen := make(map[string]bool, len(corrupt)+len(skipped))
+	for _, c := range corrupt {
+		key := c.GetKind() + "/" + c.GetName() + ": " + c.GetError()
+		seen[key] = true
+		if !a.skipped[key] {
+			a.logger.Error("a stored workload identity is corrupt; serving the others without it",
+				"workload_identity", c.GetName(), "error", c.GetError(),
+				"fix", fmt.Sprintf("remove it with widctl rm %s/%s and create it again, or restore the auth service's data dir from a backup", c.GetKind(), c.GetName()))
+		}
+	}
+	for _, err := range skipped {
+		key := err.Error()
+		seen[key] = true
+		if !a.skipped[key] {
+			a.logger.Error("skipping a workload identity the agent cannot use; serving the others", "error", err)
+		}
+	}
+	a.skipped = seen
+	a.metrics.skipped.Set(float64(len(seen)))
 }
 
 // sendAttestations ships a batch of attestation records.

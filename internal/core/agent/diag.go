@@ -22,6 +22,7 @@ type metrics struct {
 	cached    *prometheus.GaugeVec
 	renewals  *prometheus.CounterVec
 	connected prometheus.Gauge
+	skipped   prometheus.Gauge
 	authRPCs  *prometheus.CounterVec
 	sdsNACKs  prometheus.Counter
 }
@@ -50,6 +51,10 @@ func newMetrics() *metrics {
 			Name: "wid_agent_auth_connected",
 			Help: "1 while the agent's stream from the auth service is up.",
 		}),
+		skipped: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wid_agent_workload_identities_skipped",
+			Help: "Workload identities of the last state that the agent cannot serve (stored corrupt, or not decodable here); the agent's log names each.",
+		}),
 		authRPCs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wid_agent_auth_rpcs_total",
 			Help: "Calls the agent made to the auth service, by method.",
@@ -59,7 +64,7 @@ func newMetrics() *metrics {
 			Help: "SDS responses Envoy rejected (its message is in the agent's log).",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.authRPCs, m.sdsNACKs,
+	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.skipped, m.authRPCs, m.sdsNACKs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range []string{kindX509, kindJWT, kindWIT} {
 		m.cached.WithLabelValues(k).Set(0)

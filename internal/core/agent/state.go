@@ -83,7 +83,7 @@ func newState(msg *authv1.AgentState, prev *state) (*state, []error, error) {
 				continue
 			}
 		}
-		v, err := resource.Unmarshal(doc)
+		v, err := resource.UnmarshalStored(doc)
 		if err != nil {
 			skipped = append(skipped, fmt.Errorf("decoding a workload identity: %w", err))
 			continue

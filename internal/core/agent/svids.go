@@ -105,10 +105,12 @@ type issueFunc func(ctx context.Context, req *authv1.IssueWorkloadSVIDsRequest) 
 // cache holds every SVID the agent serves, issues what is missing in
 // batches, and renews what is wanted at half its life.
 type cache struct {
-	issue   issueFunc
-	logger  *slog.Logger
-	metrics *metrics
-	changed *notifier
+	issue issueFunc
+	// authDown, when set, says the auth service's stream is down.
+	authDown func() bool
+	logger   *slog.Logger
+	metrics  *metrics
+	changed  *notifier
 
 	mu      sync.Mutex
 	entries map[string]*entry
@@ -205,12 +207,36 @@ func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audien
 	}
 	c.mu.Unlock()
 
-	if len(toIssue) > 0 {
-		c.issueEntries(context.WithoutCancel(ctx), toIssue)
+	// With something valid to serve, missing SVIDs are waited for only
+	// for a while, and their issuance runs in the background: the caller
+	// gets what is valid, and a stream gets the rest when their issuance
+	// ends (it notifies c.changed). While the auth service is down that
+	// while is short, so that an issuance an outage stalls for its whole
+	// timeout does not hold back SVIDs that are valid.
+	var grace <-chan time.Time
+	hurry := len(waits) > 0 && slices.ContainsFunc(out, func(s *svid) bool { return s != nil })
+	if hurry {
+		d := pendingGraceUp
+		if c.authDown != nil && c.authDown() {
+			d = pendingGraceDown
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		grace = t.C
 	}
+	if len(toIssue) > 0 {
+		if hurry {
+			go c.issueEntries(context.WithoutCancel(ctx), toIssue)
+		} else {
+			c.issueEntries(context.WithoutCancel(ctx), toIssue)
+		}
+	}
+wait:
 	for _, w := range waits {
 		select {
 		case <-w:
+		case <-grace:
+			break wait
 		case <-ctx.Done():
 			for i := range ents {
 				if out[i] == nil {
@@ -231,6 +257,9 @@ func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audien
 			continue
 		}
 		errs[i] = e.lastErr
+		if errs[i] == nil && e.inflight != nil {
+			errs[i] = errIssuing
+		}
 		if errs[i] == nil {
 			errs[i] = errors.New("no SVID was issued")
 		}
@@ -238,6 +267,18 @@ func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audien
 	c.mu.Unlock()
 	return out, errs
 }
+
+// How long get waits for SVIDs being issued when it has others valid to
+// serve: with the auth service up, long enough for any healthy issuance
+// (callers get every SVID in one answer); with it down, short enough that
+// the caller does not notice.
+const (
+	pendingGraceUp   = 5 * time.Second
+	pendingGraceDown = 25 * time.Millisecond
+)
+
+// errIssuing is an SVID whose issuance has not ended yet.
+var errIssuing = errors.New("its issuance has not ended yet")
 
 // maxBatch bounds one IssueWorkloadSVIDs call; the auth service takes up
 // to 2,000 items.

@@ -100,6 +100,7 @@ var requestLimits = &reqlimit.Limits{
 		"wid.auth.v1.CreateResourceRequest.resources":        maxResourceDoc,
 		"wid.auth.v1.UpdateResourceRequest.resource":         maxResourceDoc,
 		"wid.auth.v1.AuditQuery.spiffe_id":                   maxSPIFFEID,
+		"wid.auth.v1.ListResourcesRequest.page_token":        maxPageToken,
 	},
 }
 

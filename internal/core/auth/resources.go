@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +20,9 @@ import (
 type workloadSet struct {
 	list   []*workloadEntry
 	byName map[string]*workloadEntry
+	// corrupt are the stored identities that do not decode: left out of
+	// list, so that one damaged document cannot stop the others.
+	corrupt []*corruptError
 }
 
 type workloadEntry struct {
@@ -39,11 +43,11 @@ func (r *resources) workloadIdentities(ctx context.Context) (*workloadSet, error
 	if set != nil {
 		return set, nil
 	}
-	list, err := r.list(ctx, resource.KindWorkloadIdentity)
+	list, corrupt, err := r.listAll(ctx, resource.KindWorkloadIdentity)
 	if err != nil {
 		return nil, err
 	}
-	set = &workloadSet{byName: make(map[string]*workloadEntry, len(list))}
+	set = &workloadSet{byName: make(map[string]*workloadEntry, len(list)), corrupt: corrupt}
 	for _, v := range list {
 		wi := v.(*resource.WorkloadIdentity)
 		e := &workloadEntry{wi: wi}
@@ -77,6 +81,7 @@ func (r *resources) workloadIdentities(ctx context.Context) (*workloadSet, error
 // is dropped exactly when something changes.
 type resources struct {
 	db    store.Backend
+	log   *slog.Logger
 	mu    sync.RWMutex
 	cache map[string]resource.Resource // "kind/name"
 	// gens caches principals' generations by "kind/name" (see generation.go).
@@ -94,13 +99,47 @@ type resources struct {
 	// onChange is called after every write to a role, bot or workload
 	// identity: what agents are served from.
 	onChange func()
+
+	// reported holds the corrupt documents already logged, by
+	// "kind/name@revision", so that each is logged once, not per read.
+	reported sync.Map
 }
 
-func newResources(db store.Backend, onChange func()) *resources {
+func newResources(db store.Backend, log *slog.Logger, onChange func()) *resources {
 	if onChange == nil {
 		onChange = func() {}
 	}
-	return &resources{db: db, cache: map[string]resource.Resource{}, gens: map[string]string{}, onChange: onChange}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &resources{db: db, log: log, cache: map[string]resource.Resource{}, gens: map[string]string{}, onChange: onChange}
+}
+
+// corruptError is a stored document that does not decode.
+type corruptError struct {
+	kind, name string
+	revision   int64
+	err        error
+}
+
+func (e *corruptError) Error() string {
+	return fmt.Sprintf("stored %s/%s is corrupt: %v", e.kind, e.name, e.err)
+}
+
+func (e *corruptError) Unwrap() error { return e.err }
+
+// advice says what an operator does about it.
+func (e *corruptError) advice() string {
+	return fmt.Sprintf("remove it with widctl rm %s/%s and create it again, or restore the data dir from a backup", e.kind, e.name)
+}
+
+// report logs a corrupt document once per stored revision.
+func (r *resources) report(e *corruptError) {
+	key := fmt.Sprintf("%s/%s@%d", e.kind, e.name, e.revision)
+	if _, seen := r.reported.LoadOrStore(key, true); seen {
+		return
+	}
+	r.log.Error("a stored document does not decode; it is skipped", "resource", e.kind+"/"+e.name, "revision", e.revision, "error", e.err, "fix", e.advice())
 }
 
 func (r *resources) get(ctx context.Context, kind, name string) (resource.Resource, error) {
@@ -128,28 +167,44 @@ func (r *resources) get(ctx context.Context, kind, name string) (resource.Resour
 }
 
 func decodeItem(it store.Item) (resource.Resource, error) {
-	v, err := resource.Unmarshal(it.Data)
+	v, err := resource.UnmarshalStored(it.Data)
 	if err != nil {
-		return nil, fmt.Errorf("stored %s %q is corrupt: %w", it.Kind, it.Name, err)
+		return nil, &corruptError{kind: it.Kind, name: it.Name, revision: it.Revision, err: err}
 	}
 	v.GetMetadata().Revision = it.Revision
 	return v, nil
 }
 
+// list returns every resource of kind that decodes; the corrupt ones are
+// logged and skipped, so that one damaged document cannot stop everything
+// else of its kind.
 func (r *resources) list(ctx context.Context, kind string) ([]resource.Resource, error) {
+	out, _, err := r.listAll(ctx, kind)
+	return out, err
+}
+
+// listAll is list, also naming the corrupt documents it skipped.
+func (r *resources) listAll(ctx context.Context, kind string) ([]resource.Resource, []*corruptError, error) {
 	items, err := r.db.List(ctx, kind)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := make([]resource.Resource, 0, len(items))
+	var corrupt []*corruptError
 	for _, it := range items {
 		v, err := decodeItem(it)
+		var ce *corruptError
+		if errors.As(err, &ce) {
+			r.report(ce)
+			corrupt = append(corrupt, ce)
+			continue
+		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out = append(out, v)
 	}
-	return out, nil
+	return out, corrupt, nil
 }
 
 func (r *resources) role(ctx context.Context, name string) (*resource.Role, error) {

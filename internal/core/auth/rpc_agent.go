@@ -30,6 +30,10 @@ import (
 // identities one after another sees.
 const agentPushInterval = 10 * time.Millisecond
 
+// AgentHeartbeat is how often a quiet WatchAgent stream carries a
+// heartbeat; agents treat a stream silent for a few of these as dead.
+const AgentHeartbeat = 2 * time.Second
+
 // maxHostLength bounds the host name an agent gives, which goes into every
 // audit event of its calls.
 const maxHostLength = 253
@@ -124,11 +128,6 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 	host := agentHost(req.Host)
 	s.rememberAgentHost(c.Name, host)
 	defer s.agents.connect(ctx, c.Name, host)()
-	if _, err := s.audit.Emit(ctx, audit.Event{
-		Type: audit.TypeAgentConnect, Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
-	}); err != nil {
-		return status.Errorf(codes.Unavailable, "the agent's connection could not be audited: %v", err)
-	}
 
 	var (
 		last     *authv1.AgentState
@@ -138,21 +137,44 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 		changed := s.changes.wait()
 		st, err := s.agentState(ctx, c.Name)
 		if err != nil {
+			s.log.Warn("an agent's state could not be built; its stream ends and it retries", "bot", c.Name, "host", host, "error", status.Convert(err).Message())
 			return err
+		}
+		if last == nil {
+			// Audited once the connection is real, so that an agent
+			// retrying against a state that cannot be built does not
+			// write an event per retry.
+			if _, err := s.audit.Emit(ctx, audit.Event{
+				Type: audit.TypeAgentConnect, Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
+			}); err != nil {
+				return status.Errorf(codes.Unavailable, "the agent's connection could not be audited: %v", err)
+			}
 		}
 		if last == nil || !sameAgentState(last, st) {
 			st.Generation = s.generation.Add(1)
-			if err := stream.Send(st); err != nil {
+			if err := sendAgentState(stream, st); err != nil {
 				return err
 			}
 			last, lastPush = st, time.Now()
 		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return nil
-		case <-s.stopping:
-			return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+	idle:
+		for {
+			t := time.NewTimer(AgentHeartbeat)
+			select {
+			case <-changed:
+				t.Stop()
+				break idle
+			case <-t.C:
+				if err := stream.Send(&authv1.AgentState{Heartbeat: true}); err != nil {
+					return err
+				}
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-s.stopping:
+				t.Stop()
+				return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+			}
 		}
 		// Coalesce a burst: the state is read after the wait, so the push
 		// that follows carries everything up to then.
@@ -212,7 +234,57 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 			st.WorkloadIdentities = append(st.WorkloadIdentities, e.doc)
 		}
 	}
+	// A corrupt identity's labels are unknown, so every agent hears of it:
+	// each says so in its log and metrics while serving the rest.
+	for _, c := range set.corrupt {
+		st.CorruptWorkloadIdentities = append(st.CorruptWorkloadIdentities, &authv1.CorruptResource{Kind: c.kind, Name: c.name, Error: c.err.Error()})
+	}
 	return st, nil
+}
+
+// agentChunkBytes bounds the workload identities of one message of a
+// state, far under gRPC's 4 MiB default limit, whatever the trust
+// domain's size.
+const agentChunkBytes = 1 << 20
+
+// sendAgentState sends st as one message when it fits in agentChunkBytes,
+// else as several: the first carries everything but the workload
+// identities that do not fit, each later one only more identities with the
+// same generation, and every message but the last says more. The agent
+// applies the state when the last one arrives, so it never serves half.
+func sendAgentState(stream authv1.AuthService_WatchAgentServer, st *authv1.AgentState) error {
+	docs, corrupt := st.WorkloadIdentities, st.CorruptWorkloadIdentities
+	msg := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, Generation: st.Generation, Cas: st.Cas, HostAuthorities: st.HostAuthorities}
+	size := 0
+	flush := func() error {
+		msg.More = true
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		msg, size = &authv1.AgentState{Generation: st.Generation}, 0
+		return nil
+	}
+	for _, d := range docs {
+		if size > 0 && size+len(d) > agentChunkBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		msg.WorkloadIdentities = append(msg.WorkloadIdentities, d)
+		size += len(d)
+	}
+	for _, c := range corrupt {
+		n := proto.Size(c)
+		if size > 0 && size+n > agentChunkBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		msg.CorruptWorkloadIdentities = append(msg.CorruptWorkloadIdentities, c)
+		size += n
+	}
+	msg.More = false
+	return stream.Send(msg)
 }
 
 // agentBundle is the trust bundle as agents serve it.
@@ -229,7 +301,8 @@ func sameAgentState(a, b *authv1.AgentState) bool {
 	return a.TrustDomain == b.TrustDomain && proto.Equal(a.Bundle, b.Bundle) &&
 		slices.EqualFunc(a.WorkloadIdentities, b.WorkloadIdentities, bytes.Equal) &&
 		maps.EqualFunc(a.Cas, b.Cas, func(x, y *authv1.AgentCA) bool { return proto.Equal(x, y) }) &&
-		slices.EqualFunc(a.HostAuthorities, b.HostAuthorities, bytes.Equal)
+		slices.EqualFunc(a.HostAuthorities, b.HostAuthorities, bytes.Equal) &&
+		slices.EqualFunc(a.CorruptWorkloadIdentities, b.CorruptWorkloadIdentities, func(x, y *authv1.CorruptResource) bool { return proto.Equal(x, y) })
 }
 
 // describeLabels formats labels for reasons, sorted: {app=web env=prod}.

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +28,10 @@ const (
 
 // storeError turns a store error about ref into a status people can act on.
 func storeError(ref string, err error) error {
+	var corrupt *corruptError
 	switch {
+	case errors.As(err, &corrupt):
+		return status.Errorf(codes.DataLoss, "%v: %s", corrupt, corrupt.advice())
 	case errors.Is(err, store.ErrNotFound):
 		return status.Errorf(codes.NotFound, "%s does not exist: list what there is with widctl get %s", ref, strings.SplitN(ref, "/", 2)[0])
 	case errors.Is(err, store.ErrAlreadyExists):
@@ -215,6 +219,18 @@ func (s *Server) GetResource(ctx context.Context, req *authv1.GetResourceRequest
 	return &authv1.GetResourceResponse{Resource: b}, nil
 }
 
+// List pages: an answer holds at most listPageSize resources and about
+// listPageBytes of them, well under gRPC's 4 MiB message limit, so that no
+// number of resources outgrows one message.
+const (
+	listPageSize    = 1000
+	maxListPageSize = 5000
+	listPageBytes   = 1 << 20
+)
+
+// ListResources answers one page, in name order. The page token is the
+// last name sent: the next page starts after it, so resources created or
+// removed between two pages neither repeat nor shift the others.
 func (s *Server) ListResources(ctx context.Context, req *authv1.ListResourcesRequest) (*authv1.ListResourcesResponse, error) {
 	kind, err := resource.NormalizeKind(req.Kind)
 	if err != nil {
@@ -223,12 +239,46 @@ func (s *Server) ListResources(ctx context.Context, req *authv1.ListResourcesReq
 	if err := s.authorize(ctx, kind, verbList); err != nil {
 		return nil, err
 	}
-	list, err := s.res.list(ctx, kind)
+	size := int(req.PageSize)
+	switch {
+	case size < 0:
+		return nil, status.Errorf(codes.InvalidArgument, "page size %d is negative: give a positive number, or 0 for the default", size)
+	case size == 0:
+		size = listPageSize
+	case size > maxListPageSize:
+		size = maxListPageSize
+	}
+	after, err := decodePageToken(req.PageToken)
+	if err != nil {
+		return nil, err
+	}
+	// Only the page's documents are read and decoded, so that listing a
+	// large kind page by page costs about the same per page.
+	items, err := listAfter(ctx, s.db, kind, after, size+1)
 	if err != nil {
 		return nil, storeError(kind, err)
 	}
 	resp := &authv1.ListResourcesResponse{}
-	for _, v := range list {
+	n, bytes := 0, 0
+	for _, it := range items {
+		if n > 0 && (n >= size || bytes+len(it.Data) > listPageBytes) {
+			resp.NextPageToken = encodePageToken(items[n-1].Name)
+			break
+		}
+		n++
+		bytes += len(it.Data)
+		v, err := decodeItem(it)
+		var corrupt *corruptError
+		if errors.As(err, &corrupt) {
+			// Left out and named, so that one damaged document does not
+			// hide every other one of its kind.
+			s.res.report(corrupt)
+			resp.Corrupt = append(resp.Corrupt, &authv1.CorruptResource{Kind: corrupt.kind, Name: corrupt.name, Error: corrupt.err.Error()})
+			continue
+		}
+		if err != nil {
+			return nil, storeError(kind, err)
+		}
 		b, err := encode(v)
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
@@ -236,6 +286,50 @@ func (s *Server) ListResources(ctx context.Context, req *authv1.ListResourcesReq
 		resp.Resources = append(resp.Resources, b)
 	}
 	return resp, nil
+}
+
+// pageLister is a store that reads one page of a kind by itself; others
+// are listed whole and sliced.
+type pageLister interface {
+	ListAfter(ctx context.Context, kind, after string, limit int) ([]store.Item, error)
+}
+
+// listAfter returns up to limit items of kind named after after, in name order.
+func listAfter(ctx context.Context, db store.Backend, kind, after string, limit int) ([]store.Item, error) {
+	if p, ok := db.(pageLister); ok {
+		return p.ListAfter(ctx, kind, after, limit)
+	}
+	items, err := db.List(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
+	start, _ := slices.BinarySearchFunc(items, after, func(it store.Item, name string) int {
+		return strings.Compare(it.Name, name)
+	})
+	if start < len(items) && items[start].Name == after {
+		start++
+	}
+	return items[start:min(len(items), start+limit)], nil
+}
+
+// maxPageToken bounds what a caller may send as a page token.
+const maxPageToken = 512
+
+// A page token is the last name of the page, base64 so that it reads as
+// opaque and callers do not build their own.
+func encodePageToken(name string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(name))
+}
+
+func decodePageToken(tok string) (string, error) {
+	if len(tok) > maxPageToken {
+		return "", status.Errorf(codes.InvalidArgument, "the page token is over %d bytes: pass back the next_page_token of the previous answer", maxPageToken)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return "", status.Error(codes.InvalidArgument, "the page token is malformed: pass back the next_page_token of the previous answer")
+	}
+	return string(b), nil
 }
 
 func (s *Server) UpdateResource(ctx context.Context, req *authv1.UpdateResourceRequest) (*authv1.UpdateResourceResponse, error) {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -326,8 +327,16 @@ func (s *Server) explainWorkloads(ctx context.Context, roles []*resource.Role, a
 		}
 		out = append(out, x)
 	}
+	for _, c := range set.corrupt {
+		out = append(out, &authv1.WorkloadExplanation{Identity: c.name, Check: checkCorrupt,
+			Reason: fmt.Sprintf("%v: it is skipped, so it gives no workload anything; %s", c, c.advice())})
+	}
+	slices.SortFunc(out, func(a, b *authv1.WorkloadExplanation) int { return strings.Compare(a.Identity, b.Identity) })
 	return out, nil
 }
+
+// checkCorrupt is the explain check of a stored identity that does not decode.
+const checkCorrupt = "corrupt"
 
 // workloadsExplanation sums up explainWorkloads for an explain request that
 // names no SPIFFE ID.

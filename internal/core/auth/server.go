@@ -22,6 +22,7 @@ import (
 	"github.com/wid-project/wid/internal/core/anchor"
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/datadir"
 	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/kubejoin"
@@ -32,6 +33,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 )
 
 // DefaultTrustDomain is used on first start when none is given.
@@ -201,7 +203,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	s.res = newResources(db, s.changes.changed)
+	s.res = newResources(db, s.log, s.changes.changed)
 	created, err := s.openTrustDomain(ctx)
 	if err != nil {
 		return nil, err
@@ -301,6 +303,10 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.tlsLis != nil {
 		tlsSrv := grpc.NewServer(
 			grpc.Creds(credentials.NewTLS(s.tlsConfig())),
+			// Clients ping every few seconds to find a dead peer quickly
+			// (client.KeepaliveTime); the default policy would answer
+			// such pings with GOAWAY.
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: client.KeepaliveTime / 2, PermitWithoutStream: true}),
 			grpc.ChainUnaryInterceptor(markUnary, s.unaryAuth(listenerTLS), s.unaryLimits()),
 			grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerTLS), s.streamLimits()),
 		)

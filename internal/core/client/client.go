@@ -4,6 +4,7 @@
 package client
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Config says how to reach the auth service. Exactly one of AdminSocket or Auth.
@@ -34,6 +36,16 @@ type Config struct {
 	// DialOptions are added to the connection's own (interceptors, say).
 	DialOptions []grpc.DialOption
 }
+
+// Keepalive pings on a TCP connection to the auth service: one after
+// KeepaliveTime without traffic (gRPC's least), and the connection is
+// dropped when no answer comes within KeepaliveTimeout. The auth service
+// permits pings this often (see auth's keepalive enforcement). The agent's
+// state stream also carries heartbeats, which find a dead peer sooner.
+const (
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 3 * time.Second
+)
 
 // Client is a connection to the auth service.
 type Client struct {
@@ -67,7 +79,11 @@ func Dial(cfg Config) (*Client, error) {
 		}
 		target = "passthrough:///" + cfg.Auth
 		shown = cfg.Auth
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+			// A peer that stops answering (a frozen or partitioned auth
+			// host) is found within seconds rather than when TCP gives up,
+			// minutes later: a stream over it fails, and the agent says so.
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout, PermitWithoutStream: true}))
 	default:
 		return nil, errors.New("no auth service given: run widctl next to a running widagent, or pass --auth HOST:PORT")
 	}
@@ -77,6 +93,36 @@ func Dial(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("connecting to %s: %w", shown, err)
 	}
 	return &Client{AuthServiceClient: authv1.NewAuthServiceClient(conn), conn: conn, Target: shown}, nil
+}
+
+// maxListPages bounds one ListAll, so that a server that keeps answering
+// with a next page cannot keep a client looping forever.
+const maxListPages = 100_000
+
+// ListAll lists every resource of kind, asking for page after page, with
+// the corrupt stored documents the pages named.
+func ListAll(ctx context.Context, c authv1.AuthServiceClient, kind string) ([][]byte, []*authv1.CorruptResource, error) {
+	var (
+		docs    [][]byte
+		corrupt []*authv1.CorruptResource
+		token   string
+	)
+	for range maxListPages {
+		resp, err := c.ListResources(ctx, &authv1.ListResourcesRequest{Kind: kind, PageToken: token})
+		if err != nil {
+			return nil, nil, err
+		}
+		docs = append(docs, resp.GetResources()...)
+		corrupt = append(corrupt, resp.GetCorrupt()...)
+		if resp.GetNextPageToken() == "" {
+			return docs, corrupt, nil
+		}
+		if resp.GetNextPageToken() == token {
+			return nil, nil, fmt.Errorf("listing %s: the auth service answered the same page twice", kind)
+		}
+		token = resp.GetNextPageToken()
+	}
+	return nil, nil, fmt.Errorf("listing %s: the auth service answered over %d pages", kind, maxListPages)
 }
 
 // Close closes the connection.
