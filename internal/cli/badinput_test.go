@@ -106,6 +106,8 @@ func TestBadInput(t *testing.T) {
 		{"since after until", []string{"audit", "ls", "--since", "1h", "--until", "2h"}, "--since is not before --until", 2},
 		{"bad outcome", []string{"audit", "tail", "--outcome", "maybe"}, `--outcome "maybe" is unknown: use success, denied or error`, 2},
 		{"bad limit", []string{"audit", "ls", "--limit", "0"}, "--limit 0 is out of range", 2},
+		{"unknown audit type", []string{"audit", "ls", "--type", "nosuch.type"}, `--type "nosuch.type" is not an event type: use one of svid.x509.issued`, 2},
+		{"misspelt audit type", []string{"audit", "tail", "--type", "svid.x509.isued"}, `--type "svid.x509.isued" is not an event type (did you mean "svid.x509.issued"?)`, 2},
 		// Explain.
 		{"explain for nobody", []string{"explain", "--spiffe-id", "/x"}, "explain for whom? pass one of --user NAME, --bot NAME or --role NAME", 2},
 		{"explain for two", []string{"explain", "--user", "a", "--bot", "b", "--spiffe-id", "/x"}, "--user and --bot given together", 2},

@@ -5,6 +5,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/core/audit"
 	coreaudit "github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -125,6 +127,12 @@ func (flt *Filter) check() error {
 	for _, t := range flt.Types {
 		if strings.TrimSpace(t) == "" {
 			return cmdutil.InputErrorf("--type is empty: give an event type such as svid.denied")
+		}
+		if !slices.Contains(audit.Types, t) {
+			if near := cmdutil.Nearest(t, audit.Types); near != "" {
+				return cmdutil.InputErrorf("--type %q is not an event type (did you mean %q?): docs/audit.md lists them", t, near)
+			}
+			return cmdutil.InputErrorf("--type %q is not an event type: use one of %s", t, strings.Join(audit.Types, ", "))
 		}
 	}
 	return nil
