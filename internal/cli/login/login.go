@@ -19,6 +19,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
 	"golang.org/x/term"
@@ -124,9 +125,13 @@ func (opts *Options) password() (string, error) {
 	if opts.Invite == "" {
 		return opts.ReadPassword("Password for " + opts.User + ": ")
 	}
-	pw, err := opts.ReadPassword("New password for " + opts.User + " (at least 12 characters): ")
+	pw, err := opts.ReadPassword(fmt.Sprintf("New password for %s (at least %d characters): ", opts.User, auth.MinPasswordLength))
 	if err != nil {
 		return "", err
+	}
+	// Checked before asking again: typing a refused password twice helps nobody.
+	if err := auth.CheckPasswordPolicy(opts.User, pw); err != nil {
+		return "", cmdutil.InputErrorf("%v: run widctl login again", err)
 	}
 	again, err := opts.ReadPassword("Again: ")
 	if err != nil {
