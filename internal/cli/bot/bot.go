@@ -95,6 +95,7 @@ already joined as the bot stay joined and get what the new roles grant.`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the bot holds, comma-separated")
+	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
 	cmdutil.DurationVar(cmd.Flags(), &opts.TokenTTL, "token-ttl", "the join token expires after `DURATION` (default 1h)")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace a bot of the same name and make it a new join token")
 	return cmd
@@ -203,8 +204,9 @@ func NewCmdUpdate(f *cmdutil.Factory, runF func(*UpdateOptions) error) *cobra.Co
 		Long: `Replace the roles a bot holds; agents joined as the bot get what the new
 roles grant, and lose what only the old ones did. The change is made only if
 nobody changed the bot since it was read.`,
-		Example: `  widctl bot update web-agent --roles web,api`,
-		Args:    cmdutil.ExactArgs(1, "the bot's name"),
+		Example:           `  widctl bot update web-agent --roles web,api`,
+		Args:              cmdutil.ExactArgs(1, "the bot's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindBot),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if _, err := (&AddOptions{Name: opts.Name, Roles: opts.Roles}).Bot(); err != nil {
@@ -217,6 +219,7 @@ nobody changed the bot since it was read.`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the bot holds from now on, comma-separated")
+	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
 	return cmd
 }
 

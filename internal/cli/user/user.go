@@ -84,7 +84,8 @@ and lockout give way to a new invite (as "widctl user reset" does).`,
 		Example: `  widctl user add alice --roles dev
   widctl user add bob --roles dev,editor --invite-ttl 24h
   widctl user add alice --roles dev,editor --force`,
-		Args: cmdutil.ExactArgs(1, "the user's name"),
+		Args:              cmdutil.ExactArgs(1, "the user's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindUser),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if runF != nil {
@@ -94,6 +95,7 @@ and lockout give way to a new invite (as "widctl user reset" does).`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the user holds, comma-separated")
+	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
 	cmdutil.DurationVar(cmd.Flags(), &opts.InviteTTL, "invite-ttl", "the invite expires after `DURATION` (default 1h)")
 	cmd.Flags().BoolVar(&opts.TOTP, "totp", false, "require a TOTP second factor: the first login shows the secret, later logins need a code")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace a user of the same name: new roles, and a new invite in place of the password")
@@ -226,11 +228,12 @@ type UpdateOptions struct {
 func NewCmdUpdate(f *cmdutil.Factory, runF func(*UpdateOptions) error) *cobra.Command {
 	opts := &UpdateOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
 	cmd := &cobra.Command{
-		Use:     "update NAME --roles ROLE[,ROLE...]",
-		Short:   "Replace a user's roles",
-		Long:    `Replace the roles a user holds. The change is made only if nobody changed the user since it was read.`,
-		Example: `  widctl user update alice --roles dev,editor`,
-		Args:    cmdutil.ExactArgs(1, "the user's name"),
+		Use:               "update NAME --roles ROLE[,ROLE...]",
+		Short:             "Replace a user's roles",
+		Long:              `Replace the roles a user holds. The change is made only if nobody changed the user since it was read.`,
+		Example:           `  widctl user update alice --roles dev,editor`,
+		Args:              cmdutil.ExactArgs(1, "the user's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindUser),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if _, err := newUser(opts.Name, opts.Roles); err != nil {
@@ -243,6 +246,7 @@ func NewCmdUpdate(f *cmdutil.Factory, runF func(*UpdateOptions) error) *cobra.Co
 		},
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the user holds from now on, comma-separated")
+	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
 	return cmd
 }
 
@@ -312,7 +316,8 @@ old password stops working at once; the user's roles stay. Pass --totp to
 enroll a new second factor; without it the user has none.`,
 		Example: `  widctl user reset alice
   widctl user reset alice --totp --invite-ttl 24h`,
-		Args: cmdutil.ExactArgs(1, "the user's name"),
+		Args:              cmdutil.ExactArgs(1, "the user's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindUser),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if err := resource.ValidateName(opts.Name); err != nil {
