@@ -244,6 +244,12 @@ func loginRun(ctx context.Context, opts *Options) error {
 		return err
 	}
 	res := &Result{User: opts.User, Auth: auth, TrustDomain: resp.TrustDomain, Roles: resp.Roles, Expires: prof.Expires, KeyStore: prof.KeyStore, TOTPURI: resp.TotpUri}
+	// The auth service caps --ttl without refusing; say so, or the user
+	// plans on a login that ends hours early.
+	if asked, got := opts.TTL.D(), time.Until(prof.Expires).Round(time.Minute); asked > 0 && asked-got > time.Minute {
+		fmt.Fprintf(opts.IO.ErrOut, "note: you asked for --ttl %s, but your roles allow at most %s; the login lasts %s\n",
+			resource.FormatDuration(asked), resource.FormatDuration(got), resource.FormatDuration(got))
+	}
 	if prof.KeyStore == client.KeyInFile {
 		res.KeyFile = opts.Logins.KeyFile(auth, opts.User)
 		fmt.Fprintf(opts.IO.ErrOut, "warning: no OS keyring available (%v), so the key is in %s (0600); to use a keyring, run a Secret Service such as gnome-keyring (apt install gnome-keyring) and log in again\n", prof.KeyringProblem, res.KeyFile)
