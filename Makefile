@@ -34,7 +34,9 @@ test:
 	CI=true ./scripts/keyring-test.sh </dev/null
 	CI=true ./scripts/tui-tmux.sh </dev/null
 
-# Regenerate shell completions and man pages from the command tree.
+# Regenerate shell completions and man pages from the command tree. The man
+# pages carry docgen.ReleaseDate, or SOURCE_DATE_EPOCH when it is set (the
+# committed pages are made without it).
 gen:
 	$(GO) run ./tools/gendocs
 
