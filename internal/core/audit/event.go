@@ -44,7 +44,7 @@ var Types = []string{
 	TypeJoin, TypeJoinDenied, TypeBotCertRenewed, TypeUserCertRenewed,
 	TypeLogin, TypeLoginDenied, TypeResourceCreated, TypeResourceUpdated,
 	TypeResourceDeleted, TypeAccessDenied, TypeTrustDomainInit, TypeAuthStarted,
-	TypeCARotation, TypeAgentConnect, TypeWorkloadAttest,
+	TypeCARotation, TypeAgentConnect, TypeWorkloadAttest, TypeDenialsDropped,
 }
 
 // DetailCertificate is the details key of an X509-SVID issuance's leaf
