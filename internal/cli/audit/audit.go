@@ -14,7 +14,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
-	"github.com/wid-project/wid/internal/core/audit"
 	coreaudit "github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -128,11 +127,11 @@ func (flt *Filter) check() error {
 		if strings.TrimSpace(t) == "" {
 			return cmdutil.InputErrorf("--type is empty: give an event type such as svid.denied")
 		}
-		if !slices.Contains(audit.Types, t) {
-			if near := cmdutil.Nearest(t, audit.Types); near != "" {
+		if !slices.Contains(coreaudit.Types, t) {
+			if near := cmdutil.Nearest(t, coreaudit.Types); near != "" {
 				return cmdutil.InputErrorf("--type %q is not an event type (did you mean %q?): docs/audit.md lists them", t, near)
 			}
-			return cmdutil.InputErrorf("--type %q is not an event type: use one of %s", t, strings.Join(audit.Types, ", "))
+			return cmdutil.InputErrorf("--type %q is not an event type: use one of %s", t, strings.Join(coreaudit.Types, ", "))
 		}
 	}
 	return nil
