@@ -6,7 +6,7 @@ PKGS := ./...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 LDFLAGS := -X github.com/wid-project/wid/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test vet gen proto bench fuzz clean
+.PHONY: all build test vet gen proto bench fuzz clean image
 
 all: build
 
@@ -15,6 +15,11 @@ build:
 
 vet:
 	$(GO) vet $(PKGS)
+
+# The container image deploy/kubernetes runs (needs docker; see docs/kubernetes.md).
+IMAGE ?= ghcr.io/wid-project/wid:latest
+image:
+	docker build --build-arg VERSION=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev) -t $(IMAGE) .
 
 # Build, vet, staticcheck, then every test with the race detector. The tests include the
 # freshness checks of generated files (protobuf code, completions, man pages).
@@ -29,7 +34,9 @@ test:
 	CI=true ./scripts/keyring-test.sh </dev/null
 	CI=true ./scripts/tui-tmux.sh </dev/null
 
-# Regenerate shell completions and man pages from the command tree.
+# Regenerate shell completions and man pages from the command tree. The man
+# pages carry docgen.ReleaseDate, or SOURCE_DATE_EPOCH when it is set (the
+# committed pages are made without it).
 gen:
 	$(GO) run ./tools/gendocs
 

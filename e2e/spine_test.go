@@ -68,55 +68,6 @@ func tokenFrom(t *testing.T, r result) string {
 	return m[1]
 }
 
-// Done-when 1: the README's tour works as written against widagent start.
-func TestReadmeTour(t *testing.T) {
-	a := startAgent(t, newDataDir(t))
-	if a.td != "example.org" {
-		t.Fatalf("default trust domain = %q, want example.org", a.td)
-	}
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, tour, ok := strings.Cut(string(readme), "## A short tour")
-	if !ok {
-		t.Fatal("README has no short tour")
-	}
-	_, block, _ := strings.Cut(tour, "```sh\n")
-	block, _, _ = strings.Cut(block, "```")
-	home := t.TempDir()
-	env := append(os.Environ(), "PATH="+binDir+":"+os.Getenv("PATH"), "HOME="+home,
-		"WIDCTL_ADMIN_SOCKET="+a.socket, "SPIFFE_ENDPOINT_SOCKET=unix://"+a.workload)
-	ran := 0
-	for _, line := range strings.Split(block, "\n") {
-		cmdline, _, _ := strings.Cut(line, "  #")
-		cmdline = strings.TrimSpace(cmdline)
-		if cmdline == "" || strings.HasPrefix(cmdline, "go build") || strings.HasPrefix(cmdline, "export PATH") {
-			continue
-		}
-		cmd := exec.Command("sh", "-c", cmdline)
-		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		ran++
-		if strings.Contains(cmdline, "explain") && strings.Contains(cmdline, "/svc/admin") {
-			// The tour shows a refusal: it must fail, and say why.
-			if err == nil || !strings.Contains(string(out), "/svc/admin") {
-				t.Fatalf("%s: want a refusal naming /svc/admin, got %v\n%s", cmdline, err, out)
-			}
-			continue
-		}
-		if err != nil {
-			t.Fatalf("README tour: %s: %v\n%s", cmdline, err, out)
-		}
-		if strings.HasPrefix(cmdline, "widagent api fetch x509") && !strings.Contains(string(out), "spiffe://example.org/svc/web") {
-			t.Fatalf("README tour: %s printed no spiffe://example.org/svc/web:\n%s", cmdline, out)
-		}
-	}
-	if ran < 8 {
-		t.Fatalf("ran only %d commands of the README tour", ran)
-	}
-}
-
 // Done-when 2: role create and create -f give the same role.
 func TestRoleCreateMatchesCreateFile(t *testing.T) {
 	a := startAgent(t, newDataDir(t))

@@ -147,4 +147,34 @@ until_pane "connected"
 tmux send-keys -t "$session" q
 for _ in $(seq 1 50); do shows "connected" || break; sleep 0.1; done
 shows "connected" && fail "q did not quit"
-echo "tui-tmux: ok (live SVID with its certificate, tabs, a rotation step on Bundles, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit)"
+tmux kill-session -t "$session" 2>/dev/null || true
+
+# As a logged-in user whose role grants a SPIFFE path and no admin rules:
+# connected (never "reconnecting"), on a tab it may see, and one sentence
+# naming the missing rule on each tab it may not.
+admin() { "$work/bin/widctl" --admin-socket "$work/data/admin.sock" "$@"; }
+admin role create dev --spiffe-path '/team/alice/**' >/dev/null || fail "role create dev"
+login_cmd=$(admin user add alice --roles dev --format json | sed -n 's/.*"login_command": *"widctl \([^"]*\)".*/\1/p')
+[ -n "$login_cmd" ] || fail "user add printed no login command"
+user_env=(env -u WIDCTL_ADMIN_SOCKET HOME="$work/home" XDG_CONFIG_HOME="$work/home/.config" XDG_DATA_HOME="$work/home/.local/share" DBUS_SESSION_BUS_ADDRESS=)
+mkdir -p "$work/home"
+# shellcheck disable=SC2086 # the login command is words to split
+echo "correct horse battery staple" | "${user_env[@]}" "$work/bin/widctl" $login_cmd --password-stdin >"$work/login.out" 2>&1 ||
+	fail "alice could not log in: $(cat "$work/login.out")"
+session="wid-tui-user"
+tmux new-session -d -s "$session" -x 100 -y 30 "${user_env[*]} NO_COLOR=1 $work/bin/widctl tui; sleep 30"
+until_pane "you are user alice"
+until_pane "Trust bundle and CAs"
+until_pane "not allowed by your roles"
+snap user_bundles
+shows "reconnecting" && fail "the user's dashboard says reconnecting"
+tmux send-keys -t "$session" 1
+until_pane 'Your roles do not let you see the audit log'
+until_pane '{resources: [audit], verbs: [list]}'
+snap user_svids
+tmux send-keys -t "$session" 4
+until_pane 'Your roles do not let you see roles'
+snap user_roles
+if pane | grep -qE 'rpc error|PermissionDenied|reconnecting'; then fail "the user's dashboard shows a raw gRPC error or reconnects"; fi
+tmux send-keys -t "$session" q
+echo "tui-tmux: ok (live SVID with its certificate, tabs, a rotation step on Bundles, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit; as a user: the tabs it may see, one sentence for the rest)"

@@ -75,7 +75,7 @@ func TestBadInput(t *testing.T) {
 		{"SANs without a path", []string{"role", "create", "web", "--deny-path", "/x", "--dns-san", "a.example.com"}, "--dns-san and --ip-san apply to the granted paths", 2},
 		{"explain IP is a CIDR", []string{"explain", "--bot", "b", "--spiffe-id", "/x", "--ip-san", "10.0.0.0/8"}, `--ip-san "10.0.0.0/8" is not an IP address`, 2},
 		// TTLs.
-		{"ttl not a duration", []string{"role", "create", "web", "--spiffe-path", "/x", "--max-ttl", "1 day"}, `invalid argument "1 day" for "--max-ttl" flag: "1 day" is not a duration: write it like 90s, 15m, 1h or 24h`, 2},
+		{"ttl not a duration", []string{"role", "create", "web", "--spiffe-path", "/x", "--max-ttl", "1 day"}, `invalid argument "1 day" for "--max-ttl" flag: "1 day" is not a duration: write it like 90s, 15m, 1h, 24h or 7d`, 2},
 		{"ttl negative", []string{"token", "add", "--bot", "b", "--ttl=-1h"}, `duration "-1h" must be positive`, 2},
 		{"ttl over the maximum", []string{"role", "create", "web", "--spiffe-path", "/x", "--max-ttl", "48h"}, "--max-ttl 48h is over the 24h that any SVID may live", 2},
 		{"explain ttl", []string{"explain", "--bot", "b", "--spiffe-id", "/x", "--ttl", "soon"}, `"soon" is not a duration`, 2},
@@ -89,6 +89,7 @@ func TestBadInput(t *testing.T) {
 		{"two bad documents", []string{"create", "-f", file("two.yaml", "kind: role\nversion: v2\nmetadata: {name: a}\nspec: {}\n---\n"+goodRole+"---\nkind: user\nversion: v1\nmetadata: {name: B}\nspec: {roles: [web]}\n")}, "has 2 problems, nothing was sent:\n  document 1: ", 2},
 		{"missing file", []string{"create", "-f", filepath.Join(dir, "nope.yaml")}, "does not exist: check the path given to -f", 2},
 		{"no file", []string{"create"}, "no file given: pass -f FILE, or -f - to read from stdin", 2},
+		{"file without -f", []string{"create", "roles.yaml"}, `unexpected argument "roles.yaml": to create what a file holds, run widctl create -f roles.yaml`, 2},
 		{"empty file", []string{"create", "-f", file("empty.yaml", "\n# nothing\n")}, "empty.yaml: no resource found", 2},
 		{"upper-case name", []string{"role", "create", "Web", "--spiffe-path", "/x"}, `name "Web" is invalid: use 1-63 lower-case letters`, 2},
 		{"role grants nothing", []string{"role", "create", "web"}, `role "web" grants nothing: give at least one --spiffe-path`, 2},
@@ -100,12 +101,15 @@ func TestBadInput(t *testing.T) {
 		// Output format.
 		{"bad --format", []string{"role", "ls", "--format", "xml"}, `unknown output format "xml": use text, json or yaml`, 2},
 		{"bad WIDCTL_FORMAT", []string{"audit", "verify", "--format", "csv"}, `unknown output format "csv"`, 2},
-		{"bad bundle format", []string{"bundle", "export", "--format", "json"}, `unknown bundle format "json": use pem or jwks`, 2},
+		{"bad bundle format", []string{"bundle", "export", "--format", "yaml"}, `unknown bundle format "yaml": use pem, or jwks (also called json)`, 2},
+		{"bundle over a file", []string{"bundle", "export", "-o", notADir}, notADir + " already exists: pass --force to replace it", 2},
 		// Audit filters.
 		{"bad since", []string{"audit", "ls", "--since", "yesterday"}, `--since "yesterday" is neither a duration back from now`, 2},
 		{"since after until", []string{"audit", "ls", "--since", "1h", "--until", "2h"}, "--since is not before --until", 2},
 		{"bad outcome", []string{"audit", "tail", "--outcome", "maybe"}, `--outcome "maybe" is unknown: use success, denied or error`, 2},
 		{"bad limit", []string{"audit", "ls", "--limit", "0"}, "--limit 0 is out of range", 2},
+		{"unknown audit type", []string{"audit", "ls", "--type", "nosuch.type"}, `--type "nosuch.type" is not an event type: use one of svid.x509.issued`, 2},
+		{"misspelt audit type", []string{"audit", "tail", "--type", "svid.x509.isued"}, `--type "svid.x509.isued" is not an event type (did you mean "svid.x509.issued"?)`, 2},
 		// Explain.
 		{"explain for nobody", []string{"explain", "--spiffe-id", "/x"}, "explain for whom? pass one of --user NAME, --bot NAME or --role NAME", 2},
 		{"explain for two", []string{"explain", "--user", "a", "--bot", "b", "--spiffe-id", "/x"}, "--user and --bot given together", 2},
@@ -127,7 +131,7 @@ func TestBadInput(t *testing.T) {
 		{"wi no value", []string{"wi", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.uid="}, `has no value after "=": write it like workload.unix.uid=1000`, 2},
 		{"wi no rule", []string{"wi", "create", "web", "--spiffe-id", "/svc/web"}, `workload identity "web" has no rules, so no workload could get it: give at least one --rule`, 2},
 		{"wi no SPIFFE ID", []string{"wi", "create", "web", "--rule", "workload.unix.uid=1000"}, "no SPIFFE ID given: pass --spiffe-id", 2},
-		{"wi ttl not a duration", []string{"wi", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.uid=1000", "--x509-ttl", "1d"}, `invalid argument "1d" for "--x509-ttl" flag: "1d" is not a duration: write it like 90s, 15m, 1h or 24h`, 2},
+		{"wi ttl not a duration", []string{"wi", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.uid=1000", "--x509-ttl", "1w"}, `invalid argument "1w" for "--x509-ttl" flag: "1w" is not a duration: write it like 90s, 15m, 1h, 24h or 7d`, 2},
 		{"wi ttl negative", []string{"wi", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.uid=1000", "--jwt-ttl=-5m"}, `duration "-5m" must be positive`, 2},
 		{"wi ttl over the maximum", []string{"wi", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.uid=1000", "--x509-ttl", "48h"}, "--x509-ttl 48h is over the 24h that any SVID may live: set 24h or less", 2},
 		{"wi hint too long", []string{"wi", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.uid=1000", "--hint", strings.Repeat("h", 65)}, "--hint is 65 characters long, over the limit of 64: shorten it", 2},
@@ -144,7 +148,9 @@ func TestBadInput(t *testing.T) {
 		// Issuing and inspecting SVIDs.
 		{"svid malformed path", []string{"svid", "issue", "/team//laptop"}, `SPIFFE ID path "/team//laptop" has an empty segment`, 2},
 		{"svid not an id", []string{"svid", "issue", "team/laptop"}, `"team/laptop" is neither a SPIFFE ID nor a path`, 2},
-		{"svid ttl not a duration", []string{"svid", "issue", "/x", "--ttl", "1d"}, `invalid argument "1d" for "--ttl" flag: "1d" is not a duration`, 2},
+		{"svid ttl not a duration", []string{"svid", "issue", "/x", "--ttl", "1 d"}, `invalid argument "1 d" for "--ttl" flag: "1 d" is not a duration`, 2},
+		{"svid ttl in days over the maximum", []string{"svid", "issue", "/x", "--ttl", "2d"}, "--ttl 48h is over the 24h that any SVID may live", 2},
+		{"days then a bad unit", []string{"token", "add", "--bot", "b", "--ttl", "1dx"}, `"1dx" is not a duration`, 2},
 		{"svid ttl under a second", []string{"svid", "issue", "/x", "--ttl", "1500ms"}, "--ttl 1.5s is not a whole number of seconds", 2},
 		{"svid ttl over the maximum", []string{"svid", "issue", "/x", "--ttl", "48h"}, "--ttl 48h is over the 24h that any SVID may live: set 24h or less", 2},
 		{"svid ip san is a CIDR", []string{"svid", "issue", "/x", "--ip-san", "10.0.0.0/8"}, `--ip-san "10.0.0.0/8" is not an IP address`, 2},

@@ -9,7 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/docgen"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // repoRoot is where completions/ and man/ live, seen from this package.
@@ -64,6 +67,10 @@ func walk(c *cobra.Command, visit func(*cobra.Command)) {
 // completions/ and man/ are committed; they must be what the command trees
 // generate today.
 func TestGeneratedDocsAreFresh(t *testing.T) {
+	// The committed pages carry the release date; a packager's
+	// SOURCE_DATE_EPOCH is for the pages it builds, not for this check.
+	t.Setenv("SOURCE_DATE_EPOCH", "")
+	os.Unsetenv("SOURCE_DATE_EPOCH")
 	files, err := docgen.Files()
 	if err != nil {
 		t.Fatal(err)
@@ -109,5 +116,27 @@ func TestGeneratedDocsAreReproducible(t *testing.T) {
 		if !bytes.Equal(a[name], b[name]) {
 			t.Errorf("%s depends on the environment it is generated in", name)
 		}
+	}
+}
+
+// The exit codes in widctl --help are the ones docs/widctl.md lists, and a
+// refusal (PermissionDenied) exits with the code both call a refusal.
+func TestExitCodesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/widctl.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(cmdutil.ExitCodesHelp, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.Trim(f[0], "0123456789") != "" {
+			continue
+		}
+		if !strings.Contains(string(doc), "| "+f[0]+" | ") {
+			t.Errorf("exit code %s is in widctl --help but not in docs/widctl.md", f[0])
+		}
+	}
+	r := cmdutil.Explain(status.Error(codes.PermissionDenied, "no role allows it"), "")
+	if r.Code != cmdutil.ExitAuth || !strings.Contains(cmdutil.ExitCodesHelp, "3    not authenticated, or refused") {
+		t.Errorf("a refusal exits %d; the help says:\n%s", r.Code, cmdutil.ExitCodesHelp)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"os"
 	"reflect"
 	"regexp"
 	"strings"
@@ -297,6 +298,20 @@ func TestAuditAndBundle(t *testing.T) {
 	sb, err := spiffebundle.Load(td, file)
 	if err != nil || len(sb.X509Authorities()) == 0 || len(sb.JWTAuthorities()) == 0 {
 		t.Errorf("the JWKS is not a SPIFFE bundle with x509-svid and jwt-svid keys: %v", err)
+	}
+	// The file is there now: -o does not replace it unless --force.
+	if err := os.WriteFile(file, []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := w.run("bundle", "export", "--format", "json", "-o", file); code != cmdutil.ExitBadInput || !strings.Contains(errOut, "pass --force") {
+		t.Errorf("bundle export -o over a file: exit %d %q", code, errOut)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "kept\n" {
+		t.Errorf("the refused export changed the file: %q", b)
+	}
+	w.ok("bundle", "export", "--format", "json", "-o", file, "--force")
+	if _, err := spiffebundle.Load(td, file); err != nil {
+		t.Errorf("bundle export --format json --force: %v", err)
 	}
 }
 

@@ -387,3 +387,31 @@ func TestLoginTOTP(t *testing.T) {
 		t.Fatalf("login with a stale code: exit %d %s", code, errOut)
 	}
 }
+
+// A --ttl over what the roles allow is capped, and widctl says so in one line.
+func TestLoginTTLCapIsSaid(t *testing.T) {
+	p, invite := newPerson(t)
+	admin := widctl{t: t, srv: p.srv}
+	admin.runIn([]byte(`kind: role
+version: v1
+metadata:
+  name: dev
+spec:
+  allow:
+    spiffe:
+      - path: /team/alice/**
+  options:
+    max_session_ttl: 2h
+`), "create", "-f", "-", "--force")
+	code, _, errOut := p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--invite", invite, "--ca-pin", p.srv.CAPin, "--password-stdin", "--ttl", "30h")
+	if code != 0 {
+		t.Fatalf("login: exit %d: %s", code, errOut)
+	}
+	if want := "note: you asked for --ttl 30h, but your roles allow at most 2h; the login lasts 2h\n"; errOut != want {
+		t.Fatalf("stderr = %q, want %q", errOut, want)
+	}
+	code, _, errOut = p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--password-stdin", "--ttl", "90m")
+	if code != 0 || errOut != "" {
+		t.Fatalf("a login within the cap: exit %d, stderr %q, want nothing on stderr", code, errOut)
+	}
+}

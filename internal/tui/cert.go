@@ -15,6 +15,7 @@ import (
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/ca"
 )
 
 // certificateDetail is the details key under which the auth service records
@@ -79,12 +80,7 @@ func certificateLines(e *authv1.AuditEvent, label, vw int, st styles) []string {
 	return append(lines, strings.Split(strings.TrimSuffix(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), "\n"), "\n")...)
 }
 
-func serialHex(n *big.Int) string {
-	if n == nil {
-		return ""
-	}
-	return hex.EncodeToString(n.Bytes())
-}
+func serialHex(n *big.Int) string { return ca.FormatSerial(n) }
 
 func publicKeyName(c *x509.Certificate) string {
 	switch k := c.PublicKey.(type) {

@@ -9,6 +9,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	authclient "github.com/wid-project/wid/internal/core/client"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Backlog is how many past audit events the dashboard shows on start.
@@ -30,11 +32,18 @@ type (
 		CAs []*authv1.CAInfo
 		Err error
 	}
-	// ResourcesMsg is a list of resources of one kind, as ListResources returned them.
+	// ResourcesMsg is a list of resources of one kind, as ListResources
+	// returned them; Err when the caller may not list that kind.
 	ResourcesMsg struct {
 		Kind      string
 		Resources [][]byte
+		Err       error
 	}
+	// AuditDeniedMsg: the caller's roles do not let it read the audit log,
+	// so the SVIDs and Attestations tabs have nothing to show. The feed
+	// does not ask again (each refusal is itself an audit event); it keeps
+	// the rest of the dashboard fresh by asking every PollInterval.
+	AuditDeniedMsg struct{ Err error }
 )
 
 // Feed reads the auth service for the dashboard: Ping, the bundle, the roles
@@ -46,11 +55,20 @@ type Feed struct {
 	explains chan *authv1.ExplainRequest
 	// MinBackoff and MaxBackoff bound the wait between reconnects.
 	MinBackoff, MaxBackoff time.Duration
+	// PollInterval is how often the bundle and resources are read again
+	// when there is no audit stream to say they changed.
+	PollInterval time.Duration
+
+	// denied holds what the caller was refused ("audit", "ca", or a
+	// resource kind), so that it is asked once, not on every refresh or
+	// reconnect. Only Run's goroutine touches it.
+	denied map[string]bool
 }
 
 // NewFeed returns a feed over c. Run starts it.
 func NewFeed(c authv1.AuthServiceClient) *Feed {
-	return &Feed{client: c, ch: make(chan tea.Msg, 1024), explains: make(chan *authv1.ExplainRequest, 1), MinBackoff: 250 * time.Millisecond, MaxBackoff: 5 * time.Second}
+	return &Feed{client: c, ch: make(chan tea.Msg, 1024), explains: make(chan *authv1.ExplainRequest, 1), MinBackoff: 250 * time.Millisecond, MaxBackoff: 5 * time.Second,
+		PollInterval: 5 * time.Second, denied: map[string]bool{}}
 }
 
 // Messages is where the feed's messages arrive.
@@ -106,6 +124,12 @@ func (f *Feed) session(ctx context.Context, lastSeq *int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if f.denied["audit"] {
+		if !f.send(ctx, ConnectedMsg{Ping: ping}) {
+			return true, nil
+		}
+		return true, f.poll(ctx)
+	}
 	req := &authv1.StreamAuditEventsRequest{Query: &authv1.AuditQuery{}, Backlog: Backlog}
 	if *lastSeq > 0 {
 		// Everything after the last event shown, however many; until one
@@ -116,7 +140,7 @@ func (f *Feed) session(ctx context.Context, lastSeq *int64) (bool, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := f.client.StreamAuditEvents(ctx, req)
-	if err != nil {
+	if err != nil && status.Code(err) != codes.PermissionDenied {
 		return false, err
 	}
 	if !f.send(ctx, ConnectedMsg{Ping: ping}) {
@@ -125,9 +149,19 @@ func (f *Feed) session(ctx context.Context, lastSeq *int64) (bool, error) {
 	f.refreshBundle(ctx)
 	f.refreshResources(ctx)
 	for {
-		e, err := stream.Recv()
+		var e *authv1.AuditEvent
+		if err == nil {
+			e, err = stream.Recv()
+		}
 		if errors.Is(err, io.EOF) {
 			return true, nil
+		}
+		if status.Code(err) == codes.PermissionDenied {
+			f.denied["audit"] = true
+			if !f.send(ctx, AuditDeniedMsg{Err: err}) {
+				return true, nil
+			}
+			return true, f.poll(ctx)
 		}
 		if err != nil {
 			return true, err
@@ -145,6 +179,25 @@ func (f *Feed) session(ctx context.Context, lastSeq *int64) (bool, error) {
 		case resourceEvent(e.Type):
 			f.refreshResources(ctx)
 		}
+	}
+}
+
+// poll keeps the bundle and resources fresh without the audit stream, and
+// returns when the auth service stops answering.
+func (f *Feed) poll(ctx context.Context) error {
+	t := time.NewTicker(f.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if _, err := f.client.Ping(ctx, &authv1.PingRequest{}); err != nil {
+			return err
+		}
+		f.refreshBundle(ctx)
+		f.refreshResources(ctx)
 	}
 }
 
@@ -181,8 +234,12 @@ func (f *Feed) refreshBundle(ctx context.Context) {
 		return // the stream shows the connection's state
 	}
 	f.send(ctx, BundleMsg{Bundle: b})
+	if f.denied["ca"] {
+		return
+	}
 	cas, err := f.client.ListCAs(ctx, &authv1.ListCAsRequest{})
 	if err != nil {
+		f.denied["ca"] = status.Code(err) == codes.PermissionDenied
 		f.send(ctx, CAsMsg{Err: err})
 		return
 	}
@@ -191,7 +248,15 @@ func (f *Feed) refreshBundle(ctx context.Context) {
 
 func (f *Feed) refreshResources(ctx context.Context) {
 	for _, kind := range []string{"role", "workload_identity"} {
+		if f.denied[kind] {
+			continue
+		}
 		docs, _, err := authclient.ListAll(ctx, f.client, kind)
+		if status.Code(err) == codes.PermissionDenied {
+			f.denied[kind] = true
+			f.send(ctx, ResourcesMsg{Kind: kind, Err: err})
+			continue
+		}
 		if err != nil {
 			continue
 		}

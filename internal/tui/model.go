@@ -14,6 +14,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"google.golang.org/grpc/status"
 )
 
 // MinWidth and MinHeight are the smallest terminal the dashboard draws in.
@@ -56,6 +57,11 @@ type Model struct {
 	ping         *authv1.PingResponse
 	connected    bool
 	reconnectErr error
+	// auditDenied is why the caller may not read the audit log, which the
+	// SVIDs and Attestations tabs show; tabPicked says the user chose a
+	// tab, so a denial does not move them off it.
+	auditDenied error
+	tabPicked   bool
 
 	svids   *eventList
 	attests *eventList
@@ -143,7 +149,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, tick()
 	case tea.KeyMsg:
 		return m, m.handleKey(msg)
-	case ConnectedMsg, ReconnectingMsg, EventMsg, BundleMsg, CAsMsg, ResourcesMsg, ExplainResultMsg:
+	case ConnectedMsg, ReconnectingMsg, AuditDeniedMsg, EventMsg, BundleMsg, CAsMsg, ResourcesMsg, ExplainResultMsg:
 		m.handleFeed(msg)
 	}
 	return m, nil
@@ -155,6 +161,12 @@ func (m *Model) handleFeed(msg tea.Msg) {
 		m.ping, m.connected, m.reconnectErr = msg.Ping, true, nil
 	case ReconnectingMsg:
 		m.connected, m.reconnectErr = false, msg.Err
+	case AuditDeniedMsg:
+		m.auditDenied = msg.Err
+		if !m.tabPicked && m.tab < 2 {
+			// Start where there is something to see.
+			m.tab = 2
+		}
 	case EventMsg:
 		switch e := msg.Event; {
 		case svidEvent(e):
@@ -167,7 +179,11 @@ func (m *Model) handleFeed(msg tea.Msg) {
 	case CAsMsg:
 		m.cas = msg.CAs
 	case ResourcesMsg:
-		m.roles.set(msg.Kind, msg.Resources)
+		if msg.Err != nil {
+			m.roles.setDenied(msg.Kind, msg.Err)
+		} else {
+			m.roles.set(msg.Kind, msg.Resources)
+		}
 	case ExplainResultMsg:
 		m.roles.Update(msg)
 	}
@@ -193,6 +209,9 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 	case m.showHelp && key.Matches(msg, m.keys.Clear):
 		m.showHelp = false
 		return nil
+	case key.Matches(msg, m.keys.NextTab, m.keys.PrevTab, m.keys.Tab1, m.keys.Tab2, m.keys.Tab3, m.keys.Tab4) && !m.tabPicked:
+		m.tabPicked = true
+		return m.handleKey(msg)
 	case key.Matches(msg, m.keys.NextTab):
 		m.tab = (m.tab + 1) % len(tabNames)
 	case key.Matches(msg, m.keys.PrevTab):
@@ -263,7 +282,9 @@ func (m *Model) headerView() string {
 	line1 := m.st.title.Render("wid · spiffe://"+td) + "  " + state
 	line2 := m.st.dim.Render("auth " + m.opts.Target + " · you are " + who)
 	if m.reconnectErr != nil && !m.connected {
-		line2 += m.st.dim.Render(" · " + m.reconnectErr.Error())
+		line2 += m.st.dim.Render(" · " + errText(m.reconnectErr))
+	} else if m.deniedAny() {
+		line2 += m.st.dim.Render(" · ✗ not allowed by your roles")
 	}
 	return fit(line1, m.width) + "\n" + fit(line2, m.width)
 }
@@ -272,6 +293,9 @@ func (m *Model) tabsView() string {
 	var parts []string
 	for i, n := range tabNames {
 		label := fmt.Sprintf("%d %s", i+1, n)
+		if m.tabDenied(i) != nil {
+			label += " ✗"
+		}
 		if i == m.tab {
 			parts = append(parts, m.st.activeTab.Render("["+label+"]"))
 		} else {
@@ -285,6 +309,9 @@ func (m *Model) tabTitle() string {
 	now := m.opts.Now()
 	switch m.tab {
 	case 0:
+		if m.auditDenied != nil {
+			return m.st.bold.Render("Issued SVIDs, newest first")
+		}
 		var issued, deniedN int
 		for _, e := range m.svids.events {
 			if now.Sub(eventTime(e)) > time.Minute || eventTime(e).After(now) {
@@ -305,8 +332,55 @@ func (m *Model) tabTitle() string {
 	return m.st.bold.Render("Roles and workload identities") + "  · e on a role explains a decision"
 }
 
+// tabDenied is why the caller may not see tab i, or nil.
+func (m *Model) tabDenied(i int) error {
+	switch i {
+	case 0, 1:
+		return m.auditDenied
+	case 3:
+		return m.roles.denied["role"]
+	}
+	return nil
+}
+
+func (m *Model) deniedAny() bool {
+	for i := range tabNames {
+		if m.tabDenied(i) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// deniedView is what a tab the caller may not see shows instead: why, in
+// the auth service's words, which name the rule an admin would add.
+func deniedView(what string, err error, st styles, w, h int) string {
+	return clip(wrap("Your roles do not let you see "+what+": "+errText(err)+".", st.warn, w, 0), w, h)
+}
+
+// wrap breaks text into lines of at most w cells, indented by indent.
+func wrap(text string, st lipgloss.Style, w, indent int) []string {
+	lines := strings.Split(st.Width(max(w-indent, 10)).Render(text), "\n")
+	for i, l := range lines {
+		lines[i] = strings.Repeat(" ", indent) + strings.TrimRight(l, " ")
+	}
+	return lines
+}
+
+// errText is an error as one sentence for the screen: a gRPC status's
+// message, without the "rpc error: code = ..." wrapping.
+func errText(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Message()
+	}
+	return err.Error()
+}
+
 func (m *Model) tabView(h int) string {
 	now := m.opts.Now()
+	if err := m.tabDenied(m.tab); err != nil && m.tab < 2 {
+		return deniedView("the audit log, which this tab shows", err, m.st, m.width, h)
+	}
 	switch m.tab {
 	case 0, 1:
 		return m.list().View(now)

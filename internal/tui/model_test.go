@@ -60,7 +60,7 @@ func fakeFeed(t *testing.T) []tea.Msg {
 		ConnectedMsg{Ping: &authv1.PingResponse{TrustDomain: "example.org", IdentityKind: "admin"}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 1, Time: at(2 * time.Hour), Type: "auth.started", Actor: "auth"}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 2, Time: at(50 * time.Minute), Type: "svid.x509.issued", Actor: "bot:local-agent", Host: "node-1",
-			SpiffeId: "spiffe://example.org/svc/web/1000", SvidType: "x509", Serial: "5f3a9c0e12ab", TtlSeconds: 3600, DnsSans: []string{"web.internal"},
+			SpiffeId: "spiffe://example.org/svc/web/1000", SvidType: "x509", Serial: "000000000000000000005f3a9c0e12ab", TtlSeconds: 3600, DnsSans: []string{"web.internal"},
 			Attributes: map[string]string{"workload.unix.pid": "4242", "workload.unix.uid": "1000", "workload.unix.path": "/usr/bin/web"}, Outcome: "success",
 			Details: map[string]string{"certificate": base64.StdEncoding.EncodeToString(leaf.Bytes)}}},
 		EventMsg{Event: &authv1.AuditEvent{Seq: 3, Time: at(40 * time.Second), Type: "svid.jwt.issued", Actor: "user:alice",

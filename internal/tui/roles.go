@@ -37,6 +37,7 @@ type rolesTab struct {
 	keys    keyMap
 	st      styles
 	res     map[string][]resource
+	denied  map[string]error // kinds the caller may not list, and why
 	cursor  int
 	width   int
 	height  int
@@ -60,7 +61,7 @@ const (
 )
 
 func newRolesTab(keys keyMap, st styles, explain func(*authv1.ExplainRequest) tea.Cmd) *rolesTab {
-	t := &rolesTab{keys: keys, st: st, res: map[string][]resource{}, explain: explain}
+	t := &rolesTab{keys: keys, st: st, res: map[string][]resource{}, denied: map[string]error{}, explain: explain}
 	// "e.g." so that a placeholder never reads as a value, even without colour.
 	for _, ph := range []string{"e.g. /svc/web/frontend", "e.g. web.internal, api.internal", "e.g. 1h", "e.g. workload.unix.uid=1000,workload.unix.path=/usr/bin/web"} {
 		ti := textinput.New()
@@ -94,6 +95,11 @@ func (t *rolesTab) set(kind string, raw [][]byte) {
 	slices.SortFunc(rs, func(a, b resource) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
 	t.res[kind] = rs
 	t.cursor = min(t.cursor, max(len(t.res["role"])-1, 0))
+}
+
+func (t *rolesTab) setDenied(kind string, err error) {
+	t.denied[kind] = err
+	delete(t.res, kind)
 }
 
 func (t *rolesTab) selectedRole() string {
@@ -203,7 +209,9 @@ func (t *rolesTab) View() string {
 	var lines []string
 	lines = append(lines, t.st.header.Render("Roles"))
 	roles, ok := t.res["role"]
-	if !ok {
+	if err := t.denied["role"]; err != nil {
+		lines = append(lines, t.deniedLines("roles", err)...)
+	} else if !ok {
 		lines = append(lines, t.st.dim.Render("  loading…"))
 	}
 	for i, r := range roles {
@@ -215,7 +223,9 @@ func (t *rolesTab) View() string {
 	}
 	lines = append(lines, "", t.st.header.Render("Workload identities"))
 	wis, ok := t.res["workload_identity"]
-	if !ok {
+	if err := t.denied["workload_identity"]; err != nil {
+		lines = append(lines, t.deniedLines("workload identities", err)...)
+	} else if !ok {
 		lines = append(lines, t.st.dim.Render("  loading…"))
 	}
 	for _, r := range wis {
@@ -234,6 +244,10 @@ func (t *rolesTab) View() string {
 		lines = append(lines, form...)
 	}
 	return clip(lines, t.width, t.height)
+}
+
+func (t *rolesTab) deniedLines(what string, err error) []string {
+	return wrap("Your roles do not let you see "+what+": "+errText(err)+".", t.st.warn, t.width, 2)
 }
 
 func (t *rolesTab) formView() []string {

@@ -116,6 +116,11 @@ var configKeys = []string{"roles", "data_dir", "store", "trust_domain", "auth_li
 	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds", "join_method", "sa_token_file",
 	"join_token_file", "kubernetes_clusters"}
 
+// configAliases are config keys spelt as their flags are (--server-name,
+// --sds-spiffe-validator), as docs/start.md says the file takes the flags'
+// names; each stands for the key it maps to.
+var configAliases = map[string]string{"server_name": "server_names", "sds_spiffe_validator": "sds.spiffe_validator"}
+
 // sdsKeys are the keys of the config file's sds section.
 var sdsKeys = []string{"default_svid_name", "default_bundle_name", "default_all_bundles_name", "spiffe_validator"}
 
@@ -257,24 +262,32 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 		}
 	}
 	if configFile != "" {
-		v.SetConfigFile(configFile)
-		v.SetConfigType("yaml")
-		if err := v.ReadInConfig(); err != nil {
-			return StartOptions{}, fmt.Errorf("reading config file %s: %w", configFile, err)
-		}
 		raw := viper.New()
 		raw.SetConfigFile(configFile)
 		raw.SetConfigType("yaml")
-		if err := raw.ReadInConfig(); err == nil {
-			for _, k := range raw.AllKeys() {
-				top := strings.SplitN(k, ".", 2)[0]
-				if !slices.Contains(configKeys, top) {
-					return StartOptions{}, fmt.Errorf("config file %s has unknown key %q: known keys are %s", configFile, k, strings.Join(configKeys, ", "))
+		if err := raw.ReadInConfig(); err != nil {
+			return StartOptions{}, fmt.Errorf("reading config file %s: %w", configFile, err)
+		}
+		settings := raw.AllSettings()
+		for _, k := range raw.AllKeys() {
+			if key, ok := configAliases[k]; ok {
+				if raw.IsSet(key) {
+					return StartOptions{}, fmt.Errorf("config file %s has both %q and %q: keep one of them", configFile, k, key)
 				}
-				if sub, ok := strings.CutPrefix(k, "sds."); ok && !slices.Contains(sdsKeys, sub) {
-					return StartOptions{}, fmt.Errorf("config file %s has unknown key %q: sds takes %s", configFile, k, strings.Join(sdsKeys, ", "))
-				}
+				delete(settings, k)
+				setNested(settings, key, raw.Get(k))
+				continue
 			}
+			top := strings.SplitN(k, ".", 2)[0]
+			if !slices.Contains(configKeys, top) {
+				return StartOptions{}, fmt.Errorf("config file %s has unknown key %q: known keys are %s", configFile, k, strings.Join(configKeys, ", "))
+			}
+			if sub, ok := strings.CutPrefix(k, "sds."); ok && !slices.Contains(sdsKeys, sub) {
+				return StartOptions{}, fmt.Errorf("config file %s has unknown key %q: sds takes %s", configFile, k, strings.Join(sdsKeys, ", "))
+			}
+		}
+		if err := v.MergeConfigMap(settings); err != nil {
+			return StartOptions{}, fmt.Errorf("reading config file %s: %w", configFile, err)
 		}
 	}
 	var o StartOptions
@@ -401,6 +414,20 @@ func readJoinTokenFile(path string) (string, error) {
 		return "", fmt.Errorf("the join token file %s holds more than one word: write the token alone into it", path)
 	}
 	return token, nil
+}
+
+// setNested sets a dotted key ("sds.spiffe_validator") in a settings map.
+func setNested(m map[string]any, key string, val any) {
+	parts := strings.Split(key, ".")
+	for _, p := range parts[:len(parts)-1] {
+		sub, ok := m[p].(map[string]any)
+		if !ok {
+			sub = map[string]any{}
+			m[p] = sub
+		}
+		m = sub
+	}
+	m[parts[len(parts)-1]] = val
 }
 
 func configFileName(f string) string {

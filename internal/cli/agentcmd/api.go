@@ -19,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/paths"
 	"google.golang.org/grpc/codes"
@@ -139,7 +140,7 @@ for the first SVID, each replaced atomically.`,
 			}
 			var rows []x509Out
 			for _, s := range x.SVIDs {
-				r := x509Out{SPIFFEID: s.ID.String(), Hint: s.Hint, Serial: hex.EncodeToString(s.Certificates[0].SerialNumber.Bytes()),
+				r := x509Out{SPIFFEID: s.ID.String(), Hint: s.Hint, Serial: ca.FormatSerial(s.Certificates[0].SerialNumber),
 					NotAfter: s.Certificates[0].NotAfter.UTC(), DNSNames: s.Certificates[0].DNSNames, Bundle: s.ID.TrustDomain().IDString()}
 				if b, ok := x.Bundles.Get(s.ID.TrustDomain()); ok {
 					for _, c := range b.X509Authorities() {

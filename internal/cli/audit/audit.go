@@ -5,6 +5,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -125,6 +126,12 @@ func (flt *Filter) check() error {
 	for _, t := range flt.Types {
 		if strings.TrimSpace(t) == "" {
 			return cmdutil.InputErrorf("--type is empty: give an event type such as svid.denied")
+		}
+		if !slices.Contains(coreaudit.Types, t) {
+			if near := cmdutil.Nearest(t, coreaudit.Types); near != "" {
+				return cmdutil.InputErrorf("--type %q is not an event type (did you mean %q?): docs/audit.md lists them", t, near)
+			}
+			return cmdutil.InputErrorf("--type %q is not an event type: use one of %s", t, strings.Join(coreaudit.Types, ", "))
 		}
 	}
 	return nil

@@ -3,6 +3,9 @@ package audit
 import (
 	"bytes"
 	"errors"
+	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/clitest"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/core/audit"
 )
 
 func TestParseTime(t *testing.T) {
@@ -120,6 +124,31 @@ func TestParseHeadRefusesWhatIsNotAHead(t *testing.T) {
 		var e *cmdutil.Error
 		if !errors.As(err, &e) || e.Code != cmdutil.ExitBadInput {
 			t.Errorf("ParseHead(%q) = %v, want a bad-input error", bad, err)
+		}
+	}
+}
+
+// Every event type the auth service writes is one --type accepts, and one
+// docs/audit.md's table explains.
+func TestEveryEventTypeKnown(t *testing.T) {
+	src, err := os.ReadFile("../../core/audit/event.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../../docs/audit.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	consts := regexp.MustCompile(`(?m)^\s*Type\w+\s*=\s*"([^"]+)"`).FindAllStringSubmatch(string(src), -1)
+	if len(consts) < 10 {
+		t.Fatalf("found only %d event types in event.go", len(consts))
+	}
+	for _, m := range consts {
+		if !slices.Contains(audit.Types, m[1]) {
+			t.Errorf("event type %s is missing from audit.Types, so --type refuses it", m[1])
+		}
+		if !strings.Contains(string(doc), "`"+m[1]+"`") {
+			t.Errorf("event type %s is missing from docs/audit.md", m[1])
 		}
 	}
 }

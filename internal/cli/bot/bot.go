@@ -18,6 +18,8 @@ import (
 	"github.com/wid-project/wid/internal/cli/token"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // NewCmdBot builds the `widctl bot` group.
@@ -28,6 +30,7 @@ func NewCmdBot(f *cmdutil.Factory) *cobra.Command {
 		Long: `A bot is a machine identity. An agent joins the trust domain as a bot with a
 join token, then issues its workloads the SPIFFE IDs the bot's roles grant.`,
 		Example: `  widctl bot add web-agent --roles web
+  widctl bot update web-agent --roles web,api
   widctl bot ls
   widctl bot rm web-agent`,
 	})
@@ -41,6 +44,7 @@ join token, then issues its workloads the SPIFFE IDs the bot's roles grant.`,
 			Short:   "Show a bot",
 			Example: "  widctl bot get web-agent",
 		}, nil),
+		NewCmdUpdate(f, nil),
 		resourcecmd.NewCmdRemoveKind(f, resource.KindBot, resourcecmd.Help{
 			Short:   "Remove a bot and its join tokens",
 			Long:    "Remove a bot and its join tokens. Agents joined as the bot can no longer renew their certificates.",
@@ -59,19 +63,25 @@ type AddOptions struct {
 	Name     string
 	Roles    []string
 	TokenTTL resource.Duration
+	Force    bool
 }
 
 // NewCmdAdd builds `widctl bot add`.
 func NewCmdAdd(f *cmdutil.Factory, runF func(*AddOptions) error) *cobra.Command {
 	opts := &AddOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
 	cmd := &cobra.Command{
-		Use:   "add NAME --roles ROLE[,ROLE...] [--token-ttl DURATION]",
+		Use:   "add NAME --roles ROLE[,ROLE...] [--token-ttl DURATION] [--force]",
 		Short: "Add a bot and make its first join token",
 		Long: `Add a bot holding the given roles and make a single-use join token for it.
 The token is printed once, with the widagent command that joins an agent
-as the bot. Make more tokens with "widctl token add".`,
+as the bot. Make more tokens with "widctl token add".
+
+An existing bot of the same name is refused unless --force replaces it: the
+bot then holds exactly the given roles, and a new join token is made. Agents
+already joined as the bot stay joined and get what the new roles grant.`,
 		Example: `  widctl bot add web-agent --roles web
-  widctl bot add ci --roles deploy,web --token-ttl 10m`,
+  widctl bot add ci --roles deploy,web --token-ttl 10m
+  widctl bot add web-agent --roles web,api --force`,
 		Args: cmdutil.ExactArgs(1, "the bot's name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
@@ -85,7 +95,9 @@ as the bot. Make more tokens with "widctl token add".`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the bot holds, comma-separated")
+	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
 	cmdutil.DurationVar(cmd.Flags(), &opts.TokenTTL, "token-ttl", "the join token expires after `DURATION` (default 1h)")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace a bot of the same name and make it a new join token")
 	return cmd
 }
 
@@ -133,18 +145,114 @@ func addRun(ctx context.Context, opts *AddOptions) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.CreateBot(ctx, &authv1.CreateBotRequest{
-		Name:            b.Metadata.Name,
-		Roles:           b.Spec.Roles,
-		TokenTtlSeconds: int64(opts.TokenTTL.D() / time.Second),
-	})
+	ttl := int64(opts.TokenTTL.D() / time.Second)
+	verb := "Added"
+	secret, tokenDoc, err := createBot(ctx, c, b, ttl)
+	if status.Code(err) == codes.AlreadyExists && opts.Force {
+		verb = "Replaced"
+		secret, tokenDoc, err = replaceBot(ctx, c, b, ttl)
+	}
 	if err != nil {
 		return err
 	}
-	j, err := token.NewJoin(ping, resp.GetToken(), resp.GetJoinToken())
+	j, err := token.NewJoin(ping, secret, tokenDoc)
 	if err != nil {
 		return err
 	}
 	j.Roles = b.Spec.Roles
-	return j.Print(p, fmt.Sprintf("Added bot %s with roles %s.", b.Metadata.Name, strings.Join(b.Spec.Roles, ", ")))
+	return j.Print(p, fmt.Sprintf("%s bot %s with roles %s.", verb, b.Metadata.Name, strings.Join(b.Spec.Roles, ", ")))
+}
+
+// createBot makes a new bot and its first token in one step.
+func createBot(ctx context.Context, c *client.Client, b *resource.Bot, ttlSeconds int64) (secret string, tokenDoc []byte, err error) {
+	resp, err := c.CreateBot(ctx, &authv1.CreateBotRequest{Name: b.Metadata.Name, Roles: b.Spec.Roles, TokenTtlSeconds: ttlSeconds})
+	if err != nil {
+		return "", nil, err
+	}
+	return resp.GetToken(), resp.GetJoinToken(), nil
+}
+
+// replaceBot is --force on a bot that exists: the bot document is replaced
+// the way "widctl create --force" replaces it, then a token is made for it.
+func replaceBot(ctx context.Context, c *client.Client, b *resource.Bot, ttlSeconds int64) (secret string, tokenDoc []byte, err error) {
+	if _, err := cmdutil.CreateResources(ctx, c, true, b); err != nil {
+		return "", nil, err
+	}
+	resp, err := c.CreateJoinToken(ctx, &authv1.CreateJoinTokenRequest{Bot: b.Metadata.Name, TtlSeconds: ttlSeconds, Uses: 1, Method: resource.JoinMethodToken})
+	if err != nil {
+		return "", nil, fmt.Errorf("bot %s was replaced, but making its join token failed (make one with widctl token add %s): %w", b.Metadata.Name, b.Metadata.Name, err)
+	}
+	return resp.GetToken(), resp.GetJoinToken(), nil
+}
+
+// UpdateOptions are the settings of `widctl bot update`.
+type UpdateOptions struct {
+	IO      *iostreams.IOStreams
+	Client  func(context.Context) (*client.Client, error)
+	Printer func() (*output.Printer, error)
+
+	Name  string
+	Roles []string
+}
+
+// NewCmdUpdate builds `widctl bot update`.
+func NewCmdUpdate(f *cmdutil.Factory, runF func(*UpdateOptions) error) *cobra.Command {
+	opts := &UpdateOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
+	cmd := &cobra.Command{
+		Use:   "update NAME --roles ROLE[,ROLE...]",
+		Short: "Replace a bot's roles",
+		Long: `Replace the roles a bot holds; agents joined as the bot get what the new
+roles grant, and lose what only the old ones did. The change is made only if
+nobody changed the bot since it was read.`,
+		Example:           `  widctl bot update web-agent --roles web,api`,
+		Args:              cmdutil.ExactArgs(1, "the bot's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindBot),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Name = args[0]
+			if _, err := (&AddOptions{Name: opts.Name, Roles: opts.Roles}).Bot(); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return updateRun(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the bot holds from now on, comma-separated")
+	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
+	return cmd
+}
+
+func updateRun(ctx context.Context, opts *UpdateOptions) error {
+	want, err := (&AddOptions{Name: opts.Name, Roles: opts.Roles}).Bot()
+	if err != nil {
+		return err
+	}
+	p, err := opts.Printer()
+	if err != nil {
+		return err
+	}
+	c, err := opts.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cur, err := cmdutil.GetResource(ctx, c, resource.KindBot, opts.Name)
+	if err != nil {
+		return err
+	}
+	b, ok := cur.(*resource.Bot)
+	if !ok {
+		return fmt.Errorf("bot/%s came back as a %s", opts.Name, cur.GetKind())
+	}
+	b.Spec.Roles = want.Spec.Roles
+	updated, err := cmdutil.UpdateResource(ctx, c, b)
+	if err != nil {
+		return err
+	}
+	if p.Format != output.Text {
+		return p.Resource(updated)
+	}
+	_, err = fmt.Fprintf(opts.IO.Out, "bot %s now holds %s\n", b.Metadata.Name, strings.Join(b.Spec.Roles, ", "))
+	return err
 }

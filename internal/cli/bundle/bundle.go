@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -43,26 +44,42 @@ type ExportOptions struct {
 	Format string
 	// Output is the file to write; empty writes to stdout.
 	Output string
+	// Force replaces Output if it exists.
+	Force bool
 }
 
 // NewCmdExport builds `widctl bundle export`.
 func NewCmdExport(f *cmdutil.Factory, runF func(*ExportOptions) error) *cobra.Command {
 	opts := &ExportOptions{IO: f.IOStreams, Client: f.Client}
 	cmd := &cobra.Command{
-		Use:   "export [--format pem|jwks] [-o FILE]",
+		Use:   "export [--format pem|jwks] [-o FILE [--force]]",
 		Short: "Export the trust bundle as PEM or as a SPIFFE JWKS bundle",
 		Long: `Export the trust domain's trust bundle.
 
 pem is the X.509 authorities that verify X509-SVIDs. jwks is the SPIFFE
 bundle: a JWK set with the x509-svid keys and the jwt-svid keys that verify
-JWT-SVIDs. This command's --format takes pem or jwks, not text, json or yaml.`,
+JWT-SVIDs. This command's --format takes pem or jwks (json is the same JWKS
+document), not text or yaml.
+
+-o writes the file atomically, and refuses to replace one that exists
+unless --force is given.`,
 		Example: `  widctl bundle export > bundle.pem
-  widctl bundle export --format jwks -o /etc/wid/bundle.jwks`,
+  widctl bundle export --format jwks -o /etc/wid/bundle.jwks
+  widctl bundle export -o /etc/wid/bundle.pem --force   # e.g. from cron`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Format = strings.ToLower(strings.TrimSpace(opts.Format))
+			if opts.Format == "json" {
+				// The SPIFFE bundle is a JSON document: what --format json means here.
+				opts.Format = FormatJWKS
+			}
 			if opts.Format != FormatPEM && opts.Format != FormatJWKS {
-				return cmdutil.InputErrorf("unknown bundle format %q: use pem or jwks", opts.Format)
+				return cmdutil.InputErrorf("unknown bundle format %q: use pem, or jwks (also called json)", opts.Format)
+			}
+			if opts.Output != "" && !opts.Force {
+				if _, err := os.Lstat(opts.Output); err == nil {
+					return cmdutil.InputErrorf("%s already exists: pass --force to replace it", opts.Output)
+				}
 			}
 			if runF != nil {
 				return runF(opts)
@@ -71,9 +88,10 @@ JWT-SVIDs. This command's --format takes pem or jwks, not text, json or yaml.`,
 		},
 	}
 	// This --format shadows the global one: a bundle is PEM or JWKS, never a table.
-	cmd.Flags().StringVar(&opts.Format, "format", FormatPEM, "bundle `FORMAT`: pem or jwks")
+	cmd.Flags().StringVar(&opts.Format, "format", FormatPEM, "bundle `FORMAT`: pem, or jwks (also called json)")
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "write the bundle to `FILE` instead of stdout")
-	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{FormatPEM, FormatJWKS}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace the -o file if it exists")
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{FormatPEM, FormatJWKS, "json"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 

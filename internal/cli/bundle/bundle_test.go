@@ -7,7 +7,7 @@ import (
 )
 
 func TestExportFormat(t *testing.T) {
-	for args, want := range map[string]string{"": "pem", "--format=JWKS": "jwks", "--format=pem": "pem"} {
+	for args, want := range map[string]string{"": "pem", "--format=JWKS": "jwks", "--format=pem": "pem", "--format=json": "jwks"} {
 		f, _ := clitest.Factory(t)
 		var got *ExportOptions
 		cmd := NewCmdExport(f, func(o *ExportOptions) error { got = o; return nil })

@@ -38,8 +38,9 @@ const (
 const ExitCodesHelp = `Exit codes:
   0    success
   1    failure, or a "no" answer (explain denied, audit verify found problems)
-  2    bad input: flags, arguments, files, config, or a request the auth service refused
-  3    not authenticated or not allowed
+  2    bad input: flags, arguments, files, config, or a request the auth service
+       found invalid (malformed, already exists, still in use)
+  3    not authenticated, or refused: your roles do not allow it
   4    not found
   5    the auth service cannot be reached
   130  interrupted`

@@ -55,7 +55,11 @@ from the completions/ directory; to load them by hand, see the examples.`,
 func Write(w io.Writer, root *cobra.Command, shell string) error {
 	switch shell {
 	case "bash":
-		return root.GenBashCompletionV2(w, true)
+		if err := root.GenBashCompletionV2(w, true); err != nil {
+			return err
+		}
+		_, err := io.WriteString(w, bashWithoutPackage)
+		return err
 	case "zsh":
 		return root.GenZshCompletion(w)
 	case "fish":
@@ -66,3 +70,37 @@ func Write(w io.Writer, root *cobra.Command, shell string) error {
 
 // Name is a completion script's file name under completions/.
 func Name(program, shell string) string { return fmt.Sprintf("%s.%s", program, shell) }
+
+// bashWithoutPackage defines, when the bash-completion package has not, the
+// two functions of that package the script above calls, so that <TAB> works
+// in a bare bash (a container, a minimal install) instead of printing
+// "_get_comp_words_by_ref: command not found". Words are split at blanks only,
+// as the script asks of the package with -n =: (no split at = or :).
+const bashWithoutPackage = `
+# Without the bash-completion package: the two functions of it used above.
+if ! declare -F _get_comp_words_by_ref >/dev/null 2>&1; then
+_get_comp_words_by_ref()
+{
+    local line=${COMP_LINE:0:COMP_POINT}
+    read -r -a words <<< "$line"
+    if [[ -z $line || $line == *[[:blank:]] ]]; then
+        words+=("")
+    fi
+    cword=$(( ${#words[@]} - 1 ))
+    cur=${words[cword]}
+    prev=${words[cword-1]}
+}
+fi
+if ! declare -F _filedir >/dev/null 2>&1; then
+_filedir()
+{
+    local IFS=$'\n'
+    if [[ ${1-} == -d ]]; then
+        COMPREPLY+=($(compgen -d -- "$cur"))
+    else
+        COMPREPLY+=($(compgen -f -- "$cur"))
+    fi
+    compopt -o filenames 2>/dev/null
+}
+fi
+`

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,9 +33,24 @@ const (
 	ManDir         = "man/man1"
 )
 
-// manDate is the date every man page carries. A fixed date keeps the pages
-// reproducible; change it when the pages change in substance.
-var manDate = time.Date(2026, time.January, 1, 0, 0, 0, 0, time.UTC)
+// ReleaseDate is the date the man pages carry unless SOURCE_DATE_EPOCH says
+// otherwise: the date of the release they document, set when a release is
+// cut. A constant (rather than today or the last commit) keeps make gen
+// reproducible, so the freshness test only fails when the commands changed.
+var ReleaseDate = time.Date(2026, time.December, 4, 0, 0, 0, 0, time.UTC)
+
+// manDate is SOURCE_DATE_EPOCH (reproducible-builds.org) when set, else ReleaseDate.
+func manDate() (time.Time, error) {
+	s := os.Getenv("SOURCE_DATE_EPOCH")
+	if s == "" {
+		return ReleaseDate, nil
+	}
+	sec, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || sec < 0 {
+		return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH %q is not a Unix time in seconds", s)
+	}
+	return time.Unix(sec, 0).UTC(), nil
+}
 
 // Program is a binary whose command tree ships with docs.
 type Program struct {
@@ -85,7 +101,10 @@ func manPages(cmd *cobra.Command, files map[string][]byte) error {
 		}
 	}
 	cmd.DisableAutoGenTag = true
-	date := manDate
+	date, err := manDate()
+	if err != nil {
+		return err
+	}
 	// A fresh header per page: GenMan fills in the title of the first page it is given.
 	header := &doc.GenManHeader{Section: "1", Date: &date, Source: "wid", Manual: "wid manual"}
 	var buf bytes.Buffer
@@ -93,8 +112,61 @@ func manPages(cmd *cobra.Command, files map[string][]byte) error {
 		return err
 	}
 	name := strings.ReplaceAll(cmd.CommandPath(), " ", "-") + ".1"
-	files[ManDir+"/"+name] = buf.Bytes()
+	files[ManDir+"/"+name] = mendMan(buf.Bytes(), synopsis(cmd))
 	return nil
+}
+
+// synopsis is a command's usage line. cobra's man page takes "<command>" in
+// a Use line for an HTML tag and drops it ("widctl  [flags]"), and a command
+// that only groups others has no usage of its own: both read COMMAND.
+func synopsis(cmd *cobra.Command) string {
+	if cmd.HasAvailableSubCommands() && !cmd.Runnable() {
+		return cmd.CommandPath() + " COMMAND [flags]"
+	}
+	return strings.ReplaceAll(cmd.UseLine(), "<command>", "COMMAND")
+}
+
+// mendMan fixes two things in cobra's roff. The synopsis line is replaced
+// with the real one. Each option's text is on a tab-indented line after the
+// flag, which roff fills into the flag's own line ("--auth="" reach a
+// remote..."); a tagged paragraph (.TP) puts the flag in the margin and
+// indents its text.
+func mendMan(page []byte, synopsisLine string) []byte {
+	lines := strings.Split(string(page), "\n")
+	var out []string
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		switch {
+		case l == ".SH SYNOPSIS" && i+1 < len(lines):
+			out = append(out, l, `\fB`+roffEscape(synopsisLine)+`\fP`)
+			i++
+		case strings.HasPrefix(l, `\fB-`) && i+1 < len(lines) && strings.HasPrefix(lines[i+1], "\t"):
+			// Drop the paragraph break cobra put between two options.
+			for len(out) > 0 && (out[len(out)-1] == ".PP" || out[len(out)-1] == "") && isOption(out) {
+				out = out[:len(out)-1]
+			}
+			out = append(out, ".TP", l, strings.TrimPrefix(lines[i+1], "\t"))
+			i++
+		default:
+			out = append(out, l)
+		}
+	}
+	return []byte(strings.Join(out, "\n"))
+}
+
+// isOption reports whether the lines before a trailing ".PP" and blank lines
+// end with an option's text, so only the breaks between options go.
+func isOption(out []string) bool {
+	j := len(out) - 1
+	for j >= 0 && (out[j] == ".PP" || out[j] == "") {
+		j--
+	}
+	return j >= 2 && out[j-2] == ".TP"
+}
+
+func roffEscape(s string) string {
+	s = strings.ReplaceAll(s, `\`, `\e`)
+	return strings.ReplaceAll(s, "-", `\-`)
 }
 
 // portableDefaults replaces flag defaults that depend on the machine or the

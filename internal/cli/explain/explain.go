@@ -18,6 +18,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/condition"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
 )
@@ -107,6 +108,9 @@ Exits 0 when at least one identity is issued and 1 when none is.`,
 	_ = cmd.RegisterFlagCompletionFunc("workload-attrs", func(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 		return condition.CompleteAttribute(toComplete), cobra.ShellCompDirectiveNoSpace | cobra.ShellCompDirectiveNoFileComp
 	})
+	_ = cmd.RegisterFlagCompletionFunc("user", resourcecmd.CompleteNames(f, resource.KindUser))
+	_ = cmd.RegisterFlagCompletionFunc("bot", resourcecmd.CompleteNames(f, resource.KindBot))
+	_ = cmd.RegisterFlagCompletionFunc("role", resourcecmd.CompleteNames(f, resource.KindRole))
 	return cmd
 }
 

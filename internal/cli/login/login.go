@@ -19,6 +19,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
 	"golang.org/x/term"
@@ -124,9 +125,13 @@ func (opts *Options) password() (string, error) {
 	if opts.Invite == "" {
 		return opts.ReadPassword("Password for " + opts.User + ": ")
 	}
-	pw, err := opts.ReadPassword("New password for " + opts.User + " (at least 12 characters): ")
+	pw, err := opts.ReadPassword(fmt.Sprintf("New password for %s (at least %d characters): ", opts.User, auth.MinPasswordLength))
 	if err != nil {
 		return "", err
+	}
+	// Checked before asking again: typing a refused password twice helps nobody.
+	if err := auth.CheckPasswordPolicy(opts.User, pw); err != nil {
+		return "", cmdutil.InputErrorf("%v: run widctl login again", err)
 	}
 	again, err := opts.ReadPassword("Again: ")
 	if err != nil {
@@ -239,6 +244,12 @@ func loginRun(ctx context.Context, opts *Options) error {
 		return err
 	}
 	res := &Result{User: opts.User, Auth: auth, TrustDomain: resp.TrustDomain, Roles: resp.Roles, Expires: prof.Expires, KeyStore: prof.KeyStore, TOTPURI: resp.TotpUri}
+	// The auth service caps --ttl without refusing; say so, or the user
+	// plans on a login that ends hours early.
+	if asked, got := opts.TTL.D(), time.Until(prof.Expires).Round(time.Minute); asked > 0 && asked-got > time.Minute {
+		fmt.Fprintf(opts.IO.ErrOut, "note: you asked for --ttl %s, but your roles allow at most %s; the login lasts %s\n",
+			resource.FormatDuration(asked), resource.FormatDuration(got), resource.FormatDuration(got))
+	}
 	if prof.KeyStore == client.KeyInFile {
 		res.KeyFile = opts.Logins.KeyFile(auth, opts.User)
 		fmt.Fprintf(opts.IO.ErrOut, "warning: no OS keyring available (%v), so the key is in %s (0600); to use a keyring, run a Secret Service such as gnome-keyring (apt install gnome-keyring) and log in again\n", prof.KeyringProblem, res.KeyFile)

@@ -58,7 +58,13 @@ unless --force replaces them.`,
           dns_sans: [web.example.com]
     options:
       max_svid_ttl: 1h`,
-		Args: cmdutil.NoArgs,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 && opts.File == "" {
+				// widctl create roles.yaml: the file, without its -f.
+				return cmdutil.InputErrorf("unexpected argument %q: to create what a file holds, run widctl create -f %s", args[0], args[0])
+			}
+			return cmdutil.NoArgs(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if opts.File == "" {
 				return cmdutil.InputErrorf("no file given: pass -f FILE, or -f - to read from stdin")

@@ -45,7 +45,7 @@ With --format yaml or json the output is the resource document itself, which
   widctl get role/web --format yaml > web.yaml
   widctl get workload_identity/api --format json`,
 		Args:              cmdutil.ExactArgs(1, "what to show, KIND or KIND/NAME"),
-		ValidArgsFunction: completeKinds,
+		ValidArgsFunction: completeTargets(f, false),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, name, err := parseTarget(args[0])
 			if err != nil {
@@ -123,11 +123,4 @@ func emptyHint(kind string) string {
 		return "no workload identities yet: create one with widctl workload-identity create NAME --spiffe-id TEMPLATE --rule CONDITION"
 	}
 	return "no " + kind + " resources"
-}
-
-func completeKinds(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	return resource.Kinds, cobra.ShellCompDirectiveNoFileComp
 }

@@ -34,11 +34,12 @@ func NewCmdListKind(f *cmdutil.Factory, kind string, h Help, runF func(*GetOptio
 func NewCmdGetKind(f *cmdutil.Factory, kind string, h Help, runF func(*GetOptions) error) *cobra.Command {
 	opts := &GetOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer, Kind: kind}
 	return &cobra.Command{
-		Use:     "get NAME",
-		Short:   h.Short,
-		Long:    h.Long,
-		Example: h.Example,
-		Args:    cmdutil.ExactArgs(1, "the "+kind+"'s name"),
+		Use:               "get NAME",
+		Short:             h.Short,
+		Long:              h.Long,
+		Example:           h.Example,
+		Args:              cmdutil.ExactArgs(1, "the "+kind+"'s name"),
+		ValidArgsFunction: CompleteNames(f, kind),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if runF != nil {
@@ -53,11 +54,12 @@ func NewCmdGetKind(f *cmdutil.Factory, kind string, h Help, runF func(*GetOption
 func NewCmdRemoveKind(f *cmdutil.Factory, kind string, h Help, runF func(*RemoveOptions) error) *cobra.Command {
 	opts := &RemoveOptions{IO: f.IOStreams, Client: f.Client, Kind: kind}
 	return &cobra.Command{
-		Use:     "rm NAME",
-		Short:   h.Short,
-		Long:    h.Long,
-		Example: h.Example,
-		Args:    cmdutil.ExactArgs(1, "the "+kind+"'s name"),
+		Use:               "rm NAME",
+		Short:             h.Short,
+		Long:              h.Long,
+		Example:           h.Example,
+		Args:              cmdutil.ExactArgs(1, "the "+kind+"'s name"),
+		ValidArgsFunction: CompleteNames(f, kind),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if runF != nil {

@@ -31,7 +31,7 @@ removing a bot also removes its join tokens.`,
 		Example: `  widctl rm role/web
   widctl rm workload_identity/api`,
 		Args:              cmdutil.ExactArgs(1, "the resource to remove, as KIND/NAME"),
-		ValidArgsFunction: completeKinds,
+		ValidArgsFunction: completeTargets(f, true),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, name, err := resource.ParseRef(args[0])
 			if err != nil {

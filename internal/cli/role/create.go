@@ -17,7 +17,8 @@ type CreateOptions struct {
 	Client  func(context.Context) (*client.Client, error)
 	Printer func() (*output.Printer, error)
 
-	Name string
+	Name  string
+	Force bool
 	Flags
 }
 
@@ -32,7 +33,8 @@ func NewCmdCreate(f *cmdutil.Factory, runF func(*CreateOptions) error) *cobra.Co
 grants it. The role is checked here before it is sent.
 
 The same role written as YAML and created with "widctl create -f" is
-identical: "widctl get role/NAME --format yaml" prints that YAML.`,
+identical: "widctl get role/NAME --format yaml" prints that YAML. An
+existing role of the same name is refused unless --force replaces it.`,
 		Example: `  # Any one service under /svc, for an hour at most
   widctl role create services --spiffe-path '/svc/*' --max-ttl 1h
 
@@ -41,7 +43,10 @@ identical: "widctl get role/NAME --format yaml" prints that YAML.`,
     --spiffe-path /region/europe/svc/foo \
     --dns-san foo.example.com --ip-san 10.0.0.0/8 \
     --deny-path /region/europe/svc/foo/admin \
-    --max-ttl 24h --description "issues foo's SVIDs"`,
+    --max-ttl 24h --description "issues foo's SVIDs"
+
+  # Replace the role "services" with a narrower one
+  widctl role create services --spiffe-path '/svc/web' --force`,
 		Args: cmdutil.ExactArgs(1, "the role's name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
@@ -52,6 +57,7 @@ identical: "widctl get role/NAME --format yaml" prints that YAML.`,
 		},
 	}
 	opts.Flags.register(cmd.Flags())
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace a role of the same name")
 	return cmd
 }
 
@@ -102,7 +108,7 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 		return err
 	}
 	defer c.Close()
-	created, err := cmdutil.CreateResources(ctx, c, false, r)
+	created, err := cmdutil.CreateResources(ctx, c, opts.Force, r)
 	if err != nil {
 		return err
 	}

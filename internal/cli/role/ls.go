@@ -31,7 +31,7 @@ func NewCmdGet(f *cmdutil.Factory, runF func(*resourcecmd.GetOptions) error) *co
 func NewCmdRemove(f *cmdutil.Factory, runF func(*resourcecmd.RemoveOptions) error) *cobra.Command {
 	return resourcecmd.NewCmdRemoveKind(f, resource.KindRole, resourcecmd.Help{
 		Short:   "Remove a role",
-		Long:    `Remove a role. A role that a user or bot still holds is not removed: take it away from them first.`,
+		Long:    `Remove a role. A role that a user or bot still holds is not removed: take it away from them first with "widctl user update" or "widctl bot update".`,
 		Example: `  widctl role rm web`,
 	}, runF)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
 )
@@ -42,7 +43,8 @@ The change is made only if nobody changed the role since it was read.`,
 		Example: `  widctl role update web --max-ttl 4h
   widctl role update web --spiffe-path '/svc/web/*' --spiffe-path /svc/api
   widctl role update web --dns-san ''`,
-		Args: cmdutil.ExactArgs(1, "the role's name"),
+		Args:              cmdutil.ExactArgs(1, "the role's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindRole),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			opts.Changed = map[string]bool{}

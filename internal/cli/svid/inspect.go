@@ -25,6 +25,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/client"
 )
 
@@ -222,7 +223,7 @@ func inspectRun(ctx context.Context, opts *InspectOptions) error {
 func inspectX509(certs []*x509.Certificate, bundle *spiffebundle.Bundle, now time.Time) *Inspection {
 	leaf := certs[0]
 	in := &Inspection{
-		Type: TypeX509, DNSSANs: leaf.DNSNames, Serial: leaf.SerialNumber.Text(16),
+		Type: TypeX509, DNSSANs: leaf.DNSNames, Serial: ca.FormatSerial(leaf.SerialNumber),
 		NotBefore: leaf.NotBefore.UTC(), NotAfter: leaf.NotAfter.UTC(),
 	}
 	if len(leaf.AuthorityKeyId) > 0 {

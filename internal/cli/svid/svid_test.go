@@ -3,8 +3,15 @@ package svid_test
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +33,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/root"
 	"github.com/wid-project/wid/internal/cli/svid"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/ca"
 )
 
 // widctl runs widctl in-process against a real auth service through its
@@ -374,5 +382,59 @@ func TestIssueJWTToStdoutAsJSON(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("%d files written", len(entries))
+	}
+}
+
+// A serial reads the same wherever it is printed: what svid issue says, what
+// svid inspect says of the file it wrote, and the audit event of the
+// issuance; and a serial whose top byte is zero keeps its leading zeros in
+// inspect, as the auth service records it.
+func TestSerialSameEverywhere(t *testing.T) {
+	w := start(t)
+	dir := t.TempDir()
+	var issued svid.IssueResult
+	if err := json.Unmarshal([]byte(w.ok("svid", "issue", "/svc/serial", "-o", dir, "--format", "json")), &issued); err != nil {
+		t.Fatal(err)
+	}
+	var inspected svid.Inspection
+	if err := json.Unmarshal([]byte(w.ok("svid", "inspect", filepath.Join(dir, svid.FileCert), "--format", "json")), &inspected); err != nil {
+		t.Fatal(err)
+	}
+	var events []struct {
+		Type   string `json:"type"`
+		Serial string `json:"serial"`
+	}
+	if err := json.Unmarshal([]byte(w.ok("audit", "ls", "--type", "svid.x509.issued", "--format", "json")), &events); err != nil {
+		t.Fatal(err)
+	}
+	if len(events) == 0 {
+		t.Fatal("no svid.x509.issued event")
+	}
+	if len(issued.Serial) != 32 || issued.Serial != inspected.Serial || issued.Serial != events[len(events)-1].Serial {
+		t.Fatalf("serials differ: issue %q, inspect %q, audit %q", issued.Serial, inspected.Serial, events[len(events)-1].Serial)
+	}
+
+	// One in 256 serials starts with a zero byte: make one.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := new(big.Int).SetString("dffe0102030405060708090a0b0c0d", 16)
+	tmpl := &x509.Certificate{SerialNumber: serial, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		URIs: []*url.URL{{Scheme: "spiffe", Host: "example.org", Path: "/svc/zero"}}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "zero.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ := w.run("svid", "inspect", file, "--format", "json")
+	if err := json.Unmarshal([]byte(out), &inspected); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if want := "00dffe0102030405060708090a0b0c0d"; inspected.Serial != want || ca.FormatSerial(serial) != want {
+		t.Fatalf("inspect serial = %q, FormatSerial = %q, want %q", inspected.Serial, ca.FormatSerial(serial), want)
 	}
 }

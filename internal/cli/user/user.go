@@ -17,6 +17,8 @@ import (
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // NewCmdUser builds the `widctl user` group.
@@ -61,22 +63,29 @@ type AddOptions struct {
 	Roles     []string
 	InviteTTL resource.Duration
 	TOTP      bool
+	Force     bool
 }
 
 // NewCmdAdd builds `widctl user add`.
 func NewCmdAdd(f *cmdutil.Factory, runF func(*AddOptions) error) *cobra.Command {
 	opts := &AddOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
 	cmd := &cobra.Command{
-		Use:   "add NAME --roles ROLE[,ROLE...] [--invite-ttl DURATION]",
+		Use:   "add NAME --roles ROLE[,ROLE...] [--invite-ttl DURATION] [--force]",
 		Short: "Add a user with roles, and print the user's one-time invite",
 		Long: `Add a user holding the given roles. The roles must exist.
 
 The command prints a one-time invite and the widctl login command that uses
 it: the user's first login sets the password. The invite is shown only this
-once and expires after --invite-ttl.`,
+once and expires after --invite-ttl.
+
+An existing user of the same name is refused unless --force replaces it: the
+user then holds exactly the given roles, and the old password, second factor
+and lockout give way to a new invite (as "widctl user reset" does).`,
 		Example: `  widctl user add alice --roles dev
-  widctl user add bob --roles dev,editor --invite-ttl 24h`,
-		Args: cmdutil.ExactArgs(1, "the user's name"),
+  widctl user add bob --roles dev,editor --invite-ttl 24h
+  widctl user add alice --roles dev,editor --force`,
+		Args:              cmdutil.ExactArgs(1, "the user's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindUser),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if runF != nil {
@@ -86,8 +95,10 @@ once and expires after --invite-ttl.`,
 		},
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the user holds, comma-separated")
+	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
 	cmdutil.DurationVar(cmd.Flags(), &opts.InviteTTL, "invite-ttl", "the invite expires after `DURATION` (default 1h)")
 	cmd.Flags().BoolVar(&opts.TOTP, "totp", false, "require a TOTP second factor: the first login shows the secret, later logins need a code")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace a user of the same name: new roles, and a new invite in place of the password")
 	return cmd
 }
 
@@ -153,19 +164,23 @@ func addRun(ctx context.Context, opts *AddOptions) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.CreateUser(ctx, &authv1.CreateUserRequest{
-		Name: u.Metadata.Name, Roles: u.Spec.Roles, InviteTtlSeconds: int64(opts.InviteTTL.D() / time.Second), Totp: opts.TOTP,
-	})
+	ttl := int64(opts.InviteTTL.D() / time.Second)
+	verb := "Added"
+	secret, expires, err := createUser(ctx, c, u, ttl, opts.TOTP)
+	if status.Code(err) == codes.AlreadyExists && opts.Force {
+		verb = "Replaced"
+		secret, expires, err = replaceUser(ctx, c, u, ttl, opts.TOTP)
+	}
 	if err != nil {
 		return err
 	}
 	inv := &Invite{
-		User: u.Metadata.Name, Roles: u.Spec.Roles, Invite: resp.GetInvite(), Expires: resp.GetInviteExpiresAt().AsTime(), TOTP: opts.TOTP,
-		LoginCommand: LoginCommand(ping.GetAuthAddr(), u.Metadata.Name, resp.GetInvite(), ping.GetCaPin()),
+		User: u.Metadata.Name, Roles: u.Spec.Roles, Invite: secret, Expires: expires, TOTP: opts.TOTP,
+		LoginCommand: LoginCommand(ping.GetAuthAddr(), u.Metadata.Name, secret, ping.GetCaPin()),
 	}
 	return p.Print(inv, func(w io.Writer) error {
-		if _, err := fmt.Fprintf(w, "Added user %s with roles %s.\n\nInvite (expires %s):\n  %s\nIt is shown only this once.\n\nTo set a password and log in, the user runs:\n  %s\n",
-			inv.User, strings.Join(inv.Roles, ", "), p.Time(inv.Expires), inv.Invite, inv.LoginCommand); err != nil {
+		if _, err := fmt.Fprintf(w, "%s user %s with roles %s.\n\nInvite (expires %s):\n  %s\nIt is shown only this once.\n\nTo set a password and log in, the user runs:\n  %s\n",
+			verb, inv.User, strings.Join(inv.Roles, ", "), p.Time(inv.Expires), inv.Invite, inv.LoginCommand); err != nil {
 			return err
 		}
 		if inv.TOTP {
@@ -174,6 +189,29 @@ func addRun(ctx context.Context, opts *AddOptions) error {
 		}
 		return nil
 	})
+}
+
+// createUser adds a new user and its invite in one step.
+func createUser(ctx context.Context, c *client.Client, u *resource.User, ttlSeconds int64, totp bool) (string, time.Time, error) {
+	resp, err := c.CreateUser(ctx, &authv1.CreateUserRequest{Name: u.Metadata.Name, Roles: u.Spec.Roles, InviteTtlSeconds: ttlSeconds, Totp: totp})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return resp.GetInvite(), resp.GetInviteExpiresAt().AsTime(), nil
+}
+
+// replaceUser is --force on a user that exists: the user document is
+// replaced the way "widctl create --force" replaces it, then the
+// credentials are reset, so that a replaced user is a new user.
+func replaceUser(ctx context.Context, c *client.Client, u *resource.User, ttlSeconds int64, totp bool) (string, time.Time, error) {
+	if _, err := cmdutil.CreateResources(ctx, c, true, u); err != nil {
+		return "", time.Time{}, err
+	}
+	resp, err := c.ResetUser(ctx, &authv1.ResetUserRequest{Name: u.Metadata.Name, InviteTtlSeconds: ttlSeconds, Totp: totp})
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("user %s was replaced, but resetting its password failed (run widctl user reset %s): %w", u.Metadata.Name, u.Metadata.Name, err)
+	}
+	return resp.GetInvite(), resp.GetInviteExpiresAt().AsTime(), nil
 }
 
 // UpdateOptions are the settings of `widctl user update`.
@@ -190,11 +228,12 @@ type UpdateOptions struct {
 func NewCmdUpdate(f *cmdutil.Factory, runF func(*UpdateOptions) error) *cobra.Command {
 	opts := &UpdateOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
 	cmd := &cobra.Command{
-		Use:     "update NAME --roles ROLE[,ROLE...]",
-		Short:   "Replace a user's roles",
-		Long:    `Replace the roles a user holds. The change is made only if nobody changed the user since it was read.`,
-		Example: `  widctl user update alice --roles dev,editor`,
-		Args:    cmdutil.ExactArgs(1, "the user's name"),
+		Use:               "update NAME --roles ROLE[,ROLE...]",
+		Short:             "Replace a user's roles",
+		Long:              `Replace the roles a user holds. The change is made only if nobody changed the user since it was read.`,
+		Example:           `  widctl user update alice --roles dev,editor`,
+		Args:              cmdutil.ExactArgs(1, "the user's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindUser),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if _, err := newUser(opts.Name, opts.Roles); err != nil {
@@ -207,6 +246,7 @@ func NewCmdUpdate(f *cmdutil.Factory, runF func(*UpdateOptions) error) *cobra.Co
 		},
 	}
 	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the user holds from now on, comma-separated")
+	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
 	return cmd
 }
 
@@ -276,7 +316,8 @@ old password stops working at once; the user's roles stay. Pass --totp to
 enroll a new second factor; without it the user has none.`,
 		Example: `  widctl user reset alice
   widctl user reset alice --totp --invite-ttl 24h`,
-		Args: cmdutil.ExactArgs(1, "the user's name"),
+		Args:              cmdutil.ExactArgs(1, "the user's name"),
+		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindUser),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
 			if err := resource.ValidateName(opts.Name); err != nil {

@@ -37,6 +37,16 @@ const (
 	TypeDenialsDropped = "audit.denials.dropped"
 )
 
+// Types is every event type above, so that a client can refuse a filter on
+// a type that no event has (it would match nothing, silently).
+var Types = []string{
+	TypeX509SVIDIssued, TypeJWTSVIDIssued, TypeWITSVIDIssued, TypeSVIDDenied,
+	TypeJoin, TypeJoinDenied, TypeBotCertRenewed, TypeUserCertRenewed,
+	TypeLogin, TypeLoginDenied, TypeResourceCreated, TypeResourceUpdated,
+	TypeResourceDeleted, TypeAccessDenied, TypeTrustDomainInit, TypeAuthStarted,
+	TypeCARotation, TypeAgentConnect, TypeWorkloadAttest, TypeDenialsDropped,
+}
+
 // DetailCertificate is the details key of an X509-SVID issuance's leaf
 // certificate, standard base64 of its DER. Certificates are public (the
 // peer shows them in every handshake), so the log may hold them; with them

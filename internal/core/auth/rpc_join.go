@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/big"
 	"strconv"
 	"time"
 
@@ -334,7 +335,7 @@ func (s *Server) RenewUserCert(ctx context.Context, req *authv1.RenewUserCertReq
 	return &authv1.RenewUserCertResponse{CertChain: [][]byte{cert.Raw}, ExpiresAt: timestamppb.New(cert.NotAfter)}, nil
 }
 
-func serialHex(b []byte) string { return hex.EncodeToString(b) }
+func serialHex(b []byte) string { return ca.FormatSerial(new(big.Int).SetBytes(b)) }
 
 func derOf(certs []*x509.Certificate) [][]byte {
 	out := make([][]byte, len(certs))

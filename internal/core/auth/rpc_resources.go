@@ -386,7 +386,7 @@ func (s *Server) DeleteResource(ctx context.Context, req *authv1.DeleteResourceR
 			return nil, storeError(ref, err)
 		}
 		if len(holders) > 0 {
-			return nil, status.Errorf(codes.FailedPrecondition, "role %s is held by %s: take it away from them first", req.Name, strings.Join(holders, ", "))
+			return nil, status.Errorf(codes.FailedPrecondition, "role %s is held by %s: take it away from them first (widctl bot update NAME --roles ..., widctl user update NAME --roles ...)", req.Name, strings.Join(holders, ", "))
 		}
 	case resource.KindUser:
 		// A user's password and invite go with it, in the same transaction.

@@ -124,6 +124,18 @@ func RandomSerial() (*big.Int, error) {
 	}
 }
 
+// FormatSerial is the one way wid prints a certificate serial number, in
+// responses, audit events, the CLI and the TUI, so that the serial a user
+// reads in one place can be searched for in another: lower-case hex,
+// zero-padded to the 32 digits of the 128-bit serials wid issues (a longer
+// serial of a foreign certificate keeps all its digits).
+func FormatSerial(n *big.Int) string {
+	if n == nil {
+		return ""
+	}
+	return fmt.Sprintf("%032x", n)
+}
+
 // keyAAD binds a sealed private key to its CA type and key set, so that a
 // sealed key moved to another CA or key set in the store does not open.
 func keyAAD(t Type, id string) []byte {

@@ -125,8 +125,4 @@ func randomHex128() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// serialHex formats a serial as the fixed-width lower-case hex used in audit
-// events and listings.
-func serialHex(n *big.Int) string {
-	return fmt.Sprintf("%032x", n)
-}
+func serialHex(n *big.Int) string { return ca.FormatSerial(n) }
