@@ -58,6 +58,13 @@ func (s *Server) SetLoginLimitsForTest(concurrent int, perSecond float64, burst 
 	s.logins = l
 }
 
+// DenialRate and DenialBurst are how many denials per source reach the
+// audit log: a burst, then so many a second.
+const (
+	DenialRate  = float64(denialRate)
+	DenialBurst = denialBurst
+)
+
 // FlushDenialSummaryForTest writes the summary of unrecorded denials now.
 func (s *Server) FlushDenialSummaryForTest(ctx context.Context) { s.flushDenialSummary(ctx) }
 
