@@ -471,7 +471,8 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		if err != nil {
 			return FlagError{err}
 		}
-		logger.Info("opening the store", "store", st.String())
+		// Debug only: a refused start must print one line, its error.
+		logger.Debug("opening the store", "store", st.String())
 		srv, err := auth.Open(ctx, auth.Config{
 			DataDir: o.DataDir, Store: st.Open, StoreFile: st.Path, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
 			ServerNames: o.ServerNames, Logger: logger, Version: version.Version, Init: o.Init,
@@ -488,6 +489,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		}
 		p.line("wid auth service %s", version.Version)
 		p.line("  trust domain:  %s (%s)", info.TrustDomain.IDString(), state)
+		p.line("  store:         %s", st.String())
 		p.line("  auth address:  %s", info.Addr)
 		p.line("  admin socket:  %s", info.AdminSocket)
 		p.line("  CA pin:        %s", info.CAPin)

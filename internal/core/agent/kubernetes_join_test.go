@@ -13,6 +13,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/kubejoin/kubejointest"
 	"github.com/wid-project/wid/internal/core/resource"
 )
@@ -20,8 +21,10 @@ import (
 // An agent on a Kubernetes node joins with its projected service-account
 // token, reading the file afresh on each join, and serves its workloads.
 func TestAgentJoinsWithKubernetesServiceAccountToken(t *testing.T) {
-	srv := authtest.Start(t)
 	is := kubejointest.NewIssuer(t)
+	// The issuer's JWKS URL and CA are the auth service's configuration;
+	// the token names the cluster.
+	srv := authtest.Start(t, authtest.WithKubernetesClusters(kubejoin.Cluster{Name: "test", APIServer: is.Server.URL, JWKSURL: is.JWKSURL(), CAFile: is.CAFile, TokenFile: is.TokenFile}))
 	ctx := context.Background()
 	admin := srv.AdminClient(t)
 	if _, err := admin.CreateBot(ctx, &authv1.CreateBotRequest{Name: "k8s-agent", Roles: []string{"local-agent"}}); err != nil {
@@ -30,7 +33,7 @@ func TestAgentJoinsWithKubernetesServiceAccountToken(t *testing.T) {
 	tokDoc, err := json.Marshal(&resource.JoinToken{
 		Header: resource.Header{Kind: resource.KindJoinToken, Version: resource.V1, Metadata: resource.Metadata{Name: "k8s-nodes"}},
 		Spec: resource.JoinTokenSpec{Bot: "k8s-agent", Method: resource.JoinMethodKubernetes, Kubernetes: &resource.KubernetesJoin{
-			Allow: []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, Issuer: kubejointest.IssuerURL, JWKSURL: is.JWKSURL(), CAFile: is.CAFile,
+			Allow: []resource.KubernetesAllow{{ServiceAccount: "wid:wid-agent"}}, Issuer: kubejointest.IssuerURL, Cluster: "test",
 		}},
 	})
 	if err != nil {
@@ -67,13 +70,15 @@ func TestAgentJoinsWithKubernetesServiceAccountToken(t *testing.T) {
 		t.Fatalf("without a token file: %v", err)
 	}
 
-	// A token for another audience is refused, and the agent says why.
+	// A token for another audience is refused; every kubernetes refusal
+	// reads the same (token names are not revealed) and names the audience
+	// a token must have.
 	wrong := kubejointest.Good("https://kubernetes.default.svc", time.Now())
 	if err := os.WriteFile(saFile, []byte(is.Sign(t, wrong)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	a, _ = agent.New(cfg)
-	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "set audience: wid:example.org") {
+	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "has audience wid:example.org") {
 		t.Fatalf("with a wrong audience: %v", err)
 	}
 

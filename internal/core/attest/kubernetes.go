@@ -234,6 +234,12 @@ func (k *Kubernetes) fetch(ctx context.Context) (*podList, error) {
 		return nil, fmt.Errorf("asking the kubelet at %s for its pods: %w: is kubelet_url right and the kubelet running?", k.url, err)
 	}
 	defer resp.Body.Close()
+	if ctx.Err() != nil {
+		// Headers that came only as the deadline passed (over HTTP/2 a
+		// cancelled stream can still hand back its response): the kubelet
+		// did not answer in time.
+		return nil, fmt.Errorf("the kubelet at %s did not answer within %s: is it overloaded?", k.url, k.timeout)
+	}
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		hint := ""

@@ -180,6 +180,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return db, nil
 		}
 	}
+	cfg.StoreFile = file
 	if err := checkDataDir(cfg.DataDir, file, cfg.Init); err != nil {
 		lock.Release()
 		return nil, err

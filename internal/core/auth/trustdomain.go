@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/wid-project/wid/internal/core/anchor"
@@ -58,7 +59,7 @@ func checkDataDir(dataDir, file string, init bool) error {
 		return fmt.Errorf("checking the data dir %s: %w", dataDir, err)
 	}
 	if (hasKEK || hasAnchor) && !hasStore && !init {
-		return fmt.Errorf("data dir %s has the keys of a trust domain (keys/) but no store (%s is missing): %s, or, to give that trust domain up, start with --init", dataDir, file, restoreHint)
+		return fmt.Errorf("data dir %s has the keys of a trust domain (keys/) but no store (%s is missing): %s, or, to give that trust domain up, start with --init", dataDir, inDataDir(dataDir, file), restoreHint)
 	}
 	return nil
 }
@@ -92,7 +93,7 @@ func (s *Server) openTrustDomain(ctx context.Context) (created bool, err error) 
 		if a, err := s.readAnchor(); err == nil {
 			what = fmt.Sprintf("trust domain %q", a.TrustDomain)
 		}
-		return false, fmt.Errorf("data dir %s has the keys of %s (keys/) but its store is empty: %s, or, to give that trust domain up, start with --init", dir, what, restoreHint)
+		return false, fmt.Errorf("data dir %s has the keys of %s (keys/) but its store %s is empty: %s, or, to give that trust domain up, start with --init", dir, what, s.storeName(), restoreHint)
 	case s.cfg.Init:
 		name := stored
 		if name == "" {
@@ -271,4 +272,20 @@ func (s *Server) auditHashAt(ctx context.Context) func(int64) (string, bool, err
 		}
 		return hash, ok, nil
 	}
+}
+
+// inDataDir names file relative to the data dir when it lies inside it.
+func inDataDir(dataDir, file string) string {
+	if rel, err := filepath.Rel(dataDir, file); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return file
+}
+
+// storeName names the store for people: its file, or the database.
+func (s *Server) storeName() string {
+	if s.cfg.StoreFile == "" {
+		return "(the database)"
+	}
+	return inDataDir(s.cfg.DataDir, s.cfg.StoreFile)
 }
