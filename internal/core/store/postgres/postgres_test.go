@@ -492,3 +492,36 @@ func openBench(b *testing.B) store.Backend {
 func BenchmarkApply(b *testing.B)         { storetest.BenchApply(b, openBench) }
 func BenchmarkAppendAudit(b *testing.B)   { storetest.BenchAppendAudit(b, 1, openBench) }
 func BenchmarkAppendAudit16(b *testing.B) { storetest.BenchAppendAudit(b, 16, openBench) }
+
+// ListAfter pages a kind in name order, as the auth service's paged
+// listing walks it: every item once, none of another kind.
+func TestListAfterPages(t *testing.T) {
+	db := open(t, pgtest.Database(t))
+	ctx := t.Context()
+	var ops []store.Op
+	for _, name := range []string{"b", "a", "d", "c", "e"} {
+		ops = append(ops, store.Op{Type: store.OpCreate, Item: store.Item{Kind: "role", Name: name, Data: []byte("{}")}})
+	}
+	ops = append(ops, store.Op{Type: store.OpCreate, Item: store.Item{Kind: "bot", Name: "bb", Data: []byte("{}")}})
+	if _, err := db.Apply(ctx, ops...); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	after := ""
+	for {
+		page, err := db.ListAfter(ctx, "role", after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, it := range page {
+			got = append(got, it.Name)
+		}
+		after = page[len(page)-1].Name
+	}
+	if strings.Join(got, ",") != "a,b,c,d,e" {
+		t.Fatalf("pages gave %v, want a,b,c,d,e", got)
+	}
+}

@@ -31,6 +31,18 @@ func (db *DB) List(ctx context.Context, kind string) ([]store.Item, error) {
 	// database's locale.
 	rows, err := db.pool.Query(ctx,
 		`SELECT name, revision, data FROM resources WHERE kind = $1 ORDER BY name COLLATE "C"`, kind)
+	return collectItems(kind, rows, err)
+}
+
+// ListAfter returns up to limit items of kind whose names sort after
+// after, in name order: one page of a listing.
+func (db *DB) ListAfter(ctx context.Context, kind, after string, limit int) ([]store.Item, error) {
+	rows, err := db.pool.Query(ctx,
+		`SELECT name, revision, data FROM resources WHERE kind = $1 AND name COLLATE "C" > $2 ORDER BY name COLLATE "C" LIMIT $3`, kind, after, limit)
+	return collectItems(kind, rows, err)
+}
+
+func collectItems(kind string, rows pgx.Rows, err error) ([]store.Item, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", kind, err)
 	}
