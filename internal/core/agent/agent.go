@@ -75,6 +75,11 @@ type Config struct {
 	// SDS names the secrets Envoy may ask for besides SPIFFE IDs and trust
 	// domains.
 	SDS SDSConfig
+	// StreamSendTimeout ends a Workload API or SDS stream whose client has
+	// read nothing for this long while the agent had an update for it
+	// (default 30s): its unread responses would otherwise stay queued in
+	// the agent for as long as the client keeps the stream open.
+	StreamSendTimeout time.Duration
 
 	// Attestors configures the attestors; by default only unix is on.
 	Attestors AttestorsConfig
@@ -98,6 +103,8 @@ type Agent struct {
 	config         []*rbac.Workload
 	cache          *cache
 	attests        *attestLog
+	// dropLog bounds the log lines about streams ended for not reading.
+	dropLog rateLog
 
 	// conn is the current client of the auth service; replaced when the
 	// bot certificate is renewed.
@@ -155,6 +162,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StreamSendTimeout <= 0 {
+		cfg.StreamSendTimeout = 30 * time.Second
 	}
 	if cfg.Host == "" {
 		cfg.Host, _ = os.Hostname()

@@ -25,6 +25,7 @@ type metrics struct {
 	skipped   prometheus.Gauge
 	authRPCs  *prometheus.CounterVec
 	sdsNACKs  prometheus.Counter
+	dropped   *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -63,8 +64,12 @@ func newMetrics() *metrics {
 			Name: "wid_agent_sds_nacks_total",
 			Help: "SDS responses Envoy rejected (its message is in the agent's log).",
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wid_agent_streams_dropped_total",
+			Help: "Workload API and SDS streams the agent ended because their client read nothing for the stream send timeout, by method.",
+		}, []string{"method"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.skipped, m.authRPCs, m.sdsNACKs,
+	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.skipped, m.authRPCs, m.sdsNACKs, m.dropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range []string{kindX509, kindJWT, kindWIT} {
 		m.cached.WithLabelValues(k).Set(0)

@@ -426,7 +426,7 @@ func (s *sdsServer) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamS
 			return status.Error(codes.Internal, err.Error())
 		}
 		resp := &discoveryv3.DiscoveryResponse{VersionInfo: sec.version, Resources: res, TypeUrl: secretTypeURL, Nonce: nonce}
-		if err := stream.Send(resp); err != nil {
+		if err := a.sendBounded(ctx, "StreamSecrets", func() error { return stream.Send(resp) }); err != nil {
 			return err
 		}
 		lastSent = sec.version

@@ -222,7 +222,7 @@ type workloadAPI struct {
 // follow runs build now and again after every change of state or SVIDs,
 // sending each response that differs from the last. build returns the
 // entitlements it holds so the cache keeps them fresh while watched.
-func (a *Agent) follow(ctx context.Context, kind string, build func(*state) (proto.Message, []entitlement, error), send func(proto.Message) error) error {
+func (a *Agent) follow(ctx context.Context, kind, method string, build func(*state) (proto.Message, []entitlement, error), send func(proto.Message) error) error {
 	if _, err := a.waitState(ctx); err != nil {
 		return stateError(err)
 	}
@@ -239,7 +239,7 @@ func (a *Agent) follow(ctx context.Context, kind string, build func(*state) (pro
 			return err
 		}
 		if last == nil || !proto.Equal(msg, last) {
-			if err := send(msg); err != nil {
+			if err := a.sendBounded(ctx, method, func() error { return send(msg) }); err != nil {
 				return err
 			}
 			last = msg
@@ -290,7 +290,7 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload
 	if err != nil {
 		return err
 	}
-	return a.follow(ctx, kindX509, func(st *state) (proto.Message, []entitlement, error) {
+	return a.follow(ctx, kindX509, "FetchX509SVID", func(st *state) (proto.Message, []entitlement, error) {
 		svids, ents, err := a.serve(ctx, c, st, kindX509, "FetchX509SVID", "", nil)
 		if err != nil {
 			return nil, ents, err
@@ -310,7 +310,7 @@ func (w *workloadAPI) FetchWITSVID(req *workload.WITSVIDRequest, stream workload
 	if err != nil {
 		return err
 	}
-	return a.follow(ctx, kindWIT, func(st *state) (proto.Message, []entitlement, error) {
+	return a.follow(ctx, kindWIT, "FetchWITSVID", func(st *state) (proto.Message, []entitlement, error) {
 		svids, ents, err := a.serve(ctx, c, st, kindWIT, "FetchWITSVID", req.GetSpiffeId(), nil)
 		if err != nil {
 			return nil, ents, err
@@ -412,7 +412,7 @@ func (a *Agent) followBundle(ctx context.Context, method string, build func(*sta
 		ch := a.stateChanged.wait()
 		st := a.st.Load()
 		if last == nil || !sameBundle(last, st) {
-			if err := send(build(st)); err != nil {
+			if err := a.sendBounded(ctx, method, func() error { return send(build(st)) }); err != nil {
 				return err
 			}
 			last = st
