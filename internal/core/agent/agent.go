@@ -105,6 +105,8 @@ type Agent struct {
 	attests        *attestLog
 	// dropLog bounds the log lines about streams ended for not reading.
 	dropLog rateLog
+	// retryLog bounds the log lines about reconnecting to the auth service.
+	retryLog rateLog
 
 	// conn is the current client of the auth service; replaced when the
 	// bot certificate is renewed.

@@ -252,7 +252,12 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		}
 		failures++
 		wait := backoff(failures)
-		a.logger.Warn("lost the auth service's stream; serving cached SVIDs and retrying", "error", status.Convert(err).Message(), "retry_in", wait.Round(time.Millisecond))
+		// Every attempt is logged with its reason, at most one line per 5 s:
+		// a line stands for the failures held back since the last one.
+		if n, ok := a.retryLog.allow(time.Now()); ok {
+			a.logger.Warn("lost the auth service's stream; serving cached SVIDs and retrying", "auth", a.cfg.AuthAddr,
+				"error", status.Convert(err).Message(), "retry_in", wait.Round(time.Millisecond), "failed_attempts", n, "failures_in_a_row", failures)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
@@ -266,6 +271,10 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 // nothing arriving before it takes the stream for dead: a few of the auth
 // service's heartbeats.
 const streamSilence = 7 * time.Second
+
+// streamQuiet is how long a new stream may wait for its first message
+// before the agent logs that it is still waiting.
+const streamQuiet = 2 * time.Second
 
 var errSilent = fmt.Errorf("nothing came from the auth service for %s: it is frozen or cut off", streamSilence)
 
@@ -284,6 +293,13 @@ func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
 	defer cancel(nil)
 	silent := time.AfterFunc(streamSilence, func() { cancel(errSilent) })
 	defer silent.Stop()
+	// A host that accepts and answers nothing takes streamSilence to give
+	// up on: say so early rather than stay silent meanwhile.
+	quiet := time.AfterFunc(streamQuiet, func() {
+		a.logger.Warn("the auth service has not answered yet; still waiting", "auth", a.cfg.AuthAddr,
+			"waited", streamQuiet, "gives_up_after", streamSilence)
+	})
+	defer quiet.Stop()
 	defer func() {
 		if context.Cause(ctx) == errSilent {
 			err = errSilent
@@ -303,6 +319,7 @@ func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
 			return got, err
 		}
 		silent.Reset(streamSilence)
+		quiet.Stop()
 		if msg.GetHeartbeat() {
 			continue
 		}

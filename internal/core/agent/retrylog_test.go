@@ -1,0 +1,99 @@
+package agent_test
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wid-project/wid/internal/core/agent"
+)
+
+// syncBuffer is a log sink the agent's goroutines may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRetriesDuringAnOutageAreLogged starts an agent (with its identity)
+// while the auth service is out: its address refuses connections, or
+// accepts them and answers nothing (a frozen or cut-off host). Within a
+// few seconds the agent's log says it is retrying, and why.
+func TestRetriesDuringAnOutageAreLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason string
+		addr         func(t *testing.T) string
+	}{
+		{"refused", "connection refused", func(t *testing.T) string {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			lis.Close()
+			return lis.Addr().String()
+		}},
+		{"silent", "has not answered yet", func(t *testing.T) string {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var conns []net.Conn
+			var mu sync.Mutex
+			go func() {
+				for {
+					c, err := lis.Accept()
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					conns = append(conns, c)
+					mu.Unlock()
+				}
+			}()
+			t.Cleanup(func() {
+				lis.Close()
+				mu.Lock()
+				defer mu.Unlock()
+				for _, c := range conns {
+					c.Close()
+				}
+			})
+			return lis.Addr().String()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := tc.addr(t)
+			var logs syncBuffer
+			start(t, func(c *agent.Config) {
+				c.AuthAddr = addr
+				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			})
+			t0 := time.Now()
+			for deadline := t0.Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				out := logs.String()
+				if strings.Contains(out, tc.reason) && strings.Contains(out, "auth="+addr) {
+					t.Logf("first retry line after %s:\n%s", time.Since(t0).Round(time.Millisecond), out)
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("after 5s of an auth service out (%s), the agent's log has no retry with its reason:\n%s", tc.name, out)
+				}
+			}
+		})
+	}
+}
