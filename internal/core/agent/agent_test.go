@@ -51,7 +51,13 @@ type env struct {
 
 func start(t testing.TB, mutate ...func(*agent.Config)) *env {
 	t.Helper()
-	srv := authtest.Start(t)
+	return startWithAuth(t, nil, mutate...)
+}
+
+// startWithAuth is start with options for the auth service.
+func startWithAuth(t testing.TB, authOpts []authtest.Option, mutate ...func(*agent.Config)) *env {
+	t.Helper()
+	srv := authtest.Start(t, authOpts...)
 	e := &env{auth: srv, admin: srv.AdminClient(t)}
 	dir, err := os.MkdirTemp("", "wid-agent-")
 	if err != nil {

@@ -26,6 +26,7 @@ type metrics struct {
 	authRPCs  *prometheus.CounterVec
 	sdsNACKs  prometheus.Counter
 	dropped   *prometheus.CounterVec
+	clockSkew prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -68,8 +69,12 @@ func newMetrics() *metrics {
 			Name: "wid_agent_streams_dropped_total",
 			Help: "Workload API and SDS streams the agent ended because their client read nothing for the stream send timeout, by method.",
 		}, []string{"method"}),
+		clockSkew: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "wid_agent_auth_clock_skew_seconds",
+			Help: "How far the auth service's clock is ahead of the agent's (negative: behind), from its last issuance.",
+		}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.skipped, m.authRPCs, m.sdsNACKs, m.dropped,
+	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.skipped, m.authRPCs, m.sdsNACKs, m.dropped, m.clockSkew,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range []string{kindX509, kindJWT, kindWIT} {
 		m.cached.WithLabelValues(k).Set(0)

@@ -41,11 +41,12 @@ func (a *Agent) sendBounded(ctx context.Context, method string, send func() erro
 }
 
 // rateLog lets a repeated log line through at most once per interval
-// (5s), counting the occurrences it held back.
+// (every, 5s when zero), counting the occurrences it held back.
 type rateLog struct {
-	mu   sync.Mutex
-	last time.Time
-	held int
+	every time.Duration
+	mu    sync.Mutex
+	last  time.Time
+	held  int
 }
 
 // allow reports whether to log now, and how many occurrences (this one
@@ -54,7 +55,11 @@ func (r *rateLog) allow(now time.Time) (int, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.held++
-	if !r.last.IsZero() && now.Sub(r.last) < 5*time.Second {
+	every := r.every
+	if every == 0 {
+		every = 5 * time.Second
+	}
+	if !r.last.IsZero() && now.Sub(r.last) < every {
 		return 0, false
 	}
 	n := r.held

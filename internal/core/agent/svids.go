@@ -118,13 +118,15 @@ type cache struct {
 	kick chan struct{}
 	// signers is the signing key of each SVID kind's CA, as last pushed.
 	signers map[string]string
+	// skewLog bounds the warnings about the clock skew to the auth service.
+	skewLog rateLog
 	// st is the state the entries were last checked against (see prune);
 	// nil until the first one.
 	st *state
 }
 
 func newCache(issue issueFunc, logger *slog.Logger, m *metrics) *cache {
-	return &cache{issue: issue, logger: logger, metrics: m, changed: newNotifier(),
+	return &cache{issue: issue, logger: logger, metrics: m, changed: newNotifier(), skewLog: rateLog{every: 10 * time.Minute},
 		entries: map[string]*entry{}, kick: make(chan struct{}, 1)}
 }
 
@@ -354,6 +356,7 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) (renewed bool) {
 	}
 	var resp *authv1.IssueWorkloadSVIDsResponse
 	err := g.Wait()
+	sent := time.Now()
 	if err == nil {
 		callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		resp, err = c.issue(callCtx, req)
@@ -363,6 +366,9 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) (renewed bool) {
 		}
 	}
 	now := time.Now()
+	if err == nil {
+		c.checkSkew(resp, sent, now)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, e := range batch {
@@ -371,7 +377,7 @@ func (c *cache) issueBatch(ctx context.Context, batch []*entry) (renewed bool) {
 		if err != nil {
 			itemErr = &unavailableError{err}
 		} else {
-			s, itemErr = newSVID(e, resp.Results[i], keys[i], now)
+			s, itemErr = newSVID(e, resp.Results[i], keys[i], sent, now)
 		}
 		if itemErr != nil {
 			e.renewedFor = ""
@@ -449,8 +455,9 @@ func newRequestItem(e *entry) (*authv1.WorkloadSVIDRequest, crypto.Signer, error
 	return nil, nil, fmt.Errorf("unknown SVID kind %q", e.kind)
 }
 
-// newSVID checks one answer and pairs it with its key.
-func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, now time.Time) (*svid, error) {
+// newSVID checks one answer and pairs it with its key. The request left at
+// sent and the answer came at now, both on the agent's clock.
+func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, sent, now time.Time) (*svid, error) {
 	if r.GetError() != "" {
 		return nil, &denial{spiffeID: e.ent.id.String(), check: r.GetCheck(), reason: r.GetError()}
 	}
@@ -461,9 +468,6 @@ func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, now time
 	}
 	if s.spiffeID != e.ent.id.String() {
 		return nil, fmt.Errorf("the auth service issued %s where %s was asked for", s.spiffeID, e.ent.id)
-	}
-	if !s.expires.After(now) {
-		return nil, fmt.Errorf("the auth service issued an SVID for %s that has already expired", s.spiffeID)
 	}
 	switch e.kind {
 	case kindX509:
@@ -505,6 +509,16 @@ func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, now time
 			return nil, fmt.Errorf("encoding the key for %s: %w", s.spiffeID, err)
 		}
 		s.keyJWK = string(b)
+	}
+	if at := r.GetIssuedAt(); at != nil {
+		// The lifetime is the auth service's (expires_at minus issued_at,
+		// both on its clock), counted on the agent's monotonic clock from
+		// when the request left: a skewed or jumping wall clock neither
+		// expires it early nor renews it late.
+		s.issued, s.expires = sent, sent.Add(s.expires.Sub(at.AsTime()))
+	}
+	if !s.expires.After(now) {
+		return nil, fmt.Errorf("the auth service issued an SVID for %s that has already expired", s.spiffeID)
 	}
 	return s, nil
 }
@@ -781,4 +795,31 @@ func (c *cache) renewDue(ctx context.Context) time.Time {
 		go c.issueEntries(ctx, due)
 	}
 	return next
+}
+
+// maxClockSkew is the gap between the agent's and the auth service's clocks
+// beyond which the agent warns: SVIDs it hands out are checked by peers
+// against their own clocks.
+const maxClockSkew = 5 * time.Second
+
+// checkSkew compares the auth service's issued_at with the middle of the
+// call on the agent's clock, records it, and warns (at most every 10
+// minutes) when the two clocks are further apart than maxClockSkew.
+func (c *cache) checkSkew(resp *authv1.IssueWorkloadSVIDsResponse, sent, now time.Time) {
+	for _, r := range resp.GetResults() {
+		at := r.GetIssuedAt()
+		if at == nil {
+			continue
+		}
+		mid := sent.Add(now.Sub(sent) / 2)
+		skew := at.AsTime().Sub(mid.Round(0))
+		c.metrics.clockSkew.Set(skew.Seconds())
+		if skew.Abs() > maxClockSkew {
+			if n, ok := c.skewLog.allow(now); ok {
+				c.logger.Warn("the agent's clock and the auth service's differ; SVID lifetimes are counted from the auth service's answer, but peers check them against their own clocks: synchronise this host's clock (NTP)",
+					"auth_ahead_by", skew.Round(time.Millisecond), "answers_since_last_line", n)
+			}
+		}
+		return
+	}
 }

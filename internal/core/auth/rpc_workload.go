@@ -224,6 +224,9 @@ func (s *Server) issueWorkloadSVID(c *caller, host string, set *workloadSet, att
 		ev.SPIFFEID = it.SpiffeId
 	}
 	res := &authv1.WorkloadSVIDResult{}
+	// The issuer reads the same clock a moment later: expires_at minus this
+	// is at most the SVID's lifetime, never more.
+	issuedAt := s.clock()
 	refuse := func(check, reason string) (*authv1.WorkloadSVIDResult, audit.Event) {
 		ev.Reason, ev.Details["check"] = reason, check
 		res.Error, res.Check = reason, check
@@ -298,6 +301,7 @@ func (s *Server) issueWorkloadSVID(c *caller, host string, set *workloadSet, att
 		ev.Type, ev.Serial = audit.TypeWITSVIDIssued, svid.JTI
 		ev.TTLSeconds = int64(svid.ExpiresAt.Sub(svid.IssuedAt) / time.Second)
 	}
+	res.IssuedAt = timestamppb.New(issuedAt)
 	ev.Outcome = audit.OutcomeSuccess
 	delete(ev.Details, "check")
 	if len(ev.Details) == 0 {
