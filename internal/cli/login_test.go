@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -413,5 +414,65 @@ spec:
 	code, _, errOut = p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--password-stdin", "--ttl", "90m")
 	if code != 0 || errOut != "" {
 		t.Fatalf("a login within the cap: exit %d, stderr %q, want nothing on stderr", code, errOut)
+	}
+}
+
+// user ls and user get show who is locked out by failed logins, in the
+// table and as a status field for scripts, and user reset clears it.
+func TestUserLsShowsLock(t *testing.T) {
+	p, invite := newPerson(t)
+	admin := widctl{t: t, srv: p.srv}
+	admin.ok("user", "add", "bob", "--roles", "dev")
+	if code, _, errOut := p.firstLogin(invite); code != 0 {
+		t.Fatalf("first login: %s", errOut)
+	}
+	p.run("", "logout")
+	lockedRow := regexp.MustCompile(`(?m)^alice\s+dev\s+from 1 address\s`)
+	freeRow := regexp.MustCompile(`(?m)^bob\s+dev\s+-\s`)
+	if out := admin.ok("user", "ls"); !strings.Contains(out, "LOCKED") || lockedRow.MatchString(out) || !freeRow.MatchString(out) {
+		t.Fatalf("user ls before any failure:\n%s", out)
+	}
+
+	for range 5 {
+		p.run("the wrong password\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", p.srv.CAPin, "--password-stdin")
+	}
+	if code, _, errOut := p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", p.srv.CAPin, "--password-stdin"); code != cmdutil.ExitAuth || !strings.Contains(errOut, "too many failed attempts") {
+		t.Fatalf("alice is not locked: exit %d: %s", code, errOut)
+	}
+	if out := admin.ok("user", "ls"); !lockedRow.MatchString(out) || !freeRow.MatchString(out) {
+		t.Errorf("user ls with alice locked from this address:\n%s", out)
+	}
+	if out := admin.ok("user", "get", "alice"); !regexp.MustCompile(`(?m)^Locked:\s+from 1 address$`).MatchString(out) {
+		t.Errorf("user get alice:\n%s", out)
+	}
+	if out := admin.ok("get", "user/bob"); !regexp.MustCompile(`(?m)^Locked:\s+-$`).MatchString(out) {
+		t.Errorf("get user/bob:\n%s", out)
+	}
+	var docs []struct {
+		Metadata struct{ Name string }
+		Status   map[string]any
+	}
+	out := admin.ok("user", "ls", "--format", "json")
+	if err := json.Unmarshal([]byte(out), &docs); err != nil || len(docs) != 2 {
+		t.Fatalf("user ls --format json: %v\n%s", err, out)
+	}
+	if docs[0].Metadata.Name != "alice" || docs[0].Status["locked_sources"] != 1.0 || docs[1].Status != nil {
+		t.Errorf("user ls --format json:\n%s", out)
+	}
+	for _, secret := range []string{"argon2", "127.0.0.1", "invite", "totp"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("user ls --format json gives away %q:\n%s", secret, out)
+		}
+	}
+	if out := admin.ok("user", "get", "alice", "--format", "yaml"); !strings.Contains(out, "status:\n  locked_sources: 1\n") {
+		t.Errorf("user get alice --format yaml:\n%s", out)
+	}
+
+	admin.ok("user", "reset", "alice")
+	if out := admin.ok("user", "ls"); lockedRow.MatchString(out) || !regexp.MustCompile(`(?m)^alice\s+dev\s+-\s`).MatchString(out) {
+		t.Errorf("user ls after the reset:\n%s", out)
+	}
+	if out := admin.ok("user", "get", "alice", "--format", "json"); strings.Contains(out, "status") {
+		t.Errorf("user get alice after the reset:\n%s", out)
 	}
 }

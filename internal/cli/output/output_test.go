@@ -83,6 +83,20 @@ func workloadIdentity() *resource.WorkloadIdentity {
 	return w
 }
 
+// users are one user locked for everyone, one locked from two addresses
+// and one free to log in.
+func users() []resource.Resource {
+	user := func(name string, st *resource.UserStatus) *resource.User {
+		return &resource.User{Header: resource.Header{Kind: resource.KindUser, Version: resource.V1, Metadata: resource.Metadata{Name: name}},
+			Spec: resource.UserSpec{Roles: []string{"dev"}}, Status: st}
+	}
+	return []resource.Resource{
+		user("alice", &resource.UserStatus{LockedUntil: time.Date(2026, 1, 1, 12, 14, 0, 0, time.UTC), LockedSources: 3}),
+		user("bob", &resource.UserStatus{LockedSources: 2}),
+		user("carol", nil),
+	}
+}
+
 // The golden files are what people and scripts see; a change to them is a
 // change to widctl's interface.
 func TestResourceFormats(t *testing.T) {
@@ -102,6 +116,22 @@ func TestResourceFormats(t *testing.T) {
 			var buf bytes.Buffer
 			p := &output.Printer{Out: &buf, Format: format, Now: now}
 			if err := p.Resources(resource.KindRole, []resource.Resource{role(), role()}); err != nil {
+				t.Fatal(err)
+			}
+			clitest.Golden(t, buf.Bytes())
+		})
+		t.Run(string(format)+"/users", func(t *testing.T) {
+			var buf bytes.Buffer
+			p := &output.Printer{Out: &buf, Format: format, Now: now}
+			if err := p.Resources(resource.KindUser, users()); err != nil {
+				t.Fatal(err)
+			}
+			clitest.Golden(t, buf.Bytes())
+		})
+		t.Run(string(format)+"/user", func(t *testing.T) {
+			var buf bytes.Buffer
+			p := &output.Printer{Out: &buf, Format: format, TTY: true, Now: now}
+			if err := p.Resource(users()[0]); err != nil {
 				t.Fatal(err)
 			}
 			clitest.Golden(t, buf.Bytes())
@@ -144,6 +174,24 @@ func TestYAMLRoundTrips(t *testing.T) {
 	}
 	if again.String() != buf.String() {
 		t.Errorf("second print differs:\n%s\nfirst:\n%s", again.String(), buf.String())
+	}
+}
+
+// A user's status is printed, and create -f reads the document back.
+func TestUserWithStatusRoundTrips(t *testing.T) {
+	for _, format := range []output.Format{output.JSON, output.YAML} {
+		var buf bytes.Buffer
+		p := &output.Printer{Out: &buf, Format: format}
+		if err := p.Resource(users()[0]); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(buf.String(), "locked_until") {
+			t.Errorf("%s output lacks locked_until:\n%s", format, buf.String())
+		}
+		rs, err := resource.Decode(buf.Bytes())
+		if err != nil || len(rs) != 1 || rs[0].GetMetadata().Name != "alice" {
+			t.Errorf("%s output does not decode: %v\n%s", format, err, buf.String())
+		}
 	}
 }
 

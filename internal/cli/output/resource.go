@@ -114,7 +114,9 @@ func (p *Printer) table(kind string) *Table {
 	switch kind {
 	case resource.KindRole:
 		return NewTable(p.Out, "name", "allow", "deny", "max svid ttl", "description")
-	case resource.KindUser, resource.KindBot:
+	case resource.KindUser:
+		return NewTable(p.Out, "name", "roles", "locked", "description")
+	case resource.KindBot:
 		return NewTable(p.Out, "name", "roles", "description")
 	case resource.KindJoinToken:
 		return NewTable(p.Out, "name", "bot", "method", "used", "expires")
@@ -130,7 +132,7 @@ func (p *Printer) row(t *Table, r resource.Resource) {
 	case *resource.Role:
 		t.Row(md.Name, grantPaths(v.Spec.Allow.SPIFFE), grantPaths(v.Spec.Deny.SPIFFE), ttl(v.Spec.Options.MaxSVIDTTL), md.Description)
 	case *resource.User:
-		t.Row(md.Name, strings.Join(v.Spec.Roles, ", "), md.Description)
+		t.Row(md.Name, strings.Join(v.Spec.Roles, ", "), p.locked(v.Status), md.Description)
 	case *resource.Bot:
 		t.Row(md.Name, strings.Join(v.Spec.Roles, ", "), md.Description)
 	case *resource.JoinToken:
@@ -160,6 +162,7 @@ func (p *Printer) details(d *Details, r resource.Resource) {
 		d.Field("Max session TTL", ttl(v.Spec.Options.MaxSessionTTL))
 	case *resource.User:
 		d.Field("Roles", strings.Join(v.Spec.Roles, ", "))
+		d.Field("Locked", p.locked(v.Status))
 	case *resource.Bot:
 		d.Field("Roles", strings.Join(v.Spec.Roles, ", "))
 	case *resource.JoinToken:
@@ -195,6 +198,22 @@ func (p *Printer) details(d *Details, r resource.Resource) {
 	if md.Revision != 0 {
 		d.Field("Revision", strconv.FormatInt(md.Revision, 10))
 	}
+}
+
+// locked says whether a user may log in: "-", or until when it is locked
+// for everyone, or from how many addresses it is locked out.
+func (p *Printer) locked(st *resource.UserStatus) string {
+	switch {
+	case st == nil:
+		return "-"
+	case !st.LockedUntil.IsZero():
+		return "until " + p.Time(st.LockedUntil)
+	case st.LockedSources == 1:
+		return "from 1 address"
+	case st.LockedSources > 1:
+		return fmt.Sprintf("from %d addresses", st.LockedSources)
+	}
+	return "-"
 }
 
 func ttl(d resource.Duration) string {

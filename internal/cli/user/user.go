@@ -36,11 +36,19 @@ get and which admin operations the user may do.`,
 	cmd.AddCommand(
 		NewCmdAdd(f, nil),
 		resourcecmd.NewCmdListKind(f, resource.KindUser, resourcecmd.Help{
-			Short:   "List users",
+			Short: "List users, and who is locked out by failed logins",
+			Long: `List users, the roles they hold, and whether failed logins have locked them.
+LOCKED says "until TIME" when a user is locked for everyone, "from N
+addresses" when only some addresses are locked out, and "-" otherwise. With
+--format json or yaml the same is in each document's status: locked_until and
+locked_sources, absent when nothing is locked. widctl user reset NAME lifts a
+lock at once.`,
 			Example: "  widctl user ls\n  widctl user ls --format json",
 		}, nil),
 		resourcecmd.NewCmdGetKind(f, resource.KindUser, resourcecmd.Help{
-			Short:   "Show a user",
+			Short: "Show a user, and whether failed logins have locked it",
+			Long: `Show a user's roles, and whether failed logins have locked it (Locked, or
+status in --format json or yaml; see widctl user ls).`,
 			Example: "  widctl user get alice\n  widctl user get alice --format yaml",
 		}, nil),
 		NewCmdUpdate(f, nil),

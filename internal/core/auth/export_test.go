@@ -86,3 +86,15 @@ func (s *Server) SealTOTPSecretsForTest(ctx context.Context) error { return s.se
 
 // KubernetesJoinRefusedForTest is the one answer of a refused kubernetes join.
 func (s *Server) KubernetesJoinRefusedForTest() string { return s.kubernetesJoinRefused() }
+
+// FailLoginForTest counts one wrong login of user name from source, as a
+// wrong password sent from that address would.
+func (s *Server) FailLoginForTest(ctx context.Context, name, source string) error {
+	return s.loginFailed(ctx, name, true, source, "wrong password")
+}
+
+// StoredDataForTest is the document of kind/name as the store holds it.
+func (s *Server) StoredDataForTest(ctx context.Context, kind, name string) ([]byte, error) {
+	item, err := s.db.Get(ctx, kind, name)
+	return item.Data, err
+}

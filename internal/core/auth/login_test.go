@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -402,5 +403,105 @@ func TestResetUserUnlocksWithANewInvite(t *testing.T) {
 	defer c.Close()
 	if _, err := c.ResetUser(ctx, &authv1.ResetUserRequest{Name: "alice"}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("alice resetting herself: %v", err)
+	}
+}
+
+// A user's document says when it is locked, for everyone or from some
+// addresses, and nothing more; a reset or the end of the window clears it,
+// and a status sent back with the document is never stored.
+func TestUserStatusShowsLock(t *testing.T) {
+	clock := &offsetClock{}
+	srv := authtest.Start(t, authtest.WithClock(clock.now))
+	addUser(t, srv, 0)
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	if _, err := admin.CreateUser(ctx, &authv1.CreateUserRequest{Name: "bob", Roles: []string{"dev"}}); err != nil {
+		t.Fatal(err)
+	}
+	type doc struct {
+		Metadata struct{ Name string }
+		Status   *struct {
+			LockedUntil   time.Time `json:"locked_until"`
+			LockedSources int       `json:"locked_sources"`
+		}
+	}
+	get := func(name string) (doc, []byte) {
+		t.Helper()
+		resp, err := admin.GetResource(ctx, &authv1.GetResourceRequest{Kind: "user", Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d doc
+		if err := json.Unmarshal(resp.Resource, &d); err != nil {
+			t.Fatal(err)
+		}
+		return d, resp.Resource
+	}
+
+	// One address locks alice for itself only.
+	for range auth.MaxLoginFailures {
+		srv.FailLoginForTest(ctx, "alice", "192.0.2.1")
+	}
+	if d, raw := get("alice"); d.Status == nil || d.Status.LockedSources != 1 || !d.Status.LockedUntil.IsZero() {
+		t.Fatalf("alice locked from one address: %s", raw)
+	}
+	// Failures from many addresses lock alice for everyone.
+	for i := 0; i < auth.MaxUserLoginFailures-auth.MaxLoginFailures; i++ {
+		srv.FailLoginForTest(ctx, "alice", fmt.Sprintf("198.51.100.%d", i/auth.MaxLoginFailures))
+	}
+	before := clock.now()
+	d, raw := get("alice")
+	if d.Status == nil || d.Status.LockedUntil.Before(before.Add(auth.LockoutWindow-time.Minute)) || d.Status.LockedUntil.After(before.Add(auth.LockoutWindow)) {
+		t.Fatalf("alice locked for everyone: %s", raw)
+	}
+	for _, secret := range []string{"argon2", "invite", "totp", "192.0.2.1", "198.51.100", "failures"} {
+		if strings.Contains(string(raw), secret) {
+			t.Errorf("alice's document gives away %q: %s", secret, raw)
+		}
+	}
+	if d, raw := get("bob"); d.Status != nil || strings.Contains(string(raw), "status") {
+		t.Errorf("bob is not locked, yet his document says %s", raw)
+	}
+	list, err := admin.ListResources(ctx, &authv1.ListResourcesRequest{Kind: "user"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked := map[string]bool{}
+	for _, b := range list.Resources {
+		var d doc
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatal(err)
+		}
+		locked[d.Metadata.Name] = d.Status != nil && !d.Status.LockedUntil.IsZero()
+	}
+	if !locked["alice"] || locked["bob"] || len(locked) != 2 {
+		t.Errorf("list says locked = %v, want alice only", locked)
+	}
+
+	// The document read back with its status, and the status is not stored:
+	// once the reset clears the lock, nothing says locked.
+	if _, err := admin.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{raw}, Force: true}); err != nil {
+		t.Fatalf("creating alice from her document with a status: %v", err)
+	}
+	if stored, err := srv.StoredDataForTest(ctx, "user", "alice"); err != nil || strings.Contains(string(stored), "status") {
+		t.Errorf("stored alice = %s, %v; want no status", stored, err)
+	}
+	if _, err := admin.ResetUser(ctx, &authv1.ResetUserRequest{Name: "alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if d, raw := get("alice"); d.Status != nil {
+		t.Errorf("after the reset alice's document says %s", raw)
+	}
+
+	// The end of the window lifts a lock as well.
+	for range auth.MaxLoginFailures {
+		srv.FailLoginForTest(ctx, "bob", "192.0.2.1")
+	}
+	if d, raw := get("bob"); d.Status == nil {
+		t.Fatalf("bob locked from one address: %s", raw)
+	}
+	clock.advance(auth.LockoutWindow + time.Second)
+	if d, raw := get("bob"); d.Status != nil {
+		t.Errorf("after the window bob's document says %s", raw)
 	}
 }

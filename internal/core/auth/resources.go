@@ -285,6 +285,12 @@ func (r *resources) apply(ctx context.Context, ops ...store.Op) ([]int64, error)
 
 // op encodes a resource as a store op. The revision is the store's, not part of the document.
 func op(t store.OpType, v resource.Resource) (store.Op, error) {
+	if u, ok := v.(*resource.User); ok && u.Status != nil {
+		// A status is reported, never stored.
+		c := *u
+		c.Status = nil
+		v = &c
+	}
 	md := v.GetMetadata()
 	expect := md.Revision
 	rev := md.Revision

@@ -156,6 +156,51 @@ func (c *credential) forgetOldestSource(now time.Time) {
 	delete(c.Sources, oldest)
 }
 
+// status is what anyone who may read the user may know of its locks:
+// until when it is locked for everyone, and how many sources are locked
+// out of it, never which. Nil when nothing is locked.
+func (c *credential) status(now time.Time) *resource.UserStatus {
+	st := &resource.UserStatus{}
+	if now.Before(c.LockedUntil) {
+		st.LockedUntil = c.LockedUntil.UTC()
+	}
+	for _, sf := range c.Sources {
+		if now.Before(sf.LockedUntil) {
+			st.LockedSources++
+		}
+	}
+	if st.LockedUntil.IsZero() && st.LockedSources == 0 {
+		return nil
+	}
+	return st
+}
+
+// addUserStatus fills in the lock status of v if it is a user. Only the
+// counts are decoded: the TOTP secret stays sealed.
+func (s *Server) addUserStatus(ctx context.Context, v resource.Resource) error {
+	u, ok := v.(*resource.User)
+	if !ok {
+		return nil
+	}
+	u.Status = nil
+	item, err := s.db.Get(ctx, credentialKind, u.Metadata.Name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return storeError("user/"+u.Metadata.Name, err)
+	}
+	var c credential
+	if err := json.Unmarshal(item.Data, &c); err != nil {
+		// A damaged credential refuses logins on its own; the user
+		// document is still worth showing.
+		s.log.Warn("reading a user's lock status", "user", u.Metadata.Name, "error", err)
+		return nil
+	}
+	u.Status = c.status(s.clock())
+	return nil
+}
+
 // succeeded clears every failure count and lock.
 func (c *credential) succeeded() {
 	c.Failures, c.LockedUntil, c.Sources = 0, time.Time{}, nil

@@ -67,6 +67,11 @@ func decodeRequest(data []byte) (resource.Resource, error) {
 	if t, ok := v.(*resource.JoinToken); ok && t.Spec.Method != resource.JoinMethodKubernetes {
 		return nil, status.Error(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add (only kubernetes join tokens, which have no secret, are created from files)")
 	}
+	// A user's status is the auth service's to say: one sent back with a
+	// document read earlier is dropped, not stored.
+	if u, ok := v.(*resource.User); ok {
+		u.Status = nil
+	}
 	return v, nil
 }
 
@@ -212,6 +217,9 @@ func (s *Server) GetResource(ctx context.Context, req *authv1.GetResourceRequest
 	if err != nil {
 		return nil, storeError(kind+"/"+req.Name, err)
 	}
+	if err := s.addUserStatus(ctx, v); err != nil {
+		return nil, err
+	}
 	b, err := encode(v)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
@@ -278,6 +286,9 @@ func (s *Server) ListResources(ctx context.Context, req *authv1.ListResourcesReq
 		}
 		if err != nil {
 			return nil, storeError(kind, err)
+		}
+		if err := s.addUserStatus(ctx, v); err != nil {
+			return nil, err
 		}
 		b, err := encode(v)
 		if err != nil {

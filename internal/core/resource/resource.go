@@ -202,6 +202,19 @@ type RoleOptions struct {
 type User struct {
 	Header `json:",inline" yaml:",inline"`
 	Spec   UserSpec `json:"spec" yaml:"spec"`
+	// Status is what the auth service reports about the user when it is
+	// read: it is never stored, and the auth service drops it from what it
+	// is sent, so the output of widctl get goes back into widctl create -f.
+	Status *UserStatus `json:"status,omitempty" yaml:"status,omitempty"`
+}
+
+// UserStatus says whether a user is locked out of logging in. It holds
+// nothing secret: no hash, no second factor, no address.
+type UserStatus struct {
+	// LockedUntil is when the lock for everyone ends; zero when there is none.
+	LockedUntil time.Time `json:"locked_until,omitzero" yaml:"locked_until,omitempty"`
+	// LockedSources counts the addresses locked out of this user alone.
+	LockedSources int `json:"locked_sources,omitempty" yaml:"locked_sources,omitempty"`
 }
 
 type UserSpec struct {
