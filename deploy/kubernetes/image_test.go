@@ -170,7 +170,7 @@ func TestImageHoldsWhatManifestsRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`(?m)^IMAGE \?= ` + regexp.QuoteMeta(want) + `$`).Match(mk) || !regexp.MustCompile(`(?m)^image:`).Match(mk) {
+	if !regexp.MustCompile(`(?m)^IMAGE \?= `+regexp.QuoteMeta(want)+`$`).Match(mk) || !regexp.MustCompile(`(?m)^image:`).Match(mk) {
 		t.Errorf("the Makefile has no image target tagging %s", want)
 	}
 
