@@ -20,11 +20,12 @@ var ErrStopped = errors.New("audit log is stopped")
 // transaction that keeps every caller in it waiting.
 const maxBatch = 512
 
-// appendAttempts is how often a batch is re-chained when something else
-// moved the head first. That is a rare event (a stray second writer, an
-// append whose outcome was unknown): a store shared by busy replicas would
-// need the backend to serialize the chain, not more retries here.
-const appendAttempts = 3
+// rechainAttempts bounds how often one batch is re-chained because another
+// writer moved the head first. Replicas sharing one database do that all
+// the time: each loss costs one round trip and the next attempt starts
+// from the head the winner left, so a batch loses this often only if the
+// database commits that many other batches in the meantime.
+const rechainAttempts = 1000
 
 // Group commit. Each commit costs a WAL write and an fsync whatever its
 // size, so under load the writer lingers a moment before taking a batch,
@@ -190,48 +191,54 @@ func (l *Log) take() []*pending {
 
 // commit chains batch onto the head, writes it in one transaction and
 // answers every caller in it.
+//
+// Other writers (auth replicas on the same database) may move the head
+// between two commits of this one: the backend then refuses the batch
+// with store.ErrAuditChain and writes nothing, and the batch is re-chained
+// on the head as it is now, under new seqs and hashes, and tried again.
+// When the outcome of a commit is unknown (the connection broke during
+// it), the stored row at the batch's first seq says whether it landed: its
+// hash covers the previous hash and every column, so only this batch's row
+// has it. Either way each event is stored exactly once.
 func (l *Log) commit(ctx context.Context, batch []*pending) {
 	rows := make([]store.AuditRow, len(batch))
 	var err error
-	for range appendAttempts {
-		seq, hash := l.seq, l.hash
-		for i, p := range batch {
-			seq++
-			rows[i] = store.AuditRow{
-				Seq:      seq,
-				Time:     p.ev.Time,
-				Type:     p.ev.Type,
-				Actor:    p.ev.Actor,
-				SPIFFEID: p.ev.SPIFFEID,
-				Outcome:  p.ev.Outcome,
-				Data:     p.data,
-				PrevHash: hash,
-			}
-			rows[i].Hash = HashRow(rows[i])
-			hash = rows[i].Hash
-		}
+	for attempt := 1; ; attempt++ {
+		fromSeq, fromHash := l.seq, l.hash
+		l.chain(batch, rows)
 		err = l.backend.AppendAudit(ctx, rows)
 		if err == nil {
 			break
 		}
-		// Either someone else moved the head, or the outcome of the commit
-		// is unknown (an I/O error after the data reached the disk): the
-		// recorded head settles both.
+		if !errors.Is(err, store.ErrAuditChain) {
+			landed, lerr := l.landed(ctx, rows[0])
+			if lerr != nil {
+				err = errors.Join(err, lerr)
+			} else if landed {
+				err = nil
+				break
+			}
+		}
+		// Either another writer moved the head, or this batch did not
+		// land: the next batch (or this one again) follows the head as
+		// recorded now.
 		headSeq, headHash, headErr := l.backend.AuditHead(ctx)
 		if headErr != nil {
 			err = errors.Join(err, headErr)
 			break
 		}
-		if headSeq == seq && headHash == hash {
-			err = nil
-			break
-		}
 		l.seq, l.hash = headSeq, headHash
-		if !errors.Is(err, store.ErrAuditChain) {
+		if !errors.Is(err, store.ErrAuditChain) || attempt >= rechainAttempts {
 			break
 		}
-		l.logger.Warn("audit head moved under this writer; re-chaining batch",
-			"head_seq", headSeq, "batch_size", len(batch))
+		if headSeq == fromSeq && headHash == fromHash {
+			// Nobody moved the head, yet the batch does not follow it:
+			// the rows table disagrees with the head (see Verify), and
+			// trying again would meet the same refusal.
+			break
+		}
+		l.logger.Debug("audit head moved under this writer; re-chaining batch",
+			"head_seq", headSeq, "batch_size", len(batch), "attempt", attempt)
 	}
 	if err != nil {
 		err = fmt.Errorf("recording %d audit events: %w", len(batch), err)
@@ -258,6 +265,36 @@ func (l *Log) commit(ctx context.Context, batch []*pending) {
 	for _, p := range batch {
 		p.done <- nil
 	}
+}
+
+// chain fills rows with batch's events chained onto the head in memory.
+func (l *Log) chain(batch []*pending, rows []store.AuditRow) {
+	seq, hash := l.seq, l.hash
+	for i, p := range batch {
+		seq++
+		rows[i] = store.AuditRow{
+			Seq:      seq,
+			Time:     p.ev.Time,
+			Type:     p.ev.Type,
+			Actor:    p.ev.Actor,
+			SPIFFEID: p.ev.SPIFFEID,
+			Outcome:  p.ev.Outcome,
+			Data:     p.data,
+			PrevHash: hash,
+		}
+		rows[i].Hash = HashRow(rows[i])
+		hash = rows[i].Hash
+	}
+}
+
+// landed reports whether first, the first row of a batch whose commit
+// ended in an error, is stored: a batch lands whole or not at all.
+func (l *Log) landed(ctx context.Context, first store.AuditRow) (bool, error) {
+	got, err := l.backend.QueryAudit(ctx, store.AuditFilter{AfterSeq: first.Seq - 1, BeforeSeq: first.Seq + 1, Limit: 1})
+	if err != nil {
+		return false, fmt.Errorf("checking whether audit event %d was recorded: %w", first.Seq, err)
+	}
+	return len(got) == 1 && got[0].Hash == first.Hash, nil
 }
 
 // EmitAll records events as Emit does, queued together and in order, so
