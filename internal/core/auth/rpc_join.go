@@ -189,6 +189,10 @@ func (s *Server) joinDeniedWith(ctx context.Context, req *authv1.JoinRequest, bo
 	return status.Error(codes.PermissionDenied, userMsg)
 }
 
+// maxTokenUseRetries bounds how often a join counts its use again after
+// losing a race to other uses of the same token.
+const maxTokenUseRetries = 20
+
 func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.JoinResponse, error) {
 	switch req.JoinMethod {
 	case "", resource.JoinMethodToken:
@@ -240,18 +244,36 @@ func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.Joi
 		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "bad CSR: "+err.Error(), err.Error())
 	}
 	// Count the use with compare-and-set: two joins racing on a single-use
-	// token must not both succeed.
-	used := *tok
-	used.Spec.Used++
-	o, err := op(store.OpUpdate, &used)
-	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	if _, err := s.res.apply(ctx, o); err != nil {
-		if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) {
-			return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "join token used concurrently", "the join token was already used: ask an admin for a new one")
+	// token, on this replica or on two, must not both succeed. A join that
+	// lost the race to another use of a token with uses left counts again
+	// on the token as it is now.
+	var used resource.JoinToken
+	for attempt := 1; ; attempt++ {
+		used = *tok
+		used.Spec.Used++
+		o, err := op(store.OpUpdate, &used)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
 		}
-		return nil, storeError("token/"+name, err)
+		_, err = s.res.apply(ctx, o)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			return nil, storeError("token/"+name, err)
+		}
+		if errors.Is(err, store.ErrConflict) && attempt < maxTokenUseRetries {
+			v, gerr := s.res.get(ctx, resource.KindJoinToken, name)
+			if gerr == nil {
+				now := v.(*resource.JoinToken)
+				if now.Spec.SecretHash == tok.Spec.SecretHash && now.Spec.Bot == tok.Spec.Bot && now.Spec.Method == tok.Spec.Method &&
+					now.Spec.Used < now.Spec.Uses && s.clock().Before(now.Spec.Expires) {
+					tok = now
+					continue
+				}
+			}
+		}
+		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "join token used concurrently", "the join token was already used: ask an admin for a new one")
 	}
 	return s.joined(ctx, req, tok.Spec.Bot, pub, map[string]string{"token": name, "method": tok.Spec.Method, "uses_left": strconv.Itoa(tok.Spec.Uses - used.Spec.Used)})
 }

@@ -411,56 +411,84 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 	return &authv1.ResetUserResponse{Invite: secret, InviteExpiresAt: timestamppb.New(cred.InviteExpires)}, nil
 }
 
-// unknownFailures counts failed logins of names with no credential, so that
-// they lock like real users do and a lockout tells nothing about existence.
-// It lives in memory only: there is nothing to protect behind these names.
-type unknownFailures struct {
-	mu sync.Mutex
-	m  map[string]*credential
+// unknownLoginKind is the store kind of the failed-login counts of names
+// that are not users, so that they lock like real users do and a lockout
+// tells nothing about existence. They are in the store, not in one
+// process, so that guesses spread over replicas count as on one; the
+// replica that holds the periodic-work lease forgets idle ones (see
+// forgetIdleUnknownLogins).
+const unknownLoginKind = "login_failures"
+
+// unknownForget is how long an unknown name's counts are kept after its
+// last failure once no lock of it is running.
+const unknownForget = 24 * time.Hour
+
+// getUnknownFailures reads the failure counts of a name that is not a user.
+func (s *Server) getUnknownFailures(ctx context.Context, name string) (*credential, error) {
+	item, err := s.db.Get(ctx, unknownLoginKind, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return &credential{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c credential
+	if err := json.Unmarshal(item.Data, &c); err != nil {
+		return nil, fmt.Errorf("decoding the failed logins of %q: %w", name, err)
+	}
+	c.revision = item.Revision
+	return &c, nil
 }
 
-const maxUnknownFailures = 10000
-
-// get returns a copy of name's counts.
-func (u *unknownFailures) get(name string) *credential {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	c := &credential{}
-	if old := u.m[name]; old != nil {
-		*c = *old
-		c.Sources = cloneSources(old.Sources)
+// unknownFailuresOp is the compare-and-set write of c, counts only.
+func unknownFailuresOp(name string, c *credential) (store.Op, error) {
+	data, err := json.Marshal(&credential{Failures: c.Failures, LockedUntil: c.LockedUntil, Sources: c.Sources})
+	if err != nil {
+		return store.Op{}, err
 	}
-	return c
+	o := store.Op{Type: store.OpCreate, Item: store.Item{Kind: unknownLoginKind, Name: name, Data: data}}
+	if c.revision != 0 {
+		o.Type, o.ExpectRevision = store.OpUpdate, c.revision
+	}
+	return o, nil
 }
 
-// update changes name's counts with f, atomically.
-func (u *unknownFailures) update(name string, f func(*credential)) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.m == nil {
-		u.m = map[string]*credential{}
+// forgetIdleUnknownLogins drops the counts of unknown names that are not
+// locked and saw no failure for unknownForget: anyone may make such rows,
+// so they must not pile up.
+func (s *Server) forgetIdleUnknownLogins(ctx context.Context) {
+	items, err := s.db.List(ctx, unknownLoginKind)
+	if err != nil {
+		s.log.Warn("listing failed logins of unknown names", "error", err)
+		return
 	}
-	c, ok := u.m[name]
-	if !ok {
-		if len(u.m) >= maxUnknownFailures {
-			clear(u.m)
+	now := s.clock()
+	for _, it := range items {
+		var c credential
+		if err := json.Unmarshal(it.Data, &c); err == nil && !idleUnknown(&c, now) {
+			continue
 		}
-		c = &credential{}
-		u.m[name] = c
+		// The revision read: counts that moved meanwhile are kept.
+		_, err := s.db.Apply(ctx, store.Op{Type: store.OpDelete, Item: store.Item{Kind: unknownLoginKind, Name: it.Name}, ExpectRevision: it.Revision})
+		if err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("forgetting failed logins of an unknown name", "error", err)
+			return
+		}
 	}
-	f(c)
 }
 
-func cloneSources(m map[string]*sourceFailures) map[string]*sourceFailures {
-	if m == nil {
-		return nil
+// idleUnknown says whether c is unlocked everywhere and its last failure
+// older than unknownForget.
+func idleUnknown(c *credential, now time.Time) bool {
+	if now.Before(c.LockedUntil) {
+		return false
 	}
-	out := make(map[string]*sourceFailures, len(m))
-	for k, v := range m {
-		cp := *v
-		out[k] = &cp
+	for _, sf := range c.Sources {
+		if now.Before(sf.LockedUntil) || now.Sub(sf.Last) < unknownForget {
+			return false
+		}
 	}
-	return out
+	return true
 }
 
 // loginDenied audits a refused login with its reason and answers msg.
@@ -545,8 +573,8 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		}
 	} else if !errors.Is(uerr, store.ErrNotFound) {
 		return nil, storeError("user/"+name, uerr)
-	} else {
-		cred = s.unknown.get(name)
+	} else if cred, err = s.getUnknownFailures(ctx, name); err != nil {
+		return nil, storeError("user/"+name, err)
 	}
 
 	if until, everyone := cred.lockedUntil(source, now); !until.IsZero() {
@@ -678,8 +706,10 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 
 // maxCredentialRetries bounds the compare-and-set retries of one login's
 // credential write. Writes for one user are serialized in this process, so
-// only other replicas' writes can make it retry.
-const maxCredentialRetries = 20
+// only other replicas' writes can make it retry, and each retry means one
+// of theirs counted: a burst of guesses spread over replicas retries about
+// as often as it has guesses on the others.
+const maxCredentialRetries = 100
 
 // credentialLocks serializes credential writes per user within this
 // process (striped by name), so that parallel attempts each count instead
@@ -712,37 +742,40 @@ func (s *Server) countFailure(ctx context.Context, name string, known bool, sour
 			until    time.Time
 			everyone bool
 			what     string
+			cred     *credential
+			err      error
 		)
-		if !known {
-			s.unknown.update(name, func(c *credential) {
-				if until, everyone = c.lockedUntil(source, now); until.IsZero() {
-					what = c.fail(source, now)
-				}
-			})
-		} else {
-			cred, err := s.getCredential(ctx, name)
-			switch {
-			case errors.Is(err, store.ErrNotFound):
-				cred = &credential{}
-			case err != nil:
-				return storeError("user/"+name, err)
+		if known {
+			cred, err = s.getCredential(ctx, name)
+			if errors.Is(err, store.ErrNotFound) {
+				cred, err = &credential{}, nil
 			}
-			if until, everyone = cred.lockedUntil(source, now); until.IsZero() {
-				what = cred.fail(source, now)
+		} else {
+			cred, err = s.getUnknownFailures(ctx, name)
+		}
+		if err != nil {
+			return storeError("user/"+name, err)
+		}
+		if until, everyone = cred.lockedUntil(source, now); until.IsZero() {
+			what = cred.fail(source, now)
+			var o store.Op
+			if known {
 				t := store.OpUpdate
 				if cred.revision == 0 {
 					t = store.OpCreate
 				}
-				o, err := s.credentialOp(t, name, cred)
-				if err != nil {
-					return status.Error(codes.Internal, err.Error())
+				o, err = s.credentialOp(t, name, cred)
+			} else {
+				o, err = unknownFailuresOp(name, cred)
+			}
+			if err != nil {
+				return status.Error(codes.Internal, err.Error())
+			}
+			if _, err := s.db.Apply(ctx, o); err != nil {
+				if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrNotFound) {
+					continue
 				}
-				if _, err := s.db.Apply(ctx, o); err != nil {
-					if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrAlreadyExists) || errors.Is(err, store.ErrNotFound) {
-						continue
-					}
-					return storeError("user/"+name, err)
-				}
+				return storeError("user/"+name, err)
 			}
 		}
 		if !until.IsZero() {

@@ -125,8 +125,6 @@ type Server struct {
 	agentHosts sync.Map
 	// attestations remembers recently recorded attestation ids.
 	attestations *recentIDs
-	// unknown counts failed logins of names that are not users.
-	unknown unknownFailures
 	// agents follows what each agent holds, for CA rotations.
 	agents *agentTracker
 	// anchor keeps keys/anchor level with the store.

@@ -7,12 +7,17 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/wid-project/wid/internal/core/anchor"
 	"github.com/wid-project/wid/internal/core/auth"
+	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/kubejoin"
+	"github.com/wid-project/wid/internal/core/store"
+	"github.com/wid-project/wid/internal/core/store/postgres"
 )
 
 // Server is a running auth service.
@@ -41,6 +46,42 @@ func WithClock(clock func() time.Time) Option { return func(c *auth.Config) { c.
 // WithKubernetesClusters configures the clusters kubernetes join tokens may name.
 func WithKubernetesClusters(clusters ...kubejoin.Cluster) Option {
 	return func(c *auth.Config) { c.KubernetesClusters = clusters }
+}
+
+// WithPostgres keeps the trust domain in the PostgreSQL database at dbURL
+// (see pgtest.Database) instead of a SQLite file in the data dir.
+func WithPostgres(dbURL string) Option {
+	return func(c *auth.Config) {
+		c.Store = func(ctx context.Context) (store.Backend, error) { return postgres.Open(ctx, dbURL) }
+		c.StoreFile = ""
+	}
+}
+
+// StartReplica starts another auth service on the store of primary, which
+// must run on the PostgreSQL database at dbURL: a new data dir holding a
+// copy of primary's keys/ (the key encryption key every replica needs, and
+// the anchor its store is checked against), as an operator copies them.
+func StartReplica(t testing.TB, primary *Server, dbURL string, opts ...Option) *Server {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "wid-auth-")
+	if err != nil {
+		t.Fatalf("making data dir: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	keys := filepath.Join(dir, "keys")
+	if err := os.Mkdir(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{ca.KEKFileName, anchor.FileName} {
+		b, err := os.ReadFile(filepath.Join(primary.DataDir, "keys", name))
+		if err != nil {
+			t.Fatalf("copying the primary's keys: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(keys, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return Start(t, append([]Option{WithPostgres(dbURL), WithDataDir(dir), WithTrustDomain(primary.TrustDomain)}, opts...)...)
 }
 
 // Start opens and runs an auth service until the test ends.
