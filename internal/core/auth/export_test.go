@@ -7,6 +7,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/lease"
 	"github.com/wid-project/wid/internal/core/store"
 )
 
@@ -97,4 +98,30 @@ func (s *Server) FailLoginForTest(ctx context.Context, name, source string) erro
 func (s *Server) StoredDataForTest(ctx context.Context, kind, name string) ([]byte, error) {
 	item, err := s.db.Get(ctx, kind, name)
 	return item.Data, err
+}
+
+// ReplicaForTest names this auth process among the replicas of its store.
+func (s *Server) ReplicaForTest() string { return s.replica }
+
+// PeriodicLeaseHolderForTest is the replica that the store says holds the
+// periodic-work lease.
+func (s *Server) PeriodicLeaseHolderForTest(ctx context.Context) (string, error) {
+	return lease.New(s.db, periodicLease, s.replica, s.cfg.LeaseTTL, nil).Holder(ctx)
+}
+
+// CloseStoreForTest cuts this process off its store, as its death or a
+// network partition would: nothing it does reaches the store any more.
+func (s *Server) CloseStoreForTest() { s.db.Close() }
+
+// ForgetIdleUnknownLoginsForTest runs the lease holder's sweep of the
+// failed-login counts of unknown names now.
+func (s *Server) ForgetIdleUnknownLoginsForTest(ctx context.Context) { s.forgetIdleUnknownLogins(ctx) }
+
+// UnknownLoginKind is the store kind of unknown names' failed logins.
+const UnknownLoginKind = unknownLoginKind
+
+// FailUnknownLoginForTest counts one wrong login of name, which is not a
+// user, from source.
+func (s *Server) FailUnknownLoginForTest(ctx context.Context, name, source string) error {
+	return s.loginFailed(ctx, name, false, source, "wrong password")
 }

@@ -2,16 +2,19 @@ package auth_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -164,5 +167,297 @@ func TestJoinTokenRacedOnReplicas(t *testing.T) {
 	}
 	if joins != 10+5*3 {
 		t.Errorf("the audit log holds %d joins, want %d", joins, 10+5*3)
+	}
+}
+
+// TestRotationGateSeesAgentsOfEveryReplica: a step asked of replica A
+// waits for an agent that follows replica B, and goes through once that
+// agent has reported to B what it holds.
+func TestRotationGateSeesAgentsOfEveryReplica(t *testing.T) {
+	rs := replicas(t, 2)
+	a, b := rs[0], rs[1]
+	ctx := context.Background()
+	adminA, adminB := a.AdminClient(t), b.AdminClient(t)
+	create(t, a, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**"))
+	bot := joinedBot(t, b, "agent", "prod-agent")
+	stream := watch(t, bot, "node-1")
+	stream.next(t, time.Second)
+
+	rotate := func(phase string) error {
+		_, err := adminA.RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", Phase: phase})
+		return err
+	}
+	if err := rotate("init"); err != nil {
+		t.Fatal(err)
+	}
+	err := rotate("update_clients")
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), `bot "agent" on node-1`) {
+		t.Fatalf("update_clients on A before B's agent reported: %v, want a refusal naming the agent", err)
+	}
+	st, err := adminA.GetCAStatus(ctx, &authv1.GetCAStatusRequest{Type: "spiffe"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ags := st.Cas[0].Agents; len(ags) != 1 || !ags[0].Connected || !ags[0].Lagging {
+		t.Fatalf("A's status of B's agent: %v, want one connected agent that lags", ags)
+	}
+	// B serves the step A took (it reads the CAs when asked about them) and
+	// its agent reports the new bundle.
+	if _, err := adminB.GetCAStatus(ctx, &authv1.GetCAStatusRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var atInit *authv1.AgentState
+	for atInit == nil || atInit.Cas["spiffe"].Generation < 1 {
+		atInit = stream.next(t, 2*time.Second)
+	}
+	req := &authv1.ReportAgentStatusRequest{Host: "node-1", Sequences: map[string]int64{}, Generations: map[string]int64{}, SignedBy: map[string]string{"spiffe": atInit.Cas["spiffe"].ActiveSignerId}}
+	for typ, c := range atInit.Cas {
+		req.Sequences[typ], req.Generations[typ] = c.Sequence, c.Generation
+	}
+	if _, err := bot.ReportAgentStatus(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if err := rotate("update_clients"); err != nil {
+		t.Fatalf("update_clients on A after B's agent reported: %v", err)
+	}
+}
+
+// TestRotationStepsRacedOnReplicas: the same step asked of two replicas at
+// once is taken exactly once; the other gets the conflict answer that one
+// replica gives today.
+func TestRotationStepsRacedOnReplicas(t *testing.T) {
+	rs := replicas(t, 2)
+	ctx := context.Background()
+	admins := []*client.Client{rs[0].AdminClient(t), rs[1].AdminClient(t)}
+	for _, phase := range []string{"init", "update_clients", "update_servers", "standby", "init", "rollback"} {
+		var (
+			wg    sync.WaitGroup
+			mu    sync.Mutex
+			won   int
+			other []error
+		)
+		start := make(chan struct{})
+		for _, admin := range admins {
+			wg.Go(func() {
+				<-start
+				_, err := admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "jwt", Phase: phase, Force: true})
+				mu.Lock()
+				defer mu.Unlock()
+				if err == nil {
+					won++
+				} else {
+					other = append(other, err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if won != 1 {
+			t.Fatalf("%s raced on two replicas was taken %d times (%v)", phase, won, other)
+		}
+		// The loser speaks of the CA as the winner left it.
+		now := phase
+		if phase == "rollback" {
+			now = "standby" // a rollback from init has nothing to undo
+		}
+		for _, err := range other {
+			msg := status.Convert(err).Message()
+			if status.Code(err) != codes.FailedPrecondition ||
+				!(strings.Contains(msg, "changed while this step was being made") || strings.Contains(msg, "moved meanwhile") ||
+					strings.Contains(msg, "is in "+now+" and cannot move to "+phase)) {
+				t.Fatalf("the loser of the %s race got %v, want the conflict answer", phase, err)
+			}
+		}
+	}
+	// A rollback from init has nothing to undo and ends in standby at once.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := admins[1].GetCAStatus(ctx, &authv1.GetCAStatusRequest{Type: "jwt"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Cas[0].Ca.Phase == "standby" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the rollback is still in %s", resp.Cas[0].Ca.Phase)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		steps := 0
+		for _, ev := range auditTypes(t, rs[1], "ca.rotation") {
+			if ev.Outcome == "success" {
+				steps++
+			}
+		}
+		if steps == 6 {
+			break
+		}
+		if steps > 6 || time.Now().After(deadline) {
+			for _, ev := range auditTypes(t, rs[1], "ca.rotation") {
+				t.Logf("%s %s %s %v", ev.Actor, ev.Outcome, ev.Reason, ev.Details)
+			}
+			t.Fatalf("the audit log holds %d rotation steps, want 6", steps)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// lowerSVIDTTL makes the built-in roles' SVIDs live d at most, so that an
+// automatic rotation may be short.
+func lowerSVIDTTL(t *testing.T, srv *authtest.Server, d string) {
+	t.Helper()
+	admin := srv.AdminClient(t)
+	for _, role := range []string{"editor", "local-agent"} {
+		resp, err := admin.GetResource(context.Background(), &authv1.GetResourceRequest{Kind: "role", Name: role})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(resp.Resource, &doc); err != nil {
+			t.Fatal(err)
+		}
+		spec := doc["spec"].(map[string]any)
+		opts, _ := spec["options"].(map[string]any)
+		if opts == nil {
+			opts = map[string]any{}
+		}
+		opts["max_svid_ttl"] = d
+		spec["options"] = opts
+		b, _ := json.Marshal(doc)
+		if _, err := admin.CreateResource(context.Background(), &authv1.CreateResourceRequest{Resources: [][]byte{b}, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestAutomaticRotationMovesToAnotherReplicaWhenItsDriverDies: of three
+// replicas one drives automatic rotations; cut off from the store in the
+// middle of one, it is replaced within seconds, and the new driver
+// finishes the rotation, each step taken once.
+func TestAutomaticRotationMovesToAnotherReplicaWhenItsDriverDies(t *testing.T) {
+	const ttl = 500 * time.Millisecond
+	rs := replicas(t, 3, authtest.WithLeaseTTL(ttl))
+	ctx := context.Background()
+	lowerSVIDTTL(t, rs[0], "2s")
+
+	holderOf := func(asked *authtest.Server) *authtest.Server {
+		t.Helper()
+		deadline := time.Now().Add(10 * ttl)
+		for {
+			h, err := asked.PeriodicLeaseHolderForTest(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rs {
+				if r.ReplicaForTest() == h {
+					return r
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no replica holds the periodic lease (holder %q)", h)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	driver := holderOf(rs[0])
+	var other *authtest.Server
+	for _, r := range rs {
+		if r != driver {
+			other = r
+			break
+		}
+	}
+	admin := other.AdminClient(t)
+	if _, err := admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", GracePeriodSeconds: 6}); err != nil {
+		t.Fatal(err)
+	}
+	phase := func() string {
+		t.Helper()
+		resp, err := admin.GetCAStatus(ctx, &authv1.GetCAStatusRequest{Type: "spiffe"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Cas[0].Ca.Phase
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for phase() == "init" {
+		if time.Now().After(deadline) {
+			t.Fatal("the driver never moved the rotation past init")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	driver.CloseStoreForTest()
+	died := time.Now()
+	var next *authtest.Server
+	for next == nil || next == driver {
+		next = holderOf(other)
+		if time.Since(died) > 10*time.Second {
+			t.Fatal("no replica took the lease over from the dead driver")
+		}
+	}
+	t.Logf("the lease moved %s after its holder lost the store (TTL %s)", time.Since(died).Round(time.Millisecond), ttl)
+	for p := phase(); p != "standby"; p = phase() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the rotation is still in %s after its driver died", p)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	seen := map[string]int{}
+	for _, ev := range auditTypes(t, other, "ca.rotation") {
+		if ev.Outcome == "success" {
+			seen[ev.Details["to"]]++
+		}
+	}
+	for _, to := range []string{"init", "update_clients", "update_servers", "standby"} {
+		if seen[to] != 1 {
+			t.Errorf("the step to %s is audited %d times, want once (%v)", to, seen[to], seen)
+		}
+	}
+	resp, err := admin.VerifyAudit(ctx, &authv1.VerifyAuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Problems) > 0 {
+		t.Fatalf("the audit log has problems: %v", resp.Problems)
+	}
+}
+
+// TestIdleUnknownNamesAreForgotten: anyone can make the store count
+// failures of names that are not users, so those counts go once they are
+// idle for a day and unlocked; locked or recent ones stay.
+func TestIdleUnknownNamesAreForgotten(t *testing.T) {
+	auth.SetArgon2MemoryForTest(t, 64)
+	clock := &offsetClock{}
+	srv := authtest.Start(t, authtest.WithClock(clock.now))
+	ctx := context.Background()
+	_, err := login(t, srv, &authv1.LoginRequest{User: "mallory", Password: "guess guess guess"})
+	wantDenied(t, err, codes.Unauthenticated, "login failed")
+	for range auth.MaxLoginFailures {
+		login(t, srv, &authv1.LoginRequest{User: "trudy", Password: "guess guess guess"})
+	}
+	stored := func(name string) bool {
+		_, err := srv.StoredDataForTest(ctx, auth.UnknownLoginKind, name)
+		return err == nil
+	}
+	if !stored("mallory") || !stored("trudy") {
+		t.Fatal("failed logins of unknown names are not in the store")
+	}
+	clock.advance(23 * time.Hour)
+	srv.ForgetIdleUnknownLoginsForTest(ctx)
+	if !stored("mallory") {
+		t.Fatal("a failure 23 hours old was forgotten")
+	}
+	// trudy fails again (the clock has moved past the TLS certificate's
+	// life, so not over TLS): kept.
+	srv.FailUnknownLoginForTest(ctx, "trudy", "192.0.2.1")
+	clock.advance(2 * time.Hour)
+	srv.ForgetIdleUnknownLoginsForTest(ctx)
+	if stored("mallory") {
+		t.Fatal("a failure 25 hours old is still stored")
+	}
+	if !stored("trudy") {
+		t.Fatal("the counts of a name failed an hour ago were forgotten")
 	}
 }

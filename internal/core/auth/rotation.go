@@ -53,167 +53,232 @@ type agentRecord struct {
 	Generations map[string]int64 `json:"generations,omitempty"`
 	// SignedSince is when each SignedBy entry took its current value.
 	SignedSince map[string]time.Time `json:"signed_since,omitempty"`
-	// connected counts the agent's open state streams; not stored.
-	connected int
+	// Replica names the auth replica whose state stream the agent follows,
+	// "" once it has left it.
+	Replica string `json:"replica,omitempty"`
+	// connected says the agent follows a replica now: this one (its open
+	// streams are counted here), or another that keeps its LastSeen fresh.
+	// Not stored.
+	connected bool
 }
 
 func agentKey(bot, host string) string { return bot + "@" + host }
 
+// agentStale is how long after its last heartbeat an agent that another
+// replica said it follows still counts as connected: that replica may be
+// gone without a word (kill -9), and its agents have moved on.
+const agentStale = 3 * agentHeartbeat
+
+// maxAgentWriteRetries bounds the compare-and-set retries of one agent
+// record write; only writes of other replicas (the agent moving between
+// them) make it retry.
+const maxAgentWriteRetries = 20
+
 // agentTracker follows agents: which CA sequences they hold and which keys
-// signed what they serve. Every change is written to the store so that a
-// restarted auth service still holds back a rotation for agents it knew.
+// signed what they serve. The records live in the store and every read
+// and write goes there, so that every replica's rotation gate sees every
+// agent, whichever replica it follows, and a restarted replica still holds
+// back a rotation for agents it knew. Only the count of state streams open
+// to this replica is kept here.
 type agentTracker struct {
 	db    store.Backend
 	clock func() time.Time
 	log   interface {
 		Warn(string, ...any)
 	}
+	// replica names this auth process in records of agents it serves.
+	replica string
 
-	mu     sync.Mutex
-	agents map[string]*agentRecord
+	mu sync.Mutex
+	// conns counts the state streams open here, by agent key.
+	conns map[string]int
 	// reported wakes the rotation loop.
 	reported chan struct{}
 }
 
-func newAgentTracker(db store.Backend, clock func() time.Time, log interface{ Warn(string, ...any) }) *agentTracker {
-	return &agentTracker{db: db, clock: clock, log: log, agents: map[string]*agentRecord{}, reported: make(chan struct{}, 1)}
+func newAgentTracker(db store.Backend, clock func() time.Time, log interface{ Warn(string, ...any) }, replica string) *agentTracker {
+	return &agentTracker{db: db, clock: clock, log: log, replica: replica, conns: map[string]int{}, reported: make(chan struct{}, 1)}
 }
 
-func (t *agentTracker) load(ctx context.Context) error {
+// update changes the stored record of bot's agent on host with fn, by
+// compare-and-set: writes of other replicas are never overwritten with an
+// older reading. The write outlives ctx: a stream that ends still records
+// when its agent was last seen.
+func (t *agentTracker) update(ctx context.Context, bot, host string, fn func(r *agentRecord)) error {
+	ctx = context.WithoutCancel(ctx)
+	key := agentKey(bot, host)
+	for range maxAgentWriteRetries {
+		r := agentRecord{Bot: bot, Host: host}
+		o := store.Op{Type: store.OpCreate, Item: store.Item{Kind: agentStatusKind, Name: key}}
+		item, err := t.db.Get(ctx, agentStatusKind, key)
+		switch {
+		case err == nil:
+			if err := json.Unmarshal(item.Data, &r); err != nil {
+				// Unreadable: replaced by what this write knows.
+				r = agentRecord{Bot: bot, Host: host}
+			}
+			o.Type, o.ExpectRevision = store.OpUpdate, item.Revision
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("reading the state of agent %s: %w", key, err)
+		}
+		fn(&r)
+		if o.Item.Data, err = json.Marshal(&r); err != nil {
+			return fmt.Errorf("encoding the state of agent %s: %w", key, err)
+		}
+		_, err = t.db.Apply(ctx, o)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrAlreadyExists) && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("storing the state of agent %s: %w", key, err)
+		}
+	}
+	return fmt.Errorf("storing the state of agent %s: it kept changing", agentKey(bot, host))
+}
+
+// connect marks the agent connected until the returned function is called.
+func (t *agentTracker) connect(ctx context.Context, bot, host string) func() {
+	key := agentKey(bot, host)
+	t.mu.Lock()
+	t.conns[key]++
+	t.mu.Unlock()
+	err := t.update(ctx, bot, host, func(r *agentRecord) {
+		r.LastSeen = t.clock().UTC()
+		r.Replica = t.replica
+	})
+	if err != nil {
+		// The stream still gates rotations here; other replicas learn of
+		// the agent with its next report or heartbeat.
+		t.log.Warn("storing an agent's state", "agent", key, "error", err)
+	}
+	return func() {
+		t.mu.Lock()
+		t.conns[key]--
+		last := t.conns[key] == 0
+		if last {
+			delete(t.conns, key)
+		}
+		t.mu.Unlock()
+		err := t.update(ctx, bot, host, func(r *agentRecord) {
+			r.LastSeen = t.clock().UTC()
+			// The agent may already follow another replica.
+			if last && r.Replica == t.replica {
+				r.Replica = ""
+			}
+		})
+		if err != nil {
+			t.log.Warn("storing an agent's state", "agent", key, "error", err)
+		}
+	}
+}
+
+// following reports whether bot has a state stream open from host here.
+func (t *agentTracker) following(bot, host string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.conns[agentKey(bot, host)] > 0
+}
+
+// report records what bot's agent on host holds. Only an agent with an open
+// state stream may report: that is where its host was named, and a bot
+// cannot make up hosts that would hold rotations back. ok is false when it
+// has none here; err when the store did not take the report.
+func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[string]int64, signedBy map[string]string, gens map[string]int64) (ok bool, err error) {
+	if !t.following(bot, host) {
+		return false, nil
+	}
+	err = t.update(ctx, bot, host, func(r *agentRecord) {
+		now := t.clock().UTC()
+		since := make(map[string]time.Time, len(signedBy))
+		for typ, signer := range signedBy {
+			if old, ok := r.SignedBy[typ]; ok && old == signer && !r.SignedSince[typ].IsZero() {
+				since[typ] = r.SignedSince[typ]
+			} else {
+				since[typ] = now
+			}
+		}
+		r.LastSeen = now
+		r.Replica = t.replica
+		r.Sequences = seqs
+		r.SignedBy = signedBy
+		r.SignedSince = since
+		r.Generations = gens
+	})
+	if err != nil {
+		return true, err
+	}
+	select {
+	case t.reported <- struct{}{}:
+	default:
+	}
+	return true, nil
+}
+
+// agentForget is how long an agent's record is kept after it was last seen.
+const agentForget = 7 * 24 * time.Hour
+
+// heartbeat refreshes the last-seen time of the agents connected here and
+// forgets agents not seen for agentForget (pods long gone, hosts renamed).
+func (t *agentTracker) heartbeat(ctx context.Context) {
+	t.mu.Lock()
+	keys := make([]string, 0, len(t.conns))
+	for key := range t.conns {
+		keys = append(keys, key)
+	}
+	t.mu.Unlock()
+	for _, key := range keys {
+		bot, host, _ := strings.Cut(key, "@")
+		err := t.update(ctx, bot, host, func(r *agentRecord) {
+			r.LastSeen = t.clock().UTC()
+			r.Replica = t.replica
+		})
+		if err != nil {
+			t.log.Warn("storing an agent's state", "agent", key, "error", err)
+		}
+	}
 	items, err := t.db.List(ctx, agentStatusKind)
 	if err != nil {
-		return fmt.Errorf("reading agent states: %w", err)
+		t.log.Warn("reading agent states", "error", err)
+		return
+	}
+	now := t.clock()
+	for _, it := range items {
+		var r agentRecord
+		if json.Unmarshal(it.Data, &r) == nil && now.Sub(r.LastSeen) <= agentForget {
+			continue
+		}
+		// The revision read: an agent seen meanwhile is kept.
+		if _, err := t.db.Apply(context.WithoutCancel(ctx), store.Op{Type: store.OpDelete, Item: store.Item{Kind: agentStatusKind, Name: it.Name}, ExpectRevision: it.Revision}); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
+			t.log.Warn("forgetting an agent", "agent", it.Name, "error", err)
+		}
+	}
+}
+
+// live returns the agents connected now (to any replica) or seen within
+// window, sorted by bot and host, as the store holds them.
+func (t *agentTracker) live(ctx context.Context, window time.Duration) ([]agentRecord, error) {
+	items, err := t.db.List(ctx, agentStatusKind)
+	if err != nil {
+		return nil, fmt.Errorf("reading agent states: %w", err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	now := t.clock()
+	var out []agentRecord
 	for _, it := range items {
 		var r agentRecord
 		if err := json.Unmarshal(it.Data, &r); err != nil {
 			t.log.Warn("skipping an unreadable agent state", "name", it.Name, "error", err)
 			continue
 		}
-		t.agents[it.Name] = &r
-	}
-	return nil
-}
-
-// save writes r; the caller holds t.mu. A failed write is logged: the
-// in-memory record still gates rotations in this process.
-func (t *agentTracker) saveLocked(ctx context.Context, key string, r *agentRecord) {
-	data, err := json.Marshal(r)
-	if err == nil {
-		_, err = t.db.Apply(context.WithoutCancel(ctx), store.Op{Type: store.OpUpsert, Item: store.Item{Kind: agentStatusKind, Name: key, Data: data}})
-	}
-	if err != nil {
-		t.log.Warn("storing an agent's state", "agent", key, "error", err)
-	}
-}
-
-func (t *agentTracker) recordLocked(bot, host string) (string, *agentRecord) {
-	key := agentKey(bot, host)
-	r := t.agents[key]
-	if r == nil {
-		r = &agentRecord{Bot: bot, Host: host}
-		t.agents[key] = r
-	}
-	return key, r
-}
-
-// connect marks the agent connected until the returned function is called.
-func (t *agentTracker) connect(ctx context.Context, bot, host string) func() {
-	t.mu.Lock()
-	key, r := t.recordLocked(bot, host)
-	r.connected++
-	r.LastSeen = t.clock().UTC()
-	t.saveLocked(ctx, key, r)
-	t.mu.Unlock()
-	return func() {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		r.connected--
-		r.LastSeen = t.clock().UTC()
-		t.saveLocked(ctx, key, r)
-	}
-}
-
-// following reports whether bot has a state stream open from host.
-func (t *agentTracker) following(bot, host string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	r := t.agents[agentKey(bot, host)]
-	return r != nil && r.connected > 0
-}
-
-// report records what bot's agent on host holds. Only an agent with an open
-// state stream may report: that is where its host was named, and a bot
-// cannot make up hosts that would hold rotations back.
-func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[string]int64, signedBy map[string]string, gens map[string]int64) bool {
-	t.mu.Lock()
-	if r := t.agents[agentKey(bot, host)]; r == nil || r.connected == 0 {
-		t.mu.Unlock()
-		return false
-	}
-	key, r := t.recordLocked(bot, host)
-	now := t.clock().UTC()
-	since := make(map[string]time.Time, len(signedBy))
-	for typ, signer := range signedBy {
-		if old, ok := r.SignedBy[typ]; ok && old == signer && !r.SignedSince[typ].IsZero() {
-			since[typ] = r.SignedSince[typ]
-		} else {
-			since[typ] = now
-		}
-	}
-	r.LastSeen = now
-	r.Sequences = seqs
-	r.SignedBy = signedBy
-	r.SignedSince = since
-	r.Generations = gens
-	t.saveLocked(ctx, key, r)
-	t.mu.Unlock()
-	select {
-	case t.reported <- struct{}{}:
-	default:
-	}
-	return true
-}
-
-// agentForget is how long an agent's record is kept after it was last seen.
-const agentForget = 7 * 24 * time.Hour
-
-// heartbeat refreshes the last-seen time of connected agents and forgets
-// agents not seen for agentForget (pods long gone, hosts renamed).
-func (t *agentTracker) heartbeat(ctx context.Context) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.clock().UTC()
-	for key, r := range t.agents {
-		switch {
-		case r.connected > 0:
-			r.LastSeen = now
-			t.saveLocked(ctx, key, r)
-		case now.Sub(r.LastSeen) > agentForget:
-			delete(t.agents, key)
-			if _, err := t.db.Apply(context.WithoutCancel(ctx), store.Op{Type: store.OpDelete, Item: store.Item{Kind: agentStatusKind, Name: key}}); err != nil && !errors.Is(err, store.ErrNotFound) {
-				t.log.Warn("forgetting an agent", "agent", key, "error", err)
-			}
-		}
-	}
-}
-
-// live returns copies of the agents connected now or seen within window,
-// sorted by bot and host.
-func (t *agentTracker) live(window time.Duration) []agentRecord {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.clock()
-	var out []agentRecord
-	for _, r := range t.agents {
-		if r.connected > 0 || now.Sub(r.LastSeen) <= window {
-			out = append(out, *r)
+		r.connected = t.conns[it.Name] > 0 ||
+			(r.Replica != "" && r.Replica != t.replica && now.Sub(r.LastSeen) <= agentStale)
+		if r.connected || now.Sub(r.LastSeen) <= window {
+			out = append(out, r)
 		}
 	}
 	slices.SortFunc(out, func(a, b agentRecord) int { return strings.Compare(agentKey(a.Bot, a.Host), agentKey(b.Bot, b.Host)) })
-	return out
+	return out, nil
 }
 
 func (r agentRecord) name() string {
@@ -295,9 +360,13 @@ func (s *Server) settleReason(t ca.Type, g gate, r agentRecord) string {
 
 // laggards are the agents a step waits for: those behind it, and those that
 // caught up too recently for their workloads to follow.
-func (s *Server) laggards(t ca.Type, g gate, window time.Duration) []laggard {
+func (s *Server) laggards(ctx context.Context, t ca.Type, g gate, window time.Duration) ([]laggard, error) {
+	agents, err := s.agents.live(ctx, window)
+	if err != nil {
+		return nil, err
+	}
 	var out []laggard
-	for _, r := range s.agents.live(window) {
+	for _, r := range agents {
 		reason := s.lagReason(t, g, r)
 		if reason == "" {
 			reason = s.settleReason(t, g, r)
@@ -306,7 +375,7 @@ func (s *Server) laggards(t ca.Type, g gate, window time.Duration) []laggard {
 			out = append(out, laggard{agent: r, reason: reason})
 		}
 	}
-	return out
+	return out, nil
 }
 
 func describeLaggards(ls []laggard) string {
@@ -333,7 +402,11 @@ func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentS
 	}
 	host := agentHost(req.Host)
 	seqs, signed, gens := byCAType(req.Sequences), byCAType(req.SignedBy), byCAType(req.Generations)
-	if !s.agents.report(ctx, c.Name, host, seqs, signed, gens) {
+	ok, err := s.agents.report(ctx, c.Name, host, seqs, signed, gens)
+	if err != nil {
+		return nil, storeError("agent status", err)
+	}
+	if !ok {
 		return nil, status.Errorf(codes.FailedPrecondition, "bot %q has no state stream open from host %q: an agent reports what it holds only while it follows the auth service (WatchAgent)", c.Name, host)
 	}
 	return &authv1.ReportAgentStatusResponse{}, nil
@@ -396,6 +469,10 @@ func (s *Server) maxIssuedTTL(ctx context.Context, t ca.Type) (max time.Duration
 func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*authv1.RotateCAResponse, error) {
 	if err := s.authorize(ctx, resource.ResourceCertAuthority, resource.VerbUpdate); err != nil {
 		return nil, err
+	}
+	// Checked against the CAs as stored: another replica may have moved them.
+	if err := s.refreshCAs(ctx); err != nil {
+		return nil, storeError("certificate authorities", err)
 	}
 	c := callerFrom(ctx)
 	types, err := parseCATypes(req.Type)
@@ -469,7 +546,9 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 		}
 		p := plan{t: t, doc: doc, maxTTL: maxTTL}
 		if g, ok := s.gateFor(doc, to); ok {
-			p.lags = s.laggards(t, g, window)
+			if p.lags, err = s.laggards(ctx, t, g, window); err != nil {
+				return nil, storeError("agent status", err)
+			}
 		}
 		if len(p.lags) > 0 && !req.Force {
 			msg := fmt.Sprintf("the %s CA cannot move from %s to %s yet: %d agent(s) lag: %s. Wait for them (widctl ca status shows them), or add --force to move on without them",
@@ -575,6 +654,9 @@ func (s *Server) GetCAStatus(ctx context.Context, req *authv1.GetCAStatusRequest
 	if err := s.authorize(ctx, resource.ResourceCertAuthority, resource.VerbRead); err != nil {
 		return nil, err
 	}
+	if err := s.refreshCAs(ctx); err != nil {
+		return nil, storeError("certificate authorities", err)
+	}
 	types := ca.Types
 	if req.Type != "" {
 		var err error
@@ -583,7 +665,10 @@ func (s *Server) GetCAStatus(ctx context.Context, req *authv1.GetCAStatusRequest
 		}
 	}
 	window := agentWindow(req.AgentWindowSeconds)
-	agents := s.agents.live(window)
+	agents, err := s.agents.live(ctx, window)
+	if err != nil {
+		return nil, storeError("agent status", err)
+	}
 	resp := &authv1.GetCAStatusResponse{}
 	for _, t := range types {
 		doc, err := s.cas.Document(t)
@@ -600,7 +685,7 @@ func (s *Server) GetCAStatus(ctx context.Context, req *authv1.GetCAStatusRequest
 		var lags []laggard
 		for _, r := range agents {
 			a := &authv1.AgentCAState{
-				Bot: r.Bot, Host: r.Host, LastSeen: timestamppb.New(r.LastSeen), Connected: r.connected > 0,
+				Bot: r.Bot, Host: r.Host, LastSeen: timestamppb.New(r.LastSeen), Connected: r.connected,
 				Sequence: r.Sequences[string(t)], SignedBy: r.SignedBy[string(t)],
 			}
 			if reason := s.lagReason(t, g, r); reason != "" {
@@ -645,23 +730,26 @@ func (s *Server) caInfo(doc ca.Document) *authv1.CAInfo {
 }
 
 // runRotations moves automatic rotations on when their time comes and
-// finishes rollbacks, each once no live agent lags; it also keeps the
-// last-seen times of connected agents fresh.
-func (s *Server) runRotations(ctx context.Context) error {
+// finishes rollbacks, each once no live agent lags. It runs on the one
+// replica that holds the periodic-work lease, until ctx ends (the lease
+// is lost), and reads the CAs from the store at every look, since another
+// replica may have stepped them.
+func (s *Server) runRotations(ctx context.Context) {
 	tick := time.NewTicker(rotationTick)
 	defer tick.Stop()
-	beat := time.NewTicker(agentHeartbeat)
-	defer beat.Stop()
 	blocked := map[ca.Type]string{}
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-beat.C:
-			s.agents.heartbeat(ctx)
-			continue
+			return
 		case <-tick.C:
 		case <-s.agents.reported:
+		}
+		if err := s.refreshCAs(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("reading the CAs to move rotations on", "error", err)
+			}
+			continue
 		}
 		for _, t := range ca.Types {
 			doc, err := s.cas.Document(t)
@@ -680,7 +768,12 @@ func (s *Server) runRotations(ctx context.Context) error {
 				continue
 			}
 			if g, ok := s.gateFor(doc, to); ok {
-				if lags := s.laggards(t, g, DefaultAgentWindow); len(lags) > 0 {
+				lags, err := s.laggards(ctx, t, g, DefaultAgentWindow)
+				if err != nil {
+					s.log.Warn("a CA rotation waits: reading agent states failed", "ca", t, "error", err)
+					continue
+				}
+				if len(lags) > 0 {
 					if msg := describeLaggards(lags); blocked[t] != msg {
 						blocked[t] = msg
 						s.log.Warn("a CA rotation waits for agents", "ca", t, "from", doc.Phase, "to", to, "laggards", msg)

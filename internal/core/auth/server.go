@@ -6,7 +6,9 @@ package auth
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -70,6 +72,10 @@ type Config struct {
 	// empty (keys/ without a store, after the operator chose not to restore
 	// one). Without it a trust domain is made only in an empty data dir.
 	Init bool
+	// LeaseTTL is how long the periodic-work lease (automatic rotations,
+	// sweeps) outlives a replica that stopped renewing it; 0 means
+	// lease.DefaultTTL. Tests shorten it.
+	LeaseTTL time.Duration
 	// KubernetesClusters are the clusters kubernetes join tokens may name:
 	// the only API servers and JWKS URLs the auth service calls, and the
 	// only files it reads for them.
@@ -101,6 +107,9 @@ type Server struct {
 	issuer *issuer.Issuer
 	res    *resources
 	host   string
+	// replica names this process among the auth replicas of one store:
+	// its host and a random suffix, new at every start.
+	replica string
 
 	// lock keeps every other process off the data dir while this one runs.
 	lock     *datadir.Lock
@@ -196,6 +205,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// Seeded with the time so that generations also grow across restarts.
 	s.generation.Store(clock().UnixMicro())
 	s.host, _ = os.Hostname()
+	s.replica = newReplicaID(s.host)
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -217,10 +227,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.cas.OnChange(func() { s.anchor.SetCAKeys(s.cas.KeyIDs()) })
 	s.issuer = issuer.New(s.cas, clock)
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
-	s.agents = newAgentTracker(db, clock, s.log)
-	if err := s.agents.load(ctx); err != nil {
-		return nil, err
-	}
+	s.agents = newAgentTracker(db, clock, s.log, s.replica)
 	if s.audit, err = audit.Open(ctx, db, s.log); err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}
@@ -280,7 +287,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer stopAudit()
 	g.Go(func() error { return s.audit.Run(auditCtx) })
 	g.Go(func() error { return s.anchor.Run(auditCtx) })
-	g.Go(func() error { return s.runRotations(ctx) })
+	g.Go(func() error { return s.runPeriodic(ctx) })
 	g.Go(func() error { return s.runDenialSummaries(ctx) })
 
 	if _, err := s.audit.Emit(ctx, audit.Event{
@@ -368,6 +375,14 @@ func (s *Server) Close() error {
 	// Last: the store is closed before another process may open it.
 	s.lock.Release()
 	return err
+}
+
+// newReplicaID names an auth process: host plus random, so that two
+// processes on one host, or one process and its restart, differ.
+func newReplicaID(host string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return host + "/" + hex.EncodeToString(b[:])
 }
 
 func (s *Server) adminActor() string { return "admin@" + s.host }

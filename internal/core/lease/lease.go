@@ -90,7 +90,16 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context)) error {
 		stopWork   context.CancelFunc
 		workDone   chan struct{}
 		releaseRev int64
+		// failing keeps an unreachable store from being logged at
+		// every look: once when it fails, once when it is back.
+		failing bool
 	)
+	storeFailed := func(what string, err error) {
+		if !failing && ctx.Err() == nil {
+			l.log.Warn(what, "lease", l.name, "error", err)
+		}
+		failing = true
+	}
 	stop := func(why string) {
 		if !held {
 			return
@@ -116,11 +125,13 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context)) error {
 
 		start := time.Now()
 		rev, rec, err := l.read(ctx)
+		if err == nil && failing {
+			failing = false
+			l.log.Info("the lease's store answers again", "lease", l.name)
+		}
 		switch {
 		case err != nil:
-			if ctx.Err() == nil {
-				l.log.Warn("reading the lease", "lease", l.name, "error", err)
-			}
+			storeFailed("reading the lease", err)
 		case rev == 0 || rec.Holder == l.holder || (rev == seenRev && time.Since(seenAt) >= seenTTL):
 			// Free, ours, or its holder has not renewed it for a whole
 			// TTL of its own: write it with compare-and-set on what was read.
@@ -143,9 +154,7 @@ func (l *Lease) Run(ctx context.Context, work func(ctx context.Context)) error {
 				stop("another replica took it")
 				seenRev = 0
 			default:
-				if ctx.Err() == nil {
-					l.log.Warn("writing the lease", "lease", l.name, "error", werr)
-				}
+				storeFailed("writing the lease", werr)
 			}
 		default:
 			stop("another replica holds it")

@@ -48,6 +48,10 @@ func WithKubernetesClusters(clusters ...kubejoin.Cluster) Option {
 	return func(c *auth.Config) { c.KubernetesClusters = clusters }
 }
 
+// WithLeaseTTL sets how long the periodic-work lease outlives a replica
+// that stopped renewing it.
+func WithLeaseTTL(d time.Duration) Option { return func(c *auth.Config) { c.LeaseTTL = d } }
+
 // WithPostgres keeps the trust domain in the PostgreSQL database at dbURL
 // (see pgtest.Database) instead of a SQLite file in the data dir.
 func WithPostgres(dbURL string) Option {
