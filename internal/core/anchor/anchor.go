@@ -148,6 +148,13 @@ type State struct {
 	// HashAt returns the stored hash of audit event seq, and false when
 	// the store has no such event.
 	HashAt func(seq int64) (string, bool, error)
+	// RotatedAfter, when set, returns the CA types that the audit log
+	// records rotation steps of after event seq, having checked that the
+	// log links up unbroken from that event to the head. Several auth
+	// replicas share one store, each with its own anchor: the others may
+	// rotate a CA right through (leaving none of the keys a stopped
+	// replica anchored), and the log that extends its anchored event says so.
+	RotatedAfter func(seq int64) (map[string]bool, error)
 }
 
 // Check says how the store's state disagrees with the anchor, in one
@@ -162,6 +169,10 @@ func (a Anchor) Check(s State) error {
 	if s.TrustDomain != a.TrustDomain {
 		return fmt.Errorf("the store holds trust domain %q but the anchor records %q", s.TrustDomain, a.TrustDomain)
 	}
+	// CAs that share no key with the anchor; held back until the audit
+	// log is known to extend the anchored event, which may explain them.
+	var replaced []string
+	var replacedErr error
 	for _, t := range sortedKeys(a.CAKeys) {
 		anchored := a.CAKeys[t]
 		stored := s.CAKeys[t]
@@ -169,12 +180,42 @@ func (a Anchor) Check(s State) error {
 			return fmt.Errorf("the store has no %s CA but the anchor records one", t)
 		}
 		if !slices.ContainsFunc(stored, func(id string) bool { return slices.Contains(anchored, id) }) {
-			return fmt.Errorf("the store's %s CA has keys %s but the anchor records %s: its CAs were replaced", t, strings.Join(stored, ", "), strings.Join(anchored, ", "))
+			replaced = append(replaced, t)
+			if replacedErr == nil {
+				replacedErr = fmt.Errorf("the store's %s CA has keys %s but the anchor records %s: its CAs were replaced", t, strings.Join(stored, ", "), strings.Join(anchored, ", "))
+			}
 		}
 	}
 	if a.AuditSeq == 0 {
+		return replacedErr
+	}
+	if err := a.checkAudit(s); err != nil {
+		// CAs made anew say more than the log they came with.
+		if replacedErr != nil {
+			return replacedErr
+		}
+		return err
+	}
+	if len(replaced) == 0 {
 		return nil
 	}
+	if s.RotatedAfter == nil || s.AuditSeq == a.AuditSeq {
+		return replacedErr
+	}
+	rotated, err := s.RotatedAfter(a.AuditSeq)
+	if err != nil {
+		return fmt.Errorf("reading the audit log after event %d to explain the CAs' new keys: %w", a.AuditSeq, err)
+	}
+	for _, t := range replaced {
+		if !rotated[t] {
+			return replacedErr
+		}
+	}
+	return nil
+}
+
+// checkAudit says how the store's audit log fails to contain the anchored event.
+func (a Anchor) checkAudit(s State) error {
 	if s.AuditSeq < a.AuditSeq {
 		return fmt.Errorf("the store's audit log ends at event %d but the anchor recorded event %d: the store lost its newest changes", s.AuditSeq, a.AuditSeq)
 	}

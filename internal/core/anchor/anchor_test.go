@@ -1,6 +1,7 @@
 package anchor_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +82,24 @@ func TestCheck(t *testing.T) {
 		{"CAs made anew", state(func(s *anchor.State) { s.CAKeys["spiffe"] = []string{"fresh"} }), "were replaced"},
 		{"CA gone", state(func(s *anchor.State) { delete(s.CAKeys, "host") }), "no host CA"},
 		{"other trust domain", state(func(s *anchor.State) { s.TrustDomain = "evil.org" }), `"evil.org"`},
+		// Another replica rotated the CA right through while this one was down.
+		{"CA rotated after the anchored event, as the log records", state(func(s *anchor.State) {
+			s.CAKeys["spiffe"] = []string{"fresh"}
+			s.RotatedAfter = func(seq int64) (map[string]bool, error) { return map[string]bool{"spiffe": seq == 9}, nil }
+		}), ""},
+		{"log records another CA's rotation", state(func(s *anchor.State) {
+			s.CAKeys["spiffe"] = []string{"fresh"}
+			s.RotatedAfter = func(int64) (map[string]bool, error) { return map[string]bool{"host": true}, nil }
+		}), "were replaced"},
+		{"log after the anchored event broken", state(func(s *anchor.State) {
+			s.CAKeys["spiffe"] = []string{"fresh"}
+			s.RotatedAfter = func(int64) (map[string]bool, error) { return nil, errors.New("event 11 does not follow event 10") }
+		}), "event 11 does not follow"},
+		{"CA rotated per the log, but the anchored event is gone", state(func(s *anchor.State) {
+			s.CAKeys["spiffe"] = []string{"fresh"}
+			s.HashAt = func(int64) (string, bool, error) { return "", false, nil }
+			s.RotatedAfter = func(int64) (map[string]bool, error) { return map[string]bool{"spiffe": true}, nil }
+		}), "were replaced"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -461,3 +461,42 @@ func TestIdleUnknownNamesAreForgotten(t *testing.T) {
 		t.Fatal("the counts of a name failed an hour ago were forgotten")
 	}
 }
+
+// TestReplicaRestartsAfterOthersMovedOn: a replica's anchor records the
+// audit head and CA keys as that replica last saw them. While it is down
+// the others append to the audit log and rotate every CA through a whole
+// rotation (so no key it anchored is left); it starts again all the same,
+// since the store's chain extends what it anchored and records those
+// rotations.
+func TestReplicaRestartsAfterOthersMovedOn(t *testing.T) {
+	dbURL := pgtest.Database(t)
+	a := authtest.Start(t, authtest.WithPostgres(dbURL))
+	dir := authtest.ReplicaDataDir(t, a)
+	opts := []authtest.Option{authtest.WithPostgres(dbURL), authtest.WithDataDir(dir)}
+	ctx := context.Background()
+	admin := a.AdminClient(t)
+	t.Run("first start", func(t *testing.T) {
+		b := authtest.Start(t, opts...)
+		create(t, b, roleDoc(t, "on-b", grant("/b/*")))
+	})
+	create(t, a, roleDoc(t, "on-a", grant("/a/*")))
+	t.Run("after the audit head moved", func(t *testing.T) {
+		b := authtest.Start(t, opts...)
+		create(t, b, roleDoc(t, "on-b-again", grant("/b/*")))
+	})
+	for _, phase := range []string{"init", "update_clients", "update_servers", "standby"} {
+		if _, err := admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "all", Phase: phase, Force: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("after every CA rotated", func(t *testing.T) {
+		b := authtest.Start(t, opts...)
+		resp, err := b.AdminClient(t).VerifyAudit(ctx, &authv1.VerifyAuditRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Problems) > 0 {
+			t.Fatalf("the audit log has problems: %v", resp.Problems)
+		}
+	})
+}

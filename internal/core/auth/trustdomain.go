@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/wid-project/wid/internal/core/anchor"
+	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/store"
 )
@@ -207,7 +209,7 @@ func (s *Server) loadTrustDomain(ctx context.Context, stored string, hasAnchor b
 	if err != nil {
 		return fmt.Errorf("reading the store's audit head: %w", err)
 	}
-	err = a.Check(anchor.State{TrustDomain: td.Name(), CAKeys: keys, AuditSeq: seq, HashAt: s.auditHashAt(ctx)})
+	err = a.Check(anchor.State{TrustDomain: td.Name(), CAKeys: keys, AuditSeq: seq, HashAt: s.auditHashAt(ctx), RotatedAfter: s.rotatedAfter(ctx, seq)})
 	if err != nil {
 		return fmt.Errorf("the store in data dir %s does not match the trust domain's anchor (keys/%s): %v: %s", dir, anchor.FileName, err, restoreHint)
 	}
@@ -271,6 +273,48 @@ func (s *Server) auditHashAt(ctx context.Context) func(int64) (string, bool, err
 			return "", false, err
 		}
 		return hash, ok, nil
+	}
+}
+
+// rotatedAfter returns the CA types whose rotation steps the audit log
+// records after event from, up to event head, having checked that each
+// event from there on hashes as recorded and follows the one before.
+func (s *Server) rotatedAfter(ctx context.Context, head int64) func(int64) (map[string]bool, error) {
+	return func(from int64) (map[string]bool, error) {
+		prevHash, ok, err := s.auditHashAt(ctx)(from)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("the audit log has no event %d", from)
+		}
+		rotated := map[string]bool{}
+		prevSeq := from
+		err = s.db.ScanAudit(ctx, from, func(r store.AuditRow) error {
+			if r.Seq > head {
+				return errFound
+			}
+			if r.Seq != prevSeq+1 || r.PrevHash != prevHash || audit.HashRow(r) != r.Hash {
+				return fmt.Errorf("audit event %d does not follow event %d as recorded", r.Seq, prevSeq)
+			}
+			prevSeq, prevHash = r.Seq, r.Hash
+			if r.Type != audit.TypeCARotation || r.Outcome != audit.OutcomeSuccess {
+				return nil
+			}
+			var ev audit.Event
+			if err := json.Unmarshal(r.Data, &ev); err != nil {
+				return fmt.Errorf("decoding audit event %d: %w", r.Seq, err)
+			}
+			rotated[ev.Details["ca_type"]] = true
+			return nil
+		})
+		if err != nil && !errors.Is(err, errFound) {
+			return nil, err
+		}
+		if prevSeq != head {
+			return nil, fmt.Errorf("the audit log ends at event %d, not at its head %d", prevSeq, head)
+		}
+		return rotated, nil
 	}
 }
 

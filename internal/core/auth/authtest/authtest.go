@@ -62,10 +62,19 @@ func WithPostgres(dbURL string) Option {
 }
 
 // StartReplica starts another auth service on the store of primary, which
-// must run on the PostgreSQL database at dbURL: a new data dir holding a
-// copy of primary's keys/ (the key encryption key every replica needs, and
-// the anchor its store is checked against), as an operator copies them.
+// must run on the PostgreSQL database at dbURL, in a new data dir made by
+// ReplicaDataDir.
 func StartReplica(t testing.TB, primary *Server, dbURL string, opts ...Option) *Server {
+	t.Helper()
+	dir := ReplicaDataDir(t, primary)
+	return Start(t, append([]Option{WithPostgres(dbURL), WithDataDir(dir), WithTrustDomain(primary.TrustDomain)}, opts...)...)
+}
+
+// ReplicaDataDir makes a data dir for a replica of primary, removed when
+// the test ends: a copy of primary's keys/ (the key encryption key every
+// replica needs, and the anchor its store is checked against), as an
+// operator copies them.
+func ReplicaDataDir(t testing.TB, primary *Server) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "wid-auth-")
 	if err != nil {
@@ -85,7 +94,7 @@ func StartReplica(t testing.TB, primary *Server, dbURL string, opts ...Option) *
 			t.Fatal(err)
 		}
 	}
-	return Start(t, append([]Option{WithPostgres(dbURL), WithDataDir(dir), WithTrustDomain(primary.TrustDomain)}, opts...)...)
+	return dir
 }
 
 // Start opens and runs an auth service until the test ends.
