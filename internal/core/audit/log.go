@@ -74,6 +74,10 @@ type Log struct {
 	seq  int64
 	hash string
 
+	// published is the seq of the last event handed to subscribers, or
+	// skipped while there were none; only Run touches it after Open.
+	published int64
+
 	// onCommit, when set, hears of every new head (see OnCommit).
 	onCommit func(seq int64, hash string)
 
@@ -93,12 +97,13 @@ func Open(ctx context.Context, b store.Backend, logger *slog.Logger) (*Log, erro
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Log{
-		backend: b,
-		logger:  logger,
-		wake:    make(chan struct{}, 1),
-		seq:     seq,
-		hash:    hash,
-		subs:    make(map[*subscriber]struct{}),
+		backend:   b,
+		logger:    logger,
+		wake:      make(chan struct{}, 1),
+		seq:       seq,
+		hash:      hash,
+		published: seq,
+		subs:      make(map[*subscriber]struct{}),
 	}, nil
 }
 
@@ -134,8 +139,12 @@ func (l *Log) Run(ctx context.Context) error {
 	// the service is shutting down, since its caller may already be waiting.
 	writeCtx := context.WithoutCancel(ctx)
 	var lastCommit time.Time
+	poll := time.NewTicker(othersPoll)
+	defer poll.Stop()
 	for {
 		select {
+		case <-poll.C:
+			l.followOthers(ctx)
 		case <-l.wake:
 			for ctx.Err() == nil {
 				n := l.queued()
@@ -261,9 +270,68 @@ func (l *Log) commit(ctx context.Context, batch []*pending) {
 	}
 	// Publish before answering: once Emit has returned, its event is in
 	// every existing subscription and a later one sees it only as backlog.
+	// Events other writers committed before this batch go first.
+	l.publishOthers(ctx, rows[0].Seq)
 	l.publish(events)
+	l.published = last.Seq
 	for _, p := range batch {
 		p.done <- nil
+	}
+}
+
+// othersPoll is how often the writer looks for events that other writers
+// (replicas sharing the store) committed, for its subscribers.
+const othersPoll = 200 * time.Millisecond
+
+// followOthers publishes the events other writers committed since the last
+// one published, and moves the in-memory head to theirs, so that the next
+// commit needs no re-chaining. It reads the store only for subscribers.
+func (l *Log) followOthers(ctx context.Context) {
+	if !l.hasSubscribers() {
+		return
+	}
+	seq, hash, err := l.backend.AuditHead(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.logger.Warn("reading the audit head for subscribers", "error", err)
+		}
+		return
+	}
+	if seq > l.seq {
+		l.seq, l.hash = seq, hash
+	}
+	if seq > l.published {
+		l.publishOthers(ctx, seq+1)
+	}
+}
+
+// publishOthers hands subscribers the stored events after the last one
+// published and before seq `before`: those of other writers. With no
+// subscriber there is nobody to hand them to, and nothing is read.
+func (l *Log) publishOthers(ctx context.Context, before int64) {
+	if before <= l.published+1 {
+		return
+	}
+	if !l.hasSubscribers() {
+		l.published = before - 1
+		return
+	}
+	err := l.backend.ScanAudit(ctx, l.published, func(r store.AuditRow) error {
+		if r.Seq >= before {
+			return errStopScan
+		}
+		ev, err := decodeRow(r)
+		if err != nil {
+			return err
+		}
+		l.publish([]Event{ev})
+		l.published = r.Seq
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		// Subscribers miss these; they see them with their next backlog.
+		l.logger.Warn("reading other writers' audit events for subscribers", "error", err)
+		l.published = before - 1
 	}
 }
 

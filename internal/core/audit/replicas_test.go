@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/store/postgres"
@@ -188,4 +189,53 @@ func TestReplicaWhoseConnectionsDieLosesAndDuplicatesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("%d events stored, %d emits failed on the victim", len(evs), failed)
+}
+
+// TestSubscriberSeesEveryReplicasEvents: a subscription on one writer
+// streams the events of the others too, in seq order with no gap and no
+// duplicate, whether or not its own writer commits meanwhile.
+func TestSubscriberSeesEveryReplicasEvents(t *testing.T) {
+	logs := openReplicaLogs(t, pgtest.Database(t), 3)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch, err := logs[0].Subscribe(ctx, audit.Query{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rounds = 20
+	var wg sync.WaitGroup
+	for r, l := range logs {
+		wg.Go(func() {
+			for i := range rounds {
+				// The subscriber's own writer commits only now and then.
+				if r == 0 && i%5 != 0 {
+					continue
+				}
+				ev := event(i)
+				ev.Reason = fmt.Sprintf("replica %d event %d", r, i)
+				if _, err := l.Emit(context.Background(), ev); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	want := int64(2*rounds + rounds/5)
+	deadline := time.After(10 * time.Second)
+	var last int64
+	for last < want {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("the subscription closed after event %d", last)
+			}
+			if ev.Seq != last+1 {
+				t.Fatalf("the subscription gave event %d after %d", ev.Seq, last)
+			}
+			last = ev.Seq
+		case <-deadline:
+			t.Fatalf("the subscription stopped at event %d of %d", last, want)
+		}
+	}
 }

@@ -93,6 +93,12 @@ func (l *Log) Subscribe(ctx context.Context, q Query, backlog int) (<-chan Event
 	return out, nil
 }
 
+func (l *Log) hasSubscribers() bool {
+	l.subMu.Lock()
+	defer l.subMu.Unlock()
+	return len(l.subs) > 0
+}
+
 func (l *Log) unsubscribe(sub *subscriber) {
 	l.subMu.Lock()
 	delete(l.subs, sub)
