@@ -639,6 +639,9 @@ func (s *Server) ListCAs(ctx context.Context, _ *authv1.ListCAsRequest) (*authv1
 	if err := s.authorize(ctx, resource.ResourceCertAuthority, resource.VerbList); err != nil {
 		return nil, err
 	}
+	if err := s.refreshCAs(ctx); err != nil {
+		return nil, storeError("certificate authorities", err)
+	}
 	resp := &authv1.ListCAsResponse{}
 	for _, t := range ca.Types {
 		doc, err := s.cas.Document(t)

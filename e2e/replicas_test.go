@@ -1,0 +1,215 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
+)
+
+// replicaDataDir makes a data dir for another auth replica of first: a
+// copy of first's keys/ (the key encryption key every replica needs and
+// the anchor its store is checked against), as an operator copies them.
+func replicaDataDir(t *testing.T, first *agent) string {
+	t.Helper()
+	dir := newDataDir(t)
+	keys := filepath.Join(dir, "keys")
+	if err := os.MkdirAll(keys, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ca.key", "anchor"} {
+		b, err := os.ReadFile(filepath.Join(first.dataDir, "keys", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(keys, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// verifyAudit runs widctl audit verify on a and fails unless the log is intact.
+func verifyAudit(t *testing.T, a *agent) (head int64) {
+	t.Helper()
+	r := a.widctl("audit", "verify", "--format", "json").must(t)
+	var v struct {
+		OK      bool  `json:"ok"`
+		HeadSeq int64 `json:"head_seq"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil || !v.OK {
+		t.Fatalf("audit verify: %v\n%s", err, r.stdout)
+	}
+	return v.HeadSeq
+}
+
+// TestReplicasShareOneAuditChainThroughKill9: three auth replicas on one
+// PostgreSQL database take writes at once, one of them is killed with
+// SIGKILL in the middle, and the audit chain verifies on every replica,
+// holding each acknowledged change exactly once; the killed replica
+// starts again on its data dir.
+func TestReplicasShareOneAuditChainThroughKill9(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.Database(t)
+	first := startAgent(t, newDataDir(t), "--roles", "auth", "--store", dbURL)
+	rs := []*agent{first}
+	dirs := []string{first.dataDir}
+	for range 2 {
+		dir := replicaDataDir(t, first)
+		dirs = append(dirs, dir)
+		rs = append(rs, startAgent(t, dir, "--roles", "auth", "--store", dbURL))
+	}
+	for i, r := range rs[1:] {
+		if r.td != first.td || r.pin != first.pin {
+			t.Fatalf("replica %d serves trust domain %q pin %s, want %q %s", i+1, r.td, r.pin, first.td, first.pin)
+		}
+	}
+
+	const perReplica = 6
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		created []string
+	)
+	for i, r := range rs {
+		for j := range perReplica {
+			wg.Go(func() {
+				name := fmt.Sprintf("r%d-%d", i, j)
+				res := r.widctl("role", "create", name, "--spiffe-path", "/svc/"+name)
+				mu.Lock()
+				defer mu.Unlock()
+				if res.code == 0 {
+					created = append(created, name)
+				} else if i != 1 {
+					t.Errorf("creating role %s on live replica %d: %s", name, i, res.stderr)
+				}
+			})
+		}
+	}
+	// Replica 1 dies in the middle of its writes: once one has gone through.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		done := strings.Contains(strings.Join(created, ","), "r1-")
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no write went through replica 1")
+		}
+	}
+	rs[1].kill()
+	wg.Wait()
+
+	for _, i := range []int{0, 2} {
+		verifyAudit(t, rs[i])
+	}
+	r := rs[2].widctl("audit", "ls", "--type", "resource.created", "--format", "json").must(t)
+	var evs []struct {
+		Resource string `json:"resource"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &evs); err != nil {
+		t.Fatalf("audit ls: %v\n%s", err, r.stdout)
+	}
+	count := map[string]int{}
+	for _, ev := range evs {
+		count[strings.TrimPrefix(ev.Resource, "role/")]++
+	}
+	for name, n := range count {
+		if n > 1 {
+			t.Errorf("the creation of role %s is audited %d times", name, n)
+		}
+	}
+	for _, name := range created {
+		if count[name] != 1 {
+			t.Errorf("role %s was created but its creation is audited %d times", name, count[name])
+		}
+	}
+	t.Logf("%d roles created, %d creations audited", len(created), len(evs))
+
+	back := startAgent(t, dirs[1], "--roles", "auth", "--store", dbURL)
+	verifyAudit(t, back)
+}
+
+// leaseHolder waits until one of rs says it took the periodic lease after
+// it had written `after` bytes of log, and returns it.
+func leaseHolder(t *testing.T, rs []*agent, after []int) *agent {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for i, r := range rs {
+			if strings.Contains(r.out.String()[after[i]:], "took the lease") {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no replica took the periodic lease")
+		}
+	}
+}
+
+// TestAutomaticRotationSurvivesKill9OfItsDriver: of three auth replicas
+// one drives automatic rotations; it is killed with SIGKILL in the middle
+// of one started through another replica, and another replica takes the
+// driving over within seconds and finishes it, each step taken once.
+func TestAutomaticRotationSurvivesKill9OfItsDriver(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.Database(t)
+	first := startAgent(t, newDataDir(t), "--roles", "auth", "--store", dbURL)
+	rs := []*agent{first}
+	for range 2 {
+		rs = append(rs, startAgent(t, replicaDataDir(t, first), "--roles", "auth", "--store", dbURL))
+	}
+	lowerSVIDTTL(t, first, "6s")
+	driver := leaseHolder(t, rs, []int{0, 0, 0})
+	var others []*agent
+	for _, r := range rs {
+		if r != driver {
+			others = append(others, r)
+		}
+	}
+	others[0].widctl("ca", "rotate", "--type", "spiffe", "--grace-period", "8s").must(t)
+	start := time.Now()
+	for phase, _ := caState(t, others[1], "spiffe"); phase == "init"; phase, _ = caState(t, others[1], "spiffe") {
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("the automatic rotation never left init")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	marks := []int{len(others[0].out.String()), len(others[1].out.String())}
+	driver.kill()
+	killed := time.Now()
+	next := leaseHolder(t, others, marks)
+	t.Logf("another replica took the lease %s after the driver's kill -9", time.Since(killed).Round(10*time.Millisecond))
+	for phase, seq := caState(t, next, "spiffe"); phase != "standby" || seq < 3; phase, seq = caState(t, next, "spiffe") {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("the automatic rotation is still in %s after its driver was killed", phase)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("the rotation finished %s after it started", time.Since(start).Round(100*time.Millisecond))
+	for _, r := range others {
+		verifyAudit(t, r)
+	}
+	res := others[0].widctl("audit", "ls", "--type", "ca.rotation", "--outcome", "success", "--format", "json").must(t)
+	var evs []struct {
+		Details map[string]string `json:"details"`
+	}
+	if err := json.Unmarshal([]byte(res.stdout), &evs); err != nil {
+		t.Fatalf("audit ls: %v\n%s", err, res.stdout)
+	}
+	steps := map[string]int{}
+	for _, ev := range evs {
+		steps[ev.Details["to"]]++
+	}
+	for _, to := range []string{"init", "update_clients", "update_servers", "standby"} {
+		if steps[to] != 1 {
+			t.Errorf("the step to %s is audited %d times, want once (%v)", to, steps[to], steps)
+		}
+	}
+}
