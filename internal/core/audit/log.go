@@ -198,13 +198,22 @@ func (l *Log) take() []*pending {
 	return batch
 }
 
+// chainAppender is a store that chains a batch while it holds the head
+// (the PostgreSQL store, shared by replicas): the batch then follows the
+// head as it is and never has to be re-chained.
+type chainAppender interface {
+	AppendAuditChained(ctx context.Context, build func(headSeq int64, headHash string) []store.AuditRow) ([]store.AuditRow, error)
+}
+
 // commit chains batch onto the head, writes it in one transaction and
 // answers every caller in it.
 //
 // Other writers (auth replicas on the same database) may move the head
-// between two commits of this one: the backend then refuses the batch
-// with store.ErrAuditChain and writes nothing, and the batch is re-chained
-// on the head as it is now, under new seqs and hashes, and tried again.
+// between two commits of this one. A store that chains under its head lock
+// (chainAppender) has the batch chained there; on any other, the backend
+// refuses a batch that no longer follows the head with
+// store.ErrAuditChain and writes nothing, and the batch is re-chained on
+// the head as it is now, under new seqs and hashes, and tried again.
 // When the outcome of a commit is unknown (the connection broke during
 // it), the stored row at the batch's first seq says whether it landed: its
 // hash covers the previous hash and every column, so only this batch's row
@@ -212,10 +221,19 @@ func (l *Log) take() []*pending {
 func (l *Log) commit(ctx context.Context, batch []*pending) {
 	rows := make([]store.AuditRow, len(batch))
 	var err error
+	chainer, _ := l.backend.(chainAppender)
 	for attempt := 1; ; attempt++ {
 		fromSeq, fromHash := l.seq, l.hash
-		l.chain(batch, rows)
-		err = l.backend.AppendAudit(ctx, rows)
+		if chainer != nil {
+			_, err = chainer.AppendAuditChained(ctx, func(seq int64, hash string) []store.AuditRow {
+				l.seq, l.hash = seq, hash
+				l.chain(batch, rows)
+				return rows
+			})
+		} else {
+			l.chain(batch, rows)
+			err = l.backend.AppendAudit(ctx, rows)
+		}
 		if err == nil {
 			break
 		}

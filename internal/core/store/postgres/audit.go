@@ -31,7 +31,20 @@ func (db *DB) AppendAudit(ctx context.Context, rows []store.AuditRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	return db.writeTx(ctx, func(tx pgx.Tx) error {
+	_, err := db.AppendAuditChained(ctx, func(int64, string) []store.AuditRow { return rows })
+	return err
+}
+
+// AppendAuditChained appends the rows that build makes from the chain head,
+// in one transaction that reads the head under its row lock first: build
+// runs while this process holds the head, so its rows follow the head as
+// it is, however many other processes append meanwhile, and nothing is
+// written twice or in vain. build may run more than once (the transaction
+// is retried after a deadlock); the rows of the run that committed are
+// returned. Rows that do not follow the head fail with store.ErrAuditChain.
+func (db *DB) AppendAuditChained(ctx context.Context, build func(headSeq int64, headHash string) []store.AuditRow) ([]store.AuditRow, error) {
+	var rows []store.AuditRow
+	err := db.writeTx(ctx, func(tx pgx.Tx) error {
 		var headSeq int64
 		var headHash string
 		err := tx.QueryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE`).Scan(&headSeq, &headHash)
@@ -40,6 +53,10 @@ func (db *DB) AppendAudit(ctx context.Context, rows []store.AuditRow) error {
 		}
 		if err != nil {
 			return fmt.Errorf("appending audit events: reading head: %w", err)
+		}
+		rows = build(headSeq, headHash)
+		if len(rows) == 0 {
+			return nil
 		}
 		prevSeq, prevHash := headSeq, headHash
 		for _, r := range rows {
@@ -82,6 +99,7 @@ func (db *DB) AppendAudit(ctx context.Context, rows []store.AuditRow) error {
 		}
 		return nil
 	})
+	return rows, err
 }
 
 // AuditHead returns the seq and hash recorded by the last append (0 and ""
