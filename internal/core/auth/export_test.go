@@ -117,11 +117,34 @@ func (s *Server) CloseStoreForTest() { s.db.Close() }
 // failed-login counts of unknown names now.
 func (s *Server) ForgetIdleUnknownLoginsForTest(ctx context.Context) { s.forgetIdleUnknownLogins(ctx) }
 
+// UnknownLoginStoredForTest says whether the store counts failed logins
+// of name, which is not a user.
+func (s *Server) UnknownLoginStoredForTest(ctx context.Context, name string) (bool, error) {
+	_, e, err := s.getUnknownFailures(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	_, ok := e.bucket.Names[name]
+	return ok, nil
+}
+
+// UnknownPerBucketForTest is how many unknown names one stored bucket counts.
+const UnknownPerBucketForTest = unknownPerBucket
+
 // UnknownLoginKind is the store kind of unknown names' failed logins.
 const UnknownLoginKind = unknownLoginKind
+
+// UnknownBucketForTest names the stored bucket of unknown name's counts.
+func UnknownBucketForTest(name string) string { return unknownBucketKey(name) }
 
 // FailUnknownLoginForTest counts one wrong login of name, which is not a
 // user, from source.
 func (s *Server) FailUnknownLoginForTest(ctx context.Context, name, source string) error {
 	return s.loginFailed(ctx, name, false, source, "wrong password")
+}
+
+// StoredItemsForTest counts the stored items of kind.
+func (s *Server) StoredItemsForTest(ctx context.Context, kind string) (int, error) {
+	items, err := s.db.List(ctx, kind)
+	return len(items), err
 }

@@ -438,8 +438,11 @@ func TestIdleUnknownNamesAreForgotten(t *testing.T) {
 		login(t, srv, &authv1.LoginRequest{User: "trudy", Password: "guess guess guess"})
 	}
 	stored := func(name string) bool {
-		_, err := srv.StoredDataForTest(ctx, auth.UnknownLoginKind, name)
-		return err == nil
+		ok, err := srv.UnknownLoginStoredForTest(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
 	}
 	if !stored("mallory") || !stored("trudy") {
 		t.Fatal("failed logins of unknown names are not in the store")
@@ -499,4 +502,50 @@ func TestReplicaRestartsAfterOthersMovedOn(t *testing.T) {
 			t.Fatalf("the audit log has problems: %v", resp.Problems)
 		}
 	})
+}
+
+// TestUnknownNamesTakeBoundedRoom: guesses at ever new names that are not
+// users fill a fixed number of stored buckets of a few names each; in a
+// full bucket the least recently failed name gives way, a locked one last.
+func TestUnknownNamesTakeBoundedRoom(t *testing.T) {
+	srv := authtest.Start(t)
+	ctx := context.Background()
+	// Names that share one bucket.
+	bucket := auth.UnknownBucketForTest("locked-name")
+	var names []string
+	for i := 0; len(names) < 3*auth.UnknownPerBucketForTest; i++ {
+		if n := fmt.Sprintf("guess-%d", i); auth.UnknownBucketForTest(n) == bucket {
+			names = append(names, n)
+		}
+	}
+	for range auth.MaxLoginFailures {
+		srv.FailUnknownLoginForTest(ctx, "locked-name", "192.0.2.1")
+	}
+	for _, n := range names {
+		if err := srv.FailUnknownLoginForTest(ctx, n, "192.0.2.2"); status.Code(err) != codes.Unauthenticated {
+			t.Fatalf("guess at %s: %v", n, err)
+		}
+	}
+	buckets, err := srv.StoredItemsForTest(ctx, auth.UnknownLoginKind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if buckets != 1 {
+		t.Fatalf("%d buckets stored, want 1", buckets)
+	}
+	counted := 0
+	for _, n := range append(names, "locked-name") {
+		if ok, _ := srv.UnknownLoginStoredForTest(ctx, n); ok {
+			counted++
+		}
+	}
+	if counted != auth.UnknownPerBucketForTest {
+		t.Fatalf("the bucket counts %d names, want %d", counted, auth.UnknownPerBucketForTest)
+	}
+	if ok, _ := srv.UnknownLoginStoredForTest(ctx, "locked-name"); !ok {
+		t.Fatal("a locked unknown name gave way to newer guesses")
+	}
+	if ok, _ := srv.UnknownLoginStoredForTest(ctx, names[len(names)-1]); !ok {
+		t.Fatal("the newest guess is not counted")
+	}
 }

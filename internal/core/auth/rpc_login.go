@@ -414,48 +414,108 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 // unknownLoginKind is the store kind of the failed-login counts of names
 // that are not users, so that they lock like real users do and a lockout
 // tells nothing about existence. They are in the store, not in one
-// process, so that guesses spread over replicas count as on one; the
-// replica that holds the periodic-work lease forgets idle ones (see
+// process, so that guesses spread over replicas count as on one. Anyone
+// may make the store count a name, so the counts are kept in a fixed
+// number of buckets (by a hash of the name) of a few names each, the least
+// recently failed unlocked name giving way to a new one; and the replica
+// holding the periodic-work lease forgets idle ones (see
 // forgetIdleUnknownLogins).
 const unknownLoginKind = "login_failures"
+
+const (
+	unknownBuckets   = 4096
+	unknownPerBucket = 8
+)
 
 // unknownForget is how long an unknown name's counts are kept after its
 // last failure once no lock of it is running.
 const unknownForget = 24 * time.Hour
 
-// getUnknownFailures reads the failure counts of a name that is not a user.
-func (s *Server) getUnknownFailures(ctx context.Context, name string) (*credential, error) {
-	item, err := s.db.Get(ctx, unknownLoginKind, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return &credential{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var c credential
-	if err := json.Unmarshal(item.Data, &c); err != nil {
-		return nil, fmt.Errorf("decoding the failed logins of %q: %w", name, err)
-	}
-	c.revision = item.Revision
-	return &c, nil
+// unknownBucket is one stored bucket of unknown names' counts.
+type unknownBucket struct {
+	Names map[string]*credential `json:"names"`
 }
 
-// unknownFailuresOp is the compare-and-set write of c, counts only.
-func unknownFailuresOp(name string, c *credential) (store.Op, error) {
-	data, err := json.Marshal(&credential{Failures: c.Failures, LockedUntil: c.LockedUntil, Sources: c.Sources})
+// unknownEntry is the bucket of one unknown name as read, for its
+// compare-and-set write.
+type unknownEntry struct {
+	name, key string
+	bucket    unknownBucket
+	revision  int64
+}
+
+func unknownBucketKey(name string) string {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return strconv.FormatUint(uint64(h.Sum32()%unknownBuckets), 10)
+}
+
+// getUnknownFailures reads the failure counts of a name that is not a user.
+func (s *Server) getUnknownFailures(ctx context.Context, name string) (*credential, *unknownEntry, error) {
+	e := &unknownEntry{name: name, key: unknownBucketKey(name)}
+	item, err := s.db.Get(ctx, unknownLoginKind, e.key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return nil, nil, err
+	default:
+		// An unreadable bucket starts over: it only counted guesses.
+		_ = json.Unmarshal(item.Data, &e.bucket)
+		e.revision = item.Revision
+	}
+	c := &credential{}
+	if old := e.bucket.Names[name]; old != nil {
+		*c = *old
+	}
+	return c, e, nil
+}
+
+// op is the compare-and-set write of the bucket with name's counts c.
+func (e *unknownEntry) op(c *credential, now time.Time) (store.Op, error) {
+	if e.bucket.Names == nil {
+		e.bucket.Names = map[string]*credential{}
+	}
+	e.bucket.Names[e.name] = &credential{Failures: c.Failures, LockedUntil: c.LockedUntil, Sources: c.Sources}
+	for len(e.bucket.Names) > unknownPerBucket {
+		delete(e.bucket.Names, oldestUnknown(e.bucket.Names, e.name, now))
+	}
+	data, err := json.Marshal(&e.bucket)
 	if err != nil {
 		return store.Op{}, err
 	}
-	o := store.Op{Type: store.OpCreate, Item: store.Item{Kind: unknownLoginKind, Name: name, Data: data}}
-	if c.revision != 0 {
-		o.Type, o.ExpectRevision = store.OpUpdate, c.revision
+	o := store.Op{Type: store.OpCreate, Item: store.Item{Kind: unknownLoginKind, Name: e.key, Data: data}}
+	if e.revision != 0 {
+		o.Type, o.ExpectRevision = store.OpUpdate, e.revision
 	}
 	return o, nil
 }
 
+// oldestUnknown is the name in names, other than keep, that failed least
+// recently, an unlocked one before any locked one.
+func oldestUnknown(names map[string]*credential, keep string, now time.Time) string {
+	oldest := ""
+	var oldestAt time.Time
+	oldestLocked := true
+	for name, c := range names {
+		if name == keep {
+			continue
+		}
+		locked, last := now.Before(c.LockedUntil), time.Time{}
+		for _, sf := range c.Sources {
+			locked = locked || now.Before(sf.LockedUntil)
+			if sf.Last.After(last) {
+				last = sf.Last
+			}
+		}
+		if oldest == "" || (oldestLocked && !locked) || (locked == oldestLocked && last.Before(oldestAt)) {
+			oldest, oldestAt, oldestLocked = name, last, locked
+		}
+	}
+	return oldest
+}
+
 // forgetIdleUnknownLogins drops the counts of unknown names that are not
-// locked and saw no failure for unknownForget: anyone may make such rows,
-// so they must not pile up.
+// locked and saw no failure for unknownForget, and buckets left empty.
 func (s *Server) forgetIdleUnknownLogins(ctx context.Context) {
 	items, err := s.db.List(ctx, unknownLoginKind)
 	if err != nil {
@@ -464,14 +524,31 @@ func (s *Server) forgetIdleUnknownLogins(ctx context.Context) {
 	}
 	now := s.clock()
 	for _, it := range items {
-		var c credential
-		if err := json.Unmarshal(it.Data, &c); err == nil && !idleUnknown(&c, now) {
+		var b unknownBucket
+		_ = json.Unmarshal(it.Data, &b)
+		before, kept := len(b.Names), 0
+		for name, c := range b.Names {
+			if idleUnknown(c, now) {
+				delete(b.Names, name)
+			} else {
+				kept++
+			}
+		}
+		if kept == before && kept > 0 {
 			continue
 		}
 		// The revision read: counts that moved meanwhile are kept.
-		_, err := s.db.Apply(ctx, store.Op{Type: store.OpDelete, Item: store.Item{Kind: unknownLoginKind, Name: it.Name}, ExpectRevision: it.Revision})
+		o := store.Op{Type: store.OpDelete, Item: store.Item{Kind: unknownLoginKind, Name: it.Name}, ExpectRevision: it.Revision}
+		if kept > 0 {
+			data, err := json.Marshal(&b)
+			if err != nil {
+				continue
+			}
+			o.Type, o.Item.Data = store.OpUpdate, data
+		}
+		_, err := s.db.Apply(ctx, o)
 		if err != nil && !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrNotFound) {
-			s.log.Warn("forgetting failed logins of an unknown name", "error", err)
+			s.log.Warn("forgetting failed logins of unknown names", "error", err)
 			return
 		}
 	}
@@ -573,7 +650,7 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		}
 	} else if !errors.Is(uerr, store.ErrNotFound) {
 		return nil, storeError("user/"+name, uerr)
-	} else if cred, err = s.getUnknownFailures(ctx, name); err != nil {
+	} else if cred, _, err = s.getUnknownFailures(ctx, name); err != nil {
 		return nil, storeError("user/"+name, err)
 	}
 
@@ -743,6 +820,7 @@ func (s *Server) countFailure(ctx context.Context, name string, known bool, sour
 			everyone bool
 			what     string
 			cred     *credential
+			unknown  *unknownEntry
 			err      error
 		)
 		if known {
@@ -751,7 +829,7 @@ func (s *Server) countFailure(ctx context.Context, name string, known bool, sour
 				cred, err = &credential{}, nil
 			}
 		} else {
-			cred, err = s.getUnknownFailures(ctx, name)
+			cred, unknown, err = s.getUnknownFailures(ctx, name)
 		}
 		if err != nil {
 			return storeError("user/"+name, err)
@@ -766,7 +844,7 @@ func (s *Server) countFailure(ctx context.Context, name string, known bool, sour
 				}
 				o, err = s.credentialOp(t, name, cred)
 			} else {
-				o, err = unknownFailuresOp(name, cred)
+				o, err = unknown.op(cred, now)
 			}
 			if err != nil {
 				return status.Error(codes.Internal, err.Error())
