@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
 )
 
@@ -212,4 +218,112 @@ func TestAutomaticRotationSurvivesKill9OfItsDriver(t *testing.T) {
 			t.Errorf("the step to %s is audited %d times, want once (%v)", to, steps[to], steps)
 		}
 	}
+}
+
+// TestTokensAndLockoutsAcrossReplicas: a single-use join token raced on two
+// replicas admits exactly one agent, and 20 parallel wrong logins for one
+// user spread over three replicas lock it exactly as on one: five
+// failures, then fifteen "locked".
+func TestTokensAndLockoutsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.Database(t)
+	first := startAgent(t, newDataDir(t), "--roles", "auth", "--store", dbURL)
+	rs := []*agent{first}
+	for range 2 {
+		rs = append(rs, startAgent(t, replicaDataDir(t, first), "--roles", "auth", "--store", dbURL))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dial := func(a *agent) *client.Client {
+		c, err := client.Dial(client.Config{Auth: a.addr, CAPin: a.pin})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+
+	first.widctl("bot", "add", "edge", "--roles", "local-agent").must(t)
+	for round := range 5 {
+		tok := tokenFrom(t, rs[round%3].widctl("token", "add", "--bot", "edge").must(t))
+		var (
+			wg       sync.WaitGroup
+			mu       sync.Mutex
+			admitted int
+		)
+		start := make(chan struct{})
+		for _, r := range []*agent{rs[1], rs[2]} {
+			c := dial(r)
+			key, _ := client.NewKey()
+			csr, _ := client.NewCSR(key)
+			wg.Go(func() {
+				<-start
+				_, err := c.Join(ctx, &authv1.JoinRequest{Token: tok, Csr: csr, Host: "racer"})
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					admitted++
+				case status.Code(err) != codes.PermissionDenied:
+					t.Errorf("the join that lost: %v, want PermissionDenied", err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if admitted != 1 {
+			t.Fatalf("round %d: a single-use token raced on two replicas admitted %d agents", round, admitted)
+		}
+	}
+
+	first.widctl("role", "create", "dev", "--spiffe-path", "/team/alice/**").must(t)
+	added := first.widctl("user", "add", "alice", "--roles", "dev").must(t)
+	invite := inviteRE.FindStringSubmatch(added.stdout)
+	if invite == nil {
+		t.Fatalf("user add printed no invite:\n%s", added.stdout)
+	}
+	const password = "correct horse battery staple"
+	login := func(c *client.Client, req *authv1.LoginRequest) error {
+		key, _ := client.NewKey()
+		req.Csr, _ = client.NewCSR(key)
+		// A replica checks one or two hashes at once and refuses the rest
+		// for load, not counted: those are asked again until checked.
+		for {
+			_, err := c.Login(ctx, req)
+			if status.Code(err) != codes.ResourceExhausted || ctx.Err() != nil {
+				return err
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if err := login(dial(rs[2]), &authv1.LoginRequest{User: "alice", Invite: invite[1], Password: password}); err != nil {
+		t.Fatalf("alice's first login: %v", err)
+	}
+	clients := []*client.Client{dial(rs[0]), dial(rs[1]), dial(rs[2])}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		counts = map[codes.Code]int{}
+	)
+	start := make(chan struct{})
+	for i := range 20 {
+		wg.Go(func() {
+			<-start
+			err := login(clients[i%3], &authv1.LoginRequest{User: "alice", Password: fmt.Sprintf("wrong guess %d", i)})
+			mu.Lock()
+			counts[status.Code(err)]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	if counts[codes.Unauthenticated] != 5 || counts[codes.PermissionDenied] != 15 {
+		t.Fatalf("20 parallel wrong logins over 3 replicas answered %v, want 5 failures and 15 locked", counts)
+	}
+	for i, c := range clients {
+		if err := login(c, &authv1.LoginRequest{User: "alice", Password: password}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("replica %d let the locked user in: %v", i, err)
+		}
+	}
+	verifyAudit(t, rs[1])
 }
