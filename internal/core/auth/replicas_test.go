@@ -549,3 +549,58 @@ func TestUnknownNamesTakeBoundedRoom(t *testing.T) {
 		t.Fatal("the newest guess is not counted")
 	}
 }
+
+// TestAgentsOfADeadReplicaStopHoldingRotations: an agent followed replica
+// B, which died without a word (it lost the store, as with kill -9, so the
+// record still names it). Replica A shows the agent as connected for three
+// heartbeats, then as gone, and its gate waits for it through the agent
+// window like for any agent that went away, then moves on.
+func TestAgentsOfADeadReplicaStopHoldingRotations(t *testing.T) {
+	dbURL := pgtest.Database(t)
+	clock := &offsetClock{}
+	a := authtest.Start(t, authtest.WithPostgres(dbURL), authtest.WithClock(clock.now))
+	b := authtest.StartReplica(t, a, dbURL)
+	ctx := context.Background()
+	admin := a.AdminClient(t)
+	create(t, a, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**"))
+	bot := joinedBot(t, b, "agent", "prod-agent")
+	stream := watch(t, bot, "node-1")
+	stream.next(t, time.Second)
+	if _, err := admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", Phase: "init"}); err != nil {
+		t.Fatal(err)
+	}
+	b.CloseStoreForTest()
+
+	agentState := func() *authv1.AgentCAState {
+		t.Helper()
+		st, err := admin.GetCAStatus(ctx, &authv1.GetCAStatusRequest{Type: "spiffe"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Cas[0].Agents) == 0 {
+			return nil
+		}
+		return st.Cas[0].Agents[0]
+	}
+	step := func() error {
+		_, err := admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", Phase: "update_clients"})
+		return err
+	}
+	if ag := agentState(); ag == nil || !ag.Connected || !ag.Lagging {
+		t.Fatalf("right after B died, A shows its agent as %v, want connected and lagging", ag)
+	}
+	clock.advance(4 * time.Minute)
+	if ag := agentState(); ag == nil || ag.Connected || !ag.Lagging {
+		t.Fatalf("4 minutes after B died, A shows its agent as %v, want gone but lagging", ag)
+	}
+	if err := step(); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("update_clients 4 minutes after B died: %v, want a refusal that waits for the agent", err)
+	}
+	clock.advance(auth.DefaultAgentWindow)
+	if ag := agentState(); ag != nil {
+		t.Fatalf("past the agent window A still shows B's agent: %v", ag)
+	}
+	if err := step(); err != nil {
+		t.Fatalf("update_clients past the agent window: %v", err)
+	}
+}
