@@ -95,8 +95,32 @@ type Backend interface {
 	// List returns every item of a kind, ordered by name.
 	List(ctx context.Context, kind string) ([]Item, error)
 	// Apply performs ops in one transaction, all or nothing, and returns the
-	// resulting revision of each op's item (0 for deletes).
+	// resulting revision of each op's item (0 for deletes). The same
+	// transaction appends one Change per op to the change log, so a
+	// failed Apply leaves no change behind and a committed one is never
+	// missing from it.
 	Apply(ctx context.Context, ops ...Op) ([]int64, error)
+
+	// ChangesAfter returns up to limit changes (at most MaxChangesPage)
+	// with a revision above after, oldest first. It fails with
+	// ErrChangesPruned when some of those changes were pruned.
+	ChangesAfter(ctx context.Context, after int64, limit int) ([]Change, error)
+	// ChangeHead returns the newest change's revision, 0 before the first
+	// change. A follower starts from it before it reads anything else, so
+	// that every later change reaches it.
+	ChangeHead(ctx context.Context) (int64, error)
+	// PruneChanges deletes up to limit of the oldest changes, keeping the
+	// newest keep (at least one) and every change recorded at or after
+	// before; it returns how many it deleted. Its work is bounded by keep
+	// and limit, whatever the log's length.
+	PruneChanges(ctx context.Context, keep int, before time.Time, limit int) (int, error)
+	// WatchChanges returns a channel that receives when changes may have
+	// been appended: after this process's writes, and on PostgreSQL after
+	// another process's (LISTEN/NOTIFY) and after the listening connection
+	// was lost and made again, when notifications may have been missed.
+	// A wake-up says nothing of what changed: read ChangesAfter. The
+	// function stops the channel.
+	WatchChanges() (<-chan struct{}, func())
 
 	// GetMeta and PutMeta keep small facts such as the trust domain name.
 	GetMeta(ctx context.Context, key string) (string, error)

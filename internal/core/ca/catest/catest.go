@@ -22,9 +22,12 @@ import (
 // errNoAudit: the memory store keeps no audit log.
 var errNoAudit = errors.New("the catest memory store keeps no audit log")
 
+// errNoChanges: the memory store keeps no change log.
+var errNoChanges = errors.New("the catest memory store keeps no change log")
+
 // Store is an in-memory store.Backend for items and metadata, with the same
 // all-or-nothing Apply and revision rules as the real backends. Its audit
-// methods return an error.
+// and change log methods return an error.
 type Store struct {
 	mu    sync.Mutex
 	items map[string]store.Item // by kind + "/" + name
@@ -148,6 +151,19 @@ func (s *Store) QueryAudit(context.Context, store.AuditFilter) ([]store.AuditRow
 func (s *Store) ScanAudit(context.Context, int64, func(store.AuditRow) error) error {
 	return errNoAudit
 }
+
+func (s *Store) ChangesAfter(context.Context, int64, int) ([]store.Change, error) {
+	return nil, errNoChanges
+}
+
+func (s *Store) ChangeHead(context.Context) (int64, error) { return 0, errNoChanges }
+
+func (s *Store) PruneChanges(context.Context, int, time.Time, int) (int, error) {
+	return 0, errNoChanges
+}
+
+// WatchChanges never wakes: nothing follows this store's changes.
+func (s *Store) WatchChanges() (<-chan struct{}, func()) { return nil, func() {} }
 
 func (s *Store) Close() error { return nil }
 

@@ -56,6 +56,28 @@ var migrations = [][]string{
 		)`,
 		`INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '')`,
 	},
+	{
+		// The change log: one row per op of every Apply, written in the
+		// same transaction. Writers take changeLock before they draw a
+		// revision and hold it to their commit, so revisions become
+		// visible in their order and a follower never skips one that
+		// commits late. time is clock_timestamp() under that lock, so it
+		// grows with the revision.
+		`CREATE TABLE changes (
+			revision bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+			kind     text NOT NULL,
+			name     text NOT NULL,
+			op       text NOT NULL,
+			time     timestamptz NOT NULL DEFAULT clock_timestamp()
+		)`,
+		// Every change at or below this revision may have been pruned:
+		// a follower behind it has missed changes.
+		`CREATE TABLE changes_pruned (
+			id       integer PRIMARY KEY CHECK (id = 1),
+			revision bigint  NOT NULL
+		)`,
+		`INSERT INTO changes_pruned (id, revision) VALUES (1, 0)`,
+	},
 }
 
 // schemaVersion is the schema version this build creates and understands.

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,6 +49,22 @@ const maxTxAttempts = 5
 // DB is a store.Backend on one PostgreSQL database.
 type DB struct {
 	pool *pgxpool.Pool
+
+	// changes wakes the change log's followers in this process: after its
+	// own writes, and from the listener after other processes' commits.
+	changes store.ChangeSignal
+	// listen is the listener's connection configuration: the pool's, with
+	// its own application_name so that operators can tell it apart.
+	listen *pgx.ConnConfig
+	// listenRetry is the least pause before the listener connects again.
+	listenRetry time.Duration
+	// listenOnce starts the listener with the first watcher; stopListen
+	// and listenDone stop it on Close.
+	listenOnce sync.Once
+	listenMu   sync.Mutex
+	stopListen context.CancelFunc
+	listenDone chan struct{}
+	closed     bool
 }
 
 var _ store.Backend = (*DB)(nil)
@@ -74,7 +91,9 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	if err != nil {
 		return nil, connectError(where, &cfg.ConnConfig.Config, url, err)
 	}
-	db := &DB{pool: pool}
+	listen := cfg.ConnConfig.Copy()
+	listen.RuntimeParams["application_name"] = listenerApplicationName
+	db := &DB{pool: pool, listen: listen, listenRetry: listenRetryMin}
 	// The pool connects lazily: a ping makes a wrong URL fail the start
 	// rather than the first request.
 	if err := pool.Ping(ctx); err != nil {
@@ -90,6 +109,14 @@ func Open(ctx context.Context, url string) (*DB, error) {
 
 // Close closes every connection.
 func (db *DB) Close() error {
+	db.listenMu.Lock()
+	db.closed = true
+	stop, done := db.stopListen, db.listenDone
+	db.listenMu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
 	db.pool.Close()
 	return nil
 }

@@ -85,11 +85,14 @@ func (db *DB) Apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
 			}
 			revs[i] = rev
 		}
-		return nil
+		return recordChanges(ctx, tx, ops, revs)
 	})
 	if err != nil {
 		return nil, err
 	}
+	// The NOTIFY reaches this process too, but later, and not at all while
+	// its listening connection is down.
+	db.changes.Notify()
 	return revs, nil
 }
 

@@ -50,6 +50,25 @@ var migrations = [][]string{
 		)`,
 		`INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '')`,
 	},
+	{
+		// The change log: one row per op of every Apply, written in the
+		// same transaction. AUTOINCREMENT so that a revision is never
+		// given out twice, even after the newest rows were pruned.
+		`CREATE TABLE changes (
+			revision INTEGER PRIMARY KEY AUTOINCREMENT,
+			kind     TEXT NOT NULL,
+			name     TEXT NOT NULL,
+			op       TEXT NOT NULL,
+			time     TEXT NOT NULL
+		)`,
+		// Every change at or below this revision may have been pruned:
+		// a follower behind it has missed changes.
+		`CREATE TABLE changes_pruned (
+			id       INTEGER PRIMARY KEY CHECK (id = 1),
+			revision INTEGER NOT NULL
+		)`,
+		`INSERT INTO changes_pruned (id, revision) VALUES (1, 0)`,
+	},
 }
 
 // schemaVersion is the schema version this build creates and understands.

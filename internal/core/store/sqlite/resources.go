@@ -82,6 +82,9 @@ func (db *DB) Apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
 			return nil, fmt.Errorf("applying change %d to %s/%s: unknown operation %d", i+1, op.Item.Kind, op.Item.Name, op.Type)
 		}
 	}
+	if len(ops) == 0 {
+		return []int64{}, nil
+	}
 	revs := make([]int64, len(ops))
 	err := db.writeTx(ctx, func(tx *sql.Tx) error {
 		for i, op := range ops {
@@ -91,11 +94,12 @@ func (db *DB) Apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
 			}
 			revs[i] = rev
 		}
-		return nil
+		return recordChanges(ctx, tx, ops, revs)
 	})
 	if err != nil {
 		return nil, err
 	}
+	db.changes.Notify()
 	return revs, nil
 }
 

@@ -48,6 +48,9 @@ type DB struct {
 	// The audit append runs for every issuance: its statements are parsed
 	// once, on the one writer connection, instead of on every commit.
 	auditInsert, auditHeadGet, auditHeadSet *sql.Stmt
+	// changes wakes the change log's followers after each Apply: one
+	// process owns the file, so its own writes are all there is to hear.
+	changes store.ChangeSignal
 }
 
 var _ store.Backend = (*DB)(nil)

@@ -37,6 +37,12 @@ func Run(t *testing.T, open func(t *testing.T) store.Backend) {
 		{"AuditScanPages", testAuditScan},
 		{"ConcurrentApply", testConcurrentApply},
 		{"ConcurrentAuditAppend", testConcurrentAudit},
+		{"ChangeLogOrder", testChangeLogOrder},
+		{"ChangeLogAtomicWithApply", testChangeLogAtomic},
+		{"ChangeLogPaging", testChangeLogPaging},
+		{"ChangeLogPrune", testChangeLogPrune},
+		{"ChangeLogFollowerMissesNothing", testChangeLogFollower},
+		{"WatchChanges", testWatchChanges},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
