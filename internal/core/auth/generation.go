@@ -45,6 +45,7 @@ func (r *resources) generation(ctx context.Context, kind, name string) (string, 
 	key := generationName(kind, name)
 	r.mu.RLock()
 	g, ok := r.gens[key]
+	gen := r.cacheGen
 	r.mu.RUnlock()
 	if ok {
 		return g, nil
@@ -63,7 +64,9 @@ func (r *resources) generation(ctx context.Context, kind, name string) (string, 
 		g = d.Generation
 	}
 	r.mu.Lock()
-	r.gens[key] = g
+	if r.cacheGen == gen {
+		r.gens[key] = g
+	}
 	r.mu.Unlock()
 	return g, nil
 }

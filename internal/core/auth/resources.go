@@ -99,6 +99,10 @@ type resources struct {
 	// onChange is called after every write to a role, bot or workload
 	// identity: what agents are served from.
 	onChange func()
+	// cacheGen counts what forget dropped, so that a document read from
+	// the store before a change (here or on another replica) is not
+	// cached after the change dropped it.
+	cacheGen uint64
 
 	// reported holds the corrupt documents already logged, by
 	// "kind/name@revision", so that each is logged once, not per read.
@@ -146,6 +150,7 @@ func (r *resources) get(ctx context.Context, kind, name string) (resource.Resour
 	key := kind + "/" + name
 	r.mu.RLock()
 	v, ok := r.cache[key]
+	gen := r.cacheGen
 	r.mu.RUnlock()
 	if ok {
 		return v, nil
@@ -160,7 +165,9 @@ func (r *resources) get(ctx context.Context, kind, name string) (resource.Resour
 	}
 	if kind == resource.KindRole || kind == resource.KindUser || kind == resource.KindBot {
 		r.mu.Lock()
-		r.cache[key] = v
+		if r.cacheGen == gen {
+			r.cache[key] = v
+		}
 		r.mu.Unlock()
 	}
 	return v, nil
@@ -263,24 +270,51 @@ func (r *resources) apply(ctx context.Context, ops ...store.Op) ([]int64, error)
 	agentState := false
 	r.mu.Lock()
 	for _, op := range ops {
-		delete(r.cache, op.Item.Kind+"/"+op.Item.Name)
-		if op.Item.Kind == generationKind {
-			delete(r.gens, op.Item.Name)
-		}
-		switch op.Item.Kind {
-		case resource.KindWorkloadIdentity:
-			r.workloads = nil
-			r.workloadsGen++
-			agentState = true
-		case resource.KindRole, resource.KindBot:
-			agentState = true
-		}
+		agentState = r.forgetLocked(op.Item.Kind, op.Item.Name) || agentState
 	}
 	r.mu.Unlock()
 	if agentState {
 		r.onChange()
 	}
 	return revs, err
+}
+
+// forget drops what is cached of kind/name, after it changed in the store
+// (through this replica or another), and reports whether agents' state
+// may have changed. Dropping what is not cached is harmless.
+func (r *resources) forget(kind, name string) (agentState bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.forgetLocked(kind, name)
+}
+
+func (r *resources) forgetLocked(kind, name string) (agentState bool) {
+	r.cacheGen++
+	delete(r.cache, kind+"/"+name)
+	switch kind {
+	case generationKind:
+		delete(r.gens, name)
+	case resource.KindWorkloadIdentity:
+		r.workloads = nil
+		r.workloadsGen++
+		return true
+	case resource.KindRole, resource.KindBot:
+		return true
+	}
+	return false
+}
+
+// forgetAll drops every cached document, for when this replica cannot
+// know what changed.
+func (r *resources) forgetAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cacheGen++
+	clear(r.cache)
+	clear(r.gens)
+	r.workloads = nil
+	r.lastWorkloads = nil
+	r.workloadsGen++
 }
 
 // op encodes a resource as a store op. The revision is the store's, not part of the document.

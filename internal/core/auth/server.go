@@ -148,6 +148,8 @@ type Server struct {
 	denials *denialLimiter
 	// logins bounds the cost that login attempts may ask for.
 	logins *loginLimiter
+	// feed follows the store's change log (see changefeed.go).
+	feed changeFeed
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
@@ -197,11 +199,20 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		lock.Release()
 		return nil, err
 	}
+	// Before anything is read from the store: every later change reaches
+	// the caches through the change feed.
+	feedFrom, err := db.ChangeHead(ctx)
+	if err != nil {
+		db.Close()
+		lock.Release()
+		return nil, fmt.Errorf("reading the store's change log: %w", err)
+	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, clock: clock, db: db, lock: lock,
 		changes: newStateNotifier(), stopping: make(chan struct{}), attestations: newRecentIDs(maxRecentAttestations),
 		denials: newDenialLimiter(time.Now), logins: newLoginLimiter(time.Now),
 	}
+	s.feed.revision = feedFrom
 	// Seeded with the time so that generations also grow across restarts.
 	s.generation.Store(clock().UnixMicro())
 	s.host, _ = os.Hostname()
@@ -289,6 +300,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.anchor.Run(auditCtx) })
 	g.Go(func() error { return s.runPeriodic(ctx) })
 	g.Go(func() error { return s.runDenialSummaries(ctx) })
+	g.Go(func() error { return s.followChanges(ctx) })
 
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeAuthStarted, Actor: s.adminActor(), Host: s.host, Outcome: audit.OutcomeSuccess,
