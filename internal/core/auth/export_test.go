@@ -148,3 +148,11 @@ func (s *Server) StoredItemsForTest(ctx context.Context, kind string) (int, erro
 	items, err := s.db.List(ctx, kind)
 	return len(items), err
 }
+
+// PauseChangeFeedForTest stops the change feed from applying changes until
+// resume is called, as if this replica had been cut off from the store's
+// notifications and log for a while.
+func (s *Server) PauseChangeFeedForTest() (resume func()) {
+	s.feed.mu.Lock()
+	return s.feed.mu.Unlock
+}
