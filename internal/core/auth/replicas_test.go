@@ -604,3 +604,23 @@ func TestAgentsOfADeadReplicaStopHoldingRotations(t *testing.T) {
 		t.Fatalf("update_clients past the agent window: %v", err)
 	}
 }
+
+// TestReplicaSeesDeleteAndRecreate: an identity deleted and created again
+// through B has the same revision as before; A, seeing both changes at
+// once, serves the new one, not what it compiled from the old.
+func TestReplicaSeesDeleteAndRecreate(t *testing.T) {
+	_, _, rs := startReplicas(t, 2)
+	a, b := rs[0], rs[1]
+	create(t, a, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**"),
+		wiDoc(t, "web", "prod", "/svc/web", nil, 0, uidIs("1000")))
+	stream := watch(t, joinedBot(t, a, "agent", "prod-agent"), "node-a")
+	stream.waitState(t, time.Now(), "web", hasNames(t, "web"))
+
+	resume := a.PauseChangeFeedForTest()
+	remove(t, b, resource.KindWorkloadIdentity, "web")
+	create(t, b, wiDoc(t, "web", "prod", "/svc/web/v2", nil, 0, uidIs("1000")))
+	resume()
+	stream.waitState(t, time.Now(), "web's new SPIFFE ID", func(st *authv1.AgentState) bool {
+		return len(st.WorkloadIdentities) == 1 && strings.Contains(string(st.WorkloadIdentities[0]), `"/svc/web/v2"`)
+	})
+}

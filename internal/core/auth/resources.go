@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,10 +26,20 @@ type workloadSet struct {
 	corrupt []*corruptError
 }
 
+// entry is the set's identity of that name, nil if none (or no set).
+func (s *workloadSet) entry(name string) *workloadEntry {
+	if s == nil {
+		return nil
+	}
+	return s.byName[name]
+}
+
 type workloadEntry struct {
 	wi *resource.WorkloadIdentity
 	// doc is the identity's wire document (as GetResource returns it).
 	doc []byte
+	// stored is the document as the store holds it.
+	stored []byte
 	// compiled is nil when the stored identity does not compile; err says why.
 	compiled *rbac.Workload
 	err      error
@@ -43,27 +54,36 @@ func (r *resources) workloadIdentities(ctx context.Context) (*workloadSet, error
 	if set != nil {
 		return set, nil
 	}
-	list, corrupt, err := r.listAll(ctx, resource.KindWorkloadIdentity)
+	items, err := r.db.List(ctx, resource.KindWorkloadIdentity)
 	if err != nil {
 		return nil, err
 	}
-	set = &workloadSet{byName: make(map[string]*workloadEntry, len(list)), corrupt: corrupt}
-	for _, v := range list {
-		wi := v.(*resource.WorkloadIdentity)
-		e := &workloadEntry{wi: wi}
-		if last != nil {
-			if prev := last.byName[wi.Metadata.Name]; prev != nil && prev.wi.Metadata.Revision == wi.Metadata.Revision {
-				e = prev
+	set = &workloadSet{byName: make(map[string]*workloadEntry, len(items))}
+	for _, it := range items {
+		// An identity whose stored document did not change is taken as it
+		// was, neither decoded nor compiled again. The revision alone does
+		// not tell: one deleted and created again starts again at 1.
+		e := last.entry(it.Name)
+		if e == nil || e.wi.Metadata.Revision != it.Revision || !bytes.Equal(e.stored, it.Data) {
+			v, err := decodeItem(it)
+			var ce *corruptError
+			if errors.As(err, &ce) {
+				r.report(ce)
+				set.corrupt = append(set.corrupt, ce)
+				continue
 			}
-		}
-		if e.doc == nil {
+			if err != nil {
+				return nil, err
+			}
+			wi := v.(*resource.WorkloadIdentity)
+			e = &workloadEntry{wi: wi, stored: it.Data}
 			if e.doc, err = encode(wi); err != nil {
 				return nil, err
 			}
 			e.compiled, e.err = rbac.CompileWorkload(wi)
 		}
 		set.list = append(set.list, e)
-		set.byName[wi.Metadata.Name] = e
+		set.byName[it.Name] = e
 	}
 	sort.Slice(set.list, func(i, j int) bool { return set.list[i].wi.Metadata.Name < set.list[j].wi.Metadata.Name })
 	r.mu.Lock()
