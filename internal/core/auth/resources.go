@@ -309,18 +309,20 @@ func (r *resources) forget(kind, name string) (agentState bool) {
 }
 
 func (r *resources) forgetLocked(kind, name string) (agentState bool) {
-	r.cacheGen++
-	delete(r.cache, kind+"/"+name)
 	switch kind {
 	case generationKind:
+		r.cacheGen++
 		delete(r.gens, name)
 	case resource.KindWorkloadIdentity:
 		r.workloads = nil
 		r.workloadsGen++
 		return true
-	case resource.KindRole, resource.KindBot:
-		return true
+	case resource.KindRole, resource.KindBot, resource.KindUser:
+		r.cacheGen++
+		delete(r.cache, kind+"/"+name)
+		return kind != resource.KindUser
 	}
+	// Nothing else is cached here.
 	return false
 }
 
