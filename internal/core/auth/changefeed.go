@@ -45,6 +45,10 @@ type changeFeed struct {
 	// failing is set while reading the log fails, so that an outage is
 	// logged once, not on every attempt.
 	failing bool
+	// pending are the changes, by kind and name, that the feed moved past
+	// although applying them failed (a CA document that does not load):
+	// retried on every round, so that one of them cannot stop the rest.
+	pending map[[2]string]bool
 }
 
 // storeChanged brings this replica's memory level with a change to kind/name
@@ -53,7 +57,8 @@ type changeFeed struct {
 // streams when what they serve from may have changed. An empty kind means
 // that this replica cannot know what changed (the log was pruned past its
 // position): everything is dropped and reloaded. Calling it again for the
-// same change is harmless. An error leaves the change to be handled again.
+// same change is harmless. The feed calls it again later for a change that
+// failed.
 func (s *Server) storeChanged(ctx context.Context, kind, name string) error {
 	switch kind {
 	case "":
@@ -98,6 +103,9 @@ func (s *Server) followChanges(ctx context.Context) error {
 func (s *Server) catchUp(ctx context.Context) {
 	s.feed.mu.Lock()
 	defer s.feed.mu.Unlock()
+	for k := range s.feed.pending {
+		s.applyChange(ctx, k)
+	}
 	for ctx.Err() == nil {
 		more, err := s.applyChanges(ctx)
 		if err != nil {
@@ -130,9 +138,7 @@ func (s *Server) applyChanges(ctx context.Context) (more bool, err error) {
 			return false, err
 		}
 		s.log.Warn("the store's change log was pruned past this replica's position; reloading everything from the store", "revision", s.feed.revision, "head", head)
-		if err := s.storeChanged(ctx, "", ""); err != nil {
-			return false, err
-		}
+		s.applyChange(ctx, [2]string{"", ""})
 		s.feed.revision = head
 		return true, nil
 	}
@@ -141,16 +147,32 @@ func (s *Server) applyChanges(ctx context.Context) (more bool, err error) {
 	}
 	done := make(map[[2]string]bool, len(page))
 	for _, c := range page {
-		k := [2]string{c.Kind, c.Name}
-		if !done[k] {
-			if err := s.storeChanged(ctx, c.Kind, c.Name); err != nil {
-				return false, err
-			}
+		if k := [2]string{c.Kind, c.Name}; !done[k] {
+			s.applyChange(ctx, k)
 			done[k] = true
 		}
 		s.feed.revision = c.Revision
 	}
 	return len(page) == changeFeedPage, nil
+}
+
+// applyChange calls storeChanged for kind and name (k), keeping the change
+// pending, to be tried again on the next round, when it fails.
+func (s *Server) applyChange(ctx context.Context, k [2]string) {
+	err := s.storeChanged(ctx, k[0], k[1])
+	switch {
+	case err == nil && s.feed.pending[k]:
+		delete(s.feed.pending, k)
+		s.log.Info("a change from the store applies now", "kind", k[0], "name", k[1])
+	case err != nil && !s.feed.pending[k]:
+		if s.feed.pending == nil {
+			s.feed.pending = map[[2]string]bool{}
+		}
+		s.feed.pending[k] = true
+		if ctx.Err() == nil {
+			s.log.Warn("a change from the store does not apply; retrying (what it changed keeps its previous state here until then)", "kind", k[0], "name", k[1], "error", err)
+		}
+	}
 }
 
 // pruneChanges trims the change log. Every replica does it: the work is
