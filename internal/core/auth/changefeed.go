@@ -63,8 +63,7 @@ func (s *Server) storeChanged(ctx context.Context, kind, name string) error {
 	switch kind {
 	case "":
 		s.res.forgetAll()
-		// Reload wakes agent streams (cas.OnChange), which rebuild from
-		// the emptied caches.
+		s.changes.changed()
 		return s.cas.Reload(ctx)
 	case ca.StoreKind:
 		// Reload wakes agent streams and the anchor (cas.OnChange).
