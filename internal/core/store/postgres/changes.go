@@ -44,17 +44,17 @@ func recordChanges(ctx context.Context, tx pgx.Tx, ops []store.Op, revs []int64)
 		kinds[i], names[i] = op.Item.Kind, op.Item.Name
 		opNames[i] = store.OpName(recordedOp(op.Type, revs[i]))
 	}
-	// Taken after the ops, so the lock is held only for the insert and
-	// the commit, and no writer waits for it while holding it.
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, changeLock); err != nil {
-		return fmt.Errorf("recording changes: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO changes (kind, name, op)
+	// The lock is taken after the ops, so that it is held only for the
+	// insert and the commit and no writer waits for it while holding
+	// row locks. The three statements go in one round trip and run in
+	// order.
+	b := &pgx.Batch{}
+	b.Queue(`SELECT pg_advisory_xact_lock($1)`, changeLock)
+	b.Queue(`INSERT INTO changes (kind, name, op)
 		SELECT k, n, o FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(k, n, o, i) ORDER BY i`,
-		kinds, names, opNames); err != nil {
-		return fmt.Errorf("recording changes: %w", err)
-	}
-	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, changesChannel); err != nil {
+		kinds, names, opNames)
+	b.Queue(`SELECT pg_notify($1, '')`, changesChannel)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("recording changes: %w", err)
 	}
 	return nil
