@@ -30,9 +30,9 @@ const listenerApplicationName = "widagent changes"
 // long it waits for a notification before it checks that its connection
 // still works (a connection cut without a reset can look idle forever).
 const (
-	listenRetryMin = 100 * time.Millisecond
-	listenRetryMax = 5 * time.Second
-	listenCheck    = 30 * time.Second
+	listenRetryMin     = 100 * time.Millisecond
+	listenRetryMax     = 5 * time.Second
+	defaultListenCheck = 30 * time.Second
 )
 
 // recordChanges appends one change per op and notifies the listeners,
@@ -225,7 +225,7 @@ func (db *DB) listenUntilLost(ctx context.Context) (listened bool) {
 	}
 	db.changes.Notify()
 	for {
-		waitCtx, cancel := context.WithTimeout(ctx, listenCheck)
+		waitCtx, cancel := context.WithTimeout(ctx, db.listenCheck)
 		_, err := conn.WaitForNotification(waitCtx)
 		cancel()
 		switch {
@@ -235,12 +235,13 @@ func (db *DB) listenUntilLost(ctx context.Context) (listened bool) {
 			return true
 		case errors.Is(err, context.DeadlineExceeded):
 			// Quiet for a while: make sure the connection still works.
-			pingCtx, cancel := context.WithTimeout(ctx, listenCheck)
+			pingCtx, cancel := context.WithTimeout(ctx, db.listenCheck)
 			err := conn.Ping(pingCtx)
 			cancel()
 			if err != nil {
 				return true
 			}
+			db.listenChecks.Add(1)
 		default:
 			return true
 		}

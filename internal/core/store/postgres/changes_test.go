@@ -143,3 +143,48 @@ func TestCloseStopsListener(t *testing.T) {
 	}
 	waitListeners(t, b, 0)
 }
+
+// listenerPID is the backend pid of db's change listener.
+func listenerPID(t *testing.T, db *DB) int {
+	t.Helper()
+	var pid int
+	if err := db.pool.QueryRow(t.Context(), `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = $1`, listenerApplicationName).Scan(&pid); err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// TestQuietListenerStaysConnected: the listener's periodic check of a quiet
+// connection keeps that connection, and it still hears notifications.
+func TestQuietListenerStaysConnected(t *testing.T) {
+	dbURL := pgtest.Database(t)
+	a, b := open(t, dbURL), open(t, dbURL)
+	defer a.Close()
+	defer b.Close()
+	a.listenCheck = 50 * time.Millisecond
+	wake, stop := a.WatchChanges()
+	defer stop()
+	waitListeners(t, a, 1)
+	waitWake(t, wake, "once the listener is in place")
+	pid := listenerPID(t, a)
+	// Several checks pass.
+	deadline := time.Now().Add(30 * time.Second)
+	for a.listenChecks.Load() < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the listener made %d checks of its connection in 30s, want 5", a.listenChecks.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := listenerPID(t, a); got != pid {
+		t.Fatalf("the listener reconnected (pid %d, then %d) while the database was quiet", pid, got)
+	}
+	drain(wake)
+	if _, err := b.Apply(t.Context(), store.Op{Type: store.OpCreate, Item: store.Item{Kind: "role", Name: "web", Data: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	waitWake(t, wake, "after the quiet spell")
+	if got := listenerPID(t, a); got != pid {
+		t.Fatalf("the listener reconnected (pid %d, then %d)", pid, got)
+	}
+}

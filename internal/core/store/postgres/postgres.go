@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,8 +57,11 @@ type DB struct {
 	// listen is the listener's connection configuration: the pool's, with
 	// its own application_name so that operators can tell it apart.
 	listen *pgx.ConnConfig
-	// listenRetry is the least pause before the listener connects again.
-	listenRetry time.Duration
+	// listenRetry is the least pause before the listener connects again;
+	// listenCheck how long it waits quietly before it checks its connection.
+	listenRetry, listenCheck time.Duration
+	// listenChecks counts the checks the listener's connection passed.
+	listenChecks atomic.Int64
 	// listenOnce starts the listener with the first watcher; stopListen
 	// and listenDone stop it on Close.
 	listenOnce sync.Once
@@ -93,7 +97,7 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	}
 	listen := cfg.ConnConfig.Copy()
 	listen.RuntimeParams["application_name"] = listenerApplicationName
-	db := &DB{pool: pool, listen: listen, listenRetry: listenRetryMin}
+	db := &DB{pool: pool, listen: listen, listenRetry: listenRetryMin, listenCheck: defaultListenCheck}
 	// The pool connects lazily: a ping makes a wrong URL fail the start
 	// rather than the first request.
 	if err := pool.Ping(ctx); err != nil {
