@@ -373,3 +373,62 @@ func TestReplicaPrunedPastReloadsEverything(t *testing.T) {
 	create(t, b, wiDoc(t, "api", "prod", "/svc/api", nil, 0, uidIs("1000")))
 	stream.waitState(t, time.Now(), "api", hasNames(t, "api", "sandbox", "web"))
 }
+
+// TestReplicaSeesDeleteAndRecreate: an identity deleted and created again
+// through B has the same revision as before; A, seeing both changes at
+// once, serves the new one, not what it compiled from the old.
+func TestReplicaSeesDeleteAndRecreate(t *testing.T) {
+	_, _, rs := startReplicas(t, 2)
+	a, b := rs[0], rs[1]
+	create(t, a, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**"),
+		wiDoc(t, "web", "prod", "/svc/web", nil, 0, uidIs("1000")))
+	stream := watch(t, joinedBot(t, a, "agent", "prod-agent"), "node-a")
+	stream.waitState(t, time.Now(), "web", hasNames(t, "web"))
+
+	resume := a.PauseChangeFeedForTest()
+	remove(t, b, resource.KindWorkloadIdentity, "web")
+	create(t, b, wiDoc(t, "web", "prod", "/svc/web/v2", nil, 0, uidIs("1000")))
+	resume()
+	stream.waitState(t, time.Now(), "web's new SPIFFE ID", func(st *authv1.AgentState) bool {
+		return len(st.WorkloadIdentities) == 1 && strings.Contains(string(st.WorkloadIdentities[0]), `"/svc/web/v2"`)
+	})
+}
+
+// TestReplicaFeedSurvivesABadCADocument: a CA document that does not load
+// keeps its previous state in memory but does not stop the feed: later
+// changes still arrive, and the CA reloads once the document is fixed.
+func TestReplicaFeedSurvivesABadCADocument(t *testing.T) {
+	_, dbURL, rs := startReplicas(t, 2)
+	a, b := rs[0], rs[1]
+	ctx := context.Background()
+	create(t, a, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**"))
+	stream := watch(t, joinedBot(t, a, "agent", "prod-agent"), "node-a")
+	stream.waitState(t, time.Now(), "no identities", hasNames(t))
+
+	db, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	good, err := db.Get(ctx, "cert_authority", "jwt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := store.Item{Kind: good.Kind, Name: good.Name, Data: []byte(`{"type":"jwt"`)}
+	if _, err := db.Apply(ctx, store.Op{Type: store.OpUpdate, Item: bad, ExpectRevision: good.Revision}); err != nil {
+		t.Fatal(err)
+	}
+	create(t, b, wiDoc(t, "web", "prod", "/svc/web", nil, 0, uidIs("1000")))
+	stream.waitState(t, time.Now(), "web, created after the bad CA document", hasNames(t, "web"))
+
+	good.Revision = 0
+	if _, err := db.Apply(ctx, store.Op{Type: store.OpUpdate, Item: good}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AdminClient(t).RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", Phase: "init", Mode: "manual"}); err != nil {
+		t.Fatalf("rotating through B once the CA document is fixed: %v", err)
+	}
+	stream.waitState(t, time.Now(), "the new spiffe key", func(st *authv1.AgentState) bool {
+		return len(st.Bundle.GetX509Authorities()) == 2
+	})
+}
