@@ -226,7 +226,7 @@ refused.`,
 	f.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
 	f.String("log-level", "info", "log level: debug, info, warn or error")
 	f.Bool("init", false, "make a new trust domain even though the data dir holds keys from an earlier one (its store is gone); never needed on an empty data dir")
-	f.String("auth", "", "host:port of the auth service (--roles agent)")
+	f.String("auth", "", "host:port of the auth service, or of its replicas separated by commas (--roles agent)")
 	f.String("join-token", "", "join token for the agent's first start (--roles agent); visible to local users in the process list: prefer WID_JOIN_TOKEN or --join-token-file")
 	f.String("join-token-file", "", "`FILE` holding the join token for the agent's first start (--roles agent)")
 	f.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token add) or kubernetes (a projected service-account token)")
@@ -324,6 +324,9 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 		}
 		if o.Store != "" {
 			return StartOptions{}, FlagError{errors.New("--store is for the auth service; an agent alone (--roles agent) keeps only its identity in --data-dir")}
+		}
+		if _, err := client.SplitAuth(o.Auth); err != nil {
+			return StartOptions{}, FlagError{err}
 		}
 	} else if o.Auth != "" || o.JoinToken != "" || (o.JoinMethod != "" && o.JoinMethod != agent.JoinMethodToken) {
 		return StartOptions{}, FlagError{errors.New("--auth, a join token (--join-token, --join-token-file or " + JoinTokenEnv + ") and --join-method are for an agent alone (--roles agent); with the auth service in this process the agent joins it directly")}

@@ -87,7 +87,7 @@ func DefaultConfigFile() string { return filepath.Join(paths.ConfigDir(), "confi
 func NewGlobalFlags() *pflag.FlagSet {
 	fs := pflag.NewFlagSet("widctl", pflag.ContinueOnError)
 	fs.String(flagNames[KeyAdminSocket], "", "use the admin socket at `PATH` (default: the one in widagent's default data dir, if it exists)")
-	fs.String(flagNames[KeyAuth], "", "reach a remote auth service at `HOST:PORT` over mTLS")
+	fs.String(flagNames[KeyAuth], "", "reach a remote auth service at `HOST:PORT` over mTLS; several replicas separated by commas are tried in turn")
 	fs.String(flagNames[KeyCAPin], "", "trust the auth service's CA with this `sha256:HEX` pin, printed by widagent start")
 	fs.String(flagNames[KeyIdentity], "", "present the bot or user identity saved in `DIR` over --auth")
 	fs.String(flagNames[KeyFormat], string(output.Text), "print results as `FORMAT`: text, json or yaml")

@@ -120,6 +120,10 @@ func (a *Agent) useIdentity(id *client.Identity) error {
 	if err != nil {
 		return err
 	}
+	if old := a.conn.Load(); old != nil {
+		// Carry on with the replica the agent follows now.
+		c.Follow(old.Current())
+	}
 	a.id.Store(id)
 	a.idChanged.notify()
 	if old := a.conn.Swap(c); old != nil {
@@ -234,7 +238,8 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		a.watchMu.Lock()
 		a.watchCancel = cancel
 		a.watchMu.Unlock()
-		got, err := a.watchOnce(wctx)
+		c := a.client()
+		got, err := a.watchOnce(wctx, c)
 		// Read before cancel, which would make every stream look restarted
 		// on purpose and turn a failing stream into a silent, unpaced loop.
 		restarted := wctx.Err() != nil
@@ -251,11 +256,21 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 			continue // restarted on purpose, on a new connection
 		}
 		failures++
+		// The replica that broke the stream is left for the next one; a
+		// dead replica's calls fail over by themselves, but a frozen one
+		// is found only by its silent stream.
+		from := c.Current()
+		c.MoveOn(from)
 		wait := backoff(failures)
+		if n := len(c.Addrs()); n > 1 && failures <= n {
+			// Another replica is likely up: try it at once, not after a
+			// backoff meant for an auth service that is down.
+			wait = failoverPause
+		}
 		// Every attempt is logged with its reason, at most one line per 5 s:
 		// a line stands for the failures held back since the last one.
 		if n, ok := a.retryLog.allow(time.Now()); ok {
-			a.logger.Warn("lost the auth service's stream; serving cached SVIDs and retrying", "auth", a.cfg.AuthAddr,
+			a.logger.Warn("lost the auth service's stream; serving cached SVIDs and retrying", "auth", from, "next", c.Current(),
 				"error", status.Convert(err).Message(), "retry_in", wait.Round(time.Millisecond), "failed_attempts", n, "failures_in_a_row", failures)
 		}
 		select {
@@ -266,6 +281,11 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 	}
 	return nil
 }
+
+// failoverPause is the wait before the agent asks the next replica for
+// its stream: short, so that failing over takes well under a second once
+// the broken stream is noticed.
+const failoverPause = 100 * time.Millisecond
 
 // streamSilence is how long the agent waits on a WatchAgent stream with
 // nothing arriving before it takes the stream for dead: a few of the auth
@@ -286,7 +306,7 @@ const maxStateChunks = 4096
 // watchOnce follows one stream; got says whether any state arrived. A state
 // may come in several messages (AgentState.more): they are gathered and the
 // state is applied, all at once, when the last arrives.
-func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
+func (a *Agent) watchOnce(ctx context.Context, c *client.Client) (got bool, err error) {
 	// A stream silent for this long is dead (the auth service sends a
 	// heartbeat every 2 s): a frozen auth host is found within seconds.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -296,7 +316,7 @@ func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
 	// A host that accepts and answers nothing takes streamSilence to give
 	// up on: say so early rather than stay silent meanwhile.
 	quiet := time.AfterFunc(streamQuiet, func() {
-		a.logger.Warn("the auth service has not answered yet; still waiting", "auth", a.cfg.AuthAddr,
+		a.logger.Warn("the auth service has not answered yet; still waiting", "auth", c.Current(),
 			"waited", streamQuiet, "gives_up_after", streamSilence)
 	})
 	defer quiet.Stop()
@@ -305,7 +325,7 @@ func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
 			err = errSilent
 		}
 	}()
-	stream, err := a.client().WatchAgent(ctx, &authv1.WatchAgentRequest{Host: a.cfg.Host})
+	stream, err := c.WatchAgent(ctx, &authv1.WatchAgentRequest{Host: a.cfg.Host})
 	if err != nil {
 		return false, err
 	}
@@ -349,7 +369,7 @@ func (a *Agent) watchOnce(ctx context.Context) (got bool, err error) {
 		if !got {
 			a.following.Store(true)
 			a.metrics.connected.Set(1)
-			a.logger.Info("following the auth service", "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence)
+			a.logger.Info("following the auth service", "auth", c.Current(), "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence)
 		}
 		got = true
 		a.setState(st)
