@@ -72,6 +72,7 @@ type StartOptions struct {
 	Roles       []string `mapstructure:"roles" yaml:"roles"`
 	DataDir     string   `mapstructure:"data_dir" yaml:"data_dir"`
 	Store       string   `mapstructure:"store" yaml:"store"`
+	KEKFile     string   `mapstructure:"kek_file" yaml:"kek_file"`
 	TrustDomain string   `mapstructure:"trust_domain" yaml:"trust_domain"`
 	AuthListen  string   `mapstructure:"auth_listen" yaml:"auth_listen"`
 	ServerNames []string `mapstructure:"server_names" yaml:"server_names"`
@@ -101,7 +102,7 @@ type StartOptions struct {
 // flagKeys maps each flag to its config key.
 var flagKeys = map[string]string{
 	"roles": "roles", "data-dir": "data_dir", "trust-domain": "trust_domain", "auth-listen": "auth_listen",
-	"server-name": "server_names", "store": "store", "log-level": "log_level", "auth": "auth", "join-token": "join_token",
+	"server-name": "server_names", "store": "store", "kek-file": "kek_file", "log-level": "log_level", "auth": "auth", "join-token": "join_token",
 	"ca-pin": "ca_pin", "workload-socket": "workload_socket", "diag-addr": "diag_addr",
 	"no-dev-identity": "no_dev_identity", "allow-unauthenticated-verifiers": "allow_unauthenticated_verifiers",
 	"sds-spiffe-validator": "sds.spiffe_validator",
@@ -111,7 +112,7 @@ var flagKeys = map[string]string{
 }
 
 // configKeys are the keys a config file may hold; others are refused.
-var configKeys = []string{"roles", "data_dir", "store", "trust_domain", "auth_listen", "server_names", "log_level",
+var configKeys = []string{"roles", "data_dir", "store", "kek_file", "trust_domain", "auth_listen", "server_names", "log_level",
 	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
 	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds", "join_method", "sa_token_file",
 	"join_token_file", "kubernetes_clusters"}
@@ -154,6 +155,12 @@ One process at a time holds a data dir (a lock on <data-dir>/lock).
 sqlite://PATH, or postgres://USER:PASSWORD@HOST:PORT/DATABASE for a
 PostgreSQL database, whose schema the first start creates (see docs/ha.md).
 The data dir still holds keys/ (the CA key encryption key) and admin.sock.
+Several replicas of the auth service may share one PostgreSQL store, each
+with its own data dir and --auth-listen: the first creates the trust
+domain, and each other one joins it when --kek-file names a copy of the
+first one's keys/ca.key (mode 0600), which opens the CA keys in the store.
+A replica whose key does not open them, or whose --trust-domain differs
+from the store's, refuses to start.
 
 --roles agent runs an agent alone, for another host: it joins with --auth,
 a join token and --ca-pin, keeps its bot identity in <data-dir>/agent, and
@@ -221,6 +228,7 @@ refused.`,
 	f.StringSlice("roles", []string{"auth", "agent"}, "what this process runs: auth, agent, or both")
 	f.String("data-dir", paths.DefaultDataDir(), "where the store, keys, admin socket and agent identity live")
 	f.String("store", "", "where the trust domain is kept: sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE (default sqlite in the data dir)")
+	f.String("kek-file", "", "`FILE` holding the key encryption key of the CA keys in a shared --store: a copy of keys/ca.key of the replica that created the trust domain (mode 0600)")
 	f.String("trust-domain", "", "trust domain to create on first start (default "+auth.DefaultTrustDomain+"); must match on later starts")
 	f.String("auth-listen", auth.DefaultListenAddr, "host:port of the auth service's TLS listener")
 	f.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
@@ -324,6 +332,9 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 		}
 		if o.Store != "" {
 			return StartOptions{}, FlagError{errors.New("--store is for the auth service; an agent alone (--roles agent) keeps only its identity in --data-dir")}
+		}
+		if o.KEKFile != "" {
+			return StartOptions{}, FlagError{errors.New("--kek-file is for the auth service; an agent alone (--roles agent) holds no CA keys")}
 		}
 		if _, err := client.SplitAuth(o.Auth); err != nil {
 			return StartOptions{}, FlagError{err}
@@ -477,7 +488,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		// Debug only: a refused start must print one line, its error.
 		logger.Debug("opening the store", "store", st.String())
 		srv, err := auth.Open(ctx, auth.Config{
-			DataDir: o.DataDir, Store: st.Open, StoreFile: st.Path, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
+			DataDir: o.DataDir, Store: st.Open, StoreFile: st.Path, KEKFile: o.KEKFile, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
 			ServerNames: o.ServerNames, Logger: logger, Version: version.Version, Init: o.Init,
 			KubernetesClusters: o.KubernetesClusters,
 		})

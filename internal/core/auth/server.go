@@ -58,6 +58,10 @@ type Config struct {
 	// and "" when it is a database server: a data dir with keys but no
 	// such file is refused before the file is made anew.
 	StoreFile string
+	// KEKFile, when set, is the key encryption key that seals the CA keys,
+	// instead of <DataDir>/keys/ca.key: a copy of the one the first
+	// replica wrote, which every replica on a shared store needs.
+	KEKFile string
 	// TrustDomain is required to match the stored one, if any; "" accepts it.
 	TrustDomain string
 	// ListenAddr is host:port for the TLS listener ("" disables it).

@@ -69,15 +69,36 @@ func checkDataDir(dataDir, file string, init bool) error {
 // openTrustDomain creates the trust domain in an empty data dir (or with
 // Config.Init), or loads the one there after checking the store against
 // its anchor. It sets s.td, s.cas and s.anchor.
+//
+// On a database server (a store that replicas share) a data dir without an
+// anchor and without a key of its own joins the trust domain in the store
+// as a new replica, when Config.KEKFile opens the store's CA keys: the key
+// is what only the trust domain's replicas hold. From then on its anchor
+// checks the store as any other data dir's does.
 func (s *Server) openTrustDomain(ctx context.Context) (created bool, err error) {
 	dir := s.cfg.DataDir
-	hasKEK, err := exists(filepath.Join(s.keysDir(), ca.KEKFileName))
+	hasLocalKEK, err := exists(filepath.Join(s.keysDir(), ca.KEKFileName))
 	if err != nil {
 		return false, fmt.Errorf("checking the data dir %s: %w", dir, err)
 	}
 	hasAnchor, err := exists(anchor.Path(s.keysDir()))
 	if err != nil {
 		return false, fmt.Errorf("checking the data dir %s: %w", dir, err)
+	}
+	var fileKEK *ca.KEK
+	if s.cfg.KEKFile != "" {
+		if fileKEK, err = ca.LoadKEKFile(s.cfg.KEKFile); err != nil {
+			return false, err
+		}
+		if hasLocalKEK {
+			local, err := ca.LoadKEK(s.keysDir())
+			if err != nil {
+				return false, fmt.Errorf("loading the CA key encryption key: %w", err)
+			}
+			if !local.SameAs(fileKEK) {
+				return false, fmt.Errorf("data dir %s has its own key encryption key keys/%s, which is not the one in --kek-file %s: drop --kek-file, or use another --data-dir", dir, ca.KEKFileName, s.cfg.KEKFile)
+			}
+		}
 	}
 	stored, err := s.db.GetMeta(ctx, metaTrustDomain)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -88,11 +109,11 @@ func (s *Server) openTrustDomain(ctx context.Context) (created bool, err error) 
 		return false, err
 	}
 	switch {
-	case empty && (s.cfg.Init || (!hasKEK && !hasAnchor)):
-		return true, s.createTrustDomain(ctx)
+	case empty && (s.cfg.Init || (!hasLocalKEK && !hasAnchor)):
+		return true, s.createTrustDomain(ctx, fileKEK)
 	case empty:
 		what := "a trust domain"
-		if a, err := s.readAnchor(); err == nil {
+		if a, err := s.readAnchor(fileKEK); err == nil {
 			what = fmt.Sprintf("trust domain %q", a.TrustDomain)
 		}
 		return false, fmt.Errorf("data dir %s has the keys of %s (keys/) but its store %s is empty: %s, or, to give that trust domain up, start with --init", dir, what, s.storeName(), restoreHint)
@@ -102,11 +123,17 @@ func (s *Server) openTrustDomain(ctx context.Context) (created bool, err error) 
 			name = "a trust domain"
 		}
 		return false, fmt.Errorf("--init makes a new trust domain, but data dir %s already holds %s: start without --init, or use another --data-dir", dir, name)
-	case !hasKEK:
+	case !hasLocalKEK && fileKEK == nil && s.shared():
+		return false, fmt.Errorf("the store holds trust domain %q, whose CA keys open only with the key encryption key of the replica that created it: pass --kek-file with a copy of that replica's keys/%s", stored, ca.KEKFileName)
+	case !hasLocalKEK && fileKEK == nil:
 		return false, fmt.Errorf("data dir %s holds a store but not the key encryption key keys/%s that opens its CA keys: %s", dir, ca.KEKFileName, restoreHint)
 	}
-	return false, s.loadTrustDomain(ctx, stored, hasAnchor)
+	return false, s.loadTrustDomain(ctx, stored, hasAnchor, hasLocalKEK, fileKEK)
 }
+
+// shared reports whether the store is a database server, which several
+// replicas of the auth service may share, rather than a file of this one.
+func (s *Server) shared() bool { return s.cfg.StoreFile == "" }
 
 // storeEmpty reports whether the store holds nothing of a trust domain.
 func (s *Server) storeEmpty(ctx context.Context, td string) (bool, error) {
@@ -124,7 +151,7 @@ func (s *Server) storeEmpty(ctx context.Context, td string) (bool, error) {
 	return len(cas) == 0 && seq == 0, nil
 }
 
-func (s *Server) createTrustDomain(ctx context.Context) error {
+func (s *Server) createTrustDomain(ctx context.Context, fileKEK *ca.KEK) error {
 	name := s.cfg.TrustDomain
 	if name == "" {
 		name = DefaultTrustDomain
@@ -133,11 +160,18 @@ func (s *Server) createTrustDomain(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("trust domain %q is invalid: use lower-case letters, digits, dots, dashes and underscores, like example.org", name)
 	}
-	kek, err := ca.LoadOrCreateKEK(s.keysDir())
-	if err != nil {
-		return fmt.Errorf("loading the CA key encryption key: %w", err)
+	kek := fileKEK
+	if kek == nil {
+		if kek, err = ca.LoadOrCreateKEK(s.keysDir()); err != nil {
+			return fmt.Errorf("loading the CA key encryption key: %w", err)
+		}
+	} else if err := os.MkdirAll(s.keysDir(), 0o700); err != nil {
+		return fmt.Errorf("creating the keys directory %s: %w", s.keysDir(), err)
 	}
 	if err := s.db.PutMetaOnce(ctx, metaTrustDomain, td.Name()); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errors.New("another replica created a trust domain in the store at the same moment: start this one again, and it will join that trust domain")
+		}
 		return fmt.Errorf("recording the trust domain: %w", err)
 	}
 	s.td = td
@@ -152,33 +186,59 @@ func (s *Server) createTrustDomain(ctx context.Context) error {
 	return s.anchorNow(ctx, kek)
 }
 
-func (s *Server) readAnchor() (anchor.Anchor, error) {
-	kek, err := ca.LoadKEK(s.keysDir())
-	if err != nil {
-		return anchor.Anchor{}, err
+func (s *Server) readAnchor(kek *ca.KEK) (anchor.Anchor, error) {
+	if kek == nil {
+		var err error
+		if kek, err = ca.LoadKEK(s.keysDir()); err != nil {
+			return anchor.Anchor{}, err
+		}
 	}
 	return anchor.Read(s.keysDir(), kek)
 }
 
-func (s *Server) loadTrustDomain(ctx context.Context, stored string, hasAnchor bool) error {
+func (s *Server) loadTrustDomain(ctx context.Context, stored string, hasAnchor, hasLocalKEK bool, fileKEK *ca.KEK) error {
 	dir := s.cfg.DataDir
 	if stored == "" {
 		return fmt.Errorf("the store in data dir %s has lost its trust domain's name: %s", dir, restoreHint)
 	}
 	if s.cfg.TrustDomain != "" && s.cfg.TrustDomain != stored {
+		if s.shared() {
+			return fmt.Errorf("the store holds trust domain %q, not %q: drop --trust-domain, or point --store at the database of %q", stored, s.cfg.TrustDomain, s.cfg.TrustDomain)
+		}
 		return fmt.Errorf("data dir %s holds trust domain %q, not %q: drop --trust-domain or use another --data-dir", dir, stored, s.cfg.TrustDomain)
 	}
 	td, err := spiffeid.TrustDomainFromString(stored)
 	if err != nil {
 		return fmt.Errorf("stored trust domain %q is invalid: %w", stored, err)
 	}
-	kek, err := ca.LoadKEK(s.keysDir())
-	if err != nil {
-		return fmt.Errorf("loading the CA key encryption key: %w", err)
+	kek := fileKEK
+	if kek == nil {
+		if kek, err = ca.LoadKEK(s.keysDir()); err != nil {
+			return fmt.Errorf("loading the CA key encryption key: %w", err)
+		}
 	}
 	s.td = td
 	s.kek = kek
 	s.cas = ca.NewManager(s.db, kek, td, s.clock)
+
+	if s.shared() {
+		// The key is checked against the store before anything else, so
+		// that a wrong one is named as such, whatever else differs.
+		if err := s.loadCAs(ctx); err != nil {
+			if errors.Is(err, ca.ErrWrongKEK) {
+				return fmt.Errorf("the key encryption key %s does not open the CA keys of trust domain %q in the store: give --kek-file a copy of keys/%s of the replica that created it", kekName(s.cfg.KEKFile, s.keysDir()), stored, ca.KEKFileName)
+			}
+			return err
+		}
+		if !hasAnchor && !hasLocalKEK {
+			// A new replica: see openTrustDomain.
+			if err := os.MkdirAll(s.keysDir(), 0o700); err != nil {
+				return fmt.Errorf("creating the keys directory %s: %w", s.keysDir(), err)
+			}
+			s.log.Info("joined the trust domain in the shared store as a new replica", "trust_domain", stored, "anchor", anchor.Path(s.keysDir()))
+			return s.anchorNow(ctx, kek)
+		}
+	}
 
 	if !hasAnchor {
 		marked, err := s.db.GetMeta(ctx, metaAnchored)
@@ -190,8 +250,10 @@ func (s *Server) loadTrustDomain(ctx context.Context, stored string, hasAnchor b
 		}
 		// A data dir from before anchors: its store is all there is to
 		// go by, so it is anchored as it stands, once its CAs load.
-		if err := s.loadCAs(ctx); err != nil {
-			return err
+		if !s.shared() {
+			if err := s.loadCAs(ctx); err != nil {
+				return err
+			}
 		}
 		s.log.Info("recorded the trust domain's anchor", "path", anchor.Path(s.keysDir()))
 		return s.anchorNow(ctx, kek)
@@ -213,8 +275,10 @@ func (s *Server) loadTrustDomain(ctx context.Context, stored string, hasAnchor b
 	if err != nil {
 		return fmt.Errorf("the store in data dir %s does not match the trust domain's anchor (keys/%s): %v: %s", dir, anchor.FileName, err, restoreHint)
 	}
-	if err := s.loadCAs(ctx); err != nil {
-		return err
+	if !s.shared() {
+		if err := s.loadCAs(ctx); err != nil {
+			return err
+		}
 	}
 	s.anchor = anchor.NewKeeper(s.keysDir(), kek, a, s.log)
 	// The anchor may lag the store; bring it level before serving.
@@ -253,6 +317,14 @@ func (s *Server) anchorNow(ctx context.Context, kek *ca.KEK) error {
 	}
 	s.anchor = anchor.NewKeeper(s.keysDir(), kek, a, s.log)
 	return s.db.PutMetaOnce(ctx, metaAnchored, "1")
+}
+
+// kekName names the key encryption key in use, for messages.
+func kekName(file, keysDir string) string {
+	if file != "" {
+		return file
+	}
+	return filepath.Join(keysDir, ca.KEKFileName)
 }
 
 // errFound ends a scan once the row sought is read.

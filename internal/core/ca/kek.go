@@ -189,7 +189,45 @@ func (k *KEK) Open(ciphertext, additionalData []byte) ([]byte, error) {
 	}
 	plain, err := k.aead.Open(nil, ciphertext[:ns], ciphertext[ns:], additionalData)
 	if err != nil {
-		return nil, fmt.Errorf("sealed key does not open with %s: the store was made with another key encryption key, or was altered", k.path)
+		return nil, wrongKEKError{path: k.path}
 	}
 	return plain, nil
+}
+
+// ErrWrongKEK matches the error of a sealed key that does not open with
+// the key encryption key given.
+var ErrWrongKEK = errors.New("sealed with another key encryption key")
+
+type wrongKEKError struct{ path string }
+
+func (e wrongKEKError) Error() string {
+	return fmt.Sprintf("sealed key does not open with %s: the store was made with another key encryption key, or was altered", e.path)
+}
+
+func (e wrongKEKError) Is(target error) bool { return target == ErrWrongKEK }
+
+// LoadKEKFile reads the KEK from path, a copy of the ca.key that another
+// replica of the auth service wrote, with the same checks as LoadKEK. It
+// never creates one: a replica must share the key, not make its own.
+func LoadKEKFile(path string) (*KEK, error) {
+	key, err := readKEKFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("the key encryption key file %s does not exist: copy there the keys/%s of the replica that created the trust domain", path, KEKFileName)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
+	return newKEK(key, path)
+}
+
+// SameAs reports whether k and other are the same key.
+func (k *KEK) SameAs(other *KEK) bool {
+	probe := []byte("wid key encryption key probe")
+	sealed, err := k.Seal(probe, nil)
+	if err != nil {
+		return false
+	}
+	_, err = other.Open(sealed, nil)
+	return err == nil
 }
