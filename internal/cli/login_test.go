@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -474,5 +475,36 @@ func TestUserLsShowsLock(t *testing.T) {
 	}
 	if out := admin.ok("user", "get", "alice", "--format", "json"); strings.Contains(out, "status") {
 		t.Errorf("user get alice after the reset:\n%s", out)
+	}
+}
+
+// TestLoginToReplicas: a login given several replicas, the first of them
+// down, logs in through the next, keeps the whole list in its profile, and
+// widctl status names the replica that answered.
+func TestLoginToReplicas(t *testing.T) {
+	p, invite := newPerson(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := l.Addr().String()
+	l.Close()
+	list := down + "," + p.srv.Addr
+	code, out, errOut := p.run(password+"\n", "login", "--auth", list, "--user", "alice", "--invite", invite, "--ca-pin", p.srv.CAPin, "--password-stdin")
+	if code != 0 || !strings.Contains(out, "Logged in to "+list+" as alice") {
+		t.Fatalf("login through %s: exit %d: %s%s", list, code, out, errOut)
+	}
+	prof, err := os.ReadFile(filepath.Join(p.home, "config", "widctl", "profile.yaml"))
+	if err != nil || !strings.Contains(string(prof), "auth: "+list) {
+		t.Fatalf("profile (%v):\n%s", err, prof)
+	}
+	code, out, errOut = p.run("", "status")
+	if code != 0 || !strings.Contains(out, "Replica: "+p.srv.Addr+" answered") {
+		t.Fatalf("status: exit %d:\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = p.run("", "status", "--format", "json")
+	var st struct{ Auth, Replica string }
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.Auth != list || st.Replica != p.srv.Addr {
+		t.Fatalf("status as JSON: exit %d: %s%s", code, out, errOut)
 	}
 }

@@ -27,8 +27,12 @@ var tabNames = []string{"SVIDs", "Attestations", "Bundles", "Roles"}
 
 // Options configure a Model.
 type Options struct {
-	// Target names the auth service: the admin socket path or host:port.
+	// Target names the auth service: the admin socket path or host:port,
+	// or several replicas' addresses.
 	Target string
+	// Replica, when set, names the replica the dashboard talks to now:
+	// with several, the header names it.
+	Replica func() string
 	// Messages is where the feed's messages arrive (Feed.Messages); nil in
 	// tests that send messages themselves.
 	Messages <-chan tea.Msg
@@ -280,7 +284,13 @@ func (m *Model) headerView() string {
 		state = m.st.denied.Render("reconnecting")
 	}
 	line1 := m.st.title.Render("wid · spiffe://"+td) + "  " + state
-	line2 := m.st.dim.Render("auth " + m.opts.Target + " · you are " + who)
+	target := m.opts.Target
+	if m.opts.Replica != nil {
+		if r := m.opts.Replica(); r != "" && r != target {
+			target = r + " (replica of " + target + ")"
+		}
+	}
+	line2 := m.st.dim.Render("auth " + target + " · you are " + who)
 	if m.reconnectErr != nil && !m.connected {
 		line2 += m.st.dim.Render(" · " + errText(m.reconnectErr))
 	} else if m.deniedAny() {

@@ -379,3 +379,22 @@ func TestExplainFormRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestHeaderNamesTheReplica: given several replicas, the header names the
+// one the dashboard talks to now, and follows it when it changes.
+func TestHeaderNamesTheReplica(t *testing.T) {
+	current := "10.0.0.2:3025"
+	m := New(Options{Target: "10.0.0.1:3025,10.0.0.2:3025", Replica: func() string { return current },
+		Renderer: asciiRenderer(), Now: func() time.Time { return fixedNow }, NoTick: true})
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 24})
+	for _, msg := range fakeFeed(t) {
+		m.Update(msg)
+	}
+	if out := m.View(); !strings.Contains(out, "auth 10.0.0.2:3025 (replica of 10.0.0.1:3025,10.0.0.2:3025)") {
+		t.Errorf("header with replica 2 current:\n%s", out)
+	}
+	current = "10.0.0.1:3025"
+	if out := m.View(); !strings.Contains(out, "auth 10.0.0.1:3025 (replica of") {
+		t.Errorf("header after failing over to replica 1:\n%s", out)
+	}
+}

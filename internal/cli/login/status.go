@@ -61,8 +61,10 @@ type Grant struct {
 
 // Status is what `widctl status` prints; its JSON and YAML names are stable.
 type Status struct {
-	User        string    `json:"user" yaml:"user"`
-	Auth        string    `json:"auth" yaml:"auth"`
+	User string `json:"user" yaml:"user"`
+	Auth string `json:"auth" yaml:"auth"`
+	// Replica is the address of the replica that answered, one of Auth's.
+	Replica     string    `json:"replica" yaml:"replica"`
 	TrustDomain string    `json:"trust_domain" yaml:"trust_domain"`
 	Roles       []string  `json:"roles" yaml:"roles"`
 	Expires     time.Time `json:"expires" yaml:"expires"`
@@ -95,7 +97,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	if err != nil {
 		return err
 	}
-	st := &Status{User: ping.IdentityName, Auth: prof.Auth, TrustDomain: ping.TrustDomain, Roles: ping.Roles, Expires: id.Expires().UTC(), KeyStore: prof.KeyStore, Grants: []Grant{}}
+	st := &Status{User: ping.IdentityName, Auth: prof.Auth, Replica: c.Current(), TrustDomain: ping.TrustDomain, Roles: ping.Roles, Expires: id.Expires().UTC(), KeyStore: prof.KeyStore, Grants: []Grant{}}
 	for _, name := range ping.Roles {
 		r, err := cmdutil.GetResource(ctx, c, resource.KindRole, name)
 		if err != nil {
@@ -119,6 +121,9 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 	return p.Print(st, func(w io.Writer) error {
 		var b strings.Builder
 		fmt.Fprintf(&b, "Logged in to %s as %s in trust domain %s.\n", st.Auth, st.User, st.TrustDomain)
+		if st.Replica != st.Auth {
+			fmt.Fprintf(&b, "Replica: %s answered\n", st.Replica)
+		}
 		fmt.Fprintf(&b, "Roles:   %s\n", strings.Join(st.Roles, ", "))
 		fmt.Fprintf(&b, "Expires: %s (in %s)\n", p.Time(st.Expires), st.Expires.Sub(opts.Now()).Round(time.Minute))
 		fmt.Fprintf(&b, "Key:     in the %s\n", map[string]string{client.KeyInKeyring: "OS keyring", client.KeyInFile: "key file (no keyring)"}[st.KeyStore])

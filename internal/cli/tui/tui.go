@@ -73,6 +73,7 @@ func run(ctx context.Context, opts *Options) error {
 	feed := tui.NewFeed(c)
 	m := tui.New(tui.Options{
 		Target:   c.Target,
+		Replica:  c.Current,
 		Messages: feed.Messages(),
 		Explain:  feed.Explain,
 		Renderer: tui.NewRenderer(opts.IO.Out, opts.Getenv),
