@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -332,4 +335,67 @@ func TestAgentFailsOverBetweenReplicas(t *testing.T) {
 		rs.r[i].widctl("audit", "verify").must(t)
 	}
 	tr.check("after the faults")
+}
+
+// readyz returns /readyz's status code and body.
+func (a *agent) readyz() (int, string) {
+	a.t.Helper()
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + a.diag + "/readyz")
+	if err != nil {
+		a.t.Fatalf("%v; widagent's log:\n%s", err, a.out)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitReadyz waits until /readyz answers code.
+func (a *agent) waitReadyz(code int, within time.Duration) string {
+	t := a.t
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got, body := a.readyz()
+		if got == code {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still answers %d %q after %s, want %d", got, body, within, code)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestReplicaReadyzFollowsTheDatabase: a replica's /readyz is ready while
+// it reaches its database, not ready (saying why) within seconds of the
+// database refusing it, and ready again once it accepts it, without a
+// restart.
+func TestReplicaReadyzFollowsTheDatabase(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.Shared(t)
+	name, dbURL := pgtest.NamedDatabase(t)
+	r := startAgent(t, newDataDir(t), "--roles", "auth", "--store", dbURL, "--diag-addr", "127.0.0.1:0")
+	r.waitReadyz(http.StatusOK, 10*time.Second)
+
+	// The database goes away for this replica: new connections are
+	// refused and the open ones are ended, as when its server restarts.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	db := pgx.Identifier{name}.Sanitize()
+	if err := srv.Exec(ctx, "postgres", "ALTER DATABASE "+db+" ALLOW_CONNECTIONS false"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Exec(ctx, "postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name); err != nil {
+		t.Fatal(err)
+	}
+	body := r.waitReadyz(http.StatusServiceUnavailable, 10*time.Second)
+	if !strings.Contains(body, "not ready: the store") || strings.Contains(body, srv.Password()) {
+		t.Fatalf("/readyz with the database gone says %q", body)
+	}
+	if err := srv.Exec(ctx, "postgres", "ALTER DATABASE "+db+" ALLOW_CONNECTIONS true"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitReadyz(http.StatusOK, 15*time.Second)
+	r.widctl("role", "ls").must(t)
 }

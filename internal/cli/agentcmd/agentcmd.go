@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -241,7 +242,7 @@ refused.`,
 	f.String("sa-token-file", kubejoin.DefaultTokenFile, "projected service-account token of --join-method kubernetes, read afresh on every join")
 	f.String("ca-pin", "", "sha256:... pin of the auth service's CA, as printed by widagent start (--roles agent)")
 	f.String("workload-socket", paths.DefaultWorkloadSocket(), "unix socket of the SPIFFE Workload API")
-	f.String("diag-addr", "", "host:port for /healthz, /readyz and /metrics (off when empty)")
+	f.String("diag-addr", "", "host:port for /healthz, /readyz and /metrics (off when empty); /readyz fails while the auth service cannot read its store")
 	f.Bool("no-dev-identity", false, "do not create the dev-uid workload identity on a fresh data dir")
 	f.Bool("allow-unauthenticated-verifiers", false, "let callers with no identity fetch bundles and validate JWT-SVIDs")
 	f.Bool("sds-spiffe-validator", false, "serve Envoy validation contexts as its SPIFFE validator (per trust domain) instead of trusted_ca")
@@ -510,6 +511,15 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		agentCfg.AuthAddr = info.Addr
 		agentCfg.LocalIdentity = func(ctx context.Context) (*client.Identity, error) {
 			return srv.LocalAgentIdentity(ctx, host)
+		}
+		agentCfg.AuthReady = srv.Ready
+		if !runAgent && o.DiagAddr != "" {
+			lis, err := net.Listen("tcp", o.DiagAddr)
+			if err != nil {
+				return fmt.Errorf("listening for diagnostics on %s: %w (pick another address with --diag-addr)", o.DiagAddr, err)
+			}
+			p.line("  diagnostics:   http://%s/metrics", lis.Addr())
+			g.Go(func() error { return srv.ServeDiag(ctx, lis) })
 		}
 		if !runAgent {
 			p.flush(info.AdminSocket, "")

@@ -65,6 +65,9 @@ type Config struct {
 
 	// DiagAddr, when set, serves /healthz, /readyz and /metrics.
 	DiagAddr string
+	// AuthReady, set when the agent runs in the auth service's process,
+	// must be nil too for /readyz: the process serves both.
+	AuthReady func(ctx context.Context) error
 	// SVIDs are SVIDs from the agent's own config.
 	SVIDs []ConfigSVID
 	// Outputs are SVIDs written to files.
@@ -317,6 +320,11 @@ func (a *Agent) ready() error {
 	}
 	if !a.following.Load() {
 		return errors.New("the stream from the auth service is down (see the agent's log); cached SVIDs are served until they expire")
+	}
+	if a.cfg.AuthReady != nil {
+		if err := a.cfg.AuthReady(context.Background()); err != nil {
+			return fmt.Errorf("the auth service in this process is not ready: %w", err)
+		}
 	}
 	return nil
 }
