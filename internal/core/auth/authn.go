@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wid-project/wid/internal/core/audit"
@@ -292,6 +294,60 @@ func (s *Server) tlsConfig() *tls.Config {
 
 const serverCertTTL = 24 * time.Hour
 
+// serverNames are the names and addresses the auth service's certificate
+// is valid for: loopback, the host's name, the address it listens on (each
+// of the host's addresses when it listens on all of them) and
+// Config.ServerNames. A client that dials any replica by the address the
+// replica listens on, or by a name an operator gave it, can check the
+// certificate against what it dialled.
+func (s *Server) serverNames() (dns []string, ips []net.IP) {
+	dns = []string{"localhost"}
+	ips = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	addIP := func(ip net.IP) {
+		if !slices.ContainsFunc(ips, ip.Equal) {
+			ips = append(ips, ip)
+		}
+	}
+	addName := func(n string) {
+		if n = strings.TrimSuffix(strings.ToLower(n), "."); n != "" && !slices.Contains(dns, n) {
+			dns = append(dns, n)
+		}
+	}
+	if s.host != "" {
+		addName(s.host)
+	}
+	host := ""
+	if s.tlsLis != nil {
+		host, _, _ = net.SplitHostPort(s.tlsLis.Addr().String())
+	}
+	if h, _, err := net.SplitHostPort(s.cfg.ListenAddr); err == nil && net.ParseIP(h) == nil && h != "" {
+		// --auth-listen named a host: clients dial that name.
+		addName(h)
+	}
+	switch ip := net.ParseIP(host); {
+	case ip == nil:
+	case ip.IsUnspecified():
+		// Listening on every address: clients may dial any of them.
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLinkLocalUnicast() {
+					addIP(n.IP)
+				}
+			}
+		}
+	default:
+		addIP(ip)
+	}
+	for _, n := range s.cfg.ServerNames {
+		if ip := net.ParseIP(n); ip != nil {
+			addIP(ip)
+		} else {
+			addName(n)
+		}
+	}
+	return dns, ips
+}
+
 // currentServerCert returns the auth service's certificate, re-issuing it
 // past half its life so that a long-running service never serves an expired one.
 func (s *Server) currentServerCert() (*tls.Certificate, error) {
@@ -307,18 +363,7 @@ func (s *Server) currentServerCert() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generating the server key: %w", err)
 	}
-	dns := []string{"localhost"}
-	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	if s.host != "" {
-		dns = append(dns, s.host)
-	}
-	for _, n := range s.cfg.ServerNames {
-		if ip := net.ParseIP(n); ip != nil {
-			ips = append(ips, ip)
-		} else {
-			dns = append(dns, n)
-		}
-	}
+	dns, ips := s.serverNames()
 	leaf, err := s.issuer.SignInternalCert(issuer.InternalParams{
 		CA: ca.TypeHost, PublicKey: key.Public(), TTL: serverCertTTL, Kind: "server", Name: "auth", DNSNames: dns, IPs: ips,
 	})

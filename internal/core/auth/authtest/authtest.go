@@ -39,6 +39,12 @@ func WithTrustDomain(td string) Option { return func(c *auth.Config) { c.TrustDo
 // WithDataDir reuses a data dir, e.g. to restart on the same store.
 func WithDataDir(dir string) Option { return func(c *auth.Config) { c.DataDir = dir } }
 
+// WithListenAddr sets the TLS listener's address.
+func WithListenAddr(addr string) Option { return func(c *auth.Config) { c.ListenAddr = addr } }
+
+// WithServerNames adds names to the auth service's certificate.
+func WithServerNames(names ...string) Option { return func(c *auth.Config) { c.ServerNames = names } }
+
 // WithClock sets the auth service's clock (login lockouts, invite and
 // token expiry, certificate times).
 func WithClock(clock func() time.Time) Option { return func(c *auth.Config) { c.Clock = clock } }
