@@ -66,6 +66,9 @@ bench:
 	$(GO) run ./bench/workloadapi -system spire,wid -spire-bin .bin/spire-1.13.3 -wid-bin .bin/wid -clients 16 -duration 10s
 	# CA rotation: bundle change to a watching workload, re-issue of 1,000 cached SVIDs, Workload API p99 meanwhile.
 	$(GO) run ./bench/rotation -wid-bin .bin/wid -changes 20 -svids 1000 -clients 16
+	# Failover: kill -9 (and SIGSTOP) of the replica an agent follows, to the agent's next issuance (issue 17).
+	$(GO) run ./bench/failover -wid-bin .bin/wid -runs 10 -fault kill
+	$(GO) run ./bench/failover -wid-bin .bin/wid -runs 3 -fault stop
 
 # Run each fuzz target for FUZZTIME (default 60s).
 FUZZTIME ?= 60s
