@@ -100,6 +100,9 @@ func TestStartWithBadStoreFails(t *testing.T) {
 		{"unreachable", pgURL(closed, "wid"), "error: cannot use the PostgreSQL store at " + closed + ": the connection was refused", 1},
 		{"wrong password", pgURL(srv.Addr(), "postgres"), "error: cannot use the PostgreSQL store at " + srv.Addr() + `: the server refused the password of user "postgres"`, 1},
 		{"unknown scheme", "mysql://root:" + secret + "@db/wid", `error: --store scheme "mysql" is unknown`, 2},
+		{"no such database", strings.Replace(pgURL(srv.Addr(), "nosuchdb"), secret, url.QueryEscape(srv.Password()), 1), "error: cannot use the PostgreSQL store at " + srv.Addr() + `: database "nosuchdb" does not exist there`, 1},
+		// Whether the resolver says "no such host" or fails, the sentence names the host.
+		{"unknown host", pgURL("nosuchhost.invalid:5432", "wid"), "error: cannot use the PostgreSQL store at nosuchhost.invalid:5432: ", 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -123,7 +126,10 @@ func TestStartWithBadStoreFails(t *testing.T) {
 			if len(errLines) != 1 || !strings.HasPrefix(errLines[0], c.want) {
 				t.Fatalf("error lines %q, want one starting %q\nstderr:\n%s", errLines, c.want, stderr.String())
 			}
-			if out := stdout.String() + stderr.String(); strings.Contains(out, secret) {
+			if c.name == "unknown host" && !strings.Contains(errLines[0], "host name nosuchhost.invalid") {
+				t.Fatalf("the error does not say the host name failed: %s", errLines[0])
+			}
+			if out := stdout.String() + stderr.String(); strings.Contains(out, secret) || strings.Contains(out, srv.Password()) {
 				t.Fatalf("the password is in the output:\n%s", out)
 			}
 		})
