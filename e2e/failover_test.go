@@ -285,6 +285,8 @@ func TestAgentFailsOverBetweenReplicas(t *testing.T) {
 		if err := issueJWT(ctx, ag.workload, fmt.Sprintf("after-kill-%d", victim)); err != nil {
 			t.Fatalf("issuing after replica %d was killed: %v\nagent log:\n%s", victim, err, ag.out)
 		}
+		// Workloads keep handshaking while the replica is down.
+		tr.waitHandshakes(10)
 		rs.start(victim)
 		tr.check(fmt.Sprintf("kill -9 of replica %d", victim))
 	}
@@ -398,4 +400,17 @@ func TestReplicaReadyzFollowsTheDatabase(t *testing.T) {
 	}
 	r.waitReadyz(http.StatusOK, 15*time.Second)
 	r.widctl("role", "ls").must(t)
+}
+
+// waitHandshakes waits until n more handshakes have been made.
+func (tr *traffic) waitHandshakes(n int64) {
+	tr.t.Helper()
+	want := tr.handshakes.Load() + n
+	deadline := time.Now().Add(30 * time.Second)
+	for tr.handshakes.Load() < want {
+		if time.Now().After(deadline) {
+			tr.t.Fatalf("fewer than %d handshakes in 30s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
