@@ -150,9 +150,26 @@ func TestReplicasShareOneTrustDomain(t *testing.T) {
 	// Restarted, a joined replica checks the store against its own anchor.
 	rs.r[1].stop()
 	rs.start(1)
+	// Another replica may rotate a CA all the way through while one is
+	// down: its anchor names none of the keys now in use, and it starts.
+	rs.r[2].stop()
+	_, seq := caState(t, rs.r[0], "spiffe")
+	for _, phase := range []string{"init", "update_clients", "update_servers", "standby"} {
+		rotateTo(t, rs.r[0], "spiffe", phase)
+	}
+	rs.start(2)
+	if phase, after := caState(t, rs.r[2], "spiffe"); phase != "standby" || after <= seq {
+		t.Fatalf("after a rotation made while it was down, replica 2 sees the spiffe CA in %s at sequence %d (was %d)", phase, after, seq)
+	}
 	for i := range rs.r {
 		rs.r[i].widctl("audit", "verify").must(t)
 	}
+	// A replica's data dir refuses a database that is not the one it
+	// anchored: an empty one, as a restore to the wrong database gives.
+	rs.r[1].stop()
+	empty := pgtest.Database(t)
+	startFails(t, "error: data dir "+rs.dirs[1]+` has the keys of trust domain "ha.example" (keys/) but its store (the database) is empty`,
+		"--roles", "auth", "--data-dir", rs.dirs[1], "--store", empty, "--kek-file", rs.kek)
 
 	wrong := filepath.Join(t.TempDir(), "wrong-kek")
 	key := make([]byte, 32)
