@@ -164,6 +164,16 @@ func TestReplicasShareOneTrustDomain(t *testing.T) {
 	for i := range rs.r {
 		rs.r[i].widctl("audit", "verify").must(t)
 	}
+	// An agent joins through the first replica of its list that answers.
+	tok := tokenFrom(t, rs.r[2].widctl("bot", "add", "joiner", "--roles", "local-agent").must(t))
+	rs.r[2].widctl("workload-identity", "create", "joined", "--spiffe-id", "/svc/joined", "--rule", "workload.unix.uid="+uid).must(t)
+	ag := startAgent(t, newDataDir(t), "--roles", "agent", "--auth", freeAddr(t)+","+rs.addrs[2], "--join-token", tok, "--ca-pin", rs.r[0].pin)
+	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if svid, err := workloadapi.FetchX509SVID(fctx, workloadapi.WithAddr("unix://"+ag.workload)); err != nil || svid.ID.String() != "spiffe://ha.example/svc/joined" {
+		t.Fatalf("an agent joined past a dead replica serves %v, %v\n%s", svid, err, ag.out)
+	}
+
 	// A replica's data dir refuses a database that is not the one it
 	// anchored: an empty one, as a restore to the wrong database gives.
 	rs.r[1].stop()
