@@ -406,6 +406,13 @@ func TestReplicaReadyzFollowsTheDatabase(t *testing.T) {
 	name, dbURL := pgtest.NamedDatabase(t)
 	r := startAgent(t, newDataDir(t), "--roles", "auth", "--store", dbURL, "--diag-addr", "127.0.0.1:0")
 	r.waitReadyz(http.StatusOK, 10*time.Second)
+	// Settled: the replica has recorded its start (which it must, to serve).
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.widctl("audit", "ls", "--type", "auth.started", "--format", "json").must(t).stdout, "auth.started"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the replica did not record its start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	// The database goes away for this replica: new connections are
 	// refused and the open ones are ended, as when its server restarts.
