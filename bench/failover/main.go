@@ -282,7 +282,7 @@ func run(ctx context.Context, bin string, runs int, fault string) error {
 		}
 		d := time.Since(at)
 		took = append(took, d)
-		fmt.Printf("run %d: %s of replica %d, next issuance after %s\n", r+1, fault, victim, d.Round(time.Millisecond))
+		fmt.Printf("run %d: %s of replica %d, next issuance after %s, the agent follows %s\n", r+1, fault, victim, d.Round(time.Millisecond), followed())
 		if fault == "kill" {
 			replicas[victim] = nil
 			if err := startReplica(victim); err != nil {

@@ -239,7 +239,8 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		a.watchCancel = cancel
 		a.watchMu.Unlock()
 		c := a.client()
-		got, err := a.watchOnce(wctx, c)
+		from := c.Current()
+		got, err := a.watchOnce(wctx, c, &from)
 		// Read before cancel, which would make every stream look restarted
 		// on purpose and turn a failing stream into a silent, unpaced loop.
 		restarted := wctx.Err() != nil
@@ -259,7 +260,6 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		// The replica that broke the stream is left for the next one; a
 		// dead replica's calls fail over by themselves, but a frozen one
 		// is found only by its silent stream.
-		from := c.Current()
 		c.MoveOn(from)
 		wait := backoff(failures)
 		if n := len(c.Addrs()); n > 1 && failures <= n {
@@ -303,10 +303,11 @@ var errSilent = fmt.Errorf("nothing came from the auth service for %s: it is fro
 // auth service's 1 MiB a chunk, 4 GiB of workload identities.
 const maxStateChunks = 4096
 
-// watchOnce follows one stream; got says whether any state arrived. A state
+// watchOnce follows one stream; got says whether any state arrived, and
+// *from is set to the replica that the stream came from. A state
 // may come in several messages (AgentState.more): they are gathered and the
 // state is applied, all at once, when the last arrives.
-func (a *Agent) watchOnce(ctx context.Context, c *client.Client) (got bool, err error) {
+func (a *Agent) watchOnce(ctx context.Context, c *client.Client, from *string) (got bool, err error) {
 	// A stream silent for this long is dead (the auth service sends a
 	// heartbeat every 2 s): a frozen auth host is found within seconds.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -326,6 +327,9 @@ func (a *Agent) watchOnce(ctx context.Context, c *client.Client) (got bool, err 
 		}
 	}()
 	stream, err := c.WatchAgent(ctx, &authv1.WatchAgentRequest{Host: a.cfg.Host})
+	// The replica the stream was opened on, which a call that failed over
+	// meanwhile may have moved away from: that one is left when it breaks.
+	*from = c.Current()
 	if err != nil {
 		return false, err
 	}
@@ -369,7 +373,7 @@ func (a *Agent) watchOnce(ctx context.Context, c *client.Client) (got bool, err 
 		if !got {
 			a.following.Store(true)
 			a.metrics.connected.Set(1)
-			a.logger.Info("following the auth service", "auth", c.Current(), "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence)
+			a.logger.Info("following the auth service", "auth", *from, "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence)
 		}
 		got = true
 		a.setState(st)
