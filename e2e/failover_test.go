@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -264,8 +265,9 @@ func issueJWT(ctx context.Context, socket, audience string) error {
 // agent follows is stopped (SIGSTOP) for 20 s. No handshake fails; after
 // each fault the agent follows another replica within seconds, without
 // restarting, and issues through it; the workload identity created before
-// the faults is served throughout, and the audit log verifies on every
-// replica.
+// the faults is served throughout, one made during them through a replica
+// the agent does not follow is served too, and the audit log verifies on
+// every replica.
 func TestAgentFailsOverBetweenReplicas(t *testing.T) {
 	t.Parallel()
 	rs := startReplicas(t, 3)
@@ -341,6 +343,25 @@ func TestAgentFailsOverBetweenReplicas(t *testing.T) {
 	if err := issueJWT(ctx, ag.workload, "while-stopped"); err != nil {
 		t.Fatalf("issuing while replica %d is stopped: %v\nagent log:\n%s", following, err, ag.out)
 	}
+	// A workload identity made meanwhile through the third replica, which
+	// the agent does not follow, reaches the agent through the store.
+	third := 3 - following - indexOf(addr)
+	rs.r[third].widctl("workload-identity", "create", "during", "--spiffe-id", "/svc/during", "--rule", "workload.unix.uid="+uid).must(t)
+	made := time.Now()
+	for served := false; !served; {
+		x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+ag.workload))
+		if err != nil {
+			t.Fatalf("fetching while replica %d is stopped: %v", following, err)
+		}
+		for _, svid := range x.SVIDs {
+			served = served || svid.ID.String() == "spiffe://"+rs.td+"/svc/during"
+		}
+		if !served && time.Since(made) > 10*time.Second {
+			t.Fatalf("a workload identity made through replica %d is not served 10s later by the agent following replica %d", third, indexOf(addr))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("a workload identity made through replica %d was served by the agent following replica %d %s later", third, indexOf(addr), time.Since(made).Round(time.Millisecond))
 	for time.Since(stopped) < 20*time.Second {
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -353,9 +374,17 @@ func TestAgentFailsOverBetweenReplicas(t *testing.T) {
 		t.Fatalf("the agent exited:\n%s", ag.out)
 	default:
 	}
-	src, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+ag.workload))
-	if err != nil || src.ID.String() != "spiffe://"+rs.td+"/svc/web" {
-		t.Fatalf("after the faults the workload gets %v, %v; want spiffe://%s/svc/web", src.ID, err, rs.td)
+	x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+ag.workload))
+	if err != nil {
+		t.Fatalf("fetching after the faults: %v", err)
+	}
+	var ids []string
+	for _, svid := range x.SVIDs {
+		ids = append(ids, svid.ID.String())
+	}
+	slices.Sort(ids)
+	if want := []string{"spiffe://" + rs.td + "/svc/during", "spiffe://" + rs.td + "/svc/web"}; !slices.Equal(ids, want) {
+		t.Fatalf("after the faults the workload gets %v, want %v", ids, want)
 	}
 	if _, m := ag.followed(); m < n+2 {
 		t.Fatalf("the agent began following a replica %d times, want at least %d", m, n+2)
