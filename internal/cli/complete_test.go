@@ -32,7 +32,7 @@ func TestCompletionAsksTheAuthService(t *testing.T) {
 	w := start(t)
 	w.ok("role", "create", "web-issuer", "--spiffe-path", "/svc/*")
 	w.ok("role", "create", "db-reader", "--spiffe-path", "/db/*")
-	w.ok("bot", "add", "web", "--roles", "web-issuer")
+	w.ok("bot", "create", "web", "--roles", "web-issuer")
 	w.ok("workload-identity", "create", "api", "--spiffe-id", "/svc/api", "--rule", "workload.unix.uid=1000")
 
 	for _, c := range []struct {

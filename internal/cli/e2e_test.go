@@ -110,7 +110,7 @@ func TestRoleFromFlagsEqualsRoleFromFile(t *testing.T) {
 func TestServerErrors(t *testing.T) {
 	w := start(t)
 	w.ok("role", "create", "web", "--spiffe-path", "/svc/web/*")
-	w.ok("bot", "add", "web-agent", "--roles", "web")
+	w.ok("bot", "create", "web-agent", "--roles", "web")
 	w.ok("wi", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.user=web")
 	wrongPin := "sha256:" + strings.Repeat("00", 32)
 
@@ -124,8 +124,8 @@ func TestServerErrors(t *testing.T) {
 		{"not found", []string{"role", "get", "nope"}, cmdutil.ExitNotFound, "role/nope does not exist"},
 		{"update not found", []string{"user", "update", "nope", "--roles", "web"}, cmdutil.ExitNotFound, "user/nope does not exist"},
 		{"role still held", []string{"rm", "role/web"}, cmdutil.ExitBadInput, "role web is held by bot web-agent"},
-		{"unknown role", []string{"user", "add", "alice", "--roles", "ghost"}, cmdutil.ExitBadInput, "ghost"},
-		{"token for a missing bot", []string{"token", "add", "--bot", "ghost"}, cmdutil.ExitNotFound, "ghost"},
+		{"unknown role", []string{"user", "create", "alice", "--roles", "ghost"}, cmdutil.ExitBadInput, "ghost"},
+		{"token for a missing bot", []string{"token", "create", "--bot", "ghost"}, cmdutil.ExitNotFound, "ghost"},
 		{"join token by file", []string{"create", "-f", "-"}, cmdutil.ExitBadInput, "join tokens are made by the auth service"},
 		{"workload identity exists", []string{"wi", "create", "web", "--spiffe-id", "/x", "--rule", "workload.unix.uid=1"}, cmdutil.ExitBadInput, "workload_identity/web already exists"},
 		{"workload identity not found", []string{"workload-identity", "rm", "nope"}, cmdutil.ExitNotFound, "workload_identity/nope does not exist"},
@@ -160,7 +160,7 @@ func TestServerErrors(t *testing.T) {
 func TestBotAndTokens(t *testing.T) {
 	w := start(t)
 	w.ok("role", "create", "web", "--spiffe-path", "/svc/web/*")
-	out := w.ok("bot", "add", "web-agent", "--roles", "web", "--token-ttl", "30m", "--format", "json")
+	out := w.ok("bot", "create", "web-agent", "--roles", "web", "--token-ttl", "30m", "--format", "json")
 	var j struct {
 		Bot         string    `json:"bot"`
 		Token       string    `json:"token"`
@@ -170,19 +170,19 @@ func TestBotAndTokens(t *testing.T) {
 		JoinCommand string    `json:"join_command"`
 	}
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
-		t.Fatalf("bot add --format json: %v\n%s", err, out)
+		t.Fatalf("bot create --format json: %v\n%s", err, out)
 	}
 	wantCmd := fmt.Sprintf("WID_JOIN_TOKEN=%s widagent start --roles agent --auth %s --ca-pin %s", j.Token, w.srv.Addr, w.srv.CAPin)
 	if j.Bot != "web-agent" || len(j.Token) < 32 || j.JoinCommand != wantCmd || j.Uses != 1 {
-		t.Errorf("bot add = %+v, want join command %q", j, wantCmd)
+		t.Errorf("bot create = %+v, want join command %q", j, wantCmd)
 	}
 	if d := time.Until(j.Expires); d < 25*time.Minute || d > 31*time.Minute {
 		t.Errorf("token expires in %v, want about 30m", d)
 	}
 
-	text := w.ok("token", "add", "--bot", "web-agent", "--uses", "3")
+	text := w.ok("token", "create", "--bot", "web-agent", "--uses", "3")
 	if !strings.Contains(text, "Join token for bot web-agent (3 uses, expires ") || !regexp.MustCompile(`\n  WID_JOIN_TOKEN=[0-9a-f]{64} widagent start --roles agent --auth `+regexp.QuoteMeta(w.srv.Addr)+` --ca-pin `).MatchString(text) {
-		t.Errorf("token add printed:\n%s", text)
+		t.Errorf("token create printed:\n%s", text)
 	}
 	secret := strings.TrimSpace(strings.Split(text, "\n")[1])
 
@@ -211,7 +211,7 @@ func TestBotAndTokens(t *testing.T) {
 func TestExplainExitCodes(t *testing.T) {
 	w := start(t)
 	w.ok("role", "create", "web", "--spiffe-path", "/svc/*", "--deny-path", "/svc/admin", "--max-ttl", "1h")
-	w.ok("user", "add", "alice", "--roles", "web")
+	w.ok("user", "create", "alice", "--roles", "web")
 
 	code, out, _ := w.run("explain", "--user", "alice", "--spiffe-id", "/svc/web")
 	if code != 0 || !strings.HasPrefix(out, "ALLOWED: user alice may get spiffe://example.org/svc/web\n") {
@@ -496,7 +496,7 @@ func TestExplainWorkloadAttrs(t *testing.T) {
 	if code, _, errOut := w.runIn([]byte(role), "create", "-f", "-"); code != 0 {
 		t.Fatalf("creating the role: %s", errOut)
 	}
-	w.ok("bot", "add", "web-agent", "--roles", "prod-workloads")
+	w.ok("bot", "create", "web-agent", "--roles", "prod-workloads")
 
 	// Without --bot, explain asks for the bot local-agent. widagent start
 	// makes it when it starts its agent; authtest runs no agent.
@@ -504,7 +504,7 @@ func TestExplainWorkloadAttrs(t *testing.T) {
 	if code != cmdutil.ExitNotFound || !strings.Contains(errOut, "the bot local-agent does not exist: widagent start makes it when it runs an agent, or pass --bot NAME") {
 		t.Errorf("without the bot local-agent: exit %d %q", code, errOut)
 	}
-	w.ok("bot", "add", "local-agent", "--roles", "local-agent")
+	w.ok("bot", "create", "local-agent", "--roles", "local-agent")
 
 	type answer struct {
 		Principal  string

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// The "pass --force" that role create, bot add and user add advise on a name
+// The "pass --force" that role create, bot create and user create advise on a name
 // that exists is a flag each of them takes, and it replaces what was there.
 func TestForceReplaces(t *testing.T) {
 	w := start(t)
@@ -21,9 +21,9 @@ func TestForceReplaces(t *testing.T) {
 	}{
 		{"role create", []string{"role", "create", "svc", "--spiffe-path", "/svc/a"}, []string{"role", "create", "svc", "--spiffe-path", "/svc/b"},
 			[]string{"get", "role/svc", "--format", "yaml"}, "/svc/b"},
-		{"bot add", []string{"bot", "add", "robot", "--roles", "web"}, []string{"bot", "add", "robot", "--roles", "api"},
+		{"bot create", []string{"bot", "create", "robot", "--roles", "web"}, []string{"bot", "create", "robot", "--roles", "api"},
 			[]string{"get", "bot/robot", "--format", "yaml"}, "- api"},
-		{"user add", []string{"user", "add", "carol", "--roles", "web"}, []string{"user", "add", "carol", "--roles", "api"},
+		{"user create", []string{"user", "create", "carol", "--roles", "web"}, []string{"user", "create", "carol", "--roles", "api"},
 			[]string{"get", "user/carol", "--format", "yaml"}, "- api"},
 	}
 	for _, tc := range cases {
@@ -50,13 +50,13 @@ func TestForceReplaces(t *testing.T) {
 	var inv struct {
 		Invite string `json:"invite"`
 	}
-	if err := json.Unmarshal([]byte(w.ok("user", "add", "dave", "--roles", "web", "--format", "json")), &inv); err != nil {
+	if err := json.Unmarshal([]byte(w.ok("user", "create", "dave", "--roles", "web", "--format", "json")), &inv); err != nil {
 		t.Fatal(err)
 	}
 	var inv2 struct {
 		Invite string `json:"invite"`
 	}
-	if err := json.Unmarshal([]byte(w.ok("user", "add", "dave", "--roles", "api", "--force", "--format", "json")), &inv2); err != nil {
+	if err := json.Unmarshal([]byte(w.ok("user", "create", "dave", "--roles", "api", "--force", "--format", "json")), &inv2); err != nil {
 		t.Fatal(err)
 	}
 	if inv.Invite == "" || inv.Invite == inv2.Invite {
@@ -69,7 +69,7 @@ func TestBotUpdateFreesARole(t *testing.T) {
 	w := start(t)
 	w.ok("role", "create", "old", "--spiffe-path", "/svc/old")
 	w.ok("role", "create", "new", "--spiffe-path", "/svc/new")
-	w.ok("bot", "add", "robot", "--roles", "old")
+	w.ok("bot", "create", "robot", "--roles", "old")
 	code, _, errOut := w.run("role", "rm", "old")
 	if code == 0 || !strings.Contains(errOut, "robot") || !strings.Contains(errOut, "widctl bot update") {
 		t.Fatalf("role rm of a held role: exit %d, %q; want a refusal naming the bot and widctl bot update", code, errOut)

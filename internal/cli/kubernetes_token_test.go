@@ -18,9 +18,9 @@ import (
 func TestKubernetesJoinTokens(t *testing.T) {
 	w := start(t, authtest.WithKubernetesClusters(kubejoin.Cluster{Name: "main", JWKSURL: "https://kubernetes.default.svc/openid/v1/jwks"}))
 	w.ok("role", "create", "nodes", "--spiffe-path", "/k8s/**")
-	w.ok("bot", "add", "k8s-agent", "--roles", "nodes")
+	w.ok("bot", "create", "k8s-agent", "--roles", "nodes")
 
-	text := w.ok("token", "add", "--method", "kubernetes", "--name", "k8s-nodes", "--bot", "k8s-agent", "--allow", "wid:wid-agent", "--allow", "edge:*", "--token-review")
+	text := w.ok("token", "create", "--method", "kubernetes", "--name", "k8s-nodes", "--bot", "k8s-agent", "--allow", "wid:wid-agent", "--allow", "edge:*", "--token-review")
 	for _, want := range []string{
 		"Kubernetes join token k8s-nodes for bot k8s-agent (never expires):",
 		"service accounts allowed: wid:wid-agent, edge:*",
@@ -29,7 +29,7 @@ func TestKubernetesJoinTokens(t *testing.T) {
 		"widagent start --roles agent --auth " + w.srv.Addr + " --ca-pin " + w.srv.CAPin + " --join-method kubernetes --join-token k8s-nodes --sa-token-file /var/run/secrets/tokens/wid",
 	} {
 		if !strings.Contains(text, want) {
-			t.Errorf("token add --method kubernetes printed:\n%s\nwithout %q", text, want)
+			t.Errorf("token create --method kubernetes printed:\n%s\nwithout %q", text, want)
 		}
 	}
 
@@ -94,14 +94,14 @@ spec:
 		{"typo in file", strings.Replace(doc, "cluster:", "clustre:", 1), []string{"create", "-f", "-"}, "clustre"},
 		{"a file of the auth host in the token", strings.Replace(doc, "    cluster: main\n", "    cluster: main\n    token_file: /root/token\n", 1), []string{"create", "-f", "-"},
 			"spec.kubernetes.token_file is no longer a join token field: files the auth service reads and servers it calls are set in its own configuration (kubernetes_clusters in widagent's config file)"},
-		{"no allow", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review"}, "no service account may join: pass --allow"},
-		{"bad allow", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review", "--allow", "wid-agent"}, `--allow "wid-agent" is not namespace:name`},
-		{"uses", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review", "--allow", "a:b", "--uses", "3"}, "--uses is not for --method kubernetes"},
-		{"no check", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--allow", "a:b"}, "say how to check service-account tokens"},
-		{"no name", "", []string{"token", "add", "--method", "kubernetes", "--bot", "k8s-agent", "--allow", "a:b", "--token-review"}, "pass --name NAME"},
-		{"kubernetes flags on a secret token", "", []string{"token", "add", "--bot", "k8s-agent", "--allow", "a:b"}, "are for --method kubernetes"},
-		{"empty jwks file", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--allow", "a:b", "--issuer", "https://i", "--jwks-file", os.DevNull}, "is empty: save the cluster's keys with kubectl get --raw /openid/v1/jwks"},
-		{"bad jwks file", "", []string{"token", "add", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--allow", "a:b", "--issuer", "https://i", "--jwks-file", badJWKS}, "spec.kubernetes.jwks is not a JSON Web Key Set"},
+		{"no allow", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review"}, "no service account may join: pass --allow"},
+		{"bad allow", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review", "--allow", "wid-agent"}, `--allow "wid-agent" is not namespace:name`},
+		{"uses", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review", "--allow", "a:b", "--uses", "3"}, "--uses is not for --method kubernetes"},
+		{"no check", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--allow", "a:b"}, "say how to check service-account tokens"},
+		{"no name", "", []string{"token", "create", "--method", "kubernetes", "--bot", "k8s-agent", "--allow", "a:b", "--token-review"}, "pass --name NAME"},
+		{"kubernetes flags on a secret token", "", []string{"token", "create", "--bot", "k8s-agent", "--allow", "a:b"}, "are for --method kubernetes"},
+		{"empty jwks file", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--allow", "a:b", "--issuer", "https://i", "--jwks-file", os.DevNull}, "is empty: save the cluster's keys with kubectl get --raw /openid/v1/jwks"},
+		{"bad jwks file", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--allow", "a:b", "--issuer", "https://i", "--jwks-file", badJWKS}, "spec.kubernetes.jwks is not a JSON Web Key Set"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			code, out, errOut := w.runIn([]byte(c.stdin), c.args...)

@@ -107,9 +107,9 @@ func newPerson(t *testing.T) (person, string) {
 		Invite       string `json:"invite"`
 		LoginCommand string `json:"login_command"`
 	}
-	out := admin.ok("user", "add", "alice", "--roles", "dev", "--format", "json")
+	out := admin.ok("user", "create", "alice", "--roles", "dev", "--format", "json")
 	if err := json.Unmarshal([]byte(out), &inv); err != nil {
-		t.Fatalf("user add printed %q: %v", out, err)
+		t.Fatalf("user create printed %q: %v", out, err)
 	}
 	want := "widctl login --auth " + srv.Addr + " --user alice --invite " + inv.Invite + " --ca-pin " + srv.CAPin
 	if inv.LoginCommand != want {
@@ -359,8 +359,8 @@ func TestLoginTOTP(t *testing.T) {
 		Invite string `json:"invite"`
 		TOTP   bool   `json:"totp"`
 	}
-	if err := json.Unmarshal([]byte(admin.ok("user", "add", "bob", "--roles", "dev", "--totp", "--format", "json")), &inv); err != nil || !inv.TOTP {
-		t.Fatalf("user add --totp: %+v %v", inv, err)
+	if err := json.Unmarshal([]byte(admin.ok("user", "create", "bob", "--roles", "dev", "--totp", "--format", "json")), &inv); err != nil || !inv.TOTP {
+		t.Fatalf("user create --totp: %+v %v", inv, err)
 	}
 	p := person{t: t, srv: srv, keyring: &memKeyring{}}
 	code, out, errOut := p.run(password+"\n", "login", "--auth", srv.Addr, "--user", "bob", "--invite", inv.Invite, "--ca-pin", srv.CAPin, "--password-stdin")
@@ -422,7 +422,7 @@ spec:
 func TestUserLsShowsLock(t *testing.T) {
 	p, invite := newPerson(t)
 	admin := widctl{t: t, srv: p.srv}
-	admin.ok("user", "add", "bob", "--roles", "dev")
+	admin.ok("user", "create", "bob", "--roles", "dev")
 	if code, _, errOut := p.firstLogin(invite); code != 0 {
 		t.Fatalf("first login: %s", errOut)
 	}
