@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,13 +10,6 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/root"
 )
-
-// run runs widctl in-process and returns its exit code and streams.
-func run(t *testing.T, f *cmdutil.Factory, s *clitest.Streams, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	code = root.Run(context.Background(), f, args)
-	return code, s.Out.String(), s.ErrOut.String()
-}
 
 // Every bad input the issue lists gets one sentence that says what is wrong
 // and what to do, exit code 2, and nothing sent to the auth service (the
@@ -200,8 +192,9 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, s := clitest.Factory(t)
-			code, stdout, stderr := run(t, f, s, tt.args...)
+			// No auth service: the factory fails the test if asked for a client.
+			w := clitest.Widctl{T: t, Main: root.Run, Setup: func(f *cmdutil.Factory) { f.Client = clitest.NoClient(t) }}
+			code, stdout, stderr := w.Run(tt.args...)
 			if code != tt.code {
 				t.Errorf("exit code %d, want %d (stderr %q)", code, tt.code, stderr)
 			}

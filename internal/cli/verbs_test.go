@@ -41,14 +41,14 @@ func TestCreateIsTheVerbForEveryNoun(t *testing.T) {
 // The old verb still does the work.
 func TestAddStillCreates(t *testing.T) {
 	w := start(t)
-	w.ok("role", "create", "web", "--spiffe-path", "/svc/web")
-	if out := w.ok("bot", "add", "robot", "--roles", "web"); !strings.HasPrefix(out, "Created bot robot with roles web.") {
+	w.OK("role", "create", "web", "--spiffe-path", "/svc/web")
+	if out := w.OK("bot", "add", "robot", "--roles", "web"); !strings.HasPrefix(out, "Created bot robot with roles web.") {
 		t.Errorf("bot add printed:\n%s", out)
 	}
-	if out := w.ok("token", "add", "--bot", "robot"); !strings.Contains(out, "WID_JOIN_TOKEN=") {
+	if out := w.OK("token", "add", "--bot", "robot"); !strings.Contains(out, "WID_JOIN_TOKEN=") {
 		t.Errorf("token add printed:\n%s", out)
 	}
-	if out := w.ok("user", "add", "carol", "--roles", "web"); !strings.HasPrefix(out, "Created user carol with roles web.") {
+	if out := w.OK("user", "add", "carol", "--roles", "web"); !strings.HasPrefix(out, "Created user carol with roles web.") {
 		t.Errorf("user add printed:\n%s", out)
 	}
 }
