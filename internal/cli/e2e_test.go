@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,7 +12,6 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +24,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/root"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // widctl is the shared in-process runner, with this package's helpers.
@@ -287,16 +286,16 @@ func TestAuditTail(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := newSyncBuffer()
+	out := testkit.NewSyncBuffer()
 	ios, _, _, errOut := iostreams.Test()
 	ios.Out = out
 	done := make(chan int, 1)
 	go func() {
 		done <- root.Run(ctx, cmdutil.NewFactory(ios), []string{"--admin-socket", w.Srv.AdminSocket, "audit", "tail", "--backlog", "1", "--format", "json"})
 	}()
-	waitFor(t, out, "role/first")
+	out.WaitFor(t, "role/first", 10*time.Second)
 	w.OK("role", "create", "second", "--spiffe-path", "/b")
-	waitFor(t, out, "role/second")
+	out.WaitFor(t, "role/second", 10*time.Second)
 	cancel()
 	select {
 	case code := <-done:
@@ -327,44 +326,6 @@ func TestVersionShowsServer(t *testing.T) {
 	code, out, _ := w.Run("--admin-socket", w.Srv.DataDir+"/none.sock", "version")
 	if code != 0 || !strings.Contains(out, "auth service: unknown (cannot reach the auth service at") {
 		t.Errorf("version without a server: exit %d\n%s", code, out)
-	}
-}
-
-// syncBuffer is a stdout that a test can watch while a command writes to it.
-type syncBuffer struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	written chan struct{}
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{written: make(chan struct{}, 1)} }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	select {
-	case b.written <- struct{}{}:
-	default:
-	}
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// waitFor waits until s has been written, woken by each write.
-func waitFor(t *testing.T, b *syncBuffer, s string) {
-	t.Helper()
-	timeout := time.After(10 * time.Second)
-	for !strings.Contains(b.String(), s) {
-		select {
-		case <-b.written:
-		case <-timeout:
-			t.Fatalf("%q never appeared in:\n%s", s, b.String())
-		}
 	}
 }
 
