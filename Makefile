@@ -82,7 +82,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStatus$$' -fuzztime $(FUZZTIME) ./internal/core/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCgroups$$' -fuzztime $(FUZZTIME) ./internal/core/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzPodList$$' -fuzztime $(FUZZTIME) ./internal/core/attest
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./internal/cli/condition
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./internal/core/condition
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/cli/svid
 	$(GO) test -run '^$$' -fuzz '^FuzzDiscoveryRequest$$' -fuzztime $(FUZZTIME) ./internal/core/agent
 	$(GO) test -run '^$$' -fuzz '^FuzzParseServiceAccount$$' -fuzztime $(FUZZTIME) ./internal/core/resource
