@@ -327,7 +327,7 @@ func TestIssueParsesFlags(t *testing.T) {
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	if got.Path != "/team/alice/laptop" || got.TTL.D() != 2*time.Hour || got.Type != svid.TypeX509 || got.KeyType != svid.KeyEd25519 ||
+	if got.Path != "/team/alice/laptop" || got.TTL.D() != 2*time.Hour || got.Type != authv1.SVIDTypeX509 || got.KeyType != svid.KeyEd25519 ||
 		got.Output != "out" || !got.Overwrite || strings.Join(got.DNSSANs, " ") != "a.example.com b.example.com" || strings.Join(got.IPSANs, " ") != "10.1.2.3 fd00::1" {
 		t.Errorf("options = %+v", got)
 	}
@@ -337,7 +337,7 @@ func TestIssueParsesFlags(t *testing.T) {
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	if got.Type != svid.TypeJWT || strings.Join(got.Audiences, " ") != "api db ci" || got.Output != "." {
+	if got.Type != authv1.SVIDTypeJWT || strings.Join(got.Audiences, " ") != "api db ci" || got.Output != "." {
 		t.Errorf("options = %+v", got)
 	}
 }
