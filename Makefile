@@ -1,4 +1,6 @@
-# wid's build. `make test` is what CI runs (.ci/run); it needs only Go.
+# wid's build. `make test` is what CI runs (.ci/run); it needs Go and the
+# system parts scripts/deps.sh installs or checks (gnome-keyring and dbus,
+# tmux, PostgreSQL 15), and runs that script first.
 GO ?= go
 PKGS := ./...
 # staticcheck at a fixed release, fetched through the module proxy; it is
@@ -21,12 +23,14 @@ IMAGE ?= ghcr.io/wid-project/wid:latest
 image:
 	docker build --build-arg VERSION=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev) -t $(IMAGE) .
 
-# Build, vet, staticcheck, then every test with the race detector. The tests include the
-# freshness checks of generated files (protobuf code, completions, man pages).
-# Then the two scripts that need a system part: the login key in a real Secret
-# Service (gnome-keyring) and the real `widctl tui` driven in tmux; each
-# installs its Debian packages when missing and prints one result line.
+# The system parts first (scripts/deps.sh), then build, vet, staticcheck, then
+# every test with the race detector. The tests include the freshness checks of
+# generated files (protobuf code, completions, man pages) and PostgreSQL 15 for
+# --store postgres. Then the two scripts that need a system part: the login key
+# in a real Secret Service (gnome-keyring) and the real `widctl tui` driven in
+# tmux; each prints one result line.
 test:
+	./scripts/deps.sh
 	$(GO) build $(PKGS)
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
@@ -81,7 +85,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStatus$$' -fuzztime $(FUZZTIME) ./internal/core/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCgroups$$' -fuzztime $(FUZZTIME) ./internal/core/attest
 	$(GO) test -run '^$$' -fuzz '^FuzzPodList$$' -fuzztime $(FUZZTIME) ./internal/core/attest
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./internal/cli/condition
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./internal/core/condition
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/cli/svid
 	$(GO) test -run '^$$' -fuzz '^FuzzDiscoveryRequest$$' -fuzztime $(FUZZTIME) ./internal/core/agent
 	$(GO) test -run '^$$' -fuzz '^FuzzParseServiceAccount$$' -fuzztime $(FUZZTIME) ./internal/core/resource

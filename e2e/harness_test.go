@@ -21,6 +21,7 @@ import (
 
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 var binDir string
@@ -56,27 +57,8 @@ type agent struct {
 	// workload is the Workload API socket; diag the diagnostics address.
 	workload string
 	diag     string
-	out      *syncBuffer
+	out      *testkit.SyncBuffer
 	exited   chan struct{}
-}
-
-type syncBuffer struct {
-	mu  chan struct{}
-	buf bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu <- struct{}{}
-	defer func() { <-b.mu }()
-	return b.buf.String()
 }
 
 func newDataDir(t *testing.T) string {
@@ -112,7 +94,7 @@ func startAgent(t *testing.T, dataDir string, extra ...string) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errBuf := newSyncBuffer()
+	errBuf := testkit.NewSyncBuffer()
 	cmd.Stderr = errBuf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting widagent: %v", err)

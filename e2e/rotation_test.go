@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // traffic is what a rotation must not disturb: two workloads holding
@@ -150,6 +151,16 @@ func (tr *traffic) record(what string, err error, ok *atomic.Int64) {
 	}
 }
 
+// settle waits until the traffic has made n more handshakes and n more JWT
+// validations, so that a check covers traffic under the state now served.
+func (tr *traffic) settle(n int64) {
+	tr.t.Helper()
+	h, j := tr.handshakes.Load()+n, tr.jwts.Load()+n
+	testkit.Eventually(tr.t, 30*time.Second, func() bool {
+		return tr.handshakes.Load()+tr.failures.Load() >= h && tr.jwts.Load()+tr.failures.Load() >= j
+	}, "the traffic made %d more handshakes and JWT validations", n)
+}
+
 // check fails the test if anything failed since the last check.
 func (tr *traffic) check(what string) {
 	tr.t.Helper()
@@ -215,17 +226,18 @@ func TestRotationNoWorkloadNotices(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString(a.td)
 	tr := startTraffic(t, a.workload, td)
 	defer tr.stop()
-	time.Sleep(300 * time.Millisecond)
+	tr.settle(5)
 	tr.check("before rotating")
 
 	full := []string{"init", "update_clients", "update_servers", "standby"}
-	run := func(name string, phases []string, pause time.Duration) {
+	// pause is how many handshakes and validations run between phases.
+	run := func(name string, phases []string, pause int64) {
 		refused := 0
 		for _, p := range phases {
 			for _, typ := range []string{"spiffe", "jwt"} {
 				refused += rotateTo(t, a, typ, p)
 			}
-			time.Sleep(pause)
+			tr.settle(pause)
 		}
 		for _, typ := range []string{"spiffe", "jwt"} {
 			if phase, _ := caState(t, a, typ); phase != phases[len(phases)-1] && phase != "standby" {
@@ -235,7 +247,7 @@ func TestRotationNoWorkloadNotices(t *testing.T) {
 		tr.check(fmt.Sprintf("%s (%d steps refused while agents caught up)", name, refused))
 	}
 	// An operator who looks around between the phases.
-	run("manual rotation", full, 500*time.Millisecond)
+	run("manual rotation", full, 10)
 	// A rollback from update_clients: the old keys sign again, and the CA
 	// returns to standby by itself once the agents renewed.
 	run("rollback from update_clients", []string{"init", "update_clients", "rollback"}, 0)
@@ -248,12 +260,12 @@ func TestRotationNoWorkloadNotices(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	tr.settle(5)
 	tr.check("after the rollback")
 	// An operator in a hurry: each next phase asked for at once, again
 	// every 200 ms until the gate lets it through, never --force.
 	run("rushed rotation", full, 0)
-	time.Sleep(500 * time.Millisecond)
+	tr.settle(10)
 	tr.check("after the rushed rotation")
 
 	r := a.widctl("audit", "ls", "--type", "ca.rotation", "--format", "json").must(t)
@@ -314,7 +326,7 @@ func TestAutomaticRotation(t *testing.T) {
 		}
 	}
 	t.Logf("both automatic rotations done in %s", time.Since(start).Round(time.Millisecond))
-	time.Sleep(500 * time.Millisecond)
+	tr.settle(10)
 	tr.check("automatic rotation")
 	r = a.widctl("audit", "ls", "--type", "ca.rotation", "--format", "json").must(t)
 	if !strings.Contains(r.stdout, `"actor": "auth@`) {

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // A page's ```sh blocks are what a reader types. A block that cannot run on a
@@ -205,7 +207,7 @@ func (s *tourShell) background(cmdline string) (stop func() (running bool, outpu
 	cmd := exec.Command("sh", "-c", cmdline)
 	cmd.Dir, cmd.Env = s.dir, s.env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out := newSyncBuffer()
+	out := testkit.NewSyncBuffer()
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("starting %q: %v", cmdline, err)

@@ -1,19 +1,15 @@
 #!/usr/bin/env bash
 # Runs widctl's login key storage against a real Secret Service: Debian's
-# gnome-keyring in a private D-Bus session (installed here when missing, as
-# root or with sudo). Everything else in `make test` uses no keyring. CI runs
-# it; so can you: ./scripts/keyring-test.sh
+# gnome-keyring in a private D-Bus session (scripts/deps.sh installs both).
+# Everything else in `make test` uses no keyring. CI runs it; so can you:
+# ./scripts/keyring-test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fail() { echo "keyring-test: FAIL: $*" >&2; exit 1; }
 
 if ! command -v gnome-keyring-daemon >/dev/null || ! command -v dbus-run-session >/dev/null; then
-	echo "keyring-test: installing gnome-keyring and dbus" >&2
-	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnome-keyring dbus >/dev/null ||
-		fail "could not install gnome-keyring and dbus (apt-get install gnome-keyring dbus)"
+	fail "gnome-keyring or dbus is missing: run ./scripts/deps.sh"
 fi
 
 # A throwaway keyring dir; the daemon creates and unlocks a login keyring

@@ -2,18 +2,12 @@
 # Runs the real `widctl tui` in tmux against a real `widagent start`, sends
 # keys, captures the pane and checks what it shows. CI runs it; so can you:
 #   ./scripts/tui-tmux.sh
-# It installs tmux from Debian when it is missing (as root, or with sudo).
+# It needs tmux (scripts/deps.sh installs it).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-if ! command -v tmux >/dev/null; then
-	echo "tui-tmux: installing tmux" >&2
-	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null
-fi
-command -v tmux >/dev/null || { echo "tui-tmux: FAIL: tmux is missing and could not be installed (apt-get install tmux)" >&2; exit 1; }
+command -v tmux >/dev/null || { echo "tui-tmux: FAIL: tmux is missing: run ./scripts/deps.sh" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/wid-tui-tmux.XXXXXX)
 session="wid-tui"

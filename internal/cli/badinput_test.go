@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,13 +10,6 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/root"
 )
-
-// run runs widctl in-process and returns its exit code and streams.
-func run(t *testing.T, f *cmdutil.Factory, s *clitest.Streams, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	code = root.Run(context.Background(), f, args)
-	return code, s.Out.String(), s.ErrOut.String()
-}
 
 // Every bad input the issue lists gets one sentence that says what is wrong
 // and what to do, exit code 2, and nothing sent to the auth service (the
@@ -76,10 +68,10 @@ func TestBadInput(t *testing.T) {
 		{"explain IP is a CIDR", []string{"explain", "--bot", "b", "--spiffe-id", "/x", "--ip-san", "10.0.0.0/8"}, `--ip-san "10.0.0.0/8" is not an IP address`, 2},
 		// TTLs.
 		{"ttl not a duration", []string{"role", "create", "web", "--spiffe-path", "/x", "--max-ttl", "1 day"}, `invalid argument "1 day" for "--max-ttl" flag: "1 day" is not a duration: write it like 90s, 15m, 1h, 24h or 7d`, 2},
-		{"ttl negative", []string{"token", "add", "--bot", "b", "--ttl=-1h"}, `duration "-1h" must be positive`, 2},
+		{"ttl negative", []string{"token", "create", "--bot", "b", "--ttl=-1h"}, `duration "-1h" must be positive`, 2},
 		{"ttl over the maximum", []string{"role", "create", "web", "--spiffe-path", "/x", "--max-ttl", "48h"}, "--max-ttl 48h is over the 24h that any SVID may live", 2},
 		{"explain ttl", []string{"explain", "--bot", "b", "--spiffe-id", "/x", "--ttl", "soon"}, `"soon" is not a duration`, 2},
-		{"bot token ttl", []string{"bot", "add", "b", "--roles", "r", "--token-ttl", "0"}, `duration "0" must be positive`, 2},
+		{"bot token ttl", []string{"bot", "create", "b", "--roles", "r", "--token-ttl", "0"}, `duration "0" must be positive`, 2},
 		// Kinds, names and YAML.
 		{"unknown kind", []string{"get", "widget/x"}, `unknown kind "widget": use one of role, user, bot, token, workload_identity`, 2},
 		{"unknown kind to rm", []string{"rm", "widgets/x"}, `unknown kind "widgets"`, 2},
@@ -94,10 +86,10 @@ func TestBadInput(t *testing.T) {
 		{"upper-case name", []string{"role", "create", "Web", "--spiffe-path", "/x"}, `name "Web" is invalid: use 1-63 lower-case letters`, 2},
 		{"role grants nothing", []string{"role", "create", "web"}, `role "web" grants nothing: give at least one --spiffe-path`, 2},
 		{"update changes nothing", []string{"role", "update", "web"}, "nothing to change", 2},
-		{"user without roles", []string{"user", "add", "alice"}, `user "alice" needs roles: pass --roles`, 2},
-		{"bot without roles", []string{"bot", "add", "ci"}, `bot "ci" needs roles`, 2},
-		{"token without bot", []string{"token", "add"}, "no bot given: pass --bot NAME", 2},
-		{"token uses", []string{"token", "add", "--bot", "ci", "--uses", "0"}, "--uses 0 is too few", 2},
+		{"user without roles", []string{"user", "create", "alice"}, `user "alice" needs roles: pass --roles`, 2},
+		{"bot without roles", []string{"bot", "create", "ci"}, `bot "ci" needs roles`, 2},
+		{"token without bot", []string{"token", "create"}, "no bot given: pass --bot NAME", 2},
+		{"token uses", []string{"token", "create", "--bot", "ci", "--uses", "0"}, "--uses 0 is too few", 2},
 		// Output format.
 		{"bad --format", []string{"role", "ls", "--format", "xml"}, `unknown output format "xml": use text, json or yaml`, 2},
 		{"bad WIDCTL_FORMAT", []string{"audit", "verify", "--format", "csv"}, `unknown output format "csv"`, 2},
@@ -150,7 +142,7 @@ func TestBadInput(t *testing.T) {
 		{"svid not an id", []string{"svid", "issue", "team/laptop"}, `"team/laptop" is neither a SPIFFE ID nor a path`, 2},
 		{"svid ttl not a duration", []string{"svid", "issue", "/x", "--ttl", "1 d"}, `invalid argument "1 d" for "--ttl" flag: "1 d" is not a duration`, 2},
 		{"svid ttl in days over the maximum", []string{"svid", "issue", "/x", "--ttl", "2d"}, "--ttl 48h is over the 24h that any SVID may live", 2},
-		{"days then a bad unit", []string{"token", "add", "--bot", "b", "--ttl", "1dx"}, `"1dx" is not a duration`, 2},
+		{"days then a bad unit", []string{"token", "create", "--bot", "b", "--ttl", "1dx"}, `"1dx" is not a duration`, 2},
 		{"svid ttl under a second", []string{"svid", "issue", "/x", "--ttl", "1500ms"}, "--ttl 1.5s is not a whole number of seconds", 2},
 		{"svid ttl over the maximum", []string{"svid", "issue", "/x", "--ttl", "48h"}, "--ttl 48h is over the 24h that any SVID may live: set 24h or less", 2},
 		{"svid ip san is a CIDR", []string{"svid", "issue", "/x", "--ip-san", "10.0.0.0/8"}, `--ip-san "10.0.0.0/8" is not an IP address`, 2},
@@ -200,8 +192,9 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, s := clitest.Factory(t)
-			code, stdout, stderr := run(t, f, s, tt.args...)
+			// No auth service: the factory fails the test if asked for a client.
+			w := clitest.Widctl{T: t, Main: root.Run, Setup: func(f *cmdutil.Factory) { f.Client = clitest.NoClient(t) }}
+			code, stdout, stderr := w.Run(tt.args...)
 			if code != tt.code {
 				t.Errorf("exit code %d, want %d (stderr %q)", code, tt.code, stderr)
 			}

@@ -11,10 +11,10 @@ import (
 // completions runs cobra's hidden __complete command in-process, as the
 // shell scripts do on <TAB>, and returns the candidates it printed.
 func (w widctl) completions(args ...string) []string {
-	w.t.Helper()
-	code, out, errOut := w.run(append([]string{"__complete"}, args...)...)
+	w.T.Helper()
+	code, out, errOut := w.Run(append([]string{"__complete"}, args...)...)
 	if code != 0 {
-		w.t.Fatalf("__complete %q: exit %d: %s", args, code, errOut)
+		w.T.Fatalf("__complete %q: exit %d: %s", args, code, errOut)
 	}
 	var got []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -30,10 +30,10 @@ func (w widctl) completions(args ...string) []string {
 // and as the NAME of the per-noun commands and of explain's principals.
 func TestCompletionAsksTheAuthService(t *testing.T) {
 	w := start(t)
-	w.ok("role", "create", "web-issuer", "--spiffe-path", "/svc/*")
-	w.ok("role", "create", "db-reader", "--spiffe-path", "/db/*")
-	w.ok("bot", "add", "web", "--roles", "web-issuer")
-	w.ok("workload-identity", "create", "api", "--spiffe-id", "/svc/api", "--rule", "workload.unix.uid=1000")
+	w.OK("role", "create", "web-issuer", "--spiffe-path", "/svc/*")
+	w.OK("role", "create", "db-reader", "--spiffe-path", "/db/*")
+	w.OK("bot", "create", "web", "--roles", "web-issuer")
+	w.OK("workload-identity", "create", "api", "--spiffe-id", "/svc/api", "--rule", "workload.unix.uid=1000")
 
 	for _, c := range []struct {
 		args []string
@@ -70,8 +70,8 @@ func TestCompletionAsksTheAuthService(t *testing.T) {
 // With no auth service to ask, a <TAB> offers nothing and prints no error.
 func TestCompletionWithoutAuthServiceIsSilent(t *testing.T) {
 	clitest.Isolate(t)
-	w := widctl{t: t}
-	code, out, errOut := w.run("--admin-socket", t.TempDir()+"/none.sock", "__complete", "get", "role/")
+	w := newWidctl(t, nil)
+	code, out, errOut := w.Run("--admin-socket", t.TempDir()+"/none.sock", "__complete", "get", "role/")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}

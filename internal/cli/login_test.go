@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"github.com/pquerna/otp/totp"
 	"github.com/wid-project/wid/internal/cli/clitest"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
-	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/root"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
@@ -88,12 +86,8 @@ type person struct {
 
 func (p person) run(stdin string, args ...string) (code int, stdout, stderr string) {
 	p.t.Helper()
-	ios, in, out, errOut := iostreams.Test()
-	in.WriteString(stdin)
-	f := cmdutil.NewFactory(ios)
-	f.Logins.Keyring = p.keyring
-	code = root.Run(context.Background(), f, args)
-	return code, out.String(), errOut.String()
+	return clitest.Widctl{T: p.t, Srv: p.srv, Main: root.Run, Person: true,
+		Setup: func(f *cmdutil.Factory) { f.Logins.Keyring = p.keyring }}.RunIn(stdin, args...)
 }
 
 // newPerson starts an auth service with role dev (/team/alice/**, DNS SANs,
@@ -102,15 +96,15 @@ func newPerson(t *testing.T) (person, string) {
 	t.Helper()
 	home := clitest.Isolate(t)
 	srv := authtest.Start(t)
-	admin := widctl{t: t, srv: srv}
-	admin.ok("role", "create", "dev", "--spiffe-path", "/team/alice/**", "--dns-san", "*.alice.dev.example", "--max-ttl", "4h")
+	admin := newWidctl(t, srv)
+	admin.OK("role", "create", "dev", "--spiffe-path", "/team/alice/**", "--dns-san", "*.alice.dev.example", "--max-ttl", "4h")
 	var inv struct {
 		Invite       string `json:"invite"`
 		LoginCommand string `json:"login_command"`
 	}
-	out := admin.ok("user", "add", "alice", "--roles", "dev", "--format", "json")
+	out := admin.OK("user", "create", "alice", "--roles", "dev", "--format", "json")
 	if err := json.Unmarshal([]byte(out), &inv); err != nil {
-		t.Fatalf("user add printed %q: %v", out, err)
+		t.Fatalf("user create printed %q: %v", out, err)
 	}
 	want := "widctl login --auth " + srv.Addr + " --user alice --invite " + inv.Invite + " --ca-pin " + srv.CAPin
 	if inv.LoginCommand != want {
@@ -282,11 +276,11 @@ func TestLoginBadInput(t *testing.T) {
 	check("locked user", code, errOut, cmdutil.ExitAuth, "too many failed attempts")
 
 	// An admin's reset lifts the lock with a new invite.
-	admin := widctl{t: t, srv: p.srv}
+	admin := newWidctl(t, p.srv)
 	var inv struct {
 		Invite string `json:"invite"`
 	}
-	if err := json.Unmarshal([]byte(admin.ok("user", "reset", "alice", "--format", "json")), &inv); err != nil {
+	if err := json.Unmarshal([]byte(admin.OK("user", "reset", "alice", "--format", "json")), &inv); err != nil {
 		t.Fatal(err)
 	}
 	if code, errOut := login("a brand new password", "--invite", inv.Invite); code != 0 {
@@ -354,14 +348,14 @@ func (p person) firstLoginAgain() (int, string, string) {
 func TestLoginTOTP(t *testing.T) {
 	clitest.Isolate(t)
 	srv := authtest.Start(t)
-	admin := widctl{t: t, srv: srv}
-	admin.ok("role", "create", "dev", "--spiffe-path", "/team/bob/**")
+	admin := newWidctl(t, srv)
+	admin.OK("role", "create", "dev", "--spiffe-path", "/team/bob/**")
 	var inv struct {
 		Invite string `json:"invite"`
 		TOTP   bool   `json:"totp"`
 	}
-	if err := json.Unmarshal([]byte(admin.ok("user", "add", "bob", "--roles", "dev", "--totp", "--format", "json")), &inv); err != nil || !inv.TOTP {
-		t.Fatalf("user add --totp: %+v %v", inv, err)
+	if err := json.Unmarshal([]byte(admin.OK("user", "create", "bob", "--roles", "dev", "--totp", "--format", "json")), &inv); err != nil || !inv.TOTP {
+		t.Fatalf("user create --totp: %+v %v", inv, err)
 	}
 	p := person{t: t, srv: srv, keyring: &memKeyring{}}
 	code, out, errOut := p.run(password+"\n", "login", "--auth", srv.Addr, "--user", "bob", "--invite", inv.Invite, "--ca-pin", srv.CAPin, "--password-stdin")
@@ -393,8 +387,8 @@ func TestLoginTOTP(t *testing.T) {
 // A --ttl over what the roles allow is capped, and widctl says so in one line.
 func TestLoginTTLCapIsSaid(t *testing.T) {
 	p, invite := newPerson(t)
-	admin := widctl{t: t, srv: p.srv}
-	admin.runIn([]byte(`kind: role
+	admin := newWidctl(t, p.srv)
+	admin.RunIn(`kind: role
 version: v1
 metadata:
   name: dev
@@ -404,7 +398,7 @@ spec:
       - path: /team/alice/**
   options:
     max_session_ttl: 2h
-`), "create", "-f", "-", "--force")
+`, "create", "-f", "-", "--force")
 	code, _, errOut := p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--invite", invite, "--ca-pin", p.srv.CAPin, "--password-stdin", "--ttl", "30h")
 	if code != 0 {
 		t.Fatalf("login: exit %d: %s", code, errOut)
@@ -422,15 +416,15 @@ spec:
 // table and as a status field for scripts, and user reset clears it.
 func TestUserLsShowsLock(t *testing.T) {
 	p, invite := newPerson(t)
-	admin := widctl{t: t, srv: p.srv}
-	admin.ok("user", "add", "bob", "--roles", "dev")
+	admin := newWidctl(t, p.srv)
+	admin.OK("user", "create", "bob", "--roles", "dev")
 	if code, _, errOut := p.firstLogin(invite); code != 0 {
 		t.Fatalf("first login: %s", errOut)
 	}
 	p.run("", "logout")
 	lockedRow := regexp.MustCompile(`(?m)^alice\s+dev\s+from 1 address\s`)
 	freeRow := regexp.MustCompile(`(?m)^bob\s+dev\s+-\s`)
-	if out := admin.ok("user", "ls"); !strings.Contains(out, "LOCKED") || lockedRow.MatchString(out) || !freeRow.MatchString(out) {
+	if out := admin.OK("user", "ls"); !strings.Contains(out, "LOCKED") || lockedRow.MatchString(out) || !freeRow.MatchString(out) {
 		t.Fatalf("user ls before any failure:\n%s", out)
 	}
 
@@ -440,20 +434,20 @@ func TestUserLsShowsLock(t *testing.T) {
 	if code, _, errOut := p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", p.srv.CAPin, "--password-stdin"); code != cmdutil.ExitAuth || !strings.Contains(errOut, "too many failed attempts") {
 		t.Fatalf("alice is not locked: exit %d: %s", code, errOut)
 	}
-	if out := admin.ok("user", "ls"); !lockedRow.MatchString(out) || !freeRow.MatchString(out) {
+	if out := admin.OK("user", "ls"); !lockedRow.MatchString(out) || !freeRow.MatchString(out) {
 		t.Errorf("user ls with alice locked from this address:\n%s", out)
 	}
-	if out := admin.ok("user", "get", "alice"); !regexp.MustCompile(`(?m)^Locked:\s+from 1 address$`).MatchString(out) {
+	if out := admin.OK("user", "get", "alice"); !regexp.MustCompile(`(?m)^Locked:\s+from 1 address$`).MatchString(out) {
 		t.Errorf("user get alice:\n%s", out)
 	}
-	if out := admin.ok("get", "user/bob"); !regexp.MustCompile(`(?m)^Locked:\s+-$`).MatchString(out) {
+	if out := admin.OK("get", "user/bob"); !regexp.MustCompile(`(?m)^Locked:\s+-$`).MatchString(out) {
 		t.Errorf("get user/bob:\n%s", out)
 	}
 	var docs []struct {
 		Metadata struct{ Name string }
 		Status   map[string]any
 	}
-	out := admin.ok("user", "ls", "--format", "json")
+	out := admin.OK("user", "ls", "--format", "json")
 	if err := json.Unmarshal([]byte(out), &docs); err != nil || len(docs) != 2 {
 		t.Fatalf("user ls --format json: %v\n%s", err, out)
 	}
@@ -465,15 +459,15 @@ func TestUserLsShowsLock(t *testing.T) {
 			t.Errorf("user ls --format json gives away %q:\n%s", secret, out)
 		}
 	}
-	if out := admin.ok("user", "get", "alice", "--format", "yaml"); !strings.Contains(out, "status:\n  locked_sources: 1\n") {
+	if out := admin.OK("user", "get", "alice", "--format", "yaml"); !strings.Contains(out, "status:\n  locked_sources: 1\n") {
 		t.Errorf("user get alice --format yaml:\n%s", out)
 	}
 
-	admin.ok("user", "reset", "alice")
-	if out := admin.ok("user", "ls"); lockedRow.MatchString(out) || !regexp.MustCompile(`(?m)^alice\s+dev\s+-\s`).MatchString(out) {
+	admin.OK("user", "reset", "alice")
+	if out := admin.OK("user", "ls"); lockedRow.MatchString(out) || !regexp.MustCompile(`(?m)^alice\s+dev\s+-\s`).MatchString(out) {
 		t.Errorf("user ls after the reset:\n%s", out)
 	}
-	if out := admin.ok("user", "get", "alice", "--format", "json"); strings.Contains(out, "status") {
+	if out := admin.OK("user", "get", "alice", "--format", "json"); strings.Contains(out, "status") {
 		t.Errorf("user get alice after the reset:\n%s", out)
 	}
 }

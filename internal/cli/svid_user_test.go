@@ -47,9 +47,9 @@ func TestUserIssuesSVID(t *testing.T) {
 	}
 
 	// A server with its own SVID (from the admin) that lets only alice's laptop in.
-	admin := widctl{t: t, srv: p.srv}
+	admin := newWidctl(t, p.srv)
 	serverDir := t.TempDir()
-	admin.ok("svid", "issue", "/svc/api", "-o", serverDir)
+	admin.OK("svid", "issue", "/svc/api", "-o", serverDir)
 	server, err := x509svid.Load(filepath.Join(serverDir, "svid.pem"), filepath.Join(serverDir, "svid.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func TestUserIssuesSVID(t *testing.T) {
 		}
 	}
 
-	log := admin.ok("audit", "ls", "--actor", "alice", "--format", "json")
+	log := admin.OK("audit", "ls", "--actor", "alice", "--format", "json")
 	if n := strings.Count(log, `"svid.x509.issued"`); n != 1 {
 		t.Errorf("the audit log shows %d issuances by alice, want 1:\n%s", n, log)
 	}

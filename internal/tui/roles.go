@@ -11,7 +11,7 @@ import (
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
-	"github.com/wid-project/wid/internal/cli/condition"
+	"github.com/wid-project/wid/internal/core/condition"
 	"google.golang.org/grpc/status"
 )
 

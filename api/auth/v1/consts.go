@@ -6,6 +6,14 @@ package authv1
 // back rotation steps that would drop a key.
 const SignerWarmingUp = "warming-up"
 
+// SVID types, as WorkloadSVIDRequest's type, the agent's cache and metrics
+// and widctl svid issue --type name them.
+const (
+	SVIDTypeX509 = "x509"
+	SVIDTypeJWT  = "jwt"
+	SVIDTypeWIT  = "wit"
+)
+
 // ErrorDomain is the domain of the google.rpc.ErrorInfo detail that the auth
 // service attaches to every error its handlers return. A status without it
 // came from the gRPC transport (no connection, connection lost), so clients

@@ -206,7 +206,7 @@ refused.`,
   # Envoy validating peers per trust domain with its SPIFFE validator (SDS)
   widagent start --sds-spiffe-validator
 
-  # An agent on another host, joining with a token from 'widctl bot add'
+  # An agent on another host, joining with a token from 'widctl bot create'
   WID_JOIN_TOKEN=TOKEN widagent start --roles agent --auth auth.example.com:3025 --ca-pin sha256:...
 
   # The same, with the token in a file only the agent's user can read
@@ -238,7 +238,7 @@ refused.`,
 	f.String("auth", "", "host:port of the auth service, or of its replicas separated by commas (--roles agent)")
 	f.String("join-token", "", "join token for the agent's first start (--roles agent); visible to local users in the process list: prefer WID_JOIN_TOKEN or --join-token-file")
 	f.String("join-token-file", "", "`FILE` holding the join token for the agent's first start (--roles agent)")
-	f.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token add) or kubernetes (a projected service-account token)")
+	f.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token create) or kubernetes (a projected service-account token)")
 	f.String("sa-token-file", kubejoin.DefaultTokenFile, "projected service-account token of --join-method kubernetes, read afresh on every join")
 	f.String("ca-pin", "", "sha256:... pin of the auth service's CA, as printed by widagent start (--roles agent)")
 	f.String("workload-socket", paths.DefaultWorkloadSocket(), "unix socket of the SPIFFE Workload API")
@@ -409,7 +409,7 @@ func readJoinTokenFile(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return "", fmt.Errorf("the join token file %s does not exist: write the token that widctl bot add printed into it", path)
+			return "", fmt.Errorf("the join token file %s does not exist: write the token that widctl bot create printed into it", path)
 		}
 		return "", fmt.Errorf("reading the join token file %s: %w", path, err)
 	}
@@ -423,7 +423,7 @@ func readJoinTokenFile(path string) (string, error) {
 	}
 	token := strings.TrimSpace(string(b))
 	if token == "" {
-		return "", fmt.Errorf("the join token file %s is empty: write the token that widctl bot add printed into it", path)
+		return "", fmt.Errorf("the join token file %s is empty: write the token that widctl bot create printed into it", path)
 	}
 	if strings.ContainsAny(token, " \t\r\n") {
 		return "", fmt.Errorf("the join token file %s holds more than one word: write the token alone into it", path)

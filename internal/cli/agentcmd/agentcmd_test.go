@@ -240,8 +240,8 @@ func TestJoinTokenFileRefusals(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"missing", []string{"--join-token-file", missing}, "the join token file " + missing + " does not exist: write the token that widctl bot add printed into it"},
-		{"empty", []string{"--join-token-file", empty}, "the join token file " + empty + " is empty: write the token that widctl bot add printed into it"},
+		{"missing", []string{"--join-token-file", missing}, "the join token file " + missing + " does not exist: write the token that widctl bot create printed into it"},
+		{"empty", []string{"--join-token-file", empty}, "the join token file " + empty + " is empty: write the token that widctl bot create printed into it"},
 		{"too large", []string{"--join-token-file", large}, "the join token file " + large + " is larger than 4096 bytes"},
 		{"not one word", []string{"--join-token-file", words}, "holds more than one word"},
 		{"a directory", []string{"--join-token-file", dir}, "reading the join token file " + dir},

@@ -4,22 +4,10 @@
 package bot
 
 import (
-	"context"
-	"fmt"
-	"strings"
-	"time"
-
 	"github.com/spf13/cobra"
-	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
-	"github.com/wid-project/wid/internal/cli/iostreams"
-	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
-	"github.com/wid-project/wid/internal/cli/token"
-	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // NewCmdBot builds the `widctl bot` group.
@@ -29,13 +17,13 @@ func NewCmdBot(f *cmdutil.Factory) *cobra.Command {
 		Short: "Manage bots: the identities agents join as",
 		Long: `A bot is a machine identity. An agent joins the trust domain as a bot with a
 join token, then issues its workloads the SPIFFE IDs the bot's roles grant.`,
-		Example: `  widctl bot add web-agent --roles web
+		Example: `  widctl bot create web-agent --roles web
   widctl bot update web-agent --roles web,api
   widctl bot ls
   widctl bot rm web-agent`,
 	})
 	cmd.AddCommand(
-		NewCmdAdd(f, nil),
+		NewCmdCreate(f, nil),
 		resourcecmd.NewCmdListKind(f, resource.KindBot, resourcecmd.Help{
 			Short:   "List bots",
 			Example: "  widctl bot ls\n  widctl bot ls --format yaml",
@@ -52,207 +40,4 @@ join token, then issues its workloads the SPIFFE IDs the bot's roles grant.`,
 		}, nil),
 	)
 	return cmd
-}
-
-// AddOptions are the settings of `widctl bot add`.
-type AddOptions struct {
-	IO      *iostreams.IOStreams
-	Client  func(context.Context) (*client.Client, error)
-	Printer func() (*output.Printer, error)
-
-	Name     string
-	Roles    []string
-	TokenTTL resource.Duration
-	Force    bool
-}
-
-// NewCmdAdd builds `widctl bot add`.
-func NewCmdAdd(f *cmdutil.Factory, runF func(*AddOptions) error) *cobra.Command {
-	opts := &AddOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
-	cmd := &cobra.Command{
-		Use:   "add NAME --roles ROLE[,ROLE...] [--token-ttl DURATION] [--force]",
-		Short: "Add a bot and make its first join token",
-		Long: `Add a bot holding the given roles and make a single-use join token for it.
-The token is printed once, with the widagent command that joins an agent
-as the bot. Make more tokens with "widctl token add".
-
-An existing bot of the same name is refused unless --force replaces it: the
-bot then holds exactly the given roles, and a new join token is made. Agents
-already joined as the bot stay joined and get what the new roles grant.`,
-		Example: `  widctl bot add web-agent --roles web
-  widctl bot add ci --roles deploy,web --token-ttl 10m
-  widctl bot add web-agent --roles web,api --force`,
-		Args: cmdutil.ExactArgs(1, "the bot's name"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if _, err := opts.Bot(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return addRun(cmd.Context(), opts)
-		},
-	}
-	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the bot holds, comma-separated")
-	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
-	cmdutil.DurationVar(cmd.Flags(), &opts.TokenTTL, "token-ttl", "the join token expires after `DURATION` (default 1h)")
-	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace a bot of the same name and make it a new join token")
-	return cmd
-}
-
-// Bot builds and checks the bot the options describe.
-func (opts *AddOptions) Bot() (*resource.Bot, error) {
-	if err := resource.ValidateName(opts.Name); err != nil {
-		return nil, cmdutil.InputError(err)
-	}
-	var roles []string
-	for _, r := range opts.Roles {
-		if r = strings.TrimSpace(r); r != "" {
-			roles = append(roles, r)
-		}
-	}
-	if len(roles) == 0 {
-		return nil, cmdutil.InputErrorf("bot %q needs roles: pass --roles ROLE[,ROLE...]", opts.Name)
-	}
-	b := &resource.Bot{
-		Header: resource.Header{Kind: resource.KindBot, Version: resource.V1, Metadata: resource.Metadata{Name: opts.Name}},
-		Spec:   resource.BotSpec{Roles: roles},
-	}
-	if err := b.Validate(); err != nil {
-		return nil, cmdutil.InputError(err)
-	}
-	return b, nil
-}
-
-func addRun(ctx context.Context, opts *AddOptions) error {
-	b, err := opts.Bot()
-	if err != nil {
-		return err
-	}
-	p, err := opts.Printer()
-	if err != nil {
-		return err
-	}
-	c, err := opts.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	// Ping first: the join command needs the auth address and CA pin, and a
-	// bot made without them would leave a token nobody can use.
-	ping, err := c.Ping(ctx, &authv1.PingRequest{})
-	if err != nil {
-		return err
-	}
-	ttl := int64(opts.TokenTTL.D() / time.Second)
-	verb := "Added"
-	secret, tokenDoc, err := createBot(ctx, c, b, ttl)
-	if status.Code(err) == codes.AlreadyExists && opts.Force {
-		verb = "Replaced"
-		secret, tokenDoc, err = replaceBot(ctx, c, b, ttl)
-	}
-	if err != nil {
-		return err
-	}
-	j, err := token.NewJoin(ping, secret, tokenDoc)
-	if err != nil {
-		return err
-	}
-	j.Roles = b.Spec.Roles
-	return j.Print(p, fmt.Sprintf("%s bot %s with roles %s.", verb, b.Metadata.Name, strings.Join(b.Spec.Roles, ", ")))
-}
-
-// createBot makes a new bot and its first token in one step.
-func createBot(ctx context.Context, c *client.Client, b *resource.Bot, ttlSeconds int64) (secret string, tokenDoc []byte, err error) {
-	resp, err := c.CreateBot(ctx, &authv1.CreateBotRequest{Name: b.Metadata.Name, Roles: b.Spec.Roles, TokenTtlSeconds: ttlSeconds})
-	if err != nil {
-		return "", nil, err
-	}
-	return resp.GetToken(), resp.GetJoinToken(), nil
-}
-
-// replaceBot is --force on a bot that exists: the bot document is replaced
-// the way "widctl create --force" replaces it, then a token is made for it.
-func replaceBot(ctx context.Context, c *client.Client, b *resource.Bot, ttlSeconds int64) (secret string, tokenDoc []byte, err error) {
-	if _, err := cmdutil.CreateResources(ctx, c, true, b); err != nil {
-		return "", nil, err
-	}
-	resp, err := c.CreateJoinToken(ctx, &authv1.CreateJoinTokenRequest{Bot: b.Metadata.Name, TtlSeconds: ttlSeconds, Uses: 1, Method: resource.JoinMethodToken})
-	if err != nil {
-		return "", nil, fmt.Errorf("bot %s was replaced, but making its join token failed (make one with widctl token add %s): %w", b.Metadata.Name, b.Metadata.Name, err)
-	}
-	return resp.GetToken(), resp.GetJoinToken(), nil
-}
-
-// UpdateOptions are the settings of `widctl bot update`.
-type UpdateOptions struct {
-	IO      *iostreams.IOStreams
-	Client  func(context.Context) (*client.Client, error)
-	Printer func() (*output.Printer, error)
-
-	Name  string
-	Roles []string
-}
-
-// NewCmdUpdate builds `widctl bot update`.
-func NewCmdUpdate(f *cmdutil.Factory, runF func(*UpdateOptions) error) *cobra.Command {
-	opts := &UpdateOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
-	cmd := &cobra.Command{
-		Use:   "update NAME --roles ROLE[,ROLE...]",
-		Short: "Replace a bot's roles",
-		Long: `Replace the roles a bot holds; agents joined as the bot get what the new
-roles grant, and lose what only the old ones did. The change is made only if
-nobody changed the bot since it was read.`,
-		Example:           `  widctl bot update web-agent --roles web,api`,
-		Args:              cmdutil.ExactArgs(1, "the bot's name"),
-		ValidArgsFunction: resourcecmd.CompleteNames(f, resource.KindBot),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			opts.Name = args[0]
-			if _, err := (&AddOptions{Name: opts.Name, Roles: opts.Roles}).Bot(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return updateRun(cmd.Context(), opts)
-		},
-	}
-	cmd.Flags().StringSliceVar(&opts.Roles, "roles", nil, "`ROLES` the bot holds from now on, comma-separated")
-	cmd.RegisterFlagCompletionFunc("roles", resourcecmd.CompleteNameList(f, resource.KindRole))
-	return cmd
-}
-
-func updateRun(ctx context.Context, opts *UpdateOptions) error {
-	want, err := (&AddOptions{Name: opts.Name, Roles: opts.Roles}).Bot()
-	if err != nil {
-		return err
-	}
-	p, err := opts.Printer()
-	if err != nil {
-		return err
-	}
-	c, err := opts.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	cur, err := cmdutil.GetResource(ctx, c, resource.KindBot, opts.Name)
-	if err != nil {
-		return err
-	}
-	b, ok := cur.(*resource.Bot)
-	if !ok {
-		return fmt.Errorf("bot/%s came back as a %s", opts.Name, cur.GetKind())
-	}
-	b.Spec.Roles = want.Spec.Roles
-	updated, err := cmdutil.UpdateResource(ctx, c, b)
-	if err != nil {
-		return err
-	}
-	if p.Format != output.Text {
-		return p.Resource(updated)
-	}
-	_, err = fmt.Fprintf(opts.IO.Out, "bot %s now holds %s\n", b.Metadata.Name, strings.Join(b.Spec.Roles, ", "))
-	return err
 }

@@ -9,10 +9,10 @@ import (
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
-func TestAddParsesFlags(t *testing.T) {
+func TestCreateParsesFlags(t *testing.T) {
 	f, _ := clitest.Factory(t)
-	var got *AddOptions
-	cmd := NewCmdAdd(f, func(o *AddOptions) error { got = o; return nil })
+	var got *CreateOptions
+	cmd := NewCmdCreate(f, func(o *CreateOptions) error { got = o; return nil })
 	cmd.SetArgs([]string{"ci", "--roles", "deploy, web", "--roles", "audit", "--token-ttl", "10m"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 // Package clitest helps test widctl commands: factories on test streams,
 // a client factory that fails the test if a command reaches for the network,
-// and golden files. Only tests import it.
+// golden files, and Widctl, the one runner of widctl in-process against a
+// real auth service. Only tests import it.
 package clitest
 
 import (

@@ -15,11 +15,11 @@ import (
 	"github.com/spf13/cobra"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
-	"github.com/wid-project/wid/internal/cli/condition"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/condition"
 	"github.com/wid-project/wid/internal/core/resource"
 )
 

@@ -53,7 +53,7 @@ func NewCmdLogin(f *cmdutil.Factory, runF func(*Options) error) *cobra.Command {
 		Short: "Log in to an auth service as a user",
 		Long: `Log in to a remote auth service and get a short-lived user certificate.
 
-The first login uses the invite that widctl user add printed, and sets your
+The first login uses the invite that widctl user create printed, and sets your
 password. The auth service is checked against --ca-pin; the pin is saved, and
 a different CA later is refused. The key is made here and kept in the OS
 keyring (service wid), or in a 0600 file under ~/.config/widctl/keys when
@@ -83,7 +83,7 @@ The password is read from the terminal without echo, or from stdin with
 		},
 	}
 	cmd.Flags().StringVar(&opts.User, "user", "", "log in as the user `NAME`")
-	cmd.Flags().StringVar(&opts.Invite, "invite", "", "the one-time invite `CODE` from widctl user add, for the first login")
+	cmd.Flags().StringVar(&opts.Invite, "invite", "", "the one-time invite `CODE` from widctl user create, for the first login")
 	cmd.Flags().BoolVar(&opts.PasswordStdin, "password-stdin", false, "read the password from the first line of stdin")
 	cmd.Flags().StringVar(&opts.TOTPCode, "totp-code", "", "the `CODE` of your authenticator app, for a user with a second factor (asked for at a terminal; with --password-stdin, the second line)")
 	cmdutil.DurationVar(cmd.Flags(), &opts.TTL, "ttl", "ask for a login that lasts `DURATION` (default 8h, capped by your roles' max_session_ttl)")
@@ -202,7 +202,7 @@ func loginRun(ctx context.Context, opts *Options) error {
 		pin = saved.CAPin
 	}
 	if pin == "" {
-		return cmdutil.InputErrorf("the auth service at %s is not known yet: pass --ca-pin sha256:... as printed by widagent start or widctl user add", auth)
+		return cmdutil.InputErrorf("the auth service at %s is not known yet: pass --ca-pin sha256:... as printed by widagent start or widctl user create", auth)
 	}
 	pw, err := opts.password()
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/wid-project/wid/internal/cli/condition"
+	"github.com/wid-project/wid/internal/core/condition"
 	"github.com/wid-project/wid/internal/core/resource"
 )
 

@@ -114,11 +114,11 @@ func emptyHint(kind string) string {
 	case resource.KindRole:
 		return "no roles yet: create one with widctl role create NAME --spiffe-path PATH"
 	case resource.KindUser:
-		return "no users yet: add one with widctl user add NAME --roles ROLE"
+		return "no users yet: create one with widctl user create NAME --roles ROLE"
 	case resource.KindBot:
-		return "no bots yet: add one with widctl bot add NAME --roles ROLE"
+		return "no bots yet: create one with widctl bot create NAME --roles ROLE"
 	case resource.KindJoinToken:
-		return "no join tokens: make one with widctl token add --bot NAME"
+		return "no join tokens: make one with widctl token create --bot NAME"
 	case resource.KindWorkloadIdentity:
 		return "no workload identities yet: create one with widctl workload-identity create NAME --spiffe-id TEMPLATE --rule CONDITION"
 	}

@@ -60,7 +60,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 ` + cmdutil.ExitCodesHelp,
 		Example: `  # Next to a running "widagent start":
   widctl role create web --spiffe-path '/svc/web/*' --max-ttl 1h
-  widctl bot add web-agent --roles web
+  widctl bot create web-agent --roles web
   widctl explain --bot web-agent --spiffe-id /svc/web/frontend
   widctl audit ls --since 1h
 

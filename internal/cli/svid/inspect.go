@@ -223,7 +223,7 @@ func inspectRun(ctx context.Context, opts *InspectOptions) error {
 func inspectX509(certs []*x509.Certificate, bundle *spiffebundle.Bundle, now time.Time) *Inspection {
 	leaf := certs[0]
 	in := &Inspection{
-		Type: TypeX509, DNSSANs: leaf.DNSNames, Serial: ca.FormatSerial(leaf.SerialNumber),
+		Type: authv1.SVIDTypeX509, DNSSANs: leaf.DNSNames, Serial: ca.FormatSerial(leaf.SerialNumber),
 		NotBefore: leaf.NotBefore.UTC(), NotAfter: leaf.NotAfter.UTC(),
 	}
 	if len(leaf.AuthorityKeyId) > 0 {
@@ -275,7 +275,7 @@ func inspectJWT(token string, bundle *spiffebundle.Bundle, audiences []string) (
 	if err != nil {
 		return nil, cmdutil.InputErrorf("not a JWT-SVID: %v", err)
 	}
-	in := &Inspection{Type: TypeJWT, SPIFFEID: claims.Subject, JTI: claims.ID, Audience: claims.Audience, IssuerKeyID: kid}
+	in := &Inspection{Type: authv1.SVIDTypeJWT, SPIFFEID: claims.Subject, JTI: claims.ID, Audience: claims.Audience, IssuerKeyID: kid}
 	if claims.IssuedAt != nil {
 		in.NotBefore = claims.IssuedAt.Time().UTC()
 	}

@@ -107,7 +107,7 @@ with --output -.`,
 	}
 	fl := cmd.Flags()
 	fl.SortFlags = false
-	fl.StringVar(&opts.Type, "type", TypeX509, "the SVID `TYPE`: x509 or jwt")
+	fl.StringVar(&opts.Type, "type", authv1.SVIDTypeX509, "the SVID `TYPE`: x509 or jwt")
 	cmdutil.DurationVar(fl, &opts.TTL, "ttl", "how long the SVID lives, as a `DURATION` such as 15m or 1h (default: the issuer's default, capped by your roles)")
 	fl.StringSliceVar(&opts.DNSSANs, "dns-san", nil, "add the DNS SAN `NAME` to the X509-SVID (repeatable, comma-separated)")
 	fl.StringSliceVar(&opts.IPSANs, "ip-san", nil, "add the `IP` SAN to the X509-SVID (repeatable, comma-separated)")
@@ -115,7 +115,7 @@ with --output -.`,
 	fl.StringVarP(&opts.Output, "output", "o", ".", "write the files into `DIR` (created 0700 if missing); - prints a JWT-SVID's token on stdout")
 	fl.BoolVar(&opts.Overwrite, "overwrite", false, "replace svid.pem, svid.key, bundle.pem or svid.token if they exist")
 	fl.StringVar(&opts.KeyType, "key-type", KeyP256, "the X509-SVID's key `TYPE`: p256, rsa2048 or ed25519")
-	_ = cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions([]string{TypeX509, TypeJWT}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions([]string{authv1.SVIDTypeX509, authv1.SVIDTypeJWT}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("key-type", cobra.FixedCompletions([]string{KeyP256, KeyRSA2048, KeyEd25519}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagDirname("output")
 	return cmd
@@ -138,14 +138,14 @@ func (opts *IssueOptions) check(cmd *cobra.Command) error {
 		return cmdutil.InputErrorf("--ttl %s is not a whole number of seconds: write it like 90s, 15m or 1h", opts.TTL)
 	}
 	switch opts.Type {
-	case TypeX509:
+	case authv1.SVIDTypeX509:
 		if len(opts.Audiences) > 0 {
 			return cmdutil.InputErrorf("--audience is for JWT-SVIDs: add --type jwt, or leave --audience out")
 		}
 		if opts.Output == OutputStdout {
 			return cmdutil.InputErrorf("--output - prints a JWT-SVID's token; an X509-SVID is three files: give a directory")
 		}
-	case TypeJWT:
+	case authv1.SVIDTypeJWT:
 		if len(opts.Audiences) == 0 {
 			return cmdutil.InputErrorf("a JWT-SVID needs an audience: pass --audience, for example --audience api")
 		}
@@ -185,7 +185,7 @@ func (opts *IssueOptions) check(cmd *cobra.Command) error {
 
 // files are the paths issue writes: certificate, key and bundle, or token.
 func (opts *IssueOptions) files() []string {
-	if opts.Type == TypeJWT {
+	if opts.Type == authv1.SVIDTypeJWT {
 		return []string{filepath.Join(opts.Output, FileToken)}
 	}
 	return []string{filepath.Join(opts.Output, FileCert), filepath.Join(opts.Output, FileKey), filepath.Join(opts.Output, FileBundle)}
@@ -281,7 +281,7 @@ func issueRun(ctx context.Context, opts *IssueOptions) error {
 		return err
 	}
 	var res *IssueResult
-	if opts.Type == TypeJWT {
+	if opts.Type == authv1.SVIDTypeJWT {
 		res, err = issueJWT(ctx, opts)
 	} else {
 		res, err = issueX509(ctx, opts)
@@ -390,7 +390,7 @@ func issueX509(ctx context.Context, opts *IssueOptions) (*IssueResult, error) {
 		}
 	}
 	res := &IssueResult{
-		SPIFFEID: svid.ID.String(), Type: TypeX509, Serial: resp.GetSerial(),
+		SPIFFEID: svid.ID.String(), Type: authv1.SVIDTypeX509, Serial: resp.GetSerial(),
 		DNSSANs: svid.Certificates[0].DNSNames, KeyType: opts.KeyType,
 		ExpiresAt: svid.Certificates[0].NotAfter.UTC(),
 		Files:     files,
@@ -416,7 +416,7 @@ func issueJWT(ctx context.Context, opts *IssueOptions) (*IssueResult, error) {
 		return nil, err
 	}
 	res := &IssueResult{
-		SPIFFEID: resp.GetSpiffeId(), Type: TypeJWT, JTI: resp.GetJti(), Audience: opts.Audiences,
+		SPIFFEID: resp.GetSpiffeId(), Type: authv1.SVIDTypeJWT, JTI: resp.GetJti(), Audience: opts.Audiences,
 		ExpiresAt: resp.GetExpiresAt().AsTime().UTC(), Files: []string{},
 	}
 	if opts.Output == OutputStdout {

@@ -10,14 +10,10 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+
 	"github.com/spf13/cobra"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
-)
-
-// SVID types.
-const (
-	TypeX509 = "x509"
-	TypeJWT  = "jwt"
 )
 
 // Names of the files issue writes into --output.
@@ -59,7 +55,7 @@ func keyFingerprint(pub crypto.PublicKey) string {
 
 // typeLabel names an SVID type as the SPIFFE standards do.
 func typeLabel(typ string) string {
-	if typ == TypeJWT {
+	if typ == authv1.SVIDTypeJWT {
 		return "JWT-SVID"
 	}
 	return "X509-SVID"

@@ -29,58 +29,33 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/clitest"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
-	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/root"
 	"github.com/wid-project/wid/internal/cli/svid"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/ca"
 )
 
-// widctl runs widctl in-process against a real auth service through its
-// admin socket, as on the auth host.
-type widctl struct {
-	t   *testing.T
-	srv *authtest.Server
+// widctl is the shared in-process runner, with this package's helpers.
+type widctl struct{ clitest.Widctl }
+
+func newWidctl(t *testing.T, srv *authtest.Server) widctl {
+	return widctl{clitest.Widctl{T: t, Srv: srv, Main: root.Run}}
 }
 
 func start(t *testing.T) widctl {
 	t.Helper()
-	clitest.Isolate(t)
-	return widctl{t: t, srv: authtest.Start(t)}
-}
-
-func (w widctl) runIn(stdin string, args ...string) (code int, stdout, stderr string) {
-	w.t.Helper()
-	ios, in, out, errOut := iostreams.Test()
-	in.WriteString(stdin)
-	args = append([]string{"--admin-socket", w.srv.AdminSocket}, args...)
-	code = root.Run(context.Background(), cmdutil.NewFactory(ios), args)
-	return code, out.String(), errOut.String()
-}
-
-func (w widctl) run(args ...string) (int, string, string) {
-	w.t.Helper()
-	return w.runIn("", args...)
-}
-
-func (w widctl) ok(args ...string) string {
-	w.t.Helper()
-	code, out, errOut := w.run(args...)
-	if code != 0 {
-		w.t.Fatalf("widctl %s: exit %d: %s", strings.Join(args, " "), code, errOut)
-	}
-	return out
+	return widctl{clitest.StartWidctl(t, root.Run)}
 }
 
 func (w widctl) jwtBundle() *jwtbundle.Bundle {
-	w.t.Helper()
-	resp, err := w.srv.AdminClient(w.t).GetBundle(context.Background(), &authv1.GetBundleRequest{})
+	w.T.Helper()
+	resp, err := w.Srv.AdminClient(w.T).GetBundle(context.Background(), &authv1.GetBundleRequest{})
 	if err != nil {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
-	b, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString(w.srv.TrustDomain), resp.GetJwks())
+	b, err := spiffebundle.Parse(spiffeid.RequireTrustDomainFromString(w.Srv.TrustDomain), resp.GetJwks())
 	if err != nil {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
 	return b.JWTBundle()
 }
@@ -93,9 +68,9 @@ func TestIssueX509Verifies(t *testing.T) {
 		t.Run(keyType, func(t *testing.T) {
 			w := start(t)
 			// The admin's editor role grants every path but no SANs.
-			w.ok("role", "update", "editor", "--dns-san", "*.example.com", "--ip-san", "10.0.0.0/8")
+			w.OK("role", "update", "editor", "--dns-san", "*.example.com", "--ip-san", "10.0.0.0/8")
 			dir := filepath.Join(t.TempDir(), "out")
-			out := w.ok("svid", "issue", "/team/alice/laptop", "--ttl", "30m", "--dns-san", "laptop.example.com", "--ip-san", "10.1.2.3",
+			out := w.OK("svid", "issue", "/team/alice/laptop", "--ttl", "30m", "--dns-san", "laptop.example.com", "--ip-san", "10.1.2.3",
 				"--key-type", keyType, "--output", dir)
 
 			if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
@@ -109,7 +84,7 @@ func TestIssueX509Verifies(t *testing.T) {
 			if err != nil {
 				t.Fatalf("svid.pem and svid.key do not make an X509-SVID: %v", err)
 			}
-			b, err := x509bundle.Load(spiffeid.RequireTrustDomainFromString(w.srv.TrustDomain), filepath.Join(dir, svid.FileBundle))
+			b, err := x509bundle.Load(spiffeid.RequireTrustDomainFromString(w.Srv.TrustDomain), filepath.Join(dir, svid.FileBundle))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +92,7 @@ func TestIssueX509Verifies(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the SVID does not verify against bundle.pem: %v", err)
 			}
-			if want := "spiffe://" + w.srv.TrustDomain + "/team/alice/laptop"; id.String() != want {
+			if want := "spiffe://" + w.Srv.TrustDomain + "/team/alice/laptop"; id.String() != want {
 				t.Errorf("ID = %s, want %s", id, want)
 			}
 			leaf := s.Certificates[0]
@@ -134,7 +109,7 @@ func TestIssueX509Verifies(t *testing.T) {
 			}
 
 			// inspect agrees.
-			got := w.ok("svid", "inspect", filepath.Join(dir, svid.FileCert))
+			got := w.OK("svid", "inspect", filepath.Join(dir, svid.FileCert))
 			if !strings.Contains(got, "spiffe://example.org/team/alice/laptop") || !strings.Contains(got, "verified against the bundle of example.org") || !strings.Contains(got, "laptop.example.com") {
 				t.Errorf("inspect:\n%s", got)
 			}
@@ -151,7 +126,7 @@ func TestIssueRefusesToOverwrite(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, svid.FileBundle), old, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errOut := w.run("svid", "issue", "/x", "--output", dir)
+	code, out, errOut := w.Run("svid", "issue", "/x", "--output", dir)
 	if code != cmdutil.ExitBadInput || out != "" || !strings.Contains(errOut, "bundle.pem already exists in "+dir+": pass --overwrite") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
@@ -163,7 +138,7 @@ func TestIssueRefusesToOverwrite(t *testing.T) {
 		t.Errorf("bundle.pem changed to %q", got)
 	}
 
-	w.ok("svid", "issue", "/x", "--output", dir, "--overwrite")
+	w.OK("svid", "issue", "/x", "--output", dir, "--overwrite")
 	if got, _ := os.ReadFile(filepath.Join(dir, svid.FileBundle)); !strings.HasPrefix(string(got), "-----BEGIN CERTIFICATE-----") {
 		t.Errorf("with --overwrite bundle.pem is %q", got)
 	}
@@ -175,7 +150,7 @@ func TestIssueJWT(t *testing.T) {
 	w := start(t)
 	jwks := w.jwtBundle()
 
-	out := w.ok("svid", "issue", "/team/alice/cli", "--type", "jwt", "--audience", "api", "--output", "-")
+	out := w.OK("svid", "issue", "/team/alice/cli", "--type", "jwt", "--audience", "api", "--output", "-")
 	token := strings.TrimSuffix(out, "\n")
 	if strings.ContainsAny(token, " \n") || strings.Count(token, ".") != 2 {
 		t.Fatalf("stdout is not just a token: %q", out)
@@ -193,7 +168,7 @@ func TestIssueJWT(t *testing.T) {
 
 	dir := t.TempDir()
 	var res svid.IssueResult
-	if err := json.Unmarshal([]byte(w.ok("svid", "issue", "/team/alice/cli", "--type", "jwt", "--audience", "api,db", "-o", dir, "--ttl", "5m", "--format", "json")), &res); err != nil {
+	if err := json.Unmarshal([]byte(w.OK("svid", "issue", "/team/alice/cli", "--type", "jwt", "--audience", "api,db", "-o", dir, "--ttl", "5m", "--format", "json")), &res); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, svid.FileToken)
@@ -210,14 +185,14 @@ func TestIssueJWT(t *testing.T) {
 	}
 
 	var in svid.Inspection
-	if err := json.Unmarshal([]byte(w.ok("svid", "inspect", path, "--format", "json")), &in); err != nil {
+	if err := json.Unmarshal([]byte(w.OK("svid", "inspect", path, "--format", "json")), &in); err != nil {
 		t.Fatal(err)
 	}
 	if !in.Verified || in.SPIFFEID != "spiffe://example.org/team/alice/cli" || in.JTI != res.JTI || in.IssuerKey == "" || in.IssuerKeyID == "" {
 		t.Errorf("inspection = %+v", in)
 	}
 	// From stdin, and with an audience it was not meant for.
-	code, out, errOut := w.runIn(token, "svid", "inspect", "-", "--audience", "nope")
+	code, out, errOut := w.RunIn(token, "svid", "inspect", "-", "--audience", "nope")
 	if code != cmdutil.ExitError || !strings.Contains(out, "NOT verified: expected audience") || errOut != "" {
 		t.Errorf("wrong audience: exit %d, %q %q", code, out, errOut)
 	}
@@ -226,16 +201,16 @@ func TestIssueJWT(t *testing.T) {
 // An SVID from another trust domain is decoded, shown and refused.
 func TestInspectForeignSVID(t *testing.T) {
 	w := start(t)
-	other := widctl{t: t, srv: authtest.Start(t, authtest.WithTrustDomain("other.org"))}
+	other := newWidctl(t, authtest.Start(t, authtest.WithTrustDomain("other.org")))
 	dir := t.TempDir()
-	other.ok("svid", "issue", "/svc/x", "-o", dir)
-	code, out, _ := w.run("svid", "inspect", filepath.Join(dir, svid.FileCert))
+	other.OK("svid", "issue", "/svc/x", "-o", dir)
+	code, out, _ := w.Run("svid", "inspect", filepath.Join(dir, svid.FileCert))
 	if code != cmdutil.ExitError || !strings.Contains(out, "spiffe://other.org/svc/x") || !strings.Contains(out, "NOT verified") {
 		t.Errorf("exit %d:\n%s", code, out)
 	}
 
-	token := other.ok("svid", "issue", "/svc/x", "--type", "jwt", "--audience", "api", "-o", "-")
-	code, out, _ = w.runIn(token, "svid", "inspect", "-")
+	token := other.OK("svid", "issue", "/svc/x", "--type", "jwt", "--audience", "api", "-o", "-")
+	code, out, _ = w.RunIn(token, "svid", "inspect", "-")
 	if code != cmdutil.ExitError || !strings.Contains(out, "spiffe://other.org/svc/x") || !strings.Contains(out, `NOT verified: no bundle found for trust domain "other.org"`) {
 		t.Errorf("foreign JWT-SVID: exit %d:\n%s", code, out)
 	}
@@ -246,7 +221,7 @@ func TestInspectForeignSVID(t *testing.T) {
 func TestIssueRefusals(t *testing.T) {
 	w := start(t)
 	// The admin socket's identity holds the editor role; narrow it.
-	w.ok("role", "update", "editor", "--deny-path", "/team/bob/**", "--max-ttl", "4h")
+	w.OK("role", "update", "editor", "--deny-path", "/team/bob/**", "--max-ttl", "4h")
 	tests := []struct {
 		name string
 		args []string
@@ -262,7 +237,7 @@ func TestIssueRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "out")
-			code, out, errOut := w.run(append(append([]string{"svid", "issue"}, tt.args...), "-o", dir)...)
+			code, out, errOut := w.Run(append(append([]string{"svid", "issue"}, tt.args...), "-o", dir)...)
 			if code != tt.code || out != "" || !strings.HasPrefix(errOut, "error: ") || !strings.Contains(errOut, tt.want) || strings.Count(errOut, "\n") != 1 || strings.Contains(errOut, "rpc error") {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and %q", code, out, errOut, tt.code, tt.want)
 			}
@@ -278,11 +253,11 @@ func TestIssueRefusals(t *testing.T) {
 // same trust domain does not.
 func TestIssuedSVIDWorksForMTLS(t *testing.T) {
 	w := start(t)
-	td := spiffeid.RequireTrustDomainFromString(w.srv.TrustDomain)
+	td := spiffeid.RequireTrustDomainFromString(w.Srv.TrustDomain)
 	load := func(path string) (*x509svid.SVID, *x509bundle.Bundle) {
 		t.Helper()
 		dir := t.TempDir()
-		w.ok("svid", "issue", path, "-o", dir)
+		w.OK("svid", "issue", path, "-o", dir)
 		s, err := x509svid.Load(filepath.Join(dir, svid.FileCert), filepath.Join(dir, svid.FileKey))
 		if err != nil {
 			t.Fatal(err)
@@ -352,7 +327,7 @@ func TestIssueParsesFlags(t *testing.T) {
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	if got.Path != "/team/alice/laptop" || got.TTL.D() != 2*time.Hour || got.Type != svid.TypeX509 || got.KeyType != svid.KeyEd25519 ||
+	if got.Path != "/team/alice/laptop" || got.TTL.D() != 2*time.Hour || got.Type != authv1.SVIDTypeX509 || got.KeyType != svid.KeyEd25519 ||
 		got.Output != "out" || !got.Overwrite || strings.Join(got.DNSSANs, " ") != "a.example.com b.example.com" || strings.Join(got.IPSANs, " ") != "10.1.2.3 fd00::1" {
 		t.Errorf("options = %+v", got)
 	}
@@ -362,7 +337,7 @@ func TestIssueParsesFlags(t *testing.T) {
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
-	if got.Type != svid.TypeJWT || strings.Join(got.Audiences, " ") != "api db ci" || got.Output != "." {
+	if got.Type != authv1.SVIDTypeJWT || strings.Join(got.Audiences, " ") != "api db ci" || got.Output != "." {
 		t.Errorf("options = %+v", got)
 	}
 }
@@ -374,7 +349,7 @@ func TestIssueJWTToStdoutAsJSON(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
 	var res svid.IssueResult
-	if err := json.Unmarshal([]byte(w.ok("svid", "issue", "/ci", "--type", "jwt", "--audience", "api", "-o", "-", "--format", "json")), &res); err != nil {
+	if err := json.Unmarshal([]byte(w.OK("svid", "issue", "/ci", "--type", "jwt", "--audience", "api", "-o", "-", "--format", "json")), &res); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := jwtsvid.ParseAndValidate(res.Token, w.jwtBundle(), []string{"api"}); err != nil || len(res.Files) != 0 {
@@ -393,18 +368,18 @@ func TestSerialSameEverywhere(t *testing.T) {
 	w := start(t)
 	dir := t.TempDir()
 	var issued svid.IssueResult
-	if err := json.Unmarshal([]byte(w.ok("svid", "issue", "/svc/serial", "-o", dir, "--format", "json")), &issued); err != nil {
+	if err := json.Unmarshal([]byte(w.OK("svid", "issue", "/svc/serial", "-o", dir, "--format", "json")), &issued); err != nil {
 		t.Fatal(err)
 	}
 	var inspected svid.Inspection
-	if err := json.Unmarshal([]byte(w.ok("svid", "inspect", filepath.Join(dir, svid.FileCert), "--format", "json")), &inspected); err != nil {
+	if err := json.Unmarshal([]byte(w.OK("svid", "inspect", filepath.Join(dir, svid.FileCert), "--format", "json")), &inspected); err != nil {
 		t.Fatal(err)
 	}
 	var events []struct {
 		Type   string `json:"type"`
 		Serial string `json:"serial"`
 	}
-	if err := json.Unmarshal([]byte(w.ok("audit", "ls", "--type", "svid.x509.issued", "--format", "json")), &events); err != nil {
+	if err := json.Unmarshal([]byte(w.OK("audit", "ls", "--type", "svid.x509.issued", "--format", "json")), &events); err != nil {
 		t.Fatal(err)
 	}
 	if len(events) == 0 {
@@ -430,7 +405,7 @@ func TestSerialSameEverywhere(t *testing.T) {
 	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, out, _ := w.run("svid", "inspect", file, "--format", "json")
+	_, out, _ := w.Run("svid", "inspect", file, "--format", "json")
 	if err := json.Unmarshal([]byte(out), &inspected); err != nil {
 		t.Fatalf("%v: %s", err, out)
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
-// Join is what `widctl bot add` and `widctl token add` print: a join token,
+// Join is what `widctl bot create` and `widctl token create` print: a join token,
 // shown once, and the command that joins an agent with it. Its JSON and YAML
 // field names are stable.
 type Join struct {

@@ -15,7 +15,7 @@ import (
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
-func (opts *AddOptions) checkKubernetes() error {
+func (opts *CreateOptions) checkKubernetes() error {
 	switch {
 	case opts.Name == "":
 		return cmdutil.InputErrorf("a kubernetes join token needs a name that agents pass as --join-token: pass --name NAME")
@@ -46,7 +46,7 @@ func (opts *AddOptions) checkKubernetes() error {
 }
 
 // kubernetesToken builds the join token resource that opts describe.
-func (opts *AddOptions) kubernetesToken(now time.Time) (*resource.JoinToken, error) {
+func (opts *CreateOptions) kubernetesToken(now time.Time) (*resource.JoinToken, error) {
 	k := &resource.KubernetesJoin{
 		Issuer: opts.Issuer, TokenReview: opts.TokenReview, Cluster: opts.Cluster,
 	}
@@ -76,7 +76,7 @@ func (opts *AddOptions) kubernetesToken(now time.Time) (*resource.JoinToken, err
 	return t, nil
 }
 
-// KubernetesJoin is what `widctl token add --method kubernetes` prints. Its
+// KubernetesJoin is what `widctl token create --method kubernetes` prints. Its
 // JSON and YAML field names are stable.
 type KubernetesJoin struct {
 	Bot         string    `json:"bot" yaml:"bot"`
@@ -133,7 +133,7 @@ func (j *KubernetesJoin) Print(p *output.Printer) error {
 	})
 }
 
-func addKubernetesRun(ctx context.Context, opts *AddOptions) error {
+func createKubernetesRun(ctx context.Context, opts *CreateOptions) error {
 	tok, err := opts.kubernetesToken(time.Now())
 	if err != nil {
 		return err

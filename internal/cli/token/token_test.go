@@ -12,10 +12,10 @@ import (
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
-func TestAddParsesFlags(t *testing.T) {
+func TestCreateParsesFlags(t *testing.T) {
 	f, _ := clitest.Factory(t)
-	var got *AddOptions
-	cmd := NewCmdAdd(f, func(o *AddOptions) error { got = o; return nil })
+	var got *CreateOptions
+	cmd := NewCmdCreate(f, func(o *CreateOptions) error { got = o; return nil })
 	cmd.SetArgs([]string{"--bot", "web-agent", "--ttl", "15m", "--uses", "5"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
@@ -23,7 +23,7 @@ func TestAddParsesFlags(t *testing.T) {
 	if got.Bot != "web-agent" || got.TTL != resource.Duration(15*time.Minute) || got.Uses != 5 {
 		t.Errorf("options = %+v", got)
 	}
-	cmd = NewCmdAdd(f, func(o *AddOptions) error { got = o; return nil })
+	cmd = NewCmdCreate(f, func(o *CreateOptions) error { got = o; return nil })
 	cmd.SetArgs([]string{"--bot", "web-agent"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
@@ -42,10 +42,10 @@ func TestJoinPrintsTheCommandToRun(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	p := &output.Printer{Out: &buf, Format: output.Text}
-	if err := j.Print(p, "Added bot web-agent with roles web."); err != nil {
+	if err := j.Print(p, "Created bot web-agent with roles web."); err != nil {
 		t.Fatal(err)
 	}
-	want := `Added bot web-agent with roles web.
+	want := `Created bot web-agent with roles web.
 
 Join token for bot web-agent (2 uses, expires 2026-01-01T13:00:00Z):
   s3cr3t
@@ -63,10 +63,10 @@ To join, run on the agent's machine:
 	}
 }
 
-func TestAddParsesKubernetesFlags(t *testing.T) {
+func TestCreateParsesKubernetesFlags(t *testing.T) {
 	f, _ := clitest.Factory(t)
-	var got *AddOptions
-	cmd := NewCmdAdd(f, func(o *AddOptions) error { got = o; return nil })
+	var got *CreateOptions
+	cmd := NewCmdCreate(f, func(o *CreateOptions) error { got = o; return nil })
 	cmd.SetArgs([]string{"--method", "kubernetes", "--name", "k8s-nodes", "--bot", "k8s-agent", "--allow", "wid:wid-agent,edge:*",
 		"--issuer", "https://kubernetes.default.svc.cluster.local", "--cluster", "main"})
 	if err := cmd.Execute(); err != nil {

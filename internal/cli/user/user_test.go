@@ -7,10 +7,10 @@ import (
 	"github.com/wid-project/wid/internal/cli/clitest"
 )
 
-func TestAddAndUpdateParseRoles(t *testing.T) {
+func TestCreateAndUpdateParseRoles(t *testing.T) {
 	f, _ := clitest.Factory(t)
-	var add *AddOptions
-	cmd := NewCmdAdd(f, func(o *AddOptions) error { add = o; return nil })
+	var add *CreateOptions
+	cmd := NewCmdCreate(f, func(o *CreateOptions) error { add = o; return nil })
 	cmd.SetArgs([]string{"alice", "--roles", "dev,editor"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)

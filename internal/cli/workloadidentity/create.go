@@ -8,10 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
-	"github.com/wid-project/wid/internal/cli/condition"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/condition"
 	"github.com/wid-project/wid/internal/core/resource"
 )
 

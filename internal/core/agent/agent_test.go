@@ -29,6 +29,7 @@ import (
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -279,7 +280,7 @@ func (w watcher) OnX509ContextUpdate(c *workloadapi.X509Context) { w.ch <- c }
 func (w watcher) OnX509ContextWatchError(error)                  {}
 
 func TestRefusals(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := testkit.NewSyncBuffer()
 	e := start(t, func(c *agent.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	e.create(t, identity("other-uid", "/svc/other", "", eq("workload.unix.uid", "4294967294")))
 	raw := rawClient(t, e)
@@ -310,12 +311,7 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 	// The agent's log has the detail.
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), `workload.unix.uid is \"`+uid+`\", not \"4294967294\"`); {
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent's log does not say which condition failed:\n%s", logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	logs.WaitFor(t, `workload.unix.uid is \"`+uid+`\", not \"4294967294\"`, 5*time.Second)
 	// Bundles are for entitled callers only (as SPIRE without allow_unauthenticated_verifiers).
 	bs, err := raw.FetchX509Bundles(withHeader(ctx), &workload.X509BundlesRequest{})
 	if err == nil {

@@ -50,7 +50,7 @@ func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 		return nil, fmt.Errorf("the agent has no identity in %s and no join token: pass --join-token NAME of a kubernetes join token (see widctl token ls)", dir)
 	}
 	if a.cfg.JoinToken == "" {
-		return nil, fmt.Errorf("the agent has no identity in %s and no join token: create one with 'widctl bot add NAME --roles ROLE' (or 'widctl token add --bot NAME') and pass --join-token", dir)
+		return nil, fmt.Errorf("the agent has no identity in %s and no join token: create one with 'widctl bot create NAME --roles ROLE' (or 'widctl token create --bot NAME') and pass --join-token", dir)
 	}
 	if a.cfg.CAPin == "" {
 		return nil, errors.New("joining needs the auth service's CA pin: pass --ca-pin sha256:... as printed by widagent start on the auth host")

@@ -10,6 +10,7 @@ import (
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // TestClockSkewToTheAuthService runs the auth service with a clock 20
@@ -19,7 +20,7 @@ import (
 // skew.
 func TestClockSkewToTheAuthService(t *testing.T) {
 	const behind = 20 * time.Minute
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	e := startWithAuth(t, []authtest.Option{authtest.WithClock(func() time.Time { return time.Now().Add(-behind) })},
 		func(c *agent.Config) {
 			c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))

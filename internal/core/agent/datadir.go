@@ -3,11 +3,9 @@ package agent
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/wid-project/wid/internal/core/paths"
 )
@@ -24,7 +22,7 @@ func claimDataDir(dir, idDir string) (release func(), err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the data dir %s: %w", dir, err)
 	}
-	if admin := paths.AdminSocket(dir); socketAnswers(admin) {
+	if admin := paths.AdminSocket(dir); paths.SocketAnswers(admin) {
 		return nil, fmt.Errorf("the data dir %s belongs to a running auth service (%s answers): give this agent a --data-dir of its own", dir, admin)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
@@ -53,19 +51,4 @@ func claimDataDir(dir, idDir string) (release func(), err error) {
 	_ = probe.Close()
 	_ = os.Remove(probe.Name())
 	return release, nil
-}
-
-// socketAnswers reports whether a process accepts connections on the unix
-// socket at path.
-func socketAnswers(path string) bool {
-	fi, err := os.Lstat(path)
-	if err != nil || fi.Mode()&os.ModeSocket == 0 {
-		return false
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err != nil {
-		return false
-	}
-	_ = c.Close()
-	return true
 }

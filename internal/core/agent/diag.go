@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"time"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -76,7 +78,7 @@ func newMetrics() *metrics {
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.skipped, m.authRPCs, m.sdsNACKs, m.dropped, m.clockSkew,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	for _, k := range []string{kindX509, kindJWT, kindWIT} {
+	for _, k := range []string{authv1.SVIDTypeX509, authv1.SVIDTypeJWT, authv1.SVIDTypeWIT} {
 		m.cached.WithLabelValues(k).Set(0)
 	}
 	return m
@@ -85,7 +87,7 @@ func newMetrics() *metrics {
 func (m *metrics) renewal(kind, outcome string) { m.renewals.WithLabelValues(kind, outcome).Inc() }
 
 func (m *metrics) setCached(n map[string]int) {
-	for _, k := range []string{kindX509, kindJWT, kindWIT} {
+	for _, k := range []string{authv1.SVIDTypeX509, authv1.SVIDTypeJWT, authv1.SVIDTypeWIT} {
 		m.cached.WithLabelValues(k).Set(float64(n[k]))
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -40,8 +42,8 @@ const (
 
 func (o *Output) validate() error {
 	switch o.Type {
-	case kindX509:
-	case kindJWT:
+	case authv1.SVIDTypeX509:
+	case authv1.SVIDTypeJWT:
 		if len(o.Audiences) == 0 {
 			return errors.New("a jwt output needs audiences")
 		}
@@ -89,7 +91,7 @@ func (a *Agent) runOutput(ctx context.Context, n int, o *Output) error {
 	name := fmt.Sprintf("output-%d", n+1)
 	en := entitlement{config: name, id: id, key: name + "\x00" + id.String(), x509TTL: o.TTL, jwtTTL: o.TTL}
 	auds := normalizeAudiences(o.Audiences)
-	if o.Type == kindX509 {
+	if o.Type == authv1.SVIDTypeX509 {
 		auds = nil
 	}
 	a.cache.pin(o.Type, en, auds)
@@ -129,7 +131,7 @@ func (a *Agent) runOutput(ctx context.Context, n int, o *Output) error {
 }
 
 func writeOutput(o *Output, s *svid, st *state) error {
-	if o.Type == kindJWT {
+	if o.Type == authv1.SVIDTypeJWT {
 		return client.WriteFileAtomic(filepath.Join(o.Dir, outJWTToken), []byte(s.token+"\n"), 0o600)
 	}
 	var certs, bundle []byte

@@ -1,7 +1,6 @@
 package agent_test
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"strings"
@@ -10,25 +9,8 @@ import (
 	"time"
 
 	"github.com/wid-project/wid/internal/core/agent"
+	"github.com/wid-project/wid/internal/testkit"
 )
-
-// syncBuffer is a log sink the agent's goroutines may share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestRetriesDuringAnOutageAreLogged starts an agent (with its identity)
 // while the auth service is out: its address refuses connections, or
@@ -78,7 +60,7 @@ func TestRetriesDuringAnOutageAreLogged(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := tc.addr(t)
-			var logs syncBuffer
+			var logs testkit.SyncBuffer
 			start(t, func(c *agent.Config) {
 				c.AuthAddr = addr
 				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))

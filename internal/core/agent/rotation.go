@@ -19,7 +19,7 @@ const (
 	caHost   = "host"
 )
 
-var caOfKind = map[string]string{kindX509: caSPIFFE, kindJWT: "jwt", kindWIT: "wit"}
+var caOfKind = map[string]string{authv1.SVIDTypeX509: caSPIFFE, authv1.SVIDTypeJWT: "jwt", authv1.SVIDTypeWIT: "wit"}
 
 // rotationWarmup: for this long after the agent starts, it reports that
 // it cannot yet say which keys signed what its workloads hold. A restarted

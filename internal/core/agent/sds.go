@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -215,7 +217,7 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 		fetch = append(fetch, en)
 	}
 	if len(fetch) > 0 {
-		svids, errs := a.cache.get(ctx, kindX509, fetch, nil, c.res.Attributes)
+		svids, errs := a.cache.get(ctx, authv1.SVIDTypeX509, fetch, nil, c.res.Attributes)
 		if err := ctx.Err(); err != nil {
 			return nil, status.FromContextError(err).Err()
 		}
@@ -367,7 +369,7 @@ func (s *sdsServer) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamS
 		// Nil until the first request: nothing is sent before Envoy asks.
 		stateCh, svidCh <-chan struct{}
 	)
-	defer func() { a.cache.watch(kindX509, held, nil, -1) }()
+	defer func() { a.cache.watch(authv1.SVIDTypeX509, held, nil, -1) }()
 	for {
 		force := false
 		select {
@@ -411,8 +413,8 @@ func (s *sdsServer) StreamSecrets(stream secretv3.SecretDiscoveryService_StreamS
 		if err != nil {
 			return err
 		}
-		a.cache.watch(kindX509, sec.held, nil, +1)
-		a.cache.watch(kindX509, held, nil, -1)
+		a.cache.watch(authv1.SVIDTypeX509, sec.held, nil, +1)
+		a.cache.watch(authv1.SVIDTypeX509, held, nil, -1)
 		held = sec.held
 		if !force && sec.version == lastSent {
 			continue

@@ -23,6 +23,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -308,29 +309,11 @@ func TestSDSRenewalPush(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the agent's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestSDSNACK: Envoy rejecting a response is logged with Envoy's message
 // and counted; the agent does not answer it with the same secrets again,
 // and the next message is the next change.
 func TestSDSNACK(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := testkit.NewSyncBuffer()
 	e := start(t, func(c *agent.Config) { c.Logger = slog.New(slog.NewTextHandler(logs, nil)) })
 	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
 	ctx := ctxT(t, 30*time.Second)
@@ -339,11 +322,7 @@ func TestSDSNACK(t *testing.T) {
 	r1 := s.next(10 * time.Second)
 	const envoyMsg = "Failed to load certificate chain from <inline>: test rejection"
 	s.nack(r1, "", envoyMsg)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), envoyMsg); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the NACK was not logged with Envoy's message; log:\n%s", logs.String())
-		}
-	}
+	logs.WaitFor(t, envoyMsg, 5*time.Second) // the NACK is logged with Envoy's message
 	if line := lineWith(logs.String(), envoyMsg); !strings.Contains(line, "envoy rejected secrets") || !strings.Contains(line, r1.Nonce) || !strings.Contains(line, "node=envoy-test") {
 		t.Errorf("NACK log line lacks what it was about: %s", line)
 	}

@@ -14,8 +14,8 @@ import (
 // each response from the current state only once the previous one was
 // taken, so changes made meanwhile are coalesced into the newest state;
 // what bounds the memory of a client that never reads is gRPC's own
-// per-stream queue plus this timeout, after which the stream is ended and
-// its queue freed.
+// per-stream queue (its 64 KB write quota, then one response waits here)
+// plus this timeout, after which the stream is ended and its queue freed.
 //
 // The send runs on a goroutine of its own so that the wait can end; the
 // caller must return (ending the stream, which unblocks that send) when

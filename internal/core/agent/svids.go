@@ -27,13 +27,6 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// SVID kinds, as the auth API names them.
-const (
-	kindX509 = "x509"
-	kindJWT  = "jwt"
-	kindWIT  = "wit"
-)
-
 // svid is one issued SVID with what the Workload API hands out for it. It is
 // never modified: a renewal replaces it.
 type svid struct {
@@ -154,7 +147,7 @@ func (u *unavailableError) Unwrap() error { return u.err }
 
 func entryKey(kind string, en entitlement, audiences []string) string {
 	k := kind + "\x00" + en.key
-	if kind == kindJWT {
+	if kind == authv1.SVIDTypeJWT {
 		k += "\x00" + strings.Join(audiences, "\x00")
 	}
 	return k
@@ -185,7 +178,7 @@ func (c *cache) get(ctx context.Context, kind string, ents []entitlement, audien
 		fresh := e.cur != nil && e.cur.valid(now)
 		// JWT-SVIDs are renewed when asked for after half their life,
 		// rather than in the background: they are minted per audience.
-		if fresh && kind == kindJWT && !now.Before(e.cur.renewAt()) && e.inflight == nil {
+		if fresh && kind == authv1.SVIDTypeJWT && !now.Before(e.cur.renewAt()) && e.inflight == nil {
 			fresh = false
 			if now.Before(e.retryAt) {
 				fresh = true // a renewal failed a moment ago: serve what we have
@@ -431,16 +424,16 @@ func newRequestItem(e *entry) (*authv1.WorkloadSVIDRequest, crypto.Signer, error
 		item.SpiffeId = e.ent.id.Path()
 		item.DnsSans = e.ent.dnsSANs
 		ttl := e.ent.x509TTL
-		if e.kind == kindJWT {
+		if e.kind == authv1.SVIDTypeJWT {
 			ttl = e.ent.jwtTTL
 		}
 		item.TtlSeconds = int64(ttl / time.Second)
 	}
 	switch e.kind {
-	case kindJWT:
+	case authv1.SVIDTypeJWT:
 		item.Audience = e.audiences
 		return item, nil, nil
-	case kindX509, kindWIT:
+	case authv1.SVIDTypeX509, authv1.SVIDTypeWIT:
 		// Only the public key leaves the agent; the private key never does.
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -470,7 +463,7 @@ func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, sent, no
 		return nil, fmt.Errorf("the auth service issued %s where %s was asked for", s.spiffeID, e.ent.id)
 	}
 	switch e.kind {
-	case kindX509:
+	case authv1.SVIDTypeX509:
 		if len(r.GetCertChain()) == 0 {
 			return nil, fmt.Errorf("the auth service issued no certificate for %s", s.spiffeID)
 		}
@@ -491,13 +484,13 @@ func newSVID(e *entry, r *authv1.WorkloadSVIDResult, key crypto.Signer, sent, no
 		}
 		s.expires = minTime(s.expires, leaf.NotAfter)
 		s.signer = hex.EncodeToString(leaf.AuthorityKeyId)
-	case kindJWT:
+	case authv1.SVIDTypeJWT:
 		if r.GetToken() == "" {
 			return nil, fmt.Errorf("the auth service issued no token for %s", s.spiffeID)
 		}
 		s.token = r.Token
 		s.signer = tokenKeyID(r.Token)
-	case kindWIT:
+	case authv1.SVIDTypeWIT:
 		if r.GetToken() == "" {
 			return nil, fmt.Errorf("the auth service issued no token for %s", s.spiffeID)
 		}
@@ -759,7 +752,7 @@ func (c *cache) renewDue(ctx context.Context) time.Time {
 			due = append(due, e)
 			continue
 		}
-		if e.kind == kindJWT && !e.pinned {
+		if e.kind == authv1.SVIDTypeJWT && !e.pinned {
 			// Renewed on demand; only expiry is watched here.
 			if e.cur != nil && e.cur.expires.Before(next) {
 				next = e.cur.expires

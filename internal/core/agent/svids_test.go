@@ -61,17 +61,17 @@ func TestRefusedRenewalOfRemovedIdentityDropsSVID(t *testing.T) {
 	c := newCache(issue, slog.New(slog.DiscardHandler), newMetrics())
 	en := entitlement{identity: "dev-uid", id: id, key: "dev-uid\x00" + id.String()}
 	ctx := context.Background()
-	got, errs := c.get(ctx, kindX509, []entitlement{en}, nil, map[string]string{"workload.unix.uid": "0"})
+	got, errs := c.get(ctx, authv1.SVIDTypeX509, []entitlement{en}, nil, map[string]string{"workload.unix.uid": "0"})
 	if got[0] == nil {
 		t.Fatalf("first issuance: %v", errs[0])
 	}
-	if signers := c.signedBy(); signers[kindX509] != "01020304" {
+	if signers := c.signedBy(); signers[authv1.SVIDTypeX509] != "01020304" {
 		t.Fatalf("signedBy = %v, want the CA's key 01020304", signers)
 	}
 	// A rotation moves signing to another key: the cache renews early,
 	// and the auth service refuses.
 	changed := c.changed.wait()
-	c.setSigners(map[string]string{kindX509: "another-key"})
+	c.setSigners(map[string]string{authv1.SVIDTypeX509: "another-key"})
 	c.renewDue(ctx)
 	select {
 	case <-changed:
@@ -81,7 +81,7 @@ func TestRefusedRenewalOfRemovedIdentityDropsSVID(t *testing.T) {
 	if signers := c.signedBy(); len(signers) != 0 {
 		t.Errorf("signedBy = %v after the refusal, want nothing: the SVID would hold the rotation back", signers)
 	}
-	if got, _ := c.get(ctx, kindX509, []entitlement{en}, nil, map[string]string{"workload.unix.uid": "0"}); got[0] != nil {
+	if got, _ := c.get(ctx, authv1.SVIDTypeX509, []entitlement{en}, nil, map[string]string{"workload.unix.uid": "0"}); got[0] != nil {
 		t.Error("the SVID of the removed identity is still served")
 	}
 	if n := calls.Load(); n != 2 {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -47,6 +49,11 @@ func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
 		grpc.ChainUnaryInterceptor(a.unaryGate),
 		grpc.ChainStreamInterceptor(a.streamGate),
 		grpc.MaxRecvMsgSize(1<<20),
+		// A node may hold thousands of idle connections, and gRPC's
+		// 32 KB read buffer for each was most of the agent's memory with
+		// 2,000 never-read streams; requests are a few small frames, read
+		// straight from the connection.
+		grpc.ReadBufferSize(0),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadAPI{a: a})
 	secretv3.RegisterSecretDiscoveryServiceServer(srv, &sdsServer{a: a})
@@ -290,8 +297,8 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload
 	if err != nil {
 		return err
 	}
-	return a.follow(ctx, kindX509, "FetchX509SVID", func(st *state) (proto.Message, []entitlement, error) {
-		svids, ents, err := a.serve(ctx, c, st, kindX509, "FetchX509SVID", "", nil)
+	return a.follow(ctx, authv1.SVIDTypeX509, "FetchX509SVID", func(st *state) (proto.Message, []entitlement, error) {
+		svids, ents, err := a.serve(ctx, c, st, authv1.SVIDTypeX509, "FetchX509SVID", "", nil)
 		if err != nil {
 			return nil, ents, err
 		}
@@ -310,8 +317,8 @@ func (w *workloadAPI) FetchWITSVID(req *workload.WITSVIDRequest, stream workload
 	if err != nil {
 		return err
 	}
-	return a.follow(ctx, kindWIT, "FetchWITSVID", func(st *state) (proto.Message, []entitlement, error) {
-		svids, ents, err := a.serve(ctx, c, st, kindWIT, "FetchWITSVID", req.GetSpiffeId(), nil)
+	return a.follow(ctx, authv1.SVIDTypeWIT, "FetchWITSVID", func(st *state) (proto.Message, []entitlement, error) {
+		svids, ents, err := a.serve(ctx, c, st, authv1.SVIDTypeWIT, "FetchWITSVID", req.GetSpiffeId(), nil)
 		if err != nil {
 			return nil, ents, err
 		}
@@ -370,7 +377,7 @@ func (w *workloadAPI) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDReq
 	if err != nil {
 		return nil, stateError(err)
 	}
-	svids, _, err := a.serve(ctx, c, st, kindJWT, "FetchJWTSVID", req.GetSpiffeId(), auds)
+	svids, _, err := a.serve(ctx, c, st, authv1.SVIDTypeJWT, "FetchJWTSVID", req.GetSpiffeId(), auds)
 	if err != nil {
 		return nil, err
 	}

@@ -83,7 +83,11 @@ const maxAgentWriteRetries = 20
 type agentTracker struct {
 	db    store.Backend
 	clock func() time.Time
-	log   interface {
+	// mono times what must not move with the wall clock: rotation steps
+	// and how long an agent's workloads have had to settle.
+	mono    func() time.Duration
+	settles *settleTimes
+	log     interface {
 		Warn(string, ...any)
 	}
 	// replica names this auth process in records of agents it serves.
@@ -97,7 +101,8 @@ type agentTracker struct {
 }
 
 func newAgentTracker(db store.Backend, clock func() time.Time, log interface{ Warn(string, ...any) }, replica string) *agentTracker {
-	return &agentTracker{db: db, clock: clock, log: log, replica: replica, conns: map[string]int{}, reported: make(chan struct{}, 1)}
+	mono := monotonicClock()
+	return &agentTracker{db: db, clock: clock, mono: mono, settles: newSettleTimes(clock, mono), log: log, replica: replica, conns: map[string]int{}, reported: make(chan struct{}, 1)}
 }
 
 // update changes the stored record of bot's agent on host with fn, by
@@ -352,7 +357,7 @@ func (s *Server) settleReason(t ca.Type, g gate, r agentRecord) string {
 	if g.signer == "" || r.SignedBy[string(t)] != g.signer {
 		return ""
 	}
-	if since := r.SignedSince[string(t)]; !since.IsZero() && s.clock().Sub(since) < workloadSettle {
+	if since := r.SignedSince[string(t)]; !since.IsZero() && !s.agents.settles.settled(agentKey(r.Bot, r.Host)+"/"+string(t), since) {
 		return fmt.Sprintf("renewed its %s SVIDs less than %s ago and gives its workloads that long to take them up", t, workloadSettle)
 	}
 	return ""
@@ -741,6 +746,7 @@ func (s *Server) runRotations(ctx context.Context) {
 	tick := time.NewTicker(rotationTick)
 	defer tick.Stop()
 	blocked := map[ca.Type]string{}
+	sched := newStepSchedule(s.clock, s.agents.mono)
 	for {
 		select {
 		case <-ctx.Done():
@@ -763,7 +769,7 @@ func (s *Server) runRotations(ctx context.Context) {
 			switch {
 			case doc.Phase == ca.PhaseRollback:
 				to = ca.PhaseStandby
-			case doc.Mode == ca.ModeAuto && !doc.NextStepAt().IsZero() && !s.clock().Before(doc.NextStepAt()):
+			case sched.due(doc):
 				to = ca.NextPhase(doc.Phase)
 			}
 			if to == "" {

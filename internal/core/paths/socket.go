@@ -74,12 +74,26 @@ func (s Socket) removeStale() error {
 	if fi.Mode()&os.ModeSocket == 0 {
 		return fmt.Errorf("%s exists and is not a socket: remove it or choose another %s", s.Path, s.Flag)
 	}
-	if c, err := net.DialTimeout("unix", s.Path, time.Second); err == nil {
-		_ = c.Close()
+	if SocketAnswers(s.Path) {
 		return fmt.Errorf("another process serves the %s %s: stop it or choose another %s", s.Name, s.Path, s.Flag)
 	}
 	if err := os.Remove(s.Path); err != nil {
 		return fmt.Errorf("removing the stale %s %s: %w", s.Name, s.Path, err)
 	}
 	return nil
+}
+
+// SocketAnswers reports whether path is a unix socket that a process
+// accepts connections on.
+func SocketAnswers(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return false
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	_ = c.Close()
+	return true
 }

@@ -132,3 +132,31 @@ func mkdir(t *testing.T, dir string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// TestSocketAnswers: only a socket someone listens on answers; a socket left
+// by a process that is gone, a plain file and nothing at all do not.
+func TestSocketAnswers(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "live.sock")
+	l, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	stale := filepath.Join(dir, "stale.sock")
+	ls, err := net.Listen("unix", stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls.(*net.UnixListener).SetUnlinkOnClose(false)
+	ls.Close()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{live: true, stale: false, file: false, filepath.Join(dir, "none"): false} {
+		if got := SocketAnswers(path); got != want {
+			t.Errorf("SocketAnswers(%s) = %v, want %v", filepath.Base(path), got, want)
+		}
+	}
+}

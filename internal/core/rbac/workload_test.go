@@ -7,8 +7,6 @@ import (
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
-func ptr(s string) *string { return &s }
-
 func workload(t *testing.T, id string, dns []string, rules ...resource.WorkloadRule) *Workload {
 	t.Helper()
 	wi := &resource.WorkloadIdentity{
@@ -34,11 +32,11 @@ func wrule(conds ...resource.Condition) resource.WorkloadRule {
 }
 
 func TestWorkloadMatch(t *testing.T) {
-	uid1000 := resource.Condition{Attribute: "workload.unix.uid", Eq: ptr("1000")}
-	notRoot := resource.Condition{Attribute: "workload.unix.uid", NotEq: ptr("0")}
+	uid1000 := resource.Condition{Attribute: "workload.unix.uid", Eq: new("1000")}
+	notRoot := resource.Condition{Attribute: "workload.unix.uid", NotEq: new("0")}
 	inStaff := resource.Condition{Attribute: "workload.unix.group", In: []string{"staff", "dev"}}
 	notInBad := resource.Condition{Attribute: "workload.unix.user", NotIn: []string{"nobody"}}
-	binGlob := resource.Condition{Attribute: "workload.unix.path", Glob: ptr("/usr/bin/*")}
+	binGlob := resource.Condition{Attribute: "workload.unix.path", Glob: new("/usr/bin/*")}
 
 	tests := []struct {
 		name      string
@@ -108,7 +106,7 @@ func BenchmarkWorkloadMatch1000(b *testing.B) {
 	t := &testing.T{}
 	for range 1000 {
 		ws = append(ws, workload(t, "/uid/{{ workload.unix.uid }}", nil,
-			wrule(resource.Condition{Attribute: "workload.unix.uid", Eq: ptr("1000")}, resource.Condition{Attribute: "workload.unix.path", Glob: ptr("/usr/*")})))
+			wrule(resource.Condition{Attribute: "workload.unix.uid", Eq: new("1000")}, resource.Condition{Attribute: "workload.unix.path", Glob: new("/usr/*")})))
 	}
 	attrs := map[string]string{"workload.unix.uid": "1000", "workload.unix.path": "/usr/web", "workload.unix.gid": "1000"}
 	for b.Loop() {

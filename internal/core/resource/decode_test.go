@@ -341,7 +341,7 @@ func TestRoundTripTrickyText(t *testing.T) {
 		w := validWorkloadIdentity()
 		w.Metadata.Description = text
 		w.Metadata.Labels = map[string]string{"app": text}
-		w.Spec.Rules.Allow[0].Conditions[0].Eq = ptr(text)
+		w.Spec.Rules.Allow[0].Conditions[0].Eq = new(text)
 		w.Spec.Rules.Allow[0].Conditions = append(w.Spec.Rules.Allow[0].Conditions, Condition{Attribute: "workload.unix.user", In: []string{text, "x"}})
 		if err := w.Validate(); err != nil {
 			t.Fatal(err)

@@ -7,8 +7,6 @@ import (
 	"time"
 )
 
-func ptr(s string) *string { return &s }
-
 func validRole() *Role {
 	return &Role{
 		Header: Header{Kind: KindRole, Version: V1, Metadata: Metadata{Name: "dev"}},
@@ -32,8 +30,8 @@ func validWorkloadIdentity() *WorkloadIdentity {
 			X509:   WorkloadX509{DNSSANs: []string{"web.internal", "{{ workload.kubernetes.namespace }}.web.internal"}, TTL: Duration(time.Hour)},
 			JWT:    WorkloadJWT{TTL: Duration(5 * time.Minute)},
 			Rules: WorkloadRules{Allow: []WorkloadRule{{Conditions: []Condition{
-				{Attribute: "workload.unix.uid", Eq: ptr("1000")},
-				{Attribute: "workload.unix.path", Glob: ptr("/usr/bin/*")},
+				{Attribute: "workload.unix.uid", Eq: new("1000")},
+				{Attribute: "workload.unix.path", Glob: new("/usr/bin/*")},
 			}}}},
 		},
 	}
@@ -198,13 +196,13 @@ func TestWorkloadIdentityValidate(t *testing.T) {
 			{"no attribute", func() { cond().Attribute = "" }, "spec.rules.allow[1].conditions[1].attribute", "is missing"},
 			{"bad attribute name", func() { cond().Attribute = "unix.uid" }, "spec.rules.allow[1].conditions[1].attribute", "is not a workload attribute"},
 			{"no operator", func() { cond().Eq = nil }, "spec.rules.allow[1].conditions[1]", "has no operator: set exactly one of eq, not_eq, in, not_in or glob"},
-			{"two operators", func() { cond().Glob = ptr("1*") }, "spec.rules.allow[1].conditions[1]", "sets eq and glob: set exactly one"},
+			{"two operators", func() { cond().Glob = new("1*") }, "spec.rules.allow[1].conditions[1]", "sets eq and glob: set exactly one"},
 			{"empty in", func() { cond().Eq, cond().In = nil, []string{} }, "spec.rules.allow[1].conditions[1].in", "is empty, so it matches nothing"},
 			{"empty not_in", func() { cond().Eq, cond().NotIn = nil, []string{} }, "spec.rules.allow[1].conditions[1].not_in", "is empty"},
-			{"bad glob", func() { s.Rules.Allow[0].Conditions[1].Glob = ptr("/usr/[bin") }, "spec.rules.allow[1].conditions[2].glob", `"/usr/[bin" is not a valid glob`},
+			{"bad glob", func() { s.Rules.Allow[0].Conditions[1].Glob = new("/usr/[bin") }, "spec.rules.allow[1].conditions[2].glob", `"/usr/[bin" is not a valid glob`},
 			// path.Match only reports a bad pattern it reaches; the whole
 			// pattern must be checked even when its start cannot match.
-			{"bad glob tail", func() { s.Rules.Allow[0].Conditions[1].Glob = ptr("x[") }, "spec.rules.allow[1].conditions[2].glob", "is not a valid glob"},
+			{"bad glob tail", func() { s.Rules.Allow[0].Conditions[1].Glob = new("x[") }, "spec.rules.allow[1].conditions[2].glob", "is not a valid glob"},
 		}
 	})
 }

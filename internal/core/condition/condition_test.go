@@ -8,8 +8,6 @@ import (
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
-func ptr(s string) *string { return &s }
-
 func TestParse(t *testing.T) {
 	tests := []struct {
 		in   string
@@ -17,22 +15,22 @@ func TestParse(t *testing.T) {
 		// canonical is what Format prints back; empty means in itself.
 		canonical string
 	}{
-		{in: "workload.unix.uid=1000", want: resource.Condition{Attribute: "workload.unix.uid", Eq: ptr("1000")}},
-		{in: "workload.unix.user!=root", want: resource.Condition{Attribute: "workload.unix.user", NotEq: ptr("root")}},
+		{in: "workload.unix.uid=1000", want: resource.Condition{Attribute: "workload.unix.uid", Eq: new("1000")}},
+		{in: "workload.unix.user!=root", want: resource.Condition{Attribute: "workload.unix.user", NotEq: new("root")}},
 		{in: "workload.unix.user=alice|bob", want: resource.Condition{Attribute: "workload.unix.user", In: []string{"alice", "bob"}}},
 		{in: "workload.unix.gid!=0|10", want: resource.Condition{Attribute: "workload.unix.gid", NotIn: []string{"0", "10"}}},
-		{in: "workload.unix.path~/opt/web/*", want: resource.Condition{Attribute: "workload.unix.path", Glob: ptr("/opt/web/*")}},
-		{in: "workload.unix.path~/opt/[a-z]?|x", want: resource.Condition{Attribute: "workload.unix.path", Glob: ptr("/opt/[a-z]?|x")}},
+		{in: "workload.unix.path~/opt/web/*", want: resource.Condition{Attribute: "workload.unix.path", Glob: new("/opt/web/*")}},
+		{in: "workload.unix.path~/opt/[a-z]?|x", want: resource.Condition{Attribute: "workload.unix.path", Glob: new("/opt/[a-z]?|x")}},
 		{in: "  workload.unix.user = alice | bob ", want: resource.Condition{Attribute: "workload.unix.user", In: []string{"alice", "bob"}}, canonical: "workload.unix.user=alice|bob"},
-		{in: "workload.kubernetes.namespace=prod", want: resource.Condition{Attribute: "workload.kubernetes.namespace", Eq: ptr("prod")}},
-		{in: "workload.unix.path=/opt/my app/bin", want: resource.Condition{Attribute: "workload.unix.path", Eq: ptr("/opt/my app/bin")}},
+		{in: "workload.kubernetes.namespace=prod", want: resource.Condition{Attribute: "workload.kubernetes.namespace", Eq: new("prod")}},
+		{in: "workload.unix.path=/opt/my app/bin", want: resource.Condition{Attribute: "workload.unix.path", Eq: new("/opt/my app/bin")}},
 		// Escapes: \, and \| inside values, other backslashes as they are.
-		{in: `workload.unix.supplementary_gids=10\,20`, want: resource.Condition{Attribute: "workload.unix.supplementary_gids", Eq: ptr("10,20")}},
+		{in: `workload.unix.supplementary_gids=10\,20`, want: resource.Condition{Attribute: "workload.unix.supplementary_gids", Eq: new("10,20")}},
 		{in: `workload.unix.path!=/a\|b|/c`, want: resource.Condition{Attribute: "workload.unix.path", NotIn: []string{"/a|b", "/c"}}},
-		{in: `workload.unix.path=C:\x`, want: resource.Condition{Attribute: "workload.unix.path", Eq: ptr(`C:\x`)}},
-		{in: `workload.unix.path~/opt/\[x\]*\,y`, want: resource.Condition{Attribute: "workload.unix.path", Glob: ptr(`/opt/\[x\]*,y`)}},
-		{in: `workload.unix.path~a\|b`, want: resource.Condition{Attribute: "workload.unix.path", Glob: ptr(`a\|b`)}},
-		{in: `workload.unix.path=a\\,b`, want: resource.Condition{Attribute: "workload.unix.path", Eq: ptr(`a\,b`)}},
+		{in: `workload.unix.path=C:\x`, want: resource.Condition{Attribute: "workload.unix.path", Eq: new(`C:\x`)}},
+		{in: `workload.unix.path~/opt/\[x\]*\,y`, want: resource.Condition{Attribute: "workload.unix.path", Glob: new(`/opt/\[x\]*,y`)}},
+		{in: `workload.unix.path~a\|b`, want: resource.Condition{Attribute: "workload.unix.path", Glob: new(`a\|b`)}},
+		{in: `workload.unix.path=a\\,b`, want: resource.Condition{Attribute: "workload.unix.path", Eq: new(`a\,b`)}},
 	}
 	for _, tt := range tests {
 		got, err := parseCondition(tt.in)
@@ -103,8 +101,8 @@ func TestParseRuleKeepsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := resource.WorkloadRule{Conditions: []resource.Condition{
-		{Attribute: "workload.unix.uid", Eq: ptr("1000")},
-		{Attribute: "workload.unix.path", Glob: ptr("/opt/web/*")},
+		{Attribute: "workload.unix.uid", Eq: new("1000")},
+		{Attribute: "workload.unix.path", Glob: new("/opt/web/*")},
 		{Attribute: "workload.unix.user", NotIn: []string{"root", "admin"}},
 	}}
 	if !reflect.DeepEqual(r, want) {

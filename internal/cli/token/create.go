@@ -1,0 +1,156 @@
+package token
+
+import (
+	"context"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+
+	"github.com/spf13/cobra"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/iostreams"
+	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/resource"
+)
+
+// CreateOptions are the settings of `widctl token create`.
+type CreateOptions struct {
+	IO      *iostreams.IOStreams
+	Client  func(context.Context) (*client.Client, error)
+	Printer func() (*output.Printer, error)
+
+	Bot  string
+	TTL  resource.Duration
+	Uses int
+
+	// Method is token (a secret) or kubernetes; the rest is kubernetes only.
+	Method      string
+	usesSet     bool
+	Name        string
+	Allow       []string
+	Issuer      string
+	JWKSFile    string
+	TokenReview bool
+	Cluster     string
+}
+
+// NewCmdCreate builds `widctl token create`.
+func NewCmdCreate(f *cmdutil.Factory, runF func(*CreateOptions) error) *cobra.Command {
+	opts := &CreateOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
+	cmd := &cobra.Command{
+		Use:     "create --bot NAME [--ttl DURATION] [--uses N] | --method kubernetes --name NAME --bot NAME --allow NS:SA ...",
+		Aliases: []string{"add"},
+		Short:   "Make a join token for a bot",
+		Long: `Make a join token for an existing bot and print it with the command that
+joins an agent with it. The token is shown only this once.
+
+With --method kubernetes, make a named kubernetes join token instead: agents
+in a Kubernetes cluster join with their projected service-account token
+(whose audience is "wid:" and the trust domain, e.g. wid:example.org) if its
+service account is in --allow (namespace:name, or namespace:* for all of a
+namespace). The token is
+checked against the cluster's OIDC issuer keys (--issuer with --jwks-file,
+or with --cluster whose jwks_url the auth service fetches) or by the
+cluster's TokenReview API (--token-review: of the cluster the auth service
+runs in, or of --cluster). A --cluster is one of the kubernetes_clusters of
+the auth service's config file, where its URLs and the files on the auth
+host that authenticate them are set. Such a token has no secret, no use
+count and, without --ttl, no expiry; "widctl create -f" makes the same from
+YAML (see docs/kubernetes.md).`,
+		Example: `  widctl token create --bot web-agent
+  widctl token create --bot web-agent --ttl 15m --uses 5
+
+  # Agents in the wid namespace's wid-agent service account, checked by the
+  # TokenReview API of the cluster the auth service runs in
+  widctl token create --method kubernetes --name k8s-nodes --bot k8s-agent \
+    --allow wid:wid-agent --token-review
+
+  # The same, checked against the issuer keys of the auth service's
+  # configured cluster eks (kubernetes_clusters: [{name: eks, jwks_url: ...}])
+  widctl token create --method kubernetes --name k8s-nodes --bot k8s-agent --allow wid:wid-agent \
+    --issuer https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE --cluster eks
+
+  # Keys saved with: kubectl get --raw /openid/v1/jwks > jwks.json
+  widctl token create --method kubernetes --name k8s-nodes --bot k8s-agent --allow wid:wid-agent \
+    --issuer https://kubernetes.default.svc.cluster.local --jwks-file jwks.json`,
+		Args: cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.usesSet = cmd.Flags().Changed("uses")
+			if err := opts.check(); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			if opts.Method == resource.JoinMethodKubernetes {
+				return createKubernetesRun(cmd.Context(), opts)
+			}
+			return createRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&opts.Bot, "bot", "", "`NAME` of the bot that joins with the token")
+	cmdutil.DurationVar(fl, &opts.TTL, "ttl", "the token expires after `DURATION` (default 1h; kubernetes tokens: never)")
+	fl.IntVar(&opts.Uses, "uses", 1, "the token allows `N` joins")
+	fl.StringVar(&opts.Method, "method", resource.JoinMethodToken, "join `METHOD`: token (a secret) or kubernetes (a service-account token)")
+	fl.StringVar(&opts.Name, "name", "", "`NAME` of a kubernetes join token, which agents pass as --join-token")
+	fl.StringSliceVar(&opts.Allow, "allow", nil, "service account `NS:NAME` that may join (repeatable; NS:* for a whole namespace)")
+	fl.StringVar(&opts.Issuer, "issuer", "", "the cluster's service-account issuer `URL` (the tokens' iss)")
+	fl.StringVar(&opts.JWKSFile, "jwks-file", "", "`FILE` holding the issuer's keys (JWKS), stored in the token")
+	fl.BoolVar(&opts.TokenReview, "token-review", false, "check tokens with the cluster's TokenReview API")
+	fl.StringVar(&opts.Cluster, "cluster", "", "`NAME` of a cluster in the auth service's kubernetes_clusters, whose API server or JWKS URL checks tokens")
+	return cmd
+}
+
+func (opts *CreateOptions) check() error {
+	if opts.Bot == "" {
+		return cmdutil.InputErrorf("no bot given: pass --bot NAME (see widctl bot ls)")
+	}
+	if err := resource.ValidateName(opts.Bot); err != nil {
+		return cmdutil.InputErrorf("--bot: %v", err)
+	}
+	switch opts.Method {
+	case resource.JoinMethodToken:
+		if opts.Name != "" || len(opts.Allow) > 0 || opts.Issuer != "" || opts.JWKSFile != "" || opts.TokenReview || opts.Cluster != "" {
+			return cmdutil.InputErrorf("--name, --allow, --issuer, --jwks-file, --token-review and --cluster are for --method kubernetes")
+		}
+	case resource.JoinMethodKubernetes:
+		return opts.checkKubernetes()
+	default:
+		return cmdutil.InputErrorf("--method %q is unknown: use token or kubernetes", opts.Method)
+	}
+	if opts.Uses < 1 {
+		return cmdutil.InputErrorf("--uses %d is too few: a token allows at least 1 join", opts.Uses)
+	}
+	return nil
+}
+
+func createRun(ctx context.Context, opts *CreateOptions) error {
+	p, err := opts.Printer()
+	if err != nil {
+		return err
+	}
+	c, err := opts.Client(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ping, err := c.Ping(ctx, &authv1.PingRequest{})
+	if err != nil {
+		return err
+	}
+	resp, err := c.CreateJoinToken(ctx, &authv1.CreateJoinTokenRequest{
+		Bot:        opts.Bot,
+		TtlSeconds: int64(opts.TTL.D() / time.Second),
+		Uses:       int32(opts.Uses),
+	})
+	if err != nil {
+		return err
+	}
+	j, err := NewJoin(ping, resp.GetToken(), resp.GetJoinToken())
+	if err != nil {
+		return err
+	}
+	return j.Print(p, "")
+}
