@@ -144,7 +144,7 @@ func TestTakeoverWhenTheHolderDies(t *testing.T) {
 		first := e.waitHolder(5*ttl, "")
 		began := time.Now()
 		dbs[first].Close()
-		second := e.waitHolder(10*ttl, first)
+		second := e.waitHolder(20*ttl, first)
 		took := time.Since(began)
 		e.mu.Lock()
 		ended, started := e.ended[first], e.started[second]
@@ -152,8 +152,11 @@ func TestTakeoverWhenTheHolderDies(t *testing.T) {
 		if ended.IsZero() || !ended.Before(started) {
 			t.Fatalf("%s started work at %s while the dead holder %s worked until %s", second, started, first, ended)
 		}
-		if took > 3*ttl {
-			t.Errorf("%s took over from the dead %s after %s, want about the TTL %s", second, first, took, ttl)
+		// A TTL plus renewal rounds; the bound is loose because a loaded
+		// CI machine delays every round, and the test is of takeover, not
+		// of speed (bench figures measure that).
+		if took > 8*ttl {
+			t.Errorf("%s took over from the dead %s after %s, want within a few TTLs of %s", second, first, took, ttl)
 		}
 		t.Logf("%s took over from %s after %s (TTL %s)", second, first, took, ttl)
 		// The dead one comes back on a new connection, as a restart does.
