@@ -42,13 +42,23 @@ type traffic struct {
 
 func startTraffic(t *testing.T, socket string, td spiffeid.TrustDomain) *traffic {
 	t.Helper()
+	return startTrafficBetween(t, socket, socket, td)
+}
+
+// startTrafficBetween is traffic whose server workload gets its SVIDs from
+// the agent at serverSocket and whose client and JWT workloads get theirs
+// from the agent at clientSocket, so that each handshake needs both
+// agents' views of the trust domain to agree.
+func startTrafficBetween(t *testing.T, serverSocket, clientSocket string, td spiffeid.TrustDomain) *traffic {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	tr := &traffic{t: t, cancel: cancel}
-	opt := workloadapi.WithClientOptions(workloadapi.WithAddr("unix://" + socket))
+	serverOpt := workloadapi.WithClientOptions(workloadapi.WithAddr("unix://" + serverSocket))
+	opt := workloadapi.WithClientOptions(workloadapi.WithAddr("unix://" + clientSocket))
 	var err error
 	startCtx, startCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer startCancel()
-	if tr.serverSrc, err = workloadapi.NewX509Source(startCtx, opt); err != nil {
+	if tr.serverSrc, err = workloadapi.NewX509Source(startCtx, serverOpt); err != nil {
 		t.Fatalf("server X509Source: %v", err)
 	}
 	if tr.clientSrc, err = workloadapi.NewX509Source(startCtx, opt); err != nil {
