@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -162,7 +163,9 @@ func leaseHolder(t *testing.T, rs []*agent, after []int) *agent {
 // TestAutomaticRotationSurvivesKill9OfItsDriver: of three auth replicas
 // one drives automatic rotations; it is killed with SIGKILL in the middle
 // of one started through another replica, and another replica takes the
-// driving over within seconds and finishes it, each step taken once.
+// driving over within seconds and finishes it, each step taken once, while
+// go-spiffe workloads on two agents (each given every replica) make an
+// mTLS handshake with each other every 50 ms and none fails.
 func TestAutomaticRotationSurvivesKill9OfItsDriver(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.Database(t)
@@ -179,6 +182,19 @@ func TestAutomaticRotationSurvivesKill9OfItsDriver(t *testing.T) {
 			others = append(others, r)
 		}
 	}
+	// Two agents, each given every replica, one the driver first and so
+	// following the replica that is killed, and a go-spiffe workload on
+	// each making an mTLS handshake with the other every 50 ms throughout.
+	first.widctl("workload-identity", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.uid="+uid).must(t)
+	onDriver := startFollower(t, first, "edge-driver", driver.addr+","+others[0].addr+","+others[1].addr)
+	onOther := startFollower(t, first, "edge-other", others[1].addr+","+driver.addr+","+others[0].addr)
+	if addr, _ := onDriver.followed(); addr != driver.addr {
+		t.Fatalf("the agent given the driver first follows %s, not the driver %s", addr, driver.addr)
+	}
+	tr := startTrafficBetween(t, onDriver.workload, onOther.workload, spiffeid.RequireTrustDomainFromString(first.td))
+	defer tr.stop()
+	tr.waitHandshakes(5)
+	tr.check("before rotating")
 	others[0].widctl("ca", "rotate", "--type", "spiffe", "--grace-period", "8s").must(t)
 	start := time.Now()
 	for phase, _ := caState(t, others[1], "spiffe"); phase == "init"; phase, _ = caState(t, others[1], "spiffe") {
@@ -188,10 +204,14 @@ func TestAutomaticRotationSurvivesKill9OfItsDriver(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	marks := []int{len(others[0].out.String()), len(others[1].out.String())}
+	_, followings := onDriver.followed()
 	driver.kill()
 	killed := time.Now()
 	next := leaseHolder(t, others, marks)
 	t.Logf("another replica took the lease %s after the driver's kill -9", time.Since(killed).Round(10*time.Millisecond))
+	if addr, _ := onDriver.waitFollowing(t, followings, 15*time.Second); addr == driver.addr {
+		t.Fatalf("the agent that followed the killed driver follows it again: %s", addr)
+	}
 	for phase, seq := caState(t, next, "spiffe"); phase != "standby" || seq < 3; phase, seq = caState(t, next, "spiffe") {
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("the automatic rotation is still in %s after its driver was killed", phase)
@@ -199,6 +219,8 @@ func TestAutomaticRotationSurvivesKill9OfItsDriver(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("the rotation finished %s after it started", time.Since(start).Round(100*time.Millisecond))
+	tr.waitHandshakes(10)
+	tr.check("an automatic rotation whose driver was killed")
 	for _, r := range others {
 		verifyAudit(t, r)
 	}
