@@ -56,8 +56,11 @@ bench:
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
 	# The store, SQLite against PostgreSQL 15 (fsync on both; issue 17): the store-level
-	# BenchmarkApply and BenchmarkAppendAudit ran in the first line; here issuance end to end.
+	# BenchmarkApply and BenchmarkAppendAudit ran in the first line; here issuance end to end,
+	# on SQLite (the first line above), one replica on PostgreSQL, then three replicas on
+	# one PostgreSQL with the same 16 clients spread over them.
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey -store postgres
+	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey -store postgres -replicas 3
 	# widctl login to first SVID on disk, and widctl svid issue, with the real binaries (issue 5).
 	$(GO) run ./bench/login -n 15
 	# widctl tui: first screen with 10,000 events in the log; key to redraw and RSS at 500 SVIDs/s (issue 6).

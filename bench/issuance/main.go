@@ -7,7 +7,10 @@
 // its workloads does (the bot's mTLS identity is the proof that matters there).
 //
 // -store postgres runs the same against a private PostgreSQL (fsync on),
-// for the SQLite-against-PostgreSQL figure.
+// for the SQLite-against-PostgreSQL figure. -replicas N (with a PostgreSQL
+// store) starts N auth replicas of one trust domain on that database, in
+// this process, the first creating it and the others opening its CA keys
+// with its key encryption key, and spreads the clients over them in turn.
 package main
 
 import (
@@ -17,6 +20,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"sync"
@@ -24,6 +28,7 @@ import (
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth"
+	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
@@ -36,9 +41,13 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	request := flag.String("request", "csr", "what each request carries: csr or pubkey")
 	storeArg := flag.String("store", "sqlite", "the auth service's store: sqlite (in the temp data dir), postgres (a private PostgreSQL 15 with fsync on, started for the run) or a --store URL")
+	replicas := flag.Int("replicas", 1, "auth replicas on the one store (more than 1 needs a PostgreSQL store); client i uses replica i mod N")
 	flag.Parse()
 	if *request != "csr" && *request != "pubkey" {
 		log.Fatalf("-request is %q; use csr or pubkey", *request)
+	}
+	if *replicas < 1 || (*replicas > 1 && *storeArg == "sqlite") {
+		log.Fatalf("-replicas is %d; use 1, or more with -store postgres", *replicas)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -50,20 +59,20 @@ func main() {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*clients, *duration, *request, *storeArg); err != nil {
+	if err := run(*clients, *replicas, *duration, *request, *storeArg); err != nil {
 		pprof.StopCPUProfile()
 		log.Fatal(err)
 	}
 }
 
-func run(clients int, duration time.Duration, request, storeArg string) error {
+func run(clients, replicas int, duration time.Duration, request, storeArg string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dir, err := os.MkdirTemp("", "wid-bench-")
+	root, err := os.MkdirTemp("", "wid-bench-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer os.RemoveAll(root)
 	storeURL := ""
 	switch storeArg {
 	case "sqlite":
@@ -79,18 +88,38 @@ func run(clients int, duration time.Duration, request, storeArg string) error {
 	default:
 		storeURL = storeArg
 	}
-	spec, err := storeurl.Parse(storeURL, dir)
-	if err != nil {
-		return err
+	var (
+		spec  storeurl.Spec
+		infos []auth.Info
+		dones []chan error
+	)
+	for r := range replicas {
+		dir := filepath.Join(root, fmt.Sprintf("replica-%d", r))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		if spec, err = storeurl.Parse(storeURL, dir); err != nil {
+			return err
+		}
+		if replicas > 1 && spec.Kind == "sqlite" {
+			return fmt.Errorf("-replicas %d needs a PostgreSQL store, not the SQLite file %s", replicas, spec.Path)
+		}
+		cfg := auth.Config{DataDir: dir, Store: spec.Open, StoreFile: spec.Path, TrustDomain: "bench.example", ListenAddr: "127.0.0.1:0", Version: "bench"}
+		if r > 0 {
+			// The first replica's key encryption key opens the CA keys.
+			cfg.KEKFile = filepath.Join(root, "replica-0", "keys", ca.KEKFileName)
+		}
+		srv, err := auth.Open(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("replica %d: %w", r, err)
+		}
+		defer srv.Close()
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(ctx) }()
+		dones = append(dones, done)
+		infos = append(infos, srv.Info())
 	}
-	srv, err := auth.Open(ctx, auth.Config{DataDir: dir, Store: spec.Open, TrustDomain: "bench.example", ListenAddr: "127.0.0.1:0", Version: "bench"})
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	info := srv.Info()
+	info := infos[0]
 
 	admin, err := client.Dial(client.Config{AdminSocket: info.AdminSocket})
 	if err != nil {
@@ -126,7 +155,7 @@ func run(clients int, duration time.Duration, request, storeArg string) error {
 	start := time.Now()
 	deadline := start.Add(duration)
 	for i := 0; i < clients; i++ {
-		c, err := client.Dial(client.Config{Auth: info.Addr, Identity: id})
+		c, err := client.Dial(client.Config{Auth: infos[i%replicas].Addr, Identity: id})
 		if err != nil {
 			return err
 		}
@@ -178,8 +207,8 @@ func run(clients int, duration time.Duration, request, storeArg string) error {
 		}
 		return latencies[int(float64(len(latencies)-1)*p)]
 	}
-	fmt.Printf("issuance (%s, %s store): %d clients, %s: %d SVIDs, %.0f SVIDs/s, p50 %s, p99 %s, max %s, failures %d\n",
-		request, spec.Kind, clients, elapsed.Round(time.Millisecond), len(latencies), float64(len(latencies))/elapsed.Seconds(),
+	fmt.Printf("issuance (%s, %s store, %d replica(s)): %d clients, %s: %d SVIDs, %.0f SVIDs/s, p50 %s, p99 %s, max %s, failures %d\n",
+		request, spec.Kind, replicas, clients, elapsed.Round(time.Millisecond), len(latencies), float64(len(latencies))/elapsed.Seconds(),
 		pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), pct(1).Round(10*time.Microsecond), failures)
 
 	// Every SVID answered must be in the audit log.
@@ -189,7 +218,12 @@ func run(clients int, duration time.Duration, request, storeArg string) error {
 	}
 	fmt.Printf("audit: %d events, verified %v\n", v.Events, v.Ok)
 	cancel()
-	return <-done
+	for _, done := range dones {
+		if err := <-done; err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func join(ctx context.Context, addr, pin, token string) (*client.Identity, error) {
