@@ -8,7 +8,7 @@ PKGS := ./...
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 LDFLAGS := -X github.com/wid-project/wid/internal/version.Version=$(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: all build test vet gen proto bench fuzz clean image
+.PHONY: all build test vet gen proto bench bench-fleet fuzz clean image
 
 all: build
 
@@ -48,6 +48,16 @@ gen:
 proto:
 	./scripts/protogen.sh
 
+# Agent sync (issue 18): 1,000 agents x 10,000 workload identities, the
+# whole-state push against the incremental sync, one JSON line each. The
+# whole-state push takes minutes per change at this size (every agent's
+# stream lists and filters every identity), so it times one change and no
+# burst or bundle change (those figures are -1).
+bench-fleet:
+	$(GO) build -o .bin/fleet/ ./cmd/widagent
+	$(GO) run ./bench/fleet -agents 1000 -identities 10000 -sync full -changes 1 -burst 0 -bundle=false -timeout 30m -wid-bin .bin/fleet
+	$(GO) run ./bench/fleet -agents 1000 -identities 10000 -sync incremental -wid-bin .bin/fleet
+
 # Benchmarks named by the issues; figures go in the issue notes.
 bench:
 	$(GO) test -run '^$$' -bench . -skip '^BenchmarkSDS' -benchmem ./internal/core/...
@@ -55,6 +65,7 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkSDS' -benchtime 5x ./internal/core/agent
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
+	$(MAKE) bench-fleet
 	# The store, SQLite against PostgreSQL 15 (fsync on both; issue 17): the store-level
 	# BenchmarkApply and BenchmarkAppendAudit ran in the first line; here issuance end to end,
 	# on SQLite (the first line above), one replica on PostgreSQL, then three replicas on

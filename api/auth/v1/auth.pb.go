@@ -2477,7 +2477,17 @@ func (x *ExplainResponse) GetWorkloads() []*WorkloadExplanation {
 type WatchAgentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// host names the agent's machine, for the audit log and agent tracking.
-	Host          string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	Host string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	// incremental says that the agent applies deltas; without it every push
+	// is a whole state.
+	Incremental bool `protobuf:"varint,2,opt,name=incremental,proto3" json:"incremental,omitempty"`
+	// epoch, revision and trust_domain are those of the last state the agent
+	// applied (AgentState.epoch, .revision): the auth service sends what
+	// changed since, or a snapshot when it cannot (another epoch, a revision
+	// it no longer has, another trust domain). Empty epoch: a snapshot.
+	Epoch         string `protobuf:"bytes,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Revision      int64  `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	TrustDomain   string `protobuf:"bytes,5,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2519,6 +2529,34 @@ func (x *WatchAgentRequest) GetHost() string {
 	return ""
 }
 
+func (x *WatchAgentRequest) GetIncremental() bool {
+	if x != nil {
+		return x.Incremental
+	}
+	return false
+}
+
+func (x *WatchAgentRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *WatchAgentRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchAgentRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
 type AgentState struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
@@ -2546,9 +2584,23 @@ type AgentState struct {
 	// sends one when it sent nothing for a few seconds, so that an agent
 	// finds a frozen or cut-off auth service within seconds (a transport
 	// keepalive cannot ping that often).
-	Heartbeat     bool `protobuf:"varint,9,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Heartbeat bool `protobuf:"varint,9,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	// epoch and revision name the state the agent holds once it applied this
+	// one, for its next WatchAgentRequest. Empty epoch: the auth service
+	// keeps no change log for this stream (full sync).
+	Epoch    string `protobuf:"bytes,10,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Revision int64  `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"`
+	// delta marks a state that changes the one at base_revision: it carries
+	// workload_identities to add or replace (by name),
+	// removed_workload_identities to stop serving, and, only when they
+	// changed, bundle with cas and host_authorities. A delta always carries
+	// every corrupt workload identity. The agent applies a delta only on top
+	// of base_revision of the same epoch, and asks for a snapshot otherwise.
+	Delta                     bool     `protobuf:"varint,12,opt,name=delta,proto3" json:"delta,omitempty"`
+	BaseRevision              int64    `protobuf:"varint,13,opt,name=base_revision,json=baseRevision,proto3" json:"base_revision,omitempty"`
+	RemovedWorkloadIdentities []string `protobuf:"bytes,14,rep,name=removed_workload_identities,json=removedWorkloadIdentities,proto3" json:"removed_workload_identities,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *AgentState) Reset() {
@@ -2642,6 +2694,41 @@ func (x *AgentState) GetHeartbeat() bool {
 		return x.Heartbeat
 	}
 	return false
+}
+
+func (x *AgentState) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *AgentState) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AgentState) GetDelta() bool {
+	if x != nil {
+		return x.Delta
+	}
+	return false
+}
+
+func (x *AgentState) GetBaseRevision() int64 {
+	if x != nil {
+		return x.BaseRevision
+	}
+	return 0
+}
+
+func (x *AgentState) GetRemovedWorkloadIdentities() []string {
+	if x != nil {
+		return x.RemovedWorkloadIdentities
+	}
+	return nil
 }
 
 type AgentCA struct {
@@ -5087,9 +5174,13 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\tspiffe_id\x18\a \x01(\tR\bspiffeId\x12\x1f\n" +
 	"\vttl_seconds\x18\b \x01(\x03R\n" +
 	"ttlSeconds\x12>\n" +
-	"\tworkloads\x18\t \x03(\v2 .wid.auth.v1.WorkloadExplanationR\tworkloads\"'\n" +
+	"\tworkloads\x18\t \x03(\v2 .wid.auth.v1.WorkloadExplanationR\tworkloads\"\x9e\x01\n" +
 	"\x11WatchAgentRequest\x12\x12\n" +
-	"\x04host\x18\x01 \x01(\tR\x04host\"\xef\x03\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12 \n" +
+	"\vincremental\x18\x02 \x01(\bR\vincremental\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\x12!\n" +
+	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\x9c\x05\n" +
 	"\n" +
 	"AgentState\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
@@ -5102,7 +5193,13 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x10host_authorities\x18\x06 \x03(\fR\x0fhostAuthorities\x12\x12\n" +
 	"\x04more\x18\a \x01(\bR\x04more\x12\\\n" +
 	"\x1bcorrupt_workload_identities\x18\b \x03(\v2\x1c.wid.auth.v1.CorruptResourceR\x19corruptWorkloadIdentities\x12\x1c\n" +
-	"\theartbeat\x18\t \x01(\bR\theartbeat\x1aL\n" +
+	"\theartbeat\x18\t \x01(\bR\theartbeat\x12\x14\n" +
+	"\x05epoch\x18\n" +
+	" \x01(\tR\x05epoch\x12\x1a\n" +
+	"\brevision\x18\v \x01(\x03R\brevision\x12\x14\n" +
+	"\x05delta\x18\f \x01(\bR\x05delta\x12#\n" +
+	"\rbase_revision\x18\r \x01(\x03R\fbaseRevision\x12>\n" +
+	"\x1bremoved_workload_identities\x18\x0e \x03(\tR\x19removedWorkloadIdentities\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x85\x01\n" +

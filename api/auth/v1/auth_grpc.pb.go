@@ -94,9 +94,11 @@ type AuthServiceClient interface {
 	// Agents (bots only).
 	// WatchAgent streams what an agent serves from: the trust bundle and the
 	// workload identities its bot may issue. The first state is the whole
-	// state; after every change the auth service pushes the whole state again.
-	// A state may span several messages (see AgentState.more), so that no
-	// size of trust domain outgrows one gRPC message. Agents never poll.
+	// state (a snapshot); after every change the auth service pushes only
+	// what changed (a delta, see AgentState.delta) to an agent that asked for
+	// them, else the whole state again. A state may span several messages
+	// (see AgentState.more), so that no size of trust domain outgrows one
+	// gRPC message. Agents never poll.
 	WatchAgent(ctx context.Context, in *WatchAgentRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AgentState], error)
 	// IssueWorkloadSVIDs signs SVIDs for one attested workload. Each item is
 	// checked, audited and answered on its own (an identity's rules against the
@@ -469,9 +471,11 @@ type AuthServiceServer interface {
 	// Agents (bots only).
 	// WatchAgent streams what an agent serves from: the trust bundle and the
 	// workload identities its bot may issue. The first state is the whole
-	// state; after every change the auth service pushes the whole state again.
-	// A state may span several messages (see AgentState.more), so that no
-	// size of trust domain outgrows one gRPC message. Agents never poll.
+	// state (a snapshot); after every change the auth service pushes only
+	// what changed (a delta, see AgentState.delta) to an agent that asked for
+	// them, else the whole state again. A state may span several messages
+	// (see AgentState.more), so that no size of trust domain outgrows one
+	// gRPC message. Agents never poll.
 	WatchAgent(*WatchAgentRequest, grpc.ServerStreamingServer[AgentState]) error
 	// IssueWorkloadSVIDs signs SVIDs for one attested workload. Each item is
 	// checked, audited and answered on its own (an identity's rules against the

@@ -78,6 +78,8 @@ type StartOptions struct {
 	AuthListen  string   `mapstructure:"auth_listen" yaml:"auth_listen"`
 	ServerNames []string `mapstructure:"server_names" yaml:"server_names"`
 	LogLevel    string   `mapstructure:"log_level" yaml:"log_level"`
+	// AgentSync is how the auth service keeps agents up to date.
+	AgentSync string `mapstructure:"agent_sync" yaml:"agent_sync"`
 	// Init makes a new trust domain in a data dir that is not empty.
 	Init bool `mapstructure:"init" yaml:"init"`
 	// KubernetesClusters are what kubernetes join tokens may name (config file only).
@@ -110,13 +112,14 @@ var flagKeys = map[string]string{
 	"join-method":          "join_method", "sa-token-file": "sa_token_file",
 	"join-token-file": "join_token_file",
 	"init":            "init",
+	"agent-sync":      "agent_sync",
 }
 
 // configKeys are the keys a config file may hold; others are refused.
 var configKeys = []string{"roles", "data_dir", "store", "kek_file", "trust_domain", "auth_listen", "server_names", "log_level",
 	"auth", "join_token", "ca_pin", "workload_socket", "diag_addr", "no_dev_identity",
 	"allow_unauthenticated_verifiers", "svids", "outputs", "attestors", "sds", "join_method", "sa_token_file",
-	"join_token_file", "kubernetes_clusters"}
+	"join_token_file", "kubernetes_clusters", "agent_sync"}
 
 // configAliases are config keys spelt as their flags are (--server-name,
 // --sds-spiffe-validator), as docs/start.md says the file takes the flags'
@@ -234,6 +237,7 @@ refused.`,
 	f.String("auth-listen", auth.DefaultListenAddr, "host:port of the auth service's TLS listener")
 	f.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
 	f.String("log-level", "info", "log level: debug, info, warn or error")
+	f.String("agent-sync", auth.AgentSyncIncremental, "how the auth service keeps agents up to date: incremental (what changed since the revision an agent holds) or full (its whole state on every change, as before; for comparison)")
 	f.Bool("init", false, "make a new trust domain even though the data dir holds keys from an earlier one (its store is gone); never needed on an empty data dir")
 	f.String("auth", "", "host:port of the auth service, or of its replicas separated by commas (--roles agent)")
 	f.String("join-token", "", "join token for the agent's first start (--roles agent); visible to local users in the process list: prefer WID_JOIN_TOKEN or --join-token-file")
@@ -326,6 +330,9 @@ func loadStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, er
 	}
 	if len(o.Roles) == 0 {
 		return StartOptions{}, FlagError{errors.New("--roles is empty: give auth, agent or both")}
+	}
+	if o.AgentSync != auth.AgentSyncIncremental && o.AgentSync != auth.AgentSyncFull {
+		return StartOptions{}, FlagError{fmt.Errorf("--agent-sync %q is unknown: give %s or %s", o.AgentSync, auth.AgentSyncIncremental, auth.AgentSyncFull)}
 	}
 	if !slices.Contains(o.Roles, "auth") {
 		if o.Auth == "" {
@@ -491,7 +498,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		srv, err := auth.Open(ctx, auth.Config{
 			DataDir: o.DataDir, Store: st.Open, StoreFile: st.Path, KEKFile: o.KEKFile, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
 			ServerNames: o.ServerNames, Logger: logger, Version: version.Version, Init: o.Init,
-			KubernetesClusters: o.KubernetesClusters,
+			KubernetesClusters: o.KubernetesClusters, AgentSync: o.AgentSync,
 		})
 		if err != nil {
 			return err
@@ -509,6 +516,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		p.line("  admin socket:  %s", info.AdminSocket)
 		p.line("  CA pin:        %s", info.CAPin)
 		agentCfg.AuthAddr = info.Addr
+		agentCfg.Collectors = srv.Collectors()
 		agentCfg.LocalIdentity = func(ctx context.Context) (*client.Identity, error) {
 			return srv.LocalAgentIdentity(ctx, host)
 		}

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/attest"
 	"github.com/wid-project/wid/internal/core/client"
@@ -92,6 +93,9 @@ type Config struct {
 	// OnListen, if set, is told the socket path and diagnostics address
 	// once they are listening.
 	OnListen func(socket, diag string)
+	// Collectors are more metrics for /metrics: those of an auth service
+	// in the same process.
+	Collectors []prometheus.Collector
 }
 
 // Agent is one running agent. Build it with New, run it with Run.
@@ -139,6 +143,9 @@ type Agent struct {
 	// skipped are the workload identities the last state could not serve,
 	// as reportSkipped last logged them; only the watch loop touches it.
 	skipped map[string]bool
+	// resync makes the next stream ask for a snapshot, after a delta the
+	// agent could not apply; only the watch loop touches it.
+	resync bool
 
 	entMu  sync.Mutex
 	entGen *state
@@ -191,7 +198,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg:          cfg,
 		sds:          sds,
 		logger:       cfg.Logger,
-		metrics:      newMetrics(),
+		metrics:      newMetrics(cfg.Collectors...),
 		attestor:     cfg.Attestor,
 		config:       configSVIDs,
 		stateChanged: newNotifier(),

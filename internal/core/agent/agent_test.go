@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -767,4 +768,63 @@ func TestRemovedIdentityLeavesCache(t *testing.T) {
 	if got := metric(t, e, issued...); got != calls {
 		t.Errorf("the agent called IssueWorkloadSVIDs %v times after the removals: it asked for SVIDs nobody may have", got-calls)
 	}
+}
+
+// A role change that stops selecting identities removes them from the agent
+// at once (a delta naming them), and their SVIDs leave the cache; a role
+// change that selects them again brings them back.
+func TestRoleChangeRemovesIdentitiesFromAgent(t *testing.T) {
+	e := start(t)
+	web := identity("web", "/svc/web", "web", eq("workload.unix.uid", uid))
+	web.Metadata.Labels = map[string]string{"env": "prod"}
+	e.create(t, web, identity("db", "/svc/db", "db", eq("workload.unix.uid", uid)))
+	ctx := ctxT(t, 20*time.Second)
+	waitSVIDs := func(want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			resp, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(e.addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range resp.SVIDs {
+				got = append(got, s.ID.Path())
+			}
+			slices.Sort(got)
+			if slices.Equal(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the workload gets %v, want %v", got, want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitSVIDs("/svc/db", "/svc/web")
+
+	setLabels := func(labels map[string][]string) {
+		t.Helper()
+		got, err := e.admin.GetResource(ctx, &authv1.GetResourceRequest{Kind: resource.KindRole, Name: "local-agent"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := resource.UnmarshalStored(got.Resource)
+		if err != nil {
+			t.Fatal(err)
+		}
+		role := v.(*resource.Role)
+		role.Spec.Allow.WorkloadIdentityLabels = labels
+		doc, err := resource.MarshalJSON(role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.admin.UpdateResource(ctx, &authv1.UpdateResourceRequest{Resource: doc}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setLabels(map[string][]string{"env": {"prod"}})
+	waitSVIDs("/svc/web")
+	setLabels(map[string][]string{"*": {"*"}})
+	waitSVIDs("/svc/db", "/svc/web")
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/agentsync"
 	"github.com/wid-project/wid/internal/core/client"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -253,8 +254,8 @@ func (a *Agent) watchLoop(ctx context.Context) error {
 		if got {
 			failures = 0
 		}
-		if restarted {
-			continue // restarted on purpose, on a new connection
+		if restarted || errors.Is(err, errResync) {
+			continue // restarted on purpose, on a new connection or for a snapshot
 		}
 		failures++
 		// The replica that broke the stream is left for the next one; a
@@ -298,15 +299,15 @@ const streamQuiet = 2 * time.Second
 
 var errSilent = fmt.Errorf("nothing came from the auth service for %s: it is frozen or cut off", streamSilence)
 
-// maxStateChunks bounds the messages of one state, so that a stream that
-// never ends a state cannot grow the agent's memory without limit: at the
-// auth service's 1 MiB a chunk, 4 GiB of workload identities.
-const maxStateChunks = 4096
+// errResync ends a stream after the agent doubted a delta: it reconnects at
+// once and asks for a snapshot.
+var errResync = errors.New("the agent asks the auth service for a snapshot")
 
 // watchOnce follows one stream; got says whether any state arrived, and
 // *from is set to the replica that the stream came from. A state
 // may come in several messages (AgentState.more): they are gathered and the
-// state is applied, all at once, when the last arrives.
+// state is applied, all at once, when the last arrives. The agent names the
+// revision it holds, and gets what changed since (a delta) or a snapshot.
 func (a *Agent) watchOnce(ctx context.Context, c *client.Client, from *string) (got bool, err error) {
 	// A stream silent for this long is dead (the auth service sends a
 	// heartbeat every 2 s): a frozen auth host is found within seconds.
@@ -326,17 +327,19 @@ func (a *Agent) watchOnce(ctx context.Context, c *client.Client, from *string) (
 			err = errSilent
 		}
 	}()
-	stream, err := c.WatchAgent(ctx, &authv1.WatchAgentRequest{Host: a.cfg.Host})
+	var pos agentsync.Position
+	if st := a.st.Load(); st != nil && !a.resync {
+		pos = st.pos
+	}
+	a.resync = false
+	stream, err := c.WatchAgent(ctx, agentsync.Request(a.cfg.Host, pos))
 	// The replica the stream was opened on, which a call that failed over
 	// meanwhile may have moved away from: that one is left when it breaks.
 	*from = c.Current()
 	if err != nil {
 		return false, err
 	}
-	var (
-		pending *authv1.AgentState
-		chunks  int
-	)
+	var g agentsync.Gatherer
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -347,25 +350,24 @@ func (a *Agent) watchOnce(ctx context.Context, c *client.Client, from *string) (
 		if msg.GetHeartbeat() {
 			continue
 		}
-		if pending != nil {
-			if msg.GetGeneration() != pending.GetGeneration() {
-				return got, fmt.Errorf("the auth service began state %d before it finished state %d", msg.GetGeneration(), pending.GetGeneration())
-			}
-			if chunks++; chunks > maxStateChunks {
-				return got, fmt.Errorf("the auth service sent state %d in over %d messages", msg.GetGeneration(), maxStateChunks)
-			}
-			pending.WorkloadIdentities = append(pending.WorkloadIdentities, msg.GetWorkloadIdentities()...)
-			pending.CorruptWorkloadIdentities = append(pending.CorruptWorkloadIdentities, msg.GetCorruptWorkloadIdentities()...)
-			pending.More = msg.GetMore()
-			msg = pending
+		if msg, err = g.Add(msg); err != nil {
+			return got, err
 		}
-		if msg.GetMore() {
-			pending = msg
+		if msg == nil {
 			continue
 		}
-		pending, chunks = nil, 0
-		st, skipped, err := newState(msg, a.st.Load())
-		if err != nil {
+		var (
+			st      *state
+			skipped []error
+		)
+		if msg.GetDelta() {
+			st, skipped, err = applyDelta(a.st.Load(), msg)
+			if err != nil {
+				a.logger.Warn("the agent cannot apply a change the auth service sent; it asks for the whole state", "error", err)
+				a.resync = true
+				return got, errResync
+			}
+		} else if st, skipped, err = newState(msg, a.st.Load()); err != nil {
 			a.logger.Error("the auth service sent a state the agent cannot use", "error", err)
 			continue
 		}
@@ -373,7 +375,8 @@ func (a *Agent) watchOnce(ctx context.Context, c *client.Client, from *string) (
 		if !got {
 			a.following.Store(true)
 			a.metrics.connected.Set(1)
-			a.logger.Info("following the auth service", "auth", *from, "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence)
+			a.logger.Info("following the auth service", "auth", *from, "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence,
+				"snapshot", !msg.GetDelta())
 		}
 		got = true
 		a.setState(st)

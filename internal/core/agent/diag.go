@@ -31,7 +31,7 @@ type metrics struct {
 	clockSkew prometheus.Gauge
 }
 
-func newMetrics() *metrics {
+func newMetrics(extra ...prometheus.Collector) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -76,6 +76,7 @@ func newMetrics() *metrics {
 			Help: "How far the auth service's clock is ahead of the agent's (negative: behind), from its last issuance.",
 		}),
 	}
+	m.reg.MustRegister(extra...)
 	m.reg.MustRegister(m.requests, m.latency, m.cached, m.renewals, m.connected, m.skipped, m.authRPCs, m.sdsNACKs, m.dropped, m.clockSkew,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range []string{authv1.SVIDTypeX509, authv1.SVIDTypeJWT, authv1.SVIDTypeWIT} {

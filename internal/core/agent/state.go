@@ -5,11 +5,13 @@ import (
 	"crypto/x509"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/agentsync"
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
 )
@@ -20,8 +22,19 @@ import (
 type state struct {
 	generation int64
 	td         spiffeid.TrustDomain
-	// identities, sorted by name.
+	// pos is where the state stands in the auth service's change log
+	// (empty epoch: the auth service keeps none for this agent).
+	pos agentsync.Position
+	// identities, sorted by name: those of byName that compiled.
 	identities []*rbac.Workload
+	// byName are the workload identities pushed, by name, with their
+	// documents so that a later push of the same document costs nothing.
+	byName map[string]*pushedIdentity
+	// undecodable are the documents of the last snapshot that did not
+	// decode (their names are unknown); corrupt are those the auth
+	// service says are stored corrupt.
+	undecodable []error
+	corrupt     []*authv1.CorruptResource
 
 	x509Authorities []*x509.Certificate
 	// x509BundleDER is the authorities' DER, concatenated, as the Workload
@@ -35,82 +48,154 @@ type state struct {
 	cas map[string]*authv1.AgentCA
 	// hostAuthorities verify the auth service (DER).
 	hostAuthorities [][]byte
-	// compiled maps each identity's document to its compiled form, for
-	// the next state to reuse.
-	compiled map[string]*rbac.Workload
 }
 
-// newState decodes a pushed AgentState. A workload identity that does not
-// decode or compile is skipped and reported, so one bad document cannot
-// stop the agent from serving the rest. Identities whose documents are
-// byte for byte those of prev are taken from it rather than compiled again:
-// a push that changes only the bundle (a CA rotation step) costs little
-// however many identities there are.
+// pushedIdentity is one workload identity pushed: compiled, or err says
+// why it cannot be served.
+type pushedIdentity struct {
+	doc []byte
+	w   *rbac.Workload
+	err error
+}
+
+// newState decodes a pushed AgentState that is a whole state. A workload
+// identity that does not decode or compile is skipped and reported, so one
+// bad document cannot stop the agent from serving the rest. Identities
+// whose documents are byte for byte those of prev are taken from it rather
+// than compiled again: a push that changes only the bundle (a CA rotation
+// step) costs little however many identities there are.
 func newState(msg *authv1.AgentState, prev *state) (*state, []error, error) {
 	td, err := spiffeid.TrustDomainFromString(msg.GetTrustDomain())
 	if err != nil {
 		return nil, nil, fmt.Errorf("auth service sent trust domain %q: %w", msg.GetTrustDomain(), err)
 	}
+	s := &state{generation: msg.GetGeneration(), td: td, pos: agentsync.Of(msg), corrupt: msg.GetCorruptWorkloadIdentities()}
+	if err := s.setCAs(msg); err != nil {
+		return nil, nil, err
+	}
+	s.byName = make(map[string]*pushedIdentity, len(msg.GetWorkloadIdentities()))
+	for _, doc := range msg.GetWorkloadIdentities() {
+		name, id, err := pushed(doc, prev)
+		if err != nil {
+			s.undecodable = append(s.undecodable, err)
+			continue
+		}
+		s.byName[name] = id
+	}
+	s.index()
+	return s, s.skipped(), nil
+}
+
+// applyDelta is prev changed by the delta msg. Any doubt (a delta not based
+// on prev, a document that does not decode, so that which identity it
+// replaces is unknown) is an error, and the agent asks for a snapshot.
+func applyDelta(prev *state, msg *authv1.AgentState) (*state, []error, error) {
+	if prev == nil {
+		return nil, nil, fmt.Errorf("the auth service sent a delta to an agent that holds no state")
+	}
+	if err := agentsync.CheckDelta(prev.pos, msg); err != nil {
+		return nil, nil, err
+	}
+	s := *prev
+	s.generation, s.pos, s.corrupt = msg.GetGeneration(), agentsync.Of(msg), msg.GetCorruptWorkloadIdentities()
+	if msg.GetBundle() != nil {
+		if err := s.setCAs(msg); err != nil {
+			return nil, nil, err
+		}
+	}
+	s.byName = make(map[string]*pushedIdentity, len(prev.byName)+len(msg.GetWorkloadIdentities()))
+	for n, id := range prev.byName {
+		s.byName[n] = id
+	}
+	for _, n := range msg.GetRemovedWorkloadIdentities() {
+		delete(s.byName, n)
+	}
+	for _, doc := range msg.GetWorkloadIdentities() {
+		name, id, err := pushed(doc, prev)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.byName[name] = id
+	}
+	s.index()
+	return &s, s.skipped(), nil
+}
+
+// pushed decodes and compiles one pushed document, or takes it from prev
+// when prev holds the same document. err is set when the document does not
+// decode; an identity that does not compile comes back with its error.
+func pushed(doc []byte, prev *state) (string, *pushedIdentity, error) {
+	v, err := resource.UnmarshalStored(doc)
+	if err != nil {
+		return "", nil, fmt.Errorf("decoding a workload identity: %w", err)
+	}
+	wi, ok := v.(*resource.WorkloadIdentity)
+	if !ok {
+		return "", nil, fmt.Errorf("auth service sent a %s where a workload identity was expected", v.GetKind())
+	}
+	name := wi.Metadata.Name
+	if prev != nil {
+		if id := prev.byName[name]; id != nil && bytes.Equal(id.doc, doc) {
+			return name, id, nil
+		}
+	}
+	w, err := rbac.CompileWorkload(wi)
+	return name, &pushedIdentity{doc: doc, w: w, err: err}, nil
+}
+
+// setCAs takes the bundle, CAs and host authorities of msg.
+func (s *state) setCAs(msg *authv1.AgentState) error {
 	b := msg.GetBundle()
 	if b == nil || len(b.GetX509Authorities()) == 0 {
-		return nil, nil, fmt.Errorf("auth service sent a state without X.509 authorities")
+		return fmt.Errorf("auth service sent a state without X.509 authorities")
 	}
-	s := &state{generation: msg.GetGeneration(), td: td, sequence: b.GetSequence(), jwtJWKS: b.GetJwtJwks(), witJWKS: b.GetWitJwks(),
-		cas: msg.GetCas(), hostAuthorities: msg.GetHostAuthorities()}
+	s.sequence, s.jwtJWKS, s.witJWKS = b.GetSequence(), b.GetJwtJwks(), b.GetWitJwks()
+	s.cas, s.hostAuthorities = msg.GetCas(), msg.GetHostAuthorities()
+	s.x509Authorities, s.x509BundleDER = nil, nil
 	for _, der := range b.GetX509Authorities() {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return nil, nil, fmt.Errorf("auth service sent an X.509 authority that does not parse: %w", err)
+			return fmt.Errorf("auth service sent an X.509 authority that does not parse: %w", err)
 		}
 		s.x509Authorities = append(s.x509Authorities, c)
 		s.x509BundleDER = append(s.x509BundleDER, der...)
 	}
 	if len(s.jwtJWKS) > 0 {
-		s.jwtBundle, err = jwtbundle.Parse(td, s.jwtJWKS)
-		if err != nil {
-			return nil, nil, fmt.Errorf("auth service sent a JWT bundle that does not parse: %w", err)
+		var err error
+		if s.jwtBundle, err = jwtbundle.Parse(s.td, s.jwtJWKS); err != nil {
+			return fmt.Errorf("auth service sent a JWT bundle that does not parse: %w", err)
 		}
 	} else {
-		s.jwtBundle = jwtbundle.New(td)
+		s.jwtBundle = jwtbundle.New(s.td)
 	}
-	var skipped []error
-	s.compiled = make(map[string]*rbac.Workload, len(msg.GetWorkloadIdentities()))
-	for _, doc := range msg.GetWorkloadIdentities() {
-		if prev != nil {
-			if w, ok := prev.compiled[string(doc)]; ok {
-				s.compiled[string(doc)] = w
-				s.identities = append(s.identities, w)
-				continue
-			}
+	return nil
+}
+
+// index sorts the identities that compiled by name.
+func (s *state) index() {
+	s.identities = make([]*rbac.Workload, 0, len(s.byName))
+	for _, id := range s.byName {
+		if id.w != nil {
+			s.identities = append(s.identities, id.w)
 		}
-		v, err := resource.UnmarshalStored(doc)
-		if err != nil {
-			skipped = append(skipped, fmt.Errorf("decoding a workload identity: %w", err))
-			continue
-		}
-		wi, ok := v.(*resource.WorkloadIdentity)
-		if !ok {
-			skipped = append(skipped, fmt.Errorf("auth service sent a %s where a workload identity was expected", v.GetKind()))
-			continue
-		}
-		w, err := rbac.CompileWorkload(wi)
-		if err != nil {
-			skipped = append(skipped, err)
-			continue
-		}
-		s.compiled[string(doc)] = w
-		s.identities = append(s.identities, w)
 	}
-	slices.SortFunc(s.identities, func(a, b *rbac.Workload) int {
-		switch {
-		case a.Name() < b.Name():
-			return -1
-		case a.Name() > b.Name():
-			return 1
+	slices.SortFunc(s.identities, func(a, b *rbac.Workload) int { return strings.Compare(a.Name(), b.Name()) })
+}
+
+// skipped are the pushed identities the agent cannot serve, sorted.
+func (s *state) skipped() []error {
+	out := slices.Clone(s.undecodable)
+	names := make([]string, 0)
+	for n, id := range s.byName {
+		if id.err != nil {
+			names = append(names, n)
 		}
-		return 0
-	})
-	return s, skipped, nil
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		out = append(out, s.byName[n].err)
+	}
+	return out
 }
 
 // sameBundle reports whether two states carry the same trust bundle.

@@ -2,20 +2,25 @@ package auth_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/exp/bundle/witbundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/agentsync"
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/rbac"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -350,5 +355,96 @@ func TestInfoCreated(t *testing.T) {
 			t.Errorf("open %d: Info().Created = %v, want %v", i+1, got, want)
 		}
 		srv.Close()
+	}
+}
+
+// TestStuckAgentIsDroppedAndCatchesUp: an agent that stops reading its
+// stream holds at most gRPC's flow-control windows of the auth service's
+// memory; after the send timeout its stream is ended and counted, and when
+// it comes back with the revision it held it gets what it missed as one
+// delta, not a snapshot.
+func TestStuckAgentIsDroppedAndCatchesUp(t *testing.T) {
+	srv := authtest.Start(t, func(c *auth.Config) { c.AgentSendTimeout = time.Second })
+	ctx := context.Background()
+	create(t, srv, agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**"), wiDoc(t, "web", "prod", "/svc/web", nil, 0, uidIs("1000")))
+	admin := srv.AdminClient(t)
+	bot, err := admin.CreateBot(ctx, &authv1.CreateBotRequest{Name: "agent", Roles: []string{"prod-agent"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := join(srv, bot.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fixed, small windows: the stream stalls after 64 KiB unread.
+	c, err := client.Dial(client.Config{Auth: srv.Addr, Identity: id, DialOptions: []grpc.DialOption{
+		grpc.WithInitialWindowSize(64 << 10), grpc.WithInitialConnWindowSize(64 << 10)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stuck, err := c.WatchAgent(sctx, agentsync.Request("node-1", agentsync.Position{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stuck.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := agentsync.Of(first)
+
+	// Half a megabyte of identities the stuck agent does not read.
+	var (
+		docs  [][]byte
+		names []string
+	)
+	sans := make([]string, 30)
+	for i := range sans {
+		sans[i] = fmt.Sprintf("name-%02d.a-rather-long-service-domain.example.internal", i)
+	}
+	for i := range 200 {
+		name := fmt.Sprintf("big-%03d", i)
+		names = append(names, name)
+		docs = append(docs, wiDoc(t, name, "prod", "/svc/"+name, sans, 0, uidIs("1000")))
+	}
+	create(t, srv, docs...)
+	dropped := func() float64 {
+		var m dto.Metric
+		if err := srv.Collectors()[0].(prometheus.Metric).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for dropped() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stuck agent's stream was not dropped: wid_auth_agent_streams_dropped_total is %v", dropped())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for {
+		if _, err := stuck.Recv(); err != nil {
+			if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "read nothing") {
+				t.Fatalf("the stuck stream ended with %v, want ResourceExhausted saying it read nothing", err)
+			}
+			break
+		}
+	}
+
+	// Back with the revision it held: one delta with what it missed.
+	back := watchFrom(t, c, "node-1", held)
+	var g agentsync.Gatherer
+	var st *authv1.AgentState
+	for st == nil {
+		m := back.next(t, 5*time.Second)
+		if st, err = g.Add(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !st.Delta || st.BaseRevision != held.Revision || len(st.WorkloadIdentities) != len(names) {
+		t.Fatalf("back at revision %d the agent got delta=%v from %d with %d identities, want a delta with the %d it missed",
+			held.Revision, st.Delta, st.BaseRevision, len(st.WorkloadIdentities), len(names))
 	}
 }

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-func roleDoc(t *testing.T, name string, spec resource.RoleSpec) []byte {
+func roleDoc(t testing.TB, name string, spec resource.RoleSpec) []byte {
 	t.Helper()
 	b, err := json.Marshal(&resource.Role{Header: resource.Header{Kind: resource.KindRole, Version: resource.V1, Metadata: resource.Metadata{Name: name}}, Spec: spec})
 	if err != nil {

@@ -63,15 +63,13 @@ func (s *Server) storeChanged(ctx context.Context, kind, name string) error {
 	switch kind {
 	case "":
 		s.res.forgetAll()
-		s.changes.changed()
+		s.agentsLostTrack(ctx)
 		return s.cas.Reload(ctx)
 	case ca.StoreKind:
 		// Reload wakes agent streams and the anchor (cas.OnChange).
 		return s.cas.Reload(ctx)
 	}
-	if s.res.forget(kind, name) {
-		s.changes.changed()
-	}
+	s.applyResourceChanges(ctx, resourceChange{kind, name})
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/agentsync"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -17,7 +18,7 @@ func ptr(s string) *string { return &s }
 
 // agentRole selects workload identities labelled env in envs, grants paths
 // (with dnsSANs on each) and lets its holder read and list workload identities.
-func agentRole(t *testing.T, name string, envs []string, dnsSANs []string, maxTTL time.Duration, paths ...string) []byte {
+func agentRole(t testing.TB, name string, envs []string, dnsSANs []string, maxTTL time.Duration, paths ...string) []byte {
 	t.Helper()
 	spec := resource.RoleSpec{
 		Allow: resource.RoleConditions{
@@ -33,7 +34,7 @@ func agentRole(t *testing.T, name string, envs []string, dnsSANs []string, maxTT
 }
 
 // wiDoc is a workload identity labelled env=env with one rule of conds.
-func wiDoc(t *testing.T, name, env, id string, dns []string, ttl time.Duration, conds ...resource.Condition) []byte {
+func wiDoc(t testing.TB, name, env, id string, dns []string, ttl time.Duration, conds ...resource.Condition) []byte {
 	t.Helper()
 	wi := &resource.WorkloadIdentity{
 		Header: resource.Header{Kind: resource.KindWorkloadIdentity, Version: resource.V1, Metadata: resource.Metadata{Name: name, Labels: map[string]string{"env": env}}},
@@ -72,8 +73,19 @@ type stateStream struct {
 
 func watch(t *testing.T, c *client.Client, host string) *stateStream {
 	t.Helper()
+	return watchWith(t, c, &authv1.WatchAgentRequest{Host: host})
+}
+
+// watchFrom follows a stream that asks for deltas from pos.
+func watchFrom(t *testing.T, c *client.Client, host string, pos agentsync.Position) *stateStream {
+	t.Helper()
+	return watchWith(t, c, agentsync.Request(host, pos))
+}
+
+func watchWith(t *testing.T, c *client.Client, req *authv1.WatchAgentRequest) *stateStream {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := c.WatchAgent(ctx, &authv1.WatchAgentRequest{Host: host})
+	stream, err := c.WatchAgent(ctx, req)
 	if err != nil {
 		cancel()
 		t.Fatalf("WatchAgent: %v", err)

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -46,7 +48,7 @@ type workloadEntry struct {
 }
 
 // workloadIdentities returns every workload identity, from memory unless a
-// write changed them since the last read. The set is shared: never modify it.
+// write dropped them since the last read. The set is shared: never modify it.
 func (r *resources) workloadIdentities(ctx context.Context) (*workloadSet, error) {
 	r.mu.RLock()
 	set, gen, last := r.workloads, r.workloadsGen, r.lastWorkloads
@@ -60,27 +62,13 @@ func (r *resources) workloadIdentities(ctx context.Context) (*workloadSet, error
 	}
 	set = &workloadSet{byName: make(map[string]*workloadEntry, len(items))}
 	for _, it := range items {
-		// An identity whose stored document did not change is taken as it
-		// was, neither decoded nor compiled again. The revision alone does
-		// not tell: one deleted and created again starts again at 1.
-		e := last.entry(it.Name)
-		if e == nil || e.wi.Metadata.Revision != it.Revision || !bytes.Equal(e.stored, it.Data) {
-			v, err := decodeItem(it)
-			var ce *corruptError
-			if errors.As(err, &ce) {
-				r.report(ce)
-				set.corrupt = append(set.corrupt, ce)
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			wi := v.(*resource.WorkloadIdentity)
-			e = &workloadEntry{wi: wi, stored: it.Data}
-			if e.doc, err = encode(wi); err != nil {
-				return nil, err
-			}
-			e.compiled, e.err = rbac.CompileWorkload(wi)
+		e, ce, err := r.workloadEntryOf(it, last.entry(it.Name))
+		if ce != nil {
+			set.corrupt = append(set.corrupt, ce)
+			continue
+		}
+		if err != nil {
+			return nil, err
 		}
 		set.list = append(set.list, e)
 		set.byName[it.Name] = e
@@ -93,6 +81,152 @@ func (r *resources) workloadIdentities(ctx context.Context) (*workloadSet, error
 	r.lastWorkloads = set
 	r.mu.Unlock()
 	return set, nil
+}
+
+// workloadEntryOf decodes, encodes and compiles a stored workload
+// identity, or takes prev when its stored document did not change (the
+// revision alone does not tell: one deleted and created again starts again
+// at 1). A document that does not decode comes back as corrupt, reported.
+func (r *resources) workloadEntryOf(it store.Item, prev *workloadEntry) (*workloadEntry, *corruptError, error) {
+	if prev != nil && prev.wi.Metadata.Revision == it.Revision && bytes.Equal(prev.stored, it.Data) {
+		return prev, nil, nil
+	}
+	v, err := decodeItem(it)
+	var ce *corruptError
+	if errors.As(err, &ce) {
+		r.report(ce)
+		return nil, ce, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	wi, ok := v.(*resource.WorkloadIdentity)
+	if !ok {
+		return nil, nil, fmt.Errorf("the store holds a %s as workload identity %s", v.GetKind(), it.Name)
+	}
+	e := &workloadEntry{wi: wi, stored: it.Data}
+	if e.doc, err = encode(wi); err != nil {
+		return nil, nil, err
+	}
+	e.compiled, e.err = rbac.CompileWorkload(wi)
+	return e, nil, nil
+}
+
+// refreshWorkloads brings the set up to date with writes to the workload
+// identities named, reading only those from the store: a change costs one
+// read and one encoding per identity written, and one copy of the set per
+// batch however many identities it holds. A read that fails drops the set,
+// and the next read lists them all. Refreshes are serialized and each
+// reads the store after its write, so the set ends with the newest stored
+// documents.
+func (r *resources) refreshWorkloads(ctx context.Context, names []string) (changedNames map[string]bool) {
+	if len(names) == 0 {
+		return map[string]bool{}
+	}
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	r.mu.RLock()
+	set := r.workloads
+	r.mu.RUnlock()
+	if set == nil || !r.incremental {
+		// Also keeps a listing begun before the write from being kept.
+		r.dropWorkloads()
+		return nil
+	}
+	changed := make(map[string]bool, len(names))
+	changedNames = map[string]bool{}
+	var (
+		entries []*workloadEntry
+		corrupt []*corruptError
+	)
+	for _, name := range names {
+		if changed[name] {
+			continue
+		}
+		changed[name] = true
+		it, err := r.db.Get(ctx, resource.KindWorkloadIdentity, name)
+		if errors.Is(err, store.ErrNotFound) {
+			if set.byName[name] != nil || slices.ContainsFunc(set.corrupt, func(c *corruptError) bool { return c.name == name }) {
+				changedNames[name] = true
+			}
+			continue
+		}
+		if err != nil {
+			r.log.Warn("a changed workload identity could not be read; every identity is read again", "workload_identity", name, "error", err)
+			r.dropWorkloads()
+			return nil
+		}
+		e, ce, err := r.workloadEntryOf(it, set.byName[name])
+		if ce != nil {
+			corrupt = append(corrupt, ce)
+			changedNames[name] = true
+			continue
+		}
+		if err != nil {
+			r.log.Warn("a changed workload identity could not be read; every identity is read again", "workload_identity", name, "error", err)
+			r.dropWorkloads()
+			return nil
+		}
+		entries = append(entries, e)
+		if set.byName[name] != e {
+			changedNames[name] = true
+		}
+	}
+	next := &workloadSet{byName: make(map[string]*workloadEntry, len(set.byName)+len(entries)), list: make([]*workloadEntry, 0, len(set.list)+len(entries))}
+	for _, e := range set.list {
+		if !changed[e.wi.Metadata.Name] {
+			next.list = append(next.list, e)
+		}
+	}
+	next.list = append(next.list, entries...)
+	sort.Slice(next.list, func(i, j int) bool { return next.list[i].wi.Metadata.Name < next.list[j].wi.Metadata.Name })
+	for _, e := range next.list {
+		next.byName[e.wi.Metadata.Name] = e
+	}
+	for _, c := range set.corrupt {
+		if !changed[c.name] {
+			next.corrupt = append(next.corrupt, c)
+		}
+	}
+	next.corrupt = append(next.corrupt, corrupt...)
+	sort.Slice(next.corrupt, func(i, j int) bool { return next.corrupt[i].name < next.corrupt[j].name })
+	r.mu.Lock()
+	r.refreshes++
+	// The generation moves so that a listing begun before is not kept.
+	r.workloads, r.lastWorkloads = next, next
+	r.workloadsGen++
+	r.mu.Unlock()
+	return changedNames
+}
+
+// dropWorkloads makes the next read list every workload identity.
+func (r *resources) dropWorkloads() {
+	r.mu.Lock()
+	r.workloads = nil
+	r.workloadsGen++
+	r.mu.Unlock()
+}
+
+// resourceChange names one written resource.
+type resourceChange struct{ kind, name string }
+
+// changed brings the caches up to date with writes, made in this process
+// or, read from the store's change log, by another replica. It returns the
+// workload identities that changed in the set, or nil when it cannot tell
+// (the set was dropped, or the sync is full): a change seen twice, as the
+// change log shows this replica its own writes again, changes nothing the
+// second time.
+func (r *resources) changed(ctx context.Context, changes ...resourceChange) map[string]bool {
+	var names []string
+	r.mu.Lock()
+	for _, c := range changes {
+		r.forgetLocked(c.kind, c.name)
+		if c.kind == resource.KindWorkloadIdentity {
+			names = append(names, c.name)
+		}
+	}
+	r.mu.Unlock()
+	return r.refreshWorkloads(ctx, names)
 }
 
 // resources reads and writes resources through the store, keeping decoded
@@ -115,10 +249,19 @@ type resources struct {
 	// lastWorkloads is the previous set, whose compiled identities the next
 	// one reuses when their revision did not change.
 	lastWorkloads *workloadSet
+	// incremental keeps the set across writes, refreshing only the changed
+	// identity; without it every write drops the set (the full agent sync
+	// does, for comparison).
+	incremental bool
+	// refreshMu serializes refreshes of the set; refreshes counts them.
+	refreshMu sync.Mutex
+	refreshes int
 
-	// onChange is called after every write to a role, bot or workload
-	// identity: what agents are served from.
-	onChange func()
+	// onChange is called with the kind and name of every resource a write
+	// touched, after the write: it refreshes the caches (see changed) and
+	// tells agent streams. The write's outcome may be unknown; it is called
+	// then too.
+	onChange func(changes ...resourceChange)
 	// cacheGen counts what forget dropped, so that a document read from
 	// the store before a change (here or on another replica) is not
 	// cached after the change dropped it.
@@ -129,15 +272,26 @@ type resources struct {
 	reported sync.Map
 }
 
-func newResources(db store.Backend, log *slog.Logger, onChange func()) *resources {
-	if onChange == nil {
-		onChange = func() {}
-	}
+// newResources makes the resource cache; onChange nil means r.changed.
+func newResources(db store.Backend, log *slog.Logger, onChange func(changes ...resourceChange)) *resources {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &resources{db: db, log: log, cache: map[string]resource.Resource{}, gens: map[string]string{}, onChange: onChange}
+	r := &resources{db: db, log: log, cache: map[string]resource.Resource{}, gens: map[string]string{}, onChange: onChange, incremental: true}
+	if r.onChange == nil {
+		r.onChange = func(changes ...resourceChange) {
+			ctx, cancel := context.WithTimeout(context.Background(), changeReadTimeout)
+			defer cancel()
+			r.changed(ctx, changes...)
+		}
+	}
+	return r
 }
+
+// changeReadTimeout bounds the store reads that bring caches up to date
+// after a write. They do not take the writer's context: a write that was
+// made must reach the caches even if its caller has gone.
+const changeReadTimeout = 10 * time.Second
 
 // corruptError is a stored document that does not decode.
 type corruptError struct {
@@ -276,7 +430,7 @@ func (r *resources) roles(ctx context.Context, names []string) ([]*resource.Role
 }
 
 // apply writes ops atomically and drops the cached copies of what they
-// touch; then, if agents' state may have changed, it says so. Both happen
+// touch; then it calls onChange for each. Both happen
 // even when Apply failed: its outcome may be unknown, and a needless
 // reload or state check costs little.
 func (r *resources) apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
@@ -287,15 +441,16 @@ func (r *resources) apply(ctx context.Context, ops ...store.Op) ([]int64, error)
 	}
 	ops = append(ops[:len(ops):len(ops)], gens...)
 	revs, err := r.db.Apply(ctx, ops...)
-	agentState := false
 	r.mu.Lock()
 	for _, op := range ops {
-		agentState = r.forgetLocked(op.Item.Kind, op.Item.Name) || agentState
+		r.forgetLocked(op.Item.Kind, op.Item.Name)
 	}
 	r.mu.Unlock()
-	if agentState {
-		r.onChange()
+	changes := make([]resourceChange, len(ops))
+	for i, op := range ops {
+		changes[i] = resourceChange{op.Item.Kind, op.Item.Name}
 	}
+	r.onChange(changes...)
 	return revs, err
 }
 
@@ -314,8 +469,11 @@ func (r *resources) forgetLocked(kind, name string) (agentState bool) {
 		r.cacheGen++
 		delete(r.gens, name)
 	case resource.KindWorkloadIdentity:
-		r.workloads = nil
-		r.workloadsGen++
+		// The incremental sync refreshes the set instead (see changed).
+		if !r.incremental {
+			r.workloads = nil
+			r.workloadsGen++
+		}
 		return true
 	case resource.KindRole, resource.KindBot, resource.KindUser:
 		r.cacheGen++

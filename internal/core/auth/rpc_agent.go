@@ -30,6 +30,18 @@ import (
 // identities one after another sees.
 const agentPushInterval = 10 * time.Millisecond
 
+// A stream that pushed agentBurstPushes states within agentBurstWindow
+// waits agentBurstInterval after the last before the next. Each push costs
+// the auth service a send per agent: with a thousand agents, a burst of a
+// hundred changes a few tens of milliseconds apart made a hundred pushes
+// per agent and starved the writes themselves (bench/fleet). Single
+// changes, and the first few of a burst, still go out at once.
+const (
+	agentBurstPushes   = 3
+	agentBurstWindow   = time.Second
+	agentBurstInterval = 250 * time.Millisecond
+)
+
 // AgentHeartbeat is how often a quiet WatchAgent stream carries a
 // heartbeat; agents treat a stream silent for a few of these as dead.
 const AgentHeartbeat = 2 * time.Second
@@ -65,10 +77,60 @@ func (n *stateNotifier) changed() {
 	n.ch = make(chan struct{})
 }
 
-// StateChanged tells every agent stream to look again at what it serves:
-// call it after changing anything agents are served from outside the
-// resource API (the resource API and CA reloads already do).
-func (s *Server) StateChanged() { s.changes.changed() }
+// StateChanged tells agent streams to look again at the CAs they are
+// served from: call it after changing the CAs outside the CA manager (the
+// resource API and CA reloads already tell them).
+func (s *Server) StateChanged() { s.agentChanged(context.Background(), feedKindCA, "") }
+
+// resourcesChanged is where every write to resources ends, whether made by
+// this process or, read from the store's change log, by another replica: it
+// brings the caches up to date and tells agent streams. It takes every
+// resource one write touched, so that a batch refreshes the cached workload
+// identities once.
+func (s *Server) resourcesChanged(changes ...resourceChange) {
+	ctx, cancel := context.WithTimeout(context.Background(), changeReadTimeout)
+	defer cancel()
+	s.applyResourceChanges(ctx, changes...)
+}
+
+// applyResourceChanges is resourcesChanged within ctx.
+func (s *Server) applyResourceChanges(ctx context.Context, changes ...resourceChange) {
+	identities := s.res.changed(ctx, changes...)
+	for _, c := range changes {
+		// A workload identity seen again unchanged (this replica's own
+		// write, read back from the store's change log) is not pushed twice.
+		if c.kind == resource.KindWorkloadIdentity && identities != nil && !identities[c.name] {
+			continue
+		}
+		s.agentChanged(ctx, c.kind, c.name)
+	}
+}
+
+// agentsLostTrack sends every agent a snapshot (with the full sync, every
+// stream looks again), for when this replica cannot know
+// what changed in the store.
+func (s *Server) agentsLostTrack(ctx context.Context) {
+	if s.agentLog != nil {
+		s.agentLog.lostTrack(ctx)
+		return
+	}
+	s.changes.changed()
+}
+
+// agentChanged tells agent streams that kind/name changed: with the change
+// log, only those of the bots it concerns.
+func (s *Server) agentChanged(ctx context.Context, kind, name string) {
+	switch kind {
+	case resource.KindWorkloadIdentity, resource.KindRole, resource.KindBot, feedKindCA:
+	default:
+		return
+	}
+	if s.agentLog != nil {
+		s.agentLog.changed(ctx, kind, name)
+		return
+	}
+	s.changes.changed()
+}
 
 // agentHost cleans the host an agent names.
 func agentHost(h string) string {
@@ -128,69 +190,259 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 	host := agentHost(req.Host)
 	s.rememberAgentHost(c.Name, host)
 	defer s.agents.connect(ctx, c.Name, host)()
+	w := &agentStream{s: s, stream: stream, bot: c.Name, host: host}
+	if s.agentLog == nil {
+		return w.full(c)
+	}
+	return w.incremental(c, req)
+}
 
-	var (
-		last     *authv1.AgentState
-		lastPush time.Time
-	)
+// agentStream is one agent's WatchAgent stream.
+type agentStream struct {
+	s         *Server
+	stream    authv1.AuthService_WatchAgentServer
+	bot, host string
+	// pushes are the times of the last agentBurstPushes pushes, oldest first.
+	pushes []time.Time
+}
+
+// connected audits the agent's connection, once it is real: an agent
+// retrying against a state that cannot be built does not write an event
+// per retry.
+func (w *agentStream) connected(c *caller) error {
+	if _, err := w.s.audit.Emit(w.stream.Context(), audit.Event{
+		Type: audit.TypeAgentConnect, Actor: c.Actor(w.s), Host: w.host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
+	}); err != nil {
+		return status.Errorf(codes.Unavailable, "the agent's connection could not be audited: %v", err)
+	}
+	return nil
+}
+
+// incremental follows the change log: a snapshot first unless the agent
+// holds a revision of this log, then the changes of the bot's selection,
+// the CAs and the corrupt identities. An agent that did not ask for deltas
+// gets a snapshot whenever a delta would have been sent.
+func (w *agentStream) incremental(c *caller, req *authv1.WatchAgentRequest) error {
+	s, f, ctx := w.s, w.s.agentLog, w.stream.Context()
+	sel, err := f.acquire(ctx, w.bot)
+	if err != nil {
+		return w.failed(err)
+	}
+	defer f.release(sel)
+	rev, deltas := req.Revision, req.Incremental
+	snapshot := true
+	if deltas {
+		reason, level := f.position(sel, req.TrustDomain, req.Epoch, req.Revision)
+		if reason == "" {
+			snapshot = false
+		} else {
+			s.log.Log(ctx, level, "an agent gets a snapshot", "bot", w.bot, "host", w.host, "why", reason,
+				"its_epoch", req.Epoch, "its_revision", req.Revision, "epoch", f.epoch)
+		}
+	}
+	if err := w.connected(c); err != nil {
+		return err
+	}
+	for {
+		changed := sel.wake.wait()
+		var st *authv1.AgentState
+		if !snapshot {
+			var (
+				ok  bool
+				err error
+			)
+			if st, rev, ok, err = f.delta(ctx, sel, rev); err != nil {
+				return w.failed(err)
+			}
+			if !ok {
+				s.log.Info("an agent gets a snapshot", "bot", w.bot, "host", w.host, "why", "its revision is older than the change log keeps")
+			}
+			// An agent that takes no deltas gets a snapshot whenever it
+			// would have got one.
+			snapshot = !ok || (st != nil && !deltas)
+		}
+		if snapshot {
+			var err error
+			if rev, err = w.sendSnapshot(sel, deltas); err != nil {
+				return err
+			}
+			snapshot = false
+		} else if st != nil {
+			if err := w.send(w.stamp(st, deltas)); err != nil {
+				return err
+			}
+		}
+		if err := w.idle(changed); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// failed logs why the agent's state could not be built, and ends the stream.
+func (w *agentStream) failed(err error) error {
+	w.s.log.Warn("an agent's state could not be built; its stream ends and it retries", "bot", w.bot, "host", w.host, "error", status.Convert(err).Message())
+	return err
+}
+
+// stamp is st, shared with the bot's other streams, as a shallow copy with
+// this push's generation.
+func (w *agentStream) stamp(st *authv1.AgentState, deltas bool) *authv1.AgentState {
+	m := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, WorkloadIdentities: st.WorkloadIdentities,
+		Cas: st.Cas, HostAuthorities: st.HostAuthorities, CorruptWorkloadIdentities: st.CorruptWorkloadIdentities,
+		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision,
+		RemovedWorkloadIdentities: st.RemovedWorkloadIdentities, Generation: w.s.generation.Add(1)}
+	if !deltas {
+		m.Epoch, m.Revision = "", 0
+	}
+	return m
+}
+
+// sendSnapshot sends the bot's whole state, in one of a bounded number of
+// slots, and returns its revision.
+func (w *agentStream) sendSnapshot(sel *botSelection, deltas bool) (int64, error) {
+	ctx := w.stream.Context()
+	release, err := w.s.snapshotSlot(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	st, err := w.s.agentLog.snapshot(ctx, sel)
+	if err != nil {
+		return 0, w.failed(err)
+	}
+	return st.Revision, w.send(w.stamp(st, deltas))
+}
+
+// full rebuilds the whole state on every change and sends it when it
+// differs from the last: the sync before the change log, kept to measure
+// against (AgentSyncFull).
+func (w *agentStream) full(c *caller) error {
+	s, ctx := w.s, w.stream.Context()
+	var last *authv1.AgentState
 	for {
 		changed := s.changes.wait()
-		st, err := s.agentState(ctx, c.Name)
+		st, err := s.agentState(ctx, w.bot)
 		if err != nil {
-			s.log.Warn("an agent's state could not be built; its stream ends and it retries", "bot", c.Name, "host", host, "error", status.Convert(err).Message())
+			s.log.Warn("an agent's state could not be built; its stream ends and it retries", "bot", w.bot, "host", w.host, "error", status.Convert(err).Message())
 			return err
 		}
 		if last == nil {
-			// Audited once the connection is real, so that an agent
-			// retrying against a state that cannot be built does not
-			// write an event per retry.
-			if _, err := s.audit.Emit(ctx, audit.Event{
-				Type: audit.TypeAgentConnect, Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
-			}); err != nil {
-				return status.Errorf(codes.Unavailable, "the agent's connection could not be audited: %v", err)
+			if err := w.connected(c); err != nil {
+				return err
 			}
 		}
 		if last == nil || !sameAgentState(last, st) {
 			st.Generation = s.generation.Add(1)
-			if err := sendAgentState(stream, st); err != nil {
+			if err := w.send(st); err != nil {
 				return err
 			}
-			last, lastPush = st, time.Now()
+			last = st
 		}
-	idle:
-		for {
-			t := time.NewTimer(AgentHeartbeat)
-			select {
-			case <-changed:
-				t.Stop()
-				break idle
-			case <-t.C:
-				if err := stream.Send(&authv1.AgentState{Heartbeat: true}); err != nil {
-					return err
-				}
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-s.stopping:
-				t.Stop()
-				return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
-			}
-		}
-		// Coalesce a burst: the state is read after the wait, so the push
-		// that follows carries everything up to then.
-		if wait := agentPushInterval - time.Since(lastPush); wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return nil
-			case <-s.stopping:
-				t.Stop()
-				return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
-			}
+		if err := w.idle(changed); err != nil || ctx.Err() != nil {
+			return err
 		}
 	}
+}
+
+// idle waits for changed, sending heartbeats meanwhile, then out the rest
+// of the push interval. It returns nil with the stream's context done.
+func (w *agentStream) idle(changed <-chan struct{}) error {
+	ctx := w.stream.Context()
+	for {
+		t := time.NewTimer(AgentHeartbeat)
+		select {
+		case <-changed:
+			t.Stop()
+		case <-t.C:
+			if err := w.sendBounded(func() error { return w.stream.Send(&authv1.AgentState{Heartbeat: true}) }); err != nil {
+				return err
+			}
+			continue
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-w.s.stopping:
+			t.Stop()
+			return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+		}
+		break
+	}
+	// Coalesce a burst: the state is read after the wait, so the push
+	// that follows carries everything up to then.
+	if wait := w.pushGap(); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		case <-w.s.stopping:
+			return status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+		}
+	}
+	return nil
+}
+
+// maxSnapshotSends bounds the snapshots being sent at once. Each is
+// encoded per stream (a thousand identities are a few hundred KB), so a
+// join storm of a thousand agents would otherwise hold a thousand encoded
+// snapshots at once; a stuck agent holds its slot at most the send timeout.
+const maxSnapshotSends = 32
+
+// snapshotSlot waits for a slot to send a snapshot in; release it after.
+func (s *Server) snapshotSlot(ctx context.Context) (func(), error) {
+	select {
+	case s.snapshotSends <- struct{}{}:
+		return func() { <-s.snapshotSends }, nil
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case <-s.stopping:
+		return nil, status.Error(codes.Unavailable, "the auth service is stopping: reconnect")
+	}
+}
+
+// pushGap is how long the stream still waits before its next push.
+func (w *agentStream) pushGap() time.Duration {
+	n := len(w.pushes)
+	if n == 0 {
+		return 0
+	}
+	last := w.pushes[n-1]
+	if n == agentBurstPushes && time.Since(w.pushes[0]) < agentBurstWindow {
+		return agentBurstInterval - time.Since(last)
+	}
+	return agentPushInterval - time.Since(last)
+}
+
+func (w *agentStream) send(st *authv1.AgentState) error {
+	err := sendAgentState(st, func(m *authv1.AgentState) error {
+		return w.sendBounded(func() error { return w.stream.Send(m) })
+	})
+	if len(w.pushes) == agentBurstPushes {
+		w.pushes = append(w.pushes[:0], w.pushes[1:]...)
+	}
+	w.pushes = append(w.pushes, time.Now())
+	return err
+}
+
+// sendBounded sends one message, giving up when the agent has not taken it
+// within the send timeout: what a stream holds is bounded by gRPC's flow
+// control window and one state, and a stuck agent's stream is ended (which
+// unblocks the send) rather than held. The agent reconnects with its
+// revision and gets what it missed.
+func (w *agentStream) sendBounded(send func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- send() }()
+	t := time.NewTimer(w.s.agentSendTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+	}
+	w.s.metrics.agentStreamsDropped.Inc()
+	w.s.log.Warn("ended the stream of an agent that reads nothing; it resyncs when it reconnects", "bot", w.bot, "host", w.host,
+		"timeout", w.s.agentSendTimeout, "metric", "wid_auth_agent_streams_dropped_total")
+	return status.Errorf(codes.ResourceExhausted, "the stream was ended: the agent read nothing for %s while a state waited", w.s.agentSendTimeout)
 }
 
 // agentState builds what bot's agent serves from. The bot and its roles are
@@ -249,42 +501,46 @@ const agentChunkBytes = 1 << 20
 
 // sendAgentState sends st as one message when it fits in agentChunkBytes,
 // else as several: the first carries everything but the workload
-// identities that do not fit, each later one only more identities with the
-// same generation, and every message but the last says more. The agent
-// applies the state when the last one arrives, so it never serves half.
-func sendAgentState(stream authv1.AuthService_WatchAgentServer, st *authv1.AgentState) error {
-	docs, corrupt := st.WorkloadIdentities, st.CorruptWorkloadIdentities
-	msg := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, Generation: st.Generation, Cas: st.Cas, HostAuthorities: st.HostAuthorities}
+// identities (and removed names) that do not fit, each later one only more
+// of them with the same generation, and every message but the last says
+// more. The agent applies the state when the last one arrives, so it never
+// serves half.
+func sendAgentState(st *authv1.AgentState, send func(*authv1.AgentState) error) error {
+	docs, removed, corrupt := st.WorkloadIdentities, st.RemovedWorkloadIdentities, st.CorruptWorkloadIdentities
+	msg := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, Generation: st.Generation, Cas: st.Cas, HostAuthorities: st.HostAuthorities,
+		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision}
 	size := 0
-	flush := func() error {
-		msg.More = true
-		if err := stream.Send(msg); err != nil {
-			return err
+	add := func(n int) error {
+		if size > 0 && size+n > agentChunkBytes {
+			msg.More = true
+			if err := send(msg); err != nil {
+				return err
+			}
+			msg, size = &authv1.AgentState{Generation: st.Generation}, 0
 		}
-		msg, size = &authv1.AgentState{Generation: st.Generation}, 0
+		size += n
 		return nil
 	}
 	for _, d := range docs {
-		if size > 0 && size+len(d) > agentChunkBytes {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := add(len(d)); err != nil {
+			return err
 		}
 		msg.WorkloadIdentities = append(msg.WorkloadIdentities, d)
-		size += len(d)
+	}
+	for _, n := range removed {
+		if err := add(len(n)); err != nil {
+			return err
+		}
+		msg.RemovedWorkloadIdentities = append(msg.RemovedWorkloadIdentities, n)
 	}
 	for _, c := range corrupt {
-		n := proto.Size(c)
-		if size > 0 && size+n > agentChunkBytes {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := add(proto.Size(c)); err != nil {
+			return err
 		}
 		msg.CorruptWorkloadIdentities = append(msg.CorruptWorkloadIdentities, c)
-		size += n
 	}
 	msg.More = false
-	return stream.Send(msg)
+	return send(msg)
 }
 
 // agentBundle is the trust bundle as agents serve it.

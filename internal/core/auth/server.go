@@ -84,6 +84,12 @@ type Config struct {
 	// the only API servers and JWKS URLs the auth service calls, and the
 	// only files it reads for them.
 	KubernetesClusters []kubejoin.Cluster
+	// AgentSync is how agents are kept up to date: AgentSyncIncremental
+	// ("" too) or AgentSyncFull.
+	AgentSync string
+	// AgentSendTimeout ends an agent stream that has not taken a message
+	// for this long (default 30s).
+	AgentSendTimeout time.Duration
 }
 
 // Info describes a started auth service, for people.
@@ -125,8 +131,15 @@ type Server struct {
 	serverCert *tls.Certificate
 
 	// changes wakes agent streams when what they serve from may have
-	// changed: resource writes and CA reloads call it.
+	// changed, with the full sync: resource writes and CA reloads call it.
 	changes *stateNotifier
+	// agentLog is the change log agent streams follow; nil with the full sync.
+	agentLog *agentFeed
+	// agentSendTimeout ends agent streams that take nothing.
+	agentSendTimeout time.Duration
+	// snapshotSends bounds the snapshots sent at once (maxSnapshotSends).
+	snapshotSends chan struct{}
+	metrics       *serverMetrics
 	// generation numbers the agent states pushed (see WatchAgent).
 	generation atomic.Int64
 	// stopping is closed when Run begins to stop, ending agent streams
@@ -164,6 +177,14 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	if err := kubejoin.ValidateClusters(cfg.KubernetesClusters); err != nil {
 		return nil, err
+	}
+	switch cfg.AgentSync {
+	case "", AgentSyncIncremental, AgentSyncFull:
+	default:
+		return nil, fmt.Errorf("agent sync %q is unknown: use %s or %s", cfg.AgentSync, AgentSyncIncremental, AgentSyncFull)
+	}
+	if cfg.AgentSendTimeout <= 0 {
+		cfg.AgentSendTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -215,6 +236,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		cfg: cfg, log: cfg.Logger, clock: clock, db: db, lock: lock,
 		changes: newStateNotifier(), stopping: make(chan struct{}), attestations: newRecentIDs(maxRecentAttestations),
 		denials: newDenialLimiter(time.Now), logins: newLoginLimiter(time.Now),
+		agentSendTimeout: cfg.AgentSendTimeout, metrics: newServerMetrics(), snapshotSends: make(chan struct{}, maxSnapshotSends),
 	}
 	s.feed.revision = feedFrom
 	// Seeded with the time so that generations also grow across restarts.
@@ -227,7 +249,8 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		}
 	}()
 
-	s.res = newResources(db, s.log, s.changes.changed)
+	s.res = newResources(db, s.log, s.resourcesChanged)
+	s.res.incremental = cfg.AgentSync != AgentSyncFull
 	created, err := s.openTrustDomain(ctx)
 	if err != nil {
 		return nil, err
@@ -237,7 +260,10 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.sealTOTPSecrets(ctx); err != nil {
 		return nil, err
 	}
-	s.cas.OnChange(s.changes.changed)
+	if cfg.AgentSync != AgentSyncFull {
+		s.agentLog = newAgentFeed(td.Name(), s.log, s.res, s.cas.AgentView, clock)
+	}
+	s.cas.OnChange(func() { s.agentChanged(context.Background(), feedKindCA, "") })
 	// The anchor follows every CA change once it is in the store.
 	s.cas.OnChange(func() { s.anchor.SetCAKeys(s.cas.KeyIDs()) })
 	s.issuer = issuer.New(s.cas, clock)
@@ -329,6 +355,10 @@ func (s *Server) Run(ctx context.Context) error {
 			// (client.KeepaliveTime); the default policy would answer
 			// such pings with GOAWAY.
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: client.KeepaliveTime / 2, PermitWithoutStream: true}),
+			// Each agent holds a connection that is idle but for a
+			// heartbeat or a change: its write buffer goes back to a pool
+			// after each flush instead of staying 32 KiB per connection.
+			grpc.SharedWriteBuffer(true),
 			grpc.ChainUnaryInterceptor(markUnary, s.unaryAuth(listenerTLS), s.unaryLimits()),
 			grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerTLS), s.streamLimits()),
 		)
