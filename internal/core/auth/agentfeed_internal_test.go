@@ -436,4 +436,13 @@ func TestBatchWriteRefreshesIdentitiesOnce(t *testing.T) {
 	if len(set.list) != 50 || set.byName["first"] != nil || set.list[0].wi.Metadata.Name != "id-00" || set.list[49].wi.Metadata.Name != "id-49" {
 		t.Fatalf("after the batch the set holds %d identities (first %v)", len(set.list), set.byName["first"] != nil)
 	}
+	// The same changes seen again (as the store's change log shows this
+	// replica its own writes) change nothing and copy nothing.
+	before = ft.res.refreshes
+	if got := ft.res.changed(ft.ctx, resourceChange{resource.KindWorkloadIdentity, "id-07"}, resourceChange{resource.KindWorkloadIdentity, "first"}); len(got) != 0 {
+		t.Fatalf("changes seen again report %v as changed", got)
+	}
+	if ft.res.refreshes != before {
+		t.Fatal("changes seen again copied the set")
+	}
 }

@@ -172,6 +172,11 @@ func (r *resources) refreshWorkloads(ctx context.Context, names []string) (chang
 			changedNames[name] = true
 		}
 	}
+	if len(changedNames) == 0 {
+		// Seen again unchanged (the store's change log shows this replica
+		// its own writes): no copy of the set.
+		return changedNames
+	}
 	next := &workloadSet{byName: make(map[string]*workloadEntry, len(set.byName)+len(entries)), list: make([]*workloadEntry, 0, len(set.list)+len(entries))}
 	for _, e := range set.list {
 		if !changed[e.wi.Metadata.Name] {
