@@ -459,15 +459,9 @@ func (r *resources) apply(ctx context.Context, ops ...store.Op) ([]int64, error)
 	return revs, err
 }
 
-// forget drops what is cached of kind/name, after it changed in the store
-// (through this replica or another), and reports whether agents' state
-// may have changed. Dropping what is not cached is harmless.
-func (r *resources) forget(kind, name string) (agentState bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.forgetLocked(kind, name)
-}
-
+// forgetLocked drops what is cached of kind/name, after it changed in the
+// store (through this replica or another), and reports whether agents'
+// state may have changed. Dropping what is not cached is harmless.
 func (r *resources) forgetLocked(kind, name string) (agentState bool) {
 	switch kind {
 	case generationKind:

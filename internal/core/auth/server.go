@@ -355,10 +355,6 @@ func (s *Server) Run(ctx context.Context) error {
 			// (client.KeepaliveTime); the default policy would answer
 			// such pings with GOAWAY.
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: client.KeepaliveTime / 2, PermitWithoutStream: true}),
-			// Each agent holds a connection that is idle but for a
-			// heartbeat or a change: its write buffer goes back to a pool
-			// after each flush instead of staying 32 KiB per connection.
-			grpc.SharedWriteBuffer(true),
 			grpc.ChainUnaryInterceptor(markUnary, s.unaryAuth(listenerTLS), s.unaryLimits()),
 			grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerTLS), s.streamLimits()),
 		)
