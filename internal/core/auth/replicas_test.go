@@ -404,11 +404,20 @@ func TestAutomaticRotationMovesToAnotherReplicaWhenItsDriverDies(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	seen := map[string]int{}
-	for _, ev := range auditTypes(t, other, "ca.rotation") {
-		if ev.Outcome == "success" {
-			seen[ev.Details["to"]]++
+	// The step is stored before its audit event is committed: wait for
+	// the event, then count.
+	var seen map[string]int
+	for {
+		seen = map[string]int{}
+		for _, ev := range auditTypes(t, other, "ca.rotation") {
+			if ev.Outcome == "success" {
+				seen[ev.Details["to"]]++
+			}
 		}
+		if seen["standby"] > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	for _, to := range []string{"init", "update_clients", "update_servers", "standby"} {
 		if seen[to] != 1 {
