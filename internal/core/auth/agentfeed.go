@@ -18,6 +18,7 @@ import (
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -123,6 +124,21 @@ type botSelection struct {
 	deltaFrom  int64
 	deltaTo    int64
 	deltaState *authv1.AgentState
+	// prepMu guards the last snapshot and delta as encoded for the wire,
+	// sent as they are to every agent of the bot that gets them: a join
+	// storm then encodes a snapshot once per bot and revision, and not
+	// once per agent (which at a thousand agents was most of the auth
+	// service's memory). The snapshots are kept apart for agents that
+	// follow the change log and those that do not, which get no revision.
+	prepMu    sync.Mutex
+	prepSnap  [2]*preparedState
+	prepDelta *preparedState
+}
+
+// preparedState is a state as encoded for the wire, one message per chunk.
+type preparedState struct {
+	base, rev int64
+	msgs      []*grpc.PreparedMsg
 }
 
 type feedEntry struct {
@@ -319,6 +335,9 @@ func (f *agentFeed) lostTrack(ctx context.Context) {
 		sel.cacheMu.Lock()
 		sel.snapDocs, sel.deltaState = nil, nil
 		sel.cacheMu.Unlock()
+		sel.prepMu.Lock()
+		sel.prepSnap, sel.prepDelta = [2]*preparedState{}, nil
+		sel.prepMu.Unlock()
 		sel.wake.changed()
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -268,7 +269,7 @@ func (w *agentStream) incremental(c *caller, req *authv1.WatchAgentRequest) erro
 			}
 			snapshot = false
 		} else if st != nil {
-			if err := w.send(w.stamp(st, deltas)); err != nil {
+			if err := w.sendShared(sel, &sel.prepDelta, st, deltas); err != nil {
 				return err
 			}
 		}
@@ -285,7 +286,7 @@ func (w *agentStream) failed(err error) error {
 }
 
 // stamp is st, shared with the bot's other streams, as a shallow copy with
-// this push's generation.
+// a generation of its own (shared too once encoded: see sendShared).
 func (w *agentStream) stamp(st *authv1.AgentState, deltas bool) *authv1.AgentState {
 	m := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, WorkloadIdentities: st.WorkloadIdentities,
 		Cas: st.Cas, HostAuthorities: st.HostAuthorities, CorruptWorkloadIdentities: st.CorruptWorkloadIdentities,
@@ -310,7 +311,47 @@ func (w *agentStream) sendSnapshot(sel *botSelection, deltas bool) (int64, error
 	if err != nil {
 		return 0, w.failed(err)
 	}
-	return st.Revision, w.send(w.stamp(st, deltas))
+	slot := &sel.prepSnap[0]
+	if deltas {
+		slot = &sel.prepSnap[1]
+	}
+	return st.Revision, w.sendShared(sel, slot, st, deltas)
+}
+
+// sendShared sends st, a state shared by the bot's streams, as the
+// messages encoded by the first of them to send it (kept in *slot): the
+// same revisions make the same state, so one encoding serves every agent
+// of the bot, under one generation. The first encodes while holding
+// prepMu, so that the others wait for its bytes instead of each encoding
+// its own.
+func (w *agentStream) sendShared(sel *botSelection, slot **preparedState, st *authv1.AgentState, deltas bool) error {
+	sel.prepMu.Lock()
+	p := *slot
+	if p == nil || p.base != st.BaseRevision || p.rev != st.Revision {
+		p = &preparedState{base: st.BaseRevision, rev: st.Revision}
+		err := sendAgentState(w.stamp(st, deltas), func(m *authv1.AgentState) error {
+			pm := new(grpc.PreparedMsg)
+			if err := pm.Encode(w.stream, m); err != nil {
+				return err
+			}
+			p.msgs = append(p.msgs, pm)
+			return nil
+		})
+		if err != nil {
+			sel.prepMu.Unlock()
+			return w.failed(status.Errorf(codes.Internal, "encoding the agent's state: %v", err))
+		}
+		*slot = p
+	}
+	sel.prepMu.Unlock()
+	var err error
+	for _, m := range p.msgs {
+		if err = w.sendBounded(func() error { return w.stream.SendMsg(m) }); err != nil {
+			break
+		}
+	}
+	w.pushed()
+	return err
 }
 
 // full rebuilds the whole state on every change and sends it when it
@@ -382,10 +423,11 @@ func (w *agentStream) idle(changed <-chan struct{}) error {
 	return nil
 }
 
-// maxSnapshotSends bounds the snapshots being sent at once. Each is
-// encoded per stream (a thousand identities are a few hundred KB), so a
-// join storm of a thousand agents would otherwise hold a thousand encoded
-// snapshots at once; a stuck agent holds its slot at most the send timeout.
+// maxSnapshotSends bounds the snapshots being sent at once. A snapshot is
+// encoded once per bot and revision (sendShared), but each send still
+// holds a share of the transport's buffers and CPU, so a join storm of a
+// thousand agents goes through in turns; a stuck agent holds its slot at
+// most the send timeout.
 const maxSnapshotSends = 32
 
 // snapshotSlot waits for a slot to send a snapshot in; release it after.
@@ -417,11 +459,16 @@ func (w *agentStream) send(st *authv1.AgentState) error {
 	err := sendAgentState(st, func(m *authv1.AgentState) error {
 		return w.sendBounded(func() error { return w.stream.Send(m) })
 	})
+	w.pushed()
+	return err
+}
+
+// pushed records a push, for pushGap.
+func (w *agentStream) pushed() {
 	if len(w.pushes) == agentBurstPushes {
 		w.pushes = append(w.pushes[:0], w.pushes[1:]...)
 	}
 	w.pushes = append(w.pushes, time.Now())
-	return err
 }
 
 // sendBounded sends one message, giving up when the agent has not taken it
