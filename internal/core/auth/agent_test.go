@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -446,5 +447,84 @@ func TestStuckAgentIsDroppedAndCatchesUp(t *testing.T) {
 	if !st.Delta || st.BaseRevision != held.Revision || len(st.WorkloadIdentities) != len(names) {
 		t.Fatalf("back at revision %d the agent got delta=%v from %d with %d identities, want a delta with the %d it missed",
 			held.Revision, st.Delta, st.BaseRevision, len(st.WorkloadIdentities), len(names))
+	}
+}
+
+// nextMessage is s's next message but heartbeats (a slow run sends some).
+func nextMessage(t *testing.T, s *stateStream) *authv1.AgentState {
+	t.Helper()
+	for {
+		if m := s.next(t, 10*time.Second); !m.Heartbeat {
+			return m
+		}
+	}
+}
+
+// gather reads s's messages until a whole state, and says in how many it came.
+func gather(t *testing.T, s *stateStream) (*authv1.AgentState, int) {
+	t.Helper()
+	var g agentsync.Gatherer
+	for n := 1; ; n++ {
+		st, err := g.Add(nextMessage(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st != nil {
+			return st, n
+		}
+	}
+}
+
+// The agents of one bot are sent one encoding of each state: the same
+// generation in every message, where encoding per stream gave each its own.
+// A change, and an agent that takes no revisions, get encodings of their own.
+func TestAgentsOfABotShareOneEncodedState(t *testing.T) {
+	srv := authtest.Start(t)
+	sans := make([]string, 30)
+	for i := range sans {
+		sans[i] = fmt.Sprintf("name-%02d.a-rather-long-service-domain.example.internal", i)
+	}
+	// Over a megabyte of identities: a snapshot in several messages.
+	docs := [][]byte{agentRole(t, "prod-agent", []string{"prod"}, nil, 0, "/svc/**")}
+	for i := range 700 {
+		name := fmt.Sprintf("big-%03d", i)
+		docs = append(docs, wiDoc(t, name, "prod", "/svc/"+name, sans, 0, uidIs("1000")))
+	}
+	create(t, srv, docs...)
+	bot := joinedBot(t, srv, "agent", "prod-agent")
+
+	a := watchFrom(t, bot, "node-1", agentsync.Position{})
+	b := watchFrom(t, bot, "node-2", agentsync.Position{})
+	snapA, n := gather(t, a)
+	snapB, _ := gather(t, b)
+	if n < 2 {
+		t.Fatalf("the snapshot came in %d message, want several", n)
+	}
+	if snapA.Generation != snapB.Generation || snapA.Revision != snapB.Revision || len(snapA.WorkloadIdentities) != 700 ||
+		!slices.Equal(identityNames(t, snapA), identityNames(t, snapB)) {
+		t.Fatalf("two agents of one bot got snapshots of generation %d and %d at revisions %d and %d with %d and %d identities, want one state of 700",
+			snapA.Generation, snapB.Generation, snapA.Revision, snapB.Revision, len(snapA.WorkloadIdentities), len(snapB.WorkloadIdentities))
+	}
+
+	create(t, srv, wiDoc(t, "web", "prod", "/svc/web", nil, 0, uidIs("1000")))
+	deltaA, deltaB := nextMessage(t, a), nextMessage(t, b)
+	if !deltaA.Delta || deltaA.Generation != deltaB.Generation || deltaA.Generation <= snapA.Generation {
+		t.Fatalf("after a change the agents got delta=%v generations %d and %d (snapshot %d), want one delta of a newer generation",
+			deltaA.Delta, deltaA.Generation, deltaB.Generation, snapA.Generation)
+	}
+	wantNames(t, deltaA, "web")
+	wantNames(t, deltaB, "web")
+
+	// A third agent, after the change, gets the state at the new revision.
+	snapC, _ := gather(t, watchFrom(t, bot, "node-3", agentsync.Position{}))
+	if snapC.Revision != deltaA.Revision || snapC.Generation == snapA.Generation || len(snapC.WorkloadIdentities) != 701 {
+		t.Fatalf("a later agent got revision %d, generation %d, %d identities; want revision %d, a new generation, 701 identities",
+			snapC.Revision, snapC.Generation, len(snapC.WorkloadIdentities), deltaA.Revision)
+	}
+	// An agent that takes no revisions gets none, whatever was encoded for
+	// the others at the same revision.
+	legacy, _ := gather(t, watch(t, bot, "node-4"))
+	if legacy.Epoch != "" || legacy.Revision != 0 || len(legacy.WorkloadIdentities) != 701 {
+		t.Fatalf("an agent without revisions got epoch %q revision %d with %d identities, want none and 701", legacy.Epoch, legacy.Revision, len(legacy.WorkloadIdentities))
 	}
 }
