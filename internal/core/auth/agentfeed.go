@@ -363,21 +363,9 @@ func (f *agentFeed) pruneLocked() {
 // or lost the right to read workload identities gets an error that ends its
 // streams.
 func (f *agentFeed) selectFor(ctx context.Context, bot string) (*botSelection, error) {
-	b, err := f.res.bot(ctx, bot)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(codes.Unauthenticated, "bot %q no longer exists: create it again and join with a new token", bot)
-	}
+	b, roles, err := agentRoles(ctx, f.res, bot)
 	if err != nil {
-		return nil, storeError("bot/"+bot, err)
-	}
-	roles, err := f.res.roles(ctx, b.Spec.Roles)
-	if err != nil {
-		return nil, storeError("roles", err)
-	}
-	for _, verb := range []string{verbRead, verbList} {
-		if d := rbac.CheckRule(roles, resource.KindWorkloadIdentity, verb); !d.Allowed {
-			return nil, status.Error(codes.PermissionDenied, d.Reason)
-		}
+		return nil, err
 	}
 	set, err := f.res.workloadIdentities(ctx)
 	if err != nil {
@@ -548,4 +536,27 @@ func (f *agentFeed) delta(ctx context.Context, sel *botSelection, rev int64) (st
 	addCorrupt(st, set)
 	sel.deltaFrom, sel.deltaTo, sel.deltaState = rev, f.head, st
 	return st, f.head, true, nil
+}
+
+// agentRoles reads bot and its roles for what its agents are served, and
+// refuses a bot that was removed or may no longer read workload identities:
+// the error ends its streams.
+func agentRoles(ctx context.Context, res *resources, bot string) (*resource.Bot, []*resource.Role, error) {
+	b, err := res.bot(ctx, bot)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil, status.Errorf(codes.Unauthenticated, "bot %q no longer exists: create it again and join with a new token", bot)
+	}
+	if err != nil {
+		return nil, nil, storeError("bot/"+bot, err)
+	}
+	roles, err := res.roles(ctx, b.Spec.Roles)
+	if err != nil {
+		return nil, nil, storeError("roles", err)
+	}
+	for _, verb := range []string{verbRead, verbList} {
+		if d := rbac.CheckRule(roles, resource.KindWorkloadIdentity, verb); !d.Allowed {
+			return nil, nil, status.Error(codes.PermissionDenied, d.Reason)
+		}
+	}
+	return b, roles, nil
 }

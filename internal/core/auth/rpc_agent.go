@@ -3,7 +3,6 @@ package auth
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -16,7 +15,6 @@ import (
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
-	"github.com/wid-project/wid/internal/core/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -497,21 +495,9 @@ func (w *agentStream) sendBounded(send func() error) error {
 // a bot that was removed or lost the right to read workload identities ends
 // its stream.
 func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState, error) {
-	b, err := s.res.bot(ctx, bot)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, status.Errorf(codes.Unauthenticated, "bot %q no longer exists: create it again and join with a new token", bot)
-	}
+	_, roles, err := agentRoles(ctx, s.res, bot)
 	if err != nil {
-		return nil, storeError("bot/"+bot, err)
-	}
-	roles, err := s.res.roles(ctx, b.Spec.Roles)
-	if err != nil {
-		return nil, storeError("roles", err)
-	}
-	for _, verb := range []string{verbRead, verbList} {
-		if d := rbac.CheckRule(roles, resource.KindWorkloadIdentity, verb); !d.Allowed {
-			return nil, status.Error(codes.PermissionDenied, d.Reason)
-		}
+		return nil, err
 	}
 	set, err := s.res.workloadIdentities(ctx)
 	if err != nil {
