@@ -60,7 +60,9 @@ bench-fleet:
 
 # Benchmarks named by the issues; figures go in the issue notes.
 bench:
-	$(GO) test -run '^$$' -bench . -skip '^BenchmarkSDS' -benchmem ./internal/core/...
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkSDS|^BenchmarkAgentHeldIdentities' -benchmem ./internal/core/...
+	# One agent holding 1,000 and 10,000 workload identities, 1,000 selecting the caller: FetchX509SVID p50/p99 and agent heap.
+	$(GO) test -run '^$$' -bench '^BenchmarkAgentHeldIdentities' -benchtime 2000x ./internal/core/agent
 	# SDS: renewal to an Envoy-style client; 100 SDS streams beside the Workload API load, p99 against without.
 	$(GO) test -run '^$$' -bench '^BenchmarkSDS' -benchtime 5x ./internal/core/agent
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey

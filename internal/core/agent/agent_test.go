@@ -60,7 +60,13 @@ func start(t testing.TB, mutate ...func(*agent.Config)) *env {
 func startWithAuth(t testing.TB, authOpts []authtest.Option, mutate ...func(*agent.Config)) *env {
 	t.Helper()
 	srv := authtest.Start(t, authOpts...)
-	e := &env{auth: srv, admin: srv.AdminClient(t)}
+	return startAgentOn(t, srv, srv.AdminClient(t), mutate...)
+}
+
+// startAgentOn starts an agent that joins srv, whose admin client is admin.
+func startAgentOn(t testing.TB, srv *authtest.Server, admin *client.Client, mutate ...func(*agent.Config)) *env {
+	t.Helper()
+	e := &env{auth: srv, admin: admin}
 	dir, err := os.MkdirTemp("", "wid-agent-")
 	if err != nil {
 		t.Fatal(err)

@@ -72,9 +72,13 @@ type entitlement struct {
 // entitlements is what one attested workload gets under one state.
 type entitlements struct {
 	list []entitlement
-	// misses say why the other identities do not apply, for the audit log
-	// and for the error a workload with nothing gets.
+	// misses say why the first few other identities do not apply, for the
+	// audit log and for the error a workload with nothing gets; missed
+	// counts them all. Only a few are kept: every attested process has its
+	// entitlements cached, and with 10,000 identities held, all their
+	// reasons were megabytes per process.
 	misses []string
+	missed int
 	// attestReasons say which attestors added nothing and why (a kubelet
 	// that did not answer): the likely cause of misses.
 	attestReasons []string
@@ -88,19 +92,17 @@ func (e *entitlements) ids() []string {
 	return out
 }
 
-// reason summarizes the misses in one line, capped so that a trust domain
-// with a thousand identities does not produce a thousand-clause sentence.
-// Attestor failures come first: they explain the misses.
+// showMisses is how many misses reason names, so that a trust domain with
+// a thousand identities does not produce a thousand-clause sentence.
+const showMisses = 3
+
+// reason summarizes the misses in one line. Attestor failures come first:
+// they explain the misses.
 func (e *entitlements) reason() string {
-	const show = 3
 	parts := slices.Clone(e.attestReasons)
-	switch n := len(e.misses); {
-	case n == 0:
-	case n <= show:
-		parts = append(parts, e.misses...)
-	default:
-		parts = append(parts, e.misses[:show]...)
-		parts = append(parts, fmt.Sprintf("and %d more", n-show))
+	parts = append(parts, e.misses...)
+	if n := e.missed - len(e.misses); n > 0 {
+		parts = append(parts, fmt.Sprintf("and %d more", n))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -111,18 +113,48 @@ func entitle(st *state, config []*rbac.Workload, attrs map[string]string) *entit
 	add := func(w *rbac.Workload, isConfig bool) {
 		en, miss := entitleOne(st.td, w, isConfig, attrs)
 		if miss != "" {
-			out.misses = append(out.misses, miss)
+			if out.missed++; len(out.misses) < showMisses {
+				out.misses = append(out.misses, miss)
+			}
 			return
 		}
 		out.list = append(out.list, en)
 	}
 	for _, w := range st.identities {
+		// Once the reasons shown are known, an identity an equality
+		// condition rules out is only counted: matching formats a reason,
+		// and a process met 10,000 held identities it mostly misses.
+		if len(out.misses) >= showMisses && ruledOut(w, attrs) {
+			out.missed++
+			continue
+		}
 		add(w, false)
 	}
 	for _, w := range config {
 		add(w, true)
 	}
 	return out
+}
+
+// ruledOut reports whether every allow rule of w has an equality condition
+// that attrs fail, so that w cannot select the workload (as Match would
+// find, without its reason).
+func ruledOut(w *rbac.Workload, attrs map[string]string) bool {
+	for _, rule := range w.Identity.Spec.Rules.Allow {
+		out := false
+		for _, c := range rule.Conditions {
+			if c.Eq != nil {
+				if v, ok := attrs[c.Attribute]; !ok || v != *c.Eq {
+					out = true
+					break
+				}
+			}
+		}
+		if !out {
+			return false
+		}
+	}
+	return true
 }
 
 // entitleOne is what w gives a workload with attrs, or why it gives nothing.

@@ -16,7 +16,7 @@ import (
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
-func testAuthority(t *testing.T, cn string) []byte {
+func testAuthority(t testing.TB, cn string) []byte {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
