@@ -63,6 +63,10 @@ bench:
 	$(GO) test -run '^$$' -bench . -skip '^BenchmarkSDS|^BenchmarkAgentHeldIdentities' -benchmem ./internal/core/...
 	# One agent holding 1,000 and 10,000 workload identities, 1,000 selecting the caller: FetchX509SVID p50/p99 and agent heap.
 	$(GO) test -run '^$$' -bench '^BenchmarkAgentHeldIdentities' -benchtime 2000x ./internal/core/agent
+	# The same with the real binaries, the agent a process of its own: its RSS, live heap and FetchX509SVID p50/p99.
+	$(GO) build -o .bin/agentheld/ ./cmd/widagent ./cmd/widctl
+	$(GO) run ./bench/agentheld -identities 1000 -selecting 1000 -wid-bin .bin/agentheld
+	$(GO) run ./bench/agentheld -identities 10000 -selecting 1000 -wid-bin .bin/agentheld
 	# SDS: renewal to an Envoy-style client; 100 SDS streams beside the Workload API load, p99 against without.
 	$(GO) test -run '^$$' -bench '^BenchmarkSDS' -benchtime 5x ./internal/core/agent
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
