@@ -458,11 +458,19 @@ func TestReplicaReadyzFollowsTheDatabase(t *testing.T) {
 	if !strings.Contains(body, "not ready: the store") || strings.Contains(body, srv.Password()) {
 		t.Fatalf("/readyz with the database gone says %q", body)
 	}
+	// A request meanwhile fails, saying why, and writes nothing.
+	res := r.widctl("role", "create", "while-gone", "--spiffe-path", "/x/*")
+	t.Logf("widctl role create with the database gone: exit %d: %s", res.code, strings.TrimSpace(res.stderr))
+	if res.code == 0 || !strings.Contains(res.stderr, "cannot reach its database") || strings.Contains(res.stderr, srv.Password()) {
+		t.Fatalf("role create with the database gone: exit %d, %s", res.code, res.stderr)
+	}
 	if err := srv.Exec(ctx, "postgres", "ALTER DATABASE "+db+" ALLOW_CONNECTIONS true"); err != nil {
 		t.Fatal(err)
 	}
 	r.waitReadyz(http.StatusOK, 15*time.Second)
-	r.widctl("role", "ls").must(t)
+	if out := r.widctl("role", "ls").must(t).stdout; strings.Contains(out, "while-gone") {
+		t.Fatalf("a role created while the database was gone is listed:\n%s", out)
+	}
 }
 
 // waitHandshakes waits until n more handshakes have been made.

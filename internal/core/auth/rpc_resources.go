@@ -41,6 +41,9 @@ func storeError(ref string, err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}
+	if errors.Is(err, store.ErrUnavailable) {
+		return withReason(status.Newf(codes.Unavailable, "%s: the auth service cannot reach its database, so nothing was changed: try again shortly, or through another replica (%v)", ref, err), authv1.ErrorReasonStorage)
+	}
 	if reason, ok := storageReason(err); ok {
 		return withReason(status.Newf(codes.Unavailable, "%s was not stored: the store could not be written (%s): an admin must fix the auth service's data dir; then try again", ref, reason), authv1.ErrorReasonStorage)
 	}

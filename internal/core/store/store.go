@@ -25,6 +25,10 @@ var (
 	// ErrReadOnly: a write failed because the store's files or file system
 	// are read-only.
 	ErrReadOnly = errors.New("the store is read-only")
+	// ErrUnavailable: the database server could not be reached, or ended
+	// the connection, so the operation did not happen (a write's
+	// transaction was not committed). Trying again later may succeed.
+	ErrUnavailable = errors.New("the database cannot be reached")
 )
 
 // Item is one stored document.

@@ -15,7 +15,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +39,8 @@ const (
 	codeInvalidAuthorization = "28000"
 	codeInvalidCatalogName   = "3D000"
 	codeCannotConnectNow     = "57P03"
+	codeAdminShutdown        = "57P01"
+	codeCrashShutdown        = "57P02"
 	codeTooManyConnections   = "53300"
 )
 
@@ -138,8 +143,28 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 		if attempt < maxTxAttempts && isRetryable(err) && ctx.Err() == nil {
 			continue
 		}
+		return unreachable(err)
+	}
+}
+
+// unreachable marks err with store.ErrUnavailable when it says the
+// database server could not be reached or ended the connection (SQLSTATE
+// class 08, an administrator or crash shutdown, a server not accepting
+// connections, or no server answering), so that callers answer "try
+// again" rather than "internal error". Other errors pass unchanged.
+func unreachable(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) {
 		return err
 	}
+	c := sqlState(err)
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	switch {
+	case strings.HasPrefix(c, "08"), c == codeAdminShutdown, c == codeCrashShutdown, c == codeCannotConnectNow,
+		c == "" && (errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)):
+		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+	}
+	return err
 }
 
 // sqlState returns err's SQLSTATE code, or "" when it did not come from the server.

@@ -20,7 +20,7 @@ func (db *DB) Get(ctx context.Context, kind, name string) (store.Item, error) {
 		return store.Item{}, fmt.Errorf("getting %s/%s: %w", kind, name, store.ErrNotFound)
 	}
 	if err != nil {
-		return store.Item{}, fmt.Errorf("getting %s/%s: %w", kind, name, err)
+		return store.Item{}, fmt.Errorf("getting %s/%s: %w", kind, name, unreachable(err))
 	}
 	return it, nil
 }
@@ -44,7 +44,7 @@ func (db *DB) ListAfter(ctx context.Context, kind, after string, limit int) ([]s
 
 func collectItems(kind string, rows pgx.Rows, err error) ([]store.Item, error) {
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", kind, err)
+		return nil, fmt.Errorf("listing %s: %w", kind, unreachable(err))
 	}
 	items, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Item, error) {
 		it := store.Item{Kind: kind}
@@ -52,7 +52,7 @@ func collectItems(kind string, rows pgx.Rows, err error) ([]store.Item, error) {
 		return it, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", kind, err)
+		return nil, fmt.Errorf("listing %s: %w", kind, unreachable(err))
 	}
 	return items, nil
 }
@@ -202,7 +202,7 @@ func (db *DB) GetMeta(ctx context.Context, key string) (string, error) {
 		return "", fmt.Errorf("reading metadata %q: %w", key, store.ErrNotFound)
 	}
 	if err != nil {
-		return "", fmt.Errorf("reading metadata %q: %w", key, err)
+		return "", fmt.Errorf("reading metadata %q: %w", key, unreachable(err))
 	}
 	return v, nil
 }
