@@ -416,7 +416,7 @@ func (f *agentFeed) position(sel *botSelection, td, epoch string, rev int64) (re
 	case epoch == "":
 		return "it holds no state", slog.LevelDebug
 	case td != f.td:
-		return "its revision is of trust domain " + td, slog.LevelWarn
+		return "its revision is of trust domain " + clipPosition(td), slog.LevelWarn
 	case epoch != f.epoch:
 		return "its revision is of another auth process (a restart or another replica)", slog.LevelInfo
 	case rev < 0:
@@ -559,4 +559,16 @@ func agentRoles(ctx context.Context, res *resources, bot string) (*resource.Bot,
 		}
 	}
 	return b, roles, nil
+}
+
+// maxPositionLog bounds what of an agent's position (its trust domain and
+// epoch, any length up to gRPC's message limit) goes into a log line.
+const maxPositionLog = 255
+
+// clipPosition cuts an agent-sent position field for the log.
+func clipPosition(v string) string {
+	if len(v) > maxPositionLog {
+		return v[:maxPositionLog] + "..."
+	}
+	return v
 }

@@ -308,6 +308,12 @@ func TestAgentFeedPositionsThatGetASnapshot(t *testing.T) {
 			t.Errorf("position %s/%s@%d: %q, want %q", c.td, c.epoch, c.rev, reason, c.want)
 		}
 	}
+	// An agent may send a trust domain or an epoch of any size: what of
+	// it reaches the log is bounded.
+	huge := strings.Repeat("x", 1<<20)
+	if reason, _ := f.position(sel, huge, huge, v.rev); reason == "" || len(reason) > 2*maxPositionLog {
+		t.Errorf("a 1 MiB trust domain gave a reason of %d bytes", len(reason))
+	}
 	if _, _, ok, _ := f.delta(ft.ctx, sel, f.head+1); ok {
 		t.Error("a delta from the future was given")
 	}

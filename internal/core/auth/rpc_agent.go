@@ -236,7 +236,7 @@ func (w *agentStream) incremental(c *caller, req *authv1.WatchAgentRequest) erro
 			snapshot = false
 		} else {
 			s.log.Log(ctx, level, "an agent gets a snapshot", "bot", w.bot, "host", w.host, "why", reason,
-				"its_epoch", req.Epoch, "its_revision", req.Revision, "epoch", f.epoch)
+				"its_epoch", clipPosition(req.Epoch), "its_revision", req.Revision, "epoch", f.epoch)
 		}
 	}
 	if err := w.connected(c); err != nil {
