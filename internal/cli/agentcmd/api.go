@@ -3,25 +3,26 @@ package agentcmd
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/wid-project/wid/internal/core/ca"
-	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/paths"
+	"github.com/wid-project/wid/internal/core/svidfile"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -123,8 +124,9 @@ func newFetchX509Cmd(out io.Writer) *cobra.Command {
 		Use:   "x509",
 		Short: "Fetch X509-SVIDs and the trust bundle",
 		Long: `Fetch the X509-SVIDs this process is entitled to and the trust bundle.
-With --write DIR, writes svid.pem (chain), svid.key (0600) and bundle.pem
-for the first SVID, each replaced atomically.`,
+With --write DIR, writes svid.pem (chain), svid.key and bundle.pem for the
+first SVID, each replaced atomically, key first and certificate last, all
+mode 0600 in a directory made 0700.`,
 		Example: "  widagent api fetch x509\n  SPIFFE_ENDPOINT_SOCKET=unix:///tmp/w.sock widagent api fetch x509 --format json\n  widagent api fetch x509 --write ./svid",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -151,29 +153,8 @@ for the first SVID, each replaced atomically.`,
 				rows = append(rows, r)
 			}
 			if write != "" && len(x.SVIDs) > 0 {
-				s := x.SVIDs[0]
-				certs, key, err := s.Marshal()
-				if err != nil {
-					return fmt.Errorf("encoding the SVID: %w", err)
-				}
-				b, _ := x.Bundles.Get(s.ID.TrustDomain())
-				var bundle []byte
-				if b != nil {
-					for _, c := range b.X509Authorities() {
-						bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-					}
-				}
-				if err := os.MkdirAll(write, 0o700); err != nil {
-					return fmt.Errorf("creating %s: %w", write, err)
-				}
-				for _, f := range []struct {
-					name string
-					data []byte
-					perm os.FileMode
-				}{{"svid.key", key, 0o600}, {"bundle.pem", bundle, 0o644}, {"svid.pem", certs, 0o644}} {
-					if err := client.WriteFileAtomic(filepath.Join(write, f.name), f.data, f.perm); err != nil {
-						return err
-					}
+				if err := writeX509(write, x.SVIDs[0], x.Bundles); err != nil {
+					return err
 				}
 			}
 			if o.format == "json" {
@@ -269,4 +250,25 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// writeX509 writes s and the bundle of its trust domain into dir.
+func writeX509(dir string, s *x509svid.SVID, bundles *x509bundle.Set) error {
+	key, err := x509.MarshalPKCS8PrivateKey(s.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("encoding the SVID's key: %w", err)
+	}
+	f := svidfile.X509{Key: key}
+	for _, c := range s.Certificates {
+		f.Chain = append(f.Chain, c.Raw)
+	}
+	if b, ok := bundles.Get(s.ID.TrustDomain()); ok {
+		for _, c := range b.X509Authorities() {
+			f.Bundle = append(f.Bundle, c.Raw)
+		}
+	}
+	if _, err := svidfile.WriteX509(dir, f); err != nil {
+		return fmt.Errorf("writing the X509-SVID %s to %s: %w", s.ID, dir, err)
+	}
+	return nil
 }

@@ -1,7 +1,6 @@
 package svid
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -10,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -24,13 +22,13 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/svidfile"
 )
 
 // Key types of --key-type.
@@ -358,17 +356,6 @@ func issueX509(ctx context.Context, opts *IssueOptions) (*IssueResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	var certPEM bytes.Buffer
-	for _, der := range resp.GetCertChain() {
-		_ = pem.Encode(&certPEM, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	// Check what is about to be written the way a relying party will: a
-	// certificate that does not match the key or the bundle is useless.
-	svid, err := x509svid.Parse(certPEM.Bytes(), keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("the auth service returned an X509-SVID that does not match the key sent: %w", err)
-	}
 	td, err := spiffeid.TrustDomainFromString(b.GetTrustDomain())
 	if err != nil {
 		return nil, fmt.Errorf("the auth service named an invalid trust domain %q: %w", b.GetTrustDomain(), err)
@@ -377,18 +364,17 @@ func issueX509(ctx context.Context, opts *IssueOptions) (*IssueResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the trust bundle: %w", err)
 	}
-	if _, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil {
-		return nil, fmt.Errorf("the X509-SVID from the auth service does not verify against its bundle: %w", err)
+	var authorities [][]byte
+	for _, c := range bundle.X509Authorities() {
+		authorities = append(authorities, c.Raw)
+	}
+	// svidfile checks what is about to be written the way a relying party
+	// will: a certificate that does not match the key or the bundle is useless.
+	svid, err := svidfile.WriteX509(opts.Output, svidfile.X509{Chain: resp.GetCertChain(), Key: keyDER, Bundle: authorities})
+	if err != nil {
+		return nil, fmt.Errorf("the X509-SVID from the auth service: %w", err)
 	}
 	files := opts.files()
-	data := [][]byte{certPEM.Bytes(), keyPEM, withNewline(b.GetX509Pem())}
-	perms := []os.FileMode{0o644, 0o600, 0o644}
-	// The key first: a certificate on disk without its key is of no use.
-	for _, i := range []int{1, 0, 2} {
-		if err := client.WriteFileAtomic(files[i], data[i], perms[i]); err != nil {
-			return nil, err
-		}
-	}
 	res := &IssueResult{
 		SPIFFEID: svid.ID.String(), Type: authv1.SVIDTypeX509, Serial: resp.GetSerial(),
 		DNSSANs: svid.Certificates[0].DNSNames, KeyType: opts.KeyType,
@@ -424,17 +410,9 @@ func issueJWT(ctx context.Context, opts *IssueOptions) (*IssueResult, error) {
 		return res, nil
 	}
 	path := opts.files()[0]
-	// A bearer token: whoever reads it is the SVID's holder.
-	if err := client.WriteFileAtomic(path, []byte(resp.GetToken()+"\n"), 0o600); err != nil {
+	if err := svidfile.WriteJWT(path, resp.GetToken()); err != nil {
 		return nil, err
 	}
 	res.Files = []string{path}
 	return res, nil
-}
-
-func withNewline(b []byte) []byte {
-	if len(b) > 0 && !bytes.HasSuffix(b, []byte("\n")) {
-		return append(b, '\n')
-	}
-	return b
 }

@@ -14,13 +14,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/core/svidfile"
 )
 
 // Names of the files issue writes into --output.
 const (
-	FileCert   = "svid.pem"
-	FileKey    = "svid.key"
-	FileBundle = "bundle.pem"
+	FileCert   = svidfile.CertFile
+	FileKey    = svidfile.KeyFile
+	FileBundle = svidfile.BundleFile
 	FileToken  = "svid.token"
 )
 

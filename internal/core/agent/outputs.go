@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -13,8 +12,8 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/svidfile"
 )
 
 // Output is an SVID the agent keeps written to files, renewed with it, for
@@ -24,7 +23,7 @@ type Output struct {
 	Type string `mapstructure:"type" yaml:"type"`
 	// Path is the SPIFFE ID path (or full ID) of the SVID.
 	Path string `mapstructure:"path" yaml:"path"`
-	// Dir receives the files; created 0700 when missing.
+	// Dir receives the files (see svidfile); created 0700 when missing.
 	Dir string `mapstructure:"dir" yaml:"dir"`
 	// Audiences of a JWT-SVID.
 	Audiences []string `mapstructure:"audiences" yaml:"audiences"`
@@ -32,13 +31,9 @@ type Output struct {
 	TTL time.Duration `mapstructure:"ttl" yaml:"ttl"`
 }
 
-// Files an output writes.
-const (
-	outSVID     = "svid.pem"
-	outKey      = "svid.key"
-	outBundle   = "bundle.pem"
-	outJWTToken = "jwt.token"
-)
+// outJWTToken is the file a jwt output writes; an x509 output writes
+// svidfile's three.
+const outJWTToken = "jwt.token"
 
 func (o *Output) validate() error {
 	switch o.Type {
@@ -68,7 +63,8 @@ func (o *Output) validate() error {
 
 // runOutput keeps one output's files current: written when its SVID is
 // first issued and again at every renewal, each file replaced atomically
-// (write to a temp file, then rename) so a reader never sees a partial one.
+// in svidfile's order, so a reader never sees a partial one nor a
+// certificate without its key.
 func (a *Agent) runOutput(ctx context.Context, n int, o *Output) error {
 	st, err := a.waitState(ctx)
 	for errors.Is(err, errNoState) {
@@ -95,7 +91,7 @@ func (a *Agent) runOutput(ctx context.Context, n int, o *Output) error {
 		auds = nil
 	}
 	a.cache.pin(o.Type, en, auds)
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+	if err := os.MkdirAll(o.Dir, svidfile.DirMode); err != nil {
 		return fmt.Errorf("agent config outputs[%d]: creating %s: %w", n+1, o.Dir, err)
 	}
 
@@ -132,23 +128,12 @@ func (a *Agent) runOutput(ctx context.Context, n int, o *Output) error {
 
 func writeOutput(o *Output, s *svid, st *state) error {
 	if o.Type == authv1.SVIDTypeJWT {
-		return client.WriteFileAtomic(filepath.Join(o.Dir, outJWTToken), []byte(s.token+"\n"), 0o600)
+		return svidfile.WriteJWT(filepath.Join(o.Dir, outJWTToken), s.token)
 	}
-	var certs, bundle []byte
-	for _, der := range s.chain {
-		certs = append(certs, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	bundle := make([][]byte, len(st.x509Authorities))
+	for i, c := range st.x509Authorities {
+		bundle[i] = c.Raw
 	}
-	for _, c := range st.x509Authorities {
-		bundle = append(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	// svid.pem goes last, so that a reader that reloads when it changes
-	// finds the matching key and bundle already in place. In between, a
-	// reader may pair the new key with the old certificate for a moment.
-	if err := client.WriteFileAtomic(filepath.Join(o.Dir, outKey), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: s.keyDER}), 0o600); err != nil {
-		return err
-	}
-	if err := client.WriteFileAtomic(filepath.Join(o.Dir, outBundle), bundle, 0o644); err != nil {
-		return err
-	}
-	return client.WriteFileAtomic(filepath.Join(o.Dir, outSVID), certs, 0o644)
+	_, err := svidfile.WriteX509(o.Dir, svidfile.X509{Chain: s.chain, Key: s.keyDER, Bundle: bundle})
+	return err
 }
