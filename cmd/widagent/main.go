@@ -1,27 +1,20 @@
-// Command widagent runs the wid auth service and agent.
+// Command widagent runs the wid auth service and agent. It only wires: the
+// command tree, the streams and the exit codes live in internal/cli.
 package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/wid-project/wid/internal/cli/agentcmd"
+	"github.com/wid-project/wid/internal/cli/iostreams"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := agentcmd.NewRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	code := agentcmd.Run(ctx, agentcmd.NewFactory(iostreams.System()), os.Args[1:])
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "error:", agentcmd.Message(err))
-		var fe agentcmd.FlagError
-		if errors.As(err, &fe) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	os.Exit(code)
 }

@@ -12,9 +12,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/kubejoin"
 )
+
+// newStartCmd is widagent start on test streams, for its flags.
+func newStartCmd() *cobra.Command {
+	ios, _, _, _ := iostreams.Test()
+	return NewCmdStart(&cmdutil.Factory{IOStreams: ios}, nil)
+}
 
 func loadConfig(t *testing.T, yaml string) (StartOptions, error) {
 	t.Helper()
@@ -22,7 +31,7 @@ func loadConfig(t *testing.T, yaml string) (StartOptions, error) {
 	if err := os.WriteFile(f, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := newStartCmd(io.Discard, io.Discard)
+	cmd := newStartCmd()
 	return loadStartOptions(cmd.Flags(), f)
 }
 
@@ -97,7 +106,7 @@ func TestSDSSettings(t *testing.T) {
 		return p
 	}
 	load := func(cfg string, args ...string) (StartOptions, error) {
-		cmd := newStartCmd(io.Discard, io.Discard)
+		cmd := newStartCmd()
 		if err := cmd.Flags().Parse(append([]string{"--data-dir", dir}, args...)); err != nil {
 			t.Fatal(err)
 		}
@@ -296,8 +305,8 @@ func TestStoreSettings(t *testing.T) {
 		{[]string{"--roles", "agent", "--auth", "a:1", "--store", "postgres://db/wid"}, "--store is for the auth service"},
 	} {
 		_, err := startOptions(t, "", c.args...)
-		var fe FlagError
-		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.As(err, &fe) {
+		var fe *cmdutil.Error
+		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.As(err, &fe) || fe.Code != cmdutil.ExitBadInput {
 			t.Errorf("%v: %v, want a flag error saying %q", c.args, err, c.want)
 		}
 		if err != nil && strings.Contains(err.Error(), "hunter2") {
@@ -330,7 +339,7 @@ func TestStartWithUnreachableStore(t *testing.T) {
 	if err == nil {
 		t.Fatal("start with an unreachable store succeeded")
 	}
-	msg := Message(err)
+	msg := cmdutil.Explain(err, "").Message
 	want := "cannot use the PostgreSQL store at " + addr + ": the connection was refused"
 	if !strings.HasPrefix(msg, want) || strings.Contains(msg, "\n") {
 		t.Errorf("error %q, want one line starting %q", msg, want)

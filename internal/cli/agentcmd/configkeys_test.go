@@ -1,7 +1,6 @@
 package agentcmd
 
 import (
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,7 +28,7 @@ func TestConfigTakesFlagNames(t *testing.T) {
 	if err := os.WriteFile(f, []byte("server_name: [from-file.example.com]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := newStartCmd(io.Discard, io.Discard)
+	cmd := newStartCmd()
 	if err := cmd.Flags().Parse([]string{"--server-name", "from-flag.example.com"}); err != nil {
 		t.Fatal(err)
 	}

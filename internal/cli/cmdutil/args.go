@@ -42,6 +42,15 @@ func Group(cmd *cobra.Command) *cobra.Command {
 	return cmd
 }
 
+// GroupUsage sets the usage template of root and the commands under it for
+// groups: groups run (to refuse unknown subcommands), so cobra would print
+// two usage lines for them, and their Use line already says "<command>".
+func GroupUsage(root *cobra.Command) {
+	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
+		"{{if .Runnable}}\n  {{.UseLine}}{{end}}{{if .HasAvailableSubCommands}}\n  {{.CommandPath}} [command]{{end}}",
+		"\n  {{.UseLine}}", 1))
+}
+
 func unknownCommand(cmd *cobra.Command, args []string) error {
 	if len(args) == 0 {
 		return nil

@@ -64,7 +64,7 @@ func Programs() []Program {
 	ios, _, _, _ := iostreams.Test()
 	return []Program{
 		{Name: "widctl", Root: func() *cobra.Command { return root.NewRootCmd(cmdutil.NewFactory(ios)) }},
-		{Name: "widagent", Root: func() *cobra.Command { return agentcmd.NewRootCmd(ios.Out, ios.ErrOut) }},
+		{Name: "widagent", Root: func() *cobra.Command { return agentcmd.NewRootCmd(agentcmd.NewFactory(ios)) }},
 	}
 }
 

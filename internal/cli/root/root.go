@@ -79,11 +79,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 	root.SetErr(ios.ErrOut)
 	root.PersistentFlags().AddFlagSet(f.GlobalFlags)
 	root.SetFlagErrorFunc(cmdutil.FlagErrorFunc)
-	// Groups run (to refuse unknown subcommands), so cobra would print two
-	// usage lines for them; their Use line already says "<command>".
-	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
-		"{{if .Runnable}}\n  {{.UseLine}}{{end}}{{if .HasAvailableSubCommands}}\n  {{.CommandPath}} [command]{{end}}",
-		"\n  {{.UseLine}}", 1))
+	cmdutil.GroupUsage(root)
 	root.CompletionOptions.DisableDefaultCmd = true
 	_ = root.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 
