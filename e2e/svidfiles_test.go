@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/wid-project/wid/internal/core/svidfile"
+	"go.yaml.in/yaml/v3"
 )
 
 // TestFetchWriteFiles: widagent api fetch x509 --write leaves the files
@@ -39,5 +40,18 @@ func TestFetchWriteFiles(t *testing.T) {
 		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s: %v, mode %v, want 0600", name, err, fi.Mode().Perm())
 		}
+	}
+
+	// --format is the shared printer's: YAML too, with the SVID's serial.
+	out, err = exec.Command(filepath.Join(binDir, "widagent"), "api", "fetch", "x509", "--socket", a.workload, "--format", "yaml").Output()
+	if err != nil {
+		t.Fatalf("fetch --format yaml: %v", err)
+	}
+	var rows []struct {
+		SPIFFEID string `yaml:"spiffe_id"`
+		Serial   string `yaml:"serial"`
+	}
+	if err := yaml.Unmarshal(out, &rows); err != nil || len(rows) != 1 || rows[0].SPIFFEID != want || rows[0].Serial == "" {
+		t.Errorf("fetch --format yaml printed %v:\n%s", err, out)
 	}
 }
