@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // replicaSet is several auth replicas of one trust domain on one
@@ -38,17 +38,6 @@ type replicaSet struct {
 	r     []*agent
 }
 
-// freeAddr is a loopback address nothing listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startReplicas starts n replicas: the first creates the trust domain, the
 // others join it with a copy of its key encryption key.
 func startReplicas(t *testing.T, n int, extra ...string) *replicaSet {
@@ -56,7 +45,7 @@ func startReplicas(t *testing.T, n int, extra ...string) *replicaSet {
 	rs := &replicaSet{t: t, store: pgtest.Database(t), td: "ha.example"}
 	for i := range n {
 		rs.dirs = append(rs.dirs, newDataDir(t))
-		rs.addrs = append(rs.addrs, freeAddr(t))
+		rs.addrs = append(rs.addrs, testkit.ClosedAddr(t))
 		rs.r = append(rs.r, nil)
 		if i == 0 {
 			rs.start(0, extra...)
@@ -168,7 +157,7 @@ func TestReplicasShareOneTrustDomain(t *testing.T) {
 	// An agent joins through the first replica of its list that answers.
 	tok := tokenFrom(t, rs.r[2].widctl("bot", "add", "joiner", "--roles", "local-agent").must(t))
 	rs.r[2].widctl("workload-identity", "create", "joined", "--spiffe-id", "/svc/joined", "--rule", "workload.unix.uid="+uid).must(t)
-	ag := startAgent(t, newDataDir(t), "--roles", "agent", "--auth", freeAddr(t)+","+rs.addrs[2], "--join-token", tok, "--ca-pin", rs.r[0].pin)
+	ag := startAgent(t, newDataDir(t), "--roles", "agent", "--auth", testkit.ClosedAddr(t)+","+rs.addrs[2], "--join-token", tok, "--ca-pin", rs.r[0].pin)
 	fctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if svid, err := workloadapi.FetchX509SVID(fctx, workloadapi.WithAddr("unix://"+ag.workload)); err != nil || svid.ID.String() != "spiffe://ha.example/svc/joined" {

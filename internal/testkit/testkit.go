@@ -6,6 +6,7 @@ package testkit
 
 import (
 	"bytes"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -87,4 +88,16 @@ func Within(timeout time.Duration, cond func() bool) bool {
 		<-tick.C
 	}
 	return true
+}
+
+// ClosedAddr is a loopback host:port where nothing listens: connecting to
+// it is refused, as connecting to a stopped server is.
+func ClosedAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/kubejoin"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // newStartCmd is widagent start on test streams, for its flags.
@@ -319,12 +319,7 @@ func TestStoreSettings(t *testing.T) {
 // nothing answers fails with one sentence that names the server and what
 // failed, without the password, and leaves no SQLite store behind.
 func TestStartWithUnreachableStore(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testkit.ClosedAddr(t)
 	dir := t.TempDir()
 	o, err := startOptions(t, "", "--roles", "auth", "--data-dir", dir, "--auth-listen", "127.0.0.1:0",
 		"--store", "postgres://wid:hunter2@"+addr+"/wid?sslmode=disable")

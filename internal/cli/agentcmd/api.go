@@ -67,6 +67,30 @@ func (o *APIOptions) check() error {
 	return nil
 }
 
+// runAPI is how every api command runs: it checks the options (the shared
+// ones, then check), hands them to runF when a test set one, and otherwise
+// calls run with the printer, a context bounded by --timeout and the
+// socket's address.
+func runAPI[T any](ctx context.Context, opts *T, api *APIOptions, check func() error, runF func(*T) error,
+	run func(ctx context.Context, p *output.Printer, addr string, opts *T) error) error {
+	if err := api.check(); err != nil {
+		return err
+	}
+	if err := check(); err != nil {
+		return err
+	}
+	if runF != nil {
+		return runF(opts)
+	}
+	p, err := api.Printer()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, api.Timeout)
+	defer cancel()
+	return run(ctx, p, api.Addr(), opts)
+}
+
 // Addr is the Workload API's address as go-spiffe takes it.
 func (o *APIOptions) Addr() string {
 	s := o.Socket

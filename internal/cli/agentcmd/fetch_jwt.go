@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/cli/output"
 )
 
 // FetchJWTOptions are the settings of `widagent api fetch jwt`.
@@ -41,23 +42,21 @@ func NewCmdFetchJWT(f *cmdutil.Factory, runF func(*FetchJWTOptions) error) *cobr
 		Example: "  widagent api fetch jwt --audience https://api.example.com\n  widagent api fetch jwt --audience web --spiffe-id spiffe://example.org/uid/1000",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.check(); err != nil {
-				return err
-			}
-			if len(opts.Audiences) == 0 {
-				return cmdutil.InputErrorf("--audience is required: a JWT-SVID is minted for the audiences that will validate it")
-			}
-			if spiffeID != "" {
+			check := func() error {
+				if len(opts.Audiences) == 0 {
+					return cmdutil.InputErrorf("--audience is required: a JWT-SVID is minted for the audiences that will validate it")
+				}
+				if spiffeID == "" {
+					return nil
+				}
 				id, err := spiffeid.FromString(spiffeID)
 				if err != nil {
 					return cmdutil.InputErrorf("--spiffe-id %q is not a SPIFFE ID: %v", spiffeID, err)
 				}
 				opts.SPIFFEID = id
+				return nil
 			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return fetchJWTRun(cmd.Context(), opts)
+			return runAPI(cmd.Context(), opts, &opts.APIOptions, check, runF, fetchJWTRun)
 		},
 	}
 	opts.bind(cmd)
@@ -66,14 +65,7 @@ func NewCmdFetchJWT(f *cmdutil.Factory, runF func(*FetchJWTOptions) error) *cobr
 	return cmd
 }
 
-func fetchJWTRun(ctx context.Context, opts *FetchJWTOptions) error {
-	p, err := opts.Printer()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	addr := opts.Addr()
+func fetchJWTRun(ctx context.Context, p *output.Printer, addr string, opts *FetchJWTOptions) error {
 	c, err := workloadapi.New(ctx, workloadapi.WithAddr(addr))
 	if err != nil {
 		return apiError(addr, err)

@@ -50,13 +50,7 @@ mode 0600 in a directory made 0700.`,
 		Example: "  widagent api fetch x509\n  SPIFFE_ENDPOINT_SOCKET=unix:///tmp/w.sock widagent api fetch x509 --format json\n  widagent api fetch x509 --write ./svid",
 		Args:    cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.check(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return fetchX509Run(cmd.Context(), opts)
+			return runAPI(cmd.Context(), opts, &opts.APIOptions, func() error { return nil }, runF, fetchX509Run)
 		},
 	}
 	opts.bind(cmd)
@@ -64,14 +58,7 @@ mode 0600 in a directory made 0700.`,
 	return cmd
 }
 
-func fetchX509Run(ctx context.Context, opts *FetchX509Options) error {
-	p, err := opts.Printer()
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	addr := opts.Addr()
+func fetchX509Run(ctx context.Context, p *output.Printer, addr string, opts *FetchX509Options) error {
 	x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(addr))
 	if err != nil {
 		return apiError(addr, err)

@@ -56,12 +56,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	})
-	ios := f.IOStreams
-	root.SetIn(ios.In)
-	root.SetOut(ios.Out)
-	root.SetErr(ios.ErrOut)
-	root.SetFlagErrorFunc(cmdutil.FlagErrorFunc)
-	cmdutil.GroupUsage(root)
+	cmdutil.SetupRoot(root, f.IOStreams)
 	root.AddCommand(NewCmdStart(f, nil), NewCmdAPI(f), NewCmdVersion(f, nil))
 	return root
 }

@@ -2,7 +2,6 @@ package agentcmd
 
 import (
 	"context"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // run runs widagent with args on test streams, as main does.
@@ -28,12 +28,7 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // sentence on stderr, 2 for bad input, 1 for a start that fails.
 func TestExitCodes(t *testing.T) {
 	clearEnv(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := l.Addr().String()
-	l.Close()
+	closed := testkit.ClosedAddr(t)
 	dir := t.TempDir()
 	for _, tt := range []struct {
 		name string

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/wid-project/wid/internal/cli/iostreams"
 )
 
 // usage is the command line a command expects, for error sentences.
@@ -42,10 +43,15 @@ func Group(cmd *cobra.Command) *cobra.Command {
 	return cmd
 }
 
-// GroupUsage sets the usage template of root and the commands under it for
-// groups: groups run (to refuse unknown subcommands), so cobra would print
-// two usage lines for them, and their Use line already says "<command>".
-func GroupUsage(root *cobra.Command) {
+// SetupRoot readies the root command of a binary: its streams, flag errors
+// as bad input, and a usage template for groups, which run (to refuse
+// unknown subcommands) and so would get two usage lines from cobra while
+// their Use line already says "<command>".
+func SetupRoot(root *cobra.Command, ios *iostreams.IOStreams) {
+	root.SetIn(ios.In)
+	root.SetOut(ios.Out)
+	root.SetErr(ios.ErrOut)
+	root.SetFlagErrorFunc(FlagErrorFunc)
 	root.SetUsageTemplate(strings.Replace(root.UsageTemplate(),
 		"{{if .Runnable}}\n  {{.UseLine}}{{end}}{{if .HasAvailableSubCommands}}\n  {{.CommandPath}} [command]{{end}}",
 		"\n  {{.UseLine}}", 1))

@@ -73,13 +73,8 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	})
-	ios := f.IOStreams
-	root.SetIn(ios.In)
-	root.SetOut(ios.Out)
-	root.SetErr(ios.ErrOut)
+	cmdutil.SetupRoot(root, f.IOStreams)
 	root.PersistentFlags().AddFlagSet(f.GlobalFlags)
-	root.SetFlagErrorFunc(cmdutil.FlagErrorFunc)
-	cmdutil.GroupUsage(root)
 	root.CompletionOptions.DisableDefaultCmd = true
 	_ = root.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
 

@@ -10,20 +10,8 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/testkit"
 )
-
-// closedAddr is a loopback address where nothing listens: connecting to
-// it is refused, as connecting to a killed replica is.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
 
 // frozenAddr accepts connections and never answers, as a stopped
 // (SIGSTOP) replica's kernel does.
@@ -66,7 +54,7 @@ func TestDialFailsOverToTheNextReplica(t *testing.T) {
 		dead string
 		max  time.Duration
 	}{
-		{"refused", closedAddr(t), 2 * time.Second},
+		{"refused", testkit.ClosedAddr(t), 2 * time.Second},
 		{"frozen", frozenAddr(t), client.ConnectTimeout + 3*time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {

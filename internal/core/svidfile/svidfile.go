@@ -58,10 +58,14 @@ func (s X509) Verify() (*x509svid.SVID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the bundle of %s: %w", svid.ID.TrustDomain(), err)
 	}
+	return svid, verify(svid, bundle)
+}
+
+func verify(svid *x509svid.SVID, bundle *x509bundle.Bundle) error {
 	if _, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil {
-		return nil, fmt.Errorf("the X509-SVID %s does not verify against its bundle: %w", svid.ID, err)
+		return fmt.Errorf("the X509-SVID %s does not verify against its bundle: %w", svid.ID, err)
 	}
-	return svid, nil
+	return nil
 }
 
 // WriteX509 verifies s (see Verify) and writes it into dir, creating dir
@@ -95,35 +99,21 @@ func WriteX509(dir string, s X509) (*x509svid.SVID, error) {
 	return svid, nil
 }
 
-// ReadX509 reads the X509-SVID in dir and verifies it (see Verify).
+// ReadX509 reads the X509-SVID in dir and verifies it against the
+// bundle.pem beside it, as a relying party would.
 func ReadX509(dir string) (*x509svid.SVID, error) {
-	var s X509
-	for _, f := range []struct {
-		name, typ string
-		into      *[][]byte
-	}{
-		{CertFile, "CERTIFICATE", &s.Chain},
-		{KeyFile, "PRIVATE KEY", nil},
-		{BundleFile, "CERTIFICATE", &s.Bundle},
-	} {
-		path := filepath.Join(dir, f.name)
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", path, err)
-		}
-		ders := decodePEM(f.typ, data)
-		switch {
-		case len(ders) == 0:
-			return nil, fmt.Errorf("%s holds no %s block", path, f.typ)
-		case f.into == nil && len(ders) > 1:
-			return nil, fmt.Errorf("%s holds %d private keys, not one", path, len(ders))
-		case f.into == nil:
-			s.Key = ders[0]
-		default:
-			*f.into = ders
-		}
+	svid, err := x509svid.Load(filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the X509-SVID in %s: %w", dir, err)
 	}
-	return s.Verify()
+	bundle, err := x509bundle.Load(svid.ID.TrustDomain(), filepath.Join(dir, BundleFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading the bundle in %s: %w", dir, err)
+	}
+	if err := verify(svid, bundle); err != nil {
+		return nil, err
+	}
+	return svid, nil
 }
 
 // WriteJWT writes a JWT-SVID's token, followed by a newline, to path,
@@ -141,18 +131,4 @@ func encodePEM(typ string, ders [][]byte) []byte {
 		_ = pem.Encode(&b, &pem.Block{Type: typ, Bytes: der})
 	}
 	return b.Bytes()
-}
-
-func decodePEM(typ string, data []byte) [][]byte {
-	var out [][]byte
-	for {
-		var b *pem.Block
-		b, data = pem.Decode(data)
-		if b == nil {
-			return out
-		}
-		if b.Type == typ {
-			out = append(out, b.Bytes)
-		}
-	}
 }

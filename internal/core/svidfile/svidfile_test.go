@@ -5,14 +5,14 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"math/big"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // newSVID makes a CA and an X509-SVID for id signed by it.
@@ -22,12 +22,11 @@ func newSVID(t *testing.T, id string) X509 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	td, _ := url.Parse(id)
-	td.Path = ""
+	spiffeID := spiffeid.RequireFromString(id)
 	now := time.Now()
 	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ca"}, URIs: []*url.URL{td},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+		SerialNumber: big.NewInt(1),
+		NotBefore:    now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
@@ -39,13 +38,14 @@ func newSVID(t *testing.T, id string) X509 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, _ := url.Parse(id)
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), URIs: []*url.URL{u},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		NotBefore:    now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, BasicConstraintsValid: true,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}, caCert, key.Public(), caKey)
+	}
+	leaf.URIs = append(leaf.URIs, spiffeID.URL())
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, key.Public(), caKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,10 +149,10 @@ func TestReadX509Refusals(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, KeyFile), []byte("not pem\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadX509(dir); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, KeyFile)+" holds no PRIVATE KEY block") {
+	if _, err := ReadX509(dir); err == nil || !strings.Contains(err.Error(), "reading the X509-SVID in "+dir) {
 		t.Errorf("a key file without a key: %v", err)
 	}
-	if _, err := ReadX509(t.TempDir()); err == nil || !strings.Contains(err.Error(), CertFile) {
+	if _, err := ReadX509(t.TempDir()); err == nil || !strings.Contains(err.Error(), "reading the X509-SVID in ") {
 		t.Errorf("an empty directory: %v", err)
 	}
 }
