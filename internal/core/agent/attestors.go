@@ -15,60 +15,60 @@ import (
 type AttestorsConfig struct {
 	// ProcRoot is where procfs is mounted ("" means /proc). The caller's
 	// start time is still taken from /proc as its connection is accepted.
-	ProcRoot string `mapstructure:"proc_root" yaml:"proc_root"`
+	ProcRoot string `yaml:"proc_root"`
 	// Timeout bounds each attestor other than unix per call (default 3s):
 	// past it the attestor adds nothing and the attestation says why.
-	Timeout    time.Duration            `mapstructure:"timeout" yaml:"timeout"`
-	Unix       UnixAttestorConfig       `mapstructure:"unix" yaml:"unix"`
-	Kubernetes KubernetesAttestorConfig `mapstructure:"kubernetes" yaml:"kubernetes"`
-	Docker     DockerAttestorConfig     `mapstructure:"docker" yaml:"docker"`
-	Systemd    SystemdAttestorConfig    `mapstructure:"systemd" yaml:"systemd"`
+	Timeout    time.Duration            `yaml:"timeout"`
+	Unix       UnixAttestorConfig       `yaml:"unix"`
+	Kubernetes KubernetesAttestorConfig `yaml:"kubernetes"`
+	Docker     DockerAttestorConfig     `yaml:"docker"`
+	Systemd    SystemdAttestorConfig    `yaml:"systemd"`
 }
 
 // UnixAttestorConfig configures the unix attestor (workload.unix.*).
 type UnixAttestorConfig struct {
 	// Enabled defaults to true.
-	Enabled *bool `mapstructure:"enabled" yaml:"enabled"`
+	Enabled *bool `yaml:"enabled"`
 	// MaxHashBytes: larger binaries get no sha256 (default 512 MiB; -1 never hashes).
-	MaxHashBytes int64 `mapstructure:"max_hash_bytes" yaml:"max_hash_bytes"`
+	MaxHashBytes int64 `yaml:"max_hash_bytes"`
 }
 
 // KubernetesAttestorConfig configures the kubernetes attestor
 // (workload.kubernetes.*).
 type KubernetesAttestorConfig struct {
-	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	Enabled bool `yaml:"enabled"`
 	// KubeletURL: http://127.0.0.1:10255 (read-only port, the default) or
 	// https://<node>:10250.
-	KubeletURL string `mapstructure:"kubelet_url" yaml:"kubelet_url"`
+	KubeletURL string `yaml:"kubelet_url"`
 	// TokenFile and CAFile for the secure port; the pod's service-account
 	// token and ca.crt by default.
-	TokenFile  string `mapstructure:"token_file" yaml:"token_file"`
-	CAFile     string `mapstructure:"ca_file" yaml:"ca_file"`
-	SkipVerify bool   `mapstructure:"skip_verify" yaml:"skip_verify"`
+	TokenFile  string `yaml:"token_file"`
+	CAFile     string `yaml:"ca_file"`
+	SkipVerify bool   `yaml:"skip_verify"`
 	// Timeout of one request to the kubelet (default 5s).
-	Timeout          time.Duration `mapstructure:"timeout" yaml:"timeout"`
-	MaxResponseBytes int64         `mapstructure:"max_response_bytes" yaml:"max_response_bytes"`
-	CacheTTL         time.Duration `mapstructure:"cache_ttl" yaml:"cache_ttl"`
+	Timeout          time.Duration `yaml:"timeout"`
+	MaxResponseBytes int64         `yaml:"max_response_bytes"`
+	CacheTTL         time.Duration `yaml:"cache_ttl"`
 }
 
 // DockerAttestorConfig configures the docker attestor (workload.docker.*).
 type DockerAttestorConfig struct {
-	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	Enabled bool `yaml:"enabled"`
 	// Socket of the Docker Engine API (default /var/run/docker.sock).
-	Socket string `mapstructure:"socket" yaml:"socket"`
+	Socket string `yaml:"socket"`
 	// APIVersion of the request paths (default 1.41).
-	APIVersion string        `mapstructure:"api_version" yaml:"api_version"`
-	Timeout    time.Duration `mapstructure:"timeout" yaml:"timeout"`
-	CacheTTL   time.Duration `mapstructure:"cache_ttl" yaml:"cache_ttl"`
+	APIVersion string        `yaml:"api_version"`
+	Timeout    time.Duration `yaml:"timeout"`
+	CacheTTL   time.Duration `yaml:"cache_ttl"`
 }
 
 // SystemdAttestorConfig configures the systemd attestor (workload.systemd.*).
 type SystemdAttestorConfig struct {
-	Enabled bool `mapstructure:"enabled" yaml:"enabled"`
+	Enabled bool `yaml:"enabled"`
 	// DBusAddress of systemd (default the system bus).
-	DBusAddress string `mapstructure:"dbus_address" yaml:"dbus_address"`
+	DBusAddress string `yaml:"dbus_address"`
 	// CgroupOnly names the unit from the cgroup without asking systemd.
-	CgroupOnly bool `mapstructure:"cgroup_only" yaml:"cgroup_only"`
+	CgroupOnly bool `yaml:"cgroup_only"`
 }
 
 // buildAttestor builds the attestors c switches on, in a fixed order:

@@ -15,10 +15,10 @@ import (
 // spiffe-workload-api service lists them: no workload identity resource, only
 // the bot's SPIFFE path grants decide whether it is issued.
 type ConfigSVID struct {
-	Path    string                  `mapstructure:"path" yaml:"path"`
-	Hint    string                  `mapstructure:"hint" yaml:"hint"`
-	DNSSANs []string                `mapstructure:"dns_sans" yaml:"dns_sans"`
-	Rules   []resource.WorkloadRule `mapstructure:"rules" yaml:"rules"`
+	Path    string                  `yaml:"path"`
+	Hint    string                  `yaml:"hint"`
+	DNSSANs []string                `yaml:"dns_sans"`
+	Rules   []resource.WorkloadRule `yaml:"rules"`
 }
 
 // compileConfigSVIDs turns config SVIDs into workload identities named

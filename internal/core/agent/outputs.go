@@ -20,15 +20,15 @@ import (
 // software that cannot speak the Workload API.
 type Output struct {
 	// Type is x509 or jwt.
-	Type string `mapstructure:"type" yaml:"type"`
+	Type string `yaml:"type"`
 	// Path is the SPIFFE ID path (or full ID) of the SVID.
-	Path string `mapstructure:"path" yaml:"path"`
+	Path string `yaml:"path"`
 	// Dir receives the files (see svidfile); created 0700 when missing.
-	Dir string `mapstructure:"dir" yaml:"dir"`
+	Dir string `yaml:"dir"`
 	// Audiences of a JWT-SVID.
-	Audiences []string `mapstructure:"audiences" yaml:"audiences"`
+	Audiences []string `yaml:"audiences"`
 	// TTL of the SVID; the auth service's default for the type when zero.
-	TTL time.Duration `mapstructure:"ttl" yaml:"ttl"`
+	TTL time.Duration `yaml:"ttl"`
 }
 
 // outJWTToken is the file a jwt output writes; an x509 output writes

@@ -30,16 +30,16 @@ import (
 // SPIFFE IDs and trust domain IDs. The defaults are SPIRE's.
 type SDSConfig struct {
 	// DefaultSVIDName names the caller's first X509-SVID (default "default").
-	DefaultSVIDName string `mapstructure:"default_svid_name" yaml:"default_svid_name"`
+	DefaultSVIDName string `yaml:"default_svid_name"`
 	// DefaultBundleName names the trust domain's bundle (default "ROOTCA").
-	DefaultBundleName string `mapstructure:"default_bundle_name" yaml:"default_bundle_name"`
+	DefaultBundleName string `yaml:"default_bundle_name"`
 	// DefaultAllBundlesName names every bundle in one validation context
 	// (default "ALL").
-	DefaultAllBundlesName string `mapstructure:"default_all_bundles_name" yaml:"default_all_bundles_name"`
+	DefaultAllBundlesName string `yaml:"default_all_bundles_name"`
 	// SPIFFEValidator makes every validation context Envoy's SPIFFE
 	// certificate validator (envoy.tls.cert_validator.spiffe), which checks
 	// a peer against its own trust domain's bundle, instead of trusted_ca.
-	SPIFFEValidator bool `mapstructure:"spiffe_validator" yaml:"spiffe_validator"`
+	SPIFFEValidator bool `yaml:"spiffe_validator"`
 }
 
 // withDefaults fills unset names and checks that the three are distinct and
