@@ -68,11 +68,11 @@ func TestWriteReadX509(t *testing.T) {
 	if written.ID.String() != "spiffe://example.org/svc/web" {
 		t.Errorf("written ID %s", written.ID)
 	}
-	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != DirMode {
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("dir: %v, mode %v, want 0700", err, fi.Mode().Perm())
 	}
 	for _, name := range []string{CertFile, KeyFile, BundleFile} {
-		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != FileMode {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("%s: %v, mode %v, want 0600", name, err, fi.Mode().Perm())
 		}
 	}
@@ -164,7 +164,7 @@ func TestWriteJWT(t *testing.T) {
 	}
 	b, err := os.ReadFile(path)
 	fi, _ := os.Stat(path)
-	if err != nil || string(b) != "a.b.c\n" || fi.Mode().Perm() != FileMode {
+	if err != nil || string(b) != "a.b.c\n" || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("%q, %v, mode %v", b, err, fi.Mode().Perm())
 	}
 	if err := WriteJWT(path, ""); err == nil {
