@@ -1,10 +1,21 @@
 package authv1
 
+import "time"
+
 // SignerWarmingUp is what an agent reports in ReportAgentStatusRequest's
 // signed_by while it has just started: workloads that followed its previous
 // process may still serve SVIDs it cannot see yet, so the auth service holds
 // back rotation steps that would drop a key.
 const SignerWarmingUp = "warming-up"
+
+// Keepalive pings on a TCP connection to the auth service: clients send one
+// after KeepaliveTime without traffic (gRPC's least) and drop the connection
+// when no answer comes within KeepaliveTimeout; the auth service permits
+// pings this often.
+const (
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 3 * time.Second
+)
 
 // SVID types, as WorkloadSVIDRequest's type, the agent's cache and metrics
 // and widctl svid issue --type name them.

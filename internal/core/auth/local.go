@@ -9,7 +9,7 @@ import (
 
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
-	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/identity"
 	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -41,11 +41,11 @@ func (s *Server) adminContext(ctx context.Context) context.Context {
 // dial the TLS listener with it.
 //
 // It waits for the audit log, so call it once Run is running.
-func (s *Server) LocalAgentIdentity(ctx context.Context, host string) (*client.Identity, error) {
+func (s *Server) LocalAgentIdentity(ctx context.Context, host string) (*identity.Identity, error) {
 	if err := s.ensureLocalAgentBot(ctx); err != nil {
 		return nil, err
 	}
-	key, err := client.NewKey()
+	key, err := identity.NewKey()
 	if err != nil {
 		return nil, fmt.Errorf("generating the local agent's key: %w", err)
 	}
@@ -70,7 +70,7 @@ func (s *Server) LocalAgentIdentity(ctx context.Context, host string) (*client.I
 	for _, c := range s.cas.Authorities(ca.TypeHost) {
 		hostCAs = append(hostCAs, c.Raw)
 	}
-	return client.NewIdentity(key, [][]byte{cert.Raw}, hostCAs)
+	return identity.NewIdentity(key, [][]byte{cert.Raw}, hostCAs)
 }
 
 // ensureLocalAgentBot creates the local agent's bot, and its built-in role

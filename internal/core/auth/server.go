@@ -24,7 +24,6 @@ import (
 	"github.com/wid-project/wid/internal/core/anchor"
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
-	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/datadir"
 	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/kubejoin"
@@ -352,9 +351,9 @@ func (s *Server) Run(ctx context.Context) error {
 		tlsSrv := grpc.NewServer(
 			grpc.Creds(credentials.NewTLS(s.tlsConfig())),
 			// Clients ping every few seconds to find a dead peer quickly
-			// (client.KeepaliveTime); the default policy would answer
+			// (authv1.KeepaliveTime); the default policy would answer
 			// such pings with GOAWAY.
-			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: client.KeepaliveTime / 2, PermitWithoutStream: true}),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: authv1.KeepaliveTime / 2, PermitWithoutStream: true}),
 			grpc.ChainUnaryInterceptor(markUnary, s.unaryAuth(listenerTLS), s.unaryLimits()),
 			grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerTLS), s.streamLimits()),
 		)

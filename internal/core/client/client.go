@@ -49,8 +49,8 @@ type Config struct {
 // permits pings this often (see auth's keepalive enforcement). The agent's
 // state stream also carries heartbeats, which find a dead peer sooner.
 const (
-	KeepaliveTime    = 10 * time.Second
-	KeepaliveTimeout = 3 * time.Second
+	KeepaliveTime    = authv1.KeepaliveTime
+	KeepaliveTimeout = authv1.KeepaliveTimeout
 )
 
 // Client is a connection to the auth service: to its admin socket, or to

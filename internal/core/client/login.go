@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/zalando/go-keyring"
+
+	"github.com/wid-project/wid/internal/core/identity"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -206,7 +208,7 @@ func (s *LoginStore) Identity(p *Profile) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the auth service's CA: %w", err)
 	}
-	keys := pemBlocks(keyPEM, "PRIVATE KEY")
+	keys := identity.PEMBlocks(keyPEM, "PRIVATE KEY")
 	if len(keys) != 1 {
 		return nil, fmt.Errorf("the login key of %s is corrupt: run widctl logout, then widctl login", p.User)
 	}
@@ -215,7 +217,7 @@ func (s *LoginStore) Identity(p *Profile) (*Identity, error) {
 	if err != nil || !ok {
 		return nil, fmt.Errorf("the login key of %s is corrupt: run widctl logout, then widctl login", p.User)
 	}
-	id, err := NewIdentity(signer, pemBlocks(certPEM, "CERTIFICATE"), pemBlocks(caPEM, "CERTIFICATE"))
+	id, err := NewIdentity(signer, identity.PEMBlocks(certPEM, "CERTIFICATE"), identity.PEMBlocks(caPEM, "CERTIFICATE"))
 	if err != nil {
 		return nil, fmt.Errorf("the login certificate of %s is corrupt (%v): run widctl logout, then widctl login", p.User, err)
 	}
