@@ -2,8 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto"
-	"encoding/base64"
 	"fmt"
 	"runtime"
 	"slices"
@@ -15,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/issuance"
 	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -26,14 +25,8 @@ import (
 // MaxWorkloadSVIDs caps the SVIDs of one IssueWorkloadSVIDs call.
 const MaxWorkloadSVIDs = 2000
 
-// SVID types of workload requests.
-const (
-	svidX509 = "x509"
-	svidJWT  = "jwt"
-	svidWIT  = "wit"
-)
-
-// Checks of workload SVIDs besides rbac's (see WorkloadExplanation.check).
+// Checks of workload SVIDs besides rbac's and issuance's (see
+// WorkloadExplanation.check).
 const (
 	// checkNotSelected: the workload identity does not exist, or none of the
 	// bot's roles selects it by workload_identity_labels.
@@ -41,119 +34,97 @@ const (
 	// checkRules and checkTemplate come from rbac.Workload.Match.
 	checkRules    = "rules"
 	checkTemplate = "template"
-	// checkInvalidRequest: the item itself is wrong (no key, no audience...).
-	checkInvalidRequest = "invalid_request"
-	// checkSigning: the issuer refused or failed to sign.
-	checkSigning = "signing"
 )
 
-// workloadGrant is what one workload SVID request may be issued, or why not.
-type workloadGrant struct {
-	id   spiffeid.ID
-	dns  []string
-	hint string
-	ttl  time.Duration
-	// check and reason are set when the request is refused.
-	check, reason string
-}
-
-func (g *workloadGrant) refuse(check, reason string) *workloadGrant {
-	g.check, g.reason = check, reason
-	return g
+// workloadRules are the issuance rules of IssueWorkloadSVIDs. The agent is
+// an authenticated bot that makes its workloads' keys itself; a public key
+// is enough (as Teleport's issuance takes), and spares a signature check
+// per SVID. A CSR is still taken.
+var workloadRules = issuance.Rules{
+	NegativeTTL:    "the TTL must be positive, or 0 for the default",
+	PublicKeyFirst: true,
+	NoKey:          "an X509-SVID needs a public key or a CSR: the workload's key is made by the agent",
+	AudienceAdvice: ": the workload names it when it asks",
+	AuditAdvice:    true,
 }
 
 // defaultTTL is the life of an SVID of type typ when neither the request
 // nor its workload identity names one.
 func defaultTTL(typ string) time.Duration {
 	switch typ {
-	case svidJWT:
+	case authv1.SVIDTypeJWT:
 		return issuer.DefaultJWTTTL
-	case svidWIT:
+	case authv1.SVIDTypeWIT:
 		return issuer.DefaultWITTTL
 	}
 	return issuer.DefaultX509TTL
 }
 
-// checkWorkloadSVID decides one workload SVID request from a bot with roles
-// for a workload with attrs: the workload identity's selection and rules
-// (when it names one), then the same path, SAN and TTL grant check as
-// SignX509SVID. A TTL that the request did not ask for (the identity's or
-// the default) is capped at the roles' maximum; one it asked for over the
-// maximum is refused.
-func (s *Server) checkWorkloadSVID(roles []*resource.Role, set *workloadSet, attrs map[string]string, it *authv1.WorkloadSVIDRequest) *workloadGrant {
-	g := &workloadGrant{}
-	var identityTTL time.Duration
-	if it.Identity != "" {
-		e := set.byName[it.Identity]
-		if e == nil {
-			return g.refuse(checkNotSelected, fmt.Sprintf("workload identity %q does not exist: list them with widctl get workload_identity", it.Identity))
-		}
-		if !rbac.SelectsWorkloadIdentity(roles, e.wi.Metadata.Labels) {
-			return g.refuse(checkNotSelected, fmt.Sprintf("workload identity %q (%s) is not selected by the workload_identity_labels of roles %v: add a matching selector to one of them", it.Identity, describeLabels(e.wi.Metadata.Labels), names(roles)))
-		}
-		if e.err != nil {
-			return g.refuse(checkTemplate, e.err.Error())
-		}
-		m, miss := e.compiled.Match(attrs)
-		if miss != nil {
-			return g.refuse(miss.Check, miss.Reason)
-		}
-		id, err := spiffeid.FromPath(s.td, m.Path)
-		if err != nil {
-			return g.refuse(checkTemplate, fmt.Sprintf("workload identity %q gives the invalid SPIFFE ID path %q: %v", it.Identity, m.Path, err))
-		}
-		g.id, g.hint = id, m.Hint
-		if it.Type == svidX509 {
-			g.dns = m.DNSSANs
-		}
-		switch it.Type {
-		case svidX509:
-			identityTTL = e.wi.Spec.X509.TTL.D()
-		case svidJWT:
-			identityTTL = e.wi.Spec.JWT.TTL.D()
-		}
-	} else {
+// workloadRequest turns one workload SVID request from a bot with roles for
+// a workload with attrs into an issuance request. When it names a workload
+// identity, that identity's selection and rules decide first, and give the
+// SPIFFE ID, the DNS SANs (which selecting the identity grants, as
+// Teleport's workload identities do: an administrator wrote them in its
+// spec) and the default TTL; a refusal there is returned as refused.
+func (s *Server) workloadRequest(roles []*resource.Role, set *workloadSet, attrs map[string]string, it *authv1.WorkloadSVIDRequest) (req *issuance.Request, hint string, refused *issuance.Decision) {
+	req = &issuance.Request{
+		Type: it.Type, Roles: roles, RawID: it.SpiffeId, TTLSeconds: it.TtlSeconds, DefaultTTL: defaultTTL(it.Type),
+		Audience: it.Audience, PublicKey: it.PublicKey, CSR: it.Csr,
+	}
+	refuse := func(check, reason string) (*issuance.Request, string, *issuance.Decision) {
+		return req, "", &issuance.Decision{Check: check, Reason: reason}
+	}
+	if it.Identity == "" {
 		if it.SpiffeId == "" {
-			return g.refuse(checkInvalidRequest, "an SVID from the agent's config needs a spiffe_id, and one for a workload identity needs its name")
+			return refuse(issuance.CheckInvalidRequest, "an SVID from the agent's config needs a spiffe_id, and one for a workload identity needs its name")
 		}
-		id, err := resource.ParseSPIFFEID(s.td, it.SpiffeId)
-		if err != nil {
-			return g.refuse(checkInvalidRequest, err.Error())
-		}
-		g.id = id
-		if it.Type == svidX509 {
-			g.dns = it.DnsSans
-		}
+		req.DNSSANs = it.DnsSans
+		return req, "", nil
 	}
-	if it.TtlSeconds < 0 {
-		return g.refuse(checkInvalidRequest, "the TTL must be positive, or 0 for the default")
+	req.RawID = ""
+	e := set.byName[it.Identity]
+	if e == nil {
+		return refuse(checkNotSelected, fmt.Sprintf("workload identity %q does not exist: list them with widctl get workload_identity", it.Identity))
 	}
-	asked := it.TtlSeconds > 0
-	switch {
-	case asked:
-		g.ttl = time.Duration(it.TtlSeconds) * time.Second
-	case identityTTL > 0:
-		g.ttl = identityTTL
-	default:
-		g.ttl = defaultTTL(it.Type)
+	if !rbac.SelectsWorkloadIdentity(roles, e.wi.Metadata.Labels) {
+		return refuse(checkNotSelected, fmt.Sprintf("workload identity %q (%s) is not selected by the workload_identity_labels of roles %v: add a matching selector to one of them", it.Identity, describeLabels(e.wi.Metadata.Labels), names(roles)))
 	}
-	// A workload identity's DNS SANs were written by an administrator in
-	// its spec: selecting the identity grants them, as Teleport's workload
-	// identities do. Only SANs an agent's own config asks for need a grant.
-	sans := g.dns
-	if it.Identity != "" {
-		sans = nil
+	if e.err != nil {
+		return refuse(checkTemplate, e.err.Error())
 	}
-	d := rbac.CheckSVID(roles, rbac.Request{ID: g.id, DNSSANs: sans, TTL: g.ttl})
-	if !d.Allowed {
-		if !asked && d.Check == rbac.CheckTTLOverMax {
-			// The TTL check comes last, so everything else holds.
-			g.ttl = d.MaxTTL
-			return g
-		}
-		return g.refuse(d.Check, d.Reason)
+	m, miss := e.compiled.Match(attrs)
+	if miss != nil {
+		return refuse(miss.Check, miss.Reason)
 	}
-	return g
+	id, err := spiffeid.FromPath(s.td, m.Path)
+	if err != nil {
+		return refuse(checkTemplate, fmt.Sprintf("workload identity %q gives the invalid SPIFFE ID path %q: %v", it.Identity, m.Path, err))
+	}
+	req.ID, req.DNSSANs, req.DNSGranted = id, m.DNSSANs, true
+	var identityTTL time.Duration
+	switch it.Type {
+	case authv1.SVIDTypeX509:
+		identityTTL = e.wi.Spec.X509.TTL.D()
+	case authv1.SVIDTypeJWT:
+		identityTTL = e.wi.Spec.JWT.TTL.D()
+	}
+	if identityTTL > 0 {
+		req.DefaultTTL = identityTTL
+	}
+	return req, m.Hint, nil
+}
+
+// checkWorkloadSVID decides one workload SVID request without signing it:
+// the workload identity's selection and rules (when it names one), then the
+// same path, SAN and TTL grant check as SignX509SVID. A TTL that the request
+// did not ask for (the identity's or the default) is capped at the roles'
+// maximum; one it asked for over the maximum is refused.
+func (s *Server) checkWorkloadSVID(roles []*resource.Role, set *workloadSet, attrs map[string]string, it *authv1.WorkloadSVIDRequest) *issuance.Decision {
+	req, _, refused := s.workloadRequest(roles, set, attrs, it)
+	if refused != nil {
+		return refused
+	}
+	return s.issuance.Decide(req, &workloadRules)
 }
 
 func names(roles []*resource.Role) []string {
@@ -178,7 +149,7 @@ func (s *Server) IssueWorkloadSVIDs(ctx context.Context, req *authv1.IssueWorklo
 	}
 	for i, it := range req.Svids {
 		switch it.Type {
-		case svidX509, svidJWT, svidWIT:
+		case authv1.SVIDTypeX509, authv1.SVIDTypeJWT, authv1.SVIDTypeWIT:
 		default:
 			return nil, status.Errorf(codes.InvalidArgument, "SVID %d has type %q: use x509, jwt or wit", i+1, it.Type)
 		}
@@ -214,100 +185,30 @@ func (s *Server) IssueWorkloadSVIDs(ctx context.Context, req *authv1.IssueWorklo
 // issueWorkloadSVID checks and signs one item, and returns its answer and
 // its audit event (issued or denied).
 func (s *Server) issueWorkloadSVID(c *caller, host string, set *workloadSet, attrs map[string]string, it *authv1.WorkloadSVIDRequest) (*authv1.WorkloadSVIDResult, audit.Event) {
-	ev := audit.Event{
-		Type: audit.TypeSVIDDenied, Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr,
-		SVIDType: it.Type, Attributes: attrs, Outcome: audit.OutcomeDenied, Details: map[string]string{},
-	}
+	req, hint, refused := s.workloadRequest(c.Roles, set, attrs, it)
+	req.Event = audit.Event{Actor: c.Actor(s), Host: host, RemoteAddr: c.RemoteAddr, Attributes: attrs}
 	if it.Identity != "" {
-		ev.Details["identity"] = it.Identity
+		req.Event.Details = map[string]string{"identity": it.Identity}
 	} else {
-		ev.SPIFFEID = it.SpiffeId
+		req.Event.SPIFFEID = it.SpiffeId
 	}
-	res := &authv1.WorkloadSVIDResult{}
-	// The issuer reads the same clock a moment later: expires_at minus this
-	// is at most the SVID's lifetime, never more.
-	issuedAt := s.clock()
-	refuse := func(check, reason string) (*authv1.WorkloadSVIDResult, audit.Event) {
-		ev.Reason, ev.Details["check"] = reason, check
-		res.Error, res.Check = reason, check
-		return res, ev
+	var r *issuance.Result
+	if refused != nil {
+		r = s.issuance.Refuse(req, &workloadRules, *refused)
+	} else {
+		r = s.issuance.Issue(req, &workloadRules)
 	}
-	g := s.checkWorkloadSVID(c.Roles, set, attrs, it)
-	if !g.id.IsZero() {
-		ev.SPIFFEID, res.SpiffeId = g.id.String(), g.id.String()
+	res := &authv1.WorkloadSVIDResult{Hint: hint}
+	if !r.ID.IsZero() {
+		res.SpiffeId = r.ID.String()
 	}
-	ev.DNSSANs, ev.TTLSeconds = g.dns, int64(g.ttl/time.Second)
-	res.Hint = g.hint
-	if g.check != "" {
-		return refuse(g.check, g.reason)
+	if r.Refused() {
+		res.Error, res.Check = r.Reason+r.Advice, r.Check
+		return res, r.Event
 	}
-
-	switch it.Type {
-	case svidX509:
-		// The agent is an authenticated bot that makes its workloads' keys
-		// itself; a public key is enough (as Teleport's issuance takes), and
-		// spares a signature check per SVID. A CSR is still taken.
-		var (
-			pub crypto.PublicKey
-			err error
-		)
-		switch {
-		case len(it.PublicKey) > 0:
-			pub, err = issuer.ParsePublicKey(it.PublicKey)
-		case len(it.Csr) > 0:
-			pub, err = issuer.ParseCSR(it.Csr)
-		default:
-			return refuse(checkInvalidRequest, "an X509-SVID needs a public key or a CSR: the workload's key is made by the agent")
-		}
-		if err != nil {
-			return refuse(checkInvalidRequest, err.Error())
-		}
-		svid, err := s.issuer.SignX509SVID(issuer.X509Params{ID: g.id, PublicKey: pub, TTL: g.ttl, DNSSANs: g.dns})
-		if err != nil {
-			return refuse(checkSigning, fmt.Sprintf("signing the X509-SVID for %s: %v", g.id, err))
-		}
-		for _, cert := range svid.Certificates {
-			res.CertChain = append(res.CertChain, cert.Raw)
-		}
-		res.Serial, res.ExpiresAt = svid.Serial, timestamppb.New(svid.NotAfter)
-		ev.Type, ev.Serial = audit.TypeX509SVIDIssued, svid.Serial
-		ev.Details[audit.DetailCertificate] = base64.StdEncoding.EncodeToString(svid.Certificates[0].Raw)
-		ev.TTLSeconds = int64(svid.NotAfter.Sub(svid.NotBefore.Add(time.Minute)) / time.Second)
-	case svidJWT:
-		if problem := audienceProblem(it.Audience); problem != "" {
-			return refuse(checkInvalidRequest, problem+": the workload names it when it asks")
-		}
-		svid, err := s.issuer.SignJWTSVID(issuer.JWTParams{ID: g.id, Audience: it.Audience, TTL: g.ttl})
-		if err != nil {
-			return refuse(checkSigning, fmt.Sprintf("signing the JWT-SVID for %s: %v", g.id, err))
-		}
-		res.Token, res.Serial, res.ExpiresAt = svid.Token, svid.JTI, timestamppb.New(svid.ExpiresAt)
-		ev.Type, ev.Serial = audit.TypeJWTSVIDIssued, svid.JTI
-		ev.TTLSeconds = int64(svid.ExpiresAt.Sub(svid.IssuedAt) / time.Second)
-		ev.Details["audience"] = strings.Join(it.Audience, ",")
-	case svidWIT:
-		if len(it.PublicKey) == 0 {
-			return refuse(checkInvalidRequest, "a WIT-SVID needs the workload's public key, which the token binds")
-		}
-		pub, err := issuer.ParsePublicKey(it.PublicKey)
-		if err != nil {
-			return refuse(checkInvalidRequest, err.Error())
-		}
-		svid, err := s.issuer.SignWITSVID(issuer.WITParams{ID: g.id, PublicKey: pub, TTL: g.ttl})
-		if err != nil {
-			return refuse(checkSigning, fmt.Sprintf("signing the WIT-SVID for %s: %v", g.id, err))
-		}
-		res.Token, res.Serial, res.ExpiresAt = svid.Token, svid.JTI, timestamppb.New(svid.ExpiresAt)
-		ev.Type, ev.Serial = audit.TypeWITSVIDIssued, svid.JTI
-		ev.TTLSeconds = int64(svid.ExpiresAt.Sub(svid.IssuedAt) / time.Second)
-	}
-	res.IssuedAt = timestamppb.New(issuedAt)
-	ev.Outcome = audit.OutcomeSuccess
-	delete(ev.Details, "check")
-	if len(ev.Details) == 0 {
-		ev.Details = nil
-	}
-	return res, ev
+	res.CertChain, res.Token, res.Serial = r.CertChain, r.Token, r.Serial
+	res.IssuedAt, res.ExpiresAt = timestamppb.New(r.IssuedAt), timestamppb.New(r.ExpiresAt)
+	return res, r.Event
 }
 
 // explainWorkloads says, for every workload identity sorted by name,
@@ -321,10 +222,10 @@ func (s *Server) explainWorkloads(ctx context.Context, roles []*resource.Role, a
 	out := make([]*authv1.WorkloadExplanation, 0, len(set.list))
 	for _, e := range set.list {
 		name := e.wi.Metadata.Name
-		g := s.checkWorkloadSVID(roles, set, attrs, &authv1.WorkloadSVIDRequest{Identity: name, Type: svidX509})
-		x := &authv1.WorkloadExplanation{Identity: name, Allowed: g.check == "", Reason: g.reason, Check: g.check}
-		if !g.id.IsZero() {
-			x.SpiffeId = g.id.String()
+		g := s.checkWorkloadSVID(roles, set, attrs, &authv1.WorkloadSVIDRequest{Identity: name, Type: authv1.SVIDTypeX509})
+		x := &authv1.WorkloadExplanation{Identity: name, Allowed: !g.Refused(), Reason: g.Reason, Check: g.Check}
+		if !g.ID.IsZero() {
+			x.SpiffeId = g.ID.String()
 		}
 		if x.Allowed {
 			x.Reason = fmt.Sprintf("workload identity %q gives this workload %s", name, x.SpiffeId)

@@ -25,6 +25,7 @@ import (
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/datadir"
+	"github.com/wid-project/wid/internal/core/issuance"
 	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/paths"
@@ -114,8 +115,10 @@ type Server struct {
 	audit  *audit.Log
 	cas    *ca.Manager
 	issuer *issuer.Issuer
-	res    *resources
-	host   string
+	// issuance is the one path of every SVID the RPCs issue.
+	issuance *issuance.Service
+	res      *resources
+	host     string
 	// replica names this process among the auth replicas of one store:
 	// its host and a random suffix, new at every start.
 	replica string
@@ -266,6 +269,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	// The anchor follows every CA change once it is in the store.
 	s.cas.OnChange(func() { s.anchor.SetCAKeys(s.cas.KeyIDs()) })
 	s.issuer = issuer.New(s.cas, clock)
+	s.issuance = issuance.New(td, s.issuer, clock)
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
 	s.agents = newAgentTracker(db, clock, s.log, s.replica)
 	if s.audit, err = audit.Open(ctx, db, s.log); err != nil {
