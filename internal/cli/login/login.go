@@ -19,8 +19,8 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
-	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/client"
+	corelogin "github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/resource"
 	"golang.org/x/term"
 )
@@ -125,12 +125,12 @@ func (opts *Options) password() (string, error) {
 	if opts.Invite == "" {
 		return opts.ReadPassword("Password for " + opts.User + ": ")
 	}
-	pw, err := opts.ReadPassword(fmt.Sprintf("New password for %s (at least %d characters): ", opts.User, auth.MinPasswordLength))
+	pw, err := opts.ReadPassword(fmt.Sprintf("New password for %s (at least %d characters): ", opts.User, corelogin.MinPasswordLength))
 	if err != nil {
 		return "", err
 	}
 	// Checked before asking again: typing a refused password twice helps nobody.
-	if err := auth.CheckPasswordPolicy(opts.User, pw); err != nil {
+	if err := corelogin.CheckPasswordPolicy(opts.User, pw); err != nil {
 		return "", cmdutil.InputErrorf("%v: run widctl login again", err)
 	}
 	again, err := opts.ReadPassword("Again: ")

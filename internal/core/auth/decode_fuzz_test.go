@@ -5,6 +5,7 @@ import (
 	"unicode/utf8"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/resource"
 	"google.golang.org/protobuf/proto"
 )
@@ -25,7 +26,7 @@ func FuzzLoginRequest(f *testing.F) {
 		if requestLimits.Check(&req) != nil {
 			return
 		}
-		if len(req.Password) > maxPasswordLength || len(req.Invite) > maxSecret || len(req.Csr) > maxBytesField {
+		if len(req.Password) > login.MaxPasswordLength || len(req.Invite) > maxSecret || len(req.Csr) > maxBytesField {
 			t.Fatalf("limits passed an oversized request: %d-byte password, %d-byte invite, %d-byte CSR", len(req.Password), len(req.Invite), len(req.Csr))
 		}
 		pub, reason, err := validateLogin(&req)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/login"
 	"golang.org/x/time/rate"
 )
 
@@ -39,10 +40,10 @@ func newDenialLimiter(now func() time.Time) *denialLimiter {
 	return &denialLimiter{now: now, sources: map[string]*rate.Limiter{}, dropped: map[string]int64{}}
 }
 
-// denialSource names the sender of a denial as loginSource does: the
+// denialSource names the sender of a denial as login.Source does: the
 // address without the port (each connection has its own), an IPv6 /64, or
 // "uid:N" on the admin socket.
-func denialSource(remote string) string { return loginSource(remote) }
+func denialSource(remote string) string { return login.Source(remote) }
 
 // allow reports whether a denial from remote may be audited now, and
 // counts it when not.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/lease"
+	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/store"
 )
 
@@ -44,19 +45,13 @@ const AgentPushIntervalForTest = agentPushInterval
 // test, so that a test can run many logins at once without taking 64 MiB
 // each.
 func SetArgon2MemoryForTest(t interface{ Cleanup(func()) }, kib uint32) {
-	old := defaultArgon2
-	defaultArgon2.Memory = kib
-	t.Cleanup(func() { defaultArgon2 = old })
+	login.SetArgon2MemoryForTest(t, kib)
 }
 
 // SetLoginLimitsForTest replaces the login admission bounds: concurrent
 // hashes, and the per-source and per-user rates and bursts.
 func (s *Server) SetLoginLimitsForTest(concurrent int, perSecond float64, burst int) {
-	l := newLoginLimiter(time.Now)
-	l.hashes = make(chan struct{}, concurrent)
-	l.sourceRate, l.userRate = rate.Limit(perSecond), rate.Limit(perSecond)
-	l.sourceBurst, l.userBurst = burst, burst
-	s.logins = l
+	s.logins = login.NewLimiterWith(time.Now, concurrent, rate.Limit(perSecond), burst)
 }
 
 // DenialRate and DenialBurst are how many denials per source reach the
@@ -71,19 +66,21 @@ func (s *Server) FlushDenialSummaryForTest(ctx context.Context) { s.flushDenialS
 
 // CredentialDataForTest is the stored credential document of user.
 func (s *Server) CredentialDataForTest(ctx context.Context, user string) ([]byte, error) {
-	item, err := s.db.Get(ctx, credentialKind, user)
+	item, err := s.db.Get(ctx, login.CredentialKind, user)
 	return item.Data, err
 }
 
 // PutCredentialDataForTest overwrites user's stored credential document, as
 // an earlier version may have written it.
 func (s *Server) PutCredentialDataForTest(ctx context.Context, user string, data []byte) error {
-	_, err := s.db.Apply(ctx, store.Op{Type: store.OpUpsert, Item: store.Item{Kind: credentialKind, Name: user, Data: data}})
+	_, err := s.db.Apply(ctx, store.Op{Type: store.OpUpsert, Item: store.Item{Kind: login.CredentialKind, Name: user, Data: data}})
 	return err
 }
 
 // SealTOTPSecretsForTest runs the start-up sealing of clear TOTP secrets.
-func (s *Server) SealTOTPSecretsForTest(ctx context.Context) error { return s.sealTOTPSecrets(ctx) }
+func (s *Server) SealTOTPSecretsForTest(ctx context.Context) error {
+	return login.SealTOTPSecrets(ctx, s.db, s.kek, s.log)
+}
 
 // KubernetesJoinRefusedForTest is the one answer of a refused kubernetes join.
 func (s *Server) KubernetesJoinRefusedForTest() string { return s.kubernetesJoinRefused() }
@@ -115,27 +112,28 @@ func (s *Server) CloseStoreForTest() { s.db.Close() }
 
 // ForgetIdleUnknownLoginsForTest runs the lease holder's sweep of the
 // failed-login counts of unknown names now.
-func (s *Server) ForgetIdleUnknownLoginsForTest(ctx context.Context) { s.forgetIdleUnknownLogins(ctx) }
+func (s *Server) ForgetIdleUnknownLoginsForTest(ctx context.Context) {
+	login.ForgetIdleUnknown(ctx, s.db, s.clock(), s.log)
+}
 
 // UnknownLoginStoredForTest says whether the store counts failed logins
 // of name, which is not a user.
 func (s *Server) UnknownLoginStoredForTest(ctx context.Context, name string) (bool, error) {
-	_, e, err := s.getUnknownFailures(ctx, name)
+	_, e, err := login.UnknownFailures(ctx, s.db, name)
 	if err != nil {
 		return false, err
 	}
-	_, ok := e.bucket.Names[name]
-	return ok, nil
+	return e.Stored(), nil
 }
 
 // UnknownPerBucketForTest is how many unknown names one stored bucket counts.
-const UnknownPerBucketForTest = unknownPerBucket
+const UnknownPerBucketForTest = login.UnknownPerBucket
 
 // UnknownLoginKind is the store kind of unknown names' failed logins.
-const UnknownLoginKind = unknownLoginKind
+const UnknownLoginKind = login.UnknownKind
 
 // UnknownBucketForTest names the stored bucket of unknown name's counts.
-func UnknownBucketForTest(name string) string { return unknownBucketKey(name) }
+func UnknownBucketForTest(name string) string { return login.UnknownBucketKey(name) }
 
 // FailUnknownLoginForTest counts one wrong login of name, which is not a
 // user, from source.

@@ -14,6 +14,7 @@ import (
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
+	corelogin "github.com/wid-project/wid/internal/core/login"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -218,8 +219,8 @@ func TestParallelGuessesCountEach(t *testing.T) {
 	for _, a := range alice {
 		counts[strings.SplitN(a, ":", 2)[0]]++
 	}
-	if counts["Unauthenticated"] != auth.MaxLoginFailures || counts["PermissionDenied"] != 20-auth.MaxLoginFailures {
-		t.Errorf("20 parallel guesses answered %v, want %d failures then locked", counts, auth.MaxLoginFailures)
+	if counts["Unauthenticated"] != corelogin.MaxLoginFailures || counts["PermissionDenied"] != 20-corelogin.MaxLoginFailures {
+		t.Errorf("20 parallel guesses answered %v, want %d failures then locked", counts, corelogin.MaxLoginFailures)
 	}
 	mallory := guess("mallory")
 	if !slices.Equal(alice, mallory) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/reqlimit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -58,7 +59,7 @@ var requestLimits = &reqlimit.Limits{
 		"wid.auth.v1.JoinRequest.join_method":           64,
 		"wid.auth.v1.JoinRequest.service_account_token": maxServiceAccountToken,
 		"wid.auth.v1.LoginRequest.user":                 maxHostLength,
-		"wid.auth.v1.LoginRequest.password":             maxPasswordLength,
+		"wid.auth.v1.LoginRequest.password":             login.MaxPasswordLength,
 		"wid.auth.v1.LoginRequest.invite":               maxSecret,
 		"wid.auth.v1.LoginRequest.totp_code":            16,
 

@@ -16,6 +16,7 @@ import (
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
+	corelogin "github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/resource"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -175,7 +176,7 @@ func TestLoginLockout(t *testing.T) {
 	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
 		t.Fatal(err)
 	}
-	for i := range auth.MaxLoginFailures {
+	for i := range corelogin.MaxLoginFailures {
 		_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: "wrong password " + string(rune('a'+i))})
 		wantDenied(t, err, codes.Unauthenticated, "login failed")
 	}
@@ -184,14 +185,14 @@ func TestLoginLockout(t *testing.T) {
 	wantDenied(t, err, codes.PermissionDenied, "too many failed attempts")
 
 	// An unknown name locks the same way, so a lockout reveals nothing.
-	for range auth.MaxLoginFailures {
+	for range corelogin.MaxLoginFailures {
 		_, err := login(t, srv, &authv1.LoginRequest{User: "mallory", Password: "guess guess guess"})
 		wantDenied(t, err, codes.Unauthenticated, "login failed")
 	}
 	_, err = login(t, srv, &authv1.LoginRequest{User: "mallory", Password: "guess guess guess"})
 	wantDenied(t, err, codes.PermissionDenied, "too many failed attempts")
 
-	clock.advance(auth.LockoutWindow + time.Second)
+	clock.advance(corelogin.LockoutWindow + time.Second)
 	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword}); err != nil {
 		t.Fatalf("login after the lockout window: %v", err)
 	}
@@ -220,7 +221,7 @@ func TestLoginLockoutSurvivesRestart(t *testing.T) {
 		if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
 			t.Fatal(err)
 		}
-		for range auth.MaxLoginFailures {
+		for range corelogin.MaxLoginFailures {
 			login(t, srv, &authv1.LoginRequest{User: "alice", Password: "wrong wrong wrong"})
 		}
 	})
@@ -368,7 +369,7 @@ func TestResetUserUnlocksWithANewInvite(t *testing.T) {
 	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
 		t.Fatal(err)
 	}
-	for range auth.MaxLoginFailures {
+	for range corelogin.MaxLoginFailures {
 		login(t, srv, &authv1.LoginRequest{User: "alice", Password: "wrong wrong wrong"})
 	}
 	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
@@ -439,19 +440,19 @@ func TestUserStatusShowsLock(t *testing.T) {
 	}
 
 	// One address locks alice for itself only.
-	for range auth.MaxLoginFailures {
+	for range corelogin.MaxLoginFailures {
 		srv.FailLoginForTest(ctx, "alice", "192.0.2.1")
 	}
 	if d, raw := get("alice"); d.Status == nil || d.Status.LockedSources != 1 || !d.Status.LockedUntil.IsZero() {
 		t.Fatalf("alice locked from one address: %s", raw)
 	}
 	// Failures from many addresses lock alice for everyone.
-	for i := 0; i < auth.MaxUserLoginFailures-auth.MaxLoginFailures; i++ {
-		srv.FailLoginForTest(ctx, "alice", fmt.Sprintf("198.51.100.%d", i/auth.MaxLoginFailures))
+	for i := 0; i < corelogin.MaxUserLoginFailures-corelogin.MaxLoginFailures; i++ {
+		srv.FailLoginForTest(ctx, "alice", fmt.Sprintf("198.51.100.%d", i/corelogin.MaxLoginFailures))
 	}
 	before := clock.now()
 	d, raw := get("alice")
-	if d.Status == nil || d.Status.LockedUntil.Before(before.Add(auth.LockoutWindow-time.Minute)) || d.Status.LockedUntil.After(before.Add(auth.LockoutWindow)) {
+	if d.Status == nil || d.Status.LockedUntil.Before(before.Add(corelogin.LockoutWindow-time.Minute)) || d.Status.LockedUntil.After(before.Add(corelogin.LockoutWindow)) {
 		t.Fatalf("alice locked for everyone: %s", raw)
 	}
 	for _, secret := range []string{"argon2", "invite", "totp", "192.0.2.1", "198.51.100", "failures"} {
@@ -494,13 +495,13 @@ func TestUserStatusShowsLock(t *testing.T) {
 	}
 
 	// The end of the window lifts a lock as well.
-	for range auth.MaxLoginFailures {
+	for range corelogin.MaxLoginFailures {
 		srv.FailLoginForTest(ctx, "bob", "192.0.2.1")
 	}
 	if d, raw := get("bob"); d.Status == nil {
 		t.Fatalf("bob locked from one address: %s", raw)
 	}
-	clock.advance(auth.LockoutWindow + time.Second)
+	clock.advance(corelogin.LockoutWindow + time.Second)
 	if d, raw := get("bob"); d.Status != nil {
 		t.Errorf("after the window bob's document says %s", raw)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/lease"
+	"github.com/wid-project/wid/internal/core/login"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -56,7 +57,7 @@ func (s *Server) runSweeps(ctx context.Context) {
 	tick := time.NewTicker(sweepEvery)
 	defer tick.Stop()
 	for {
-		s.forgetIdleUnknownLogins(ctx)
+		login.ForgetIdleUnknown(ctx, s.db, s.clock(), s.log)
 		select {
 		case <-ctx.Done():
 			return

@@ -15,6 +15,7 @@ import (
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
+	corelogin "github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -77,8 +78,8 @@ func TestParallelGuessesOverReplicasLockAsOnOne(t *testing.T) {
 	for _, a := range alice {
 		counts[strings.SplitN(a, ":", 2)[0]]++
 	}
-	if counts["Unauthenticated"] != auth.MaxLoginFailures || counts["PermissionDenied"] != 20-auth.MaxLoginFailures {
-		t.Errorf("20 parallel guesses over 3 replicas answered %v, want %d failures then locked", counts, auth.MaxLoginFailures)
+	if counts["Unauthenticated"] != corelogin.MaxLoginFailures || counts["PermissionDenied"] != 20-corelogin.MaxLoginFailures {
+		t.Errorf("20 parallel guesses over 3 replicas answered %v, want %d failures then locked", counts, corelogin.MaxLoginFailures)
 	}
 	mallory := guess("mallory")
 	if !slices.Equal(alice, mallory) {
@@ -443,7 +444,7 @@ func TestIdleUnknownNamesAreForgotten(t *testing.T) {
 	ctx := context.Background()
 	_, err := login(t, srv, &authv1.LoginRequest{User: "mallory", Password: "guess guess guess"})
 	wantDenied(t, err, codes.Unauthenticated, "login failed")
-	for range auth.MaxLoginFailures {
+	for range corelogin.MaxLoginFailures {
 		login(t, srv, &authv1.LoginRequest{User: "trudy", Password: "guess guess guess"})
 	}
 	stored := func(name string) bool {
@@ -527,7 +528,7 @@ func TestUnknownNamesTakeBoundedRoom(t *testing.T) {
 			names = append(names, n)
 		}
 	}
-	for range auth.MaxLoginFailures {
+	for range corelogin.MaxLoginFailures {
 		srv.FailUnknownLoginForTest(ctx, "locked-name", "192.0.2.1")
 	}
 	for _, n := range names {

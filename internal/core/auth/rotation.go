@@ -14,6 +14,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
 	"google.golang.org/grpc/codes"
@@ -436,7 +437,7 @@ func (s *Server) maxIssuedTTL(ctx context.Context, t ca.Type) (max time.Duration
 	case ca.TypeHost:
 		return serverCertTTL, "the auth service's certificate", nil
 	case ca.TypeUser:
-		max, by = DefaultSessionTTL, "the default login"
+		max, by = login.DefaultSessionTTL, "the default login"
 	}
 	list, err := s.res.list(ctx, resource.KindRole)
 	if err != nil {
@@ -454,7 +455,7 @@ func (s *Server) maxIssuedTTL(ctx context.Context, t ca.Type) (max time.Duration
 			if d == 0 {
 				continue
 			}
-			d = min(d, MaxSessionTTL)
+			d = min(d, login.MaxSessionTTL)
 		default:
 			if len(r.Spec.Allow.SPIFFE) == 0 {
 				continue

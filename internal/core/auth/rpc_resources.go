@@ -11,6 +11,7 @@ import (
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
 	"google.golang.org/grpc/codes"
@@ -404,8 +405,8 @@ func (s *Server) DeleteResource(ctx context.Context, req *authv1.DeleteResourceR
 		}
 	case resource.KindUser:
 		// A user's password and invite go with it, in the same transaction.
-		if _, err := s.db.Get(ctx, credentialKind, req.Name); err == nil {
-			ops = append(ops, store.Op{Type: store.OpDelete, Item: store.Item{Kind: credentialKind, Name: req.Name}})
+		if _, err := s.db.Get(ctx, login.CredentialKind, req.Name); err == nil {
+			ops = append(ops, store.Op{Type: store.OpDelete, Item: store.Item{Kind: login.CredentialKind, Name: req.Name}})
 		}
 	case resource.KindBot:
 		// A bot's join tokens go with it, in the same transaction.

@@ -28,6 +28,7 @@ import (
 	"github.com/wid-project/wid/internal/core/issuance"
 	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/kubejoin"
+	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/paths"
 	"github.com/wid-project/wid/internal/core/peercred"
 	"github.com/wid-project/wid/internal/core/store"
@@ -162,11 +163,11 @@ type Server struct {
 	// kek seals secrets at rest: CA keys and TOTP secrets.
 	kek *ca.KEK
 	// credLocks serializes credential writes per user.
-	credLocks credentialLocks
+	credLocks login.Locks
 	// denials rate-limits denial audit events per source.
 	denials *denialLimiter
 	// logins bounds the cost that login attempts may ask for.
-	logins *loginLimiter
+	logins *login.Limiter
 	// feed follows the store's change log (see changefeed.go).
 	feed changeFeed
 }
@@ -237,7 +238,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger, clock: clock, db: db, lock: lock,
 		changes: newStateNotifier(), stopping: make(chan struct{}), attestations: newRecentIDs(maxRecentAttestations),
-		denials: newDenialLimiter(time.Now), logins: newLoginLimiter(time.Now),
+		denials: newDenialLimiter(time.Now), logins: login.NewLimiter(time.Now),
 		agentSendTimeout: cfg.AgentSendTimeout, metrics: newServerMetrics(), snapshotSends: make(chan struct{}, maxSnapshotSends),
 	}
 	s.feed.revision = feedFrom
@@ -259,7 +260,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	td := s.td
 	// TOTP secrets written in plaintext by earlier versions are sealed now.
-	if err := s.sealTOTPSecrets(ctx); err != nil {
+	if err := login.SealTOTPSecrets(ctx, s.db, s.kek, s.log); err != nil {
 		return nil, err
 	}
 	if cfg.AgentSync != AgentSyncFull {

@@ -1,4 +1,4 @@
-package auth
+package login
 
 import (
 	"strings"
@@ -14,7 +14,7 @@ func TestPasswordPolicy(t *testing.T) {
 		{"alice", "ééééééééééé", "at least 12 characters"}, // 11 runes, 22 bytes
 		{"alice", "xxALICE-is-great", "contains the user name"},
 		{"alice", "            ", "only blanks"},
-		{"alice", strings.Repeat("x", maxPasswordLength+1), "too long"},
+		{"alice", strings.Repeat("x", MaxPasswordLength+1), "too long"},
 	}
 	for _, tt := range tests {
 		err := CheckPasswordPolicy(tt.user, tt.password)
@@ -25,30 +25,30 @@ func TestPasswordPolicy(t *testing.T) {
 }
 
 func TestPasswordHash(t *testing.T) {
-	h, err := hashPassword("correct horse battery")
+	h, err := HashPassword("correct horse battery")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(h, "$argon2id$v=19$m=65536,t=1,p=4$") {
 		t.Fatalf("hash %q does not carry its parameters", h)
 	}
-	h2, _ := hashPassword("correct horse battery")
+	h2, _ := HashPassword("correct horse battery")
 	if h == h2 {
 		t.Fatal("two hashes of one password are equal: no random salt")
 	}
-	if ok, err := checkPassword(h, "correct horse battery"); !ok || err != nil {
+	if ok, err := CheckPassword(h, "correct horse battery"); !ok || err != nil {
 		t.Fatalf("right password: %v %v", ok, err)
 	}
-	if ok, err := checkPassword(h, "correct horse batterx"); ok || err != nil {
+	if ok, err := CheckPassword(h, "correct horse batterx"); ok || err != nil {
 		t.Fatalf("wrong password: %v %v", ok, err)
 	}
 	// The dummy hash answers unknown users in the time of a real check: it
 	// must parse, carry today's parameters and match nothing.
-	if ok, err := checkPassword(dummyHash(), "wid-dummy-password-never-matches"); ok || err != nil {
+	if ok, err := CheckPassword(DummyHash(), "wid-dummy-password-never-matches"); ok || err != nil {
 		t.Fatalf("dummy hash: %v %v; want a well-formed hash that does not match", ok, err)
 	}
-	if !strings.HasPrefix(dummyHash(), h[:strings.LastIndex(h[:strings.LastIndex(h, "$")], "$")+1]) {
-		t.Fatalf("dummy hash %q does not carry the parameters of %q", dummyHash(), h)
+	if !strings.HasPrefix(DummyHash(), h[:strings.LastIndex(h[:strings.LastIndex(h, "$")], "$")+1]) {
+		t.Fatalf("dummy hash %q does not carry the parameters of %q", DummyHash(), h)
 	}
 	parts := strings.Split(h, "$")
 	for _, bad := range []string{
@@ -56,16 +56,16 @@ func TestPasswordHash(t *testing.T) {
 		strings.Replace(h, "m=65536", "m=99999999", 1), strings.Replace(h, "t=1", "t=0", 1),
 		strings.Join(append(parts[:5:5], "!!"), "$"),
 	} {
-		if ok, err := checkPassword(bad, "correct horse battery"); ok || err == nil {
-			t.Errorf("checkPassword(%q) = %v, %v; want an error", bad, ok, err)
+		if ok, err := CheckPassword(bad, "correct horse battery"); ok || err == nil {
+			t.Errorf("CheckPassword(%q) = %v, %v; want an error", bad, ok, err)
 		}
 	}
 }
 
 // BenchmarkPasswordCheck is the argon2id cost a login pays.
 func BenchmarkPasswordCheck(b *testing.B) {
-	h, _ := hashPassword("correct horse battery")
+	h, _ := HashPassword("correct horse battery")
 	for b.Loop() {
-		checkPassword(h, "correct horse battery")
+		CheckPassword(h, "correct horse battery")
 	}
 }

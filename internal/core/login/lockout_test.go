@@ -1,4 +1,4 @@
-package auth
+package login
 
 import (
 	"fmt"
@@ -11,17 +11,17 @@ import (
 // MaxUserLoginFailures from many sources; a success clears every count.
 func TestLockoutPerSource(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	var c credential
+	var c Credential
 	for range MaxLoginFailures {
-		if until, _ := c.lockedUntil("10.0.0.1", now); !until.IsZero() {
+		if until, _ := c.Locked("10.0.0.1", now); !until.IsZero() {
 			t.Fatal("locked before the last failure")
 		}
-		c.fail("10.0.0.1", now)
+		c.Fail("10.0.0.1", now)
 	}
-	if until, everyone := c.lockedUntil("10.0.0.1", now); until.IsZero() || everyone {
+	if until, everyone := c.Locked("10.0.0.1", now); until.IsZero() || everyone {
 		t.Fatalf("after %d failures from one source: locked until %v for everyone %v, want that source locked", MaxLoginFailures, until, everyone)
 	}
-	if until, _ := c.lockedUntil("10.0.0.2", now); !until.IsZero() {
+	if until, _ := c.Locked("10.0.0.2", now); !until.IsZero() {
 		t.Fatal("a flood from one source locked the user for another source")
 	}
 	// Many sources together lock the user for everyone.
@@ -29,19 +29,19 @@ func TestLockoutPerSource(t *testing.T) {
 		if i > MaxUserLoginFailures {
 			t.Fatalf("%d failures from many sources did not lock the user", i+MaxLoginFailures)
 		}
-		c.fail(fmt.Sprintf("10.1.%d.%d", i/MaxLoginFailures, i%MaxLoginFailures), now)
+		c.Fail(fmt.Sprintf("10.1.%d.%d", i/MaxLoginFailures, i%MaxLoginFailures), now)
 	}
-	if until, everyone := c.lockedUntil("192.0.2.9", now); until.IsZero() || !everyone {
+	if until, everyone := c.Locked("192.0.2.9", now); until.IsZero() || !everyone {
 		t.Fatal("the user is not locked for a new source after the global threshold")
 	}
 	if len(c.Sources) > maxCredentialSources {
 		t.Errorf("the credential follows %d sources, over %d", len(c.Sources), maxCredentialSources)
 	}
-	if until, _ := c.lockedUntil("192.0.2.9", now.Add(LockoutWindow+time.Second)); !until.IsZero() {
+	if until, _ := c.Locked("192.0.2.9", now.Add(LockoutWindow+time.Second)); !until.IsZero() {
 		t.Error("still locked after the lockout window")
 	}
-	c.succeeded()
-	if until, _ := c.lockedUntil("10.0.0.1", now); !until.IsZero() || c.Failures != 0 {
+	c.Succeeded()
+	if until, _ := c.Locked("10.0.0.1", now); !until.IsZero() || c.Failures != 0 {
 		t.Error("a success left a lock or a count")
 	}
 }
@@ -54,8 +54,8 @@ func TestLoginSource(t *testing.T) {
 		"[2001:db8:1:2:ffff::1]:443": "2001:db8:1:2::/64",
 		"uid:1000":                   "uid:1000",
 	} {
-		if got := loginSource(in); got != want {
-			t.Errorf("loginSource(%q) = %q, want %q", in, got, want)
+		if got := Source(in); got != want {
+			t.Errorf("Source(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

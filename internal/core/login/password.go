@@ -1,4 +1,4 @@
-package auth
+package login
 
 import (
 	"crypto/rand"
@@ -15,8 +15,8 @@ import (
 // Password rules.
 const (
 	MinPasswordLength = 12
-	// maxPasswordLength bounds the work an anonymous caller can ask for.
-	maxPasswordLength = 1024
+	// MaxPasswordLength bounds the work an anonymous caller can ask for.
+	MaxPasswordLength = 1024
 )
 
 // argon2Params are argon2id's cost settings (RFC 9106, second recommended
@@ -30,14 +30,23 @@ type argon2Params struct {
 
 var defaultArgon2 = argon2Params{Memory: 64 * 1024, Time: 1, Threads: 4}
 
+// SetArgon2MemoryForTest makes password hashes cheap for the rest of the
+// test, so that a test can run many logins at once without taking 64 MiB
+// each.
+func SetArgon2MemoryForTest(t interface{ Cleanup(func()) }, kib uint32) {
+	old := defaultArgon2
+	defaultArgon2.Memory = kib
+	t.Cleanup(func() { defaultArgon2 = old })
+}
+
 const (
 	saltLen = 16
 	hashLen = 32
 )
 
-// hashPassword returns the PHC string of an argon2id hash of password with a
+// HashPassword returns the PHC string of an argon2id hash of password with a
 // random salt: $argon2id$v=19$m=65536,t=1,p=4$<salt>$<hash>.
-func hashPassword(password string) (string, error) {
+func HashPassword(password string) (string, error) {
 	salt := make([]byte, saltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("generating a salt: %w", err)
@@ -48,8 +57,8 @@ func hashPassword(password string) (string, error) {
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, p.Memory, p.Time, p.Threads, enc.EncodeToString(salt), enc.EncodeToString(sum)), nil
 }
 
-// checkPassword reports whether password matches the PHC string encoded.
-func checkPassword(encoded, password string) (bool, error) {
+// CheckPassword reports whether password matches the PHC string encoded.
+func CheckPassword(encoded, password string) (bool, error) {
 	parts := strings.Split(encoded, "$")
 	if len(parts) != 6 || parts[1] != "argon2id" {
 		return false, errors.New("stored password hash is not argon2id")
@@ -78,14 +87,14 @@ func checkPassword(encoded, password string) (bool, error) {
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
-// dummyHash is checked against for unknown or locked users and wrong
+// DummyHash is checked against for unknown or locked users and wrong
 // invites, so that their answer takes as long as a wrong password for a real
 // one. It is a well-formed hash with the default parameters over a fixed
 // salt, whose digest is fixed random bytes that no known password hashes to:
 // checking it costs one argon2id computation, exactly like a real hash, and
 // making it costs nothing (it used to be hashed on first use, which added a
 // whole argon2id computation to the first login after every start).
-func dummyHash() string {
+func DummyHash() string {
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$LWuoy5de3C1y42rZYxkZaQ$x4w6hH5pCWXCTK9iMLCTr7qMvbY9g8EonqBip8YYjVI",
 		argon2.Version, defaultArgon2.Memory, defaultArgon2.Time, defaultArgon2.Threads)
 }
@@ -96,8 +105,8 @@ func CheckPasswordPolicy(user, password string) error {
 	switch {
 	case n < MinPasswordLength:
 		return fmt.Errorf("the password is too short: use at least %d characters", MinPasswordLength)
-	case len(password) > maxPasswordLength:
-		return fmt.Errorf("the password is too long: use at most %d bytes", maxPasswordLength)
+	case len(password) > MaxPasswordLength:
+		return fmt.Errorf("the password is too long: use at most %d bytes", MaxPasswordLength)
 	case user != "" && strings.Contains(strings.ToLower(password), strings.ToLower(user)):
 		return errors.New("the password contains the user name: choose one that does not")
 	case strings.TrimSpace(password) == "":
