@@ -8,6 +8,7 @@ import (
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/lease"
 	"github.com/wid-project/wid/internal/core/login"
+	"github.com/wid-project/wid/internal/core/rotation"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -25,14 +26,14 @@ const sweepEvery = time.Hour
 func (s *Server) runPeriodic(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		beat := time.NewTicker(agentHeartbeat)
+		beat := time.NewTicker(rotation.HeartbeatInterval)
 		defer beat.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-beat.C:
-				s.agents.heartbeat(ctx)
+				s.agents.Heartbeat(ctx)
 			}
 		}
 	})

@@ -2,13 +2,11 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -16,389 +14,19 @@ import (
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/resource"
-	"github.com/wid-project/wid/internal/core/store"
+	"github.com/wid-project/wid/internal/core/rotation"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 const (
-	// agentStatusKind is the store kind of what each agent last reported.
-	agentStatusKind = "agent_status"
 	// DefaultAgentWindow: agents seen within it hold rotations back.
-	DefaultAgentWindow = 10 * time.Minute
-	// agentHeartbeat is how often the last-seen time of connected agents is
-	// written, so that after a restart the auth service still knows which
-	// agents were live before the agents have reconnected.
-	agentHeartbeat = time.Minute
+	DefaultAgentWindow = rotation.DefaultAgentWindow
 	// rotationTick is how often automatic rotations and rollbacks are
 	// looked at, besides every agent report.
 	rotationTick = 250 * time.Millisecond
-	// workloadSettle is how long a step that drops a key waits after an
-	// agent last renewed SVIDs of that CA. The agent reports a renewal as
-	// soon as its cache holds it, while its workloads take the new SVIDs
-	// from their streams a moment later and may have a handshake in flight
-	// with the old one: dropping the old key at once failed such a
-	// handshake on a loaded machine.
-	workloadSettle = 2 * time.Second
 )
-
-// agentRecord is what the auth service knows of one agent (a bot on a host).
-type agentRecord struct {
-	Bot       string            `json:"bot"`
-	Host      string            `json:"host"`
-	LastSeen  time.Time         `json:"last_seen"`
-	Sequences map[string]int64  `json:"sequences,omitempty"`
-	SignedBy  map[string]string `json:"signed_by,omitempty"`
-	// Generations are the CA generations the last report answered.
-	Generations map[string]int64 `json:"generations,omitempty"`
-	// SignedSince is when each SignedBy entry took its current value.
-	SignedSince map[string]time.Time `json:"signed_since,omitempty"`
-	// Replica names the auth replica whose state stream the agent follows,
-	// "" once it has left it.
-	Replica string `json:"replica,omitempty"`
-	// connected says the agent follows a replica now: this one (its open
-	// streams are counted here), or another that keeps its LastSeen fresh.
-	// Not stored.
-	connected bool
-}
-
-func agentKey(bot, host string) string { return bot + "@" + host }
-
-// agentStale is how long after its last heartbeat an agent that another
-// replica said it follows still counts as connected: that replica may be
-// gone without a word (kill -9), and its agents have moved on.
-const agentStale = 3 * agentHeartbeat
-
-// maxAgentWriteRetries bounds the compare-and-set retries of one agent
-// record write; only writes of other replicas (the agent moving between
-// them) make it retry.
-const maxAgentWriteRetries = 20
-
-// agentTracker follows agents: which CA sequences they hold and which keys
-// signed what they serve. The records live in the store and every read
-// and write goes there, so that every replica's rotation gate sees every
-// agent, whichever replica it follows, and a restarted replica still holds
-// back a rotation for agents it knew. Only the count of state streams open
-// to this replica is kept here.
-type agentTracker struct {
-	db    store.Backend
-	clock func() time.Time
-	// mono times what must not move with the wall clock: rotation steps
-	// and how long an agent's workloads have had to settle.
-	mono    func() time.Duration
-	settles *settleTimes
-	log     interface {
-		Warn(string, ...any)
-	}
-	// replica names this auth process in records of agents it serves.
-	replica string
-
-	mu sync.Mutex
-	// conns counts the state streams open here, by agent key.
-	conns map[string]int
-	// reported wakes the rotation loop.
-	reported chan struct{}
-}
-
-func newAgentTracker(db store.Backend, clock func() time.Time, log interface{ Warn(string, ...any) }, replica string) *agentTracker {
-	mono := monotonicClock()
-	return &agentTracker{db: db, clock: clock, mono: mono, settles: newSettleTimes(clock, mono), log: log, replica: replica, conns: map[string]int{}, reported: make(chan struct{}, 1)}
-}
-
-// update changes the stored record of bot's agent on host with fn, by
-// compare-and-set: writes of other replicas are never overwritten with an
-// older reading. The write outlives ctx: a stream that ends still records
-// when its agent was last seen.
-func (t *agentTracker) update(ctx context.Context, bot, host string, fn func(r *agentRecord)) error {
-	ctx = context.WithoutCancel(ctx)
-	key := agentKey(bot, host)
-	for range maxAgentWriteRetries {
-		r := agentRecord{Bot: bot, Host: host}
-		o := store.Op{Type: store.OpCreate, Item: store.Item{Kind: agentStatusKind, Name: key}}
-		item, err := t.db.Get(ctx, agentStatusKind, key)
-		switch {
-		case err == nil:
-			if err := json.Unmarshal(item.Data, &r); err != nil {
-				// Unreadable: replaced by what this write knows.
-				r = agentRecord{Bot: bot, Host: host}
-			}
-			o.Type, o.ExpectRevision = store.OpUpdate, item.Revision
-		case !errors.Is(err, store.ErrNotFound):
-			return fmt.Errorf("reading the state of agent %s: %w", key, err)
-		}
-		fn(&r)
-		if o.Item.Data, err = json.Marshal(&r); err != nil {
-			return fmt.Errorf("encoding the state of agent %s: %w", key, err)
-		}
-		_, err = t.db.Apply(ctx, o)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrAlreadyExists) && !errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("storing the state of agent %s: %w", key, err)
-		}
-	}
-	return fmt.Errorf("storing the state of agent %s: it kept changing", agentKey(bot, host))
-}
-
-// connect marks the agent connected until the returned function is called.
-func (t *agentTracker) connect(ctx context.Context, bot, host string) func() {
-	key := agentKey(bot, host)
-	t.mu.Lock()
-	t.conns[key]++
-	t.mu.Unlock()
-	err := t.update(ctx, bot, host, func(r *agentRecord) {
-		r.LastSeen = t.clock().UTC()
-		r.Replica = t.replica
-	})
-	if err != nil {
-		// The stream still gates rotations here; other replicas learn of
-		// the agent with its next report or heartbeat.
-		t.log.Warn("storing an agent's state", "agent", key, "error", err)
-	}
-	return func() {
-		t.mu.Lock()
-		t.conns[key]--
-		last := t.conns[key] == 0
-		if last {
-			delete(t.conns, key)
-		}
-		t.mu.Unlock()
-		err := t.update(ctx, bot, host, func(r *agentRecord) {
-			r.LastSeen = t.clock().UTC()
-			// The agent may already follow another replica.
-			if last && r.Replica == t.replica {
-				r.Replica = ""
-			}
-		})
-		if err != nil {
-			t.log.Warn("storing an agent's state", "agent", key, "error", err)
-		}
-	}
-}
-
-// following reports whether bot has a state stream open from host here.
-func (t *agentTracker) following(bot, host string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.conns[agentKey(bot, host)] > 0
-}
-
-// report records what bot's agent on host holds. Only an agent with an open
-// state stream may report: that is where its host was named, and a bot
-// cannot make up hosts that would hold rotations back. ok is false when it
-// has none here; err when the store did not take the report.
-func (t *agentTracker) report(ctx context.Context, bot, host string, seqs map[string]int64, signedBy map[string]string, gens map[string]int64) (ok bool, err error) {
-	if !t.following(bot, host) {
-		return false, nil
-	}
-	err = t.update(ctx, bot, host, func(r *agentRecord) {
-		now := t.clock().UTC()
-		since := make(map[string]time.Time, len(signedBy))
-		for typ, signer := range signedBy {
-			if old, ok := r.SignedBy[typ]; ok && old == signer && !r.SignedSince[typ].IsZero() {
-				since[typ] = r.SignedSince[typ]
-			} else {
-				since[typ] = now
-			}
-		}
-		r.LastSeen = now
-		r.Replica = t.replica
-		r.Sequences = seqs
-		r.SignedBy = signedBy
-		r.SignedSince = since
-		r.Generations = gens
-	})
-	if err != nil {
-		return true, err
-	}
-	select {
-	case t.reported <- struct{}{}:
-	default:
-	}
-	return true, nil
-}
-
-// agentForget is how long an agent's record is kept after it was last seen.
-const agentForget = 7 * 24 * time.Hour
-
-// heartbeat refreshes the last-seen time of the agents connected here and
-// forgets agents not seen for agentForget (pods long gone, hosts renamed).
-func (t *agentTracker) heartbeat(ctx context.Context) {
-	t.mu.Lock()
-	keys := make([]string, 0, len(t.conns))
-	for key := range t.conns {
-		keys = append(keys, key)
-	}
-	t.mu.Unlock()
-	for _, key := range keys {
-		bot, host, _ := strings.Cut(key, "@")
-		err := t.update(ctx, bot, host, func(r *agentRecord) {
-			r.LastSeen = t.clock().UTC()
-			r.Replica = t.replica
-		})
-		if err != nil {
-			t.log.Warn("storing an agent's state", "agent", key, "error", err)
-		}
-	}
-	items, err := t.db.List(ctx, agentStatusKind)
-	if err != nil {
-		t.log.Warn("reading agent states", "error", err)
-		return
-	}
-	now := t.clock()
-	for _, it := range items {
-		var r agentRecord
-		if json.Unmarshal(it.Data, &r) == nil && now.Sub(r.LastSeen) <= agentForget {
-			continue
-		}
-		// The revision read: an agent seen meanwhile is kept.
-		if _, err := t.db.Apply(context.WithoutCancel(ctx), store.Op{Type: store.OpDelete, Item: store.Item{Kind: agentStatusKind, Name: it.Name}, ExpectRevision: it.Revision}); err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrConflict) {
-			t.log.Warn("forgetting an agent", "agent", it.Name, "error", err)
-		}
-	}
-}
-
-// live returns the agents connected now (to any replica) or seen within
-// window, sorted by bot and host, as the store holds them.
-func (t *agentTracker) live(ctx context.Context, window time.Duration) ([]agentRecord, error) {
-	items, err := t.db.List(ctx, agentStatusKind)
-	if err != nil {
-		return nil, fmt.Errorf("reading agent states: %w", err)
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	now := t.clock()
-	var out []agentRecord
-	for _, it := range items {
-		var r agentRecord
-		if err := json.Unmarshal(it.Data, &r); err != nil {
-			t.log.Warn("skipping an unreadable agent state", "name", it.Name, "error", err)
-			continue
-		}
-		r.connected = t.conns[it.Name] > 0 ||
-			(r.Replica != "" && r.Replica != t.replica && now.Sub(r.LastSeen) <= agentStale)
-		if r.connected || now.Sub(r.LastSeen) <= window {
-			out = append(out, r)
-		}
-	}
-	slices.SortFunc(out, func(a, b agentRecord) int { return strings.Compare(agentKey(a.Bot, a.Host), agentKey(b.Bot, b.Host)) })
-	return out, nil
-}
-
-func (r agentRecord) name() string {
-	if r.Host == "" {
-		return "bot " + strconv.Quote(r.Bot)
-	}
-	return fmt.Sprintf("bot %q on %s", r.Bot, r.Host)
-}
-
-// gate is what every live agent must hold before a CA takes a step.
-type gate struct {
-	// generation is the CA step the agent's report must answer: a report
-	// made under an earlier step says nothing of the SVIDs renewed since.
-	generation int64
-	sequence   int64
-	// signer, when set, must have signed everything the agent serves
-	// from the CA.
-	signer string
-}
-
-// gateFor says what moving doc to `to` waits for; ok is false when the step
-// waits for nothing.
-func (s *Server) gateFor(doc ca.Document, to ca.Phase) (g gate, ok bool) {
-	from := doc.Phase
-	switch {
-	case from == ca.PhaseInit && to == ca.PhaseUpdateClients:
-		// The new keys may sign only once every agent trusts them.
-		return gate{generation: doc.Generation, sequence: doc.Sequence}, true
-	case from == ca.PhaseUpdateClients && to == ca.PhaseUpdateServers,
-		from == ca.PhaseUpdateServers && to == ca.PhaseStandby,
-		from == ca.PhaseRollback && to == ca.PhaseStandby:
-		// The other keys may leave only once nothing served is theirs.
-		return gate{generation: doc.Generation, sequence: doc.Sequence, signer: s.cas.ActiveSignerID(doc.Type)}, true
-	}
-	return gate{}, false
-}
-
-// laggard is an agent that holds a step back.
-type laggard struct {
-	agent  agentRecord
-	reason string
-}
-
-func (s *Server) lagReason(t ca.Type, g gate, r agentRecord) string {
-	if gen := r.Generations[string(t)]; gen < g.generation {
-		return fmt.Sprintf("has not answered the %s CA's last step yet", t)
-	}
-	have := r.Sequences[string(t)]
-	if have < g.sequence {
-		return fmt.Sprintf("holds the %s CA at sequence %d, not %d yet", t, have, g.sequence)
-	}
-	if g.signer == "" {
-		return ""
-	}
-	signer, holds := r.SignedBy[string(t)]
-	switch {
-	case !holds, signer == g.signer:
-		return ""
-	case signer == authv1.SignerWarmingUp:
-		return "has just started and waits a few seconds for its workloads to reconnect"
-	case signer == "":
-		return fmt.Sprintf("still serves %s SVIDs signed by more than one key", t)
-	}
-	return fmt.Sprintf("still serves %s SVIDs signed by the other key", t)
-}
-
-// settleReason says why a step that drops a key still waits for an agent
-// that has caught up: it renewed too recently for its workloads to have
-// taken the new SVIDs up. The agent is not lagging; the step waits.
-func (s *Server) settleReason(t ca.Type, g gate, r agentRecord) string {
-	if g.signer == "" || r.SignedBy[string(t)] != g.signer {
-		return ""
-	}
-	if since := r.SignedSince[string(t)]; !since.IsZero() && !s.agents.settles.settled(agentKey(r.Bot, r.Host)+"/"+string(t), since) {
-		return fmt.Sprintf("renewed its %s SVIDs less than %s ago and gives its workloads that long to take them up", t, workloadSettle)
-	}
-	return ""
-}
-
-// laggards are the agents a step waits for: those behind it, and those that
-// caught up too recently for their workloads to follow.
-func (s *Server) laggards(ctx context.Context, t ca.Type, g gate, window time.Duration) ([]laggard, error) {
-	agents, err := s.agents.live(ctx, window)
-	if err != nil {
-		return nil, err
-	}
-	var out []laggard
-	for _, r := range agents {
-		reason := s.lagReason(t, g, r)
-		if reason == "" {
-			reason = s.settleReason(t, g, r)
-		}
-		if reason != "" {
-			out = append(out, laggard{agent: r, reason: reason})
-		}
-	}
-	return out, nil
-}
-
-func describeLaggards(ls []laggard) string {
-	parts := make([]string, len(ls))
-	for i, l := range ls {
-		parts[i] = l.agent.name() + " " + l.reason
-	}
-	return strings.Join(parts, "; ")
-}
-
-func laggardNames(ls []laggard) []string {
-	out := make([]string, len(ls))
-	for i, l := range ls {
-		out[i] = agentKey(l.agent.Bot, l.agent.Host)
-	}
-	return out
-}
 
 // ReportAgentStatus records what an agent holds.
 func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentStatusRequest) (*authv1.ReportAgentStatusResponse, error) {
@@ -408,7 +36,7 @@ func (s *Server) ReportAgentStatus(ctx context.Context, req *authv1.ReportAgentS
 	}
 	host := agentHost(req.Host)
 	seqs, signed, gens := byCAType(req.Sequences), byCAType(req.SignedBy), byCAType(req.Generations)
-	ok, err := s.agents.report(ctx, c.Name, host, seqs, signed, gens)
+	ok, err := s.agents.Report(ctx, c.Name, host, seqs, signed, gens)
 	if err != nil {
 		return nil, storeError("agent status", err)
 	}
@@ -520,7 +148,7 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 	type plan struct {
 		t      ca.Type
 		doc    ca.Document
-		lags   []laggard
+		lags   []rotation.Laggard
 		maxTTL time.Duration
 	}
 	plans := make([]plan, 0, len(types))
@@ -551,14 +179,14 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 			}
 		}
 		p := plan{t: t, doc: doc, maxTTL: maxTTL}
-		if g, ok := s.gateFor(doc, to); ok {
-			if p.lags, err = s.laggards(ctx, t, g, window); err != nil {
+		if g, ok := rotation.GateFor(doc, to, s.cas.ActiveSignerID(doc.Type)); ok {
+			if p.lags, err = s.agents.Laggards(ctx, t, g, window); err != nil {
 				return nil, storeError("agent status", err)
 			}
 		}
 		if len(p.lags) > 0 && !req.Force {
 			msg := fmt.Sprintf("the %s CA cannot move from %s to %s yet: %d agent(s) lag: %s. Wait for them (widctl ca status shows them), or add --force to move on without them",
-				t, doc.Phase, to, len(p.lags), describeLaggards(p.lags))
+				t, doc.Phase, to, len(p.lags), rotation.DescribeLaggards(p.lags))
 			s.recordRotationRefusal(ctx, c, t, doc.Phase, to, msg)
 			return nil, status.Error(codes.FailedPrecondition, msg)
 		}
@@ -600,19 +228,19 @@ func parseCATypes(s string) ([]ca.Type, error) {
 
 func agentWindow(seconds int64) time.Duration {
 	if seconds <= 0 {
-		return DefaultAgentWindow
+		return rotation.DefaultAgentWindow
 	}
 	return time.Duration(seconds) * time.Second
 }
 
-func stepProto(st ca.Step, lags []laggard) *authv1.RotationStep {
+func stepProto(st ca.Step, lags []rotation.Laggard) *authv1.RotationStep {
 	return &authv1.RotationStep{
 		Type: string(st.Type), From: string(st.From), To: string(st.To), Forced: len(lags) > 0,
-		Laggards: laggardNames(lags), OldFingerprint: st.Old, NewFingerprint: st.New, Sequence: st.Sequence,
+		Laggards: rotation.LaggardNames(lags), OldFingerprint: st.Old, NewFingerprint: st.New, Sequence: st.Sequence,
 	}
 }
 
-func (s *Server) recordRotationStep(ctx context.Context, actor, remote string, st ca.Step, lags []laggard) error {
+func (s *Server) recordRotationStep(ctx context.Context, actor, remote string, st ca.Step, lags []rotation.Laggard) error {
 	details := map[string]string{
 		"ca_type": string(st.Type), "from": string(st.From), "to": string(st.To), "mode": string(st.Mode),
 		"old_fingerprint": st.Old, "new_fingerprint": st.New, "sequence": strconv.FormatInt(st.Sequence, 10),
@@ -620,8 +248,8 @@ func (s *Server) recordRotationStep(ctx context.Context, actor, remote string, s
 	reason := ""
 	if len(lags) > 0 {
 		details["forced"] = "true"
-		details["laggards"] = strings.Join(laggardNames(lags), ",")
-		reason = "forced past lagging agents: " + describeLaggards(lags)
+		details["laggards"] = strings.Join(rotation.LaggardNames(lags), ",")
+		reason = "forced past lagging agents: " + rotation.DescribeLaggards(lags)
 	}
 	if _, err := s.audit.Emit(context.WithoutCancel(ctx), audit.Event{
 		Type: audit.TypeCARotation, Actor: actor, Host: s.host, RemoteAddr: remote, Outcome: audit.OutcomeSuccess,
@@ -674,7 +302,7 @@ func (s *Server) GetCAStatus(ctx context.Context, req *authv1.GetCAStatusRequest
 		}
 	}
 	window := agentWindow(req.AgentWindowSeconds)
-	agents, err := s.agents.live(ctx, window)
+	agents, err := s.agents.Live(ctx, window)
 	if err != nil {
 		return nil, storeError("agent status", err)
 	}
@@ -686,27 +314,27 @@ func (s *Server) GetCAStatus(ctx context.Context, req *authv1.GetCAStatusRequest
 		}
 		st := &authv1.CAStatus{Ca: s.caInfo(doc)}
 		next := ca.NextPhase(doc.Phase)
-		g, gated := s.gateFor(doc, next)
+		g, gated := rotation.GateFor(doc, next, s.cas.ActiveSignerID(doc.Type))
 		if !gated {
 			// Outside a rotation, report against the CA as it stands.
-			g = gate{generation: doc.Generation, sequence: doc.Sequence}
+			g = rotation.Gate{Generation: doc.Generation, Sequence: doc.Sequence}
 		}
-		var lags []laggard
+		var lags []rotation.Laggard
 		for _, r := range agents {
 			a := &authv1.AgentCAState{
-				Bot: r.Bot, Host: r.Host, LastSeen: timestamppb.New(r.LastSeen), Connected: r.connected,
+				Bot: r.Bot, Host: r.Host, LastSeen: timestamppb.New(r.LastSeen), Connected: r.Connected,
 				Sequence: r.Sequences[string(t)], SignedBy: r.SignedBy[string(t)],
 			}
-			if reason := s.lagReason(t, g, r); reason != "" {
+			if reason := rotation.LagReason(t, g, r); reason != "" {
 				a.Lagging, a.Reason = true, reason
-				lags = append(lags, laggard{agent: r, reason: reason})
-			} else if reason := s.settleReason(t, g, r); gated && reason != "" {
-				lags = append(lags, laggard{agent: r, reason: reason})
+				lags = append(lags, rotation.Laggard{Agent: r, Reason: reason})
+			} else if reason := s.agents.SettleReason(t, g, r); gated && reason != "" {
+				lags = append(lags, rotation.Laggard{Agent: r, Reason: reason})
 			}
 			st.Agents = append(st.Agents, a)
 		}
 		if gated && len(lags) > 0 {
-			st.Blocked = fmt.Sprintf("moving to %s waits for %d agent(s): %s", next, len(lags), describeLaggards(lags))
+			st.Blocked = fmt.Sprintf("moving to %s waits for %d agent(s): %s", next, len(lags), rotation.DescribeLaggards(lags))
 		}
 		resp.Cas = append(resp.Cas, st)
 	}
@@ -747,13 +375,13 @@ func (s *Server) runRotations(ctx context.Context) {
 	tick := time.NewTicker(rotationTick)
 	defer tick.Stop()
 	blocked := map[ca.Type]string{}
-	sched := newStepSchedule(s.clock, s.agents.mono)
+	sched := rotation.NewStepSchedule(s.clock, s.agents.Mono)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-s.agents.reported:
+		case <-s.agents.Reported():
 		}
 		if err := s.refreshCAs(ctx); err != nil {
 			if ctx.Err() == nil {
@@ -770,21 +398,21 @@ func (s *Server) runRotations(ctx context.Context) {
 			switch {
 			case doc.Phase == ca.PhaseRollback:
 				to = ca.PhaseStandby
-			case sched.due(doc):
+			case sched.Due(doc):
 				to = ca.NextPhase(doc.Phase)
 			}
 			if to == "" {
 				delete(blocked, t)
 				continue
 			}
-			if g, ok := s.gateFor(doc, to); ok {
-				lags, err := s.laggards(ctx, t, g, DefaultAgentWindow)
+			if g, ok := rotation.GateFor(doc, to, s.cas.ActiveSignerID(doc.Type)); ok {
+				lags, err := s.agents.Laggards(ctx, t, g, rotation.DefaultAgentWindow)
 				if err != nil {
 					s.log.Warn("a CA rotation waits: reading agent states failed", "ca", t, "error", err)
 					continue
 				}
 				if len(lags) > 0 {
-					if msg := describeLaggards(lags); blocked[t] != msg {
+					if msg := rotation.DescribeLaggards(lags); blocked[t] != msg {
 						blocked[t] = msg
 						s.log.Warn("a CA rotation waits for agents", "ca", t, "from", doc.Phase, "to", to, "laggards", msg)
 					}

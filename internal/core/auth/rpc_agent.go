@@ -188,7 +188,7 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 	}
 	host := agentHost(req.Host)
 	s.rememberAgentHost(c.Name, host)
-	defer s.agents.connect(ctx, c.Name, host)()
+	defer s.agents.Connect(ctx, c.Name, host)()
 	w := &agentStream{s: s, stream: stream, bot: c.Name, host: host}
 	if s.agentLog == nil {
 		return w.full(c)

@@ -216,7 +216,7 @@ func (s *Server) checkAttestations(ctx context.Context, c *caller, host string, 
 		})
 		return status.Error(code, msg)
 	}
-	if !s.agents.following(c.Name, host) {
+	if !s.agents.Following(c.Name, host) {
 		// Retryable: the agent's stream may be reconnecting.
 		return refuse(codes.FailedPrecondition, fmt.Sprintf("bot %q has no state stream open from host %q: an agent records attestations of the host it follows the auth service from (WatchAgent)", c.Name, host))
 	}

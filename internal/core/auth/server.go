@@ -31,6 +31,7 @@ import (
 	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/paths"
 	"github.com/wid-project/wid/internal/core/peercred"
+	"github.com/wid-project/wid/internal/core/rotation"
 	"github.com/wid-project/wid/internal/core/store"
 	"github.com/wid-project/wid/internal/core/store/sqlite"
 	"golang.org/x/sync/errgroup"
@@ -155,7 +156,7 @@ type Server struct {
 	// attestations remembers recently recorded attestation ids.
 	attestations *recentIDs
 	// agents follows what each agent holds, for CA rotations.
-	agents *agentTracker
+	agents *rotation.Tracker
 	// anchor keeps keys/anchor level with the store.
 	anchor *anchor.Keeper
 	// kube checks the service-account tokens of kubernetes joins.
@@ -272,7 +273,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.issuer = issuer.New(s.cas, clock)
 	s.issuance = issuance.New(td, s.issuer, clock)
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
-	s.agents = newAgentTracker(db, clock, s.log, s.replica)
+	s.agents = rotation.NewTracker(db, clock, s.log, s.replica)
 	if s.audit, err = audit.Open(ctx, db, s.log); err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
 	}

@@ -1,4 +1,4 @@
-package auth
+package rotation
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func (c *jumpyClock) jump(d time.Duration)    { c.offset += d }
 // driver's minute ticks see it.
 func TestAutomaticRotationStepsIgnoreWallClockJumps(t *testing.T) {
 	c := &jumpyClock{base: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	sched := newStepSchedule(c.wall, c.mono)
+	sched := NewStepSchedule(c.wall, c.mono)
 	const grace, phase = 3 * time.Hour, time.Hour
 	doc := ca.Document{Type: ca.TypeSPIFFE, Mode: ca.ModeAuto, Phase: ca.PhaseInit, Generation: 1,
 		Rotation: &ca.Rotation{Started: c.wall(), PhaseStarted: c.wall(), GracePeriod: grace, Tail: rotationTailFor(grace)}}
@@ -49,7 +49,7 @@ func TestAutomaticRotationStepsIgnoreWallClockJumps(t *testing.T) {
 		if d, ok := jumps[c.mono()]; ok {
 			c.jump(d)
 		}
-		if sched.due(doc) {
+		if sched.Due(doc) {
 			if took := c.mono() - phaseStart; took != phase {
 				t.Fatalf("%s moved on after %s (wall clock %s), want %s", doc.Phase, took, c.wall().Format(time.RFC3339), phase)
 			}
@@ -80,31 +80,31 @@ func TestAutomaticRotationStepAfterRestartWithClockBehind(t *testing.T) {
 		Rotation: &ca.Rotation{Started: started, PhaseStarted: started, GracePeriod: 3 * time.Hour, Tail: 2 * time.Hour}}
 	// This process's clock is a day behind the one that stored the phase.
 	c := &jumpyClock{base: started.Add(-24 * time.Hour)}
-	sched := newStepSchedule(c.wall, c.mono)
-	if sched.due(doc) {
+	sched := NewStepSchedule(c.wall, c.mono)
+	if sched.Due(doc) {
 		t.Fatal("a step fired at once")
 	}
 	c.advance(time.Hour - time.Second)
 	c.jump(-time.Hour)
-	if sched.due(doc) {
+	if sched.Due(doc) {
 		t.Fatal("a step fired before the phase's length had passed")
 	}
 	c.advance(time.Second)
-	if !sched.due(doc) {
+	if !sched.Due(doc) {
 		t.Fatal("no step once the phase's length had passed on this process's clock")
 	}
 
 	// Started 40 minutes ago by the stored time: 20 minutes are left.
 	c = &jumpyClock{base: started.Add(40 * time.Minute)}
-	sched = newStepSchedule(c.wall, c.mono)
-	sched.due(doc)
+	sched = NewStepSchedule(c.wall, c.mono)
+	sched.Due(doc)
 	c.jump(12 * time.Hour)
 	c.advance(20*time.Minute - time.Second)
-	if sched.due(doc) {
+	if sched.Due(doc) {
 		t.Fatal("a step fired early after a jump ahead")
 	}
 	c.advance(time.Second)
-	if !sched.due(doc) {
+	if !sched.Due(doc) {
 		t.Fatal("no step when the rest of the phase had passed")
 	}
 }
@@ -121,21 +121,20 @@ func TestWorkloadSettleIgnoresWallClockJumps(t *testing.T) {
 	}
 	defer db.Close()
 	c := &jumpyClock{base: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	tr := newAgentTracker(db, c.wall, slog.New(slog.DiscardHandler), "replica-a")
+	tr := NewTracker(db, c.wall, slog.New(slog.DiscardHandler), "replica-a")
 	tr.mono, tr.settles = c.mono, newSettleTimes(c.wall, c.mono)
-	s := &Server{clock: c.wall, agents: tr}
-	defer tr.connect(ctx, "edge", "host-a")()
+	defer tr.Connect(ctx, "edge", "host-a")()
 	typ := string(ca.TypeSPIFFE)
-	if ok, err := tr.report(ctx, "edge", "host-a", map[string]int64{typ: 2}, map[string]string{typ: "new"}, map[string]int64{typ: 3}); !ok || err != nil {
+	if ok, err := tr.Report(ctx, "edge", "host-a", map[string]int64{typ: 2}, map[string]string{typ: "new"}, map[string]int64{typ: 3}); !ok || err != nil {
 		t.Fatalf("the report was refused: %v", err)
 	}
-	g := gate{generation: 3, sequence: 2, signer: "new"}
+	g := Gate{Generation: 3, Sequence: 2, Signer: "new"}
 	settling := func() string {
-		agents, err := tr.live(ctx, time.Hour)
+		agents, err := tr.Live(ctx, time.Hour)
 		if err != nil || len(agents) != 1 {
 			t.Fatalf("live agents: %v, %v", agents, err)
 		}
-		return s.settleReason(ca.TypeSPIFFE, g, agents[0])
+		return tr.SettleReason(ca.TypeSPIFFE, g, agents[0])
 	}
 
 	// The report wakes the rotation loop, which sees the renewal at once.
@@ -147,7 +146,7 @@ func TestWorkloadSettleIgnoresWallClockJumps(t *testing.T) {
 		t.Fatal("a wall clock set a day ahead ended the settle at once")
 	}
 	c.jump(-48 * time.Hour)
-	c.advance(workloadSettle - time.Millisecond)
+	c.advance(WorkloadSettle - time.Millisecond)
 	if settling() == "" {
 		t.Fatal("the settle ended early")
 	}

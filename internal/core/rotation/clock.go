@@ -1,4 +1,4 @@
-package auth
+package rotation
 
 import (
 	"sync"
@@ -15,14 +15,14 @@ func monotonicClock() func() time.Duration {
 	return func() time.Duration { return time.Since(start) }
 }
 
-// stepSchedule times the steps of automatic rotations on the monotonic
+// StepSchedule times the steps of automatic rotations on the monotonic
 // clock. A CA's document keeps when its phase started as a wall-clock time,
 // for display, for a restarted auth service and for the replica that takes
 // the lease over; that time is read once, when the driver first sees a
 // phase, to learn how much of the phase is left, and
 // from then on only monotonic time counts, so a wall-clock jump neither
 // fires a step early nor holds one back.
-type stepSchedule struct {
+type StepSchedule struct {
 	wall   func() time.Time
 	mono   func() time.Duration
 	phases map[ca.Type]phaseDue
@@ -35,13 +35,14 @@ type phaseDue struct {
 	at         time.Duration
 }
 
-func newStepSchedule(wall func() time.Time, mono func() time.Duration) *stepSchedule {
-	return &stepSchedule{wall: wall, mono: mono, phases: map[ca.Type]phaseDue{}}
+// NewStepSchedule returns a schedule reading the wall and monotonic clocks.
+func NewStepSchedule(wall func() time.Time, mono func() time.Duration) *StepSchedule {
+	return &StepSchedule{wall: wall, mono: mono, phases: map[ca.Type]phaseDue{}}
 }
 
-// due reports whether doc's automatic rotation may move on from its
+// Due reports whether doc's automatic rotation may move on from its
 // current phase now.
-func (s *stepSchedule) due(doc ca.Document) bool {
+func (s *StepSchedule) Due(doc ca.Document) bool {
 	next := doc.NextStepAt()
 	if next.IsZero() || doc.Rotation == nil {
 		delete(s.phases, doc.Type)
@@ -62,7 +63,7 @@ func (s *stepSchedule) due(doc ca.Document) bool {
 }
 
 // settleTimes times the settle an agent's workloads get after it renewed
-// (workloadSettle) on this process's monotonic clock. The renewal's time
+// (WorkloadSettle) on this process's monotonic clock. The renewal's time
 // is stored as wall-clock time, possibly by another replica; it is read
 // once, when this process first sees it, to learn what is left of the
 // settle (never more than all of it), and from then on only monotonic
@@ -86,7 +87,7 @@ func newSettleTimes(wall func() time.Time, mono func() time.Duration) *settleTim
 	return &settleTimes{wall: wall, mono: mono, due: map[string]settleDue{}}
 }
 
-// settled reports whether workloadSettle has passed since the renewal at
+// settled reports whether WorkloadSettle has passed since the renewal at
 // since of what key names.
 func (s *settleTimes) settled(key string, since time.Time) bool {
 	s.mu.Lock()
@@ -94,7 +95,7 @@ func (s *settleTimes) settled(key string, since time.Time) bool {
 	now := s.mono()
 	d, ok := s.due[key]
 	if !ok || !d.since.Equal(since) {
-		left := min(max(workloadSettle-s.wall().Sub(since), 0), workloadSettle)
+		left := min(max(WorkloadSettle-s.wall().Sub(since), 0), WorkloadSettle)
 		d = settleDue{since: since, at: now + left}
 		s.due[key] = d
 		// Entries long settled are of no more use; dropping them keeps the
