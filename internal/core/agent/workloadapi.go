@@ -306,6 +306,12 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload
 		for i, s := range svids {
 			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.spiffeID, X509Svid: s.chainDER, X509SvidKey: s.keyDER, Bundle: st.x509BundleDER, Hint: s.hint}
 		}
+		if fed := st.federatedFor(ents); len(fed) > 0 {
+			resp.FederatedBundles = make(map[string][]byte, len(fed))
+			for _, f := range fed {
+				resp.FederatedBundles[f.td.IDString()] = f.x509BundleDER
+			}
+		}
 		return resp, ents, nil
 	}, func(m proto.Message) error { return stream.Send(m.(*workload.X509SVIDResponse)) })
 }
@@ -404,25 +410,39 @@ func (a *Agent) verifier(ctx context.Context, st *state, method string) error {
 	return nil
 }
 
-// followBundle sends the bundle response built from each state whenever the
-// bundle changes.
-func (a *Agent) followBundle(ctx context.Context, method string, build func(*state) proto.Message, send func(proto.Message) error) error {
+// followBundle sends the bundle response built from each state, with the
+// federated bundles the caller's identities federate with, whenever it
+// changes.
+func (a *Agent) followBundle(ctx context.Context, method string, build func(*state, []*federatedBundle) proto.Message, send func(proto.Message) error) error {
 	st, err := a.waitState(ctx)
 	if err != nil {
 		return stateError(err)
 	}
-	if err := a.verifier(ctx, st, method); err != nil {
-		return err
+	// An unauthenticated verifier gets this trust domain's bundle only:
+	// which foreign ones apply depends on who it is.
+	var c *caller
+	if !a.cfg.AllowUnauthenticatedVerifiers {
+		if c, err = a.attestCaller(ctx); err != nil {
+			return err
+		}
+		if e := a.entitle(st, c, method); len(e.list) == 0 {
+			return errNoIdentity
+		}
 	}
-	var last *state
+	var last proto.Message
 	for {
 		ch := a.stateChanged.wait()
 		st := a.st.Load()
-		if last == nil || !sameBundle(last, st) {
-			if err := a.sendBounded(ctx, method, func() error { return send(build(st)) }); err != nil {
+		var fed []*federatedBundle
+		if c != nil {
+			fed = st.federatedFor(a.entitle(st, c, method).list)
+		}
+		msg := build(st, fed)
+		if last == nil || !proto.Equal(last, msg) {
+			if err := a.sendBounded(ctx, method, func() error { return send(msg) }); err != nil {
 				return err
 			}
-			last = st
+			last = msg
 		}
 		select {
 		case <-ctx.Done():
@@ -433,19 +453,29 @@ func (a *Agent) followBundle(ctx context.Context, method string, build func(*sta
 }
 
 func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream workload.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
-	return w.a.followBundle(stream.Context(), "FetchX509Bundles", func(st *state) proto.Message {
-		return &workload.X509BundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.x509BundleDER}}
+	return w.a.followBundle(stream.Context(), "FetchX509Bundles", func(st *state, fed []*federatedBundle) proto.Message {
+		resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.x509BundleDER}}
+		for _, f := range fed {
+			resp.Bundles[f.td.IDString()] = f.x509BundleDER
+		}
+		return resp
 	}, func(m proto.Message) error { return stream.Send(m.(*workload.X509BundlesResponse)) })
 }
 
 func (w *workloadAPI) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchJWTBundlesServer) error {
-	return w.a.followBundle(stream.Context(), "FetchJWTBundles", func(st *state) proto.Message {
-		return &workload.JWTBundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.jwtJWKS}}
+	return w.a.followBundle(stream.Context(), "FetchJWTBundles", func(st *state, fed []*federatedBundle) proto.Message {
+		resp := &workload.JWTBundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.jwtJWKS}}
+		for _, f := range fed {
+			if len(f.jwtJWKS) > 0 {
+				resp.Bundles[f.td.IDString()] = f.jwtJWKS
+			}
+		}
+		return resp
 	}, func(m proto.Message) error { return stream.Send(m.(*workload.JWTBundlesResponse)) })
 }
 
 func (w *workloadAPI) FetchWITBundles(_ *workload.WITBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchWITBundlesServer) error {
-	return w.a.followBundle(stream.Context(), "FetchWITBundles", func(st *state) proto.Message {
+	return w.a.followBundle(stream.Context(), "FetchWITBundles", func(st *state, _ []*federatedBundle) proto.Message {
 		return &workload.WITBundlesResponse{Bundles: map[string]string{st.td.IDString(): string(st.witJWKS)}}
 	}, func(m proto.Message) error { return stream.Send(m.(*workload.WITBundlesResponse)) })
 }
