@@ -16,10 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/wid-project/wid/internal/core/ca"
-	"github.com/wid-project/wid/internal/core/issuer"
-	"github.com/wid-project/wid/internal/core/resource"
 )
 
 // The bundle endpoint serves this trust domain's SPIFFE bundle to other
@@ -172,13 +169,11 @@ func (s *Server) bundleEndpointSVID() (*tls.Certificate, error) {
 			return nil, fmt.Errorf("making the bundle endpoint's key: %w", err)
 		}
 	}
-	id, err := spiffeid.FromPath(s.td, resource.BundleEndpointPath)
+	svid, err := s.issuer.SignBundleEndpointSVID(e.svidKey.Public(), bundleEndpointSVIDTTL)
 	if err != nil {
+		err = fmt.Errorf("issuing the bundle endpoint's X509-SVID: %w", err)
+		s.log.Error("the bundle endpoint has no certificate to serve with", "error", err)
 		return nil, err
-	}
-	svid, err := s.issuer.SignX509SVID(issuer.X509Params{ID: id, PublicKey: e.svidKey.Public(), TTL: bundleEndpointSVIDTTL})
-	if err != nil {
-		return nil, fmt.Errorf("issuing the bundle endpoint's X509-SVID: %w", err)
 	}
 	cert := &tls.Certificate{PrivateKey: e.svidKey, Leaf: svid.Certificates[0]}
 	for _, c := range svid.Certificates {
