@@ -2,9 +2,19 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,11 +23,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
@@ -305,5 +317,158 @@ func TestFederationRotationNoHandshakeFails(t *testing.T) {
 	}
 	if ok.Load() < 100 {
 		t.Errorf("only %d handshakes ran", ok.Load())
+	}
+}
+
+// webPKI is a test CA and a server certificate for 127.0.0.1 it signs,
+// written where widagent --bundle-endpoint-cert and -key read them.
+type webPKI struct {
+	caFile, certFile, keyFile string
+	ca                        *x509.Certificate
+	caKey                     *ecdsa.PrivateKey
+}
+
+func newWebPKI(t *testing.T) *webPKI {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e web CA"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	p := &webPKI{caFile: filepath.Join(dir, "ca.pem"), certFile: filepath.Join(dir, "server.pem"), keyFile: filepath.Join(dir, "server.key"), ca: ca, caKey: caKey}
+	if err := os.WriteFile(p.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.issue(t, 2)
+	return p
+}
+
+// issue writes a new server certificate with serial.
+func (p *webPKI) issue(t *testing.T, serial int64) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, key.Public(), p.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key first: the endpoint reads the pair when the certificate changes.
+	if err := os.WriteFile(p.keyFile+".new", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.certFile+".new", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p.keyFile+".new", p.keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p.certFile+".new", p.certFile); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *webPKI) client() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(p.ca)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// servedSerial is the serial of the certificate the endpoint at addr serves.
+func (p *webPKI) servedSerial(t *testing.T, addr string) int64 {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(p.ca)
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatalf("TLS to the bundle endpoint: %v", err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+}
+
+// The https_web profile with an operator certificate, read again when it
+// changes; OIDC discovery validated by go-oidc against the live endpoint;
+// iss in JWT-SVIDs only when --jwt-issuer is given.
+func TestFederationHTTPSWebAndOIDC(t *testing.T) {
+	pki := newWebPKI(t)
+	// The federating auth service trusts the test CA as a system root.
+	t.Setenv("SSL_CERT_FILE", pki.caFile)
+	addr := freeAddr(t)
+	issuer := "https://" + addr
+	web := startAgent(t, newDataDir(t), "--trust-domain", "oidc.test", "--bundle-endpoint-listen", addr,
+		"--bundle-endpoint-cert", pki.certFile, "--bundle-endpoint-key", pki.keyFile, "--bundle-refresh-hint", "1s", "--jwt-issuer", issuer)
+	org := startFederatedDomain(t, "example.org")
+
+	// https_web federation: the endpoint is authenticated by its web certificate.
+	org.widctl("federation", "create", "oidc.test", "--url", "https://"+addr+"/", "--profile", "https_web").must(t)
+	uid := fmt.Sprint(os.Getuid())
+	org.widctl("wi", "create", "peer", "--spiffe-id", "/svc/peer", "--rule", "workload.unix.uid="+uid, "--federates-with", "oidc.test").must(t)
+	waitFederated(t, x509Source(t, org.workload), spiffeid.RequireTrustDomainFromString("oidc.test"))
+
+	// OIDC discovery, checked by a relying party that knows nothing of SPIFFE.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	svid, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "relying-party"}, workloadapi.WithAddr("unix://"+web.workload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	provider, err := oidc.NewProvider(oidc.ClientContext(ctx, pki.client()), issuer)
+	if err != nil {
+		t.Fatalf("OIDC discovery of %s: %v", issuer, err)
+	}
+	tok, err := provider.Verifier(&oidc.Config{ClientID: "relying-party"}).Verify(oidc.ClientContext(ctx, pki.client()), svid.Marshal())
+	if err != nil {
+		t.Fatalf("go-oidc refused the JWT-SVID: %v", err)
+	}
+	if tok.Subject != svid.ID.String() || tok.Issuer != issuer {
+		t.Errorf("verified token: sub %q iss %q, want %q and %q", tok.Subject, tok.Issuer, svid.ID, issuer)
+	}
+	if _, err := provider.Verifier(&oidc.Config{ClientID: "someone-else"}).Verify(oidc.ClientContext(ctx, pki.client()), svid.Marshal()); err == nil {
+		t.Error("go-oidc accepted the JWT-SVID for another audience")
+	}
+	// Without --jwt-issuer, no iss.
+	plain, err := workloadapi.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "relying-party"}, workloadapi.WithAddr("unix://"+org.workload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if iss, ok := plain.Claims["iss"]; ok {
+		t.Errorf("a JWT-SVID of a trust domain without --jwt-issuer has iss %v", iss)
+	}
+	if svid.Claims["iss"] != issuer {
+		t.Errorf("a JWT-SVID of oidc.test has iss %v, want %s", svid.Claims["iss"], issuer)
+	}
+
+	// A new certificate in the files is served without a restart.
+	if got := pki.servedSerial(t, addr); got != 2 {
+		t.Fatalf("the endpoint serves certificate %d, want 2", got)
+	}
+	pki.issue(t, 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for pki.servedSerial(t, addr) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the endpoint never served the new certificate")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st := federations(t, org.agent)["oidc.test"]
+	if st.Status == nil || st.Status.Error != "" || st.Status.LastRefresh.IsZero() {
+		t.Errorf("federation ls of oidc.test: %+v", st.Status)
 	}
 }
