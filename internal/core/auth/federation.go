@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -319,7 +320,7 @@ func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, 
 	held, herr := heldBundle(f, rec)
 	now := s.clock()
 	next.LastAttempt = now
-	b, body, err := fetchFederatedBundle(ctx, f, held, next.Sequence)
+	b, body, err := fetchFederatedBundle(ctx, f, held, next.Sequence, nil)
 	if herr != nil && err == nil && f.Spec.Profile == resource.ProfileHTTPSSPIFFE {
 		err = herr
 	}
@@ -372,7 +373,8 @@ func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, 
 // by f's profile (held authenticates an https_spiffe endpoint), and checks
 // it: of f's trust domain, within MaxBundleSize, a sequence not under
 // heldSeq, a refresh hint within bounds. The body is returned as sent.
-func fetchFederatedBundle(ctx context.Context, f *resource.Federation, held *spiffebundle.Bundle, heldSeq uint64) (*spiffebundle.Bundle, []byte, error) {
+// webRoots verifies https_web endpoints; nil means the system's roots.
+func fetchFederatedBundle(ctx context.Context, f *resource.Federation, held *spiffebundle.Bundle, heldSeq uint64, webRoots *x509.CertPool) (*spiffebundle.Bundle, []byte, error) {
 	td, err := f.TrustDomain()
 	if err != nil {
 		return nil, nil, err
@@ -390,7 +392,7 @@ func fetchFederatedBundle(ctx context.Context, f *resource.Federation, held *spi
 		conf = tlsconfig.TLSClientConfig(held, tlsconfig.AuthorizeID(id))
 	case resource.ProfileHTTPSWeb:
 		// The system's roots (SSL_CERT_FILE and SSL_CERT_DIR are honoured).
-		conf = &tls.Config{MinVersion: tls.VersionTLS12}
+		conf = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: webRoots}
 	default:
 		return nil, nil, fmt.Errorf("profile %q is unknown", f.Spec.Profile)
 	}
