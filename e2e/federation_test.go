@@ -215,6 +215,29 @@ func TestFederationTwoWidDomainsMTLS(t *testing.T) {
 	if st.Status == nil || st.Status.LastRefresh.IsZero() || st.Status.Sequence == 0 || st.Status.Error != "" {
 		t.Errorf("federation ls of partner.test: %+v", st.Status)
 	}
+	// partner.test's endpoint goes away: the refresh fails, says why in
+	// federation ls and the audit log, and the last good bundle is kept.
+	partner.stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for st := federations(t, org.agent)["partner.test"]; st.Status == nil || st.Status.Error == ""; st = federations(t, org.agent)["partner.test"] {
+		if time.Now().After(deadline) {
+			t.Fatal("federation ls never showed the failed refresh")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := federations(t, org.agent)["partner.test"]; !strings.Contains(st.Status.Error, "connection refused") || st.Status.Sequence == 0 {
+		t.Errorf("federation ls after the endpoint stopped: %+v", st.Status)
+	}
+	if r := org.widctl("audit", "ls", "--type", "federation.bundle.refresh_failed", "--format", "json").must(t); !strings.Contains(r.stdout, "connection refused") {
+		t.Errorf("no refresh_failed event with its reason:\n%s", r.stdout)
+	}
+	if r := org.widctl("audit", "ls", "--type", "federation.bundle.refreshed", "--format", "json").must(t); !strings.Contains(r.stdout, "partner.test") {
+		t.Errorf("no refreshed event for partner.test:\n%s", r.stdout)
+	}
+	if err := mtlsOnce(context.Background(), addr, orgSrc, partner.peer); err != nil {
+		t.Fatalf("mTLS to partner.test failed once its endpoint stopped (the last good bundle must be kept): %v", err)
+	}
+
 	// Federating with itself is refused, saying why.
 	r := org.widctl("federation", "create", "example.org", "--url", partner.endpoint, "--profile", "https_web")
 	if r.code == 0 || !strings.Contains(r.stderr, "is this trust domain") {
@@ -222,7 +245,7 @@ func TestFederationTwoWidDomainsMTLS(t *testing.T) {
 	}
 	// Removing the federation takes the bundle away from the workloads.
 	org.widctl("federation", "rm", "partner.test").must(t)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline = time.Now().Add(10 * time.Second)
 	for {
 		if _, err := orgSrc.GetX509BundleForTrustDomain(partner.peer.TrustDomain()); err != nil {
 			break
