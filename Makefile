@@ -69,6 +69,8 @@ bench:
 	$(GO) run ./bench/agentheld -identities 10000 -selecting 1000 -wid-bin .bin/agentheld
 	# SDS: renewal to an Envoy-style client; 100 SDS streams beside the Workload API load, p99 against without.
 	$(GO) test -run '^$$' -bench '^BenchmarkSDS' -benchtime 5x ./internal/core/agent
+	# Issue 19: a foreign bundle change to a watching workload, refresh hint 1s, median and max of 20.
+	WID_BENCH=1 $(GO) test -run '^TestFederatedBundleLatency$$' -v -count=1 ./e2e/
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
 	$(MAKE) bench-fleet
