@@ -13,6 +13,8 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -24,7 +26,7 @@ var partnerTD = spiffeid.RequireTrustDomainFromString("partner.test")
 
 // federate creates a federation with partner.test whose endpoint is never
 // reached: the bundle it starts from is what agents get.
-func federate(t *testing.T, e *env) *x509.Certificate {
+func federate(t *testing.T, e *env) (*x509.Certificate, *ecdsa.PrivateKey) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -40,6 +42,13 @@ func federate(t *testing.T, e *env) *x509.Certificate {
 	ca, _ := x509.ParseCertificate(der)
 	b := spiffebundle.FromX509Authorities(partnerTD, []*x509.Certificate{ca})
 	b.SetSequenceNumber(1)
+	jwtKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddJWTAuthority("partner-key", jwtKey.Public()); err != nil {
+		t.Fatal(err)
+	}
 	data, err := b.Marshal()
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +62,21 @@ func federate(t *testing.T, e *env) *x509.Certificate {
 	if _, err := e.admin.CreateResource(context.Background(), &authv1.CreateResourceRequest{Resources: [][]byte{doc}}); err != nil {
 		t.Fatalf("creating the federation: %v", err)
 	}
-	return ca
+	return ca, jwtKey
+}
+
+// partnerJWT is a JWT-SVID of spiffe://partner.test/svc/api for aud.
+func partnerJWT(t *testing.T, key *ecdsa.PrivateKey, aud string) string {
+	t.Helper()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: "partner-key"}}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := jwt.Signed(signer).Claims(map[string]any{"sub": "spiffe://partner.test/svc/api", "aud": []string{aud}, "exp": time.Now().Add(time.Minute).Unix(), "iat": time.Now().Unix()}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
 }
 
 // A workload whose identity federates with partner.test gets its bundle in
@@ -61,7 +84,7 @@ func federate(t *testing.T, e *env) *x509.Certificate {
 // does not, does not.
 func TestFederatedBundlesReachWorkloads(t *testing.T) {
 	e := start(t)
-	partnerCA := federate(t, e)
+	partnerCA, partnerKey := federate(t, e)
 	plain := identity("plain", "/plain/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid))
 	e.create(t, plain)
 	ctx := ctxT(t, 20*time.Second)
@@ -72,6 +95,10 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 	}
 	if bundles.Has(partnerTD) {
 		t.Fatal("a workload whose identity does not federate with partner.test got its bundle")
+	}
+	token := partnerJWT(t, partnerKey, "me")
+	if _, err := workloadapi.ValidateJWTSVID(ctx, token, "me", workloadapi.WithAddr(e.addr)); err == nil {
+		t.Fatal("a workload that does not federate with partner.test validated its JWT-SVID")
 	}
 
 	fed := identity("fed", "/fed/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid))
@@ -93,6 +120,17 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 			t.Fatal("the workload never got partner.test's bundle")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	svid, err := workloadapi.ValidateJWTSVID(ctx, token, "me", workloadapi.WithAddr(e.addr))
+	if err != nil || svid.ID.String() != "spiffe://partner.test/svc/api" {
+		t.Fatalf("validating partner.test's JWT-SVID: %v, %v", svid, err)
+	}
+	jb, err := workloadapi.FetchJWTBundles(ctx, workloadapi.WithAddr(e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := jb.GetJWTBundleForTrustDomain(partnerTD); err != nil || !b.HasJWTAuthority("partner-key") {
+		t.Errorf("FetchJWTBundles has no partner.test key: %v", err)
 	}
 	resp, err := sdsClient(t, e).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{Node: envoyNode, TypeUrl: secretType,
 		ResourceNames: []string{"spiffe://partner.test", "ALL"}})

@@ -15,6 +15,7 @@ import (
 
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/wid-project/wid/internal/core/attest"
 	"github.com/wid-project/wid/internal/core/paths"
@@ -396,18 +397,21 @@ func (w *workloadAPI) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDReq
 
 // verifier checks that a caller may read bundles and validate tokens:
 // entitled to some identity, unless unauthenticated verifiers are allowed.
-func (a *Agent) verifier(ctx context.Context, st *state, method string) error {
+// It returns the federated bundles the caller's identities federate with
+// (none for an unauthenticated verifier).
+func (a *Agent) verifier(ctx context.Context, st *state, method string) ([]*federatedBundle, error) {
 	if a.cfg.AllowUnauthenticatedVerifiers {
-		return nil
+		return nil, nil
 	}
 	c, err := a.attestCaller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if e := a.entitle(st, c, method); len(e.list) == 0 {
-		return errNoIdentity
+	e := a.entitle(st, c, method)
+	if len(e.list) == 0 {
+		return nil, errNoIdentity
 	}
-	return nil
+	return st.federatedFor(e.list), nil
 }
 
 // followBundle sends the bundle response built from each state, with the
@@ -495,10 +499,16 @@ func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.Validat
 	if err != nil {
 		return nil, stateError(err)
 	}
-	if err := a.verifier(ctx, st, "ValidateJWTSVID"); err != nil {
+	fed, err := a.verifier(ctx, st, "ValidateJWTSVID")
+	if err != nil {
 		return nil, err
 	}
-	token, err := jwtsvid.ParseAndValidate(req.GetSvid(), st.jwtBundle, []string{req.GetAudience()})
+	// JWT-SVIDs of the trust domains the caller federates with validate too.
+	bundles := jwtbundle.NewSet(st.jwtBundle)
+	for _, f := range fed {
+		bundles.Add(f.jwtBundle)
+	}
+	token, err := jwtsvid.ParseAndValidate(req.GetSvid(), bundles, []string{req.GetAudience()})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID is not valid: %v", err)
 	}
