@@ -31,6 +31,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // federatedDomain is one wid trust domain of a federation test: its
@@ -45,7 +46,7 @@ type federatedDomain struct {
 // refresh hint is 1s.
 func startFederatedDomain(t *testing.T, td string, extra ...string) *federatedDomain {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testkit.ClosedAddr(t)
 	args := append([]string{"--trust-domain", td, "--no-dev-identity", "--bundle-endpoint-listen", addr, "--bundle-refresh-hint", "1s"}, extra...)
 	a := startAgent(t, newDataDir(t), args...)
 	return &federatedDomain{agent: a, endpoint: "https://" + addr + "/", peer: spiffeid.RequireFromString("spiffe://" + td + "/svc/peer")}
@@ -433,7 +434,7 @@ func TestFederationHTTPSWebAndOIDC(t *testing.T) {
 	pki := newWebPKI(t)
 	// The federating auth service trusts the test CA as a system root.
 	t.Setenv("SSL_CERT_FILE", pki.caFile)
-	addr := freeAddr(t)
+	addr := testkit.ClosedAddr(t)
 	issuer := "https://" + addr
 	web := startAgent(t, newDataDir(t), "--trust-domain", "oidc.test", "--bundle-endpoint-listen", addr,
 		"--bundle-endpoint-cert", pki.certFile, "--bundle-endpoint-key", pki.keyFile, "--bundle-refresh-hint", "1s", "--jwt-issuer", issuer)
