@@ -14,8 +14,8 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
-	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/wid-project/wid/internal/core/attest"
 	"github.com/wid-project/wid/internal/core/paths"
