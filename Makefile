@@ -69,6 +69,8 @@ bench:
 	$(GO) run ./bench/agentheld -identities 10000 -selecting 1000 -wid-bin .bin/agentheld
 	# SDS: renewal to an Envoy-style client; 100 SDS streams beside the Workload API load, p99 against without.
 	$(GO) test -run '^$$' -bench '^BenchmarkSDS' -benchtime 5x ./internal/core/agent
+	# Issue 19: a foreign bundle change to a watching workload, refresh hint 1s, median and max of 20.
+	WID_BENCH=1 $(GO) test -run '^TestFederatedBundleLatency$$' -v -count=1 ./e2e/
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
 	$(MAKE) bench-fleet
@@ -99,6 +101,7 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzMatchPath$$' -fuzztime $(FUZZTIME) ./internal/core/rbac
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/core/resource
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBundle$$' -fuzztime $(FUZZTIME) ./internal/core/resource
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCSR$$' -fuzztime $(FUZZTIME) ./internal/core/issuer
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePublicKey$$' -fuzztime $(FUZZTIME) ./internal/core/issuer
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) ./internal/core/attest

@@ -93,7 +93,7 @@ func TestBadInput(t *testing.T) {
 		// Output format.
 		{"bad --format", []string{"role", "ls", "--format", "xml"}, `unknown output format "xml": use text, json or yaml`, 2},
 		{"bad WIDCTL_FORMAT", []string{"audit", "verify", "--format", "csv"}, `unknown output format "csv"`, 2},
-		{"bad bundle format", []string{"bundle", "export", "--format", "yaml"}, `unknown bundle format "yaml": use pem, or jwks (also called json)`, 2},
+		{"bad bundle format", []string{"bundle", "export", "--format", "yaml"}, `unknown bundle format "yaml": use pem, spiffe, or jwks (also called json)`, 2},
 		{"bundle over a file", []string{"bundle", "export", "-o", notADir}, notADir + " already exists: pass --force to replace it", 2},
 		// Audit filters.
 		{"bad since", []string{"audit", "ls", "--since", "yesterday"}, `--since "yesterday" is neither a duration back from now`, 2},

@@ -3727,9 +3727,13 @@ type AgentBundle struct {
 	// wit_jwks is a JWKS of the wit CA's public keys (use wit-svid, kid set).
 	WitJwks []byte `protobuf:"bytes,3,opt,name=wit_jwks,json=witJwks,proto3" json:"wit_jwks,omitempty"`
 	// sequence is the bundle's spiffe_sequence.
-	Sequence      int64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sequence int64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// federated_bundles are the bundles of the trust domains this one
+	// federates with, sorted by trust domain; each agent gives a workload
+	// those its workload identities list in federates_with.
+	FederatedBundles []*FederatedBundle `protobuf:"bytes,5,rep,name=federated_bundles,json=federatedBundles,proto3" json:"federated_bundles,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *AgentBundle) Reset() {
@@ -3790,6 +3794,84 @@ func (x *AgentBundle) GetSequence() int64 {
 	return 0
 }
 
+func (x *AgentBundle) GetFederatedBundles() []*FederatedBundle {
+	if x != nil {
+		return x.FederatedBundles
+	}
+	return nil
+}
+
+// FederatedBundle is a foreign trust domain's bundle as last fetched.
+type FederatedBundle struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	// x509_authorities are DER certificates.
+	X509Authorities [][]byte `protobuf:"bytes,2,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"`
+	// jwt_jwks is a JWKS of the JWT authorities (use jwt-svid), sorted by kid.
+	JwtJwks       []byte `protobuf:"bytes,3,opt,name=jwt_jwks,json=jwtJwks,proto3" json:"jwt_jwks,omitempty"`
+	Sequence      int64  `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FederatedBundle) Reset() {
+	*x = FederatedBundle{}
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederatedBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederatedBundle) ProtoMessage() {}
+
+func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
+func (*FederatedBundle) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *FederatedBundle) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *FederatedBundle) GetX509Authorities() [][]byte {
+	if x != nil {
+		return x.X509Authorities
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetJwtJwks() []byte {
+	if x != nil {
+		return x.JwtJwks
+	}
+	return nil
+}
+
+func (x *FederatedBundle) GetSequence() int64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
 type IssueWorkloadSVIDsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// attributes are the workload's attestation attributes.
@@ -3801,7 +3883,7 @@ type IssueWorkloadSVIDsRequest struct {
 
 func (x *IssueWorkloadSVIDsRequest) Reset() {
 	*x = IssueWorkloadSVIDsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3813,7 +3895,7 @@ func (x *IssueWorkloadSVIDsRequest) String() string {
 func (*IssueWorkloadSVIDsRequest) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3826,7 +3908,7 @@ func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsRequest.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *IssueWorkloadSVIDsRequest) GetAttributes() map[string]string {
@@ -3870,7 +3952,7 @@ type WorkloadSVIDRequest struct {
 
 func (x *WorkloadSVIDRequest) Reset() {
 	*x = WorkloadSVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3882,7 +3964,7 @@ func (x *WorkloadSVIDRequest) String() string {
 func (*WorkloadSVIDRequest) ProtoMessage() {}
 
 func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3895,7 +3977,7 @@ func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDRequest.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *WorkloadSVIDRequest) GetIdentity() string {
@@ -3979,7 +4061,7 @@ type WorkloadSVIDResult struct {
 
 func (x *WorkloadSVIDResult) Reset() {
 	*x = WorkloadSVIDResult{}
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3991,7 +4073,7 @@ func (x *WorkloadSVIDResult) String() string {
 func (*WorkloadSVIDResult) ProtoMessage() {}
 
 func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4004,7 +4086,7 @@ func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDResult.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDResult) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *WorkloadSVIDResult) GetSpiffeId() string {
@@ -4080,7 +4162,7 @@ type IssueWorkloadSVIDsResponse struct {
 
 func (x *IssueWorkloadSVIDsResponse) Reset() {
 	*x = IssueWorkloadSVIDsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4092,7 +4174,7 @@ func (x *IssueWorkloadSVIDsResponse) String() string {
 func (*IssueWorkloadSVIDsResponse) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4105,7 +4187,7 @@ func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsResponse.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *IssueWorkloadSVIDsResponse) GetResults() []*WorkloadSVIDResult {
@@ -4136,7 +4218,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4148,7 +4230,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4161,7 +4243,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Attestation) GetId() string {
@@ -4223,7 +4305,7 @@ type RecordAttestationsRequest struct {
 
 func (x *RecordAttestationsRequest) Reset() {
 	*x = RecordAttestationsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4235,7 +4317,7 @@ func (x *RecordAttestationsRequest) String() string {
 func (*RecordAttestationsRequest) ProtoMessage() {}
 
 func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4248,7 +4330,7 @@ func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsRequest.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RecordAttestationsRequest) GetHost() string {
@@ -4273,7 +4355,7 @@ type RecordAttestationsResponse struct {
 
 func (x *RecordAttestationsResponse) Reset() {
 	*x = RecordAttestationsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4285,7 +4367,7 @@ func (x *RecordAttestationsResponse) String() string {
 func (*RecordAttestationsResponse) ProtoMessage() {}
 
 func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4298,7 +4380,7 @@ func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsResponse.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
 }
 
 type AuditQuery struct {
@@ -4322,7 +4404,7 @@ type AuditQuery struct {
 
 func (x *AuditQuery) Reset() {
 	*x = AuditQuery{}
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4334,7 +4416,7 @@ func (x *AuditQuery) String() string {
 func (*AuditQuery) ProtoMessage() {}
 
 func (x *AuditQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4347,7 +4429,7 @@ func (x *AuditQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
 func (*AuditQuery) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AuditQuery) GetTypes() []string {
@@ -4440,7 +4522,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4452,7 +4534,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4465,7 +4547,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4610,7 +4692,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4622,7 +4704,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4635,7 +4717,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
@@ -4658,7 +4740,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4670,7 +4752,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4683,7 +4765,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4711,7 +4793,7 @@ type StreamAuditEventsRequest struct {
 
 func (x *StreamAuditEventsRequest) Reset() {
 	*x = StreamAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4723,7 +4805,7 @@ func (x *StreamAuditEventsRequest) String() string {
 func (*StreamAuditEventsRequest) ProtoMessage() {}
 
 func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4736,7 +4818,7 @@ func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *StreamAuditEventsRequest) GetQuery() *AuditQuery {
@@ -4765,7 +4847,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4777,7 +4859,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4790,7 +4872,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *VerifyAuditRequest) GetHeadSeq() int64 {
@@ -4819,7 +4901,7 @@ type AuditProblem struct {
 
 func (x *AuditProblem) Reset() {
 	*x = AuditProblem{}
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4831,7 +4913,7 @@ func (x *AuditProblem) String() string {
 func (*AuditProblem) ProtoMessage() {}
 
 func (x *AuditProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4844,7 +4926,7 @@ func (x *AuditProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
 func (*AuditProblem) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *AuditProblem) GetSeq() int64 {
@@ -4887,7 +4969,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4899,7 +4981,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4912,7 +4994,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -5289,11 +5371,17 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\bsequence\x18\b \x01(\x03R\bsequence\"j\n" +
 	"\x10RotateCAResponse\x12/\n" +
 	"\x05steps\x18\x01 \x03(\v2\x19.wid.auth.v1.RotationStepR\x05steps\x12%\n" +
-	"\x03cas\x18\x02 \x03(\v2\x13.wid.auth.v1.CAInfoR\x03cas\"\x8a\x01\n" +
+	"\x03cas\x18\x02 \x03(\v2\x13.wid.auth.v1.CAInfoR\x03cas\"\xd5\x01\n" +
 	"\vAgentBundle\x12)\n" +
 	"\x10x509_authorities\x18\x01 \x03(\fR\x0fx509Authorities\x12\x19\n" +
 	"\bjwt_jwks\x18\x02 \x01(\fR\ajwtJwks\x12\x19\n" +
 	"\bwit_jwks\x18\x03 \x01(\fR\awitJwks\x12\x1a\n" +
+	"\bsequence\x18\x04 \x01(\x03R\bsequence\x12I\n" +
+	"\x11federated_bundles\x18\x05 \x03(\v2\x1c.wid.auth.v1.FederatedBundleR\x10federatedBundles\"\x96\x01\n" +
+	"\x0fFederatedBundle\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
+	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12\x19\n" +
+	"\bjwt_jwks\x18\x03 \x01(\fR\ajwtJwks\x12\x1a\n" +
 	"\bsequence\x18\x04 \x01(\x03R\bsequence\"\xea\x01\n" +
 	"\x19IssueWorkloadSVIDsRequest\x12V\n" +
 	"\n" +
@@ -5457,7 +5545,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 83)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -5514,150 +5602,152 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*RotationStep)(nil),               // 52: wid.auth.v1.RotationStep
 	(*RotateCAResponse)(nil),           // 53: wid.auth.v1.RotateCAResponse
 	(*AgentBundle)(nil),                // 54: wid.auth.v1.AgentBundle
-	(*IssueWorkloadSVIDsRequest)(nil),  // 55: wid.auth.v1.IssueWorkloadSVIDsRequest
-	(*WorkloadSVIDRequest)(nil),        // 56: wid.auth.v1.WorkloadSVIDRequest
-	(*WorkloadSVIDResult)(nil),         // 57: wid.auth.v1.WorkloadSVIDResult
-	(*IssueWorkloadSVIDsResponse)(nil), // 58: wid.auth.v1.IssueWorkloadSVIDsResponse
-	(*Attestation)(nil),                // 59: wid.auth.v1.Attestation
-	(*RecordAttestationsRequest)(nil),  // 60: wid.auth.v1.RecordAttestationsRequest
-	(*RecordAttestationsResponse)(nil), // 61: wid.auth.v1.RecordAttestationsResponse
-	(*AuditQuery)(nil),                 // 62: wid.auth.v1.AuditQuery
-	(*AuditEvent)(nil),                 // 63: wid.auth.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 64: wid.auth.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 65: wid.auth.v1.ListAuditEventsResponse
-	(*StreamAuditEventsRequest)(nil),   // 66: wid.auth.v1.StreamAuditEventsRequest
-	(*VerifyAuditRequest)(nil),         // 67: wid.auth.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),               // 68: wid.auth.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),        // 69: wid.auth.v1.VerifyAuditResponse
-	nil,                                // 70: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                                // 71: wid.auth.v1.CreateUserRequest.LabelsEntry
-	nil,                                // 72: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                                // 73: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                                // 74: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	nil,                                // 75: wid.auth.v1.AgentState.CasEntry
-	nil,                                // 76: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	nil,                                // 77: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	nil,                                // 78: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	nil,                                // 79: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 80: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 81: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 82: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 83: google.protobuf.Timestamp
+	(*FederatedBundle)(nil),            // 55: wid.auth.v1.FederatedBundle
+	(*IssueWorkloadSVIDsRequest)(nil),  // 56: wid.auth.v1.IssueWorkloadSVIDsRequest
+	(*WorkloadSVIDRequest)(nil),        // 57: wid.auth.v1.WorkloadSVIDRequest
+	(*WorkloadSVIDResult)(nil),         // 58: wid.auth.v1.WorkloadSVIDResult
+	(*IssueWorkloadSVIDsResponse)(nil), // 59: wid.auth.v1.IssueWorkloadSVIDsResponse
+	(*Attestation)(nil),                // 60: wid.auth.v1.Attestation
+	(*RecordAttestationsRequest)(nil),  // 61: wid.auth.v1.RecordAttestationsRequest
+	(*RecordAttestationsResponse)(nil), // 62: wid.auth.v1.RecordAttestationsResponse
+	(*AuditQuery)(nil),                 // 63: wid.auth.v1.AuditQuery
+	(*AuditEvent)(nil),                 // 64: wid.auth.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 65: wid.auth.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 66: wid.auth.v1.ListAuditEventsResponse
+	(*StreamAuditEventsRequest)(nil),   // 67: wid.auth.v1.StreamAuditEventsRequest
+	(*VerifyAuditRequest)(nil),         // 68: wid.auth.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),               // 69: wid.auth.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),        // 70: wid.auth.v1.VerifyAuditResponse
+	nil,                                // 71: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 72: wid.auth.v1.CreateUserRequest.LabelsEntry
+	nil,                                // 73: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 74: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 75: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 76: wid.auth.v1.AgentState.CasEntry
+	nil,                                // 77: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	nil,                                // 78: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	nil,                                // 79: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	nil,                                // 80: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 81: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 82: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 83: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 84: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	83, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
 	10, // 1: wid.auth.v1.ListResourcesResponse.corrupt:type_name -> wid.auth.v1.CorruptResource
-	70, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	83, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	71, // 4: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	83, // 5: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	83, // 6: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	83, // 7: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	83, // 8: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	72, // 9: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	83, // 10: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	73, // 11: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	83, // 12: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	74, // 13: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	71, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	84, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	72, // 4: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
+	84, // 5: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	84, // 6: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	84, // 7: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 8: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	73, // 9: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	84, // 10: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	74, // 11: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	84, // 12: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	75, // 13: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
 	36, // 14: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
 	54, // 15: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
-	75, // 16: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
+	76, // 16: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
 	10, // 17: wid.auth.v1.AgentState.corrupt_workload_identities:type_name -> wid.auth.v1.CorruptResource
-	76, // 18: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	77, // 19: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	78, // 20: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	83, // 21: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	83, // 22: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	77, // 18: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	78, // 19: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	79, // 20: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	84, // 21: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	84, // 22: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	43, // 23: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
-	83, // 24: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
-	83, // 25: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
-	83, // 26: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	84, // 24: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	84, // 25: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	84, // 26: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
 	44, // 27: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
-	83, // 28: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	84, // 28: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
 	44, // 29: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
 	47, // 30: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
 	48, // 31: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
 	52, // 32: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
 	44, // 33: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
-	79, // 34: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	56, // 35: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	83, // 36: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	83, // 37: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
-	57, // 38: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	83, // 39: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	80, // 40: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
-	59, // 41: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	83, // 42: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	83, // 43: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	83, // 44: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	81, // 45: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	82, // 46: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	62, // 47: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	63, // 48: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	62, // 49: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	68, // 50: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	40, // 51: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 52: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 53: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 54: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 55: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	11, // 56: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	13, // 57: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	15, // 58: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	17, // 59: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	19, // 60: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	27, // 61: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 62: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	21, // 63: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	23, // 64: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	25, // 65: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	29, // 66: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	31, // 67: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	33, // 68: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	35, // 69: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	38, // 70: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	55, // 71: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	60, // 72: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	41, // 73: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	45, // 74: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	49, // 75: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	51, // 76: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	64, // 77: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	66, // 78: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	67, // 79: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 80: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 81: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 82: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 83: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	12, // 84: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	14, // 85: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	16, // 86: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	18, // 87: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	20, // 88: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	28, // 89: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 90: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	22, // 91: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	24, // 92: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	26, // 93: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	30, // 94: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	32, // 95: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	34, // 96: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	37, // 97: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	39, // 98: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	58, // 99: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	61, // 100: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	42, // 101: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	46, // 102: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	50, // 103: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	53, // 104: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	65, // 105: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	63, // 106: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	69, // 107: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	80, // [80:108] is the sub-list for method output_type
-	52, // [52:80] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	55, // 34: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
+	80, // 35: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	57, // 36: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	84, // 37: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 38: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
+	58, // 39: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	84, // 40: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	81, // 41: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	60, // 42: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	84, // 43: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	84, // 44: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	84, // 45: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	82, // 46: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	83, // 47: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	63, // 48: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	64, // 49: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	63, // 50: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	69, // 51: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	40, // 52: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 53: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,  // 54: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,  // 55: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,  // 56: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	11, // 57: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	13, // 58: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	15, // 59: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	17, // 60: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	19, // 61: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	27, // 62: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,  // 63: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	21, // 64: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	23, // 65: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	25, // 66: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	29, // 67: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	31, // 68: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	33, // 69: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	35, // 70: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	38, // 71: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	56, // 72: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	61, // 73: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	41, // 74: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	45, // 75: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	49, // 76: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	51, // 77: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	65, // 78: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	67, // 79: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	68, // 80: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 81: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,  // 82: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,  // 83: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,  // 84: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	12, // 85: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	14, // 86: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	16, // 87: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	18, // 88: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	20, // 89: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	28, // 90: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,  // 91: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	22, // 92: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	24, // 93: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	26, // 94: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	30, // 95: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	32, // 96: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	34, // 97: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	37, // 98: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	39, // 99: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	59, // 100: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	62, // 101: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	42, // 102: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	46, // 103: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	50, // 104: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	53, // 105: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	66, // 106: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	64, // 107: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	70, // 108: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	81, // [81:109] is the sub-list for method output_type
+	53, // [53:81] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -5671,7 +5761,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   83,
+			NumMessages:   84,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
@@ -40,6 +41,12 @@ type StartOptions struct {
 	Init bool `yaml:"init"`
 	// KubernetesClusters are what kubernetes join tokens may name (config file only).
 	KubernetesClusters []kubejoin.Cluster `yaml:"kubernetes_clusters"`
+	// Bundle endpoint and OIDC discovery (see docs/federation.md, docs/oidc.md).
+	BundleEndpointListen string        `yaml:"bundle_endpoint_listen"`
+	BundleEndpointCert   string        `yaml:"bundle_endpoint_cert"`
+	BundleEndpointKey    string        `yaml:"bundle_endpoint_key"`
+	BundleRefreshHint    time.Duration `yaml:"bundle_refresh_hint"`
+	JWTIssuer            string        `yaml:"jwt_issuer"`
 
 	// Agent settings.
 	Auth                          string                `yaml:"auth"`

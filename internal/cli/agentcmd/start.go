@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
@@ -141,6 +142,11 @@ refused.`,
 	fl.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
 	fl.String("log-level", "info", "log level: debug, info, warn or error")
 	fl.String("agent-sync", auth.AgentSyncIncremental, "how the auth service keeps agents up to date: incremental (what changed since the revision an agent holds) or full (its whole state on every change, as before; for comparison)")
+	fl.String("bundle-endpoint-listen", "", "host:port of the SPIFFE bundle endpoint that other trust domains federate with (off when empty); https_spiffe profile unless --bundle-endpoint-cert is given")
+	fl.String("bundle-endpoint-cert", "", "`FILE` of the certificate (PEM) the bundle endpoint serves with under the https_web profile; read again when it changes")
+	fl.String("bundle-endpoint-key", "", "`FILE` of the private key (PEM) of --bundle-endpoint-cert")
+	fl.Duration("bundle-refresh-hint", 5*time.Minute, "spiffe_refresh_hint the bundle endpoint serves: how often federated trust domains look for a new bundle")
+	fl.String("jwt-issuer", "", "https `URL` put in JWT-SVIDs as iss; the bundle endpoint then serves its OIDC discovery document and JWKS")
 	fl.Bool("init", false, "make a new trust domain even though the data dir holds keys from an earlier one (its store is gone); never needed on an empty data dir")
 	fl.String("auth", "", "host:port of the auth service, or of its replicas separated by commas (--roles agent)")
 	fl.String("join-token", "", "join token for the agent's first start (--roles agent); visible to local users in the process list: prefer WID_JOIN_TOKEN or --join-token-file")
@@ -195,6 +201,8 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 			DataDir: o.DataDir, Store: st.Open, StoreFile: st.Path, KEKFile: o.KEKFile, TrustDomain: o.TrustDomain, ListenAddr: o.AuthListen,
 			ServerNames: o.ServerNames, Logger: logger, Version: version.Version, Init: o.Init,
 			KubernetesClusters: o.KubernetesClusters, AgentSync: o.AgentSync,
+			BundleEndpointListen: o.BundleEndpointListen, BundleEndpointCertFile: o.BundleEndpointCert,
+			BundleEndpointKeyFile: o.BundleEndpointKey, BundleRefreshHint: o.BundleRefreshHint, JWTIssuer: o.JWTIssuer,
 		})
 		if err != nil {
 			return err
@@ -211,6 +219,9 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		p.line("  auth address:  %s", info.Addr)
 		p.line("  admin socket:  %s", info.AdminSocket)
 		p.line("  CA pin:        %s", info.CAPin)
+		if info.BundleEndpoint != "" {
+			p.line("  bundle endpoint: %s", info.BundleEndpoint)
+		}
 		agentCfg.AuthAddr = info.Addr
 		agentCfg.Collectors = srv.Collectors()
 		agentCfg.LocalIdentity = func(ctx context.Context) (*client.Identity, error) {

@@ -19,8 +19,11 @@ import (
 
 // Bundle formats.
 const (
-	FormatPEM  = "pem"
-	FormatJWKS = "jwks"
+	FormatPEM = "pem"
+	// FormatSPIFFE is the SPIFFE bundle: what a bundle endpoint serves and
+	// what `widctl federation create --bundle` takes on the other side.
+	FormatSPIFFE = "spiffe"
+	FormatJWKS   = "jwks"
 )
 
 // NewCmdBundle builds the `widctl bundle` group.
@@ -52,18 +55,21 @@ type ExportOptions struct {
 func NewCmdExport(f *cmdutil.Factory, runF func(*ExportOptions) error) *cobra.Command {
 	opts := &ExportOptions{IO: f.IOStreams, Client: f.Client}
 	cmd := &cobra.Command{
-		Use:   "export [--format pem|jwks] [-o FILE [--force]]",
-		Short: "Export the trust bundle as PEM or as a SPIFFE JWKS bundle",
+		Use:   "export [--format pem|spiffe|jwks] [-o FILE [--force]]",
+		Short: "Export the trust bundle as PEM, as a SPIFFE bundle, or as a JWKS",
 		Long: `Export the trust domain's trust bundle.
 
-pem is the X.509 authorities that verify X509-SVIDs. jwks is the SPIFFE
+pem is the X.509 authorities that verify X509-SVIDs. spiffe is the SPIFFE
 bundle: a JWK set with the x509-svid keys and the jwt-svid keys that verify
-JWT-SVIDs. This command's --format takes pem or jwks (json is the same JWKS
-document), not text or yaml.
+JWT-SVIDs, with spiffe_sequence, as the bundle endpoint serves it and as
+"widctl federation create --bundle" takes it on the other side. jwks (and
+json) is the same document. This command's --format takes pem, spiffe or
+jwks, not text or yaml.
 
 -o writes the file atomically, and refuses to replace one that exists
 unless --force is given.`,
 		Example: `  widctl bundle export > bundle.pem
+  widctl bundle export --format spiffe -o example.org.json   # for widctl federation create --bundle
   widctl bundle export --format jwks -o /etc/wid/bundle.jwks
   widctl bundle export -o /etc/wid/bundle.pem --force   # e.g. from cron`,
 		Args: cmdutil.NoArgs,
@@ -73,8 +79,8 @@ unless --force is given.`,
 				// The SPIFFE bundle is a JSON document: what --format json means here.
 				opts.Format = FormatJWKS
 			}
-			if opts.Format != FormatPEM && opts.Format != FormatJWKS {
-				return cmdutil.InputErrorf("unknown bundle format %q: use pem, or jwks (also called json)", opts.Format)
+			if opts.Format != FormatPEM && opts.Format != FormatJWKS && opts.Format != FormatSPIFFE {
+				return cmdutil.InputErrorf("unknown bundle format %q: use pem, spiffe, or jwks (also called json)", opts.Format)
 			}
 			if opts.Output != "" && !opts.Force {
 				if _, err := os.Lstat(opts.Output); err == nil {
@@ -88,10 +94,10 @@ unless --force is given.`,
 		},
 	}
 	// This --format shadows the global one: a bundle is PEM or JWKS, never a table.
-	cmd.Flags().StringVar(&opts.Format, "format", FormatPEM, "bundle `FORMAT`: pem, or jwks (also called json)")
+	cmd.Flags().StringVar(&opts.Format, "format", FormatPEM, "bundle `FORMAT`: pem, spiffe, or jwks (also called json)")
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "write the bundle to `FILE` instead of stdout")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace the -o file if it exists")
-	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{FormatPEM, FormatJWKS, "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{FormatPEM, FormatSPIFFE, FormatJWKS, "json"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -106,7 +112,7 @@ func exportRun(ctx context.Context, opts *ExportOptions) error {
 		return err
 	}
 	data := resp.GetX509Pem()
-	if opts.Format == FormatJWKS {
+	if opts.Format == FormatJWKS || opts.Format == FormatSPIFFE {
 		data = resp.GetJwks()
 		// Indented for the people who read bundles; parsers do not mind.
 		var buf bytes.Buffer

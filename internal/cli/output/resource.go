@@ -122,6 +122,8 @@ func (p *Printer) table(kind string) *Table {
 		return NewTable(p.Out, "name", "bot", "method", "used", "expires")
 	case resource.KindWorkloadIdentity:
 		return NewTable(p.Out, "name", "spiffe id", "hint", "rules", "labels")
+	case resource.KindFederation:
+		return NewTable(p.Out, "trust domain", "profile", "url", "last refresh", "sequence", "error")
 	}
 	return NewTable(p.Out, "kind", "name")
 }
@@ -139,6 +141,18 @@ func (p *Printer) row(t *Table, r resource.Resource) {
 		t.Row(md.Name, v.Spec.Bot, v.Spec.Method, uses(v), p.Time(v.Spec.Expires))
 	case *resource.WorkloadIdentity:
 		t.Row(md.Name, v.Spec.SPIFFE.ID, v.Spec.SPIFFE.Hint, ruleSummary(v.Spec.Rules), labels(md.Labels))
+	case *resource.Federation:
+		refresh, seq, errText := "never", "", ""
+		if st := v.Status; st != nil {
+			if !st.LastRefresh.IsZero() {
+				refresh = p.Time(st.LastRefresh)
+			}
+			if st.Sequence != 0 {
+				seq = strconv.FormatUint(st.Sequence, 10)
+			}
+			errText = st.Error
+		}
+		t.Row(md.Name, v.Spec.Profile, v.Spec.BundleEndpointURL, refresh, seq, errText)
 	default:
 		t.Row(r.GetKind(), md.Name)
 	}
@@ -194,6 +208,27 @@ func (p *Printer) details(d *Details, r resource.Resource) {
 		d.Field("X509 TTL", ttl(v.Spec.X509.TTL))
 		d.Field("JWT TTL", ttl(v.Spec.JWT.TTL))
 		d.List("Rules", workloadRules(v.Spec.Rules))
+		d.Field("Federates with", strings.Join(v.Spec.FederatesWith, ", "))
+	case *resource.Federation:
+		d.Field("Bundle endpoint", v.Spec.BundleEndpointURL)
+		d.Field("Profile", v.Spec.Profile)
+		if v.Spec.Profile == resource.ProfileHTTPSSPIFFE {
+			if id, err := v.EndpointID(); err == nil {
+				d.Field("Endpoint SPIFFE ID", id.String())
+			}
+		}
+		if st := v.Status; st != nil {
+			if !st.LastRefresh.IsZero() {
+				d.Field("Last refresh", p.Time(st.LastRefresh))
+			}
+			if !st.LastAttempt.IsZero() {
+				d.Field("Last attempt", p.Time(st.LastAttempt))
+			}
+			if st.Sequence != 0 {
+				d.Field("Sequence", strconv.FormatUint(st.Sequence, 10))
+			}
+			d.Field("Error", st.Error)
+		}
 	}
 	if md.Revision != 0 {
 		d.Field("Revision", strconv.FormatInt(md.Revision, 10))

@@ -121,6 +121,8 @@ func emptyHint(kind string) string {
 		return "no join tokens: make one with widctl token create --bot NAME"
 	case resource.KindWorkloadIdentity:
 		return "no workload identities yet: create one with widctl workload-identity create NAME --spiffe-id TEMPLATE --rule CONDITION"
+	case resource.KindFederation:
+		return "no federations yet: federate with a trust domain with widctl federation create TRUST_DOMAIN --url URL --profile https_spiffe --bundle FILE"
 	}
 	return "no " + kind + " resources"
 }

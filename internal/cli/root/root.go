@@ -14,6 +14,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/completion"
 	"github.com/wid-project/wid/internal/cli/explain"
+	"github.com/wid-project/wid/internal/cli/federation"
 	"github.com/wid-project/wid/internal/cli/login"
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/cli/role"
@@ -109,6 +110,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 	add(groupTrust,
 		explain.NewCmdExplain(f, nil),
 		bundle.NewCmdBundle(f),
+		federation.NewCmdFederation(f),
 		cacmd.NewCmdCA(f),
 		audit.NewCmdAudit(f),
 		tuicmd.NewCmdTUI(f, nil),

@@ -10,6 +10,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/condition"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -30,6 +31,8 @@ type CreateOptions struct {
 	Labels      []string
 	Rules       []string
 	Description string
+	// FederatesWith are foreign trust domains whose bundles the workloads get.
+	FederatesWith []string
 	// Force replaces a workload identity of the same name.
 	Force bool
 }
@@ -97,8 +100,10 @@ Existing workload identities are refused unless --force replaces them.`,
 	cmdutil.DurationVar(fs, &opts.JWTTTL, "jwt-ttl", "issue JWT-SVIDs for `DURATION`, e.g. 5m (default: the issuer's)")
 	fs.StringArrayVar(&opts.Labels, "label", nil, "set the label `KEY=VALUE`, which roles select on (repeatable)")
 	fs.StringVar(&opts.Description, "description", "", "say what the workload identity is for in `TEXT`")
+	fs.StringArrayVar(&opts.FederatesWith, "federates-with", nil, "give the workloads the bundle of the federated `TRUST_DOMAIN`, so they accept its peers (repeatable)")
 	fs.BoolVar(&opts.Force, "force", false, "replace a workload identity of the same name")
 	_ = cmd.RegisterFlagCompletionFunc("rule", completeAttribute)
+	_ = cmd.RegisterFlagCompletionFunc("federates-with", resourcecmd.CompleteNameList(f, resource.KindFederation))
 	for _, name := range []string{"spiffe-id", "hint", "dns-san", "label", "description"} {
 		_ = cmd.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions)
 	}
@@ -157,6 +162,7 @@ func (opts *CreateOptions) WorkloadIdentity() (*resource.WorkloadIdentity, error
 	wi.Spec.SPIFFE = resource.WorkloadSPIFFE{ID: opts.SPIFFEID, Hint: opts.Hint}
 	wi.Spec.X509 = resource.WorkloadX509{DNSSANs: nonEmpty(opts.DNSSANs), TTL: opts.X509TTL}
 	wi.Spec.JWT = resource.WorkloadJWT{TTL: opts.JWTTTL}
+	wi.Spec.FederatesWith = opts.FederatesWith
 	for i, s := range opts.Rules {
 		r, err := condition.ParseRule(s)
 		if err != nil {

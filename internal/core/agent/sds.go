@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -176,20 +177,37 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 
 	out := &secrets{}
 	served, failed := map[string]bool{}, map[string]bool{}
-	addBundle := func(name string) {
-		out.items = append(out.items, secretItem{name: name,
-			digest: slices.Concat([]byte(name), []byte("\x00bundle\x00"), []byte(st.td.IDString()), []byte{0}, st.x509BundleDER),
-			build:  func() *tlsv3.Secret { return a.validationSecret(name, st) }})
+	fed := st.federatedFor(ents)
+	addBundle := func(name string, domains []trustDomainCAs) {
+		digest := slices.Concat([]byte(name), []byte("\x00bundle\x00"))
+		for _, d := range domains {
+			digest = slices.Concat(digest, []byte(d.td.IDString()), []byte{0}, d.der, []byte{0})
+		}
+		out.items = append(out.items, secretItem{name: name, digest: digest,
+			build: func() *tlsv3.Secret { return a.validationSecret(name, domains) }})
 		served[name] = true
 	}
 	if len(ents) > 0 || a.cfg.AllowUnauthenticatedVerifiers {
+		own := trustDomainCAs{td: st.td, certs: st.x509Authorities, der: st.x509BundleDER}
 		if all || want[st.td.IDString()] {
-			addBundle(st.td.IDString())
+			addBundle(st.td.IDString(), []trustDomainCAs{own})
 		}
-		for _, name := range []string{cfg.DefaultBundleName, cfg.DefaultAllBundlesName} {
-			if want[name] {
-				addBundle(name)
+		// A foreign trust domain's validation context by its name, for the
+		// identities that federate with it.
+		for _, f := range fed {
+			if all || want[f.td.IDString()] {
+				addBundle(f.td.IDString(), []trustDomainCAs{{td: f.td, certs: f.x509Authorities, der: f.x509BundleDER}})
 			}
+		}
+		if want[cfg.DefaultBundleName] {
+			addBundle(cfg.DefaultBundleName, []trustDomainCAs{own})
+		}
+		if want[cfg.DefaultAllBundlesName] {
+			domains := []trustDomainCAs{own}
+			for _, f := range fed {
+				domains = append(domains, trustDomainCAs{td: f.td, certs: f.x509Authorities, der: f.x509BundleDER})
+			}
+			addBundle(cfg.DefaultAllBundlesName, domains)
 		}
 	}
 
@@ -287,24 +305,38 @@ func tlsSecret(name string, s *svid) *tlsv3.Secret {
 	}}}
 }
 
-// validationSecret is the trust domain's bundle as Envoy validates peers
-// with it: trusted_ca, or the SPIFFE validator with one entry per trust
-// domain. The agent knows one trust domain, so the bundle name, the
-// trust domain ID and the all-bundles name carry the same authorities.
-func (a *Agent) validationSecret(name string, st *state) *tlsv3.Secret {
-	var pemCAs bytes.Buffer
-	for _, c := range st.x509Authorities {
-		_ = pem.Encode(&pemCAs, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+// trustDomainCAs is one trust domain's X.509 authorities.
+type trustDomainCAs struct {
+	td    spiffeid.TrustDomain
+	certs []*x509.Certificate
+	der   []byte
+}
+
+// validationSecret is the bundles of domains as Envoy validates peers with
+// them: trusted_ca (every authority in one list), or the SPIFFE validator
+// with one entry per trust domain. The bundle name and the trust domain's
+// ID carry this trust domain's authorities; a foreign trust domain's ID,
+// its own; the all-bundles name, this one's and the federated ones'.
+func (a *Agent) validationSecret(name string, domains []trustDomainCAs) *tlsv3.Secret {
+	var all bytes.Buffer
+	var entries []*tlsv3.SPIFFECertValidatorConfig_TrustDomain
+	for _, d := range domains {
+		var pemCAs bytes.Buffer
+		for _, c := range d.certs {
+			_ = pem.Encode(&pemCAs, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+		all.Write(pemCAs.Bytes())
+		entries = append(entries, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{
+			Name:        d.td.Name(),
+			TrustBundle: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pemCAs.Bytes()}},
+		})
 	}
 	vc := &tlsv3.CertificateValidationContext{}
 	if a.sds.SPIFFEValidator {
-		cfg, _ := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: []*tlsv3.SPIFFECertValidatorConfig_TrustDomain{{
-			Name:        st.td.Name(),
-			TrustBundle: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pemCAs.Bytes()}},
-		}}})
+		cfg, _ := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: entries})
 		vc.CustomValidatorConfig = &corev3.TypedExtensionConfig{Name: spiffeValidatorName, TypedConfig: cfg}
 	} else {
-		vc.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pemCAs.Bytes()}}
+		vc.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: all.Bytes()}}
 	}
 	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}
 }

@@ -49,6 +49,10 @@ type state struct {
 	cas map[string]*authv1.AgentCA
 	// hostAuthorities verify the auth service (DER).
 	hostAuthorities [][]byte
+	// federated are the foreign trust domains' bundles, by trust domain
+	// name, decoded from federatedMsg.
+	federated    map[string]*federatedBundle
+	federatedMsg []*authv1.FederatedBundle
 }
 
 // pushedIdentity is one workload identity pushed: compiled, or err says
@@ -171,7 +175,7 @@ func (s *state) setCAs(msg *authv1.AgentState) error {
 	} else {
 		s.jwtBundle = jwtbundle.New(s.td)
 	}
-	return nil
+	return s.setFederated(b)
 }
 
 // index sorts the identities that compiled by name.
@@ -207,7 +211,7 @@ func sameBundle(a, b *state) bool {
 		return a == b
 	}
 	return a.td == b.td && a.sequence == b.sequence && bytes.Equal(a.x509BundleDER, b.x509BundleDER) &&
-		bytes.Equal(a.jwtJWKS, b.jwtJWKS) && bytes.Equal(a.witJWKS, b.witJWKS)
+		bytes.Equal(a.jwtJWKS, b.jwtJWKS) && bytes.Equal(a.witJWKS, b.witJWKS) && sameFederated(a, b)
 }
 
 // notifier wakes every waiter when something changes: wait returns a channel

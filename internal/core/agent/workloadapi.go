@@ -14,6 +14,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/wid-project/wid/internal/core/attest"
@@ -306,6 +307,12 @@ func (w *workloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload
 		for i, s := range svids {
 			resp.Svids[i] = &workload.X509SVID{SpiffeId: s.spiffeID, X509Svid: s.chainDER, X509SvidKey: s.keyDER, Bundle: st.x509BundleDER, Hint: s.hint}
 		}
+		if fed := st.federatedFor(ents); len(fed) > 0 {
+			resp.FederatedBundles = make(map[string][]byte, len(fed))
+			for _, f := range fed {
+				resp.FederatedBundles[f.td.IDString()] = f.x509BundleDER
+			}
+		}
 		return resp, ents, nil
 	}, func(m proto.Message) error { return stream.Send(m.(*workload.X509SVIDResponse)) })
 }
@@ -390,39 +397,56 @@ func (w *workloadAPI) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDReq
 
 // verifier checks that a caller may read bundles and validate tokens:
 // entitled to some identity, unless unauthenticated verifiers are allowed.
-func (a *Agent) verifier(ctx context.Context, st *state, method string) error {
+// It returns the federated bundles the caller's identities federate with
+// (none for an unauthenticated verifier).
+func (a *Agent) verifier(ctx context.Context, st *state, method string) ([]*federatedBundle, error) {
 	if a.cfg.AllowUnauthenticatedVerifiers {
-		return nil
+		return nil, nil
 	}
 	c, err := a.attestCaller(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if e := a.entitle(st, c, method); len(e.list) == 0 {
-		return errNoIdentity
+	e := a.entitle(st, c, method)
+	if len(e.list) == 0 {
+		return nil, errNoIdentity
 	}
-	return nil
+	return st.federatedFor(e.list), nil
 }
 
-// followBundle sends the bundle response built from each state whenever the
-// bundle changes.
-func (a *Agent) followBundle(ctx context.Context, method string, build func(*state) proto.Message, send func(proto.Message) error) error {
+// followBundle sends the bundle response built from each state, with the
+// federated bundles the caller's identities federate with, whenever it
+// changes.
+func (a *Agent) followBundle(ctx context.Context, method string, build func(*state, []*federatedBundle) proto.Message, send func(proto.Message) error) error {
 	st, err := a.waitState(ctx)
 	if err != nil {
 		return stateError(err)
 	}
-	if err := a.verifier(ctx, st, method); err != nil {
-		return err
+	// An unauthenticated verifier gets this trust domain's bundle only:
+	// which foreign ones apply depends on who it is.
+	var c *caller
+	if !a.cfg.AllowUnauthenticatedVerifiers {
+		if c, err = a.attestCaller(ctx); err != nil {
+			return err
+		}
+		if e := a.entitle(st, c, method); len(e.list) == 0 {
+			return errNoIdentity
+		}
 	}
-	var last *state
+	var last proto.Message
 	for {
 		ch := a.stateChanged.wait()
 		st := a.st.Load()
-		if last == nil || !sameBundle(last, st) {
-			if err := a.sendBounded(ctx, method, func() error { return send(build(st)) }); err != nil {
+		var fed []*federatedBundle
+		if c != nil {
+			fed = st.federatedFor(a.entitle(st, c, method).list)
+		}
+		msg := build(st, fed)
+		if last == nil || !proto.Equal(last, msg) {
+			if err := a.sendBounded(ctx, method, func() error { return send(msg) }); err != nil {
 				return err
 			}
-			last = st
+			last = msg
 		}
 		select {
 		case <-ctx.Done():
@@ -433,19 +457,29 @@ func (a *Agent) followBundle(ctx context.Context, method string, build func(*sta
 }
 
 func (w *workloadAPI) FetchX509Bundles(_ *workload.X509BundlesRequest, stream workload.SpiffeWorkloadAPI_FetchX509BundlesServer) error {
-	return w.a.followBundle(stream.Context(), "FetchX509Bundles", func(st *state) proto.Message {
-		return &workload.X509BundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.x509BundleDER}}
+	return w.a.followBundle(stream.Context(), "FetchX509Bundles", func(st *state, fed []*federatedBundle) proto.Message {
+		resp := &workload.X509BundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.x509BundleDER}}
+		for _, f := range fed {
+			resp.Bundles[f.td.IDString()] = f.x509BundleDER
+		}
+		return resp
 	}, func(m proto.Message) error { return stream.Send(m.(*workload.X509BundlesResponse)) })
 }
 
 func (w *workloadAPI) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchJWTBundlesServer) error {
-	return w.a.followBundle(stream.Context(), "FetchJWTBundles", func(st *state) proto.Message {
-		return &workload.JWTBundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.jwtJWKS}}
+	return w.a.followBundle(stream.Context(), "FetchJWTBundles", func(st *state, fed []*federatedBundle) proto.Message {
+		resp := &workload.JWTBundlesResponse{Bundles: map[string][]byte{st.td.IDString(): st.jwtJWKS}}
+		for _, f := range fed {
+			if len(f.jwtJWKS) > 0 {
+				resp.Bundles[f.td.IDString()] = f.jwtJWKS
+			}
+		}
+		return resp
 	}, func(m proto.Message) error { return stream.Send(m.(*workload.JWTBundlesResponse)) })
 }
 
 func (w *workloadAPI) FetchWITBundles(_ *workload.WITBundlesRequest, stream workload.SpiffeWorkloadAPI_FetchWITBundlesServer) error {
-	return w.a.followBundle(stream.Context(), "FetchWITBundles", func(st *state) proto.Message {
+	return w.a.followBundle(stream.Context(), "FetchWITBundles", func(st *state, _ []*federatedBundle) proto.Message {
 		return &workload.WITBundlesResponse{Bundles: map[string]string{st.td.IDString(): string(st.witJWKS)}}
 	}, func(m proto.Message) error { return stream.Send(m.(*workload.WITBundlesResponse)) })
 }
@@ -465,10 +499,16 @@ func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.Validat
 	if err != nil {
 		return nil, stateError(err)
 	}
-	if err := a.verifier(ctx, st, "ValidateJWTSVID"); err != nil {
+	fed, err := a.verifier(ctx, st, "ValidateJWTSVID")
+	if err != nil {
 		return nil, err
 	}
-	token, err := jwtsvid.ParseAndValidate(req.GetSvid(), st.jwtBundle, []string{req.GetAudience()})
+	// JWT-SVIDs of the trust domains the caller federates with validate too.
+	bundles := jwtbundle.NewSet(st.jwtBundle)
+	for _, f := range fed {
+		bundles.Add(f.jwtBundle)
+	}
+	token, err := jwtsvid.ParseAndValidate(req.GetSvid(), bundles, []string{req.GetAudience()})
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID is not valid: %v", err)
 	}

@@ -28,6 +28,11 @@ const (
 	TypeTrustDomainInit = "trust_domain.created"
 	TypeAuthStarted     = "auth.started"
 	TypeCARotation      = "ca.rotation"
+	// TypeFederationRefreshed: a foreign trust domain's bundle changed.
+	TypeFederationRefreshed = "federation.bundle.refreshed"
+	// TypeFederationRefreshFailed: fetching a foreign bundle failed or the
+	// bundle was refused; the last good one is kept.
+	TypeFederationRefreshFailed = "federation.bundle.refresh_failed"
 	// TypeAgentConnect: an agent opened its state stream (WatchAgent).
 	TypeAgentConnect = "agent.connect"
 	// TypeWorkloadAttest: an agent attested a workload and says what it got.
@@ -45,6 +50,7 @@ var Types = []string{
 	TypeLogin, TypeLoginDenied, TypeResourceCreated, TypeResourceUpdated,
 	TypeResourceDeleted, TypeAccessDenied, TypeTrustDomainInit, TypeAuthStarted,
 	TypeCARotation, TypeAgentConnect, TypeWorkloadAttest, TypeDenialsDropped,
+	TypeFederationRefreshed, TypeFederationRefreshFailed,
 }
 
 // DetailCertificate is the details key of an X509-SVID issuance's leaf

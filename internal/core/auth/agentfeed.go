@@ -63,6 +63,8 @@ type agentFeed struct {
 	cas        func() (*ca.AgentView, error)
 	clock      func() time.Time
 	maxEntries int
+	// federated are the foreign trust domains' bundles, sent with the CAs.
+	federated func() []*authv1.FederatedBundle
 
 	// mu is taken to write by changes and stream starts and ends, and to
 	// read by the streams computing what to send: a thousand streams
@@ -199,6 +201,9 @@ func (f *agentFeed) buildCAs() (*agentCAs, error) {
 		return nil, err
 	}
 	c := &agentCAs{bundle: agentBundle(view), cas: map[string]*authv1.AgentCA{}}
+	if f.federated != nil {
+		c.bundle.FederatedBundles = f.federated()
+	}
 	for t, v := range view.CAs {
 		c.cas[string(t)] = &authv1.AgentCA{Sequence: v.Sequence, ActiveSignerId: v.ActiveSignerID, Phase: string(v.Phase), Generation: v.Generation}
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
 )
 
@@ -68,6 +69,11 @@ func (s *Server) storeChanged(ctx context.Context, kind, name string) error {
 	case ca.StoreKind:
 		// Reload wakes agent streams and the anchor (cas.OnChange).
 		return s.cas.Reload(ctx)
+	case federatedBundleKind:
+		return s.federationChanged(ctx)
+	case resource.KindFederation:
+		s.applyResourceChanges(ctx, resourceChange{kind, name})
+		return s.federationChanged(ctx)
 	}
 	s.applyResourceChanges(ctx, resourceChange{kind, name})
 	return nil

@@ -45,8 +45,14 @@ func (s *Server) runPeriodic(ctx context.Context) error {
 				defer close(done)
 				s.runSweeps(ctx)
 			}()
+			fedDone := make(chan struct{})
+			go func() {
+				defer close(fedDone)
+				s.runFederationRefresh(ctx)
+			}()
 			s.runRotations(ctx)
 			<-done
+			<-fedDone
 		})
 	})
 	return g.Wait()

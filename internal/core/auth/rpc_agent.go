@@ -508,6 +508,7 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 		return nil, status.Errorf(codes.Internal, "reading the CAs: %v", err)
 	}
 	st := &authv1.AgentState{TrustDomain: s.td.Name(), Bundle: agentBundle(view), Cas: map[string]*authv1.AgentCA{}}
+	st.Bundle.FederatedBundles = s.fed.agentBundles()
 	for t, c := range view.CAs {
 		st.Cas[string(t)] = &authv1.AgentCA{Sequence: c.Sequence, ActiveSignerId: c.ActiveSignerID, Phase: string(c.Phase), Generation: c.Generation}
 	}

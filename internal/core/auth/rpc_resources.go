@@ -76,6 +76,9 @@ func decodeRequest(data []byte) (resource.Resource, error) {
 	if u, ok := v.(*resource.User); ok {
 		u.Status = nil
 	}
+	if f, ok := v.(*resource.Federation); ok {
+		f.Status = nil
+	}
 	return v, nil
 }
 
@@ -158,6 +161,9 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 		if err := s.checkKubernetesCluster(v); err != nil {
 			return nil, err
 		}
+		if err := s.checkFederation(ctx, v); err != nil {
+			return nil, err
+		}
 	}
 	revs, err := s.res.apply(ctx, ops...)
 	if err != nil {
@@ -222,6 +228,9 @@ func (s *Server) GetResource(ctx context.Context, req *authv1.GetResourceRequest
 		return nil, storeError(kind+"/"+req.Name, err)
 	}
 	if err := s.addUserStatus(ctx, v); err != nil {
+		return nil, err
+	}
+	if err := s.addFederationStatus(ctx, v); err != nil {
 		return nil, err
 	}
 	b, err := encode(v)
@@ -294,6 +303,9 @@ func (s *Server) ListResources(ctx context.Context, req *authv1.ListResourcesReq
 		if err := s.addUserStatus(ctx, v); err != nil {
 			return nil, err
 		}
+		if err := s.addFederationStatus(ctx, v); err != nil {
+			return nil, err
+		}
 		b, err := encode(v)
 		if err != nil {
 			return nil, status.Error(codes.Internal, err.Error())
@@ -363,6 +375,9 @@ func (s *Server) UpdateResource(ctx context.Context, req *authv1.UpdateResourceR
 		return nil, err
 	}
 	if err := s.checkKubernetesCluster(v); err != nil {
+		return nil, err
+	}
+	if err := s.checkFederation(ctx, v); err != nil {
 		return nil, err
 	}
 	o, err := op(store.OpUpdate, v)

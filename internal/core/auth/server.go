@@ -92,6 +92,19 @@ type Config struct {
 	// AgentSendTimeout ends an agent stream that has not taken a message
 	// for this long (default 30s).
 	AgentSendTimeout time.Duration
+	// BundleEndpointListen is host:port for the SPIFFE bundle endpoint
+	// ("" disables it). It serves with the https_spiffe profile unless
+	// BundleEndpointCertFile and BundleEndpointKeyFile are given
+	// (https_web), read again when they change.
+	BundleEndpointListen   string
+	BundleEndpointCertFile string
+	BundleEndpointKeyFile  string
+	// BundleRefreshHint is the spiffe_refresh_hint the endpoint serves;
+	// 0 means ca.BundleRefreshHint.
+	BundleRefreshHint time.Duration
+	// JWTIssuer, when set, is the iss of every JWT-SVID, and the bundle
+	// endpoint serves OIDC discovery for it.
+	JWTIssuer string
 }
 
 // Info describes a started auth service, for people.
@@ -103,6 +116,8 @@ type Info struct {
 	AdminSocket string
 	CAPin       string
 	DataDir     string
+	// BundleEndpoint is the bundle endpoint's URL; "" when there is none.
+	BundleEndpoint string
 }
 
 // Server is a running auth service.
@@ -171,6 +186,10 @@ type Server struct {
 	logins *login.Limiter
 	// feed follows the store's change log (see changefeed.go).
 	feed changeFeed
+	// fed holds the foreign trust domains' bundles (see federation.go).
+	fed *federations
+	// bundleEndpoint serves the bundle endpoint (see bundleendpoint.go).
+	bundleEndpoint *bundleEndpoint
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
@@ -264,13 +283,23 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := login.SealTOTPSecrets(ctx, s.db, s.kek, s.log); err != nil {
 		return nil, err
 	}
+	s.fed = newFederations()
+	if err := s.reloadFederations(ctx); err != nil {
+		s.log.Warn("the federated bundles could not be read; workloads get them once they can be", "error", err)
+	}
 	if cfg.AgentSync != AgentSyncFull {
 		s.agentLog = newAgentFeed(td.Name(), s.log, s.res, s.cas.AgentView, clock)
+		s.agentLog.federated = s.fed.agentBundles
+		s.agentLog.ca, _ = s.agentLog.buildCAs()
 	}
 	s.cas.OnChange(func() { s.agentChanged(context.Background(), feedKindCA, "") })
 	// The anchor follows every CA change once it is in the store.
 	s.cas.OnChange(func() { s.anchor.SetCAKeys(s.cas.KeyIDs()) })
 	s.issuer = issuer.New(s.cas, clock)
+	if err := checkJWTIssuer(cfg.JWTIssuer); err != nil {
+		return nil, err
+	}
+	s.issuer.SetJWTIssuer(cfg.JWTIssuer)
 	s.issuance = issuance.New(td, s.issuer, clock)
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
 	s.agents = rotation.NewTracker(db, clock, s.log, s.replica)
@@ -309,7 +338,7 @@ func (s *Server) listen() error {
 		s.tlsLis = l
 		s.info.Addr = l.Addr().String()
 	}
-	return nil
+	return s.openBundleEndpoint()
 }
 
 // Info returns what the service is and where it listens.
@@ -336,6 +365,9 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return s.runPeriodic(ctx) })
 	g.Go(func() error { return s.runDenialSummaries(ctx) })
 	g.Go(func() error { return s.followChanges(ctx) })
+	if s.bundleEndpoint != nil {
+		g.Go(func() error { return s.runBundleEndpoint(ctx) })
+	}
 
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeAuthStarted, Actor: s.adminActor(), Host: s.host, Outcome: audit.OutcomeSuccess,
@@ -414,6 +446,9 @@ func (s *Server) Close() error {
 	}
 	if s.tlsLis != nil {
 		s.tlsLis.Close()
+	}
+	if s.bundleEndpoint != nil {
+		s.bundleEndpoint.lis.Close()
 	}
 	var err error
 	if s.db != nil {

@@ -47,7 +47,14 @@ const ReservedPath = "/_wid"
 type Issuer struct {
 	cas   *ca.Manager
 	clock func() time.Time
+	// jwtIssuer is the iss of JWT-SVIDs; "" leaves iss out.
+	jwtIssuer string
 }
+
+// SetJWTIssuer makes iss part of every JWT-SVID signed from now on, for
+// relying parties that find the keys by OIDC discovery. Call it before
+// the issuer is used.
+func (i *Issuer) SetJWTIssuer(iss string) { i.jwtIssuer = iss }
 
 // New returns an Issuer signing with m's keys. clock defaults to time.Now.
 func New(m *ca.Manager, clock func() time.Time) *Issuer {

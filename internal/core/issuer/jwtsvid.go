@@ -37,6 +37,7 @@ type JWTSVID struct {
 // audience as a bare string; JWT-SVID validators accept both, but an array
 // is what the SPIFFE examples show and what strict parsers expect.
 type jwtClaims struct {
+	Issuer   string   `json:"iss,omitempty"`
 	Subject  string   `json:"sub"`
 	Audience []string `json:"aud"`
 	Expiry   int64    `json:"exp"`
@@ -67,6 +68,7 @@ func (i *Issuer) SignJWTSVID(p JWTParams) (*JWTSVID, error) {
 		return nil, err
 	}
 	token, err := jwt.Signed(t.signer).Claims(jwtClaims{
+		Issuer:   i.jwtIssuer,
 		Subject:  p.ID.String(),
 		Audience: append([]string(nil), p.Audience...),
 		Expiry:   t.expiresAt.Unix(),

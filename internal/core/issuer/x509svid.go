@@ -47,6 +47,24 @@ func (i *Issuer) SignX509SVID(p X509Params) (*X509SVID, error) {
 	if err := i.checkSVIDID(p.ID); err != nil {
 		return nil, err
 	}
+	return i.signX509SVID(p)
+}
+
+// SignBundleEndpointSVID signs the X509-SVID the bundle endpoint serves
+// with (https_spiffe): spiffe://<td>/_wid/bundle-endpoint, under the path
+// that no workload or user may be issued.
+func (i *Issuer) SignBundleEndpointSVID(pub crypto.PublicKey, ttl time.Duration) (*X509SVID, error) {
+	id, err := spiffeid.FromPath(i.cas.TrustDomain(), BundleEndpointPath)
+	if err != nil {
+		return nil, err
+	}
+	return i.signX509SVID(X509Params{ID: id, PublicKey: pub, TTL: ttl})
+}
+
+// BundleEndpointPath is the path of the bundle endpoint's SPIFFE ID.
+const BundleEndpointPath = ReservedPath + "/bundle-endpoint"
+
+func (i *Issuer) signX509SVID(p X509Params) (*X509SVID, error) {
 	if err := checkPublicKey(p.PublicKey); err != nil {
 		return nil, err
 	}

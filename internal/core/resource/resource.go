@@ -19,13 +19,14 @@ const (
 	KindBot              = "bot"
 	KindJoinToken        = "token"
 	KindWorkloadIdentity = "workload_identity"
+	KindFederation       = "trust_domain_federation"
 )
 
 // V1 is the only resource version so far.
 const V1 = "v1"
 
 // Kinds lists every kind users may create, get and remove, in display order.
-var Kinds = []string{KindRole, KindUser, KindBot, KindJoinToken, KindWorkloadIdentity}
+var Kinds = []string{KindRole, KindUser, KindBot, KindJoinToken, KindWorkloadIdentity, KindFederation}
 
 // kindAliases maps what people type to a kind.
 var kindAliases = map[string]string{
@@ -35,6 +36,8 @@ var kindAliases = map[string]string{
 	"token": KindJoinToken, "tokens": KindJoinToken, "join_token": KindJoinToken,
 	"workload_identity": KindWorkloadIdentity, "workload_identities": KindWorkloadIdentity,
 	"workload-identity": KindWorkloadIdentity, "wi": KindWorkloadIdentity,
+	"trust_domain_federation": KindFederation, "trust_domain_federations": KindFederation,
+	"federation": KindFederation, "federations": KindFederation,
 }
 
 // NormalizeKind returns the canonical kind for k, or an error naming the known kinds.
@@ -154,6 +157,8 @@ func New(kind string) (Resource, error) {
 		return &JoinToken{}, nil
 	case KindWorkloadIdentity:
 		return &WorkloadIdentity{}, nil
+	case KindFederation:
+		return &Federation{}, nil
 	}
 	_, err := NormalizeKind(kind)
 	return nil, err
@@ -271,6 +276,9 @@ type WorkloadIdentitySpec struct {
 	X509   WorkloadX509   `json:"x509,omitempty,omitzero" yaml:"x509,omitempty"`
 	JWT    WorkloadJWT    `json:"jwt,omitempty,omitzero" yaml:"jwt,omitempty"`
 	Rules  WorkloadRules  `json:"rules,omitempty,omitzero" yaml:"rules,omitempty"`
+	// FederatesWith names foreign trust domains whose bundles this
+	// identity's workloads get, so that they accept peers of those domains.
+	FederatesWith []string `json:"federates_with,omitempty" yaml:"federates_with,omitempty"`
 }
 
 type WorkloadSPIFFE struct {

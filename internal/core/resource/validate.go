@@ -253,6 +253,9 @@ func (w *WorkloadIdentity) Validate() error {
 	if s.JWT.TTL < 0 {
 		return fieldErrorf(res, "spec.jwt.ttl", "%s is negative: give a positive duration such as 5m", s.JWT.TTL)
 	}
+	if err := validateFederatesWith(res, s.FederatesWith); err != nil {
+		return err
+	}
 	if len(s.Rules.Allow) == 0 {
 		return fieldErrorf(res, "spec.rules.allow", "is empty: a workload identity with no rules would match every process on every agent, so add a rule with at least one condition, such as {attribute: workload.unix.uid, eq: \"1000\"}")
 	}

@@ -1,0 +1,205 @@
+package auth
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/wid-project/wid/internal/core/resource"
+)
+
+// foreignCA is a foreign trust domain's CA, able to sign its bundle
+// endpoint's SVID.
+type foreignCA struct {
+	td   spiffeid.TrustDomain
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newForeignCA(t *testing.T, td string) *foreignCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse("spiffe://" + td)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: td}, URIs: []*url.URL{u},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &foreignCA{td: spiffeid.RequireTrustDomainFromString(td), cert: cert, key: key}
+}
+
+// svid signs a server SVID for id, valid from notBefore to notAfter.
+func (c *foreignCA) svid(t *testing.T, id string, notBefore, notAfter time.Time) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(id)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), URIs: []*url.URL{u}, NotBefore: notBefore, NotAfter: notAfter,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, key.Public(), c.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// bundle is the CA's SPIFFE bundle with seq and hint (0: none).
+func (c *foreignCA) bundle(t *testing.T, seq uint64, hint time.Duration) *spiffebundle.Bundle {
+	t.Helper()
+	b := spiffebundle.FromX509Authorities(c.td, []*x509.Certificate{c.cert})
+	b.SetSequenceNumber(seq)
+	if hint != 0 {
+		b.SetRefreshHint(hint)
+	}
+	return b
+}
+
+func (c *foreignCA) bundleJSON(t *testing.T, seq uint64, hint time.Duration) []byte {
+	t.Helper()
+	data, err := c.bundle(t, seq, hint).Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// endpoint serves h over TLS with cert on loopback.
+func endpoint(t *testing.T, cert tls.Certificate, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL + "/"
+}
+
+func serveBytes(data []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(data) })
+}
+
+func spiffeFederation(td, u string, held *spiffebundle.Bundle) *resource.Federation {
+	return &resource.Federation{Header: resource.Header{Kind: resource.KindFederation, Version: resource.V1, Metadata: resource.Metadata{Name: td}},
+		Spec: resource.FederationSpec{BundleEndpointURL: u, Profile: resource.ProfileHTTPSSPIFFE}}
+}
+
+// Every bad answer of a bundle endpoint is refused with its reason; a good
+// one is taken.
+func TestFetchFederatedBundleRefusals(t *testing.T) {
+	partner := newForeignCA(t, "partner.test")
+	other := newForeignCA(t, "other.test")
+	now := time.Now()
+	goodSVID := partner.svid(t, "spiffe://partner.test/_wid/bundle-endpoint", now.Add(-time.Minute), now.Add(time.Hour))
+	held := partner.bundle(t, 5, time.Minute)
+
+	webSrv := httptest.NewTLSServer(serveBytes(partner.bundleJSON(t, 6, time.Minute)))
+	t.Cleanup(webSrv.Close)
+	webRoots := x509.NewCertPool()
+	webRoots.AddCert(webSrv.Certificate())
+	// A redirect to another host (localhost is another host than 127.0.0.1).
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(webSrv.URL, "https://"))
+	redirect := endpoint(t, goodSVID, http.RedirectHandler("https://localhost:"+port+"/", http.StatusFound))
+
+	big := make([]byte, resource.MaxBundleSize+10)
+	for i := range big {
+		big[i] = ' '
+	}
+	copy(big, partner.bundleJSON(t, 6, time.Minute))
+
+	cases := []struct {
+		name string
+		url  string
+		fed  func(u string) *resource.Federation
+		want string
+	}{
+		{"good", endpoint(t, goodSVID, serveBytes(partner.bundleJSON(t, 6, time.Minute))), nil, ""},
+		{"another trust domain's bundle", endpoint(t, goodSVID, serveBytes(other.bundleJSON(t, 6, time.Minute))), nil, "is of trust domain other.test, not partner.test"},
+		{"expired certificate", endpoint(t, partner.svid(t, "spiffe://partner.test/_wid/bundle-endpoint", now.Add(-2*time.Hour), now.Add(-time.Hour)), serveBytes(partner.bundleJSON(t, 6, time.Minute))), nil, "expired"},
+		{"certificate of another trust domain", endpoint(t, other.svid(t, "spiffe://partner.test/_wid/bundle-endpoint", now.Add(-time.Minute), now.Add(time.Hour)), serveBytes(partner.bundleJSON(t, 6, time.Minute))), nil, "certificate"},
+		{"endpoint SPIFFE ID mismatch", endpoint(t, partner.svid(t, "spiffe://partner.test/svc/web", now.Add(-time.Minute), now.Add(time.Hour)), serveBytes(partner.bundleJSON(t, 6, time.Minute))), nil, "unexpected ID"},
+		{"body over the size limit", endpoint(t, goodSVID, serveBytes(big)), nil, "over the limit of 1048576 bytes"},
+		{"invalid JWKS", endpoint(t, goodSVID, serveBytes([]byte(`{"keys":[{"use":"x509-svid","kty":"EC","x5c":["bm90IGEgY2VydA=="]}]}`))), nil, "not a SPIFFE bundle"},
+		{"not JSON", endpoint(t, goodSVID, serveBytes([]byte(`<html>`))), nil, "not a SPIFFE bundle"},
+		{"sequence going backwards", endpoint(t, goodSVID, serveBytes(partner.bundleJSON(t, 4, time.Minute))), nil, "spiffe_sequence 4 is below 5"},
+		{"refresh hint of 0", endpoint(t, goodSVID, serveBytes([]byte(strings.Replace(string(partner.bundleJSON(t, 6, time.Minute)), `"spiffe_refresh_hint":60`, `"spiffe_refresh_hint":0`, 1)))), nil, "spiffe_refresh_hint 0s is outside"},
+		{"refresh hint of 10 years", endpoint(t, goodSVID, serveBytes(partner.bundleJSON(t, 6, 10*365*24*time.Hour))), nil, "is outside 1s to 168h0m0s"},
+		{"HTTP error", endpoint(t, goodSVID, http.NotFoundHandler()), nil, "answered HTTP 404"},
+		{"redirect to another host", redirect, nil, "redirected to https://localhost:" + port + ", another host"},
+		{"https_web good", webSrv.URL + "/", func(u string) *resource.Federation {
+			f := spiffeFederation("partner.test", u, nil)
+			f.Spec.Profile = resource.ProfileHTTPSWeb
+			return f
+		}, ""},
+		{"https_web untrusted certificate", endpoint(t, goodSVID, serveBytes(partner.bundleJSON(t, 6, time.Minute))), func(u string) *resource.Federation {
+			f := spiffeFederation("partner.test", u, nil)
+			f.Spec.Profile = resource.ProfileHTTPSWeb
+			return f
+		}, "certificate"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := spiffeFederation("partner.test", c.url, held)
+			if c.fed != nil {
+				f = c.fed(c.url)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b, _, err := fetchFederatedBundle(ctx, f, held, 5, webRoots)
+			if c.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if seq, _ := b.SequenceNumber(); seq != 6 {
+					t.Errorf("sequence %d, want 6", seq)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one saying %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestFederatedRefreshSchedule(t *testing.T) {
+	now := time.Now()
+	f := spiffeFederation("partner.test", "https://127.0.0.1:1/", nil)
+	for _, c := range []struct {
+		name string
+		rec  *federatedRecord
+		want time.Duration
+	}{
+		{"never fetched", nil, 0},
+		{"hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: 7 * time.Second}, 7 * time.Second},
+		{"no hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now}, defaultRefreshHint},
+		{"failed once", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: time.Hour, Error: "x", Failures: 1}, time.Second},
+		{"failed often", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: time.Hour, Error: "x", Failures: 40}, maxRetryInterval},
+		{"failures but a short hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: 2 * time.Second, Error: "x", Failures: 5}, 2 * time.Second},
+		{"another URL", &federatedRecord{URL: "https://elsewhere/", LastAttempt: now, RefreshHint: time.Hour}, 0},
+	} {
+		if got := dueIn(c.rec, f, now); got != c.want {
+			t.Errorf("%s: due in %s, want %s", c.name, got, c.want)
+		}
+	}
+}
