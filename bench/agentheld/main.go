@@ -17,7 +17,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -32,10 +31,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/wid-project/wid/bench/proc"
 )
 
 // otherUID is a uid nobody runs as: identities wanting it select nothing here.
@@ -80,31 +80,6 @@ type result struct {
 	AuthRSSMB     float64 `json:"auth_rss_mb"`
 }
 
-// proc is a running widagent and what it logged.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  strings.Builder
-	done chan struct{}
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.Write(b)
-}
-
-func (p *proc) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-func (p *proc) kill() {
-	p.cmd.Process.Kill()
-	<-p.done
-}
-
 var (
 	pinRE   = regexp.MustCompile(`CA pin:\s+(sha256:[0-9a-f]{64})`)
 	sockRE  = regexp.MustCompile(`admin socket:\s+(\S+)`)
@@ -114,73 +89,6 @@ var (
 	wlRE    = regexp.MustCompile(`workload API:\s+unix://(\S+)`)
 	gcRE    = regexp.MustCompile(`(?m)^gc \d+ .* \d+->\d+->(\d+) MB`)
 )
-
-// start runs widagent with args and returns once its banner matched every
-// pattern of want, with the first submatch of each.
-func start(ctx context.Context, bin string, env []string, want []*regexp.Regexp, args ...string) (*proc, []string, error) {
-	p := &proc{cmd: exec.Command(filepath.Join(bin, "widagent"), args...), done: make(chan struct{})}
-	p.cmd.Env = append(os.Environ(), env...)
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		return nil, nil, err
-	}
-	p.cmd.Stderr = p
-	if err := p.cmd.Start(); err != nil {
-		return nil, nil, err
-	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	found := make(chan []string, 1)
-	go func() {
-		got := make([]string, len(want))
-		n := 0
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			for i, re := range want {
-				if m := re.FindStringSubmatch(sc.Text()); m != nil && got[i] == "" {
-					got[i] = m[1]
-					if n++; n == len(want) {
-						found <- got
-					}
-				}
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case m := <-found:
-		return p, m, nil
-	case <-p.done:
-		return nil, nil, fmt.Errorf("widagent %s exited:\n%s", strings.Join(args, " "), p)
-	case <-time.After(60 * time.Second):
-		p.kill()
-		return nil, nil, fmt.Errorf("widagent %s did not print its banner:\n%s", strings.Join(args, " "), p)
-	case <-ctx.Done():
-		p.kill()
-		return nil, nil, ctx.Err()
-	}
-}
-
-// status reads VmRSS and VmHWM of pid, in MB.
-func status(pid int) (rss, hwm float64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "VmHWM:":
-			hwm = kb / 1024
-		}
-	}
-	return rss, hwm, nil
-}
 
 // metric reads one unlabelled gauge from a /metrics page.
 func metric(page, name string) float64 {
@@ -230,12 +138,12 @@ func run(ctx context.Context, bin string, identities, selecting, fetches int) (*
 	defer os.RemoveAll(root)
 	authDir, agentDir := filepath.Join(root, "auth"), filepath.Join(root, "agent")
 
-	auth, got, err := start(ctx, bin, nil, []*regexp.Regexp{pinRE, sockRE, authRE},
+	auth, got, err := proc.Start(ctx, bin, nil, []*regexp.Regexp{pinRE, sockRE, authRE},
 		"start", "--roles", "auth", "--data-dir", authDir, "--auth-listen", "127.0.0.1:0", "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
-	defer auth.kill()
+	defer auth.Kill()
 	pin, admin, authAddr := got[0], got[1], got[2]
 
 	widctl := func(stdin string, args ...string) (string, error) {
@@ -268,15 +176,15 @@ func run(ctx context.Context, bin string, identities, selecting, fetches int) (*
 	joined := time.Now()
 	// gctrace: the live heap after each collection, which /metrics does not
 	// tell apart from garbage not yet collected.
-	ag, got, err := start(ctx, bin, []string{"GODEBUG=gctrace=1"}, []*regexp.Regexp{wlRE, diagRE},
+	ag, got, err := proc.Start(ctx, bin, []string{"GODEBUG=gctrace=1"}, []*regexp.Regexp{wlRE, diagRE},
 		"start", "--roles", "agent", "--data-dir", agentDir, "--workload-socket", filepath.Join(agentDir, "workload.sock"),
 		"--auth", authAddr, "--join-token", m[1], "--ca-pin", pin, "--diag-addr", "127.0.0.1:0", "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
-	defer ag.kill()
+	defer ag.Kill()
 	socket, diag := got[0], got[1]
-	fmt.Fprintf(os.Stderr, "agent joined (pid %d); waiting for the %d SVIDs\n", ag.cmd.Process.Pid, selecting)
+	fmt.Fprintf(os.Stderr, "agent joined (pid %d); waiting for the %d SVIDs\n", ag.Pid(), selecting)
 
 	wl, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+socket))
 	if err != nil {
@@ -299,7 +207,7 @@ func run(ctx context.Context, bin string, identities, selecting, fetches int) (*
 		}
 	}
 	res := &result{Identities: identities, Selecting: selecting, Fetches: fetches, ReadyS: time.Since(joined).Seconds()}
-	if res.AgentReadyRSS, _, err = status(ag.cmd.Process.Pid); err != nil {
+	if res.AgentReadyRSS, _, err = proc.Memory(ag.Pid()); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "ready after %.1fs; timing %d FetchX509SVID\n", res.ReadyS, fetches)
@@ -322,10 +230,10 @@ func run(ctx context.Context, bin string, identities, selecting, fetches int) (*
 	}
 	res.FetchP50Ms, res.FetchP99Ms = q(0.50), q(0.99)
 
-	if res.AgentRSSMB, res.AgentHWMMB, err = status(ag.cmd.Process.Pid); err != nil {
+	if res.AgentRSSMB, res.AgentHWMMB, err = proc.Memory(ag.Pid()); err != nil {
 		return nil, err
 	}
-	if res.AuthRSSMB, _, err = status(auth.cmd.Process.Pid); err != nil {
+	if res.AuthRSSMB, _, err = proc.Memory(auth.Pid()); err != nil {
 		return nil, err
 	}
 	resp, err := http.Get("http://" + diag + "/metrics")

@@ -13,11 +13,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -27,13 +25,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/wid-project/wid/bench/proc"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
 )
 
@@ -56,77 +54,12 @@ func main() {
 	}
 }
 
-// proc is a running widagent and what its log says.
-type proc struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	log  strings.Builder
-	done chan struct{}
-}
-
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.Write(b)
-}
-
-func (p *proc) String() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
 var (
 	pinRE       = regexp.MustCompile(`CA pin:\s+(sha256:[0-9a-f]{64})`)
 	sockRE      = regexp.MustCompile(`admin socket:\s+(\S+)`)
 	tokenRE     = regexp.MustCompile(`WID_JOIN_TOKEN=(\S+)`)
 	followingRE = regexp.MustCompile(`msg="following the auth service"[^\n]* auth=(\S+)`)
 )
-
-// start runs widagent with args and returns once it printed want (a
-// pattern of its banner), with what it matched.
-func start(ctx context.Context, bin string, want *regexp.Regexp, args ...string) (*proc, string, error) {
-	p := &proc{cmd: exec.Command(filepath.Join(bin, "widagent"), args...), done: make(chan struct{})}
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		return nil, "", err
-	}
-	p.cmd.Stderr = p
-	if err := p.cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	found := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		sent := false
-		for sc.Scan() {
-			if m := want.FindStringSubmatch(sc.Text()); m != nil && !sent {
-				found <- m[1]
-				sent = true
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case m := <-found:
-		return p, m, nil
-	case <-p.done:
-		return nil, "", fmt.Errorf("widagent %s exited:\n%s", strings.Join(args, " "), p)
-	case <-time.After(60 * time.Second):
-		p.cmd.Process.Kill()
-		return nil, "", fmt.Errorf("widagent %s did not start:\n%s", strings.Join(args, " "), p)
-	case <-ctx.Done():
-		p.cmd.Process.Kill()
-		return nil, "", ctx.Err()
-	}
-}
-
-func (p *proc) kill() {
-	p.cmd.Process.Signal(syscall.SIGCONT)
-	p.cmd.Process.Kill()
-	<-p.done
-}
 
 func freeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -155,11 +88,11 @@ func run(ctx context.Context, bin string, runs int, fault string) error {
 
 	const n = 3
 	dirs, addrs := make([]string, n), make([]string, n)
-	replicas := make([]*proc, n)
+	replicas := make([]*proc.Proc, n)
 	defer func() {
 		for _, r := range replicas {
 			if r != nil {
-				r.kill()
+				r.Kill()
 			}
 		}
 	}()
@@ -170,7 +103,7 @@ func run(ctx context.Context, bin string, runs int, fault string) error {
 		if i > 0 {
 			args = append(args, "--kek-file", kek)
 		}
-		p, _, err := start(ctx, bin, sockRE, args...)
+		p, _, err := proc.Start(ctx, bin, nil, []*regexp.Regexp{sockRE}, args...)
 		if err != nil {
 			return err
 		}
@@ -184,11 +117,11 @@ func run(ctx context.Context, bin string, runs int, fault string) error {
 		}
 	}
 	// The first replica's banner names its CA pin; the others join with its key.
-	p0, got, err := start(ctx, bin, pinRE, "start", "--roles", "auth", "--data-dir", dirs[0], "--store", store, "--auth-listen", addrs[0], "--log-level", "warn")
+	p0, got, err := proc.Start(ctx, bin, nil, []*regexp.Regexp{pinRE}, "start", "--roles", "auth", "--data-dir", dirs[0], "--store", store, "--auth-listen", addrs[0], "--log-level", "warn")
 	if err != nil {
 		return err
 	}
-	replicas[0], pin, admin = p0, got, filepath.Join(dirs[0], "admin.sock")
+	replicas[0], pin, admin = p0, got[0], filepath.Join(dirs[0], "admin.sock")
 	b, err := os.ReadFile(filepath.Join(dirs[0], "keys", "ca.key"))
 	if err != nil {
 		return err
@@ -224,12 +157,12 @@ func run(ctx context.Context, bin string, runs int, fault string) error {
 	}
 	agentDir := filepath.Join(root, "agent")
 	socket := filepath.Join(agentDir, "workload.sock")
-	ag, _, err := start(ctx, bin, regexp.MustCompile(`workload API:\s+unix://(\S+)`), "start", "--roles", "agent", "--data-dir", agentDir,
+	ag, _, err := proc.Start(ctx, bin, nil, []*regexp.Regexp{regexp.MustCompile(`workload API:\s+unix://(\S+)`)}, "start", "--roles", "agent", "--data-dir", agentDir,
 		"--workload-socket", socket, "--auth", strings.Join(addrs, ","), "--join-token", m[1], "--ca-pin", pin)
 	if err != nil {
 		return err
 	}
-	defer ag.kill()
+	defer ag.Kill()
 	wl, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+socket))
 	if err != nil {
 		return err
@@ -268,9 +201,9 @@ func run(ctx context.Context, bin string, runs int, fault string) error {
 		}
 		at := time.Now()
 		if fault == "kill" {
-			replicas[victim].kill()
+			replicas[victim].Kill()
 		} else {
-			replicas[victim].cmd.Process.Signal(syscall.SIGSTOP)
+			replicas[victim].Signal(syscall.SIGSTOP)
 		}
 		for {
 			if err := issue(2 * time.Second); err == nil {
@@ -289,7 +222,7 @@ func run(ctx context.Context, bin string, runs int, fault string) error {
 				return err
 			}
 		} else {
-			replicas[victim].cmd.Process.Signal(syscall.SIGCONT)
+			replicas[victim].Signal(syscall.SIGCONT)
 		}
 	}
 	slices.Sort(took)

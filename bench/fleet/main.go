@@ -17,10 +17,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -30,13 +28,13 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/bench/fleet/sim"
+	"github.com/wid-project/wid/bench/proc"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
 )
@@ -118,12 +116,12 @@ func run(ctx context.Context, o options) (*result, error) {
 			return nil, fmt.Errorf("building widagent (run from the repository's root, or give -wid-bin): %w", err)
 		}
 	}
-	a, err := startAuth(ctx, filepath.Join(bin, "widagent"), dir, o.sync)
+	a, err := startAuth(ctx, bin, dir, o.sync)
 	if err != nil {
 		return nil, err
 	}
 	defer a.stop()
-	logf("auth service (%s sync) pid %d at %s", o.sync, a.pid(), a.addr)
+	logf("auth service (%s sync) pid %d at %s", o.sync, a.Pid(), a.addr)
 	admin, err := client.Dial(client.Config{AdminSocket: a.socket})
 	if err != nil {
 		return nil, err
@@ -523,122 +521,35 @@ func round(v float64, digits int) float64 {
 	return f
 }
 
-// authProc is the auth service's process.
-type authProc struct {
-	cmd               *exec.Cmd
-	addr, pin, socket string
-	exited            chan struct{}
-	logPath           string
-}
-
 var (
 	addrRE = regexp.MustCompile(`auth address:\s+(\S+)`)
 	pinRE  = regexp.MustCompile(`CA pin:\s+(sha256:\S+)`)
 	sockRE = regexp.MustCompile(`admin socket:\s+(\S+)`)
 )
 
-func startAuth(ctx context.Context, widagent, dir, syncMode string) (*authProc, error) {
-	logPath := filepath.Join(dir, "auth.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
-	cmd := exec.Command(widagent, "start", "--roles", "auth", "--data-dir", filepath.Join(dir, "data"),
+// authProc is the auth service's process and the addresses its banner named.
+type authProc struct {
+	*proc.Proc
+	addr, pin, socket string
+}
+
+func startAuth(ctx context.Context, bin, dir, syncMode string) (*authProc, error) {
+	p, got, err := proc.Start(ctx, bin, nil, []*regexp.Regexp{addrRE, pinRE, sockRE},
+		"start", "--roles", "auth", "--data-dir", filepath.Join(dir, "data"),
 		"--auth-listen", "127.0.0.1:0", "--agent-sync", syncMode, "--log-level", "warn")
-	cmd.Stderr = logFile
-	// If the benchmark dies without stopping it, the kernel ends it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting widagent: %w", err)
-	}
-	a := &authProc{cmd: cmd, exited: make(chan struct{}), logPath: logPath}
-	go func() { cmd.Wait(); close(a.exited) }()
-	ready := make(chan struct{})
-	go func() {
-		signalled := false
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			l := sc.Text()
-			for re, dst := range map[*regexp.Regexp]*string{addrRE: &a.addr, pinRE: &a.pin, sockRE: &a.socket} {
-				if m := re.FindStringSubmatch(l); m != nil && *dst == "" {
-					*dst = m[1]
-				}
-			}
-			if a.addr != "" && a.pin != "" && a.socket != "" && !signalled {
-				close(ready)
-				signalled = true
-			}
-		}
-	}()
-	select {
-	case <-ready:
-		return a, nil
-	case <-a.exited:
-		b, _ := os.ReadFile(logPath)
-		return nil, fmt.Errorf("widagent exited: %s", strings.TrimSpace(string(b)))
-	case <-time.After(60 * time.Second):
-		a.stop()
-		return nil, errors.New("widagent did not print its addresses within 60s")
-	case <-ctx.Done():
-		a.stop()
-		return nil, ctx.Err()
-	}
+	return &authProc{Proc: p, addr: got[0], pin: got[1], socket: got[2]}, nil
 }
 
-func (a *authProc) pid() int { return a.cmd.Process.Pid }
-
-func (a *authProc) stop() {
-	select {
-	case <-a.exited:
-		return
-	default:
-	}
-	a.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-a.exited:
-	case <-time.After(10 * time.Second):
-		a.cmd.Process.Kill()
-		<-a.exited
-	}
-}
+func (a *authProc) stop() { a.Stop(10 * time.Second) }
 
 // cpu is the auth process's user and system CPU seconds so far.
-func (a *authProc) cpu() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.pid()))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-	u, _ := strconv.ParseFloat(fields[11], 64)
-	st, _ := strconv.ParseFloat(fields[12], 64)
-	return (u + st) / 100 // USER_HZ
-}
+func (a *authProc) cpu() float64 { return proc.CPU(a.Pid()) }
 
 // rss is the auth process's resident and peak resident memory, in MB.
 func (a *authProc) rss() (now, peak float64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.pid()))
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			now = kb / 1024
-		case "VmHWM:":
-			peak = kb / 1024
-		}
-	}
+	now, peak, _ = proc.Memory(a.Pid())
 	return now, peak
 }
