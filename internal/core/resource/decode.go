@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/wid-project/wid/internal/core/spelling"
 )
 
 // Decode reads every resource in a YAML stream ("---" between documents;
@@ -491,42 +493,14 @@ func where(kind, field string) string {
 
 // suggest offers the closest known field to a misspelled one, or lists them.
 func suggest(name string, fields []yamlField) string {
-	best, bestDist := "", 3
 	names := make([]string, len(fields))
 	for i, f := range fields {
 		names[i] = f.name
-		if d := editDistance(name, f.name); d < bestDist {
-			best, bestDist = f.name, d
-		}
 	}
-	if best != "" {
+	if best := spelling.Nearest(name, names, 3); best != "" {
 		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
 	return "; the fields here are " + strings.Join(names, ", ")
-}
-
-// editDistance is the Levenshtein distance between two short field names.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return len(a) + len(b) // far apart; not worth the work
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // normalize makes a decoded value equal to what decoding its own output
