@@ -9,15 +9,15 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 
 	"github.com/spf13/cobra"
+
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/cli/principal"
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/cli/token"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // CreateOptions are the settings of `widctl bot create`.
@@ -73,14 +73,9 @@ func (opts *CreateOptions) Bot() (*resource.Bot, error) {
 	if err := resource.ValidateName(opts.Name); err != nil {
 		return nil, cmdutil.InputError(err)
 	}
-	var roles []string
-	for _, r := range opts.Roles {
-		if r = strings.TrimSpace(r); r != "" {
-			roles = append(roles, r)
-		}
-	}
-	if len(roles) == 0 {
-		return nil, cmdutil.InputErrorf("bot %q needs roles: pass --roles ROLE[,ROLE...]", opts.Name)
+	roles, err := principal.Roles(resource.KindBot, opts.Name, opts.Roles)
+	if err != nil {
+		return nil, err
 	}
 	b := &resource.Bot{
 		Header: resource.Header{Kind: resource.KindBot, Version: resource.V1, Metadata: resource.Metadata{Name: opts.Name}},
@@ -113,41 +108,28 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 		return err
 	}
 	ttl := int64(opts.TokenTTL.D() / time.Second)
-	verb := "Created"
-	secret, tokenDoc, err := createBot(ctx, c, b, ttl)
-	if status.Code(err) == codes.AlreadyExists && opts.Force {
-		verb = "Replaced"
-		secret, tokenDoc, err = replaceBot(ctx, c, b, ttl)
+	type joinToken struct {
+		secret string
+		doc    []byte
 	}
+	verb, tok, err := principal.CreateOrReplace(ctx, c, b, opts.Force, func() (joinToken, error) {
+		resp, err := c.CreateBot(ctx, &authv1.CreateBotRequest{Name: b.Metadata.Name, Roles: b.Spec.Roles, TokenTtlSeconds: ttl})
+		return joinToken{resp.GetToken(), resp.GetJoinToken()}, err
+	}, func() (joinToken, error) {
+		// The bot was replaced; it needs a join token of its own.
+		resp, err := c.CreateJoinToken(ctx, &authv1.CreateJoinTokenRequest{Bot: b.Metadata.Name, TtlSeconds: ttl, Uses: 1, Method: resource.JoinMethodToken})
+		if err != nil {
+			return joinToken{}, fmt.Errorf("bot %s was replaced, but making its join token failed (make one with widctl token create %s): %w", b.Metadata.Name, b.Metadata.Name, err)
+		}
+		return joinToken{resp.GetToken(), resp.GetJoinToken()}, nil
+	})
 	if err != nil {
 		return err
 	}
-	j, err := token.NewJoin(ping, secret, tokenDoc)
+	j, err := token.NewJoin(ping, tok.secret, tok.doc)
 	if err != nil {
 		return err
 	}
 	j.Roles = b.Spec.Roles
 	return j.Print(p, fmt.Sprintf("%s bot %s with roles %s.", verb, b.Metadata.Name, strings.Join(b.Spec.Roles, ", ")))
-}
-
-// createBot makes a new bot and its first token in one step.
-func createBot(ctx context.Context, c *client.Client, b *resource.Bot, ttlSeconds int64) (secret string, tokenDoc []byte, err error) {
-	resp, err := c.CreateBot(ctx, &authv1.CreateBotRequest{Name: b.Metadata.Name, Roles: b.Spec.Roles, TokenTtlSeconds: ttlSeconds})
-	if err != nil {
-		return "", nil, err
-	}
-	return resp.GetToken(), resp.GetJoinToken(), nil
-}
-
-// replaceBot is --force on a bot that exists: the bot document is replaced
-// the way "widctl create --force" replaces it, then a token is made for it.
-func replaceBot(ctx context.Context, c *client.Client, b *resource.Bot, ttlSeconds int64) (secret string, tokenDoc []byte, err error) {
-	if _, err := cmdutil.CreateResources(ctx, c, true, b); err != nil {
-		return "", nil, err
-	}
-	resp, err := c.CreateJoinToken(ctx, &authv1.CreateJoinTokenRequest{Bot: b.Metadata.Name, TtlSeconds: ttlSeconds, Uses: 1, Method: resource.JoinMethodToken})
-	if err != nil {
-		return "", nil, fmt.Errorf("bot %s was replaced, but making its join token failed (make one with widctl token create %s): %w", b.Metadata.Name, b.Metadata.Name, err)
-	}
-	return resp.GetToken(), resp.GetJoinToken(), nil
 }

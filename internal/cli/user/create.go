@@ -10,14 +10,14 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 
 	"github.com/spf13/cobra"
+
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
+	"github.com/wid-project/wid/internal/cli/principal"
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // CreateOptions are the settings of `widctl user create`.
@@ -79,9 +79,9 @@ func newUser(name string, roles []string) (*resource.User, error) {
 	if err := resource.ValidateName(name); err != nil {
 		return nil, cmdutil.InputError(err)
 	}
-	roles = nonEmpty(roles)
-	if len(roles) == 0 {
-		return nil, cmdutil.InputErrorf("user %q needs roles: pass --roles ROLE[,ROLE...]", name)
+	roles, err := principal.Roles(resource.KindUser, name, roles)
+	if err != nil {
+		return nil, err
 	}
 	u := &resource.User{
 		Header: resource.Header{Kind: resource.KindUser, Version: resource.V1, Metadata: resource.Metadata{Name: name}},
@@ -113,15 +113,26 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 		return err
 	}
 	ttl := int64(opts.InviteTTL.D() / time.Second)
-	verb := "Created"
-	secret, expires, err := createUser(ctx, c, u, ttl, opts.TOTP)
-	if status.Code(err) == codes.AlreadyExists && opts.Force {
-		verb = "Replaced"
-		secret, expires, err = replaceUser(ctx, c, u, ttl, opts.TOTP)
+	type invite struct {
+		secret  string
+		expires time.Time
 	}
+	verb, in, err := principal.CreateOrReplace(ctx, c, u, opts.Force, func() (invite, error) {
+		resp, err := c.CreateUser(ctx, &authv1.CreateUserRequest{Name: u.Metadata.Name, Roles: u.Spec.Roles, InviteTtlSeconds: ttl, Totp: opts.TOTP})
+		return invite{resp.GetInvite(), resp.GetInviteExpiresAt().AsTime()}, err
+	}, func() (invite, error) {
+		// A replaced user is a new user: the old password, second factor
+		// and lockout give way to a new invite.
+		resp, err := c.ResetUser(ctx, &authv1.ResetUserRequest{Name: u.Metadata.Name, InviteTtlSeconds: ttl, Totp: opts.TOTP})
+		if err != nil {
+			return invite{}, fmt.Errorf("user %s was replaced, but resetting its password failed (run widctl user reset %s): %w", u.Metadata.Name, u.Metadata.Name, err)
+		}
+		return invite{resp.GetInvite(), resp.GetInviteExpiresAt().AsTime()}, nil
+	})
 	if err != nil {
 		return err
 	}
+	secret, expires := in.secret, in.expires
 	inv := &Invite{
 		User: u.Metadata.Name, Roles: u.Spec.Roles, Invite: secret, Expires: expires, TOTP: opts.TOTP,
 		LoginCommand: LoginCommand(ping.GetAuthAddr(), u.Metadata.Name, secret, ping.GetCaPin()),
@@ -137,27 +148,4 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 		}
 		return nil
 	})
-}
-
-// createUser adds a new user and its invite in one step.
-func createUser(ctx context.Context, c *client.Client, u *resource.User, ttlSeconds int64, totp bool) (string, time.Time, error) {
-	resp, err := c.CreateUser(ctx, &authv1.CreateUserRequest{Name: u.Metadata.Name, Roles: u.Spec.Roles, InviteTtlSeconds: ttlSeconds, Totp: totp})
-	if err != nil {
-		return "", time.Time{}, err
-	}
-	return resp.GetInvite(), resp.GetInviteExpiresAt().AsTime(), nil
-}
-
-// replaceUser is --force on a user that exists: the user document is
-// replaced the way "widctl create --force" replaces it, then the
-// credentials are reset, so that a replaced user is a new user.
-func replaceUser(ctx context.Context, c *client.Client, u *resource.User, ttlSeconds int64, totp bool) (string, time.Time, error) {
-	if _, err := cmdutil.CreateResources(ctx, c, true, u); err != nil {
-		return "", time.Time{}, err
-	}
-	resp, err := c.ResetUser(ctx, &authv1.ResetUserRequest{Name: u.Metadata.Name, InviteTtlSeconds: ttlSeconds, Totp: totp})
-	if err != nil {
-		return "", time.Time{}, fmt.Errorf("user %s was replaced, but resetting its password failed (run widctl user reset %s): %w", u.Metadata.Name, u.Metadata.Name, err)
-	}
-	return resp.GetInvite(), resp.GetInviteExpiresAt().AsTime(), nil
 }
