@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -16,9 +15,9 @@ import (
 // scanPage is how many audit rows ScanAudit holds in memory at once.
 const scanPage = 1000
 
-// timeLayout is the SQLite store's: RFC 3339 with a fixed nine-digit
-// fraction, so that its text order (under the "C" collation) is time order.
-const timeLayout = "2006-01-02T15:04:05.000000000Z"
+// timeLayout is the SQLite store's (store.AuditTimeLayout): its text order
+// under the "C" collation is time order.
+const timeLayout = store.AuditTimeLayout
 
 const auditColumns = `seq, time, type, actor, spiffe_id, outcome, data, prev_hash, hash`
 
@@ -74,7 +73,7 @@ func (db *DB) AppendAuditChained(ctx context.Context, build func(headSeq int64, 
 				data = []byte{}
 			}
 			b.Queue(`INSERT INTO audit_events (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-				r.Seq, formatTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash)
+				r.Seq, store.FormatAuditTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash)
 		}
 		last := rows[len(rows)-1]
 		b.Queue(`UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1`, last.Seq, last.Hash)
@@ -120,45 +119,7 @@ func (db *DB) AuditHead(ctx context.Context) (int64, string, error) {
 // QueryAudit returns the rows matching f, oldest first. Since is inclusive,
 // Until exclusive. With f.Limit > 0 it returns the newest f.Limit of them.
 func (db *DB) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditRow, error) {
-	var where []string
-	var args []any
-	arg := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
-	if len(f.Types) > 0 {
-		where = append(where, "type = ANY("+arg(f.Types)+")")
-	}
-	if f.Actor != "" {
-		where = append(where, "actor = "+arg(f.Actor))
-	}
-	if f.SPIFFEID != "" {
-		where = append(where, "spiffe_id = "+arg(f.SPIFFEID))
-	}
-	if f.Outcome != "" {
-		where = append(where, "outcome = "+arg(f.Outcome))
-	}
-	if !f.Since.IsZero() {
-		where = append(where, "time >= "+arg(formatTime(f.Since)))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "time < "+arg(formatTime(f.Until)))
-	}
-	if f.AfterSeq > 0 {
-		where = append(where, "seq > "+arg(f.AfterSeq))
-	}
-	if f.BeforeSeq > 0 {
-		where = append(where, "seq < "+arg(f.BeforeSeq))
-	}
-	q := `SELECT ` + auditColumns + ` FROM audit_events`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	if f.Limit > 0 {
-		q += " ORDER BY seq DESC LIMIT " + arg(f.Limit)
-	} else {
-		q += " ORDER BY seq"
-	}
+	q, args := store.AuditQuery(dialect, auditColumns, f)
 	rows, err := db.queryAudit(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("querying audit events: %w", err)
@@ -213,6 +174,11 @@ func (db *DB) queryAudit(ctx context.Context, q string, args ...any) ([]store.Au
 	})
 }
 
-func formatTime(t time.Time) string {
-	return t.UTC().Format(timeLayout)
+// dialect is PostgreSQL's: numbered placeholders, and a list matched with
+// = ANY of one array argument.
+var dialect = store.SQLDialect{
+	Placeholder: func(n int) string { return fmt.Sprintf("$%d", n) },
+	In: func(column string, values []string, arg func(any) string) string {
+		return column + " = ANY(" + arg(values) + ")"
+	},
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/wid-project/wid/internal/core/store"
 )
 
 // migrations are the schema steps in order; migrations[i] brings the schema
@@ -14,7 +16,7 @@ import (
 //
 // The tables and columns are those of the SQLite store, so that operators
 // (and tests of `widctl audit verify`) read them the same way in psql.
-var migrations = [][]string{
+var migrations = store.Migrations{
 	{
 		`CREATE TABLE resources (
 			kind     text   NOT NULL,
@@ -81,7 +83,7 @@ var migrations = [][]string{
 }
 
 // schemaVersion is the schema version this build creates and understands.
-func schemaVersion() int { return len(migrations) }
+func schemaVersion() int { return migrations.Version() }
 
 // migrationLock is the advisory lock key that serializes migrations of one
 // database ("wid" and "schema" in ASCII); advisory locks are per database.
@@ -107,19 +109,12 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) error {
 		if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
 			return fmt.Errorf("reading the schema version: %w", err)
 		}
-		if current > schemaVersion() {
-			return fmt.Errorf("database schema version %d is newer than the %d this build of wid knows: upgrade wid", current, schemaVersion())
-		}
-		for v := current + 1; v <= schemaVersion(); v++ {
-			for _, stmt := range migrations[v-1] {
-				if _, err := tx.Exec(ctx, stmt); err != nil {
-					return fmt.Errorf("applying schema version %d: %w", v, err)
-				}
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, v); err != nil {
-				return fmt.Errorf("recording schema version %d: %w", v, err)
-			}
-		}
-		return nil
+		return migrations.Apply(ctx, current, schemaVersion(), func(ctx context.Context, stmt string) error {
+			_, err := tx.Exec(ctx, stmt)
+			return err
+		}, func(ctx context.Context, v int) error {
+			_, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, v)
+			return err
+		})
 	})
 }

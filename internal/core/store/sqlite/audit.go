@@ -48,7 +48,7 @@ func (db *DB) AppendAudit(ctx context.Context, rows []store.AuditRow) error {
 			if data == nil {
 				data = []byte{}
 			}
-			if _, err := insert.ExecContext(ctx, r.Seq, formatTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash); err != nil {
+			if _, err := insert.ExecContext(ctx, r.Seq, store.FormatAuditTime(r.Time), r.Type, r.Actor, r.SPIFFEID, r.Outcome, data, r.PrevHash, r.Hash); err != nil {
 				if isConstraint(err, 0) {
 					// A row already holds this seq although the head says
 					// otherwise: the table was written around the head.
@@ -83,52 +83,7 @@ func (db *DB) AuditHead(ctx context.Context) (int64, string, error) {
 // QueryAudit returns the rows matching f, oldest first. Since is inclusive,
 // Until exclusive. With f.Limit > 0 it returns the newest f.Limit of them.
 func (db *DB) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditRow, error) {
-	var where []string
-	var args []any
-	if len(f.Types) > 0 {
-		where = append(where, "type IN ("+strings.TrimSuffix(strings.Repeat("?, ", len(f.Types)), ", ")+")")
-		for _, t := range f.Types {
-			args = append(args, t)
-		}
-	}
-	if f.Actor != "" {
-		where = append(where, "actor = ?")
-		args = append(args, f.Actor)
-	}
-	if f.SPIFFEID != "" {
-		where = append(where, "spiffe_id = ?")
-		args = append(args, f.SPIFFEID)
-	}
-	if f.Outcome != "" {
-		where = append(where, "outcome = ?")
-		args = append(args, f.Outcome)
-	}
-	if !f.Since.IsZero() {
-		where = append(where, "time >= ?")
-		args = append(args, formatTime(f.Since))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "time < ?")
-		args = append(args, formatTime(f.Until))
-	}
-	if f.AfterSeq > 0 {
-		where = append(where, "seq > ?")
-		args = append(args, f.AfterSeq)
-	}
-	if f.BeforeSeq > 0 {
-		where = append(where, "seq < ?")
-		args = append(args, f.BeforeSeq)
-	}
-	q := `SELECT ` + auditColumns + ` FROM audit_events`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	if f.Limit > 0 {
-		q += " ORDER BY seq DESC LIMIT ?"
-		args = append(args, f.Limit)
-	} else {
-		q += " ORDER BY seq"
-	}
+	q, args := store.AuditQuery(dialect, auditColumns, f)
 	rows, err := db.queryAudit(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("querying audit events: %w", err)
@@ -186,6 +141,15 @@ func (db *DB) queryAudit(ctx context.Context, q string, args ...any) ([]store.Au
 	return out, rows.Err()
 }
 
-func formatTime(t time.Time) string {
-	return t.UTC().Format(timeLayout)
+// dialect is SQLite's: ? placeholders, and a list matched with IN and one
+// argument per value.
+var dialect = store.SQLDialect{
+	Placeholder: func(int) string { return "?" },
+	In: func(column string, values []string, arg func(any) string) string {
+		ps := make([]string, len(values))
+		for i, v := range values {
+			ps[i] = arg(v)
+		}
+		return column + " IN (" + strings.Join(ps, ", ") + ")"
+	},
 }

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/wid-project/wid/internal/core/store"
 )
 
 // migrations are the schema steps in order; migrations[i] brings the schema
@@ -13,7 +15,7 @@ import (
 //
 // Names are plain and stable on purpose: operators read (and, to test
 // `widctl audit verify`, tamper with) these tables from the sqlite3 shell.
-var migrations = [][]string{
+var migrations = store.Migrations{
 	{
 		`CREATE TABLE resources (
 			kind     TEXT    NOT NULL,
@@ -72,7 +74,7 @@ var migrations = [][]string{
 }
 
 // schemaVersion is the schema version this build creates and understands.
-func schemaVersion() int { return len(migrations) }
+func schemaVersion() int { return migrations.Version() }
 
 // migrate brings the schema up to schemaVersion(). Each step runs in its own
 // transaction together with its schema_version row, and re-reads the version
@@ -111,21 +113,19 @@ func migrateStep(ctx context.Context, db *sql.DB) (done bool, err error) {
 	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
 		return false, fmt.Errorf("reading schema version: %w", err)
 	}
-	if current > schemaVersion() {
-		return false, fmt.Errorf("database schema version %d is newer than the %d this build of wid knows: upgrade wid", current, schemaVersion())
-	}
 	if current == schemaVersion() {
 		return true, nil
 	}
 	next := current + 1
-	for _, stmt := range migrations[current] {
-		if _, err := tx.ExecContext(ctx, stmt); err != nil {
-			return false, fmt.Errorf("applying schema version %d: %w", next, err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, applied_at) VALUES (?, ?)`,
-		next, time.Now().UTC().Format(timeLayout)); err != nil {
-		return false, fmt.Errorf("recording schema version %d: %w", next, err)
+	if err := migrations.Apply(ctx, current, next, func(ctx context.Context, stmt string) error {
+		_, err := tx.ExecContext(ctx, stmt)
+		return err
+	}, func(ctx context.Context, v int) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, applied_at) VALUES (?, ?)`,
+			v, time.Now().UTC().Format(timeLayout))
+		return err
+	}); err != nil {
+		return false, err
 	}
 	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("committing schema version %d: %w", next, err)

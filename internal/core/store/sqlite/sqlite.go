@@ -31,11 +31,11 @@ import (
 // process (an operator's sqlite3 shell, a second widagent by mistake).
 const busyTimeout = 5 * time.Second
 
-// timeLayout is RFC 3339 with a fixed nine-digit fraction: still readable in
-// the sqlite3 shell and parseable as time.RFC3339Nano, but unlike
-// RFC3339Nano (which trims trailing zeros) its text order is time order, so
-// range filters on the time index compare correctly as strings.
-const timeLayout = "2006-01-02T15:04:05.000000000Z"
+// timeLayout is the SQL stores' audit time layout, used here for every
+// time kept as text: readable in the sqlite3 shell, parseable as
+// time.RFC3339Nano, and ordered as text the way it is as time, so range
+// filters on the time index compare correctly as strings.
+const timeLayout = store.AuditTimeLayout
 
 // DB is a store.Backend on one SQLite file.
 type DB struct {
