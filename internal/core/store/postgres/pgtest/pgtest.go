@@ -9,7 +9,6 @@
 package pgtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -64,7 +63,7 @@ type Server struct {
 func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
-	initdb, postgres, err := binaries(ctx)
+	initdb, postgres, err := binaries(postgresDirs)
 	if err != nil {
 		return nil, err
 	}
@@ -268,57 +267,38 @@ func (s *Server) Stop() error {
 	return s.stopErr
 }
 
-// binaries finds initdb and postgres: on PATH, or where Debian's package
-// puts them, installing that package when they are in neither place.
-func binaries(ctx context.Context) (initdb, postgres string, err error) {
-	find := func() (string, string, bool) {
-		i, err1 := exec.LookPath("initdb")
-		p, err2 := exec.LookPath("postgres")
-		if err1 == nil && err2 == nil {
-			return i, p, true
-		}
-		dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-		// The newest version: glob order is lexical, so sort by number.
-		slices.SortFunc(dirs, func(a, b string) int {
-			va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
-			vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
-			return vb - va
-		})
-		for _, d := range dirs {
-			i, p := filepath.Join(d, "initdb"), filepath.Join(d, "postgres")
-			if isFile(i) && isFile(p) {
-				return i, p, true
-			}
-		}
-		return "", "", false
-	}
-	if i, p, ok := find(); ok {
+// postgresDirs is where Debian's postgresql-N packages put the server's
+// programs.
+const postgresDirs = "/usr/lib/postgresql/*/bin"
+
+// binaries finds initdb and postgres: on PATH, or in the newest of dirs (a
+// glob). It never installs them: scripts/deps.sh installs the system parts
+// the tests need, and `make test` runs it first.
+func binaries(dirs string) (initdb, postgres string, err error) {
+	i, err1 := exec.LookPath("initdb")
+	p, err2 := exec.LookPath("postgres")
+	if err1 == nil && err2 == nil {
 		return i, p, nil
 	}
-	if os.Geteuid() != 0 {
-		return "", "", errors.New("initdb and postgres are not installed and installing them needs root: run apt-get install postgresql")
+	found, _ := filepath.Glob(dirs)
+	// The newest version: glob order is lexical, so sort by number.
+	slices.SortFunc(found, func(a, b string) int {
+		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
+		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
+		return vb - va
+	})
+	for _, d := range found {
+		i, p := filepath.Join(d, "initdb"), filepath.Join(d, "postgres")
+		if isFile(i) && isFile(p) {
+			return i, p, nil
+		}
 	}
-	install := exec.CommandContext(ctx, "sh", "-c", "apt-get update && apt-get install -y postgresql")
-	install.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if out, err := install.CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("initdb is missing and installing the postgresql package failed: %w\n%s", err, tail(out))
-	}
-	if i, p, ok := find(); ok {
-		return i, p, nil
-	}
-	return "", "", errors.New("installed the postgresql package but found no initdb and postgres")
+	return "", "", fmt.Errorf("PostgreSQL's initdb and postgres are neither on PATH nor in %s: run scripts/deps.sh to install them", dirs)
 }
 
 func isFile(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.Mode().IsRegular()
-}
-
-func tail(b []byte) []byte {
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return bytes.TrimSpace(b)
 }
 
 // credential is who the server runs as: the postgres user under root (the

@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,5 +70,44 @@ func TestServerIsPrivateAndStops(t *testing.T) {
 	}
 	if _, err := os.Stat(srv.dir); !os.IsNotExist(err) {
 		t.Fatalf("the server's dir is still there: %v", err)
+	}
+}
+
+// TestBinariesAreFoundNotInstalled: initdb and postgres come from PATH or
+// the newest /usr/lib/postgresql/N/bin; when they are in neither, the error
+// is one sentence naming scripts/deps.sh, and nothing is installed.
+func TestBinariesAreFoundNotInstalled(t *testing.T) {
+	root := t.TempDir()
+	t.Setenv("PATH", filepath.Join(root, "empty"))
+	dirs := filepath.Join(root, "*", "bin")
+
+	_, _, err := binaries(dirs)
+	if err == nil || !strings.Contains(err.Error(), "run scripts/deps.sh") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("no PostgreSQL: err = %v; want one sentence naming scripts/deps.sh", err)
+	}
+
+	for _, v := range []string{"9", "15", "13"} {
+		bin := filepath.Join(root, v, "bin")
+		if err := os.MkdirAll(bin, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"initdb", "postgres"} {
+			if err := os.WriteFile(filepath.Join(bin, name), nil, 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	initdb, postgres, err := binaries(dirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(root, "15", "bin"); filepath.Dir(initdb) != want || filepath.Dir(postgres) != want {
+		t.Errorf("found %s and %s, want the newest version's, in %s", initdb, postgres, want)
+	}
+
+	// On PATH wins over the version dirs.
+	t.Setenv("PATH", filepath.Join(root, "9", "bin"))
+	if initdb, _, err := binaries(dirs); err != nil || filepath.Dir(initdb) != filepath.Join(root, "9", "bin") {
+		t.Errorf("with initdb on PATH: %s, %v", initdb, err)
 	}
 }
