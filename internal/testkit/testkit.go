@@ -101,3 +101,15 @@ func ClosedAddr(t testing.TB) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// Succeeds calls try until it returns nil, every few milliseconds, and
+// fails the test with what (and its args) and try's last error if it does
+// not within timeout: for conditions whose failure says why, such as a
+// call that is refused until a server is ready.
+func Succeeds(t testing.TB, timeout time.Duration, try func() error, what string, args ...any) {
+	t.Helper()
+	var err error
+	if !Within(timeout, func() bool { err = try(); return err == nil }) {
+		t.Fatalf("not within %s: "+what+": %v", append(append([]any{timeout}, args...), err)...)
+	}
+}

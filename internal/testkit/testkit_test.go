@@ -30,3 +30,32 @@ func TestWithin(t *testing.T) {
 		t.Fatalf("Within gave up after %s, want about 50ms", d)
 	}
 }
+
+// fatalRecorder records a Fatalf instead of ending the test.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Helper() {}
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+}
+
+func TestSucceeds(t *testing.T) {
+	var n atomic.Int32
+	Succeeds(t, 5*time.Second, func() error {
+		if n.Add(1) < 3 {
+			return fmt.Errorf("try %d refused", n.Load())
+		}
+		return nil
+	}, "never accepted")
+	if n.Load() != 3 {
+		t.Fatalf("tried %d times, want 3", n.Load())
+	}
+	r := &fatalRecorder{TB: t}
+	Succeeds(r, 30*time.Millisecond, func() error { return fmt.Errorf("still refused") }, "the %s never answered", "server")
+	if want := "not within 30ms: the server never answered: still refused"; r.msg != want {
+		t.Fatalf("failure message %q, want %q", r.msg, want)
+	}
+}

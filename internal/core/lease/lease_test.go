@@ -15,6 +15,7 @@ import (
 	"github.com/wid-project/wid/internal/core/store/postgres"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
 	"github.com/wid-project/wid/internal/core/store/sqlite"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -79,19 +80,14 @@ func (e *election) contend(db store.Backend, name string) {
 // returns who does.
 func (e *election) waitHolder(d time.Duration, not string) string {
 	e.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	var h string
+	testkit.Eventually(e.t, d, func() bool {
 		e.mu.Lock()
-		h := e.holder
+		h = e.holder
 		e.mu.Unlock()
-		if h != "" && h != not {
-			return h
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("nobody but %q took the lease within %s", not, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return h != "" && h != not
+	}, "nobody but %q took the lease", not)
+	return h
 }
 
 func (e *election) stop(name string) {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/wid-project/wid/internal/core/store"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // listeners counts the change listeners connected to db's database.
@@ -21,13 +22,8 @@ func listeners(t *testing.T, db *DB) int {
 
 func waitListeners(t *testing.T, db *DB, want int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for listeners(t, db) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d change listeners after 30s, want %d", listeners(t, db), want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 30*time.Second, func() bool { return listeners(t, db) == want },
+		"the change listeners did not become %d", want)
 }
 
 func waitWake(t *testing.T, ch <-chan struct{}, what string) time.Duration {
@@ -169,13 +165,8 @@ func TestQuietListenerStaysConnected(t *testing.T) {
 	waitWake(t, wake, "once the listener is in place")
 	pid := listenerPID(t, a)
 	// Several checks pass.
-	deadline := time.Now().Add(30 * time.Second)
-	for a.listenChecks.Load() < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the listener made %d checks of its connection in 30s, want 5", a.listenChecks.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 30*time.Second, func() bool { return a.listenChecks.Load() >= 5 },
+		"the listener did not make 5 checks of its connection")
 	if got := listenerPID(t, a); got != pid {
 		t.Fatalf("the listener reconnected (pid %d, then %d) while the database was quiet", pid, got)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/wid-project/wid/internal/core/store"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
 	"github.com/wid-project/wid/internal/core/store/storetest"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -167,21 +168,14 @@ func TestAppendAroundTheHeadIsAChainError(t *testing.T) {
 // lock, so a test knows its writer is blocked behind another transaction.
 func waitForLockWait(t *testing.T, db *DB) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		var n int
 		if err := db.pool.QueryRow(t.Context(), `SELECT COUNT(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n > 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no session waited for a lock within 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n > 0
+	}, "no session waited for a lock")
 }
 
 // TestCreateRaceIsAlreadyExists: a create that waits on another
