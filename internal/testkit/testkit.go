@@ -76,10 +76,24 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, what stri
 	}
 }
 
+// EventuallyEvery is Eventually checking cond every interval: for a cond
+// that is costly to check, such as one that runs a command.
+func EventuallyEvery(t testing.TB, timeout, interval time.Duration, cond func() bool, what string, args ...any) {
+	t.Helper()
+	if !WithinEvery(timeout, interval, cond) {
+		t.Fatalf("not within %s: "+what, append([]any{timeout}, args...)...)
+	}
+}
+
 // Within checks cond until it holds (true) or timeout passes (false).
 func Within(timeout time.Duration, cond func() bool) bool {
+	return WithinEvery(timeout, 10*time.Millisecond, cond)
+}
+
+// WithinEvery is Within checking cond every interval.
+func WithinEvery(timeout, interval time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {

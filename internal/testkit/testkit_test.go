@@ -59,3 +59,15 @@ func TestSucceeds(t *testing.T) {
 		t.Fatalf("failure message %q, want %q", r.msg, want)
 	}
 }
+
+func TestWithinEveryKeepsItsInterval(t *testing.T) {
+	var n atomic.Int32
+	start := time.Now()
+	if !WithinEvery(5*time.Second, 100*time.Millisecond, func() bool { return n.Add(1) >= 3 }) {
+		t.Fatal("a condition that comes true was not seen")
+	}
+	// Three checks: at once, then two intervals later.
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Fatalf("three checks took %s, want at least two 100ms intervals", d)
+	}
+}

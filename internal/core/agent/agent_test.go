@@ -344,28 +344,21 @@ func TestRefusals(t *testing.T) {
 	}
 
 	// The refusal is in the audit log as an attestation with its reason.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var found *authv1.AuditEvent
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		resp, err := e.admin.ListAuditEvents(ctx, &authv1.ListAuditEventsRequest{Query: &authv1.AuditQuery{Types: []string{"workload.attest"}}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var found *authv1.AuditEvent
 		for _, ev := range resp.Events {
 			if ev.Outcome == "denied" && ev.Attributes["workload.unix.uid"] == uid {
 				found = ev
 			}
 		}
-		if found != nil {
-			if !strings.Contains(found.Reason, "4294967294") || found.Attributes["workload.unix.path"] == "" {
-				t.Errorf("attestation event lacks the reason or the attributes: %+v", found)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no denied attestation event in the audit log; have %d workload.attest events", len(resp.Events))
-		}
-		time.Sleep(50 * time.Millisecond)
+		return found != nil
+	}, "no denied attestation event in the audit log")
+	if !strings.Contains(found.Reason, "4294967294") || found.Attributes["workload.unix.path"] == "" {
+		t.Errorf("attestation event lacks the reason or the attributes: %+v", found)
 	}
 }
 
@@ -473,6 +466,7 @@ func TestMetricsAndNoPolling(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := authRPCs(t, e)
+	// Letting time pass is the point: an idle agent must make no calls.
 	time.Sleep(3 * time.Second)
 	after := authRPCs(t, e)
 	if after != before {
@@ -518,18 +512,13 @@ func TestFileOutputs(t *testing.T) {
 	e := start(t, func(c *agent.Config) {
 		c.Outputs = []agent.Output{{Type: "x509", Path: "/svc/files", Dir: out}, {Type: "jwt", Path: "/svc/files", Dir: out, Audiences: []string{"db"}}}
 	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err1 := os.Stat(filepath.Join(out, "svid.pem"))
-		_, err2 := os.Stat(filepath.Join(out, "jwt.token"))
-		if err1 == nil && err2 == nil {
-			break
+	testkit.Succeeds(t, 10*time.Second, func() error {
+		if _, err := os.Stat(filepath.Join(out, "svid.pem")); err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("outputs not written: %v %v", err1, err2)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		_, err := os.Stat(filepath.Join(out, "jwt.token"))
+		return err
+	}, "outputs not written")
 	fi, err := os.Stat(filepath.Join(out, "svid.key"))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("svid.key: %v mode %v, want 0600", err, fi.Mode().Perm())
@@ -560,13 +549,10 @@ func BenchmarkFetchX509SVID(b *testing.B) {
 	e.create(b, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
 	ctx := context.Background()
 	// The identity reaches the agent a moment after it is created.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(e.addr)); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			b.Fatal(err)
-		}
-	}
+	testkit.Succeeds(b, 5*time.Second, func() error {
+		_, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(e.addr))
+		return err
+	}, "no X509-SVID")
 	b.SetParallelism(8) // 16 clients on 2 cores
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -617,13 +603,10 @@ func TestMisbehavingClientsDoNotHurtOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer good.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := good.FetchX509SVID(ctx); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-	}
+	testkit.Succeeds(t, 5*time.Second, func() error {
+		_, err := good.FetchX509SVID(ctx)
+		return err
+	}, "no X509-SVID for the good client")
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -731,13 +714,8 @@ func TestRemovedIdentityLeavesCache(t *testing.T) {
 	issued := []string{"wid_agent_auth_rpcs_total{", "IssueWorkloadSVIDs"}
 	waitCached := func(want float64) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for metric(t, e, cached...) != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("the agent caches %v X509-SVIDs, want %v", metric(t, e, cached...), want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		testkit.Eventually(t, 5*time.Second, func() bool { return metric(t, e, cached...) == want },
+			"the agent does not cache %v X509-SVIDs", want)
 	}
 	waitCached(3)
 	calls := metric(t, e, issued...)
@@ -787,25 +765,22 @@ func TestRoleChangeRemovesIdentitiesFromAgent(t *testing.T) {
 	ctx := ctxT(t, 20*time.Second)
 	waitSVIDs := func(want ...string) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		var got []string
+		testkit.Succeeds(t, 5*time.Second, func() error {
 			resp, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(e.addr))
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []string
+			got = nil
 			for _, s := range resp.SVIDs {
 				got = append(got, s.ID.Path())
 			}
 			slices.Sort(got)
-			if slices.Equal(got, want) {
-				return
+			if !slices.Equal(got, want) {
+				return fmt.Errorf("the workload gets %v", got)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the workload gets %v, want %v", got, want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		}, "the workload does not get %v", want)
 	}
 	waitSVIDs("/svc/db", "/svc/web")
 

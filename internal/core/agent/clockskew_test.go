@@ -29,18 +29,13 @@ func TestClockSkewToTheAuthService(t *testing.T) {
 	wi.Spec.X509.TTL = resource.Duration(5 * time.Minute)
 	e.create(t, wi)
 	ctx := ctxT(t, 20*time.Second)
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		var x *workloadapi.X509Context
-		if x, err = workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(e.addr)); err == nil {
-			life := x.DefaultSVID().Certificates[0].NotAfter.Sub(x.DefaultSVID().Certificates[0].NotBefore)
-			t.Logf("served an X509-SVID of %s issued by an auth service %s behind", life, behind)
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("with the auth service's clock %s behind, no X509-SVID was served: %v", behind, err)
-	}
+	var x *workloadapi.X509Context
+	testkit.Succeeds(t, 10*time.Second, func() (err error) {
+		x, err = workloadapi.FetchX509Context(ctx, workloadapi.WithAddr(e.addr))
+		return err
+	}, "with the auth service's clock %s behind, no X509-SVID was served", behind)
+	life := x.DefaultSVID().Certificates[0].NotAfter.Sub(x.DefaultSVID().Certificates[0].NotBefore)
+	t.Logf("served an X509-SVID of %s issued by an auth service %s behind", life, behind)
 	if skew := metric(t, e, "wid_agent_auth_clock_skew_seconds"); skew > -behind.Seconds()+5 || skew < -behind.Seconds()-5 {
 		t.Fatalf("wid_agent_auth_clock_skew_seconds is %v, want about %v", skew, -behind.Seconds())
 	}

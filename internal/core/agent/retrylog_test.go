@@ -66,16 +66,11 @@ func TestRetriesDuringAnOutageAreLogged(t *testing.T) {
 				c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			})
 			t0 := time.Now()
-			for deadline := t0.Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			testkit.Eventually(t, 5*time.Second, func() bool {
 				out := logs.String()
-				if strings.Contains(out, tc.reason) && strings.Contains(out, "auth="+addr) {
-					t.Logf("first retry line after %s:\n%s", time.Since(t0).Round(time.Millisecond), out)
-					return
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("after 5s of an auth service out (%s), the agent's log has no retry with its reason:\n%s", tc.name, out)
-				}
-			}
+				return strings.Contains(out, tc.reason) && strings.Contains(out, "auth="+addr)
+			}, "with an auth service out (%s), the agent's log has no retry with its reason", tc.name)
+			t.Logf("first retry line after %s:\n%s", time.Since(t0).Round(time.Millisecond), logs.String())
 		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // otherUID is a uid no test process runs as: identities whose rules want
@@ -137,15 +138,13 @@ func BenchmarkAgentHeldIdentities(b *testing.B) {
 				clients[i] = c
 			}
 			ready := time.Now()
-			for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
+			testkit.Succeeds(b, 2*time.Minute, func() error {
 				svids, err := clients[0].FetchX509SVIDs(ctx)
-				if err == nil && len(svids) == selecting {
-					break
+				if err == nil && len(svids) != selecting {
+					err = fmt.Errorf("got %d", len(svids))
 				}
-				if time.Now().After(deadline) {
-					b.Fatalf("the workload never got its %d SVIDs: got %d, %v", selecting, len(svids), err)
-				}
-			}
+				return err
+			}, "the workload never got its %d SVIDs", selecting)
 			// ResetTimer drops metrics reported before it: kept for the end.
 			readyS, agentHeap, rssReady := time.Since(ready).Seconds(), agentHeapMB(), rssMB()
 

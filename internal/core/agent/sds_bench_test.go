@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 func percentile(d []time.Duration, p float64) time.Duration {
@@ -104,17 +106,11 @@ func BenchmarkSDSRenewalPush(b *testing.B) {
 	go rn.follow(ctx, s)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		testkit.Eventually(b, 10*time.Second, func() bool {
 			rn.mu.Lock()
-			n := len(rn.lags)
-			rn.mu.Unlock()
-			if n > i {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("no renewal reached the SDS stream within 10s")
-			}
-		}
+			defer rn.mu.Unlock()
+			return len(rn.lags) > i
+		}, "no renewal reached the SDS stream")
 	}
 	b.StopTimer()
 	rn.mu.Lock()
@@ -151,13 +147,13 @@ func BenchmarkSDSStreamsUnderWorkloadAPILoad(b *testing.B) {
 		defer c.Close()
 		wapi[i] = c
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if svids, err := wapi[0].FetchX509SVIDs(ctx); err == nil && len(svids) == 2 {
-			break
-		} else if time.Now().After(deadline) {
-			b.Fatalf("the workload never got both SVIDs: %v", err)
+	testkit.Succeeds(b, 5*time.Second, func() error {
+		svids, err := wapi[0].FetchX509SVIDs(ctx)
+		if err == nil && len(svids) != 2 {
+			err = fmt.Errorf("got %d", len(svids))
 		}
-	}
+		return err
+	}, "the workload never got both SVIDs")
 	load := func() []time.Duration {
 		var mu sync.Mutex
 		var all []time.Duration

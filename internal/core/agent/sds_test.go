@@ -459,25 +459,19 @@ func TestSDSRefusals(t *testing.T) {
 		t.Fatalf("an unentitled caller got %v", keys(secretsOf(t, resp)))
 	}
 	// The refusal is audited as a denied attestation naming the secrets.
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		evs, err := e.admin.ListAuditEvents(ctx, &authv1.ListAuditEventsRequest{Query: &authv1.AuditQuery{Types: []string{"workload.attest"}, Outcome: "denied"}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		found := false
 		for _, ev := range evs.Events {
 			if ev.Details["method"] == "FetchSecrets" && strings.Contains(ev.Reason, "spiffe://example.org/svc/other: this process is entitled to no identity") &&
 				ev.Attributes["workload.unix.uid"] == uid {
-				found = true
+				return true
 			}
 		}
-		if found {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no denied attestation audits the SDS refusal; events: %v", evs.Events)
-		}
-	}
+		return false
+	}, "no denied attestation audits the SDS refusal")
 
 	d, err := c.DeltaSecrets(ctx)
 	if err == nil {
@@ -521,13 +515,10 @@ func TestSDSMisbehavingClientsDoNotHurtOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer good.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := good.FetchX509SVID(ctx); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-	}
+	testkit.Succeeds(t, 5*time.Second, func() error {
+		_, err := good.FetchX509SVID(ctx)
+		return err
+	}, "no X509-SVID for the good client")
 
 	bad := sdsClient(t, e)
 	// Streams that are opened, subscribed, and never read.

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/wid-project/wid/internal/core/agent"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -52,11 +53,9 @@ func TestNeverReadStreamsStayBounded(t *testing.T) {
 	t.Cleanup(stopClients)
 	// Every stream has been sent its first response once the agent counts
 	// it as served... wait until the agent has at least started them all.
-	for deadline := time.Now().Add(30 * time.Second); metric(t, e, "wid_agent_workload_request_duration_seconds_count", "FetchX509SVID") < streams; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %v of %d streams got a first response", metric(t, e, "wid_agent_workload_request_duration_seconds_count", "FetchX509SVID"), streams)
-		}
-	}
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return metric(t, e, "wid_agent_workload_request_duration_seconds_count", "FetchX509SVID") >= streams
+	}, "not all %d streams got a first response", streams)
 
 	good, err := workloadapi.New(ctx, workloadapi.WithAddr(e.addr))
 	if err != nil {
@@ -83,16 +82,13 @@ func TestNeverReadStreamsStayBounded(t *testing.T) {
 		n := k + 1
 		e.create(t, identity(fmt.Sprintf("me-%d", n), fmt.Sprintf("/uid/{{ workload.unix.uid }}/%d", n), fmt.Sprintf("me-%d", n), eq("workload.unix.uid", uid)))
 		t0 := time.Now()
-		for {
+		testkit.Succeeds(t, 10*time.Second, func() error {
 			x, err := good.FetchX509Context(ctx)
-			if err == nil && len(x.SVIDs) == n+1 {
-				break
+			if err == nil && len(x.SVIDs) != n+1 {
+				err = fmt.Errorf("%d SVIDs", len(x.SVIDs))
 			}
-			if time.Since(t0) > 10*time.Second {
-				t.Fatalf("change %d: a reading client did not get %d SVIDs within 10s (err %v)", n, n+1, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err
+		}, "change %d: a reading client did not get %d SVIDs", n, n+1)
 		if n == 10 {
 			peak10 = peak
 		}
@@ -114,18 +110,12 @@ func TestNeverReadStreamsStayBounded(t *testing.T) {
 
 	// Streams that read nothing for the send timeout are ended and
 	// counted, and what they held is released at once.
-	for deadline := time.Now().Add(60 * time.Second); dropped() < streams; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%v of %d never-read streams were dropped", dropped(), streams)
-		}
-	}
+	testkit.Eventually(t, 60*time.Second, func() bool { return dropped() >= streams },
+		"not all %d never-read streams were dropped", streams)
 	stopClients()
 	var after uint64
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if after = heap(); after < 100<<20 || time.Now().After(deadline) {
-			break
-		}
-	}
+	// Not Eventually: a heap that stays high is reported below with its size.
+	testkit.Within(20*time.Second, func() bool { after = heap(); return after < 100<<20 })
 	t.Logf("peak heap in use (agent and auth service): %d MB over the first 10 changes, %d MB over all %d; after the drops: %d MB", peak10>>20, peak>>20, k, after>>20)
 	if peak10 > 200<<20 {
 		t.Fatalf("heap in use reached %d MB with %d never-read streams after 10 changes, want under 200 MB", peak10>>20, streams)
