@@ -65,14 +65,12 @@ func TestKill9WhileIssuing(t *testing.T) {
 	}
 	// Let issuance run at full speed before the kill: at least 100 SVIDs
 	// and half a second, however busy the machine is.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	testkit.Within(10*time.Second, func() bool {
 		mu.Lock()
-		n := len(received)
-		mu.Unlock()
-		if n >= 100 || time.Now().After(deadline) {
-			break
-		}
-	}
+		defer mu.Unlock()
+		return len(received) >= 100
+	})
+	// The half second of load is the point: the kill must land mid-stream.
 	time.Sleep(500 * time.Millisecond)
 	a.kill()
 	wg.Wait()

@@ -215,15 +215,15 @@ func (a *agent) followed() (addr string, n int) {
 func (a *agent) waitFollowing(t *testing.T, after int, within time.Duration) (string, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	for {
-		if addr, n := a.followed(); n > after {
-			return addr, time.Since(start)
-		}
-		if time.Since(start) > within {
-			t.Fatalf("the agent followed no other replica within %s; its log:\n%s", within, a.out)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var addr string
+	if !testkit.Within(within, func() bool {
+		var n int
+		addr, n = a.followed()
+		return n > after
+	}) {
+		t.Fatalf("the agent followed no other replica within %s; its log:\n%s", within, a.out)
 	}
+	return addr, time.Since(start)
 }
 
 // issueJWT asks the agent for a JWT-SVID with an audience it never saw,
@@ -337,23 +337,22 @@ func TestAgentFailsOverBetweenReplicas(t *testing.T) {
 	third := 3 - following - indexOf(addr)
 	rs.r[third].widctl("workload-identity", "create", "during", "--spiffe-id", "/svc/during", "--rule", "workload.unix.uid="+uid).must(t)
 	made := time.Now()
-	for served := false; !served; {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		x, err := workloadapi.FetchX509Context(ctx, workloadapi.WithAddr("unix://"+ag.workload))
 		if err != nil {
 			t.Fatalf("fetching while replica %d is stopped: %v", following, err)
 		}
 		for _, svid := range x.SVIDs {
-			served = served || svid.ID.String() == "spiffe://"+rs.td+"/svc/during"
+			if svid.ID.String() == "spiffe://"+rs.td+"/svc/during" {
+				return true
+			}
 		}
-		if !served && time.Since(made) > 10*time.Second {
-			t.Fatalf("a workload identity made through replica %d is not served 10s later by the agent following replica %d", third, indexOf(addr))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	}, "a workload identity made through replica %d is not served by the agent following replica %d", third, indexOf(addr))
 	t.Logf("a workload identity made through replica %d was served by the agent following replica %d %s later", third, indexOf(addr), time.Since(made).Round(time.Millisecond))
-	for time.Since(stopped) < 20*time.Second {
-		time.Sleep(100 * time.Millisecond)
-	}
+	// The replica stays stopped for 20s in all: the length of the fault is
+	// what is tested, so this waits on the clock.
+	time.Sleep(time.Until(stopped.Add(20 * time.Second)))
 	resume()
 	tr.check("SIGSTOP of the followed replica for 20s")
 
@@ -401,17 +400,12 @@ func (a *agent) readyz() (int, string) {
 func (a *agent) waitReadyz(code int, within time.Duration) string {
 	t := a.t
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got, body := a.readyz()
-		if got == code {
-			return body
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz still answers %d %q after %s, want %d", got, body, within, code)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var got int
+	var body string
+	if !testkit.Within(within, func() bool { got, body = a.readyz(); return got == code }) {
+		t.Fatalf("/readyz still answers %d %q after %s, want %d", got, body, within, code)
 	}
+	return body
 }
 
 // TestReplicaReadyzFollowsTheDatabase: a replica's /readyz is ready while
@@ -425,12 +419,9 @@ func TestReplicaReadyzFollowsTheDatabase(t *testing.T) {
 	r := startAgent(t, newDataDir(t), "--roles", "auth", "--store", dbURL, "--diag-addr", "127.0.0.1:0")
 	r.waitReadyz(http.StatusOK, 10*time.Second)
 	// Settled: the replica has recorded its start (which it must, to serve).
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(r.widctl("audit", "ls", "--type", "auth.started", "--format", "json").must(t).stdout, "auth.started"); {
-		if time.Now().After(deadline) {
-			t.Fatal("the replica did not record its start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.EventuallyEvery(t, 20*time.Second, 50*time.Millisecond, func() bool {
+		return strings.Contains(r.widctl("audit", "ls", "--type", "auth.started", "--format", "json").must(t).stdout, "auth.started")
+	}, "the replica did not record its start")
 
 	// The database goes away for this replica: new connections are
 	// refused and the open ones are ended, as when its server restarts.
@@ -466,11 +457,6 @@ func TestReplicaReadyzFollowsTheDatabase(t *testing.T) {
 func (tr *traffic) waitHandshakes(n int64) {
 	tr.t.Helper()
 	want := tr.handshakes.Load() + n
-	deadline := time.Now().Add(30 * time.Second)
-	for tr.handshakes.Load() < want {
-		if time.Now().After(deadline) {
-			tr.t.Fatalf("fewer than %d handshakes in 30s", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(tr.t, 30*time.Second, func() bool { return tr.handshakes.Load() >= want },
+		"fewer than %d handshakes", n)
 }

@@ -52,13 +52,12 @@ func auditCount(t *testing.T, a *agent, typ string) int {
 // how many agent.connect events there are.
 func firstConnect(t *testing.T, a *agent) int {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if n := auditCount(t, a, "agent.connect"); n > 0 {
-			return n
-		}
-	}
-	t.Fatal("the agent's connection was never audited")
-	return 0
+	var n int
+	testkit.EventuallyEvery(t, 20*time.Second, 50*time.Millisecond, func() bool {
+		n = auditCount(t, a, "agent.connect")
+		return n > 0
+	}, "the agent's connection was never audited")
+	return n
 }
 
 // Issue 15 item 2: one workload identity whose stored bytes do not decode
@@ -278,11 +277,8 @@ func TestFrozenAuthDetectedAndValidSVIDsServedAtOnce(t *testing.T) {
 	}
 	stopped := time.Now()
 	t.Cleanup(func() { auth.cmd.Process.Signal(syscall.SIGCONT) })
-	for httpGet(t, "http://"+ag.diag+"/readyz") == 200 {
-		if time.Since(stopped) > 10*time.Second {
-			t.Fatalf("readyz still 200 %s after the auth service froze\nagent log:\n%s", time.Since(stopped), ag.out)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testkit.WithinEvery(10*time.Second, 100*time.Millisecond, func() bool { return httpGet(t, "http://"+ag.diag+"/readyz") != 200 }) {
+		t.Fatalf("readyz still 200 %s after the auth service froze\nagent log:\n%s", time.Since(stopped), ag.out)
 	}
 	t.Logf("readyz false %s after SIGSTOP", time.Since(stopped).Round(time.Millisecond))
 	if v := metricSum(t, ag.diag, "wid_agent_auth_connected"); v != 0 {
@@ -294,9 +290,8 @@ func TestFrozenAuthDetectedAndValidSVIDsServedAtOnce(t *testing.T) {
 
 	// Past the short SVID's expiry its renewal is in flight against the
 	// frozen auth service; each new connection still gets the long one.
-	for time.Now().Before(shortExpiry.Add(500 * time.Millisecond)) {
-		time.Sleep(100 * time.Millisecond)
-	}
+	// Waiting on the clock is the point: the short SVID must have expired.
+	time.Sleep(time.Until(shortExpiry.Add(500 * time.Millisecond)))
 	var took []time.Duration
 	for range 8 {
 		fctx, fcancel := context.WithTimeout(ctx, 10*time.Second)
@@ -311,6 +306,7 @@ func TestFrozenAuthDetectedAndValidSVIDsServedAtOnce(t *testing.T) {
 			t.Fatalf("during the outage the fetch served %d SVIDs (%v), want only /svc/long", len(c.SVIDs), c.SVIDs)
 		}
 		took = append(took, d)
+		// Spreading the fetches over the outage: pacing, not waiting.
 		time.Sleep(300 * time.Millisecond)
 	}
 	slices.Sort(took)

@@ -42,9 +42,11 @@ func (f *fleet) converge(step string) {
 			s    int64
 			err  error
 		)
-		for snap, s, err = sim.Snapshot(ctx, f.conns[i], fmt.Sprintf("check-%d", b)); err != nil && ctx.Err() == nil; snap, s, err = sim.Snapshot(ctx, f.conns[i], fmt.Sprintf("check-%d", b)) {
-			time.Sleep(50 * time.Millisecond)
-		}
+		// Until ctx ends; err says why if it does.
+		testkit.Within(30*time.Second, func() bool {
+			snap, s, err = sim.Snapshot(ctx, f.conns[i], fmt.Sprintf("check-%d", b))
+			return err == nil || ctx.Err() != nil
+		})
 		if err != nil {
 			f.t.Fatalf("%s: a fresh snapshot of bot %d: %v", step, b, err)
 		}
@@ -52,17 +54,15 @@ func (f *fleet) converge(step string) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for i, a := range f.agents {
-		for {
-			got := a.Holds()
-			s, _ := a.Bundle()
-			if maps.Equal(got, want[f.botOf[i]]) && s == seq {
-				break
-			}
-			if time.Now().After(deadline) {
-				f.t.Fatalf("%s: agent %s holds %d identities and bundle %d; a fresh snapshot gives %d and bundle %d (same set: %v)",
-					step, a.Host, len(got), s, len(want[f.botOf[i]]), seq, maps.Equal(got, want[f.botOf[i]]))
-			}
-			time.Sleep(10 * time.Millisecond)
+		var got map[string]uint64
+		var s int64
+		if !testkit.Within(time.Until(deadline), func() bool {
+			got = a.Holds()
+			s, _ = a.Bundle()
+			return maps.Equal(got, want[f.botOf[i]]) && s == seq
+		}) {
+			f.t.Fatalf("%s: agent %s holds %d identities and bundle %d; a fresh snapshot gives %d and bundle %d (same set: %v)",
+				step, a.Host, len(got), s, len(want[f.botOf[i]]), seq, maps.Equal(got, want[f.botOf[i]]))
 		}
 	}
 }

@@ -129,9 +129,8 @@ func TestSIGTERMDrainsInFlightMints(t *testing.T) {
 		defer mu.Unlock()
 		return len(outcomes)
 	}
-	for deadline := time.Now().Add(20 * time.Second); count() < 200 && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond) // polling for load, not synchronising
-	}
+	// Load first, however busy the machine: 200 outcomes, or 20s of trying.
+	testkit.Within(20*time.Second, func() bool { return count() >= 200 })
 	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -209,17 +208,14 @@ func (a *agent) verifyAudit(args ...string) (verification, result) {
 // waitAnchored waits until the anchor records the audit log's head.
 func (a *agent) waitAnchored() verification {
 	a.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		v, _ := a.verifyAudit()
-		if v.HeadSeq > 0 && v.AnchoredSeq == v.HeadSeq {
-			return v
-		}
-		if time.Now().After(deadline) {
-			a.t.Fatalf("the anchor stayed at event %d while the log's head is %d", v.AnchoredSeq, v.HeadSeq)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the condition, with a deadline
+	var v verification
+	if !testkit.WithinEvery(10*time.Second, 20*time.Millisecond, func() bool {
+		v, _ = a.verifyAudit()
+		return v.HeadSeq > 0 && v.AnchoredSeq == v.HeadSeq
+	}) {
+		a.t.Fatalf("the anchor stayed at event %d while the log's head is %d", v.AnchoredSeq, v.HeadSeq)
 	}
+	return v
 }
 
 // copyDir copies a stopped data dir, as a backup would.

@@ -23,12 +23,13 @@ func startFollower(t *testing.T, via *agent, bot, auth string) *agent {
 // at a sequence past from.
 func waitRotated(t *testing.T, a *agent, typ string, from int64, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for phase, seq := caState(t, a, typ); phase != "standby" || seq <= from; phase, seq = caState(t, a, typ) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the %s CA is still in %s (sequence %d, was %d) after %s", typ, phase, seq, from, within)
-		}
-		time.Sleep(200 * time.Millisecond)
+	var phase string
+	var seq int64
+	if !testkit.WithinEvery(within, 200*time.Millisecond, func() bool {
+		phase, seq = caState(t, a, typ)
+		return phase == "standby" && seq > from
+	}) {
+		t.Fatalf("the %s CA is still in %s (sequence %d, was %d) after %s", typ, phase, seq, from, within)
 	}
 }
 
@@ -54,7 +55,8 @@ func TestRotationAcrossReplicasNoWorkloadNotices(t *testing.T) {
 	tr.check("before rotating")
 	// Replica A's gate sees the agents connected to B and C, through the
 	// reports they make there.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	var status string
+	if !testkit.WithinEvery(20*time.Second, 100*time.Millisecond, func() bool {
 		var st []struct {
 			Agents []agentStatus `json:"agents"`
 		}
@@ -62,16 +64,14 @@ func TestRotationAcrossReplicasNoWorkloadNotices(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st) != 1 {
 			t.Fatalf("ca status --format json: %v\n%s", err, r.stdout)
 		}
+		status = r.stdout
 		bots := map[string]bool{}
 		for _, s := range st[0].Agents {
 			bots[s.Bot] = true
 		}
-		if bots["edge-b"] && bots["edge-c"] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica A's ca status does not show the agents of replicas B and C:\n%s", r.stdout)
-		}
+		return bots["edge-b"] && bots["edge-c"]
+	}) {
+		t.Fatalf("replica A's ca status does not show the agents of replicas B and C:\n%s", status)
 	}
 
 	full := []string{"init", "update_clients", "update_servers", "standby"}

@@ -100,17 +100,11 @@ func TestReplicasShareOneAuditChainThroughKill9(t *testing.T) {
 		}
 	}
 	// Replica 1 dies in the middle of its writes: once one has gone through.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testkit.Eventually(t, 20*time.Second, func() bool {
 		mu.Lock()
-		done := strings.Contains(strings.Join(created, ","), "r1-")
-		mu.Unlock()
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no write went through replica 1")
-		}
-	}
+		defer mu.Unlock()
+		return strings.Contains(strings.Join(created, ","), "r1-")
+	}, "no write went through replica 1")
 	rs[1].kill()
 	wg.Wait()
 
@@ -148,16 +142,17 @@ func TestReplicasShareOneAuditChainThroughKill9(t *testing.T) {
 // it had written `after` bytes of log, and returns it.
 func leaseHolder(t *testing.T, rs []*agent, after []int) *agent {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	var holder *agent
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		for i, r := range rs {
 			if strings.Contains(r.out.String()[after[i]:], "took the lease") {
-				return r
+				holder = r
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no replica took the periodic lease")
-		}
-	}
+		return false
+	}, "no replica took the periodic lease")
+	return holder
 }
 
 // TestAutomaticRotationSurvivesKill9OfItsDriver: of three auth replicas
@@ -197,12 +192,10 @@ func TestAutomaticRotationSurvivesKill9OfItsDriver(t *testing.T) {
 	tr.check("before rotating")
 	others[0].widctl("ca", "rotate", "--type", "spiffe", "--grace-period", "8s").must(t)
 	start := time.Now()
-	for phase, _ := caState(t, others[1], "spiffe"); phase == "init"; phase, _ = caState(t, others[1], "spiffe") {
-		if time.Since(start) > 30*time.Second {
-			t.Fatal("the automatic rotation never left init")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.EventuallyEvery(t, 30*time.Second, 100*time.Millisecond, func() bool {
+		phase, _ := caState(t, others[1], "spiffe")
+		return phase != "init"
+	}, "the automatic rotation never left init")
 	marks := []int{len(others[0].out.String()), len(others[1].out.String())}
 	_, followings := onDriver.followed()
 	driver.kill()
@@ -212,12 +205,10 @@ func TestAutomaticRotationSurvivesKill9OfItsDriver(t *testing.T) {
 	if addr, _ := onDriver.waitFollowing(t, followings, 15*time.Second); addr == driver.addr {
 		t.Fatalf("the agent that followed the killed driver follows it again: %s", addr)
 	}
-	for phase, seq := caState(t, next, "spiffe"); phase != "standby" || seq < 3; phase, seq = caState(t, next, "spiffe") {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("the automatic rotation is still in %s after its driver was killed", phase)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	testkit.EventuallyEvery(t, time.Until(start.Add(60*time.Second)), 200*time.Millisecond, func() bool {
+		phase, seq := caState(t, next, "spiffe")
+		return phase == "standby" && seq >= 3
+	}, "the automatic rotation did not finish after its driver was killed")
 	t.Logf("the rotation finished %s after it started", time.Since(start).Round(100*time.Millisecond))
 	tr.waitHandshakes(10)
 	tr.check("an automatic rotation whose driver was killed")
@@ -315,6 +306,8 @@ func TestTokensAndLockoutsAcrossReplicas(t *testing.T) {
 			if status.Code(err) != codes.ResourceExhausted || ctx.Err() != nil {
 				return err
 			}
+			// Pacing a retry the replica asked for (it was busy), as a
+			// client would; nothing to wait on.
 			time.Sleep(50 * time.Millisecond)
 		}
 	}

@@ -227,6 +227,8 @@ func rotateTo(t *testing.T, a *agent, typ, phase string) (refusals int) {
 			t.Fatalf("ca rotate --type %s --phase %s: exit %d: %s", typ, phase, r.code, r.stderr)
 		}
 		refusals++
+		// The 200 ms between asks is the operator being paced, as the
+		// test's name says; the refusals counted depend on it.
 		time.Sleep(200 * time.Millisecond)
 	}
 }
@@ -261,14 +263,11 @@ func TestRotationNoWorkloadNotices(t *testing.T) {
 	// A rollback from update_clients: the old keys sign again, and the CA
 	// returns to standby by itself once the agents renewed.
 	run("rollback from update_clients", []string{"init", "update_clients", "rollback"}, 0)
-	deadline := time.Now().Add(10 * time.Second)
 	for _, typ := range []string{"spiffe", "jwt"} {
-		for phase, _ := caState(t, a, typ); phase != "standby"; phase, _ = caState(t, a, typ) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the %s CA stayed in %s after the rollback", typ, phase)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		testkit.EventuallyEvery(t, 10*time.Second, 100*time.Millisecond, func() bool {
+			phase, _ := caState(t, a, typ)
+			return phase == "standby"
+		}, "the %s CA did not return to standby after the rollback", typ)
 	}
 	tr.settle(5)
 	tr.check("after the rollback")
@@ -328,12 +327,10 @@ func TestAutomaticRotation(t *testing.T) {
 		t.Errorf("a manual step in an automatic rotation: exit %d, %s", r.code, r.stderr)
 	}
 	for _, typ := range []string{"spiffe", "jwt"} {
-		for phase, seq := caState(t, a, typ); phase != "standby" || seq < 3; phase, seq = caState(t, a, typ) {
-			if time.Since(start) > 40*time.Second {
-				t.Fatalf("the automatic %s rotation is still in %s after %s", typ, phase, time.Since(start))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		testkit.EventuallyEvery(t, time.Until(start.Add(40*time.Second)), 200*time.Millisecond, func() bool {
+			phase, seq := caState(t, a, typ)
+			return phase == "standby" && seq >= 3
+		}, "the automatic %s rotation did not finish", typ)
 	}
 	t.Logf("both automatic rotations done in %s", time.Since(start).Round(time.Millisecond))
 	tr.settle(10)
@@ -415,9 +412,8 @@ type agentStatus struct {
 // waitAgent waits until the spiffe CA's status shows the edge agent in a state.
 func waitAgent(t *testing.T, a *agent, ok func(agentStatus) bool, within time.Duration) agentStatus {
 	t.Helper()
-	deadline := time.Now().Add(within)
 	var last agentStatus
-	for {
+	if !testkit.WithinEvery(within, 50*time.Millisecond, func() bool {
 		var st []struct {
 			Agents []agentStatus `json:"agents"`
 		}
@@ -429,15 +425,15 @@ func waitAgent(t *testing.T, a *agent, ok func(agentStatus) bool, within time.Du
 			if s.Bot == "edge" {
 				last = s
 				if ok(s) {
-					return s
+					return true
 				}
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the edge agent did not get there within %s; last: %+v", within, last)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("the edge agent did not get there within %s; last: %+v", within, last)
 	}
+	return last
 }
 
 func TestKill9DuringRotation(t *testing.T) {

@@ -145,11 +145,8 @@ func TestNeverReadStreamsKeepAgentUnder200MB(t *testing.T) {
 	first := func() float64 {
 		return metricOf(t, a.diag, "wid_agent_workload_request_duration_seconds_count", `method="FetchX509SVID"`)
 	}
-	for deadline := time.Now().Add(60 * time.Second); first() < streams; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %v of %d never-read streams got their first response", first(), streams)
-		}
-	}
+	testkit.EventuallyEvery(t, 60*time.Second, 50*time.Millisecond, func() bool { return first() >= streams },
+		"not all %d never-read streams got their first response", streams)
 	t.Logf("agent RSS with %d never-read streams open: %d MB", streams, procMemKB(t, pid, "VmRSS")>>10)
 
 	good, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+a.workload))
@@ -166,16 +163,13 @@ func TestNeverReadStreamsKeepAgentUnder200MB(t *testing.T) {
 	for n := 1; n <= changes; n++ {
 		a.widctl("workload-identity", "create", fmt.Sprintf("wi-%02d", n), "--spiffe-id", fmt.Sprintf("/svc/%02d", n), "--rule", "workload.unix.uid="+uid).must(t)
 		t0 := time.Now()
-		for {
+		testkit.Succeeds(t, 20*time.Second, func() error {
 			x, err := good.FetchX509Context(ctx)
-			if err == nil && len(x.SVIDs) == len(base.SVIDs)+n {
-				break
+			if err == nil && len(x.SVIDs) != len(base.SVIDs)+n {
+				err = fmt.Errorf("%d SVIDs", len(x.SVIDs))
 			}
-			if time.Since(t0) > 20*time.Second {
-				t.Fatalf("change %d: a reading client did not get %d SVIDs within 20s (err %v)", n, len(base.SVIDs)+n, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return err
+		}, "change %d: a reading client did not get %d SVIDs", n, len(base.SVIDs)+n)
 		t.Logf("change %d reached a reading client in %s; agent RSS %d MB", n, time.Since(t0).Round(time.Millisecond), procMemKB(t, pid, "VmRSS")>>10)
 	}
 

@@ -130,23 +130,15 @@ func checkSpireFetches(t *testing.T, socketPath string, want spiffeid.ID) {
 // waitForSVID waits until go-spiffe fetches want from socketPath.
 func waitForSVID(t *testing.T, socketPath string, want spiffeid.ID, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	var last error
-	for time.Now().Before(deadline) {
+	testkit.Succeeds(t, within, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
 		svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+socketPath))
-		cancel()
-		switch {
-		case err != nil:
-			last = err
-		case svid.ID == want:
-			return
-		default:
-			last = fmt.Errorf("got %s instead", svid.ID)
+		if err == nil && svid.ID != want {
+			err = fmt.Errorf("got %s instead", svid.ID)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("no X509-SVID %s from %s within %s: %v", want, socketPath, within, last)
+		return err
+	}, "no X509-SVID %s from %s", want, socketPath)
 }
 
 // The harness against SPIRE itself: spire-agent's CLI fetching from a real
