@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -156,7 +157,6 @@ func TestFirstSVIDFromAFreshStart(t *testing.T) {
 	}
 	// widctl rm takes it away again.
 	a.widctl("rm", "workload_identity/dev-uid").must(t)
-	var err error
 	if !testkit.Within(5*time.Second, func() bool {
 		_, err = workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+a.workload))
 		return err != nil && strings.Contains(err.Error(), "PermissionDenied")

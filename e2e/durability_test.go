@@ -12,6 +12,7 @@ import (
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/testkit"
 	_ "modernc.org/sqlite"
 )
 

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // corruptStored overwrites one stored document with bytes that do not

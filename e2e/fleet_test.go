@@ -12,6 +12,7 @@ import (
 	"github.com/wid-project/wid/bench/fleet/sim"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // fleet is 50 simulated agents of two bots following one auth service.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // startFollower joins an agent through via as a new bot named bot, with

@@ -18,6 +18,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // replicaDataDir makes a data dir for another auth replica of first: a

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // procMemKB reads one field (VmRSS, VmHWM) of /proc/PID/status in kB.

@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/wid-project/wid/bench/workloadapi/system"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // SPIRE's own workload CLI, spire-agent api fetch, is a second Workload API

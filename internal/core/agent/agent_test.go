@@ -596,17 +596,8 @@ func TestConfigSVIDs(t *testing.T) {
 // well-behaved client served.
 func TestMisbehavingClientsDoNotHurtOthers(t *testing.T) {
 	e := start(t)
-	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
 	ctx := ctxT(t, 30*time.Second)
-	good, err := workloadapi.New(ctx, workloadapi.WithAddr(e.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	testkit.Succeeds(t, 5*time.Second, func() error {
-		_, err := good.FetchX509SVID(ctx)
-		return err
-	}, "no X509-SVID for the good client")
+	good := servedClient(t, ctx, e)
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -665,6 +656,24 @@ func TestMisbehavingClientsDoNotHurtOthers(t *testing.T) {
 	if worst > 2*time.Second {
 		t.Fatalf("a fetch took %s while others misbehaved", worst)
 	}
+}
+
+// servedClient gives this process an identity and returns a well-behaved
+// go-spiffe client once it is served its X509-SVID: the client whose
+// service the misbehaving-client tests watch.
+func servedClient(t *testing.T, ctx context.Context, e *env) *workloadapi.Client {
+	t.Helper()
+	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
+	good, err := workloadapi.New(ctx, workloadapi.WithAddr(e.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { good.Close() })
+	testkit.Succeeds(t, 5*time.Second, func() error {
+		_, err := good.FetchX509SVID(ctx)
+		return err
+	}, "no X509-SVID for the good client")
+	return good
 }
 
 // metric sums the samples of the agent's /metrics whose name and labels

@@ -508,17 +508,8 @@ func TestSDSConfigRefused(t *testing.T) {
 // leave a go-spiffe client and a well-behaved SDS client served quickly.
 func TestSDSMisbehavingClientsDoNotHurtOthers(t *testing.T) {
 	e := start(t)
-	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
 	ctx := ctxT(t, 60*time.Second)
-	good, err := workloadapi.New(ctx, workloadapi.WithAddr(e.addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
-	testkit.Succeeds(t, 5*time.Second, func() error {
-		_, err := good.FetchX509SVID(ctx)
-		return err
-	}, "no X509-SVID for the good client")
+	good := servedClient(t, ctx, e)
 
 	bad := sdsClient(t, e)
 	// Streams that are opened, subscribed, and never read.
