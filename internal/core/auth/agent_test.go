@@ -21,6 +21,7 @@ import (
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/rbac"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -418,13 +419,8 @@ func TestStuckAgentIsDroppedAndCatchesUp(t *testing.T) {
 		}
 		return m.GetCounter().GetValue()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for dropped() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the stuck agent's stream was not dropped: wid_auth_agent_streams_dropped_total is %v", dropped())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return dropped() == 1 },
+		"the stuck agent's stream was not dropped: wid_auth_agent_streams_dropped_total is not 1")
 	for {
 		if _, err := stuck.Recv(); err != nil {
 			if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "read nothing") {

@@ -15,6 +15,7 @@ import (
 	"github.com/wid-project/wid/internal/core/store"
 	"github.com/wid-project/wid/internal/core/store/postgres"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -213,16 +214,10 @@ func TestReplicaChangesReachOtherReplicasAgents(t *testing.T) {
 	getDoc(t, a, resource.KindRole, "extra")
 	start := time.Now()
 	remove(t, b, resource.KindRole, "extra")
-	for {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		_, err := a.AdminClient(t).GetResource(context.Background(), &authv1.GetResourceRequest{Kind: "role", Name: "extra"})
-		if status.Code(err) == codes.NotFound {
-			break
-		}
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("replica A still reads a role deleted through B 5s later (%v)", err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return status.Code(err) == codes.NotFound
+	}, "replica A still reads a role deleted through B")
 	t.Logf("a role deleted through B was gone from A's reads after %v", time.Since(start))
 
 	p50, p99 := percentile(lat, 0.5), percentile(lat, 0.99)

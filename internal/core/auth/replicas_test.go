@@ -17,6 +17,7 @@ import (
 	"github.com/wid-project/wid/internal/core/client"
 	corelogin "github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/store/postgres/pgtest"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -271,37 +272,28 @@ func TestRotationStepsRacedOnReplicas(t *testing.T) {
 		}
 	}
 	// A rollback from init has nothing to undo and ends in standby at once.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		resp, err := admins[1].GetCAStatus(ctx, &authv1.GetCAStatusRequest{Type: "jwt"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.Cas[0].Ca.Phase == "standby" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rollback is still in %s", resp.Cas[0].Ca.Phase)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for {
-		steps := 0
+		return resp.Cas[0].Ca.Phase == "standby"
+	}, "the rollback did not reach standby")
+	steps := 0
+	testkit.Within(10*time.Second, func() bool {
+		steps = 0
 		for _, ev := range auditTypes(t, rs[1], "ca.rotation") {
 			if ev.Outcome == "success" {
 				steps++
 			}
 		}
-		if steps == 6 {
-			break
+		return steps >= 6
+	})
+	if steps != 6 {
+		for _, ev := range auditTypes(t, rs[1], "ca.rotation") {
+			t.Logf("%s %s %s %v", ev.Actor, ev.Outcome, ev.Reason, ev.Details)
 		}
-		if steps > 6 || time.Now().After(deadline) {
-			for _, ev := range auditTypes(t, rs[1], "ca.rotation") {
-				t.Logf("%s %s %s %v", ev.Actor, ev.Outcome, ev.Reason, ev.Details)
-			}
-			t.Fatalf("the audit log holds %d rotation steps, want 6", steps)
-		}
-		time.Sleep(20 * time.Millisecond)
+		t.Fatalf("the audit log holds %d rotation steps, want 6", steps)
 	}
 }
 
@@ -345,22 +337,20 @@ func TestAutomaticRotationMovesToAnotherReplicaWhenItsDriverDies(t *testing.T) {
 
 	holderOf := func(asked *authtest.Server) *authtest.Server {
 		t.Helper()
-		deadline := time.Now().Add(10 * ttl)
-		for {
+		var holder *authtest.Server
+		testkit.Eventually(t, 10*ttl, func() bool {
 			h, err := asked.PeriodicLeaseHolderForTest(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, r := range rs {
 				if r.ReplicaForTest() == h {
-					return r
+					holder = r
 				}
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no replica holds the periodic lease (holder %q)", h)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return holder != nil
+		}, "no replica holds the periodic lease")
+		return holder
 	}
 	driver := holderOf(rs[0])
 	var other *authtest.Server
@@ -382,13 +372,8 @@ func TestAutomaticRotationMovesToAnotherReplicaWhenItsDriverDies(t *testing.T) {
 		}
 		return resp.Cas[0].Ca.Phase
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for phase() == "init" {
-		if time.Now().After(deadline) {
-			t.Fatal("the driver never moved the rotation past init")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 15*time.Second, func() bool { return phase() != "init" },
+		"the driver never moved the rotation past init")
 	driver.CloseStoreForTest()
 	died := time.Now()
 	var next *authtest.Server
@@ -399,27 +384,21 @@ func TestAutomaticRotationMovesToAnotherReplicaWhenItsDriverDies(t *testing.T) {
 		}
 	}
 	t.Logf("the lease moved %s after its holder lost the store (TTL %s)", time.Since(died).Round(time.Millisecond), ttl)
-	for p := phase(); p != "standby"; p = phase() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the rotation is still in %s after its driver died", p)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 15*time.Second, func() bool { return phase() == "standby" },
+		"the rotation did not reach standby after its driver died")
 	// The step is stored before its audit event is committed: wait for
 	// the event, then count.
 	var seen map[string]int
-	for {
+	// Within, not Eventually: the counts below say what is missing.
+	testkit.Within(15*time.Second, func() bool {
 		seen = map[string]int{}
 		for _, ev := range auditTypes(t, other, "ca.rotation") {
 			if ev.Outcome == "success" {
 				seen[ev.Details["to"]]++
 			}
 		}
-		if seen["standby"] > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return seen["standby"] > 0
+	})
 	for _, to := range []string{"init", "update_clients", "update_servers", "standby"} {
 		if seen[to] != 1 {
 			t.Errorf("the step to %s is audited %d times, want once (%v)", to, seen[to], seen)

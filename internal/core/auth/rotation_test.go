@@ -8,6 +8,7 @@ import (
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -83,18 +84,11 @@ func TestRotationGateNeedsReportsOfTheCurrentStep(t *testing.T) {
 		t.Fatalf("standby right after the agent renewed: %v, want a refusal that waits for its workloads", err)
 	}
 	// Then the rollback completes by itself.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, func() bool {
 		resp, err := admin.ListCAs(ctx, &authv1.ListCAsRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.Cas[0].Phase == "standby" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the rollback never completed: phase %s", resp.Cas[0].Phase)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return resp.Cas[0].Phase == "standby"
+	}, "the rollback never completed")
 }
