@@ -20,50 +20,24 @@ import (
 func TestKill9WhileIssuing(t *testing.T) {
 	dir := newDataDir(t)
 	a := startAgent(t, dir)
-	a.widctl("role", "create", "svc", "--spiffe-path", "/svc/*").must(t)
-	token := tokenFrom(t, a.widctl("bot", "add", "load", "--roles", "svc").must(t))
-	id, err := joinBot(t, a, token)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
 		mu       sync.Mutex
 		received = map[string]bool{}
-		wg       sync.WaitGroup
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	started := make(chan struct{}, 16)
-	for i := 0; i < 16; i++ {
-		c, err := client.Dial(client.Config{Auth: a.addr, Identity: id})
+	wg := startLoad(ctx, t, a, 16, func(ctx context.Context, c *client.Client) error {
+		key, _ := client.NewKey()
+		csr, _ := client.NewCSR(key)
+		resp, err := c.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: "/svc/load", Csr: csr})
 		if err != nil {
-			t.Fatal(err)
+			return err // the auth service is gone
 		}
-		defer c.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			first := true
-			for ctx.Err() == nil {
-				key, _ := client.NewKey()
-				csr, _ := client.NewCSR(key)
-				resp, err := c.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: "/svc/load", Csr: csr})
-				if err != nil {
-					return // the auth service is gone
-				}
-				mu.Lock()
-				received[resp.Serial] = true
-				mu.Unlock()
-				if first {
-					started <- struct{}{}
-					first = false
-				}
-			}
-		}()
-	}
-	for i := 0; i < 16; i++ {
-		<-started
-	}
+		mu.Lock()
+		received[resp.Serial] = true
+		mu.Unlock()
+		return nil
+	})
 	// Let issuance run at full speed before the kill: at least 100 SVIDs
 	// and half a second, however busy the machine is.
 	testkit.Within(10*time.Second, func() bool {
@@ -155,4 +129,41 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 	if r.code == 0 || !strings.Contains(out, "gap") || !strings.Contains(out, "6") {
 		t.Fatalf("audit verify does not name the gap at 6: exit %d\n%s", r.code, out)
 	}
+}
+
+// startLoad makes a bot that may issue /svc/* on a and runs workers
+// clients of it, each calling call until ctx ends or call fails. It
+// returns once every worker has had one call succeed, with the group to
+// wait on for them all to stop.
+func startLoad(ctx context.Context, t *testing.T, a *agent, workers int, call func(context.Context, *client.Client) error) *sync.WaitGroup {
+	t.Helper()
+	a.widctl("role", "create", "svc", "--spiffe-path", "/svc/*").must(t)
+	token := tokenFrom(t, a.widctl("bot", "add", "load", "--roles", "svc").must(t))
+	id, err := joinBot(t, a, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	started := make(chan struct{}, workers)
+	for range workers {
+		c, err := client.Dial(client.Config{Auth: a.addr, Identity: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		wg.Go(func() {
+			for first := true; ctx.Err() == nil; first = false {
+				if call(ctx, c) != nil {
+					return
+				}
+				if first {
+					started <- struct{}{}
+				}
+			}
+		})
+	}
+	for range workers {
+		<-started
+	}
+	return &wg
 }

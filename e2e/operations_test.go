@@ -78,12 +78,6 @@ func TestSecondProcessOnADataDirIsRefused(t *testing.T) {
 func TestSIGTERMDrainsInFlightMints(t *testing.T) {
 	dir := newDataDir(t)
 	a := startAgent(t, dir)
-	a.widctl("role", "create", "svc", "--spiffe-path", "/svc/*").must(t)
-	token := tokenFrom(t, a.widctl("bot", "add", "load", "--roles", "svc").must(t))
-	id, err := joinBot(t, a, token)
-	if err != nil {
-		t.Fatal(err)
-	}
 	type outcome struct {
 		jti string
 		err error
@@ -91,40 +85,17 @@ func TestSIGTERMDrainsInFlightMints(t *testing.T) {
 	var (
 		mu       sync.Mutex
 		outcomes []outcome
-		wg       sync.WaitGroup
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	const workers = 64
-	started := make(chan struct{}, workers)
-	for range workers {
-		c, err := client.Dial(client.Config{Auth: a.addr, Identity: id})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			first := true
-			for ctx.Err() == nil {
-				resp, err := c.SignJWTSVID(ctx, &authv1.SignJWTSVIDRequest{SpiffeId: "/svc/load", Audience: []string{"e2e"}})
-				mu.Lock()
-				outcomes = append(outcomes, outcome{jti: resp.GetJti(), err: err})
-				mu.Unlock()
-				if err != nil {
-					return // refused or gone: this worker is done
-				}
-				if first {
-					started <- struct{}{}
-					first = false
-				}
-			}
-		}()
-	}
-	for range workers {
-		<-started
-	}
+	wg := startLoad(ctx, t, a, workers, func(ctx context.Context, c *client.Client) error {
+		resp, err := c.SignJWTSVID(ctx, &authv1.SignJWTSVIDRequest{SpiffeId: "/svc/load", Audience: []string{"e2e"}})
+		mu.Lock()
+		outcomes = append(outcomes, outcome{jti: resp.GetJti(), err: err})
+		mu.Unlock()
+		return err // refused or gone: this worker is done
+	})
 	count := func() int {
 		mu.Lock()
 		defer mu.Unlock()
