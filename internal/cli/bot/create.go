@@ -92,21 +92,12 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := opts.Printer()
-	if err != nil {
-		return err
-	}
-	c, err := opts.Client(ctx)
+	// The join command printed needs the auth address and CA pin.
+	p, c, ping, err := principal.Connect(ctx, opts.Printer, opts.Client)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	// Ping first: the join command needs the auth address and CA pin, and a
-	// bot made without them would leave a token nobody can use.
-	ping, err := c.Ping(ctx, &authv1.PingRequest{})
-	if err != nil {
-		return err
-	}
 	ttl := int64(opts.TokenTTL.D() / time.Second)
 	type joinToken struct {
 		secret string

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
@@ -34,6 +35,28 @@ func Roles(kind, name string, roles []string) ([]string, error) {
 		return nil, cmdutil.InputErrorf("%s %q needs roles: pass --roles ROLE[,ROLE...]", kind, name)
 	}
 	return out, nil
+}
+
+// Connect opens what a create command needs: its printer, a client, and
+// the auth service's Ping answer. The auth address and CA pin it carries go
+// into the command printed for the new principal (to join, to log in);
+// asked first, so that no principal is made with a credential nobody can
+// use. The caller closes the client.
+func Connect(ctx context.Context, printer func() (*output.Printer, error), dial func(context.Context) (*client.Client, error)) (*output.Printer, *client.Client, *authv1.PingResponse, error) {
+	p, err := printer()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := dial(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ping, err := c.Ping(ctx, &authv1.PingRequest{})
+	if err != nil {
+		c.Close()
+		return nil, nil, nil, err
+	}
+	return p, c, ping, nil
 }
 
 // CreateOrReplace runs create; when the name is taken and force is set, it

@@ -98,20 +98,12 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := opts.Printer()
-	if err != nil {
-		return err
-	}
-	c, err := opts.Client(ctx)
+	// The login command printed needs the auth address and CA pin.
+	p, c, ping, err := principal.Connect(ctx, opts.Printer, opts.Client)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	// Ping first: the login command needs the auth address and CA pin.
-	ping, err := c.Ping(ctx, &authv1.PingRequest{})
-	if err != nil {
-		return err
-	}
 	ttl := int64(opts.InviteTTL.D() / time.Second)
 	type invite struct {
 		secret  string
