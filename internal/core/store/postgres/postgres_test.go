@@ -144,24 +144,7 @@ func TestAppendAroundTheHeadIsAChainError(t *testing.T) {
 		VALUES (2, '2030-01-01T00:00:00.000000000Z', 't', 'a', '', 'success', '', 'h1', 'h2')`); err != nil {
 		t.Fatal(err)
 	}
-	rows := []store.AuditRow{
-		{Seq: 1, Type: "t", Outcome: "success", Hash: "h1"},
-		{Seq: 2, Type: "t", Outcome: "success", PrevHash: "h1", Hash: "x2"},
-	}
-	err := db.AppendAudit(ctx, rows)
-	if !errors.Is(err, store.ErrAuditChain) {
-		t.Fatalf("AppendAudit over an existing seq: %v, want ErrAuditChain", err)
-	}
-	if seq, _, _ := db.AuditHead(ctx); seq != 0 {
-		t.Fatalf("head moved to %d after a failed append", seq)
-	}
-	got, err := db.QueryAudit(ctx, store.AuditFilter{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 1 || got[0].Hash != "h2" {
-		t.Fatalf("rows after failed append = %+v, want only the planted one", got)
-	}
+	storetest.AppendAroundTheHead(t, db)
 }
 
 // waitForLockWait waits until some session of the database waits for a

@@ -679,3 +679,31 @@ func testConcurrentAudit(t *testing.T, b store.Backend) {
 	}
 	wantHead(t, b, total, prev)
 }
+
+// AppendAroundTheHead checks a backend in which the caller has planted
+// audit row 2 (hash "h2") behind the head's back, as an operator's SQL
+// shell could: an append of rows 1 and 2 must fail with ErrAuditChain and
+// leave the head and the rows as they were. Planting takes each backend's
+// own SQL, so the caller does it.
+func AppendAroundTheHead(t *testing.T, db store.Backend) {
+	t.Helper()
+	ctx := t.Context()
+	rows := []store.AuditRow{
+		{Seq: 1, Type: "t", Outcome: "success", Hash: "h1"},
+		{Seq: 2, Type: "t", Outcome: "success", PrevHash: "h1", Hash: "x2"},
+	}
+	err := db.AppendAudit(ctx, rows)
+	if !errors.Is(err, store.ErrAuditChain) {
+		t.Fatalf("AppendAudit over an existing seq: %v, want ErrAuditChain", err)
+	}
+	if seq, _, _ := db.AuditHead(ctx); seq != 0 {
+		t.Fatalf("head moved to %d after a failed append", seq)
+	}
+	got, err := db.QueryAudit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Hash != "h2" {
+		t.Fatalf("rows after failed append = %+v, want only the planted one", got)
+	}
+}
