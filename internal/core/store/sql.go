@@ -103,3 +103,17 @@ func (m Migrations) Apply(ctx context.Context, current, to int, exec func(ctx co
 	}
 	return nil
 }
+
+// CheckOps refuses a batch for Apply with an op that names no item or has
+// an unknown type, before a backend starts its transaction.
+func CheckOps(ops []Op) error {
+	for i, op := range ops {
+		if op.Item.Kind == "" || op.Item.Name == "" {
+			return fmt.Errorf("applying change %d: kind and name are required", i+1)
+		}
+		if op.Type < OpCreate || op.Type > OpDelete {
+			return fmt.Errorf("applying change %d to %s/%s: unknown operation %d", i+1, op.Item.Kind, op.Item.Name, op.Type)
+		}
+	}
+	return nil
+}

@@ -65,13 +65,8 @@ func collectItems(kind string, rows pgx.Rows, err error) ([]store.Item, error) {
 // row after waiting for its lock, so a concurrent writer's change makes the
 // compare-and-set fail rather than be overwritten.
 func (db *DB) Apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
-	for i, op := range ops {
-		if op.Item.Kind == "" || op.Item.Name == "" {
-			return nil, fmt.Errorf("applying change %d: kind and name are required", i+1)
-		}
-		if op.Type < store.OpCreate || op.Type > store.OpDelete {
-			return nil, fmt.Errorf("applying change %d to %s/%s: unknown operation %d", i+1, op.Item.Kind, op.Item.Name, op.Type)
-		}
+	if err := store.CheckOps(ops); err != nil {
+		return nil, err
 	}
 	if len(ops) == 0 {
 		return []int64{}, nil

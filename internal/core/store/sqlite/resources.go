@@ -74,13 +74,8 @@ func (db *DB) List(ctx context.Context, kind string) ([]store.Item, error) {
 // Apply performs ops in one transaction: either every op takes effect or
 // none does. It returns each op's resulting revision (0 for deletes).
 func (db *DB) Apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
-	for i, op := range ops {
-		if op.Item.Kind == "" || op.Item.Name == "" {
-			return nil, fmt.Errorf("applying change %d: kind and name are required", i+1)
-		}
-		if op.Type < store.OpCreate || op.Type > store.OpDelete {
-			return nil, fmt.Errorf("applying change %d to %s/%s: unknown operation %d", i+1, op.Item.Kind, op.Item.Name, op.Type)
-		}
+	if err := store.CheckOps(ops); err != nil {
+		return nil, err
 	}
 	if len(ops) == 0 {
 		return []int64{}, nil
