@@ -71,3 +71,21 @@ func TestAuditQuery(t *testing.T) {
 		t.Errorf("no filter: %s %v", q, args)
 	}
 }
+
+func TestCheckOps(t *testing.T) {
+	ok := Op{Type: OpCreate, Item: Item{Kind: "role", Name: "web"}}
+	if err := CheckOps([]Op{ok, {Type: OpDelete, Item: Item{Kind: "role", Name: "db"}}}); err != nil {
+		t.Fatalf("a good batch: %v", err)
+	}
+	for _, tc := range []struct {
+		op   Op
+		want string
+	}{
+		{Op{Type: OpCreate, Item: Item{Kind: "role"}}, "applying change 2: kind and name are required"},
+		{Op{Type: OpDelete + 1, Item: Item{Kind: "role", Name: "x"}}, "applying change 2 to role/x: unknown operation"},
+	} {
+		if err := CheckOps([]Op{ok, tc.op}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.op, err, tc.want)
+		}
+	}
+}
