@@ -15,10 +15,6 @@ import (
 // scanPage is how many audit rows ScanAudit holds in memory at once.
 const scanPage = 1000
 
-// timeLayout is the SQLite store's (store.AuditTimeLayout): its text order
-// under the "C" collation is time order.
-const timeLayout = store.AuditTimeLayout
-
 const auditColumns = `seq, time, type, actor, spiffe_id, outcome, data, prev_hash, hash`
 
 // AppendAudit appends rows in one transaction, after checking that they
