@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,9 +11,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 var inviteRE = regexp.MustCompile(`--invite (\S+)`)
@@ -90,44 +89,17 @@ func TestHumanIssuesSVID(t *testing.T) {
 	want := spiffeid.RequireFromPath(svid.ID.TrustDomain(), "/team/alice/laptop")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	lis, err := spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0", spiffetls.MTLSServerWithRawConfig(tlsconfig.AuthorizeID(want), srvSVID, bundle))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				if _, err := bufio.NewReader(conn).ReadString('\n'); err != nil {
-					return
-				}
-				peer, _ := spiffetls.PeerIDFromConn(conn)
-				fmt.Fprintf(conn, "hello %s\n", peer)
-			}()
-		}
-	}()
-	conn, err := spiffetls.DialWithMode(ctx, "tcp", lis.Addr().String(), spiffetls.MTLSClientWithRawConfig(tlsconfig.AuthorizeAny(), svid, bundle))
+	addr := testkit.GreeterMTLS(t, tlsconfig.AuthorizeID(want), srvSVID, bundle)
+	reply, err := testkit.Greet(ctx, addr, tlsconfig.AuthorizeAny(), svid, bundle)
 	if err != nil {
 		t.Fatalf("alice's SVID did not get her through mTLS: %v", err)
 	}
-	fmt.Fprintln(conn, "hi")
-	reply, _ := bufio.NewReader(conn).ReadString('\n')
-	conn.Close()
-	if reply != "hello "+want.String()+"\n" {
+	if reply != "hello "+want.String()+", you said hi\n" {
 		t.Fatalf("the server answered %q", reply)
 	}
 	// The server refuses any other ID: its own SVID, say.
-	if c, err := spiffetls.DialWithMode(ctx, "tcp", lis.Addr().String(), spiffetls.MTLSClientWithRawConfig(tlsconfig.AuthorizeAny(), srvSVID, bundle)); err == nil {
-		fmt.Fprintln(c, "hi")
-		if r, err := bufio.NewReader(c).ReadString('\n'); err == nil {
-			t.Fatalf("the server admitted %s: %q", srvSVID.ID, r)
-		}
-		c.Close()
+	if r, err := testkit.Greet(ctx, addr, tlsconfig.AuthorizeAny(), srvSVID, bundle); err == nil {
+		t.Fatalf("the server admitted %s: %q", srvSVID.ID, r)
 	}
 
 	for _, r := range []struct {

@@ -1,9 +1,7 @@
 package cli_test
 
 import (
-	"bufio"
 	"context"
-	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,10 +9,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // The issue's journey for people: alice logs in, issues herself an
@@ -56,37 +54,13 @@ func TestUserIssuesSVID(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0",
-		spiffetls.MTLSServerWithRawConfig(tlsconfig.AuthorizeID(spiffeid.RequireFromPath(td, "/team/alice/laptop")), server, bundle))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				if _, err := bufio.NewReader(conn).ReadString('\n'); err == nil {
-					peer, _ := spiffetls.PeerIDFromConn(conn)
-					fmt.Fprintf(conn, "hello %s\n", peer)
-				}
-			}()
-		}
-	}()
-	conn, err := spiffetls.DialWithMode(ctx, "tcp", l.Addr().String(),
-		spiffetls.MTLSClientWithRawConfig(tlsconfig.AuthorizeID(server.ID), alice, bundle))
+	addr := testkit.GreeterMTLS(t, tlsconfig.AuthorizeID(spiffeid.RequireFromPath(td, "/team/alice/laptop")), server, bundle)
+	reply, err := testkit.Greet(ctx, addr, tlsconfig.AuthorizeID(server.ID), alice, bundle)
 	if err != nil {
 		t.Fatalf("alice cannot reach the server: %v", err)
 	}
-	fmt.Fprintln(conn, "hi")
-	reply, err := bufio.NewReader(conn).ReadString('\n')
-	conn.Close()
-	if reply != "hello spiffe://example.org/team/alice/laptop\n" {
-		t.Errorf("the server answered %q, %v", reply, err)
+	if reply != "hello spiffe://example.org/team/alice/laptop, you said hi\n" {
+		t.Errorf("the server answered %q", reply)
 	}
 
 	refusals := []struct {

@@ -1,7 +1,6 @@
 package svid_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"math/big"
 	"net/url"
 	"os"
@@ -22,7 +20,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -33,6 +30,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/svid"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // widctl is the shared in-process runner, with this package's helpers.
@@ -274,40 +272,9 @@ func TestIssuedSVIDWorksForMTLS(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	l, err := spiffetls.ListenWithMode(ctx, "tcp", "127.0.0.1:0",
-		spiffetls.MTLSServerWithRawConfig(tlsconfig.AuthorizeID(alice.ID), serverSVID, bundle))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				line, err := bufio.NewReader(conn).ReadString('\n')
-				if err != nil {
-					return
-				}
-				peer, _ := spiffetls.PeerIDFromConn(conn)
-				fmt.Fprintf(conn, "hello %s, you said %s", peer, line)
-			}()
-		}
-	}()
+	addr := testkit.GreeterMTLS(t, tlsconfig.AuthorizeID(alice.ID), serverSVID, bundle)
 	call := func(s *x509svid.SVID) (string, error) {
-		conn, err := spiffetls.DialWithMode(ctx, "tcp", l.Addr().String(),
-			spiffetls.MTLSClientWithRawConfig(tlsconfig.AuthorizeID(serverSVID.ID), s, bundle))
-		if err != nil {
-			return "", err
-		}
-		defer conn.Close()
-		if _, err := fmt.Fprintln(conn, "hi"); err != nil {
-			return "", err
-		}
-		return bufio.NewReader(conn).ReadString('\n')
+		return testkit.Greet(ctx, addr, tlsconfig.AuthorizeID(serverSVID.ID), s, bundle)
 	}
 	got, err := call(alice)
 	if want := "hello spiffe://example.org/team/alice/laptop, you said hi\n"; err != nil || got != want {
