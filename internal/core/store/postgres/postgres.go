@@ -149,8 +149,8 @@ func (db *DB) writeTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 
 // unreachable marks err with store.ErrUnavailable when it says the
 // database server could not be reached or ended the connection (SQLSTATE
-// class 08, an administrator or crash shutdown, a server not accepting
-// connections, or no server answering), so that callers answer "try
+// class 08, an administrator or crash shutdown, a server or database not
+// accepting connections, or no server answering), so that callers answer "try
 // again" rather than "internal error". Other errors pass unchanged.
 func unreachable(err error) error {
 	if err == nil || errors.Is(err, store.ErrUnavailable) {
@@ -160,8 +160,11 @@ func unreachable(err error) error {
 	var ce *pgconn.ConnectError
 	var ne net.Error
 	switch {
-	case strings.HasPrefix(c, "08"), c == codeAdminShutdown, c == codeCrashShutdown, c == codeCannotConnectNow,
-		c == "" && (errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)):
+	// A failed connect is the database being out of reach whatever the
+	// server said, e.g. 55000 for a database not accepting connections.
+	case errors.As(err, &ce),
+		strings.HasPrefix(c, "08"), c == codeAdminShutdown, c == codeCrashShutdown, c == codeCannotConnectNow,
+		c == "" && (errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)):
 		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
 	return err

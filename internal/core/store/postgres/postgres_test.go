@@ -502,3 +502,32 @@ func TestListAfterPages(t *testing.T) {
 		t.Fatalf("pages gave %v, want a,b,c,d,e", got)
 	}
 }
+
+// A database that refuses new connections (ALLOW_CONNECTIONS false, as
+// while it is being dropped or restored) answers SQLSTATE 55000 at connect
+// time; that is the database being unreachable, not an internal error.
+func TestRefusedConnectionIsUnavailable(t *testing.T) {
+	srv := pgtest.Shared(t)
+	name, dbURL := pgtest.NamedDatabase(t)
+	db := open(t, dbURL)
+	t.Cleanup(func() { db.Close() })
+	ctx := t.Context()
+	quoted := pgx.Identifier{name}.Sanitize()
+	if err := srv.Exec(ctx, "postgres", "ALTER DATABASE "+quoted+" ALLOW_CONNECTIONS false"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = srv.Exec(context.Background(), "postgres", "ALTER DATABASE "+quoted+" ALLOW_CONNECTIONS true")
+	})
+	if err := srv.Exec(ctx, "postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name); err != nil {
+		t.Fatal(err)
+	}
+	// The first attempts may meet the ended connections; later ones
+	// must connect anew and be refused.
+	for i := range 3 {
+		_, err := db.Apply(ctx, store.Op{Type: store.OpCreate, Item: store.Item{Kind: "role", Name: "while-gone", Data: []byte(`{}`)}})
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("Apply %d with connections refused: %v, want store.ErrUnavailable", i+1, err)
+		}
+	}
+}
