@@ -76,10 +76,10 @@ func (db *DB) List(ctx context.Context, kind string) ([]store.Item, error) {
 func (db *DB) Apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
 	for i, op := range ops {
 		if op.Item.Kind == "" || op.Item.Name == "" {
-			return nil, fmt.Errorf("applying change %d: kind and name are required", i+1)
+			return nil, &store.OpError{Index: i, Err: fmt.Errorf("applying change %d: kind and name are required", i+1)}
 		}
 		if op.Type < store.OpCreate || op.Type > store.OpDelete {
-			return nil, fmt.Errorf("applying change %d to %s/%s: unknown operation %d", i+1, op.Item.Kind, op.Item.Name, op.Type)
+			return nil, &store.OpError{Index: i, Err: fmt.Errorf("applying change %d to %s/%s: unknown operation %d", i+1, op.Item.Kind, op.Item.Name, op.Type)}
 		}
 	}
 	if len(ops) == 0 {
@@ -90,7 +90,7 @@ func (db *DB) Apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
 		for i, op := range ops {
 			rev, err := applyOp(ctx, tx, op)
 			if err != nil {
-				return err
+				return &store.OpError{Index: i, Err: err}
 			}
 			revs[i] = rev
 		}
