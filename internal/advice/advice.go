@@ -137,8 +137,11 @@ func Local(err error) string {
 	var (
 		le *client.LoginError
 		nj *client.NoJoinTokenError
+		re *client.RefusedError
 	)
 	switch {
+	case errors.As(err, &re):
+		return Next(re.Status)
 	case errors.As(err, &nj) && nj.Kubernetes:
 		return ": pass --join-token NAME of a kubernetes join token (see widctl token ls)"
 	case errors.As(err, &nj):

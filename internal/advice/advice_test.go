@@ -142,6 +142,11 @@ func TestLocalNextSteps(t *testing.T) {
 			"connecting: the login key of alice is corrupt: run widctl logout, then widctl login"},
 		{&client.LoginError{Msg: "the login key is in the OS keyring, which is not available now", Fix: client.FixLogin},
 			"connecting: the login key is in the OS keyring, which is not available now: run widctl login"},
+		{&client.RefusedError{Msg: "joining the trust domain at h:1: a join token is required",
+			Status: refusal(t, codes.PermissionDenied, "a join token is required", authv1.NextGetToken)},
+			"connecting: joining the trust domain at h:1: a join token is required: get one with widctl bot add or widctl token add"},
+		{&client.NoJoinTokenError{Dir: "/d", Kubernetes: true},
+			"connecting: the agent has no identity in /d and no join token: pass --join-token NAME of a kubernetes join token (see widctl token ls)"},
 		{client.ErrNoTarget,
 			"connecting: no auth service given: run widctl next to a running widagent, or pass --auth HOST:PORT"},
 	}

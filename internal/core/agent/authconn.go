@@ -76,7 +76,11 @@ func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 	}
 	resp, err := c.Join(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("joining the trust domain at %s: %s", a.cfg.AuthAddr, status.Convert(err).Message())
+		// The status's message alone, and the status kept beside it (not
+		// unwrapped, so widagent's exit code stays a failed start's): the
+		// command line words the next step it names.
+		st := status.Convert(err)
+		return nil, &client.RefusedError{Msg: fmt.Sprintf("joining the trust domain at %s: %s", a.cfg.AuthAddr, st.Message()), Status: st}
 	}
 	id, err := client.NewIdentity(key, resp.CertChain, resp.HostCa)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/wid-project/wid/internal/core/identity"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc/status"
 )
 
 // KeyringService is the OS keyring service under which login keys are kept;
@@ -97,6 +98,17 @@ type NoJoinTokenError struct {
 func (e *NoJoinTokenError) Error() string {
 	return fmt.Sprintf("the agent has no identity in %s and no join token", e.Dir)
 }
+
+// RefusedError is a call the auth service refused, told in the caller's
+// words (Msg, which ends with the status's message). Status is the refusal,
+// kept so that the user interface can word the next step its details name;
+// it is not unwrapped, so the error stays the caller's, not a gRPC status.
+type RefusedError struct {
+	Msg    string
+	Status *status.Status
+}
+
+func (e *RefusedError) Error() string { return e.Msg }
 
 // LoginFix is what mends a LoginError.
 type LoginFix int
