@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -28,15 +29,16 @@ const (
 )
 
 // storeError turns a store error about ref into a status people can act on.
-func storeError(ref string, err error) error {
+// meta (key, value, ...) is added to the next step a refusal names.
+func storeError(ref string, err error, meta ...string) error {
 	var corrupt *corruptError
 	switch {
 	case errors.As(err, &corrupt):
 		return refusal(codes.DataLoss, corrupt.Error(), authv1.NextRemoveCorrupt, authv1.ErrorMetaKind, corrupt.kind, authv1.ErrorMetaName, corrupt.name)
 	case errors.Is(err, store.ErrNotFound):
-		return refusal(codes.NotFound, ref+" does not exist", authv1.NextList, refMeta(ref)...)
+		return refusal(codes.NotFound, ref+" does not exist", authv1.NextList, append(refMeta(ref), meta...)...)
 	case errors.Is(err, store.ErrAlreadyExists):
-		return refusal(codes.AlreadyExists, ref+" already exists", authv1.NextReplace, refMeta(ref)...)
+		return refusal(codes.AlreadyExists, ref+" already exists", authv1.NextReplace, append(refMeta(ref), meta...)...)
 	case errors.Is(err, store.ErrConflict):
 		return status.Errorf(codes.Aborted, "%s changed while you were editing it: read it again and retry", ref)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -169,13 +171,17 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 	if err != nil {
 		// The store says which op failed; ops[i] is list[i].
 		ref := "resources"
-		var oe *store.OpError
+		var (
+			oe   *store.OpError
+			meta []string
+		)
 		if len(list) == 1 {
 			ref = resource.Ref(list[0])
 		} else if errors.As(err, &oe) && oe.Index >= 0 && oe.Index < len(list) {
 			ref = resource.Ref(list[oe.Index])
+			meta = []string{authv1.ErrorMetaDocument, strconv.Itoa(oe.Index + 1)}
 		}
-		return nil, storeError(ref, err)
+		return nil, storeError(ref, err, meta...)
 	}
 	resp := &authv1.CreateResourceResponse{}
 	// One event per resource, queued together so that a file of a thousand
