@@ -47,7 +47,8 @@ func TestKubernetesJoin(t *testing.T) {
 	args := []string{"start", "--roles", "agent", "--data-dir", agentDir, "--workload-socket", filepath.Join(agentDir, "workload.sock"),
 		"--auth", auth.addr, "--ca-pin", auth.pin, "--join-method", "kubernetes", "--join-token", "k8s-nodes", "--sa-token-file", saFile}
 	refused, err := exec.Command(filepath.Join(binDir, "widagent"), args...).CombinedOutput()
-	if err == nil || !strings.Contains(string(refused), "the kubernetes join was refused: check the join token name, that the projected service-account token has audience wid:example.org") {
+	if err == nil || !strings.Contains(string(refused), "the kubernetes join was refused: check the join token name, that the projected service-account token has audience wid:example.org") ||
+		!strings.Contains(string(refused), "; an admin finds the reason with widctl audit ls --type bot.join.denied") {
 		t.Fatalf("agent with a wrong-audience token: %v\n%s", err, refused)
 	}
 	denied := auth.widctl("audit", "ls", "--type", "bot.join.denied", "--format", "json").must(t)

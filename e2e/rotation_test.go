@@ -374,7 +374,7 @@ func TestStoppedAgentHoldsRotationBack(t *testing.T) {
 	}()
 	rotateTo(t, auth, "spiffe", "update_clients")
 	r := auth.widctl("ca", "rotate", "--type", "spiffe", "--phase", "update_servers")
-	if r.code == 0 || !strings.Contains(r.stderr, `bot "edge" on`) || !strings.Contains(r.stderr, "--force") {
+	if r.code == 0 || !strings.Contains(r.stderr, `bot "edge" on`) || !strings.Contains(r.stderr, ". Wait for them (widctl ca status shows them), or add --force to move on without them") {
 		t.Fatalf("update_servers with a stopped agent: exit %d, %s; want a refusal naming bot edge", r.code, r.stderr)
 	}
 	if phase, _ := caState(t, auth, "spiffe"); phase != "update_clients" {

@@ -262,7 +262,8 @@ func TestAdminSocketRefusesOtherUIDs(t *testing.T) {
 	if !ok || ee.ExitCode() != 3 {
 		t.Fatalf("widctl as uid 65534: %v, want exit 3\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "uid 65534 may not use the admin socket") || strings.Contains(string(out), "rpc error") {
+	if !strings.Contains(string(out), "uid 65534 may not use the admin socket") || !strings.Contains(string(out), "; log in with widctl login instead") ||
+		strings.Contains(string(out), "rpc error") {
 		t.Fatalf("refusal is not one clear sentence:\n%s", out)
 	}
 	if evs := a.widctl("audit", "ls", "--type", "access.denied").must(t).stdout; !strings.Contains(evs, "uid:65534") {

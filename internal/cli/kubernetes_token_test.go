@@ -94,6 +94,8 @@ spec:
 		{"typo in file", strings.Replace(doc, "cluster:", "clustre:", 1), []string{"create", "-f", "-"}, "clustre"},
 		{"a file of the auth host in the token", strings.Replace(doc, "    cluster: main\n", "    cluster: main\n    token_file: /root/token\n", 1), []string{"create", "-f", "-"},
 			"spec.kubernetes.token_file is no longer a join token field: files the auth service reads and servers it calls are set in its own configuration (kubernetes_clusters in widagent's config file)"},
+		{"name taken", "", []string{"token", "create", "--method", "kubernetes", "--name", "k8s-nodes", "--bot", "k8s-agent", "--token-review", "--allow", "a:b"},
+			"error: token/k8s-nodes already exists: remove it first with widctl rm token/k8s-nodes, or replace it with widctl create -f FILE --force\n"},
 		{"no allow", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review"}, "no service account may join: pass --allow"},
 		{"bad allow", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review", "--allow", "wid-agent"}, `--allow "wid-agent" is not namespace:name`},
 		{"uses", "", []string{"token", "create", "--method", "kubernetes", "--name", "x", "--bot", "k8s-agent", "--token-review", "--allow", "a:b", "--uses", "3"}, "--uses is not for --method kubernetes"},

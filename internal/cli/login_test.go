@@ -431,7 +431,8 @@ func TestUserLsShowsLock(t *testing.T) {
 	for range 5 {
 		p.run("the wrong password\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", p.srv.CAPin, "--password-stdin")
 	}
-	if code, _, errOut := p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", p.srv.CAPin, "--password-stdin"); code != cmdutil.ExitAuth || !strings.Contains(errOut, "too many failed attempts") {
+	if code, _, errOut := p.run(password+"\n", "login", "--auth", p.srv.Addr, "--user", "alice", "--ca-pin", p.srv.CAPin, "--password-stdin"); code != cmdutil.ExitAuth || !strings.Contains(errOut, "too many failed attempts") ||
+		!strings.Contains(errOut, ", or ask an admin to reset the user (widctl user reset alice)\n") {
 		t.Fatalf("alice is not locked: exit %d: %s", code, errOut)
 	}
 	if out := admin.OK("user", "ls"); !lockedRow.MatchString(out) || !freeRow.MatchString(out) {
@@ -469,6 +470,21 @@ func TestUserLsShowsLock(t *testing.T) {
 	}
 	if out := admin.OK("user", "get", "alice", "--format", "json"); strings.Contains(out, "status") {
 		t.Errorf("user get alice after the reset:\n%s", out)
+	}
+}
+
+// A login from before an admin reset the user is refused, and widctl says
+// what to do: the auth service names the step, widctl words it.
+func TestOldLoginAfterResetSaysLogInAgain(t *testing.T) {
+	p, invite := newPerson(t)
+	if code, _, errOut := p.firstLogin(invite); code != 0 {
+		t.Fatalf("first login: %s", errOut)
+	}
+	newWidctl(t, p.srv).OK("user", "reset", "alice")
+	code, _, errOut := p.run("", "role", "get", "dev")
+	want := `error: your certificate was issued before user "alice" was reset or re-created: run widctl login again` + "\n"
+	if code != cmdutil.ExitAuth || errOut != want {
+		t.Fatalf("role get dev with the old login: exit %d %q, want %d %q", code, errOut, cmdutil.ExitAuth, want)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/advice"
 	"google.golang.org/grpc/status"
 )
 
@@ -378,12 +379,13 @@ func wrap(text string, st lipgloss.Style, w, indent int) []string {
 }
 
 // errText is an error as one sentence for the screen: a gRPC status's
-// message, without the "rpc error: code = ..." wrapping.
+// message, without the "rpc error: code = ..." wrapping, and the next step
+// it names, in the same words as widctl's.
 func errText(err error) string {
 	if s, ok := status.FromError(err); ok {
-		return s.Message()
+		return advice.Status(s)
 	}
-	return err.Error()
+	return advice.Text(err)
 }
 
 func (m *Model) tabView(h int) string {

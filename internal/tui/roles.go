@@ -11,6 +11,7 @@ import (
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/advice"
 	"github.com/wid-project/wid/internal/core/condition"
 	"google.golang.org/grpc/status"
 )
@@ -265,7 +266,7 @@ func (t *rolesTab) formView() []string {
 	case t.pending:
 		lines = append(lines, t.st.dim.Render("asking the auth service…"))
 	case t.result != nil && t.result.Err != nil:
-		lines = append(lines, t.st.denied.Render("the auth service could not explain: "+status.Convert(t.result.Err).Message()))
+		lines = append(lines, t.st.denied.Render("the auth service could not explain: "+advice.Status(status.Convert(t.result.Err))))
 	case t.result != nil:
 		lines = append(lines, t.resultLines()...)
 	default:
@@ -284,7 +285,7 @@ func (t *rolesTab) resultLines() []string {
 		if r.Allowed {
 			lines = append(lines, t.st.ok.Render("ALLOWED")+" "+r.SpiffeId+fmt.Sprintf(" by role %s, TTL %s", r.Role, time.Duration(r.TtlSeconds)*time.Second))
 		} else {
-			lines = append(lines, t.st.denied.Render("DENIED")+" "+r.Reason)
+			lines = append(lines, t.st.denied.Render("DENIED")+" "+r.Reason+advice.Explained(r.Check, ""))
 			lines = append(lines, t.st.dim.Render("failed check: "+r.Check))
 		}
 	}
@@ -306,7 +307,7 @@ func (t *rolesTab) resultLines() []string {
 			lines = append(lines, "  "+t.st.ok.Render("ISSUED")+"  "+w.Identity+" → "+w.SpiffeId)
 		} else {
 			// The check first, so that a narrow terminal cuts the reason.
-			lines = append(lines, "  "+t.st.denied.Render("REFUSED")+" "+w.Identity+t.st.dim.Render(" · failed check: "+w.Check)+" · "+w.Reason)
+			lines = append(lines, "  "+t.st.denied.Render("REFUSED")+" "+w.Identity+t.st.dim.Render(" · failed check: "+w.Check)+" · "+w.Reason+advice.Explained(w.Check, w.Identity))
 		}
 	}
 	return lines

@@ -42,3 +42,87 @@ const (
 	// fixed that.
 	ErrorReasonStorage = "STORAGE"
 )
+
+// Keys of that ErrorInfo's metadata. The auth service says what went wrong
+// in the status message and, under ErrorMetaNext, which next step fits; the
+// client words the step in its own commands (widctl's, the TUI's), so the
+// auth service names no client's commands. ErrorMetaKind and ErrorMetaName
+// name the resource the step is about, when there is one.
+const (
+	ErrorMetaNext = "next"
+	ErrorMetaKind = "kind"
+	ErrorMetaName = "name"
+	// ErrorMetaDocument is the 1-based number of the document of a
+	// CreateResource batch that failed.
+	ErrorMetaDocument = "document"
+)
+
+// Next steps, as ErrorInfo.Metadata[ErrorMetaNext].
+const (
+	// NextLogin: the call needs a login, or an agent's bot identity.
+	NextLogin = "LOGIN"
+	// NextLoginRenew: the caller's login is about to end.
+	NextLoginRenew = "LOGIN_RENEW"
+	// NextLoginAgain: the user was reset or re-created since the login.
+	NextLoginAgain = "LOGIN_AGAIN"
+	// NextLoginInstead: the admin socket refused the caller's uid.
+	NextLoginInstead = "LOGIN_INSTEAD"
+	// NextJoinAgent: an agent RPC called by a user or an admin.
+	NextJoinAgent = "JOIN_AGENT"
+	// NextRejoin: bot ErrorMetaName was re-created since its certificate.
+	NextRejoin = "REJOIN"
+	// NextGetToken: a join without a join token.
+	NextGetToken = "GET_TOKEN"
+	// NextNewToken: the join token is unknown, used or expired; the bot
+	// is ErrorMetaName when known.
+	NextNewToken = "NEW_TOKEN"
+	// NextTokenFromCommand: a secret join token sent as a document.
+	NextTokenFromCommand = "TOKEN_FROM_COMMAND"
+	// NextKubernetesTokenResource: a kubernetes join token made as a
+	// secret token.
+	NextKubernetesTokenResource = "KUBERNETES_TOKEN_RESOURCE"
+	// NextKubernetesTokenName: a kubernetes join without a token name.
+	NextKubernetesTokenName = "KUBERNETES_TOKEN_NAME"
+	// NextKubernetesJoinAudit: a kubernetes join refused; the audit log
+	// says why.
+	NextKubernetesJoinAudit = "KUBERNETES_JOIN_AUDIT"
+	// NextList: resource ErrorMetaKind/ErrorMetaName does not exist.
+	NextList = "LIST"
+	// NextReplace: resource ErrorMetaKind/ErrorMetaName already exists.
+	NextReplace = "REPLACE"
+	// NextRemoveCorrupt: stored ErrorMetaKind/ErrorMetaName does not decode.
+	NextRemoveCorrupt = "REMOVE_CORRUPT"
+	// NextCreateBot: bot ErrorMetaName does not exist.
+	NextCreateBot = "CREATE_BOT"
+	// NextCreateBotFirst: a join token names bot ErrorMetaName, which does
+	// not exist.
+	NextCreateBotFirst = "CREATE_BOT_FIRST"
+	// NextCreateRoles: a user or bot names roles that do not exist.
+	NextCreateRoles = "CREATE_ROLES"
+	// NextCreateUser: user ErrorMetaName does not exist.
+	NextCreateUser = "CREATE_USER"
+	// NextFreeRole: role ErrorMetaName is held by users or bots.
+	NextFreeRole = "FREE_ROLE"
+	// NextResetUser: user ErrorMetaName is locked out.
+	NextResetUser = "RESET_USER"
+	// NextInviteUsed: user ErrorMetaName's invite was used.
+	NextInviteUsed = "INVITE_USED"
+	// NextNewInvite: user ErrorMetaName's invite expired.
+	NextNewInvite = "NEW_INVITE"
+	// NextAuditHead: an audit head not in the form audit verify prints.
+	NextAuditHead = "AUDIT_HEAD"
+	// NextCAStatus: the CA moved while a rotation step was being made.
+	NextCAStatus = "CA_STATUS"
+	// NextCAWait: agents lag behind a CA rotation step.
+	NextCAWait = "CA_WAIT"
+)
+
+// Checks in ExplainResponse and WorkloadExplanation that a client words a
+// next step for, besides those the rbac package names.
+const (
+	// ExplainCheckNoWorkloadIdentities: the trust domain has no workload
+	// identities to explain.
+	ExplainCheckNoWorkloadIdentities = "no_workload_identities"
+	// ExplainCheckCorrupt: the stored workload identity does not decode.
+	ExplainCheckCorrupt = "corrupt"
+)

@@ -15,6 +15,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/core/agent"
+	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/testkit"
 )
@@ -366,5 +367,39 @@ func TestKubernetesClustersSettings(t *testing.T) {
 		if _, err := startOptions(t, c.config); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want %q", c.config, err, c.want)
 		}
+	}
+}
+
+// An agent with no saved identity and no join token stops, and the
+// command line says how to get a token: widctl's commands, which the agent
+// itself does not name.
+func TestStartWithoutJoinTokenSaysHowToGetOne(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"token", nil, "and no join token: create one with 'widctl bot create NAME --roles ROLE' (or 'widctl token create --bot NAME') and pass --join-token"},
+		{"kubernetes", []string{"--join-method", "kubernetes"}, "and no join token: pass --join-token NAME of a kubernetes join token (see widctl token ls)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			args := append([]string{"--roles", "agent", "--data-dir", dir, "--auth", "127.0.0.1:1",
+				"--workload-socket", filepath.Join(dir, "workload.sock")}, tc.args...)
+			o, err := startOptions(t, "", args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			err = runStart(ctx, o, io.Discard, io.Discard)
+			var nj *client.NoJoinTokenError
+			if !errors.As(err, &nj) {
+				t.Fatalf("start: %v, want a client.NoJoinTokenError", err)
+			}
+			if msg := cmdutil.Explain(err, "").Message; !strings.Contains(msg, "the agent has no identity in ") || !strings.HasSuffix(msg, tc.want) {
+				t.Errorf("error %q, want it to end %q", msg, tc.want)
+			}
+		})
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/wid-project/wid/internal/advice"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/auth"
@@ -318,11 +319,12 @@ func (p *banner) flush(adminSocket, workloadSocket string) {
 // startError is how a start that failed ends: exit 1 with the error's
 // sentence as it is. The auth service and the agent write their errors for
 // people; a gRPC status inside one (a join the auth service refused) is
-// part of that sentence, not a widctl call to rephrase.
+// part of that sentence, not a widctl call to rephrase; the next step the
+// error names (a join token to get, a refusal's) follows it.
 func startError(err error) error {
 	var ce *cmdutil.Error
 	if errors.As(err, &ce) {
 		return err
 	}
-	return &cmdutil.Error{Code: cmdutil.ExitError, Message: err.Error(), Err: err}
+	return &cmdutil.Error{Code: cmdutil.ExitError, Message: err.Error() + advice.Local(err), Err: err}
 }

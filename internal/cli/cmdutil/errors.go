@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/wid-project/wid/internal/advice"
 	"github.com/wid-project/wid/internal/core/client"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -73,8 +74,12 @@ func InputError(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &Error{Code: ExitBadInput, Message: err.Error(), Err: err}
+	return &Error{Code: ExitBadInput, Message: sentence(err), Err: err}
 }
+
+// sentence is err's text followed by the next step its type names (a
+// login to mend, an auth service to name).
+func sentence(err error) string { return err.Error() + advice.Local(err) }
 
 // InputErrorf is InputError with a formatted sentence.
 func InputErrorf(format string, args ...any) error {
@@ -102,7 +107,7 @@ func Explain(err error, target string) Report {
 	if err == nil {
 		return Report{Code: ExitOK}
 	}
-	r := Report{Code: ExitError, Message: err.Error(), Detail: err.Error()}
+	r := Report{Code: ExitError, Message: sentence(err), Detail: err.Error()}
 	if st, ok := grpcStatus(err); ok {
 		r.Detail = fmt.Sprintf("%v (gRPC code %s)", err, st.Code())
 	}
@@ -128,14 +133,16 @@ func Explain(err error, target string) Report {
 }
 
 // explainStatus reads a gRPC status in err. The auth service writes its
-// status messages as sentences for people, so those are shown as they are;
-// only what the gRPC library itself says (about connections) is rephrased.
+// status messages as sentences for people, so those are shown as they are,
+// followed by the next step its details name (see advice); only what the
+// gRPC library itself says (about connections) is rephrased.
 func explainStatus(err error, target string) Report {
 	st, ok := grpcStatus(err)
 	if !ok {
-		return Report{Code: ExitError, Message: err.Error()}
+		return Report{Code: ExitError, Message: sentence(err)}
 	}
-	msg := st.Message()
+	// The auth service types the next step; widctl words it.
+	msg := advice.Status(st)
 	switch st.Code() {
 	case codes.OK:
 		return Report{Code: ExitOK}

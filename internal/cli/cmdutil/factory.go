@@ -84,7 +84,7 @@ func DialWithLogin(ctx context.Context, cfg *Config, logins *client.LoginStore, 
 		return Dial(ctx, cfg, log)
 	}
 	if err != nil {
-		return nil, &Error{Code: ExitBadInput, Message: err.Error(), Err: err}
+		return nil, &Error{Code: ExitBadInput, Message: sentence(err), Err: err}
 	}
 	if cfg.Auth != "" && cfg.Auth != p.Auth {
 		return Dial(ctx, cfg, log)
@@ -217,7 +217,7 @@ func sameDER(certs []*x509.Certificate, ders [][]byte) bool {
 func LoginIdentity(logins *client.LoginStore, p *client.Profile, now time.Time) (*client.Identity, error) {
 	id, err := logins.Identity(p)
 	if err != nil {
-		return nil, &Error{Code: ExitAuth, Message: err.Error(), Err: err}
+		return nil, &Error{Code: ExitAuth, Message: sentence(err), Err: err}
 	}
 	if !now.Before(id.Expires()) {
 		return nil, &Error{Code: ExitAuth, Message: fmt.Sprintf("your login as %s to %s expired at %s: run widctl login", p.User, p.Auth, id.Expires().UTC().Format(time.RFC3339))}
@@ -240,7 +240,7 @@ func Dial(ctx context.Context, cfg *Config, log *slog.Logger) (*client.Client, e
 			return nil, &Error{Code: ExitBadInput, Message: "no identity found in " + cfg.Identity + ": check --identity, or join or log in first", Err: err}
 		}
 		if err != nil {
-			return nil, &Error{Code: ExitBadInput, Message: err.Error(), Err: err}
+			return nil, &Error{Code: ExitBadInput, Message: sentence(err), Err: err}
 		}
 		cc.Identity = id
 	}

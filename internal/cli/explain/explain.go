@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/advice"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
@@ -232,7 +233,7 @@ func run(ctx context.Context, opts *Options) error {
 		Allowed:   resp.GetAllowed(),
 		Principal: opts.PrincipalKind + " " + opts.PrincipalName,
 		SPIFFEID:  resp.GetSpiffeId(),
-		Reason:    resp.GetReason(),
+		Reason:    resp.GetReason() + advice.Explained(resp.GetCheck(), ""),
 		Check:     resp.GetCheck(),
 		Role:      resp.GetRole(),
 		Rule:      resp.GetRule(),

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/advice"
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
@@ -83,7 +84,7 @@ func newWorkloadAnswer(opts *Options, ws []*authv1.WorkloadExplanation) Workload
 			Identity: w.GetIdentity(),
 			Issued:   w.GetAllowed(),
 			SPIFFEID: w.GetSpiffeId(),
-			Reason:   w.GetReason(),
+			Reason:   w.GetReason() + advice.Explained(w.GetCheck(), w.GetIdentity()),
 			Check:    w.GetCheck(),
 		})
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/resource"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func (opts *CreateOptions) checkKubernetes() error {
@@ -152,6 +154,12 @@ func createKubernetesRun(ctx context.Context, opts *CreateOptions) error {
 		return err
 	}
 	created, err := cmdutil.CreateResources(ctx, c, false, tok)
+	if status.Code(err) == codes.AlreadyExists {
+		// token create has no --force, so the usual advice would not do.
+		ref := resource.Ref(tok)
+		return &cmdutil.Error{Code: cmdutil.ExitBadInput, Err: err,
+			Message: ref + " already exists: remove it first with widctl rm " + ref + ", or replace it with widctl create -f FILE --force"}
+	}
 	if err != nil {
 		return err
 	}

@@ -47,11 +47,8 @@ func (a *Agent) obtainIdentity(ctx context.Context) (*client.Identity, error) {
 // join exchanges the join token for a bot identity and saves it.
 func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 	dir := a.identityDir()
-	if a.cfg.JoinToken == "" && a.cfg.JoinMethod == JoinMethodKubernetes {
-		return nil, fmt.Errorf("the agent has no identity in %s and no join token: pass --join-token NAME of a kubernetes join token (see widctl token ls)", dir)
-	}
 	if a.cfg.JoinToken == "" {
-		return nil, fmt.Errorf("the agent has no identity in %s and no join token: create one with 'widctl bot create NAME --roles ROLE' (or 'widctl token create --bot NAME') and pass --join-token", dir)
+		return nil, &client.NoJoinTokenError{Dir: dir, Kubernetes: a.cfg.JoinMethod == JoinMethodKubernetes}
 	}
 	if a.cfg.CAPin == "" {
 		return nil, errors.New("joining needs the auth service's CA pin: pass --ca-pin sha256:... as printed by widagent start on the auth host")
@@ -79,7 +76,11 @@ func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 	}
 	resp, err := c.Join(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("joining the trust domain at %s: %s", a.cfg.AuthAddr, status.Convert(err).Message())
+		// The status's message alone, and the status kept beside it (not
+		// unwrapped, so widagent's exit code stays a failed start's): the
+		// command line words the next step it names.
+		st := status.Convert(err)
+		return nil, &client.RefusedError{Msg: fmt.Sprintf("joining the trust domain at %s: %s", a.cfg.AuthAddr, st.Message()), Status: st}
 	}
 	id, err := client.NewIdentity(key, resp.CertChain, resp.HostCa)
 	if err != nil {
@@ -395,7 +396,7 @@ func (a *Agent) reportSkipped(corrupt []*authv1.CorruptResource, skipped []error
 		if !a.skipped[key] {
 			a.logger.Error("a stored workload identity is corrupt; serving the others without it",
 				"workload_identity", c.GetName(), "error", c.GetError(),
-				"fix", fmt.Sprintf("remove it with widctl rm %s/%s and create it again, or restore the auth service's data dir from a backup", c.GetKind(), c.GetName()))
+				"fix", "remove it and create it again, or restore the auth service's data dir from a backup")
 		}
 	}
 	for _, err := range skipped {

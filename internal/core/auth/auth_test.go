@@ -13,6 +13,7 @@ import (
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -115,6 +116,17 @@ func TestCreateResourcesIsAllOrNothing(t *testing.T) {
 	}
 	if !strings.Contains(status.Convert(err).Message(), "role/b") {
 		t.Fatalf("error does not name role/b: %v", err)
+	}
+	// The failing document's number, from the store's OpError, crosses
+	// the wire in the ErrorInfo, beside the resource it names.
+	var md map[string]string
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == authv1.ErrorDomain {
+			md = info.GetMetadata()
+		}
+	}
+	if md[authv1.ErrorMetaDocument] != "2" || md[authv1.ErrorMetaKind] != "role" || md[authv1.ErrorMetaName] != "b" || md[authv1.ErrorMetaNext] != authv1.NextReplace {
+		t.Fatalf("error details %v, want document 2, role b, next step %s", md, authv1.NextReplace)
 	}
 	if _, err := admin.GetResource(ctx, &authv1.GetResourceRequest{Kind: "role", Name: "a"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("role a was created although the batch failed: %v", err)

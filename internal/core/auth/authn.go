@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/issuer"
@@ -136,9 +138,9 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 		}
 		remote := "uid:" + strconv.FormatUint(uint64(cred.UID), 10)
 		if cred.UID != 0 && int(cred.UID) != os.Geteuid() {
-			msg := fmt.Sprintf("uid %d may not use the admin socket: only root and the uid running widagent (%d) may; log in with widctl login instead", cred.UID, os.Geteuid())
+			msg := fmt.Sprintf("uid %d may not use the admin socket: only root and the uid running widagent (%d) may", cred.UID, os.Geteuid())
 			s.recordDenial(ctx, audit.Event{Type: audit.TypeAccessDenied, Actor: remote, RemoteAddr: remote, Reason: msg, Details: map[string]string{"method": method}})
-			return nil, status.Error(codes.PermissionDenied, msg)
+			return nil, refusal(codes.PermissionDenied, msg, authv1.NextLoginInstead)
 		}
 		editor, err := s.res.role(ctx, rbac.RoleEditor)
 		if err != nil {
@@ -153,7 +155,7 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 		if anonymousMethods[method] {
 			return &caller{RemoteAddr: remote}, nil
 		}
-		return nil, status.Error(codes.Unauthenticated, "this call needs a login: run widctl login, or join the agent first")
+		return nil, refusal(codes.Unauthenticated, "this call needs a login", authv1.NextLogin)
 	}
 	leaf := tlsInfo.State.PeerCertificates[0]
 	idKind, name, err := issuer.IdentityFromCert(leaf)
@@ -194,9 +196,9 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 	if held := issuer.GenerationFromCert(leaf); held != gen {
 		// The certificate was issued to an earlier incarnation of this
 		// name: before a reset, or before a removal and re-creation.
-		msg := fmt.Sprintf("your certificate was issued before user %q was reset or re-created: run widctl login again", name)
+		msg, next := fmt.Sprintf("your certificate was issued before user %q was reset or re-created", name), authv1.NextLoginAgain
 		if idKind == KindBot {
-			msg = fmt.Sprintf("this certificate was issued before bot %q was re-created: join again with a new token (widctl token add --bot %s)", name, name)
+			msg, next = fmt.Sprintf("this certificate was issued before bot %q was re-created", name), authv1.NextRejoin
 		}
 		actor := name
 		if idKind == KindBot {
@@ -206,7 +208,7 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 			Type: audit.TypeAccessDenied, Actor: actor, RemoteAddr: remote, Reason: "certificate of an earlier generation of " + idKind + " " + name,
 			Serial: serialHex(leaf.SerialNumber.Bytes()), Details: map[string]string{"method": method, "check": "generation"},
 		})
-		return nil, status.Error(codes.Unauthenticated, msg)
+		return nil, refusal(codes.Unauthenticated, msg, next, authv1.ErrorMetaName, name)
 	}
 	roles, err := s.res.roles(ctx, roleNames)
 	if err != nil {
@@ -235,7 +237,7 @@ func chainsTo(chains [][]*x509.Certificate, roots []*x509.Certificate) bool {
 func (s *Server) authorize(ctx context.Context, kind, verb string) error {
 	c := callerFrom(ctx)
 	if c.Kind == "" {
-		return status.Error(codes.Unauthenticated, "this call needs a login: run widctl login, or join the agent first")
+		return refusal(codes.Unauthenticated, "this call needs a login", authv1.NextLogin)
 	}
 	d := rbac.CheckRule(c.Roles, kind, verb)
 	if d.Allowed {

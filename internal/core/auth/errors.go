@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"strings"
 	"syscall"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 )
 
 // storageReason names, for people, why a write to the store or the audit
@@ -54,6 +56,55 @@ func withReason(st *status.Status, reason string) error {
 		return d.Err()
 	}
 	return st.Err()
+}
+
+// refusal is a refusal whose ErrorInfo names the next step (one of
+// authv1's Next* constants) and, in meta (key, value, ...), what the step
+// is about. msg says what went wrong; the client adds the step in its own
+// commands' words, so the auth service names none of them. A step about a
+// resource (meta holds ErrorMetaKind and ErrorMetaName) also carries a
+// ResourceInfo.
+func refusal(code codes.Code, msg, next string, meta ...string) error {
+	md := map[string]string{authv1.ErrorMetaNext: next}
+	for i := 0; i+1 < len(meta); i += 2 {
+		md[meta[i]] = meta[i+1]
+	}
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Domain: authv1.ErrorDomain, Reason: authv1.ErrorReasonRefused, Metadata: md}}
+	if kind, name := md[authv1.ErrorMetaKind], md[authv1.ErrorMetaName]; kind != "" && name != "" {
+		details = append(details, &errdetails.ResourceInfo{ResourceType: kind, ResourceName: name})
+	}
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(details...); err == nil {
+		return d.Err()
+	}
+	return st.Err()
+}
+
+// refMeta is the ErrorInfo metadata naming the resource ref ("kind/name";
+// a ref without a slash, such as "resources", names none).
+func refMeta(ref string) []string {
+	kind, name, ok := strings.Cut(ref, "/")
+	if !ok {
+		return []string{authv1.ErrorMetaKind, ref}
+	}
+	return []string{authv1.ErrorMetaKind, kind, authv1.ErrorMetaName, name}
+}
+
+// precondition passes a status through (a refusal that names its next
+// step) and makes any other error a FailedPrecondition.
+func precondition(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.FailedPrecondition, err.Error())
+}
+
+// withPrefix puts prefix before err's status message and keeps its code
+// and details (the next step a client words).
+func withPrefix(prefix string, err error) error {
+	p := status.Convert(err).Proto()
+	p.Message = prefix + p.Message
+	return status.FromProto(p).Err()
 }
 
 // markError tags an error a handler returned as the auth service's own

@@ -9,6 +9,7 @@ import (
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -29,11 +30,27 @@ func dialAs(t *testing.T, srv *authtest.Server, id *client.Identity) *client.Cli
 	return c
 }
 
-func wantGenerationRefusal(t *testing.T, err error, want string) {
+func wantGenerationRefusal(t *testing.T, err error, want, next, name string) {
 	t.Helper()
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), want) {
 		t.Fatalf("call with an old certificate: got %v, want Unauthenticated saying %q", err, want)
 	}
+	wantNext(t, err, next, name)
+}
+
+// wantNext checks that err's ErrorInfo names the next step next, about
+// name; widctl words it (internal/advice tests the words).
+func wantNext(t *testing.T, err error, next, name string) {
+	t.Helper()
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == authv1.ErrorDomain {
+			if md := info.GetMetadata(); md[authv1.ErrorMetaNext] != next || md[authv1.ErrorMetaName] != name {
+				t.Fatalf("%v: next step %v, want %s about %q", err, md, next, name)
+			}
+			return
+		}
+	}
+	t.Fatalf("%v: no ErrorInfo of the auth service, want next step %s", err, next)
 }
 
 // A user's certificate stops working when an admin resets the user, and
@@ -54,7 +71,7 @@ func TestResetUserEndsOldCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reset: %v", err)
 	}
-	wantGenerationRefusal(t, readOwnRole(old, "dev"), "run widctl login again")
+	wantGenerationRefusal(t, readOwnRole(old, "dev"), `your certificate was issued before user "alice" was reset or re-created`, authv1.NextLoginAgain, "alice")
 	if _, err := old.RenewUserCert(ctx, &authv1.RenewUserCertRequest{Csr: mustCSR(t)}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("renewing an old certificate after the reset: got %v, want Unauthenticated", err)
 	}
@@ -89,7 +106,7 @@ func TestRecreatedBotEndsOldCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := joinedBot(t, srv, "web", "web")
-	wantGenerationRefusal(t, readOwnRole(old, "web"), "join again with a new token")
+	wantGenerationRefusal(t, readOwnRole(old, "web"), `this certificate was issued before bot "web" was re-created`, authv1.NextRejoin, "web")
 	if _, err := old.RenewBotCert(ctx, &authv1.RenewBotCertRequest{Csr: mustCSR(t)}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("renewing the old bot's certificate: got %v, want Unauthenticated", err)
 	}

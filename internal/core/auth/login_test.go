@@ -373,7 +373,8 @@ func TestResetUserUnlocksWithANewInvite(t *testing.T) {
 		login(t, srv, &authv1.LoginRequest{User: "alice", Password: "wrong wrong wrong"})
 	}
 	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
-	wantDenied(t, err, codes.PermissionDenied, "widctl user reset alice")
+	wantDenied(t, err, codes.PermissionDenied, "login refused: too many failed attempts; try again after ")
+	wantNext(t, err, authv1.NextResetUser, "alice")
 
 	ctx := context.Background()
 	if _, err := srv.AdminClient(t).ResetUser(ctx, &authv1.ResetUserRequest{Name: "nobody"}); status.Code(err) != codes.NotFound {

@@ -13,9 +13,12 @@ import (
 	"sync"
 	"time"
 
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
+	"google.golang.org/grpc/codes"
 )
 
 // workloadSet is every workload identity of the trust domain, as agents and
@@ -311,9 +314,10 @@ func (e *corruptError) Error() string {
 
 func (e *corruptError) Unwrap() error { return e.err }
 
-// advice says what an operator does about it.
+// advice says what an operator does about it, for the auth service's log
+// and explain answers; widctl names its command (see advice.Next).
 func (e *corruptError) advice() string {
-	return fmt.Sprintf("remove it with widctl rm %s/%s and create it again, or restore the data dir from a backup", e.kind, e.name)
+	return "remove it and create it again, or restore the data dir from a backup"
 }
 
 // report logs a corrupt document once per stored revision.
@@ -564,7 +568,8 @@ func (r *resources) holders(ctx context.Context, role string) ([]string, error) 
 }
 
 // checkRolesExist refuses users and bots that name roles that don't exist:
-// a typo there would silently grant nothing.
+// a typo there would silently grant nothing. Its refusals are statuses
+// that name the next step; other errors are the store's.
 func (r *resources) checkRolesExist(ctx context.Context, v resource.Resource, pending map[string]bool) error {
 	var roles []string
 	switch t := v.(type) {
@@ -577,7 +582,8 @@ func (r *resources) checkRolesExist(ctx context.Context, v resource.Resource, pe
 			return nil
 		}
 		if _, err := r.bot(ctx, t.Spec.Bot); errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%s names bot %s, which does not exist: create it first with widctl bot add %s --roles ROLE", resource.Ref(v), t.Spec.Bot, t.Spec.Bot)
+			return refusal(codes.FailedPrecondition, fmt.Sprintf("%s names bot %s, which does not exist", resource.Ref(v), t.Spec.Bot),
+				authv1.NextCreateBotFirst, authv1.ErrorMetaKind, resource.KindBot, authv1.ErrorMetaName, t.Spec.Bot)
 		} else if err != nil {
 			return err
 		}
@@ -597,7 +603,7 @@ func (r *resources) checkRolesExist(ctx context.Context, v resource.Resource, pe
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("%s names roles that do not exist: %s: create them first with widctl role create", resource.Ref(v), strings.Join(missing, ", "))
+		return refusal(codes.FailedPrecondition, fmt.Sprintf("%s names roles that do not exist: %s", resource.Ref(v), strings.Join(missing, ", ")), authv1.NextCreateRoles)
 	}
 	return nil
 }

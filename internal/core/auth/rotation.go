@@ -160,7 +160,7 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 		sreq := ca.StepRequest{Type: t, From: doc.Phase, To: to, Mode: mode, GracePeriod: grace}
 		if err := ca.CheckStep(doc, sreq); err != nil {
 			s.recordRotationRefusal(ctx, c, t, doc.Phase, to, err.Error())
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
+			return nil, transitionStatus(codes.FailedPrecondition, err.Error(), err)
 		}
 		var maxTTL time.Duration
 		if grace > 0 {
@@ -185,10 +185,10 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 			}
 		}
 		if len(p.lags) > 0 && !req.Force {
-			msg := fmt.Sprintf("the %s CA cannot move from %s to %s yet: %d agent(s) lag: %s. Wait for them (widctl ca status shows them), or add --force to move on without them",
+			msg := fmt.Sprintf("the %s CA cannot move from %s to %s yet: %d agent(s) lag: %s",
 				t, doc.Phase, to, len(p.lags), rotation.DescribeLaggards(p.lags))
 			s.recordRotationRefusal(ctx, c, t, doc.Phase, to, msg)
-			return nil, status.Error(codes.FailedPrecondition, msg)
+			return nil, refusal(codes.FailedPrecondition, msg, authv1.NextCAWait)
 		}
 		plans = append(plans, p)
 	}
@@ -201,7 +201,7 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 			if errors.Is(err, ca.ErrTransition) {
 				code = codes.FailedPrecondition
 			}
-			return resp, status.Errorf(code, "moving the %s CA to %s: %v", p.t, to, err)
+			return resp, transitionStatus(code, fmt.Sprintf("moving the %s CA to %s: %v", p.t, to, err), err)
 		}
 		if err := s.recordRotationStep(ctx, c.Actor(s), c.RemoteAddr, step, p.lags); err != nil {
 			return resp, err
@@ -433,4 +433,14 @@ func (s *Server) runRotations(ctx context.Context) {
 			s.log.Info("CA rotation moved on", "ca", t, "from", step.From, "to", step.To, "sequence", step.Sequence)
 		}
 	}
+}
+
+// transitionStatus is the status of a refused or failed CA step: one
+// refused because the CA moved meanwhile names looking at it again as the
+// next step.
+func transitionStatus(code codes.Code, msg string, err error) error {
+	if errors.Is(err, ca.ErrMoved) {
+		return refusal(code, msg, authv1.NextCAStatus)
+	}
+	return status.Error(code, msg)
 }

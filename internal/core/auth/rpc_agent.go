@@ -163,7 +163,7 @@ func requireBot(c *caller, what string) error {
 	case "":
 		return status.Error(codes.Unauthenticated, what+" needs a bot identity: join the agent first")
 	}
-	return status.Errorf(codes.PermissionDenied, "only an agent's bot may %s, and you are the %s %q: join an agent with widctl bot add and widagent join instead", what, c.Kind, c.Name)
+	return refusal(codes.PermissionDenied, fmt.Sprintf("only an agent's bot may %s, and you are the %s %q", what, c.Kind, c.Name), authv1.NextJoinAgent)
 }
 
 // requireAgent refuses callers that are not an agent's bot allowed to read

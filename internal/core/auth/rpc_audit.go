@@ -189,7 +189,7 @@ func (s *Server) VerifyAudit(ctx context.Context, req *authv1.VerifyAuditRequest
 		return nil, err
 	}
 	if req.HeadSeq < 0 || len(req.HeadHash) > maxHeadHash || (req.HeadSeq > 0) != (req.HeadHash != "") {
-		return nil, status.Error(codes.InvalidArgument, "the head to check against needs a positive seq and a hash of at most 128 characters, as widctl audit verify prints it (SEQ:HASH)")
+		return nil, refusal(codes.InvalidArgument, "the head to check against needs a positive seq and a hash of at most 128 characters", authv1.NextAuditHead)
 	}
 	// The anchor lives outside the store, under the key encryption key's
 	// protection: a store rewritten whole, head row included, still has

@@ -54,7 +54,7 @@ func (s *Server) newJoinToken(bot string, ttl time.Duration, uses int, method st
 	case "":
 		method = resource.JoinMethodToken
 	case resource.JoinMethodKubernetes:
-		return "", nil, status.Error(codes.InvalidArgument, "a kubernetes join token has no secret: create it as a resource with widctl token add --method kubernetes --name NAME or widctl create -f token.yaml")
+		return "", nil, refusal(codes.InvalidArgument, "a kubernetes join token has no secret", authv1.NextKubernetesTokenResource)
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -95,7 +95,7 @@ func (s *Server) CreateBot(ctx context.Context, req *authv1.CreateBotRequest) (*
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.res.checkRolesExist(ctx, bot, nil); err != nil {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+		return nil, precondition(err)
 	}
 	if err := s.checkResourceGrantable(ctx, bot, nil, nil); err != nil {
 		return nil, err
@@ -134,7 +134,7 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *authv1.CreateJoinToke
 	}
 	if _, err := s.res.bot(ctx, req.Bot); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, status.Errorf(codes.NotFound, "bot %q does not exist: create it with widctl bot add %s --roles ROLE", req.Bot, req.Bot)
+			return nil, refusal(codes.NotFound, fmt.Sprintf("bot %q does not exist", req.Bot), authv1.NextCreateBot, authv1.ErrorMetaKind, resource.KindBot, authv1.ErrorMetaName, req.Bot)
 		}
 		return nil, storeError("bot/"+req.Bot, err)
 	}
@@ -164,12 +164,14 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *authv1.CreateJoinToke
 
 // errJoinDenied answers every join failure alike, so a caller cannot probe
 // which tokens exist; the audit log keeps the real reason.
-func (s *Server) joinDenied(ctx context.Context, req *authv1.JoinRequest, bot, token, reason, userMsg string) error {
-	return s.joinDeniedWith(ctx, req, bot, token, reason, userMsg, nil)
+// next, when given, is the next step (an authv1.Next* constant, then
+// metadata keys and values) for the client to word after userMsg.
+func (s *Server) joinDenied(ctx context.Context, req *authv1.JoinRequest, bot, token, reason, userMsg string, next ...string) error {
+	return s.joinDeniedWith(ctx, req, bot, token, reason, userMsg, nil, next...)
 }
 
 // joinDeniedWith is joinDenied with more details for the audit event.
-func (s *Server) joinDeniedWith(ctx context.Context, req *authv1.JoinRequest, bot, token, reason, userMsg string, more map[string]string) error {
+func (s *Server) joinDeniedWith(ctx context.Context, req *authv1.JoinRequest, bot, token, reason, userMsg string, more map[string]string, next ...string) error {
 	c := callerFrom(ctx)
 	actor := "anonymous"
 	if bot != "" {
@@ -186,6 +188,9 @@ func (s *Server) joinDeniedWith(ctx context.Context, req *authv1.JoinRequest, bo
 	s.recordDenial(ctx, audit.Event{
 		Type: audit.TypeJoinDenied, Actor: actor, Host: req.Host, RemoteAddr: c.RemoteAddr, Reason: reason, Details: details,
 	})
+	if len(next) > 0 {
+		return refusal(codes.PermissionDenied, userMsg, next[0], next[1:]...)
+	}
 	return status.Error(codes.PermissionDenied, userMsg)
 }
 
@@ -207,30 +212,30 @@ func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.Joi
 			"a service-account token is only for the kubernetes join method: pass --join-method kubernetes")
 	}
 	if req.Token == "" {
-		return nil, s.joinDenied(ctx, req, "", "", "no join token given", "a join token is required: get one with widctl bot add or widctl token add")
+		return nil, s.joinDenied(ctx, req, "", "", "no join token given", "a join token is required", authv1.NextGetToken)
 	}
 	name, hash := tokenName(req.Token)
 	v, err := s.res.get(ctx, resource.KindJoinToken, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, s.joinDenied(ctx, req, "", "", "unknown join token", "the join token is not valid: ask an admin for a new one (widctl token add --bot NAME)")
+			return nil, s.joinDenied(ctx, req, "", "", "unknown join token", "the join token is not valid", authv1.NextNewToken)
 		}
 		return nil, storeError("token", err)
 	}
 	tok := v.(*resource.JoinToken)
 	if subtle.ConstantTimeCompare([]byte(tok.Spec.SecretHash), []byte(hash)) != 1 {
-		return nil, s.joinDenied(ctx, req, "", name, "join token hash mismatch", "the join token is not valid: ask an admin for a new one (widctl token add --bot NAME)")
+		return nil, s.joinDenied(ctx, req, "", name, "join token hash mismatch", "the join token is not valid", authv1.NextNewToken)
 	}
 	now := s.clock()
 	if !now.Before(tok.Spec.Expires) {
 		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name,
 			"join token expired at "+tok.Spec.Expires.Format(time.RFC3339),
-			fmt.Sprintf("the join token expired at %s: ask an admin for a new one (widctl token add --bot %s)", tok.Spec.Expires.Format(time.RFC3339), tok.Spec.Bot))
+			"the join token expired at "+tok.Spec.Expires.Format(time.RFC3339), authv1.NextNewToken, authv1.ErrorMetaName, tok.Spec.Bot)
 	}
 	if tok.Spec.Used >= tok.Spec.Uses {
 		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name,
 			fmt.Sprintf("join token already used %d of %d times", tok.Spec.Used, tok.Spec.Uses),
-			fmt.Sprintf("the join token was already used: ask an admin for a new one (widctl token add --bot %s)", tok.Spec.Bot))
+			"the join token was already used", authv1.NextNewToken, authv1.ErrorMetaName, tok.Spec.Bot)
 	}
 	if tok.Spec.Method != resource.JoinMethodToken {
 		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "join method "+tok.Spec.Method+" is not a token join",
@@ -342,7 +347,7 @@ func (s *Server) RenewUserCert(ctx context.Context, req *authv1.RenewUserCertReq
 	}
 	ttl := time.Until(c.CertNotAfter).Truncate(time.Second)
 	if ttl < time.Minute {
-		return nil, status.Error(codes.FailedPrecondition, "your login expires within a minute: run widctl login")
+		return nil, refusal(codes.FailedPrecondition, "your login expires within a minute", authv1.NextLoginRenew)
 	}
 	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeUser, PublicKey: pub, TTL: ttl, Kind: KindUser, Name: c.Name, Generation: c.Generation})
 	if err != nil {

@@ -25,7 +25,7 @@ func (s *Server) KubernetesAudience() string { return kubejoin.Audience(s.td.Nam
 // The audit log keeps the real reason.
 func (s *Server) kubernetesJoinRefused() string {
 	return "the kubernetes join was refused: check the join token name, that the projected service-account token has audience " +
-		s.KubernetesAudience() + " and that its service account is in the token's allow list; an admin finds the reason with widctl audit ls --type bot.join.denied"
+		s.KubernetesAudience() + " and that its service account is in the token's allow list"
 }
 
 // joinKubernetes admits an agent that presents a projected service-account
@@ -35,17 +35,17 @@ func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*
 	name := req.Token
 	if name == "" {
 		return nil, s.joinDenied(ctx, req, "", "", "no join token name given",
-			"the kubernetes join needs the name of a kubernetes join token: pass --join-token NAME (see widctl token ls)")
+			"the kubernetes join needs the name of a kubernetes join token", authv1.NextKubernetesTokenName)
 	}
 	if err := resource.ValidateName(name); err != nil {
 		return nil, s.joinDenied(ctx, req, "", "", "join token name is invalid",
-			"the kubernetes join needs the name of a kubernetes join token, not a secret: pass --join-token NAME (see widctl token ls)")
+			"the kubernetes join needs the name of a kubernetes join token, not a secret", authv1.NextKubernetesTokenName)
 	}
 	refused := s.kubernetesJoinRefused()
 	v, err := s.res.get(ctx, resource.KindJoinToken, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, s.joinDenied(ctx, req, "", name, "unknown join token", refused)
+			return nil, s.joinDenied(ctx, req, "", name, "unknown join token", refused, authv1.NextKubernetesJoinAudit)
 		}
 		return nil, storeError("token", err)
 	}
@@ -53,15 +53,15 @@ func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*
 	k := tok.Spec.Kubernetes
 	if tok.Spec.Method != resource.JoinMethodKubernetes || k == nil {
 		// Anonymous: naming the bot would tell which token this is.
-		return nil, s.joinDenied(ctx, req, "", name, "join token is for method "+tok.Spec.Method, refused)
+		return nil, s.joinDenied(ctx, req, "", name, "join token is for method "+tok.Spec.Method, refused, authv1.NextKubernetesJoinAudit)
 	}
 	bot := tok.Spec.Bot
 	if !tok.Spec.Expires.IsZero() && !s.clock().Before(tok.Spec.Expires) {
 		exp := tok.Spec.Expires.Format(time.RFC3339)
-		return nil, s.joinDenied(ctx, req, bot, name, "join token expired at "+exp, refused)
+		return nil, s.joinDenied(ctx, req, bot, name, "join token expired at "+exp, refused, authv1.NextKubernetesJoinAudit)
 	}
 	if _, err := s.res.bot(ctx, bot); err != nil {
-		return nil, s.joinDenied(ctx, req, bot, name, "bot "+bot+" does not exist", refused)
+		return nil, s.joinDenied(ctx, req, bot, name, "bot "+bot+" does not exist", refused, authv1.NextKubernetesJoinAudit)
 	}
 	pub, err := issuer.ParseCSR(req.Csr)
 	if err != nil {
@@ -72,7 +72,7 @@ func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*
 		var r *kubejoin.Refusal
 		if errors.As(err, &r) {
 			return nil, s.joinDeniedWith(ctx, req, bot, name, "service-account token refused ("+r.Check+"): "+r.Reason,
-				refused, map[string]string{"check": r.Check})
+				refused, map[string]string{"check": r.Check}, authv1.NextKubernetesJoinAudit)
 		}
 		// The auth service could not check the token: its configuration or
 		// the cluster is at fault, not the agent, which may retry.
@@ -93,7 +93,7 @@ func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*
 	}
 	if !k.Allows(sa.Namespace, sa.Name) {
 		details["check"] = "allow"
-		return nil, s.joinDeniedWith(ctx, req, bot, name, "service account "+sa.String()+" is not in the join token's allow list", refused, details)
+		return nil, s.joinDeniedWith(ctx, req, bot, name, "service account "+sa.String()+" is not in the join token's allow list", refused, details, authv1.NextKubernetesJoinAudit)
 	}
 	return s.joined(ctx, req, bot, pub, details)
 }

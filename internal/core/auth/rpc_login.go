@@ -79,7 +79,7 @@ func (s *Server) CreateUser(ctx context.Context, req *authv1.CreateUserRequest) 
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.res.checkRolesExist(ctx, u, nil); err != nil {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+		return nil, precondition(err)
 	}
 	if err := s.checkResourceGrantable(ctx, u, nil, nil); err != nil {
 		return nil, err
@@ -145,7 +145,7 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 	u, err := s.res.user(ctx, req.Name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, status.Errorf(codes.NotFound, "user %q does not exist: add it with widctl user add %s --roles ROLE", req.Name, req.Name)
+			return nil, refusal(codes.NotFound, fmt.Sprintf("user %q does not exist", req.Name), authv1.NextCreateUser, authv1.ErrorMetaKind, resource.KindUser, authv1.ErrorMetaName, req.Name)
 		}
 		return nil, storeError("user/"+req.Name, err)
 	}
@@ -182,13 +182,19 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 }
 
 // loginDenied audits a refused login with its reason and answers msg.
-func (s *Server) loginDenied(ctx context.Context, user, reason string, code codes.Code, msg string) error {
+//
+// next, when given, is the next step (an authv1.Next* constant, then
+// metadata keys and values) for the client to word after msg.
+func (s *Server) loginDenied(ctx context.Context, user, reason string, code codes.Code, msg string, next ...string) error {
 	c := callerFrom(ctx)
 	actor := user
 	if actor == "" {
 		actor = "anonymous"
 	}
 	s.recordDenial(ctx, audit.Event{Type: audit.TypeLoginDenied, Actor: actor, RemoteAddr: c.RemoteAddr, Reason: reason})
+	if len(next) > 0 {
+		return refusal(code, msg, next[0], next[1:]...)
+	}
 	return status.Error(code, msg)
 }
 
@@ -201,7 +207,7 @@ func (s *Server) lockedDenied(ctx context.Context, name, source string, until ti
 		reason = "user locked for everyone until " + at
 	}
 	return s.loginDenied(ctx, name, reason+note, codes.PermissionDenied,
-		fmt.Sprintf("login refused: too many failed attempts; try again after %s, or ask an admin to reset the user (widctl user reset %s)", at, name))
+		"login refused: too many failed attempts; try again after "+at, authv1.NextResetUser, authv1.ErrorMetaName, name)
 }
 
 // validateLogin checks a login request's fields before anything is looked
@@ -302,12 +308,12 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		// of a first login and hid nothing from the invite's holder).
 		if cred.InviteUsed {
 			return nil, s.loginDenied(ctx, name, "invite already used", codes.PermissionDenied,
-				"the invite was already used: log in with your password (without --invite), or ask an admin for a new invite (widctl user reset "+name+")")
+				"the invite was already used", authv1.NextInviteUsed, authv1.ErrorMetaName, name)
 		}
 		if !now.Before(cred.InviteExpires) {
 			exp := cred.InviteExpires.UTC().Format(time.RFC3339)
 			return nil, s.loginDenied(ctx, name, "invite expired at "+exp, codes.PermissionDenied,
-				fmt.Sprintf("the invite expired at %s: ask an admin for a new one (widctl user reset %s)", exp, name))
+				"the invite expired at "+exp, authv1.NextNewInvite, authv1.ErrorMetaName, name)
 		}
 		if err := login.CheckPasswordPolicy(name, req.Password); err != nil {
 			return nil, s.loginDenied(ctx, name, "new password refused: "+err.Error(), codes.InvalidArgument, err.Error())

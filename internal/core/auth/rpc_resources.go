@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -28,15 +29,16 @@ const (
 )
 
 // storeError turns a store error about ref into a status people can act on.
-func storeError(ref string, err error) error {
+// meta (key, value, ...) is added to the next step a refusal names.
+func storeError(ref string, err error, meta ...string) error {
 	var corrupt *corruptError
 	switch {
 	case errors.As(err, &corrupt):
-		return status.Errorf(codes.DataLoss, "%v: %s", corrupt, corrupt.advice())
+		return refusal(codes.DataLoss, corrupt.Error(), authv1.NextRemoveCorrupt, authv1.ErrorMetaKind, corrupt.kind, authv1.ErrorMetaName, corrupt.name)
 	case errors.Is(err, store.ErrNotFound):
-		return status.Errorf(codes.NotFound, "%s does not exist: list what there is with widctl get %s", ref, strings.SplitN(ref, "/", 2)[0])
+		return refusal(codes.NotFound, ref+" does not exist", authv1.NextList, append(refMeta(ref), meta...)...)
 	case errors.Is(err, store.ErrAlreadyExists):
-		return status.Errorf(codes.AlreadyExists, "%s already exists: pass --force to replace it, or update it", ref)
+		return refusal(codes.AlreadyExists, ref+" already exists", authv1.NextReplace, append(refMeta(ref), meta...)...)
 	case errors.Is(err, store.ErrConflict):
 		return status.Errorf(codes.Aborted, "%s changed while you were editing it: read it again and retry", ref)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -69,7 +71,7 @@ func decodeRequest(data []byte) (resource.Resource, error) {
 	// A kubernetes join token holds no secret, so it is an ordinary
 	// resource; a secret token is made only by the auth service.
 	if t, ok := v.(*resource.JoinToken); ok && t.Spec.Method != resource.JoinMethodKubernetes {
-		return nil, status.Error(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add (only kubernetes join tokens, which have no secret, are created from files)")
+		return nil, refusal(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored", authv1.NextTokenFromCommand)
 	}
 	// A user's status is the auth service's to say: one sent back with a
 	// document read earlier is dropped, not stored.
@@ -108,7 +110,7 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 		v, err := decodeRequest(data)
 		if err != nil {
 			if len(req.Resources) > 1 {
-				return nil, status.Errorf(codes.InvalidArgument, "document %d: %s", i+1, status.Convert(err).Message())
+				return nil, withPrefix(fmt.Sprintf("document %d: ", i+1), err)
 			}
 			return nil, err
 		}
@@ -153,7 +155,7 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 	}
 	for _, v := range list {
 		if err := s.res.checkRolesExist(ctx, v, pending); err != nil {
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
+			return nil, precondition(err)
 		}
 		if err := s.checkResourceGrantable(ctx, v, pendingRoles, pendingBots); err != nil {
 			return nil, err
@@ -167,13 +169,19 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 	}
 	revs, err := s.res.apply(ctx, ops...)
 	if err != nil {
+		// The store says which op failed; ops[i] is list[i].
 		ref := "resources"
+		var (
+			oe   *store.OpError
+			meta []string
+		)
 		if len(list) == 1 {
 			ref = resource.Ref(list[0])
-		} else if name := failedRef(err, list); name != "" {
-			ref = name
+		} else if errors.As(err, &oe) && oe.Index >= 0 && oe.Index < len(list) {
+			ref = resource.Ref(list[oe.Index])
+			meta = []string{authv1.ErrorMetaDocument, strconv.Itoa(oe.Index + 1)}
 		}
-		return nil, storeError(ref, err)
+		return nil, storeError(ref, err, meta...)
 	}
 	resp := &authv1.CreateResourceResponse{}
 	// One event per resource, queued together so that a file of a thousand
@@ -198,18 +206,6 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 		resp.Resources = append(resp.Resources, b)
 	}
 	return resp, nil
-}
-
-// failedRef finds which resource a store error names, so a batch error says which document.
-func failedRef(err error, list []resource.Resource) string {
-	// The store names the item as "<verb> kind/name: ...".
-	msg := err.Error()
-	for _, v := range list {
-		if strings.Contains(msg, " "+resource.Ref(v)+":") {
-			return resource.Ref(v)
-		}
-	}
-	return ""
 }
 
 func (s *Server) GetResource(ctx context.Context, req *authv1.GetResourceRequest) (*authv1.GetResourceResponse, error) {
@@ -369,7 +365,7 @@ func (s *Server) UpdateResource(ctx context.Context, req *authv1.UpdateResourceR
 		return nil, err
 	}
 	if err := s.res.checkRolesExist(ctx, v, nil); err != nil {
-		return nil, status.Error(codes.FailedPrecondition, err.Error())
+		return nil, precondition(err)
 	}
 	if err := s.checkResourceGrantable(ctx, v, nil, nil); err != nil {
 		return nil, err
@@ -416,7 +412,7 @@ func (s *Server) DeleteResource(ctx context.Context, req *authv1.DeleteResourceR
 			return nil, storeError(ref, err)
 		}
 		if len(holders) > 0 {
-			return nil, status.Errorf(codes.FailedPrecondition, "role %s is held by %s: take it away from them first (widctl bot update NAME --roles ..., widctl user update NAME --roles ...)", req.Name, strings.Join(holders, ", "))
+			return nil, refusal(codes.FailedPrecondition, fmt.Sprintf("role %s is held by %s", req.Name, strings.Join(holders, ", ")), authv1.NextFreeRole, authv1.ErrorMetaKind, resource.KindRole, authv1.ErrorMetaName, req.Name)
 		}
 	case resource.KindUser:
 		// A user's password and invite go with it, in the same transaction.

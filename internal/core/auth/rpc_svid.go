@@ -43,7 +43,7 @@ var personRules = issuance.Rules{
 func (s *Server) issueForCaller(ctx context.Context, req *issuance.Request) (*issuance.Result, error) {
 	c := callerFrom(ctx)
 	if c.Kind == "" {
-		return nil, status.Error(codes.Unauthenticated, "issuing an SVID needs a login: run widctl login, or join the agent first")
+		return nil, refusal(codes.Unauthenticated, "issuing an SVID needs a login", authv1.NextLogin)
 	}
 	req.Roles = c.Roles
 	req.Event = audit.Event{Actor: c.Actor(s), Host: s.host, RemoteAddr: c.RemoteAddr, SPIFFEID: req.RawID, Attributes: req.Event.Attributes}
@@ -89,7 +89,7 @@ func (s *Server) SignJWTSVID(ctx context.Context, req *authv1.SignJWTSVIDRequest
 
 func (s *Server) GetBundle(ctx context.Context, _ *authv1.GetBundleRequest) (*authv1.GetBundleResponse, error) {
 	if callerFrom(ctx).Kind == "" {
-		return nil, status.Error(codes.Unauthenticated, "reading the bundle needs a login: run widctl login, or join the agent first")
+		return nil, refusal(codes.Unauthenticated, "reading the bundle needs a login", authv1.NextLogin)
 	}
 	b, err := s.cas.Bundle()
 	if err != nil {

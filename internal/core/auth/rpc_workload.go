@@ -84,7 +84,7 @@ func (s *Server) workloadRequest(roles []*resource.Role, set *workloadSet, attrs
 	req.RawID = ""
 	e := set.byName[it.Identity]
 	if e == nil {
-		return refuse(checkNotSelected, fmt.Sprintf("workload identity %q does not exist: list them with widctl get workload_identity", it.Identity))
+		return refuse(checkNotSelected, fmt.Sprintf("workload identity %q does not exist", it.Identity))
 	}
 	if !rbac.SelectsWorkloadIdentity(roles, e.wi.Metadata.Labels) {
 		return refuse(checkNotSelected, fmt.Sprintf("workload identity %q (%s) is not selected by the workload_identity_labels of roles %v: add a matching selector to one of them", it.Identity, describeLabels(e.wi.Metadata.Labels), names(roles)))
@@ -234,14 +234,14 @@ func (s *Server) explainWorkloads(ctx context.Context, roles []*resource.Role, a
 	}
 	for _, c := range set.corrupt {
 		out = append(out, &authv1.WorkloadExplanation{Identity: c.name, Check: checkCorrupt,
-			Reason: fmt.Sprintf("%v: it is skipped, so it gives no workload anything; %s", c, c.advice())})
+			Reason: fmt.Sprintf("%v: it is skipped, so it gives no workload anything", c)})
 	}
 	slices.SortFunc(out, func(a, b *authv1.WorkloadExplanation) int { return strings.Compare(a.Identity, b.Identity) })
 	return out, nil
 }
 
 // checkCorrupt is the explain check of a stored identity that does not decode.
-const checkCorrupt = "corrupt"
+const checkCorrupt = authv1.ExplainCheckCorrupt
 
 // workloadsExplanation sums up explainWorkloads for an explain request that
 // names no SPIFFE ID.
@@ -255,7 +255,7 @@ func workloadsExplanation(kind, name string, roleNames []string, workloads []*au
 	resp := &authv1.ExplainResponse{Allowed: len(given) > 0, Roles: roleNames, Workloads: workloads}
 	switch {
 	case len(workloads) == 0:
-		resp.Reason = "the trust domain has no workload identities: create one with widctl create -f"
+		resp.Reason, resp.Check = "the trust domain has no workload identities", authv1.ExplainCheckNoWorkloadIdentities
 	case len(given) == 0:
 		resp.Reason = fmt.Sprintf("%s %q gives this workload none of the %d workload identities: see each one's reason", kind, name, len(workloads))
 	default:

@@ -113,13 +113,30 @@ func AllowedPhases(p Phase) []Phase {
 // ErrTransition is wrapped by every refused phase change.
 var ErrTransition = errors.New("phase change not allowed")
 
-type transitionError struct{ msg string }
+// ErrMoved is wrapped, with ErrTransition, by a phase change refused
+// because the CA moved since the caller looked at it: it should look again.
+var ErrMoved = errors.New("the CA moved meanwhile")
+
+type transitionError struct {
+	msg   string
+	moved bool
+}
 
 func (e *transitionError) Error() string { return e.msg }
-func (e *transitionError) Unwrap() error { return ErrTransition }
+func (e *transitionError) Unwrap() []error {
+	if e.moved {
+		return []error{ErrTransition, ErrMoved}
+	}
+	return []error{ErrTransition}
+}
 
 func transitionErrorf(format string, args ...any) error {
 	return &transitionError{msg: fmt.Sprintf(format, args...)}
+}
+
+// movedErrorf is a transitionErrorf that also wraps ErrMoved.
+func movedErrorf(format string, args ...any) error {
+	return &transitionError{msg: fmt.Sprintf(format, args...), moved: true}
 }
 
 // Step is one phase change as it was stored.
@@ -211,7 +228,7 @@ func (m *Manager) Step(ctx context.Context, req StepRequest) (Step, error) {
 	}
 	if _, err := m.backend.Apply(ctx, store.Op{Type: store.OpUpdate, Item: newItem, ExpectRevision: item.Revision}); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return Step{}, transitionErrorf("the %s CA changed while this step was being made (the automatic rotation, or another auth process, moved it): look at it again with widctl ca status", req.Type)
+			return Step{}, movedErrorf("the %s CA changed while this step was being made (the automatic rotation, or another auth process, moved it)", req.Type)
 		}
 		return Step{}, fmt.Errorf("storing the %s CA: %w", req.Type, err)
 	}
@@ -227,7 +244,7 @@ func (m *Manager) Step(ctx context.Context, req StepRequest) (Step, error) {
 func CheckStep(doc Document, req StepRequest) error {
 	from, to := doc.Phase, req.To
 	if (req.From != "" && req.From != from) || (req.Generation != 0 && req.Generation != doc.Generation) {
-		return transitionErrorf("the %s CA moved meanwhile (it is in %s now): look at it again with widctl ca status", doc.Type, from)
+		return movedErrorf("the %s CA moved meanwhile (it is in %s now)", doc.Type, from)
 	}
 	if !slices.Contains(AllowedPhases(from), to) {
 		return transitionErrorf("the %s CA is in %s and cannot move to %s: from %s it may move to %s",

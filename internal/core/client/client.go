@@ -63,6 +63,9 @@ type Client struct {
 	Target string
 }
 
+// ErrNoTarget: Dial was given neither an admin socket nor an auth address.
+var ErrNoTarget = errors.New("no auth service given")
+
 // Dial connects lazily: errors reaching the server surface on the first RPC.
 // cfg.Auth may list several replicas, separated by commas, and a host name
 // that resolves to several addresses stands for each of them: a call that
@@ -109,7 +112,7 @@ func Dial(cfg Config) (*Client, error) {
 			}))
 		}
 	default:
-		return nil, errors.New("no auth service given: run widctl next to a running widagent, or pass --auth HOST:PORT")
+		return nil, ErrNoTarget
 	}
 	opts = append(opts, cfg.DialOptions...)
 	r := &replicas{}

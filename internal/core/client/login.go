@@ -16,6 +16,7 @@ import (
 
 	"github.com/wid-project/wid/internal/core/identity"
 	"go.yaml.in/yaml/v3"
+	"google.golang.org/grpc/status"
 )
 
 // KeyringService is the OS keyring service under which login keys are kept;
@@ -76,6 +77,52 @@ type LoginStore struct {
 // ErrNoLogin means there is no saved login.
 var ErrNoLogin = errors.New("not logged in")
 
+// LoginError is a saved login that cannot be used. Msg says what is wrong
+// with it; Fix names what mends it, for the user interface to word in its
+// own commands.
+type LoginError struct {
+	Msg string
+	Fix LoginFix
+}
+
+func (e *LoginError) Error() string { return e.Msg }
+
+// NoJoinTokenError: an agent has no saved identity in Dir and was given
+// no join token to get one. Its text says so; the command line adds how to
+// get a token (a kubernetes join token's name, when Kubernetes).
+type NoJoinTokenError struct {
+	Dir        string
+	Kubernetes bool
+}
+
+func (e *NoJoinTokenError) Error() string {
+	return fmt.Sprintf("the agent has no identity in %s and no join token", e.Dir)
+}
+
+// RefusedError is a call the auth service refused, told in the caller's
+// words (Msg, which ends with the status's message). Status is the refusal,
+// kept so that the user interface can word the next step its details name;
+// it is not unwrapped, so the error stays the caller's, not a gRPC status.
+type RefusedError struct {
+	Msg    string
+	Status *status.Status
+}
+
+func (e *RefusedError) Error() string { return e.Msg }
+
+// LoginFix is what mends a LoginError.
+type LoginFix int
+
+const (
+	// FixLogin: log in again.
+	FixLogin LoginFix = iota + 1
+	// FixRemoveProfile: remove the profile file, then log in.
+	FixRemoveProfile
+	// FixLogoutLogin: log out (which removes the key, the certificate
+	// and the profile), then log in.
+	FixLogoutLogin
+)
+
 func (s *LoginStore) profilePath() string { return filepath.Join(s.Dir, "profile.yaml") }
 
 // safe turns host:port into one path segment.
@@ -109,10 +156,10 @@ func (s *LoginStore) Profile() (*Profile, error) {
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(&p); err != nil || p.Auth == "" || p.User == "" || p.CAPin == "" {
-		return nil, fmt.Errorf("the login profile %s is corrupt: remove it and run widctl login", s.profilePath())
+		return nil, &LoginError{Msg: "the login profile " + s.profilePath() + " is corrupt", Fix: FixRemoveProfile}
 	}
 	if _, err := ParsePin(p.CAPin); err != nil {
-		return nil, fmt.Errorf("the login profile %s is corrupt: remove it and run widctl login", s.profilePath())
+		return nil, &LoginError{Msg: "the login profile " + s.profilePath() + " is corrupt", Fix: FixRemoveProfile}
 	}
 	return &p, nil
 }
@@ -184,7 +231,7 @@ func (s *LoginStore) Identity(p *Profile) (*Identity, error) {
 	switch p.KeyStore {
 	case KeyInKeyring:
 		if s.Keyring == nil {
-			return nil, errors.New("the login key is in the OS keyring, which is not available now: run widctl login")
+			return nil, &LoginError{Msg: "the login key is in the OS keyring, which is not available now", Fix: FixLogin}
 		}
 		v, err := s.Keyring.Get(KeyringService, account(p.Auth, p.User))
 		if err != nil {
@@ -198,7 +245,7 @@ func (s *LoginStore) Identity(p *Profile) (*Identity, error) {
 		}
 		keyPEM = b
 	default:
-		return nil, fmt.Errorf("the login profile %s is corrupt: remove it and run widctl login", s.profilePath())
+		return nil, &LoginError{Msg: "the login profile " + s.profilePath() + " is corrupt", Fix: FixRemoveProfile}
 	}
 	certPEM, err := os.ReadFile(s.certFile(p.Auth, p.User))
 	if err != nil {
@@ -210,19 +257,19 @@ func (s *LoginStore) Identity(p *Profile) (*Identity, error) {
 	}
 	keys := identity.PEMBlocks(keyPEM, "PRIVATE KEY")
 	if len(keys) != 1 {
-		return nil, fmt.Errorf("the login key of %s is corrupt: run widctl logout, then widctl login", p.User)
+		return nil, &LoginError{Msg: "the login key of " + p.User + " is corrupt", Fix: FixLogoutLogin}
 	}
 	k, err := x509.ParsePKCS8PrivateKey(keys[0])
 	signer, ok := k.(crypto.Signer)
 	if err != nil || !ok {
-		return nil, fmt.Errorf("the login key of %s is corrupt: run widctl logout, then widctl login", p.User)
+		return nil, &LoginError{Msg: "the login key of " + p.User + " is corrupt", Fix: FixLogoutLogin}
 	}
 	id, err := NewIdentity(signer, identity.PEMBlocks(certPEM, "CERTIFICATE"), identity.PEMBlocks(caPEM, "CERTIFICATE"))
 	if err != nil {
-		return nil, fmt.Errorf("the login certificate of %s is corrupt (%v): run widctl logout, then widctl login", p.User, err)
+		return nil, &LoginError{Msg: fmt.Sprintf("the login certificate of %s is corrupt (%v)", p.User, err), Fix: FixLogoutLogin}
 	}
 	if pub, ok := id.Leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(signer.Public()) {
-		return nil, fmt.Errorf("the login certificate of %s is not for the saved key: run widctl logout, then widctl login", p.User)
+		return nil, &LoginError{Msg: "the login certificate of " + p.User + " is not for the saved key", Fix: FixLogoutLogin}
 	}
 	return id, nil
 }

@@ -40,7 +40,7 @@ func (v *Verifier) keys(ctx context.Context, k *resource.KubernetesJoin, c *Clus
 	if k.JWKS != "" {
 		set, err := resource.ParseJWKS(k.JWKS)
 		if err != nil {
-			return nil, refuse(CheckKeys, "the join token's jwks %s: fix it with widctl create -f --force", err)
+			return nil, refuse(CheckKeys, "the join token's jwks %s: replace the token with one whose jwks parses", err)
 		}
 		return pick(set, kid), nil
 	}

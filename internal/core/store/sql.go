@@ -109,10 +109,10 @@ func (m Migrations) Apply(ctx context.Context, current, to int, exec func(ctx co
 func CheckOps(ops []Op) error {
 	for i, op := range ops {
 		if op.Item.Kind == "" || op.Item.Name == "" {
-			return fmt.Errorf("applying change %d: kind and name are required", i+1)
+			return &OpError{Index: i, Err: fmt.Errorf("applying change %d: kind and name are required", i+1)}
 		}
 		if op.Type < OpCreate || op.Type > OpDelete {
-			return fmt.Errorf("applying change %d to %s/%s: unknown operation %d", i+1, op.Item.Kind, op.Item.Name, op.Type)
+			return &OpError{Index: i, Err: fmt.Errorf("applying change %d to %s/%s: unknown operation %d", i+1, op.Item.Kind, op.Item.Name, op.Type)}
 		}
 	}
 	return nil

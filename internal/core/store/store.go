@@ -31,6 +31,18 @@ var (
 	ErrUnavailable = errors.New("the database cannot be reached")
 )
 
+// OpError is the failure of one op of an Apply. Index is the op's place
+// among the ops given (from 0), so that a caller can say which document of
+// a batch failed; Err is the op's error (wrapping ErrAlreadyExists,
+// ErrNotFound, ErrConflict...), and its text is the error's text.
+type OpError struct {
+	Index int
+	Err   error
+}
+
+func (e *OpError) Error() string { return e.Err.Error() }
+func (e *OpError) Unwrap() error { return e.Err }
+
 // Item is one stored document.
 type Item struct {
 	Kind     string

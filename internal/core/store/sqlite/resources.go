@@ -85,7 +85,7 @@ func (db *DB) Apply(ctx context.Context, ops ...store.Op) ([]int64, error) {
 		for i, op := range ops {
 			rev, err := applyOp(ctx, tx, op)
 			if err != nil {
-				return err
+				return &store.OpError{Index: i, Err: err}
 			}
 			revs[i] = rev
 		}

@@ -237,28 +237,45 @@ func testApplyAtomic(t *testing.T, b store.Backend) {
 	ctx := t.Context()
 	apply(t, b, store.Op{Type: store.OpCreate, Item: item("role", "existing", "orig")})
 
+	// failing is the index of the op that fails, which the error carries
+	// so that a batch's caller can say which document it was.
 	cases := []struct {
 		name     string
 		ops      []store.Op
 		sentinel error
+		failing  int
 	}{
 		{"create then duplicate", []store.Op{
 			{Type: store.OpCreate, Item: item("role", "new", "x")},
 			{Type: store.OpCreate, Item: item("role", "existing", "dup")},
-		}, store.ErrAlreadyExists},
+		}, store.ErrAlreadyExists, 1},
+		{"duplicate then create", []store.Op{
+			{Type: store.OpCreate, Item: item("role", "existing", "dup")},
+			{Type: store.OpCreate, Item: item("role", "new", "x")},
+		}, store.ErrAlreadyExists, 0},
 		{"update then missing", []store.Op{
 			{Type: store.OpUpdate, Item: item("role", "existing", "changed")},
+			{Type: store.OpUpdate, Item: item("role", "other", "x")},
 			{Type: store.OpUpdate, Item: item("role", "ghost", "x")},
-		}, store.ErrNotFound},
+		}, store.ErrNotFound, 1},
 		{"delete then conflict", []store.Op{
 			{Type: store.OpDelete, Item: store.Item{Kind: "role", Name: "existing"}},
+			{Type: store.OpCreate, Item: item("role", "other", "x")},
 			{Type: store.OpUpsert, Item: item("role", "new", "x"), ExpectRevision: 7},
-		}, store.ErrConflict},
+		}, store.ErrConflict, 2},
+		{"no name", []store.Op{
+			{Type: store.OpCreate, Item: item("role", "new", "x")},
+			{Type: store.OpCreate, Item: item("role", "", "x")},
+		}, nil, 1},
 	}
 	for _, tc := range cases {
 		revs, err := b.Apply(ctx, tc.ops...)
-		if !errors.Is(err, tc.sentinel) {
+		if tc.sentinel != nil && !errors.Is(err, tc.sentinel) {
 			t.Fatalf("%s: error = %v, want %v", tc.name, err, tc.sentinel)
+		}
+		var oe *store.OpError
+		if !errors.As(err, &oe) || oe.Index != tc.failing {
+			t.Fatalf("%s: error = %#v, want a store.OpError of op %d", tc.name, err, tc.failing)
 		}
 		if revs != nil {
 			t.Fatalf("%s: failed Apply returned revisions %v", tc.name, revs)
