@@ -95,6 +95,9 @@ func (s *Server) resourcesChanged(changes ...resourceChange) {
 // applyResourceChanges is resourcesChanged within ctx.
 func (s *Server) applyResourceChanges(ctx context.Context, changes ...resourceChange) {
 	identities := s.res.changed(ctx, changes...)
+	if slices.ContainsFunc(changes, func(c resourceChange) bool { return c.kind == resource.KindLock }) {
+		s.locksChanged(ctx)
+	}
 	for _, c := range changes {
 		// A workload identity seen again unchanged (this replica's own
 		// write, read back from the store's change log) is not pushed twice.
@@ -188,6 +191,10 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 	}
 	host := agentHost(req.Host)
 	s.rememberAgentHost(c.Name, host)
+	// The host is known only now: a lock on it refuses the stream.
+	if err := s.refuseLocked(ctx, c.Kind, c.Name, c.RemoteAddr, "/wid.auth.v1.AuthService/WatchAgent"); err != nil {
+		return err
+	}
 	defer s.agents.Connect(ctx, c.Name, host)()
 	w := &agentStream{s: s, stream: stream, bot: c.Name, host: host}
 	if s.agentLog == nil {
@@ -515,6 +522,9 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 	for _, c := range view.HostAuthorities {
 		st.HostAuthorities = append(st.HostAuthorities, c.Raw)
 	}
+	if st.Locks, err = s.agentLocks(); err != nil {
+		return nil, storeError("the locks", err)
+	}
 	for _, e := range set.list {
 		if rbac.SelectsWorkloadIdentity(roles, e.wi.Metadata.Labels) {
 			st.WorkloadIdentities = append(st.WorkloadIdentities, e.doc)
@@ -542,7 +552,7 @@ const agentChunkBytes = 1 << 20
 func sendAgentState(st *authv1.AgentState, send func(*authv1.AgentState) error) error {
 	docs, removed, corrupt := st.WorkloadIdentities, st.RemovedWorkloadIdentities, st.CorruptWorkloadIdentities
 	msg := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, Generation: st.Generation, Cas: st.Cas, HostAuthorities: st.HostAuthorities,
-		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision}
+		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision, Locks: st.Locks}
 	size := 0
 	add := func(n int) error {
 		if size > 0 && size+n > agentChunkBytes {
@@ -592,6 +602,7 @@ func sameAgentState(a, b *authv1.AgentState) bool {
 		slices.EqualFunc(a.WorkloadIdentities, b.WorkloadIdentities, bytes.Equal) &&
 		maps.EqualFunc(a.Cas, b.Cas, func(x, y *authv1.AgentCA) bool { return proto.Equal(x, y) }) &&
 		slices.EqualFunc(a.HostAuthorities, b.HostAuthorities, bytes.Equal) &&
+		slices.EqualFunc(a.Locks, b.Locks, func(x, y *authv1.AgentLock) bool { return proto.Equal(x, y) }) &&
 		slices.EqualFunc(a.CorruptWorkloadIdentities, b.CorruptWorkloadIdentities, func(x, y *authv1.CorruptResource) bool { return proto.Equal(x, y) })
 }
 
