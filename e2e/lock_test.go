@@ -4,10 +4,13 @@ import (
 	"context"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 )
@@ -184,5 +187,71 @@ spec:
 	}
 	if out := auth.widctl("lock", "ls").must(t); strings.TrimSpace(out.stdout) != "" {
 		t.Errorf("a refused lock was stored:\n%s", out.stdout)
+	}
+}
+
+// A SPIFFE ID lock reaches the agent with its state: the agent stops
+// serving the locked SVID at once (the workload's other SVID stays), a
+// JWT-SVID of the locked ID fails validation, and lock rm brings it back.
+func TestLockSPIFFEIDStopsAgentServingIt(t *testing.T) {
+	t.Parallel()
+	a := startAgent(t, newDataDir(t))
+	a.widctl("workload-identity", "create", "pay", "--spiffe-id", "/svc/pay", "--rule", "workload.unix.uid="+uid).must(t)
+	a.widctl("workload-identity", "create", "other", "--spiffe-id", "/svc/other", "--rule", "workload.unix.uid="+uid).must(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+a.workload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pay := "spiffe://" + a.td + "/svc/pay"
+	ids := func() []string {
+		svids, err := c.FetchX509SVIDs(ctx)
+		if err != nil {
+			return []string{err.Error()}
+		}
+		var out []string
+		for _, s := range svids {
+			out = append(out, s.ID.String())
+		}
+		return out
+	}
+	other := "spiffe://" + a.td + "/svc/other"
+	for deadline := time.Now().Add(20 * time.Second); !slices.Contains(ids(), pay) || !slices.Contains(ids(), other); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the workload does not get both SVIDs: %v", ids())
+		}
+	}
+	payID, _ := spiffeid.FromString(pay)
+	tok, err := c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "bank", Subject: payID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ValidateJWTSVID(ctx, tok.Marshal(), "bank"); err != nil {
+		t.Fatal(err)
+	}
+
+	a.widctl("lock", "create", "--spiffe-id", "/svc/pay", "--reason", "key leaked", "--name", "pay").must(t)
+	locked := time.Now()
+	for {
+		got := ids()
+		if !slices.Contains(got, pay) && slices.Contains(got, other) {
+			break
+		}
+		if time.Since(locked) > time.Second {
+			t.Fatalf("a second after the lock the workload still gets %v", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := c.ValidateJWTSVID(ctx, tok.Marshal(), "bank"); err == nil || !strings.Contains(err.Error(), "key leaked") {
+		t.Fatalf("a JWT-SVID of a locked ID validated: %v", err)
+	}
+
+	a.widctl("lock", "rm", "pay").must(t)
+	for deadline := time.Now().Add(20 * time.Second); !slices.Contains(ids(), pay); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after lock rm the workload still lacks %s: %v", pay, ids())
+		}
 	}
 }

@@ -53,6 +53,8 @@ type state struct {
 	// name, decoded from federatedMsg.
 	federated    map[string]*federatedBundle
 	federatedMsg []*authv1.FederatedBundle
+	// locks are the SPIFFE ID locks pushed with the bundle (see locks.go).
+	locks []*authv1.AgentLock
 }
 
 // pushedIdentity is one workload identity pushed: compiled, or err says
@@ -157,7 +159,7 @@ func (s *state) setCAs(msg *authv1.AgentState) error {
 		return fmt.Errorf("auth service sent a state without X.509 authorities")
 	}
 	s.sequence, s.jwtJWKS, s.witJWKS = b.GetSequence(), b.GetJwtJwks(), b.GetWitJwks()
-	s.cas, s.hostAuthorities = msg.GetCas(), msg.GetHostAuthorities()
+	s.cas, s.hostAuthorities, s.locks = msg.GetCas(), msg.GetHostAuthorities(), msg.GetLocks()
 	s.x509Authorities, s.x509BundleDER = nil, nil
 	for _, der := range b.GetX509Authorities() {
 		c, err := x509.ParseCertificate(der)

@@ -296,7 +296,7 @@ func (w *agentStream) stamp(st *authv1.AgentState, deltas bool) *authv1.AgentSta
 	m := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, WorkloadIdentities: st.WorkloadIdentities,
 		Cas: st.Cas, HostAuthorities: st.HostAuthorities, CorruptWorkloadIdentities: st.CorruptWorkloadIdentities,
 		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision,
-		RemovedWorkloadIdentities: st.RemovedWorkloadIdentities, Generation: w.s.generation.Add(1)}
+		RemovedWorkloadIdentities: st.RemovedWorkloadIdentities, Locks: st.Locks, Generation: w.s.generation.Add(1)}
 	if !deltas {
 		m.Epoch, m.Revision = "", 0
 	}
