@@ -5130,6 +5130,307 @@ func (x *VerifyAuditResponse) GetAnchoredHash() string {
 	return ""
 }
 
+type RevokeX509SVIDRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the certificate's serial in hex (as widctl and the audit log
+	// print it); spiffe_id revokes every unexpired X509-SVID of that ID.
+	// Exactly one is set.
+	Serial        string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	SpiffeId      string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeX509SVIDRequest) Reset() {
+	*x = RevokeX509SVIDRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeX509SVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeX509SVIDRequest) ProtoMessage() {}
+
+func (x *RevokeX509SVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeX509SVIDRequest.ProtoReflect.Descriptor instead.
+func (*RevokeX509SVIDRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *RevokeX509SVIDRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeX509SVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *RevokeX509SVIDRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokedSerial struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedSerial) Reset() {
+	*x = RevokedSerial{}
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedSerial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedSerial) ProtoMessage() {}
+
+func (x *RevokedSerial) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedSerial.ProtoReflect.Descriptor instead.
+func (*RevokedSerial) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *RevokedSerial) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokedSerial) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *RevokedSerial) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type RevokeX509SVIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       []*RevokedSerial       `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeX509SVIDResponse) Reset() {
+	*x = RevokeX509SVIDResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeX509SVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeX509SVIDResponse) ProtoMessage() {}
+
+func (x *RevokeX509SVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeX509SVIDResponse.ProtoReflect.Descriptor instead.
+func (*RevokeX509SVIDResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *RevokeX509SVIDResponse) GetRevoked() []*RevokedSerial {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+type GetCRLsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCRLsRequest) Reset() {
+	*x = GetCRLsRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCRLsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCRLsRequest) ProtoMessage() {}
+
+func (x *GetCRLsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCRLsRequest.ProtoReflect.Descriptor instead.
+func (*GetCRLsRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{75}
+}
+
+type CRL struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ca_key_id names the CA key (hex of its subject key id) that signed the
+	// CRL and the certificates it lists.
+	CaKeyId       string `protobuf:"bytes,1,opt,name=ca_key_id,json=caKeyId,proto3" json:"ca_key_id,omitempty"`
+	Der           []byte `protobuf:"bytes,2,opt,name=der,proto3" json:"der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CRL) Reset() {
+	*x = CRL{}
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CRL) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CRL) ProtoMessage() {}
+
+func (x *CRL) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CRL.ProtoReflect.Descriptor instead.
+func (*CRL) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *CRL) GetCaKeyId() string {
+	if x != nil {
+		return x.CaKeyId
+	}
+	return ""
+}
+
+func (x *CRL) GetDer() []byte {
+	if x != nil {
+		return x.Der
+	}
+	return nil
+}
+
+type GetCRLsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Crls          []*CRL                 `protobuf:"bytes,1,rep,name=crls,proto3" json:"crls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCRLsResponse) Reset() {
+	*x = GetCRLsResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCRLsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCRLsResponse) ProtoMessage() {}
+
+func (x *GetCRLsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCRLsResponse.ProtoReflect.Descriptor instead.
+func (*GetCRLsResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *GetCRLsResponse) GetCrls() []*CRL {
+	if x != nil {
+		return x.Crls
+	}
+	return nil
+}
+
 var File_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_auth_v1_auth_proto_rawDesc = "" +
@@ -5590,7 +5891,24 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\thead_hash\x18\x04 \x01(\tR\bheadHash\x12\x19\n" +
 	"\bhead_seq\x18\x05 \x01(\x03R\aheadSeq\x12!\n" +
 	"\fanchored_seq\x18\x06 \x01(\x03R\vanchoredSeq\x12#\n" +
-	"\ranchored_hash\x18\a \x01(\tR\fanchoredHash2\x90\x12\n" +
+	"\ranchored_hash\x18\a \x01(\tR\fanchoredHash\"d\n" +
+	"\x15RevokeX509SVIDRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x7f\n" +
+	"\rRevokedSerial\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"N\n" +
+	"\x16RevokeX509SVIDResponse\x124\n" +
+	"\arevoked\x18\x01 \x03(\v2\x1a.wid.auth.v1.RevokedSerialR\arevoked\"\x10\n" +
+	"\x0eGetCRLsRequest\"3\n" +
+	"\x03CRL\x12\x1a\n" +
+	"\tca_key_id\x18\x01 \x01(\tR\acaKeyId\x12\x10\n" +
+	"\x03der\x18\x02 \x01(\fR\x03der\"7\n" +
+	"\x0fGetCRLsResponse\x12$\n" +
+	"\x04crls\x18\x01 \x03(\v2\x10.wid.auth.v1.CRLR\x04crls2\xb1\x13\n" +
 	"\vAuthService\x12;\n" +
 	"\x04Ping\x12\x18.wid.auth.v1.PingRequest\x1a\x19.wid.auth.v1.PingResponse\x12Y\n" +
 	"\x0eCreateResource\x12\".wid.auth.v1.CreateResourceRequest\x1a#.wid.auth.v1.CreateResourceResponse\x12P\n" +
@@ -5609,7 +5927,9 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x05Login\x12\x19.wid.auth.v1.LoginRequest\x1a\x1a.wid.auth.v1.LoginResponse\x12S\n" +
 	"\fSignX509SVID\x12 .wid.auth.v1.SignX509SVIDRequest\x1a!.wid.auth.v1.SignX509SVIDResponse\x12P\n" +
 	"\vSignJWTSVID\x12\x1f.wid.auth.v1.SignJWTSVIDRequest\x1a .wid.auth.v1.SignJWTSVIDResponse\x12J\n" +
-	"\tGetBundle\x12\x1d.wid.auth.v1.GetBundleRequest\x1a\x1e.wid.auth.v1.GetBundleResponse\x12D\n" +
+	"\tGetBundle\x12\x1d.wid.auth.v1.GetBundleRequest\x1a\x1e.wid.auth.v1.GetBundleResponse\x12Y\n" +
+	"\x0eRevokeX509SVID\x12\".wid.auth.v1.RevokeX509SVIDRequest\x1a#.wid.auth.v1.RevokeX509SVIDResponse\x12D\n" +
+	"\aGetCRLs\x12\x1b.wid.auth.v1.GetCRLsRequest\x1a\x1c.wid.auth.v1.GetCRLsResponse\x12D\n" +
 	"\aExplain\x12\x1b.wid.auth.v1.ExplainRequest\x1a\x1c.wid.auth.v1.ExplainResponse\x12G\n" +
 	"\n" +
 	"WatchAgent\x12\x1e.wid.auth.v1.WatchAgentRequest\x1a\x17.wid.auth.v1.AgentState0\x01\x12e\n" +
@@ -5635,7 +5955,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 85)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -5709,138 +6029,151 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*VerifyAuditRequest)(nil),         // 69: wid.auth.v1.VerifyAuditRequest
 	(*AuditProblem)(nil),               // 70: wid.auth.v1.AuditProblem
 	(*VerifyAuditResponse)(nil),        // 71: wid.auth.v1.VerifyAuditResponse
-	nil,                                // 72: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                                // 73: wid.auth.v1.CreateUserRequest.LabelsEntry
-	nil,                                // 74: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                                // 75: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                                // 76: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	nil,                                // 77: wid.auth.v1.AgentState.CasEntry
-	nil,                                // 78: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	nil,                                // 79: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	nil,                                // 80: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	nil,                                // 81: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 82: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 83: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 84: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 85: google.protobuf.Timestamp
+	(*RevokeX509SVIDRequest)(nil),      // 72: wid.auth.v1.RevokeX509SVIDRequest
+	(*RevokedSerial)(nil),              // 73: wid.auth.v1.RevokedSerial
+	(*RevokeX509SVIDResponse)(nil),     // 74: wid.auth.v1.RevokeX509SVIDResponse
+	(*GetCRLsRequest)(nil),             // 75: wid.auth.v1.GetCRLsRequest
+	(*CRL)(nil),                        // 76: wid.auth.v1.CRL
+	(*GetCRLsResponse)(nil),            // 77: wid.auth.v1.GetCRLsResponse
+	nil,                                // 78: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 79: wid.auth.v1.CreateUserRequest.LabelsEntry
+	nil,                                // 80: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 81: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 82: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 83: wid.auth.v1.AgentState.CasEntry
+	nil,                                // 84: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	nil,                                // 85: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	nil,                                // 86: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	nil,                                // 87: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 88: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 89: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 90: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 91: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	85, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
 	10, // 1: wid.auth.v1.ListResourcesResponse.corrupt:type_name -> wid.auth.v1.CorruptResource
-	72, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	85, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	73, // 4: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	85, // 5: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	85, // 6: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	85, // 7: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	85, // 8: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	74, // 9: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	85, // 10: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	75, // 11: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	85, // 12: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	76, // 13: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	78, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	91, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	79, // 4: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
+	91, // 5: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	91, // 6: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	91, // 7: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 8: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	80, // 9: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	91, // 10: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	81, // 11: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	91, // 12: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 13: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
 	36, // 14: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
 	55, // 15: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
-	77, // 16: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
+	83, // 16: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
 	10, // 17: wid.auth.v1.AgentState.corrupt_workload_identities:type_name -> wid.auth.v1.CorruptResource
 	40, // 18: wid.auth.v1.AgentState.locks:type_name -> wid.auth.v1.AgentLock
-	85, // 19: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
-	78, // 20: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	79, // 21: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	80, // 22: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	85, // 23: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	85, // 24: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	91, // 19: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
+	84, // 20: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	85, // 21: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	86, // 22: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	91, // 23: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	91, // 24: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	44, // 25: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
-	85, // 26: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
-	85, // 27: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
-	85, // 28: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	91, // 26: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	91, // 27: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	91, // 28: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
 	45, // 29: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
-	85, // 30: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	91, // 30: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
 	45, // 31: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
 	48, // 32: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
 	49, // 33: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
 	53, // 34: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
 	45, // 35: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
 	56, // 36: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
-	81, // 37: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	87, // 37: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
 	58, // 38: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	85, // 39: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	85, // 40: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
+	91, // 39: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 40: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
 	59, // 41: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	85, // 42: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	82, // 43: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	91, // 42: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	88, // 43: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
 	61, // 44: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	85, // 45: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	85, // 46: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	85, // 47: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	83, // 48: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	84, // 49: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	91, // 45: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	91, // 46: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	91, // 47: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	89, // 48: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	90, // 49: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
 	64, // 50: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
 	65, // 51: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
 	64, // 52: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
 	70, // 53: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	41, // 54: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 55: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 56: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 57: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 58: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	11, // 59: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	13, // 60: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	15, // 61: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	17, // 62: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	19, // 63: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	27, // 64: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 65: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	21, // 66: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	23, // 67: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	25, // 68: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	29, // 69: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	31, // 70: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	33, // 71: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	35, // 72: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	38, // 73: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	57, // 74: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	62, // 75: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	42, // 76: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	46, // 77: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	50, // 78: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	52, // 79: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	66, // 80: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	68, // 81: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	69, // 82: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 83: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 84: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 85: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 86: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	12, // 87: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	14, // 88: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	16, // 89: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	18, // 90: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	20, // 91: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	28, // 92: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 93: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	22, // 94: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	24, // 95: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	26, // 96: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	30, // 97: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	32, // 98: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	34, // 99: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	37, // 100: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	39, // 101: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	60, // 102: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	63, // 103: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	43, // 104: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	47, // 105: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	51, // 106: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	54, // 107: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	67, // 108: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	65, // 109: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	71, // 110: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	83, // [83:111] is the sub-list for method output_type
-	55, // [55:83] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	91, // 54: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
+	73, // 55: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
+	76, // 56: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
+	41, // 57: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 58: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,  // 59: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,  // 60: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,  // 61: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	11, // 62: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	13, // 63: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	15, // 64: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	17, // 65: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	19, // 66: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	27, // 67: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,  // 68: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	21, // 69: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	23, // 70: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	25, // 71: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	29, // 72: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	31, // 73: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	33, // 74: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	72, // 75: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
+	75, // 76: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
+	35, // 77: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	38, // 78: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	57, // 79: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	62, // 80: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	42, // 81: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	46, // 82: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	50, // 83: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	52, // 84: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	66, // 85: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	68, // 86: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	69, // 87: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 88: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,  // 89: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,  // 90: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,  // 91: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	12, // 92: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	14, // 93: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	16, // 94: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	18, // 95: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	20, // 96: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	28, // 97: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,  // 98: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	22, // 99: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	24, // 100: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	26, // 101: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	30, // 102: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	32, // 103: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	34, // 104: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	74, // 105: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
+	77, // 106: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
+	37, // 107: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	39, // 108: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	60, // 109: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	63, // 110: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	43, // 111: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	47, // 112: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	51, // 113: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	54, // 114: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	67, // 115: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	65, // 116: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	71, // 117: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	88, // [88:118] is the sub-list for method output_type
+	58, // [58:88] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -5854,7 +6187,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   85,
+			NumMessages:   91,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -192,6 +192,8 @@ type Server struct {
 	bundleEndpoint *bundleEndpoint
 	// lockSt holds the locks and the streams they may end (see locks.go).
 	lockSt lockState
+	// crl is the last CRL built (see revoke.go).
+	crl crlCache
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
