@@ -106,6 +106,24 @@ func TestRevokeListsSerialInCRL(t *testing.T) {
 	if !strings.Contains(out, serial) {
 		t.Fatalf("svid revoke does not name the serial %s:\n%s", serial, out)
 	}
+	// The agent gets the CRL with its state and re-issues the revoked SVID at once.
+	revoked := time.Now()
+	for {
+		svids, err := c.FetchX509SVIDs(ctx)
+		renewed := false
+		for _, s := range svids {
+			if strings.HasSuffix(s.ID.String(), "/svc/web") && s.Certificates[0].SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+				renewed = true
+			}
+		}
+		if renewed {
+			break
+		}
+		if time.Since(revoked) > 5*time.Second {
+			t.Fatalf("5s after the revocation the agent still serves the revoked SVID (%v); agent log:\n%s", err, ag.out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	after := crlFrom(t, auth.diag, keyID, ca)
 	if !lists(after, leaf.SerialNumber) {
 		t.Fatalf("the CRL does not list the revoked serial %s", serial)

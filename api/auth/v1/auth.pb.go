@@ -2603,7 +2603,11 @@ type AgentState struct {
 	// SVID of an ID a lock covers while it holds. They travel with the
 	// bundle: a state that carries a bundle carries every lock, and one
 	// without a bundle leaves the agent's locks as they are.
-	Locks         []*AgentLock `protobuf:"bytes,15,rep,name=locks,proto3" json:"locks,omitempty"`
+	Locks []*AgentLock `protobuf:"bytes,15,rep,name=locks,proto3" json:"locks,omitempty"`
+	// crls are the signed CRLs (DER) of the X.509 CA keys, carried with the
+	// bundle as locks are: the agent serves them to relying parties (SDS,
+	// file outputs) and re-issues a cached SVID whose serial they list.
+	Crls          [][]byte `protobuf:"bytes,16,rep,name=crls,proto3" json:"crls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2739,6 +2743,13 @@ func (x *AgentState) GetRemovedWorkloadIdentities() []string {
 func (x *AgentState) GetLocks() []*AgentLock {
 	if x != nil {
 		return x.Locks
+	}
+	return nil
+}
+
+func (x *AgentState) GetCrls() [][]byte {
+	if x != nil {
+		return x.Crls
 	}
 	return nil
 }
@@ -5647,7 +5658,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\vincremental\x18\x02 \x01(\bR\vincremental\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12!\n" +
-	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\xca\x05\n" +
+	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\xde\x05\n" +
 	"\n" +
 	"AgentState\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
@@ -5667,7 +5678,8 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x05delta\x18\f \x01(\bR\x05delta\x12#\n" +
 	"\rbase_revision\x18\r \x01(\x03R\fbaseRevision\x12>\n" +
 	"\x1bremoved_workload_identities\x18\x0e \x03(\tR\x19removedWorkloadIdentities\x12,\n" +
-	"\x05locks\x18\x0f \x03(\v2\x16.wid.auth.v1.AgentLockR\x05locks\x1aL\n" +
+	"\x05locks\x18\x0f \x03(\v2\x16.wid.auth.v1.AgentLockR\x05locks\x12\x12\n" +
+	"\x04crls\x18\x10 \x03(\fR\x04crls\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x8a\x01\n" +

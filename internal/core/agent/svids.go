@@ -572,6 +572,10 @@ func (c *cache) entitledLocked(e *entry) bool {
 	if c.st.lockOf(e.ent.id, time.Now()) != nil {
 		return false
 	}
+	// A revoked SVID is dropped, so the next look issues a new one.
+	if e.cur != nil && c.st.revoked[e.cur.serial] {
+		return false
+	}
 	if e.ent.identity == "" {
 		return true
 	}

@@ -62,7 +62,9 @@ type agentFeed struct {
 	res *resources
 	cas func() (*ca.AgentView, error)
 	// locks are the SPIFFE ID locks agents apply; nil sends none.
-	locks      func() ([]*authv1.AgentLock, error)
+	locks func() ([]*authv1.AgentLock, error)
+	// crls are the CRLs agents serve (DER); nil sends none.
+	crls       func() ([][]byte, error)
 	clock      func() time.Time
 	maxEntries int
 	// federated are the foreign trust domains' bundles, sent with the CAs.
@@ -90,13 +92,15 @@ type agentCAs struct {
 	cas    map[string]*authv1.AgentCA
 	host   [][]byte
 	locks  []*authv1.AgentLock
+	crls   [][]byte
 }
 
 func (a *agentCAs) equal(b *agentCAs) bool {
 	return a != nil && b != nil && proto.Equal(a.bundle, b.bundle) &&
 		maps.EqualFunc(a.cas, b.cas, func(x, y *authv1.AgentCA) bool { return proto.Equal(x, y) }) &&
 		slices.EqualFunc(a.host, b.host, func(x, y []byte) bool { return string(x) == string(y) }) &&
-		slices.EqualFunc(a.locks, b.locks, func(x, y *authv1.AgentLock) bool { return proto.Equal(x, y) })
+		slices.EqualFunc(a.locks, b.locks, func(x, y *authv1.AgentLock) bool { return proto.Equal(x, y) }) &&
+		slices.EqualFunc(a.crls, b.crls, func(x, y []byte) bool { return string(x) == string(y) })
 }
 
 // botSelection is which workload identities one bot's roles select,
@@ -216,6 +220,11 @@ func (f *agentFeed) buildCAs() (*agentCAs, error) {
 	}
 	if f.locks != nil {
 		if c.locks, err = f.locks(); err != nil {
+			return nil, err
+		}
+	}
+	if f.crls != nil {
+		if c.crls, err = f.crls(); err != nil {
 			return nil, err
 		}
 	}
@@ -492,7 +501,7 @@ func (f *agentFeed) currentCAs() (*agentCAs, error) {
 }
 
 func addCAs(st *authv1.AgentState, c *agentCAs) {
-	st.Bundle, st.Cas, st.HostAuthorities, st.Locks = c.bundle, c.cas, c.host, c.locks
+	st.Bundle, st.Cas, st.HostAuthorities, st.Locks, st.Crls = c.bundle, c.cas, c.host, c.locks, c.crls
 }
 
 func addCorrupt(st *authv1.AgentState, set *workloadSet) {

@@ -167,9 +167,7 @@ func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDR
 	if _, err := s.db.Apply(ctx, ops...); err != nil {
 		return nil, storeError("the revocation of "+what, err)
 	}
-	s.crl.mu.Lock()
-	s.crl.crls = nil
-	s.crl.mu.Unlock()
+	s.revocationsChanged(ctx)
 	c := callerFrom(ctx)
 	events := make([]audit.Event, len(issued))
 	for i, r := range issued {
@@ -299,4 +297,44 @@ func (s *Server) CRLHandler() http.Handler {
 		}
 		http.Error(w, "no X.509 CA key has that id", http.StatusNotFound)
 	})
+}
+
+// revocationsChanged drops the CRL built, after a revocation here or on
+// another replica (seen in the change log), and sends agents the new one.
+func (s *Server) revocationsChanged(ctx context.Context) {
+	s.crl.mu.Lock()
+	s.crl.crls = nil
+	s.crl.mu.Unlock()
+	s.agentChanged(ctx, feedKindCA, "")
+}
+
+// agentCRLs are the CRLs as agents get them (DER).
+func (s *Server) agentCRLs() ([][]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), changeReadTimeout)
+	defer cancel()
+	crls, err := s.CRLs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(crls))
+	for i, c := range crls {
+		out[i] = c.Der
+	}
+	return out, nil
+}
+
+// refreshAgentCRLs sends agents a fresh CRL well before the one they hold
+// reaches its next update: a relying party that checks CRLs refuses every
+// peer once its CRL has expired.
+func (s *Server) refreshAgentCRLs(ctx context.Context) error {
+	t := time.NewTicker(crlLifetime / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.revocationsChanged(ctx)
+		}
+	}
 }

@@ -295,6 +295,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.agentLog = newAgentFeed(td.Name(), s.log, s.res, s.cas.AgentView, clock)
 		s.agentLog.federated = s.fed.agentBundles
 		s.agentLog.locks = s.agentLocks
+		s.agentLog.crls = s.agentCRLs
 		s.agentLog.ca, _ = s.agentLog.buildCAs()
 	}
 	s.cas.OnChange(func() { s.agentChanged(context.Background(), feedKindCA, "") })
@@ -374,6 +375,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.bundleEndpoint != nil {
 		g.Go(func() error { return s.runBundleEndpoint(ctx) })
 	}
+	g.Go(func() error { return s.refreshAgentCRLs(ctx) })
 
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeAuthStarted, Actor: s.adminActor(), Host: s.host, Outcome: audit.OutcomeSuccess,
