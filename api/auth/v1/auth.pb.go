@@ -2599,8 +2599,17 @@ type AgentState struct {
 	Delta                     bool     `protobuf:"varint,12,opt,name=delta,proto3" json:"delta,omitempty"`
 	BaseRevision              int64    `protobuf:"varint,13,opt,name=base_revision,json=baseRevision,proto3" json:"base_revision,omitempty"`
 	RemovedWorkloadIdentities []string `protobuf:"bytes,14,rep,name=removed_workload_identities,json=removedWorkloadIdentities,proto3" json:"removed_workload_identities,omitempty"`
-	unknownFields             protoimpl.UnknownFields
-	sizeCache                 protoimpl.SizeCache
+	// locks are the SPIFFE ID locks of the trust domain: the agent serves no
+	// SVID of an ID a lock covers while it holds. They travel with the
+	// bundle: a state that carries a bundle carries every lock, and one
+	// without a bundle leaves the agent's locks as they are.
+	Locks []*AgentLock `protobuf:"bytes,15,rep,name=locks,proto3" json:"locks,omitempty"`
+	// crls are the signed CRLs (DER) of the X.509 CA keys, carried with the
+	// bundle as locks are: the agent serves them to relying parties (SDS,
+	// file outputs) and re-issues a cached SVID whose serial they list.
+	Crls          [][]byte `protobuf:"bytes,16,rep,name=crls,proto3" json:"crls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AgentState) Reset() {
@@ -2731,6 +2740,92 @@ func (x *AgentState) GetRemovedWorkloadIdentities() []string {
 	return nil
 }
 
+func (x *AgentState) GetLocks() []*AgentLock {
+	if x != nil {
+		return x.Locks
+	}
+	return nil
+}
+
+func (x *AgentState) GetCrls() [][]byte {
+	if x != nil {
+		return x.Crls
+	}
+	return nil
+}
+
+// AgentLock is a lock on a SPIFFE ID (or every ID under its path), as
+// agents apply it.
+type AgentLock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// spiffe_id is the SPIFFE ID or its path (/svc/web) the lock covers.
+	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Reason   string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// expires is when the lock stops holding; unset holds until removed.
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentLock) Reset() {
+	*x = AgentLock{}
+	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentLock) ProtoMessage() {}
+
+func (x *AgentLock) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentLock.ProtoReflect.Descriptor instead.
+func (*AgentLock) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *AgentLock) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentLock) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *AgentLock) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AgentLock) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
 type AgentCA struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Sequence int64                  `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
@@ -2747,7 +2842,7 @@ type AgentCA struct {
 
 func (x *AgentCA) Reset() {
 	*x = AgentCA{}
-	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	mi := &file_auth_v1_auth_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2759,7 +2854,7 @@ func (x *AgentCA) String() string {
 func (*AgentCA) ProtoMessage() {}
 
 func (x *AgentCA) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[40]
+	mi := &file_auth_v1_auth_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2772,7 +2867,7 @@ func (x *AgentCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCA.ProtoReflect.Descriptor instead.
 func (*AgentCA) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{40}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AgentCA) GetSequence() int64 {
@@ -2820,7 +2915,7 @@ type ReportAgentStatusRequest struct {
 
 func (x *ReportAgentStatusRequest) Reset() {
 	*x = ReportAgentStatusRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[41]
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2832,7 +2927,7 @@ func (x *ReportAgentStatusRequest) String() string {
 func (*ReportAgentStatusRequest) ProtoMessage() {}
 
 func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[41]
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2845,7 +2940,7 @@ func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{41}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportAgentStatusRequest) GetHost() string {
@@ -2884,7 +2979,7 @@ type ReportAgentStatusResponse struct {
 
 func (x *ReportAgentStatusResponse) Reset() {
 	*x = ReportAgentStatusResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2896,7 +2991,7 @@ func (x *ReportAgentStatusResponse) String() string {
 func (*ReportAgentStatusResponse) ProtoMessage() {}
 
 func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2909,7 +3004,7 @@ func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
 }
 
 type CAKey struct {
@@ -2929,7 +3024,7 @@ type CAKey struct {
 
 func (x *CAKey) Reset() {
 	*x = CAKey{}
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2941,7 +3036,7 @@ func (x *CAKey) String() string {
 func (*CAKey) ProtoMessage() {}
 
 func (x *CAKey) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2954,7 +3049,7 @@ func (x *CAKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAKey.ProtoReflect.Descriptor instead.
 func (*CAKey) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CAKey) GetId() string {
@@ -3033,7 +3128,7 @@ type CAInfo struct {
 
 func (x *CAInfo) Reset() {
 	*x = CAInfo{}
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3045,7 +3140,7 @@ func (x *CAInfo) String() string {
 func (*CAInfo) ProtoMessage() {}
 
 func (x *CAInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3058,7 +3153,7 @@ func (x *CAInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAInfo.ProtoReflect.Descriptor instead.
 func (*CAInfo) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CAInfo) GetType() string {
@@ -3146,7 +3241,7 @@ type ListCAsRequest struct {
 
 func (x *ListCAsRequest) Reset() {
 	*x = ListCAsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3158,7 +3253,7 @@ func (x *ListCAsRequest) String() string {
 func (*ListCAsRequest) ProtoMessage() {}
 
 func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3171,7 +3266,7 @@ func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCAsRequest.ProtoReflect.Descriptor instead.
 func (*ListCAsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
 }
 
 type ListCAsResponse struct {
@@ -3183,7 +3278,7 @@ type ListCAsResponse struct {
 
 func (x *ListCAsResponse) Reset() {
 	*x = ListCAsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3290,7 @@ func (x *ListCAsResponse) String() string {
 func (*ListCAsResponse) ProtoMessage() {}
 
 func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3303,7 @@ func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCAsResponse.ProtoReflect.Descriptor instead.
 func (*ListCAsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListCAsResponse) GetCas() []*CAInfo {
@@ -3235,7 +3330,7 @@ type AgentCAState struct {
 
 func (x *AgentCAState) Reset() {
 	*x = AgentCAState{}
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3247,7 +3342,7 @@ func (x *AgentCAState) String() string {
 func (*AgentCAState) ProtoMessage() {}
 
 func (x *AgentCAState) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3260,7 +3355,7 @@ func (x *AgentCAState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCAState.ProtoReflect.Descriptor instead.
 func (*AgentCAState) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AgentCAState) GetBot() string {
@@ -3331,7 +3426,7 @@ type CAStatus struct {
 
 func (x *CAStatus) Reset() {
 	*x = CAStatus{}
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3343,7 +3438,7 @@ func (x *CAStatus) String() string {
 func (*CAStatus) ProtoMessage() {}
 
 func (x *CAStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3356,7 +3451,7 @@ func (x *CAStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatus.ProtoReflect.Descriptor instead.
 func (*CAStatus) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CAStatus) GetCa() *CAInfo {
@@ -3392,7 +3487,7 @@ type GetCAStatusRequest struct {
 
 func (x *GetCAStatusRequest) Reset() {
 	*x = GetCAStatusRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3499,7 @@ func (x *GetCAStatusRequest) String() string {
 func (*GetCAStatusRequest) ProtoMessage() {}
 
 func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3512,7 @@ func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GetCAStatusRequest) GetType() string {
@@ -3443,7 +3538,7 @@ type GetCAStatusResponse struct {
 
 func (x *GetCAStatusResponse) Reset() {
 	*x = GetCAStatusResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3455,7 +3550,7 @@ func (x *GetCAStatusResponse) String() string {
 func (*GetCAStatusResponse) ProtoMessage() {}
 
 func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3468,7 +3563,7 @@ func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GetCAStatusResponse) GetCas() []*CAStatus {
@@ -3495,7 +3590,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3507,7 +3602,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3520,7 +3615,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *RotateCARequest) GetType() string {
@@ -3582,7 +3677,7 @@ type RotationStep struct {
 
 func (x *RotationStep) Reset() {
 	*x = RotationStep{}
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3594,7 +3689,7 @@ func (x *RotationStep) String() string {
 func (*RotationStep) ProtoMessage() {}
 
 func (x *RotationStep) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3607,7 +3702,7 @@ func (x *RotationStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotationStep.ProtoReflect.Descriptor instead.
 func (*RotationStep) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *RotationStep) GetType() string {
@@ -3676,7 +3771,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[53]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3688,7 +3783,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[53]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3701,7 +3796,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *RotateCAResponse) GetSteps() []*RotationStep {
@@ -3738,7 +3833,7 @@ type AgentBundle struct {
 
 func (x *AgentBundle) Reset() {
 	*x = AgentBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[54]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3750,7 +3845,7 @@ func (x *AgentBundle) String() string {
 func (*AgentBundle) ProtoMessage() {}
 
 func (x *AgentBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[54]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3763,7 +3858,7 @@ func (x *AgentBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentBundle.ProtoReflect.Descriptor instead.
 func (*AgentBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *AgentBundle) GetX509Authorities() [][]byte {
@@ -3816,7 +3911,7 @@ type FederatedBundle struct {
 
 func (x *FederatedBundle) Reset() {
 	*x = FederatedBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3828,7 +3923,7 @@ func (x *FederatedBundle) String() string {
 func (*FederatedBundle) ProtoMessage() {}
 
 func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3841,7 +3936,7 @@ func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
 func (*FederatedBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *FederatedBundle) GetTrustDomain() string {
@@ -3883,7 +3978,7 @@ type IssueWorkloadSVIDsRequest struct {
 
 func (x *IssueWorkloadSVIDsRequest) Reset() {
 	*x = IssueWorkloadSVIDsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3895,7 +3990,7 @@ func (x *IssueWorkloadSVIDsRequest) String() string {
 func (*IssueWorkloadSVIDsRequest) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3908,7 +4003,7 @@ func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsRequest.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *IssueWorkloadSVIDsRequest) GetAttributes() map[string]string {
@@ -3952,7 +4047,7 @@ type WorkloadSVIDRequest struct {
 
 func (x *WorkloadSVIDRequest) Reset() {
 	*x = WorkloadSVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3964,7 +4059,7 @@ func (x *WorkloadSVIDRequest) String() string {
 func (*WorkloadSVIDRequest) ProtoMessage() {}
 
 func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3977,7 +4072,7 @@ func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDRequest.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *WorkloadSVIDRequest) GetIdentity() string {
@@ -4061,7 +4156,7 @@ type WorkloadSVIDResult struct {
 
 func (x *WorkloadSVIDResult) Reset() {
 	*x = WorkloadSVIDResult{}
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4073,7 +4168,7 @@ func (x *WorkloadSVIDResult) String() string {
 func (*WorkloadSVIDResult) ProtoMessage() {}
 
 func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4086,7 +4181,7 @@ func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDResult.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDResult) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *WorkloadSVIDResult) GetSpiffeId() string {
@@ -4162,7 +4257,7 @@ type IssueWorkloadSVIDsResponse struct {
 
 func (x *IssueWorkloadSVIDsResponse) Reset() {
 	*x = IssueWorkloadSVIDsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4174,7 +4269,7 @@ func (x *IssueWorkloadSVIDsResponse) String() string {
 func (*IssueWorkloadSVIDsResponse) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4187,7 +4282,7 @@ func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsResponse.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *IssueWorkloadSVIDsResponse) GetResults() []*WorkloadSVIDResult {
@@ -4218,7 +4313,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4230,7 +4325,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4243,7 +4338,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *Attestation) GetId() string {
@@ -4305,7 +4400,7 @@ type RecordAttestationsRequest struct {
 
 func (x *RecordAttestationsRequest) Reset() {
 	*x = RecordAttestationsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4317,7 +4412,7 @@ func (x *RecordAttestationsRequest) String() string {
 func (*RecordAttestationsRequest) ProtoMessage() {}
 
 func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4330,7 +4425,7 @@ func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsRequest.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RecordAttestationsRequest) GetHost() string {
@@ -4355,7 +4450,7 @@ type RecordAttestationsResponse struct {
 
 func (x *RecordAttestationsResponse) Reset() {
 	*x = RecordAttestationsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4367,7 +4462,7 @@ func (x *RecordAttestationsResponse) String() string {
 func (*RecordAttestationsResponse) ProtoMessage() {}
 
 func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4380,7 +4475,7 @@ func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsResponse.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
 }
 
 type AuditQuery struct {
@@ -4404,7 +4499,7 @@ type AuditQuery struct {
 
 func (x *AuditQuery) Reset() {
 	*x = AuditQuery{}
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4416,7 +4511,7 @@ func (x *AuditQuery) String() string {
 func (*AuditQuery) ProtoMessage() {}
 
 func (x *AuditQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4429,7 +4524,7 @@ func (x *AuditQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
 func (*AuditQuery) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *AuditQuery) GetTypes() []string {
@@ -4522,7 +4617,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4534,7 +4629,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4547,7 +4642,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4692,7 +4787,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4704,7 +4799,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4717,7 +4812,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
@@ -4740,7 +4835,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4752,7 +4847,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4765,7 +4860,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -4793,7 +4888,7 @@ type StreamAuditEventsRequest struct {
 
 func (x *StreamAuditEventsRequest) Reset() {
 	*x = StreamAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4805,7 +4900,7 @@ func (x *StreamAuditEventsRequest) String() string {
 func (*StreamAuditEventsRequest) ProtoMessage() {}
 
 func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4818,7 +4913,7 @@ func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *StreamAuditEventsRequest) GetQuery() *AuditQuery {
@@ -4847,7 +4942,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4859,7 +4954,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4872,7 +4967,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *VerifyAuditRequest) GetHeadSeq() int64 {
@@ -4901,7 +4996,7 @@ type AuditProblem struct {
 
 func (x *AuditProblem) Reset() {
 	*x = AuditProblem{}
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4913,7 +5008,7 @@ func (x *AuditProblem) String() string {
 func (*AuditProblem) ProtoMessage() {}
 
 func (x *AuditProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4926,7 +5021,7 @@ func (x *AuditProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
 func (*AuditProblem) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *AuditProblem) GetSeq() int64 {
@@ -4969,7 +5064,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[70]
+	mi := &file_auth_v1_auth_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4981,7 +5076,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[70]
+	mi := &file_auth_v1_auth_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4994,7 +5089,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -5044,6 +5139,307 @@ func (x *VerifyAuditResponse) GetAnchoredHash() string {
 		return x.AnchoredHash
 	}
 	return ""
+}
+
+type RevokeX509SVIDRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// serial is the certificate's serial in hex (as widctl and the audit log
+	// print it); spiffe_id revokes every unexpired X509-SVID of that ID.
+	// Exactly one is set.
+	Serial        string `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	SpiffeId      string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeX509SVIDRequest) Reset() {
+	*x = RevokeX509SVIDRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeX509SVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeX509SVIDRequest) ProtoMessage() {}
+
+func (x *RevokeX509SVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeX509SVIDRequest.ProtoReflect.Descriptor instead.
+func (*RevokeX509SVIDRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *RevokeX509SVIDRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeX509SVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *RevokeX509SVIDRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokedSerial struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedSerial) Reset() {
+	*x = RevokedSerial{}
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedSerial) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedSerial) ProtoMessage() {}
+
+func (x *RevokedSerial) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedSerial.ProtoReflect.Descriptor instead.
+func (*RevokedSerial) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *RevokedSerial) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokedSerial) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *RevokedSerial) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type RevokeX509SVIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Revoked       []*RevokedSerial       `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeX509SVIDResponse) Reset() {
+	*x = RevokeX509SVIDResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeX509SVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeX509SVIDResponse) ProtoMessage() {}
+
+func (x *RevokeX509SVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeX509SVIDResponse.ProtoReflect.Descriptor instead.
+func (*RevokeX509SVIDResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *RevokeX509SVIDResponse) GetRevoked() []*RevokedSerial {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+type GetCRLsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCRLsRequest) Reset() {
+	*x = GetCRLsRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCRLsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCRLsRequest) ProtoMessage() {}
+
+func (x *GetCRLsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCRLsRequest.ProtoReflect.Descriptor instead.
+func (*GetCRLsRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{75}
+}
+
+type CRL struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ca_key_id names the CA key (hex of its subject key id) that signed the
+	// CRL and the certificates it lists.
+	CaKeyId       string `protobuf:"bytes,1,opt,name=ca_key_id,json=caKeyId,proto3" json:"ca_key_id,omitempty"`
+	Der           []byte `protobuf:"bytes,2,opt,name=der,proto3" json:"der,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CRL) Reset() {
+	*x = CRL{}
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CRL) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CRL) ProtoMessage() {}
+
+func (x *CRL) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CRL.ProtoReflect.Descriptor instead.
+func (*CRL) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *CRL) GetCaKeyId() string {
+	if x != nil {
+		return x.CaKeyId
+	}
+	return ""
+}
+
+func (x *CRL) GetDer() []byte {
+	if x != nil {
+		return x.Der
+	}
+	return nil
+}
+
+type GetCRLsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Crls          []*CRL                 `protobuf:"bytes,1,rep,name=crls,proto3" json:"crls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCRLsResponse) Reset() {
+	*x = GetCRLsResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCRLsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCRLsResponse) ProtoMessage() {}
+
+func (x *GetCRLsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCRLsResponse.ProtoReflect.Descriptor instead.
+func (*GetCRLsResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *GetCRLsResponse) GetCrls() []*CRL {
+	if x != nil {
+		return x.Crls
+	}
+	return nil
 }
 
 var File_auth_v1_auth_proto protoreflect.FileDescriptor
@@ -5262,7 +5658,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\vincremental\x18\x02 \x01(\bR\vincremental\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12!\n" +
-	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\x9c\x05\n" +
+	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\xde\x05\n" +
 	"\n" +
 	"AgentState\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
@@ -5281,10 +5677,17 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\brevision\x18\v \x01(\x03R\brevision\x12\x14\n" +
 	"\x05delta\x18\f \x01(\bR\x05delta\x12#\n" +
 	"\rbase_revision\x18\r \x01(\x03R\fbaseRevision\x12>\n" +
-	"\x1bremoved_workload_identities\x18\x0e \x03(\tR\x19removedWorkloadIdentities\x1aL\n" +
+	"\x1bremoved_workload_identities\x18\x0e \x03(\tR\x19removedWorkloadIdentities\x12,\n" +
+	"\x05locks\x18\x0f \x03(\v2\x16.wid.auth.v1.AgentLockR\x05locks\x12\x12\n" +
+	"\x04crls\x18\x10 \x03(\fR\x04crls\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x85\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x8a\x01\n" +
+	"\tAgentLock\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x124\n" +
+	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"\x85\x01\n" +
 	"\aAgentCA\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x03R\bsequence\x12(\n" +
 	"\x10active_signer_id\x18\x02 \x01(\tR\x0eactiveSignerId\x12\x14\n" +
@@ -5500,7 +5903,24 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\thead_hash\x18\x04 \x01(\tR\bheadHash\x12\x19\n" +
 	"\bhead_seq\x18\x05 \x01(\x03R\aheadSeq\x12!\n" +
 	"\fanchored_seq\x18\x06 \x01(\x03R\vanchoredSeq\x12#\n" +
-	"\ranchored_hash\x18\a \x01(\tR\fanchoredHash2\x90\x12\n" +
+	"\ranchored_hash\x18\a \x01(\tR\fanchoredHash\"d\n" +
+	"\x15RevokeX509SVIDRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x7f\n" +
+	"\rRevokedSerial\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"N\n" +
+	"\x16RevokeX509SVIDResponse\x124\n" +
+	"\arevoked\x18\x01 \x03(\v2\x1a.wid.auth.v1.RevokedSerialR\arevoked\"\x10\n" +
+	"\x0eGetCRLsRequest\"3\n" +
+	"\x03CRL\x12\x1a\n" +
+	"\tca_key_id\x18\x01 \x01(\tR\acaKeyId\x12\x10\n" +
+	"\x03der\x18\x02 \x01(\fR\x03der\"7\n" +
+	"\x0fGetCRLsResponse\x12$\n" +
+	"\x04crls\x18\x01 \x03(\v2\x10.wid.auth.v1.CRLR\x04crls2\xb1\x13\n" +
 	"\vAuthService\x12;\n" +
 	"\x04Ping\x12\x18.wid.auth.v1.PingRequest\x1a\x19.wid.auth.v1.PingResponse\x12Y\n" +
 	"\x0eCreateResource\x12\".wid.auth.v1.CreateResourceRequest\x1a#.wid.auth.v1.CreateResourceResponse\x12P\n" +
@@ -5519,7 +5939,9 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x05Login\x12\x19.wid.auth.v1.LoginRequest\x1a\x1a.wid.auth.v1.LoginResponse\x12S\n" +
 	"\fSignX509SVID\x12 .wid.auth.v1.SignX509SVIDRequest\x1a!.wid.auth.v1.SignX509SVIDResponse\x12P\n" +
 	"\vSignJWTSVID\x12\x1f.wid.auth.v1.SignJWTSVIDRequest\x1a .wid.auth.v1.SignJWTSVIDResponse\x12J\n" +
-	"\tGetBundle\x12\x1d.wid.auth.v1.GetBundleRequest\x1a\x1e.wid.auth.v1.GetBundleResponse\x12D\n" +
+	"\tGetBundle\x12\x1d.wid.auth.v1.GetBundleRequest\x1a\x1e.wid.auth.v1.GetBundleResponse\x12Y\n" +
+	"\x0eRevokeX509SVID\x12\".wid.auth.v1.RevokeX509SVIDRequest\x1a#.wid.auth.v1.RevokeX509SVIDResponse\x12D\n" +
+	"\aGetCRLs\x12\x1b.wid.auth.v1.GetCRLsRequest\x1a\x1c.wid.auth.v1.GetCRLsResponse\x12D\n" +
 	"\aExplain\x12\x1b.wid.auth.v1.ExplainRequest\x1a\x1c.wid.auth.v1.ExplainResponse\x12G\n" +
 	"\n" +
 	"WatchAgent\x12\x1e.wid.auth.v1.WatchAgentRequest\x1a\x17.wid.auth.v1.AgentState0\x01\x12e\n" +
@@ -5545,7 +5967,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 84)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 91)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -5587,167 +6009,183 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*ExplainResponse)(nil),            // 37: wid.auth.v1.ExplainResponse
 	(*WatchAgentRequest)(nil),          // 38: wid.auth.v1.WatchAgentRequest
 	(*AgentState)(nil),                 // 39: wid.auth.v1.AgentState
-	(*AgentCA)(nil),                    // 40: wid.auth.v1.AgentCA
-	(*ReportAgentStatusRequest)(nil),   // 41: wid.auth.v1.ReportAgentStatusRequest
-	(*ReportAgentStatusResponse)(nil),  // 42: wid.auth.v1.ReportAgentStatusResponse
-	(*CAKey)(nil),                      // 43: wid.auth.v1.CAKey
-	(*CAInfo)(nil),                     // 44: wid.auth.v1.CAInfo
-	(*ListCAsRequest)(nil),             // 45: wid.auth.v1.ListCAsRequest
-	(*ListCAsResponse)(nil),            // 46: wid.auth.v1.ListCAsResponse
-	(*AgentCAState)(nil),               // 47: wid.auth.v1.AgentCAState
-	(*CAStatus)(nil),                   // 48: wid.auth.v1.CAStatus
-	(*GetCAStatusRequest)(nil),         // 49: wid.auth.v1.GetCAStatusRequest
-	(*GetCAStatusResponse)(nil),        // 50: wid.auth.v1.GetCAStatusResponse
-	(*RotateCARequest)(nil),            // 51: wid.auth.v1.RotateCARequest
-	(*RotationStep)(nil),               // 52: wid.auth.v1.RotationStep
-	(*RotateCAResponse)(nil),           // 53: wid.auth.v1.RotateCAResponse
-	(*AgentBundle)(nil),                // 54: wid.auth.v1.AgentBundle
-	(*FederatedBundle)(nil),            // 55: wid.auth.v1.FederatedBundle
-	(*IssueWorkloadSVIDsRequest)(nil),  // 56: wid.auth.v1.IssueWorkloadSVIDsRequest
-	(*WorkloadSVIDRequest)(nil),        // 57: wid.auth.v1.WorkloadSVIDRequest
-	(*WorkloadSVIDResult)(nil),         // 58: wid.auth.v1.WorkloadSVIDResult
-	(*IssueWorkloadSVIDsResponse)(nil), // 59: wid.auth.v1.IssueWorkloadSVIDsResponse
-	(*Attestation)(nil),                // 60: wid.auth.v1.Attestation
-	(*RecordAttestationsRequest)(nil),  // 61: wid.auth.v1.RecordAttestationsRequest
-	(*RecordAttestationsResponse)(nil), // 62: wid.auth.v1.RecordAttestationsResponse
-	(*AuditQuery)(nil),                 // 63: wid.auth.v1.AuditQuery
-	(*AuditEvent)(nil),                 // 64: wid.auth.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 65: wid.auth.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 66: wid.auth.v1.ListAuditEventsResponse
-	(*StreamAuditEventsRequest)(nil),   // 67: wid.auth.v1.StreamAuditEventsRequest
-	(*VerifyAuditRequest)(nil),         // 68: wid.auth.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),               // 69: wid.auth.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),        // 70: wid.auth.v1.VerifyAuditResponse
-	nil,                                // 71: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                                // 72: wid.auth.v1.CreateUserRequest.LabelsEntry
-	nil,                                // 73: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                                // 74: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                                // 75: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	nil,                                // 76: wid.auth.v1.AgentState.CasEntry
-	nil,                                // 77: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	nil,                                // 78: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	nil,                                // 79: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	nil,                                // 80: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 81: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 82: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 83: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 84: google.protobuf.Timestamp
+	(*AgentLock)(nil),                  // 40: wid.auth.v1.AgentLock
+	(*AgentCA)(nil),                    // 41: wid.auth.v1.AgentCA
+	(*ReportAgentStatusRequest)(nil),   // 42: wid.auth.v1.ReportAgentStatusRequest
+	(*ReportAgentStatusResponse)(nil),  // 43: wid.auth.v1.ReportAgentStatusResponse
+	(*CAKey)(nil),                      // 44: wid.auth.v1.CAKey
+	(*CAInfo)(nil),                     // 45: wid.auth.v1.CAInfo
+	(*ListCAsRequest)(nil),             // 46: wid.auth.v1.ListCAsRequest
+	(*ListCAsResponse)(nil),            // 47: wid.auth.v1.ListCAsResponse
+	(*AgentCAState)(nil),               // 48: wid.auth.v1.AgentCAState
+	(*CAStatus)(nil),                   // 49: wid.auth.v1.CAStatus
+	(*GetCAStatusRequest)(nil),         // 50: wid.auth.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),        // 51: wid.auth.v1.GetCAStatusResponse
+	(*RotateCARequest)(nil),            // 52: wid.auth.v1.RotateCARequest
+	(*RotationStep)(nil),               // 53: wid.auth.v1.RotationStep
+	(*RotateCAResponse)(nil),           // 54: wid.auth.v1.RotateCAResponse
+	(*AgentBundle)(nil),                // 55: wid.auth.v1.AgentBundle
+	(*FederatedBundle)(nil),            // 56: wid.auth.v1.FederatedBundle
+	(*IssueWorkloadSVIDsRequest)(nil),  // 57: wid.auth.v1.IssueWorkloadSVIDsRequest
+	(*WorkloadSVIDRequest)(nil),        // 58: wid.auth.v1.WorkloadSVIDRequest
+	(*WorkloadSVIDResult)(nil),         // 59: wid.auth.v1.WorkloadSVIDResult
+	(*IssueWorkloadSVIDsResponse)(nil), // 60: wid.auth.v1.IssueWorkloadSVIDsResponse
+	(*Attestation)(nil),                // 61: wid.auth.v1.Attestation
+	(*RecordAttestationsRequest)(nil),  // 62: wid.auth.v1.RecordAttestationsRequest
+	(*RecordAttestationsResponse)(nil), // 63: wid.auth.v1.RecordAttestationsResponse
+	(*AuditQuery)(nil),                 // 64: wid.auth.v1.AuditQuery
+	(*AuditEvent)(nil),                 // 65: wid.auth.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 66: wid.auth.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 67: wid.auth.v1.ListAuditEventsResponse
+	(*StreamAuditEventsRequest)(nil),   // 68: wid.auth.v1.StreamAuditEventsRequest
+	(*VerifyAuditRequest)(nil),         // 69: wid.auth.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),               // 70: wid.auth.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),        // 71: wid.auth.v1.VerifyAuditResponse
+	(*RevokeX509SVIDRequest)(nil),      // 72: wid.auth.v1.RevokeX509SVIDRequest
+	(*RevokedSerial)(nil),              // 73: wid.auth.v1.RevokedSerial
+	(*RevokeX509SVIDResponse)(nil),     // 74: wid.auth.v1.RevokeX509SVIDResponse
+	(*GetCRLsRequest)(nil),             // 75: wid.auth.v1.GetCRLsRequest
+	(*CRL)(nil),                        // 76: wid.auth.v1.CRL
+	(*GetCRLsResponse)(nil),            // 77: wid.auth.v1.GetCRLsResponse
+	nil,                                // 78: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 79: wid.auth.v1.CreateUserRequest.LabelsEntry
+	nil,                                // 80: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 81: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 82: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 83: wid.auth.v1.AgentState.CasEntry
+	nil,                                // 84: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	nil,                                // 85: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	nil,                                // 86: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	nil,                                // 87: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 88: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 89: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 90: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 91: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	84, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
 	10, // 1: wid.auth.v1.ListResourcesResponse.corrupt:type_name -> wid.auth.v1.CorruptResource
-	71, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	84, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	72, // 4: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	84, // 5: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	84, // 6: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	84, // 7: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 8: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	73, // 9: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	84, // 10: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	74, // 11: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	84, // 12: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	75, // 13: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	78, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	91, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	79, // 4: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
+	91, // 5: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	91, // 6: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	91, // 7: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 8: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	80, // 9: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	91, // 10: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	81, // 11: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	91, // 12: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 13: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
 	36, // 14: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
-	54, // 15: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
-	76, // 16: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
+	55, // 15: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
+	83, // 16: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
 	10, // 17: wid.auth.v1.AgentState.corrupt_workload_identities:type_name -> wid.auth.v1.CorruptResource
-	77, // 18: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	78, // 19: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	79, // 20: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	84, // 21: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	84, // 22: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
-	43, // 23: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
-	84, // 24: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
-	84, // 25: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
-	84, // 26: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
-	44, // 27: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
-	84, // 28: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
-	44, // 29: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
-	47, // 30: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
-	48, // 31: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
-	52, // 32: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
-	44, // 33: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
-	55, // 34: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
-	80, // 35: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	57, // 36: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	84, // 37: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 38: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
-	58, // 39: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	84, // 40: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	81, // 41: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
-	60, // 42: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	84, // 43: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	84, // 44: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	84, // 45: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	82, // 46: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	83, // 47: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	63, // 48: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	64, // 49: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	63, // 50: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	69, // 51: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	40, // 52: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 53: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 54: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 55: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 56: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	11, // 57: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	13, // 58: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	15, // 59: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	17, // 60: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	19, // 61: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	27, // 62: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 63: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	21, // 64: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	23, // 65: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	25, // 66: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	29, // 67: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	31, // 68: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	33, // 69: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	35, // 70: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	38, // 71: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	56, // 72: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	61, // 73: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	41, // 74: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	45, // 75: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	49, // 76: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	51, // 77: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	65, // 78: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	67, // 79: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	68, // 80: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 81: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 82: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 83: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 84: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	12, // 85: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	14, // 86: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	16, // 87: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	18, // 88: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	20, // 89: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	28, // 90: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 91: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	22, // 92: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	24, // 93: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	26, // 94: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	30, // 95: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	32, // 96: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	34, // 97: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	37, // 98: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	39, // 99: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	59, // 100: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	62, // 101: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	42, // 102: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	46, // 103: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	50, // 104: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	53, // 105: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	66, // 106: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	64, // 107: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	70, // 108: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	81, // [81:109] is the sub-list for method output_type
-	53, // [53:81] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	40, // 18: wid.auth.v1.AgentState.locks:type_name -> wid.auth.v1.AgentLock
+	91, // 19: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
+	84, // 20: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	85, // 21: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	86, // 22: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	91, // 23: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	91, // 24: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	44, // 25: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
+	91, // 26: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	91, // 27: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	91, // 28: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	45, // 29: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
+	91, // 30: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	45, // 31: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
+	48, // 32: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
+	49, // 33: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
+	53, // 34: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
+	45, // 35: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
+	56, // 36: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
+	87, // 37: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	58, // 38: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	91, // 39: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	91, // 40: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
+	59, // 41: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	91, // 42: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	88, // 43: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	61, // 44: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	91, // 45: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	91, // 46: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	91, // 47: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	89, // 48: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	90, // 49: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	64, // 50: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	65, // 51: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	64, // 52: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	70, // 53: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	91, // 54: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
+	73, // 55: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
+	76, // 56: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
+	41, // 57: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 58: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,  // 59: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,  // 60: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,  // 61: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	11, // 62: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	13, // 63: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	15, // 64: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	17, // 65: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	19, // 66: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	27, // 67: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,  // 68: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	21, // 69: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	23, // 70: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	25, // 71: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	29, // 72: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	31, // 73: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	33, // 74: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	72, // 75: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
+	75, // 76: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
+	35, // 77: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	38, // 78: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	57, // 79: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	62, // 80: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	42, // 81: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	46, // 82: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	50, // 83: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	52, // 84: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	66, // 85: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	68, // 86: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	69, // 87: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 88: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,  // 89: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,  // 90: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,  // 91: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	12, // 92: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	14, // 93: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	16, // 94: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	18, // 95: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	20, // 96: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	28, // 97: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,  // 98: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	22, // 99: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	24, // 100: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	26, // 101: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	30, // 102: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	32, // 103: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	34, // 104: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	74, // 105: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
+	77, // 106: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
+	37, // 107: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	39, // 108: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	60, // 109: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	63, // 110: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	43, // 111: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	47, // 112: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	51, // 113: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	54, // 114: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	67, // 115: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	65, // 116: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	71, // 117: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	88, // [88:118] is the sub-list for method output_type
+	58, // [58:88] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -5761,7 +6199,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   84,
+			NumMessages:   91,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

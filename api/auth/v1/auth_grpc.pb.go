@@ -40,6 +40,8 @@ const (
 	AuthService_SignX509SVID_FullMethodName       = "/wid.auth.v1.AuthService/SignX509SVID"
 	AuthService_SignJWTSVID_FullMethodName        = "/wid.auth.v1.AuthService/SignJWTSVID"
 	AuthService_GetBundle_FullMethodName          = "/wid.auth.v1.AuthService/GetBundle"
+	AuthService_RevokeX509SVID_FullMethodName     = "/wid.auth.v1.AuthService/RevokeX509SVID"
+	AuthService_GetCRLs_FullMethodName            = "/wid.auth.v1.AuthService/GetCRLs"
 	AuthService_Explain_FullMethodName            = "/wid.auth.v1.AuthService/Explain"
 	AuthService_WatchAgent_FullMethodName         = "/wid.auth.v1.AuthService/WatchAgent"
 	AuthService_IssueWorkloadSVIDs_FullMethodName = "/wid.auth.v1.AuthService/IssueWorkloadSVIDs"
@@ -90,6 +92,11 @@ type AuthServiceClient interface {
 	SignX509SVID(ctx context.Context, in *SignX509SVIDRequest, opts ...grpc.CallOption) (*SignX509SVIDResponse, error)
 	SignJWTSVID(ctx context.Context, in *SignJWTSVIDRequest, opts ...grpc.CallOption) (*SignJWTSVIDResponse, error)
 	GetBundle(ctx context.Context, in *GetBundleRequest, opts ...grpc.CallOption) (*GetBundleResponse, error)
+	// RevokeX509SVID revokes X509-SVIDs by serial, or every unexpired one of
+	// a SPIFFE ID; revoked serials are listed in the CRLs until they expire.
+	RevokeX509SVID(ctx context.Context, in *RevokeX509SVIDRequest, opts ...grpc.CallOption) (*RevokeX509SVIDResponse, error)
+	// GetCRLs returns a signed CRL (DER) per X.509 CA key.
+	GetCRLs(ctx context.Context, in *GetCRLsRequest, opts ...grpc.CallOption) (*GetCRLsResponse, error)
 	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// Agents (bots only).
 	// WatchAgent streams what an agent serves from: the trust bundle and the
@@ -302,6 +309,26 @@ func (c *authServiceClient) GetBundle(ctx context.Context, in *GetBundleRequest,
 	return out, nil
 }
 
+func (c *authServiceClient) RevokeX509SVID(ctx context.Context, in *RevokeX509SVIDRequest, opts ...grpc.CallOption) (*RevokeX509SVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeX509SVIDResponse)
+	err := c.cc.Invoke(ctx, AuthService_RevokeX509SVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) GetCRLs(ctx context.Context, in *GetCRLsRequest, opts ...grpc.CallOption) (*GetCRLsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCRLsResponse)
+	err := c.cc.Invoke(ctx, AuthService_GetCRLs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *authServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ExplainResponse)
@@ -467,6 +494,11 @@ type AuthServiceServer interface {
 	SignX509SVID(context.Context, *SignX509SVIDRequest) (*SignX509SVIDResponse, error)
 	SignJWTSVID(context.Context, *SignJWTSVIDRequest) (*SignJWTSVIDResponse, error)
 	GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error)
+	// RevokeX509SVID revokes X509-SVIDs by serial, or every unexpired one of
+	// a SPIFFE ID; revoked serials are listed in the CRLs until they expire.
+	RevokeX509SVID(context.Context, *RevokeX509SVIDRequest) (*RevokeX509SVIDResponse, error)
+	// GetCRLs returns a signed CRL (DER) per X.509 CA key.
+	GetCRLs(context.Context, *GetCRLsRequest) (*GetCRLsResponse, error)
 	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// Agents (bots only).
 	// WatchAgent streams what an agent serves from: the trust bundle and the
@@ -559,6 +591,12 @@ func (UnimplementedAuthServiceServer) SignJWTSVID(context.Context, *SignJWTSVIDR
 }
 func (UnimplementedAuthServiceServer) GetBundle(context.Context, *GetBundleRequest) (*GetBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetBundle not implemented")
+}
+func (UnimplementedAuthServiceServer) RevokeX509SVID(context.Context, *RevokeX509SVIDRequest) (*RevokeX509SVIDResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeX509SVID not implemented")
+}
+func (UnimplementedAuthServiceServer) GetCRLs(context.Context, *GetCRLsRequest) (*GetCRLsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCRLs not implemented")
 }
 func (UnimplementedAuthServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
@@ -920,6 +958,42 @@ func _AuthService_GetBundle_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_RevokeX509SVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeX509SVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).RevokeX509SVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_RevokeX509SVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).RevokeX509SVID(ctx, req.(*RevokeX509SVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_GetCRLs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCRLsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).GetCRLs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_GetCRLs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).GetCRLs(ctx, req.(*GetCRLsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ExplainRequest)
 	if err := dec(in); err != nil {
@@ -1178,6 +1252,14 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetBundle",
 			Handler:    _AuthService_GetBundle_Handler,
+		},
+		{
+			MethodName: "RevokeX509SVID",
+			Handler:    _AuthService_RevokeX509SVID_Handler,
+		},
+		{
+			MethodName: "GetCRLs",
+			Handler:    _AuthService_GetCRLs_Handler,
 		},
 		{
 			MethodName: "Explain",

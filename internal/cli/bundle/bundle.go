@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"strings"
@@ -49,6 +50,8 @@ type ExportOptions struct {
 	Output string
 	// Force replaces Output if it exists.
 	Force bool
+	// CRL appends the CRL of each X.509 CA key to the PEM bundle.
+	CRL bool
 }
 
 // NewCmdExport builds `widctl bundle export`.
@@ -66,12 +69,17 @@ JWT-SVIDs, with spiffe_sequence, as the bundle endpoint serves it and as
 json) is the same document. This command's --format takes pem, spiffe or
 jwks, not text or yaml.
 
+--crl appends, after the authorities, a signed CRL (an "X509 CRL" PEM
+block) per X.509 CA key, listing the serials revoked with "widctl svid
+revoke" that have not expired yet; it needs --format pem.
+
 -o writes the file atomically, and refuses to replace one that exists
 unless --force is given.`,
 		Example: `  widctl bundle export > bundle.pem
   widctl bundle export --format spiffe -o example.org.json   # for widctl federation create --bundle
   widctl bundle export --format jwks -o /etc/wid/bundle.jwks
-  widctl bundle export -o /etc/wid/bundle.pem --force   # e.g. from cron`,
+  widctl bundle export -o /etc/wid/bundle.pem --force   # e.g. from cron
+  widctl bundle export --crl -o /etc/wid/bundle-crl.pem`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.Format = strings.ToLower(strings.TrimSpace(opts.Format))
@@ -81,6 +89,9 @@ unless --force is given.`,
 			}
 			if opts.Format != FormatPEM && opts.Format != FormatJWKS && opts.Format != FormatSPIFFE {
 				return cmdutil.InputErrorf("unknown bundle format %q: use pem, spiffe, or jwks (also called json)", opts.Format)
+			}
+			if opts.CRL && opts.Format != FormatPEM {
+				return cmdutil.InputErrorf("--crl needs --format pem: a JWKS bundle has no place for a CRL")
 			}
 			if opts.Output != "" && !opts.Force {
 				if _, err := os.Lstat(opts.Output); err == nil {
@@ -97,6 +108,7 @@ unless --force is given.`,
 	cmd.Flags().StringVar(&opts.Format, "format", FormatPEM, "bundle `FORMAT`: pem, spiffe, or jwks (also called json)")
 	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "write the bundle to `FILE` instead of stdout")
 	cmd.Flags().BoolVar(&opts.Force, "force", false, "replace the -o file if it exists")
+	cmd.Flags().BoolVar(&opts.CRL, "crl", false, "append the CRL of each X.509 CA key (PEM only)")
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{FormatPEM, FormatSPIFFE, FormatJWKS, "json"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -125,6 +137,15 @@ func exportRun(ctx context.Context, opts *ExportOptions) error {
 	}
 	if !bytes.HasSuffix(data, []byte("\n")) {
 		data = append(data, '\n')
+	}
+	if opts.CRL {
+		crls, err := c.GetCRLs(ctx, &authv1.GetCRLsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, crl := range crls.GetCrls() {
+			data = append(data, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.GetDer()})...)
+		}
 	}
 	if opts.Output == "" {
 		_, err := opts.IO.Out.Write(data)

@@ -124,6 +124,8 @@ func (p *Printer) table(kind string) *Table {
 		return NewTable(p.Out, "name", "spiffe id", "hint", "rules", "labels")
 	case resource.KindFederation:
 		return NewTable(p.Out, "trust domain", "profile", "url", "last refresh", "sequence", "error")
+	case resource.KindLock:
+		return NewTable(p.Out, "id", "target", "reason", "expires", "created by")
 	}
 	return NewTable(p.Out, "kind", "name")
 }
@@ -153,6 +155,8 @@ func (p *Printer) row(t *Table, r resource.Resource) {
 			errText = st.Error
 		}
 		t.Row(md.Name, v.Spec.Profile, v.Spec.BundleEndpointURL, refresh, seq, errText)
+	case *resource.Lock:
+		t.Row(md.Name, v.Spec.Target.String(), v.Spec.Reason, p.lockExpires(v), v.Spec.CreatedBy)
 	default:
 		t.Row(r.GetKind(), md.Name)
 	}
@@ -229,6 +233,11 @@ func (p *Printer) details(d *Details, r resource.Resource) {
 			}
 			d.Field("Error", st.Error)
 		}
+	case *resource.Lock:
+		d.Field("Target", v.Spec.Target.String())
+		d.Field("Reason", v.Spec.Reason)
+		d.Field("Expires", p.lockExpires(v))
+		d.Field("Created by", v.Spec.CreatedBy)
 	}
 	if md.Revision != 0 {
 		d.Field("Revision", strconv.FormatInt(md.Revision, 10))
@@ -249,6 +258,14 @@ func (p *Printer) locked(st *resource.UserStatus) string {
 		return fmt.Sprintf("from %d addresses", st.LockedSources)
 	}
 	return "-"
+}
+
+// lockExpires says when a lock ends: "never" (until removed), or the time.
+func (p *Printer) lockExpires(l *resource.Lock) string {
+	if l.Spec.Expires.IsZero() {
+		return "when removed"
+	}
+	return p.Time(l.Spec.Expires)
 }
 
 func ttl(d resource.Duration) string {

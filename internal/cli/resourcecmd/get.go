@@ -123,6 +123,8 @@ func emptyHint(kind string) string {
 		return "no workload identities yet: create one with widctl workload-identity create NAME --spiffe-id TEMPLATE --rule CONDITION"
 	case resource.KindFederation:
 		return "no federations yet: federate with a trust domain with widctl federation create TRUST_DOMAIN --url URL --profile https_spiffe --bundle FILE"
+	case resource.KindLock:
+		return "no locks: lock a target with widctl lock create --bot NAME --reason TEXT"
 	}
 	return "no " + kind + " resources"
 }

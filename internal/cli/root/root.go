@@ -15,6 +15,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/completion"
 	"github.com/wid-project/wid/internal/cli/explain"
 	"github.com/wid-project/wid/internal/cli/federation"
+	"github.com/wid-project/wid/internal/cli/lock"
 	"github.com/wid-project/wid/internal/cli/login"
 	"github.com/wid-project/wid/internal/cli/resourcecmd"
 	"github.com/wid-project/wid/internal/cli/role"
@@ -101,6 +102,7 @@ Errors are one sentence on stderr; set WID_DEBUG=1 to see what is behind it.
 		token.NewCmdToken(f),
 		workloadidentity.NewCmdWorkloadIdentity(f),
 		svid.NewCmdSVID(f),
+		lock.NewCmdLock(f),
 	)
 	add(groupResources,
 		resourcecmd.NewCmdCreate(f, nil),

@@ -39,7 +39,7 @@ socket next to widagent (audited as admin@HOST), or your login.`,
   widctl svid issue /team/alice/cli --type jwt --audience api --output -
   widctl svid inspect ~/.wid/laptop/svid.pem`,
 	})
-	cmd.AddCommand(NewCmdIssue(f, nil), NewCmdInspect(f, nil))
+	cmd.AddCommand(NewCmdIssue(f, nil), NewCmdInspect(f, nil), NewCmdRevoke(f, nil))
 	return cmd
 }
 

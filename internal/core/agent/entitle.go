@@ -110,8 +110,14 @@ func (e *entitlements) reason() string {
 // entitle matches attrs against the state's identities and the config SVIDs.
 func entitle(st *state, config []*rbac.Workload, attrs map[string]string) *entitlements {
 	out := &entitlements{}
+	now := time.Now()
 	add := func(w *rbac.Workload, isConfig bool) {
 		en, miss := entitleOne(st.td, w, isConfig, attrs)
+		if miss == "" {
+			if l := st.lockOf(en.id, now); l != nil {
+				miss = lockReason(en.id, l)
+			}
+		}
 		if miss != "" {
 			if out.missed++; len(out.misses) < showMisses {
 				out.misses = append(out.misses, miss)

@@ -12,6 +12,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/svidfile"
 )
@@ -34,6 +35,10 @@ type Output struct {
 // outJWTToken is the file a jwt output writes; an x509 output writes
 // svidfile's three.
 const outJWTToken = "jwt.token"
+
+// outCRL holds the CRLs of the trust domain's X.509 CA keys, PEM, beside
+// svidfile's bundle.pem.
+const outCRL = "crl.pem"
 
 func (o *Output) validate() error {
 	switch o.Type {
@@ -96,18 +101,18 @@ func (a *Agent) runOutput(ctx context.Context, n int, o *Output) error {
 	}
 
 	var written *svid
-	var writtenBundle []byte
+	var writtenBundle, writtenCRL []byte
 	for {
 		svidCh, stateCh := a.cache.changed.wait(), a.stateChanged.wait()
 		st := a.st.Load()
 		svids, errs := a.cache.get(ctx, o.Type, []entitlement{en}, auds, map[string]string{})
 		wait := 5 * time.Second
 		if s := svids[0]; s != nil {
-			if s != written || !slices.Equal(st.x509BundleDER, writtenBundle) {
+			if s != written || !slices.Equal(st.x509BundleDER, writtenBundle) || !slices.Equal(st.crlPEM, writtenCRL) {
 				if err := writeOutput(o, s, st); err != nil {
 					a.logger.Error("writing an SVID output failed", "dir", o.Dir, "error", err)
 				} else {
-					written, writtenBundle = s, st.x509BundleDER
+					written, writtenBundle, writtenCRL = s, st.x509BundleDER, st.crlPEM
 					a.logger.Info("wrote SVID output", "dir", o.Dir, "spiffe_id", s.spiffeID, "expires", s.expires)
 				}
 			}
@@ -133,6 +138,13 @@ func writeOutput(o *Output, s *svid, st *state) error {
 	bundle := make([][]byte, len(st.x509Authorities))
 	for i, c := range st.x509Authorities {
 		bundle[i] = c.Raw
+	}
+	// The CRL goes first: svidfile writes svid.pem last, which readers
+	// reload on, so they find the CRL of the new state already in place.
+	if len(st.crlPEM) > 0 {
+		if err := client.WriteFileAtomic(filepath.Join(o.Dir, outCRL), st.crlPEM, 0o644); err != nil {
+			return err
+		}
 	}
 	_, err := svidfile.WriteX509(o.Dir, svidfile.X509{Chain: s.chain, Key: s.keyDER, Bundle: bundle})
 	return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"slices"
 	"strings"
@@ -53,6 +54,12 @@ type state struct {
 	// name, decoded from federatedMsg.
 	federated    map[string]*federatedBundle
 	federatedMsg []*authv1.FederatedBundle
+	// locks are the SPIFFE ID locks pushed with the bundle (see locks.go).
+	locks []*authv1.AgentLock
+	// crlPEM are the CRLs pushed with the bundle, PEM, for relying
+	// parties; revoked are the serials they list (hex, as svid.serial).
+	crlPEM  []byte
+	revoked map[string]bool
 }
 
 // pushedIdentity is one workload identity pushed: compiled, or err says
@@ -157,7 +164,21 @@ func (s *state) setCAs(msg *authv1.AgentState) error {
 		return fmt.Errorf("auth service sent a state without X.509 authorities")
 	}
 	s.sequence, s.jwtJWKS, s.witJWKS = b.GetSequence(), b.GetJwtJwks(), b.GetWitJwks()
-	s.cas, s.hostAuthorities = msg.GetCas(), msg.GetHostAuthorities()
+	s.cas, s.hostAuthorities, s.locks = msg.GetCas(), msg.GetHostAuthorities(), msg.GetLocks()
+	s.crlPEM, s.revoked = nil, nil
+	for _, der := range msg.GetCrls() {
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return fmt.Errorf("auth service sent a CRL that does not parse: %w", err)
+		}
+		s.crlPEM = append(s.crlPEM, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})...)
+		for _, e := range crl.RevokedCertificateEntries {
+			if s.revoked == nil {
+				s.revoked = map[string]bool{}
+			}
+			s.revoked[fmt.Sprintf("%032x", e.SerialNumber)] = true
+		}
+	}
 	s.x509Authorities, s.x509BundleDER = nil, nil
 	for _, der := range b.GetX509Authorities() {
 		c, err := x509.ParseCertificate(der)

@@ -566,7 +566,17 @@ func (c *cache) prune(st *state) {
 // identity changed but still gives the same SVID. An entry being issued is
 // kept: its waiters read it, and the next look drops it.
 func (c *cache) entitledLocked(e *entry) bool {
-	if c.st == nil || e.ent.identity == "" || e.inflight != nil {
+	if c.st == nil || e.inflight != nil {
+		return true
+	}
+	if c.st.lockOf(e.ent.id, time.Now()) != nil {
+		return false
+	}
+	// A revoked SVID is dropped, so the next look issues a new one.
+	if e.cur != nil && c.st.revoked[e.cur.serial] {
+		return false
+	}
+	if e.ent.identity == "" {
 		return true
 	}
 	w := c.st.identityNamed(e.ent.identity)

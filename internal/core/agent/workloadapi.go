@@ -512,6 +512,9 @@ func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.Validat
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID is not valid: %v", err)
 	}
+	if l := st.lockOf(token.ID, time.Now()); l != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID is not valid: %s", lockReason(token.ID, l))
+	}
 	claims, err := structpb.NewStruct(jsonClaims(token.Claims))
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encoding the token's claims: %v", err)

@@ -12,9 +12,11 @@ const (
 	TypeJWTSVIDIssued  = "svid.jwt.issued"
 	TypeWITSVIDIssued  = "svid.wit.issued"
 	TypeSVIDDenied     = "svid.denied"
-	TypeJoin           = "bot.join"
-	TypeJoinDenied     = "bot.join.denied"
-	TypeBotCertRenewed = "bot.cert.renewed"
+	// TypeX509SVIDRevoked: an X509-SVID's serial was revoked.
+	TypeX509SVIDRevoked = "svid.x509.revoked"
+	TypeJoin            = "bot.join"
+	TypeJoinDenied      = "bot.join.denied"
+	TypeBotCertRenewed  = "bot.cert.renewed"
 	// TypeUserCertRenewed: a login moved to a rotated user CA.
 	TypeUserCertRenewed = "user.cert.renewed"
 	// TypeLogin: a user logged in and got a user certificate.
@@ -51,6 +53,7 @@ var Types = []string{
 	TypeResourceDeleted, TypeAccessDenied, TypeTrustDomainInit, TypeAuthStarted,
 	TypeCARotation, TypeAgentConnect, TypeWorkloadAttest, TypeDenialsDropped,
 	TypeFederationRefreshed, TypeFederationRefreshFailed,
+	TypeX509SVIDRevoked,
 }
 
 // DetailCertificate is the details key of an X509-SVID issuance's leaf

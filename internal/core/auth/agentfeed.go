@@ -57,10 +57,14 @@ const botIdleTTL = 5 * time.Minute
 // O(bots following it) here; each agent stream then reads only the entries
 // of its bot since its revision.
 type agentFeed struct {
-	td         string
-	log        *slog.Logger
-	res        *resources
-	cas        func() (*ca.AgentView, error)
+	td  string
+	log *slog.Logger
+	res *resources
+	cas func() (*ca.AgentView, error)
+	// locks are the SPIFFE ID locks agents apply; nil sends none.
+	locks func() ([]*authv1.AgentLock, error)
+	// crls are the CRLs agents serve (DER); nil sends none.
+	crls       func() ([][]byte, error)
 	clock      func() time.Time
 	maxEntries int
 	// federated are the foreign trust domains' bundles, sent with the CAs.
@@ -87,12 +91,16 @@ type agentCAs struct {
 	bundle *authv1.AgentBundle
 	cas    map[string]*authv1.AgentCA
 	host   [][]byte
+	locks  []*authv1.AgentLock
+	crls   [][]byte
 }
 
 func (a *agentCAs) equal(b *agentCAs) bool {
 	return a != nil && b != nil && proto.Equal(a.bundle, b.bundle) &&
 		maps.EqualFunc(a.cas, b.cas, func(x, y *authv1.AgentCA) bool { return proto.Equal(x, y) }) &&
-		slices.EqualFunc(a.host, b.host, func(x, y []byte) bool { return string(x) == string(y) })
+		slices.EqualFunc(a.host, b.host, func(x, y []byte) bool { return string(x) == string(y) }) &&
+		slices.EqualFunc(a.locks, b.locks, func(x, y *authv1.AgentLock) bool { return proto.Equal(x, y) }) &&
+		slices.EqualFunc(a.crls, b.crls, func(x, y []byte) bool { return string(x) == string(y) })
 }
 
 // botSelection is which workload identities one bot's roles select,
@@ -209,6 +217,16 @@ func (f *agentFeed) buildCAs() (*agentCAs, error) {
 	}
 	for _, h := range view.HostAuthorities {
 		c.host = append(c.host, h.Raw)
+	}
+	if f.locks != nil {
+		if c.locks, err = f.locks(); err != nil {
+			return nil, err
+		}
+	}
+	if f.crls != nil {
+		if c.crls, err = f.crls(); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -483,7 +501,7 @@ func (f *agentFeed) currentCAs() (*agentCAs, error) {
 }
 
 func addCAs(st *authv1.AgentState, c *agentCAs) {
-	st.Bundle, st.Cas, st.HostAuthorities = c.bundle, c.cas, c.host
+	st.Bundle, st.Cas, st.HostAuthorities, st.Locks, st.Crls = c.bundle, c.cas, c.host, c.locks, c.crls
 }
 
 func addCorrupt(st *authv1.AgentState, set *workloadSet) {

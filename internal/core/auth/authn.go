@@ -214,6 +214,9 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "loading roles of %s %q: %v", idKind, name, err)
 	}
+	if err := s.refuseLocked(ctx, idKind, name, remote, method); err != nil {
+		return nil, err
+	}
 	return &caller{Kind: idKind, Name: name, Roles: roles, RemoteAddr: remote, CertNotAfter: leaf.NotAfter, Generation: gen}, nil
 }
 

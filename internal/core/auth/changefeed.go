@@ -64,6 +64,7 @@ func (s *Server) storeChanged(ctx context.Context, kind, name string) error {
 	switch kind {
 	case "":
 		s.res.forgetAll()
+		s.locksChanged(ctx)
 		s.agentsLostTrack(ctx)
 		return s.cas.Reload(ctx)
 	case ca.StoreKind:

@@ -95,6 +95,12 @@ func (s *Server) resourcesChanged(changes ...resourceChange) {
 // applyResourceChanges is resourcesChanged within ctx.
 func (s *Server) applyResourceChanges(ctx context.Context, changes ...resourceChange) {
 	identities := s.res.changed(ctx, changes...)
+	if slices.ContainsFunc(changes, func(c resourceChange) bool { return c.kind == resource.KindLock }) {
+		s.locksChanged(ctx)
+	}
+	if slices.ContainsFunc(changes, func(c resourceChange) bool { return c.kind == revocationKind }) {
+		s.revocationsChanged(ctx)
+	}
 	for _, c := range changes {
 		// A workload identity seen again unchanged (this replica's own
 		// write, read back from the store's change log) is not pushed twice.
@@ -188,6 +194,10 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 	}
 	host := agentHost(req.Host)
 	s.rememberAgentHost(c.Name, host)
+	// The host is known only now: a lock on it refuses the stream.
+	if err := s.refuseLocked(ctx, c.Kind, c.Name, c.RemoteAddr, "/wid.auth.v1.AuthService/WatchAgent"); err != nil {
+		return err
+	}
 	defer s.agents.Connect(ctx, c.Name, host)()
 	w := &agentStream{s: s, stream: stream, bot: c.Name, host: host}
 	if s.agentLog == nil {
@@ -289,7 +299,7 @@ func (w *agentStream) stamp(st *authv1.AgentState, deltas bool) *authv1.AgentSta
 	m := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, WorkloadIdentities: st.WorkloadIdentities,
 		Cas: st.Cas, HostAuthorities: st.HostAuthorities, CorruptWorkloadIdentities: st.CorruptWorkloadIdentities,
 		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision,
-		RemovedWorkloadIdentities: st.RemovedWorkloadIdentities, Generation: w.s.generation.Add(1)}
+		RemovedWorkloadIdentities: st.RemovedWorkloadIdentities, Locks: st.Locks, Crls: st.Crls, Generation: w.s.generation.Add(1)}
 	if !deltas {
 		m.Epoch, m.Revision = "", 0
 	}
@@ -515,6 +525,12 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 	for _, c := range view.HostAuthorities {
 		st.HostAuthorities = append(st.HostAuthorities, c.Raw)
 	}
+	if st.Locks, err = s.agentLocks(); err != nil {
+		return nil, storeError("the locks", err)
+	}
+	if st.Crls, err = s.agentCRLs(); err != nil {
+		return nil, status.Errorf(codes.Internal, "building the CRLs: %v", err)
+	}
 	for _, e := range set.list {
 		if rbac.SelectsWorkloadIdentity(roles, e.wi.Metadata.Labels) {
 			st.WorkloadIdentities = append(st.WorkloadIdentities, e.doc)
@@ -542,7 +558,7 @@ const agentChunkBytes = 1 << 20
 func sendAgentState(st *authv1.AgentState, send func(*authv1.AgentState) error) error {
 	docs, removed, corrupt := st.WorkloadIdentities, st.RemovedWorkloadIdentities, st.CorruptWorkloadIdentities
 	msg := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, Generation: st.Generation, Cas: st.Cas, HostAuthorities: st.HostAuthorities,
-		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision}
+		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision, Locks: st.Locks, Crls: st.Crls}
 	size := 0
 	add := func(n int) error {
 		if size > 0 && size+n > agentChunkBytes {
@@ -592,6 +608,8 @@ func sameAgentState(a, b *authv1.AgentState) bool {
 		slices.EqualFunc(a.WorkloadIdentities, b.WorkloadIdentities, bytes.Equal) &&
 		maps.EqualFunc(a.Cas, b.Cas, func(x, y *authv1.AgentCA) bool { return proto.Equal(x, y) }) &&
 		slices.EqualFunc(a.HostAuthorities, b.HostAuthorities, bytes.Equal) &&
+		slices.EqualFunc(a.Locks, b.Locks, func(x, y *authv1.AgentLock) bool { return proto.Equal(x, y) }) &&
+		slices.EqualFunc(a.Crls, b.Crls, bytes.Equal) &&
 		slices.EqualFunc(a.CorruptWorkloadIdentities, b.CorruptWorkloadIdentities, func(x, y *authv1.CorruptResource) bool { return proto.Equal(x, y) })
 }
 

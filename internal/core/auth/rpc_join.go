@@ -244,6 +244,9 @@ func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.Joi
 	if _, err := s.res.bot(ctx, tok.Spec.Bot); err != nil {
 		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "bot "+tok.Spec.Bot+" does not exist", "the join token's bot no longer exists: ask an admin")
 	}
+	if err := s.refuseLockedJoin(ctx, req, tok.Spec.Bot, name); err != nil {
+		return nil, err
+	}
 	pub, err := issuer.ParseCSR(req.Csr)
 	if err != nil {
 		return nil, s.joinDenied(ctx, req, tok.Spec.Bot, name, "bad CSR: "+err.Error(), err.Error())
@@ -286,6 +289,9 @@ func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.Joi
 // joined issues the bot certificate of a join that passed every check,
 // audits it, and answers.
 func (s *Server) joined(ctx context.Context, req *authv1.JoinRequest, bot string, pub crypto.PublicKey, details map[string]string) (*authv1.JoinResponse, error) {
+	if err := s.refuseLockedJoin(ctx, req, bot, details["token"]); err != nil {
+		return nil, err
+	}
 	gen, err := s.res.generation(ctx, KindBot, bot)
 	if err != nil {
 		return nil, storeError("bot/"+bot, err)

@@ -166,6 +166,19 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 		if err := s.checkFederation(ctx, v); err != nil {
 			return nil, err
 		}
+		if err := s.checkLockResource(ctx, v); err != nil {
+			return nil, err
+		}
+	}
+	// A lock's creator was set by the check: the ops are made again.
+	for i, v := range list {
+		if v.GetKind() == resource.KindLock {
+			o, err := op(ops[i].Type, v)
+			if err != nil {
+				return nil, status.Error(codes.Internal, err.Error())
+			}
+			ops[i] = o
+		}
 	}
 	revs, err := s.res.apply(ctx, ops...)
 	if err != nil {
@@ -374,6 +387,9 @@ func (s *Server) UpdateResource(ctx context.Context, req *authv1.UpdateResourceR
 		return nil, err
 	}
 	if err := s.checkFederation(ctx, v); err != nil {
+		return nil, err
+	}
+	if err := s.checkLockResource(ctx, v); err != nil {
 		return nil, err
 	}
 	o, err := op(store.OpUpdate, v)

@@ -190,6 +190,10 @@ type Server struct {
 	fed *federations
 	// bundleEndpoint serves the bundle endpoint (see bundleendpoint.go).
 	bundleEndpoint *bundleEndpoint
+	// lockSt holds the locks and the streams they may end (see locks.go).
+	lockSt lockState
+	// crl is the last CRL built (see revoke.go).
+	crl crlCache
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
@@ -290,6 +294,8 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if cfg.AgentSync != AgentSyncFull {
 		s.agentLog = newAgentFeed(td.Name(), s.log, s.res, s.cas.AgentView, clock)
 		s.agentLog.federated = s.fed.agentBundles
+		s.agentLog.locks = s.agentLocks
+		s.agentLog.crls = s.agentCRLs
 		s.agentLog.ca, _ = s.agentLog.buildCAs()
 	}
 	s.cas.OnChange(func() { s.agentChanged(context.Background(), feedKindCA, "") })
@@ -301,6 +307,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.issuer.SetJWTIssuer(cfg.JWTIssuer)
 	s.issuance = issuance.New(td, s.issuer, clock)
+	s.issuance.Locked = func(id spiffeid.ID) string { return s.lockedIDReason(context.Background(), id) }
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
 	s.agents = rotation.NewTracker(db, clock, s.log, s.replica)
 	if s.audit, err = audit.Open(ctx, db, s.log); err != nil {
@@ -368,6 +375,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.bundleEndpoint != nil {
 		g.Go(func() error { return s.runBundleEndpoint(ctx) })
 	}
+	g.Go(func() error { return s.refreshAgentCRLs(ctx) })
 
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeAuthStarted, Actor: s.adminActor(), Host: s.host, Outcome: audit.OutcomeSuccess,
@@ -379,7 +387,7 @@ func (s *Server) Run(ctx context.Context) error {
 	admin := grpc.NewServer(
 		grpc.Creds(peercred.NewCredentials()),
 		grpc.ChainUnaryInterceptor(markUnary, s.unaryAuth(listenerAdmin), s.unaryLimits()),
-		grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerAdmin), s.streamLimits()),
+		grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerAdmin), s.lockStreamInterceptor, s.streamLimits()),
 	)
 	authv1.RegisterAuthServiceServer(admin, s)
 	servers := []*grpc.Server{admin}
@@ -393,7 +401,7 @@ func (s *Server) Run(ctx context.Context) error {
 			// such pings with GOAWAY.
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: authv1.KeepaliveTime / 2, PermitWithoutStream: true}),
 			grpc.ChainUnaryInterceptor(markUnary, s.unaryAuth(listenerTLS), s.unaryLimits()),
-			grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerTLS), s.streamLimits()),
+			grpc.ChainStreamInterceptor(markStream, s.streamAuth(listenerTLS), s.lockStreamInterceptor, s.streamLimits()),
 		)
 		authv1.RegisterAuthServiceServer(tlsSrv, s)
 		servers = append(servers, tlsSrv)

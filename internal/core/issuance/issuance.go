@@ -34,6 +34,8 @@ const (
 	CheckInvalidRequest = "invalid_request"
 	// CheckSigning: the issuer refused or failed to sign.
 	CheckSigning = "signing"
+	// CheckLocked: a lock holds on the SPIFFE ID.
+	CheckLocked = "locked"
 )
 
 // Rules are what differs between the RPCs that issue. Each RPC's rules are
@@ -122,6 +124,9 @@ type Service struct {
 	td     spiffeid.TrustDomain
 	issuer *issuer.Issuer
 	clock  func() time.Time
+	// Locked, when set, says why a SPIFFE ID may not be issued now (a lock
+	// holds on it), or "".
+	Locked func(spiffeid.ID) string
 }
 
 // New returns a Service issuing in td with iss. clock defaults to time.Now.
@@ -146,6 +151,11 @@ func (s *Service) Decide(req *Request, rules *Rules) *Decision {
 			return d.refuse(CheckInvalidRequest, err.Error())
 		}
 		d.ID = id
+	}
+	if s.Locked != nil {
+		if reason := s.Locked(d.ID); reason != "" {
+			return d.refuse(CheckLocked, reason)
+		}
 	}
 	if req.TTLSeconds < 0 {
 		return d.refuse(CheckInvalidRequest, rules.NegativeTTL)

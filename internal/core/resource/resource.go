@@ -26,7 +26,7 @@ const (
 const V1 = "v1"
 
 // Kinds lists every kind users may create, get and remove, in display order.
-var Kinds = []string{KindRole, KindUser, KindBot, KindJoinToken, KindWorkloadIdentity, KindFederation}
+var Kinds = []string{KindRole, KindUser, KindBot, KindJoinToken, KindWorkloadIdentity, KindFederation, KindLock}
 
 // kindAliases maps what people type to a kind.
 var kindAliases = map[string]string{
@@ -38,6 +38,7 @@ var kindAliases = map[string]string{
 	"workload-identity": KindWorkloadIdentity, "wi": KindWorkloadIdentity,
 	"trust_domain_federation": KindFederation, "trust_domain_federations": KindFederation,
 	"federation": KindFederation, "federations": KindFederation,
+	"lock": KindLock, "locks": KindLock,
 }
 
 // NormalizeKind returns the canonical kind for k, or an error naming the known kinds.
@@ -135,7 +136,7 @@ func Ref(r Resource) string { return r.GetKind() + "/" + r.GetMetadata().Name }
 func ParseRef(s string) (kind, name string, err error) {
 	k, n, ok := strings.Cut(s, "/")
 	if !ok || k == "" || n == "" {
-		return "", "", fmt.Errorf("%q is not KIND/NAME: write it as role/NAME, user/NAME, bot/NAME, token/NAME or workload_identity/NAME", s)
+		return "", "", fmt.Errorf("%q is not KIND/NAME: write it as role/NAME, user/NAME, bot/NAME, token/NAME, workload_identity/NAME or lock/NAME", s)
 	}
 	kind, err = NormalizeKind(k)
 	if err != nil {
@@ -159,6 +160,8 @@ func New(kind string) (Resource, error) {
 		return &WorkloadIdentity{}, nil
 	case KindFederation:
 		return &Federation{}, nil
+	case KindLock:
+		return &Lock{}, nil
 	}
 	_, err := NormalizeKind(kind)
 	return nil, err

@@ -107,7 +107,7 @@ func TestRoleValidate(t *testing.T) {
 			{"bad cidr", func() { a.SPIFFE[0].IPSANs = []string{"10.0.0.0/99"} }, "spec.allow.spiffe[1].ip_sans[1]", "is not a CIDR"},
 			{"not ip", func() { r.Spec.Deny.SPIFFE[0].IPSANs = []string{"host"} }, "spec.deny.spiffe[1].ip_sans[1]", "neither an IP address nor a CIDR"},
 			{"no resources", func() { a.Rules[0].Resources = nil }, "spec.allow.rules[1].resources", "is empty"},
-			{"unknown resource", func() { a.Rules[0].Resources = []string{"roles"} }, "spec.allow.rules[1].resources[1]", `"roles" is not something rules guard: use one of role, user, bot, token, workload_identity, trust_domain_federation, audit, bundle, cert_authority, svid, or "*"`},
+			{"unknown resource", func() { a.Rules[0].Resources = []string{"roles"} }, "spec.allow.rules[1].resources[1]", `"roles" is not something rules guard: use one of role, user, bot, token, workload_identity, trust_domain_federation, lock, audit, bundle, cert_authority, svid, or "*"`},
 			{"no verbs", func() { r.Spec.Deny.Rules[0].Verbs = nil }, "spec.deny.rules[1].verbs", "is empty"},
 			{"unknown verb", func() { a.Rules[0].Verbs = []string{"read", "write"} }, "spec.allow.rules[1].verbs[2]", `"write" is not a verb: use one of create, read, list, update, delete, or "*"`},
 			{"empty selector key", func() { a.WorkloadIdentityLabels = map[string][]string{"": {"x"}} }, "spec.allow.workload_identity_labels", "a label has an empty name"},

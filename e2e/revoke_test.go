@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// crlFrom fetches and checks the CRL of the CA key keyID from the diag
+// listener: it parses, is signed by ca, and its next update is bounded.
+func crlFrom(t *testing.T, diag, keyID string, ca *x509.Certificate) *x509.RevocationList {
+	t.Helper()
+	resp, err := http.Get("http://" + diag + "/crl/" + keyID + ".crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	der, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /crl/%s.crl: %s: %s", keyID, resp.Status, der)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatalf("the served CRL does not parse: %v", err)
+	}
+	if err := crl.CheckSignatureFrom(ca); err != nil {
+		t.Fatalf("the served CRL is not signed by the X.509 CA: %v", err)
+	}
+	if crl.NextUpdate.Sub(crl.ThisUpdate) > 2*time.Hour || crl.NextUpdate.Before(time.Now()) {
+		t.Fatalf("the CRL's next update %s is not bounded (this update %s)", crl.NextUpdate, crl.ThisUpdate)
+	}
+	return crl
+}
+
+func lists(crl *x509.RevocationList, serial *big.Int) bool {
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber.Cmp(serial) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Done-when 2 (the auth service's part): svid revoke --spiffe-id lists the
+// workload's serial in a CRL signed by the CA, served on the diag listener
+// with an increasing crlNumber and through bundle export --crl; an unknown
+// serial is refused with one sentence and changes nothing.
+func TestRevokeListsSerialInCRL(t *testing.T) {
+	t.Parallel()
+	auth := startAgent(t, newDataDir(t), "--roles", "auth", "--diag-addr", "127.0.0.1:0")
+	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
+	auth.widctl("workload-identity", "create", "web", "--spiffe-id", "/svc/web", "--rule", "workload.unix.uid="+uid).must(t)
+	ag := startAgent(t, newDataDir(t), "--roles", "agent", "--auth", auth.addr, "--join-token", tok, "--ca-pin", auth.pin)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+ag.workload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var leaf *x509.Certificate
+	for deadline := time.Now().Add(20 * time.Second); leaf == nil; time.Sleep(100 * time.Millisecond) {
+		svids, _ := c.FetchX509SVIDs(ctx)
+		for _, s := range svids {
+			if strings.HasSuffix(s.ID.String(), "/svc/web") {
+				leaf = s.Certificates[0]
+			}
+		}
+		if leaf == nil && time.Now().After(deadline) {
+			t.Fatal("the workload never got /svc/web")
+		}
+	}
+	bundles, err := c.FetchX509Bundles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ca *x509.Certificate
+	for _, b := range bundles.Bundles() {
+		for _, a := range b.X509Authorities() {
+			if string(a.SubjectKeyId) == string(leaf.AuthorityKeyId) {
+				ca = a
+			}
+		}
+	}
+	if ca == nil {
+		t.Fatal("no CA in the bundle signed the SVID")
+	}
+	keyID := hex.EncodeToString(leaf.AuthorityKeyId)
+	before := crlFrom(t, auth.diag, keyID, ca)
+	if lists(before, leaf.SerialNumber) {
+		t.Fatal("the CRL lists a serial before it was revoked")
+	}
+
+	serial := fmt.Sprintf("%032x", leaf.SerialNumber)
+	out := auth.widctl("svid", "revoke", "--spiffe-id", "/svc/web", "--reason", "key leaked").must(t).stdout
+	if !strings.Contains(out, serial) {
+		t.Fatalf("svid revoke does not name the serial %s:\n%s", serial, out)
+	}
+	// The agent gets the CRL with its state and re-issues the revoked SVID at once.
+	revoked := time.Now()
+	for {
+		svids, err := c.FetchX509SVIDs(ctx)
+		renewed := false
+		for _, s := range svids {
+			if strings.HasSuffix(s.ID.String(), "/svc/web") && s.Certificates[0].SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+				renewed = true
+			}
+		}
+		if renewed {
+			break
+		}
+		if time.Since(revoked) > 5*time.Second {
+			t.Fatalf("5s after the revocation the agent still serves the revoked SVID (%v); agent log:\n%s", err, ag.out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	after := crlFrom(t, auth.diag, keyID, ca)
+	if !lists(after, leaf.SerialNumber) {
+		t.Fatalf("the CRL does not list the revoked serial %s", serial)
+	}
+	if after.Number.Cmp(before.Number) <= 0 {
+		t.Fatalf("crlNumber went from %s to %s, not up", before.Number, after.Number)
+	}
+
+	exported := auth.widctl("bundle", "export", "--crl").must(t).stdout
+	var found bool
+	for rest := []byte(exported); ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type == "X509 CRL" {
+			crl, err := x509.ParseRevocationList(blk.Bytes)
+			if err != nil || crl.CheckSignatureFrom(ca) != nil {
+				t.Fatalf("bundle export --crl gave a CRL that does not check: %v", err)
+			}
+			found = lists(crl, leaf.SerialNumber)
+		}
+	}
+	if !found {
+		t.Fatalf("bundle export --crl does not list the revoked serial:\n%s", exported)
+	}
+
+	// An unknown serial: one sentence, nothing revoked.
+	r := auth.widctl("svid", "revoke", "--serial", "00112233445566778899aabbccddeeff")
+	if r.code == 0 || !strings.Contains(r.stderr, "nothing was revoked") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("revoking an unknown serial: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if n := len(crlFrom(t, auth.diag, keyID, ca).RevokedCertificateEntries); n != 1 {
+		t.Fatalf("the CRL lists %d serials after a refused revocation, want 1", n)
+	}
+}

@@ -1,0 +1,340 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/ca"
+	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// X.509 revocation: a revoked serial is kept in the store until its
+// certificate expires, and listed in a CRL signed by the X.509 SPIFFE CA.
+// The CRL is built from the store when asked (cached briefly), so a crash
+// mid-revoke leaves either the revocation stored and listed, or neither.
+//
+// Which serials exist, and when they expire, comes from the audit log: every
+// X509-SVID issued is an event with its serial and TTL.
+
+// revocationKind holds revoked X.509 serials, by serial, in the store. It is
+// no resource: only RevokeX509SVID writes it.
+const revocationKind = "x509_revocation"
+
+// crlLifetime bounds a CRL's nextUpdate: relying parties fetch again
+// within it.
+const crlLifetime = time.Hour
+
+// crlMaxAge is how long a built CRL is served before it is built again: a
+// revocation on this replica drops it at once; one on another replica is
+// listed here within crlMaxAge.
+const crlMaxAge = 10 * time.Second
+
+// maxRevokeReason bounds a revocation's reason.
+const maxRevokeReason = 1024
+
+// revocation is one revoked serial as stored.
+type revocation struct {
+	Serial    string    `json:"serial"`
+	SPIFFEID  string    `json:"spiffe_id"`
+	NotAfter  time.Time `json:"not_after"`
+	RevokedAt time.Time `json:"revoked_at"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+// crlCache is the last CRL built.
+type crlCache struct {
+	mu    sync.Mutex
+	built time.Time
+	crls  []*authv1.CRL
+	// number is the last crlNumber used: each CRL gets a greater one.
+	number int64
+}
+
+// issuedX509 returns the unexpired X509-SVIDs the audit log records, of id
+// when it is set, by serial.
+func (s *Server) issuedX509(ctx context.Context, id, serial string) ([]revocation, error) {
+	now := s.clock()
+	rows, err := s.db.QueryAudit(ctx, store.AuditFilter{
+		Types: []string{audit.TypeX509SVIDIssued}, SPIFFEID: id,
+		// No X509-SVID lives longer than MaxSVIDTTL.
+		Since: now.Add(-resource.MaxSVIDTTL - time.Minute),
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []revocation
+	for _, row := range rows {
+		var ev audit.Event
+		if err := json.Unmarshal(row.Data, &ev); err != nil || ev.Serial == "" {
+			continue
+		}
+		if serial != "" && ev.Serial != serial {
+			continue
+		}
+		// The event is recorded after signing: its time plus the TTL is at
+		// or after the certificate's notAfter.
+		notAfter := ev.Time.Add(time.Duration(ev.TTLSeconds) * time.Second)
+		if !notAfter.After(now) {
+			continue
+		}
+		out = append(out, revocation{Serial: ev.Serial, SPIFFEID: ev.SPIFFEID, NotAfter: notAfter})
+	}
+	return out, nil
+}
+
+// normalizeSerial takes a serial as people copy it (hex, with or without
+// colons or 0x) and gives it as the audit log records it.
+func normalizeSerial(s string) (string, error) {
+	s = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(s), "0x"))
+	s = strings.ReplaceAll(s, ":", "")
+	if s == "" || len(s) > 40 {
+		return "", errors.New("is not a certificate serial: give it in hex, as widctl svid inspect and the audit log print it")
+	}
+	n, ok := new(big.Int).SetString(s, 16)
+	if !ok {
+		return "", errors.New("is not a certificate serial: give it in hex, as widctl svid inspect and the audit log print it")
+	}
+	return ca.FormatSerial(n), nil
+}
+
+func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDRequest) (*authv1.RevokeX509SVIDResponse, error) {
+	if err := s.authorize(ctx, resource.ResourceSVID, verbDelete); err != nil {
+		return nil, err
+	}
+	if (req.Serial == "") == (req.SpiffeId == "") {
+		return nil, status.Error(codes.InvalidArgument, "give exactly one of a serial or a SPIFFE ID to revoke")
+	}
+	if len(req.Reason) > maxRevokeReason {
+		return nil, status.Errorf(codes.InvalidArgument, "the reason is %d bytes long, over the limit of %d: shorten it", len(req.Reason), maxRevokeReason)
+	}
+	var (
+		serial, id string
+		what       string
+	)
+	if req.Serial != "" {
+		n, err := normalizeSerial(req.Serial)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "%q %v", clip(req.Serial), err)
+		}
+		serial, what = n, "serial "+n
+	} else {
+		parsed, err := resource.ParseSPIFFEID(s.td, req.SpiffeId)
+		if err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		id, what = parsed.String(), parsed.String()
+	}
+	issued, err := s.issuedX509(ctx, id, serial)
+	if err != nil {
+		return nil, storeError("the issued SVIDs", err)
+	}
+	if len(issued) == 0 {
+		if serial != "" {
+			return nil, status.Errorf(codes.NotFound, "no unexpired X509-SVID with serial %s was issued: check the serial with widctl audit ls --type svid.x509.issued; nothing was revoked", serial)
+		}
+		return nil, status.Errorf(codes.NotFound, "no unexpired X509-SVID of %s was issued, so there is nothing to revoke", id)
+	}
+	now := s.clock()
+	ops := make([]store.Op, 0, len(issued))
+	resp := &authv1.RevokeX509SVIDResponse{}
+	for _, r := range issued {
+		r.RevokedAt, r.Reason = now, req.Reason
+		b, err := json.Marshal(r)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		ops = append(ops, store.Op{Type: store.OpUpsert, Item: store.Item{Kind: revocationKind, Name: r.Serial, Data: b}})
+		resp.Revoked = append(resp.Revoked, &authv1.RevokedSerial{Serial: r.Serial, SpiffeId: r.SPIFFEID, ExpiresAt: timestamppb.New(r.NotAfter)})
+	}
+	if _, err := s.db.Apply(ctx, ops...); err != nil {
+		return nil, storeError("the revocation of "+what, err)
+	}
+	s.revocationsChanged(ctx)
+	c := callerFrom(ctx)
+	events := make([]audit.Event, len(issued))
+	for i, r := range issued {
+		events[i] = audit.Event{
+			Type: audit.TypeX509SVIDRevoked, Actor: c.Actor(s), Host: s.host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
+			SPIFFEID: r.SPIFFEID, SVIDType: authv1.SVIDTypeX509, Serial: r.Serial, Reason: req.Reason,
+		}
+	}
+	if _, err := s.audit.EmitAll(ctx, events); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "the SVIDs were revoked but the revocation could not be audited: %v", err)
+	}
+	return resp, nil
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
+// revocations returns the stored revocations whose certificates have not
+// expired, by serial.
+func (s *Server) revocations(ctx context.Context) ([]revocation, error) {
+	items, err := s.db.List(ctx, revocationKind)
+	if err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	out := make([]revocation, 0, len(items))
+	for _, it := range items {
+		var r revocation
+		if err := json.Unmarshal(it.Data, &r); err != nil {
+			s.log.Warn("a stored revocation does not decode; it is skipped", "serial", it.Name, "error", err)
+			continue
+		}
+		if r.NotAfter.After(now) {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Serial < out[j].Serial })
+	return out, nil
+}
+
+// CRLs returns a signed CRL per X.509 CA key that signs now, listing every
+// revoked serial not yet expired, built at most crlMaxAge ago.
+func (s *Server) CRLs(ctx context.Context) ([]*authv1.CRL, error) {
+	s.crl.mu.Lock()
+	defer s.crl.mu.Unlock()
+	now := s.clock()
+	if s.crl.crls != nil && now.Sub(s.crl.built) < crlMaxAge {
+		return s.crl.crls, nil
+	}
+	revs, err := s.revocations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := s.cas.Signer(ca.TypeSPIFFE)
+	if err != nil {
+		return nil, fmt.Errorf("reading the X.509 CA: %w", err)
+	}
+	if signer.Cert == nil || signer.Signer == nil {
+		return nil, errors.New("the X.509 CA has no signing key here")
+	}
+	entries := make([]x509.RevocationListEntry, 0, len(revs))
+	for _, r := range revs {
+		n, ok := new(big.Int).SetString(r.Serial, 16)
+		if !ok {
+			continue
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt})
+	}
+	// crlNumber grows with every CRL built, across restarts too (it starts
+	// from the clock), as RFC 5280 requires.
+	number := now.UnixMicro()
+	if number <= s.crl.number {
+		number = s.crl.number + 1
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number:                    big.NewInt(number),
+		ThisUpdate:                now.Add(-time.Minute),
+		NextUpdate:                now.Add(crlLifetime),
+		RevokedCertificateEntries: entries,
+		Issuer:                    pkix.Name{},
+	}, signer.Cert, signer.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("signing the CRL: %w", err)
+	}
+	s.crl.number = number
+	s.crl.built = now
+	s.crl.crls = []*authv1.CRL{{CaKeyId: hex.EncodeToString(signer.Cert.SubjectKeyId), Der: der}}
+	return s.crl.crls, nil
+}
+
+func (s *Server) GetCRLs(ctx context.Context, _ *authv1.GetCRLsRequest) (*authv1.GetCRLsResponse, error) {
+	if callerFrom(ctx).Kind == "" {
+		return nil, status.Error(codes.Unauthenticated, "reading the CRLs needs a login: run widctl login, or join the agent first")
+	}
+	crls, err := s.CRLs(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "building the CRLs: %v", err)
+	}
+	return &authv1.GetCRLsResponse{Crls: crls}, nil
+}
+
+// CRLHandler serves /crl/<ca key id>.crl: the DER CRL of that X.509 CA key.
+// It is public, as the bundle is: a CRL holds nothing secret.
+func (s *Server) CRLHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/crl/")
+		keyID, ok := strings.CutSuffix(name, ".crl")
+		if !ok || strings.Contains(keyID, "/") {
+			http.Error(w, "not found: ask for /crl/<ca key id>.crl", http.StatusNotFound)
+			return
+		}
+		crls, err := s.CRLs(r.Context())
+		if err != nil {
+			http.Error(w, "the CRL cannot be built now", http.StatusServiceUnavailable)
+			return
+		}
+		for _, c := range crls {
+			if c.CaKeyId == keyID {
+				w.Header().Set("Content-Type", "application/pkix-crl")
+				w.Write(c.Der)
+				return
+			}
+		}
+		http.Error(w, "no X.509 CA key has that id", http.StatusNotFound)
+	})
+}
+
+// revocationsChanged drops the CRL built, after a revocation here or on
+// another replica (seen in the change log), and sends agents the new one.
+func (s *Server) revocationsChanged(ctx context.Context) {
+	s.crl.mu.Lock()
+	s.crl.crls = nil
+	s.crl.mu.Unlock()
+	s.agentChanged(ctx, feedKindCA, "")
+}
+
+// agentCRLs are the CRLs as agents get them (DER).
+func (s *Server) agentCRLs() ([][]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), changeReadTimeout)
+	defer cancel()
+	crls, err := s.CRLs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(crls))
+	for i, c := range crls {
+		out[i] = c.Der
+	}
+	return out, nil
+}
+
+// refreshAgentCRLs sends agents a fresh CRL well before the one they hold
+// reaches its next update: a relying party that checks CRLs refuses every
+// peer once its CRL has expired.
+func (s *Server) refreshAgentCRLs(ctx context.Context) error {
+	t := time.NewTicker(crlLifetime / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.revocationsChanged(ctx)
+		}
+	}
+}
