@@ -93,8 +93,16 @@ default_all_bundles_name, spiffe_validator; see docs/envoy.md). For the auth
 service it also takes kubernetes_clusters (each with name, api_server,
 jwks_url, ca_file, token_file): the only Kubernetes servers the auth service
 calls, and files it reads, to check kubernetes joins; a kubernetes join
-token names one with cluster (see docs/kubernetes.md). Unknown keys are
-refused.`,
+token names one with cluster (see docs/kubernetes.md), ca_subject (country,
+organization, common_name of the CA certificates it makes from then on) and
+svid_ttl and jwt_svid_ttl (an SVID's life when neither the request nor its
+workload identity names one; defaults 1h and 5m). Unknown keys are refused.
+
+--log-format json writes every log line as one JSON object (slog's JSON
+handler); --log-file appends the logs to a file (created 0600) instead of
+stderr. The kubernetes attestor takes its node's name from WID_NODE_NAME
+(the downward API's spec.nodeName) and then asks that node's kubelet at
+https://<node>:10250 unless kubelet_url says otherwise.`,
 		Example: `  # A whole dev trust domain (example.org) with its Workload API
   widagent start
 
@@ -141,6 +149,8 @@ refused.`,
 	fl.String("auth-listen", auth.DefaultListenAddr, "host:port of the auth service's TLS listener")
 	fl.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
 	fl.String("log-level", "info", "log level: debug, info, warn or error")
+	fl.String("log-format", LogFormatText, "log format: text (slog's key=value lines) or json (one JSON object a line)")
+	fl.String("log-file", "", "`FILE` to append the logs to instead of stderr (created 0600)")
 	fl.String("agent-sync", auth.AgentSyncIncremental, "how the auth service keeps agents up to date: incremental (what changed since the revision an agent holds) or full (its whole state on every change, as before; for comparison)")
 	fl.String("bundle-endpoint-listen", "", "host:port of the SPIFFE bundle endpoint that other trust domains federate with (off when empty); https_spiffe profile unless --bundle-endpoint-cert is given")
 	fl.String("bundle-endpoint-cert", "", "`FILE` of the certificate (PEM) the bundle endpoint serves with under the https_web profile; read again when it changes")
@@ -171,11 +181,14 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error {
-	level, err := parseLevel(o.LogLevel)
+	logger, closeLog, err := openLog(o.LogFormat, o.LogLevel, o.LogFile, errOut)
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level}))
+	defer closeLog()
+	if o.LogFormat == LogFormatJSON || o.LogFile != "" {
+		routeProcessLogs(logger)
+	}
 	runAuth, runAgent := slices.Contains(o.Roles, "auth"), slices.Contains(o.Roles, "agent")
 	host, _ := os.Hostname()
 	g, ctx := errgroup.WithContext(ctx)
@@ -203,6 +216,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 			KubernetesClusters: o.KubernetesClusters, AgentSync: o.AgentSync,
 			BundleEndpointListen: o.BundleEndpointListen, BundleEndpointCertFile: o.BundleEndpointCert,
 			BundleEndpointKeyFile: o.BundleEndpointKey, BundleRefreshHint: o.BundleRefreshHint, JWTIssuer: o.JWTIssuer,
+			CASubject: o.CASubject, SVIDTTL: o.SVIDTTL, JWTSVIDTTL: o.JWTSVIDTTL,
 		})
 		if err != nil {
 			return err

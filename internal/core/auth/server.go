@@ -89,6 +89,14 @@ type Config struct {
 	// AgentSync is how agents are kept up to date: AgentSyncIncremental
 	// ("" too) or AgentSyncFull.
 	AgentSync string
+	// CASubject is the subject of the CA certificates this service makes
+	// from now on (ca_subject); existing ones keep theirs until rotated.
+	CASubject ca.Subject
+	// SVIDTTL and JWTSVIDTTL are an SVID's life when neither the request
+	// nor its workload identity names one; 0 means issuer.DefaultX509TTL
+	// and issuer.DefaultJWTTTL. Roles' max_svid_ttl still caps them.
+	SVIDTTL    time.Duration
+	JWTSVIDTTL time.Duration
 	// AgentSendTimeout ends an agent stream that has not taken a message
 	// for this long (default 30s).
 	AgentSendTimeout time.Duration
@@ -199,6 +207,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, errors.New("a data dir is required")
 	}
 	if err := kubejoin.ValidateClusters(cfg.KubernetesClusters); err != nil {
+		return nil, err
+	}
+	if err := validateSettings(cfg); err != nil {
 		return nil, err
 	}
 	switch cfg.AgentSync {
