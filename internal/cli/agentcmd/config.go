@@ -63,6 +63,8 @@ type StartOptions struct {
 	JoinTokenFile                 string                `yaml:"join_token_file"`
 	JoinMethod                    string                `yaml:"join_method"`
 	SATokenFile                   string                `yaml:"sa_token_file"`
+	CertFile                      string                `yaml:"cert"`
+	KeyFile                       string                `yaml:"key"`
 	CAPin                         string                `yaml:"ca_pin"`
 	WorkloadSocket                string                `yaml:"workload_socket"`
 	DiagAddr                      string                `yaml:"diag_addr"`
@@ -290,8 +292,15 @@ func (o *StartOptions) check(configFile string) error {
 	}
 	switch o.JoinMethod {
 	case "", agent.JoinMethodToken, agent.JoinMethodKubernetes:
+		if o.CertFile != "" || o.KeyFile != "" {
+			return fmt.Errorf("--cert and --key are for --join-method %s", agent.JoinMethodX509Pop)
+		}
+	case agent.JoinMethodX509Pop:
+		if o.CertFile == "" || o.KeyFile == "" {
+			return errors.New("--join-method x509pop needs the machine's certificate and key: pass --cert FILE and --key FILE")
+		}
 	default:
-		return fmt.Errorf("--join-method %q is unknown: use %s or %s", o.JoinMethod, agent.JoinMethodToken, agent.JoinMethodKubernetes)
+		return fmt.Errorf("--join-method %q is unknown: use %s, %s or %s", o.JoinMethod, agent.JoinMethodToken, agent.JoinMethodKubernetes, agent.JoinMethodX509Pop)
 	}
 	return nil
 }

@@ -78,7 +78,11 @@ the data dir must be the agent's own, not a running auth service's. On Kubernete
 token instead of a secret: --join-token names a kubernetes join token and
 --sa-token-file is the token's file, read afresh on every join. The token's
 audience is "wid:" and the trust domain, e.g. wid:example.org (see
-docs/kubernetes.md).
+docs/kubernetes.md). --join-method x509pop joins with a certificate from
+your own CA: --join-token names an x509pop join token, --cert and --key are
+the machine's certificate and key, and the agent signs a fresh challenge
+from the auth service with the key; its host name becomes
+x509pop/<sha256 of the certificate> (see docs/bots.md).
 
 Settings come from flags, then WIDAGENT_* environment variables (for example
 WIDAGENT_DATA_DIR), then the --config YAML file, then defaults. The config
@@ -121,6 +125,10 @@ https://<node>:10250 unless kubelet_url says otherwise.`,
   # The same, with the token in a file only the agent's user can read
   widagent start --roles agent --auth auth.example.com:3025 --join-token-file /etc/wid/join-token --ca-pin sha256:...
 
+  # An agent joining with a certificate from your CA
+  widagent start --roles agent --auth auth.example.com:3025 --ca-pin sha256:... \
+    --join-method x509pop --join-token nodes --cert /etc/wid/node.pem --key /etc/wid/node.key
+
   # An agent in a Kubernetes DaemonSet, joining with its service-account token
   widagent start --roles agent --auth wid-auth.wid.svc:3025 --ca-pin sha256:... \
     --join-method kubernetes --join-token k8s-nodes --sa-token-file /var/run/secrets/tokens/wid`,
@@ -161,7 +169,9 @@ https://<node>:10250 unless kubelet_url says otherwise.`,
 	fl.String("auth", "", "host:port of the auth service, or of its replicas separated by commas (--roles agent)")
 	fl.String("join-token", "", "join token for the agent's first start (--roles agent); visible to local users in the process list: prefer WID_JOIN_TOKEN or --join-token-file")
 	fl.String("join-token-file", "", "`FILE` holding the join token for the agent's first start (--roles agent)")
-	fl.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token create) or kubernetes (a projected service-account token)")
+	fl.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token create), kubernetes (a projected service-account token) or x509pop (a certificate from your CA, --cert and --key)")
+	fl.String("cert", "", "`FILE` of the machine's certificate (PEM, then any intermediates) for --join-method x509pop")
+	fl.String("key", "", "`FILE` of that certificate's private key (PEM) for --join-method x509pop")
 	fl.String("sa-token-file", kubejoin.DefaultTokenFile, "projected service-account token of --join-method kubernetes, read afresh on every join")
 	fl.String("ca-pin", "", "sha256:... pin of the auth service's CA, as printed by widagent start (--roles agent)")
 	fl.String("workload-socket", paths.DefaultWorkloadSocket(), "unix socket of the SPIFFE Workload API")
@@ -198,6 +208,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		SocketPath: o.WorkloadSocket, DataDir: o.DataDir, Host: host,
 		AuthAddr: o.Auth, CAPin: o.CAPin, JoinToken: o.JoinToken,
 		JoinMethod: o.JoinMethod, ServiceAccountTokenFile: o.SATokenFile,
+		X509PopCertFile: o.CertFile, X509PopKeyFile: o.KeyFile,
 		DiagAddr: o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs, Attestors: o.Attestors,
 		AllowUnauthenticatedVerifiers: o.AllowUnauthenticatedVerifiers,
 		SDS:                           o.SDS,

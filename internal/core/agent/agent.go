@@ -26,6 +26,7 @@ import (
 	"github.com/wid-project/wid/internal/core/attest"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/rbac"
+	"github.com/wid-project/wid/internal/core/x509pop"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 )
@@ -59,6 +60,10 @@ type Config struct {
 	// token of the kubernetes method; it is read afresh on every join
 	// because the kubelet rotates it.
 	ServiceAccountTokenFile string
+	// X509PopCertFile and X509PopKeyFile are the x509pop method's
+	// certificate (PEM, with any intermediates) and its private key.
+	X509PopCertFile string
+	X509PopKeyFile  string
 	// LocalIdentity, set when the agent runs in the auth service's own
 	// process, mints the agent's bot identity without a join token. The
 	// agent still talks to the auth service over AuthAddr, with mTLS.
@@ -166,8 +171,16 @@ func New(cfg Config) (*Agent, error) {
 		if cfg.ServiceAccountTokenFile == "" {
 			return nil, errors.New("the kubernetes join method needs the projected service-account token's file: pass --sa-token-file")
 		}
+	case JoinMethodX509Pop:
+		// The files are read now, so that a wrong one is named at start;
+		// the host is the certificate's, as the auth service records it.
+		cred, err := loadX509PopCredential(cfg.X509PopCertFile, cfg.X509PopKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Host = x509pop.HostName(cred.chain[0])
 	default:
-		return nil, fmt.Errorf("join method %q is unknown: use %s or %s", cfg.JoinMethod, JoinMethodToken, JoinMethodKubernetes)
+		return nil, fmt.Errorf("join method %q is unknown: use %s, %s or %s", cfg.JoinMethod, JoinMethodToken, JoinMethodKubernetes, JoinMethodX509Pop)
 	}
 	if cfg.LocalIdentity == nil && cfg.DataDir == "" {
 		return nil, errors.New("the agent needs a data dir to keep its identity in")

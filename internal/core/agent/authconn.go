@@ -47,8 +47,8 @@ func (a *Agent) obtainIdentity(ctx context.Context) (*client.Identity, error) {
 // join exchanges the join token for a bot identity and saves it.
 func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 	dir := a.identityDir()
-	if a.cfg.JoinToken == "" && a.cfg.JoinMethod == JoinMethodKubernetes {
-		return nil, fmt.Errorf("the agent has no identity in %s and no join token: pass --join-token NAME of a kubernetes join token (see widctl token ls)", dir)
+	if a.cfg.JoinToken == "" && (a.cfg.JoinMethod == JoinMethodKubernetes || a.cfg.JoinMethod == JoinMethodX509Pop) {
+		return nil, fmt.Errorf("the agent has no identity in %s and no join token: pass --join-token NAME of a %s join token (see widctl token ls)", dir, a.cfg.JoinMethod)
 	}
 	if a.cfg.JoinToken == "" {
 		return nil, fmt.Errorf("the agent has no identity in %s and no join token: create one with 'widctl bot create NAME --roles ROLE' (or 'widctl token create --bot NAME') and pass --join-token", dir)
@@ -76,6 +76,16 @@ func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 			return nil, err
 		}
 		req.JoinMethod, req.ServiceAccountToken = JoinMethodKubernetes, sa
+	}
+	if a.cfg.JoinMethod == JoinMethodX509Pop {
+		// Read again: the certificate may have been renewed since start.
+		cred, err := loadX509PopCredential(a.cfg.X509PopCertFile, a.cfg.X509PopKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if err := signX509PopJoin(ctx, c, cred, req); err != nil {
+			return nil, fmt.Errorf("joining the trust domain at %s: %s", a.cfg.AuthAddr, status.Convert(err).Message())
+		}
 	}
 	resp, err := c.Join(ctx, req)
 	if err != nil {

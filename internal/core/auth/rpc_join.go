@@ -55,6 +55,8 @@ func (s *Server) newJoinToken(bot string, ttl time.Duration, uses int, method st
 		method = resource.JoinMethodToken
 	case resource.JoinMethodKubernetes:
 		return "", nil, status.Error(codes.InvalidArgument, "a kubernetes join token has no secret: create it as a resource with widctl token add --method kubernetes --name NAME or widctl create -f token.yaml")
+	case resource.JoinMethodX509Pop:
+		return "", nil, status.Error(codes.InvalidArgument, "an x509pop join token has no secret: create it with widctl token add --method x509pop --name NAME --ca-bundle FILE or widctl create -f token.yaml")
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -198,9 +200,15 @@ func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.Joi
 	case "", resource.JoinMethodToken:
 	case resource.JoinMethodKubernetes:
 		return s.joinKubernetes(ctx, req)
+	case resource.JoinMethodX509Pop:
+		return s.joinX509Pop(ctx, req)
 	default:
 		return nil, s.joinDenied(ctx, req, "", "", "unknown join method "+strconv.Quote(req.JoinMethod),
-			fmt.Sprintf("join method %q is unknown: use %s or %s", req.JoinMethod, resource.JoinMethodToken, resource.JoinMethodKubernetes))
+			fmt.Sprintf("join method %q is unknown: use %s, %s or %s", req.JoinMethod, resource.JoinMethodToken, resource.JoinMethodKubernetes, resource.JoinMethodX509Pop))
+	}
+	if len(req.X509Chain) > 0 || len(req.Challenge) > 0 || len(req.ChallengeSignature) > 0 {
+		return nil, s.joinDenied(ctx, req, "", "", "a certificate or challenge was sent with a token join",
+			"a certificate and challenge are only for the x509pop join method: pass --join-method x509pop")
 	}
 	if req.ServiceAccountToken != "" {
 		return nil, s.joinDenied(ctx, req, "", "", "a service-account token was sent with a token join",

@@ -66,10 +66,10 @@ func decodeRequest(data []byte) (resource.Resource, error) {
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	// A kubernetes join token holds no secret, so it is an ordinary
-	// resource; a secret token is made only by the auth service.
-	if t, ok := v.(*resource.JoinToken); ok && t.Spec.Method != resource.JoinMethodKubernetes {
-		return nil, status.Error(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add (only kubernetes join tokens, which have no secret, are created from files)")
+	// A kubernetes or x509pop join token holds no secret, so it is an
+	// ordinary resource; a secret token is made only by the auth service.
+	if t, ok := v.(*resource.JoinToken); ok && t.Spec.Method != resource.JoinMethodKubernetes && t.Spec.Method != resource.JoinMethodX509Pop {
+		return nil, status.Error(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored: use widctl token add or widctl bot add (only kubernetes and x509pop join tokens, which have no secret, are created from files)")
 	}
 	// A user's status is the auth service's to say: one sent back with a
 	// document read earlier is dropped, not stored.

@@ -34,6 +34,7 @@ import (
 	"github.com/wid-project/wid/internal/core/rotation"
 	"github.com/wid-project/wid/internal/core/store"
 	"github.com/wid-project/wid/internal/core/store/sqlite"
+	"github.com/wid-project/wid/internal/core/x509pop"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -184,6 +185,8 @@ type Server struct {
 	anchor *anchor.Keeper
 	// kube checks the service-account tokens of kubernetes joins.
 	kube *kubejoin.Verifier
+	// popChallenges are the x509pop joins' challenges.
+	popChallenges *x509pop.Challenges
 	// kek seals secrets at rest: CA keys and TOTP secrets.
 	kek *ca.KEK
 	// credLocks serializes credential writes per user.
@@ -313,6 +316,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.issuer.SetJWTIssuer(cfg.JWTIssuer)
 	s.issuance = issuance.New(td, s.issuer, clock)
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
+	s.popChallenges = x509pop.NewChallenges(clock)
 	s.agents = rotation.NewTracker(db, clock, s.log, s.replica)
 	if s.audit, err = audit.Open(ctx, db, s.log); err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)
