@@ -74,6 +74,9 @@ type StartOptions struct {
 	Outputs                       []agent.Output        `yaml:"outputs"`
 	Attestors                     agent.AttestorsConfig `yaml:"attestors"`
 	SDS                           agent.SDSConfig       `yaml:"sds"`
+	// ExtraWorkloadAPIs are more Workload API sockets, each with its own
+	// svids (config file only; a tbot config's further services).
+	ExtraWorkloadAPIs []agent.WorkloadAPIConfig `yaml:"extra_workload_apis"`
 }
 
 // configFlag names the config file; it is not a setting of its own.
@@ -203,11 +206,9 @@ func decodeStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, 
 // mergeConfigFile reads configFile into v, refusing unknown keys and a key
 // given under both its names.
 func mergeConfigFile(v *viper.Viper, configFile string, aliases map[string]string) error {
-	raw := viper.New()
-	raw.SetConfigFile(configFile)
-	raw.SetConfigType("yaml")
-	if err := raw.ReadInConfig(); err != nil {
-		return fmt.Errorf("reading config file %s: %w", configFile, err)
+	raw, err := readConfigFile(configFile)
+	if err != nil {
+		return err
 	}
 	settings := raw.AllSettings()
 	for _, k := range raw.AllKeys() {

@@ -101,6 +101,10 @@ token names one with cluster (see docs/kubernetes.md), ca_subject (country,
 organization, common_name of the CA certificates it makes from then on) and
 svid_ttl and jwt_svid_ttl (an SVID's life when neither the request nor its
 workload identity names one; defaults 1h and 5m). Unknown keys are refused.
+The file may also be in Teleport tbot's shape (version: v2, onboarding,
+services of type spiffe-workload-api, each on its own socket with its own
+svids); each field maps to widagent's own and one wid cannot honour is
+refused by its path (see docs/agent.md).
 
 --log-format json writes every log line as one JSON object (slog's JSON
 handler); --log-file appends the logs to a file (created 0600) instead of
@@ -209,7 +213,8 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		AuthAddr: o.Auth, CAPin: o.CAPin, JoinToken: o.JoinToken,
 		JoinMethod: o.JoinMethod, ServiceAccountTokenFile: o.SATokenFile,
 		X509PopCertFile: o.CertFile, X509PopKeyFile: o.KeyFile,
-		DiagAddr: o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs, Attestors: o.Attestors,
+		ExtraWorkloadAPIs: o.ExtraWorkloadAPIs,
+		DiagAddr:          o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs, Attestors: o.Attestors,
 		AllowUnauthenticatedVerifiers: o.AllowUnauthenticatedVerifiers,
 		SDS:                           o.SDS,
 		Logger:                        logger.With("service", "agent"),

@@ -64,6 +64,9 @@ type Config struct {
 	// certificate (PEM, with any intermediates) and its private key.
 	X509PopCertFile string
 	X509PopKeyFile  string
+	// ExtraWorkloadAPIs are more Workload API sockets, each with its own
+	// config SVIDs.
+	ExtraWorkloadAPIs []WorkloadAPIConfig
 	// LocalIdentity, set when the agent runs in the auth service's own
 	// process, mints the agent's bot identity without a join token. The
 	// agent still talks to the auth service over AuthAddr, with mTLS.
@@ -113,8 +116,10 @@ type Agent struct {
 	// closeAttestors releases what the attestors hold (a D-Bus connection).
 	closeAttestors func()
 	config         []*rbac.Workload
-	cache          *cache
-	attests        *attestLog
+	// extraConfig are the config SVIDs of Config.ExtraWorkloadAPIs.
+	extraConfig [][]*rbac.Workload
+	cache       *cache
+	attests     *attestLog
 	// dropLog bounds the log lines about streams ended for not reading.
 	dropLog rateLog
 	// retryLog bounds the log lines about reconnecting to the auth service.
@@ -198,6 +203,10 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	extraConfig, err := compileSockets(cfg.SocketPath, cfg.ExtraWorkloadAPIs)
+	if err != nil {
+		return nil, err
+	}
 	sds, err := cfg.SDS.withDefaults()
 	if err != nil {
 		return nil, err
@@ -214,6 +223,7 @@ func New(cfg Config) (*Agent, error) {
 		metrics:      newMetrics(cfg.Collectors...),
 		attestor:     cfg.Attestor,
 		config:       configSVIDs,
+		extraConfig:  extraConfig,
 		stateChanged: newNotifier(),
 		idChanged:    newNotifier(),
 		renewNow:     make(chan struct{}, 1),
@@ -250,6 +260,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	extraSrvs, extraLiss, err := a.listenExtra()
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
 	var diagLis net.Listener
 	if a.cfg.DiagAddr != "" {
 		if diagLis, err = net.Listen("tcp", a.cfg.DiagAddr); err != nil {
@@ -264,6 +279,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		_ = lis.Close()
 		_ = os.Remove(a.cfg.SocketPath)
+		for i, l := range extraLiss {
+			_ = l.Close()
+			_ = os.Remove(a.cfg.ExtraWorkloadAPIs[i].Listen)
+		}
 		if diagLis != nil {
 			_ = diagLis.Close()
 		}
@@ -286,6 +305,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { return d.Run(ctx) })
 	} else {
 		close(diagReady)
+	}
+	for i, s := range extraSrvs {
+		g.Go(func() error { return serve(ctx, s, extraLiss[i], a.cfg.ExtraWorkloadAPIs[i].Listen) })
 	}
 	g.Go(func() error { return a.watchLoop(ctx) })
 	g.Go(func() error { return a.cache.Run(ctx) })
