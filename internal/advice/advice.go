@@ -78,9 +78,11 @@ func step(md map[string]string) string {
 	case authv1.NextNewToken:
 		return ": ask an admin for a new one (widctl token add --bot " + name + ")"
 	case authv1.NextTokenFromCommand:
-		return ": use widctl token add or widctl bot add (only kubernetes join tokens, which have no secret, are created from files)"
+		return ": use widctl token add or widctl bot add (only kubernetes and x509pop join tokens, which have no secret, are created from files)"
 	case authv1.NextKubernetesTokenResource:
 		return ": create it as a resource with widctl token add --method kubernetes --name NAME or widctl create -f token.yaml"
+	case authv1.NextX509PopTokenResource:
+		return ": create it with widctl token add --method x509pop --name NAME --ca-bundle FILE or widctl create -f token.yaml"
 	case authv1.NextKubernetesTokenName:
 		return ": pass --join-token NAME (see widctl token ls)"
 	case authv1.NextKubernetesJoinAudit:
@@ -142,8 +144,10 @@ func Local(err error) string {
 	switch {
 	case errors.As(err, &re):
 		return Next(re.Status)
-	case errors.As(err, &nj) && nj.Kubernetes:
+	case errors.As(err, &nj) && nj.Method == "kubernetes":
 		return ": pass --join-token NAME of a kubernetes join token (see widctl token ls)"
+	case errors.As(err, &nj) && nj.Method == "x509pop":
+		return ": pass --join-token NAME of an x509pop join token (see widctl token ls)"
 	case errors.As(err, &nj):
 		return ": create one with 'widctl bot create NAME --roles ROLE' (or 'widctl token create --bot NAME') and pass --join-token"
 	case errors.As(err, &le):

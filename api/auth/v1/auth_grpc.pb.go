@@ -32,6 +32,7 @@ const (
 	AuthService_CreateBot_FullMethodName          = "/wid.auth.v1.AuthService/CreateBot"
 	AuthService_CreateJoinToken_FullMethodName    = "/wid.auth.v1.AuthService/CreateJoinToken"
 	AuthService_Join_FullMethodName               = "/wid.auth.v1.AuthService/Join"
+	AuthService_JoinChallenge_FullMethodName      = "/wid.auth.v1.AuthService/JoinChallenge"
 	AuthService_RenewBotCert_FullMethodName       = "/wid.auth.v1.AuthService/RenewBotCert"
 	AuthService_RenewUserCert_FullMethodName      = "/wid.auth.v1.AuthService/RenewUserCert"
 	AuthService_CreateUser_FullMethodName         = "/wid.auth.v1.AuthService/CreateUser"
@@ -72,6 +73,9 @@ type AuthServiceClient interface {
 	CreateJoinToken(ctx context.Context, in *CreateJoinTokenRequest, opts ...grpc.CallOption) (*CreateJoinTokenResponse, error)
 	// Join exchanges a join token and a CSR for a bot certificate. No client certificate needed.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// JoinChallenge gives an x509pop join a fresh, short-lived challenge to
+	// sign with its certificate's key. No client certificate needed.
+	JoinChallenge(ctx context.Context, in *JoinChallengeRequest, opts ...grpc.CallOption) (*JoinChallengeResponse, error)
 	// RenewBotCert re-issues the calling bot's certificate for a new key.
 	RenewBotCert(ctx context.Context, in *RenewBotCertRequest, opts ...grpc.CallOption) (*RenewBotCertResponse, error)
 	// RenewUserCert re-issues the calling user's certificate for a new key
@@ -223,6 +227,16 @@ func (c *authServiceClient) Join(ctx context.Context, in *JoinRequest, opts ...g
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(JoinResponse)
 	err := c.cc.Invoke(ctx, AuthService_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) JoinChallenge(ctx context.Context, in *JoinChallengeRequest, opts ...grpc.CallOption) (*JoinChallengeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinChallengeResponse)
+	err := c.cc.Invoke(ctx, AuthService_JoinChallenge_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -474,6 +488,9 @@ type AuthServiceServer interface {
 	CreateJoinToken(context.Context, *CreateJoinTokenRequest) (*CreateJoinTokenResponse, error)
 	// Join exchanges a join token and a CSR for a bot certificate. No client certificate needed.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// JoinChallenge gives an x509pop join a fresh, short-lived challenge to
+	// sign with its certificate's key. No client certificate needed.
+	JoinChallenge(context.Context, *JoinChallengeRequest) (*JoinChallengeResponse, error)
 	// RenewBotCert re-issues the calling bot's certificate for a new key.
 	RenewBotCert(context.Context, *RenewBotCertRequest) (*RenewBotCertResponse, error)
 	// RenewUserCert re-issues the calling user's certificate for a new key
@@ -567,6 +584,9 @@ func (UnimplementedAuthServiceServer) CreateJoinToken(context.Context, *CreateJo
 }
 func (UnimplementedAuthServiceServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedAuthServiceServer) JoinChallenge(context.Context, *JoinChallengeRequest) (*JoinChallengeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method JoinChallenge not implemented")
 }
 func (UnimplementedAuthServiceServer) RenewBotCert(context.Context, *RenewBotCertRequest) (*RenewBotCertResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RenewBotCert not implemented")
@@ -810,6 +830,24 @@ func _AuthService_Join_Handler(srv interface{}, ctx context.Context, dec func(in
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AuthServiceServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_JoinChallenge_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinChallengeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).JoinChallenge(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_JoinChallenge_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).JoinChallenge(ctx, req.(*JoinChallengeRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1220,6 +1258,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Join",
 			Handler:    _AuthService_Join_Handler,
+		},
+		{
+			MethodName: "JoinChallenge",
+			Handler:    _AuthService_JoinChallenge_Handler,
 		},
 		{
 			MethodName: "RenewBotCert",

@@ -81,6 +81,9 @@ const (
 	// NextKubernetesTokenResource: a kubernetes join token made as a
 	// secret token.
 	NextKubernetesTokenResource = "KUBERNETES_TOKEN_RESOURCE"
+	// NextX509PopTokenResource: an x509pop join token made as a secret
+	// token.
+	NextX509PopTokenResource = "X509POP_TOKEN_RESOURCE"
 	// NextKubernetesTokenName: a kubernetes join without a token name.
 	NextKubernetesTokenName = "KUBERNETES_TOKEN_NAME"
 	// NextKubernetesJoinAudit: a kubernetes join refused; the audit log

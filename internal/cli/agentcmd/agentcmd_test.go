@@ -173,7 +173,7 @@ func TestKubernetesJoinSettings(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--roles", "agent", "--auth", "a:1", "--join-method", "iam"}, `--join-method "iam" is unknown: use token or kubernetes`},
+		{[]string{"--roles", "agent", "--auth", "a:1", "--join-method", "iam"}, `--join-method "iam" is unknown: use token, kubernetes or x509pop`},
 		{[]string{"--join-method", "kubernetes"}, "are for an agent alone (--roles agent)"},
 	} {
 		_, err := startOptions(t, "", c.args...)

@@ -17,6 +17,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/core/agent"
 	"github.com/wid-project/wid/internal/core/auth"
+	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/store/storeurl"
@@ -35,6 +36,14 @@ type StartOptions struct {
 	AuthListen  string   `yaml:"auth_listen"`
 	ServerNames []string `yaml:"server_names"`
 	LogLevel    string   `yaml:"log_level"`
+	// LogFormat is text or json; LogFile, when set, takes the logs instead
+	// of stderr.
+	LogFormat string `yaml:"log_format"`
+	LogFile   string `yaml:"log_file"`
+	// CASubject, SVIDTTL and JWTSVIDTTL are auth service settings.
+	CASubject  ca.Subject    `yaml:"ca_subject"`
+	SVIDTTL    time.Duration `yaml:"svid_ttl"`
+	JWTSVIDTTL time.Duration `yaml:"jwt_svid_ttl"`
 	// AgentSync is how the auth service keeps agents up to date.
 	AgentSync string `yaml:"agent_sync"`
 	// Init makes a new trust domain in a data dir that is not empty.
@@ -54,6 +63,8 @@ type StartOptions struct {
 	JoinTokenFile                 string                `yaml:"join_token_file"`
 	JoinMethod                    string                `yaml:"join_method"`
 	SATokenFile                   string                `yaml:"sa_token_file"`
+	CertFile                      string                `yaml:"cert"`
+	KeyFile                       string                `yaml:"key"`
 	CAPin                         string                `yaml:"ca_pin"`
 	WorkloadSocket                string                `yaml:"workload_socket"`
 	DiagAddr                      string                `yaml:"diag_addr"`
@@ -63,6 +74,9 @@ type StartOptions struct {
 	Outputs                       []agent.Output        `yaml:"outputs"`
 	Attestors                     agent.AttestorsConfig `yaml:"attestors"`
 	SDS                           agent.SDSConfig       `yaml:"sds"`
+	// ExtraWorkloadAPIs are more Workload API sockets, each with its own
+	// svids (config file only; a tbot config's further services).
+	ExtraWorkloadAPIs []agent.WorkloadAPIConfig `yaml:"extra_workload_apis"`
 }
 
 // configFlag names the config file; it is not a setting of its own.
@@ -192,11 +206,9 @@ func decodeStartOptions(flags *pflag.FlagSet, configFile string) (StartOptions, 
 // mergeConfigFile reads configFile into v, refusing unknown keys and a key
 // given under both its names.
 func mergeConfigFile(v *viper.Viper, configFile string, aliases map[string]string) error {
-	raw := viper.New()
-	raw.SetConfigFile(configFile)
-	raw.SetConfigType("yaml")
-	if err := raw.ReadInConfig(); err != nil {
-		return fmt.Errorf("reading config file %s: %w", configFile, err)
+	raw, err := readConfigFile(configFile)
+	if err != nil {
+		return err
 	}
 	settings := raw.AllSettings()
 	for _, k := range raw.AllKeys() {
@@ -266,13 +278,37 @@ func (o *StartOptions) check(configFile string) error {
 			return fmt.Errorf("%s: %w", configFileName(configFile), err)
 		}
 	}
+	if o.LogFormat != "" && o.LogFormat != LogFormatText && o.LogFormat != LogFormatJSON {
+		return fmt.Errorf("--log-format %q is unknown: use %s or %s", o.LogFormat, LogFormatText, LogFormatJSON)
+	}
+	if _, err := parseLevel(o.LogLevel); err != nil {
+		return err
+	}
+	if !slices.Contains(o.Roles, "auth") && (o.CASubject != (ca.Subject{}) || o.SVIDTTL != 0 || o.JWTSVIDTTL != 0) {
+		return errors.New("ca_subject, svid_ttl and jwt_svid_ttl configure the auth service, which this process does not run: move them to the auth service's config file")
+	}
+	if o.Attestors.Kubernetes.NodeName == "" {
+		// The downward API's spec.nodeName, as the manifests set it.
+		o.Attestors.Kubernetes.NodeName = os.Getenv(NodeNameEnv)
+	}
 	switch o.JoinMethod {
 	case "", agent.JoinMethodToken, agent.JoinMethodKubernetes:
+		if o.CertFile != "" || o.KeyFile != "" {
+			return fmt.Errorf("--cert and --key are for --join-method %s", agent.JoinMethodX509Pop)
+		}
+	case agent.JoinMethodX509Pop:
+		if o.CertFile == "" || o.KeyFile == "" {
+			return errors.New("--join-method x509pop needs the machine's certificate and key: pass --cert FILE and --key FILE")
+		}
 	default:
-		return fmt.Errorf("--join-method %q is unknown: use %s or %s", o.JoinMethod, agent.JoinMethodToken, agent.JoinMethodKubernetes)
+		return fmt.Errorf("--join-method %q is unknown: use %s, %s or %s", o.JoinMethod, agent.JoinMethodToken, agent.JoinMethodKubernetes, agent.JoinMethodX509Pop)
 	}
 	return nil
 }
+
+// NodeNameEnv names the node the agent runs on, for the kubernetes
+// attestor: set from the downward API's spec.nodeName.
+const NodeNameEnv = "WID_NODE_NAME"
 
 // JoinTokenEnv holds the join token out of the process's command line,
 // which every local user can read in /proc.

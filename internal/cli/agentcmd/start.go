@@ -79,7 +79,11 @@ the data dir must be the agent's own, not a running auth service's. On Kubernete
 token instead of a secret: --join-token names a kubernetes join token and
 --sa-token-file is the token's file, read afresh on every join. The token's
 audience is "wid:" and the trust domain, e.g. wid:example.org (see
-docs/kubernetes.md).
+docs/kubernetes.md). --join-method x509pop joins with a certificate from
+your own CA: --join-token names an x509pop join token, --cert and --key are
+the machine's certificate and key, and the agent signs a fresh challenge
+from the auth service with the key; its host name becomes
+x509pop/<sha256 of the certificate> (see docs/bots.md).
 
 Settings come from flags, then WIDAGENT_* environment variables (for example
 WIDAGENT_DATA_DIR), then the --config YAML file, then defaults. The config
@@ -94,8 +98,20 @@ default_all_bundles_name, spiffe_validator; see docs/envoy.md). For the auth
 service it also takes kubernetes_clusters (each with name, api_server,
 jwks_url, ca_file, token_file): the only Kubernetes servers the auth service
 calls, and files it reads, to check kubernetes joins; a kubernetes join
-token names one with cluster (see docs/kubernetes.md). Unknown keys are
-refused.`,
+token names one with cluster (see docs/kubernetes.md), ca_subject (country,
+organization, common_name of the CA certificates it makes from then on) and
+svid_ttl and jwt_svid_ttl (an SVID's life when neither the request nor its
+workload identity names one; defaults 1h and 5m). Unknown keys are refused.
+The file may also be in Teleport tbot's shape (version: v2, onboarding,
+services of type spiffe-workload-api, each on its own socket with its own
+svids); each field maps to widagent's own and one wid cannot honour is
+refused by its path (see docs/agent.md).
+
+--log-format json writes every log line as one JSON object (slog's JSON
+handler); --log-file appends the logs to a file (created 0600) instead of
+stderr. The kubernetes attestor takes its node's name from WID_NODE_NAME
+(the downward API's spec.nodeName) and then asks that node's kubelet at
+https://<node>:10250 unless kubelet_url says otherwise.`,
 		Example: `  # A whole dev trust domain (example.org) with its Workload API
   widagent start
 
@@ -113,6 +129,10 @@ refused.`,
 
   # The same, with the token in a file only the agent's user can read
   widagent start --roles agent --auth auth.example.com:3025 --join-token-file /etc/wid/join-token --ca-pin sha256:...
+
+  # An agent joining with a certificate from your CA
+  widagent start --roles agent --auth auth.example.com:3025 --ca-pin sha256:... \
+    --join-method x509pop --join-token nodes --cert /etc/wid/node.pem --key /etc/wid/node.key
 
   # An agent in a Kubernetes DaemonSet, joining with its service-account token
   widagent start --roles agent --auth wid-auth.wid.svc:3025 --ca-pin sha256:... \
@@ -142,6 +162,8 @@ refused.`,
 	fl.String("auth-listen", auth.DefaultListenAddr, "host:port of the auth service's TLS listener")
 	fl.StringSlice("server-name", nil, "extra DNS name or IP for the auth service's certificate (repeatable)")
 	fl.String("log-level", "info", "log level: debug, info, warn or error")
+	fl.String("log-format", LogFormatText, "log format: text (slog's key=value lines) or json (one JSON object a line)")
+	fl.String("log-file", "", "`FILE` to append the logs to instead of stderr (created 0600)")
 	fl.String("agent-sync", auth.AgentSyncIncremental, "how the auth service keeps agents up to date: incremental (what changed since the revision an agent holds) or full (its whole state on every change, as before; for comparison)")
 	fl.String("bundle-endpoint-listen", "", "host:port of the SPIFFE bundle endpoint that other trust domains federate with (off when empty); https_spiffe profile unless --bundle-endpoint-cert is given")
 	fl.String("bundle-endpoint-cert", "", "`FILE` of the certificate (PEM) the bundle endpoint serves with under the https_web profile; read again when it changes")
@@ -152,7 +174,9 @@ refused.`,
 	fl.String("auth", "", "host:port of the auth service, or of its replicas separated by commas (--roles agent)")
 	fl.String("join-token", "", "join token for the agent's first start (--roles agent); visible to local users in the process list: prefer WID_JOIN_TOKEN or --join-token-file")
 	fl.String("join-token-file", "", "`FILE` holding the join token for the agent's first start (--roles agent)")
-	fl.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token create) or kubernetes (a projected service-account token)")
+	fl.String("join-method", agent.JoinMethodToken, "how the agent joins: token (a secret from widctl token create), kubernetes (a projected service-account token) or x509pop (a certificate from your CA, --cert and --key)")
+	fl.String("cert", "", "`FILE` of the machine's certificate (PEM, then any intermediates) for --join-method x509pop")
+	fl.String("key", "", "`FILE` of that certificate's private key (PEM) for --join-method x509pop")
 	fl.String("sa-token-file", kubejoin.DefaultTokenFile, "projected service-account token of --join-method kubernetes, read afresh on every join")
 	fl.String("ca-pin", "", "sha256:... pin of the auth service's CA, as printed by widagent start (--roles agent)")
 	fl.String("workload-socket", paths.DefaultWorkloadSocket(), "unix socket of the SPIFFE Workload API")
@@ -172,11 +196,14 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error {
-	level, err := parseLevel(o.LogLevel)
+	logger, closeLog, err := openLog(o.LogFormat, o.LogLevel, o.LogFile, errOut)
 	if err != nil {
 		return err
 	}
-	logger := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level}))
+	defer closeLog()
+	if o.LogFormat == LogFormatJSON || o.LogFile != "" {
+		routeProcessLogs(logger)
+	}
 	runAuth, runAgent := slices.Contains(o.Roles, "auth"), slices.Contains(o.Roles, "agent")
 	host, _ := os.Hostname()
 	g, ctx := errgroup.WithContext(ctx)
@@ -186,7 +213,9 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 		SocketPath: o.WorkloadSocket, DataDir: o.DataDir, Host: host,
 		AuthAddr: o.Auth, CAPin: o.CAPin, JoinToken: o.JoinToken,
 		JoinMethod: o.JoinMethod, ServiceAccountTokenFile: o.SATokenFile,
-		DiagAddr: o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs, Attestors: o.Attestors,
+		X509PopCertFile: o.CertFile, X509PopKeyFile: o.KeyFile,
+		ExtraWorkloadAPIs: o.ExtraWorkloadAPIs,
+		DiagAddr:          o.DiagAddr, SVIDs: o.SVIDs, Outputs: o.Outputs, Attestors: o.Attestors,
 		AllowUnauthenticatedVerifiers: o.AllowUnauthenticatedVerifiers,
 		SDS:                           o.SDS,
 		Logger:                        logger.With("service", "agent"),
@@ -204,6 +233,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 			KubernetesClusters: o.KubernetesClusters, AgentSync: o.AgentSync,
 			BundleEndpointListen: o.BundleEndpointListen, BundleEndpointCertFile: o.BundleEndpointCert,
 			BundleEndpointKeyFile: o.BundleEndpointKey, BundleRefreshHint: o.BundleRefreshHint, JWTIssuer: o.JWTIssuer,
+			CASubject: o.CASubject, SVIDTTL: o.SVIDTTL, JWTSVIDTTL: o.JWTSVIDTTL,
 		})
 		if err != nil {
 			return err

@@ -33,13 +33,15 @@ type CreateOptions struct {
 	JWKSFile    string
 	TokenReview bool
 	Cluster     string
+	// CABundle is the x509pop method's PEM file of CA certificates.
+	CABundle string
 }
 
 // NewCmdCreate builds `widctl token create`.
 func NewCmdCreate(f *cmdutil.Factory, runF func(*CreateOptions) error) *cobra.Command {
 	opts := &CreateOptions{IO: f.IOStreams, Client: f.Client, Printer: f.Printer}
 	cmd := &cobra.Command{
-		Use:     "create --bot NAME [--ttl DURATION] [--uses N] | --method kubernetes --name NAME --bot NAME --allow NS:SA ...",
+		Use:     "create --bot NAME [--ttl DURATION] [--uses N] | --method kubernetes --name NAME --bot NAME --allow NS:SA ... | --method x509pop --name NAME --bot NAME --ca-bundle FILE [--allow cn=...|san=...]",
 		Aliases: []string{"add"},
 		Short:   "Make a join token for a bot",
 		Long: `Make a join token for an existing bot and print it with the command that
@@ -57,7 +59,15 @@ runs in, or of --cluster). A --cluster is one of the kubernetes_clusters of
 the auth service's config file, where its URLs and the files on the auth
 host that authenticate them are set. Such a token has no secret, no use
 count and, without --ttl, no expiry; "widctl create -f" makes the same from
-YAML (see docs/kubernetes.md).`,
+YAML (see docs/kubernetes.md).
+
+With --method x509pop, make a named x509pop join token: agents join with a
+certificate from your own CA (--ca-bundle, PEM) by signing a fresh
+challenge from the auth service with its key. The certificate must chain to
+the bundle, be valid now and, with --allow, match one entry: cn=VALUE (its
+subject's common name) or san=VALUE (one of its DNS, URI, e-mail or IP
+SANs). Like a kubernetes token it has no secret and no use count (see
+docs/bots.md).`,
 		Example: `  widctl token create --bot web-agent
   widctl token create --bot web-agent --ttl 15m --uses 5
 
@@ -73,7 +83,11 @@ YAML (see docs/kubernetes.md).`,
 
   # Keys saved with: kubectl get --raw /openid/v1/jwks > jwks.json
   widctl token create --method kubernetes --name k8s-nodes --bot k8s-agent --allow wid:wid-agent \
-    --issuer https://kubernetes.default.svc.cluster.local --jwks-file jwks.json`,
+    --issuer https://kubernetes.default.svc.cluster.local --jwks-file jwks.json
+
+  # Machines holding a certificate from your CA whose CN is node-1 or node-2
+  widctl token create --method x509pop --name nodes --bot node-agent --ca-bundle ca.pem \
+    --allow cn=node-1 --allow cn=node-2`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opts.usesSet = cmd.Flags().Changed("uses")
@@ -83,8 +97,11 @@ YAML (see docs/kubernetes.md).`,
 			if runF != nil {
 				return runF(opts)
 			}
-			if opts.Method == resource.JoinMethodKubernetes {
+			switch opts.Method {
+			case resource.JoinMethodKubernetes:
 				return createKubernetesRun(cmd.Context(), opts)
+			case resource.JoinMethodX509Pop:
+				return createX509PopRun(cmd.Context(), opts)
 			}
 			return createRun(cmd.Context(), opts)
 		},
@@ -93,9 +110,10 @@ YAML (see docs/kubernetes.md).`,
 	fl.StringVar(&opts.Bot, "bot", "", "`NAME` of the bot that joins with the token")
 	cmdutil.DurationVar(fl, &opts.TTL, "ttl", "the token expires after `DURATION` (default 1h; kubernetes tokens: never)")
 	fl.IntVar(&opts.Uses, "uses", 1, "the token allows `N` joins")
-	fl.StringVar(&opts.Method, "method", resource.JoinMethodToken, "join `METHOD`: token (a secret) or kubernetes (a service-account token)")
-	fl.StringVar(&opts.Name, "name", "", "`NAME` of a kubernetes join token, which agents pass as --join-token")
-	fl.StringSliceVar(&opts.Allow, "allow", nil, "service account `NS:NAME` that may join (repeatable; NS:* for a whole namespace)")
+	fl.StringVar(&opts.Method, "method", resource.JoinMethodToken, "join `METHOD`: token (a secret), kubernetes (a service-account token) or x509pop (a certificate from your CA)")
+	fl.StringVar(&opts.Name, "name", "", "`NAME` of a kubernetes or x509pop join token, which agents pass as --join-token")
+	fl.StringSliceVar(&opts.Allow, "allow", nil, "who may join (repeatable): kubernetes: service account `NS:NAME` (NS:* for a whole namespace); x509pop: cn=VALUE or san=VALUE")
+	fl.StringVar(&opts.CABundle, "ca-bundle", "", "`FILE` of PEM CA certificates that x509pop agents' certificates chain to")
 	fl.StringVar(&opts.Issuer, "issuer", "", "the cluster's service-account issuer `URL` (the tokens' iss)")
 	fl.StringVar(&opts.JWKSFile, "jwks-file", "", "`FILE` holding the issuer's keys (JWKS), stored in the token")
 	fl.BoolVar(&opts.TokenReview, "token-review", false, "check tokens with the cluster's TokenReview API")
@@ -112,13 +130,18 @@ func (opts *CreateOptions) check() error {
 	}
 	switch opts.Method {
 	case resource.JoinMethodToken:
-		if opts.Name != "" || len(opts.Allow) > 0 || opts.Issuer != "" || opts.JWKSFile != "" || opts.TokenReview || opts.Cluster != "" {
-			return cmdutil.InputErrorf("--name, --allow, --issuer, --jwks-file, --token-review and --cluster are for --method kubernetes")
+		if opts.Name != "" || len(opts.Allow) > 0 || opts.Issuer != "" || opts.JWKSFile != "" || opts.TokenReview || opts.Cluster != "" || opts.CABundle != "" {
+			return cmdutil.InputErrorf("--name, --allow, --issuer, --jwks-file, --token-review, --cluster and --ca-bundle are for --method kubernetes or x509pop")
 		}
 	case resource.JoinMethodKubernetes:
+		if opts.CABundle != "" {
+			return cmdutil.InputErrorf("--ca-bundle is for --method x509pop")
+		}
 		return opts.checkKubernetes()
+	case resource.JoinMethodX509Pop:
+		return opts.checkX509Pop()
 	default:
-		return cmdutil.InputErrorf("--method %q is unknown: use token or kubernetes", opts.Method)
+		return cmdutil.InputErrorf("--method %q is unknown: use token, kubernetes or x509pop", opts.Method)
 	}
 	if opts.Uses < 1 {
 		return cmdutil.InputErrorf("--uses %d is too few: a token allows at least 1 join", opts.Uses)

@@ -26,6 +26,7 @@ import (
 	"github.com/wid-project/wid/internal/core/attest"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/rbac"
+	"github.com/wid-project/wid/internal/core/x509pop"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 )
@@ -59,6 +60,13 @@ type Config struct {
 	// token of the kubernetes method; it is read afresh on every join
 	// because the kubelet rotates it.
 	ServiceAccountTokenFile string
+	// X509PopCertFile and X509PopKeyFile are the x509pop method's
+	// certificate (PEM, with any intermediates) and its private key.
+	X509PopCertFile string
+	X509PopKeyFile  string
+	// ExtraWorkloadAPIs are more Workload API sockets, each with its own
+	// config SVIDs.
+	ExtraWorkloadAPIs []WorkloadAPIConfig
 	// LocalIdentity, set when the agent runs in the auth service's own
 	// process, mints the agent's bot identity without a join token. The
 	// agent still talks to the auth service over AuthAddr, with mTLS.
@@ -108,8 +116,10 @@ type Agent struct {
 	// closeAttestors releases what the attestors hold (a D-Bus connection).
 	closeAttestors func()
 	config         []*rbac.Workload
-	cache          *cache
-	attests        *attestLog
+	// extraConfig are the config SVIDs of Config.ExtraWorkloadAPIs.
+	extraConfig [][]*rbac.Workload
+	cache       *cache
+	attests     *attestLog
 	// dropLog bounds the log lines about streams ended for not reading.
 	dropLog rateLog
 	// retryLog bounds the log lines about reconnecting to the auth service.
@@ -166,8 +176,16 @@ func New(cfg Config) (*Agent, error) {
 		if cfg.ServiceAccountTokenFile == "" {
 			return nil, errors.New("the kubernetes join method needs the projected service-account token's file: pass --sa-token-file")
 		}
+	case JoinMethodX509Pop:
+		// The files are read now, so that a wrong one is named at start;
+		// the host is the certificate's, as the auth service records it.
+		cred, err := loadX509PopCredential(cfg.X509PopCertFile, cfg.X509PopKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Host = x509pop.HostName(cred.chain[0])
 	default:
-		return nil, fmt.Errorf("join method %q is unknown: use %s or %s", cfg.JoinMethod, JoinMethodToken, JoinMethodKubernetes)
+		return nil, fmt.Errorf("join method %q is unknown: use %s, %s or %s", cfg.JoinMethod, JoinMethodToken, JoinMethodKubernetes, JoinMethodX509Pop)
 	}
 	if cfg.LocalIdentity == nil && cfg.DataDir == "" {
 		return nil, errors.New("the agent needs a data dir to keep its identity in")
@@ -182,6 +200,10 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Host, _ = os.Hostname()
 	}
 	configSVIDs, err := compileConfigSVIDs(cfg.SVIDs)
+	if err != nil {
+		return nil, err
+	}
+	extraConfig, err := compileSockets(cfg.SocketPath, cfg.ExtraWorkloadAPIs)
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +223,7 @@ func New(cfg Config) (*Agent, error) {
 		metrics:      newMetrics(cfg.Collectors...),
 		attestor:     cfg.Attestor,
 		config:       configSVIDs,
+		extraConfig:  extraConfig,
 		stateChanged: newNotifier(),
 		idChanged:    newNotifier(),
 		renewNow:     make(chan struct{}, 1),
@@ -237,6 +260,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	extraSrvs, extraLiss, err := a.listenExtra()
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
 	var diagLis net.Listener
 	if a.cfg.DiagAddr != "" {
 		if diagLis, err = net.Listen("tcp", a.cfg.DiagAddr); err != nil {
@@ -251,6 +279,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		_ = lis.Close()
 		_ = os.Remove(a.cfg.SocketPath)
+		for i, l := range extraLiss {
+			_ = l.Close()
+			_ = os.Remove(a.cfg.ExtraWorkloadAPIs[i].Listen)
+		}
 		if diagLis != nil {
 			_ = diagLis.Close()
 		}
@@ -273,6 +305,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		g.Go(func() error { return d.Run(ctx) })
 	} else {
 		close(diagReady)
+	}
+	for i, s := range extraSrvs {
+		g.Go(func() error { return serve(ctx, s, extraLiss[i], a.cfg.ExtraWorkloadAPIs[i].Listen) })
 	}
 	g.Go(func() error { return a.watchLoop(ctx) })
 	g.Go(func() error { return a.cache.Run(ctx) })

@@ -40,6 +40,10 @@ type KubernetesAttestorConfig struct {
 	// KubeletURL: http://127.0.0.1:10255 (read-only port, the default) or
 	// https://<node>:10250.
 	KubeletURL string `yaml:"kubelet_url"`
+	// NodeName is the agent's node (widagent takes WID_NODE_NAME when it
+	// is unset): with no KubeletURL the kubelet is asked at
+	// https://<node>:10250.
+	NodeName string `yaml:"node_name"`
 	// TokenFile and CAFile for the secure port; the pod's service-account
 	// token and ca.crt by default.
 	TokenFile  string `yaml:"token_file"`
@@ -85,7 +89,7 @@ func (c AttestorsConfig) buildAttestor(logger *slog.Logger) (a Attestor, close f
 	var sources []attest.Source
 	if k := c.Kubernetes; k.Enabled {
 		s, err := attest.NewKubernetes(attest.KubernetesOptions{
-			KubeletURL: k.KubeletURL, TokenFile: k.TokenFile, CAFile: k.CAFile, InsecureSkipVerify: k.SkipVerify,
+			KubeletURL: k.KubeletURL, NodeName: k.NodeName, TokenFile: k.TokenFile, CAFile: k.CAFile, InsecureSkipVerify: k.SkipVerify,
 			Timeout: k.Timeout, MaxResponseBytes: k.MaxResponseBytes, CacheTTL: k.CacheTTL, Logger: logger,
 		})
 		if err != nil {

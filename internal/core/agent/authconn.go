@@ -48,7 +48,7 @@ func (a *Agent) obtainIdentity(ctx context.Context) (*client.Identity, error) {
 func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 	dir := a.identityDir()
 	if a.cfg.JoinToken == "" {
-		return nil, &client.NoJoinTokenError{Dir: dir, Kubernetes: a.cfg.JoinMethod == JoinMethodKubernetes}
+		return nil, &client.NoJoinTokenError{Dir: dir, Method: a.cfg.JoinMethod}
 	}
 	if a.cfg.CAPin == "" {
 		return nil, errors.New("joining needs the auth service's CA pin: pass --ca-pin sha256:... as printed by widagent start on the auth host")
@@ -73,6 +73,16 @@ func (a *Agent) join(ctx context.Context) (*client.Identity, error) {
 			return nil, err
 		}
 		req.JoinMethod, req.ServiceAccountToken = JoinMethodKubernetes, sa
+	}
+	if a.cfg.JoinMethod == JoinMethodX509Pop {
+		// Read again: the certificate may have been renewed since start.
+		cred, err := loadX509PopCredential(a.cfg.X509PopCertFile, a.cfg.X509PopKeyFile)
+		if err != nil {
+			return nil, err
+		}
+		if err := signX509PopJoin(ctx, c, cred, req); err != nil {
+			return nil, fmt.Errorf("joining the trust domain at %s: %s", a.cfg.AuthAddr, status.Convert(err).Message())
+		}
 	}
 	resp, err := c.Join(ctx, req)
 	if err != nil {

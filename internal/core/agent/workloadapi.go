@@ -33,7 +33,11 @@ import (
 // decided by attestation, not by file permissions. The directory itself
 // must be this user's alone, or another user could swap the socket.
 func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
-	path := a.cfg.SocketPath
+	return a.listenOn(a.cfg.SocketPath, 0)
+}
+
+// listenOn opens socket path as the agent's Workload API socket number i.
+func (a *Agent) listenOn(path string, i int) (*grpc.Server, net.Listener, error) {
 	if err := (paths.Socket{Path: path, Name: "workload socket", Flag: "--workload-socket"}).Prepare(0o755); err != nil {
 		return nil, nil, err
 	}
@@ -45,7 +49,7 @@ func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
 		_ = lis.Close()
 		return nil, nil, fmt.Errorf("opening the workload socket to local processes: %w", err)
 	}
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(socketInterceptors(i),
 		grpc.Creds(attest.Credentials()),
 		grpc.ChainUnaryInterceptor(a.unaryGate),
 		grpc.ChainStreamInterceptor(a.streamGate),
@@ -55,7 +59,7 @@ func (a *Agent) listen() (*grpc.Server, net.Listener, error) {
 		// 2,000 never-read streams; requests are a few small frames, read
 		// straight from the connection.
 		grpc.ReadBufferSize(0),
-	)
+	)...)
 	workload.RegisterSpiffeWorkloadAPIServer(srv, &workloadAPI{a: a})
 	secretv3.RegisterSecretDiscoveryServiceServer(srv, &sdsServer{a: a})
 	return srv, lis, nil
@@ -125,6 +129,8 @@ func (a *Agent) streamGate(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 // caller is an attested Workload API caller.
 type caller struct {
 	res attest.Result
+	// socket is the index of the Workload API socket it called.
+	socket int
 }
 
 func (a *Agent) attestCaller(ctx context.Context) (*caller, error) {
@@ -146,7 +152,7 @@ func (a *Agent) attestCaller(ctx context.Context) (*caller, error) {
 		a.attests.record("refused\x00"+attrs[attest.AttrPID]+":"+strconv.FormatUint(peer.StartTime, 10)+"\x00"+reason, shortMethod(method), attrs, nil, reason)
 		return nil, status.Error(codes.PermissionDenied, reason)
 	}
-	return &caller{res: res}, nil
+	return &caller{res: res, socket: socketOf(ctx)}, nil
 }
 
 // entitle returns what the caller gets under st, from a cache keyed by the
@@ -160,17 +166,18 @@ func (a *Agent) entitle(st *state, c *caller, method string) *entitlements {
 		a.entGen = st
 		clear(a.ents)
 	}
-	e := a.ents[c.res.Key]
+	config, prefix := a.configFor(c.socket)
+	e := a.ents[prefix+c.res.Key]
 	a.entMu.Unlock()
 	if e == nil {
-		e = entitle(st, a.config, c.res.Attributes)
+		e = entitle(st, config, c.res.Attributes)
 		e.attestReasons = c.res.Reasons
 		a.entMu.Lock()
 		if a.entGen == st {
 			if len(a.ents) >= 10_000 {
 				clear(a.ents)
 			}
-			a.ents[c.res.Key] = e
+			a.ents[prefix+c.res.Key] = e
 		}
 		a.entMu.Unlock()
 	}

@@ -33,6 +33,9 @@ const (
 	AttrUser              = "workload.unix.user"
 	AttrGroup             = "workload.unix.group"
 	AttrSupplementaryGIDs = "workload.unix.supplementary_gids"
+	// AttrUnixAttested is "true" on every attestation the unix attestor
+	// made, so a rule can insist that it ran.
+	AttrUnixAttested = "workload.unix.attested"
 )
 
 // Defaults of UnixOptions.

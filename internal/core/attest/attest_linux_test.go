@@ -71,11 +71,12 @@ func TestAttestSelf(t *testing.T) {
 
 	exe := testExecutable(t)
 	want := map[string]string{
-		AttrPID:    strconv.Itoa(os.Getpid()),
-		AttrUID:    strconv.Itoa(os.Geteuid()),
-		AttrGID:    strconv.Itoa(os.Getegid()),
-		AttrPath:   exe,
-		AttrSHA256: fileSHA256(t, exe),
+		AttrUnixAttested: "true",
+		AttrPID:          strconv.Itoa(os.Getpid()),
+		AttrUID:          strconv.Itoa(os.Geteuid()),
+		AttrGID:          strconv.Itoa(os.Getegid()),
+		AttrPath:         exe,
+		AttrSHA256:       fileSHA256(t, exe),
 	}
 	if usr, err := user.LookupId(strconv.Itoa(os.Geteuid())); err == nil {
 		want[AttrUser] = usr.Username
@@ -585,9 +586,10 @@ func TestAttestFakeProc(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := map[string]string{
-				AttrPID: strconv.Itoa(int(peer.PID)),
-				AttrUID: strconv.Itoa(int(peer.UID)),
-				AttrGID: strconv.Itoa(int(peer.GID)),
+				AttrUnixAttested: "true",
+				AttrPID:          strconv.Itoa(int(peer.PID)),
+				AttrUID:          strconv.Itoa(int(peer.UID)),
+				AttrGID:          strconv.Itoa(int(peer.GID)),
 			}
 			if peer.UID == 1000 {
 				want[AttrUser] = "alice"

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -140,7 +141,14 @@ func (c *Chain) Attest(ctx context.Context, p Peer) (Result, error) {
 			c.log.Debug("attestor added nothing", "attestor", s.Name(), "pid", p.PID, "error", a.err)
 			continue
 		}
-		names := make([]string, 0, len(a.attrs))
+		names := make([]string, 0, len(a.attrs)+1)
+		// workload.<source>.attested says the source ran and succeeded,
+		// so a rule can tell "not in a pod" from "the kubelet was down".
+		a.attrs = maps.Clone(a.attrs)
+		if a.attrs == nil {
+			a.attrs = map[string]string{}
+		}
+		a.attrs[AttestedAttribute(s.Name())] = "true"
 		for k := range a.attrs {
 			names = append(names, k)
 		}
@@ -160,6 +168,10 @@ func (c *Chain) Attest(ctx context.Context, p Peer) (Result, error) {
 		Reasons:    reasons,
 	}, nil
 }
+
+// AttestedAttribute is the attribute that is "true" when the attestor
+// named name ran and succeeded: workload.kubernetes.attested, ...
+func AttestedAttribute(name string) string { return "workload." + name + ".attested" }
 
 // addLabels adds labels as attributes prefix.<key>. Attribute names are
 // lower-case letters, digits, '_' and '-' between dots, so a key is lowered

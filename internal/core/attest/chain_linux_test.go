@@ -43,12 +43,16 @@ func TestChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{
-		AttrUID:                 "1000",
-		AttrUser:                "alice",
-		AttrKubernetesNamespace: "batch",
-		AttrKubernetesPodUID:    "a2830d0d-b0f0-4ff0-81b5-0ee4e299cf80",
-		AttrDockerName:          "shop-web-1",
-		AttrSystemdUnit:         "docker-" + fixtureDocker + ".scope",
+		AttrUID:                     "1000",
+		AttrUser:                    "alice",
+		AttrKubernetesNamespace:     "batch",
+		AttrKubernetesPodUID:        "a2830d0d-b0f0-4ff0-81b5-0ee4e299cf80",
+		AttrDockerName:              "shop-web-1",
+		AttrSystemdUnit:             "docker-" + fixtureDocker + ".scope",
+		AttrUnixAttested:            "true",
+		AttrKubernetesAttested:      "true",
+		"workload.docker.attested":  "true",
+		"workload.systemd.attested": "true",
 	} {
 		if res.Attributes[name] != want {
 			t.Errorf("%s = %q, want %q", name, res.Attributes[name], want)
@@ -90,6 +94,14 @@ func TestChainFailingSourcesGiveReasons(t *testing.T) {
 	}
 	if res.Attributes[AttrSystemdUnit] != "nginx.service" || res.Attributes[AttrUser] != "alice" {
 		t.Fatalf("attributes = %v, want the unix and systemd ones", res.Attributes)
+	}
+	// A source that failed is not attested: a rule on
+	// workload.kubernetes.attested tells it from one that ran.
+	if _, ok := res.Attributes[AttrKubernetesAttested]; ok {
+		t.Fatalf("attributes = %v: %s is set although the kubernetes attestor failed", res.Attributes, AttrKubernetesAttested)
+	}
+	if res.Attributes["workload.systemd.attested"] != "true" || res.Attributes[AttrUnixAttested] != "true" {
+		t.Fatalf("attributes = %v, want workload.systemd.attested and workload.unix.attested true", res.Attributes)
 	}
 	want := []string{
 		`kubernetes attestor: the calling process runs in no container wid can recognize: its cgroup is "/system.slice/nginx.service", not a containerd, CRI-O, Docker or kubelet cgroup`,

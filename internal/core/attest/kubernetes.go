@@ -31,16 +31,22 @@ const (
 	AttrKubernetesContainerImage   = "workload.kubernetes.container_image"
 	AttrKubernetesContainerImageID = "workload.kubernetes.container_image_id"
 	AttrKubernetesLabels           = "workload.kubernetes.labels"
+	// AttrKubernetesAttested is "true" when the kubernetes attestor found
+	// the caller's pod (see Chain and AttestedAttribute).
+	AttrKubernetesAttested = "workload.kubernetes.attested"
 )
 
 // Defaults of KubernetesOptions.
 const (
-	DefaultKubeletURL       = "http://127.0.0.1:10255"
-	DefaultKubeletTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-	DefaultKubeletCAFile    = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
-	DefaultKubeletTimeout   = 5 * time.Second
-	DefaultKubeletMaxBytes  = 32 << 20
-	DefaultKubeletCacheTTL  = 2 * time.Second
+	DefaultKubeletURL = "http://127.0.0.1:10255"
+	// DefaultKubeletSecurePort is the kubelet's authenticated port, used
+	// with KubernetesOptions.NodeName.
+	DefaultKubeletSecurePort = "10250"
+	DefaultKubeletTokenFile  = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+	DefaultKubeletCAFile     = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+	DefaultKubeletTimeout    = 5 * time.Second
+	DefaultKubeletMaxBytes   = 32 << 20
+	DefaultKubeletCacheTTL   = 2 * time.Second
 )
 
 // kubeletMinRefresh: a container missing from a pod list this old is looked
@@ -53,6 +59,11 @@ type KubernetesOptions struct {
 	// (http://127.0.0.1:10255, the default) or the secure port
 	// (https://<node>:10250).
 	KubeletURL string
+	// NodeName is the node the agent runs on (from the downward API's
+	// spec.nodeName, WID_NODE_NAME): with no KubeletURL it makes the
+	// secure port's URL https://<NodeName>:10250, as the kubelet's serving
+	// certificate names the node.
+	NodeName string
 	// TokenFile holds the bearer token for the secure port, read again for
 	// every request since projected tokens rotate; "" means the pod's
 	// service-account token. Unused over http.
@@ -95,6 +106,14 @@ type Kubernetes struct {
 
 // NewKubernetes checks opts and returns a kubernetes attestor.
 func NewKubernetes(opts KubernetesOptions) (*Kubernetes, error) {
+	if opts.NodeName != "" {
+		if !validNodeName(opts.NodeName) {
+			return nil, fmt.Errorf("node name %q (WID_NODE_NAME or node_name) is not a Kubernetes node name: give the pod's spec.nodeName from the downward API", opts.NodeName)
+		}
+		if opts.KubeletURL == "" {
+			opts.KubeletURL = "https://" + opts.NodeName + ":" + DefaultKubeletSecurePort
+		}
+	}
 	if opts.KubeletURL == "" {
 		opts.KubeletURL = DefaultKubeletURL
 	}
@@ -142,6 +161,25 @@ func NewKubernetes(opts KubernetesOptions) (*Kubernetes, error) {
 			return errors.New("the kubelet redirected: refusing to follow")
 		}}
 	return k, nil
+}
+
+// validNodeName: a node name is a DNS subdomain (RFC 1123), at most 253
+// characters, so it can be nothing but a URL's host.
+func validNodeName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range label {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Name is "kubernetes".

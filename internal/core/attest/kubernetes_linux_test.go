@@ -460,3 +460,33 @@ func mustReadF(f *testing.F, name string) []byte {
 	}
 	return b
 }
+
+func TestKubernetesNodeName(t *testing.T) {
+	for _, tt := range []struct {
+		opts    KubernetesOptions
+		wantURL string
+		wantErr string
+	}{
+		{opts: KubernetesOptions{NodeName: "node-1", InsecureSkipVerify: true}, wantURL: "https://node-1:10250/pods"},
+		{opts: KubernetesOptions{NodeName: "ip-10-0-0-7.eu-west-1.compute.internal", InsecureSkipVerify: true}, wantURL: "https://ip-10-0-0-7.eu-west-1.compute.internal:10250/pods"},
+		// An explicit kubelet_url wins over the node name.
+		{opts: KubernetesOptions{NodeName: "node-1", KubeletURL: "http://127.0.0.1:10255"}, wantURL: "http://127.0.0.1:10255/pods"},
+		{opts: KubernetesOptions{}, wantURL: DefaultKubeletURL + "/pods"},
+		{opts: KubernetesOptions{NodeName: "evil@attacker.example:80/x", InsecureSkipVerify: true}, wantErr: `node name "evil@attacker.example:80/x" (WID_NODE_NAME or node_name) is not a Kubernetes node name`},
+		{opts: KubernetesOptions{NodeName: "Node_1", InsecureSkipVerify: true}, wantErr: "is not a Kubernetes node name"},
+	} {
+		k, err := NewKubernetes(tt.opts)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("NewKubernetes(%+v) = %v, want %q", tt.opts, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("NewKubernetes(%+v): %v", tt.opts, err)
+		}
+		if k.url != tt.wantURL {
+			t.Errorf("NewKubernetes(%+v) asks %s, want %s", tt.opts, k.url, tt.wantURL)
+		}
+	}
+}

@@ -261,7 +261,8 @@ func (u *Unix) attestFull(ctx context.Context, p Peer, m *connMemo) (Result, err
 		}
 	}
 
-	attrs := make(map[string]string, len(attrOrder))
+	attrs := make(map[string]string, len(attrOrder)+1)
+	attrs[AttrUnixAttested] = "true"
 	attrs[AttrPID] = strconv.FormatInt(int64(p.PID), 10)
 	attrs[AttrUID] = strconv.FormatUint(uint64(p.UID), 10)
 	attrs[AttrGID] = strconv.FormatUint(uint64(p.GID), 10)

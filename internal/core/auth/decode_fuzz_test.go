@@ -56,7 +56,8 @@ func FuzzJoinRequest(f *testing.F) {
 			return
 		}
 		if len(req.Host) > maxHostLength || len(req.JoinMethod) > 64 || len(req.Token) > maxServiceAccountToken ||
-			len(req.ServiceAccountToken) > maxServiceAccountToken || len(req.Csr) > maxBytesField {
+			len(req.ServiceAccountToken) > maxServiceAccountToken || len(req.Csr) > maxBytesField ||
+			len(req.X509Chain) > 8 || len(req.Challenge) > 40 || len(req.ChallengeSignature) > 1024 {
 			t.Fatalf("limits passed an oversized join request")
 		}
 	})

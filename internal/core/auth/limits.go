@@ -8,6 +8,7 @@ import (
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/reqlimit"
+	"github.com/wid-project/wid/internal/core/x509pop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,6 +45,11 @@ const (
 	// maxSecret bounds invites (64 hex digits when ours). A join token may
 	// be a kubernetes token sent the wrong way, and is bounded like one.
 	maxSecret = 128
+	// maxX509PopChain bounds the certificates of an x509pop join (each
+	// under maxBytesField): a leaf and a few intermediates.
+	maxX509PopChain = 8
+	// maxSignature bounds a challenge signature (RSA-8192 is 1 KiB).
+	maxSignature = 1024
 )
 
 // requestLimits are the auth service's bounds, per field full name. The
@@ -58,6 +64,10 @@ var requestLimits = &reqlimit.Limits{
 		"wid.auth.v1.JoinRequest.host":                  maxHostLength,
 		"wid.auth.v1.JoinRequest.join_method":           64,
 		"wid.auth.v1.JoinRequest.service_account_token": maxServiceAccountToken,
+		"wid.auth.v1.JoinRequest.x509_chain#":           maxX509PopChain,
+		"wid.auth.v1.JoinRequest.challenge":             x509pop.ChallengeLen,
+		"wid.auth.v1.JoinRequest.challenge_signature":   maxSignature,
+		"wid.auth.v1.JoinChallengeRequest.token":        maxHostLength,
 		"wid.auth.v1.LoginRequest.user":                 maxHostLength,
 		"wid.auth.v1.LoginRequest.password":             login.MaxPasswordLength,
 		"wid.auth.v1.LoginRequest.invite":               maxSecret,
@@ -124,7 +134,7 @@ func (s *Server) checkRequest(ctx context.Context, method string, req any) error
 	c := callerFrom(ctx)
 	typ := audit.TypeAccessDenied
 	switch {
-	case strings.HasSuffix(method, "/Join"):
+	case strings.HasSuffix(method, "/Join"), strings.HasSuffix(method, "/JoinChallenge"):
 		typ = audit.TypeJoinDenied
 	case strings.HasSuffix(method, "/Login"):
 		typ = audit.TypeLoginDenied

@@ -55,6 +55,8 @@ func (s *Server) newJoinToken(bot string, ttl time.Duration, uses int, method st
 		method = resource.JoinMethodToken
 	case resource.JoinMethodKubernetes:
 		return "", nil, refusal(codes.InvalidArgument, "a kubernetes join token has no secret", authv1.NextKubernetesTokenResource)
+	case resource.JoinMethodX509Pop:
+		return "", nil, refusal(codes.InvalidArgument, "an x509pop join token has no secret", authv1.NextX509PopTokenResource)
 	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
@@ -203,9 +205,15 @@ func (s *Server) Join(ctx context.Context, req *authv1.JoinRequest) (*authv1.Joi
 	case "", resource.JoinMethodToken:
 	case resource.JoinMethodKubernetes:
 		return s.joinKubernetes(ctx, req)
+	case resource.JoinMethodX509Pop:
+		return s.joinX509Pop(ctx, req)
 	default:
 		return nil, s.joinDenied(ctx, req, "", "", "unknown join method "+strconv.Quote(req.JoinMethod),
-			fmt.Sprintf("join method %q is unknown: use %s or %s", req.JoinMethod, resource.JoinMethodToken, resource.JoinMethodKubernetes))
+			fmt.Sprintf("join method %q is unknown: use %s, %s or %s", req.JoinMethod, resource.JoinMethodToken, resource.JoinMethodKubernetes, resource.JoinMethodX509Pop))
+	}
+	if len(req.X509Chain) > 0 || len(req.Challenge) > 0 || len(req.ChallengeSignature) > 0 {
+		return nil, s.joinDenied(ctx, req, "", "", "a certificate or challenge was sent with a token join",
+			"a certificate and challenge are only for the x509pop join method: pass --join-method x509pop")
 	}
 	if req.ServiceAccountToken != "" {
 		return nil, s.joinDenied(ctx, req, "", "", "a service-account token was sent with a token join",

@@ -68,9 +68,9 @@ func decodeRequest(data []byte) (resource.Resource, error) {
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	// A kubernetes join token holds no secret, so it is an ordinary
-	// resource; a secret token is made only by the auth service.
-	if t, ok := v.(*resource.JoinToken); ok && t.Spec.Method != resource.JoinMethodKubernetes {
+	// A kubernetes or x509pop join token holds no secret, so it is an
+	// ordinary resource; a secret token is made only by the auth service.
+	if t, ok := v.(*resource.JoinToken); ok && t.Spec.Method != resource.JoinMethodKubernetes && t.Spec.Method != resource.JoinMethodX509Pop {
 		return nil, refusal(codes.InvalidArgument, "join tokens are made by the auth service so that their secret is never stored", authv1.NextTokenFromCommand)
 	}
 	// A user's status is the auth service's to say: one sent back with a

@@ -10,7 +10,6 @@ import (
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/issuance"
-	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
@@ -67,7 +66,7 @@ func (s *Server) issueForCaller(ctx context.Context, req *issuance.Request) (*is
 func (s *Server) SignX509SVID(ctx context.Context, req *authv1.SignX509SVIDRequest) (*authv1.SignX509SVIDResponse, error) {
 	r, err := s.issueForCaller(ctx, &issuance.Request{
 		Type: authv1.SVIDTypeX509, RawID: req.SpiffeId, DNSSANs: req.DnsSans, RawIPSANs: req.IpSans,
-		TTLSeconds: req.TtlSeconds, DefaultTTL: issuer.DefaultX509TTL, PublicKey: req.PublicKey, CSR: req.Csr,
+		TTLSeconds: req.TtlSeconds, DefaultTTL: s.defaultX509TTL(), PublicKey: req.PublicKey, CSR: req.Csr,
 		Event: audit.Event{Attributes: req.Attributes},
 	})
 	if err != nil {
@@ -78,7 +77,7 @@ func (s *Server) SignX509SVID(ctx context.Context, req *authv1.SignX509SVIDReque
 
 func (s *Server) SignJWTSVID(ctx context.Context, req *authv1.SignJWTSVIDRequest) (*authv1.SignJWTSVIDResponse, error) {
 	r, err := s.issueForCaller(ctx, &issuance.Request{
-		Type: authv1.SVIDTypeJWT, RawID: req.SpiffeId, TTLSeconds: req.TtlSeconds, DefaultTTL: issuer.DefaultJWTTTL,
+		Type: authv1.SVIDTypeJWT, RawID: req.SpiffeId, TTLSeconds: req.TtlSeconds, DefaultTTL: s.defaultJWTTTL(),
 		Audience: req.Audience, Event: audit.Event{Attributes: req.Attributes},
 	})
 	if err != nil {
@@ -180,7 +179,7 @@ func (s *Server) explainSVID(req *authv1.ExplainRequest, roles []*resource.Role,
 	}
 	ttl := time.Duration(req.TtlSeconds) * time.Second
 	if ttl == 0 {
-		ttl = issuer.DefaultX509TTL
+		ttl = s.defaultX509TTL()
 	}
 	d := rbac.CheckSVID(roles, rbac.Request{ID: id, DNSSANs: req.DnsSans, IPSANs: ips, TTL: ttl})
 	reason := d.Reason

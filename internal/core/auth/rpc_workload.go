@@ -50,14 +50,14 @@ var workloadRules = issuance.Rules{
 
 // defaultTTL is the life of an SVID of type typ when neither the request
 // nor its workload identity names one.
-func defaultTTL(typ string) time.Duration {
+func (s *Server) defaultTTL(typ string) time.Duration {
 	switch typ {
 	case authv1.SVIDTypeJWT:
-		return issuer.DefaultJWTTTL
+		return s.defaultJWTTTL()
 	case authv1.SVIDTypeWIT:
 		return issuer.DefaultWITTTL
 	}
-	return issuer.DefaultX509TTL
+	return s.defaultX509TTL()
 }
 
 // workloadRequest turns one workload SVID request from a bot with roles for
@@ -68,7 +68,7 @@ func defaultTTL(typ string) time.Duration {
 // spec) and the default TTL; a refusal there is returned as refused.
 func (s *Server) workloadRequest(roles []*resource.Role, set *workloadSet, attrs map[string]string, it *authv1.WorkloadSVIDRequest) (req *issuance.Request, hint string, refused *issuance.Decision) {
 	req = &issuance.Request{
-		Type: it.Type, Roles: roles, RawID: it.SpiffeId, TTLSeconds: it.TtlSeconds, DefaultTTL: defaultTTL(it.Type),
+		Type: it.Type, Roles: roles, RawID: it.SpiffeId, TTLSeconds: it.TtlSeconds, DefaultTTL: s.defaultTTL(it.Type),
 		Audience: it.Audience, PublicKey: it.PublicKey, CSR: it.Csr,
 	}
 	refuse := func(check, reason string) (*issuance.Request, string, *issuance.Decision) {

@@ -34,6 +34,7 @@ import (
 	"github.com/wid-project/wid/internal/core/rotation"
 	"github.com/wid-project/wid/internal/core/store"
 	"github.com/wid-project/wid/internal/core/store/sqlite"
+	"github.com/wid-project/wid/internal/core/x509pop"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -89,6 +90,14 @@ type Config struct {
 	// AgentSync is how agents are kept up to date: AgentSyncIncremental
 	// ("" too) or AgentSyncFull.
 	AgentSync string
+	// CASubject is the subject of the CA certificates this service makes
+	// from now on (ca_subject); existing ones keep theirs until rotated.
+	CASubject ca.Subject
+	// SVIDTTL and JWTSVIDTTL are an SVID's life when neither the request
+	// nor its workload identity names one; 0 means issuer.DefaultX509TTL
+	// and issuer.DefaultJWTTTL. Roles' max_svid_ttl still caps them.
+	SVIDTTL    time.Duration
+	JWTSVIDTTL time.Duration
 	// AgentSendTimeout ends an agent stream that has not taken a message
 	// for this long (default 30s).
 	AgentSendTimeout time.Duration
@@ -176,6 +185,8 @@ type Server struct {
 	anchor *anchor.Keeper
 	// kube checks the service-account tokens of kubernetes joins.
 	kube *kubejoin.Verifier
+	// popChallenges are the x509pop joins' challenges.
+	popChallenges *x509pop.Challenges
 	// kek seals secrets at rest: CA keys and TOTP secrets.
 	kek *ca.KEK
 	// credLocks serializes credential writes per user.
@@ -203,6 +214,9 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, errors.New("a data dir is required")
 	}
 	if err := kubejoin.ValidateClusters(cfg.KubernetesClusters); err != nil {
+		return nil, err
+	}
+	if err := validateSettings(cfg); err != nil {
 		return nil, err
 	}
 	switch cfg.AgentSync {
@@ -309,6 +323,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.issuance = issuance.New(td, s.issuer, clock)
 	s.issuance.Locked = func(id spiffeid.ID) string { return s.lockedIDReason(context.Background(), id) }
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
+	s.popChallenges = x509pop.NewChallenges(clock)
 	s.agents = rotation.NewTracker(db, clock, s.log, s.replica)
 	if s.audit, err = audit.Open(ctx, db, s.log); err != nil {
 		return nil, fmt.Errorf("opening the audit log: %w", err)

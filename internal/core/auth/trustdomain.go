@@ -177,6 +177,7 @@ func (s *Server) createTrustDomain(ctx context.Context, fileKEK *ca.KEK) error {
 	s.td = td
 	s.kek = kek
 	s.cas = ca.NewManager(s.db, kek, td, s.clock)
+	s.cas.Subject = s.cfg.CASubject
 	if _, err := s.cas.Init(ctx); err != nil {
 		return fmt.Errorf("creating the trust domain's CAs: %w", err)
 	}
@@ -220,6 +221,7 @@ func (s *Server) loadTrustDomain(ctx context.Context, stored string, hasAnchor, 
 	s.td = td
 	s.kek = kek
 	s.cas = ca.NewManager(s.db, kek, td, s.clock)
+	s.cas.Subject = s.cfg.CASubject
 
 	if s.shared() {
 		// The key is checked against the store before anything else, so

@@ -144,7 +144,7 @@ func keyAAD(t Type, id string) []byte {
 
 // generateKeySet makes a new key pair (and CA certificate for X.509 CAs) and
 // seals its private key with kek.
-func generateKeySet(t Type, td spiffeid.TrustDomain, kek *KEK, now time.Time, ttl time.Duration, state KeyState) (KeySetDocument, error) {
+func generateKeySet(t Type, td spiffeid.TrustDomain, subj Subject, kek *KEK, now time.Time, ttl time.Duration, state KeyState) (KeySetDocument, error) {
 	if ttl <= 0 {
 		return KeySetDocument{}, fmt.Errorf("CA TTL must be positive, got %s", ttl)
 	}
@@ -168,7 +168,7 @@ func generateKeySet(t Type, td spiffeid.TrustDomain, kek *KEK, now time.Time, tt
 		Created:   now.UTC(),
 	}
 	if t.HasCertificate() {
-		doc.Cert, err = selfSignedCA(t, td, key, doc.NotBefore, doc.NotAfter)
+		doc.Cert, err = selfSignedCA(t, td, subj, key, doc.NotBefore, doc.NotAfter)
 		if err != nil {
 			return KeySetDocument{}, err
 		}
@@ -199,7 +199,7 @@ func jwkThumbprint(pub crypto.PublicKey) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(sum), nil
 }
 
-func selfSignedCA(t Type, td spiffeid.TrustDomain, key *ecdsa.PrivateKey, notBefore, notAfter time.Time) ([]byte, error) {
+func selfSignedCA(t Type, td spiffeid.TrustDomain, subj Subject, key *ecdsa.PrivateKey, notBefore, notAfter time.Time) ([]byte, error) {
 	serial, err := RandomSerial()
 	if err != nil {
 		return nil, err
@@ -210,11 +210,8 @@ func selfSignedCA(t Type, td spiffeid.TrustDomain, key *ecdsa.PrivateKey, notBef
 	}
 	tdURL := td.ID().URL()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject: pkix.Name{
-			Organization: []string{td.Name()},
-			CommonName:   "wid " + string(t) + " CA",
-		},
+		SerialNumber:          serial,
+		Subject:               subj.name(t, td),
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,

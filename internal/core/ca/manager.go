@@ -28,6 +28,9 @@ type Manager struct {
 	// CATTL is how long new CA certificates and keys are valid
 	// (DefaultCATTL when zero). Set it before Init.
 	CATTL time.Duration
+	// Subject is the subject of new CA certificates (ca_subject); set it
+	// before Init. Certificates already made keep theirs until rotated.
+	Subject Subject
 
 	backend store.Backend
 	kek     *KEK
@@ -117,7 +120,7 @@ func (m *Manager) create(ctx context.Context) (bool, error) {
 	now := m.clock()
 	ops := make([]store.Op, 0, len(Types))
 	for _, t := range Types {
-		ks, err := generateKeySet(t, m.td, m.kek, now, m.caTTL(), KeyActive)
+		ks, err := generateKeySet(t, m.td, m.Subject, m.kek, now, m.caTTL(), KeyActive)
 		if err != nil {
 			return false, err
 		}
@@ -324,5 +327,5 @@ func (m *Manager) NewKeySet(t Type, state KeyState) (KeySetDocument, error) {
 	if !t.valid() {
 		return KeySetDocument{}, fmt.Errorf("unknown CA type %q: use one of %s", t, typeList())
 	}
-	return generateKeySet(t, m.td, m.kek, m.clock(), m.caTTL(), state)
+	return generateKeySet(t, m.td, m.Subject, m.kek, m.clock(), m.caTTL(), state)
 }

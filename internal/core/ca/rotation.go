@@ -283,7 +283,7 @@ func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, e
 		if !ok {
 			return Document{}, Step{}, fmt.Errorf("the %s CA has no active key set", doc.Type)
 		}
-		ks, err := generateKeySet(doc.Type, m.td, m.kek, now, m.caTTL(), KeyAdditional)
+		ks, err := generateKeySet(doc.Type, m.td, m.Subject, m.kek, now, m.caTTL(), KeyAdditional)
 		if err != nil {
 			return Document{}, Step{}, err
 		}

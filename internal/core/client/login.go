@@ -91,8 +91,10 @@ func (e *LoginError) Error() string { return e.Msg }
 // no join token to get one. Its text says so; the command line adds how to
 // get a token (a kubernetes join token's name, when Kubernetes).
 type NoJoinTokenError struct {
-	Dir        string
-	Kubernetes bool
+	Dir string
+	// Method is the join method asked for; a kubernetes or x509pop join
+	// names its token, so the next step differs from a secret token's.
+	Method string
 }
 
 func (e *NoJoinTokenError) Error() string {

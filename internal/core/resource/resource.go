@@ -266,6 +266,8 @@ type JoinTokenSpec struct {
 	SecretHash string `json:"secret_hash,omitempty" yaml:"secret_hash,omitempty"`
 	// Kubernetes configures the kubernetes join method.
 	Kubernetes *KubernetesJoin `json:"kubernetes,omitempty" yaml:"kubernetes,omitempty"`
+	// X509Pop configures the x509pop join method.
+	X509Pop *X509PopJoin `json:"x509pop,omitempty" yaml:"x509pop,omitempty"`
 }
 
 // WorkloadIdentity says which SPIFFE ID a matching workload gets.

@@ -174,11 +174,17 @@ func (t *JoinToken) Validate() error {
 		return &FieldError{Resource: res, Field: "spec.bot", Message: "spec.bot: bot " + err.Error()}
 	}
 	switch s.Method {
-	case JoinMethodToken, JoinMethodKubernetes:
+	case JoinMethodToken, JoinMethodKubernetes, JoinMethodX509Pop:
 	case "":
-		return fieldErrorf(res, "spec.method", "is missing: use %s or %s", JoinMethodToken, JoinMethodKubernetes)
+		return fieldErrorf(res, "spec.method", "is missing: use %s, %s or %s", JoinMethodToken, JoinMethodKubernetes, JoinMethodX509Pop)
 	default:
-		return fieldErrorf(res, "spec.method", "%s is not a join method: use %s or %s", quote(s.Method), JoinMethodToken, JoinMethodKubernetes)
+		return fieldErrorf(res, "spec.method", "%s is not a join method: use %s, %s or %s", quote(s.Method), JoinMethodToken, JoinMethodKubernetes, JoinMethodX509Pop)
+	}
+	if s.Method == JoinMethodX509Pop {
+		return t.validateX509Pop(res)
+	}
+	if s.X509Pop != nil {
+		return fieldErrorf(res, "spec.x509pop", "is only for method %s: remove it, or set method: %s", JoinMethodX509Pop, JoinMethodX509Pop)
 	}
 	if s.Method == JoinMethodKubernetes {
 		return t.validateKubernetes(res)

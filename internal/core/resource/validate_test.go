@@ -159,8 +159,8 @@ func TestJoinTokenValidate(t *testing.T) {
 		return []validateCase{
 			{"no bot", func() { s.Bot = "" }, "spec.bot", "spec.bot: bot a name is required"},
 			{"bad bot", func() { s.Bot = "Agent" }, "spec.bot", `name "Agent" is invalid`},
-			{"no method", func() { s.Method = "" }, "spec.method", "is missing: use token or kubernetes"},
-			{"bad method", func() { s.Method = "magic" }, "spec.method", `"magic" is not a join method: use token or kubernetes`},
+			{"no method", func() { s.Method = "" }, "spec.method", "is missing: use token, kubernetes or x509pop"},
+			{"bad method", func() { s.Method = "magic" }, "spec.method", `"magic" is not a join method: use token, kubernetes or x509pop`},
 			{"no uses", func() { s.Uses, s.Used = 0, 0 }, "spec.uses", "0 would let no bot join"},
 			{"negative used", func() { s.Used = -1 }, "spec.used", "-1 is negative"},
 			{"overused", func() { s.Used = 3 }, "spec.used", "3 is over spec.uses 2"},

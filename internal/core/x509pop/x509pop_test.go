@@ -1,0 +1,82 @@
+package x509pop_test
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/wid-project/wid/internal/core/x509pop"
+)
+
+func TestChallenges(t *testing.T) {
+	now := time.Now()
+	c := x509pop.NewChallenges(func() time.Time { return now })
+	ch, exp, err := c.Issue("nodes")
+	if err != nil || !exp.After(now) || len(ch) != x509pop.ChallengeLen {
+		t.Fatal(err, exp, len(ch))
+	}
+	if err := c.Redeem(ch, "other"); !errors.Is(err, x509pop.ErrChallengeInvalid) {
+		t.Fatalf("redeeming for another token: %v", err)
+	}
+	if err := c.Redeem(ch[:10], "nodes"); !errors.Is(err, x509pop.ErrChallengeInvalid) {
+		t.Fatalf("redeeming a short challenge: %v", err)
+	}
+	if err := c.Redeem(ch, "nodes"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Redeem(ch, "nodes"); !errors.Is(err, x509pop.ErrChallengeUsed) {
+		t.Fatalf("second redeem: %v", err)
+	}
+	ch2, _, _ := c.Issue("nodes")
+	now = now.Add(x509pop.DefaultChallengeTTL + time.Second)
+	if err := c.Redeem(ch2, "nodes"); !errors.Is(err, x509pop.ErrChallengeExpired) {
+		t.Fatalf("late redeem: %v", err)
+	}
+	// Another process's challenges (another key) are not ours.
+	other := x509pop.NewChallenges(nil)
+	ch3, _, _ := other.Issue("nodes")
+	if err := c.Redeem(ch3, "nodes"); !errors.Is(err, x509pop.ErrChallengeInvalid) {
+		t.Fatalf("a challenge of another auth process: %v", err)
+	}
+}
+
+// TestSignVerify: every key type an operator's CA may issue signs a
+// challenge that Verify accepts with the certificate, and no other key's
+// signature passes.
+func TestSignVerify(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rk, _ := rsa.GenerateKey(rand.Reader, 2048)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
+	msg := x509pop.Message([]byte("challenge"), []byte("csr"))
+	for _, key := range []crypto.Signer{ec, rk, ed} {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "n"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, _ := x509.ParseCertificate(der)
+		sig, err := x509pop.Sign(key, msg)
+		if err != nil {
+			t.Fatalf("%T: %v", key, err)
+		}
+		if err := x509pop.Verify(cert, msg, sig); err != nil {
+			t.Fatalf("%T: %v", key, err)
+		}
+		if err := x509pop.Verify(cert, x509pop.Message([]byte("challenge"), []byte("other csr")), sig); err == nil {
+			t.Fatalf("%T: a signature over another CSR verified", key)
+		}
+		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if bad, _ := x509pop.Sign(other, msg); x509pop.Verify(cert, msg, bad) == nil {
+			t.Fatalf("%T: another key's signature verified", key)
+		}
+	}
+}
