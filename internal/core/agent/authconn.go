@@ -386,7 +386,7 @@ func (a *Agent) watchOnce(ctx context.Context, c *client.Client, from *string) (
 		if !got {
 			a.following.Store(true)
 			a.metrics.connected.Set(1)
-			a.logger.Info("following the auth service", "auth", *from, "trust_domain", st.td.String(), "workload_identities", len(st.identities), "bundle_sequence", st.sequence,
+			a.logger.Info("following the auth service", "auth", *from, "trust_domain", st.td.String(), "workload_identities", st.served, "bundle_sequence", st.sequence,
 				"snapshot", !msg.GetDelta())
 		}
 		got = true

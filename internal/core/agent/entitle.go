@@ -59,10 +59,12 @@ type entitlement struct {
 	hint    string
 	x509TTL time.Duration
 	jwtTTL  time.Duration
-	// workload is the compiled identity it came from: a state that keeps
-	// the identity's document keeps this pointer, so an unchanged identity
-	// is recognised without matching again.
+	// workload is the compiled identity or config SVID it came from.
 	workload *rbac.Workload
+	// held is the identity it came from (nil for a config SVID): a state
+	// that keeps the identity's document keeps this pointer, so an
+	// unchanged identity is recognised without matching again.
+	held *heldIdentity
 	// key identifies the SVID this entitlement gets: the same identity
 	// filled in to the same ID for two processes is one shared SVID, as
 	// SPIRE shares an entry's SVID between the workloads it matches.
@@ -107,60 +109,70 @@ func (e *entitlements) reason() string {
 	return strings.Join(parts, "; ")
 }
 
-// entitle matches attrs against the state's identities and the config SVIDs.
+// entitle matches attrs against the state's identities and the config
+// SVIDs. The identities are matched in name order until the reasons shown
+// are known; from there only the candidates the index names are matched,
+// and the others, which fail an equality in every rule, are only counted.
+// The result is what matching every identity in order gives.
 func entitle(st *state, config []*rbac.Workload, attrs map[string]string) *entitlements {
 	out := &entitlements{}
 	now := time.Now()
-	add := func(w *rbac.Workload, isConfig bool) {
-		en, miss := entitleOne(st.td, w, isConfig, attrs)
-		if miss == "" {
-			if l := st.lockOf(en.id, now); l != nil {
-				miss = lockReason(en.id, l)
+	locked := func(en entitlement) string {
+		if l := st.lockOf(en.id, now); l != nil {
+			return lockReason(en.id, l)
+		}
+		return ""
+	}
+	miss := func(reason string) {
+		if out.missed++; len(out.misses) < showMisses {
+			out.misses = append(out.misses, reason)
+		}
+	}
+	entitled := 0
+	try := func(h *heldIdentity) {
+		w, err := h.workload()
+		if err != nil {
+			miss(err.Error())
+			return
+		}
+		en, why := entitleOne(st.td, w, false, attrs)
+		if why == "" {
+			why = locked(en)
+		}
+		if why != "" {
+			miss(why)
+			return
+		}
+		en.held = h
+		out.list = append(out.list, en)
+		entitled++
+	}
+	i := 0
+	for ; i < len(st.held) && len(out.misses) < showMisses; i++ {
+		if st.held[i].err == nil {
+			try(st.held[i])
+		}
+	}
+	if i < len(st.held) {
+		for _, h := range st.candidates(attrs) {
+			if h.err == nil && (i == 0 || h.name > st.held[i-1].name) {
+				try(h)
 			}
 		}
-		if miss != "" {
-			if out.missed++; len(out.misses) < showMisses {
-				out.misses = append(out.misses, miss)
-			}
-			return
+		out.missed = st.served - entitled
+	}
+	for _, w := range config {
+		en, why := entitleOne(st.td, w, true, attrs)
+		if why == "" {
+			why = locked(en)
+		}
+		if why != "" {
+			miss(why)
+			continue
 		}
 		out.list = append(out.list, en)
 	}
-	for _, w := range st.identities {
-		// Once the reasons shown are known, an identity an equality
-		// condition rules out is only counted: matching formats a reason,
-		// and a process met 10,000 held identities it mostly misses.
-		if len(out.misses) >= showMisses && ruledOut(w, attrs) {
-			out.missed++
-			continue
-		}
-		add(w, false)
-	}
-	for _, w := range config {
-		add(w, true)
-	}
 	return out
-}
-
-// ruledOut reports whether every allow rule of w has an equality condition
-// that attrs fail, so that w cannot select the workload (as Match would
-// find, without its reason).
-func ruledOut(w *rbac.Workload, attrs map[string]string) bool {
-	for _, rule := range w.Identity.Spec.Rules.Allow {
-		out := false
-		for _, c := range rule.Conditions {
-			if c.Eq != nil {
-				if v, ok := attrs[c.Attribute]; !ok || v != *c.Eq {
-					out = true
-					break
-				}
-			}
-		}
-		if !out {
-			return false
-		}
-	}
-	return true
 }
 
 // entitleOne is what w gives a workload with attrs, or why it gives nothing.
@@ -184,13 +196,13 @@ func entitleOne(td spiffeid.TrustDomain, w *rbac.Workload, isConfig bool, attrs 
 	return en, ""
 }
 
-// identityNamed is the state's workload identity called name, or nil.
-func (s *state) identityNamed(name string) *rbac.Workload {
-	i, ok := slices.BinarySearchFunc(s.identities, name, func(w *rbac.Workload, name string) int { return strings.Compare(w.Name(), name) })
-	if !ok {
-		return nil
+// identityNamed is the state's workload identity called name, or nil
+// when it holds none it can serve.
+func (s *state) identityNamed(name string) *heldIdentity {
+	if h := heldNamed(s.held, name); h != nil && h.err == nil {
+		return h
 	}
-	return s.identities[i]
+	return nil
 }
 
 // uniqueHints drops every entitlement whose non-empty hint an earlier one

@@ -2,10 +2,10 @@ package agent
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +15,6 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/agentsync"
 	"github.com/wid-project/wid/internal/core/rbac"
-	"github.com/wid-project/wid/internal/core/resource"
 )
 
 // state is what the auth service last pushed: the trust bundle and the
@@ -27,11 +26,13 @@ type state struct {
 	// pos is where the state stands in the auth service's change log
 	// (empty epoch: the auth service keeps none for this agent).
 	pos agentsync.Position
-	// identities, sorted by name: those of byName that compiled.
-	identities []*rbac.Workload
-	// byName are the workload identities pushed, by name, with their
-	// documents so that a later push of the same document costs nothing.
-	byName map[string]*pushedIdentity
+	// held are the workload identities pushed, sorted by name, with
+	// those that cannot be served; served counts the others.
+	held   []*heldIdentity
+	served int
+	// index narrows matching a workload to the identities that may
+	// select it (see candidates).
+	index []indexEntry
 	// undecodable are the documents of the last snapshot that did not
 	// decode (their names are unknown); corrupt are those the auth
 	// service says are stored corrupt.
@@ -62,16 +63,6 @@ type state struct {
 	revoked map[string]bool
 }
 
-// pushedIdentity is one workload identity pushed: compiled, or err says
-// why it cannot be served. The document is kept as its digest, enough to
-// know it again: the documents themselves were a third of an agent's
-// memory with 10,000 identities held.
-type pushedIdentity struct {
-	digest [sha256.Size]byte
-	w      *rbac.Workload
-	err    error
-}
-
 // newState decodes a pushed AgentState that is a whole state. A workload
 // identity that does not decode or compile is skipped and reported, so one
 // bad document cannot stop the agent from serving the rest. Identities
@@ -87,16 +78,19 @@ func newState(msg *authv1.AgentState, prev *state) (*state, []error, error) {
 	if err := s.setCAs(msg); err != nil {
 		return nil, nil, err
 	}
-	s.byName = make(map[string]*pushedIdentity, len(msg.GetWorkloadIdentities()))
+	byName := make(map[string]*heldIdentity, len(msg.GetWorkloadIdentities()))
+	var fresh []indexEntry
 	for _, doc := range msg.GetWorkloadIdentities() {
-		name, id, err := pushed(doc, prev)
+		h, entries, err := pushed(doc, prev)
 		if err != nil {
 			s.undecodable = append(s.undecodable, err)
 			continue
 		}
-		s.byName[name] = id
+		byName[h.name] = h
+		fresh = append(fresh, entries...)
 	}
-	s.index()
+	s.held = slices.AppendSeq(make([]*heldIdentity, 0, len(byName)), maps.Values(byName))
+	s.sortHeld(prev, fresh)
 	return s, s.skipped(), nil
 }
 
@@ -117,44 +111,56 @@ func applyDelta(prev *state, msg *authv1.AgentState) (*state, []error, error) {
 			return nil, nil, err
 		}
 	}
-	s.byName = make(map[string]*pushedIdentity, len(prev.byName)+len(msg.GetWorkloadIdentities()))
-	for n, id := range prev.byName {
-		s.byName[n] = id
-	}
-	for _, n := range msg.GetRemovedWorkloadIdentities() {
-		delete(s.byName, n)
-	}
+	// Documents sent replace the identities of their names; removals
+	// are applied first, so a name both removed and sent is held.
+	sent := make(map[string]*heldIdentity, len(msg.GetWorkloadIdentities()))
+	var fresh []indexEntry
 	for _, doc := range msg.GetWorkloadIdentities() {
-		name, id, err := pushed(doc, prev)
+		h, entries, err := pushed(doc, prev)
 		if err != nil {
 			return nil, nil, err
 		}
-		s.byName[name] = id
+		sent[h.name] = h
+		fresh = append(fresh, entries...)
 	}
-	s.index()
+	removed := make(map[string]bool, len(msg.GetRemovedWorkloadIdentities()))
+	for _, n := range msg.GetRemovedWorkloadIdentities() {
+		removed[n] = true
+	}
+	s.held = make([]*heldIdentity, 0, len(prev.held)+len(sent))
+	for _, h := range prev.held {
+		if !removed[h.name] && sent[h.name] == nil {
+			s.held = append(s.held, h)
+		}
+	}
+	for _, h := range sent {
+		s.held = append(s.held, h)
+	}
+	s.sortHeld(prev, fresh)
 	return &s, s.skipped(), nil
 }
 
-// pushed decodes and compiles one pushed document, or takes it from prev
-// when prev holds the same document. err is set when the document does not
-// decode; an identity that does not compile comes back with its error.
-func pushed(doc []byte, prev *state) (string, *pushedIdentity, error) {
-	v, err := resource.UnmarshalStored(doc)
+// pushed is one pushed document held: taken from prev when prev holds
+// the same document, else decoded and compiled once, to report now an
+// identity that cannot be served, and its index entries are returned. err
+// is set when the document does not decode.
+func pushed(doc []byte, prev *state) (*heldIdentity, []indexEntry, error) {
+	wi, err := decodeIdentity(doc)
 	if err != nil {
-		return "", nil, fmt.Errorf("decoding a workload identity: %w", err)
+		return nil, nil, err
 	}
-	wi, ok := v.(*resource.WorkloadIdentity)
-	if !ok {
-		return "", nil, fmt.Errorf("auth service sent a %s where a workload identity was expected", v.GetKind())
-	}
-	name, digest := wi.Metadata.Name, sha256.Sum256(doc)
+	h := &heldIdentity{name: wi.Metadata.Name, doc: deflateDoc(doc)}
 	if prev != nil {
-		if id := prev.byName[name]; id != nil && id.digest == digest {
-			return name, id, nil
+		if old := heldNamed(prev.held, h.name); old != nil && bytes.Equal(old.doc, h.doc) {
+			return old, nil, nil
 		}
 	}
-	w, err := rbac.CompileWorkload(wi)
-	return name, &pushedIdentity{digest: digest, w: w, err: err}, nil
+	// The compiled form is dropped: most held identities never select a
+	// workload here, and workload compiles again those that are candidates.
+	if _, h.err = rbac.CompileWorkload(wi); h.err != nil {
+		return h, nil, nil
+	}
+	return h, indexEntries(h, wi), nil
 }
 
 // setCAs takes the bundle, CAs and host authorities of msg.
@@ -199,29 +205,26 @@ func (s *state) setCAs(msg *authv1.AgentState) error {
 	return s.setFederated(b)
 }
 
-// index sorts the identities that compiled by name.
-func (s *state) index() {
-	s.identities = make([]*rbac.Workload, 0, len(s.byName))
-	for _, id := range s.byName {
-		if id.w != nil {
-			s.identities = append(s.identities, id.w)
+// sortHeld sorts the identities by name, counts those served and builds
+// the index from prev's and the fresh entries.
+func (s *state) sortHeld(prev *state, fresh []indexEntry) {
+	slices.SortFunc(s.held, func(a, b *heldIdentity) int { return strings.Compare(a.name, b.name) })
+	s.served = 0
+	for _, h := range s.held {
+		if h.err == nil {
+			s.served++
 		}
 	}
-	slices.SortFunc(s.identities, func(a, b *rbac.Workload) int { return strings.Compare(a.Name(), b.Name()) })
+	s.index = buildIndex(s.held, prev, fresh)
 }
 
 // skipped are the pushed identities the agent cannot serve, sorted.
 func (s *state) skipped() []error {
 	out := slices.Clone(s.undecodable)
-	names := make([]string, 0)
-	for n, id := range s.byName {
-		if id.err != nil {
-			names = append(names, n)
+	for _, h := range s.held {
+		if h.err != nil {
+			out = append(out, h.err)
 		}
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		out = append(out, s.byName[n].err)
 	}
 	return out
 }

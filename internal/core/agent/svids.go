@@ -579,17 +579,22 @@ func (c *cache) entitledLocked(e *entry) bool {
 	if e.ent.identity == "" {
 		return true
 	}
-	w := c.st.identityNamed(e.ent.identity)
+	h := c.st.identityNamed(e.ent.identity)
 	switch {
-	case w == nil:
+	case h == nil:
 		return false
-	case w == e.ent.workload:
+	case h == e.ent.held:
 		return true
+	}
+	w, err := h.workload()
+	if err != nil {
+		return false
 	}
 	en, miss := entitleOne(c.st.td, w, false, e.attrs)
 	if miss != "" || en.key != e.ent.key {
 		return false
 	}
+	en.held = h
 	e.ent = en
 	return true
 }
