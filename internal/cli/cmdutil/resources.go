@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
 )
@@ -98,4 +99,28 @@ func decodeAnswers(docs [][]byte) ([]resource.Resource, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// CreateOne creates r, replacing it when force, and prints it when the
+// printer asks for a document (printed is then true; otherwise the
+// command says what it made in its own words). The printer is opened
+// before the connection, so that a bad --format fails without one.
+func CreateOne(ctx context.Context, open func(context.Context) (*client.Client, error), printer func() (*output.Printer, error), force bool, r resource.Resource) (created resource.Resource, printed bool, err error) {
+	p, err := printer()
+	if err != nil {
+		return nil, false, err
+	}
+	c, err := open(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	defer c.Close()
+	out, err := CreateResources(ctx, c, force, r)
+	if err != nil {
+		return nil, false, err
+	}
+	if p.Format != output.Text {
+		return out[0], true, p.Resource(out[0])
+	}
+	return out[0], false, nil
 }

@@ -244,26 +244,14 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := opts.Printer()
-	if err != nil {
+	created, printed, err := cmdutil.CreateOne(ctx, opts.Client, opts.Printer, opts.Force, fed)
+	if err != nil || printed {
 		return err
-	}
-	c, err := opts.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	created, err := cmdutil.CreateResources(ctx, c, opts.Force, fed)
-	if err != nil {
-		return err
-	}
-	if p.Format != output.Text {
-		return p.Resource(created[0])
 	}
 	verb := "created"
 	if opts.Force {
 		verb = "created or replaced"
 	}
-	_, err = fmt.Fprintf(opts.IO.Out, "%s %s: the auth service fetches its bundle now (see widctl federation ls)\n", verb, resource.Ref(created[0]))
+	_, err = fmt.Fprintf(opts.IO.Out, "%s %s: the auth service fetches its bundle now (see widctl federation ls)\n", verb, resource.Ref(created))
 	return err
 }

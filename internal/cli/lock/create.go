@@ -135,22 +135,10 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := opts.Printer()
-	if err != nil {
+	created, printed, err := cmdutil.CreateOne(ctx, opts.Client, opts.Printer, false, l)
+	if err != nil || printed {
 		return err
 	}
-	c, err := opts.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	created, err := cmdutil.CreateResources(ctx, c, false, l)
-	if err != nil {
-		return err
-	}
-	if p.Format != output.Text {
-		return p.Resource(created[0])
-	}
-	_, err = fmt.Fprintf(opts.IO.Out, "created lock %s on %s\n", created[0].GetMetadata().Name, l.Spec.Target)
+	_, err = fmt.Fprintf(opts.IO.Out, "created lock %s on %s\n", created.GetMetadata().Name, l.Spec.Target)
 	return err
 }

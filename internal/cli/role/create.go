@@ -99,21 +99,9 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := opts.Printer()
-	if err != nil {
+	created, printed, err := cmdutil.CreateOne(ctx, opts.Client, opts.Printer, opts.Force, r)
+	if err != nil || printed {
 		return err
 	}
-	c, err := opts.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	created, err := cmdutil.CreateResources(ctx, c, opts.Force, r)
-	if err != nil {
-		return err
-	}
-	if p.Format != output.Text {
-		return p.Resource(created[0])
-	}
-	return printChange(opts.IO.Out, "created", created[0])
+	return printChange(opts.IO.Out, "created", created)
 }

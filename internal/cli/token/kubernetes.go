@@ -140,32 +140,43 @@ func createKubernetesRun(ctx context.Context, opts *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := opts.Printer()
+	p, ping, t, err := createNamed(ctx, opts, tok)
 	if err != nil {
 		return err
 	}
+	return NewKubernetesJoin(ping, t).Print(p)
+}
+
+// createNamed creates tok, a join token without a secret (kubernetes,
+// x509pop), and returns it as stored, with the printer and the auth
+// service's ping that the join command is made from.
+func createNamed(ctx context.Context, opts *CreateOptions, tok *resource.JoinToken) (*output.Printer, *authv1.PingResponse, *resource.JoinToken, error) {
+	p, err := opts.Printer()
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	c, err := opts.Client(ctx)
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	defer c.Close()
 	ping, err := c.Ping(ctx, &authv1.PingRequest{})
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	created, err := cmdutil.CreateResources(ctx, c, false, tok)
 	if status.Code(err) == codes.AlreadyExists {
 		// token create has no --force, so the usual advice would not do.
 		ref := resource.Ref(tok)
-		return &cmdutil.Error{Code: cmdutil.ExitBadInput, Err: err,
+		return nil, nil, nil, &cmdutil.Error{Code: cmdutil.ExitBadInput, Err: err,
 			Message: ref + " already exists: remove it first with widctl rm " + ref + ", or replace it with widctl create -f FILE --force"}
 	}
 	if err != nil {
-		return err
+		return nil, nil, nil, err
 	}
 	t, ok := created[0].(*resource.JoinToken)
-	if !ok {
-		return fmt.Errorf("the auth service answered with a %s instead of a join token", created[0].GetKind())
+	if !ok || t.Spec.Method != tok.Spec.Method {
+		return nil, nil, nil, fmt.Errorf("the auth service answered with a %s instead of a %s join token", created[0].GetKind(), tok.Spec.Method)
 	}
-	return NewKubernetesJoin(ping, t).Print(p)
+	return p, ping, t, nil
 }

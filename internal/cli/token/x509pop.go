@@ -120,26 +120,12 @@ func createX509PopRun(ctx context.Context, opts *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := opts.Printer()
+	p, ping, t, err := createNamed(ctx, opts, tok)
 	if err != nil {
 		return err
 	}
-	c, err := opts.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ping, err := c.Ping(ctx, &authv1.PingRequest{})
-	if err != nil {
-		return err
-	}
-	created, err := cmdutil.CreateResources(ctx, c, false, tok)
-	if err != nil {
-		return err
-	}
-	t, ok := created[0].(*resource.JoinToken)
-	if !ok || t.Spec.X509Pop == nil {
-		return fmt.Errorf("the auth service answered with a %s instead of an x509pop join token", created[0].GetKind())
+	if t.Spec.X509Pop == nil {
+		return fmt.Errorf("the auth service answered with an x509pop join token without its CAs")
 	}
 	return NewX509PopJoin(ping, t).Print(p)
 }

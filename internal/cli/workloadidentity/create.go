@@ -262,26 +262,14 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 	if err != nil {
 		return err
 	}
-	p, err := opts.Printer()
-	if err != nil {
+	created, printed, err := cmdutil.CreateOne(ctx, opts.Client, opts.Printer, opts.Force, wi)
+	if err != nil || printed {
 		return err
-	}
-	c, err := opts.Client(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	created, err := cmdutil.CreateResources(ctx, c, opts.Force, wi)
-	if err != nil {
-		return err
-	}
-	if p.Format != output.Text {
-		return p.Resource(created[0])
 	}
 	verb := "created"
 	if opts.Force {
 		verb = "created or replaced"
 	}
-	_, err = fmt.Fprintf(opts.IO.Out, "%s %s\n", verb, resource.Ref(created[0]))
+	_, err = fmt.Fprintf(opts.IO.Out, "%s %s\n", verb, resource.Ref(created))
 	return err
 }
