@@ -306,10 +306,11 @@ func TestHeldIdentityWeight(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	st := heldState(t, 100, 0) // the pools and the dictionary, warm
+	warm := heldState(t, 100, 0) // the pools and the dictionary, warm
 	before := heap()
-	st = heldState(t, 10000, 0)
+	st := heldState(t, 10000, 0)
 	per := float64(heap()-before) / 10000
+	runtime.KeepAlive(warm)
 	runtime.KeepAlive(st)
 	t.Logf("%.0f bytes per held identity", per)
 	if per > 200 {
