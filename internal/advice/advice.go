@@ -11,6 +11,7 @@ import (
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/loginstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
 )
@@ -137,7 +138,7 @@ func Explained(check, identity string) string {
 // its login, its configuration), worded to follow err's text, or "".
 func Local(err error) string {
 	var (
-		le *client.LoginError
+		le *loginstore.LoginError
 		nj *client.NoJoinTokenError
 		re *client.RefusedError
 	)
@@ -152,11 +153,11 @@ func Local(err error) string {
 		return ": create one with 'widctl bot create NAME --roles ROLE' (or 'widctl token create --bot NAME') and pass --join-token"
 	case errors.As(err, &le):
 		switch le.Fix {
-		case client.FixLogin:
+		case loginstore.FixLogin:
 			return ": run widctl login"
-		case client.FixRemoveProfile:
+		case loginstore.FixRemoveProfile:
 			return ": remove it and run widctl login"
-		case client.FixLogoutLogin:
+		case loginstore.FixLogoutLogin:
 			return ": run widctl logout, then widctl login"
 		}
 	case errors.Is(err, client.ErrNoTarget):

@@ -10,6 +10,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/advice"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/loginstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -138,11 +139,11 @@ func TestLocalNextSteps(t *testing.T) {
 		err  error
 		want string
 	}{
-		{&client.LoginError{Msg: "the login profile /p.yaml is corrupt", Fix: client.FixRemoveProfile},
+		{&loginstore.LoginError{Msg: "the login profile /p.yaml is corrupt", Fix: loginstore.FixRemoveProfile},
 			"connecting: the login profile /p.yaml is corrupt: remove it and run widctl login"},
-		{&client.LoginError{Msg: "the login key of alice is corrupt", Fix: client.FixLogoutLogin},
+		{&loginstore.LoginError{Msg: "the login key of alice is corrupt", Fix: loginstore.FixLogoutLogin},
 			"connecting: the login key of alice is corrupt: run widctl logout, then widctl login"},
-		{&client.LoginError{Msg: "the login key is in the OS keyring, which is not available now", Fix: client.FixLogin},
+		{&loginstore.LoginError{Msg: "the login key is in the OS keyring, which is not available now", Fix: loginstore.FixLogin},
 			"connecting: the login key is in the OS keyring, which is not available now: run widctl login"},
 		{&client.RefusedError{Msg: "joining the trust domain at h:1: a join token is required",
 			Status: refusal(t, codes.PermissionDenied, "a join token is required", authv1.NextGetToken)},

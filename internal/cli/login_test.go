@@ -18,7 +18,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/root"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
-	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/loginstore"
 )
 
 // memKeyring is an OS keyring in memory; failing makes it act as if there
@@ -52,7 +52,7 @@ func (k *memKeyring) Get(s, a string) (string, error) {
 	}
 	v, ok := k.m[s+"|"+a]
 	if !ok {
-		return "", client.ErrKeyNotFound
+		return "", loginstore.ErrKeyNotFound
 	}
 	return v, nil
 }
@@ -64,7 +64,7 @@ func (k *memKeyring) Delete(s, a string) error {
 		return errNoKeyring
 	}
 	if _, ok := k.m[s+"|"+a]; !ok {
-		return client.ErrKeyNotFound
+		return loginstore.ErrKeyNotFound
 	}
 	delete(k.m, s+"|"+a)
 	return nil
@@ -337,8 +337,8 @@ func TestLoginSavedState(t *testing.T) {
 	}
 }
 
-func (p person) loginStore() *client.LoginStore {
-	return &client.LoginStore{Dir: filepath.Join(p.home, "config", "widctl"), Keyring: p.keyring}
+func (p person) loginStore() *loginstore.LoginStore {
+	return &loginstore.LoginStore{Dir: filepath.Join(p.home, "config", "widctl"), Keyring: p.keyring}
 }
 
 func (p person) firstLoginAgain() (int, string, string) {

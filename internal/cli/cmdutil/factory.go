@@ -23,6 +23,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/loginstore"
 	"github.com/wid-project/wid/internal/core/paths"
 )
 
@@ -40,12 +41,12 @@ type Factory struct {
 	// as persistent flags and Config reads them.
 	GlobalFlags *pflag.FlagSet
 	// Logins is where widctl login keeps the user's login; tests swap the keyring.
-	Logins *client.LoginStore
+	Logins *loginstore.LoginStore
 }
 
 // NewFactory builds the Factory widctl runs with.
 func NewFactory(ios *iostreams.IOStreams) *Factory {
-	f := &Factory{IOStreams: ios, GlobalFlags: NewGlobalFlags(), Logins: &client.LoginStore{Dir: paths.ConfigDir(), Keyring: client.OSKeyring}}
+	f := &Factory{IOStreams: ios, GlobalFlags: NewGlobalFlags(), Logins: &loginstore.LoginStore{Dir: paths.ConfigDir(), Keyring: loginstore.OSKeyring}}
 	f.Config = sync.OnceValues(func() (*Config, error) { return LoadConfig(f.GlobalFlags) })
 	f.Logger = sync.OnceValue(func() *slog.Logger {
 		if cfg, err := f.Config(); err == nil && cfg.Debug {
@@ -75,12 +76,12 @@ func (f *Factory) Printer() (*output.Printer, error) {
 // DialWithLogin is Dial that, with no admin socket and no --identity, uses
 // the login saved by widctl login: its auth address when none is given, its
 // certificate when the address is the login's.
-func DialWithLogin(ctx context.Context, cfg *Config, logins *client.LoginStore, log *slog.Logger) (*client.Client, error) {
+func DialWithLogin(ctx context.Context, cfg *Config, logins *loginstore.LoginStore, log *slog.Logger) (*client.Client, error) {
 	if cfg.AdminSocket != "" || cfg.Identity != "" || logins == nil {
 		return Dial(ctx, cfg, log)
 	}
 	p, err := logins.Profile()
-	if errors.Is(err, client.ErrNoLogin) {
+	if errors.Is(err, loginstore.ErrNoLogin) {
 		return Dial(ctx, cfg, log)
 	}
 	if err != nil {
@@ -101,7 +102,7 @@ func DialWithLogin(ctx context.Context, cfg *Config, logins *client.LoginStore, 
 // DialLogin connects with the saved login id and follows a CA rotation in
 // progress (see FollowRotation). It returns the connection and the identity
 // it uses, which is a renewed one when the user CA's key changed.
-func DialLogin(ctx context.Context, logins *client.LoginStore, p *client.Profile, id *client.Identity, log *slog.Logger) (*client.Client, *client.Identity, error) {
+func DialLogin(ctx context.Context, logins *loginstore.LoginStore, p *loginstore.Profile, id *client.Identity, log *slog.Logger) (*client.Client, *client.Identity, error) {
 	c, err := client.Dial(client.Config{Auth: p.Auth, CAPin: p.CAPin, Identity: id})
 	if err != nil {
 		return nil, nil, InputError(err)
@@ -129,7 +130,7 @@ func DialLogin(ctx context.Context, logins *client.LoginStore, p *client.Profile
 // connection verified with the ones saved) and, when the user CA signs
 // with another key, renews the login's certificate for a new key, with the
 // same expiry. It returns the identity to use, saved.
-func FollowRotation(ctx context.Context, c *client.Client, logins *client.LoginStore, p *client.Profile, id *client.Identity) (*client.Identity, error) {
+func FollowRotation(ctx context.Context, c *client.Client, logins *loginstore.LoginStore, p *loginstore.Profile, id *client.Identity) (*client.Identity, error) {
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	ping, err := c.Ping(pctx, &authv1.PingRequest{})
@@ -182,7 +183,7 @@ func FollowRotation(ctx context.Context, c *client.Client, logins *client.LoginS
 // answers and its user CA signs with another key than the login's, the
 // login went unused through a rotation of the user CA. It returns the
 // error to show then, else nil.
-func LoginRefused(ctx context.Context, p *client.Profile, id *client.Identity, err error) error {
+func LoginRefused(ctx context.Context, p *loginstore.Profile, id *client.Identity, err error) error {
 	if status.Code(err) != codes.Unavailable {
 		return nil
 	}
@@ -214,7 +215,7 @@ func sameDER(certs []*x509.Certificate, ders [][]byte) bool {
 
 // LoginIdentity loads the saved login's identity, refusing an expired one
 // with the one sentence that says what to do.
-func LoginIdentity(logins *client.LoginStore, p *client.Profile, now time.Time) (*client.Identity, error) {
+func LoginIdentity(logins *loginstore.LoginStore, p *loginstore.Profile, now time.Time) (*client.Identity, error) {
 	id, err := logins.Identity(p)
 	if err != nil {
 		return nil, &Error{Code: ExitAuth, Message: sentence(err), Err: err}

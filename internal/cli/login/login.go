@@ -21,6 +21,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
 	corelogin "github.com/wid-project/wid/internal/core/login"
+	"github.com/wid-project/wid/internal/core/loginstore"
 	"github.com/wid-project/wid/internal/core/resource"
 	"golang.org/x/term"
 )
@@ -30,7 +31,7 @@ type Options struct {
 	IO      *iostreams.IOStreams
 	Config  func() (*cmdutil.Config, error)
 	Printer func() (*output.Printer, error)
-	Logins  *client.LoginStore
+	Logins  *loginstore.LoginStore
 	// ReadPassword reads a password from the terminal without echo; nil
 	// means there is no terminal.
 	ReadPassword func(prompt string) (string, error)
@@ -183,7 +184,7 @@ func loginRun(ctx context.Context, opts *Options) error {
 		return err
 	}
 	saved, err := opts.Logins.Profile()
-	if err != nil && !errors.Is(err, client.ErrNoLogin) {
+	if err != nil && !errors.Is(err, loginstore.ErrNoLogin) {
 		return cmdutil.InputError(err)
 	}
 	auth := cfg.Auth
@@ -239,7 +240,7 @@ func loginRun(ctx context.Context, opts *Options) error {
 			return err
 		}
 	}
-	prof := &client.Profile{Auth: auth, User: opts.User, CAPin: pin, TrustDomain: resp.TrustDomain, Roles: resp.Roles, TOTP: resp.TotpUri != "" || code != ""}
+	prof := &loginstore.Profile{Auth: auth, User: opts.User, CAPin: pin, TrustDomain: resp.TrustDomain, Roles: resp.Roles, TOTP: resp.TotpUri != "" || code != ""}
 	if err := opts.Logins.Save(prof, id); err != nil {
 		return err
 	}
@@ -250,7 +251,7 @@ func loginRun(ctx context.Context, opts *Options) error {
 		fmt.Fprintf(opts.IO.ErrOut, "note: you asked for --ttl %s, but your roles allow at most %s; the login lasts %s\n",
 			resource.FormatDuration(asked), resource.FormatDuration(got), resource.FormatDuration(got))
 	}
-	if prof.KeyStore == client.KeyInFile {
+	if prof.KeyStore == loginstore.KeyInFile {
 		res.KeyFile = opts.Logins.KeyFile(auth, opts.User)
 		fmt.Fprintf(opts.IO.ErrOut, "warning: no OS keyring available (%v), so the key is in %s (0600); to use a keyring, run a Secret Service such as gnome-keyring (apt install gnome-keyring) and log in again\n", prof.KeyringProblem, res.KeyFile)
 	}

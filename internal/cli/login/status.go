@@ -14,7 +14,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"github.com/wid-project/wid/internal/cli/iostreams"
 	"github.com/wid-project/wid/internal/cli/output"
-	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/loginstore"
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
@@ -22,7 +22,7 @@ import (
 type StatusOptions struct {
 	IO      *iostreams.IOStreams
 	Printer func() (*output.Printer, error)
-	Logins  *client.LoginStore
+	Logins  *loginstore.LoginStore
 	Now     func() time.Time
 	// Logger gets debug records (--debug); read once flags are parsed.
 	Logger func() *slog.Logger
@@ -78,7 +78,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 		return err
 	}
 	prof, err := opts.Logins.Profile()
-	if errors.Is(err, client.ErrNoLogin) {
+	if errors.Is(err, loginstore.ErrNoLogin) {
 		return &cmdutil.Error{Code: cmdutil.ExitAuth, Message: "you are not logged in: run widctl login --auth HOST:PORT --user NAME"}
 	}
 	if err != nil {
@@ -126,7 +126,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 		}
 		fmt.Fprintf(&b, "Roles:   %s\n", strings.Join(st.Roles, ", "))
 		fmt.Fprintf(&b, "Expires: %s (in %s)\n", p.Time(st.Expires), st.Expires.Sub(opts.Now()).Round(time.Minute))
-		fmt.Fprintf(&b, "Key:     in the %s\n", map[string]string{client.KeyInKeyring: "OS keyring", client.KeyInFile: "key file (no keyring)"}[st.KeyStore])
+		fmt.Fprintf(&b, "Key:     in the %s\n", map[string]string{loginstore.KeyInKeyring: "OS keyring", loginstore.KeyInFile: "key file (no keyring)"}[st.KeyStore])
 		if len(st.Grants) == 0 {
 			b.WriteString("You may issue no SPIFFE IDs.\n")
 		} else {
@@ -157,7 +157,7 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 // LogoutOptions are the settings of `widctl logout`.
 type LogoutOptions struct {
 	IO     *iostreams.IOStreams
-	Logins *client.LoginStore
+	Logins *loginstore.LoginStore
 }
 
 // NewCmdLogout builds `widctl logout`.
@@ -181,7 +181,7 @@ the certificate and the profile that widctl login saved.`,
 
 func logoutRun(opts *LogoutOptions) error {
 	prof, err := opts.Logins.Profile()
-	if errors.Is(err, client.ErrNoLogin) {
+	if errors.Is(err, loginstore.ErrNoLogin) {
 		_, err := fmt.Fprintln(opts.IO.Out, "You were not logged in.")
 		return err
 	}

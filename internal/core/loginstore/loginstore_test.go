@@ -1,4 +1,4 @@
-package client_test
+package loginstore_test
 
 import (
 	"crypto/ecdsa"
@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/loginstore"
 )
 
 // testIdentity is a self-signed certificate for a fresh key: enough for the
@@ -46,12 +47,12 @@ func (noKeyring) Delete(string, string) error        { return errNoKeyring }
 
 // roundTrip saves a login, loads it back and removes it, and checks that
 // nothing is left in the store's directory or the keyring.
-func roundTrip(t *testing.T, kr client.Keyring, wantStore string) {
+func roundTrip(t *testing.T, kr loginstore.Keyring, wantStore string) {
 	t.Helper()
 	dir := t.TempDir()
-	s := &client.LoginStore{Dir: dir, Keyring: kr}
+	s := &loginstore.LoginStore{Dir: dir, Keyring: kr}
 	id := testIdentity(t)
-	p := &client.Profile{Auth: "auth.example.org:3025", User: "alice", CAPin: client.Pin(id.Leaf)}
+	p := &loginstore.Profile{Auth: "auth.example.org:3025", User: "alice", CAPin: client.Pin(id.Leaf)}
 	if err := s.Save(p, id); err != nil {
 		t.Fatal(err)
 	}
@@ -60,11 +61,11 @@ func roundTrip(t *testing.T, kr client.Keyring, wantStore string) {
 	}
 	keyFile := s.KeyFile(p.Auth, p.User)
 	_, err := os.Stat(keyFile)
-	if (wantStore == client.KeyInFile) != (err == nil) {
+	if (wantStore == loginstore.KeyInFile) != (err == nil) {
 		t.Fatalf("key file %s: %v (key store %s)", keyFile, err, wantStore)
 	}
-	if wantStore == client.KeyInKeyring {
-		if v, err := kr.Get(client.KeyringService, p.Auth+"/"+p.User); err != nil || v == "" {
+	if wantStore == loginstore.KeyInKeyring {
+		if v, err := kr.Get(loginstore.KeyringService, p.Auth+"/"+p.User); err != nil || v == "" {
 			t.Fatalf("keyring entry wid %s/%s: %q %v", p.Auth, p.User, v, err)
 		}
 	}
@@ -92,15 +93,15 @@ func roundTrip(t *testing.T, kr client.Keyring, wantStore string) {
 	if len(left) != 0 {
 		t.Errorf("remove left %v", left)
 	}
-	if wantStore == client.KeyInKeyring {
-		if _, err := kr.Get(client.KeyringService, p.Auth+"/"+p.User); !errors.Is(err, client.ErrKeyNotFound) {
+	if wantStore == loginstore.KeyInKeyring {
+		if _, err := kr.Get(loginstore.KeyringService, p.Auth+"/"+p.User); !errors.Is(err, loginstore.ErrKeyNotFound) {
 			t.Errorf("the keyring still answers for the key: %v", err)
 		}
 	}
 }
 
 func TestLoginStoreWithoutKeyring(t *testing.T) {
-	roundTrip(t, noKeyring{}, client.KeyInFile)
+	roundTrip(t, noKeyring{}, loginstore.KeyInFile)
 }
 
 // TestLoginStoreSecretService runs against the real OS keyring. On Linux
@@ -110,7 +111,7 @@ func TestLoginStoreSecretService(t *testing.T) {
 	if os.Getenv("WID_KEYRING_TEST") == "" {
 		t.Skip("set WID_KEYRING_TEST=1 with a Secret Service running (scripts/keyring-test.sh does)")
 	}
-	roundTrip(t, client.OSKeyring, client.KeyInKeyring)
+	roundTrip(t, loginstore.OSKeyring, loginstore.KeyInKeyring)
 }
 
 func TestCorruptProfile(t *testing.T) {
@@ -119,8 +120,8 @@ func TestCorruptProfile(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "profile.yaml"), []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		_, err := (&client.LoginStore{Dir: dir}).Profile()
-		if err == nil || errors.Is(err, client.ErrNoLogin) {
+		_, err := (&loginstore.LoginStore{Dir: dir}).Profile()
+		if err == nil || errors.Is(err, loginstore.ErrNoLogin) {
 			t.Errorf("profile %q: %v, want corrupt", body, err)
 		}
 	}

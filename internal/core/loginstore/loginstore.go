@@ -1,4 +1,6 @@
-package client
+// Package loginstore keeps a person's login on their machine: the profile,
+// the certificates, and the key in the OS keyring or a 0600 file.
+package loginstore
 
 import (
 	"crypto"
@@ -14,9 +16,9 @@ import (
 
 	"github.com/zalando/go-keyring"
 
+	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/identity"
 	"go.yaml.in/yaml/v3"
-	"google.golang.org/grpc/status"
 )
 
 // KeyringService is the OS keyring service under which login keys are kept;
@@ -87,31 +89,6 @@ type LoginError struct {
 
 func (e *LoginError) Error() string { return e.Msg }
 
-// NoJoinTokenError: an agent has no saved identity in Dir and was given
-// no join token to get one. Its text says so; the command line adds how to
-// get a token (a kubernetes join token's name, when Kubernetes).
-type NoJoinTokenError struct {
-	Dir string
-	// Method is the join method asked for; a kubernetes or x509pop join
-	// names its token, so the next step differs from a secret token's.
-	Method string
-}
-
-func (e *NoJoinTokenError) Error() string {
-	return fmt.Sprintf("the agent has no identity in %s and no join token", e.Dir)
-}
-
-// RefusedError is a call the auth service refused, told in the caller's
-// words (Msg, which ends with the status's message). Status is the refusal,
-// kept so that the user interface can word the next step its details name;
-// it is not unwrapped, so the error stays the caller's, not a gRPC status.
-type RefusedError struct {
-	Msg    string
-	Status *status.Status
-}
-
-func (e *RefusedError) Error() string { return e.Msg }
-
 // LoginFix is what mends a LoginError.
 type LoginFix int
 
@@ -160,7 +137,7 @@ func (s *LoginStore) Profile() (*Profile, error) {
 	if err := dec.Decode(&p); err != nil || p.Auth == "" || p.User == "" || p.CAPin == "" {
 		return nil, &LoginError{Msg: "the login profile " + s.profilePath() + " is corrupt", Fix: FixRemoveProfile}
 	}
-	if _, err := ParsePin(p.CAPin); err != nil {
+	if _, err := client.ParsePin(p.CAPin); err != nil {
 		return nil, &LoginError{Msg: "the login profile " + s.profilePath() + " is corrupt", Fix: FixRemoveProfile}
 	}
 	return &p, nil
@@ -168,7 +145,7 @@ func (s *LoginStore) Profile() (*Profile, error) {
 
 // Save stores a login: the key in the keyring or, failing that, a 0600
 // file (p.KeyringProblem then says why); then the certificate and the profile.
-func (s *LoginStore) Save(p *Profile, id *Identity) error {
+func (s *LoginStore) Save(p *Profile, id *identity.Identity) error {
 	auth, user := p.Auth, p.User
 	keyDER, err := x509.MarshalPKCS8PrivateKey(id.Key)
 	if err != nil {
@@ -224,11 +201,11 @@ func writePrivate(path string, data []byte) error {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("securing %s: %w", dir, err)
 	}
-	return WriteFileAtomic(path, data, 0o600)
+	return identity.WriteFileAtomic(path, data, 0o600)
 }
 
 // Identity loads the login's key and certificate.
-func (s *LoginStore) Identity(p *Profile) (*Identity, error) {
+func (s *LoginStore) Identity(p *Profile) (*identity.Identity, error) {
 	var keyPEM []byte
 	switch p.KeyStore {
 	case KeyInKeyring:
@@ -266,7 +243,7 @@ func (s *LoginStore) Identity(p *Profile) (*Identity, error) {
 	if err != nil || !ok {
 		return nil, &LoginError{Msg: "the login key of " + p.User + " is corrupt", Fix: FixLogoutLogin}
 	}
-	id, err := NewIdentity(signer, identity.PEMBlocks(certPEM, "CERTIFICATE"), identity.PEMBlocks(caPEM, "CERTIFICATE"))
+	id, err := identity.NewIdentity(signer, identity.PEMBlocks(certPEM, "CERTIFICATE"), identity.PEMBlocks(caPEM, "CERTIFICATE"))
 	if err != nil {
 		return nil, &LoginError{Msg: fmt.Sprintf("the login certificate of %s is corrupt (%v)", p.User, err), Fix: FixLogoutLogin}
 	}
