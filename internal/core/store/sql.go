@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -116,4 +117,47 @@ func CheckOps(ops []Op) error {
 		}
 	}
 	return nil
+}
+
+// AuditReader runs a SELECT of audit rows in a backend's own way.
+type AuditReader func(ctx context.Context, q string, args ...any) ([]AuditRow, error)
+
+// QueryAuditRows is QueryAudit for a SQL backend that reads with read:
+// the rows matching f, oldest first.
+func QueryAuditRows(ctx context.Context, d SQLDialect, columns string, f AuditFilter, read AuditReader) ([]AuditRow, error) {
+	q, args := AuditQuery(d, columns, f)
+	rows, err := read(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("querying audit events: %w", err)
+	}
+	if f.Limit > 0 {
+		slices.Reverse(rows)
+	}
+	return rows, nil
+}
+
+// AuditScanPage is how many audit rows ScanAuditRows holds at once.
+const AuditScanPage = 1000
+
+// ScanAuditRows is ScanAudit for a SQL backend that reads with read: fn
+// sees every row after afterSeq in seq order, read a page at a time with
+// no query open while fn runs, so fn may use the store and the log may
+// be of any size.
+func ScanAuditRows(ctx context.Context, d SQLDialect, columns string, afterSeq int64, read AuditReader, fn func(AuditRow) error) error {
+	q := `SELECT ` + columns + ` FROM audit_events WHERE seq > ` + d.Placeholder(1) + ` ORDER BY seq LIMIT ` + d.Placeholder(2)
+	for {
+		page, err := read(ctx, q, afterSeq, AuditScanPage)
+		if err != nil {
+			return fmt.Errorf("scanning audit events after %d: %w", afterSeq, err)
+		}
+		for _, r := range page {
+			if err := fn(r); err != nil {
+				return err
+			}
+			afterSeq = r.Seq
+		}
+		if len(page) < AuditScanPage {
+			return nil
+		}
+	}
 }

@@ -4,16 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/wid-project/wid/internal/core/store"
 )
-
-// scanPage is how many audit rows ScanAudit holds in memory at once.
-const scanPage = 1000
 
 const auditColumns = `seq, time, type, actor, spiffe_id, outcome, data, prev_hash, hash`
 
@@ -115,37 +111,13 @@ func (db *DB) AuditHead(ctx context.Context) (int64, string, error) {
 // QueryAudit returns the rows matching f, oldest first. Since is inclusive,
 // Until exclusive. With f.Limit > 0 it returns the newest f.Limit of them.
 func (db *DB) QueryAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditRow, error) {
-	q, args := store.AuditQuery(dialect, auditColumns, f)
-	rows, err := db.queryAudit(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("querying audit events: %w", err)
-	}
-	if f.Limit > 0 {
-		slices.Reverse(rows)
-	}
-	return rows, nil
+	return store.QueryAuditRows(ctx, dialect, auditColumns, f, db.queryAudit)
 }
 
-// ScanAudit calls fn for every row after afterSeq in seq order. Rows are read
-// a page at a time and no connection is held while fn runs, so fn may use
-// the store and the log may be of any size.
+// ScanAudit calls fn for every row after afterSeq in seq order, a page at
+// a time (see store.ScanAuditRows).
 func (db *DB) ScanAudit(ctx context.Context, afterSeq int64, fn func(store.AuditRow) error) error {
-	for {
-		page, err := db.queryAudit(ctx,
-			`SELECT `+auditColumns+` FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2`, afterSeq, scanPage)
-		if err != nil {
-			return fmt.Errorf("scanning audit events after %d: %w", afterSeq, err)
-		}
-		for _, r := range page {
-			if err := fn(r); err != nil {
-				return err
-			}
-			afterSeq = r.Seq
-		}
-		if len(page) < scanPage {
-			return nil
-		}
-	}
+	return store.ScanAuditRows(ctx, dialect, auditColumns, afterSeq, db.queryAudit, fn)
 }
 
 func (db *DB) queryAudit(ctx context.Context, q string, args ...any) ([]store.AuditRow, error) {
