@@ -275,7 +275,12 @@ func TestAuditAppendsQueueOnTheHead(t *testing.T) {
 // is through, and it succeeds.
 func TestDeadlockedApplyIsRetried(t *testing.T) {
 	ctx := t.Context()
-	db := open(t, pgtest.Database(t))
+	// PostgreSQL breaks a cycle by aborting the waiter whose deadlock
+	// check (once, deadlock_timeout after it began to wait) sees it. The
+	// Apply checks after 5 s and this test's transaction after a minute,
+	// so the Apply is the one aborted even when this test is slow to close
+	// the cycle on a loaded machine.
+	db := open(t, pgtest.Database(t)+"&deadlock_timeout=5s")
 	defer db.Close()
 	item := func(name string) store.Item { return store.Item{Kind: "k", Name: name, Data: []byte("x")} }
 	if _, err := db.Apply(ctx, store.Op{Type: store.OpCreate, Item: item("a")}, store.Op{Type: store.OpCreate, Item: item("b")}); err != nil {
@@ -286,6 +291,9 @@ func TestDeadlockedApplyIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SET LOCAL deadlock_timeout = '60s'`); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tx.Exec(ctx, `UPDATE resources SET revision = revision + 1 WHERE kind = 'k' AND name = 'a'`); err != nil {
 		t.Fatal(err)
 	}
