@@ -145,7 +145,7 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 		}
 		editor, err := s.res.role(ctx, rbac.RoleEditor)
 		if err != nil {
-			return nil, status.Errorf(codes.Internal, "loading the editor role: %v", err)
+			return nil, lookupError("loading the editor role", err)
 		}
 		return &caller{Kind: KindAdmin, Name: "admin", Roles: []*resource.Role{editor}, RemoteAddr: remote}, nil
 	}
@@ -192,7 +192,7 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 	}
 	gen, err := s.res.generation(ctx, idKind, name)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "loading the generation of %s %q: %v", idKind, name, err)
+		return nil, lookupError(fmt.Sprintf("loading the generation of %s %q", idKind, name), err)
 	}
 	if held := issuer.GenerationFromCert(leaf); held != gen {
 		// The certificate was issued to an earlier incarnation of this
@@ -213,7 +213,7 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 	}
 	roles, err := s.res.roles(ctx, roleNames)
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "loading roles of %s %q: %v", idKind, name, err)
+		return nil, lookupError(fmt.Sprintf("loading roles of %s %q", idKind, name), err)
 	}
 	if err := s.refuseLocked(ctx, idKind, name, remote, method); err != nil {
 		return nil, err

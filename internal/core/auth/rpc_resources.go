@@ -45,12 +45,22 @@ func storeError(ref string, err error, meta ...string) error {
 		return status.FromContextError(err).Err()
 	}
 	if errors.Is(err, store.ErrUnavailable) {
-		return withReason(status.Newf(codes.Unavailable, "%s: the auth service cannot reach its database, so nothing was changed: try again shortly, or through another replica (%v)", ref, err), authv1.ErrorReasonStorage)
+		return lookupError(ref, err)
 	}
 	if reason, ok := storageReason(err); ok {
 		return withReason(status.Newf(codes.Unavailable, "%s was not stored: the store could not be written (%s): an admin must fix the auth service's data dir; then try again", ref, reason), authv1.ErrorReasonStorage)
 	}
 	return status.Errorf(codes.Internal, "storing %s: %v", ref, err)
+}
+
+// lookupError is a failed read behind what (e.g. checking a caller): the
+// database out of reach is said as such, Unavailable, so the caller tries
+// again or another replica; anything else is an internal error.
+func lookupError(what string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return withReason(status.Newf(codes.Unavailable, "%s: the auth service cannot reach its database, so nothing was changed: try again shortly, or through another replica (%v)", what, err), authv1.ErrorReasonStorage)
+	}
+	return status.Errorf(codes.Internal, "%s: %v", what, err)
 }
 
 // encode returns a resource's wire document, without secrets.
