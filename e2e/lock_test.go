@@ -136,7 +136,8 @@ func TestLockBotEndsItsStreamAndLockRmRestores(t *testing.T) {
 	b, err := exec.CommandContext(jctx, filepath.Join(binDir, "widagent"), "start", "--roles", "agent", "--data-dir", second,
 		"--workload-socket", filepath.Join(second, "w.sock"), "--auth", auth.addr, "--join-token", tok2, "--ca-pin", auth.pin).CombinedOutput()
 	jcancel()
-	if err == nil || !strings.Contains(string(b), reason) || !strings.Contains(string(b), "edge-lock") {
+	// widagent words the next step the refusal names: lifting the lock.
+	if err == nil || !strings.Contains(string(b), reason) || !strings.Contains(string(b), "; an admin lifts it with widctl lock rm edge-lock") {
 		t.Fatalf("a join as the locked bot was not refused with the lock's reason (%v):\n%s", err, b)
 	}
 

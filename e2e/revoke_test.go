@@ -154,7 +154,8 @@ func TestRevokeListsSerialInCRL(t *testing.T) {
 
 	// An unknown serial: one sentence, nothing revoked.
 	r := auth.widctl("svid", "revoke", "--serial", "00112233445566778899aabbccddeeff")
-	if r.code == 0 || !strings.Contains(r.stderr, "nothing was revoked") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+	const unknown = "no unexpired X509-SVID with serial 00112233445566778899aabbccddeeff was issued: check the serial with widctl audit ls --type svid.x509.issued; nothing was revoked"
+	if r.code == 0 || !strings.Contains(r.stderr, unknown) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
 		t.Fatalf("revoking an unknown serial: exit %d, stderr %q", r.code, r.stderr)
 	}
 	if n := len(crlFrom(t, auth.diag, keyID, ca).RevokedCertificateEntries); n != 1 {

@@ -84,10 +84,16 @@ func step(md map[string]string) string {
 		return ": create it as a resource with widctl token add --method kubernetes --name NAME or widctl create -f token.yaml"
 	case authv1.NextX509PopTokenResource:
 		return ": create it with widctl token add --method x509pop --name NAME --ca-bundle FILE or widctl create -f token.yaml"
-	case authv1.NextKubernetesTokenName:
+	case authv1.NextKubernetesTokenName, authv1.NextX509PopTokenName:
 		return ": pass --join-token NAME (see widctl token ls)"
-	case authv1.NextKubernetesJoinAudit:
+	case authv1.NextKubernetesJoinAudit, authv1.NextX509PopJoinAudit:
 		return "; an admin finds the reason with widctl audit ls --type bot.join.denied"
+	case authv1.NextLiftLock:
+		return "; an admin lifts it with widctl lock rm " + name
+	case authv1.NextSerialHex:
+		return ": give it in hex, as widctl svid inspect and the audit log print it"
+	case authv1.NextCheckSerial:
+		return ": check the serial with widctl audit ls --type svid.x509.issued; nothing was revoked"
 	case authv1.NextList:
 		return ": list what there is with widctl get " + md[authv1.ErrorMetaKind]
 	case authv1.NextReplace:

@@ -89,6 +89,19 @@ const (
 	// NextKubernetesJoinAudit: a kubernetes join refused; the audit log
 	// says why.
 	NextKubernetesJoinAudit = "KUBERNETES_JOIN_AUDIT"
+	// NextX509PopTokenName: an x509pop join or challenge without a token
+	// name.
+	NextX509PopTokenName = "X509POP_TOKEN_NAME"
+	// NextX509PopJoinAudit: an x509pop join refused; the audit log says
+	// why.
+	NextX509PopJoinAudit = "X509POP_JOIN_AUDIT"
+	// NextLiftLock: lock ErrorMetaName holds on the caller or what it
+	// asked for; an admin may remove it.
+	NextLiftLock = "LIFT_LOCK"
+	// NextSerialHex: a certificate serial not in hex.
+	NextSerialHex = "SERIAL_HEX"
+	// NextCheckSerial: no unexpired X509-SVID has the serial to revoke.
+	NextCheckSerial = "CHECK_SERIAL"
 	// NextList: resource ErrorMetaKind/ErrorMetaName does not exist.
 	NextList = "LIST"
 	// NextReplace: resource ErrorMetaKind/ErrorMetaName already exists.

@@ -63,7 +63,13 @@ func (e *lockError) Error() string {
 	if !l.Spec.Expires.IsZero() {
 		msg += fmt.Sprintf(" (until %s)", l.Spec.Expires.UTC().Format(time.RFC3339))
 	}
-	return msg + "; an admin lifts it with widctl lock rm " + l.Metadata.Name
+	return msg
+}
+
+// lockMeta is the ErrorInfo metadata naming lock l, whose removal is the
+// next step of a refusal it causes.
+func lockMeta(l *resource.Lock) []string {
+	return []string{authv1.ErrorMetaKind, resource.KindLock, authv1.ErrorMetaName, l.Metadata.Name}
 }
 
 // locks returns every stored lock, from memory after the first read.
@@ -181,7 +187,7 @@ func (s *Server) lockRefusal(ctx context.Context, le *lockError, kind, name, rem
 		Resource: resource.KindLock + "/" + le.lock.Metadata.Name,
 		Details:  map[string]string{"method": method, "check": checkLocked},
 	})
-	return status.Error(codes.PermissionDenied, le.Error())
+	return refusal(codes.PermissionDenied, le.Error(), authv1.NextLiftLock, lockMeta(le.lock)...)
 }
 
 // spiffeIDLock is the lock that holds on id (the ID itself or a path
@@ -201,17 +207,18 @@ func (s *Server) spiffeIDLock(ctx context.Context, id spiffeid.ID) (*resource.Lo
 	return nil, nil
 }
 
-// lockedIDReason says why issuing id is refused, or "" when no lock holds
-// on it. Reading the locks failing refuses too.
-func (s *Server) lockedIDReason(ctx context.Context, id spiffeid.ID) string {
+// lockedIDReason says why issuing id is refused, and names the lock that
+// holds on it, or is "" when none does. Reading the locks failing refuses
+// too, naming no lock.
+func (s *Server) lockedIDReason(ctx context.Context, id spiffeid.ID) (reason, lock string) {
 	l, err := s.spiffeIDLock(ctx, id)
 	if err != nil {
-		return fmt.Sprintf("issuing %s is refused because the locks could not be read: %v", id, err)
+		return fmt.Sprintf("issuing %s is refused because the locks could not be read: %v", id, err), ""
 	}
 	if l == nil {
-		return ""
+		return "", ""
 	}
-	return (&lockError{lock: l, what: "SPIFFE ID " + id.String()}).Error()
+	return (&lockError{lock: l, what: "SPIFFE ID " + id.String()}).Error(), l.Metadata.Name
 }
 
 // watchLocked registers an open stream of a user or bot, returning the
@@ -347,7 +354,8 @@ func (s *Server) refuseLockedJoin(ctx context.Context, req *authv1.JoinRequest, 
 			continue
 		}
 		msg := (&lockError{lock: l, what: what}).Error()
-		return s.joinDeniedWith(ctx, req, bot, token, msg, msg, map[string]string{"check": checkLocked, "lock": l.Metadata.Name})
+		return s.joinDeniedWith(ctx, req, bot, token, msg, msg, map[string]string{"check": checkLocked, "lock": l.Metadata.Name},
+			append([]string{authv1.NextLiftLock}, lockMeta(l)...)...)
 	}
 	return nil
 }

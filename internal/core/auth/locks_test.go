@@ -42,6 +42,8 @@ func wantLocked(t *testing.T, what string, lock, reason string, call func() erro
 		err = call()
 		msg := status.Convert(err).Message()
 		if status.Code(err) == codes.PermissionDenied && strings.Contains(msg, lock) && strings.Contains(msg, reason) {
+			// Removing the lock is the next step, which widctl words.
+			wantNext(t, err, authv1.NextLiftLock, lock)
 			return
 		}
 	}
@@ -84,6 +86,7 @@ func TestLockOnOneReplicaHoldsOnAnother(t *testing.T) {
 		if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "disk stolen") {
 			t.Fatalf("the stream of a bot on a locked host ended with %v, want the lock's refusal", err)
 		}
+		wantNext(t, err, authv1.NextLiftLock, "node-1-out")
 		break
 	}
 	// The other replica follows the change log, polled at worst every 2s;

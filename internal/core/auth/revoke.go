@@ -106,11 +106,11 @@ func normalizeSerial(s string) (string, error) {
 	s = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(s), "0x"))
 	s = strings.ReplaceAll(s, ":", "")
 	if s == "" || len(s) > 40 {
-		return "", errors.New("is not a certificate serial: give it in hex, as widctl svid inspect and the audit log print it")
+		return "", errors.New("is not a certificate serial")
 	}
 	n, ok := new(big.Int).SetString(s, 16)
 	if !ok {
-		return "", errors.New("is not a certificate serial: give it in hex, as widctl svid inspect and the audit log print it")
+		return "", errors.New("is not a certificate serial")
 	}
 	return ca.FormatSerial(n), nil
 }
@@ -132,7 +132,7 @@ func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDR
 	if req.Serial != "" {
 		n, err := normalizeSerial(req.Serial)
 		if err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "%q %v", clip(req.Serial), err)
+			return nil, refusal(codes.InvalidArgument, fmt.Sprintf("%q %v", clip(req.Serial), err), authv1.NextSerialHex)
 		}
 		serial, what = n, "serial "+n
 	} else {
@@ -148,7 +148,7 @@ func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDR
 	}
 	if len(issued) == 0 {
 		if serial != "" {
-			return nil, status.Errorf(codes.NotFound, "no unexpired X509-SVID with serial %s was issued: check the serial with widctl audit ls --type svid.x509.issued; nothing was revoked", serial)
+			return nil, refusal(codes.NotFound, fmt.Sprintf("no unexpired X509-SVID with serial %s was issued", serial), authv1.NextCheckSerial)
 		}
 		return nil, status.Errorf(codes.NotFound, "no unexpired X509-SVID of %s was issued, so there is nothing to revoke", id)
 	}
@@ -264,7 +264,7 @@ func (s *Server) CRLs(ctx context.Context) ([]*authv1.CRL, error) {
 
 func (s *Server) GetCRLs(ctx context.Context, _ *authv1.GetCRLsRequest) (*authv1.GetCRLsResponse, error) {
 	if callerFrom(ctx).Kind == "" {
-		return nil, status.Error(codes.Unauthenticated, "reading the CRLs needs a login: run widctl login, or join the agent first")
+		return nil, refusal(codes.Unauthenticated, "reading the CRLs needs a login", authv1.NextLogin)
 	}
 	crls, err := s.CRLs(ctx)
 	if err != nil {

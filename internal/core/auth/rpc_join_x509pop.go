@@ -20,17 +20,18 @@ import (
 // x509PopJoinRefused is the one answer to an x509pop join that does not
 // pass for a reason the caller could use to probe (an unknown token name,
 // a token of another method, a missing bot); the audit log keeps the real
-// reason. Refusals about the caller's own certificate and signature say
-// what is wrong with them, which tells the caller nothing it does not hold.
+// reason, which the status's next step points an admin to. Refusals about
+// the caller's own certificate and signature say what is wrong with them,
+// which tells the caller nothing it does not hold.
 func x509PopJoinRefused() string {
-	return "the x509pop join was refused: check the join token name and that the certificate is one the token admits; an admin finds the reason with widctl audit ls --type bot.join.denied"
+	return "the x509pop join was refused: check the join token name and that the certificate is one the token admits"
 }
 
 // JoinChallenge hands out a challenge for an x509pop join. It keeps no
 // state and says nothing about whether the token exists.
 func (s *Server) JoinChallenge(ctx context.Context, req *authv1.JoinChallengeRequest) (*authv1.JoinChallengeResponse, error) {
 	if err := resource.ValidateName(req.Token); err != nil {
-		return nil, status.Error(codes.InvalidArgument, "an x509pop challenge is for a named join token: pass --join-token NAME (see widctl token ls)")
+		return nil, refusal(codes.InvalidArgument, "an x509pop challenge is for a named join token", authv1.NextX509PopTokenName)
 	}
 	ch, exp, err := s.popChallenges.Issue(req.Token)
 	if err != nil {
@@ -46,7 +47,7 @@ func (s *Server) joinX509Pop(ctx context.Context, req *authv1.JoinRequest) (*aut
 	name := req.Token
 	if err := resource.ValidateName(name); err != nil {
 		return nil, s.joinDenied(ctx, req, "", "", "join token name is missing or invalid",
-			"the x509pop join needs the name of an x509pop join token: pass --join-token NAME (see widctl token ls)")
+			"the x509pop join needs the name of an x509pop join token", authv1.NextX509PopTokenName)
 	}
 	if req.ServiceAccountToken != "" {
 		return nil, s.joinDenied(ctx, req, "", name, "a service-account token was sent with an x509pop join",
@@ -56,22 +57,22 @@ func (s *Server) joinX509Pop(ctx context.Context, req *authv1.JoinRequest) (*aut
 	v, err := s.res.get(ctx, resource.KindJoinToken, name)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, s.joinDenied(ctx, req, "", name, "unknown join token", refused)
+			return nil, s.joinDenied(ctx, req, "", name, "unknown join token", refused, authv1.NextX509PopJoinAudit)
 		}
 		return nil, storeError("token", err)
 	}
 	tok := v.(*resource.JoinToken)
 	pop := tok.Spec.X509Pop
 	if tok.Spec.Method != resource.JoinMethodX509Pop || pop == nil {
-		return nil, s.joinDenied(ctx, req, "", name, "join token is for method "+tok.Spec.Method, refused)
+		return nil, s.joinDenied(ctx, req, "", name, "join token is for method "+tok.Spec.Method, refused, authv1.NextX509PopJoinAudit)
 	}
 	bot := tok.Spec.Bot
 	now := s.clock()
 	if !tok.Spec.Expires.IsZero() && !now.Before(tok.Spec.Expires) {
-		return nil, s.joinDenied(ctx, req, bot, name, "join token expired at "+tok.Spec.Expires.Format(time.RFC3339), refused)
+		return nil, s.joinDenied(ctx, req, bot, name, "join token expired at "+tok.Spec.Expires.Format(time.RFC3339), refused, authv1.NextX509PopJoinAudit)
 	}
 	if _, err := s.res.bot(ctx, bot); err != nil {
-		return nil, s.joinDenied(ctx, req, bot, name, "bot "+bot+" does not exist", refused)
+		return nil, s.joinDenied(ctx, req, bot, name, "bot "+bot+" does not exist", refused, authv1.NextX509PopJoinAudit)
 	}
 	pub, err := issuer.ParseCSR(req.Csr)
 	if err != nil {

@@ -53,6 +53,10 @@ func (s *Server) issueForCaller(ctx context.Context, req *issuance.Request) (*is
 	case r.Check == issuance.CheckInvalidRequest:
 		s.recordDenial(ctx, r.Event)
 		return nil, status.Error(codes.InvalidArgument, r.Reason+r.Advice)
+	case r.Check == issuance.CheckLocked && r.Lock != "":
+		s.recordDenial(ctx, r.Event)
+		return nil, refusal(codes.PermissionDenied, r.Reason, authv1.NextLiftLock,
+			authv1.ErrorMetaKind, resource.KindLock, authv1.ErrorMetaName, r.Lock)
 	case r.Refused():
 		s.recordDenial(ctx, r.Event)
 		return nil, status.Error(codes.PermissionDenied, r.Reason)

@@ -321,7 +321,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.issuer.SetJWTIssuer(cfg.JWTIssuer)
 	s.issuance = issuance.New(td, s.issuer, clock)
-	s.issuance.Locked = func(id spiffeid.ID) string { return s.lockedIDReason(context.Background(), id) }
+	s.issuance.Locked = func(id spiffeid.ID) (string, string) { return s.lockedIDReason(context.Background(), id) }
 	s.kube = kubejoin.NewVerifier(kubejoin.Options{Clock: clock, Logger: s.log, Clusters: cfg.KubernetesClusters})
 	s.popChallenges = x509pop.NewChallenges(clock)
 	s.agents = rotation.NewTracker(db, clock, s.log, s.replica)

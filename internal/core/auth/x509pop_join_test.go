@@ -96,6 +96,40 @@ func TestX509PopJoin(t *testing.T) {
 	}
 }
 
+// An x509pop join or challenge without a token name, and a join whose
+// token does not fit, name their next step as the kubernetes join's do, so
+// that widctl words the command; the message names none.
+func TestX509PopJoinRefusalsNameNextStep(t *testing.T) {
+	srv, ca := x509PopSetup(t, "cn=node-1")
+	now := time.Now()
+	good := ca.Issue(t, "node-1", nil, now.Add(-time.Minute), now.Add(time.Hour))
+	c, err := client.Dial(client.Config{Auth: srv.Addr, CAPin: srv.CAPin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.JoinChallenge(context.Background(), &authv1.JoinChallengeRequest{})
+	if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != "an x509pop challenge is for a named join token" {
+		t.Fatalf("challenge without a token name = %v", err)
+	}
+	wantNext(t, err, authv1.NextX509PopTokenName, "")
+
+	for _, tc := range []struct {
+		name, token, msg, next string
+	}{
+		{"no token name", "", "the x509pop join needs the name of an x509pop join token", authv1.NextX509PopTokenName},
+		{"unknown token", "nobody", "the x509pop join was refused: check the join token name and that the certificate is one the token admits", authv1.NextX509PopJoinAudit},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := popJoin(t, srv, good, good.Key, func(r *authv1.JoinRequest) { r.Token = tc.token })
+			if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != tc.msg {
+				t.Fatalf("join = %v, want PermissionDenied saying %q", err, tc.msg)
+			}
+			wantNext(t, err, tc.next, "")
+		})
+	}
+}
+
 func TestX509PopJoinRefusals(t *testing.T) {
 	srv, ca := x509PopSetup(t, "cn=node-1")
 	now := time.Now()

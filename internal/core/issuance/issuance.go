@@ -95,6 +95,9 @@ type Decision struct {
 	// Check and Reason are set when the request is refused; Advice is
 	// what the caller is told besides.
 	Check, Reason, Advice string
+	// Lock names the lock that refused the request (CheckLocked), so that
+	// a client can word removing it as the next step.
+	Lock string
 }
 
 // Refused reports whether the request is refused.
@@ -125,8 +128,8 @@ type Service struct {
 	issuer *issuer.Issuer
 	clock  func() time.Time
 	// Locked, when set, says why a SPIFFE ID may not be issued now (a lock
-	// holds on it), or "".
-	Locked func(spiffeid.ID) string
+	// holds on it) and names that lock, or gives "".
+	Locked func(spiffeid.ID) (reason, lock string)
 }
 
 // New returns a Service issuing in td with iss. clock defaults to time.Now.
@@ -153,7 +156,8 @@ func (s *Service) Decide(req *Request, rules *Rules) *Decision {
 		d.ID = id
 	}
 	if s.Locked != nil {
-		if reason := s.Locked(d.ID); reason != "" {
+		if reason, lock := s.Locked(d.ID); reason != "" {
+			d.Lock = lock
 			return d.refuse(CheckLocked, reason)
 		}
 	}

@@ -104,7 +104,7 @@ func (f *Federation) Validate() error {
 			return fieldErrorf(res, "spec.endpoint_spiffe_id", "%s is not in trust domain %s, whose bundle is the only one that can authenticate the endpoint: give an ID of %s", id, td.Name(), td.Name())
 		}
 		if f.Spec.Bundle == "" {
-			return fieldErrorf(res, "spec.bundle", "is missing: an https_spiffe endpoint is authenticated with the foreign trust domain's bundle, so give the one `widctl bundle export --format spiffe` prints on the other side")
+			return fieldErrorf(res, "spec.bundle", "is missing: an https_spiffe endpoint is authenticated with the foreign trust domain's bundle, so give the one the other side exports in SPIFFE format")
 		}
 	case ProfileHTTPSWeb:
 		if f.Spec.EndpointSPIFFEID != "" {

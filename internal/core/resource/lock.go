@@ -105,7 +105,7 @@ func (l *Lock) Validate() error {
 	}
 	if t.Host != "" {
 		if len(t.Host) > maxHost || strings.ContainsAny(t.Host, " \t\r\n/") {
-			return fieldErrorf(res, "spec.target.host", "%s is not a host name: give the host name its agent reports (widctl agent ls shows them)", quote(t.Host))
+			return fieldErrorf(res, "spec.target.host", "%s is not a host name: give the host name its agent reports, as the agent list shows it", quote(t.Host))
 		}
 	}
 	if t.SPIFFEID != "" {
