@@ -91,16 +91,10 @@ func federations(t *testing.T, a *agent) map[string]federationStatus {
 // waitFederated waits until src holds td's bundle.
 func waitFederated(t *testing.T, src *workloadapi.X509Source, td spiffeid.TrustDomain) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := src.GetX509BundleForTrustDomain(td); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the workload never got the bundle of %s", td)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.EventuallyEvery(t, 20*time.Second, 50*time.Millisecond, func() bool {
+		_, err := src.GetX509BundleForTrustDomain(td)
+		return err == nil
+	}, "the workload never got the bundle of %s", td)
 }
 
 func x509Source(t *testing.T, socket string) *workloadapi.X509Source {
@@ -219,13 +213,10 @@ func TestFederationTwoWidDomainsMTLS(t *testing.T) {
 	// partner.test's endpoint goes away: the refresh fails, says why in
 	// federation ls and the audit log, and the last good bundle is kept.
 	partner.stop()
-	deadline := time.Now().Add(20 * time.Second)
-	for st := federations(t, org.agent)["partner.test"]; st.Status == nil || st.Status.Error == ""; st = federations(t, org.agent)["partner.test"] {
-		if time.Now().After(deadline) {
-			t.Fatal("federation ls never showed the failed refresh")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.EventuallyEvery(t, 20*time.Second, 100*time.Millisecond, func() bool {
+		st := federations(t, org.agent)["partner.test"]
+		return st.Status != nil && st.Status.Error != ""
+	}, "federation ls never showed the failed refresh")
 	if st := federations(t, org.agent)["partner.test"]; !strings.Contains(st.Status.Error, "connection refused") || st.Status.Sequence == 0 {
 		t.Errorf("federation ls after the endpoint stopped: %+v", st.Status)
 	}
@@ -246,16 +237,10 @@ func TestFederationTwoWidDomainsMTLS(t *testing.T) {
 	}
 	// Removing the federation takes the bundle away from the workloads.
 	org.widctl("federation", "rm", "partner.test").must(t)
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		if _, err := orgSrc.GetX509BundleForTrustDomain(partner.peer.TrustDomain()); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the workload kept partner.test's bundle after the federation was removed")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.EventuallyEvery(t, 10*time.Second, 50*time.Millisecond, func() bool {
+		_, err := orgSrc.GetX509BundleForTrustDomain(partner.peer.TrustDomain())
+		return err != nil
+	}, "the workload kept partner.test's bundle after the federation was removed")
 	if err := mtlsOnce(context.Background(), addr, orgSrc, partner.peer); err == nil {
 		t.Error("mTLS to partner.test succeeded after the federation was removed")
 	}
@@ -270,16 +255,13 @@ func waitBundleSeen(t *testing.T, from, watcher *federatedDomain, src *workloada
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	wantBundle := x509bundle.FromX509Authorities(td, want.X509Authorities())
+	if !testkit.WithinEvery(20*time.Second, 50*time.Millisecond, func() bool {
 		b, err := src.GetX509BundleForTrustDomain(td)
-		if err == nil && b.Equal(x509bundle.FromX509Authorities(td, want.X509Authorities())) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the workload of %s never got the bundle %s serves now (%+v)", watcher.td, from.td, federations(t, watcher.agent)[from.td].Status)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return err == nil && b.Equal(wantBundle)
+	}) {
+		// The status is read only now, when it explains the failure.
+		t.Fatalf("the workload of %s never got the bundle %s serves now (%+v)", watcher.td, from.td, federations(t, watcher.agent)[from.td].Status)
 	}
 }
 
@@ -484,13 +466,8 @@ func TestFederationHTTPSWebAndOIDC(t *testing.T) {
 		t.Fatalf("the endpoint serves certificate %d, want 2", got)
 	}
 	pki.issue(t, 3)
-	deadline := time.Now().Add(10 * time.Second)
-	for pki.servedSerial(t, addr) != 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the endpoint never served the new certificate")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.EventuallyEvery(t, 10*time.Second, 100*time.Millisecond, func() bool { return pki.servedSerial(t, addr) == 3 },
+		"the endpoint never served the new certificate")
 	st := federations(t, org.agent)["oidc.test"]
 	if st.Status == nil || st.Status.Error != "" || st.Status.LastRefresh.IsZero() {
 		t.Errorf("federation ls of oidc.test: %+v", st.Status)

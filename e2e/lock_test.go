@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // lockRefusals lists the audited refusals by lock id.
@@ -77,15 +78,15 @@ func TestLockBotEndsItsStreamAndLockRmRestores(t *testing.T) {
 		t.Fatal("the lock's creation was not audited")
 	}
 	var ended *authv1.AuditEvent
-	for deadline := time.Now().Add(10 * time.Second); ended == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	if !testkit.WithinEvery(10*time.Second, 50*time.Millisecond, func() bool {
 		for _, ev := range lockRefusals(t, ctx, auth, "edge-lock") {
 			if ev.Details["method"] == "/wid.auth.v1.AuthService/WatchAgent" {
 				ended = ev
-				break
+				return true
 			}
 		}
-	}
-	if ended == nil {
+		return false
+	}) {
 		t.Fatalf("the agent's stream was not ended by the lock; auth log:\n%s", auth.out)
 	}
 	if d := ended.Time.AsTime().Sub(created); d > time.Second {
@@ -105,20 +106,16 @@ func TestLockBotEndsItsStreamAndLockRmRestores(t *testing.T) {
 		if s.Certificates[0].SerialNumber.Cmp(first.Certificates[0].SerialNumber) != 0 {
 			t.Fatalf("a locked bot's agent got a new SVID (serial %x)", s.Certificates[0].SerialNumber)
 		}
+		// Not a wait: the SVID is sampled at this pace for as long as it is valid.
 		time.Sleep(200 * time.Millisecond)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	testkit.EventuallyEvery(t, 5*time.Second, 100*time.Millisecond, func() bool {
 		s, err := c.FetchX509SVID(ctx)
 		if err == nil && time.Now().After(s.Certificates[0].NotAfter) {
 			t.Fatalf("the agent served an expired SVID")
 		}
-		if err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the agent still serves an SVID after its expiry while its bot is locked")
-		}
-	}
+		return err != nil
+	}, "the agent still serves an SVID after its expiry while its bot is locked")
 
 	// A renewal (the agent's IssueWorkloadSVIDs) and a join are refused with the reason.
 	var renewal bool
@@ -143,14 +140,12 @@ func TestLockBotEndsItsStreamAndLockRmRestores(t *testing.T) {
 
 	// lock rm: the same agent, not restarted, serves a new SVID.
 	auth.widctl("lock", "rm", "edge-lock").must(t)
-	for deadline := time.Now().Add(45 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		s, err := c.FetchX509SVID(ctx)
-		if err == nil && s.Certificates[0].SerialNumber.Cmp(first.Certificates[0].SerialNumber) != 0 && time.Now().Before(s.Certificates[0].NotAfter) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no new SVID after lock rm (%v); agent log:\n%s", err, ag.out)
-		}
+	if !testkit.WithinEvery(45*time.Second, 200*time.Millisecond, func() bool {
+		s, ferr := c.FetchX509SVID(ctx)
+		err = ferr
+		return err == nil && s.Certificates[0].SerialNumber.Cmp(first.Certificates[0].SerialNumber) != 0 && time.Now().Before(s.Certificates[0].NotAfter)
+	}) {
+		t.Fatalf("no new SVID after lock rm (%v); agent log:\n%s", err, ag.out)
 	}
 }
 
@@ -219,10 +214,12 @@ func TestLockSPIFFEIDStopsAgentServingIt(t *testing.T) {
 		return out
 	}
 	other := "spiffe://" + a.td + "/svc/other"
-	for deadline := time.Now().Add(20 * time.Second); !slices.Contains(ids(), pay) || !slices.Contains(ids(), other); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the workload does not get both SVIDs: %v", ids())
-		}
+	var got []string
+	if !testkit.WithinEvery(20*time.Second, 100*time.Millisecond, func() bool {
+		got = ids()
+		return slices.Contains(got, pay) && slices.Contains(got, other)
+	}) {
+		t.Fatalf("the workload does not get both SVIDs: %v", got)
 	}
 	payID, _ := spiffeid.FromString(pay)
 	tok, err := c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "bank", Subject: payID})
@@ -234,25 +231,21 @@ func TestLockSPIFFEIDStopsAgentServingIt(t *testing.T) {
 	}
 
 	a.widctl("lock", "create", "--spiffe-id", "/svc/pay", "--reason", "key leaked", "--name", "pay").must(t)
-	locked := time.Now()
-	for {
-		got := ids()
-		if !slices.Contains(got, pay) && slices.Contains(got, other) {
-			break
-		}
-		if time.Since(locked) > time.Second {
-			t.Fatalf("a second after the lock the workload still gets %v", got)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testkit.WithinEvery(time.Second, 20*time.Millisecond, func() bool {
+		got = ids()
+		return !slices.Contains(got, pay) && slices.Contains(got, other)
+	}) {
+		t.Fatalf("a second after the lock the workload still gets %v", got)
 	}
 	if _, err := c.ValidateJWTSVID(ctx, tok.Marshal(), "bank"); err == nil || !strings.Contains(err.Error(), "key leaked") {
 		t.Fatalf("a JWT-SVID of a locked ID validated: %v", err)
 	}
 
 	a.widctl("lock", "rm", "pay").must(t)
-	for deadline := time.Now().Add(20 * time.Second); !slices.Contains(ids(), pay); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after lock rm the workload still lacks %s: %v", pay, ids())
-		}
+	if !testkit.WithinEvery(20*time.Second, 100*time.Millisecond, func() bool {
+		got = ids()
+		return slices.Contains(got, pay)
+	}) {
+		t.Fatalf("after lock rm the workload still lacks %s: %v", pay, got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // crlFrom fetches and checks the CRL of the CA key keyID from the diag
@@ -69,17 +70,15 @@ func TestRevokeListsSerialInCRL(t *testing.T) {
 	}
 	defer c.Close()
 	var leaf *x509.Certificate
-	for deadline := time.Now().Add(20 * time.Second); leaf == nil; time.Sleep(100 * time.Millisecond) {
+	testkit.EventuallyEvery(t, 20*time.Second, 100*time.Millisecond, func() bool {
 		svids, _ := c.FetchX509SVIDs(ctx)
 		for _, s := range svids {
 			if strings.HasSuffix(s.ID.String(), "/svc/web") {
 				leaf = s.Certificates[0]
 			}
 		}
-		if leaf == nil && time.Now().After(deadline) {
-			t.Fatal("the workload never got /svc/web")
-		}
-	}
+		return leaf != nil
+	}, "the workload never got /svc/web")
 	bundles, err := c.FetchX509Bundles(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -107,22 +106,17 @@ func TestRevokeListsSerialInCRL(t *testing.T) {
 		t.Fatalf("svid revoke does not name the serial %s:\n%s", serial, out)
 	}
 	// The agent gets the CRL with its state and re-issues the revoked SVID at once.
-	revoked := time.Now()
-	for {
-		svids, err := c.FetchX509SVIDs(ctx)
-		renewed := false
+	if !testkit.WithinEvery(5*time.Second, 50*time.Millisecond, func() bool {
+		svids, ferr := c.FetchX509SVIDs(ctx)
+		err = ferr
 		for _, s := range svids {
 			if strings.HasSuffix(s.ID.String(), "/svc/web") && s.Certificates[0].SerialNumber.Cmp(leaf.SerialNumber) != 0 {
-				renewed = true
+				return true
 			}
 		}
-		if renewed {
-			break
-		}
-		if time.Since(revoked) > 5*time.Second {
-			t.Fatalf("5s after the revocation the agent still serves the revoked SVID (%v); agent log:\n%s", err, ag.out)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("5s after the revocation the agent still serves the revoked SVID (%v); agent log:\n%s", err, ag.out)
 	}
 	after := crlFrom(t, auth.diag, keyID, ca)
 	if !lists(after, leaf.SerialNumber) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // TestTbotConfig: widagent start -c takes a config file in tbot's shape
@@ -71,21 +72,22 @@ services:
 	defer cancel()
 	for sock, want := range map[string]string{main: "/svc/foo", other: "/svc/bar"} {
 		var ids []string
-		for {
-			svids, err := workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr("unix://"+sock))
-			if err == nil {
-				ids = ids[:0]
-				for _, s := range svids {
-					ids = append(ids, s.ID.Path())
-				}
-				if slices.Contains(ids, want) {
-					break
-				}
+		var err error
+		// The 20s of ctx cover both sockets.
+		deadline, _ := ctx.Deadline()
+		if !testkit.WithinEvery(time.Until(deadline), 50*time.Millisecond, func() bool {
+			var svids []*x509svid.SVID
+			svids, err = workloadapi.FetchX509SVIDs(ctx, workloadapi.WithAddr("unix://"+sock))
+			if err != nil {
+				return false
 			}
-			if ctx.Err() != nil {
-				t.Fatalf("socket %s never served %s: %v %v", sock, want, ids, err)
+			ids = ids[:0]
+			for _, s := range svids {
+				ids = append(ids, s.ID.Path())
 			}
-			time.Sleep(50 * time.Millisecond)
+			return slices.Contains(ids, want)
+		}) {
+			t.Fatalf("socket %s never served %s: %v %v", sock, want, ids, err)
 		}
 		for _, other := range []string{"/svc/foo", "/svc/bar"} {
 			if other != want && slices.Contains(ids, other) {

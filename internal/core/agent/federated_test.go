@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 var partnerTD = spiffeid.RequireTrustDomainFromString("partner.test")
@@ -104,23 +105,17 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 	fed := identity("fed", "/fed/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid))
 	fed.Spec.FederatesWith = []string{"partner.test"}
 	e.create(t, fed)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.EventuallyEvery(t, 10*time.Second, 50*time.Millisecond, func() bool {
 		bundles, err = workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(e.addr))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if b, ok := bundles.Get(partnerTD); ok {
-			if !b.HasX509Authority(partnerCA) {
-				t.Fatal("partner.test's bundle lacks its CA")
-			}
-			break
+		b, ok := bundles.Get(partnerTD)
+		if ok && !b.HasX509Authority(partnerCA) {
+			t.Fatal("partner.test's bundle lacks its CA")
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the workload never got partner.test's bundle")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return ok
+	}, "the workload never got partner.test's bundle")
 	svid, err := workloadapi.ValidateJWTSVID(ctx, token, "me", workloadapi.WithAddr(e.addr))
 	if err != nil || svid.ID.String() != "spiffe://partner.test/svc/api" {
 		t.Fatalf("validating partner.test's JWT-SVID: %v, %v", svid, err)
