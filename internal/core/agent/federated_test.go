@@ -133,7 +133,7 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 		t.Errorf("FetchJWTBundles has no partner.test key: %v", err)
 	}
 	resp, err := sdsClient(t, e).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{Node: envoyNode, TypeUrl: secretType,
-		ResourceNames: []string{"spiffe://partner.test", "ALL"}})
+		ResourceNames: []string{"spiffe://partner.test", "ALL", "spiffe://example.org"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,5 +147,15 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 	}
 	if own := bundleOf(t, got["ALL"], exampleTD); len(own.X509Authorities()) < 2 {
 		t.Errorf("SDS ALL (trusted_ca) has %d authorities, want example.org's and partner.test's", len(own.X509Authorities()))
+	}
+	// Envoy, given a CRL for some trusted CAs, refuses peers of the others:
+	// partner.test publishes none here, so no context trusting it has one.
+	if len(got["spiffe://example.org"].GetValidationContext().GetCrl().GetInlineBytes()) == 0 {
+		t.Error("SDS spiffe://example.org carries no CRL")
+	}
+	for _, name := range []string{"spiffe://partner.test", "ALL"} {
+		if crl := got[name].GetValidationContext().GetCrl(); crl != nil {
+			t.Errorf("SDS %s carries a CRL, which would make Envoy refuse partner.test's peers", name)
+		}
 	}
 }
