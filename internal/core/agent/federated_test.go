@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -89,9 +90,17 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 	e.create(t, plain)
 	ctx := ctxT(t, 20*time.Second)
 
-	bundles, err := workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(e.addr))
-	if err != nil {
-		t.Fatal(err)
+	// The agent may not hold plain yet when CreateResource returns: until
+	// it does, the caller is entitled to nothing and refused.
+	var bundles *x509bundle.Set
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if bundles, err = workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(e.addr)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	if bundles.Has(partnerTD) {
 		t.Fatal("a workload whose identity does not federate with partner.test got its bundle")
