@@ -16,6 +16,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
@@ -90,9 +91,17 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 	e.create(t, plain)
 	ctx := ctxT(t, 20*time.Second)
 
-	bundles, err := workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(e.addr))
-	if err != nil {
-		t.Fatal(err)
+	// The agent may not hold plain yet when CreateResource returns: until
+	// it does, the caller is entitled to nothing and refused.
+	var bundles *x509bundle.Set
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if bundles, err = workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(e.addr)); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	if bundles.Has(partnerTD) {
 		t.Fatal("a workload whose identity does not federate with partner.test got its bundle")
@@ -128,7 +137,7 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 		t.Errorf("FetchJWTBundles has no partner.test key: %v", err)
 	}
 	resp, err := sdsClient(t, e).FetchSecrets(ctx, &discoveryv3.DiscoveryRequest{Node: envoyNode, TypeUrl: secretType,
-		ResourceNames: []string{"spiffe://partner.test", "ALL"}})
+		ResourceNames: []string{"spiffe://partner.test", "ALL", "spiffe://example.org"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,5 +151,15 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 	}
 	if own := bundleOf(t, got["ALL"], exampleTD); len(own.X509Authorities()) < 2 {
 		t.Errorf("SDS ALL (trusted_ca) has %d authorities, want example.org's and partner.test's", len(own.X509Authorities()))
+	}
+	// Envoy, given a CRL for some trusted CAs, refuses peers of the others:
+	// partner.test publishes none here, so no context trusting it has one.
+	if len(got["spiffe://example.org"].GetValidationContext().GetCrl().GetInlineBytes()) == 0 {
+		t.Error("SDS spiffe://example.org carries no CRL")
+	}
+	for _, name := range []string{"spiffe://partner.test", "ALL"} {
+		if crl := got[name].GetValidationContext().GetCrl(); crl != nil {
+			t.Errorf("SDS %s carries a CRL, which would make Envoy refuse partner.test's peers", name)
+		}
 	}
 }

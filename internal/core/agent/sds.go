@@ -183,12 +183,16 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 		for _, d := range domains {
 			digest = slices.Concat(digest, []byte(d.td.IDString()), []byte{0}, d.der, []byte{0})
 		}
+		if len(domains) == 1 {
+			// A revocation pushes a new version (see validationSecret).
+			digest = slices.Concat(digest, domains[0].crlPEM)
+		}
 		out.items = append(out.items, secretItem{name: name, digest: digest,
 			build: func() *tlsv3.Secret { return a.validationSecret(name, domains) }})
 		served[name] = true
 	}
 	if len(ents) > 0 || a.cfg.AllowUnauthenticatedVerifiers {
-		own := trustDomainCAs{td: st.td, certs: st.x509Authorities, der: st.x509BundleDER}
+		own := trustDomainCAs{td: st.td, certs: st.x509Authorities, der: st.x509BundleDER, crlPEM: st.crlPEM}
 		if all || want[st.td.IDString()] {
 			addBundle(st.td.IDString(), []trustDomainCAs{own})
 		}
@@ -305,11 +309,14 @@ func tlsSecret(name string, s *svid) *tlsv3.Secret {
 	}}}
 }
 
-// trustDomainCAs is one trust domain's X.509 authorities.
+// trustDomainCAs is one trust domain's X.509 authorities and, for this
+// trust domain only, the CRLs they signed (PEM): the auth service publishes
+// no CRL of a federated trust domain.
 type trustDomainCAs struct {
-	td    spiffeid.TrustDomain
-	certs []*x509.Certificate
-	der   []byte
+	td     spiffeid.TrustDomain
+	certs  []*x509.Certificate
+	der    []byte
+	crlPEM []byte
 }
 
 // validationSecret is the bundles of domains as Envoy validates peers with
@@ -317,8 +324,12 @@ type trustDomainCAs struct {
 // with one entry per trust domain. The bundle name and the trust domain's
 // ID carry this trust domain's authorities; a foreign trust domain's ID,
 // its own; the all-bundles name, this one's and the federated ones'.
+// This trust domain's CRLs go in crl, so that Envoy refuses a revoked
+// peer before it expires. A context that also trusts federated domains
+// carries none: those have no CRL here, and Envoy given a CRL for some
+// trusted CAs refuses peers of the CAs without one.
 func (a *Agent) validationSecret(name string, domains []trustDomainCAs) *tlsv3.Secret {
-	var all bytes.Buffer
+	var all, crls bytes.Buffer
 	var entries []*tlsv3.SPIFFECertValidatorConfig_TrustDomain
 	for _, d := range domains {
 		var pemCAs bytes.Buffer
@@ -326,6 +337,9 @@ func (a *Agent) validationSecret(name string, domains []trustDomainCAs) *tlsv3.S
 			_ = pem.Encode(&pemCAs, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 		}
 		all.Write(pemCAs.Bytes())
+		if len(domains) == 1 {
+			crls.Write(d.crlPEM)
+		}
 		entries = append(entries, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{
 			Name:        d.td.Name(),
 			TrustBundle: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pemCAs.Bytes()}},
@@ -337,6 +351,9 @@ func (a *Agent) validationSecret(name string, domains []trustDomainCAs) *tlsv3.S
 		vc.CustomValidatorConfig = &corev3.TypedExtensionConfig{Name: spiffeValidatorName, TypedConfig: cfg}
 	} else {
 		vc.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: all.Bytes()}}
+	}
+	if crls.Len() > 0 {
+		vc.Crl = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: crls.Bytes()}}
 	}
 	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -642,6 +643,87 @@ func TestSDSFollowsCARotation(t *testing.T) {
 		t.Logf("SVID from the new signing key reached the SDS stream in %s", took)
 		if took > time.Second {
 			t.Errorf("the SVID from the new signing key took %s, want under 1s", took)
+		}
+		return
+	}
+}
+
+// crlSerials parses a validation context's crl (PEM, one CRL per CA key),
+// checks each is signed by an authority of bundle, and returns the serials
+// they list.
+func crlSerials(t testing.TB, s *tlsv3.Secret, bundle *x509bundle.Bundle) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	rest := s.GetValidationContext().GetCrl().GetInlineBytes()
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "X509 CRL" {
+			t.Fatalf("secret %s carries a %q PEM block in crl", s.Name, b.Type)
+		}
+		crl, err := x509.ParseRevocationList(b.Bytes)
+		if err != nil {
+			t.Fatalf("secret %s carries a CRL that does not parse: %v", s.Name, err)
+		}
+		signed := false
+		for _, ca := range bundle.X509Authorities() {
+			if crl.CheckSignatureFrom(ca) == nil {
+				signed = true
+			}
+		}
+		if !signed {
+			t.Fatalf("secret %s carries a CRL signed by none of its authorities", s.Name)
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			out[e.SerialNumber.String()] = true
+		}
+	}
+	return out
+}
+
+// TestSDSPushesCRLOnRevocation: revoking a workload's SVID pushes the
+// validation contexts of this trust domain again, their crl now listing
+// the old serial, so that Envoy refuses the revoked certificate before it
+// expires; a stream that asked only for its SVID is re-issued one.
+func TestSDSPushesCRLOnRevocation(t *testing.T) {
+	e := start(t)
+	e.create(t, identity("me", "/uid/{{ workload.unix.uid }}", "", eq("workload.unix.uid", uid)))
+	ctx := ctxT(t, 30*time.Second)
+	s := openSDS(t, ctx, sdsClient(t, e), "default", "spiffe://example.org", "ROOTCA")
+	r1 := s.next(10 * time.Second)
+	sec1 := secretsOf(t, r1)
+	svid1 := svidOf(t, sec1["default"])
+	serial := svid1.Certificates[0].SerialNumber
+	for _, name := range []string{"spiffe://example.org", "ROOTCA"} {
+		if crlSerials(t, sec1[name], bundleOf(t, sec1[name], exampleTD))[serial.String()] {
+			t.Fatalf("secret %s lists the SVID's serial before any revocation", name)
+		}
+	}
+	s.ack(r1)
+
+	t0 := time.Now()
+	if _, err := e.admin.RevokeX509SVID(ctx, &authv1.RevokeX509SVIDRequest{SpiffeId: svid1.ID.String(), Reason: "test"}); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	for {
+		r := s.next(5 * time.Second)
+		sec := secretsOf(t, r)
+		s.ack(r)
+		listed := 0
+		for _, name := range []string{"spiffe://example.org", "ROOTCA"} {
+			if crlSerials(t, sec[name], bundleOf(t, sec[name], exampleTD))[serial.String()] {
+				listed++
+			}
+		}
+		if listed < 2 {
+			continue // a push before the CRL reached the agent
+		}
+		t.Logf("the CRL listing the revoked serial reached the SDS stream in %s", time.Since(t0))
+		if svidOf(t, sec["default"]).Certificates[0].SerialNumber.Cmp(serial) == 0 {
+			t.Error("the revoked SVID is still served beside the CRL that lists it")
 		}
 		return
 	}
