@@ -13,6 +13,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // TestAWSRolesAnywhereRequirements: the files the agent writes for
@@ -35,16 +37,10 @@ func TestAWSRolesAnywhereRequirements(t *testing.T) {
 		t.Fatal(err)
 	}
 	startAgent(t, dir, "--config", cfg)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := os.Stat(filepath.Join(out, "svid.pem")); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the output was never written")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.EventuallyEvery(t, 15*time.Second, 20*time.Millisecond, func() bool {
+		_, err := os.Stat(filepath.Join(out, "svid.pem"))
+		return err == nil
+	}, "the output was never written")
 	certs := readCerts(t, filepath.Join(out, "svid.pem"))
 	anchors := readCerts(t, filepath.Join(out, "bundle.pem"))
 	leaf := certs[0]

@@ -11,6 +11,7 @@ import (
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -38,16 +39,15 @@ func createLock(t *testing.T, admin *client.Client, name string, target resource
 func wantLocked(t *testing.T, what string, lock, reason string, call func() error) {
 	t.Helper()
 	var err error
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	if !testkit.WithinEvery(5*time.Second, 20*time.Millisecond, func() bool {
 		err = call()
 		msg := status.Convert(err).Message()
-		if status.Code(err) == codes.PermissionDenied && strings.Contains(msg, lock) && strings.Contains(msg, reason) {
-			// Removing the lock is the next step, which widctl words.
-			wantNext(t, err, authv1.NextLiftLock, lock)
-			return
-		}
+		return status.Code(err) == codes.PermissionDenied && strings.Contains(msg, lock) && strings.Contains(msg, reason)
+	}) {
+		t.Fatalf("%s: got %v, want a refusal naming lock %s and its reason", what, err, lock)
 	}
-	t.Fatalf("%s: got %v, want a refusal naming lock %s and its reason", what, err, lock)
+	// Removing the lock is the next step, which widctl words.
+	wantNext(t, err, authv1.NextLiftLock, lock)
 }
 
 // A lock made on one replica holds on another: a user's calls there are
@@ -100,15 +100,10 @@ func TestLockOnOneReplicaHoldsOnAnother(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	testkit.Succeeds(t, 5*time.Second, func() error {
 		_, err := alice.ListResources(ctx, &authv1.ListResourcesRequest{Kind: "role"})
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("alice is still refused after the lock was removed: %v", err)
-		}
-	}
+		return err
+	}, "alice is still refused after the lock was removed")
 }
 
 // A SPIFFE ID lock refuses issuance of that ID and of every ID under its
