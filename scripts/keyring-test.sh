@@ -20,7 +20,7 @@ trap 'rm -rf "$data"' EXIT
 out="$data/test.out"
 if ! XDG_DATA_HOME="$data" XDG_RUNTIME_DIR="$data" timeout 300 dbus-run-session -- bash -c '
 	echo wid-keyring-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null
-	WID_KEYRING_TEST=1 go test -race -count=1 -run "^TestLoginStoreSecretService$" -v ./internal/core/client/ &&
+	WID_KEYRING_TEST=1 go test -race -count=1 -run "^TestLoginStoreSecretService$" -v ./internal/core/loginstore/ &&
 	WID_KEYRING_TEST=1 go test -count=1 -run "^TestHumanLoginSecretService$" -v ./e2e/
 ' </dev/null >"$out" 2>&1; then
 	cat "$out" >&2
