@@ -1,20 +1,13 @@
 package cli_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/wid-project/wid/internal/cli/cmdutil"
+	"github.com/wid-project/wid/internal/core/x509pop/x509poptest"
 )
 
 // An x509pop join token is made once under its name; making it again is
@@ -24,7 +17,7 @@ func TestX509PopJoinTokenNameTaken(t *testing.T) {
 	w.OK("role", "create", "hosts", "--spiffe-path", "/hosts/**")
 	w.OK("bot", "create", "host-agent", "--roles", "hosts")
 	bundle := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(bundle, selfSignedCA(t), 0o600); err != nil {
+	if err := os.WriteFile(bundle, x509poptest.NewCA(t, "hosts CA").PEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"token", "create", "--method", "x509pop", "--name", "hosts", "--bot", "host-agent", "--ca-bundle", bundle}
@@ -36,26 +29,4 @@ func TestX509PopJoinTokenNameTaken(t *testing.T) {
 	if code != cmdutil.ExitBadInput || out != "" || errOut != want {
 		t.Errorf("second token create: exit %d, stdout %q, stderr %q; want %q", code, out, errOut, want)
 	}
-}
-
-func selfSignedCA(t *testing.T) []byte {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "hosts CA"},
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
