@@ -22,7 +22,7 @@ import (
 // certificate and a trust anchor that meet what AWS's IAM Roles Anywhere
 // user guide asks of them (trust model, signature validation):
 // X.509 version 3; the trust anchor a CA (basic constraints CA true, key
-// usage certificate sign), the end-entity certificate not a CA and with
+// usage certificate sign and CRL sign), the end-entity certificate not a CA and with
 // key usage digital signature; RSA or EC keys (P-256/P-384, RSA of at
 // least 2048 bits); signatures with SHA-256 or stronger (no MD5 or SHA-1);
 // valid now; and serials that are positive and at most 20 octets
@@ -83,8 +83,8 @@ func TestAWSRolesAnywhereRequirements(t *testing.T) {
 		if !a.BasicConstraintsValid || !a.IsCA {
 			t.Errorf("%s is not a CA: AWS needs basic constraints CA:true", what)
 		}
-		if a.KeyUsage&x509.KeyUsageCertSign == 0 {
-			t.Errorf("%s lacks key usage certificate sign", what)
+		if a.KeyUsage&x509.KeyUsageCertSign == 0 || a.KeyUsage&x509.KeyUsageCRLSign == 0 {
+			t.Errorf("%s has key usage %b: AWS needs certificate sign and CRL sign of a CA", what, a.KeyUsage)
 		}
 	}
 	checkCommon("the X509-SVID", leaf)
