@@ -72,6 +72,9 @@ func (s *Server) storeChanged(ctx context.Context, kind, name string) error {
 		return s.cas.Reload(ctx)
 	case federatedBundleKind:
 		return s.federationChanged(ctx)
+	case crlNumberKind:
+		// A CRL numbered on another replica: nothing here depends on it.
+		return nil
 	case resource.KindFederation:
 		s.applyResourceChanges(ctx, resourceChange{kind, name})
 		return s.federationChanged(ctx)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,16 +28,27 @@ import (
 )
 
 // X.509 revocation: a revoked serial is kept in the store until its
-// certificate expires, and listed in a CRL signed by the X.509 SPIFFE CA.
-// The CRL is built from the store when asked (cached briefly), so a crash
+// certificate expires, and listed in the CRL of the X.509 SPIFFE CA key
+// that signed it. Every key in the bundle has its CRL: during a rotation
+// the old key's certificates are still valid, so they can be revoked too.
+// CRLs are built from the store when asked (cached briefly), so a crash
 // mid-revoke leaves either the revocation stored and listed, or neither.
 //
-// Which serials exist, and when they expire, comes from the audit log: every
-// X509-SVID issued is an event with its serial and TTL.
+// Which serials exist, when they expire and which key signed them comes
+// from the audit log: every X509-SVID issued is an event with its serial,
+// TTL and certificate.
 
 // revocationKind holds revoked X.509 serials, by serial, in the store. It is
 // no resource: only RevokeX509SVID writes it.
 const revocationKind = "x509_revocation"
+
+// crlNumberKind holds, by CA key ID, the last crlNumber a CRL of that key
+// was given, so that the numbers only grow, across restarts and replicas.
+const crlNumberKind = "crl_number"
+
+// maxCRLKeyID bounds the key ID a /crl/ request names: a hex subject key
+// ID is 40 characters; more is not a key of ours.
+const maxCRLKeyID = 64
 
 // crlLifetime bounds a CRL's nextUpdate: relying parties fetch again
 // within it.
@@ -57,15 +69,23 @@ type revocation struct {
 	NotAfter  time.Time `json:"not_after"`
 	RevokedAt time.Time `json:"revoked_at"`
 	Reason    string    `json:"reason,omitempty"`
+	// CAKeyID is the hex subject key ID of the CA key that signed the
+	// certificate; empty in revocations stored before it was recorded,
+	// which every key's CRL lists.
+	CAKeyID string `json:"ca_key_id,omitempty"`
 }
 
-// crlCache is the last CRL built.
+// crlCache is the last CRLs built.
 type crlCache struct {
 	mu    sync.Mutex
 	built time.Time
 	crls  []*authv1.CRL
-	// number is the last crlNumber used: each CRL gets a greater one.
-	number int64
+	// keys names the CA keys the CRLs were built for: a CA change that
+	// adds or drops a key builds them again.
+	keys string
+	// numbers are the last crlNumbers used here, by CA key ID: the floor
+	// when the store cannot record one.
+	numbers map[string]int64
 }
 
 // issuedX509 returns the unexpired X509-SVIDs the audit log records, of id
@@ -92,10 +112,16 @@ func (s *Server) issuedX509(ctx context.Context, id, serial string) ([]revocatio
 		// The event is recorded after signing: its time plus the TTL is at
 		// or after the certificate's notAfter.
 		notAfter := ev.Time.Add(time.Duration(ev.TTLSeconds) * time.Second)
+		var keyID string
+		if der, err := base64.StdEncoding.DecodeString(ev.Details[audit.DetailCertificate]); err == nil && len(der) > 0 {
+			if cert, err := x509.ParseCertificate(der); err == nil {
+				keyID, notAfter = hex.EncodeToString(cert.AuthorityKeyId), cert.NotAfter
+			}
+		}
 		if !notAfter.After(now) {
 			continue
 		}
-		out = append(out, revocation{Serial: ev.Serial, SPIFFEID: ev.SPIFFEID, NotAfter: notAfter})
+		out = append(out, revocation{Serial: ev.Serial, SPIFFEID: ev.SPIFFEID, NotAfter: notAfter, CAKeyID: keyID})
 	}
 	return out, nil
 }
@@ -212,54 +238,110 @@ func (s *Server) revocations(ctx context.Context) ([]revocation, error) {
 	return out, nil
 }
 
-// CRLs returns a signed CRL per X.509 CA key that signs now, listing every
-// revoked serial not yet expired, built at most crlMaxAge ago.
+// CRLs returns a signed CRL for each X.509 CA key in the bundle, each
+// listing the revoked serials that key signed and that have not expired,
+// built at most crlMaxAge ago.
 func (s *Server) CRLs(ctx context.Context) ([]*authv1.CRL, error) {
+	var keys []*ca.KeySet
+	for _, k := range s.cas.KeySets(ca.TypeSPIFFE) {
+		if k.Cert != nil && k.Signer != nil {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("the X.509 CA has no signing key here")
+	}
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.SignerID()
+	}
+	keyNames := strings.Join(ids, ",")
+
 	s.crl.mu.Lock()
 	defer s.crl.mu.Unlock()
 	now := s.clock()
-	if s.crl.crls != nil && now.Sub(s.crl.built) < crlMaxAge {
+	if s.crl.crls != nil && s.crl.keys == keyNames && now.Sub(s.crl.built) < crlMaxAge {
 		return s.crl.crls, nil
 	}
 	revs, err := s.revocations(ctx)
 	if err != nil {
 		return nil, err
 	}
-	signer, err := s.cas.Signer(ca.TypeSPIFFE)
-	if err != nil {
-		return nil, fmt.Errorf("reading the X.509 CA: %w", err)
+	crls := make([]*authv1.CRL, 0, len(keys))
+	for i, k := range keys {
+		entries := make([]x509.RevocationListEntry, 0, len(revs))
+		for _, r := range revs {
+			if r.CAKeyID != "" && r.CAKeyID != ids[i] {
+				continue
+			}
+			n, ok := new(big.Int).SetString(r.Serial, 16)
+			if !ok {
+				continue
+			}
+			entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt})
+		}
+		number, err := s.nextCRLNumber(ctx, ids[i], now)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+			Number:                    big.NewInt(number),
+			ThisUpdate:                now.Add(-time.Minute),
+			NextUpdate:                now.Add(crlLifetime),
+			RevokedCertificateEntries: entries,
+		}, k.Cert, k.Signer)
+		if err != nil {
+			return nil, fmt.Errorf("signing the CRL of CA key %s: %w", ids[i], err)
+		}
+		crls = append(crls, &authv1.CRL{CaKeyId: ids[i], Der: der})
 	}
-	if signer.Cert == nil || signer.Signer == nil {
-		return nil, errors.New("the X.509 CA has no signing key here")
+	s.crl.built, s.crl.keys, s.crl.crls = now, keyNames, crls
+	return crls, nil
+}
+
+// nextCRLNumber gives the next CRL of CA key keyID its crlNumber, greater
+// than any that key's CRLs had, as RFC 5280 requires. The last one is kept
+// in the store, taken with a compare-and-set so that replicas never give
+// two CRLs the same number; it starts from the clock, so that a store
+// restored from a backup does not go back either. Call with s.crl.mu held.
+func (s *Server) nextCRLNumber(ctx context.Context, keyID string, now time.Time) (int64, error) {
+	if s.crl.numbers == nil {
+		s.crl.numbers = map[string]int64{}
 	}
-	entries := make([]x509.RevocationListEntry, 0, len(revs))
-	for _, r := range revs {
-		n, ok := new(big.Int).SetString(r.Serial, 16)
-		if !ok {
+	floor := max(now.UnixMicro(), s.crl.numbers[keyID]+1)
+	for range 5 {
+		op := store.Op{Type: store.OpCreate, Item: store.Item{Kind: crlNumberKind, Name: keyID}}
+		n := floor
+		it, err := s.db.Get(ctx, crlNumberKind, keyID)
+		switch {
+		case err == nil:
+			last, perr := strconv.ParseInt(string(it.Data), 10, 64)
+			if perr != nil {
+				return 0, fmt.Errorf("the stored crlNumber of CA key %s does not decode: %w", keyID, perr)
+			}
+			n = max(n, last+1)
+			op.Type, op.ExpectRevision = store.OpUpdate, it.Revision
+		case !errors.Is(err, store.ErrNotFound):
+			return 0, fmt.Errorf("reading the crlNumber of CA key %s: %w", keyID, err)
+		}
+		op.Item.Data = []byte(strconv.FormatInt(n, 10))
+		_, err = s.db.Apply(ctx, op)
+		switch {
+		case err == nil:
+			s.crl.numbers[keyID] = n
+			return n, nil
+		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrAlreadyExists):
+			// Another replica took one meanwhile: read it again.
 			continue
 		}
-		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt})
+		// A store that takes no writes still gets CRLs, numbered from the
+		// clock and this process's last: relying parties that stop getting
+		// CRLs would refuse every peer once theirs expires.
+		s.log.Warn("the CRL number cannot be recorded; it is taken from the clock", "ca_key_id", keyID, "error", err)
+		s.crl.numbers[keyID] = n
+		return n, nil
 	}
-	// crlNumber grows with every CRL built, across restarts too (it starts
-	// from the clock), as RFC 5280 requires.
-	number := now.UnixMicro()
-	if number <= s.crl.number {
-		number = s.crl.number + 1
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number:                    big.NewInt(number),
-		ThisUpdate:                now.Add(-time.Minute),
-		NextUpdate:                now.Add(crlLifetime),
-		RevokedCertificateEntries: entries,
-		Issuer:                    pkix.Name{},
-	}, signer.Cert, signer.Signer)
-	if err != nil {
-		return nil, fmt.Errorf("signing the CRL: %w", err)
-	}
-	s.crl.number = number
-	s.crl.built = now
-	s.crl.crls = []*authv1.CRL{{CaKeyId: hex.EncodeToString(signer.Cert.SubjectKeyId), Der: der}}
-	return s.crl.crls, nil
+	return 0, fmt.Errorf("taking a crlNumber for CA key %s: other replicas kept taking it first", keyID)
 }
 
 func (s *Server) GetCRLs(ctx context.Context, _ *authv1.GetCRLsRequest) (*authv1.GetCRLsResponse, error) {
@@ -277,9 +359,14 @@ func (s *Server) GetCRLs(ctx context.Context, _ *authv1.GetCRLsRequest) (*authv1
 // It is public, as the bundle is: a CRL holds nothing secret.
 func (s *Server) CRLHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "a CRL is only read: use GET", http.StatusMethodNotAllowed)
+			return
+		}
 		name := strings.TrimPrefix(r.URL.Path, "/crl/")
 		keyID, ok := strings.CutSuffix(name, ".crl")
-		if !ok || strings.Contains(keyID, "/") {
+		if !ok || keyID == "" || len(keyID) > maxCRLKeyID || strings.Trim(keyID, "0123456789abcdef") != "" {
 			http.Error(w, "not found: ask for /crl/<ca key id>.crl", http.StatusNotFound)
 			return
 		}

@@ -2,10 +2,19 @@ package auth_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
 	"testing"
+	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
+	"github.com/wid-project/wid/internal/core/client"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -30,4 +39,173 @@ func TestRevokeAndCRLRefusalsNameNextStep(t *testing.T) {
 		wantNext(t, err, tc.next, "")
 	}
 
+}
+
+// crlsByKey fetches the CRLs and checks each against the CA certificate
+// of its key in the bundle: it parses, that key signed it, and its next
+// update is bounded.
+func crlsByKey(t *testing.T, c *client.Client) map[string]*x509.RevocationList {
+	t.Helper()
+	ctx := context.Background()
+	b, err := c.GetBundle(ctx, &authv1.GetBundleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cas := map[string]*x509.Certificate{}
+	for rest := b.X509Pem; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		cert, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cas[hex.EncodeToString(cert.SubjectKeyId)] = cert
+	}
+	resp, err := c.GetCRLs(ctx, &authv1.GetCRLsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]*x509.RevocationList{}
+	for _, crl := range resp.Crls {
+		ca := cas[crl.CaKeyId]
+		if ca == nil {
+			t.Fatalf("a CRL names CA key %s, which is not in the bundle", crl.CaKeyId)
+		}
+		parsed, err := x509.ParseRevocationList(crl.Der)
+		if err != nil {
+			t.Fatalf("the CRL of %s does not parse: %v", crl.CaKeyId, err)
+		}
+		if err := parsed.CheckSignatureFrom(ca); err != nil {
+			t.Fatalf("the CRL of %s is not signed by that CA key: %v", crl.CaKeyId, err)
+		}
+		if parsed.NextUpdate.Sub(parsed.ThisUpdate) > 2*time.Hour {
+			t.Fatalf("the CRL of %s runs from %s to %s: its next update is not bounded", crl.CaKeyId, parsed.ThisUpdate, parsed.NextUpdate)
+		}
+		out[crl.CaKeyId] = parsed
+	}
+	if len(out) != len(cas) {
+		t.Fatalf("%d CRLs for the %d X.509 CA keys of the bundle", len(out), len(cas))
+	}
+	return out
+}
+
+func listsSerial(crl *x509.RevocationList, serial string) bool {
+	for _, e := range crl.RevokedCertificateEntries {
+		if fmt.Sprintf("%032x", e.SerialNumber) == serial {
+			return true
+		}
+	}
+	return false
+}
+
+// During a rotation both X.509 CA keys are in the bundle and both have
+// signed certificates still valid: each key has its own CRL, signed by
+// it, and a revoked serial is listed in the CRL of the key that signed it
+// only, with every CRL's number growing.
+func TestCRLPerCAKeyAcrossRotation(t *testing.T) {
+	srv := authtest.Start(t)
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	web := loggedInUser(t, srv, "web", grant("/svc/**"))
+	sign := func(id string) (serial, keyID string) {
+		t.Helper()
+		x, err := web.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: id, Csr: mustCSR(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(x.CertChain[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return x.Serial, hex.EncodeToString(leaf.AuthorityKeyId)
+	}
+	oldSerial, oldKey := sign("/svc/old")
+	if got := crlsByKey(t, admin); len(got) != 1 || got[oldKey] == nil {
+		t.Fatalf("before the rotation: CRLs of %v, want one of %s", keysOf(got), oldKey)
+	}
+	for _, phase := range []string{"init", "update_clients"} {
+		if _, err := admin.RotateCA(ctx, &authv1.RotateCARequest{Type: "spiffe", Phase: phase, Force: true}); err != nil {
+			t.Fatalf("rotating to %s: %v", phase, err)
+		}
+	}
+	newSerial, newKey := sign("/svc/new")
+	if newKey == oldKey {
+		t.Fatal("update_clients did not move signing to the new key")
+	}
+	before := crlsByKey(t, admin)
+	if before[oldKey] == nil || before[newKey] == nil {
+		t.Fatalf("mid-rotation: CRLs of %v, want both %s and %s", keysOf(before), oldKey, newKey)
+	}
+
+	// The old key's certificate, revoked mid-rotation.
+	if _, err := admin.RevokeX509SVID(ctx, &authv1.RevokeX509SVIDRequest{Serial: oldSerial, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	after := crlsByKey(t, admin)
+	if !listsSerial(after[oldKey], oldSerial) {
+		t.Fatalf("the old key's CRL does not list %s, which it signed", oldSerial)
+	}
+	if listsSerial(after[newKey], oldSerial) {
+		t.Fatalf("the new key's CRL lists %s, which the old key signed", oldSerial)
+	}
+	if _, err := admin.RevokeX509SVID(ctx, &authv1.RevokeX509SVIDRequest{SpiffeId: "/svc/new", Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	last := crlsByKey(t, admin)
+	if !listsSerial(last[newKey], newSerial) || listsSerial(last[oldKey], newSerial) {
+		t.Fatalf("%s, signed by the new key, is listed by the new key's CRL %v and the old key's %v; want only the new key's",
+			newSerial, listsSerial(last[newKey], newSerial), listsSerial(last[oldKey], newSerial))
+	}
+	for _, k := range []string{oldKey, newKey} {
+		if !(before[k].Number.Cmp(after[k].Number) < 0 && after[k].Number.Cmp(last[k].Number) < 0) {
+			t.Fatalf("the crlNumber of %s went %s, %s, %s: not up each time", k, before[k].Number, after[k].Number, last[k].Number)
+		}
+	}
+}
+
+func keysOf(m map[string]*x509.RevocationList) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// crlNumber never goes back, even when the auth service restarts with a
+// clock behind the one it had.
+func TestCRLNumberSurvivesRestartWithClockBehind(t *testing.T) {
+	dir, err := os.MkdirTemp("", "wid-crl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ctx := context.Background()
+	number := func(clock func() time.Time) *big.Int {
+		t.Helper()
+		srv, err := auth.Open(ctx, auth.Config{DataDir: dir, TrustDomain: "example.org", Clock: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		crls, err := srv.CRLs(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(crls) != 1 {
+			t.Fatalf("%d CRLs, want 1", len(crls))
+		}
+		crl, err := x509.ParseRevocationList(crls[0].Der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crl.Number
+	}
+	now := time.Now()
+	first := number(func() time.Time { return now })
+	second := number(func() time.Time { return now.Add(-10 * time.Minute) })
+	if second.Cmp(first) <= 0 {
+		t.Fatalf("after a restart with the clock 10 minutes behind, crlNumber went from %s to %s", first, second)
+	}
 }

@@ -289,6 +289,17 @@ func (m *Manager) Authorities(t Type) []*x509.Certificate {
 	return append([]*x509.Certificate(nil), a.certs...)
 }
 
+// KeySets returns CA t's trusted key sets, active and additional, in
+// document order: during a rotation, both keys whose certificates are still
+// in use. Key sets are shared and must not be modified.
+func (m *Manager) KeySets(t Type) []*KeySet {
+	a, err := m.authority(t)
+	if err != nil {
+		return nil
+	}
+	return slices.Clone(a.trusted)
+}
+
 // CertPool returns a new pool of Authorities(t). It is never nil, even for
 // jwt, wit or an unknown type, because a nil pool in a tls.Config means
 // "trust the system roots".
