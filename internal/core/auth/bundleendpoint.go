@@ -85,6 +85,9 @@ func (s *Server) openBundleEndpoint() error {
 	}
 	e.lis = lis
 	e.mux.HandleFunc("GET /{$}", s.serveBundle)
+	// Relying parties in other trust domains that check CRLs fetch ours
+	// where they fetch the bundle.
+	e.mux.Handle("/crl/", s.CRLHandler())
 	s.bundleEndpoint = e
 	s.info.BundleEndpoint = "https://" + lis.Addr().String() + "/"
 	if err := s.addOIDCRoutes(e.mux); err != nil {

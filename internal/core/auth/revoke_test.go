@@ -6,11 +6,17 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
@@ -207,5 +213,82 @@ func TestCRLNumberSurvivesRestartWithClockBehind(t *testing.T) {
 	second := number(func() time.Time { return now.Add(-10 * time.Minute) })
 	if second.Cmp(first) <= 0 {
 		t.Fatalf("after a restart with the clock 10 minutes behind, crlNumber went from %s to %s", first, second)
+	}
+}
+
+// The bundle endpoint serves each CA key's CRL to relying parties in other
+// trust domains, over the endpoint's own TLS: GET only, and a name that is
+// no key ID of ours is refused without building anything.
+func TestBundleEndpointServesCRLs(t *testing.T) {
+	srv := authtest.Start(t, func(c *auth.Config) { c.BundleEndpointListen = "127.0.0.1:0" })
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	web := loggedInUser(t, srv, "web", grant("/svc/**"))
+	x, err := web.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: "/svc/web", Csr: mustCSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RevokeX509SVID(ctx, &authv1.RevokeX509SVIDRequest{Serial: x.Serial, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := admin.GetBundle(ctx, &authv1.GetBundleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	td := spiffeid.RequireTrustDomainFromString(srv.TrustDomain)
+	bundle, err := x509bundle.Parse(td, b.X509Pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConf := tlsconfig.TLSClientConfig(bundle, tlsconfig.AuthorizeID(spiffeid.RequireFromPath(td, "/_wid/bundle-endpoint")))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}
+	t.Cleanup(hc.CloseIdleConnections)
+	base := strings.TrimSuffix(srv.Info().BundleEndpoint, "/")
+
+	keyID := hex.EncodeToString(bundle.X509Authorities()[0].SubjectKeyId)
+	resp, err := hc.Get(base + "/crl/" + keyID + ".crl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/pkix-crl" {
+		t.Fatalf("GET /crl/%s.crl on the bundle endpoint: %s (%s): %s", keyID, resp.Status, resp.Header.Get("Content-Type"), der)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crl.CheckSignatureFrom(bundle.X509Authorities()[0]); err != nil {
+		t.Fatalf("the CRL served is not signed by its CA key: %v", err)
+	}
+	if !listsSerial(crl, x.Serial) {
+		t.Fatalf("the CRL served does not list the revoked serial %s", x.Serial)
+	}
+
+	for _, tc := range []struct {
+		method, path string
+		code         int
+	}{
+		{http.MethodPost, "/crl/" + keyID + ".crl", http.StatusMethodNotAllowed},
+		{http.MethodDelete, "/crl/" + keyID + ".crl", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/crl/" + strings.Repeat("ab", 40) + ".crl", http.StatusNotFound},
+		{http.MethodGet, "/crl/" + strings.ToUpper(keyID) + ".crl", http.StatusNotFound},
+		{http.MethodGet, "/crl/" + keyID, http.StatusNotFound},
+		{http.MethodGet, "/crl/" + strings.Repeat("0", 40) + ".crl", http.StatusNotFound},
+	} {
+		req, err := http.NewRequest(tc.method, base+tc.path, strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s %s: %s (%s), want %d", tc.method, tc.path, resp.Status, strings.TrimSpace(string(body)), tc.code)
+		}
 	}
 }
