@@ -132,6 +132,20 @@ rows=$(pane | grep -cF " /uid/$(id -u) " || true)
 [ "$rows" -eq 2 ] || fail "after the restart the SVIDs tab shows $rows issuances of /uid/$(id -u), want 2 (one before, one after)"
 snap after_restart
 
+# Revoking the workload's SVIDs marks them REVOKED; a lock on its SPIFFE ID
+# is listed on the Roles tab and marks the workload identity LOCKED.
+"$work/bin/widctl" --admin-socket "$work/data/admin.sock" svid revoke --spiffe-id "/uid/$(id -u)" --reason "tui check" >/dev/null ||
+	fail "svid revoke of /uid/$(id -u)"
+until_pane "REVOKED"
+snap revoked
+"$work/bin/widctl" --admin-socket "$work/data/admin.sock" lock create --spiffe-id "/uid/$(id -u)" --reason "tui check" >/dev/null ||
+	fail "lock create on /uid/$(id -u)"
+tmux send-keys -t "$session" 4
+until_pane "LOCKED SPIFFE ID /uid/$(id -u)"
+snap locked
+tmux send-keys -t "$session" 1
+until_pane "last minute"
+
 # Too small: it says so.
 tmux resize-window -t "$session" -x 60 -y 20 2>/dev/null || tmux resize-pane -t "$session" -x 60 -y 20
 until_pane "needs at least 80x24"
@@ -171,4 +185,4 @@ until_pane 'Your roles do not let you see roles'
 snap user_roles
 if pane | grep -qE 'rpc error|PermissionDenied|reconnecting'; then fail "the user's dashboard shows a raw gRPC error or reconnects"; fi
 tmux send-keys -t "$session" q
-echo "tui-tmux: ok (live SVID with its certificate, tabs, a rotation step on Bundles, filter, help, NO_COLOR, reconnect without duplicates, too-small message, quit; as a user: the tabs it may see, one sentence for the rest)"
+echo "tui-tmux: ok (live SVID with its certificate, tabs, a rotation step on Bundles, filter, help, NO_COLOR, reconnect without duplicates, too-small message, revoked and locked marks, quit; as a user: the tabs it may see, one sentence for the rest)"

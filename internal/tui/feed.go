@@ -247,7 +247,7 @@ func (f *Feed) refreshBundle(ctx context.Context) {
 }
 
 func (f *Feed) refreshResources(ctx context.Context) {
-	for _, kind := range []string{"role", "workload_identity"} {
+	for _, kind := range []string{"role", "workload_identity", "lock"} {
 		if f.denied[kind] {
 			continue
 		}

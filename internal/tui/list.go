@@ -44,6 +44,10 @@ type eventList struct {
 	detailOffset int
 	width        int
 	height       int
+	// extra adds fields to an event's detail pane, from what the
+	// dashboard knows beside the event (a revocation, a lock); nil adds
+	// none.
+	extra func(e *authv1.AuditEvent) [][2]string
 }
 
 func newEventList(keys keyMap, st styles, cols []column) *eventList {
@@ -284,7 +288,11 @@ func (l *eventList) detailLines(e *authv1.AuditEvent) []string {
 	const label = 22
 	vw := max(l.width-label-1, 10)
 	var lines []string
-	for _, f := range eventFields(e) {
+	fields := eventFields(e)
+	if l.extra != nil {
+		fields = append(fields, l.extra(e)...)
+	}
+	for _, f := range fields {
 		if f[1] == "" {
 			continue
 		}

@@ -13,7 +13,7 @@ import (
 // filtered incrementally the same as from scratch, and the selection stays
 // on its event as new ones arrive.
 func TestEventListBounded(t *testing.T) {
-	l := newEventList(newKeyMap(), newStyles(asciiRenderer()), svidColumns())
+	l := newEventList(newKeyMap(), newStyles(asciiRenderer()), svidColumns(newMarks()))
 	l.SetSize(80, 20)
 	l.filter.SetValue("/svc/odd")
 	for i := 1; i <= maxEvents+100; i++ {
@@ -69,7 +69,7 @@ func TestAttestationWhere(t *testing.T) {
 // TestDetailShowsEverything: a long value wraps and a long event scrolls,
 // so every field can be read at 80x24.
 func TestDetailShowsEverything(t *testing.T) {
-	l := newEventList(newKeyMap(), newStyles(asciiRenderer()), svidColumns())
+	l := newEventList(newKeyMap(), newStyles(asciiRenderer()), svidColumns(newMarks()))
 	l.SetSize(80, 10)
 	attrs := map[string]string{}
 	for i := range 20 {

@@ -73,6 +73,8 @@ type Model struct {
 	bundle  *authv1.GetBundleResponse
 	cas     []*authv1.CAInfo
 	roles   *rolesTab
+	// marks are the revoked serials and the locks both tabs flag.
+	marks *marks
 }
 
 // New returns the dashboard model.
@@ -93,12 +95,15 @@ func New(opts Options) *Model {
 	h.Styles.ShortSeparator = opts.Renderer.NewStyle().Faint(true)
 	h.Styles.FullSeparator = opts.Renderer.NewStyle().Faint(true)
 	h.Styles.Ellipsis = opts.Renderer.NewStyle().Faint(true)
+	mk := newMarks()
 	m := &Model{
-		opts: opts, keys: keys, help: h, st: st,
-		svids:   newEventList(keys, st, svidColumns()),
+		opts: opts, keys: keys, help: h, st: st, marks: mk,
+		svids:   newEventList(keys, st, svidColumns(mk)),
 		attests: newEventList(keys, st, attestColumns()),
 		roles:   newRolesTab(keys, st, opts.Explain),
 	}
+	m.svids.extra = func(e *authv1.AuditEvent) [][2]string { return mk.svidState(e, opts.Now()) }
+	m.roles.marks, m.roles.now = mk, opts.Now
 	return m
 }
 
@@ -178,12 +183,22 @@ func (m *Model) handleFeed(msg tea.Msg) {
 			m.svids.add(e)
 		case attestEvent(e):
 			m.attests.add(e)
+		case e.Type == "svid.x509.revoked" && e.Outcome != "denied":
+			m.marks.revoke(e.Serial)
 		}
 	case BundleMsg:
 		m.bundle = msg.Bundle
 	case CAsMsg:
 		m.cas = msg.CAs
 	case ResourcesMsg:
+		switch {
+		case msg.Kind == "lock" && msg.Err != nil:
+			m.marks.setLocksDenied(msg.Err)
+			return
+		case msg.Kind == "lock":
+			m.marks.setLocks(msg.Resources)
+			return
+		}
 		if msg.Err != nil {
 			m.roles.setDenied(msg.Kind, msg.Err)
 		} else {
@@ -340,7 +355,7 @@ func (m *Model) tabTitle() string {
 	case 2:
 		return m.st.bold.Render("Trust bundle and CAs") + "  · refreshed after every rotation step"
 	}
-	return m.st.bold.Render("Roles and workload identities") + "  · e on a role explains a decision"
+	return m.st.bold.Render("Roles, workload identities and locks") + "  · e on a role explains a decision"
 }
 
 // tabDenied is why the caller may not see tab i, or nil.

@@ -79,6 +79,15 @@ func fakeFeed(t *testing.T) []tea.Msg {
 		CAsMsg{CAs: fakeCAs()},
 		ResourcesMsg{Kind: "role", Resources: [][]byte{[]byte(role), []byte(editor)}},
 		ResourcesMsg{Kind: "workload_identity", Resources: [][]byte{[]byte(wi)}},
+		// The web SVID is revoked; /svc/web and alice are locked; a lock on
+		// a bot has expired.
+		EventMsg{Event: &authv1.AuditEvent{Seq: 7, Time: at(5 * time.Second), Type: "svid.x509.revoked", Actor: "admin",
+			SpiffeId: "spiffe://example.org/svc/web/1000", SvidType: "x509", Serial: "000000000000000000005f3a9c0e12ab", Outcome: "success", Reason: "key leaked"}},
+		ResourcesMsg{Kind: "lock", Resources: [][]byte{
+			[]byte(`{"kind":"lock","version":"v1","metadata":{"name":"lock-3f9a1c0b"},"spec":{"target":{"spiffe_id":"/svc/web"},"reason":"key leaked","created_by":"admin"}}`),
+			[]byte(`{"kind":"lock","version":"v1","metadata":{"name":"lock-77e0d2aa"},"spec":{"target":{"user":"alice"},"reason":"laptop lost","expires":"` + fixedNow.Add(2*time.Hour).UTC().Format(time.RFC3339) + `","created_by":"admin"}}`),
+			[]byte(`{"kind":"lock","version":"v1","metadata":{"name":"lock-0b1c2d3e"},"spec":{"target":{"bot":"old-agent"},"reason":"host rebuilt","expires":"` + fixedNow.Add(-time.Hour).UTC().Format(time.RFC3339) + `","created_by":"admin"}}`),
+		}},
 	}
 }
 

@@ -49,6 +49,10 @@ type rolesTab struct {
 	pending bool
 	result  *ExplainResultMsg
 	explain func(*authv1.ExplainRequest) tea.Cmd
+	// marks hold the locks, listed below the workload identities and
+	// flagged on those they cover; now is the dashboard's clock.
+	marks *marks
+	now   func() time.Time
 }
 
 var explainLabels = []string{"SPIFFE ID", "DNS SANs", "TTL", "Workload"}
@@ -230,7 +234,14 @@ func (t *rolesTab) View() string {
 		lines = append(lines, t.st.dim.Render("  loading…"))
 	}
 	for _, r := range wis {
-		lines = append(lines, "  "+t.st.bold.Render(r.Metadata.Name)+"  "+grants("workload_identity", r.Spec))
+		line := "  " + t.st.bold.Render(r.Metadata.Name) + "  " + grants("workload_identity", r.Spec)
+		if t.marks != nil && t.marks.lockOnPath(grants("workload_identity", r.Spec), t.now()) != nil {
+			line += "  " + t.st.denied.Render("LOCKED")
+		}
+		lines = append(lines, line)
+	}
+	if t.marks != nil {
+		lines = append(lines, t.lockLines()...)
 	}
 	if t.form || t.result != nil {
 		form := t.formView()
@@ -245,6 +256,24 @@ func (t *rolesTab) View() string {
 		lines = append(lines, form...)
 	}
 	return clip(lines, t.width, t.height)
+}
+
+// lockLines is the Locks section: each lock with its target, reason and
+// end, so who is locked out, and why, shows where roles are.
+func (t *rolesTab) lockLines() []string {
+	lines := []string{"", t.st.header.Render("Locks")}
+	switch {
+	case t.marks.locksErr != nil:
+		return append(lines, t.deniedLines("locks", t.marks.locksErr)...)
+	case !t.marks.locksLoaded:
+		return append(lines, t.st.dim.Render("  loading…"))
+	case len(t.marks.locks) == 0:
+		return append(lines, t.st.dim.Render("  none: nothing is locked"))
+	}
+	for i := range t.marks.locks {
+		lines = append(lines, "  "+t.marks.locks[i].line(t.now(), t.st))
+	}
+	return lines
 }
 
 func (t *rolesTab) deniedLines(what string, err error) []string {

@@ -107,7 +107,7 @@ func fmtTTL(d time.Duration) string {
 	return d.String()
 }
 
-func svidColumns() []column {
+func svidColumns(mk *marks) []column {
 	return []column{
 		{title: "TIME", width: 8, cell: func(e *authv1.AuditEvent, _ time.Time, _ styles) string {
 			return eventTime(e).UTC().Format("15:04:05")
@@ -119,7 +119,15 @@ func svidColumns() []column {
 			if denied(e) {
 				return st.denied.Render("DENIED") + " " + e.Reason
 			}
-			return lifeBar(e, now, st, 10) + " " + e.Serial
+			// A revoked certificate's remaining life no longer matters.
+			if mk.isRevoked(e) {
+				return st.denied.Render("REVOKED") + " " + e.Serial
+			}
+			cell := lifeBar(e, now, st, 10) + " " + e.Serial
+			if mk.lockOn(e, now) != nil {
+				return st.warn.Render("LOCKED") + " " + cell
+			}
+			return cell
 		}},
 	}
 }

@@ -105,7 +105,7 @@ func TestUserFeed(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("feed stopped with %v", err)
 	}
-	if !connected || !auditDenied || !deniedKinds["role"] || !deniedKinds["workload_identity"] {
+	if !connected || !auditDenied || !deniedKinds["role"] || !deniedKinds["workload_identity"] || !deniedKinds["lock"] {
 		t.Fatalf("connected %v, audit denied %v, resources denied %v", connected, auditDenied, deniedKinds)
 	}
 	// Five refreshes later, each refusal is in the audit log once.
@@ -146,6 +146,7 @@ func userFeed(t *testing.T) []tea.Msg {
 		CAsMsg{Err: denied("list", "cert_authority")},
 		ResourcesMsg{Kind: "role", Err: denied("list", "role")},
 		ResourcesMsg{Kind: "workload_identity", Err: denied("list", "workload_identity")},
+		ResourcesMsg{Kind: "lock", Err: denied("list", "lock")},
 		AuditDeniedMsg{Err: denied("list", "audit")},
 	}
 }
