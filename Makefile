@@ -71,6 +71,8 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkSDS' -benchtime 5x ./internal/core/agent
 	# Issue 19: a foreign bundle change to a watching workload, refresh hint 1s, median and max of 20.
 	WID_BENCH=1 $(GO) test -run '^TestFederatedBundleLatency$$' -v -count=1 ./e2e/
+	# Issue 20: a revocation to the CRL served on the diag listener, and to an SDS client's validation context, median and max of 20.
+	WID_BENCH=1 $(GO) test -run '^TestRevocationLatency$$' -v -count=1 ./e2e/
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request pubkey
 	$(GO) run ./bench/issuance -clients 16 -duration 10s -request csr
 	$(MAKE) bench-fleet
