@@ -32,7 +32,9 @@ type sdsUpdate struct {
 	at      time.Time
 	leaf    *x509.Certificate
 	revoked map[string]bool
-	err     error
+	// crls counts the CRLs of the trust domain's validation context.
+	crls int
+	err  error
 }
 
 // watchSDS streams "default" and "ROOTCA" from the agent's socket, acking
@@ -86,6 +88,9 @@ func watchSDS(ctx context.Context, t *testing.T, socket string) <-chan sdsUpdate
 					if err != nil {
 						u.err = err
 						continue
+					}
+					if s.Name == "ROOTCA" {
+						u.crls++
 					}
 					for _, e := range crl.RevokedCertificateEntries {
 						u.revoked[fmt.Sprintf("%032x", e.SerialNumber)] = true
