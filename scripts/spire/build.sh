@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds SPIRE's spire-agent and spire-server at one pinned release into
-# .bin/spire-<version>/, to measure wid against SPIRE in the same run and to
-# use spire-agent's "api fetch" as a Workload API peer in e2e tests.
+# .bin/spire-<version>/, to measure wid against SPIRE in the same run, to
+# use spire-agent's "api fetch" as a Workload API peer in e2e tests, and to
+# federate a SPIRE trust domain with wid in e2e tests.
 #
-#   scripts/spire/build.sh               # both binaries
-#   scripts/spire/build.sh spire-agent   # only the agent (what e2e needs)
+#   scripts/spire/build.sh               # both binaries (what e2e needs)
+#   scripts/spire/build.sh spire-agent   # only the agent
 #
 # Idempotent: a binary that is already there and reports the version is kept.
 # SPIRE's source comes from the Go module proxy, into the module cache; it is
