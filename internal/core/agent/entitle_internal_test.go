@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -20,6 +21,14 @@ import (
 // first selecting select uid 1000 and the others uid 2000.
 func heldState(tb testing.TB, held, selecting int) *state {
 	tb.Helper()
+	st, err := buildHeldState(held, selecting)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
+func buildHeldState(held, selecting int) (*state, error) {
 	docs := make([][]byte, held)
 	for i := range docs {
 		want := "2000"
@@ -34,23 +43,27 @@ func heldState(tb testing.TB, held, selecting int) *state {
 		}
 		doc, err := resource.MarshalJSON(wi)
 		if err != nil {
-			tb.Fatal(err)
+			return nil, err
 		}
 		docs[i] = doc
 	}
-	st, skipped, err := newState(&authv1.AgentState{TrustDomain: "example.org",
-		Bundle: &authv1.AgentBundle{X509Authorities: [][]byte{testAuthority(tb, "ca")}, Sequence: 1}, WorkloadIdentities: docs}, nil)
-	if err != nil || len(skipped) != 0 {
-		tb.Fatalf("state of %d identities: %v %v", held, err, skipped)
+	ca, err := newTestAuthority("ca")
+	if err != nil {
+		return nil, err
 	}
-	return st
+	st, skipped, err := newState(&authv1.AgentState{TrustDomain: "example.org",
+		Bundle: &authv1.AgentBundle{X509Authorities: [][]byte{ca}, Sequence: 1}, WorkloadIdentities: docs}, nil)
+	if err != nil || len(skipped) != 0 {
+		return nil, fmt.Errorf("state of %d identities: %v %v", held, err, skipped)
+	}
+	return st, nil
 }
 
 // TestEntitlementsKeepFewMisses: a process that 10,000 held identities do
 // not select is told why by the first few and a count, and its cached
 // entitlements keep no more than those few reasons.
 func TestEntitlementsKeepFewMisses(t *testing.T) {
-	st := heldState(t, 10000, 0)
+	st := heldNowhere(t).st
 	e := entitle(st, nil, map[string]string{"workload.unix.uid": "1000"})
 	if len(e.list) != 0 {
 		t.Fatalf("entitled to %v", e.ids())
@@ -103,7 +116,7 @@ func BenchmarkEntitleHeld(b *testing.B) {
 // reason formatted for each: a new process on an agent holding 10,000
 // costs about what it costs on one holding 1,000.
 func TestEntitleSkipsRuledOutCheaply(t *testing.T) {
-	st := heldState(t, 10000, 0)
+	st := heldNowhere(t).st
 	attrs := map[string]string{"workload.unix.uid": "1000"}
 	allocs := testing.AllocsPerRun(5, func() { entitle(st, nil, attrs) })
 	if allocs > 200 {
@@ -294,10 +307,18 @@ func TestHeldIdentitiesCompiledOnlyAsCandidates(t *testing.T) {
 	}
 }
 
-// TestHeldIdentityWeight: an agent holding 10,000 identities that select
-// no workload here keeps each in under 200 bytes (about 430 when every
-// identity was kept compiled).
-func TestHeldIdentityWeight(t *testing.T) {
+// heldNowhereState is a state of 10,000 held identities none of which
+// selects uid 1000 here, and what building it added to the heap per
+// identity. Building one takes tens of seconds under the race detector, so
+// the tests that only match against it share one; matching compiles at
+// most the few identities whose reasons it names, after the weight was
+// taken.
+type heldNowhereState struct {
+	st  *state
+	per float64
+}
+
+var heldNowhereOnce = sync.OnceValues(func() (*heldNowhereState, error) {
 	heap := func() uint64 {
 		// Twice: the pooled deflater goes at the second collection.
 		runtime.GC()
@@ -306,12 +327,35 @@ func TestHeldIdentityWeight(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	warm := heldState(t, 100, 0) // the pools and the dictionary, warm
+	warm, err := buildHeldState(100, 0) // the pools and the dictionary, warm
+	if err != nil {
+		return nil, err
+	}
 	before := heap()
-	st := heldState(t, 10000, 0)
+	st, err := buildHeldState(10000, 0)
+	if err != nil {
+		return nil, err
+	}
 	per := float64(heap()-before) / 10000
 	runtime.KeepAlive(warm)
-	runtime.KeepAlive(st)
+	return &heldNowhereState{st: st, per: per}, nil
+})
+
+// heldNowhere is the shared heldNowhereState.
+func heldNowhere(t *testing.T) *heldNowhereState {
+	t.Helper()
+	h, err := heldNowhereOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestHeldIdentityWeight: an agent holding 10,000 identities that select
+// no workload here keeps each in under 200 bytes (about 430 when every
+// identity was kept compiled).
+func TestHeldIdentityWeight(t *testing.T) {
+	per := heldNowhere(t).per
 	t.Logf("%.0f bytes per held identity", per)
 	if per > 200 {
 		t.Errorf("a held identity that selects nothing here weighs %.0f bytes, want at most 200", per)
