@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -27,20 +28,25 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	stopSpirePrebuild := startSpirePrebuild()
 	dir, err := os.MkdirTemp("", "wid-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		stopSpirePrebuild()
 		os.Exit(1)
 	}
 	build := exec.Command("go", "build", "-o", dir, "../cmd/widagent", "../cmd/widctl")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building binaries:", err)
+		stopSpirePrebuild()
 		os.Exit(1)
 	}
 	binDir = dir
 	// pgtest.Main stops the PostgreSQL server that tests of --store start.
 	code := pgtest.Main(m)
+	stopSpirePrebuild()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

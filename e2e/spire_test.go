@@ -38,6 +38,7 @@ func spireBin(t *testing.T, bins ...string) string {
 	}
 	spireBuild.Lock()
 	defer spireBuild.Unlock()
+	waitSpirePrebuild(t)
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
