@@ -14,7 +14,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,6 +31,7 @@ var binDir string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	moreParallel()
 	stopSpirePrebuild := startSpirePrebuild()
 	dir, err := os.MkdirTemp("", "wid-e2e-bin-")
 	if err != nil {
@@ -49,6 +52,20 @@ func TestMain(m *testing.M) {
 	stopSpirePrebuild()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// moreParallel runs more parallel tests at once than go test's default of
+// one per CPU, unless -parallel was given. The e2e tests mostly wait, on
+// the processes they start and on clocks (a fault held for its length, a
+// TTL running out, an idle minute): two at a time on 2 cores, the parallel
+// tests with their widagents kept under half a core busy. A test that
+// measures a latency is not parallel, so it runs alone.
+func moreParallel() {
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		flag.Set("test.parallel", strconv.Itoa(max(4, runtime.GOMAXPROCS(0))))
+	}
 }
 
 // agent is a running widagent process.
