@@ -247,8 +247,8 @@ func TestFiftyThousandIdentitiesServedAndListed(t *testing.T) {
 // so), and a caller holding a short-lived and a long-lived identity still
 // gets the long one's valid SVID at once on a new connection after the
 // short one expired, instead of waiting on an issuance that cannot end.
+// Not parallel: fetch latencies are measured, so it runs alone.
 func TestFrozenAuthDetectedAndValidSVIDsServedAtOnce(t *testing.T) {
-	t.Parallel()
 	auth := startAgent(t, newDataDir(t), "--roles", "auth")
 	tok := tokenFrom(t, auth.widctl("bot", "add", "edge", "--roles", "local-agent").must(t))
 	auth.widctl("workload-identity", "create", "short", "--spiffe-id", "/svc/short", "--x509-ttl", "6s", "--rule", "workload.unix.uid="+uid).must(t)

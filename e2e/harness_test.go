@@ -59,7 +59,7 @@ func TestMain(m *testing.M) {
 // the processes they start and on clocks (a fault held for its length, a
 // TTL running out, an idle minute): two at a time on 2 cores, the parallel
 // tests with their widagents kept under half a core busy. A test that
-// measures a latency is not parallel, so it runs alone.
+// bounds a latency or a duration is not parallel, so it runs alone.
 func moreParallel() {
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })

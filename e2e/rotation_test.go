@@ -576,9 +576,9 @@ func TestRotationRefusals(t *testing.T) {
 // word for word: an SVID of the dev identity is fetched, the identity is
 // removed, and a whole manual rotation follows without --force. The SVID
 // of the removed identity leaves the agent at once, so no phase waits on
-// it, and the agent never asks the auth service for it again.
+// it, and the agent never asks the auth service for it again. Not
+// parallel: the rotation's length is bounded, so it runs alone.
 func TestRotationAfterIdentityRemoved(t *testing.T) {
-	t.Parallel()
 	// For its first 10 s an agent reports that it is warming up (workloads
 	// of a previous process may still reconnect), which holds back the
 	// steps that wait on signers: the bound below counts from then.
