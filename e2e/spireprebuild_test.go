@@ -16,7 +16,7 @@ import (
 // SPIRE's build (minutes cold) overlaps the tests that mostly wait on
 // processes and clocks instead of adding to them. A test that needs a
 // SPIRE binary still asks spireBin, which waits for this build first.
-var spirePrebuildBins = []string{"spire-agent"}
+var spirePrebuildBins = []string{"spire-agent", "spire-server"}
 
 // spirePrebuild is the background build; done is closed when it has ended.
 var spirePrebuild struct {
