@@ -79,7 +79,19 @@ func EnvVar(key string) string { return envPrefix + "_" + strings.ToUpper(key) }
 var defaultAdminSocket = func() string { return paths.AdminSocket(paths.DefaultDataDir()) }
 
 // DefaultConfigFile is where widctl looks for a config file when none is named.
-func DefaultConfigFile() string { return filepath.Join(paths.ConfigDir(), "config.yaml") }
+func DefaultConfigFile() string { return filepath.Join(ConfigDir(), "config.yaml") }
+
+// ConfigDir is widctl's config dir, which holds its config file and logins:
+// $XDG_CONFIG_HOME/widctl or ~/.config/widctl.
+func ConfigDir() string {
+	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
+		return filepath.Join(x, "widctl")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".config", "widctl")
+	}
+	return filepath.Join(os.TempDir(), "widctl")
+}
 
 // NewGlobalFlags defines the flags every widctl command takes. Their defaults
 // are static so that help, man pages and completions read the same on every

@@ -212,3 +212,22 @@ func assertInputError(t *testing.T, err error, want string) {
 		t.Errorf("error is more than one line: %q", err.Error())
 	}
 }
+
+// widctl's config file and logins live in one dir, $XDG_CONFIG_HOME/widctl
+// or ~/.config/widctl, which docs/ and the man pages name.
+func TestConfigDir(t *testing.T) {
+	x := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", x)
+	if got, want := ConfigDir(), filepath.Join(x, "widctl"); got != want {
+		t.Errorf("with XDG_CONFIG_HOME: %s, want %s", got, want)
+	}
+	if got, want := DefaultConfigFile(), filepath.Join(x, "widctl", "config.yaml"); got != want {
+		t.Errorf("config file %s, want %s", got, want)
+	}
+	home := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", "")
+	t.Setenv("HOME", home)
+	if got, want := ConfigDir(), filepath.Join(home, ".config", "widctl"); got != want {
+		t.Errorf("without XDG_CONFIG_HOME: %s, want %s", got, want)
+	}
+}

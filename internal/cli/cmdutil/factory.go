@@ -24,7 +24,6 @@ import (
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/client"
 	"github.com/wid-project/wid/internal/core/loginstore"
-	"github.com/wid-project/wid/internal/core/paths"
 )
 
 // Factory hands commands what they need, lazily: a command that fails on
@@ -46,7 +45,7 @@ type Factory struct {
 
 // NewFactory builds the Factory widctl runs with.
 func NewFactory(ios *iostreams.IOStreams) *Factory {
-	f := &Factory{IOStreams: ios, GlobalFlags: NewGlobalFlags(), Logins: &loginstore.LoginStore{Dir: paths.ConfigDir(), Keyring: loginstore.OSKeyring}}
+	f := &Factory{IOStreams: ios, GlobalFlags: NewGlobalFlags(), Logins: &loginstore.LoginStore{Dir: ConfigDir(), Keyring: loginstore.OSKeyring}}
 	f.Config = sync.OnceValues(func() (*Config, error) { return LoadConfig(f.GlobalFlags) })
 	f.Logger = sync.OnceValue(func() *slog.Logger {
 		if cfg, err := f.Config(); err == nil && cfg.Debug {

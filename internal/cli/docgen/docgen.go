@@ -176,7 +176,7 @@ func portableDefaults(cmd *cobra.Command) {
 	machine := []struct{ path, words string }{
 		{paths.DefaultWorkloadSocket(), "$XDG_RUNTIME_DIR/wid/workload.sock, or /run/wid/workload.sock as root"},
 		{paths.DefaultDataDir(), "$WID_DATA_DIR, else $XDG_DATA_HOME/wid (~/.local/share/wid), or /var/lib/wid as root"},
-		{paths.ConfigDir(), "~/.config/widctl"},
+		{cmdutil.ConfigDir(), "~/.config/widctl"},
 	}
 	fix := func(f *pflag.Flag) {
 		for _, m := range machine {

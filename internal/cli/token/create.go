@@ -177,3 +177,33 @@ func createRun(ctx context.Context, opts *CreateOptions) error {
 	}
 	return j.Print(p, "")
 }
+
+// checkNamed checks what every named join token (kubernetes, x509pop)
+// needs of --ttl and --name.
+func (opts *CreateOptions) checkNamed() error {
+	if opts.TTL < 0 {
+		return cmdutil.InputErrorf("--ttl %s is negative: give a positive duration such as 720h, or leave it out for no expiry", opts.TTL)
+	}
+	if err := resource.ValidateName(opts.Name); err != nil {
+		return cmdutil.InputErrorf("--name: %v", err)
+	}
+	return nil
+}
+
+// namedToken is the join token resource without a secret that spec (its
+// method and that method's settings) describes, named --name, for --bot,
+// expiring after --ttl if given.
+func (opts *CreateOptions) namedToken(now time.Time, spec resource.JoinTokenSpec) (*resource.JoinToken, error) {
+	spec.Bot = opts.Bot
+	if opts.TTL > 0 {
+		spec.Expires = now.Add(opts.TTL.D()).UTC().Truncate(time.Second)
+	}
+	t := &resource.JoinToken{
+		Header: resource.Header{Kind: resource.KindJoinToken, Version: resource.V1, Metadata: resource.Metadata{Name: opts.Name}},
+		Spec:   spec,
+	}
+	if err := t.Validate(); err != nil {
+		return nil, cmdutil.InputError(err)
+	}
+	return t, nil
+}

@@ -49,11 +49,24 @@ func NewJoin(ping *authv1.PingResponse, secret string, tokenDoc []byte) (*Join, 
 // secret goes in the environment, not in an argument: every local user can
 // read a process's arguments in /proc.
 func JoinCommand(authAddr, secret, caPin string) string {
+	return fmt.Sprintf("WID_JOIN_TOKEN=%s widagent start --roles agent --auth %s --ca-pin %s", secret, hostPort(authAddr), caPin)
+}
+
+// hostPort is the auth address for a join command, or a placeholder when
+// the auth service has no TCP listener to tell us about.
+func hostPort(authAddr string) string {
 	if authAddr == "" {
-		// The auth service has no TCP listener to tell us about.
-		authAddr = "HOST:PORT"
+		return "HOST:PORT"
 	}
-	return fmt.Sprintf("WID_JOIN_TOKEN=%s widagent start --roles agent --auth %s --ca-pin %s", secret, authAddr, caPin)
+	return authAddr
+}
+
+// expiresText says when a named join token expires, if ever.
+func expiresText(p *output.Printer, expires time.Time) string {
+	if expires.IsZero() {
+		return "never expires"
+	}
+	return "expires " + p.Time(expires)
 }
 
 // Print writes j for people, or as JSON or YAML.

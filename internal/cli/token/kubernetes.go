@@ -33,11 +33,9 @@ func (opts *CreateOptions) checkKubernetes() error {
 		return cmdutil.InputErrorf("--token-review and --issuer/--jwks-file are two ways to check tokens: pass one")
 	case !opts.TokenReview && opts.Issuer == "":
 		return cmdutil.InputErrorf("--jwks-file and --cluster need --issuer, the cluster's service-account issuer (kubectl get --raw /.well-known/openid-configuration shows it)")
-	case opts.TTL < 0:
-		return cmdutil.InputErrorf("--ttl %s is negative: give a positive duration such as 720h, or leave it out for no expiry", opts.TTL)
 	}
-	if err := resource.ValidateName(opts.Name); err != nil {
-		return cmdutil.InputErrorf("--name: %v", err)
+	if err := opts.checkNamed(); err != nil {
+		return err
 	}
 	for _, a := range opts.Allow {
 		if _, _, err := resource.ParseServiceAccount(a, true); err != nil {
@@ -65,17 +63,7 @@ func (opts *CreateOptions) kubernetesToken(now time.Time) (*resource.JoinToken, 
 			return nil, cmdutil.InputErrorf("--jwks-file %s is empty: save the cluster's keys with kubectl get --raw /openid/v1/jwks > FILE", opts.JWKSFile)
 		}
 	}
-	t := &resource.JoinToken{
-		Header: resource.Header{Kind: resource.KindJoinToken, Version: resource.V1, Metadata: resource.Metadata{Name: opts.Name}},
-		Spec:   resource.JoinTokenSpec{Bot: opts.Bot, Method: resource.JoinMethodKubernetes, Kubernetes: k},
-	}
-	if opts.TTL > 0 {
-		t.Spec.Expires = now.Add(opts.TTL.D()).UTC().Truncate(time.Second)
-	}
-	if err := t.Validate(); err != nil {
-		return nil, cmdutil.InputError(err)
-	}
-	return t, nil
+	return opts.namedToken(now, resource.JoinTokenSpec{Method: resource.JoinMethodKubernetes, Kubernetes: k})
 }
 
 // KubernetesJoin is what `widctl token create --method kubernetes` prints. Its
@@ -107,12 +95,8 @@ func NewKubernetesJoin(ping *authv1.PingResponse, t *resource.JoinToken) *Kubern
 	default:
 		j.Check = "issuer keys given in the token"
 	}
-	addr := ping.GetAuthAddr()
-	if addr == "" {
-		addr = "HOST:PORT"
-	}
 	j.JoinCommand = fmt.Sprintf("widagent start --roles agent --auth %s --ca-pin %s --join-method kubernetes --join-token %s --sa-token-file %s",
-		addr, ping.GetCaPin(), t.Metadata.Name, kubejoin.DefaultTokenFile)
+		hostPort(ping.GetAuthAddr()), ping.GetCaPin(), t.Metadata.Name, kubejoin.DefaultTokenFile)
 	return j
 }
 
@@ -120,11 +104,7 @@ func NewKubernetesJoin(ping *authv1.PingResponse, t *resource.JoinToken) *Kubern
 func (j *KubernetesJoin) Print(p *output.Printer) error {
 	return p.Print(j, func(w io.Writer) error {
 		var b strings.Builder
-		expires := "never expires"
-		if !j.Expires.IsZero() {
-			expires = "expires " + p.Time(j.Expires)
-		}
-		fmt.Fprintf(&b, "Kubernetes join token %s for bot %s (%s):\n", j.TokenName, j.Bot, expires)
+		fmt.Fprintf(&b, "Kubernetes join token %s for bot %s (%s):\n", j.TokenName, j.Bot, expiresText(p, j.Expires))
 		fmt.Fprintf(&b, "  service accounts allowed: %s\n", strings.Join(j.Allow, ", "))
 		fmt.Fprintf(&b, "  checked by:               %s\n", j.Check)
 		fmt.Fprintf(&b, "  token audience:           %s\n\n", j.Audience)

@@ -2,6 +2,10 @@ package token
 
 import (
 	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +14,7 @@ import (
 	"github.com/wid-project/wid/internal/cli/clitest"
 	"github.com/wid-project/wid/internal/cli/output"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/x509pop/x509poptest"
 )
 
 func TestCreateParsesFlags(t *testing.T) {
@@ -80,5 +85,57 @@ func TestCreateParsesKubernetesFlags(t *testing.T) {
 	if tok.Metadata.Name != "k8s-nodes" || tok.Spec.Bot != "k8s-agent" || tok.Spec.Method != "kubernetes" || len(k.Allow) != 2 || k.Allow[1].ServiceAccount != "edge:*" ||
 		k.Cluster != "main" || k.Issuer != "https://kubernetes.default.svc.cluster.local" || !tok.Spec.Expires.IsZero() || tok.Spec.Uses != 0 {
 		t.Errorf("token = %+v, kubernetes = %+v", tok, k)
+	}
+}
+
+// Both named methods (kubernetes, x509pop) share how --ttl and --name
+// become the token, and how bad ones are refused.
+func TestNamedTokensTTLAndName(t *testing.T) {
+	bundle := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(bundle, x509poptest.NewCA(t, "machines").PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 500, time.UTC)
+	methods := map[string][]string{
+		"kubernetes": {"--method", "kubernetes", "--bot", "b", "--allow", "wid:wid-agent", "--token-review"},
+		"x509pop":    {"--method", "x509pop", "--bot", "b", "--ca-bundle", bundle},
+	}
+	for method, args := range methods {
+		t.Run(method, func(t *testing.T) {
+			parse := func(extra ...string) (*CreateOptions, error) {
+				f, _ := clitest.Factory(t)
+				var got *CreateOptions
+				cmd := NewCmdCreate(f, func(o *CreateOptions) error { got = o; return nil })
+				cmd.SetArgs(append(slices.Clone(args), extra...))
+				cmd.SetOut(io.Discard)
+				cmd.SetErr(io.Discard)
+				return got, cmd.Execute()
+			}
+			o, err := parse("--name", "nodes", "--ttl", "48h")
+			if err != nil {
+				t.Fatal(err)
+			}
+			build := o.kubernetesToken
+			if method == "x509pop" {
+				build = o.x509PopToken
+			}
+			tok, err := build(now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := now.Add(48 * time.Hour).Truncate(time.Second); !tok.Spec.Expires.Equal(want) || tok.Spec.Method != method ||
+				tok.Metadata.Name != "nodes" || tok.Spec.Bot != "b" {
+				t.Errorf("token = %+v, want %s named nodes for bot b expiring %s", tok, method, want)
+			}
+			if _, err := parse("--name", "No Spaces"); err == nil || !strings.Contains(err.Error(), "--name: ") {
+				t.Errorf("a bad --name: err = %v", err)
+			}
+			// The --ttl flag refuses a negative duration itself; options
+			// set by other code are checked again.
+			o.TTL = resource.Duration(-time.Hour)
+			if err := o.check(); err == nil || !strings.Contains(err.Error(), "--ttl -1h is negative") {
+				t.Errorf("a negative TTL: err = %v", err)
+			}
+		})
 	}
 }

@@ -24,11 +24,9 @@ func (opts *CreateOptions) checkX509Pop() error {
 		return cmdutil.InputErrorf("an x509pop join token needs the CA that issues the agents' certificates: pass --ca-bundle FILE (PEM)")
 	case opts.Issuer != "" || opts.JWKSFile != "" || opts.TokenReview || opts.Cluster != "":
 		return cmdutil.InputErrorf("--issuer, --jwks-file, --token-review and --cluster are for --method kubernetes")
-	case opts.TTL < 0:
-		return cmdutil.InputErrorf("--ttl %s is negative: give a positive duration such as 720h, or leave it out for no expiry", opts.TTL)
 	}
-	if err := resource.ValidateName(opts.Name); err != nil {
-		return cmdutil.InputErrorf("--name: %v", err)
+	if err := opts.checkNamed(); err != nil {
+		return err
 	}
 	for _, a := range opts.Allow {
 		if _, _, err := resource.ParseX509PopAllow(a); err != nil {
@@ -52,18 +50,8 @@ func (opts *CreateOptions) x509PopToken(now time.Time) (*resource.JoinToken, err
 	if _, err := resource.ParseX509PopBundle(string(b)); err != nil {
 		return nil, cmdutil.InputErrorf("--ca-bundle %s %v", opts.CABundle, err)
 	}
-	t := &resource.JoinToken{
-		Header: resource.Header{Kind: resource.KindJoinToken, Version: resource.V1, Metadata: resource.Metadata{Name: opts.Name}},
-		Spec: resource.JoinTokenSpec{Bot: opts.Bot, Method: resource.JoinMethodX509Pop,
-			X509Pop: &resource.X509PopJoin{CABundle: string(b), Allow: opts.Allow}},
-	}
-	if opts.TTL > 0 {
-		t.Spec.Expires = now.Add(opts.TTL.D()).UTC().Truncate(time.Second)
-	}
-	if err := t.Validate(); err != nil {
-		return nil, cmdutil.InputError(err)
-	}
-	return t, nil
+	return opts.namedToken(now, resource.JoinTokenSpec{Method: resource.JoinMethodX509Pop,
+		X509Pop: &resource.X509PopJoin{CABundle: string(b), Allow: opts.Allow}})
 }
 
 // X509PopJoin is what `widctl token create --method x509pop` prints. Its
@@ -85,12 +73,8 @@ func NewX509PopJoin(ping *authv1.PingResponse, t *resource.JoinToken) *X509PopJo
 			j.CAs = append(j.CAs, c.Subject.String())
 		}
 	}
-	addr := ping.GetAuthAddr()
-	if addr == "" {
-		addr = "HOST:PORT"
-	}
 	j.JoinCommand = fmt.Sprintf("widagent start --roles agent --auth %s --ca-pin %s --join-method x509pop --join-token %s --cert CERT.pem --key KEY.pem",
-		addr, ping.GetCaPin(), t.Metadata.Name)
+		hostPort(ping.GetAuthAddr()), ping.GetCaPin(), t.Metadata.Name)
 	return j
 }
 
@@ -98,15 +82,11 @@ func NewX509PopJoin(ping *authv1.PingResponse, t *resource.JoinToken) *X509PopJo
 func (j *X509PopJoin) Print(p *output.Printer) error {
 	return p.Print(j, func(w io.Writer) error {
 		var b strings.Builder
-		expires := "never expires"
-		if !j.Expires.IsZero() {
-			expires = "expires " + p.Time(j.Expires)
-		}
 		allow := "every certificate the CAs issue"
 		if len(j.Allow) > 0 {
 			allow = strings.Join(j.Allow, ", ")
 		}
-		fmt.Fprintf(&b, "x509pop join token %s for bot %s (%s):\n", j.TokenName, j.Bot, expires)
+		fmt.Fprintf(&b, "x509pop join token %s for bot %s (%s):\n", j.TokenName, j.Bot, expiresText(p, j.Expires))
 		fmt.Fprintf(&b, "  CAs:      %s\n", strings.Join(j.CAs, "; "))
 		fmt.Fprintf(&b, "  allowed:  %s\n\n", allow)
 		fmt.Fprintf(&b, "Run the agent with its certificate and key:\n  %s\n", j.JoinCommand)

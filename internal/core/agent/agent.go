@@ -28,7 +28,6 @@ import (
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/x509pop"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 )
 
 // Attestor tells who a Workload API caller is.
@@ -318,26 +317,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		o := &a.cfg.Outputs[i]
 		g.Go(func() error { return a.runOutput(ctx, i, o) })
 	}
-	g.Go(func() error {
-		errc := make(chan error, 1)
-		go func() { errc <- srv.Serve(lis) }()
-		select {
-		case <-ctx.Done():
-			stopped := make(chan struct{})
-			go func() { srv.GracefulStop(); close(stopped) }()
-			select {
-			case <-stopped:
-			case <-time.After(2 * time.Second):
-				srv.Stop()
-			}
-			return nil
-		case err := <-errc:
-			if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-				return fmt.Errorf("serving the Workload API: %w", err)
-			}
-			return nil
-		}
-	})
+	g.Go(func() error { return serve(ctx, srv, lis, a.cfg.SocketPath) })
 	if a.cfg.OnListen != nil {
 		go func() {
 			select {
@@ -347,9 +327,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	err = g.Wait()
-	_ = os.Remove(a.cfg.SocketPath)
-	return err
+	return g.Wait()
 }
 
 // ready is nil while the agent follows the auth service: it has a state

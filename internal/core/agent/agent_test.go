@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -817,4 +818,31 @@ func TestRoleChangeRemovesIdentitiesFromAgent(t *testing.T) {
 	waitSVIDs("/svc/web")
 	setLabels(map[string][]string{"*": {"*"}})
 	waitSVIDs("/svc/db", "/svc/web")
+}
+
+// A stopped agent leaves no socket behind, its own nor an extra one: a
+// socket file without a server makes the next start, or a workload, find a
+// dead endpoint.
+func TestStopRemovesSockets(t *testing.T) {
+	var extra string
+	e := start(t, func(c *agent.Config) {
+		extra = filepath.Join(filepath.Dir(c.SocketPath), "extra.sock")
+		c.ExtraWorkloadAPIs = []agent.WorkloadAPIConfig{{Listen: extra}}
+	})
+	for _, p := range []string{e.socket, extra} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Type() != os.ModeSocket {
+			t.Fatalf("while the agent runs, %s is not a socket: %v", p, err)
+		}
+	}
+	e.cancel()
+	err := <-e.done
+	e.done <- err // for the cleanup, which waits on it too
+	if err != nil {
+		t.Fatalf("agent stopped with: %v", err)
+	}
+	for _, p := range []string{e.socket, extra} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("after the agent stopped, %s is still there (stat: %v)", p, err)
+		}
+	}
 }

@@ -80,7 +80,7 @@ func (a *Agent) configFor(i int) ([]*rbac.Workload, string) {
 	return a.extraConfig[i-1], strconv.Itoa(i) + "\x00"
 }
 
-// serveExtra listens on the extra sockets and serves them until ctx ends.
+// listenExtra listens on the extra sockets; serve serves each until ctx ends.
 func (a *Agent) listenExtra() ([]*grpc.Server, []net.Listener, error) {
 	var srvs []*grpc.Server
 	var liss []net.Listener
@@ -97,7 +97,8 @@ func (a *Agent) listenExtra() ([]*grpc.Server, []net.Listener, error) {
 	return srvs, liss, nil
 }
 
-// serve runs srv on lis until ctx ends.
+// serve runs srv on lis until ctx ends, then stops it (gracefully for up
+// to 2s) and removes the socket at path.
 func serve(ctx context.Context, srv *grpc.Server, lis net.Listener, path string) error {
 	defer os.Remove(path)
 	errc := make(chan error, 1)

@@ -191,6 +191,20 @@ func TestParallelGuessesCountEach(t *testing.T) {
 	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
 		t.Fatal(err)
 	}
+	parallelGuesses(t, []*authtest.Server{srv}, "")
+	// Locked: even the right password is refused.
+	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
+	wantDenied(t, err, codes.PermissionDenied, "too many failed attempts")
+}
+
+// parallelGuesses makes 20 wrong logins at once for alice, spread over
+// servers in turn, then as many for the unknown mallory, and checks that
+// they count and lock exactly as 20 in a row would (MaxLoginFailures
+// failures, then locked), that each at alice is audited (as the last
+// server reads the audit), and that both names got the same answers. where
+// says where the guesses went, for the error.
+func parallelGuesses(t *testing.T, servers []*authtest.Server, where string) {
+	t.Helper()
 	guess := func(user string) []string {
 		const n = 20
 		var (
@@ -202,7 +216,7 @@ func TestParallelGuessesCountEach(t *testing.T) {
 		for i := range n {
 			wg.Go(func() {
 				<-start
-				_, err := login(t, srv, &authv1.LoginRequest{User: user, Password: fmt.Sprintf("wrong guess %d", i)})
+				_, err := login(t, servers[i%len(servers)], &authv1.LoginRequest{User: user, Password: fmt.Sprintf("wrong guess %d", i)})
 				msg := strings.ReplaceAll(lockTimeRE.ReplaceAllString(status.Convert(err).Message(), "TIME"), user, "USER")
 				mu.Lock()
 				answers = append(answers, status.Code(err).String()+": "+msg)
@@ -220,14 +234,14 @@ func TestParallelGuessesCountEach(t *testing.T) {
 		counts[strings.SplitN(a, ":", 2)[0]]++
 	}
 	if counts["Unauthenticated"] != corelogin.MaxLoginFailures || counts["PermissionDenied"] != 20-corelogin.MaxLoginFailures {
-		t.Errorf("20 parallel guesses answered %v, want %d failures then locked", counts, corelogin.MaxLoginFailures)
+		t.Errorf("20 parallel guesses%s answered %v, want %d failures then locked", where, counts, corelogin.MaxLoginFailures)
 	}
 	mallory := guess("mallory")
 	if !slices.Equal(alice, mallory) {
 		t.Errorf("a known and an unknown user answered differently:\n%q\n%q", alice, mallory)
 	}
 	denied := 0
-	for _, ev := range auditTypes(t, srv, "user.login.denied") {
+	for _, ev := range auditTypes(t, servers[len(servers)-1], "user.login.denied") {
 		if ev.Actor == "alice" {
 			denied++
 		}
@@ -235,9 +249,6 @@ func TestParallelGuessesCountEach(t *testing.T) {
 	if denied != 20 {
 		t.Errorf("%d of 20 guesses at alice audited", denied)
 	}
-	// Locked: even the right password is refused.
-	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
-	wantDenied(t, err, codes.PermissionDenied, "too many failed attempts")
 }
 
 // TestLoginLimitsSpareOtherCalls: while logins are refused for load, admin

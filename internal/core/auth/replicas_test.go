@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,50 +50,7 @@ func TestParallelGuessesOverReplicasLockAsOnOne(t *testing.T) {
 	if _, err := login(t, rs[1], &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
 		t.Fatal(err)
 	}
-	guess := func(user string) []string {
-		const n = 20
-		var (
-			wg      sync.WaitGroup
-			mu      sync.Mutex
-			answers []string
-		)
-		start := make(chan struct{})
-		for i := range n {
-			wg.Go(func() {
-				<-start
-				_, err := login(t, rs[i%len(rs)], &authv1.LoginRequest{User: user, Password: fmt.Sprintf("wrong guess %d", i)})
-				msg := strings.ReplaceAll(lockTimeRE.ReplaceAllString(status.Convert(err).Message(), "TIME"), user, "USER")
-				mu.Lock()
-				answers = append(answers, status.Code(err).String()+": "+msg)
-				mu.Unlock()
-			})
-		}
-		close(start)
-		wg.Wait()
-		slices.Sort(answers)
-		return answers
-	}
-	alice := guess("alice")
-	counts := map[string]int{}
-	for _, a := range alice {
-		counts[strings.SplitN(a, ":", 2)[0]]++
-	}
-	if counts["Unauthenticated"] != corelogin.MaxLoginFailures || counts["PermissionDenied"] != 20-corelogin.MaxLoginFailures {
-		t.Errorf("20 parallel guesses over 3 replicas answered %v, want %d failures then locked", counts, corelogin.MaxLoginFailures)
-	}
-	mallory := guess("mallory")
-	if !slices.Equal(alice, mallory) {
-		t.Errorf("a known and an unknown user answered differently:\n%q\n%q", alice, mallory)
-	}
-	denied := 0
-	for _, ev := range auditTypes(t, rs[2], "user.login.denied") {
-		if ev.Actor == "alice" {
-			denied++
-		}
-	}
-	if denied != 20 {
-		t.Errorf("%d of 20 guesses at alice audited", denied)
-	}
+	parallelGuesses(t, rs, " over 3 replicas")
 	// Locked on every replica, even with the right password.
 	for i, r := range rs {
 		_, err := login(t, r, &authv1.LoginRequest{User: "alice", Password: alicePassword})

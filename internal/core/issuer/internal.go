@@ -101,44 +101,21 @@ func (i *Issuer) SignInternalCert(p InternalParams) (*x509.Certificate, error) {
 		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 
-	ks, err := i.cas.Signer(p.CA)
-	if err != nil {
-		return nil, fmt.Errorf("getting the %s CA: %w", p.CA, err)
-	}
-	notBefore, notAfter, err := validity(i.clock(), ttl, ks)
+	ks, tmpl, err := i.leaf(p.CA, ttl, p.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	serial, err := ca.RandomSerial()
-	if err != nil {
-		return nil, err
+	tmpl.Subject = pkix.Name{
+		Organization:       []string{i.cas.TrustDomain().Name()},
+		OrganizationalUnit: []string{p.Kind},
+		CommonName:         p.Name,
+		// The subject's serialNumber attribute tells apart entities
+		// of the same name, which is what a generation is.
+		SerialNumber: p.Generation,
 	}
-	skid, err := ca.SubjectKeyID(p.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject: pkix.Name{
-			Organization:       []string{i.cas.TrustDomain().Name()},
-			OrganizationalUnit: []string{p.Kind},
-			CommonName:         p.Name,
-			// The subject's serialNumber attribute tells apart entities
-			// of the same name, which is what a generation is.
-			SerialNumber: p.Generation,
-		},
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              keyUsage(p.PublicKey),
-		ExtKeyUsage:           eku,
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		URIs:                  []*url.URL{id.URL()},
-		DNSNames:              p.DNSNames,
-		IPAddresses:           p.IPs,
-		SubjectKeyId:          skid,
-		AuthorityKeyId:        ks.Cert.SubjectKeyId,
-	}
+	tmpl.ExtKeyUsage = eku
+	tmpl.URIs = []*url.URL{id.URL()}
+	tmpl.DNSNames, tmpl.IPAddresses = p.DNSNames, p.IPs
 	cert, err := sign(tmpl, ks, p.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("signing %s certificate for %s: %w", p.Kind, p.Name, err)

@@ -75,51 +75,59 @@ func (i *Issuer) signX509SVID(p X509Params) (*X509SVID, error) {
 	if err := checkSANs(p.DNSSANs, p.IPSANs); err != nil {
 		return nil, err
 	}
-	ks, err := i.cas.Signer(ca.TypeSPIFFE)
-	if err != nil {
-		return nil, fmt.Errorf("getting the spiffe CA: %w", err)
-	}
-	notBefore, notAfter, err := validity(i.clock(), ttl, ks)
+	ks, tmpl, err := i.leaf(ca.TypeSPIFFE, ttl, p.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-	serial, err := ca.RandomSerial()
-	if err != nil {
-		return nil, err
-	}
-	skid, err := ca.SubjectKeyID(p.PublicKey)
-	if err != nil {
-		return nil, err
-	}
-	subject := pkix.Name{Organization: []string{i.cas.TrustDomain().Name()}}
+	tmpl.Subject = pkix.Name{Organization: []string{i.cas.TrustDomain().Name()}}
 	// Some TLS stacks still look at the CN; X.520 caps it at 64 characters.
 	if len(p.DNSSANs) > 0 && len(p.DNSSANs[0]) <= 64 {
-		subject.CommonName = p.DNSSANs[0]
+		tmpl.Subject.CommonName = p.DNSSANs[0]
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               subject,
-		NotBefore:             notBefore,
-		NotAfter:              notAfter,
-		KeyUsage:              keyUsage(p.PublicKey),
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  false,
-		URIs:                  []*url.URL{p.ID.URL()},
-		DNSNames:              p.DNSSANs,
-		IPAddresses:           p.IPSANs,
-		SubjectKeyId:          skid,
-		AuthorityKeyId:        ks.Cert.SubjectKeyId,
-	}
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	tmpl.URIs = []*url.URL{p.ID.URL()}
+	tmpl.DNSNames, tmpl.IPAddresses = p.DNSSANs, p.IPSANs
 	leaf, err := sign(tmpl, ks, p.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("signing X509-SVID for %s: %w", p.ID, err)
 	}
 	return &X509SVID{
 		Certificates: []*x509.Certificate{leaf},
-		Serial:       serialHex(serial),
+		Serial:       serialHex(leaf.SerialNumber),
 		NotBefore:    leaf.NotBefore,
 		NotAfter:     leaf.NotAfter,
+	}, nil
+}
+
+// leaf is the signer of CA t and the parts of a leaf certificate template
+// that do not depend on what it is for: a random serial, a validity of ttl
+// within the CA's, the key usage that pub allows, not a CA, and the key IDs.
+func (i *Issuer) leaf(t ca.Type, ttl time.Duration, pub crypto.PublicKey) (*ca.KeySet, *x509.Certificate, error) {
+	ks, err := i.cas.Signer(t)
+	if err != nil {
+		return nil, nil, fmt.Errorf("getting the %s CA: %w", t, err)
+	}
+	notBefore, notAfter, err := validity(i.clock(), ttl, ks)
+	if err != nil {
+		return nil, nil, err
+	}
+	serial, err := ca.RandomSerial()
+	if err != nil {
+		return nil, nil, err
+	}
+	skid, err := ca.SubjectKeyID(pub)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ks, &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              keyUsage(pub),
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		SubjectKeyId:          skid,
+		AuthorityKeyId:        ks.Cert.SubjectKeyId,
 	}, nil
 }
 

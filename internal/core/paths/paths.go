@@ -47,14 +47,3 @@ func DefaultWorkloadSocket() string {
 	}
 	return "/run/wid/workload.sock"
 }
-
-// ConfigDir is widctl's config dir: $XDG_CONFIG_HOME/widctl or ~/.config/widctl.
-func ConfigDir() string {
-	if x := os.Getenv("XDG_CONFIG_HOME"); x != "" {
-		return filepath.Join(x, "widctl")
-	}
-	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".config", "widctl")
-	}
-	return filepath.Join(os.TempDir(), "widctl")
-}

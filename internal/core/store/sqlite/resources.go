@@ -31,28 +31,18 @@ func (db *DB) Get(ctx context.Context, kind, name string) (store.Item, error) {
 func (db *DB) ListAfter(ctx context.Context, kind, after string, limit int) ([]store.Item, error) {
 	rows, err := db.reader.QueryContext(ctx,
 		`SELECT name, revision, data FROM resources WHERE kind = ? AND name > ? ORDER BY name LIMIT ?`, kind, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", kind, err)
-	}
-	defer rows.Close()
-	var items []store.Item
-	for rows.Next() {
-		it := store.Item{Kind: kind}
-		if err := rows.Scan(&it.Name, &it.Revision, &it.Data); err != nil {
-			return nil, fmt.Errorf("listing %s: %w", kind, err)
-		}
-		items = append(items, it)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("listing %s: %w", kind, err)
-	}
-	return items, nil
+	return collectItems(kind, rows, err)
 }
 
 // List returns every item of kind ordered by name.
 func (db *DB) List(ctx context.Context, kind string) ([]store.Item, error) {
 	rows, err := db.reader.QueryContext(ctx,
 		`SELECT name, revision, data FROM resources WHERE kind = ? ORDER BY name`, kind)
+	return collectItems(kind, rows, err)
+}
+
+// collectItems reads the (name, revision, data) rows of a listing of kind.
+func collectItems(kind string, rows *sql.Rows, err error) ([]store.Item, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing %s: %w", kind, err)
 	}
