@@ -4129,8 +4129,10 @@ type ImportCAResponse struct {
 	CappedAt            *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=capped_at,json=cappedAt,proto3" json:"capped_at,omitempty"`
 	ReplacedFingerprint string                 `protobuf:"bytes,7,opt,name=replaced_fingerprint,json=replacedFingerprint,proto3" json:"replaced_fingerprint,omitempty"`
 	NewFingerprint      string                 `protobuf:"bytes,8,opt,name=new_fingerprint,json=newFingerprint,proto3" json:"new_fingerprint,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// for_rotation: the certificate is the one a rotation waited for.
+	ForRotation   bool `protobuf:"varint,9,opt,name=for_rotation,json=forRotation,proto3" json:"for_rotation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ImportCAResponse) Reset() {
@@ -4217,6 +4219,13 @@ func (x *ImportCAResponse) GetNewFingerprint() string {
 		return x.NewFingerprint
 	}
 	return ""
+}
+
+func (x *ImportCAResponse) GetForRotation() bool {
+	if x != nil {
+		return x.ForRotation
+	}
+	return false
 }
 
 type CreateCACSRRequest struct {
@@ -6311,7 +6320,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x17\n" +
 	"\akey_pem\x18\x03 \x01(\fR\x06keyPem\x12\x1d\n" +
 	"\n" +
-	"bundle_pem\x18\x04 \x01(\fR\tbundlePem\"\xc5\x02\n" +
+	"bundle_pem\x18\x04 \x01(\fR\tbundlePem\"\xe8\x02\n" +
 	"\x10ImportCAResponse\x12#\n" +
 	"\x02ca\x18\x01 \x01(\v2\x13.wid.auth.v1.CAInfoR\x02ca\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\"\n" +
@@ -6320,7 +6329,8 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x10started_rotation\x18\x05 \x01(\bR\x0fstartedRotation\x127\n" +
 	"\tcapped_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bcappedAt\x121\n" +
 	"\x14replaced_fingerprint\x18\a \x01(\tR\x13replacedFingerprint\x12'\n" +
-	"\x0fnew_fingerprint\x18\b \x01(\tR\x0enewFingerprint\"(\n" +
+	"\x0fnew_fingerprint\x18\b \x01(\tR\x0enewFingerprint\x12!\n" +
+	"\ffor_rotation\x18\t \x01(\bR\vforRotation\"(\n" +
 	"\x12CreateCACSRRequest\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\"l\n" +
 	"\x13CreateCACSRResponse\x12\x17\n" +

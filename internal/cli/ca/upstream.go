@@ -125,6 +125,7 @@ type Import struct {
 	Mode            string     `json:"mode" yaml:"mode"`
 	Phase           string     `json:"phase" yaml:"phase"`
 	StartedRotation bool       `json:"started_rotation" yaml:"started_rotation"`
+	ForRotation     bool       `json:"for_rotation,omitempty" yaml:"for_rotation,omitempty"`
 	NewFingerprint  string     `json:"new_fingerprint" yaml:"new_fingerprint"`
 	Replaced        string     `json:"replaced_fingerprint,omitempty" yaml:"replaced_fingerprint,omitempty"`
 	NotAfter        time.Time  `json:"not_after" yaml:"not_after"`
@@ -162,7 +163,7 @@ func importRun(ctx context.Context, opts *ImportOptions) error {
 		return err
 	}
 	out := Import{
-		Type: req.Type, Mode: resp.Mode, Phase: resp.GetCa().GetPhase(), StartedRotation: resp.StartedRotation,
+		Type: req.Type, Mode: resp.Mode, Phase: resp.GetCa().GetPhase(), StartedRotation: resp.StartedRotation, ForRotation: resp.ForRotation,
 		NewFingerprint: resp.NewFingerprint, Replaced: resp.ReplacedFingerprint, CappedAt: timePtr(resp.CappedAt), Roots: []string{},
 	}
 	if cert, err := x509.ParseCertificate(resp.Intermediate); err == nil {
@@ -185,10 +186,14 @@ func importRun(ctx context.Context, opts *ImportOptions) error {
 		for _, r := range out.Roots {
 			fmt.Fprintf(w, "  trust bundle root: %s\n", r)
 		}
-		if out.StartedRotation {
+		switch {
+		case out.ForRotation:
+			fmt.Fprintf(w, "It is the signature the rotation waited for: the rotation is in init, and the old key %s still signs.\n", short(out.Replaced))
+			fmt.Fprintf(w, "Next: widctl ca rotate --type %s --phase update_clients (then update_servers, then standby), or let an automatic rotation run.\n", out.Type)
+		case out.StartedRotation:
 			fmt.Fprintf(w, "The trust anchors change, so it joined a rotation in init: the old key %s still signs.\n", short(out.Replaced))
 			fmt.Fprintf(w, "Next: widctl ca rotate --type %s --phase update_clients (then update_servers, then standby).\n", out.Type)
-		} else {
+		default:
 			fmt.Fprintf(w, "It signs now; the old intermediate %s chains to the same root and is retired.\n", short(out.Replaced))
 		}
 		return nil

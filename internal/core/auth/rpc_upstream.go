@@ -95,7 +95,7 @@ func (s *Server) ImportCA(ctx context.Context, req *authv1.ImportCARequest) (*au
 	s.log.Info("upstream CA imported", "ca", ca.TypeSPIFFE, "mode", res.Mode, "started_rotation", res.StartedRotation)
 	resp := &authv1.ImportCAResponse{
 		Ca: s.caInfo(res.Doc), Mode: string(res.Mode), Intermediate: res.Intermediate.Raw,
-		StartedRotation: res.StartedRotation, ReplacedFingerprint: res.Replaced,
+		StartedRotation: res.StartedRotation, ForRotation: res.ForRotation, ReplacedFingerprint: res.Replaced,
 		NewFingerprint: ca.Fingerprint(res.Intermediate.RawSubjectPublicKeyInfo),
 	}
 	for _, r := range res.Roots {

@@ -235,6 +235,8 @@ type ImportResult struct {
 	// rotation in init (the trust anchors change, or a rotation asked for
 	// it); otherwise it signs at once.
 	StartedRotation bool
+	// ForRotation: the signed certificate was the one a rotation waited for.
+	ForRotation bool
 	// CappedAt is set when the intermediate ends early, at the upstream
 	// chain's end, instead of after the CA TTL.
 	CappedAt time.Time
@@ -520,7 +522,7 @@ func (m *Manager) importDocument(doc Document, req ImportRequest) (Document, Imp
 		})
 		next.KeySets = append(next.KeySets, ks)
 		next.Phase, next.Mode, next.Rotation = PhaseInit, mode, r
-		res.StartedRotation = true
+		res.StartedRotation, res.ForRotation = true, rot != nil
 	} else {
 		// Same roots: every chain, old or new, ends where verifiers
 		// already trust, so the new intermediate signs at once and the
