@@ -38,7 +38,7 @@ type upOpts struct {
 	uri                 string
 }
 
-func newUpstream(t *testing.T, cn string, o upOpts) upstreamCA {
+func newUpstream(t testing.TB, cn string, o upOpts) upstreamCA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -379,4 +379,30 @@ func TestImportUpstreamRefusedMidRotation(t *testing.T) {
 	if spiffeRevision(t, st) != rev {
 		t.Fatal("the refused import changed the store")
 	}
+}
+
+// FuzzParseUpstreamPEM: whatever an --cert, --bundle or --key file holds,
+// the parsers answer with certificates, a key, or a refusal wrapping
+// ErrUpstream, never a panic.
+func FuzzParseUpstreamPEM(f *testing.F) {
+	root := newUpstream(f, "seed", upOpts{})
+	f.Add(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.cert.Raw}))
+	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
+	f.Add([]byte("garbage"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		certs, err := ca.ParseCertificatesPEM("--cert", b)
+		if err != nil && !errors.Is(err, ca.ErrUpstream) {
+			t.Fatalf("a certificate refusal that does not wrap ErrUpstream: %v", err)
+		}
+		if err == nil && len(certs) == 0 {
+			t.Fatal("no error and no certificate")
+		}
+		key, err := ca.ParsePrivateKeyPEM("--key", b)
+		if err != nil && !errors.Is(err, ca.ErrUpstream) {
+			t.Fatalf("a key refusal that does not wrap ErrUpstream: %v", err)
+		}
+		if err == nil && key == nil {
+			t.Fatal("no error and no key")
+		}
+	})
 }
