@@ -480,6 +480,9 @@ func (m *Manager) importDocument(doc Document, req ImportRequest) (Document, Imp
 		}
 		res.Mode = UpstreamCSR
 	}
+	if err := verifyIntermediate(ks, now); err != nil {
+		return Document{}, ImportResult{}, err
+	}
 	if doc.Phase != PhaseStandby {
 		return Document{}, ImportResult{}, transitionErrorf("the spiffe CA is in %s of a rotation: finish it (widctl ca rotate --type spiffe --phase %s) or roll it back before importing an upstream CA", doc.Phase, NextPhase(doc.Phase))
 	}
@@ -543,6 +546,36 @@ func (m *Manager) importDocument(doc Document, req ImportRequest) (Document, Imp
 	res.Intermediate, _ = x509.ParseCertificate(ks.Cert)
 	res.Roots = parseDERList(ks.Roots)
 	return next, res, nil
+}
+
+// verifyIntermediate checks that the new intermediate verifies under its
+// roots as an SVID's issuer will have to: an upstream whose path length or
+// name constraints leave no room for it is refused now, not discovered by
+// every workload.
+func verifyIntermediate(ks KeySetDocument, now time.Time) error {
+	cert, err := x509.ParseCertificate(ks.Cert)
+	if err != nil {
+		return fmt.Errorf("parsing the new intermediate: %w", err)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, c := range parseDERList(ks.Roots) {
+		roots.AddCert(c)
+	}
+	for _, c := range parseDERList(ks.Chain) {
+		inter.AddCert(c)
+	}
+	chains, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
+		return upstreamErrorf("wid's intermediate does not verify under the upstream chain (%v): check the upstream's path length and name constraints", err)
+	}
+	// Room below it for the SVIDs: a path length of 0 on the intermediate
+	// itself is wid's own; any constraint above must allow one more level.
+	for i, c := range chains[0][1:] {
+		if c.BasicConstraintsValid && (c.MaxPathLen > 0 || c.MaxPathLenZero) && c.MaxPathLen < i+1 {
+			return upstreamErrorf("the upstream certificate %s allows a path length of %d, which leaves no room for wid's intermediate below it: use a CA certificate with a larger pathlen", c.Subject, c.MaxPathLen)
+		}
+	}
+	return nil
 }
 
 // signIntermediate makes a new spiffe CA key set whose certificate the

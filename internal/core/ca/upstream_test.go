@@ -35,6 +35,7 @@ type upOpts struct {
 	parent              *upstreamCA
 	notBefore, notAfter time.Time
 	notCA, noCertSign   bool
+	pathLenZero         bool
 	uri                 string
 }
 
@@ -58,6 +59,7 @@ func newUpstream(t testing.TB, cn string, o upOpts) upstreamCA {
 	if o.noCertSign {
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
 	}
+	tmpl.MaxPathLenZero = o.pathLenZero
 	if o.uri != "" {
 		u, _ := url.Parse(o.uri)
 		tmpl.URIs = []*url.URL{u}
@@ -249,6 +251,7 @@ func TestImportUpstreamRefusals(t *testing.T) {
 		{"not yet valid", newUpstream(t, "future", upOpts{notBefore: time.Now().Add(time.Hour)}), nil, "is not valid before"},
 		{"expires before the SVIDs", newUpstream(t, "short", upOpts{notAfter: time.Now().Add(2 * time.Hour)}), nil, "before the SVIDs it would sign"},
 		{"other trust domain", newUpstream(t, "foreign", upOpts{uri: "spiffe://elsewhere.test"}), nil, `is for trust domain "elsewhere.test"`},
+		{"path length 0", newUpstream(t, "pathlen0", upOpts{pathLenZero: true}), nil, "leaves no room for wid's intermediate"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
