@@ -117,6 +117,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseClaims$$' -fuzztime $(FUZZTIME) ./internal/core/kubejoin
 	$(GO) test -run '^$$' -fuzz '^FuzzLoginRequest$$' -fuzztime $(FUZZTIME) ./internal/core/auth
 	$(GO) test -run '^$$' -fuzz '^FuzzJoinRequest$$' -fuzztime $(FUZZTIME) ./internal/core/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzParseUpstreamPEM$$' -fuzztime $(FUZZTIME) ./internal/core/ca
 
 clean:
 	rm -rf bin dist .bin

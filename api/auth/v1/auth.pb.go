@@ -3247,8 +3247,16 @@ type CAInfo struct {
 	NextStepAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=next_step_at,json=nextStepAt,proto3" json:"next_step_at,omitempty"`
 	NextPhase      string                 `protobuf:"bytes,10,opt,name=next_phase,json=nextPhase,proto3" json:"next_phase,omitempty"`
 	RolledBackFrom string                 `protobuf:"bytes,11,opt,name=rolled_back_from,json=rolledBackFrom,proto3" json:"rolled_back_from,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// upstream is "" (the CA is its own root), "key" (wid holds the
+	// upstream key) or "csr" (the upstream key is offline).
+	Upstream string `protobuf:"bytes,12,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	// waiting says what the CA waits for before it can move on ("" when
+	// nothing): a signature of its next intermediate in CSR mode.
+	Waiting string `protobuf:"bytes,13,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// upstream_roots are the upstream CA's roots (DER): the bundle's anchors.
+	UpstreamRoots [][]byte `protobuf:"bytes,14,rep,name=upstream_roots,json=upstreamRoots,proto3" json:"upstream_roots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CAInfo) Reset() {
@@ -3356,6 +3364,27 @@ func (x *CAInfo) GetRolledBackFrom() string {
 		return x.RolledBackFrom
 	}
 	return ""
+}
+
+func (x *CAInfo) GetUpstream() string {
+	if x != nil {
+		return x.Upstream
+	}
+	return ""
+}
+
+func (x *CAInfo) GetWaiting() string {
+	if x != nil {
+		return x.Waiting
+	}
+	return ""
+}
+
+func (x *CAInfo) GetUpstreamRoots() [][]byte {
+	if x != nil {
+		return x.UpstreamRoots
+	}
+	return nil
 }
 
 type ListCAsRequest struct {
@@ -3887,9 +3916,12 @@ func (x *RotationStep) GetSequence() int64 {
 }
 
 type RotateCAResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Steps         []*RotationStep        `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
-	Cas           []*CAInfo              `protobuf:"bytes,2,rep,name=cas,proto3" json:"cas,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Steps []*RotationStep        `protobuf:"bytes,1,rep,name=steps,proto3" json:"steps,omitempty"`
+	Cas   []*CAInfo              `protobuf:"bytes,2,rep,name=cas,proto3" json:"cas,omitempty"`
+	// waiting are the CAs that cannot start the rotation by themselves: their
+	// next intermediate needs the offline upstream's signature.
+	Waiting       []*CAWaiting `protobuf:"bytes,3,rep,name=waiting,proto3" json:"waiting,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3938,6 +3970,371 @@ func (x *RotateCAResponse) GetCas() []*CAInfo {
 	return nil
 }
 
+func (x *RotateCAResponse) GetWaiting() []*CAWaiting {
+	if x != nil {
+		return x.Waiting
+	}
+	return nil
+}
+
+type CAWaiting struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// csr_pem is the CSR of the next intermediate's key.
+	CsrPem []byte `protobuf:"bytes,2,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	// fingerprint names that key.
+	Fingerprint   string `protobuf:"bytes,3,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CAWaiting) Reset() {
+	*x = CAWaiting{}
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAWaiting) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAWaiting) ProtoMessage() {}
+
+func (x *CAWaiting) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAWaiting.ProtoReflect.Descriptor instead.
+func (*CAWaiting) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *CAWaiting) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CAWaiting) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *CAWaiting) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+type ImportCARequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type must be spiffe.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// cert_pem is the upstream CA certificate (with key_pem) or the signed
+	// intermediate (CSR mode), either followed by its chain.
+	CertPem []byte `protobuf:"bytes,2,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	// key_pem is the upstream CA's private key; empty in CSR mode.
+	KeyPem []byte `protobuf:"bytes,3,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	// bundle_pem holds the root(s) when cert_pem does not end in one.
+	BundlePem     []byte `protobuf:"bytes,4,opt,name=bundle_pem,json=bundlePem,proto3" json:"bundle_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportCARequest) Reset() {
+	*x = ImportCARequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportCARequest) ProtoMessage() {}
+
+func (x *ImportCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportCARequest.ProtoReflect.Descriptor instead.
+func (*ImportCARequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *ImportCARequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ImportCARequest) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *ImportCARequest) GetKeyPem() []byte {
+	if x != nil {
+		return x.KeyPem
+	}
+	return nil
+}
+
+func (x *ImportCARequest) GetBundlePem() []byte {
+	if x != nil {
+		return x.BundlePem
+	}
+	return nil
+}
+
+type ImportCAResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ca    *CAInfo                `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	// mode is key or csr.
+	Mode string `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	// intermediate is the spiffe CA's new certificate (DER).
+	Intermediate []byte `protobuf:"bytes,3,opt,name=intermediate,proto3" json:"intermediate,omitempty"`
+	// roots are the bundle's new X.509 authorities (DER).
+	Roots [][]byte `protobuf:"bytes,4,rep,name=roots,proto3" json:"roots,omitempty"`
+	// started_rotation: the intermediate joined a rotation in init, since
+	// the trust anchors change; otherwise it signs now.
+	StartedRotation bool `protobuf:"varint,5,opt,name=started_rotation,json=startedRotation,proto3" json:"started_rotation,omitempty"`
+	// capped_at is set when the intermediate ends with the upstream chain,
+	// before the CA TTL.
+	CappedAt            *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=capped_at,json=cappedAt,proto3" json:"capped_at,omitempty"`
+	ReplacedFingerprint string                 `protobuf:"bytes,7,opt,name=replaced_fingerprint,json=replacedFingerprint,proto3" json:"replaced_fingerprint,omitempty"`
+	NewFingerprint      string                 `protobuf:"bytes,8,opt,name=new_fingerprint,json=newFingerprint,proto3" json:"new_fingerprint,omitempty"`
+	// for_rotation: the certificate is the one a rotation waited for.
+	ForRotation   bool `protobuf:"varint,9,opt,name=for_rotation,json=forRotation,proto3" json:"for_rotation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportCAResponse) Reset() {
+	*x = ImportCAResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportCAResponse) ProtoMessage() {}
+
+func (x *ImportCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportCAResponse.ProtoReflect.Descriptor instead.
+func (*ImportCAResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ImportCAResponse) GetCa() *CAInfo {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+func (x *ImportCAResponse) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *ImportCAResponse) GetIntermediate() []byte {
+	if x != nil {
+		return x.Intermediate
+	}
+	return nil
+}
+
+func (x *ImportCAResponse) GetRoots() [][]byte {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+func (x *ImportCAResponse) GetStartedRotation() bool {
+	if x != nil {
+		return x.StartedRotation
+	}
+	return false
+}
+
+func (x *ImportCAResponse) GetCappedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CappedAt
+	}
+	return nil
+}
+
+func (x *ImportCAResponse) GetReplacedFingerprint() string {
+	if x != nil {
+		return x.ReplacedFingerprint
+	}
+	return ""
+}
+
+func (x *ImportCAResponse) GetNewFingerprint() string {
+	if x != nil {
+		return x.NewFingerprint
+	}
+	return ""
+}
+
+func (x *ImportCAResponse) GetForRotation() bool {
+	if x != nil {
+		return x.ForRotation
+	}
+	return false
+}
+
+type CreateCACSRRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// type must be spiffe.
+	Type          string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCACSRRequest) Reset() {
+	*x = CreateCACSRRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCACSRRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCACSRRequest) ProtoMessage() {}
+
+func (x *CreateCACSRRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCACSRRequest.ProtoReflect.Descriptor instead.
+func (*CreateCACSRRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *CreateCACSRRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+type CreateCACSRResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	CsrPem      []byte                 `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	Fingerprint string                 `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// rotation: once signed and imported, the certificate starts the
+	// rotation that asked for it.
+	Rotation      bool `protobuf:"varint,3,opt,name=rotation,proto3" json:"rotation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateCACSRResponse) Reset() {
+	*x = CreateCACSRResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateCACSRResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateCACSRResponse) ProtoMessage() {}
+
+func (x *CreateCACSRResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateCACSRResponse.ProtoReflect.Descriptor instead.
+func (*CreateCACSRResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *CreateCACSRResponse) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *CreateCACSRResponse) GetFingerprint() string {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return ""
+}
+
+func (x *CreateCACSRResponse) GetRotation() bool {
+	if x != nil {
+		return x.Rotation
+	}
+	return false
+}
+
 type AgentBundle struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// x509_authorities are the spiffe CA's DER certificates.
@@ -3958,7 +4355,7 @@ type AgentBundle struct {
 
 func (x *AgentBundle) Reset() {
 	*x = AgentBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3970,7 +4367,7 @@ func (x *AgentBundle) String() string {
 func (*AgentBundle) ProtoMessage() {}
 
 func (x *AgentBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3983,7 +4380,7 @@ func (x *AgentBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentBundle.ProtoReflect.Descriptor instead.
 func (*AgentBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *AgentBundle) GetX509Authorities() [][]byte {
@@ -4036,7 +4433,7 @@ type FederatedBundle struct {
 
 func (x *FederatedBundle) Reset() {
 	*x = FederatedBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4048,7 +4445,7 @@ func (x *FederatedBundle) String() string {
 func (*FederatedBundle) ProtoMessage() {}
 
 func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4061,7 +4458,7 @@ func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
 func (*FederatedBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *FederatedBundle) GetTrustDomain() string {
@@ -4103,7 +4500,7 @@ type IssueWorkloadSVIDsRequest struct {
 
 func (x *IssueWorkloadSVIDsRequest) Reset() {
 	*x = IssueWorkloadSVIDsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4115,7 +4512,7 @@ func (x *IssueWorkloadSVIDsRequest) String() string {
 func (*IssueWorkloadSVIDsRequest) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4128,7 +4525,7 @@ func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsRequest.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *IssueWorkloadSVIDsRequest) GetAttributes() map[string]string {
@@ -4172,7 +4569,7 @@ type WorkloadSVIDRequest struct {
 
 func (x *WorkloadSVIDRequest) Reset() {
 	*x = WorkloadSVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4184,7 +4581,7 @@ func (x *WorkloadSVIDRequest) String() string {
 func (*WorkloadSVIDRequest) ProtoMessage() {}
 
 func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4197,7 +4594,7 @@ func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDRequest.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *WorkloadSVIDRequest) GetIdentity() string {
@@ -4281,7 +4678,7 @@ type WorkloadSVIDResult struct {
 
 func (x *WorkloadSVIDResult) Reset() {
 	*x = WorkloadSVIDResult{}
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4293,7 +4690,7 @@ func (x *WorkloadSVIDResult) String() string {
 func (*WorkloadSVIDResult) ProtoMessage() {}
 
 func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4306,7 +4703,7 @@ func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDResult.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDResult) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *WorkloadSVIDResult) GetSpiffeId() string {
@@ -4382,7 +4779,7 @@ type IssueWorkloadSVIDsResponse struct {
 
 func (x *IssueWorkloadSVIDsResponse) Reset() {
 	*x = IssueWorkloadSVIDsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4394,7 +4791,7 @@ func (x *IssueWorkloadSVIDsResponse) String() string {
 func (*IssueWorkloadSVIDsResponse) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4407,7 +4804,7 @@ func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsResponse.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *IssueWorkloadSVIDsResponse) GetResults() []*WorkloadSVIDResult {
@@ -4438,7 +4835,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4450,7 +4847,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4463,7 +4860,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *Attestation) GetId() string {
@@ -4525,7 +4922,7 @@ type RecordAttestationsRequest struct {
 
 func (x *RecordAttestationsRequest) Reset() {
 	*x = RecordAttestationsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4537,7 +4934,7 @@ func (x *RecordAttestationsRequest) String() string {
 func (*RecordAttestationsRequest) ProtoMessage() {}
 
 func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4550,7 +4947,7 @@ func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsRequest.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *RecordAttestationsRequest) GetHost() string {
@@ -4575,7 +4972,7 @@ type RecordAttestationsResponse struct {
 
 func (x *RecordAttestationsResponse) Reset() {
 	*x = RecordAttestationsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4587,7 +4984,7 @@ func (x *RecordAttestationsResponse) String() string {
 func (*RecordAttestationsResponse) ProtoMessage() {}
 
 func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4600,7 +4997,7 @@ func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsResponse.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
 }
 
 type AuditQuery struct {
@@ -4624,7 +5021,7 @@ type AuditQuery struct {
 
 func (x *AuditQuery) Reset() {
 	*x = AuditQuery{}
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4636,7 +5033,7 @@ func (x *AuditQuery) String() string {
 func (*AuditQuery) ProtoMessage() {}
 
 func (x *AuditQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4649,7 +5046,7 @@ func (x *AuditQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
 func (*AuditQuery) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *AuditQuery) GetTypes() []string {
@@ -4742,7 +5139,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4754,7 +5151,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4767,7 +5164,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4912,7 +5309,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4924,7 +5321,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4937,7 +5334,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
@@ -4960,7 +5357,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4972,7 +5369,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4985,7 +5382,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -5013,7 +5410,7 @@ type StreamAuditEventsRequest struct {
 
 func (x *StreamAuditEventsRequest) Reset() {
 	*x = StreamAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[70]
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5025,7 +5422,7 @@ func (x *StreamAuditEventsRequest) String() string {
 func (*StreamAuditEventsRequest) ProtoMessage() {}
 
 func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[70]
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5038,7 +5435,7 @@ func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *StreamAuditEventsRequest) GetQuery() *AuditQuery {
@@ -5067,7 +5464,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[71]
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5079,7 +5476,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[71]
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5092,7 +5489,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{71}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *VerifyAuditRequest) GetHeadSeq() int64 {
@@ -5121,7 +5518,7 @@ type AuditProblem struct {
 
 func (x *AuditProblem) Reset() {
 	*x = AuditProblem{}
-	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5133,7 +5530,7 @@ func (x *AuditProblem) String() string {
 func (*AuditProblem) ProtoMessage() {}
 
 func (x *AuditProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5146,7 +5543,7 @@ func (x *AuditProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
 func (*AuditProblem) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{72}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *AuditProblem) GetSeq() int64 {
@@ -5189,7 +5586,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	mi := &file_auth_v1_auth_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5201,7 +5598,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	mi := &file_auth_v1_auth_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5214,7 +5611,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{73}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -5280,7 +5677,7 @@ type RevokeX509SVIDRequest struct {
 
 func (x *RevokeX509SVIDRequest) Reset() {
 	*x = RevokeX509SVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	mi := &file_auth_v1_auth_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5292,7 +5689,7 @@ func (x *RevokeX509SVIDRequest) String() string {
 func (*RevokeX509SVIDRequest) ProtoMessage() {}
 
 func (x *RevokeX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	mi := &file_auth_v1_auth_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5305,7 +5702,7 @@ func (x *RevokeX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*RevokeX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{74}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *RevokeX509SVIDRequest) GetSerial() string {
@@ -5340,7 +5737,7 @@ type RevokedSerial struct {
 
 func (x *RevokedSerial) Reset() {
 	*x = RevokedSerial{}
-	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	mi := &file_auth_v1_auth_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5352,7 +5749,7 @@ func (x *RevokedSerial) String() string {
 func (*RevokedSerial) ProtoMessage() {}
 
 func (x *RevokedSerial) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	mi := &file_auth_v1_auth_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5365,7 +5762,7 @@ func (x *RevokedSerial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokedSerial.ProtoReflect.Descriptor instead.
 func (*RevokedSerial) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{75}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RevokedSerial) GetSerial() string {
@@ -5398,7 +5795,7 @@ type RevokeX509SVIDResponse struct {
 
 func (x *RevokeX509SVIDResponse) Reset() {
 	*x = RevokeX509SVIDResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	mi := &file_auth_v1_auth_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5410,7 +5807,7 @@ func (x *RevokeX509SVIDResponse) String() string {
 func (*RevokeX509SVIDResponse) ProtoMessage() {}
 
 func (x *RevokeX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	mi := &file_auth_v1_auth_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5423,7 +5820,7 @@ func (x *RevokeX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*RevokeX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{76}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *RevokeX509SVIDResponse) GetRevoked() []*RevokedSerial {
@@ -5441,7 +5838,7 @@ type GetCRLsRequest struct {
 
 func (x *GetCRLsRequest) Reset() {
 	*x = GetCRLsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	mi := &file_auth_v1_auth_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5453,7 +5850,7 @@ func (x *GetCRLsRequest) String() string {
 func (*GetCRLsRequest) ProtoMessage() {}
 
 func (x *GetCRLsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	mi := &file_auth_v1_auth_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5466,7 +5863,7 @@ func (x *GetCRLsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCRLsRequest.ProtoReflect.Descriptor instead.
 func (*GetCRLsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{77}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{82}
 }
 
 type CRL struct {
@@ -5481,7 +5878,7 @@ type CRL struct {
 
 func (x *CRL) Reset() {
 	*x = CRL{}
-	mi := &file_auth_v1_auth_proto_msgTypes[78]
+	mi := &file_auth_v1_auth_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5493,7 +5890,7 @@ func (x *CRL) String() string {
 func (*CRL) ProtoMessage() {}
 
 func (x *CRL) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[78]
+	mi := &file_auth_v1_auth_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5506,7 +5903,7 @@ func (x *CRL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRL.ProtoReflect.Descriptor instead.
 func (*CRL) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{78}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CRL) GetCaKeyId() string {
@@ -5532,7 +5929,7 @@ type GetCRLsResponse struct {
 
 func (x *GetCRLsResponse) Reset() {
 	*x = GetCRLsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[79]
+	mi := &file_auth_v1_auth_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5544,7 +5941,7 @@ func (x *GetCRLsResponse) String() string {
 func (*GetCRLsResponse) ProtoMessage() {}
 
 func (x *GetCRLsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[79]
+	mi := &file_auth_v1_auth_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5557,7 +5954,7 @@ func (x *GetCRLsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCRLsResponse.ProtoReflect.Descriptor instead.
 func (*GetCRLsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{79}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *GetCRLsResponse) GetCrls() []*CRL {
@@ -5854,7 +6251,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"not_before\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x1b\n" +
-	"\tsigner_id\x18\b \x01(\tR\bsignerId\"\xcb\x03\n" +
+	"\tsigner_id\x18\b \x01(\tR\bsignerId\"\xa8\x04\n" +
 	"\x06CAInfo\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x12\n" +
@@ -5869,7 +6266,10 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
 	"next_phase\x18\n" +
 	" \x01(\tR\tnextPhase\x12(\n" +
-	"\x10rolled_back_from\x18\v \x01(\tR\x0erolledBackFrom\"\x10\n" +
+	"\x10rolled_back_from\x18\v \x01(\tR\x0erolledBackFrom\x12\x1a\n" +
+	"\bupstream\x18\f \x01(\tR\bupstream\x12\x18\n" +
+	"\awaiting\x18\r \x01(\tR\awaiting\x12%\n" +
+	"\x0eupstream_roots\x18\x0e \x03(\fR\rupstreamRoots\"\x10\n" +
 	"\x0eListCAsRequest\"8\n" +
 	"\x0fListCAsResponse\x12%\n" +
 	"\x03cas\x18\x01 \x03(\v2\x13.wid.auth.v1.CAInfoR\x03cas\"\xf6\x01\n" +
@@ -5906,10 +6306,37 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\blaggards\x18\x05 \x03(\tR\blaggards\x12'\n" +
 	"\x0fold_fingerprint\x18\x06 \x01(\tR\x0eoldFingerprint\x12'\n" +
 	"\x0fnew_fingerprint\x18\a \x01(\tR\x0enewFingerprint\x12\x1a\n" +
-	"\bsequence\x18\b \x01(\x03R\bsequence\"j\n" +
+	"\bsequence\x18\b \x01(\x03R\bsequence\"\x9c\x01\n" +
 	"\x10RotateCAResponse\x12/\n" +
 	"\x05steps\x18\x01 \x03(\v2\x19.wid.auth.v1.RotationStepR\x05steps\x12%\n" +
-	"\x03cas\x18\x02 \x03(\v2\x13.wid.auth.v1.CAInfoR\x03cas\"\xd5\x01\n" +
+	"\x03cas\x18\x02 \x03(\v2\x13.wid.auth.v1.CAInfoR\x03cas\x120\n" +
+	"\awaiting\x18\x03 \x03(\v2\x16.wid.auth.v1.CAWaitingR\awaiting\"Z\n" +
+	"\tCAWaiting\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x17\n" +
+	"\acsr_pem\x18\x02 \x01(\fR\x06csrPem\x12 \n" +
+	"\vfingerprint\x18\x03 \x01(\tR\vfingerprint\"x\n" +
+	"\x0fImportCARequest\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x19\n" +
+	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x17\n" +
+	"\akey_pem\x18\x03 \x01(\fR\x06keyPem\x12\x1d\n" +
+	"\n" +
+	"bundle_pem\x18\x04 \x01(\fR\tbundlePem\"\xe8\x02\n" +
+	"\x10ImportCAResponse\x12#\n" +
+	"\x02ca\x18\x01 \x01(\v2\x13.wid.auth.v1.CAInfoR\x02ca\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\x12\"\n" +
+	"\fintermediate\x18\x03 \x01(\fR\fintermediate\x12\x14\n" +
+	"\x05roots\x18\x04 \x03(\fR\x05roots\x12)\n" +
+	"\x10started_rotation\x18\x05 \x01(\bR\x0fstartedRotation\x127\n" +
+	"\tcapped_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bcappedAt\x121\n" +
+	"\x14replaced_fingerprint\x18\a \x01(\tR\x13replacedFingerprint\x12'\n" +
+	"\x0fnew_fingerprint\x18\b \x01(\tR\x0enewFingerprint\x12!\n" +
+	"\ffor_rotation\x18\t \x01(\bR\vforRotation\"(\n" +
+	"\x12CreateCACSRRequest\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\"l\n" +
+	"\x13CreateCACSRResponse\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\tR\vfingerprint\x12\x1a\n" +
+	"\brotation\x18\x03 \x01(\bR\brotation\"\xd5\x01\n" +
 	"\vAgentBundle\x12)\n" +
 	"\x10x509_authorities\x18\x01 \x03(\fR\x0fx509Authorities\x12\x19\n" +
 	"\bjwt_jwks\x18\x02 \x01(\fR\ajwtJwks\x12\x19\n" +
@@ -6055,7 +6482,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\tca_key_id\x18\x01 \x01(\tR\acaKeyId\x12\x10\n" +
 	"\x03der\x18\x02 \x01(\fR\x03der\"7\n" +
 	"\x0fGetCRLsResponse\x12$\n" +
-	"\x04crls\x18\x01 \x03(\v2\x10.wid.auth.v1.CRLR\x04crls2\x89\x14\n" +
+	"\x04crls\x18\x01 \x03(\v2\x10.wid.auth.v1.CRLR\x04crls2\xa4\x15\n" +
 	"\vAuthService\x12;\n" +
 	"\x04Ping\x12\x18.wid.auth.v1.PingRequest\x1a\x19.wid.auth.v1.PingResponse\x12Y\n" +
 	"\x0eCreateResource\x12\".wid.auth.v1.CreateResourceRequest\x1a#.wid.auth.v1.CreateResourceResponse\x12P\n" +
@@ -6086,7 +6513,9 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x11ReportAgentStatus\x12%.wid.auth.v1.ReportAgentStatusRequest\x1a&.wid.auth.v1.ReportAgentStatusResponse\x12D\n" +
 	"\aListCAs\x12\x1b.wid.auth.v1.ListCAsRequest\x1a\x1c.wid.auth.v1.ListCAsResponse\x12P\n" +
 	"\vGetCAStatus\x12\x1f.wid.auth.v1.GetCAStatusRequest\x1a .wid.auth.v1.GetCAStatusResponse\x12G\n" +
-	"\bRotateCA\x12\x1c.wid.auth.v1.RotateCARequest\x1a\x1d.wid.auth.v1.RotateCAResponse\x12\\\n" +
+	"\bRotateCA\x12\x1c.wid.auth.v1.RotateCARequest\x1a\x1d.wid.auth.v1.RotateCAResponse\x12G\n" +
+	"\bImportCA\x12\x1c.wid.auth.v1.ImportCARequest\x1a\x1d.wid.auth.v1.ImportCAResponse\x12P\n" +
+	"\vCreateCACSR\x12\x1f.wid.auth.v1.CreateCACSRRequest\x1a .wid.auth.v1.CreateCACSRResponse\x12\\\n" +
 	"\x0fListAuditEvents\x12#.wid.auth.v1.ListAuditEventsRequest\x1a$.wid.auth.v1.ListAuditEventsResponse\x12U\n" +
 	"\x11StreamAuditEvents\x12%.wid.auth.v1.StreamAuditEventsRequest\x1a\x17.wid.auth.v1.AuditEvent0\x01\x12P\n" +
 	"\vVerifyAudit\x12\x1f.wid.auth.v1.VerifyAuditRequest\x1a .wid.auth.v1.VerifyAuditResponseB/Z-github.com/wid-project/wid/api/auth/v1;authv1b\x06proto3"
@@ -6103,7 +6532,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 93)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -6162,171 +6591,183 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*RotateCARequest)(nil),            // 54: wid.auth.v1.RotateCARequest
 	(*RotationStep)(nil),               // 55: wid.auth.v1.RotationStep
 	(*RotateCAResponse)(nil),           // 56: wid.auth.v1.RotateCAResponse
-	(*AgentBundle)(nil),                // 57: wid.auth.v1.AgentBundle
-	(*FederatedBundle)(nil),            // 58: wid.auth.v1.FederatedBundle
-	(*IssueWorkloadSVIDsRequest)(nil),  // 59: wid.auth.v1.IssueWorkloadSVIDsRequest
-	(*WorkloadSVIDRequest)(nil),        // 60: wid.auth.v1.WorkloadSVIDRequest
-	(*WorkloadSVIDResult)(nil),         // 61: wid.auth.v1.WorkloadSVIDResult
-	(*IssueWorkloadSVIDsResponse)(nil), // 62: wid.auth.v1.IssueWorkloadSVIDsResponse
-	(*Attestation)(nil),                // 63: wid.auth.v1.Attestation
-	(*RecordAttestationsRequest)(nil),  // 64: wid.auth.v1.RecordAttestationsRequest
-	(*RecordAttestationsResponse)(nil), // 65: wid.auth.v1.RecordAttestationsResponse
-	(*AuditQuery)(nil),                 // 66: wid.auth.v1.AuditQuery
-	(*AuditEvent)(nil),                 // 67: wid.auth.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 68: wid.auth.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 69: wid.auth.v1.ListAuditEventsResponse
-	(*StreamAuditEventsRequest)(nil),   // 70: wid.auth.v1.StreamAuditEventsRequest
-	(*VerifyAuditRequest)(nil),         // 71: wid.auth.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),               // 72: wid.auth.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),        // 73: wid.auth.v1.VerifyAuditResponse
-	(*RevokeX509SVIDRequest)(nil),      // 74: wid.auth.v1.RevokeX509SVIDRequest
-	(*RevokedSerial)(nil),              // 75: wid.auth.v1.RevokedSerial
-	(*RevokeX509SVIDResponse)(nil),     // 76: wid.auth.v1.RevokeX509SVIDResponse
-	(*GetCRLsRequest)(nil),             // 77: wid.auth.v1.GetCRLsRequest
-	(*CRL)(nil),                        // 78: wid.auth.v1.CRL
-	(*GetCRLsResponse)(nil),            // 79: wid.auth.v1.GetCRLsResponse
-	nil,                                // 80: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                                // 81: wid.auth.v1.CreateUserRequest.LabelsEntry
-	nil,                                // 82: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                                // 83: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                                // 84: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	nil,                                // 85: wid.auth.v1.AgentState.CasEntry
-	nil,                                // 86: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	nil,                                // 87: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	nil,                                // 88: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	nil,                                // 89: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 90: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 91: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 92: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 93: google.protobuf.Timestamp
+	(*CAWaiting)(nil),                  // 57: wid.auth.v1.CAWaiting
+	(*ImportCARequest)(nil),            // 58: wid.auth.v1.ImportCARequest
+	(*ImportCAResponse)(nil),           // 59: wid.auth.v1.ImportCAResponse
+	(*CreateCACSRRequest)(nil),         // 60: wid.auth.v1.CreateCACSRRequest
+	(*CreateCACSRResponse)(nil),        // 61: wid.auth.v1.CreateCACSRResponse
+	(*AgentBundle)(nil),                // 62: wid.auth.v1.AgentBundle
+	(*FederatedBundle)(nil),            // 63: wid.auth.v1.FederatedBundle
+	(*IssueWorkloadSVIDsRequest)(nil),  // 64: wid.auth.v1.IssueWorkloadSVIDsRequest
+	(*WorkloadSVIDRequest)(nil),        // 65: wid.auth.v1.WorkloadSVIDRequest
+	(*WorkloadSVIDResult)(nil),         // 66: wid.auth.v1.WorkloadSVIDResult
+	(*IssueWorkloadSVIDsResponse)(nil), // 67: wid.auth.v1.IssueWorkloadSVIDsResponse
+	(*Attestation)(nil),                // 68: wid.auth.v1.Attestation
+	(*RecordAttestationsRequest)(nil),  // 69: wid.auth.v1.RecordAttestationsRequest
+	(*RecordAttestationsResponse)(nil), // 70: wid.auth.v1.RecordAttestationsResponse
+	(*AuditQuery)(nil),                 // 71: wid.auth.v1.AuditQuery
+	(*AuditEvent)(nil),                 // 72: wid.auth.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 73: wid.auth.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 74: wid.auth.v1.ListAuditEventsResponse
+	(*StreamAuditEventsRequest)(nil),   // 75: wid.auth.v1.StreamAuditEventsRequest
+	(*VerifyAuditRequest)(nil),         // 76: wid.auth.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),               // 77: wid.auth.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),        // 78: wid.auth.v1.VerifyAuditResponse
+	(*RevokeX509SVIDRequest)(nil),      // 79: wid.auth.v1.RevokeX509SVIDRequest
+	(*RevokedSerial)(nil),              // 80: wid.auth.v1.RevokedSerial
+	(*RevokeX509SVIDResponse)(nil),     // 81: wid.auth.v1.RevokeX509SVIDResponse
+	(*GetCRLsRequest)(nil),             // 82: wid.auth.v1.GetCRLsRequest
+	(*CRL)(nil),                        // 83: wid.auth.v1.CRL
+	(*GetCRLsResponse)(nil),            // 84: wid.auth.v1.GetCRLsResponse
+	nil,                                // 85: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 86: wid.auth.v1.CreateUserRequest.LabelsEntry
+	nil,                                // 87: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 88: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 89: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 90: wid.auth.v1.AgentState.CasEntry
+	nil,                                // 91: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	nil,                                // 92: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	nil,                                // 93: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	nil,                                // 94: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 95: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 96: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 97: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 98: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	93, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	98, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
 	10, // 1: wid.auth.v1.ListResourcesResponse.corrupt:type_name -> wid.auth.v1.CorruptResource
-	80, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	93, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	93, // 4: wid.auth.v1.JoinChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	81, // 5: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	93, // 6: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	93, // 7: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	93, // 8: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	93, // 9: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 10: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	93, // 11: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	83, // 12: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	93, // 13: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 14: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	85, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	98, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	98, // 4: wid.auth.v1.JoinChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	86, // 5: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
+	98, // 6: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	98, // 7: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	98, // 8: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	98, // 9: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	87, // 10: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	98, // 11: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	88, // 12: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	98, // 13: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	89, // 14: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
 	38, // 15: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
-	57, // 16: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
-	85, // 17: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
+	62, // 16: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
+	90, // 17: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
 	10, // 18: wid.auth.v1.AgentState.corrupt_workload_identities:type_name -> wid.auth.v1.CorruptResource
 	42, // 19: wid.auth.v1.AgentState.locks:type_name -> wid.auth.v1.AgentLock
-	93, // 20: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
-	86, // 21: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	87, // 22: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	88, // 23: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	93, // 24: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	93, // 25: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	98, // 20: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
+	91, // 21: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	92, // 22: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	93, // 23: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	98, // 24: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	98, // 25: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	46, // 26: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
-	93, // 27: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
-	93, // 28: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
-	93, // 29: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	98, // 27: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	98, // 28: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	98, // 29: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
 	47, // 30: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
-	93, // 31: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	98, // 31: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
 	47, // 32: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
 	50, // 33: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
 	51, // 34: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
 	55, // 35: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
 	47, // 36: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
-	58, // 37: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
-	89, // 38: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	60, // 39: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	93, // 40: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	93, // 41: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
-	61, // 42: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	93, // 43: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	90, // 44: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
-	63, // 45: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	93, // 46: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	93, // 47: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	93, // 48: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	91, // 49: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	92, // 50: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	66, // 51: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	67, // 52: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	66, // 53: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	72, // 54: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	93, // 55: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
-	75, // 56: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
-	78, // 57: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
-	43, // 58: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 59: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 60: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 61: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 62: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	11, // 63: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	13, // 64: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	15, // 65: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	17, // 66: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	19, // 67: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	21, // 68: wid.auth.v1.AuthService.JoinChallenge:input_type -> wid.auth.v1.JoinChallengeRequest
-	29, // 69: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 70: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	23, // 71: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	25, // 72: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	27, // 73: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	31, // 74: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	33, // 75: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	35, // 76: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	74, // 77: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
-	77, // 78: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
-	37, // 79: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	40, // 80: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	59, // 81: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	64, // 82: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	44, // 83: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	48, // 84: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	52, // 85: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	54, // 86: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	68, // 87: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	70, // 88: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	71, // 89: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 90: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 91: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 92: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 93: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	12, // 94: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	14, // 95: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	16, // 96: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	18, // 97: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	20, // 98: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	22, // 99: wid.auth.v1.AuthService.JoinChallenge:output_type -> wid.auth.v1.JoinChallengeResponse
-	30, // 100: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 101: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	24, // 102: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	26, // 103: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	28, // 104: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	32, // 105: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	34, // 106: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	36, // 107: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	76, // 108: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
-	79, // 109: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
-	39, // 110: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	41, // 111: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	62, // 112: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	65, // 113: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	45, // 114: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	49, // 115: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	53, // 116: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	56, // 117: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	69, // 118: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	67, // 119: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	73, // 120: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	90, // [90:121] is the sub-list for method output_type
-	59, // [59:90] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	57, // 37: wid.auth.v1.RotateCAResponse.waiting:type_name -> wid.auth.v1.CAWaiting
+	47, // 38: wid.auth.v1.ImportCAResponse.ca:type_name -> wid.auth.v1.CAInfo
+	98, // 39: wid.auth.v1.ImportCAResponse.capped_at:type_name -> google.protobuf.Timestamp
+	63, // 40: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
+	94, // 41: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	65, // 42: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	98, // 43: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	98, // 44: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
+	66, // 45: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	98, // 46: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	95, // 47: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	68, // 48: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	98, // 49: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	98, // 50: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	98, // 51: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	96, // 52: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	97, // 53: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	71, // 54: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	72, // 55: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	71, // 56: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	77, // 57: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	98, // 58: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
+	80, // 59: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
+	83, // 60: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
+	43, // 61: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 62: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,  // 63: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,  // 64: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,  // 65: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	11, // 66: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	13, // 67: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	15, // 68: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	17, // 69: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	19, // 70: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	21, // 71: wid.auth.v1.AuthService.JoinChallenge:input_type -> wid.auth.v1.JoinChallengeRequest
+	29, // 72: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,  // 73: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	23, // 74: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	25, // 75: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	27, // 76: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	31, // 77: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	33, // 78: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	35, // 79: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	79, // 80: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
+	82, // 81: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
+	37, // 82: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	40, // 83: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	64, // 84: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	69, // 85: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	44, // 86: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	48, // 87: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	52, // 88: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	54, // 89: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	58, // 90: wid.auth.v1.AuthService.ImportCA:input_type -> wid.auth.v1.ImportCARequest
+	60, // 91: wid.auth.v1.AuthService.CreateCACSR:input_type -> wid.auth.v1.CreateCACSRRequest
+	73, // 92: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	75, // 93: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	76, // 94: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 95: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,  // 96: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,  // 97: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,  // 98: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	12, // 99: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	14, // 100: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	16, // 101: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	18, // 102: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	20, // 103: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	22, // 104: wid.auth.v1.AuthService.JoinChallenge:output_type -> wid.auth.v1.JoinChallengeResponse
+	30, // 105: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,  // 106: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	24, // 107: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	26, // 108: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	28, // 109: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	32, // 110: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	34, // 111: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	36, // 112: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	81, // 113: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
+	84, // 114: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
+	39, // 115: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	41, // 116: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	67, // 117: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	70, // 118: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	45, // 119: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	49, // 120: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	53, // 121: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	56, // 122: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	59, // 123: wid.auth.v1.AuthService.ImportCA:output_type -> wid.auth.v1.ImportCAResponse
+	61, // 124: wid.auth.v1.AuthService.CreateCACSR:output_type -> wid.auth.v1.CreateCACSRResponse
+	74, // 125: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	72, // 126: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	78, // 127: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	95, // [95:128] is the sub-list for method output_type
+	62, // [62:95] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -6340,7 +6781,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   93,
+			NumMessages:   98,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,6 +51,8 @@ const (
 	AuthService_ListCAs_FullMethodName            = "/wid.auth.v1.AuthService/ListCAs"
 	AuthService_GetCAStatus_FullMethodName        = "/wid.auth.v1.AuthService/GetCAStatus"
 	AuthService_RotateCA_FullMethodName           = "/wid.auth.v1.AuthService/RotateCA"
+	AuthService_ImportCA_FullMethodName           = "/wid.auth.v1.AuthService/ImportCA"
+	AuthService_CreateCACSR_FullMethodName        = "/wid.auth.v1.AuthService/CreateCACSR"
 	AuthService_ListAuditEvents_FullMethodName    = "/wid.auth.v1.AuthService/ListAuditEvents"
 	AuthService_StreamAuditEvents_FullMethodName  = "/wid.auth.v1.AuthService/StreamAuditEvents"
 	AuthService_VerifyAudit_FullMethodName        = "/wid.auth.v1.AuthService/VerifyAudit"
@@ -129,6 +131,12 @@ type AuthServiceClient interface {
 	GetCAStatus(ctx context.Context, in *GetCAStatusRequest, opts ...grpc.CallOption) (*GetCAStatusResponse, error)
 	// RotateCA moves one CA, or all, to a rotation phase.
 	RotateCA(ctx context.Context, in *RotateCARequest, opts ...grpc.CallOption) (*RotateCAResponse, error)
+	// ImportCA puts an upstream CA above the spiffe CA: its certificate and
+	// key, or (CSR mode) the signed certificate of the key CreateCACSR made.
+	ImportCA(ctx context.Context, in *ImportCARequest, opts ...grpc.CallOption) (*ImportCAResponse, error)
+	// CreateCACSR returns a CSR for a new spiffe CA intermediate key that
+	// stays in the auth service; the one already waiting if there is one.
+	CreateCACSR(ctx context.Context, in *CreateCACSRRequest, opts ...grpc.CallOption) (*CreateCACSRResponse, error)
 	// Audit.
 	ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error)
 	StreamAuditEvents(ctx context.Context, in *StreamAuditEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[AuditEvent], error)
@@ -432,6 +440,26 @@ func (c *authServiceClient) RotateCA(ctx context.Context, in *RotateCARequest, o
 	return out, nil
 }
 
+func (c *authServiceClient) ImportCA(ctx context.Context, in *ImportCARequest, opts ...grpc.CallOption) (*ImportCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportCAResponse)
+	err := c.cc.Invoke(ctx, AuthService_ImportCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) CreateCACSR(ctx context.Context, in *CreateCACSRRequest, opts ...grpc.CallOption) (*CreateCACSRResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateCACSRResponse)
+	err := c.cc.Invoke(ctx, AuthService_CreateCACSR_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *authServiceClient) ListAuditEvents(ctx context.Context, in *ListAuditEventsRequest, opts ...grpc.CallOption) (*ListAuditEventsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAuditEventsResponse)
@@ -544,6 +572,12 @@ type AuthServiceServer interface {
 	GetCAStatus(context.Context, *GetCAStatusRequest) (*GetCAStatusResponse, error)
 	// RotateCA moves one CA, or all, to a rotation phase.
 	RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error)
+	// ImportCA puts an upstream CA above the spiffe CA: its certificate and
+	// key, or (CSR mode) the signed certificate of the key CreateCACSR made.
+	ImportCA(context.Context, *ImportCARequest) (*ImportCAResponse, error)
+	// CreateCACSR returns a CSR for a new spiffe CA intermediate key that
+	// stays in the auth service; the one already waiting if there is one.
+	CreateCACSR(context.Context, *CreateCACSRRequest) (*CreateCACSRResponse, error)
 	// Audit.
 	ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error)
 	StreamAuditEvents(*StreamAuditEventsRequest, grpc.ServerStreamingServer[AuditEvent]) error
@@ -641,6 +675,12 @@ func (UnimplementedAuthServiceServer) GetCAStatus(context.Context, *GetCAStatusR
 }
 func (UnimplementedAuthServiceServer) RotateCA(context.Context, *RotateCARequest) (*RotateCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateCA not implemented")
+}
+func (UnimplementedAuthServiceServer) ImportCA(context.Context, *ImportCARequest) (*ImportCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportCA not implemented")
+}
+func (UnimplementedAuthServiceServer) CreateCACSR(context.Context, *CreateCACSRRequest) (*CreateCACSRResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateCACSR not implemented")
 }
 func (UnimplementedAuthServiceServer) ListAuditEvents(context.Context, *ListAuditEventsRequest) (*ListAuditEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAuditEvents not implemented")
@@ -1169,6 +1209,42 @@ func _AuthService_RotateCA_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_ImportCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).ImportCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_ImportCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).ImportCA(ctx, req.(*ImportCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_CreateCACSR_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateCACSRRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).CreateCACSR(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_CreateCACSR_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).CreateCACSR(ctx, req.(*CreateCACSRRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AuthService_ListAuditEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAuditEventsRequest)
 	if err := dec(in); err != nil {
@@ -1330,6 +1406,14 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateCA",
 			Handler:    _AuthService_RotateCA_Handler,
+		},
+		{
+			MethodName: "ImportCA",
+			Handler:    _AuthService_ImportCA_Handler,
+		},
+		{
+			MethodName: "CreateCACSR",
+			Handler:    _AuthService_CreateCACSR_Handler,
 		},
 		{
 			MethodName: "ListAuditEvents",

@@ -26,7 +26,7 @@ var typeNames = []string{"spiffe", "jwt", "wit", "user", "host"}
 func NewCmdCA(f *cmdutil.Factory) *cobra.Command {
 	cmd := cmdutil.Group(&cobra.Command{
 		Use:   "ca <command>",
-		Short: "List the trust domain's CAs and rotate them",
+		Short: "List the trust domain's CAs, rotate them, put the spiffe CA under an upstream CA",
 		Long: `List the trust domain's certificate authorities and rotate them.
 
 Each CA type rotates on its own through the phases
@@ -37,13 +37,17 @@ standby -> init -> update_clients -> update_servers -> standby:
   standby         the old keys leave the bundle and are deleted
 rollback (from init, update_clients or update_servers) makes the old keys
 sign again and returns to standby once agents have renewed.
-A phase change waits for every agent seen in the last --agent-window.`,
+A phase change waits for every agent seen in the last --agent-window.
+
+The spiffe CA can be an intermediate of your own root CA (an upstream CA):
+see widctl ca import and widctl ca csr.`,
 		Example: `  widctl ca ls
   widctl ca rotate --type spiffe --phase init
   widctl ca rotate --type spiffe --grace-period 30h
-  widctl ca status --type spiffe`,
+  widctl ca status --type spiffe
+  widctl ca import --type spiffe --cert root.pem --key root.key`,
 	})
-	cmd.AddCommand(NewCmdList(f, nil), NewCmdStatus(f, nil), NewCmdRotate(f, nil))
+	cmd.AddCommand(NewCmdList(f, nil), NewCmdStatus(f, nil), NewCmdRotate(f, nil), NewCmdImport(f, nil), NewCmdCSR(f, nil))
 	return cmd
 }
 
@@ -84,6 +88,10 @@ type CA struct {
 	NextPhase       string     `json:"next_phase,omitempty" yaml:"next_phase,omitempty"`
 	NextStepAt      *time.Time `json:"next_step_at,omitempty" yaml:"next_step_at,omitempty"`
 	RolledBackFrom  string     `json:"rolled_back_from,omitempty" yaml:"rolled_back_from,omitempty"`
+	// Upstream is key or csr when the CA is under an upstream CA.
+	Upstream string `json:"upstream,omitempty" yaml:"upstream,omitempty"`
+	// Waiting says what the CA waits for before a rotation can go on.
+	Waiting string `json:"waiting,omitempty" yaml:"waiting,omitempty"`
 }
 
 // Key is one key set of a CA.
@@ -110,6 +118,7 @@ func fromProto(in *authv1.CAInfo) CA {
 		Type: in.Type, Phase: in.Phase, Mode: in.Mode, Sequence: in.Sequence,
 		RotationStarted: timePtr(in.RotationStarted), PhaseStarted: timePtr(in.PhaseStarted),
 		NextPhase: in.NextPhase, NextStepAt: timePtr(in.NextStepAt), RolledBackFrom: in.RolledBackFrom,
+		Upstream: in.Upstream, Waiting: in.Waiting,
 	}
 	if in.GracePeriodSeconds > 0 {
 		out.GracePeriod = resource.FormatDuration(time.Duration(in.GracePeriodSeconds) * time.Second)
@@ -290,6 +299,12 @@ func statusRun(ctx context.Context, opts *StatusOptions) error {
 				}
 				d.Field("Next", next)
 			}
+			if st.Upstream != "" {
+				d.Field("Upstream CA", map[string]string{"key": "yes, wid holds its key", "csr": "yes, its key is offline (CSR mode)"}[st.Upstream])
+			}
+			if st.Waiting != "" {
+				d.Field("Waiting for", st.Waiting)
+			}
 			d.Field("Active key", keysOf(st.CA, "active"))
 			d.Field("Additional keys", keysOf(st.CA, "additional"))
 			if st.Blocked != "" {
@@ -447,6 +462,13 @@ func rotateRun(ctx context.Context, opts *RotateOptions) error {
 	for i, s := range resp.Steps {
 		steps[i] = Step{Type: s.Type, From: s.From, To: s.To, Sequence: s.Sequence, OldFingerprint: s.OldFingerprint,
 			NewFingerprint: s.NewFingerprint, Forced: s.Forced, Laggards: s.Laggards}
+	}
+	for _, wt := range resp.Waiting {
+		// The rotation cannot start by itself: say so on stderr as well,
+		// so that a script reading the JSON steps still sees it.
+		fmt.Fprintf(opts.IO.ErrOut, "The %s CA's upstream key is offline: its rotation waits for a signature of the new intermediate (key %s).\n", wt.Type, short(wt.Fingerprint))
+		fmt.Fprintf(opts.IO.ErrOut, "Sign the CSR below with the upstream CA (widctl ca csr --type %s -o FILE writes it again), then run: widctl ca import --type %s --cert signed.pem\n", wt.Type, wt.Type)
+		fmt.Fprint(opts.IO.ErrOut, string(wt.CsrPem))
 	}
 	return p.Print(steps, func(w io.Writer) error {
 		for i, s := range steps {

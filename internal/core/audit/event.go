@@ -30,6 +30,11 @@ const (
 	TypeTrustDomainInit = "trust_domain.created"
 	TypeAuthStarted     = "auth.started"
 	TypeCARotation      = "ca.rotation"
+	// TypeCAImport: an upstream CA was put above the spiffe CA, or a
+	// signed intermediate imported (CSR mode); refusals too.
+	TypeCAImport = "ca.import"
+	// TypeCACSR: a CSR for a new spiffe CA intermediate key was made.
+	TypeCACSR = "ca.csr"
 	// TypeFederationRefreshed: a foreign trust domain's bundle changed.
 	TypeFederationRefreshed = "federation.bundle.refreshed"
 	// TypeFederationRefreshFailed: fetching a foreign bundle failed or the
@@ -51,7 +56,7 @@ var Types = []string{
 	TypeJoin, TypeJoinDenied, TypeBotCertRenewed, TypeUserCertRenewed,
 	TypeLogin, TypeLoginDenied, TypeResourceCreated, TypeResourceUpdated,
 	TypeResourceDeleted, TypeAccessDenied, TypeTrustDomainInit, TypeAuthStarted,
-	TypeCARotation, TypeAgentConnect, TypeWorkloadAttest, TypeDenialsDropped,
+	TypeCARotation, TypeCAImport, TypeCACSR, TypeAgentConnect, TypeWorkloadAttest, TypeDenialsDropped,
 	TypeFederationRefreshed, TypeFederationRefreshFailed,
 	TypeX509SVIDRevoked,
 }

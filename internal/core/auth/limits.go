@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/wid-project/wid/internal/core/audit"
+	"github.com/wid-project/wid/internal/core/ca"
 	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/reqlimit"
 	"github.com/wid-project/wid/internal/core/x509pop"
@@ -112,6 +113,8 @@ var requestLimits = &reqlimit.Limits{
 		"wid.auth.v1.UpdateResourceRequest.resource":         maxResourceDoc,
 		"wid.auth.v1.AuditQuery.spiffe_id":                   maxSPIFFEID,
 		"wid.auth.v1.ListResourcesRequest.page_token":        maxPageToken,
+		"wid.auth.v1.ImportCARequest.cert_pem":               ca.MaxUpstreamPEM,
+		"wid.auth.v1.ImportCARequest.bundle_pem":             ca.MaxUpstreamPEM,
 	},
 }
 

@@ -150,6 +150,8 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 		doc    ca.Document
 		lags   []rotation.Laggard
 		maxTTL time.Duration
+		// csr: the CA's init waits for the upstream's signature.
+		csr bool
 	}
 	plans := make([]plan, 0, len(types))
 	for _, t := range types {
@@ -158,7 +160,26 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 			return nil, status.Error(codes.Internal, err.Error())
 		}
 		sreq := ca.StepRequest{Type: t, From: doc.Phase, To: to, Mode: mode, GracePeriod: grace}
-		if err := ca.CheckStep(doc, sreq); err != nil {
+		err = ca.CheckStep(doc, sreq)
+		if err == nil && to == ca.PhaseInit && doc.UpstreamMode() == ca.UpstreamCSR {
+			// Checked like any step, then left waiting: the new
+			// intermediate needs the offline upstream's signature.
+			p := plan{t: t, doc: doc, csr: true}
+			if grace > 0 {
+				if p.maxTTL, _, err = s.maxIssuedTTL(ctx, t); err != nil {
+					return nil, storeError("roles", err)
+				}
+				if grace < p.maxTTL {
+					err = fmt.Errorf("the grace period %s is shorter than the %s a %s SVID may live: give at least --grace-period %s",
+						resource.FormatDuration(grace), resource.FormatDuration(p.maxTTL), t, resource.FormatDuration(p.maxTTL))
+				}
+			}
+			if err == nil {
+				plans = append(plans, p)
+				continue
+			}
+		}
+		if err != nil {
 			s.recordRotationRefusal(ctx, c, t, doc.Phase, to, err.Error())
 			return nil, transitionStatus(codes.FailedPrecondition, err.Error(), err)
 		}
@@ -195,6 +216,18 @@ func (s *Server) RotateCA(ctx context.Context, req *authv1.RotateCARequest) (*au
 
 	resp := &authv1.RotateCAResponse{}
 	for _, p := range plans {
+		if p.csr {
+			rmode := mode
+			if rmode == "" {
+				rmode = ca.ModeManual
+			}
+			res, err := s.requestCSR(ctx, c, &ca.PendingRotation{Mode: rmode, GracePeriod: grace, MaxTTL: p.maxTTL})
+			if err != nil {
+				return resp, err
+			}
+			resp.Waiting = append(resp.Waiting, &authv1.CAWaiting{Type: string(p.t), CsrPem: csrPEM(res.CSR), Fingerprint: res.Fingerprint})
+			continue
+		}
 		step, err := s.cas.Step(ctx, ca.StepRequest{Type: p.t, From: p.doc.Phase, Generation: p.doc.Generation, To: to, Mode: mode, GracePeriod: grace, MaxTTL: p.maxTTL})
 		if err != nil {
 			code := codes.Internal
@@ -363,6 +396,9 @@ func (s *Server) caInfo(doc ca.Document) *authv1.CAInfo {
 	if at := doc.NextStepAt(); !at.IsZero() {
 		info.NextStepAt = timestamppb.New(at)
 	}
+	info.Upstream = string(doc.UpstreamMode())
+	info.Waiting = waitingFor(doc)
+	info.UpstreamRoots = upstreamRoots(doc)
 	return info
 }
 

@@ -33,6 +33,12 @@ type Document struct {
 	// Rotation is the rotation in progress, or the last one; nil for a CA
 	// that never rotated.
 	Rotation *Rotation `json:"rotation,omitempty"`
+	// Upstream is the operator's CA above the spiffe CA; nil while the
+	// spiffe CA is its own root.
+	Upstream *Upstream `json:"upstream,omitempty"`
+	// PendingCSR is an intermediate key waiting for the upstream's
+	// signature (CSR mode).
+	PendingCSR *PendingCSR `json:"pending_csr,omitempty"`
 }
 
 // KeySetDocument is one key pair of a CA, with its certificate for X.509 CAs.
@@ -40,8 +46,15 @@ type KeySetDocument struct {
 	ID        string    `json:"id"`
 	State     KeyState  `json:"state"`
 	Algorithm Algorithm `json:"algorithm"`
-	// Cert is the self-signed CA certificate (DER); empty for jwt and wit.
+	// Cert is the CA certificate (DER): self-signed, or an intermediate
+	// signed by the upstream CA; empty for jwt and wit.
 	Cert []byte `json:"cert,omitempty"`
+	// Chain holds the certificates between an intermediate Cert and its
+	// root, issuer first, root left out (DER); SVID chains carry them.
+	Chain [][]byte `json:"chain,omitempty"`
+	// Roots are the trust anchors of an intermediate Cert: the bundle
+	// publishes them instead of Cert.
+	Roots [][]byte `json:"roots,omitempty"`
 	// PublicKey is PKIX DER.
 	PublicKey []byte `json:"public_key"`
 	// EncryptedPrivateKey is the PKCS#8 private key sealed with the KEK, with
@@ -138,6 +151,21 @@ func (d Document) Validate() error {
 	if active != 1 {
 		return fmt.Errorf("CA %s has %d active key sets, want exactly 1", d.Type, active)
 	}
+	if d.Upstream != nil || d.PendingCSR != nil {
+		if d.Type != TypeSPIFFE {
+			return fmt.Errorf("CA %s has an upstream CA, which only the spiffe CA may have", d.Type)
+		}
+		if d.Upstream != nil {
+			if err := d.Upstream.validate(); err != nil {
+				return fmt.Errorf("CA %s: %w", d.Type, err)
+			}
+		}
+		if d.PendingCSR != nil {
+			if err := d.PendingCSR.validate(); err != nil {
+				return fmt.Errorf("CA %s: %w", d.Type, err)
+			}
+		}
+	}
 	if d.Phase != PhaseStandby {
 		if d.Rotation == nil || !ids[d.Rotation.Old] || !ids[d.Rotation.New] {
 			return fmt.Errorf("CA %s is in %s without a rotation record naming its old and new key sets", d.Type, d.Phase)
@@ -182,6 +210,14 @@ func (ks KeySetDocument) validate(t Type) error {
 		}
 		if !samePublicKey(cert.PublicKey, pub) {
 			return fmt.Errorf("certificate does not hold the key set's public key")
+		}
+	}
+	if (len(ks.Chain) > 0 || len(ks.Roots) > 0) && t != TypeSPIFFE {
+		return fmt.Errorf("only spiffe key sets have an upstream chain")
+	}
+	for _, der := range slices.Concat(ks.Chain, ks.Roots) {
+		if _, err := x509.ParseCertificate(der); err != nil {
+			return fmt.Errorf("parsing upstream chain: %w", err)
 		}
 	}
 	return nil

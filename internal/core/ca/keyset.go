@@ -37,7 +37,13 @@ type KeySet struct {
 	State     KeyState
 	Algorithm Algorithm
 	// Cert is the CA certificate; nil for jwt and wit.
-	Cert      *x509.Certificate
+	Cert *x509.Certificate
+	// Chain holds the certificates between an intermediate Cert and its
+	// root (root left out): what goes after Cert in an SVID's chain.
+	Chain []*x509.Certificate
+	// Roots are an intermediate Cert's trust anchors; empty for a
+	// self-signed Cert.
+	Roots     []*x509.Certificate
 	PublicKey crypto.PublicKey
 	// Signer holds the private key. Never log or print it.
 	Signer crypto.Signer
@@ -264,6 +270,20 @@ func openKeySet(t Type, d KeySetDocument, kek *KEK, cached crypto.Signer) (*KeyS
 		}
 		// The certificate is what verifiers see; leaves must not outlive it.
 		ks.NotBefore, ks.NotAfter = ks.Cert.NotBefore, ks.Cert.NotAfter
+		for _, der := range d.Chain {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, fmt.Errorf("parsing upstream chain: %w", err)
+			}
+			ks.Chain = append(ks.Chain, c)
+		}
+		for _, der := range d.Roots {
+			c, err := x509.ParseCertificate(der)
+			if err != nil {
+				return nil, fmt.Errorf("parsing upstream root: %w", err)
+			}
+			ks.Roots = append(ks.Roots, c)
+		}
 	}
 	if d.State == KeyRetired {
 		return ks, nil

@@ -244,9 +244,17 @@ func (m *Manager) loadAuthority(item store.Item, signers map[string]crypto.Signe
 			a.active = ks
 		}
 		a.trusted = append(a.trusted, ks)
-		if ks.Cert != nil {
-			a.certs = append(a.certs, ks.Cert)
-			a.pool.AddCert(ks.Cert)
+		// An intermediate is verified through its roots, which are what
+		// the bundle holds; a self-signed certificate is its own anchor.
+		anchors := ks.Roots
+		if len(anchors) == 0 && ks.Cert != nil {
+			anchors = []*x509.Certificate{ks.Cert}
+		}
+		for _, c := range anchors {
+			if !slices.ContainsFunc(a.certs, c.Equal) {
+				a.certs = append(a.certs, c)
+				a.pool.AddCert(c)
+			}
 		}
 		if ks.KID != "" {
 			a.jwtKeys[ks.KID] = ks.PublicKey

@@ -283,7 +283,7 @@ func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, e
 		if !ok {
 			return Document{}, Step{}, fmt.Errorf("the %s CA has no active key set", doc.Type)
 		}
-		ks, err := generateKeySet(doc.Type, m.td, m.Subject, m.kek, now, m.caTTL(), KeyAdditional)
+		ks, err := m.rotationKeySet(doc, now)
 		if err != nil {
 			return Document{}, Step{}, err
 		}
@@ -374,6 +374,25 @@ func (m *Manager) nextDocument(doc Document, req StepRequest) (Document, Step, e
 		}
 	}
 	return next, step, nil
+}
+
+// rotationKeySet makes the new key set a rotation starts with: a fresh
+// self-signed CA, or under an upstream CA a new intermediate that the
+// upstream key signs. In CSR mode no key can be signed here: the rotation
+// waits for the operator (RequestCSR, then ImportUpstream).
+func (m *Manager) rotationKeySet(doc Document, now time.Time) (KeySetDocument, error) {
+	switch doc.UpstreamMode() {
+	case UpstreamKey:
+		up, err := m.upstreamSigner(doc.Upstream)
+		if err != nil {
+			return KeySetDocument{}, err
+		}
+		ks, _, err := m.signIntermediate(*doc.Upstream, up, now, KeyAdditional)
+		return ks, err
+	case UpstreamCSR:
+		return KeySetDocument{}, transitionErrorf("the %s CA's upstream key is offline: its next intermediate waits for a signature (widctl ca csr --type %s, then widctl ca import --type %s --cert signed.pem)", doc.Type, doc.Type, doc.Type)
+	}
+	return generateKeySet(doc.Type, m.td, m.Subject, m.kek, now, m.caTTL(), KeyAdditional)
 }
 
 func phaseList(ps []Phase) string {

@@ -30,8 +30,8 @@ type X509Params struct {
 
 // X509SVID is a signed X509-SVID.
 type X509SVID struct {
-	// Certificates is the chain, leaf first, then any intermediates (none
-	// today: wid's spiffe CA signs leaves directly).
+	// Certificates is the chain, leaf first, then the intermediates when
+	// the spiffe CA sits under an upstream CA (roots are left out).
 	Certificates []*x509.Certificate
 	// Serial is the leaf's serial number, 32 lower-case hex digits.
 	Serial    string
@@ -91,8 +91,14 @@ func (i *Issuer) signX509SVID(p X509Params) (*X509SVID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing X509-SVID for %s: %w", p.ID, err)
 	}
+	chain := []*x509.Certificate{leaf}
+	if len(ks.Roots) > 0 {
+		// Under an upstream CA verifiers hold only the root: the chain
+		// carries wid's intermediate and any upstream intermediates.
+		chain = append(append(chain, ks.Cert), ks.Chain...)
+	}
 	return &X509SVID{
-		Certificates: []*x509.Certificate{leaf},
+		Certificates: chain,
 		Serial:       serialHex(leaf.SerialNumber),
 		NotBefore:    leaf.NotBefore,
 		NotAfter:     leaf.NotAfter,
