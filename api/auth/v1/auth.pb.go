@@ -2732,7 +2732,10 @@ type AgentState struct {
 	// crls are the signed CRLs (DER) of the X.509 CA keys, carried with the
 	// bundle as locks are: the agent serves them to relying parties (SDS,
 	// file outputs) and re-issues a cached SVID whose serial they list.
-	Crls          [][]byte `protobuf:"bytes,16,rep,name=crls,proto3" json:"crls,omitempty"`
+	Crls [][]byte `protobuf:"bytes,16,rep,name=crls,proto3" json:"crls,omitempty"`
+	// revoked_ids are the SPIFFE IDs whose JWT-SVIDs issued before a time no
+	// longer validate, carried with the bundle as locks are.
+	RevokedIds    []*AgentRevokedID `protobuf:"bytes,17,rep,name=revoked_ids,json=revokedIds,proto3" json:"revoked_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2879,6 +2882,94 @@ func (x *AgentState) GetCrls() [][]byte {
 	return nil
 }
 
+func (x *AgentState) GetRevokedIds() []*AgentRevokedID {
+	if x != nil {
+		return x.RevokedIds
+	}
+	return nil
+}
+
+// AgentRevokedID is a revoked SPIFFE ID as agents apply it to JWT-SVIDs:
+// a token of it issued (iat) before revoked_at fails validation until
+// until, when every such token has expired.
+type AgentRevokedID struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// spiffe_id is the SPIFFE ID, or with prefix a lock target (an ID or
+	// its path) covering every ID under it.
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Prefix        bool                   `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentRevokedID) Reset() {
+	*x = AgentRevokedID{}
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentRevokedID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentRevokedID) ProtoMessage() {}
+
+func (x *AgentRevokedID) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentRevokedID.ProtoReflect.Descriptor instead.
+func (*AgentRevokedID) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AgentRevokedID) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *AgentRevokedID) GetPrefix() bool {
+	if x != nil {
+		return x.Prefix
+	}
+	return false
+}
+
+func (x *AgentRevokedID) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *AgentRevokedID) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *AgentRevokedID) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // AgentLock is a lock on a SPIFFE ID (or every ID under its path), as
 // agents apply it.
 type AgentLock struct {
@@ -2895,7 +2986,7 @@ type AgentLock struct {
 
 func (x *AgentLock) Reset() {
 	*x = AgentLock{}
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2907,7 +2998,7 @@ func (x *AgentLock) String() string {
 func (*AgentLock) ProtoMessage() {}
 
 func (x *AgentLock) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2920,7 +3011,7 @@ func (x *AgentLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentLock.ProtoReflect.Descriptor instead.
 func (*AgentLock) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AgentLock) GetName() string {
@@ -2967,7 +3058,7 @@ type AgentCA struct {
 
 func (x *AgentCA) Reset() {
 	*x = AgentCA{}
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3070,7 @@ func (x *AgentCA) String() string {
 func (*AgentCA) ProtoMessage() {}
 
 func (x *AgentCA) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3083,7 @@ func (x *AgentCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCA.ProtoReflect.Descriptor instead.
 func (*AgentCA) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AgentCA) GetSequence() int64 {
@@ -3040,7 +3131,7 @@ type ReportAgentStatusRequest struct {
 
 func (x *ReportAgentStatusRequest) Reset() {
 	*x = ReportAgentStatusRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3143,7 @@ func (x *ReportAgentStatusRequest) String() string {
 func (*ReportAgentStatusRequest) ProtoMessage() {}
 
 func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3156,7 @@ func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReportAgentStatusRequest) GetHost() string {
@@ -3104,7 +3195,7 @@ type ReportAgentStatusResponse struct {
 
 func (x *ReportAgentStatusResponse) Reset() {
 	*x = ReportAgentStatusResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3207,7 @@ func (x *ReportAgentStatusResponse) String() string {
 func (*ReportAgentStatusResponse) ProtoMessage() {}
 
 func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3220,7 @@ func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
 }
 
 type CAKey struct {
@@ -3149,7 +3240,7 @@ type CAKey struct {
 
 func (x *CAKey) Reset() {
 	*x = CAKey{}
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3252,7 @@ func (x *CAKey) String() string {
 func (*CAKey) ProtoMessage() {}
 
 func (x *CAKey) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3265,7 @@ func (x *CAKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAKey.ProtoReflect.Descriptor instead.
 func (*CAKey) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CAKey) GetId() string {
@@ -3253,7 +3344,7 @@ type CAInfo struct {
 
 func (x *CAInfo) Reset() {
 	*x = CAInfo{}
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3356,7 @@ func (x *CAInfo) String() string {
 func (*CAInfo) ProtoMessage() {}
 
 func (x *CAInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3369,7 @@ func (x *CAInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAInfo.ProtoReflect.Descriptor instead.
 func (*CAInfo) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CAInfo) GetType() string {
@@ -3366,7 +3457,7 @@ type ListCAsRequest struct {
 
 func (x *ListCAsRequest) Reset() {
 	*x = ListCAsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3378,7 +3469,7 @@ func (x *ListCAsRequest) String() string {
 func (*ListCAsRequest) ProtoMessage() {}
 
 func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3391,7 +3482,7 @@ func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCAsRequest.ProtoReflect.Descriptor instead.
 func (*ListCAsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
 }
 
 type ListCAsResponse struct {
@@ -3403,7 +3494,7 @@ type ListCAsResponse struct {
 
 func (x *ListCAsResponse) Reset() {
 	*x = ListCAsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3415,7 +3506,7 @@ func (x *ListCAsResponse) String() string {
 func (*ListCAsResponse) ProtoMessage() {}
 
 func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3428,7 +3519,7 @@ func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCAsResponse.ProtoReflect.Descriptor instead.
 func (*ListCAsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListCAsResponse) GetCas() []*CAInfo {
@@ -3455,7 +3546,7 @@ type AgentCAState struct {
 
 func (x *AgentCAState) Reset() {
 	*x = AgentCAState{}
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3467,7 +3558,7 @@ func (x *AgentCAState) String() string {
 func (*AgentCAState) ProtoMessage() {}
 
 func (x *AgentCAState) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3480,7 +3571,7 @@ func (x *AgentCAState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCAState.ProtoReflect.Descriptor instead.
 func (*AgentCAState) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *AgentCAState) GetBot() string {
@@ -3551,7 +3642,7 @@ type CAStatus struct {
 
 func (x *CAStatus) Reset() {
 	*x = CAStatus{}
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3563,7 +3654,7 @@ func (x *CAStatus) String() string {
 func (*CAStatus) ProtoMessage() {}
 
 func (x *CAStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3576,7 +3667,7 @@ func (x *CAStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatus.ProtoReflect.Descriptor instead.
 func (*CAStatus) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CAStatus) GetCa() *CAInfo {
@@ -3612,7 +3703,7 @@ type GetCAStatusRequest struct {
 
 func (x *GetCAStatusRequest) Reset() {
 	*x = GetCAStatusRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3624,7 +3715,7 @@ func (x *GetCAStatusRequest) String() string {
 func (*GetCAStatusRequest) ProtoMessage() {}
 
 func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3637,7 +3728,7 @@ func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetCAStatusRequest) GetType() string {
@@ -3663,7 +3754,7 @@ type GetCAStatusResponse struct {
 
 func (x *GetCAStatusResponse) Reset() {
 	*x = GetCAStatusResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[53]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3675,7 +3766,7 @@ func (x *GetCAStatusResponse) String() string {
 func (*GetCAStatusResponse) ProtoMessage() {}
 
 func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[53]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3688,7 +3779,7 @@ func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetCAStatusResponse) GetCas() []*CAStatus {
@@ -3715,7 +3806,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[54]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3727,7 +3818,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[54]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3740,7 +3831,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RotateCARequest) GetType() string {
@@ -3802,7 +3893,7 @@ type RotationStep struct {
 
 func (x *RotationStep) Reset() {
 	*x = RotationStep{}
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3814,7 +3905,7 @@ func (x *RotationStep) String() string {
 func (*RotationStep) ProtoMessage() {}
 
 func (x *RotationStep) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3827,7 +3918,7 @@ func (x *RotationStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotationStep.ProtoReflect.Descriptor instead.
 func (*RotationStep) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RotationStep) GetType() string {
@@ -3896,7 +3987,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3908,7 +3999,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3921,7 +4012,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RotateCAResponse) GetSteps() []*RotationStep {
@@ -3958,7 +4049,7 @@ type AgentBundle struct {
 
 func (x *AgentBundle) Reset() {
 	*x = AgentBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3970,7 +4061,7 @@ func (x *AgentBundle) String() string {
 func (*AgentBundle) ProtoMessage() {}
 
 func (x *AgentBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3983,7 +4074,7 @@ func (x *AgentBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentBundle.ProtoReflect.Descriptor instead.
 func (*AgentBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *AgentBundle) GetX509Authorities() [][]byte {
@@ -4036,7 +4127,7 @@ type FederatedBundle struct {
 
 func (x *FederatedBundle) Reset() {
 	*x = FederatedBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4048,7 +4139,7 @@ func (x *FederatedBundle) String() string {
 func (*FederatedBundle) ProtoMessage() {}
 
 func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4061,7 +4152,7 @@ func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
 func (*FederatedBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *FederatedBundle) GetTrustDomain() string {
@@ -4103,7 +4194,7 @@ type IssueWorkloadSVIDsRequest struct {
 
 func (x *IssueWorkloadSVIDsRequest) Reset() {
 	*x = IssueWorkloadSVIDsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4115,7 +4206,7 @@ func (x *IssueWorkloadSVIDsRequest) String() string {
 func (*IssueWorkloadSVIDsRequest) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4128,7 +4219,7 @@ func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsRequest.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *IssueWorkloadSVIDsRequest) GetAttributes() map[string]string {
@@ -4172,7 +4263,7 @@ type WorkloadSVIDRequest struct {
 
 func (x *WorkloadSVIDRequest) Reset() {
 	*x = WorkloadSVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4184,7 +4275,7 @@ func (x *WorkloadSVIDRequest) String() string {
 func (*WorkloadSVIDRequest) ProtoMessage() {}
 
 func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4197,7 +4288,7 @@ func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDRequest.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *WorkloadSVIDRequest) GetIdentity() string {
@@ -4281,7 +4372,7 @@ type WorkloadSVIDResult struct {
 
 func (x *WorkloadSVIDResult) Reset() {
 	*x = WorkloadSVIDResult{}
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4293,7 +4384,7 @@ func (x *WorkloadSVIDResult) String() string {
 func (*WorkloadSVIDResult) ProtoMessage() {}
 
 func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4306,7 +4397,7 @@ func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDResult.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDResult) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *WorkloadSVIDResult) GetSpiffeId() string {
@@ -4382,7 +4473,7 @@ type IssueWorkloadSVIDsResponse struct {
 
 func (x *IssueWorkloadSVIDsResponse) Reset() {
 	*x = IssueWorkloadSVIDsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4394,7 +4485,7 @@ func (x *IssueWorkloadSVIDsResponse) String() string {
 func (*IssueWorkloadSVIDsResponse) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4407,7 +4498,7 @@ func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsResponse.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *IssueWorkloadSVIDsResponse) GetResults() []*WorkloadSVIDResult {
@@ -4438,7 +4529,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4450,7 +4541,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4463,7 +4554,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *Attestation) GetId() string {
@@ -4525,7 +4616,7 @@ type RecordAttestationsRequest struct {
 
 func (x *RecordAttestationsRequest) Reset() {
 	*x = RecordAttestationsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4537,7 +4628,7 @@ func (x *RecordAttestationsRequest) String() string {
 func (*RecordAttestationsRequest) ProtoMessage() {}
 
 func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4550,7 +4641,7 @@ func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsRequest.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *RecordAttestationsRequest) GetHost() string {
@@ -4575,7 +4666,7 @@ type RecordAttestationsResponse struct {
 
 func (x *RecordAttestationsResponse) Reset() {
 	*x = RecordAttestationsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4587,7 +4678,7 @@ func (x *RecordAttestationsResponse) String() string {
 func (*RecordAttestationsResponse) ProtoMessage() {}
 
 func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4600,7 +4691,7 @@ func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsResponse.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
 }
 
 type AuditQuery struct {
@@ -4624,7 +4715,7 @@ type AuditQuery struct {
 
 func (x *AuditQuery) Reset() {
 	*x = AuditQuery{}
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4636,7 +4727,7 @@ func (x *AuditQuery) String() string {
 func (*AuditQuery) ProtoMessage() {}
 
 func (x *AuditQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4649,7 +4740,7 @@ func (x *AuditQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
 func (*AuditQuery) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *AuditQuery) GetTypes() []string {
@@ -4742,7 +4833,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4754,7 +4845,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4767,7 +4858,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -4912,7 +5003,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4924,7 +5015,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4937,7 +5028,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
@@ -4960,7 +5051,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4972,7 +5063,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4985,7 +5076,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -5013,7 +5104,7 @@ type StreamAuditEventsRequest struct {
 
 func (x *StreamAuditEventsRequest) Reset() {
 	*x = StreamAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[70]
+	mi := &file_auth_v1_auth_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5025,7 +5116,7 @@ func (x *StreamAuditEventsRequest) String() string {
 func (*StreamAuditEventsRequest) ProtoMessage() {}
 
 func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[70]
+	mi := &file_auth_v1_auth_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5038,7 +5129,7 @@ func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *StreamAuditEventsRequest) GetQuery() *AuditQuery {
@@ -5067,7 +5158,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[71]
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5079,7 +5170,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[71]
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5092,7 +5183,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{71}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *VerifyAuditRequest) GetHeadSeq() int64 {
@@ -5121,7 +5212,7 @@ type AuditProblem struct {
 
 func (x *AuditProblem) Reset() {
 	*x = AuditProblem{}
-	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5133,7 +5224,7 @@ func (x *AuditProblem) String() string {
 func (*AuditProblem) ProtoMessage() {}
 
 func (x *AuditProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5146,7 +5237,7 @@ func (x *AuditProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
 func (*AuditProblem) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{72}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AuditProblem) GetSeq() int64 {
@@ -5189,7 +5280,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5201,7 +5292,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5214,7 +5305,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{73}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -5280,7 +5371,7 @@ type RevokeX509SVIDRequest struct {
 
 func (x *RevokeX509SVIDRequest) Reset() {
 	*x = RevokeX509SVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5292,7 +5383,7 @@ func (x *RevokeX509SVIDRequest) String() string {
 func (*RevokeX509SVIDRequest) ProtoMessage() {}
 
 func (x *RevokeX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5305,7 +5396,7 @@ func (x *RevokeX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*RevokeX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{74}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *RevokeX509SVIDRequest) GetSerial() string {
@@ -5340,7 +5431,7 @@ type RevokedSerial struct {
 
 func (x *RevokedSerial) Reset() {
 	*x = RevokedSerial{}
-	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5352,7 +5443,7 @@ func (x *RevokedSerial) String() string {
 func (*RevokedSerial) ProtoMessage() {}
 
 func (x *RevokedSerial) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5365,7 +5456,7 @@ func (x *RevokedSerial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokedSerial.ProtoReflect.Descriptor instead.
 func (*RevokedSerial) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{75}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *RevokedSerial) GetSerial() string {
@@ -5398,7 +5489,7 @@ type RevokeX509SVIDResponse struct {
 
 func (x *RevokeX509SVIDResponse) Reset() {
 	*x = RevokeX509SVIDResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5410,7 +5501,7 @@ func (x *RevokeX509SVIDResponse) String() string {
 func (*RevokeX509SVIDResponse) ProtoMessage() {}
 
 func (x *RevokeX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5423,7 +5514,7 @@ func (x *RevokeX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*RevokeX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{76}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *RevokeX509SVIDResponse) GetRevoked() []*RevokedSerial {
@@ -5441,7 +5532,7 @@ type GetCRLsRequest struct {
 
 func (x *GetCRLsRequest) Reset() {
 	*x = GetCRLsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	mi := &file_auth_v1_auth_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5453,7 +5544,7 @@ func (x *GetCRLsRequest) String() string {
 func (*GetCRLsRequest) ProtoMessage() {}
 
 func (x *GetCRLsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	mi := &file_auth_v1_auth_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5466,7 +5557,7 @@ func (x *GetCRLsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCRLsRequest.ProtoReflect.Descriptor instead.
 func (*GetCRLsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{77}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{78}
 }
 
 type CRL struct {
@@ -5481,7 +5572,7 @@ type CRL struct {
 
 func (x *CRL) Reset() {
 	*x = CRL{}
-	mi := &file_auth_v1_auth_proto_msgTypes[78]
+	mi := &file_auth_v1_auth_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5493,7 +5584,7 @@ func (x *CRL) String() string {
 func (*CRL) ProtoMessage() {}
 
 func (x *CRL) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[78]
+	mi := &file_auth_v1_auth_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5506,7 +5597,7 @@ func (x *CRL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRL.ProtoReflect.Descriptor instead.
 func (*CRL) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{78}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *CRL) GetCaKeyId() string {
@@ -5532,7 +5623,7 @@ type GetCRLsResponse struct {
 
 func (x *GetCRLsResponse) Reset() {
 	*x = GetCRLsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[79]
+	mi := &file_auth_v1_auth_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5544,7 +5635,7 @@ func (x *GetCRLsResponse) String() string {
 func (*GetCRLsResponse) ProtoMessage() {}
 
 func (x *GetCRLsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[79]
+	mi := &file_auth_v1_auth_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5557,7 +5648,7 @@ func (x *GetCRLsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCRLsResponse.ProtoReflect.Descriptor instead.
 func (*GetCRLsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{79}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *GetCRLsResponse) GetCrls() []*CRL {
@@ -5793,7 +5884,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\vincremental\x18\x02 \x01(\bR\vincremental\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12!\n" +
-	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\xde\x05\n" +
+	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\x9c\x06\n" +
 	"\n" +
 	"AgentState\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
@@ -5814,10 +5905,19 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\rbase_revision\x18\r \x01(\x03R\fbaseRevision\x12>\n" +
 	"\x1bremoved_workload_identities\x18\x0e \x03(\tR\x19removedWorkloadIdentities\x12,\n" +
 	"\x05locks\x18\x0f \x03(\v2\x16.wid.auth.v1.AgentLockR\x05locks\x12\x12\n" +
-	"\x04crls\x18\x10 \x03(\fR\x04crls\x1aL\n" +
+	"\x04crls\x18\x10 \x03(\fR\x04crls\x12<\n" +
+	"\vrevoked_ids\x18\x11 \x03(\v2\x1b.wid.auth.v1.AgentRevokedIDR\n" +
+	"revokedIds\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x8a\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\xca\x01\n" +
+	"\x0eAgentRevokedID\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x129\n" +
+	"\n" +
+	"revoked_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x8a\x01\n" +
 	"\tAgentLock\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x16\n" +
@@ -6103,7 +6203,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 93)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 94)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -6147,186 +6247,190 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*ExplainResponse)(nil),            // 39: wid.auth.v1.ExplainResponse
 	(*WatchAgentRequest)(nil),          // 40: wid.auth.v1.WatchAgentRequest
 	(*AgentState)(nil),                 // 41: wid.auth.v1.AgentState
-	(*AgentLock)(nil),                  // 42: wid.auth.v1.AgentLock
-	(*AgentCA)(nil),                    // 43: wid.auth.v1.AgentCA
-	(*ReportAgentStatusRequest)(nil),   // 44: wid.auth.v1.ReportAgentStatusRequest
-	(*ReportAgentStatusResponse)(nil),  // 45: wid.auth.v1.ReportAgentStatusResponse
-	(*CAKey)(nil),                      // 46: wid.auth.v1.CAKey
-	(*CAInfo)(nil),                     // 47: wid.auth.v1.CAInfo
-	(*ListCAsRequest)(nil),             // 48: wid.auth.v1.ListCAsRequest
-	(*ListCAsResponse)(nil),            // 49: wid.auth.v1.ListCAsResponse
-	(*AgentCAState)(nil),               // 50: wid.auth.v1.AgentCAState
-	(*CAStatus)(nil),                   // 51: wid.auth.v1.CAStatus
-	(*GetCAStatusRequest)(nil),         // 52: wid.auth.v1.GetCAStatusRequest
-	(*GetCAStatusResponse)(nil),        // 53: wid.auth.v1.GetCAStatusResponse
-	(*RotateCARequest)(nil),            // 54: wid.auth.v1.RotateCARequest
-	(*RotationStep)(nil),               // 55: wid.auth.v1.RotationStep
-	(*RotateCAResponse)(nil),           // 56: wid.auth.v1.RotateCAResponse
-	(*AgentBundle)(nil),                // 57: wid.auth.v1.AgentBundle
-	(*FederatedBundle)(nil),            // 58: wid.auth.v1.FederatedBundle
-	(*IssueWorkloadSVIDsRequest)(nil),  // 59: wid.auth.v1.IssueWorkloadSVIDsRequest
-	(*WorkloadSVIDRequest)(nil),        // 60: wid.auth.v1.WorkloadSVIDRequest
-	(*WorkloadSVIDResult)(nil),         // 61: wid.auth.v1.WorkloadSVIDResult
-	(*IssueWorkloadSVIDsResponse)(nil), // 62: wid.auth.v1.IssueWorkloadSVIDsResponse
-	(*Attestation)(nil),                // 63: wid.auth.v1.Attestation
-	(*RecordAttestationsRequest)(nil),  // 64: wid.auth.v1.RecordAttestationsRequest
-	(*RecordAttestationsResponse)(nil), // 65: wid.auth.v1.RecordAttestationsResponse
-	(*AuditQuery)(nil),                 // 66: wid.auth.v1.AuditQuery
-	(*AuditEvent)(nil),                 // 67: wid.auth.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 68: wid.auth.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 69: wid.auth.v1.ListAuditEventsResponse
-	(*StreamAuditEventsRequest)(nil),   // 70: wid.auth.v1.StreamAuditEventsRequest
-	(*VerifyAuditRequest)(nil),         // 71: wid.auth.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),               // 72: wid.auth.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),        // 73: wid.auth.v1.VerifyAuditResponse
-	(*RevokeX509SVIDRequest)(nil),      // 74: wid.auth.v1.RevokeX509SVIDRequest
-	(*RevokedSerial)(nil),              // 75: wid.auth.v1.RevokedSerial
-	(*RevokeX509SVIDResponse)(nil),     // 76: wid.auth.v1.RevokeX509SVIDResponse
-	(*GetCRLsRequest)(nil),             // 77: wid.auth.v1.GetCRLsRequest
-	(*CRL)(nil),                        // 78: wid.auth.v1.CRL
-	(*GetCRLsResponse)(nil),            // 79: wid.auth.v1.GetCRLsResponse
-	nil,                                // 80: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                                // 81: wid.auth.v1.CreateUserRequest.LabelsEntry
-	nil,                                // 82: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                                // 83: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                                // 84: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	nil,                                // 85: wid.auth.v1.AgentState.CasEntry
-	nil,                                // 86: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	nil,                                // 87: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	nil,                                // 88: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	nil,                                // 89: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 90: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 91: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 92: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 93: google.protobuf.Timestamp
+	(*AgentRevokedID)(nil),             // 42: wid.auth.v1.AgentRevokedID
+	(*AgentLock)(nil),                  // 43: wid.auth.v1.AgentLock
+	(*AgentCA)(nil),                    // 44: wid.auth.v1.AgentCA
+	(*ReportAgentStatusRequest)(nil),   // 45: wid.auth.v1.ReportAgentStatusRequest
+	(*ReportAgentStatusResponse)(nil),  // 46: wid.auth.v1.ReportAgentStatusResponse
+	(*CAKey)(nil),                      // 47: wid.auth.v1.CAKey
+	(*CAInfo)(nil),                     // 48: wid.auth.v1.CAInfo
+	(*ListCAsRequest)(nil),             // 49: wid.auth.v1.ListCAsRequest
+	(*ListCAsResponse)(nil),            // 50: wid.auth.v1.ListCAsResponse
+	(*AgentCAState)(nil),               // 51: wid.auth.v1.AgentCAState
+	(*CAStatus)(nil),                   // 52: wid.auth.v1.CAStatus
+	(*GetCAStatusRequest)(nil),         // 53: wid.auth.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),        // 54: wid.auth.v1.GetCAStatusResponse
+	(*RotateCARequest)(nil),            // 55: wid.auth.v1.RotateCARequest
+	(*RotationStep)(nil),               // 56: wid.auth.v1.RotationStep
+	(*RotateCAResponse)(nil),           // 57: wid.auth.v1.RotateCAResponse
+	(*AgentBundle)(nil),                // 58: wid.auth.v1.AgentBundle
+	(*FederatedBundle)(nil),            // 59: wid.auth.v1.FederatedBundle
+	(*IssueWorkloadSVIDsRequest)(nil),  // 60: wid.auth.v1.IssueWorkloadSVIDsRequest
+	(*WorkloadSVIDRequest)(nil),        // 61: wid.auth.v1.WorkloadSVIDRequest
+	(*WorkloadSVIDResult)(nil),         // 62: wid.auth.v1.WorkloadSVIDResult
+	(*IssueWorkloadSVIDsResponse)(nil), // 63: wid.auth.v1.IssueWorkloadSVIDsResponse
+	(*Attestation)(nil),                // 64: wid.auth.v1.Attestation
+	(*RecordAttestationsRequest)(nil),  // 65: wid.auth.v1.RecordAttestationsRequest
+	(*RecordAttestationsResponse)(nil), // 66: wid.auth.v1.RecordAttestationsResponse
+	(*AuditQuery)(nil),                 // 67: wid.auth.v1.AuditQuery
+	(*AuditEvent)(nil),                 // 68: wid.auth.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 69: wid.auth.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 70: wid.auth.v1.ListAuditEventsResponse
+	(*StreamAuditEventsRequest)(nil),   // 71: wid.auth.v1.StreamAuditEventsRequest
+	(*VerifyAuditRequest)(nil),         // 72: wid.auth.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),               // 73: wid.auth.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),        // 74: wid.auth.v1.VerifyAuditResponse
+	(*RevokeX509SVIDRequest)(nil),      // 75: wid.auth.v1.RevokeX509SVIDRequest
+	(*RevokedSerial)(nil),              // 76: wid.auth.v1.RevokedSerial
+	(*RevokeX509SVIDResponse)(nil),     // 77: wid.auth.v1.RevokeX509SVIDResponse
+	(*GetCRLsRequest)(nil),             // 78: wid.auth.v1.GetCRLsRequest
+	(*CRL)(nil),                        // 79: wid.auth.v1.CRL
+	(*GetCRLsResponse)(nil),            // 80: wid.auth.v1.GetCRLsResponse
+	nil,                                // 81: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 82: wid.auth.v1.CreateUserRequest.LabelsEntry
+	nil,                                // 83: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 84: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 85: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 86: wid.auth.v1.AgentState.CasEntry
+	nil,                                // 87: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	nil,                                // 88: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	nil,                                // 89: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	nil,                                // 90: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 91: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 92: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 93: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 94: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	93, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	94, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
 	10, // 1: wid.auth.v1.ListResourcesResponse.corrupt:type_name -> wid.auth.v1.CorruptResource
-	80, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	93, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	93, // 4: wid.auth.v1.JoinChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	81, // 5: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	93, // 6: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	93, // 7: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	93, // 8: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	93, // 9: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	82, // 10: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	93, // 11: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	83, // 12: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	93, // 13: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	84, // 14: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	81, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	94, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	94, // 4: wid.auth.v1.JoinChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	82, // 5: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
+	94, // 6: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	94, // 7: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	94, // 8: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	94, // 9: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	83, // 10: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	94, // 11: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	84, // 12: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	94, // 13: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	85, // 14: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
 	38, // 15: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
-	57, // 16: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
-	85, // 17: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
+	58, // 16: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
+	86, // 17: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
 	10, // 18: wid.auth.v1.AgentState.corrupt_workload_identities:type_name -> wid.auth.v1.CorruptResource
-	42, // 19: wid.auth.v1.AgentState.locks:type_name -> wid.auth.v1.AgentLock
-	93, // 20: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
-	86, // 21: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	87, // 22: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	88, // 23: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	93, // 24: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	93, // 25: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
-	46, // 26: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
-	93, // 27: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
-	93, // 28: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
-	93, // 29: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
-	47, // 30: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
-	93, // 31: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
-	47, // 32: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
-	50, // 33: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
-	51, // 34: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
-	55, // 35: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
-	47, // 36: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
-	58, // 37: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
-	89, // 38: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	60, // 39: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	93, // 40: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	93, // 41: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
-	61, // 42: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	93, // 43: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	90, // 44: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
-	63, // 45: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	93, // 46: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	93, // 47: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	93, // 48: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	91, // 49: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	92, // 50: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	66, // 51: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	67, // 52: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	66, // 53: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	72, // 54: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	93, // 55: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
-	75, // 56: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
-	78, // 57: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
-	43, // 58: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 59: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 60: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 61: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 62: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	11, // 63: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	13, // 64: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	15, // 65: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	17, // 66: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	19, // 67: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	21, // 68: wid.auth.v1.AuthService.JoinChallenge:input_type -> wid.auth.v1.JoinChallengeRequest
-	29, // 69: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 70: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	23, // 71: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	25, // 72: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	27, // 73: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	31, // 74: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	33, // 75: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	35, // 76: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	74, // 77: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
-	77, // 78: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
-	37, // 79: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	40, // 80: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	59, // 81: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	64, // 82: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	44, // 83: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	48, // 84: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	52, // 85: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	54, // 86: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	68, // 87: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	70, // 88: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	71, // 89: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 90: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 91: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 92: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 93: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	12, // 94: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	14, // 95: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	16, // 96: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	18, // 97: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	20, // 98: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	22, // 99: wid.auth.v1.AuthService.JoinChallenge:output_type -> wid.auth.v1.JoinChallengeResponse
-	30, // 100: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 101: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	24, // 102: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	26, // 103: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	28, // 104: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	32, // 105: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	34, // 106: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	36, // 107: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	76, // 108: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
-	79, // 109: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
-	39, // 110: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	41, // 111: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	62, // 112: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	65, // 113: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	45, // 114: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	49, // 115: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	53, // 116: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	56, // 117: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	69, // 118: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	67, // 119: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	73, // 120: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	90, // [90:121] is the sub-list for method output_type
-	59, // [59:90] is the sub-list for method input_type
-	59, // [59:59] is the sub-list for extension type_name
-	59, // [59:59] is the sub-list for extension extendee
-	0,  // [0:59] is the sub-list for field type_name
+	43, // 19: wid.auth.v1.AgentState.locks:type_name -> wid.auth.v1.AgentLock
+	42, // 20: wid.auth.v1.AgentState.revoked_ids:type_name -> wid.auth.v1.AgentRevokedID
+	94, // 21: wid.auth.v1.AgentRevokedID.revoked_at:type_name -> google.protobuf.Timestamp
+	94, // 22: wid.auth.v1.AgentRevokedID.until:type_name -> google.protobuf.Timestamp
+	94, // 23: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
+	87, // 24: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	88, // 25: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	89, // 26: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	94, // 27: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	94, // 28: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	47, // 29: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
+	94, // 30: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	94, // 31: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	94, // 32: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	48, // 33: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
+	94, // 34: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	48, // 35: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
+	51, // 36: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
+	52, // 37: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
+	56, // 38: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
+	48, // 39: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
+	59, // 40: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
+	90, // 41: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	61, // 42: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	94, // 43: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	94, // 44: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
+	62, // 45: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	94, // 46: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	91, // 47: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	64, // 48: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	94, // 49: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	94, // 50: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	94, // 51: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	92, // 52: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	93, // 53: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	67, // 54: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	68, // 55: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	67, // 56: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	73, // 57: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	94, // 58: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
+	76, // 59: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
+	79, // 60: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
+	44, // 61: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 62: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,  // 63: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,  // 64: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,  // 65: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	11, // 66: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	13, // 67: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	15, // 68: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	17, // 69: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	19, // 70: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	21, // 71: wid.auth.v1.AuthService.JoinChallenge:input_type -> wid.auth.v1.JoinChallengeRequest
+	29, // 72: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,  // 73: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	23, // 74: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	25, // 75: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	27, // 76: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	31, // 77: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	33, // 78: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	35, // 79: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	75, // 80: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
+	78, // 81: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
+	37, // 82: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	40, // 83: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	60, // 84: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	65, // 85: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	45, // 86: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	49, // 87: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	53, // 88: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	55, // 89: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	69, // 90: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	71, // 91: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	72, // 92: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 93: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,  // 94: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,  // 95: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,  // 96: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	12, // 97: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	14, // 98: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	16, // 99: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	18, // 100: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	20, // 101: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	22, // 102: wid.auth.v1.AuthService.JoinChallenge:output_type -> wid.auth.v1.JoinChallengeResponse
+	30, // 103: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,  // 104: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	24, // 105: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	26, // 106: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	28, // 107: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	32, // 108: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	34, // 109: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	36, // 110: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	77, // 111: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
+	80, // 112: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
+	39, // 113: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	41, // 114: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	63, // 115: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	66, // 116: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	46, // 117: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	50, // 118: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	54, // 119: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	57, // 120: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	70, // 121: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	68, // 122: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	74, // 123: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	93, // [93:124] is the sub-list for method output_type
+	62, // [62:93] is the sub-list for method input_type
+	62, // [62:62] is the sub-list for extension type_name
+	62, // [62:62] is the sub-list for extension extendee
+	0,  // [0:62] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -6340,7 +6444,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   93,
+			NumMessages:   94,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
