@@ -5481,10 +5481,15 @@ func (x *RevokedSerial) GetExpiresAt() *timestamppb.Timestamp {
 }
 
 type RevokeX509SVIDResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revoked       []*RevokedSerial       `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Revoked []*RevokedSerial       `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	// jwt_issued_before is set when a SPIFFE ID was revoked and JWT-SVIDs of
+	// it were issued: agents refuse those issued before it until
+	// jwt_refused_until, when the last of them expires.
+	JwtIssuedBefore *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=jwt_issued_before,json=jwtIssuedBefore,proto3" json:"jwt_issued_before,omitempty"`
+	JwtRefusedUntil *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=jwt_refused_until,json=jwtRefusedUntil,proto3" json:"jwt_refused_until,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RevokeX509SVIDResponse) Reset() {
@@ -5520,6 +5525,20 @@ func (*RevokeX509SVIDResponse) Descriptor() ([]byte, []int) {
 func (x *RevokeX509SVIDResponse) GetRevoked() []*RevokedSerial {
 	if x != nil {
 		return x.Revoked
+	}
+	return nil
+}
+
+func (x *RevokeX509SVIDResponse) GetJwtIssuedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JwtIssuedBefore
+	}
+	return nil
+}
+
+func (x *RevokeX509SVIDResponse) GetJwtRefusedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JwtRefusedUntil
 	}
 	return nil
 }
@@ -6147,9 +6166,11 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"N\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xde\x01\n" +
 	"\x16RevokeX509SVIDResponse\x124\n" +
-	"\arevoked\x18\x01 \x03(\v2\x1a.wid.auth.v1.RevokedSerialR\arevoked\"\x10\n" +
+	"\arevoked\x18\x01 \x03(\v2\x1a.wid.auth.v1.RevokedSerialR\arevoked\x12F\n" +
+	"\x11jwt_issued_before\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fjwtIssuedBefore\x12F\n" +
+	"\x11jwt_refused_until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0fjwtRefusedUntil\"\x10\n" +
 	"\x0eGetCRLsRequest\"3\n" +
 	"\x03CRL\x12\x1a\n" +
 	"\tca_key_id\x18\x01 \x01(\tR\acaKeyId\x12\x10\n" +
@@ -6362,75 +6383,77 @@ var file_auth_v1_auth_proto_depIdxs = []int32{
 	73, // 57: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
 	94, // 58: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
 	76, // 59: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
-	79, // 60: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
-	44, // 61: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 62: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 63: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 64: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 65: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	11, // 66: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	13, // 67: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	15, // 68: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	17, // 69: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	19, // 70: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	21, // 71: wid.auth.v1.AuthService.JoinChallenge:input_type -> wid.auth.v1.JoinChallengeRequest
-	29, // 72: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 73: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	23, // 74: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	25, // 75: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	27, // 76: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	31, // 77: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	33, // 78: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	35, // 79: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	75, // 80: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
-	78, // 81: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
-	37, // 82: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	40, // 83: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	60, // 84: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	65, // 85: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	45, // 86: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	49, // 87: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	53, // 88: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	55, // 89: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	69, // 90: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	71, // 91: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	72, // 92: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 93: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 94: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 95: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 96: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	12, // 97: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	14, // 98: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	16, // 99: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	18, // 100: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	20, // 101: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	22, // 102: wid.auth.v1.AuthService.JoinChallenge:output_type -> wid.auth.v1.JoinChallengeResponse
-	30, // 103: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 104: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	24, // 105: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	26, // 106: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	28, // 107: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	32, // 108: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	34, // 109: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	36, // 110: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	77, // 111: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
-	80, // 112: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
-	39, // 113: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	41, // 114: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	63, // 115: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	66, // 116: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	46, // 117: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	50, // 118: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	54, // 119: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	57, // 120: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	70, // 121: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	68, // 122: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	74, // 123: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	93, // [93:124] is the sub-list for method output_type
-	62, // [62:93] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	94, // 60: wid.auth.v1.RevokeX509SVIDResponse.jwt_issued_before:type_name -> google.protobuf.Timestamp
+	94, // 61: wid.auth.v1.RevokeX509SVIDResponse.jwt_refused_until:type_name -> google.protobuf.Timestamp
+	79, // 62: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
+	44, // 63: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,  // 64: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,  // 65: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,  // 66: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,  // 67: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	11, // 68: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	13, // 69: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	15, // 70: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	17, // 71: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	19, // 72: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	21, // 73: wid.auth.v1.AuthService.JoinChallenge:input_type -> wid.auth.v1.JoinChallengeRequest
+	29, // 74: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,  // 75: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	23, // 76: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	25, // 77: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	27, // 78: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	31, // 79: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	33, // 80: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	35, // 81: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	75, // 82: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
+	78, // 83: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
+	37, // 84: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	40, // 85: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	60, // 86: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	65, // 87: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	45, // 88: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	49, // 89: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	53, // 90: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	55, // 91: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	69, // 92: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	71, // 93: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	72, // 94: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,  // 95: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,  // 96: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,  // 97: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,  // 98: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	12, // 99: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	14, // 100: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	16, // 101: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	18, // 102: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	20, // 103: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	22, // 104: wid.auth.v1.AuthService.JoinChallenge:output_type -> wid.auth.v1.JoinChallengeResponse
+	30, // 105: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,  // 106: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	24, // 107: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	26, // 108: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	28, // 109: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	32, // 110: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	34, // 111: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	36, // 112: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	77, // 113: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
+	80, // 114: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
+	39, // 115: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	41, // 116: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	63, // 117: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	66, // 118: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	46, // 119: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	50, // 120: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	54, // 121: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	57, // 122: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	70, // 123: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	68, // 124: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	74, // 125: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	95, // [95:126] is the sub-list for method output_type
+	64, // [64:95] is the sub-list for method input_type
+	64, // [64:64] is the sub-list for extension type_name
+	64, // [64:64] is the sub-list for extension extendee
+	0,  // [0:64] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }

@@ -224,6 +224,9 @@ func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDR
 		}
 	}
 	events = append(events, s.revocationEvents(ctx, jb)...)
+	if jwt != nil {
+		resp.JwtIssuedBefore, resp.JwtRefusedUntil = timestamppb.New(jwt.RevokedAt), timestamppb.New(jwt.Until)
+	}
 	if _, err := s.audit.EmitAll(ctx, events); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "the SVIDs were revoked but the revocation could not be audited: %v", err)
 	}
