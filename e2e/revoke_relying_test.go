@@ -23,9 +23,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// pemCRLs parses every block of b as a CRL; a block that is not one, or
+// parseCRLs parses every block of b as a CRL; a block that is not one, or
 // bytes that are not PEM, fail: what a reader of a partial file would see.
-func pemCRLs(b []byte) ([]*x509.RevocationList, error) {
+func parseCRLs(b []byte) ([]*x509.RevocationList, error) {
 	var out []*x509.RevocationList
 	for rest := b; ; {
 		var blk *pem.Block
@@ -96,7 +96,7 @@ func TestRevokeReachesSDSAndCRLFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	crls, err := pemCRLs(before)
+	crls, err := parseCRLs(before)
 	if err != nil {
 		t.Fatalf("crl.pem before the revocation: %v", err)
 	}
@@ -142,7 +142,7 @@ func TestRevokeReachesSDSAndCRLFile(t *testing.T) {
 				return nil, err
 			}
 			if s.Name == bundleName {
-				return pemCRLs(s.GetValidationContext().GetCrl().GetInlineBytes())
+				return parseCRLs(s.GetValidationContext().GetCrl().GetInlineBytes())
 			}
 		}
 		return nil, fmt.Errorf("the response holds no %s", bundleName)
@@ -169,7 +169,7 @@ func TestRevokeReachesSDSAndCRLFile(t *testing.T) {
 		for !stop.Load() {
 			b, err := os.ReadFile(crlFile)
 			if err == nil {
-				_, err = pemCRLs(b)
+				_, err = parseCRLs(b)
 			}
 			if err != nil {
 				partial.Store(err.Error())
@@ -214,7 +214,7 @@ func TestRevokeReachesSDSAndCRLFile(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		crls, err := pemCRLs(b)
+		crls, err := parseCRLs(b)
 		after = b
 		return err == nil && anyLists(crls, leaf.SerialNumber)
 	}, "crl.pem never listed the revoked serial")
