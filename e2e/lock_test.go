@@ -231,6 +231,7 @@ func TestLockSPIFFEIDStopsAgentServingIt(t *testing.T) {
 	}
 
 	a.widctl("lock", "create", "--spiffe-id", "/svc/pay", "--reason", "key leaked", "--name", "pay").must(t)
+	locked := time.Now()
 	if !testkit.WithinEvery(time.Second, 20*time.Millisecond, func() bool {
 		got = ids()
 		return !slices.Contains(got, pay) && slices.Contains(got, other)
@@ -241,11 +242,31 @@ func TestLockSPIFFEIDStopsAgentServingIt(t *testing.T) {
 		t.Fatalf("a JWT-SVID of a locked ID validated: %v", err)
 	}
 
+	// A token's iat has whole seconds: one of the second the lock was
+	// made in counts as issued before it.
+	testkit.EventuallyEvery(t, 3*time.Second, 20*time.Millisecond, func() bool {
+		return time.Now().After(locked.Truncate(time.Second).Add(time.Second))
+	}, "the clock did not pass the second of the lock")
 	a.widctl("lock", "rm", "pay").must(t)
 	if !testkit.WithinEvery(20*time.Second, 100*time.Millisecond, func() bool {
 		got = ids()
 		return slices.Contains(got, pay)
 	}) {
 		t.Fatalf("after lock rm the workload still lacks %s: %v", pay, got)
+	}
+	// The lock revoked the ID: a token issued before it still fails,
+	// saying when, until it expires; a token issued since validates.
+	if _, err := c.ValidateJWTSVID(ctx, tok.Marshal(), "bank"); err == nil || !strings.Contains(err.Error(), "was revoked at") {
+		t.Fatalf("after lock rm a JWT-SVID issued before the lock: %v, want refused as revoked", err)
+	}
+	fresh, err := c.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "bank", Subject: payID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Marshal() == tok.Marshal() {
+		t.Fatal("after lock rm the agent serves the JWT-SVID issued before the lock")
+	}
+	if _, err := c.ValidateJWTSVID(ctx, fresh.Marshal(), "bank"); err != nil {
+		t.Fatalf("a JWT-SVID issued after lock rm: %v", err)
 	}
 }

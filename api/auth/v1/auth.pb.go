@@ -2732,7 +2732,10 @@ type AgentState struct {
 	// crls are the signed CRLs (DER) of the X.509 CA keys, carried with the
 	// bundle as locks are: the agent serves them to relying parties (SDS,
 	// file outputs) and re-issues a cached SVID whose serial they list.
-	Crls          [][]byte `protobuf:"bytes,16,rep,name=crls,proto3" json:"crls,omitempty"`
+	Crls [][]byte `protobuf:"bytes,16,rep,name=crls,proto3" json:"crls,omitempty"`
+	// revoked_ids are the SPIFFE IDs whose JWT-SVIDs issued before a time no
+	// longer validate, carried with the bundle as locks are.
+	RevokedIds    []*AgentRevokedID `protobuf:"bytes,17,rep,name=revoked_ids,json=revokedIds,proto3" json:"revoked_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2879,6 +2882,94 @@ func (x *AgentState) GetCrls() [][]byte {
 	return nil
 }
 
+func (x *AgentState) GetRevokedIds() []*AgentRevokedID {
+	if x != nil {
+		return x.RevokedIds
+	}
+	return nil
+}
+
+// AgentRevokedID is a revoked SPIFFE ID as agents apply it to JWT-SVIDs:
+// a token of it issued (iat) before revoked_at fails validation until
+// until, when every such token has expired.
+type AgentRevokedID struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// spiffe_id is the SPIFFE ID, or with prefix a lock target (an ID or
+	// its path) covering every ID under it.
+	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Prefix        bool                   `protobuf:"varint,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	Until         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=until,proto3" json:"until,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentRevokedID) Reset() {
+	*x = AgentRevokedID{}
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentRevokedID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentRevokedID) ProtoMessage() {}
+
+func (x *AgentRevokedID) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentRevokedID.ProtoReflect.Descriptor instead.
+func (*AgentRevokedID) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *AgentRevokedID) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *AgentRevokedID) GetPrefix() bool {
+	if x != nil {
+		return x.Prefix
+	}
+	return false
+}
+
+func (x *AgentRevokedID) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *AgentRevokedID) GetUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Until
+	}
+	return nil
+}
+
+func (x *AgentRevokedID) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // AgentLock is a lock on a SPIFFE ID (or every ID under its path), as
 // agents apply it.
 type AgentLock struct {
@@ -2895,7 +2986,7 @@ type AgentLock struct {
 
 func (x *AgentLock) Reset() {
 	*x = AgentLock{}
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2907,7 +2998,7 @@ func (x *AgentLock) String() string {
 func (*AgentLock) ProtoMessage() {}
 
 func (x *AgentLock) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[42]
+	mi := &file_auth_v1_auth_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2920,7 +3011,7 @@ func (x *AgentLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentLock.ProtoReflect.Descriptor instead.
 func (*AgentLock) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{42}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AgentLock) GetName() string {
@@ -2967,7 +3058,7 @@ type AgentCA struct {
 
 func (x *AgentCA) Reset() {
 	*x = AgentCA{}
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2979,7 +3070,7 @@ func (x *AgentCA) String() string {
 func (*AgentCA) ProtoMessage() {}
 
 func (x *AgentCA) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[43]
+	mi := &file_auth_v1_auth_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2992,7 +3083,7 @@ func (x *AgentCA) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCA.ProtoReflect.Descriptor instead.
 func (*AgentCA) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{43}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AgentCA) GetSequence() int64 {
@@ -3040,7 +3131,7 @@ type ReportAgentStatusRequest struct {
 
 func (x *ReportAgentStatusRequest) Reset() {
 	*x = ReportAgentStatusRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3143,7 @@ func (x *ReportAgentStatusRequest) String() string {
 func (*ReportAgentStatusRequest) ProtoMessage() {}
 
 func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[44]
+	mi := &file_auth_v1_auth_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3156,7 @@ func (x *ReportAgentStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusRequest.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{44}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ReportAgentStatusRequest) GetHost() string {
@@ -3104,7 +3195,7 @@ type ReportAgentStatusResponse struct {
 
 func (x *ReportAgentStatusResponse) Reset() {
 	*x = ReportAgentStatusResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3116,7 +3207,7 @@ func (x *ReportAgentStatusResponse) String() string {
 func (*ReportAgentStatusResponse) ProtoMessage() {}
 
 func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[45]
+	mi := &file_auth_v1_auth_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3129,7 +3220,7 @@ func (x *ReportAgentStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportAgentStatusResponse.ProtoReflect.Descriptor instead.
 func (*ReportAgentStatusResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{45}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
 }
 
 type CAKey struct {
@@ -3149,7 +3240,7 @@ type CAKey struct {
 
 func (x *CAKey) Reset() {
 	*x = CAKey{}
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3252,7 @@ func (x *CAKey) String() string {
 func (*CAKey) ProtoMessage() {}
 
 func (x *CAKey) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[46]
+	mi := &file_auth_v1_auth_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3265,7 @@ func (x *CAKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAKey.ProtoReflect.Descriptor instead.
 func (*CAKey) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{46}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CAKey) GetId() string {
@@ -3261,7 +3352,7 @@ type CAInfo struct {
 
 func (x *CAInfo) Reset() {
 	*x = CAInfo{}
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3273,7 +3364,7 @@ func (x *CAInfo) String() string {
 func (*CAInfo) ProtoMessage() {}
 
 func (x *CAInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[47]
+	mi := &file_auth_v1_auth_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3286,7 +3377,7 @@ func (x *CAInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAInfo.ProtoReflect.Descriptor instead.
 func (*CAInfo) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{47}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CAInfo) GetType() string {
@@ -3395,7 +3486,7 @@ type ListCAsRequest struct {
 
 func (x *ListCAsRequest) Reset() {
 	*x = ListCAsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3407,7 +3498,7 @@ func (x *ListCAsRequest) String() string {
 func (*ListCAsRequest) ProtoMessage() {}
 
 func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[48]
+	mi := &file_auth_v1_auth_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3420,7 +3511,7 @@ func (x *ListCAsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCAsRequest.ProtoReflect.Descriptor instead.
 func (*ListCAsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{48}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
 }
 
 type ListCAsResponse struct {
@@ -3432,7 +3523,7 @@ type ListCAsResponse struct {
 
 func (x *ListCAsResponse) Reset() {
 	*x = ListCAsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3444,7 +3535,7 @@ func (x *ListCAsResponse) String() string {
 func (*ListCAsResponse) ProtoMessage() {}
 
 func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[49]
+	mi := &file_auth_v1_auth_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3457,7 +3548,7 @@ func (x *ListCAsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCAsResponse.ProtoReflect.Descriptor instead.
 func (*ListCAsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{49}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListCAsResponse) GetCas() []*CAInfo {
@@ -3484,7 +3575,7 @@ type AgentCAState struct {
 
 func (x *AgentCAState) Reset() {
 	*x = AgentCAState{}
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3496,7 +3587,7 @@ func (x *AgentCAState) String() string {
 func (*AgentCAState) ProtoMessage() {}
 
 func (x *AgentCAState) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[50]
+	mi := &file_auth_v1_auth_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3509,7 +3600,7 @@ func (x *AgentCAState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentCAState.ProtoReflect.Descriptor instead.
 func (*AgentCAState) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{50}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *AgentCAState) GetBot() string {
@@ -3580,7 +3671,7 @@ type CAStatus struct {
 
 func (x *CAStatus) Reset() {
 	*x = CAStatus{}
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3592,7 +3683,7 @@ func (x *CAStatus) String() string {
 func (*CAStatus) ProtoMessage() {}
 
 func (x *CAStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[51]
+	mi := &file_auth_v1_auth_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3605,7 +3696,7 @@ func (x *CAStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatus.ProtoReflect.Descriptor instead.
 func (*CAStatus) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{51}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CAStatus) GetCa() *CAInfo {
@@ -3641,7 +3732,7 @@ type GetCAStatusRequest struct {
 
 func (x *GetCAStatusRequest) Reset() {
 	*x = GetCAStatusRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3653,7 +3744,7 @@ func (x *GetCAStatusRequest) String() string {
 func (*GetCAStatusRequest) ProtoMessage() {}
 
 func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[52]
+	mi := &file_auth_v1_auth_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3666,7 +3757,7 @@ func (x *GetCAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetCAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{52}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *GetCAStatusRequest) GetType() string {
@@ -3692,7 +3783,7 @@ type GetCAStatusResponse struct {
 
 func (x *GetCAStatusResponse) Reset() {
 	*x = GetCAStatusResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[53]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3704,7 +3795,7 @@ func (x *GetCAStatusResponse) String() string {
 func (*GetCAStatusResponse) ProtoMessage() {}
 
 func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[53]
+	mi := &file_auth_v1_auth_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3717,7 +3808,7 @@ func (x *GetCAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCAStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetCAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{53}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetCAStatusResponse) GetCas() []*CAStatus {
@@ -3744,7 +3835,7 @@ type RotateCARequest struct {
 
 func (x *RotateCARequest) Reset() {
 	*x = RotateCARequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[54]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3756,7 +3847,7 @@ func (x *RotateCARequest) String() string {
 func (*RotateCARequest) ProtoMessage() {}
 
 func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[54]
+	mi := &file_auth_v1_auth_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3769,7 +3860,7 @@ func (x *RotateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCARequest.ProtoReflect.Descriptor instead.
 func (*RotateCARequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{54}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RotateCARequest) GetType() string {
@@ -3831,7 +3922,7 @@ type RotationStep struct {
 
 func (x *RotationStep) Reset() {
 	*x = RotationStep{}
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3843,7 +3934,7 @@ func (x *RotationStep) String() string {
 func (*RotationStep) ProtoMessage() {}
 
 func (x *RotationStep) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[55]
+	mi := &file_auth_v1_auth_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3856,7 +3947,7 @@ func (x *RotationStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotationStep.ProtoReflect.Descriptor instead.
 func (*RotationStep) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{55}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RotationStep) GetType() string {
@@ -3928,7 +4019,7 @@ type RotateCAResponse struct {
 
 func (x *RotateCAResponse) Reset() {
 	*x = RotateCAResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3940,7 +4031,7 @@ func (x *RotateCAResponse) String() string {
 func (*RotateCAResponse) ProtoMessage() {}
 
 func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[56]
+	mi := &file_auth_v1_auth_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3953,7 +4044,7 @@ func (x *RotateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateCAResponse.ProtoReflect.Descriptor instead.
 func (*RotateCAResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{56}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RotateCAResponse) GetSteps() []*RotationStep {
@@ -3990,7 +4081,7 @@ type CAWaiting struct {
 
 func (x *CAWaiting) Reset() {
 	*x = CAWaiting{}
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4002,7 +4093,7 @@ func (x *CAWaiting) String() string {
 func (*CAWaiting) ProtoMessage() {}
 
 func (x *CAWaiting) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[57]
+	mi := &file_auth_v1_auth_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4015,7 +4106,7 @@ func (x *CAWaiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAWaiting.ProtoReflect.Descriptor instead.
 func (*CAWaiting) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{57}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CAWaiting) GetType() string {
@@ -4056,7 +4147,7 @@ type ImportCARequest struct {
 
 func (x *ImportCARequest) Reset() {
 	*x = ImportCARequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4068,7 +4159,7 @@ func (x *ImportCARequest) String() string {
 func (*ImportCARequest) ProtoMessage() {}
 
 func (x *ImportCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[58]
+	mi := &file_auth_v1_auth_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4081,7 +4172,7 @@ func (x *ImportCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCARequest.ProtoReflect.Descriptor instead.
 func (*ImportCARequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{58}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ImportCARequest) GetType() string {
@@ -4137,7 +4228,7 @@ type ImportCAResponse struct {
 
 func (x *ImportCAResponse) Reset() {
 	*x = ImportCAResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4149,7 +4240,7 @@ func (x *ImportCAResponse) String() string {
 func (*ImportCAResponse) ProtoMessage() {}
 
 func (x *ImportCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[59]
+	mi := &file_auth_v1_auth_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4162,7 +4253,7 @@ func (x *ImportCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportCAResponse.ProtoReflect.Descriptor instead.
 func (*ImportCAResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{59}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *ImportCAResponse) GetCa() *CAInfo {
@@ -4238,7 +4329,7 @@ type CreateCACSRRequest struct {
 
 func (x *CreateCACSRRequest) Reset() {
 	*x = CreateCACSRRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4250,7 +4341,7 @@ func (x *CreateCACSRRequest) String() string {
 func (*CreateCACSRRequest) ProtoMessage() {}
 
 func (x *CreateCACSRRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[60]
+	mi := &file_auth_v1_auth_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4263,7 +4354,7 @@ func (x *CreateCACSRRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCACSRRequest.ProtoReflect.Descriptor instead.
 func (*CreateCACSRRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{60}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *CreateCACSRRequest) GetType() string {
@@ -4286,7 +4377,7 @@ type CreateCACSRResponse struct {
 
 func (x *CreateCACSRResponse) Reset() {
 	*x = CreateCACSRResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4298,7 +4389,7 @@ func (x *CreateCACSRResponse) String() string {
 func (*CreateCACSRResponse) ProtoMessage() {}
 
 func (x *CreateCACSRResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[61]
+	mi := &file_auth_v1_auth_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4311,7 +4402,7 @@ func (x *CreateCACSRResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateCACSRResponse.ProtoReflect.Descriptor instead.
 func (*CreateCACSRResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{61}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *CreateCACSRResponse) GetCsrPem() []byte {
@@ -4355,7 +4446,7 @@ type AgentBundle struct {
 
 func (x *AgentBundle) Reset() {
 	*x = AgentBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4367,7 +4458,7 @@ func (x *AgentBundle) String() string {
 func (*AgentBundle) ProtoMessage() {}
 
 func (x *AgentBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[62]
+	mi := &file_auth_v1_auth_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4380,7 +4471,7 @@ func (x *AgentBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentBundle.ProtoReflect.Descriptor instead.
 func (*AgentBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{62}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *AgentBundle) GetX509Authorities() [][]byte {
@@ -4433,7 +4524,7 @@ type FederatedBundle struct {
 
 func (x *FederatedBundle) Reset() {
 	*x = FederatedBundle{}
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4445,7 +4536,7 @@ func (x *FederatedBundle) String() string {
 func (*FederatedBundle) ProtoMessage() {}
 
 func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[63]
+	mi := &file_auth_v1_auth_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4458,7 +4549,7 @@ func (x *FederatedBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederatedBundle.ProtoReflect.Descriptor instead.
 func (*FederatedBundle) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{63}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *FederatedBundle) GetTrustDomain() string {
@@ -4500,7 +4591,7 @@ type IssueWorkloadSVIDsRequest struct {
 
 func (x *IssueWorkloadSVIDsRequest) Reset() {
 	*x = IssueWorkloadSVIDsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4512,7 +4603,7 @@ func (x *IssueWorkloadSVIDsRequest) String() string {
 func (*IssueWorkloadSVIDsRequest) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[64]
+	mi := &file_auth_v1_auth_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4525,7 +4616,7 @@ func (x *IssueWorkloadSVIDsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsRequest.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{64}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *IssueWorkloadSVIDsRequest) GetAttributes() map[string]string {
@@ -4569,7 +4660,7 @@ type WorkloadSVIDRequest struct {
 
 func (x *WorkloadSVIDRequest) Reset() {
 	*x = WorkloadSVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4581,7 +4672,7 @@ func (x *WorkloadSVIDRequest) String() string {
 func (*WorkloadSVIDRequest) ProtoMessage() {}
 
 func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[65]
+	mi := &file_auth_v1_auth_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4594,7 +4685,7 @@ func (x *WorkloadSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDRequest.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{65}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *WorkloadSVIDRequest) GetIdentity() string {
@@ -4678,7 +4769,7 @@ type WorkloadSVIDResult struct {
 
 func (x *WorkloadSVIDResult) Reset() {
 	*x = WorkloadSVIDResult{}
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4690,7 +4781,7 @@ func (x *WorkloadSVIDResult) String() string {
 func (*WorkloadSVIDResult) ProtoMessage() {}
 
 func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[66]
+	mi := &file_auth_v1_auth_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4703,7 +4794,7 @@ func (x *WorkloadSVIDResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkloadSVIDResult.ProtoReflect.Descriptor instead.
 func (*WorkloadSVIDResult) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{66}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *WorkloadSVIDResult) GetSpiffeId() string {
@@ -4779,7 +4870,7 @@ type IssueWorkloadSVIDsResponse struct {
 
 func (x *IssueWorkloadSVIDsResponse) Reset() {
 	*x = IssueWorkloadSVIDsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4791,7 +4882,7 @@ func (x *IssueWorkloadSVIDsResponse) String() string {
 func (*IssueWorkloadSVIDsResponse) ProtoMessage() {}
 
 func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[67]
+	mi := &file_auth_v1_auth_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4804,7 +4895,7 @@ func (x *IssueWorkloadSVIDsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueWorkloadSVIDsResponse.ProtoReflect.Descriptor instead.
 func (*IssueWorkloadSVIDsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{67}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *IssueWorkloadSVIDsResponse) GetResults() []*WorkloadSVIDResult {
@@ -4835,7 +4926,7 @@ type Attestation struct {
 
 func (x *Attestation) Reset() {
 	*x = Attestation{}
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4847,7 +4938,7 @@ func (x *Attestation) String() string {
 func (*Attestation) ProtoMessage() {}
 
 func (x *Attestation) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[68]
+	mi := &file_auth_v1_auth_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4860,7 +4951,7 @@ func (x *Attestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attestation.ProtoReflect.Descriptor instead.
 func (*Attestation) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{68}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *Attestation) GetId() string {
@@ -4922,7 +5013,7 @@ type RecordAttestationsRequest struct {
 
 func (x *RecordAttestationsRequest) Reset() {
 	*x = RecordAttestationsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4934,7 +5025,7 @@ func (x *RecordAttestationsRequest) String() string {
 func (*RecordAttestationsRequest) ProtoMessage() {}
 
 func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[69]
+	mi := &file_auth_v1_auth_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4947,7 +5038,7 @@ func (x *RecordAttestationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsRequest.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{69}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *RecordAttestationsRequest) GetHost() string {
@@ -4972,7 +5063,7 @@ type RecordAttestationsResponse struct {
 
 func (x *RecordAttestationsResponse) Reset() {
 	*x = RecordAttestationsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[70]
+	mi := &file_auth_v1_auth_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4984,7 +5075,7 @@ func (x *RecordAttestationsResponse) String() string {
 func (*RecordAttestationsResponse) ProtoMessage() {}
 
 func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[70]
+	mi := &file_auth_v1_auth_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4997,7 +5088,7 @@ func (x *RecordAttestationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAttestationsResponse.ProtoReflect.Descriptor instead.
 func (*RecordAttestationsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{70}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{71}
 }
 
 type AuditQuery struct {
@@ -5021,7 +5112,7 @@ type AuditQuery struct {
 
 func (x *AuditQuery) Reset() {
 	*x = AuditQuery{}
-	mi := &file_auth_v1_auth_proto_msgTypes[71]
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5033,7 +5124,7 @@ func (x *AuditQuery) String() string {
 func (*AuditQuery) ProtoMessage() {}
 
 func (x *AuditQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[71]
+	mi := &file_auth_v1_auth_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5046,7 +5137,7 @@ func (x *AuditQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditQuery.ProtoReflect.Descriptor instead.
 func (*AuditQuery) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{71}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *AuditQuery) GetTypes() []string {
@@ -5139,7 +5230,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5151,7 +5242,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[72]
+	mi := &file_auth_v1_auth_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5164,7 +5255,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{72}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *AuditEvent) GetSeq() int64 {
@@ -5309,7 +5400,7 @@ type ListAuditEventsRequest struct {
 
 func (x *ListAuditEventsRequest) Reset() {
 	*x = ListAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5321,7 +5412,7 @@ func (x *ListAuditEventsRequest) String() string {
 func (*ListAuditEventsRequest) ProtoMessage() {}
 
 func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[73]
+	mi := &file_auth_v1_auth_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5334,7 +5425,7 @@ func (x *ListAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{73}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *ListAuditEventsRequest) GetQuery() *AuditQuery {
@@ -5357,7 +5448,7 @@ type ListAuditEventsResponse struct {
 
 func (x *ListAuditEventsResponse) Reset() {
 	*x = ListAuditEventsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5369,7 +5460,7 @@ func (x *ListAuditEventsResponse) String() string {
 func (*ListAuditEventsResponse) ProtoMessage() {}
 
 func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[74]
+	mi := &file_auth_v1_auth_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5382,7 +5473,7 @@ func (x *ListAuditEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditEventsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{74}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *ListAuditEventsResponse) GetEvents() []*AuditEvent {
@@ -5410,7 +5501,7 @@ type StreamAuditEventsRequest struct {
 
 func (x *StreamAuditEventsRequest) Reset() {
 	*x = StreamAuditEventsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5422,7 +5513,7 @@ func (x *StreamAuditEventsRequest) String() string {
 func (*StreamAuditEventsRequest) ProtoMessage() {}
 
 func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[75]
+	mi := &file_auth_v1_auth_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5435,7 +5526,7 @@ func (x *StreamAuditEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamAuditEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamAuditEventsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{75}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *StreamAuditEventsRequest) GetQuery() *AuditQuery {
@@ -5464,7 +5555,7 @@ type VerifyAuditRequest struct {
 
 func (x *VerifyAuditRequest) Reset() {
 	*x = VerifyAuditRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5476,7 +5567,7 @@ func (x *VerifyAuditRequest) String() string {
 func (*VerifyAuditRequest) ProtoMessage() {}
 
 func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[76]
+	mi := &file_auth_v1_auth_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5489,7 +5580,7 @@ func (x *VerifyAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditRequest.ProtoReflect.Descriptor instead.
 func (*VerifyAuditRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{76}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *VerifyAuditRequest) GetHeadSeq() int64 {
@@ -5518,7 +5609,7 @@ type AuditProblem struct {
 
 func (x *AuditProblem) Reset() {
 	*x = AuditProblem{}
-	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	mi := &file_auth_v1_auth_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5530,7 +5621,7 @@ func (x *AuditProblem) String() string {
 func (*AuditProblem) ProtoMessage() {}
 
 func (x *AuditProblem) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[77]
+	mi := &file_auth_v1_auth_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5543,7 +5634,7 @@ func (x *AuditProblem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditProblem.ProtoReflect.Descriptor instead.
 func (*AuditProblem) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{77}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *AuditProblem) GetSeq() int64 {
@@ -5586,7 +5677,7 @@ type VerifyAuditResponse struct {
 
 func (x *VerifyAuditResponse) Reset() {
 	*x = VerifyAuditResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[78]
+	mi := &file_auth_v1_auth_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5598,7 +5689,7 @@ func (x *VerifyAuditResponse) String() string {
 func (*VerifyAuditResponse) ProtoMessage() {}
 
 func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[78]
+	mi := &file_auth_v1_auth_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5611,7 +5702,7 @@ func (x *VerifyAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyAuditResponse.ProtoReflect.Descriptor instead.
 func (*VerifyAuditResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{78}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *VerifyAuditResponse) GetOk() bool {
@@ -5677,7 +5768,7 @@ type RevokeX509SVIDRequest struct {
 
 func (x *RevokeX509SVIDRequest) Reset() {
 	*x = RevokeX509SVIDRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[79]
+	mi := &file_auth_v1_auth_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5689,7 +5780,7 @@ func (x *RevokeX509SVIDRequest) String() string {
 func (*RevokeX509SVIDRequest) ProtoMessage() {}
 
 func (x *RevokeX509SVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[79]
+	mi := &file_auth_v1_auth_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5702,7 +5793,7 @@ func (x *RevokeX509SVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeX509SVIDRequest.ProtoReflect.Descriptor instead.
 func (*RevokeX509SVIDRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{79}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *RevokeX509SVIDRequest) GetSerial() string {
@@ -5737,7 +5828,7 @@ type RevokedSerial struct {
 
 func (x *RevokedSerial) Reset() {
 	*x = RevokedSerial{}
-	mi := &file_auth_v1_auth_proto_msgTypes[80]
+	mi := &file_auth_v1_auth_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5749,7 +5840,7 @@ func (x *RevokedSerial) String() string {
 func (*RevokedSerial) ProtoMessage() {}
 
 func (x *RevokedSerial) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[80]
+	mi := &file_auth_v1_auth_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5762,7 +5853,7 @@ func (x *RevokedSerial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokedSerial.ProtoReflect.Descriptor instead.
 func (*RevokedSerial) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{80}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *RevokedSerial) GetSerial() string {
@@ -5787,15 +5878,20 @@ func (x *RevokedSerial) GetExpiresAt() *timestamppb.Timestamp {
 }
 
 type RevokeX509SVIDResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Revoked       []*RevokedSerial       `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Revoked []*RevokedSerial       `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	// jwt_issued_before is set when a SPIFFE ID was revoked and JWT-SVIDs of
+	// it were issued: agents refuse those issued before it until
+	// jwt_refused_until, when the last of them expires.
+	JwtIssuedBefore *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=jwt_issued_before,json=jwtIssuedBefore,proto3" json:"jwt_issued_before,omitempty"`
+	JwtRefusedUntil *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=jwt_refused_until,json=jwtRefusedUntil,proto3" json:"jwt_refused_until,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RevokeX509SVIDResponse) Reset() {
 	*x = RevokeX509SVIDResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[81]
+	mi := &file_auth_v1_auth_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5807,7 +5903,7 @@ func (x *RevokeX509SVIDResponse) String() string {
 func (*RevokeX509SVIDResponse) ProtoMessage() {}
 
 func (x *RevokeX509SVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[81]
+	mi := &file_auth_v1_auth_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5820,12 +5916,26 @@ func (x *RevokeX509SVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeX509SVIDResponse.ProtoReflect.Descriptor instead.
 func (*RevokeX509SVIDResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{81}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *RevokeX509SVIDResponse) GetRevoked() []*RevokedSerial {
 	if x != nil {
 		return x.Revoked
+	}
+	return nil
+}
+
+func (x *RevokeX509SVIDResponse) GetJwtIssuedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JwtIssuedBefore
+	}
+	return nil
+}
+
+func (x *RevokeX509SVIDResponse) GetJwtRefusedUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.JwtRefusedUntil
 	}
 	return nil
 }
@@ -5838,7 +5948,7 @@ type GetCRLsRequest struct {
 
 func (x *GetCRLsRequest) Reset() {
 	*x = GetCRLsRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[82]
+	mi := &file_auth_v1_auth_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5850,7 +5960,7 @@ func (x *GetCRLsRequest) String() string {
 func (*GetCRLsRequest) ProtoMessage() {}
 
 func (x *GetCRLsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[82]
+	mi := &file_auth_v1_auth_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5863,7 +5973,7 @@ func (x *GetCRLsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCRLsRequest.ProtoReflect.Descriptor instead.
 func (*GetCRLsRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{82}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{83}
 }
 
 type CRL struct {
@@ -5878,7 +5988,7 @@ type CRL struct {
 
 func (x *CRL) Reset() {
 	*x = CRL{}
-	mi := &file_auth_v1_auth_proto_msgTypes[83]
+	mi := &file_auth_v1_auth_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5890,7 +6000,7 @@ func (x *CRL) String() string {
 func (*CRL) ProtoMessage() {}
 
 func (x *CRL) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[83]
+	mi := &file_auth_v1_auth_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5903,7 +6013,7 @@ func (x *CRL) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CRL.ProtoReflect.Descriptor instead.
 func (*CRL) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{83}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CRL) GetCaKeyId() string {
@@ -5929,7 +6039,7 @@ type GetCRLsResponse struct {
 
 func (x *GetCRLsResponse) Reset() {
 	*x = GetCRLsResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[84]
+	mi := &file_auth_v1_auth_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5941,7 +6051,7 @@ func (x *GetCRLsResponse) String() string {
 func (*GetCRLsResponse) ProtoMessage() {}
 
 func (x *GetCRLsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[84]
+	mi := &file_auth_v1_auth_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5954,7 +6064,7 @@ func (x *GetCRLsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCRLsResponse.ProtoReflect.Descriptor instead.
 func (*GetCRLsResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{84}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *GetCRLsResponse) GetCrls() []*CRL {
@@ -6190,7 +6300,7 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\vincremental\x18\x02 \x01(\bR\vincremental\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\tR\x05epoch\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12!\n" +
-	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\xde\x05\n" +
+	"\ftrust_domain\x18\x05 \x01(\tR\vtrustDomain\"\x9c\x06\n" +
 	"\n" +
 	"AgentState\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x120\n" +
@@ -6211,10 +6321,19 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\rbase_revision\x18\r \x01(\x03R\fbaseRevision\x12>\n" +
 	"\x1bremoved_workload_identities\x18\x0e \x03(\tR\x19removedWorkloadIdentities\x12,\n" +
 	"\x05locks\x18\x0f \x03(\v2\x16.wid.auth.v1.AgentLockR\x05locks\x12\x12\n" +
-	"\x04crls\x18\x10 \x03(\fR\x04crls\x1aL\n" +
+	"\x04crls\x18\x10 \x03(\fR\x04crls\x12<\n" +
+	"\vrevoked_ids\x18\x11 \x03(\v2\x1b.wid.auth.v1.AgentRevokedIDR\n" +
+	"revokedIds\x1aL\n" +
 	"\bCasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\x8a\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.wid.auth.v1.AgentCAR\x05value:\x028\x01\"\xca\x01\n" +
+	"\x0eAgentRevokedID\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\bR\x06prefix\x129\n" +
+	"\n" +
+	"revoked_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x120\n" +
+	"\x05until\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x8a\x01\n" +
 	"\tAgentLock\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x16\n" +
@@ -6474,9 +6593,11 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"N\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xde\x01\n" +
 	"\x16RevokeX509SVIDResponse\x124\n" +
-	"\arevoked\x18\x01 \x03(\v2\x1a.wid.auth.v1.RevokedSerialR\arevoked\"\x10\n" +
+	"\arevoked\x18\x01 \x03(\v2\x1a.wid.auth.v1.RevokedSerialR\arevoked\x12F\n" +
+	"\x11jwt_issued_before\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x0fjwtIssuedBefore\x12F\n" +
+	"\x11jwt_refused_until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0fjwtRefusedUntil\"\x10\n" +
 	"\x0eGetCRLsRequest\"3\n" +
 	"\x03CRL\x12\x1a\n" +
 	"\tca_key_id\x18\x01 \x01(\tR\acaKeyId\x12\x10\n" +
@@ -6532,7 +6653,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 99)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*PingRequest)(nil),                // 0: wid.auth.v1.PingRequest
 	(*PingResponse)(nil),               // 1: wid.auth.v1.PingResponse
@@ -6576,198 +6697,204 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*ExplainResponse)(nil),            // 39: wid.auth.v1.ExplainResponse
 	(*WatchAgentRequest)(nil),          // 40: wid.auth.v1.WatchAgentRequest
 	(*AgentState)(nil),                 // 41: wid.auth.v1.AgentState
-	(*AgentLock)(nil),                  // 42: wid.auth.v1.AgentLock
-	(*AgentCA)(nil),                    // 43: wid.auth.v1.AgentCA
-	(*ReportAgentStatusRequest)(nil),   // 44: wid.auth.v1.ReportAgentStatusRequest
-	(*ReportAgentStatusResponse)(nil),  // 45: wid.auth.v1.ReportAgentStatusResponse
-	(*CAKey)(nil),                      // 46: wid.auth.v1.CAKey
-	(*CAInfo)(nil),                     // 47: wid.auth.v1.CAInfo
-	(*ListCAsRequest)(nil),             // 48: wid.auth.v1.ListCAsRequest
-	(*ListCAsResponse)(nil),            // 49: wid.auth.v1.ListCAsResponse
-	(*AgentCAState)(nil),               // 50: wid.auth.v1.AgentCAState
-	(*CAStatus)(nil),                   // 51: wid.auth.v1.CAStatus
-	(*GetCAStatusRequest)(nil),         // 52: wid.auth.v1.GetCAStatusRequest
-	(*GetCAStatusResponse)(nil),        // 53: wid.auth.v1.GetCAStatusResponse
-	(*RotateCARequest)(nil),            // 54: wid.auth.v1.RotateCARequest
-	(*RotationStep)(nil),               // 55: wid.auth.v1.RotationStep
-	(*RotateCAResponse)(nil),           // 56: wid.auth.v1.RotateCAResponse
-	(*CAWaiting)(nil),                  // 57: wid.auth.v1.CAWaiting
-	(*ImportCARequest)(nil),            // 58: wid.auth.v1.ImportCARequest
-	(*ImportCAResponse)(nil),           // 59: wid.auth.v1.ImportCAResponse
-	(*CreateCACSRRequest)(nil),         // 60: wid.auth.v1.CreateCACSRRequest
-	(*CreateCACSRResponse)(nil),        // 61: wid.auth.v1.CreateCACSRResponse
-	(*AgentBundle)(nil),                // 62: wid.auth.v1.AgentBundle
-	(*FederatedBundle)(nil),            // 63: wid.auth.v1.FederatedBundle
-	(*IssueWorkloadSVIDsRequest)(nil),  // 64: wid.auth.v1.IssueWorkloadSVIDsRequest
-	(*WorkloadSVIDRequest)(nil),        // 65: wid.auth.v1.WorkloadSVIDRequest
-	(*WorkloadSVIDResult)(nil),         // 66: wid.auth.v1.WorkloadSVIDResult
-	(*IssueWorkloadSVIDsResponse)(nil), // 67: wid.auth.v1.IssueWorkloadSVIDsResponse
-	(*Attestation)(nil),                // 68: wid.auth.v1.Attestation
-	(*RecordAttestationsRequest)(nil),  // 69: wid.auth.v1.RecordAttestationsRequest
-	(*RecordAttestationsResponse)(nil), // 70: wid.auth.v1.RecordAttestationsResponse
-	(*AuditQuery)(nil),                 // 71: wid.auth.v1.AuditQuery
-	(*AuditEvent)(nil),                 // 72: wid.auth.v1.AuditEvent
-	(*ListAuditEventsRequest)(nil),     // 73: wid.auth.v1.ListAuditEventsRequest
-	(*ListAuditEventsResponse)(nil),    // 74: wid.auth.v1.ListAuditEventsResponse
-	(*StreamAuditEventsRequest)(nil),   // 75: wid.auth.v1.StreamAuditEventsRequest
-	(*VerifyAuditRequest)(nil),         // 76: wid.auth.v1.VerifyAuditRequest
-	(*AuditProblem)(nil),               // 77: wid.auth.v1.AuditProblem
-	(*VerifyAuditResponse)(nil),        // 78: wid.auth.v1.VerifyAuditResponse
-	(*RevokeX509SVIDRequest)(nil),      // 79: wid.auth.v1.RevokeX509SVIDRequest
-	(*RevokedSerial)(nil),              // 80: wid.auth.v1.RevokedSerial
-	(*RevokeX509SVIDResponse)(nil),     // 81: wid.auth.v1.RevokeX509SVIDResponse
-	(*GetCRLsRequest)(nil),             // 82: wid.auth.v1.GetCRLsRequest
-	(*CRL)(nil),                        // 83: wid.auth.v1.CRL
-	(*GetCRLsResponse)(nil),            // 84: wid.auth.v1.GetCRLsResponse
-	nil,                                // 85: wid.auth.v1.CreateBotRequest.LabelsEntry
-	nil,                                // 86: wid.auth.v1.CreateUserRequest.LabelsEntry
-	nil,                                // 87: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	nil,                                // 88: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	nil,                                // 89: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	nil,                                // 90: wid.auth.v1.AgentState.CasEntry
-	nil,                                // 91: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	nil,                                // 92: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	nil,                                // 93: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	nil,                                // 94: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	nil,                                // 95: wid.auth.v1.Attestation.AttributesEntry
-	nil,                                // 96: wid.auth.v1.AuditEvent.AttributesEntry
-	nil,                                // 97: wid.auth.v1.AuditEvent.DetailsEntry
-	(*timestamppb.Timestamp)(nil),      // 98: google.protobuf.Timestamp
+	(*AgentRevokedID)(nil),             // 42: wid.auth.v1.AgentRevokedID
+	(*AgentLock)(nil),                  // 43: wid.auth.v1.AgentLock
+	(*AgentCA)(nil),                    // 44: wid.auth.v1.AgentCA
+	(*ReportAgentStatusRequest)(nil),   // 45: wid.auth.v1.ReportAgentStatusRequest
+	(*ReportAgentStatusResponse)(nil),  // 46: wid.auth.v1.ReportAgentStatusResponse
+	(*CAKey)(nil),                      // 47: wid.auth.v1.CAKey
+	(*CAInfo)(nil),                     // 48: wid.auth.v1.CAInfo
+	(*ListCAsRequest)(nil),             // 49: wid.auth.v1.ListCAsRequest
+	(*ListCAsResponse)(nil),            // 50: wid.auth.v1.ListCAsResponse
+	(*AgentCAState)(nil),               // 51: wid.auth.v1.AgentCAState
+	(*CAStatus)(nil),                   // 52: wid.auth.v1.CAStatus
+	(*GetCAStatusRequest)(nil),         // 53: wid.auth.v1.GetCAStatusRequest
+	(*GetCAStatusResponse)(nil),        // 54: wid.auth.v1.GetCAStatusResponse
+	(*RotateCARequest)(nil),            // 55: wid.auth.v1.RotateCARequest
+	(*RotationStep)(nil),               // 56: wid.auth.v1.RotationStep
+	(*RotateCAResponse)(nil),           // 57: wid.auth.v1.RotateCAResponse
+	(*CAWaiting)(nil),                  // 58: wid.auth.v1.CAWaiting
+	(*ImportCARequest)(nil),            // 59: wid.auth.v1.ImportCARequest
+	(*ImportCAResponse)(nil),           // 60: wid.auth.v1.ImportCAResponse
+	(*CreateCACSRRequest)(nil),         // 61: wid.auth.v1.CreateCACSRRequest
+	(*CreateCACSRResponse)(nil),        // 62: wid.auth.v1.CreateCACSRResponse
+	(*AgentBundle)(nil),                // 63: wid.auth.v1.AgentBundle
+	(*FederatedBundle)(nil),            // 64: wid.auth.v1.FederatedBundle
+	(*IssueWorkloadSVIDsRequest)(nil),  // 65: wid.auth.v1.IssueWorkloadSVIDsRequest
+	(*WorkloadSVIDRequest)(nil),        // 66: wid.auth.v1.WorkloadSVIDRequest
+	(*WorkloadSVIDResult)(nil),         // 67: wid.auth.v1.WorkloadSVIDResult
+	(*IssueWorkloadSVIDsResponse)(nil), // 68: wid.auth.v1.IssueWorkloadSVIDsResponse
+	(*Attestation)(nil),                // 69: wid.auth.v1.Attestation
+	(*RecordAttestationsRequest)(nil),  // 70: wid.auth.v1.RecordAttestationsRequest
+	(*RecordAttestationsResponse)(nil), // 71: wid.auth.v1.RecordAttestationsResponse
+	(*AuditQuery)(nil),                 // 72: wid.auth.v1.AuditQuery
+	(*AuditEvent)(nil),                 // 73: wid.auth.v1.AuditEvent
+	(*ListAuditEventsRequest)(nil),     // 74: wid.auth.v1.ListAuditEventsRequest
+	(*ListAuditEventsResponse)(nil),    // 75: wid.auth.v1.ListAuditEventsResponse
+	(*StreamAuditEventsRequest)(nil),   // 76: wid.auth.v1.StreamAuditEventsRequest
+	(*VerifyAuditRequest)(nil),         // 77: wid.auth.v1.VerifyAuditRequest
+	(*AuditProblem)(nil),               // 78: wid.auth.v1.AuditProblem
+	(*VerifyAuditResponse)(nil),        // 79: wid.auth.v1.VerifyAuditResponse
+	(*RevokeX509SVIDRequest)(nil),      // 80: wid.auth.v1.RevokeX509SVIDRequest
+	(*RevokedSerial)(nil),              // 81: wid.auth.v1.RevokedSerial
+	(*RevokeX509SVIDResponse)(nil),     // 82: wid.auth.v1.RevokeX509SVIDResponse
+	(*GetCRLsRequest)(nil),             // 83: wid.auth.v1.GetCRLsRequest
+	(*CRL)(nil),                        // 84: wid.auth.v1.CRL
+	(*GetCRLsResponse)(nil),            // 85: wid.auth.v1.GetCRLsResponse
+	nil,                                // 86: wid.auth.v1.CreateBotRequest.LabelsEntry
+	nil,                                // 87: wid.auth.v1.CreateUserRequest.LabelsEntry
+	nil,                                // 88: wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	nil,                                // 89: wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	nil,                                // 90: wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	nil,                                // 91: wid.auth.v1.AgentState.CasEntry
+	nil,                                // 92: wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	nil,                                // 93: wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	nil,                                // 94: wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	nil,                                // 95: wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	nil,                                // 96: wid.auth.v1.Attestation.AttributesEntry
+	nil,                                // 97: wid.auth.v1.AuditEvent.AttributesEntry
+	nil,                                // 98: wid.auth.v1.AuditEvent.DetailsEntry
+	(*timestamppb.Timestamp)(nil),      // 99: google.protobuf.Timestamp
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	98, // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 1: wid.auth.v1.ListResourcesResponse.corrupt:type_name -> wid.auth.v1.CorruptResource
-	85, // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
-	98, // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
-	98, // 4: wid.auth.v1.JoinChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
-	86, // 5: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
-	98, // 6: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	98, // 7: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
-	98, // 8: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	98, // 9: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
-	87, // 10: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
-	98, // 11: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	88, // 12: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
-	98, // 13: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
-	89, // 14: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
-	38, // 15: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
-	62, // 16: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
-	90, // 17: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
-	10, // 18: wid.auth.v1.AgentState.corrupt_workload_identities:type_name -> wid.auth.v1.CorruptResource
-	42, // 19: wid.auth.v1.AgentState.locks:type_name -> wid.auth.v1.AgentLock
-	98, // 20: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
-	91, // 21: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
-	92, // 22: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
-	93, // 23: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
-	98, // 24: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	98, // 25: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
-	46, // 26: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
-	98, // 27: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
-	98, // 28: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
-	98, // 29: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
-	47, // 30: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
-	98, // 31: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
-	47, // 32: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
-	50, // 33: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
-	51, // 34: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
-	55, // 35: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
-	47, // 36: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
-	57, // 37: wid.auth.v1.RotateCAResponse.waiting:type_name -> wid.auth.v1.CAWaiting
-	47, // 38: wid.auth.v1.ImportCAResponse.ca:type_name -> wid.auth.v1.CAInfo
-	98, // 39: wid.auth.v1.ImportCAResponse.capped_at:type_name -> google.protobuf.Timestamp
-	63, // 40: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
-	94, // 41: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
-	65, // 42: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
-	98, // 43: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
-	98, // 44: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
-	66, // 45: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
-	98, // 46: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
-	95, // 47: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
-	68, // 48: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
-	98, // 49: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
-	98, // 50: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
-	98, // 51: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	96, // 52: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
-	97, // 53: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
-	71, // 54: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	72, // 55: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
-	71, // 56: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
-	77, // 57: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
-	98, // 58: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
-	80, // 59: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
-	83, // 60: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
-	43, // 61: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
-	0,  // 62: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
-	4,  // 63: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
-	6,  // 64: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
-	8,  // 65: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
-	11, // 66: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
-	13, // 67: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
-	15, // 68: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
-	17, // 69: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
-	19, // 70: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
-	21, // 71: wid.auth.v1.AuthService.JoinChallenge:input_type -> wid.auth.v1.JoinChallengeRequest
-	29, // 72: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
-	2,  // 73: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
-	23, // 74: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
-	25, // 75: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
-	27, // 76: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
-	31, // 77: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
-	33, // 78: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
-	35, // 79: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
-	79, // 80: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
-	82, // 81: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
-	37, // 82: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
-	40, // 83: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
-	64, // 84: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
-	69, // 85: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
-	44, // 86: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
-	48, // 87: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
-	52, // 88: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
-	54, // 89: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
-	58, // 90: wid.auth.v1.AuthService.ImportCA:input_type -> wid.auth.v1.ImportCARequest
-	60, // 91: wid.auth.v1.AuthService.CreateCACSR:input_type -> wid.auth.v1.CreateCACSRRequest
-	73, // 92: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
-	75, // 93: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
-	76, // 94: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
-	1,  // 95: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
-	5,  // 96: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
-	7,  // 97: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
-	9,  // 98: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
-	12, // 99: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
-	14, // 100: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
-	16, // 101: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
-	18, // 102: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
-	20, // 103: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
-	22, // 104: wid.auth.v1.AuthService.JoinChallenge:output_type -> wid.auth.v1.JoinChallengeResponse
-	30, // 105: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
-	3,  // 106: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
-	24, // 107: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
-	26, // 108: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
-	28, // 109: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
-	32, // 110: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
-	34, // 111: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
-	36, // 112: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
-	81, // 113: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
-	84, // 114: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
-	39, // 115: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
-	41, // 116: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
-	67, // 117: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
-	70, // 118: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
-	45, // 119: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
-	49, // 120: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
-	53, // 121: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
-	56, // 122: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
-	59, // 123: wid.auth.v1.AuthService.ImportCA:output_type -> wid.auth.v1.ImportCAResponse
-	61, // 124: wid.auth.v1.AuthService.CreateCACSR:output_type -> wid.auth.v1.CreateCACSRResponse
-	74, // 125: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
-	72, // 126: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
-	78, // 127: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
-	95, // [95:128] is the sub-list for method output_type
-	62, // [62:95] is the sub-list for method input_type
-	62, // [62:62] is the sub-list for extension type_name
-	62, // [62:62] is the sub-list for extension extendee
-	0,  // [0:62] is the sub-list for field type_name
+	99,  // 0: wid.auth.v1.RenewUserCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	10,  // 1: wid.auth.v1.ListResourcesResponse.corrupt:type_name -> wid.auth.v1.CorruptResource
+	86,  // 2: wid.auth.v1.CreateBotRequest.labels:type_name -> wid.auth.v1.CreateBotRequest.LabelsEntry
+	99,  // 3: wid.auth.v1.JoinResponse.expires_at:type_name -> google.protobuf.Timestamp
+	99,  // 4: wid.auth.v1.JoinChallengeResponse.expires_at:type_name -> google.protobuf.Timestamp
+	87,  // 5: wid.auth.v1.CreateUserRequest.labels:type_name -> wid.auth.v1.CreateUserRequest.LabelsEntry
+	99,  // 6: wid.auth.v1.CreateUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	99,  // 7: wid.auth.v1.ResetUserResponse.invite_expires_at:type_name -> google.protobuf.Timestamp
+	99,  // 8: wid.auth.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	99,  // 9: wid.auth.v1.RenewBotCertResponse.expires_at:type_name -> google.protobuf.Timestamp
+	88,  // 10: wid.auth.v1.SignX509SVIDRequest.attributes:type_name -> wid.auth.v1.SignX509SVIDRequest.AttributesEntry
+	99,  // 11: wid.auth.v1.SignX509SVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	89,  // 12: wid.auth.v1.SignJWTSVIDRequest.attributes:type_name -> wid.auth.v1.SignJWTSVIDRequest.AttributesEntry
+	99,  // 13: wid.auth.v1.SignJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp
+	90,  // 14: wid.auth.v1.ExplainRequest.workload_attributes:type_name -> wid.auth.v1.ExplainRequest.WorkloadAttributesEntry
+	38,  // 15: wid.auth.v1.ExplainResponse.workloads:type_name -> wid.auth.v1.WorkloadExplanation
+	63,  // 16: wid.auth.v1.AgentState.bundle:type_name -> wid.auth.v1.AgentBundle
+	91,  // 17: wid.auth.v1.AgentState.cas:type_name -> wid.auth.v1.AgentState.CasEntry
+	10,  // 18: wid.auth.v1.AgentState.corrupt_workload_identities:type_name -> wid.auth.v1.CorruptResource
+	43,  // 19: wid.auth.v1.AgentState.locks:type_name -> wid.auth.v1.AgentLock
+	42,  // 20: wid.auth.v1.AgentState.revoked_ids:type_name -> wid.auth.v1.AgentRevokedID
+	99,  // 21: wid.auth.v1.AgentRevokedID.revoked_at:type_name -> google.protobuf.Timestamp
+	99,  // 22: wid.auth.v1.AgentRevokedID.until:type_name -> google.protobuf.Timestamp
+	99,  // 23: wid.auth.v1.AgentLock.expires:type_name -> google.protobuf.Timestamp
+	92,  // 24: wid.auth.v1.ReportAgentStatusRequest.sequences:type_name -> wid.auth.v1.ReportAgentStatusRequest.SequencesEntry
+	93,  // 25: wid.auth.v1.ReportAgentStatusRequest.signed_by:type_name -> wid.auth.v1.ReportAgentStatusRequest.SignedByEntry
+	94,  // 26: wid.auth.v1.ReportAgentStatusRequest.generations:type_name -> wid.auth.v1.ReportAgentStatusRequest.GenerationsEntry
+	99,  // 27: wid.auth.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	99,  // 28: wid.auth.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	47,  // 29: wid.auth.v1.CAInfo.keys:type_name -> wid.auth.v1.CAKey
+	99,  // 30: wid.auth.v1.CAInfo.rotation_started:type_name -> google.protobuf.Timestamp
+	99,  // 31: wid.auth.v1.CAInfo.phase_started:type_name -> google.protobuf.Timestamp
+	99,  // 32: wid.auth.v1.CAInfo.next_step_at:type_name -> google.protobuf.Timestamp
+	48,  // 33: wid.auth.v1.ListCAsResponse.cas:type_name -> wid.auth.v1.CAInfo
+	99,  // 34: wid.auth.v1.AgentCAState.last_seen:type_name -> google.protobuf.Timestamp
+	48,  // 35: wid.auth.v1.CAStatus.ca:type_name -> wid.auth.v1.CAInfo
+	51,  // 36: wid.auth.v1.CAStatus.agents:type_name -> wid.auth.v1.AgentCAState
+	52,  // 37: wid.auth.v1.GetCAStatusResponse.cas:type_name -> wid.auth.v1.CAStatus
+	56,  // 38: wid.auth.v1.RotateCAResponse.steps:type_name -> wid.auth.v1.RotationStep
+	48,  // 39: wid.auth.v1.RotateCAResponse.cas:type_name -> wid.auth.v1.CAInfo
+	58,  // 40: wid.auth.v1.RotateCAResponse.waiting:type_name -> wid.auth.v1.CAWaiting
+	48,  // 41: wid.auth.v1.ImportCAResponse.ca:type_name -> wid.auth.v1.CAInfo
+	99,  // 42: wid.auth.v1.ImportCAResponse.capped_at:type_name -> google.protobuf.Timestamp
+	64,  // 43: wid.auth.v1.AgentBundle.federated_bundles:type_name -> wid.auth.v1.FederatedBundle
+	95,  // 44: wid.auth.v1.IssueWorkloadSVIDsRequest.attributes:type_name -> wid.auth.v1.IssueWorkloadSVIDsRequest.AttributesEntry
+	66,  // 45: wid.auth.v1.IssueWorkloadSVIDsRequest.svids:type_name -> wid.auth.v1.WorkloadSVIDRequest
+	99,  // 46: wid.auth.v1.WorkloadSVIDResult.expires_at:type_name -> google.protobuf.Timestamp
+	99,  // 47: wid.auth.v1.WorkloadSVIDResult.issued_at:type_name -> google.protobuf.Timestamp
+	67,  // 48: wid.auth.v1.IssueWorkloadSVIDsResponse.results:type_name -> wid.auth.v1.WorkloadSVIDResult
+	99,  // 49: wid.auth.v1.Attestation.time:type_name -> google.protobuf.Timestamp
+	96,  // 50: wid.auth.v1.Attestation.attributes:type_name -> wid.auth.v1.Attestation.AttributesEntry
+	69,  // 51: wid.auth.v1.RecordAttestationsRequest.attestations:type_name -> wid.auth.v1.Attestation
+	99,  // 52: wid.auth.v1.AuditQuery.since:type_name -> google.protobuf.Timestamp
+	99,  // 53: wid.auth.v1.AuditQuery.until:type_name -> google.protobuf.Timestamp
+	99,  // 54: wid.auth.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	97,  // 55: wid.auth.v1.AuditEvent.attributes:type_name -> wid.auth.v1.AuditEvent.AttributesEntry
+	98,  // 56: wid.auth.v1.AuditEvent.details:type_name -> wid.auth.v1.AuditEvent.DetailsEntry
+	72,  // 57: wid.auth.v1.ListAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	73,  // 58: wid.auth.v1.ListAuditEventsResponse.events:type_name -> wid.auth.v1.AuditEvent
+	72,  // 59: wid.auth.v1.StreamAuditEventsRequest.query:type_name -> wid.auth.v1.AuditQuery
+	78,  // 60: wid.auth.v1.VerifyAuditResponse.problems:type_name -> wid.auth.v1.AuditProblem
+	99,  // 61: wid.auth.v1.RevokedSerial.expires_at:type_name -> google.protobuf.Timestamp
+	81,  // 62: wid.auth.v1.RevokeX509SVIDResponse.revoked:type_name -> wid.auth.v1.RevokedSerial
+	99,  // 63: wid.auth.v1.RevokeX509SVIDResponse.jwt_issued_before:type_name -> google.protobuf.Timestamp
+	99,  // 64: wid.auth.v1.RevokeX509SVIDResponse.jwt_refused_until:type_name -> google.protobuf.Timestamp
+	84,  // 65: wid.auth.v1.GetCRLsResponse.crls:type_name -> wid.auth.v1.CRL
+	44,  // 66: wid.auth.v1.AgentState.CasEntry.value:type_name -> wid.auth.v1.AgentCA
+	0,   // 67: wid.auth.v1.AuthService.Ping:input_type -> wid.auth.v1.PingRequest
+	4,   // 68: wid.auth.v1.AuthService.CreateResource:input_type -> wid.auth.v1.CreateResourceRequest
+	6,   // 69: wid.auth.v1.AuthService.GetResource:input_type -> wid.auth.v1.GetResourceRequest
+	8,   // 70: wid.auth.v1.AuthService.ListResources:input_type -> wid.auth.v1.ListResourcesRequest
+	11,  // 71: wid.auth.v1.AuthService.UpdateResource:input_type -> wid.auth.v1.UpdateResourceRequest
+	13,  // 72: wid.auth.v1.AuthService.DeleteResource:input_type -> wid.auth.v1.DeleteResourceRequest
+	15,  // 73: wid.auth.v1.AuthService.CreateBot:input_type -> wid.auth.v1.CreateBotRequest
+	17,  // 74: wid.auth.v1.AuthService.CreateJoinToken:input_type -> wid.auth.v1.CreateJoinTokenRequest
+	19,  // 75: wid.auth.v1.AuthService.Join:input_type -> wid.auth.v1.JoinRequest
+	21,  // 76: wid.auth.v1.AuthService.JoinChallenge:input_type -> wid.auth.v1.JoinChallengeRequest
+	29,  // 77: wid.auth.v1.AuthService.RenewBotCert:input_type -> wid.auth.v1.RenewBotCertRequest
+	2,   // 78: wid.auth.v1.AuthService.RenewUserCert:input_type -> wid.auth.v1.RenewUserCertRequest
+	23,  // 79: wid.auth.v1.AuthService.CreateUser:input_type -> wid.auth.v1.CreateUserRequest
+	25,  // 80: wid.auth.v1.AuthService.ResetUser:input_type -> wid.auth.v1.ResetUserRequest
+	27,  // 81: wid.auth.v1.AuthService.Login:input_type -> wid.auth.v1.LoginRequest
+	31,  // 82: wid.auth.v1.AuthService.SignX509SVID:input_type -> wid.auth.v1.SignX509SVIDRequest
+	33,  // 83: wid.auth.v1.AuthService.SignJWTSVID:input_type -> wid.auth.v1.SignJWTSVIDRequest
+	35,  // 84: wid.auth.v1.AuthService.GetBundle:input_type -> wid.auth.v1.GetBundleRequest
+	80,  // 85: wid.auth.v1.AuthService.RevokeX509SVID:input_type -> wid.auth.v1.RevokeX509SVIDRequest
+	83,  // 86: wid.auth.v1.AuthService.GetCRLs:input_type -> wid.auth.v1.GetCRLsRequest
+	37,  // 87: wid.auth.v1.AuthService.Explain:input_type -> wid.auth.v1.ExplainRequest
+	40,  // 88: wid.auth.v1.AuthService.WatchAgent:input_type -> wid.auth.v1.WatchAgentRequest
+	65,  // 89: wid.auth.v1.AuthService.IssueWorkloadSVIDs:input_type -> wid.auth.v1.IssueWorkloadSVIDsRequest
+	70,  // 90: wid.auth.v1.AuthService.RecordAttestations:input_type -> wid.auth.v1.RecordAttestationsRequest
+	45,  // 91: wid.auth.v1.AuthService.ReportAgentStatus:input_type -> wid.auth.v1.ReportAgentStatusRequest
+	49,  // 92: wid.auth.v1.AuthService.ListCAs:input_type -> wid.auth.v1.ListCAsRequest
+	53,  // 93: wid.auth.v1.AuthService.GetCAStatus:input_type -> wid.auth.v1.GetCAStatusRequest
+	55,  // 94: wid.auth.v1.AuthService.RotateCA:input_type -> wid.auth.v1.RotateCARequest
+	59,  // 95: wid.auth.v1.AuthService.ImportCA:input_type -> wid.auth.v1.ImportCARequest
+	61,  // 96: wid.auth.v1.AuthService.CreateCACSR:input_type -> wid.auth.v1.CreateCACSRRequest
+	74,  // 97: wid.auth.v1.AuthService.ListAuditEvents:input_type -> wid.auth.v1.ListAuditEventsRequest
+	76,  // 98: wid.auth.v1.AuthService.StreamAuditEvents:input_type -> wid.auth.v1.StreamAuditEventsRequest
+	77,  // 99: wid.auth.v1.AuthService.VerifyAudit:input_type -> wid.auth.v1.VerifyAuditRequest
+	1,   // 100: wid.auth.v1.AuthService.Ping:output_type -> wid.auth.v1.PingResponse
+	5,   // 101: wid.auth.v1.AuthService.CreateResource:output_type -> wid.auth.v1.CreateResourceResponse
+	7,   // 102: wid.auth.v1.AuthService.GetResource:output_type -> wid.auth.v1.GetResourceResponse
+	9,   // 103: wid.auth.v1.AuthService.ListResources:output_type -> wid.auth.v1.ListResourcesResponse
+	12,  // 104: wid.auth.v1.AuthService.UpdateResource:output_type -> wid.auth.v1.UpdateResourceResponse
+	14,  // 105: wid.auth.v1.AuthService.DeleteResource:output_type -> wid.auth.v1.DeleteResourceResponse
+	16,  // 106: wid.auth.v1.AuthService.CreateBot:output_type -> wid.auth.v1.CreateBotResponse
+	18,  // 107: wid.auth.v1.AuthService.CreateJoinToken:output_type -> wid.auth.v1.CreateJoinTokenResponse
+	20,  // 108: wid.auth.v1.AuthService.Join:output_type -> wid.auth.v1.JoinResponse
+	22,  // 109: wid.auth.v1.AuthService.JoinChallenge:output_type -> wid.auth.v1.JoinChallengeResponse
+	30,  // 110: wid.auth.v1.AuthService.RenewBotCert:output_type -> wid.auth.v1.RenewBotCertResponse
+	3,   // 111: wid.auth.v1.AuthService.RenewUserCert:output_type -> wid.auth.v1.RenewUserCertResponse
+	24,  // 112: wid.auth.v1.AuthService.CreateUser:output_type -> wid.auth.v1.CreateUserResponse
+	26,  // 113: wid.auth.v1.AuthService.ResetUser:output_type -> wid.auth.v1.ResetUserResponse
+	28,  // 114: wid.auth.v1.AuthService.Login:output_type -> wid.auth.v1.LoginResponse
+	32,  // 115: wid.auth.v1.AuthService.SignX509SVID:output_type -> wid.auth.v1.SignX509SVIDResponse
+	34,  // 116: wid.auth.v1.AuthService.SignJWTSVID:output_type -> wid.auth.v1.SignJWTSVIDResponse
+	36,  // 117: wid.auth.v1.AuthService.GetBundle:output_type -> wid.auth.v1.GetBundleResponse
+	82,  // 118: wid.auth.v1.AuthService.RevokeX509SVID:output_type -> wid.auth.v1.RevokeX509SVIDResponse
+	85,  // 119: wid.auth.v1.AuthService.GetCRLs:output_type -> wid.auth.v1.GetCRLsResponse
+	39,  // 120: wid.auth.v1.AuthService.Explain:output_type -> wid.auth.v1.ExplainResponse
+	41,  // 121: wid.auth.v1.AuthService.WatchAgent:output_type -> wid.auth.v1.AgentState
+	68,  // 122: wid.auth.v1.AuthService.IssueWorkloadSVIDs:output_type -> wid.auth.v1.IssueWorkloadSVIDsResponse
+	71,  // 123: wid.auth.v1.AuthService.RecordAttestations:output_type -> wid.auth.v1.RecordAttestationsResponse
+	46,  // 124: wid.auth.v1.AuthService.ReportAgentStatus:output_type -> wid.auth.v1.ReportAgentStatusResponse
+	50,  // 125: wid.auth.v1.AuthService.ListCAs:output_type -> wid.auth.v1.ListCAsResponse
+	54,  // 126: wid.auth.v1.AuthService.GetCAStatus:output_type -> wid.auth.v1.GetCAStatusResponse
+	57,  // 127: wid.auth.v1.AuthService.RotateCA:output_type -> wid.auth.v1.RotateCAResponse
+	60,  // 128: wid.auth.v1.AuthService.ImportCA:output_type -> wid.auth.v1.ImportCAResponse
+	62,  // 129: wid.auth.v1.AuthService.CreateCACSR:output_type -> wid.auth.v1.CreateCACSRResponse
+	75,  // 130: wid.auth.v1.AuthService.ListAuditEvents:output_type -> wid.auth.v1.ListAuditEventsResponse
+	73,  // 131: wid.auth.v1.AuthService.StreamAuditEvents:output_type -> wid.auth.v1.AuditEvent
+	79,  // 132: wid.auth.v1.AuthService.VerifyAudit:output_type -> wid.auth.v1.VerifyAuditResponse
+	100, // [100:133] is the sub-list for method output_type
+	67,  // [67:100] is the sub-list for method input_type
+	67,  // [67:67] is the sub-list for extension type_name
+	67,  // [67:67] is the sub-list for extension extendee
+	0,   // [0:67] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -6781,7 +6908,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   98,
+			NumMessages:   99,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

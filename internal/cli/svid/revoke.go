@@ -34,7 +34,10 @@ in the CRL of its X.509 CA ("widctl bundle export --crl", and /crl/<key>.crl
 on the auth service's diagnostics listener).
 
 Revoking does not stop new issuance: lock the SPIFFE ID for that
-("widctl lock create --spiffe-id ID").`,
+("widctl lock create --spiffe-id ID").
+
+Revoking a SPIFFE ID also revokes its JWT-SVIDs issued until now: every
+agent's ValidateJWTSVID refuses them until the last of them expires.`,
 		Example: `  widctl svid revoke --serial 3f9a1c0b5d7e2a64e1f0c9b8a7d6e5f4 --reason "key leaked"
   widctl svid revoke --spiffe-id /svc/web --reason "host compromised"`,
 		Args: cmdutil.NoArgs,
@@ -53,7 +56,7 @@ Revoking does not stop new issuance: lock the SPIFFE ID for that
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&opts.Serial, "serial", "", "revoke the X509-SVID with serial `HEX`")
-	fs.StringVar(&opts.SPIFFEID, "spiffe-id", "", "revoke every unexpired X509-SVID of the SPIFFE `ID` (or path)")
+	fs.StringVar(&opts.SPIFFEID, "spiffe-id", "", "revoke every unexpired X509-SVID of the SPIFFE `ID` (or path), and its JWT-SVIDs issued until now")
 	fs.StringVar(&opts.Reason, "reason", "", "say why in `TEXT`, for the audit log")
 	for _, name := range []string{"serial", "spiffe-id", "reason"} {
 		_ = cmd.RegisterFlagCompletionFunc(name, cobra.NoFileCompletions)
@@ -73,6 +76,11 @@ func revokeRun(ctx context.Context, opts *RevokeOptions) error {
 	}
 	for _, r := range resp.GetRevoked() {
 		if _, err := fmt.Fprintf(opts.IO.Out, "revoked %s  %s  (listed in the CRL until %s)\n", r.GetSerial(), r.GetSpiffeId(), r.GetExpiresAt().AsTime().UTC().Format("2006-01-02T15:04:05Z")); err != nil {
+			return err
+		}
+	}
+	if b, u := resp.GetJwtIssuedBefore(), resp.GetJwtRefusedUntil(); b != nil && u != nil {
+		if _, err := fmt.Fprintf(opts.IO.Out, "revoked the JWT-SVIDs of %s issued before %s  (refused by agents until %s)\n", opts.SPIFFEID, b.AsTime().UTC().Format("2006-01-02T15:04:05Z"), u.AsTime().UTC().Format("2006-01-02T15:04:05Z")); err != nil {
 			return err
 		}
 	}

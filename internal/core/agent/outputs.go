@@ -142,7 +142,7 @@ func writeOutput(o *Output, s *svid, st *state) error {
 	// The CRL goes first: svidfile writes svid.pem last, which readers
 	// reload on, so they find the CRL of the new state already in place.
 	if len(st.crlPEM) > 0 {
-		if err := client.WriteFileAtomic(filepath.Join(o.Dir, outCRL), st.crlPEM, 0o644); err != nil {
+		if err := client.WriteFileAtomic(filepath.Join(o.Dir, outCRL), st.crlPEM, svidfile.FileMode); err != nil {
 			return err
 		}
 	}

@@ -57,6 +57,9 @@ type state struct {
 	federatedMsg []*authv1.FederatedBundle
 	// locks are the SPIFFE ID locks pushed with the bundle (see locks.go).
 	locks []*authv1.AgentLock
+	// revokedIDs are the revoked SPIFFE IDs pushed with the bundle, which
+	// JWT-SVID validation applies (see locks.go).
+	revokedIDs []*authv1.AgentRevokedID
 	// crlPEM are the CRLs pushed with the bundle, PEM, for relying
 	// parties; revoked are the serials they list (hex, as svid.serial).
 	crlPEM  []byte
@@ -171,6 +174,7 @@ func (s *state) setCAs(msg *authv1.AgentState) error {
 	}
 	s.sequence, s.jwtJWKS, s.witJWKS = b.GetSequence(), b.GetJwtJwks(), b.GetWitJwks()
 	s.cas, s.hostAuthorities, s.locks = msg.GetCas(), msg.GetHostAuthorities(), msg.GetLocks()
+	s.revokedIDs = msg.GetRevokedIds()
 	s.crlPEM, s.revoked = nil, nil
 	for _, der := range msg.GetCrls() {
 		crl, err := x509.ParseRevocationList(der)

@@ -576,6 +576,13 @@ func (c *cache) entitledLocked(e *entry) bool {
 	if e.cur != nil && c.st.revoked[e.cur.serial] {
 		return false
 	}
+	// So is a JWT-SVID issued before its SPIFFE ID was revoked.
+	if e.cur != nil && e.kind == authv1.SVIDTypeJWT && len(c.st.revokedIDs) > 0 {
+		iat, ok := tokenIssuedAt(e.cur.token)
+		if c.st.revokedJWT(e.ent.id, iat, ok, time.Now()) != "" {
+			return false
+		}
+	}
 	if e.ent.identity == "" {
 		return true
 	}

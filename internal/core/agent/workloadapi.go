@@ -522,6 +522,10 @@ func (w *workloadAPI) ValidateJWTSVID(ctx context.Context, req *workload.Validat
 	if l := st.lockOf(token.ID, time.Now()); l != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID is not valid: %s", lockReason(token.ID, l))
 	}
+	iat, ok := issuedAt(token.Claims)
+	if why := st.revokedJWT(token.ID, iat, ok, time.Now()); why != "" {
+		return nil, status.Errorf(codes.InvalidArgument, "the JWT-SVID is not valid: %s", why)
+	}
 	claims, err := structpb.NewStruct(jsonClaims(token.Claims))
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encoding the token's claims: %v", err)

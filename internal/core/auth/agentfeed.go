@@ -64,7 +64,9 @@ type agentFeed struct {
 	// locks are the SPIFFE ID locks agents apply; nil sends none.
 	locks func() ([]*authv1.AgentLock, error)
 	// crls are the CRLs agents serve (DER); nil sends none.
-	crls       func() ([][]byte, error)
+	crls func() ([][]byte, error)
+	// revokedIDs are the JWT revocations agents apply; nil sends none.
+	revokedIDs func() ([]*authv1.AgentRevokedID, error)
 	clock      func() time.Time
 	maxEntries int
 	// federated are the foreign trust domains' bundles, sent with the CAs.
@@ -93,6 +95,8 @@ type agentCAs struct {
 	host   [][]byte
 	locks  []*authv1.AgentLock
 	crls   [][]byte
+	// revoked are the JWT revocations, kept apart from the lines above.
+	revoked []*authv1.AgentRevokedID
 }
 
 func (a *agentCAs) equal(b *agentCAs) bool {
@@ -100,7 +104,8 @@ func (a *agentCAs) equal(b *agentCAs) bool {
 		maps.EqualFunc(a.cas, b.cas, func(x, y *authv1.AgentCA) bool { return proto.Equal(x, y) }) &&
 		slices.EqualFunc(a.host, b.host, func(x, y []byte) bool { return string(x) == string(y) }) &&
 		slices.EqualFunc(a.locks, b.locks, func(x, y *authv1.AgentLock) bool { return proto.Equal(x, y) }) &&
-		slices.EqualFunc(a.crls, b.crls, func(x, y []byte) bool { return string(x) == string(y) })
+		slices.EqualFunc(a.crls, b.crls, func(x, y []byte) bool { return string(x) == string(y) }) &&
+		slices.EqualFunc(a.revoked, b.revoked, func(x, y *authv1.AgentRevokedID) bool { return proto.Equal(x, y) })
 }
 
 // botSelection is which workload identities one bot's roles select,
@@ -225,6 +230,11 @@ func (f *agentFeed) buildCAs() (*agentCAs, error) {
 	}
 	if f.crls != nil {
 		if c.crls, err = f.crls(); err != nil {
+			return nil, err
+		}
+	}
+	if f.revokedIDs != nil {
+		if c.revoked, err = f.revokedIDs(); err != nil {
 			return nil, err
 		}
 	}
@@ -502,6 +512,7 @@ func (f *agentFeed) currentCAs() (*agentCAs, error) {
 
 func addCAs(st *authv1.AgentState, c *agentCAs) {
 	st.Bundle, st.Cas, st.HostAuthorities, st.Locks, st.Crls = c.bundle, c.cas, c.host, c.locks, c.crls
+	st.RevokedIds = c.revoked
 }
 
 func addCorrupt(st *authv1.AgentState, set *workloadSet) {

@@ -173,6 +173,17 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 	if !chainsTo(tlsInfo.State.VerifiedChains, s.cas.Authorities(caType)) {
 		return nil, status.Error(codes.Unauthenticated, "your certificate was not issued by this trust domain for a "+idKind+": log in or join again")
 	}
+	// A revoked login or bot certificate is refused before anything else,
+	// saying when and why it was revoked.
+	if idKind == KindUser || idKind == KindBot {
+		r, err := s.revokedCert(ctx, serialHex(leaf.SerialNumber.Bytes()))
+		if err != nil {
+			return nil, storeError("the revocations", err)
+		}
+		if r != nil {
+			return nil, s.revokedCertError(ctx, r, idKind, name, remote, method)
+		}
+	}
 	var roleNames []string
 	switch idKind {
 	case KindBot:

@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -53,8 +54,9 @@ func wantNext(t *testing.T, err error, next, name string) {
 	t.Fatalf("%v: no ErrorInfo of the auth service, want next step %s", err, next)
 }
 
-// A user's certificate stops working when an admin resets the user, and
-// the refusal is audited; a new login works.
+// A user's certificate stops working when an admin resets the user: the
+// reset revokes it, audited with its cause, and a call with it is refused
+// saying when and why, and audited; a new login works.
 func TestResetUserEndsOldCertificates(t *testing.T) {
 	srv := authtest.Start(t)
 	ctx := context.Background()
@@ -71,12 +73,22 @@ func TestResetUserEndsOldCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reset: %v", err)
 	}
-	wantGenerationRefusal(t, readOwnRole(old, "dev"), `your certificate was issued before user "alice" was reset or re-created`, authv1.NextLoginAgain, "alice")
+	wantGenerationRefusal(t, readOwnRole(old, "dev"), `your certificate was revoked at `, authv1.NextLoginAgain, "alice")
+	wantGenerationRefusal(t, readOwnRole(old, "dev"), `(user reset)`, authv1.NextLoginAgain, "alice")
+	var revoked bool
+	for _, ev := range auditTypes(t, srv, "svid.x509.revoked") {
+		if ev.Serial == fmt.Sprintf("%032x", id.Leaf.SerialNumber) && ev.Details["cause"] == "user reset" && ev.Details["ca"] == "user" {
+			revoked = true
+		}
+	}
+	if !revoked {
+		t.Fatalf("the reset did not revoke the login %032x with cause user reset", id.Leaf.SerialNumber)
+	}
 	if _, err := old.RenewUserCert(ctx, &authv1.RenewUserCertRequest{Csr: mustCSR(t)}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("renewing an old certificate after the reset: got %v, want Unauthenticated", err)
 	}
 	denials := auditTypes(t, srv, "access.denied")
-	if len(denials) == 0 || !strings.Contains(denials[len(denials)-1].Reason, "earlier generation of user alice") {
+	if len(denials) == 0 || !strings.Contains(denials[len(denials)-1].Reason, "revoked") || denials[len(denials)-1].Details["check"] != "revoked" {
 		t.Fatalf("the refusal was not audited: %v", denials)
 	}
 
@@ -106,7 +118,8 @@ func TestRecreatedBotEndsOldCertificates(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := joinedBot(t, srv, "web", "web")
-	wantGenerationRefusal(t, readOwnRole(old, "web"), `this certificate was issued before bot "web" was re-created`, authv1.NextRejoin, "web")
+	wantGenerationRefusal(t, readOwnRole(old, "web"), `the certificate of bot "web" was revoked at `, authv1.NextRejoin, "web")
+	wantGenerationRefusal(t, readOwnRole(old, "web"), `(bot removed)`, authv1.NextRejoin, "web")
 	if _, err := old.RenewBotCert(ctx, &authv1.RenewBotCertRequest{Csr: mustCSR(t)}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("renewing the old bot's certificate: got %v, want Unauthenticated", err)
 	}

@@ -73,6 +73,12 @@ type revocation struct {
 	// certificate; empty in revocations stored before it was recorded,
 	// which every key's CRL lists.
 	CAKeyID string `json:"ca_key_id,omitempty"`
+	// CA is "" for an X509-SVID; revokedCAUser or revokedCAHost for a
+	// login or a bot certificate, which no CRL lists (see autorevoke.go).
+	CA string `json:"ca,omitempty"`
+	// Cause says what revoked it when it was not svid revoke: a lock, a
+	// user reset, a bot removal.
+	Cause string `json:"cause,omitempty"`
 }
 
 // crlCache is the last CRLs built.
@@ -172,14 +178,24 @@ func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDR
 	if err != nil {
 		return nil, storeError("the issued SVIDs", err)
 	}
-	if len(issued) == 0 {
+	// Revoking a SPIFFE ID also refuses its JWT-SVIDs issued until now,
+	// on every agent, until the last of them expires.
+	var jwt *jwtRevocation
+	if id != "" {
+		jwts, err := s.issuedCerts(ctx, certQuery{types: []string{audit.TypeJWTSVIDIssued}, id: id})
+		if err != nil {
+			return nil, storeError("the issued SVIDs", err)
+		}
+		jwt = jwtRevocationOf(id, false, jwts)
+	}
+	if len(issued) == 0 && jwt == nil {
 		if serial != "" {
 			return nil, refusal(codes.NotFound, fmt.Sprintf("no unexpired X509-SVID with serial %s was issued", serial), authv1.NextCheckSerial)
 		}
-		return nil, status.Errorf(codes.NotFound, "no unexpired X509-SVID of %s was issued, so there is nothing to revoke", id)
+		return nil, status.Errorf(codes.NotFound, "no unexpired X509-SVID or JWT-SVID of %s was issued, so there is nothing to revoke", id)
 	}
 	now := s.clock()
-	ops := make([]store.Op, 0, len(issued))
+	ops := make([]store.Op, 0, len(issued)+1)
 	resp := &authv1.RevokeX509SVIDResponse{}
 	for _, r := range issued {
 		r.RevokedAt, r.Reason = now, req.Reason
@@ -190,7 +206,12 @@ func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDR
 		ops = append(ops, store.Op{Type: store.OpUpsert, Item: store.Item{Kind: revocationKind, Name: r.Serial, Data: b}})
 		resp.Revoked = append(resp.Revoked, &authv1.RevokedSerial{Serial: r.Serial, SpiffeId: r.SPIFFEID, ExpiresAt: timestamppb.New(r.NotAfter)})
 	}
-	if _, err := s.db.Apply(ctx, ops...); err != nil {
+	jb := &revocationBatch{jwt: jwt}
+	jops, err := jb.ops(now, req.Reason, "")
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := s.db.Apply(ctx, append(ops, jops...)...); err != nil {
 		return nil, storeError("the revocation of "+what, err)
 	}
 	s.revocationsChanged(ctx)
@@ -201,6 +222,10 @@ func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDR
 			Type: audit.TypeX509SVIDRevoked, Actor: c.Actor(s), Host: s.host, RemoteAddr: c.RemoteAddr, Outcome: audit.OutcomeSuccess,
 			SPIFFEID: r.SPIFFEID, SVIDType: authv1.SVIDTypeX509, Serial: r.Serial, Reason: req.Reason,
 		}
+	}
+	events = append(events, s.revocationEvents(ctx, jb)...)
+	if jwt != nil {
+		resp.JwtIssuedBefore, resp.JwtRefusedUntil = timestamppb.New(jwt.RevokedAt), timestamppb.New(jwt.Until)
 	}
 	if _, err := s.audit.EmitAll(ctx, events); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "the SVIDs were revoked but the revocation could not be audited: %v", err)
@@ -215,8 +240,8 @@ func clip(s string) string {
 	return s
 }
 
-// revocations returns the stored revocations whose certificates have not
-// expired, by serial.
+// revocations returns the stored revocations of X509-SVIDs whose
+// certificates have not expired, by serial.
 func (s *Server) revocations(ctx context.Context) ([]revocation, error) {
 	items, err := s.db.List(ctx, revocationKind)
 	if err != nil {
@@ -230,7 +255,7 @@ func (s *Server) revocations(ctx context.Context) ([]revocation, error) {
 			s.log.Warn("a stored revocation does not decode; it is skipped", "serial", it.Name, "error", err)
 			continue
 		}
-		if r.NotAfter.After(now) {
+		if r.NotAfter.After(now) && r.CA == "" {
 			out = append(out, r)
 		}
 	}
@@ -392,6 +417,7 @@ func (s *Server) revocationsChanged(ctx context.Context) {
 	s.crl.mu.Lock()
 	s.crl.crls = nil
 	s.crl.mu.Unlock()
+	s.forgetRevokedCerts()
 	s.agentChanged(ctx, feedKindCA, "")
 }
 

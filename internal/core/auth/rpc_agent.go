@@ -98,7 +98,7 @@ func (s *Server) applyResourceChanges(ctx context.Context, changes ...resourceCh
 	if slices.ContainsFunc(changes, func(c resourceChange) bool { return c.kind == resource.KindLock }) {
 		s.locksChanged(ctx)
 	}
-	if slices.ContainsFunc(changes, func(c resourceChange) bool { return c.kind == revocationKind }) {
+	if slices.ContainsFunc(changes, func(c resourceChange) bool { return c.kind == revocationKind || c.kind == jwtRevocationKind }) {
 		s.revocationsChanged(ctx)
 	}
 	for _, c := range changes {
@@ -300,6 +300,7 @@ func (w *agentStream) stamp(st *authv1.AgentState, deltas bool) *authv1.AgentSta
 		Cas: st.Cas, HostAuthorities: st.HostAuthorities, CorruptWorkloadIdentities: st.CorruptWorkloadIdentities,
 		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision,
 		RemovedWorkloadIdentities: st.RemovedWorkloadIdentities, Locks: st.Locks, Crls: st.Crls, Generation: w.s.generation.Add(1)}
+	m.RevokedIds = st.RevokedIds
 	if !deltas {
 		m.Epoch, m.Revision = "", 0
 	}
@@ -531,6 +532,9 @@ func (s *Server) agentState(ctx context.Context, bot string) (*authv1.AgentState
 	if st.Crls, err = s.agentCRLs(); err != nil {
 		return nil, status.Errorf(codes.Internal, "building the CRLs: %v", err)
 	}
+	if st.RevokedIds, err = s.agentRevokedIDs(); err != nil {
+		return nil, storeError("the revoked SPIFFE IDs", err)
+	}
 	for _, e := range set.list {
 		if rbac.SelectsWorkloadIdentity(roles, e.wi.Metadata.Labels) {
 			st.WorkloadIdentities = append(st.WorkloadIdentities, e.doc)
@@ -559,6 +563,7 @@ func sendAgentState(st *authv1.AgentState, send func(*authv1.AgentState) error) 
 	docs, removed, corrupt := st.WorkloadIdentities, st.RemovedWorkloadIdentities, st.CorruptWorkloadIdentities
 	msg := &authv1.AgentState{TrustDomain: st.TrustDomain, Bundle: st.Bundle, Generation: st.Generation, Cas: st.Cas, HostAuthorities: st.HostAuthorities,
 		Epoch: st.Epoch, Revision: st.Revision, Delta: st.Delta, BaseRevision: st.BaseRevision, Locks: st.Locks, Crls: st.Crls}
+	msg.RevokedIds = st.RevokedIds
 	size := 0
 	add := func(n int) error {
 		if size > 0 && size+n > agentChunkBytes {
@@ -610,6 +615,7 @@ func sameAgentState(a, b *authv1.AgentState) bool {
 		slices.EqualFunc(a.HostAuthorities, b.HostAuthorities, bytes.Equal) &&
 		slices.EqualFunc(a.Locks, b.Locks, func(x, y *authv1.AgentLock) bool { return proto.Equal(x, y) }) &&
 		slices.EqualFunc(a.Crls, b.Crls, bytes.Equal) &&
+		slices.EqualFunc(a.RevokedIds, b.RevokedIds, func(x, y *authv1.AgentRevokedID) bool { return proto.Equal(x, y) }) &&
 		slices.EqualFunc(a.CorruptWorkloadIdentities, b.CorruptWorkloadIdentities, func(x, y *authv1.CorruptResource) bool { return proto.Equal(x, y) })
 }
 

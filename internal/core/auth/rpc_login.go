@@ -170,13 +170,26 @@ func (s *Server) ResetUser(ctx context.Context, req *authv1.ResetUserRequest) (*
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if _, err := s.res.apply(ctx, o, g); err != nil {
+	// The user's current certificates are revoked in the same
+	// transaction: a login from before the reset is refused saying so.
+	revoked, err := s.principalRevocations(ctx, KindUser, req.Name)
+	if err != nil {
+		return nil, storeError("the certificates of user/"+req.Name, err)
+	}
+	rops, err := revoked.ops(s.clock(), "", causeReset)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := s.res.apply(ctx, append([]store.Op{o, g}, rops...)...); err != nil {
 		return nil, storeError("user/"+req.Name, err)
 	}
 	if err := s.resourceEvent(ctx, audit.TypeResourceUpdated, "user/"+req.Name, map[string]string{
 		"change": "credentials reset", "invite_expires": cred.InviteExpires.Format(time.RFC3339), "totp": strconv.FormatBool(req.Totp),
 	}); err != nil {
 		return nil, err
+	}
+	if err := s.auditRevocations(ctx, revoked, "the reset of user "+req.Name); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return &authv1.ResetUserResponse{Invite: secret, InviteExpiresAt: timestamppb.New(cred.InviteExpires)}, nil
 }

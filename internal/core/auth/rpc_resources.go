@@ -190,7 +190,13 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 			ops[i] = o
 		}
 	}
-	revs, err := s.res.apply(ctx, ops...)
+	// What the locks cover is revoked with them; these ops go after the
+	// documents', so that ops[i] stays list[i].
+	revoked, rops, err := s.lockRevocationOps(ctx, list)
+	if err != nil {
+		return nil, err
+	}
+	revs, err := s.res.apply(ctx, append(ops, rops...)...)
 	if err != nil {
 		// The store says which op failed; ops[i] is list[i].
 		ref := "resources"
@@ -220,6 +226,11 @@ func (s *Server) CreateResource(ctx context.Context, req *authv1.CreateResourceR
 	}
 	if _, err := s.audit.EmitAll(ctx, events); err != nil {
 		return nil, status.Errorf(codes.Unavailable, "the resources were created but could not be audited: %v", err)
+	}
+	for _, b := range revoked {
+		if err := s.auditRevocations(ctx, b, "the lock"); err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
 	}
 	for _, v := range list {
 		b, err := encode(v)
@@ -406,13 +417,22 @@ func (s *Server) UpdateResource(ctx context.Context, req *authv1.UpdateResourceR
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	revs, err := s.res.apply(ctx, o)
+	revoked, rops, err := s.lockRevocationOps(ctx, []resource.Resource{v})
+	if err != nil {
+		return nil, err
+	}
+	revs, err := s.res.apply(ctx, append([]store.Op{o}, rops...)...)
 	if err != nil {
 		return nil, storeError(ref, err)
 	}
 	v.GetMetadata().Revision = revs[0]
 	if err := s.resourceEvent(ctx, audit.TypeResourceUpdated, ref, nil); err != nil {
 		return nil, err
+	}
+	for _, b := range revoked {
+		if err := s.auditRevocations(ctx, b, "the lock"); err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
 	}
 	b, err := encode(v)
 	if err != nil {
@@ -457,11 +477,31 @@ func (s *Server) DeleteResource(ctx context.Context, req *authv1.DeleteResourceR
 			}
 		}
 	}
+	// Removing a user or bot revokes its current certificates, in the
+	// same transaction.
+	var revoked *revocationBatch
+	if kind == resource.KindUser || kind == resource.KindBot {
+		pk, cause := KindUser, causeUserRemoved
+		if kind == resource.KindBot {
+			pk, cause = KindBot, causeBotRemoved
+		}
+		if revoked, err = s.principalRevocations(ctx, pk, req.Name); err != nil {
+			return nil, storeError("the certificates of "+ref, err)
+		}
+		rops, err := revoked.ops(s.clock(), "", cause)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		ops = append(ops, rops...)
+	}
 	if _, err := s.res.apply(ctx, ops...); err != nil {
 		return nil, storeError(ref, err)
 	}
 	if err := s.resourceEvent(ctx, audit.TypeResourceDeleted, ref, nil); err != nil {
 		return nil, err
+	}
+	if err := s.auditRevocations(ctx, revoked, "the removal of "+ref); err != nil {
+		return nil, status.Error(codes.Unavailable, err.Error())
 	}
 	return &authv1.DeleteResourceResponse{}, nil
 }

@@ -205,6 +205,8 @@ type Server struct {
 	lockSt lockState
 	// crl is the last CRL built (see revoke.go).
 	crl crlCache
+	// revokedInt holds the revoked logins and bot certificates (see autorevoke.go).
+	revokedInt internalRevoked
 }
 
 // Open loads or creates the trust domain in cfg.DataDir and binds the
@@ -310,6 +312,7 @@ func Open(ctx context.Context, cfg Config) (_ *Server, err error) {
 		s.agentLog.federated = s.fed.agentBundles
 		s.agentLog.locks = s.agentLocks
 		s.agentLog.crls = s.agentCRLs
+		s.agentLog.revokedIDs = s.agentRevokedIDs
 		s.agentLog.ca, _ = s.agentLog.buildCAs()
 	}
 	s.cas.OnChange(func() { s.agentChanged(context.Background(), feedKindCA, "") })
