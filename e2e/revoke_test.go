@@ -298,3 +298,24 @@ func TestRevokeMidRotationListsSerialInSignersCRL(t *testing.T) {
 		}
 	}
 }
+
+// One --diag-addr serves the CRLs in every role: widagent start with both
+// roles serves the agent's diagnostics listener, which must carry the auth
+// service's /crl/ too (it answered 404 there when only the auth-only
+// listener mounted it).
+func TestCombinedStartServesCRLsOnDiag(t *testing.T) {
+	t.Parallel()
+	dir := newDataDir(t)
+	a := startAgent(t, dir, "--diag-addr", "127.0.0.1:0")
+	pemFile := filepath.Join(dir, "bundle.pem")
+	if err := os.WriteFile(pemFile, []byte(a.widctl("bundle", "export", "--format", "pem").must(t).stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cas := readCerts(t, pemFile)
+	if len(cas) == 0 {
+		t.Fatal("bundle export --format pem wrote no certificate")
+	}
+	for _, ca := range cas {
+		crlFrom(t, a.diag, hex.EncodeToString(ca.SubjectKeyId), ca)
+	}
+}

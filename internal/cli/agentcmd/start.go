@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -259,6 +260,7 @@ func runStart(ctx context.Context, o StartOptions, out, errOut io.Writer) error 
 			return srv.LocalAgentIdentity(ctx, host)
 		}
 		agentCfg.AuthReady = srv.Ready
+		agentCfg.DiagHandlers = map[string]http.Handler{"/crl/": srv.CRLHandler()}
 		if !runAgent && o.DiagAddr != "" {
 			lis, err := net.Listen("tcp", o.DiagAddr)
 			if err != nil {

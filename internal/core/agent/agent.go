@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -103,6 +104,10 @@ type Config struct {
 	// Collectors are more metrics for /metrics: those of an auth service
 	// in the same process.
 	Collectors []prometheus.Collector
+	// DiagHandlers are more paths for the diagnostics listener: those an
+	// auth service in the same process serves on its own (its CRLs), so
+	// one --diag-addr serves the same paths in every role.
+	DiagHandlers map[string]http.Handler
 }
 
 // Agent is one running agent. Build it with New, run it with Run.
@@ -297,7 +302,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	diagAddr := ""
 	diagReady := make(chan struct{})
 	if a.cfg.DiagAddr != "" {
-		d := &diagServer{lis: diagLis, ready: a.ready, m: a.metrics, bound: func(addr string) {
+		d := &diagServer{lis: diagLis, ready: a.ready, m: a.metrics, extra: a.cfg.DiagHandlers, bound: func(addr string) {
 			diagAddr = addr
 			close(diagReady)
 		}}

@@ -100,6 +100,8 @@ type diagServer struct {
 	lis   net.Listener
 	ready func() error
 	m     *metrics
+	// extra are more paths to serve, by pattern.
+	extra map[string]http.Handler
 	// bound receives the address actually listened on (for ":0").
 	bound func(string)
 }
@@ -117,6 +119,9 @@ func (d *diagServer) Run(ctx context.Context) error {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(d.m.reg, promhttp.HandlerOpts{}))
+	for pattern, h := range d.extra {
+		mux.Handle(pattern, h)
+	}
 	lis := d.lis
 	if d.bound != nil {
 		d.bound(lis.Addr().String())
