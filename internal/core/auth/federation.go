@@ -2,8 +2,10 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,6 +62,25 @@ type federatedRecord struct {
 	// URL is where Bundle came from: a federation pointed elsewhere is
 	// fetched again at once.
 	URL string `json:"url,omitempty"`
+	// SpecBundle is the SHA-256 (hex) of the spec.bundle the record grew
+	// from. An operator who pins another bundle (say, after the partner's
+	// CA leaked) voids the record: what was fetched under the old pin is
+	// trusted no longer, and the next fetch is authenticated by the new one.
+	SpecBundle string `json:"spec_bundle,omitempty"`
+}
+
+func specBundleHash(f *resource.Federation) string {
+	sum := sha256.Sum256([]byte(f.Spec.Bundle))
+	return hex.EncodeToString(sum[:])
+}
+
+// currentRecord is rec if it grew from f's spec.bundle, else nil: a record
+// of another pin (or of a version that did not note its pin) is void.
+func currentRecord(f *resource.Federation, rec *federatedRecord) *federatedRecord {
+	if rec == nil || rec.SpecBundle != specBundleHash(f) {
+		return nil
+	}
+	return rec
 }
 
 // federations holds what agents get of the foreign trust domains.
@@ -118,15 +139,15 @@ func (s *Server) listFederations(ctx context.Context) ([]*resource.Federation, m
 	return feds, recs, nil
 }
 
-// heldBundle is the bundle held for f: the last fetched, else the one the
-// federation was created with; nil when there is neither.
+// heldBundle is the bundle held for f: the last fetched under f's current
+// spec.bundle, else spec.bundle itself; nil when there is neither.
 func heldBundle(f *resource.Federation, rec *federatedRecord) (*spiffebundle.Bundle, error) {
 	td, err := f.TrustDomain()
 	if err != nil {
 		return nil, err
 	}
 	data := f.Spec.Bundle
-	if rec != nil && rec.Bundle != "" {
+	if rec = currentRecord(f, rec); rec != nil && rec.Bundle != "" {
 		data = rec.Bundle
 	}
 	if data == "" {
@@ -225,7 +246,7 @@ func (s *Server) addFederationStatus(ctx context.Context, v resource.Resource) e
 		return storeError("federated bundle of "+f.Metadata.Name, err)
 	default:
 		var r federatedRecord
-		if json.Unmarshal(it.Data, &r) == nil {
+		if json.Unmarshal(it.Data, &r) == nil && currentRecord(f, &r) != nil {
 			st.LastRefresh, st.LastAttempt, st.Error, st.Sequence = r.LastRefresh, r.LastAttempt, r.Error, r.Sequence
 		}
 	}
@@ -270,7 +291,7 @@ func (s *Server) refreshDueFederations(ctx context.Context) time.Duration {
 	names := map[string]bool{}
 	for _, f := range feds {
 		names[f.Metadata.Name] = true
-		rec := recs[f.Metadata.Name]
+		rec := currentRecord(f, recs[f.Metadata.Name])
 		if d := dueIn(rec, f, s.clock()); d > 0 {
 			wait = min(wait, d)
 			continue
@@ -291,7 +312,7 @@ func (s *Server) refreshDueFederations(ctx context.Context) time.Duration {
 
 // dueIn is how long until f is next refreshed (<= 0: now).
 func dueIn(rec *federatedRecord, f *resource.Federation, now time.Time) time.Duration {
-	if rec == nil || rec.LastAttempt.IsZero() || rec.URL != f.Spec.BundleEndpointURL {
+	if rec = currentRecord(f, rec); rec == nil || rec.LastAttempt.IsZero() || rec.URL != f.Spec.BundleEndpointURL {
 		return 0
 	}
 	interval := rec.RefreshHint
@@ -309,7 +330,10 @@ func dueIn(rec *federatedRecord, f *resource.Federation, now time.Time) time.Dur
 // refreshFederation fetches f's bundle once, records the outcome and
 // audits a change or a failure. It returns the new record.
 func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, rec *federatedRecord) *federatedRecord {
-	next := federatedRecord{}
+	// A void record (another pin) is started afresh, sequence included: a
+	// sequence the old pin let in must not hold back the new one's bundles.
+	rec = currentRecord(f, rec)
+	next := federatedRecord{SpecBundle: specBundleHash(f)}
 	if rec != nil {
 		next = *rec
 	}

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,12 +14,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	authv1 "github.com/wid-project/wid/api/auth/v1"
+	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
 )
 
@@ -185,21 +189,138 @@ func TestFetchFederatedBundleRefusals(t *testing.T) {
 func TestFederatedRefreshSchedule(t *testing.T) {
 	now := time.Now()
 	f := spiffeFederation("partner.test", "https://127.0.0.1:1/", nil)
+	pin := specBundleHash(f)
 	for _, c := range []struct {
 		name string
 		rec  *federatedRecord
 		want time.Duration
 	}{
 		{"never fetched", nil, 0},
-		{"hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: 7 * time.Second}, 7 * time.Second},
-		{"no hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now}, defaultRefreshHint},
-		{"failed once", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: time.Hour, Error: "x", Failures: 1}, time.Second},
-		{"failed often", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: time.Hour, Error: "x", Failures: 40}, maxRetryInterval},
-		{"failures but a short hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: 2 * time.Second, Error: "x", Failures: 5}, 2 * time.Second},
-		{"another URL", &federatedRecord{URL: "https://elsewhere/", LastAttempt: now, RefreshHint: time.Hour}, 0},
+		{"hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, SpecBundle: pin, LastAttempt: now, RefreshHint: 7 * time.Second}, 7 * time.Second},
+		{"no hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, SpecBundle: pin, LastAttempt: now}, defaultRefreshHint},
+		{"failed once", &federatedRecord{URL: f.Spec.BundleEndpointURL, SpecBundle: pin, LastAttempt: now, RefreshHint: time.Hour, Error: "x", Failures: 1}, time.Second},
+		{"failed often", &federatedRecord{URL: f.Spec.BundleEndpointURL, SpecBundle: pin, LastAttempt: now, RefreshHint: time.Hour, Error: "x", Failures: 40}, maxRetryInterval},
+		{"failures but a short hint", &federatedRecord{URL: f.Spec.BundleEndpointURL, SpecBundle: pin, LastAttempt: now, RefreshHint: 2 * time.Second, Error: "x", Failures: 5}, 2 * time.Second},
+		{"another pin", &federatedRecord{URL: f.Spec.BundleEndpointURL, LastAttempt: now, RefreshHint: time.Hour, SpecBundle: "0123"}, 0},
+		{"another URL", &federatedRecord{URL: "https://elsewhere/", SpecBundle: pin, LastAttempt: now, RefreshHint: time.Hour}, 0},
 	} {
 		if got := dueIn(c.rec, f, now); got != c.want {
 			t.Errorf("%s: due in %s, want %s", c.name, got, c.want)
 		}
+	}
+}
+
+// openFedServer opens an auth service without running it, so that a test
+// drives the federation refreshes itself.
+func openFedServer(t *testing.T) (*Server, context.Context) {
+	t.Helper()
+	// Unix socket paths are limited to ~100 bytes; t.TempDir() can be longer.
+	dir, err := os.MkdirTemp("", "wid-fed-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ctx := context.Background()
+	s, err := Open(ctx, Config{TrustDomain: "example.org", DataDir: dir, ListenAddr: "127.0.0.1:0", Version: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	// The audit log runs (every write is audited); the refresher does not.
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.audit.Run(actx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	editor, err := s.res.role(ctx, rbac.RoleEditor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, context.WithValue(ctx, callerKey{}, &caller{Kind: KindAdmin, Name: "admin", Roles: []*resource.Role{editor}, RemoteAddr: "local"})
+}
+
+func fedDoc(t *testing.T, f *resource.Federation) []byte {
+	t.Helper()
+	doc, err := encode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return doc
+}
+
+// storedRecord is the federated bundle record of td, nil when there is none.
+func storedRecord(t *testing.T, s *Server, td string) *federatedRecord {
+	t.Helper()
+	_, recs, err := s.listFederations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs[td]
+}
+
+// onlyAuthority says whether agents get want, and nothing else, as td's
+// X.509 authorities.
+func onlyAuthority(t *testing.T, s *Server, td string, want *x509.Certificate) bool {
+	t.Helper()
+	if err := s.reloadFederations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, fb := range s.fed.agentBundles() {
+		if fb.TrustDomain == td {
+			return len(fb.X509Authorities) == 1 && bytes.Equal(fb.X509Authorities[0], want.Raw)
+		}
+	}
+	return false
+}
+
+// Re-pinning a federation's bundle (the partner's CA leaked) voids what
+// was fetched under the old pin: agents get the new pin at once, the next
+// fetch is authenticated by it, and removing the federation removes the
+// fetched bundle too.
+func TestFederationRepinVoidsFetchedBundle(t *testing.T) {
+	s, ctx := openFedServer(t)
+	leaked := newForeignCA(t, "partner.test")
+	fresh := newForeignCA(t, "partner.test")
+	now := time.Now()
+	// The attacker, holding the leaked CA, serves the endpoint.
+	u := endpoint(t, leaked.svid(t, "spiffe://partner.test/_wid/bundle-endpoint", now.Add(-time.Minute), now.Add(time.Hour)),
+		serveBytes(leaked.bundleJSON(t, 50, time.Minute)))
+
+	f := spiffeFederation("partner.test", u, nil)
+	f.Spec.Bundle = string(leaked.bundleJSON(t, 1, 0))
+	if _, err := s.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{fedDoc(t, f)}}); err != nil {
+		t.Fatal(err)
+	}
+	rec := s.refreshFederation(ctx, f, nil)
+	if rec.Error != "" || rec.Sequence != 50 {
+		t.Fatalf("first fetch: error %q, sequence %d", rec.Error, rec.Sequence)
+	}
+
+	// The operator pins the partner's new CA.
+	f.Spec.Bundle = string(fresh.bundleJSON(t, 2, 0))
+	if _, err := s.UpdateResource(ctx, &authv1.UpdateResourceRequest{Resource: fedDoc(t, f)}); err != nil {
+		t.Fatal(err)
+	}
+	if !onlyAuthority(t, s, "partner.test", fresh.cert) {
+		t.Fatal("after the re-pin agents do not get only the new pin")
+	}
+	if d := dueIn(storedRecord(t, s, "partner.test"), f, time.Now()); d > 0 {
+		t.Errorf("after the re-pin the next fetch is due in %s, want at once", d)
+	}
+	rec = s.refreshFederation(ctx, f, storedRecord(t, s, "partner.test"))
+	if rec.Error == "" {
+		t.Fatal("the endpoint serving with the leaked CA was trusted after the re-pin")
+	}
+	if !onlyAuthority(t, s, "partner.test", fresh.cert) {
+		t.Fatal("after a failed fetch agents do not get only the new pin")
+	}
+
+	if _, err := s.DeleteResource(ctx, &authv1.DeleteResourceRequest{Kind: resource.KindFederation, Name: "partner.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := storedRecord(t, s, "partner.test"); rec != nil {
+		t.Errorf("the fetched bundle outlived its federation: %+v", rec)
 	}
 }
