@@ -1,7 +1,9 @@
 package auth
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -177,7 +179,9 @@ func (s *Server) reloadFederations(ctx context.Context) error {
 		}
 		fb, err := agentFederatedBundle(b)
 		if err != nil {
-			return err
+			// One bad bundle must not keep every other from agents.
+			s.log.Warn("the bundle held for a federated trust domain cannot be handed to agents; its workloads go without it", "trust_domain", f.Metadata.Name, "error", err)
+			continue
 		}
 		out = append(out, fb)
 	}
@@ -203,6 +207,44 @@ func agentFederatedBundle(b *spiffebundle.Bundle) (*authv1.FederatedBundle, erro
 		fb.Sequence = int64(seq)
 	}
 	return fb, nil
+}
+
+// sameBundle is spiffebundle's Equal, but comparing keys with their own
+// Equal: go-spiffe's never finds two key types equal (a symmetric key, say),
+// and a bundle found changed on every refresh is audited on every refresh.
+func sameBundle(a, b *spiffebundle.Bundle) bool {
+	ah, aok := a.RefreshHint()
+	bh, bok := b.RefreshHint()
+	as, asok := a.SequenceNumber()
+	bs, bsok := b.SequenceNumber()
+	return a.TrustDomain() == b.TrustDomain() && ah == bh && aok == bok && as == bs && asok == bsok &&
+		slices.EqualFunc(a.X509Authorities(), b.X509Authorities(), func(x, y *x509.Certificate) bool { return x.Equal(y) }) &&
+		sameKeys(a.JWTAuthorities(), b.JWTAuthorities()) && sameKeys(a.WITAuthorities(), b.WITAuthorities())
+}
+
+func sameKeys(a, b map[string]crypto.PublicKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for kid, ka := range a {
+		kb, ok := b[kid]
+		if !ok {
+			return false
+		}
+		switch k := ka.(type) {
+		case interface{ Equal(crypto.PublicKey) bool }:
+			if !k.Equal(kb) {
+				return false
+			}
+		case []byte:
+			if o, ok := kb.([]byte); !ok || !bytes.Equal(k, o) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // federationChanged follows a write to a federation or its record.
@@ -362,7 +404,7 @@ func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, 
 	} else {
 		hint, _ := b.RefreshHint()
 		seq, _ := b.SequenceNumber()
-		changed := held == nil || !held.Equal(b)
+		changed := held == nil || !sameBundle(held, b)
 		next.Bundle, next.Sequence, next.RefreshHint = string(body), seq, hint
 		next.LastRefresh, next.Error, next.Failures, next.URL = now, "", 0, f.Spec.BundleEndpointURL
 		if changed {
@@ -457,6 +499,9 @@ func fetchFederatedBundle(ctx context.Context, f *resource.Federation, held *spi
 	}
 	b, err := resource.ParseBundle(td, body)
 	if err != nil {
+		return nil, nil, fmt.Errorf("refusing the bundle from %s: %w", f.Spec.BundleEndpointURL, err)
+	}
+	if _, err := agentFederatedBundle(b); err != nil {
 		return nil, nil, fmt.Errorf("refusing the bundle from %s: %w", f.Spec.BundleEndpointURL, err)
 	}
 	if len(b.X509Authorities()) == 0 {

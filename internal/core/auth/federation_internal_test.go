@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"math/big"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/store"
 )
 
 // foreignCA is a foreign trust domain's CA, able to sign its bundle
@@ -144,6 +146,7 @@ func TestFetchFederatedBundleRefusals(t *testing.T) {
 		{"endpoint SPIFFE ID mismatch", endpoint(t, partner.svid(t, "spiffe://partner.test/svc/web", now.Add(-time.Minute), now.Add(time.Hour)), serveBytes(partner.bundleJSON(t, 6, time.Minute))), nil, "unexpected ID"},
 		{"body over the size limit", endpoint(t, goodSVID, serveBytes(big)), nil, "over the limit of 1048576 bytes"},
 		{"invalid JWKS", endpoint(t, goodSVID, serveBytes([]byte(`{"keys":[{"use":"x509-svid","kty":"EC","x5c":["bm90IGEgY2VydA=="]}]}`))), nil, "not a SPIFFE bundle"},
+		{"JWT key of kty oct", endpoint(t, goodSVID, serveBytes(withOctKey(partner.bundleJSON(t, 6, time.Minute)))), nil, `JWT authority "k1" is a symmetric ("kty":"oct") key`},
 		{"not JSON", endpoint(t, goodSVID, serveBytes([]byte(`<html>`))), nil, "not a SPIFFE bundle"},
 		{"sequence going backwards", endpoint(t, goodSVID, serveBytes(partner.bundleJSON(t, 4, time.Minute))), nil, "spiffe_sequence 4 is below 5"},
 		{"refresh hint of 0", endpoint(t, goodSVID, serveBytes([]byte(strings.Replace(string(partner.bundleJSON(t, 6, time.Minute)), `"spiffe_refresh_hint":60`, `"spiffe_refresh_hint":0`, 1)))), nil, "spiffe_refresh_hint 0s is outside"},
@@ -322,5 +325,77 @@ func TestFederationRepinVoidsFetchedBundle(t *testing.T) {
 	}
 	if rec := storedRecord(t, s, "partner.test"); rec != nil {
 		t.Errorf("the fetched bundle outlived its federation: %+v", rec)
+	}
+}
+
+// withOctKey adds a symmetric JWT key, which go-spiffe takes, to a bundle.
+func withOctKey(bundle []byte) []byte {
+	return []byte(strings.Replace(string(bundle), `"keys":[`, `"keys":[{"use":"jwt-svid","kty":"oct","kid":"k1","k":"c2VjcmV0LWtleS1ieXRlcw"},`, 1))
+}
+
+// One federation whose held bundle cannot be handed to agents (stored by a
+// version that took a symmetric JWT key) does not keep the others from them.
+func TestFederationBadBundleSkipped(t *testing.T) {
+	s, ctx := openFedServer(t)
+	bad, good := newForeignCA(t, "bad.test"), newForeignCA(t, "good.test")
+	var docs [][]byte
+	for _, c := range []*foreignCA{bad, good} {
+		f := spiffeFederation(c.td.Name(), "https://127.0.0.1:1/", nil)
+		f.Spec.Bundle = string(c.bundleJSON(t, 1, 0))
+		docs = append(docs, fedDoc(t, f))
+		if c == bad {
+			rec, err := json.Marshal(federatedRecord{Bundle: string(withOctKey(c.bundleJSON(t, 2, 0))), Sequence: 2, SpecBundle: specBundleHash(f)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.db.Apply(ctx, store.Op{Type: store.OpUpsert, Item: store.Item{Kind: federatedBundleKind, Name: "bad.test", Data: rec}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := s.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: docs}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.reloadFederations(ctx); err != nil {
+		t.Fatalf("one bad bundle failed every federation: %v", err)
+	}
+	if !onlyAuthority(t, s, "good.test", good.cert) {
+		t.Fatal("agents do not get good.test's bundle")
+	}
+}
+
+// A bundle with the same keys is the same bundle, whatever their type, so
+// that an unchanged bundle is not audited as changed on every refresh.
+func TestSameBundle(t *testing.T) {
+	c := newForeignCA(t, "partner.test")
+	data := withOctKey(c.bundleJSON(t, 3, time.Minute))
+	a, err := spiffebundle.Parse(c.td, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := spiffebundle.Parse(c.td, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameBundle(a, b) {
+		t.Error("two parses of one bundle with a symmetric key differ")
+	}
+	ec, err := spiffebundle.Parse(c.td, c.bundleJSON(t, 3, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ec.AddJWTAuthority("k2", &c.key.PublicKey); err != nil {
+		t.Fatal(err)
+	}
+	ec2 := ec.Clone()
+	if !sameBundle(ec, ec2) {
+		t.Error("a bundle and its clone differ")
+	}
+	if sameBundle(a, ec) {
+		t.Error("bundles with other JWT keys are the same")
+	}
+	ec2.SetSequenceNumber(4)
+	if sameBundle(ec, ec2) {
+		t.Error("bundles with other sequences are the same")
 	}
 }
