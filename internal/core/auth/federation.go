@@ -508,6 +508,10 @@ func fetchFederatedBundle(ctx context.Context, f *resource.Federation, held *spi
 		return nil, nil, fmt.Errorf("refusing the bundle from %s: it holds no X.509 authorities", f.Spec.BundleEndpointURL)
 	}
 	seq, hasSeq := b.SequenceNumber()
+	if !hasSeq && heldSeq > 0 {
+		// Taken as 0, it would let every older sequence in again.
+		return nil, nil, fmt.Errorf("refusing the bundle from %s: it has no spiffe_sequence, but sequence %d is held (a replayed or rolled-back bundle)", f.Spec.BundleEndpointURL, heldSeq)
+	}
 	if hasSeq && seq < heldSeq {
 		return nil, nil, fmt.Errorf("refusing the bundle from %s: its spiffe_sequence %d is below %d, the one held (a replayed or rolled-back bundle)", f.Spec.BundleEndpointURL, seq, heldSeq)
 	}

@@ -149,6 +149,7 @@ func TestFetchFederatedBundleRefusals(t *testing.T) {
 		{"JWT key of kty oct", endpoint(t, goodSVID, serveBytes(withOctKey(partner.bundleJSON(t, 6, time.Minute)))), nil, `JWT authority "k1" is a symmetric ("kty":"oct") key`},
 		{"not JSON", endpoint(t, goodSVID, serveBytes([]byte(`<html>`))), nil, "not a SPIFFE bundle"},
 		{"sequence going backwards", endpoint(t, goodSVID, serveBytes(partner.bundleJSON(t, 4, time.Minute))), nil, "spiffe_sequence 4 is below 5"},
+		{"no sequence after one is held", endpoint(t, goodSVID, serveBytes([]byte(strings.Replace(string(partner.bundleJSON(t, 6, time.Minute)), `"spiffe_sequence":6,`, ``, 1)))), nil, "it has no spiffe_sequence, but sequence 5 is held"},
 		{"refresh hint of 0", endpoint(t, goodSVID, serveBytes([]byte(strings.Replace(string(partner.bundleJSON(t, 6, time.Minute)), `"spiffe_refresh_hint":60`, `"spiffe_refresh_hint":0`, 1)))), nil, "spiffe_refresh_hint 0s is outside"},
 		{"refresh hint of 10 years", endpoint(t, goodSVID, serveBytes(partner.bundleJSON(t, 6, 10*365*24*time.Hour))), nil, "is outside 1s to 168h0m0s"},
 		{"HTTP error", endpoint(t, goodSVID, http.NotFoundHandler()), nil, "answered HTTP 404"},
