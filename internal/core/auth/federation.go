@@ -28,6 +28,7 @@ import (
 	"github.com/wid-project/wid/internal/core/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // federatedBundleKind is the store kind of what the auth service holds of
@@ -50,6 +51,27 @@ const (
 	// maxRedirects bounds the redirects a fetch follows, on its own host.
 	maxRedirects = 3
 )
+
+// MaxFederatedBundlesBytes bounds what agents get of every foreign trust
+// domain together (encoded), so that the first state an agent gets, which
+// carries them all with its identities, stays well under gRPC's 4 MiB
+// message limit. A bundle that would push the total over it is refused.
+const MaxFederatedBundlesBytes = 2 << 20
+
+// checkFederatedTotal refuses fb when, with every other federated bundle
+// agents get, it would take more than MaxFederatedBundlesBytes.
+func (s *Server) checkFederatedTotal(fb *authv1.FederatedBundle) error {
+	total := proto.Size(fb)
+	for _, o := range s.fed.agentBundles() {
+		if o.TrustDomain != fb.TrustDomain {
+			total += proto.Size(o)
+		}
+	}
+	if total > MaxFederatedBundlesBytes {
+		return fmt.Errorf("with the bundle of %s the federated bundles agents get would take %d bytes, over the limit of %d that fits in one message to an agent: federate with fewer trust domains, or ask for smaller bundles", fb.TrustDomain, total, MaxFederatedBundlesBytes)
+	}
+	return nil
+}
 
 // federatedRecord is the stored federatedBundleKind document.
 type federatedRecord struct {
@@ -264,6 +286,15 @@ func (s *Server) checkFederation(ctx context.Context, v resource.Resource) error
 	if f.Metadata.Name == s.td.Name() {
 		return status.Errorf(codes.InvalidArgument, "%s is this trust domain: a trust domain trusts itself already, so federate only with others", f.Metadata.Name)
 	}
+	if b, err := heldBundle(f, nil); err == nil && b != nil {
+		fb, err := agentFederatedBundle(b)
+		if err == nil {
+			err = s.checkFederatedTotal(fb)
+		}
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "spec.bundle: %v", err)
+		}
+	}
 	list, err := s.res.list(ctx, resource.KindFederation)
 	if err != nil {
 		return storeError(resource.KindFederation, err)
@@ -389,6 +420,13 @@ func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, 
 	b, body, err := fetchFederatedBundle(ctx, f, held, next.Sequence, nil)
 	if herr != nil && err == nil && f.Spec.Profile == resource.ProfileHTTPSSPIFFE {
 		err = herr
+	}
+	if err == nil {
+		// fetchFederatedBundle checked that it encodes.
+		fb, _ := agentFederatedBundle(b)
+		if terr := s.checkFederatedTotal(fb); terr != nil {
+			err = fmt.Errorf("refusing the bundle from %s: %w", f.Spec.BundleEndpointURL, terr)
+		}
 	}
 	td := f.Metadata.Name
 	ev := audit.Event{Actor: s.adminActor(), Host: s.host, Resource: resource.KindFederation + "/" + td,

@@ -400,3 +400,37 @@ func TestSameBundle(t *testing.T) {
 		t.Error("bundles with other sequences are the same")
 	}
 }
+
+// The federated bundles agents get are bounded in total, so that the first
+// state an agent gets fits in one message: a fetched bundle or a created
+// federation that would pass the bound is refused with the reason.
+func TestFederatedBundlesTotalBounded(t *testing.T) {
+	s, ctx := openFedServer(t)
+	// Other federations' bundles, as agents get them, fill the bound.
+	full := []*authv1.FederatedBundle{{TrustDomain: "big.test", X509Authorities: [][]byte{make([]byte, MaxFederatedBundlesBytes-100)}}}
+	s.fed.agent.Store(&full)
+
+	partner := newForeignCA(t, "partner.test")
+	now := time.Now()
+	u := endpoint(t, partner.svid(t, "spiffe://partner.test/_wid/bundle-endpoint", now.Add(-time.Minute), now.Add(time.Hour)),
+		serveBytes(partner.bundleJSON(t, 2, time.Minute)))
+	f := spiffeFederation("partner.test", u, nil)
+	f.Spec.Bundle = string(partner.bundleJSON(t, 1, 0))
+	_, err := s.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{fedDoc(t, f)}})
+	if err == nil || !strings.Contains(err.Error(), "over the limit of 2097152 that fits in one message to an agent") {
+		t.Fatalf("creating a federation past the bound: %v", err)
+	}
+	rec := s.refreshFederation(ctx, f, nil)
+	if !strings.Contains(rec.Error, "over the limit of 2097152 that fits in one message to an agent") || rec.Bundle != "" {
+		t.Fatalf("a fetched bundle past the bound: error %q, bundle kept %v", rec.Error, rec.Bundle != "")
+	}
+
+	// With room again, both are taken.
+	s.fed.agent.Store(&[]*authv1.FederatedBundle{})
+	if _, err := s.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{fedDoc(t, f)}}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := s.refreshFederation(ctx, f, nil); rec.Error != "" || rec.Sequence != 2 {
+		t.Fatalf("with room: error %q, sequence %d", rec.Error, rec.Sequence)
+	}
+}
