@@ -115,10 +115,46 @@ type federations struct {
 	wake chan struct{}
 	// mu serializes reloads.
 	mu sync.Mutex
+	// times holds each trust domain's last attempt and refresh when the
+	// record was not written for them (see federationRecordEvery).
+	timesMu sync.Mutex
+	times   map[string][2]time.Time
+}
+
+// federationRecordEvery is how often a refresh that changed nothing but
+// its times is written to the store: a short refresh hint would otherwise
+// write (and wake every replica's change feed) on every fetch.
+const federationRecordEvery = time.Minute
+
+func (f *federations) noteTimes(td string, attempt, refresh time.Time) {
+	f.timesMu.Lock()
+	defer f.timesMu.Unlock()
+	f.times[td] = [2]time.Time{attempt, refresh}
+}
+
+// withTimes is rec with the times noted in memory when they are later.
+func (f *federations) withTimes(td string, rec *federatedRecord) *federatedRecord {
+	if rec == nil {
+		return nil
+	}
+	f.timesMu.Lock()
+	t, ok := f.times[td]
+	f.timesMu.Unlock()
+	if !ok {
+		return rec
+	}
+	r := *rec
+	if t[0].After(r.LastAttempt) {
+		r.LastAttempt = t[0]
+	}
+	if t[1].After(r.LastRefresh) {
+		r.LastRefresh = t[1]
+	}
+	return &r
 }
 
 func newFederations() *federations {
-	f := &federations{wake: make(chan struct{}, 1)}
+	f := &federations{wake: make(chan struct{}, 1), times: map[string][2]time.Time{}}
 	f.agent.Store(&[]*authv1.FederatedBundle{})
 	return f
 }
@@ -320,6 +356,7 @@ func (s *Server) addFederationStatus(ctx context.Context, v resource.Resource) e
 	default:
 		var r federatedRecord
 		if json.Unmarshal(it.Data, &r) == nil && currentRecord(f, &r) != nil {
+			r := s.fed.withTimes(f.Metadata.Name, &r)
 			st.LastRefresh, st.LastAttempt, st.Error, st.Sequence = r.LastRefresh, r.LastAttempt, r.Error, r.Sequence
 		}
 	}
@@ -365,7 +402,7 @@ func (s *Server) refreshDueFederations(ctx context.Context) time.Duration {
 	for _, f := range feds {
 		names[f.Metadata.Name] = true
 		rec := currentRecord(f, recs[f.Metadata.Name])
-		if d := dueIn(rec, f, s.clock()); d > 0 {
+		if d := dueIn(s.fed.withTimes(f.Metadata.Name, rec), f, s.clock()); d > 0 {
 			wait = min(wait, d)
 			continue
 		}
@@ -381,6 +418,13 @@ func (s *Server) refreshDueFederations(ctx context.Context) time.Duration {
 		}
 	}
 	return wait
+}
+
+// sameButTimes says whether two records differ in their times only.
+func sameButTimes(a, b federatedRecord) bool {
+	a.LastAttempt, a.LastRefresh = time.Time{}, time.Time{}
+	b.LastAttempt, b.LastRefresh = time.Time{}, time.Time{}
+	return a == b
 }
 
 // dueIn is how long until f is next refreshed (<= 0: now).
@@ -454,6 +498,10 @@ func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, 
 			}
 			s.log.Info("a federated bundle changed", "trust_domain", td, "sequence", seq)
 		}
+	}
+	if rec != nil && ev.Type == "" && sameButTimes(*rec, next) && now.Sub(rec.LastAttempt) < federationRecordEvery {
+		s.fed.noteTimes(td, next.LastAttempt, next.LastRefresh)
+		return &next
 	}
 	data, jerr := json.Marshal(next)
 	if jerr == nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
+	"github.com/wid-project/wid/internal/testkit"
 )
 
 // foreignCA is a foreign trust domain's CA, able to sign its bundle
@@ -432,5 +433,46 @@ func TestFederatedBundlesTotalBounded(t *testing.T) {
 	}
 	if rec := s.refreshFederation(ctx, f, nil); rec.Error != "" || rec.Sequence != 2 {
 		t.Fatalf("with room: error %q, sequence %d", rec.Error, rec.Sequence)
+	}
+}
+
+// A refresh that finds the bundle unchanged is not written to the store
+// again within federationRecordEvery (a 1s hint would write every second),
+// yet the refresh schedule and federation ls follow it.
+func TestFederationUnchangedRefreshNotWritten(t *testing.T) {
+	s, ctx := openFedServer(t)
+	partner := newForeignCA(t, "partner.test")
+	now := time.Now()
+	u := endpoint(t, partner.svid(t, "spiffe://partner.test/_wid/bundle-endpoint", now.Add(-time.Minute), now.Add(time.Hour)),
+		serveBytes(partner.bundleJSON(t, 2, time.Second)))
+	f := spiffeFederation("partner.test", u, nil)
+	f.Spec.Bundle = string(partner.bundleJSON(t, 1, 0))
+	if _, err := s.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{fedDoc(t, f)}}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := s.refreshFederation(ctx, f, nil); rec.Error != "" {
+		t.Fatal(rec.Error)
+	}
+	first := storedRecord(t, s, "partner.test")
+	testkit.Eventually(t, 5*time.Second, func() bool { return s.clock().After(first.LastAttempt.Add(10 * time.Millisecond)) }, "the clock stands still")
+	next := s.refreshFederation(ctx, f, first)
+	if next.Error != "" || !next.LastAttempt.After(first.LastAttempt) {
+		t.Fatalf("second refresh: error %q, attempt %s after %s", next.Error, next.LastAttempt, first.LastAttempt)
+	}
+	if got := storedRecord(t, s, "partner.test"); !got.LastAttempt.Equal(first.LastAttempt) {
+		t.Errorf("an unchanged refresh was written again within %s", federationRecordEvery)
+	}
+	if d := dueIn(s.fed.withTimes("partner.test", first), f, next.LastAttempt); d != time.Second {
+		t.Errorf("after the unwritten refresh the next is due in %s, want the 1s hint", d)
+	}
+	v, err := s.res.get(ctx, resource.KindFederation, "partner.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.addFederationStatus(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if st := v.(*resource.Federation).Status; !st.LastAttempt.Equal(next.LastAttempt) || !st.LastRefresh.Equal(next.LastRefresh) {
+		t.Errorf("federation ls shows attempt %s refresh %s, want the unwritten %s", st.LastAttempt, st.LastRefresh, next.LastAttempt)
 	}
 }
