@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"syscall"
 
 	"github.com/wid-project/wid/internal/cli/cmdutil"
 	"google.golang.org/grpc/grpclog"
@@ -51,12 +52,17 @@ func openLog(format, level, path string, errOut io.Writer) (logger *slog.Logger,
 // openLogFile opens path for appending, creating it 0600: logs name
 // tokens, bots and SPIFFE IDs, which are no business of other local users.
 // An existing file others can read is refused rather than chmod'ed behind
-// the operator's back.
+// the operator's back. A symlink is not followed and a file of another
+// user is refused: either would let whoever planted it choose (or read)
+// what a root agent writes to.
 func openLogFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("opening the log file %s: its directory does not exist: create it (mode 0700) or name another file with --log-file", path)
+		}
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("the log file %s is a symbolic link, which is not followed: name the file itself with --log-file", path)
 		}
 		return nil, fmt.Errorf("opening the log file %s: %w", path, err)
 	}
@@ -68,6 +74,10 @@ func openLogFile(path string) (*os.File, error) {
 	if !st.Mode().IsRegular() {
 		f.Close()
 		return nil, fmt.Errorf("the log file %s is not a regular file: name a file with --log-file", path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		f.Close()
+		return nil, fmt.Errorf("the log file %s belongs to uid %d, not to uid %d running widagent: remove it or name a file of your own with --log-file", path, sys.Uid, os.Geteuid())
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		f.Close()

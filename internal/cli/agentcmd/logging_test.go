@@ -101,6 +101,38 @@ func TestLogFile(t *testing.T) {
 	}
 }
 
+// TestLogFileRefusals: --log-file does not follow a symlink (one planted
+// in a shared directory would choose what a root agent appends to) and
+// refuses a file another user owns.
+func TestLogFileRefusals(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.log")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := openLog(LogFormatText, "info", link, os.Stderr); err == nil || !strings.Contains(err.Error(), "is a symbolic link, which is not followed") {
+		t.Fatalf("symlinked log file: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Log("not root: the other owner's file is not made")
+		return
+	}
+	other := filepath.Join(dir, "other.log")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(other, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := openLog(LogFormatText, "info", other, os.Stderr); err == nil || !strings.Contains(err.Error(), "belongs to uid 65534, not to uid 0 running widagent") {
+		t.Fatalf("another user's log file: %v", err)
+	}
+}
+
 // TestAuthIssuanceSettings: ca_subject, svid_ttl and jwt_svid_ttl reach
 // the options; an agent alone refuses them, and unknown subject fields
 // are refused by name.

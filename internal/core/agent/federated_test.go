@@ -7,11 +7,13 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net/url"
 	"testing"
 	"time"
 
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -145,15 +147,25 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 	if !bundleOf(t, got["spiffe://partner.test"], partnerTD).HasX509Authority(partnerCA) {
 		t.Error("SDS spiffe://partner.test lacks partner.test's CA")
 	}
-	all := bundleOf(t, got["ALL"], partnerTD)
-	if !all.HasX509Authority(partnerCA) {
-		t.Error("SDS ALL lacks partner.test's CA")
+	// ALL is Envoy's SPIFFE validator, one entry per trust domain, even
+	// without sds.spiffe_validator: in one trusted_ca list partner.test's
+	// CA could sign spiffe://example.org/... and be taken.
+	allVC := got["ALL"].GetValidationContext()
+	if allVC.GetTrustedCa() != nil || allVC.GetCustomValidatorConfig() == nil {
+		t.Fatal("SDS ALL merges every trust domain's CAs into one trusted_ca")
 	}
-	if own := bundleOf(t, got["ALL"], exampleTD); len(own.X509Authorities()) < 2 {
-		t.Errorf("SDS ALL (trusted_ca) has %d authorities, want example.org's and partner.test's", len(own.X509Authorities()))
+	all := bundleOf(t, got["ALL"], partnerTD)
+	if !all.HasX509Authority(partnerCA) || len(all.X509Authorities()) != 1 {
+		t.Errorf("SDS ALL's partner.test entry has %d authorities, want partner.test's CA alone", len(all.X509Authorities()))
+	}
+	own := bundleOf(t, got["ALL"], exampleTD)
+	if own.HasX509Authority(partnerCA) {
+		t.Error("SDS ALL's example.org entry trusts partner.test's CA")
 	}
 	// Envoy, given a CRL for some trusted CAs, refuses peers of the others:
-	// partner.test publishes none here, so no context trusting it has one.
+	// partner.test publishes none here, so a context trusting it has none in
+	// crl; ALL carries example.org's in example.org's entry, where Envoy's
+	// SPIFFE validator checks it for example.org's peers only.
 	if len(got["spiffe://example.org"].GetValidationContext().GetCrl().GetInlineBytes()) == 0 {
 		t.Error("SDS spiffe://example.org carries no CRL")
 	}
@@ -162,4 +174,39 @@ func TestFederatedBundlesReachWorkloads(t *testing.T) {
 			t.Errorf("SDS %s carries a CRL, which would make Envoy refuse partner.test's peers", name)
 		}
 	}
+	if n := entryCRLs(t, got["ALL"], exampleTD); n == 0 {
+		t.Error("SDS ALL's example.org entry carries no CRL")
+	}
+	if n := entryCRLs(t, got["ALL"], partnerTD); n != 0 {
+		t.Errorf("SDS ALL's partner.test entry carries %d CRLs, want none", n)
+	}
+}
+
+// entryCRLs counts the CRLs in the SPIFFE validator entry of td.
+func entryCRLs(t *testing.T, s *tlsv3.Secret, td spiffeid.TrustDomain) int {
+	t.Helper()
+	var cfg tlsv3.SPIFFECertValidatorConfig
+	if err := s.GetValidationContext().GetCustomValidatorConfig().GetTypedConfig().UnmarshalTo(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range cfg.TrustDomains {
+		if d.Name != td.Name() {
+			continue
+		}
+		n := 0
+		for rest := d.GetTrustBundle().GetInlineBytes(); ; {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				return n
+			}
+			if b.Type == "X509 CRL" {
+				if _, err := x509.ParseRevocationList(b.Bytes); err != nil {
+					t.Fatalf("a CRL of %s's entry does not parse: %v", td, err)
+				}
+				n++
+			}
+		}
+	}
+	t.Fatalf("secret %s has no entry for %s", s.Name, td)
+	return 0
 }

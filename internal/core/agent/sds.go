@@ -186,6 +186,11 @@ func (a *Agent) buildSecrets(ctx context.Context, st *state, c *caller, method s
 		if len(domains) == 1 {
 			// A revocation pushes a new version (see validationSecret).
 			digest = slices.Concat(digest, domains[0].crlPEM)
+		} else {
+			// ALL carries this trust domain's CRLs in its entry.
+			for _, d := range domains {
+				digest = slices.Concat(digest, []byte(d.td.IDString()), []byte("\x00crl\x00"), d.crlPEM)
+			}
 		}
 		out.items = append(out.items, secretItem{name: name, digest: digest,
 			build: func() *tlsv3.Secret { return a.validationSecret(name, domains) }})
@@ -325,10 +330,17 @@ type trustDomainCAs struct {
 // ID carry this trust domain's authorities; a foreign trust domain's ID,
 // its own; the all-bundles name, this one's and the federated ones'.
 // This trust domain's CRLs go in crl, so that Envoy refuses a revoked
-// peer before it expires. A context that also trusts federated domains
-// carries none: those have no CRL here, and Envoy given a CRL for some
-// trusted CAs refuses peers of the CAs without one.
+// peer before it expires.
+//
+// More than one trust domain is always the SPIFFE validator, whatever
+// sds.spiffe_validator says: in one trusted_ca list a partner's CA could
+// sign spiffe://<this trust domain>/... and Envoy would take it. Each
+// domain's CRLs then go in its own entry's trust_bundle, after its CAs,
+// where Envoy's SPIFFE validator reads them (it ignores crl) and checks
+// revocation for that domain only, so a partner without CRLs here is not
+// refused for lacking one.
 func (a *Agent) validationSecret(name string, domains []trustDomainCAs) *tlsv3.Secret {
+	spiffeValidator := a.sds.SPIFFEValidator || len(domains) > 1
 	var all, crls bytes.Buffer
 	var entries []*tlsv3.SPIFFECertValidatorConfig_TrustDomain
 	for _, d := range domains {
@@ -340,13 +352,17 @@ func (a *Agent) validationSecret(name string, domains []trustDomainCAs) *tlsv3.S
 		if len(domains) == 1 {
 			crls.Write(d.crlPEM)
 		}
+		trustBundle := pemCAs.Bytes()
+		if len(domains) > 1 {
+			trustBundle = slices.Concat(trustBundle, d.crlPEM)
+		}
 		entries = append(entries, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{
 			Name:        d.td.Name(),
-			TrustBundle: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: pemCAs.Bytes()}},
+			TrustBundle: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: trustBundle}},
 		})
 	}
 	vc := &tlsv3.CertificateValidationContext{}
-	if a.sds.SPIFFEValidator {
+	if spiffeValidator {
 		cfg, _ := anypb.New(&tlsv3.SPIFFECertValidatorConfig{TrustDomains: entries})
 		vc.CustomValidatorConfig = &corev3.TypedExtensionConfig{Name: spiffeValidatorName, TypedConfig: cfg}
 	} else {

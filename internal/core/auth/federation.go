@@ -1,9 +1,13 @@
 package auth
 
 import (
+	"bytes"
 	"context"
+	"crypto"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +28,7 @@ import (
 	"github.com/wid-project/wid/internal/core/store"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // federatedBundleKind is the store kind of what the auth service holds of
@@ -47,6 +52,27 @@ const (
 	maxRedirects = 3
 )
 
+// MaxFederatedBundlesBytes bounds what agents get of every foreign trust
+// domain together (encoded), so that the first state an agent gets, which
+// carries them all with its identities, stays well under gRPC's 4 MiB
+// message limit. A bundle that would push the total over it is refused.
+const MaxFederatedBundlesBytes = 2 << 20
+
+// checkFederatedTotal refuses fb when, with every other federated bundle
+// agents get, it would take more than MaxFederatedBundlesBytes.
+func (s *Server) checkFederatedTotal(fb *authv1.FederatedBundle) error {
+	total := proto.Size(fb)
+	for _, o := range s.fed.agentBundles() {
+		if o.TrustDomain != fb.TrustDomain {
+			total += proto.Size(o)
+		}
+	}
+	if total > MaxFederatedBundlesBytes {
+		return fmt.Errorf("with the bundle of %s the federated bundles agents get would take %d bytes, over the limit of %d that fits in one message to an agent: federate with fewer trust domains, or ask for smaller bundles", fb.TrustDomain, total, MaxFederatedBundlesBytes)
+	}
+	return nil
+}
+
 // federatedRecord is the stored federatedBundleKind document.
 type federatedRecord struct {
 	// Bundle is the last good SPIFFE bundle, as the endpoint sent it.
@@ -60,6 +86,25 @@ type federatedRecord struct {
 	// URL is where Bundle came from: a federation pointed elsewhere is
 	// fetched again at once.
 	URL string `json:"url,omitempty"`
+	// SpecBundle is the SHA-256 (hex) of the spec.bundle the record grew
+	// from. An operator who pins another bundle (say, after the partner's
+	// CA leaked) voids the record: what was fetched under the old pin is
+	// trusted no longer, and the next fetch is authenticated by the new one.
+	SpecBundle string `json:"spec_bundle,omitempty"`
+}
+
+func specBundleHash(f *resource.Federation) string {
+	sum := sha256.Sum256([]byte(f.Spec.Bundle))
+	return hex.EncodeToString(sum[:])
+}
+
+// currentRecord is rec if it grew from f's spec.bundle, else nil: a record
+// of another pin (or of a version that did not note its pin) is void.
+func currentRecord(f *resource.Federation, rec *federatedRecord) *federatedRecord {
+	if rec == nil || rec.SpecBundle != specBundleHash(f) {
+		return nil
+	}
+	return rec
 }
 
 // federations holds what agents get of the foreign trust domains.
@@ -70,10 +115,46 @@ type federations struct {
 	wake chan struct{}
 	// mu serializes reloads.
 	mu sync.Mutex
+	// times holds each trust domain's last attempt and refresh when the
+	// record was not written for them (see federationRecordEvery).
+	timesMu sync.Mutex
+	times   map[string][2]time.Time
+}
+
+// federationRecordEvery is how often a refresh that changed nothing but
+// its times is written to the store: a short refresh hint would otherwise
+// write (and wake every replica's change feed) on every fetch.
+const federationRecordEvery = time.Minute
+
+func (f *federations) noteTimes(td string, attempt, refresh time.Time) {
+	f.timesMu.Lock()
+	defer f.timesMu.Unlock()
+	f.times[td] = [2]time.Time{attempt, refresh}
+}
+
+// withTimes is rec with the times noted in memory when they are later.
+func (f *federations) withTimes(td string, rec *federatedRecord) *federatedRecord {
+	if rec == nil {
+		return nil
+	}
+	f.timesMu.Lock()
+	t, ok := f.times[td]
+	f.timesMu.Unlock()
+	if !ok {
+		return rec
+	}
+	r := *rec
+	if t[0].After(r.LastAttempt) {
+		r.LastAttempt = t[0]
+	}
+	if t[1].After(r.LastRefresh) {
+		r.LastRefresh = t[1]
+	}
+	return &r
 }
 
 func newFederations() *federations {
-	f := &federations{wake: make(chan struct{}, 1)}
+	f := &federations{wake: make(chan struct{}, 1), times: map[string][2]time.Time{}}
 	f.agent.Store(&[]*authv1.FederatedBundle{})
 	return f
 }
@@ -118,15 +199,15 @@ func (s *Server) listFederations(ctx context.Context) ([]*resource.Federation, m
 	return feds, recs, nil
 }
 
-// heldBundle is the bundle held for f: the last fetched, else the one the
-// federation was created with; nil when there is neither.
+// heldBundle is the bundle held for f: the last fetched under f's current
+// spec.bundle, else spec.bundle itself; nil when there is neither.
 func heldBundle(f *resource.Federation, rec *federatedRecord) (*spiffebundle.Bundle, error) {
 	td, err := f.TrustDomain()
 	if err != nil {
 		return nil, err
 	}
 	data := f.Spec.Bundle
-	if rec != nil && rec.Bundle != "" {
+	if rec = currentRecord(f, rec); rec != nil && rec.Bundle != "" {
 		data = rec.Bundle
 	}
 	if data == "" {
@@ -156,7 +237,9 @@ func (s *Server) reloadFederations(ctx context.Context) error {
 		}
 		fb, err := agentFederatedBundle(b)
 		if err != nil {
-			return err
+			// One bad bundle must not keep every other from agents.
+			s.log.Warn("the bundle held for a federated trust domain cannot be handed to agents; its workloads go without it", "trust_domain", f.Metadata.Name, "error", err)
+			continue
 		}
 		out = append(out, fb)
 	}
@@ -184,6 +267,44 @@ func agentFederatedBundle(b *spiffebundle.Bundle) (*authv1.FederatedBundle, erro
 	return fb, nil
 }
 
+// sameBundle is spiffebundle's Equal, but comparing keys with their own
+// Equal: go-spiffe's never finds two key types equal (a symmetric key, say),
+// and a bundle found changed on every refresh is audited on every refresh.
+func sameBundle(a, b *spiffebundle.Bundle) bool {
+	ah, aok := a.RefreshHint()
+	bh, bok := b.RefreshHint()
+	as, asok := a.SequenceNumber()
+	bs, bsok := b.SequenceNumber()
+	return a.TrustDomain() == b.TrustDomain() && ah == bh && aok == bok && as == bs && asok == bsok &&
+		slices.EqualFunc(a.X509Authorities(), b.X509Authorities(), func(x, y *x509.Certificate) bool { return x.Equal(y) }) &&
+		sameKeys(a.JWTAuthorities(), b.JWTAuthorities()) && sameKeys(a.WITAuthorities(), b.WITAuthorities())
+}
+
+func sameKeys(a, b map[string]crypto.PublicKey) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for kid, ka := range a {
+		kb, ok := b[kid]
+		if !ok {
+			return false
+		}
+		switch k := ka.(type) {
+		case interface{ Equal(crypto.PublicKey) bool }:
+			if !k.Equal(kb) {
+				return false
+			}
+		case []byte:
+			if o, ok := kb.([]byte); !ok || !bytes.Equal(k, o) {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // federationChanged follows a write to a federation or its record.
 func (s *Server) federationChanged(ctx context.Context) error {
 	s.fed.poke()
@@ -200,6 +321,15 @@ func (s *Server) checkFederation(ctx context.Context, v resource.Resource) error
 	f.Status = nil
 	if f.Metadata.Name == s.td.Name() {
 		return status.Errorf(codes.InvalidArgument, "%s is this trust domain: a trust domain trusts itself already, so federate only with others", f.Metadata.Name)
+	}
+	if b, err := heldBundle(f, nil); err == nil && b != nil {
+		fb, err := agentFederatedBundle(b)
+		if err == nil {
+			err = s.checkFederatedTotal(fb)
+		}
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "spec.bundle: %v", err)
+		}
 	}
 	list, err := s.res.list(ctx, resource.KindFederation)
 	if err != nil {
@@ -225,7 +355,8 @@ func (s *Server) addFederationStatus(ctx context.Context, v resource.Resource) e
 		return storeError("federated bundle of "+f.Metadata.Name, err)
 	default:
 		var r federatedRecord
-		if json.Unmarshal(it.Data, &r) == nil {
+		if json.Unmarshal(it.Data, &r) == nil && currentRecord(f, &r) != nil {
+			r := s.fed.withTimes(f.Metadata.Name, &r)
 			st.LastRefresh, st.LastAttempt, st.Error, st.Sequence = r.LastRefresh, r.LastAttempt, r.Error, r.Sequence
 		}
 	}
@@ -270,8 +401,8 @@ func (s *Server) refreshDueFederations(ctx context.Context) time.Duration {
 	names := map[string]bool{}
 	for _, f := range feds {
 		names[f.Metadata.Name] = true
-		rec := recs[f.Metadata.Name]
-		if d := dueIn(rec, f, s.clock()); d > 0 {
+		rec := currentRecord(f, recs[f.Metadata.Name])
+		if d := dueIn(s.fed.withTimes(f.Metadata.Name, rec), f, s.clock()); d > 0 {
 			wait = min(wait, d)
 			continue
 		}
@@ -289,9 +420,16 @@ func (s *Server) refreshDueFederations(ctx context.Context) time.Duration {
 	return wait
 }
 
+// sameButTimes says whether two records differ in their times only.
+func sameButTimes(a, b federatedRecord) bool {
+	a.LastAttempt, a.LastRefresh = time.Time{}, time.Time{}
+	b.LastAttempt, b.LastRefresh = time.Time{}, time.Time{}
+	return a == b
+}
+
 // dueIn is how long until f is next refreshed (<= 0: now).
 func dueIn(rec *federatedRecord, f *resource.Federation, now time.Time) time.Duration {
-	if rec == nil || rec.LastAttempt.IsZero() || rec.URL != f.Spec.BundleEndpointURL {
+	if rec = currentRecord(f, rec); rec == nil || rec.LastAttempt.IsZero() || rec.URL != f.Spec.BundleEndpointURL {
 		return 0
 	}
 	interval := rec.RefreshHint
@@ -309,7 +447,10 @@ func dueIn(rec *federatedRecord, f *resource.Federation, now time.Time) time.Dur
 // refreshFederation fetches f's bundle once, records the outcome and
 // audits a change or a failure. It returns the new record.
 func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, rec *federatedRecord) *federatedRecord {
-	next := federatedRecord{}
+	// A void record (another pin) is started afresh, sequence included: a
+	// sequence the old pin let in must not hold back the new one's bundles.
+	rec = currentRecord(f, rec)
+	next := federatedRecord{SpecBundle: specBundleHash(f)}
 	if rec != nil {
 		next = *rec
 	}
@@ -323,6 +464,13 @@ func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, 
 	b, body, err := fetchFederatedBundle(ctx, f, held, next.Sequence, nil)
 	if herr != nil && err == nil && f.Spec.Profile == resource.ProfileHTTPSSPIFFE {
 		err = herr
+	}
+	if err == nil {
+		// fetchFederatedBundle checked that it encodes.
+		fb, _ := agentFederatedBundle(b)
+		if terr := s.checkFederatedTotal(fb); terr != nil {
+			err = fmt.Errorf("refusing the bundle from %s: %w", f.Spec.BundleEndpointURL, terr)
+		}
 	}
 	td := f.Metadata.Name
 	ev := audit.Event{Actor: s.adminActor(), Host: s.host, Resource: resource.KindFederation + "/" + td,
@@ -338,7 +486,7 @@ func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, 
 	} else {
 		hint, _ := b.RefreshHint()
 		seq, _ := b.SequenceNumber()
-		changed := held == nil || !held.Equal(b)
+		changed := held == nil || !sameBundle(held, b)
 		next.Bundle, next.Sequence, next.RefreshHint = string(body), seq, hint
 		next.LastRefresh, next.Error, next.Failures, next.URL = now, "", 0, f.Spec.BundleEndpointURL
 		if changed {
@@ -350,6 +498,10 @@ func (s *Server) refreshFederation(ctx context.Context, f *resource.Federation, 
 			}
 			s.log.Info("a federated bundle changed", "trust_domain", td, "sequence", seq)
 		}
+	}
+	if rec != nil && ev.Type == "" && sameButTimes(*rec, next) && now.Sub(rec.LastAttempt) < federationRecordEvery {
+		s.fed.noteTimes(td, next.LastAttempt, next.LastRefresh)
+		return &next
 	}
 	data, jerr := json.Marshal(next)
 	if jerr == nil {
@@ -435,10 +587,17 @@ func fetchFederatedBundle(ctx context.Context, f *resource.Federation, held *spi
 	if err != nil {
 		return nil, nil, fmt.Errorf("refusing the bundle from %s: %w", f.Spec.BundleEndpointURL, err)
 	}
+	if _, err := agentFederatedBundle(b); err != nil {
+		return nil, nil, fmt.Errorf("refusing the bundle from %s: %w", f.Spec.BundleEndpointURL, err)
+	}
 	if len(b.X509Authorities()) == 0 {
 		return nil, nil, fmt.Errorf("refusing the bundle from %s: it holds no X.509 authorities", f.Spec.BundleEndpointURL)
 	}
 	seq, hasSeq := b.SequenceNumber()
+	if !hasSeq && heldSeq > 0 {
+		// Taken as 0, it would let every older sequence in again.
+		return nil, nil, fmt.Errorf("refusing the bundle from %s: it has no spiffe_sequence, but sequence %d is held (a replayed or rolled-back bundle)", f.Spec.BundleEndpointURL, heldSeq)
+	}
 	if hasSeq && seq < heldSeq {
 		return nil, nil, fmt.Errorf("refusing the bundle from %s: its spiffe_sequence %d is below %d, the one held (a replayed or rolled-back bundle)", f.Spec.BundleEndpointURL, seq, heldSeq)
 	}

@@ -465,6 +465,12 @@ func (s *Server) DeleteResource(ctx context.Context, req *authv1.DeleteResourceR
 		if _, err := s.db.Get(ctx, login.CredentialKind, req.Name); err == nil {
 			ops = append(ops, store.Op{Type: store.OpDelete, Item: store.Item{Kind: login.CredentialKind, Name: req.Name}})
 		}
+	case resource.KindFederation:
+		// The fetched bundle goes with it, so that a federation made again
+		// under the same name trusts only what it is created with.
+		if _, err := s.db.Get(ctx, federatedBundleKind, req.Name); err == nil {
+			ops = append(ops, store.Op{Type: store.OpDelete, Item: store.Item{Kind: federatedBundleKind, Name: req.Name}})
+		}
 	case resource.KindBot:
 		// A bot's join tokens go with it, in the same transaction.
 		tokens, err := s.res.list(ctx, resource.KindJoinToken)

@@ -1,8 +1,14 @@
 package resource
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -163,6 +169,18 @@ func ParseBundle(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle, er
 	if len(b.X509Authorities()) == 0 && len(b.JWTAuthorities()) == 0 {
 		return nil, fmt.Errorf("the bundle holds no authorities")
 	}
+	// go-spiffe takes any JWK, a symmetric ("oct") key included; only the
+	// key types a JWT-SVID is signed with are taken, so that every bundle
+	// held can be handed to agents as a JWKS.
+	for use, keys := range map[string]map[string]crypto.PublicKey{"JWT": b.JWTAuthorities(), "WIT": b.WITAuthorities()} {
+		for _, kid := range slices.Sorted(maps.Keys(keys)) {
+			switch keys[kid].(type) {
+			case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+			default:
+				return nil, fmt.Errorf("the bundle's %s authority %q is a %s key, which signs no SVID: only EC, RSA and Ed25519 public keys are taken", use, kid, keyTypeName(keys[kid]))
+			}
+		}
+	}
 	for _, c := range b.X509Authorities() {
 		for _, u := range c.URIs {
 			id, err := spiffeid.FromURI(u)
@@ -172,6 +190,14 @@ func ParseBundle(td spiffeid.TrustDomain, data []byte) (*spiffebundle.Bundle, er
 		}
 	}
 	return b, nil
+}
+
+// keyTypeName names a JWK's key type for an error.
+func keyTypeName(k crypto.PublicKey) string {
+	if _, ok := k.([]byte); ok {
+		return `symmetric ("kty":"oct")`
+	}
+	return fmt.Sprintf("%T", k)
 }
 
 func validateFederatesWith(res string, tds []string) error {

@@ -25,12 +25,15 @@ func TestFederationValidate(t *testing.T) {
 		edit func(*Federation)
 		want string
 	}{
-		"http URL":          {func(f *Federation) { f.Spec.BundleEndpointURL = "http://partner.test/" }, "is not an https URL"},
-		"no URL":            {func(f *Federation) { f.Spec.BundleEndpointURL = "" }, "spec.bundle_endpoint_url"},
-		"credentials":       {func(f *Federation) { f.Spec.BundleEndpointURL = "https://u:p@partner.test/" }, "carries credentials"},
-		"unknown profile":   {func(f *Federation) { f.Spec.Profile = "https" }, "is not a bundle endpoint profile"},
-		"no bundle":         {func(f *Federation) { f.Spec.Bundle = "" }, "an https_spiffe endpoint is authenticated with the foreign trust domain's bundle"},
-		"bad bundle":        {func(f *Federation) { f.Spec.Bundle = "{" }, "not a SPIFFE bundle"},
+		"http URL":        {func(f *Federation) { f.Spec.BundleEndpointURL = "http://partner.test/" }, "is not an https URL"},
+		"no URL":          {func(f *Federation) { f.Spec.BundleEndpointURL = "" }, "spec.bundle_endpoint_url"},
+		"credentials":     {func(f *Federation) { f.Spec.BundleEndpointURL = "https://u:p@partner.test/" }, "carries credentials"},
+		"unknown profile": {func(f *Federation) { f.Spec.Profile = "https" }, "is not a bundle endpoint profile"},
+		"no bundle":       {func(f *Federation) { f.Spec.Bundle = "" }, "an https_spiffe endpoint is authenticated with the foreign trust domain's bundle"},
+		"bad bundle":      {func(f *Federation) { f.Spec.Bundle = "{" }, "not a SPIFFE bundle"},
+		"symmetric JWT key": {func(f *Federation) {
+			f.Spec.Bundle = strings.Replace(partnerBundle, `"keys":[`, `"keys":[{"use":"jwt-svid","kty":"oct","kid":"k1","k":"c2VjcmV0"},`, 1)
+		}, `JWT authority "k1" is a symmetric ("kty":"oct") key`},
 		"other td's bundle": {func(f *Federation) { f.Metadata.Name = "other.test" }, "is of trust domain partner.test, not other.test"},
 		"foreign endpoint":  {func(f *Federation) { f.Spec.EndpointSPIFFEID = "spiffe://other.test/x" }, "is not in trust domain partner.test"},
 		"web with ID": {func(f *Federation) {

@@ -19,6 +19,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// secureKubeletPort is the kubelet's authenticated port, tbot's default.
+const secureKubeletPort = "10250"
+
 // MaxFileBytes bounds a config file.
 const MaxFileBytes = 1 << 20
 
@@ -36,13 +39,30 @@ func Is(data []byte) bool {
 
 // Env is what the translation may read from the environment.
 type Env struct {
-	// NodeName is the node the agent runs on (WID_NODE_NAME), for a
-	// kubelet secure_port.
+	// NodeName is the node the agent runs on (WID_NODE_NAME), whose
+	// kubelet's secure port the kubernetes attestor asks.
 	NodeName string
+	// TeleportNodeName is tbot's TELEPORT_NODE_NAME, taken when NodeName
+	// is empty.
+	TeleportNodeName string
 }
 
 // EnvFromOS reads Env from the process's environment.
-func EnvFromOS() Env { return Env{NodeName: os.Getenv("WID_NODE_NAME")} }
+func EnvFromOS() Env {
+	return Env{NodeName: os.Getenv("WID_NODE_NAME"), TeleportNodeName: os.Getenv("TELEPORT_NODE_NAME")}
+}
+
+// kubeletHost is the host of the kubelet's secure port: the node's name,
+// which its serving certificate names, else the local address.
+func (e Env) kubeletHost() string {
+	switch {
+	case e.NodeName != "":
+		return e.NodeName
+	case e.TeleportNodeName != "":
+		return e.TeleportNodeName
+	}
+	return "127.0.0.1"
+}
 
 // Translate turns a tbot-shaped config file into widagent's settings (the
 // keys of its own config file). The agent runs alone (roles: [agent]).
@@ -86,12 +106,20 @@ func (t *translator) fields(path string, n *yaml.Node, known ...string) map[stri
 		return nil
 	}
 	out := map[string]*yaml.Node{}
+	keyLine := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k := n.Content[i].Value
 		p := k
 		if path != "" {
 			p = path + "." + k
 		}
+		if line, ok := keyLine[k]; ok {
+			// A YAML decoder keeps the last of two equal keys, so that
+			// {uid: 1000, uid: 0} would quietly mean uid 0.
+			t.fail(p, "is given twice (lines %d and %d): keep one", line, n.Content[i].Line)
+			return nil
+		}
+		keyLine[k] = n.Content[i].Line
 		if !slices.Contains(known, k) {
 			sort.Strings(known)
 			t.fail(p, "wid does not support this tbot field (line %d): remove it; %s takes %s", n.Content[i].Line, orTop(path), strings.Join(known, ", "))
@@ -289,6 +317,12 @@ func (t *translator) attestors(path string, n *yaml.Node) map[string]any {
 		ko := map[string]any{}
 		if e, ok := k["enabled"]; ok {
 			ko["enabled"] = t.boolean(kp+".enabled", e)
+			if ko["enabled"] == true {
+				// tbot's default, with or without a kubelet block: the
+				// secure port over verified TLS, never wid's own default
+				// of the plaintext read-only port.
+				ko["kubelet_url"] = "https://" + net.JoinHostPort(t.env.kubeletHost(), secureKubeletPort)
+			}
 		}
 		if kl, ok := k["kubelet"]; ok {
 			kk := t.fields(kp+".kubelet", kl, "skip_verify", "secure_port", "read_only_port", "token_path", "ca_path", "anonymous")
@@ -314,18 +348,12 @@ func (t *translator) attestors(path string, n *yaml.Node) map[string]any {
 				t.fail(kp+".kubelet", "gives both secure_port and read_only_port: keep one")
 			case secure:
 				port := t.port(kp+".kubelet.secure_port", kk["secure_port"])
-				host := t.env.NodeName
-				if host == "" {
-					host = "127.0.0.1"
-				}
-				ko["kubelet_url"] = "https://" + net.JoinHostPort(host, port)
+				ko["kubelet_url"] = "https://" + net.JoinHostPort(t.env.kubeletHost(), port)
 			case readOnly:
 				ko["kubelet_url"] = "http://" + net.JoinHostPort("127.0.0.1", t.port(kp+".kubelet.read_only_port", kk["read_only_port"]))
 			default:
-				if t.env.NodeName == "" {
-					// tbot's default is the secure port of the local node.
-					ko["kubelet_url"] = "https://127.0.0.1:10250"
-				}
+				// tbot's default is the secure port of the node.
+				ko["kubelet_url"] = "https://" + net.JoinHostPort(t.env.kubeletHost(), secureKubeletPort)
 			}
 		}
 		out["kubernetes"] = ko

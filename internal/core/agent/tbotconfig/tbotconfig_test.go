@@ -52,7 +52,7 @@ func TestTranslate(t *testing.T) {
 	want := map[string]any{
 		"roles": []any{"agent"}, "auth": "auth.example.com:3025", "join_method": "kubernetes", "join_token": "k8s-nodes",
 		"ca_pin": "sha256:abcd", "data_dir": "/var/lib/wid", "workload_socket": "/run/wid/workload.sock",
-		"attestors": map[string]any{"kubernetes": map[string]any{"enabled": true, "skip_verify": true}},
+		"attestors": map[string]any{"kubernetes": map[string]any{"enabled": true, "skip_verify": true, "kubelet_url": "https://node-1:10250"}},
 		"svids": []any{map[string]any{"path": "/svc/foo", "hint": "foo", "rules": []any{map[string]any{"conditions": []any{
 			map[string]any{"attribute": "workload.kubernetes.namespace", "eq": "shop"},
 			map[string]any{"attribute": "workload.kubernetes.service_account", "eq": "foo"},
@@ -81,10 +81,36 @@ func TestTranslateRefuses(t *testing.T) {
 		{"version: v2\nservices: [{type: spiffe-workload-api, listen: unix:///s, svids: [{path: /a, sans: {ip: [10.0.0.1]}}]}]\n", "services[1].svids[1].sans.ip"},
 		{"version: v2\nstorage: {type: memory}\nonboarding: {token: x}\n", `storage.type: "memory"`},
 		{"version: v2\nonboarding: {token: x}\ncertificate_ttl: 1h\n", "certificate_ttl: wid does not support this tbot field"},
+		{"version: v2\nservices: [{type: spiffe-workload-api, listen: unix:///s, svids: [{path: /a, rules: [{unix: {uid: 1000, uid: 0}}]}]}]\n", "services[1].svids[1].rules[1].unix.uid: is given twice (lines 2 and 2): keep one"},
+		{"version: v2\nonboarding: {token: x}\nonboarding: {token: y}\n", "onboarding: is given twice (lines 2 and 3)"},
 	} {
 		_, err := tbotconfig.Translate([]byte(tt.yaml), tbotconfig.Env{})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Translate(%q) = %v, want %q", tt.yaml, err, tt.want)
+		}
+	}
+}
+
+// TestTranslateKubeletSecureByDefault: with the kubernetes attestor on and
+// no kubelet block, the agent asks the kubelet's secure port over verified
+// TLS as tbot does, never the plaintext read-only port.
+func TestTranslateKubeletSecureByDefault(t *testing.T) {
+	const doc = "version: v2\nservices: [{type: spiffe-workload-api, listen: unix:///s, attestors: {kubernetes: {enabled: true}}}]\n"
+	for _, tt := range []struct {
+		env  tbotconfig.Env
+		want string
+	}{
+		{tbotconfig.Env{}, "https://127.0.0.1:10250"},
+		{tbotconfig.Env{TeleportNodeName: "node-2"}, "https://node-2:10250"},
+		{tbotconfig.Env{NodeName: "node-1", TeleportNodeName: "node-2"}, "https://node-1:10250"},
+	} {
+		got, err := tbotconfig.Translate([]byte(doc), tt.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]any{"enabled": true, "kubelet_url": tt.want}
+		if k := got["attestors"].(map[string]any)["kubernetes"]; !reflect.DeepEqual(k, want) {
+			t.Errorf("with %+v the kubernetes attestor is %#v, want %#v", tt.env, k, want)
 		}
 	}
 }
