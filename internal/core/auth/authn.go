@@ -58,6 +58,13 @@ type caller struct {
 	// Generation is the user's or bot's generation its certificate carries,
 	// checked against the stored one; renewals carry it on.
 	Generation string
+	// Host is, for a bot, the host its certificate was issued for (see
+	// issuer.HostFromCert), or for a certificate from before hosts were
+	// written into them, the host its open WatchAgent stream on this
+	// replica named; "" when neither is known.
+	Host string
+	// Serial is the caller's certificate serial.
+	Serial string
 }
 
 // Actor is the caller's name in audit events: "admin@host", "alice" for a
@@ -226,10 +233,17 @@ func (s *Server) authenticate(ctx context.Context, kind listenerKind, method str
 	if err != nil {
 		return nil, lookupError(fmt.Sprintf("loading roles of %s %q", idKind, name), err)
 	}
-	if err := s.refuseLocked(ctx, idKind, name, remote, method); err != nil {
+	c := &caller{Kind: idKind, Name: name, Roles: roles, RemoteAddr: remote, CertNotAfter: leaf.NotAfter, Generation: gen, Serial: serialHex(leaf.SerialNumber.Bytes())}
+	if idKind == KindBot {
+		c.Host = issuer.HostFromCert(leaf)
+		if c.Host == "" {
+			c.Host = s.legacyHostOf(c.Serial)
+		}
+	}
+	if err := s.refuseLocked(ctx, c, method); err != nil {
 		return nil, err
 	}
-	return &caller{Kind: idKind, Name: name, Roles: roles, RemoteAddr: remote, CertNotAfter: leaf.NotAfter, Generation: gen}, nil
+	return c, nil
 }
 
 // chainsTo reports whether a verified chain ends at one of roots.

@@ -53,11 +53,11 @@ func (s *Server) LocalAgentIdentity(ctx context.Context, host string) (*identity
 	if err != nil {
 		return nil, fmt.Errorf("reading the local agent's generation: %w", err)
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: key.Public(), TTL: BotCertTTL, Kind: KindBot, Name: LocalAgentBot, Generation: gen})
+	host = agentHost(host)
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: key.Public(), TTL: BotCertTTL, Kind: KindBot, Name: LocalAgentBot, Generation: gen, Host: host})
 	if err != nil {
 		return nil, fmt.Errorf("issuing the local agent's certificate: %w", err)
 	}
-	host = agentHost(host)
 	if _, err := s.audit.Emit(ctx, audit.Event{
 		Type: audit.TypeJoin, Actor: "bot:" + LocalAgentBot, Host: host, RemoteAddr: "local", Outcome: audit.OutcomeSuccess,
 		Serial: serialHex(cert.SerialNumber.Bytes()), TTLSeconds: int64(BotCertTTL / time.Second),
@@ -65,7 +65,6 @@ func (s *Server) LocalAgentIdentity(ctx context.Context, host string) (*identity
 	}); err != nil {
 		return nil, fmt.Errorf("auditing the local agent's join: %w", err)
 	}
-	s.rememberAgentHost(LocalAgentBot, host)
 	var hostCAs [][]byte
 	for _, c := range s.cas.Authorities(ca.TypeHost) {
 		hostCAs = append(hostCAs, c.Raw)

@@ -47,8 +47,13 @@ type lockState struct {
 // comes to cover its caller.
 type lockedStream struct {
 	kind, name string
-	cancel     context.CancelCauseFunc
+	// hosts are the hosts a bot's stream is held to: its certificate's,
+	// and the one its WatchAgent request named. Guarded by streamsMu.
+	hosts  []string
+	cancel context.CancelCauseFunc
 }
+
+type lockedStreamKey struct{}
 
 // lockError is the refusal a lock causes: it names the lock and its reason.
 type lockError struct {
@@ -128,19 +133,15 @@ func (s *Server) locksChanged(ctx context.Context) {
 	st.streamsMu.Lock()
 	defer st.streamsMu.Unlock()
 	for ls := range st.streams {
-		if l, what := s.lockOfPrincipal(list, ls.kind, ls.name, now); l != nil {
+		if l, what := s.lockOfPrincipal(list, ls.kind, ls.name, ls.hosts, now); l != nil {
 			ls.cancel(&lockError{lock: l, what: what})
 		}
 	}
 }
 
 // lockOfPrincipal is the lock that holds on the user or bot name (and for a
-// bot, on the host its agent runs on), or nil.
-func (s *Server) lockOfPrincipal(list []*resource.Lock, kind, name string, now time.Time) (*resource.Lock, string) {
-	host := ""
-	if kind == KindBot {
-		host = s.agentHostOf(name)
-	}
+// bot, on one of the hosts its call is held to), or nil.
+func (s *Server) lockOfPrincipal(list []*resource.Lock, kind, name string, hosts []string, now time.Time) (*resource.Lock, string) {
 	for _, l := range list {
 		if !l.Holds(now) {
 			continue
@@ -151,17 +152,25 @@ func (s *Server) lockOfPrincipal(list []*resource.Lock, kind, name string, now t
 			return l, fmt.Sprintf("user %q", name)
 		case kind == KindBot && t.Bot == name:
 			return l, fmt.Sprintf("bot %q", name)
-		case kind == KindBot && host != "" && t.Host == host:
-			return l, fmt.Sprintf("bot %q on host %q", name, host)
+		case kind == KindBot && t.Host != "" && slices.Contains(hosts, t.Host):
+			return l, fmt.Sprintf("bot %q on host %q", name, t.Host)
 		}
 	}
 	return nil, ""
 }
 
-// refuseLocked refuses a call of a locked user or bot, auditing it. Other
-// callers (admins on the local socket, anonymous ones) are never locked.
-func (s *Server) refuseLocked(ctx context.Context, kind, name, remote, method string) error {
-	if kind != KindUser && kind != KindBot {
+// refuseLocked refuses a call of a locked user or bot, auditing it. A bot
+// is held to the host of its own certificate, never to what another agent
+// of the same bot named. Other callers (admins on the local socket,
+// anonymous ones) are never locked.
+func (s *Server) refuseLocked(ctx context.Context, c *caller, method string) error {
+	return s.refuseLockedOn(ctx, c, "", method)
+}
+
+// refuseLockedOn is refuseLocked for a call that also names the host it
+// runs on (host, may be ""), held to that host as well.
+func (s *Server) refuseLockedOn(ctx context.Context, c *caller, host, method string) error {
+	if c.Kind != KindUser && c.Kind != KindBot {
 		return nil
 	}
 	list, err := s.locks(ctx)
@@ -169,11 +178,23 @@ func (s *Server) refuseLocked(ctx context.Context, kind, name, remote, method st
 		// Without the locks nothing can say the caller is not locked.
 		return storeError("the locks", err)
 	}
-	l, what := s.lockOfPrincipal(list, kind, name, s.clock())
+	l, what := s.lockOfPrincipal(list, c.Kind, c.Name, callerHosts(c, host), s.clock())
 	if l == nil {
 		return nil
 	}
-	return s.lockRefusal(ctx, &lockError{lock: l, what: what}, kind, name, remote, method)
+	return s.lockRefusal(ctx, &lockError{lock: l, what: what}, c.Kind, c.Name, c.RemoteAddr, method)
+}
+
+// callerHosts are the hosts a bot's call is held to: its certificate's and
+// the one the call names, without blanks.
+func callerHosts(c *caller, named string) []string {
+	var out []string
+	for _, h := range []string{c.Host, named} {
+		if h != "" && !slices.Contains(out, h) {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // lockRefusal audits a refusal by a lock and returns its status.
@@ -229,7 +250,8 @@ func (s *Server) watchLocked(ctx context.Context, c *caller) (context.Context, f
 		return ctx, func() {}
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	ls := &lockedStream{kind: c.Kind, name: c.Name, cancel: cancel}
+	ls := &lockedStream{kind: c.Kind, name: c.Name, hosts: callerHosts(c, ""), cancel: cancel}
+	ctx = context.WithValue(ctx, lockedStreamKey{}, ls)
 	st := &s.lockSt
 	st.streamsMu.Lock()
 	if st.streams == nil {
@@ -243,6 +265,21 @@ func (s *Server) watchLocked(ctx context.Context, c *caller) (context.Context, f
 		st.streamsMu.Unlock()
 		cancel(nil)
 	}
+}
+
+// streamOnHost holds the stream of ctx to host as well, which it named
+// after it opened: a lock on that host that comes later ends it.
+func (s *Server) streamOnHost(ctx context.Context, host string) {
+	ls, ok := ctx.Value(lockedStreamKey{}).(*lockedStream)
+	if !ok || host == "" {
+		return
+	}
+	st := &s.lockSt
+	st.streamsMu.Lock()
+	if !slices.Contains(ls.hosts, host) {
+		ls.hosts = append(ls.hosts, host)
+	}
+	st.streamsMu.Unlock()
 }
 
 // lockedStreamError is the error a stream ended by a lock returns: the
@@ -320,7 +357,7 @@ func (s *Server) lastAdmin(ctx context.Context, user string) (bool, error) {
 		if !rbac.CheckRule(roles, resource.KindLock, verbDelete).Allowed {
 			continue
 		}
-		if l, _ := s.lockOfPrincipal(list, KindUser, u.Metadata.Name, now); l != nil {
+		if l, _ := s.lockOfPrincipal(list, KindUser, u.Metadata.Name, nil, now); l != nil {
 			continue
 		}
 		admins = append(admins, u.Metadata.Name)

@@ -2,6 +2,8 @@ package auth_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -10,7 +12,9 @@ import (
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/auth/authtest"
 	"github.com/wid-project/wid/internal/core/client"
+	"github.com/wid-project/wid/internal/core/issuer"
 	"github.com/wid-project/wid/internal/core/resource"
+	"github.com/wid-project/wid/internal/core/x509pop"
 	"github.com/wid-project/wid/internal/testkit"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -169,4 +173,168 @@ func TestLockingYourselfAsLastAdminIsRefused(t *testing.T) {
 	if _, err := root.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{lockDoc(t, "me", resource.LockTarget{User: "root"}, "testing")}}); err != nil {
 		t.Fatalf("locking yourself with another admin left: %v", err)
 	}
+}
+
+// joinOn joins with token, naming host, and dials as the bot it joined.
+func joinOn(t *testing.T, srv *authtest.Server, token, host string) (*client.Client, *authv1.JoinResponse) {
+	t.Helper()
+	c, err := client.Dial(client.Config{Auth: srv.Addr, CAPin: srv.CAPin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	key, _ := client.NewKey()
+	resp, err := c.Join(context.Background(), &authv1.JoinRequest{Token: token, Csr: mustCSRFor(t, key), Host: host})
+	if err != nil {
+		t.Fatalf("joining on %s: %v", host, err)
+	}
+	return dialJoined(t, srv, key, resp), resp
+}
+
+func mustCSRFor(t *testing.T, key crypto.Signer) []byte {
+	t.Helper()
+	csr, err := client.NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
+
+func dialJoined(t *testing.T, srv *authtest.Server, key crypto.Signer, resp *authv1.JoinResponse) *client.Client {
+	t.Helper()
+	id, err := client.NewIdentity(key, resp.CertChain, resp.HostCa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bot, err := client.Dial(client.Config{Auth: srv.Addr, Identity: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bot.Close() })
+	return bot
+}
+
+// streamEnded waits for s to end and returns its error.
+func streamEnded(t *testing.T, s *stateStream, what string) error {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case <-s.states:
+		case err := <-s.errc:
+			return err
+		case <-deadline:
+			t.Fatalf("%s did not end within 5s", what)
+		}
+	}
+}
+
+// Two agents of one bot on two hosts: a lock on one host ends that
+// agent's stream and refuses its calls, whichever agent spoke last, and
+// leaves the other agent alone; the locked agent does not get out by
+// naming another host.
+func TestHostLockHoldsEachAgentToItsOwnHost(t *testing.T) {
+	srv := authtest.Start(t)
+	ctx := context.Background()
+	admin := srv.AdminClient(t)
+	create(t, srv, agentRole(t, "fleet", []string{"prod"}, nil, time.Hour))
+	if _, err := admin.CreateBot(ctx, &authv1.CreateBotRequest{Name: "fleet", Roles: []string{"fleet"}}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := admin.CreateJoinToken(ctx, &authv1.CreateJoinTokenRequest{Bot: "fleet", Uses: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := joinOn(t, srv, tok.Token, "node-a")
+	b, _ := joinOn(t, srv, tok.Token, "node-b")
+	sa := watch(t, a, "node-a")
+	sa.next(t, 5*time.Second)
+	// node-b speaks last.
+	sb := watch(t, b, "node-b")
+	sb.next(t, 5*time.Second)
+
+	createLock(t, admin, "node-a-out", resource.LockTarget{Host: "node-a"}, "disk stolen")
+	err = streamEnded(t, sa, "the stream of the agent on the locked host")
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "disk stolen") {
+		t.Fatalf("the stream of the agent on the locked host ended with %v, want the lock's refusal", err)
+	}
+	renew := func(c *client.Client) (*authv1.RenewBotCertResponse, error) {
+		key, _ := client.NewKey()
+		return c.RenewBotCert(ctx, &authv1.RenewBotCertRequest{Csr: mustCSRFor(t, key)})
+	}
+	wantLocked(t, "a call of the agent on the locked host", "node-a-out", "disk stolen", func() error {
+		_, err := renew(a)
+		return err
+	})
+	wantLocked(t, "the locked agent naming another host", "node-a-out", "disk stolen", func() error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		s, err := a.WatchAgent(ctx, &authv1.WatchAgentRequest{Host: "node-a-renamed"})
+		if err != nil {
+			return err
+		}
+		_, err = s.Recv()
+		return err
+	})
+
+	// The other agent of the bot goes on, and its renewal keeps its host.
+	select {
+	case err := <-sb.errc:
+		t.Fatalf("the stream of the agent on the other host ended: %v", err)
+	default:
+	}
+	resp, err := renew(b)
+	if err != nil {
+		t.Fatalf("the agent on the other host is refused: %v", err)
+	}
+	cert, err := x509.ParseCertificate(resp.CertChain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := issuer.HostFromCert(cert); h != "node-b" {
+		t.Fatalf("the renewed certificate is for host %q, want node-b", h)
+	}
+}
+
+// An x509pop agent's host is its certificate's, x509pop/<fingerprint>: a
+// lock on that host is valid and refuses the agent, whatever host it
+// names.
+func TestHostLockHoldsX509PopAgent(t *testing.T) {
+	srv, ca := x509PopSetup(t, "cn=node-1")
+	now := time.Now()
+	m := ca.Issue(t, "node-1", nil, now.Add(-time.Minute), now.Add(time.Hour))
+	c, err := client.Dial(client.Config{Auth: srv.Addr, CAPin: srv.CAPin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	key, _ := client.NewKey()
+	csr := mustCSRFor(t, key)
+	ch, err := c.JoinChallenge(ctx, &authv1.JoinChallengeRequest{Token: "nodes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := x509pop.Sign(m.Key, x509pop.Message(ch.Challenge, csr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Join(ctx, &authv1.JoinRequest{Token: "nodes", Csr: csr, Host: "claimed-host", JoinMethod: "x509pop",
+		X509Chain: [][]byte{m.Cert.Raw}, Challenge: ch.Challenge, ChallengeSignature: sig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bot := dialJoined(t, srv, key, resp)
+	host := x509pop.HostName(m.Cert)
+	createLock(t, srv.AdminClient(t), "node-1-out", resource.LockTarget{Host: host}, "decommissioned")
+	wantLocked(t, "the x509pop agent on a locked host", "node-1-out", "decommissioned", func() error {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		s, err := bot.WatchAgent(ctx, &authv1.WatchAgentRequest{Host: "claimed-host"})
+		if err != nil {
+			return err
+		}
+		_, err = s.Recv()
+		return err
+	})
 }

@@ -146,16 +146,23 @@ func agentHost(h string) string {
 	return h
 }
 
-// rememberAgentHost records where bot's agent runs; "" keeps what is known.
-func (s *Server) rememberAgentHost(bot, host string) {
-	if host != "" {
-		s.agentHosts.Store(bot, host)
+// rememberLegacyHost records the host named by the WatchAgent stream of
+// a bot certificate that carries none (issued before hosts were written
+// into certificates), so that the calls made with it, and its renewal,
+// are held to that host on this replica; the returned function forgets it
+// when the stream ends.
+func (s *Server) rememberLegacyHost(c *caller, host string) func() {
+	if c.Host != "" || host == "" || c.Serial == "" {
+		return func() {}
 	}
+	s.legacyHosts.Store(c.Serial, host)
+	return func() { s.legacyHosts.CompareAndDelete(c.Serial, host) }
 }
 
-// agentHostOf is the host bot's agent last named, or "".
-func (s *Server) agentHostOf(bot string) string {
-	if h, ok := s.agentHosts.Load(bot); ok {
+// legacyHostOf is the host recorded by rememberLegacyHost for a
+// certificate serial, or "".
+func (s *Server) legacyHostOf(serial string) string {
+	if h, ok := s.legacyHosts.Load(serial); ok {
 		return h.(string)
 	}
 	return ""
@@ -193,11 +200,16 @@ func (s *Server) WatchAgent(req *authv1.WatchAgentRequest, stream authv1.AuthSer
 		return err
 	}
 	host := agentHost(req.Host)
-	s.rememberAgentHost(c.Name, host)
-	// The host is known only now: a lock on it refuses the stream.
-	if err := s.refuseLocked(ctx, c.Kind, c.Name, c.RemoteAddr, "/wid.auth.v1.AuthService/WatchAgent"); err != nil {
+	// The stream is held to the host its certificate was issued for, and
+	// to the one it names too: a lock on either refuses it, now and when
+	// one comes.
+	// The stream is registered on the host before the check, so that a
+	// lock made in between still ends it.
+	s.streamOnHost(ctx, host)
+	if err := s.refuseLockedOn(ctx, c, host, "/wid.auth.v1.AuthService/WatchAgent"); err != nil {
 		return err
 	}
+	defer s.rememberLegacyHost(c, host)()
 	defer s.agents.Connect(ctx, c.Name, host)()
 	w := &agentStream{s: s, stream: stream, bot: c.Name, host: host}
 	if s.agentLog == nil {

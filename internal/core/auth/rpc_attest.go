@@ -135,10 +135,12 @@ func (s *Server) RecordAttestations(ctx context.Context, req *authv1.RecordAttes
 		return nil, status.Errorf(codes.InvalidArgument, "the request holds %d attestations, over the limit of %d per call: split it", n, MaxAttestations)
 	}
 	host := agentHost(req.Host)
+	if err := s.refuseLockedOn(ctx, c, host, "/wid.auth.v1.AuthService/RecordAttestations"); err != nil {
+		return nil, err
+	}
 	if err := s.checkAttestations(ctx, c, host, req.Attestations); err != nil {
 		return nil, err
 	}
-	s.rememberAgentHost(c.Name, host)
 	ids := make([]string, len(req.Attestations))
 	for i, a := range req.Attestations {
 		ids[i] = a.Id

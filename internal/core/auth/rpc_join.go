@@ -304,7 +304,10 @@ func (s *Server) joined(ctx context.Context, req *authv1.JoinRequest, bot string
 	if err != nil {
 		return nil, storeError("bot/"+bot, err)
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: bot, Generation: gen})
+	// The certificate carries the host the join attested (the x509pop
+	// certificate's, the kubernetes node, or the one named with a secret
+	// token), which host locks hold the bot's calls to.
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: bot, Generation: gen, Host: agentHost(req.Host)})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the bot certificate: %v", err)
 	}
@@ -334,7 +337,8 @@ func (s *Server) RenewBotCert(ctx context.Context, req *authv1.RenewBotCertReque
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: c.Name, Generation: c.Generation})
+	// The host goes on with the renewal, as the generation does.
+	cert, err := s.issuer.SignInternalCert(issuer.InternalParams{CA: ca.TypeHost, PublicKey: pub, TTL: BotCertTTL, Kind: KindBot, Name: c.Name, Generation: c.Generation, Host: c.Host})
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "issuing the bot certificate: %v", err)
 	}

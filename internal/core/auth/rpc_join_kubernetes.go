@@ -90,6 +90,10 @@ func (s *Server) joinKubernetes(ctx context.Context, req *authv1.JoinRequest) (*
 	}
 	if sa.NodeName != "" {
 		details["node"] = sa.NodeName
+		// The node the token names is the host, not what the agent
+		// says: host locks and the audit log hold to what the cluster
+		// vouched for.
+		req.Host = sa.NodeName
 	}
 	if !k.Allows(sa.Namespace, sa.Name) {
 		details["check"] = "allow"

@@ -158,7 +158,9 @@ func (s *Server) IssueWorkloadSVIDs(ctx context.Context, req *authv1.IssueWorklo
 	if err != nil {
 		return nil, storeError(resource.KindWorkloadIdentity, err)
 	}
-	host := s.agentHostOf(c.Name)
+	// The host of the caller's own certificate: another agent of the same
+	// bot may run elsewhere.
+	host := c.Host
 	results := make([]*authv1.WorkloadSVIDResult, n)
 	events := make([]audit.Event, n)
 	// Signing is CPU-bound: spread the items over every CPU.

@@ -174,9 +174,9 @@ type Server struct {
 	// that would otherwise hold up a graceful stop.
 	stopping chan struct{}
 	stopOnce sync.Once
-	// agentHosts maps a bot's name to the host its agent last named, for
-	// audit events of calls that carry no host.
-	agentHosts sync.Map
+	// legacyHosts maps the serial of a bot certificate that carries no
+	// host to the host its open WatchAgent stream named (rememberLegacyHost).
+	legacyHosts sync.Map
 	// attestations remembers recently recorded attestation ids.
 	attestations *recentIDs
 	// agents follows what each agent holds, for CA rotations.

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net"
@@ -44,7 +45,20 @@ type InternalParams struct {
 	// certificate is for, so that one issued before a reset or a removal
 	// and re-creation stops working; see GenerationFromCert.
 	Generation string
+	// Host is, for a bot, the host its join attested (the x509pop
+	// certificate's, the kubernetes node, or the one named with the token).
+	// It travels with the certificate, so that host locks hold on each
+	// agent of a bot by its own host, on every replica and after restarts;
+	// see HostFromCert.
+	Host string
 }
+
+// oidHost is the COSINE "host" attribute (RFC 1274): the host a bot's
+// certificate was issued for, in its subject.
+var oidHost = asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 9}
+
+// MaxHostLength bounds the host a certificate carries, as DNS bounds names.
+const MaxHostLength = 253
 
 // allowedCAs says which CA may sign each kind. Servers only get host
 // certificates and users only user certificates, so that a certificate from
@@ -84,6 +98,9 @@ func (i *Issuer) SignInternalCert(p InternalParams) (*x509.Certificate, error) {
 	case ttl == 0:
 		ttl = DefaultInternalTTL
 	}
+	if p.Host != "" && (p.Kind != KindBot || len(p.Host) > MaxHostLength) {
+		return nil, fmt.Errorf("a host of %d bytes cannot go in a %s certificate: only bots have one, of at most %d bytes", len(p.Host), p.Kind, MaxHostLength)
+	}
 	var eku []x509.ExtKeyUsage
 	if p.Kind == KindServer {
 		if len(p.DNSNames) == 0 && len(p.IPs) == 0 {
@@ -112,6 +129,7 @@ func (i *Issuer) SignInternalCert(p InternalParams) (*x509.Certificate, error) {
 		// The subject's serialNumber attribute tells apart entities
 		// of the same name, which is what a generation is.
 		SerialNumber: p.Generation,
+		ExtraNames:   hostAttribute(p.Host),
 	}
 	tmpl.ExtKeyUsage = eku
 	tmpl.URIs = []*url.URL{id.URL()}
@@ -152,6 +170,26 @@ func IdentityFromCert(cert *x509.Certificate) (kind, name string, err error) {
 		return "", "", fmt.Errorf("certificate subject does not match its URI SAN %s", id)
 	}
 	return kind, name, nil
+}
+
+func hostAttribute(host string) []pkix.AttributeTypeAndValue {
+	if host == "" {
+		return nil
+	}
+	return []pkix.AttributeTypeAndValue{{Type: oidHost, Value: host}}
+}
+
+// HostFromCert returns the host SignInternalCert wrote into a bot's
+// certificate, or "" for one issued without it.
+func HostFromCert(cert *x509.Certificate) string {
+	for _, a := range cert.Subject.Names {
+		if a.Type.Equal(oidHost) {
+			if h, ok := a.Value.(string); ok {
+				return h
+			}
+		}
+	}
+	return ""
 }
 
 // GenerationFromCert returns the holder's generation written by

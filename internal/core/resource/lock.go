@@ -104,7 +104,7 @@ func (l *Lock) Validate() error {
 		}
 	}
 	if t.Host != "" {
-		if len(t.Host) > maxHost || strings.ContainsAny(t.Host, " \t\r\n/") {
+		if len(t.Host) > maxHost || strings.ContainsAny(t.Host, " \t\r\n") || (strings.Contains(t.Host, "/") && !isX509PopHost(t.Host)) {
 			return fieldErrorf(res, "spec.target.host", "%s is not a host name: give the host name its agent reports, as the agent list shows it", quote(t.Host))
 		}
 	}
@@ -121,6 +121,22 @@ func (l *Lock) Validate() error {
 		return fieldErrorf(res, "spec.reason", "is %d bytes long, over the limit of %d: shorten it", len(l.Spec.Reason), MaxLockReason)
 	}
 	return nil
+}
+
+// isX509PopHost reports whether h is the host of an x509pop agent:
+// x509pop/ and the certificate's SHA-256 in lowercase hex, the one form of
+// host with a slash.
+func isX509PopHost(h string) bool {
+	fp, ok := strings.CutPrefix(h, "x509pop/")
+	if !ok || len(fp) != 64 {
+		return false
+	}
+	for _, r := range fp {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
+	}
+	return true
 }
 
 func validateLockSPIFFEID(s string) error {

@@ -25,6 +25,10 @@ func TestLockValidate(t *testing.T) {
 		{"long reason", lock(LockTarget{Bot: "a"}, strings.Repeat("x", MaxLockReason+1)), "over the limit"},
 		{"bad bot", lock(LockTarget{Bot: "A B"}, "why"), "spec.target.bot"},
 		{"bad host", lock(LockTarget{Host: "a b"}, "why"), "not a host name"},
+		{"x509pop host", lock(LockTarget{Host: "x509pop/" + strings.Repeat("0a", 32)}, "why"), ""},
+		{"x509pop host, short", lock(LockTarget{Host: "x509pop/0a"}, "why"), "not a host name"},
+		{"x509pop host, upper case", lock(LockTarget{Host: "x509pop/" + strings.Repeat("0A", 32)}, "why"), "not a host name"},
+		{"other slash", lock(LockTarget{Host: "a/b"}, "why"), "not a host name"},
 		{"whole trust domain", lock(LockTarget{SPIFFEID: "spiffe://example.org"}, "why"), "whole trust domain"},
 		{"not an id", lock(LockTarget{SPIFFEID: "web"}, "why"), "neither a SPIFFE ID nor its path"},
 	} {
