@@ -338,3 +338,27 @@ func TestHostLockHoldsX509PopAgent(t *testing.T) {
 		return err
 	})
 }
+
+// A locked user cannot log in: the refusal names the lock once the
+// password is right, and a wrong password says nothing of the lock.
+func TestLockedUserCannotLogIn(t *testing.T) {
+	srv := authtest.Start(t)
+	invite := addUser(t, srv, time.Hour)
+	if _, err := login(t, srv, &authv1.LoginRequest{User: "alice", Invite: invite, Password: alicePassword}); err != nil {
+		t.Fatal(err)
+	}
+	createLock(t, srv.AdminClient(t), "alice-out", resource.LockTarget{User: "alice"}, "left the team")
+	_, err := login(t, srv, &authv1.LoginRequest{User: "alice", Password: alicePassword})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "left the team") {
+		t.Fatalf("a locked user's login: got %v, want the lock's refusal", err)
+	}
+	wantNext(t, err, authv1.NextLiftLock, "alice-out")
+	_, err = login(t, srv, &authv1.LoginRequest{User: "alice", Password: "wrong horse battery"})
+	if err == nil || strings.Contains(status.Convert(err).Message(), "alice-out") {
+		t.Fatalf("a wrong password of a locked user: got %v, want the usual refusal", err)
+	}
+	logins := auditTypes(t, srv, "user.login")
+	if len(logins) != 1 {
+		t.Fatalf("user.login events = %d, want only the first login", len(logins))
+	}
+}

@@ -370,6 +370,11 @@ func (s *Server) Login(ctx context.Context, req *authv1.LoginRequest) (*authv1.L
 		return nil, s.loginFailed(ctx, name, known, source, reason)
 	}
 
+	// Only once the password (and TOTP) passed: a lock's refusal says
+	// who is locked, which a guesser must not learn.
+	if err := s.refuseLocked(ctx, &caller{Kind: KindUser, Name: name, RemoteAddr: callerFrom(ctx).RemoteAddr}, "/wid.auth.v1.AuthService/Login"); err != nil {
+		return nil, err
+	}
 	roles, err := s.res.roles(ctx, u.Spec.Roles)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "loading the roles of user %q: %v", name, err)
