@@ -5,10 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	authv1 "github.com/wid-project/wid/api/auth/v1"
 	"github.com/wid-project/wid/internal/core/issuer"
+	"github.com/wid-project/wid/internal/core/login"
 	"github.com/wid-project/wid/internal/core/resource"
 	"github.com/wid-project/wid/internal/core/store"
 	"github.com/wid-project/wid/internal/core/x509pop"
@@ -27,11 +29,33 @@ func x509PopJoinRefused() string {
 	return "the x509pop join was refused: check the join token name and that the certificate is one the token admits"
 }
 
+// machineCertProblem says why leaf may not prove a machine's identity, or
+// is "": it must be an end-entity certificate, and the key usages it
+// declares, if any, must let it sign (digitalSignature) and authenticate a
+// client (clientAuth; anyExtendedKeyUsage alone is not enough).
+func machineCertProblem(leaf *x509.Certificate) string {
+	if leaf.IsCA {
+		return "the certificate is a CA certificate: join with the machine's own end-entity certificate"
+	}
+	if leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		return "the certificate's key usage does not include digitalSignature, which signing the challenge needs"
+	}
+	if (len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return "the certificate's extended key usage does not include clientAuth, which a machine certificate for joining needs"
+	}
+	return ""
+}
+
 // JoinChallenge hands out a challenge for an x509pop join. It keeps no
 // state and says nothing about whether the token exists.
 func (s *Server) JoinChallenge(ctx context.Context, req *authv1.JoinChallengeRequest) (*authv1.JoinChallengeResponse, error) {
 	if err := resource.ValidateName(req.Token); err != nil {
 		return nil, refusal(codes.InvalidArgument, "an x509pop challenge is for a named join token", authv1.NextX509PopTokenName)
+	}
+	// Each challenge may take a slot among the answered ones until it
+	// expires: a source gets them at a bounded rate.
+	if !s.popChallenges.AllowSource(login.Source(callerFrom(ctx).RemoteAddr)) {
+		return nil, status.Error(codes.ResourceExhausted, "too many x509pop challenges from your address: wait a few seconds and join again")
 	}
 	ch, exp, err := s.popChallenges.Issue(req.Token)
 	if err != nil {
@@ -52,6 +76,12 @@ func (s *Server) joinX509Pop(ctx context.Context, req *authv1.JoinRequest) (*aut
 	if req.ServiceAccountToken != "" {
 		return nil, s.joinDenied(ctx, req, "", name, "a service-account token was sent with an x509pop join",
 			"a service-account token is only for the kubernetes join method")
+	}
+	// Before the token is looked up, so that the answer is the same for
+	// a token that exists and one that does not.
+	if len(req.X509Chain) == 0 {
+		return nil, s.joinDeniedWith(ctx, req, "", name, "no certificate was sent", "the x509pop join was refused: no certificate was sent: pass --cert FILE",
+			map[string]string{"check": "certificate"})
 	}
 	refused := x509PopJoinRefused()
 	v, err := s.res.get(ctx, resource.KindJoinToken, name)
@@ -85,9 +115,6 @@ func (s *Server) joinX509Pop(ctx context.Context, req *authv1.JoinRequest) (*aut
 		details["check"] = check
 		return s.joinDeniedWith(ctx, req, bot, name, reason, "the x509pop join was refused: "+reason, details)
 	}
-	if len(req.X509Chain) == 0 {
-		return nil, deny("certificate", "no certificate was sent: pass --cert FILE", nil)
-	}
 	chain := make([]*x509.Certificate, len(req.X509Chain))
 	for i, der := range req.X509Chain {
 		if chain[i], err = x509.ParseCertificate(der); err != nil {
@@ -102,7 +129,10 @@ func (s *Server) joinX509Pop(ctx context.Context, req *authv1.JoinRequest) (*aut
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "join token %s holds an unusable CA bundle: %v", name, err)
 	}
-	opts := x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	if reason := machineCertProblem(leaf); reason != "" {
+		return nil, deny("usage", reason, details)
+	}
+	opts := x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(), CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	for _, r := range roots {
 		opts.Roots.AddCert(r)
 	}
@@ -126,14 +156,16 @@ func (s *Server) joinX509Pop(ctx context.Context, req *authv1.JoinRequest) (*aut
 	if err := x509pop.Verify(leaf, x509pop.Message(req.Challenge, req.Csr), req.ChallengeSignature); err != nil {
 		return nil, deny("signature", "the challenge signature does not verify with the certificate's public key: the key does not match the certificate, or it signed another challenge", details)
 	}
+	// Before the challenge is redeemed: a certificate the token does not
+	// admit must not take a slot among the answered challenges.
+	if !pop.Allows(leaf) {
+		return nil, deny("allow", "the certificate ("+leaf.Subject.String()+") is not on the join token's allow list", details)
+	}
 	if err := s.popChallenges.Redeem(req.Challenge, name); err != nil {
 		if errors.Is(err, x509pop.ErrBusy) {
 			return nil, status.Error(codes.ResourceExhausted, err.Error())
 		}
 		return nil, deny("challenge", err.Error(), details)
-	}
-	if !pop.Allows(leaf) {
-		return nil, deny("allow", "the certificate ("+leaf.Subject.String()+") is not on the join token's allow list", details)
 	}
 	// The host is the certificate's, not what the agent says: the audit
 	// log and the agent list name the machine its operator's CA vouched for.

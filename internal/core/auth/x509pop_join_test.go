@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -138,6 +139,13 @@ func TestX509PopJoinRefusals(t *testing.T) {
 	notAllowed := ca.Issue(t, "node-9", nil, now.Add(-time.Minute), now.Add(time.Hour))
 	stranger := x509poptest.NewCA(t, "Someone Else CA").Issue(t, "node-1", nil, now.Add(-time.Minute), now.Add(time.Hour))
 	otherKey := ca.Issue(t, "node-1", nil, now.Add(-time.Minute), now.Add(time.Hour)).Key
+	valid := func(edit func(*x509.Certificate)) *x509poptest.Machine {
+		return ca.IssueWith(t, "node-1", nil, now.Add(-time.Minute), now.Add(time.Hour), edit)
+	}
+	caLeaf := valid(func(c *x509.Certificate) { c.IsCA, c.BasicConstraintsValid = true, true })
+	noSigning := valid(func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageKeyEncipherment })
+	anyEKU := valid(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageAny} })
+	serverOnly := valid(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} })
 
 	var replayed *authv1.JoinRequest
 	if r, err := popJoin(t, srv, good, good.Key, nil); err != nil {
@@ -165,6 +173,10 @@ func TestX509PopJoinRefusals(t *testing.T) {
 		{"forged challenge", good, good.Key, func(r *authv1.JoinRequest) { r.Challenge[0] ^= 1 }, "signature", "the challenge signature does not verify"},
 		{"not on the allow list", notAllowed, notAllowed.Key, nil, "allow", "the certificate (CN=node-9,O=Example) is not on the join token's allow list"},
 		{"no certificate", good, good.Key, func(r *authv1.JoinRequest) { r.X509Chain = nil }, "certificate", "no certificate was sent"},
+		{"a CA certificate", caLeaf, caLeaf.Key, nil, "usage", "the certificate is a CA certificate"},
+		{"no digitalSignature", noSigning, noSigning.Key, nil, "usage", "does not include digitalSignature"},
+		{"anyExtendedKeyUsage alone", anyEKU, anyEKU.Key, nil, "usage", "does not include clientAuth"},
+		{"serverAuth only", serverOnly, serverOnly.Key, nil, "usage", "does not include clientAuth"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(auditTypes(t, srv, "bot.join.denied"))
@@ -186,4 +198,69 @@ func TestX509PopJoinRefusals(t *testing.T) {
 	if n := len(auditTypes(t, srv, "bot.join")); n != 1 {
 		t.Fatalf("bot.join events = %d, want the one good join", n)
 	}
+}
+
+// A join with no certificate gets the same answer whether its token
+// exists or not, so that token names cannot be probed with it.
+func TestX509PopJoinWithoutCertificateSaysNothingOfTheToken(t *testing.T) {
+	srv, ca := x509PopSetup(t, "cn=node-1")
+	now := time.Now()
+	m := ca.Issue(t, "node-1", nil, now.Add(-time.Minute), now.Add(time.Hour))
+	var msgs []string
+	for _, token := range []string{"nodes", "no-such-token"} {
+		_, err := popJoin(t, srv, m, m.Key, func(r *authv1.JoinRequest) { r.Token, r.X509Chain = token, nil })
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("token %s without a certificate: %v, want PermissionDenied", token, err)
+		}
+		msgs = append(msgs, status.Convert(err).Message())
+	}
+	if msgs[0] != msgs[1] {
+		t.Fatalf("an existing token answers %q, an unknown one %q: they must not differ", msgs[0], msgs[1])
+	}
+}
+
+// A certificate the token does not admit does not use up the challenge it
+// signed: it is refused before the challenge is redeemed.
+func TestX509PopRefusedCertificateLeavesChallenge(t *testing.T) {
+	srv, ca := x509PopSetup(t, "cn=node-1")
+	now := time.Now()
+	good := ca.Issue(t, "node-1", nil, now.Add(-time.Minute), now.Add(time.Hour))
+	other := ca.Issue(t, "node-9", nil, now.Add(-time.Minute), now.Add(time.Hour))
+	first, err := popJoin(t, srv, other, other.Key, nil)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a certificate off the allow list: %v", err)
+	}
+	_, err = popJoin(t, srv, good, good.Key, func(r *authv1.JoinRequest) {
+		sig, err := x509pop.Sign(good.Key, x509pop.Message(first.Challenge, r.Csr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Challenge, r.ChallengeSignature = first.Challenge, sig
+	})
+	if err != nil {
+		t.Fatalf("joining with the challenge a refused certificate signed: %v", err)
+	}
+}
+
+// Challenges come at a bounded rate per source address.
+func TestX509PopChallengesAreRateLimited(t *testing.T) {
+	srv := authtest.Start(t)
+	c, err := client.Dial(client.Config{Auth: srv.Addr, CAPin: srv.CAPin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 200 {
+		_, err := c.JoinChallenge(context.Background(), &authv1.JoinChallengeRequest{Token: "nodes"})
+		if status.Code(err) == codes.ResourceExhausted {
+			if i < 5 {
+				t.Fatalf("refused after %d challenges", i)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("200 challenges in a row from one address were all handed out")
 }

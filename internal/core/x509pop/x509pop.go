@@ -6,6 +6,7 @@
 package x509pop
 
 import (
+	"container/heap"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -20,6 +21,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // messagePrefix separates what an agent signs from anything else its key
@@ -95,6 +98,17 @@ const DefaultChallengeTTL = time.Minute
 // flood of joins is refused rather than growing memory.
 const DefaultMaxOutstanding = 100000
 
+// A source (an address, see login.Source) gets challengeSourceRate
+// challenges a second with bursts of challengeSourceBurst: an agent asks
+// one per join, and each challenge can fill one slot of the answered ones
+// until it expires. maxSources bounds the sources followed; past it the
+// table starts over.
+const (
+	challengeSourceRate  = rate.Limit(5)
+	challengeSourceBurst = 20
+	maxSources           = 10000
+)
+
 // Errors of Challenges.Redeem.
 var (
 	ErrChallengeInvalid = errors.New("the challenge was not issued by this auth service, or for another token: ask for a new one")
@@ -116,6 +130,47 @@ type Challenges struct {
 
 	mu   sync.Mutex
 	used map[[nonceLen]byte]time.Time
+	// expiries orders used by expiry, so that pruning looks only at what
+	// expired instead of at every entry.
+	expiries expiryHeap
+
+	sourcesMu sync.Mutex
+	sources   map[string]*rate.Limiter
+}
+
+type usedChallenge struct {
+	nonce [nonceLen]byte
+	exp   time.Time
+}
+
+// expiryHeap is a min-heap of answered challenges by expiry.
+type expiryHeap []usedChallenge
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].exp.Before(h[j].exp) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(usedChallenge)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// AllowSource reports whether source may have another challenge now, by
+// its rate.
+func (c *Challenges) AllowSource(source string) bool {
+	c.sourcesMu.Lock()
+	defer c.sourcesMu.Unlock()
+	if c.sources == nil || len(c.sources) >= maxSources {
+		c.sources = map[string]*rate.Limiter{}
+	}
+	lim, ok := c.sources[source]
+	if !ok {
+		lim = rate.NewLimiter(challengeSourceRate, challengeSourceBurst)
+		c.sources[source] = lim
+	}
+	return lim.AllowN(c.clock(), 1)
 }
 
 // NewChallenges returns Challenges with a fresh random key. clock defaults
@@ -170,16 +225,13 @@ func (c *Challenges) Redeem(ch []byte, token string) error {
 	if _, ok := c.used[n]; ok {
 		return ErrChallengeUsed
 	}
+	for len(c.expiries) > 0 && !now.Before(c.expiries[0].exp) {
+		delete(c.used, heap.Pop(&c.expiries).(usedChallenge).nonce)
+	}
 	if len(c.used) >= c.max {
-		for k, e := range c.used {
-			if !now.Before(e) {
-				delete(c.used, k)
-			}
-		}
-		if len(c.used) >= c.max {
-			return ErrBusy
-		}
+		return ErrBusy
 	}
 	c.used[n] = exp
+	heap.Push(&c.expiries, usedChallenge{nonce: n, exp: exp})
 	return nil
 }

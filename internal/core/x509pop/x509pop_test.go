@@ -80,3 +80,71 @@ func TestSignVerify(t *testing.T) {
 		}
 	}
 }
+
+// Answered challenges are forgotten as they expire, at the next answer,
+// not only once the store is full; a full store refuses until one does.
+func TestAnsweredChallengesAreForgottenAsTheyExpire(t *testing.T) {
+	now := time.Now()
+	c := x509pop.NewChallenges(func() time.Time { return now })
+	x509pop.SetMax(c, 3)
+	redeem := func() error {
+		t.Helper()
+		ch, _, err := c.Issue("nodes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Redeem(ch, "nodes")
+	}
+	for range 2 {
+		if err := redeem(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(x509pop.DefaultChallengeTTL / 2)
+	if err := redeem(); err != nil {
+		t.Fatal(err)
+	}
+	if err := redeem(); !errors.Is(err, x509pop.ErrBusy) {
+		t.Fatalf("redeeming into a full store: %v, want ErrBusy", err)
+	}
+	// The first two expire; the next answer forgets them.
+	now = now.Add(x509pop.DefaultChallengeTTL/2 + time.Second)
+	if err := redeem(); err != nil {
+		t.Fatal(err)
+	}
+	if n := x509pop.Remembered(c); n != 2 {
+		t.Fatalf("remembered %d answered challenges, want 2 (the two unexpired)", n)
+	}
+	// Again with room left: expired ones go even when not needed.
+	now = now.Add(x509pop.DefaultChallengeTTL + time.Second)
+	if err := redeem(); err != nil {
+		t.Fatal(err)
+	}
+	if n := x509pop.Remembered(c); n != 1 {
+		t.Fatalf("remembered %d answered challenges, want 1: expired ones were kept", n)
+	}
+}
+
+// Each source gets challenges at a bounded rate; another source is not
+// held up by it, and the rate comes back with time.
+func TestChallengeRatePerSource(t *testing.T) {
+	now := time.Now()
+	c := x509pop.NewChallenges(func() time.Time { return now })
+	n := 0
+	for c.AllowSource("192.0.2.1") {
+		n++
+		if n > 1000 {
+			t.Fatal("a source got over 1000 challenges at once")
+		}
+	}
+	if n < 5 || n > 100 {
+		t.Fatalf("a source got %d challenges at once, want a burst of tens", n)
+	}
+	if !c.AllowSource("192.0.2.2") {
+		t.Fatal("another source was refused")
+	}
+	now = now.Add(10 * time.Second)
+	if !c.AllowSource("192.0.2.1") {
+		t.Fatal("the source was still refused 10s later")
+	}
+}

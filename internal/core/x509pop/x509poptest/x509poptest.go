@@ -58,6 +58,13 @@ type Machine struct {
 // from notBefore to notAfter.
 func (ca *CA) Issue(t testing.TB, cn string, dns []string, notBefore, notAfter time.Time) *Machine {
 	t.Helper()
+	return ca.IssueWith(t, cn, dns, notBefore, notAfter, nil)
+}
+
+// IssueWith is Issue with edit changing the certificate's template (its
+// key usages, say) before it is signed.
+func (ca *CA) IssueWith(t testing.TB, cn string, dns []string, notBefore, notAfter time.Time, edit func(*x509.Certificate)) *Machine {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +73,9 @@ func (ca *CA) Issue(t testing.TB, cn string, dns []string, notBefore, notAfter t
 		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn, Organization: []string{"Example"}},
 		DNSNames: dns, NotBefore: notBefore, NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if edit != nil {
+		edit(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
