@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -125,12 +126,14 @@ func (s *Server) issuedCerts(ctx context.Context, q certQuery) ([]revocation, er
 // now, and those that joined or connected from it within a day.
 func (s *Server) botsOnHost(ctx context.Context, host string) ([]string, error) {
 	set := map[string]bool{}
-	s.agentHosts.Range(func(k, v any) bool {
-		if v.(string) == host {
-			set[k.(string)] = true
+	// The open streams here held to that host (see lockedStream).
+	s.lockSt.streamsMu.Lock()
+	for ls := range s.lockSt.streams {
+		if ls.kind == KindBot && slices.Contains(ls.hosts, host) {
+			set[ls.name] = true
 		}
-		return true
-	})
+	}
+	s.lockSt.streamsMu.Unlock()
 	rows, err := s.db.QueryAudit(ctx, store.AuditFilter{Types: []string{audit.TypeJoin, audit.TypeAgentConnect}, Since: s.clock().Add(-issuedWindow)})
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/wid-project/wid/internal/core/audit"
 	"github.com/wid-project/wid/internal/core/rbac"
 	"github.com/wid-project/wid/internal/core/resource"
@@ -103,6 +104,14 @@ func (s *Server) checkResourceGrantable(ctx context.Context, v resource.Resource
 	case *resource.WorkloadIdentity:
 		what = "write " + ref
 		target = []*resource.Role{workloadIssuanceRole(t)}
+	case *resource.Lock:
+		// A SPIFFE ID lock takes SVIDs away from their workloads: only
+		// who may issue them may.
+		if t.Spec.Target.SPIFFEID == "" {
+			return nil
+		}
+		what = "lock " + t.Spec.Target.SPIFFEID
+		target = []*resource.Role{spiffeReachRole(ref, lockPath(t.Spec.Target.SPIFFEID))}
 	default:
 		return nil
 	}
@@ -110,6 +119,41 @@ func (s *Server) checkResourceGrantable(ctx context.Context, v resource.Resource
 		return err
 	}
 	return s.checkGrantable(ctx, what, ref, target)
+}
+
+// spiffeReachRole is what acting on the SVIDs of every ID in paths takes
+// (revoking them, locking them), as a role: their paths and those under
+// them.
+func spiffeReachRole(name string, paths ...string) *resource.Role {
+	var grants []resource.SPIFFEGrant
+	for _, p := range paths {
+		grants = append(grants, resource.SPIFFEGrant{Path: p}, resource.SPIFFEGrant{Path: strings.TrimSuffix(p, "/") + "/**"})
+	}
+	return &resource.Role{
+		Header: resource.Header{Kind: resource.KindRole, Version: resource.V1, Metadata: resource.Metadata{Name: name}},
+		Spec:   resource.RoleSpec{Allow: resource.RoleConditions{SPIFFE: grants}},
+	}
+}
+
+// lockPath is the SPIFFE path a lock target (an ID or its path) names.
+func lockPath(target string) string {
+	if strings.HasPrefix(target, "/") {
+		return target
+	}
+	if id, err := spiffeid.FromString(target); err == nil {
+		return id.Path()
+	}
+	return target
+}
+
+// checkSPIFFEReach refuses, and audits naming the grant it lacks, a caller
+// whose SPIFFE grants do not cover every ID of ids: what names the act.
+func (s *Server) checkSPIFFEReach(ctx context.Context, what, ref string, ids ...string) error {
+	paths := make([]string, 0, len(ids))
+	for _, id := range ids {
+		paths = append(paths, lockPath(id))
+	}
+	return s.checkGrantable(ctx, what, ref, []*resource.Role{spiffeReachRole(ref, paths...)})
 }
 
 // workloadIssuanceRole is what issuing a workload identity takes, as a role: its

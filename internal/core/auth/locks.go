@@ -319,10 +319,9 @@ func (s *Server) checkLockResource(ctx context.Context, v resource.Resource) err
 			return status.Errorf(codes.InvalidArgument, "lock %s expires at %s, which has passed: give a time in the future", l.Metadata.Name, l.Spec.Expires.UTC().Format(time.RFC3339))
 		}
 	}
+	// Whatever the request said: the creator is who made the call.
 	c := callerFrom(ctx)
-	if l.Spec.CreatedBy == "" {
-		l.Spec.CreatedBy = c.Actor(s)
-	}
+	l.Spec.CreatedBy = c.Actor(s)
 	if t := l.Spec.Target.User; t != "" && c.Kind == KindUser && t == c.Name {
 		last, err := s.lastAdmin(ctx, t)
 		if err != nil {

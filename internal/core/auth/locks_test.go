@@ -362,3 +362,96 @@ func TestLockedUserCannotLogIn(t *testing.T) {
 		t.Fatalf("user.login events = %d, want only the first login", len(logins))
 	}
 }
+
+// teamRole grants paths and lets its holder revoke SVIDs and make and read
+// locks.
+func teamRole(paths ...string) resource.RoleSpec {
+	spec := grant(paths...)
+	spec.Allow.Rules = []resource.Rule{
+		{Resources: []string{resource.ResourceSVID}, Verbs: []string{"delete"}},
+		{Resources: []string{resource.KindLock}, Verbs: []string{"create", "read", "list"}},
+	}
+	return spec
+}
+
+// Revoking SVIDs and locking a SPIFFE ID take a SPIFFE grant that covers
+// it: a team's role reaches its own workloads only, and the refusal is
+// audited naming the path no grant covers.
+func TestRevokeAndLockStayWithinSPIFFEGrants(t *testing.T) {
+	srv := authtest.Start(t)
+	ctx := context.Background()
+	web := loggedInUser(t, srv, "web", teamRole("/svc/web/**"))
+	other := loggedInUser(t, srv, "other", teamRole("/team/b/**"))
+	svid, err := web.SignX509SVID(ctx, &authv1.SignX509SVIDRequest{SpiffeId: "/svc/web/api", Csr: mustCSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(svid.CertChain[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := cert.SerialNumber.Text(16)
+	id := "spiffe://" + srv.TrustDomain + "/svc/web/api"
+	lock := lockDoc(t, "web-out", resource.LockTarget{SPIFFEID: "/svc/web/api"}, "key leaked")
+
+	before := len(auditTypes(t, srv, "access.denied"))
+	for what, call := range map[string]func() error{
+		"revoking by SPIFFE ID": func() error {
+			_, err := other.RevokeX509SVID(ctx, &authv1.RevokeX509SVIDRequest{SpiffeId: id, Reason: "test"})
+			return err
+		},
+		"revoking by serial": func() error {
+			_, err := other.RevokeX509SVID(ctx, &authv1.RevokeX509SVIDRequest{Serial: serial, Reason: "test"})
+			return err
+		},
+		"locking the SPIFFE ID": func() error {
+			_, err := other.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{lock}})
+			return err
+		},
+	} {
+		err := call()
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "/svc/web") ||
+			!strings.Contains(status.Convert(err).Message(), "none of your grants covers") {
+			t.Fatalf("%s outside the caller's grants: %v, want a refusal naming the path no grant covers", what, err)
+		}
+	}
+	if n := len(auditTypes(t, srv, "access.denied")) - before; n != 3 {
+		t.Fatalf("%d refusals audited, want 3", n)
+	}
+
+	// Within its grants, the team does both.
+	if _, err := web.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{lock}}); err != nil {
+		t.Fatalf("locking within the caller's grants: %v", err)
+	}
+	if _, err := web.RevokeX509SVID(ctx, &authv1.RevokeX509SVIDRequest{Serial: serial, Reason: "test"}); err != nil {
+		t.Fatalf("revoking within the caller's grants: %v", err)
+	}
+}
+
+// A lock's creator is who made it, whatever the request says.
+func TestLockCreatorCannotBeForged(t *testing.T) {
+	srv := authtest.Start(t)
+	ctx := context.Background()
+	web := loggedInUser(t, srv, "web", teamRole("/svc/web/**"))
+	b, err := json.Marshal(&resource.Lock{
+		Header: resource.Header{Kind: resource.KindLock, Version: resource.V1, Metadata: resource.Metadata{Name: "forged"}},
+		Spec:   resource.LockSpec{Target: resource.LockTarget{SPIFFEID: "/svc/web/api"}, Reason: "why", CreatedBy: "alice"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := web.CreateResource(ctx, &authv1.CreateResourceRequest{Resources: [][]byte{b}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := web.GetResource(ctx, &authv1.GetResourceRequest{Kind: resource.KindLock, Name: "forged"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l resource.Lock
+	if err := json.Unmarshal(got.Resource, &l); err != nil {
+		t.Fatal(err)
+	}
+	if l.Spec.CreatedBy != "web" {
+		t.Fatalf("the lock's created_by is %q, want web, who made it", l.Spec.CreatedBy)
+	}
+}

@@ -178,6 +178,18 @@ func (s *Server) RevokeX509SVID(ctx context.Context, req *authv1.RevokeX509SVIDR
 	if err != nil {
 		return nil, storeError("the issued SVIDs", err)
 	}
+	// Revoking takes SVIDs away from their workloads: only who may issue
+	// them may.
+	ids := []string{id}
+	if serial != "" {
+		ids = ids[:0]
+		for _, r := range issued {
+			ids = append(ids, r.SPIFFEID)
+		}
+	}
+	if err := s.checkSPIFFEReach(ctx, "revoke "+what, "svid/"+serial+id, ids...); err != nil {
+		return nil, err
+	}
 	// Revoking a SPIFFE ID also refuses its JWT-SVIDs issued until now,
 	// on every agent, until the last of them expires.
 	var jwt *jwtRevocation
