@@ -102,8 +102,6 @@ func (d Document) UpstreamMode() UpstreamMode {
 // upstreamAAD binds the sealed upstream key to the spiffe CA's upstream slot.
 var upstreamAAD = []byte("wid/ca/v1\x00spiffe\x00upstream")
 
-func pendingAAD(id string) []byte { return keyAAD(TypeSPIFFE, id) }
-
 func (u *Upstream) validate() error {
 	if _, err := x509.ParseCertificate(u.Cert); err != nil {
 		return fmt.Errorf("upstream certificate: %w", err)
