@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,41 +93,13 @@ type crlCache struct {
 }
 
 // issuedX509 returns the unexpired X509-SVIDs the audit log records, of id
-// when it is set, by serial.
+// when it is set, by serial when it is set.
 func (s *Server) issuedX509(ctx context.Context, id, serial string) ([]revocation, error) {
-	now := s.clock()
-	rows, err := s.db.QueryAudit(ctx, store.AuditFilter{
-		Types: []string{audit.TypeX509SVIDIssued}, SPIFFEID: id,
-		// No X509-SVID lives longer than MaxSVIDTTL.
-		Since: now.Add(-resource.MaxSVIDTTL - time.Minute),
-	})
-	if err != nil {
-		return nil, err
+	q := certQuery{types: []string{audit.TypeX509SVIDIssued}, id: id}
+	if serial != "" {
+		q.keep = func(ev *audit.Event) bool { return ev.Serial == serial }
 	}
-	var out []revocation
-	for _, row := range rows {
-		var ev audit.Event
-		if err := json.Unmarshal(row.Data, &ev); err != nil || ev.Serial == "" {
-			continue
-		}
-		if serial != "" && ev.Serial != serial {
-			continue
-		}
-		// The event is recorded after signing: its time plus the TTL is at
-		// or after the certificate's notAfter.
-		notAfter := ev.Time.Add(time.Duration(ev.TTLSeconds) * time.Second)
-		var keyID string
-		if der, err := base64.StdEncoding.DecodeString(ev.Details[audit.DetailCertificate]); err == nil && len(der) > 0 {
-			if cert, err := x509.ParseCertificate(der); err == nil {
-				keyID, notAfter = hex.EncodeToString(cert.AuthorityKeyId), cert.NotAfter
-			}
-		}
-		if !notAfter.After(now) {
-			continue
-		}
-		out = append(out, revocation{Serial: ev.Serial, SPIFFEID: ev.SPIFFEID, NotAfter: notAfter, CAKeyID: keyID})
-	}
-	return out, nil
+	return s.issuedCerts(ctx, q)
 }
 
 // normalizeSerial takes a serial as people copy it (hex, with or without
