@@ -21,8 +21,10 @@ import (
 	"github.com/wid-project/wid/internal/core/kubejoin"
 	"github.com/wid-project/wid/internal/core/resource"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -40,6 +42,8 @@ type objects struct {
 	daemonSets          map[string]*appsv1.DaemonSet
 	clusterRoles        map[string]*rbacv1.ClusterRole
 	clusterRoleBindings map[string]*rbacv1.ClusterRoleBinding
+	csiDrivers          map[string]*storagev1.CSIDriver
+	jobs                map[string]*batchv1.Job
 }
 
 // strictDecode decodes YAML as the API server does with strict field
@@ -77,6 +81,12 @@ func (o *objects) add(obj any) *metav1.ObjectMeta {
 		return &v.ObjectMeta
 	case *appsv1.DaemonSet:
 		o.daemonSets[v.Name] = v
+		return &v.ObjectMeta
+	case *storagev1.CSIDriver:
+		o.csiDrivers[v.Name] = v
+		return &v.ObjectMeta
+	case *batchv1.Job:
+		o.jobs[v.Name] = v
 		return &v.ObjectMeta
 	case *rbacv1.ClusterRole:
 		o.clusterRoles[v.Name] = v
@@ -128,6 +138,7 @@ func decode(t *testing.T, dir string) *objects {
 		services: map[string]*corev1.Service{}, configMaps: map[string]*corev1.ConfigMap{},
 		statefulSets: map[string]*appsv1.StatefulSet{}, daemonSets: map[string]*appsv1.DaemonSet{},
 		clusterRoles: map[string]*rbacv1.ClusterRole{}, clusterRoleBindings: map[string]*rbacv1.ClusterRoleBinding{},
+		csiDrivers: map[string]*storagev1.CSIDriver{}, jobs: map[string]*batchv1.Job{},
 	}
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil || len(files) == 0 {
@@ -162,6 +173,10 @@ func decode(t *testing.T, dir string) *objects {
 				obj = &rbacv1.ClusterRole{}
 			case "rbac.authorization.k8s.io/v1 ClusterRoleBinding":
 				obj = &rbacv1.ClusterRoleBinding{}
+			case "storage.k8s.io/v1 CSIDriver":
+				obj = &storagev1.CSIDriver{}
+			case "batch/v1 Job":
+				obj = &batchv1.Job{}
 			default:
 				t.Fatalf("%s: %s %s is a kind this test does not know: add it", where, tm.APIVersion, tm.Kind)
 			}
@@ -172,7 +187,7 @@ func decode(t *testing.T, dir string) *objects {
 			if meta.Name == "" {
 				t.Errorf("%s: %s has no name", where, tm.Kind)
 			}
-			clusterScoped := tm.Kind == "Namespace" || strings.HasPrefix(tm.Kind, "Cluster")
+			clusterScoped := tm.Kind == "Namespace" || tm.Kind == "CSIDriver" || strings.HasPrefix(tm.Kind, "Cluster")
 			if clusterScoped && meta.Namespace != "" {
 				t.Errorf("%s: cluster-scoped %s %s has a namespace", where, tm.Kind, meta.Name)
 			}
@@ -246,6 +261,10 @@ func volumeOf(pod *corev1.PodTemplateSpec, name string) *corev1.Volume {
 func flagValues(args []string, name string) []string {
 	var out []string
 	for i, a := range args {
+		// Go's flag package (the CSI driver's) takes -name as --name.
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") {
+			a = "-" + a
+		}
 		if v, ok := strings.CutPrefix(a, "--"+name+"="); ok {
 			out = append(out, v)
 		} else if a == "--"+name && i+1 < len(args) {
@@ -521,4 +540,135 @@ func TestStrictDecodingCatchesTypos(t *testing.T) {
 	if got := len(documents([]byte("# c\n---\na: 1\n---\n\n---\nb: 2\n"))); got != 2 {
 		t.Errorf("documents = %d, want 2", got)
 	}
+}
+
+// TestCSIManifests: the alternative set in csi/ mounts the Workload API
+// socket into workloads with the SPIFFE CSI driver instead of a hostPath:
+// it decodes strictly, the driver serves the directory the agent of the
+// main set keeps its socket in, registers with the kubelet where the
+// kubelet looks, and the example workload reaches the socket through a
+// read-only csi.spiffe.io volume with no hostPath of its own.
+func TestCSIManifests(t *testing.T) {
+	base := decode(t, ".")
+	cfg := agentConfig(t, base)
+	o := decode(t, "csi")
+
+	drv := o.csiDrivers["csi.spiffe.io"]
+	if drv == nil {
+		t.Fatal("csi/ has no CSIDriver csi.spiffe.io")
+	}
+	if drv.Spec.AttachRequired == nil || *drv.Spec.AttachRequired || drv.Spec.PodInfoOnMount == nil || !*drv.Spec.PodInfoOnMount ||
+		!slices.Equal(drv.Spec.VolumeLifecycleModes, []storagev1.VolumeLifecycleMode{storagev1.VolumeLifecycleEphemeral}) {
+		t.Errorf("CSIDriver csi.spiffe.io must be attach-free, get pod info on mount and serve ephemeral volumes only: %+v", drv.Spec)
+	}
+	if drv.Spec.FSGroupPolicy == nil || *drv.Spec.FSGroupPolicy != storagev1.NoneFSGroupPolicy {
+		t.Error("CSIDriver csi.spiffe.io must not change the socket's group (fsGroupPolicy None)")
+	}
+
+	ds := o.daemonSets["spiffe-csi-driver"]
+	if ds == nil {
+		t.Fatal("csi/ has no DaemonSet spiffe-csi-driver")
+	}
+	pod := &ds.Spec.Template
+	checkPod(t, o, "DaemonSet spiffe-csi-driver", pod, ds.Spec.Selector)
+	var driver, registrar corev1.Container
+	for _, c := range pod.Spec.Containers {
+		switch c.Name {
+		case "spiffe-csi-driver":
+			driver = c
+		case "node-driver-registrar":
+			registrar = c
+		}
+	}
+	// The driver hands out the agent's socket directory.
+	sockDir := flagValues(driver.Args, "workload-api-socket-dir")
+	if len(sockDir) != 1 {
+		t.Fatalf("the driver's -workload-api-socket-dir is %v, want one", sockDir)
+	}
+	var agentDir *corev1.Volume
+	for _, m := range driver.VolumeMounts {
+		if m.MountPath == sockDir[0] {
+			agentDir = volumeOf(pod, m.Name)
+			if !m.ReadOnly {
+				t.Error("the driver mounts the agent's socket directory writable; it only reads it")
+			}
+		}
+	}
+	if agentDir == nil || agentDir.HostPath == nil || agentDir.HostPath.Path != path.Dir(cfg.WorkloadSocket) {
+		t.Errorf("-workload-api-socket-dir %s is not the node's %s, where the agent keeps %s", sockDir[0], path.Dir(cfg.WorkloadSocket), cfg.WorkloadSocket)
+	}
+	// Its CSI socket is where the registrar looks, and the kubelet path the
+	// registrar gives is the host side of that directory.
+	csiSock := flagValues(driver.Args, "csi-socket-path")
+	if len(csiSock) != 1 || !slices.Equal(flagValues(registrar.Args, "csi-address"), csiSock) {
+		t.Fatalf("the driver listens on %v but the registrar dials %v", csiSock, flagValues(registrar.Args, "csi-address"))
+	}
+	plugin := volumeOf(pod, "spiffe-csi-socket")
+	if plugin == nil || plugin.HostPath == nil || mountOf(driver, "spiffe-csi-socket") != path.Dir(csiSock[0]) {
+		t.Fatal("the driver's CSI socket is not in the spiffe-csi-socket hostPath")
+	}
+	if reg := flagValues(registrar.Args, "kubelet-registration-path"); len(reg) != 1 || reg[0] != path.Join(plugin.HostPath.Path, path.Base(csiSock[0])) ||
+		plugin.HostPath.Path != "/var/lib/kubelet/plugins/"+drv.Name {
+		t.Errorf("the registrar registers %v, not the driver's socket under /var/lib/kubelet/plugins/%s", reg, drv.Name)
+	}
+	if names := flagValues(driver.Args, "plugin-name"); len(names) != 1 || names[0] != drv.Name {
+		t.Errorf("the driver calls itself %v, not the CSIDriver's name %s", names, drv.Name)
+	}
+	bidirectional := false
+	for _, m := range driver.VolumeMounts {
+		if m.MountPath == "/var/lib/kubelet/pods" && m.MountPropagation != nil && *m.MountPropagation == corev1.MountPropagationBidirectional {
+			bidirectional = true
+		}
+	}
+	if !bidirectional || driver.SecurityContext == nil || driver.SecurityContext.Privileged == nil || !*driver.SecurityContext.Privileged {
+		t.Error("the driver needs a privileged container with /var/lib/kubelet/pods mounted Bidirectional to publish volumes")
+	}
+
+	// The example workload: a read-only CSI volume, the socket's name in
+	// SPIFFE_ENDPOINT_SOCKET, no hostPath.
+	job := o.jobs["example-workload"]
+	if job == nil {
+		t.Fatal("csi/ has no example Job example-workload")
+	}
+	wpod := &job.Spec.Template
+	checkPod(t, o, "Job example-workload", wpod, &metav1.LabelSelector{})
+	for _, v := range wpod.Spec.Volumes {
+		if v.HostPath != nil {
+			t.Errorf("the example workload has hostPath volume %s; with the CSI driver it needs none", v.Name)
+		}
+	}
+	vol := volumeOf(wpod, "spiffe-workload-api")
+	if vol == nil || vol.CSI == nil || vol.CSI.Driver != drv.Name || vol.CSI.ReadOnly == nil || !*vol.CSI.ReadOnly {
+		t.Fatalf("the example workload's spiffe-workload-api volume is not a read-only %s CSI volume", drv.Name)
+	}
+	app := wpod.Spec.Containers[0]
+	want := "unix://" + path.Join(mountOf(app, "spiffe-workload-api"), path.Base(cfg.WorkloadSocket))
+	var got string
+	for _, e := range app.Env {
+		if e.Name == "SPIFFE_ENDPOINT_SOCKET" {
+			got = e.Value
+		}
+	}
+	if got != want {
+		t.Errorf("the example workload's SPIFFE_ENDPOINT_SOCKET is %q, want %q", got, want)
+	}
+}
+
+// agentConfig is the agent's config in the main set's ConfigMap, as
+// widagent reads it.
+func agentConfig(t *testing.T, o *objects) agentcmd.StartOptions {
+	t.Helper()
+	cm := o.configMaps["wid-agent"]
+	if cm == nil || cm.Data["agent.yaml"] == "" {
+		t.Fatal("no ConfigMap wid-agent with agent.yaml")
+	}
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(file, []byte(cm.Data["agent.yaml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := agentcmd.LoadStartConfig(file)
+	if err != nil {
+		t.Fatalf("widagent refuses the ConfigMap's agent.yaml: %v", err)
+	}
+	return cfg
 }
