@@ -386,6 +386,7 @@ func (a *Agent) setState(st *state) {
 		a.cache.resetRefusals()
 	}
 	a.followRotation(st)
+	a.attests.retryNow()
 	a.stateChanged.notify()
 }
 

@@ -38,10 +38,12 @@ type attestLog struct {
 	seen    map[string]struct{}
 	order   []string
 	wake    chan struct{}
+	// retry cuts a backoff short: the auth service is reachable again.
+	retry chan struct{}
 }
 
 func newAttestLog(logger *slog.Logger) *attestLog {
-	return &attestLog{logger: logger, seen: map[string]struct{}{}, wake: make(chan struct{}, 1)}
+	return &attestLog{logger: logger, seen: map[string]struct{}{}, wake: make(chan struct{}, 1), retry: make(chan struct{}, 1)}
 }
 
 // record queues an attestation unless one with the same key (the same
@@ -89,6 +91,15 @@ func (l *attestLog) record(key string, method string, attrs map[string]string, i
 	}
 }
 
+// retryNow ends a backoff at once: a state arrived from the auth service,
+// so records held through an outage go now rather than up to 30s later.
+func (l *attestLog) retryNow() {
+	select {
+	case l.retry <- struct{}{}:
+	default:
+	}
+}
+
 func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
@@ -129,6 +140,8 @@ func (l *attestLog) Run(ctx context.Context, send func(context.Context, []*authv
 			case <-ctx.Done():
 				return nil
 			case <-time.After(wait):
+			case <-l.retry:
+				failures = 0
 			}
 			continue
 		}
