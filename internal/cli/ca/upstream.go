@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -95,30 +93,6 @@ func checkSPIFFEType(t string) error {
 	return nil
 }
 
-// readInput reads a file the user named, up to the auth service's limit.
-func readInput(flag, name string) ([]byte, error) {
-	f, err := os.Open(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, cmdutil.InputErrorf("%s %s does not exist: check the path", flag, name)
-	}
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return nil, cmdutil.InputErrorf("cannot read %s %s: %v", flag, name, err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, coreca.MaxUpstreamPEM+1))
-	if err != nil {
-		return nil, cmdutil.InputErrorf("cannot read %s %s: %v", flag, name, err)
-	}
-	if len(data) > coreca.MaxUpstreamPEM {
-		return nil, cmdutil.InputErrorf("%s %s is over the limit of %d bytes: give the PEM certificates or key alone", flag, name, coreca.MaxUpstreamPEM)
-	}
-	return data, nil
-}
-
 // Import is what `widctl ca import` prints in JSON and YAML.
 type Import struct {
 	Type            string     `json:"type" yaml:"type"`
@@ -139,16 +113,16 @@ func importRun(ctx context.Context, opts *ImportOptions) error {
 		return err
 	}
 	req := &authv1.ImportCARequest{Type: strings.ToLower(opts.Type)}
-	if req.CertPem, err = readInput("--cert", opts.CertFile); err != nil {
+	if req.CertPem, err = cmdutil.ReadFile(opts.IO, "--cert", opts.CertFile, coreca.MaxUpstreamPEM); err != nil {
 		return err
 	}
 	if opts.KeyFile != "" {
-		if req.KeyPem, err = readInput("--key", opts.KeyFile); err != nil {
+		if req.KeyPem, err = cmdutil.ReadFile(opts.IO, "--key", opts.KeyFile, coreca.MaxUpstreamPEM); err != nil {
 			return err
 		}
 	}
 	if opts.BundleFile != "" {
-		if req.BundlePem, err = readInput("--bundle", opts.BundleFile); err != nil {
+		if req.BundlePem, err = cmdutil.ReadFile(opts.IO, "--bundle", opts.BundleFile, coreca.MaxUpstreamPEM); err != nil {
 			return err
 		}
 	}

@@ -8,9 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -144,7 +141,7 @@ func (opts *CreateOptions) Federation() (*resource.Federation, error) {
 		if opts.URL != "" || opts.Profile != "" || opts.EndpointID != "" || opts.BundleFile != "" {
 			return nil, cmdutil.InputErrorf("-f and --url, --profile, --endpoint-spiffe-id or --bundle were both given: the file says everything, so give one or the other")
 		}
-		data, err := readFile(opts.IO, opts.File, resource.MaxBundleSize*2)
+		data, err := cmdutil.ReadFile(opts.IO, "file", opts.File, resource.MaxBundleSize*2)
 		if err != nil {
 			return nil, err
 		}
@@ -168,7 +165,7 @@ func (opts *CreateOptions) Federation() (*resource.Federation, error) {
 		Spec: resource.FederationSpec{BundleEndpointURL: opts.URL, Profile: opts.Profile, EndpointSPIFFEID: opts.EndpointID},
 	}
 	if opts.BundleFile != "" {
-		data, err := readFile(opts.IO, opts.BundleFile, resource.MaxBundleSize)
+		data, err := cmdutil.ReadFile(opts.IO, "file", opts.BundleFile, resource.MaxBundleSize)
 		if err != nil {
 			return nil, err
 		}
@@ -201,42 +198,6 @@ func flagFor(field string) string {
 		return "--bundle"
 	}
 	return ""
-}
-
-// readFile reads a file the user named (- for stdin), up to limit bytes.
-func readFile(ios *iostreams.IOStreams, name string, limit int64) ([]byte, error) {
-	var (
-		data []byte
-		err  error
-	)
-	if name == "-" {
-		data, err = readLimited(ios.In, limit)
-	} else {
-		var f *os.File
-		if f, err = os.Open(name); err == nil {
-			data, err = readLimited(f, limit)
-			f.Close()
-		}
-	}
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, cmdutil.InputErrorf("file %s does not exist: check the path", name)
-	case err != nil:
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return nil, cmdutil.InputErrorf("cannot read %s: %v", name, err)
-	}
-	return data, nil
-}
-
-func readLimited(r io.Reader, limit int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err == nil && int64(len(data)) > limit {
-		err = fmt.Errorf("it is over the limit of %d bytes", limit)
-	}
-	return data, err
 }
 
 func createRun(ctx context.Context, opts *CreateOptions) error {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -38,14 +37,9 @@ func (opts *CreateOptions) checkX509Pop() error {
 
 // x509PopToken builds the join token resource that opts describe.
 func (opts *CreateOptions) x509PopToken(now time.Time) (*resource.JoinToken, error) {
-	f, err := os.Open(opts.CABundle)
+	b, err := cmdutil.ReadFile(opts.IO, "--ca-bundle", opts.CABundle, resource.MaxX509PopBundle)
 	if err != nil {
-		return nil, cmdutil.InputErrorf("reading --ca-bundle: %v", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, resource.MaxX509PopBundle+1))
-	if err != nil {
-		return nil, cmdutil.InputErrorf("reading --ca-bundle: %v", err)
+		return nil, err
 	}
 	if _, err := resource.ParseX509PopBundle(string(b)); err != nil {
 		return nil, cmdutil.InputErrorf("--ca-bundle %s %v", opts.CABundle, err)
